@@ -1,0 +1,4 @@
+//! What each command runs. Modes only wire lower layers together and own their lifecycle.
+
+pub mod hash_password;
+pub mod init;

@@ -1,0 +1,4 @@
+//! Application logic, independent of HTTP: authentication and, as they arrive, the libp2p node,
+//! presence, the hub, Lua and groups. Nothing here imports axum or askama.
+
+pub mod auth;

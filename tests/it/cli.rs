@@ -1,0 +1,147 @@
+//! The `goop2` binary: init, hash-password, --version.
+
+use std::fs;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use goop2::config::Config;
+use goop2::identity;
+use goop2::services::auth;
+
+fn goop2(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_goop2"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn init_creates_a_complete_peer_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("peers/alice");
+    let out = goop2(&["init", dir.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let loaded = Config::load_dir(&dir).expect("init writes a valid goop.json");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(loaded.config.profile.label, "alice");
+    let written = fs::read_to_string(dir.join("goop.json")).unwrap();
+    assert!(
+        written.contains("\"heartbeat_seconds\": 5"),
+        "defaults are written out: {written}"
+    );
+
+    let key = identity::load_or_create(&dir.join("data/identity.key")).unwrap();
+    assert!(!key.created, "init created the key");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("Peer ID: {}", key.peer_id)),
+        "{stdout}"
+    );
+
+    let page = fs::read_to_string(dir.join("site/index.html")).unwrap();
+    assert!(page.contains("<h1>Hello from my peer</h1>"));
+}
+
+#[test]
+fn init_takes_a_label() {
+    let root = tempfile::tempdir().unwrap();
+    let out = goop2(
+        &[
+            "init",
+            root.path().to_str().unwrap(),
+            "--label",
+            "Bob's blog",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        Config::load_dir(root.path()).unwrap().config.profile.label,
+        "Bob's blog"
+    );
+}
+
+#[test]
+fn init_refuses_to_overwrite_an_existing_goop_json() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("goop.json");
+    fs::write(&path, "{\"profile\": {\"label\": \"mine\"}}").unwrap();
+
+    let out = goop2(&["init", root.path().to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: refusing to overwrite {}: it already exists. Edit it, or choose another \
+             directory\n",
+            path.display()
+        )
+    );
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        "{\"profile\": {\"label\": \"mine\"}}"
+    );
+    assert!(
+        !root.path().join("data").exists(),
+        "nothing else was created"
+    );
+}
+
+#[test]
+fn hash_password_prints_a_verifiable_argon2id_hash() {
+    let out = goop2(&["hash-password"], b"correct horse\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let phc = text(&out.stdout);
+    let phc = phc.trim_end();
+    assert!(phc.starts_with("$argon2id$"), "{phc}");
+    assert!(auth::verify_password(phc, "correct horse").unwrap());
+    assert!(!auth::verify_password(phc, "correct horse\n").unwrap());
+    assert!(!auth::verify_password(phc, "wrong").unwrap());
+}
+
+#[test]
+fn hash_password_accepts_crlf_and_refuses_empty_or_oversized_input() {
+    let out = goop2(&["hash-password"], b"s3cret\r\nignored second line\n");
+    assert!(out.status.success());
+    assert!(auth::verify_password(text(&out.stdout).trim_end(), "s3cret").unwrap());
+
+    let out = goop2(&["hash-password"], b"\n");
+    assert!(!out.status.success());
+    assert_eq!(text(&out.stderr), "error: the password is empty\n");
+
+    let out = goop2(&["hash-password"], &vec![b'a'; 5000]);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        "error: the password is longer than 1024 bytes\n"
+    );
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let out = goop2(&["--version"], b"");
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout),
+        format!("goop2 {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn no_arguments_prints_help_and_fails() {
+    let out = goop2(&[], b"");
+    assert!(!out.status.success());
+    let help = text(&out.stderr);
+    assert!(help.contains("Usage: goop2 <COMMAND>"), "{help}");
+    assert!(help.contains("hash-password"), "{help}");
+}
