@@ -24,6 +24,12 @@ pub enum Command {
         #[arg(long)]
         label: Option<String>,
     },
+    /// Run a rendezvous hub from a directory (creating a rendezvous-only goop.json if there is
+    /// none): presence registry, live streams and dashboard, until SIGINT or SIGTERM.
+    Rendezvous {
+        /// The hub's directory.
+        dir: PathBuf,
+    },
     /// Read a password (from the terminal, or the first line of standard input) and print its
     /// argon2id hash for `viewer.admin_password` or `presence.admin_password`.
     HashPassword,

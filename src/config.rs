@@ -203,6 +203,14 @@ pub struct Presence {
     pub allow_unsigned: bool,
     /// Reverse proxies (IP addresses or CIDR ranges) whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<String>,
+    /// Publishes one address may make at once before the rate applies.
+    pub publish_burst: u32,
+    /// Publishes per second one address may sustain.
+    pub publish_per_second: u32,
+    /// Open SSE and WebSocket streams the hub serves in total.
+    pub max_streams: u32,
+    /// Open streams one address may hold.
+    pub max_streams_per_ip: u32,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -223,6 +231,10 @@ impl Default for Presence {
             templates_dir: "templates".into(),
             allow_unsigned: false,
             trusted_proxies: Vec::new(),
+            publish_burst: 60,
+            publish_per_second: 1,
+            max_streams: 20_000,
+            max_streams_per_ip: 30,
             extra: Map::new(),
         }
     }
@@ -323,6 +335,10 @@ const INTEGER_RANGES: &[(&str, &str, i64, i64)] = &[
     ("presence", "ttl_seconds", 1, 86_400),
     ("presence", "heartbeat_seconds", 1, 3_600),
     ("presence", "rendezvous_port", 0, 65535),
+    ("presence", "publish_burst", 1, 1_000_000),
+    ("presence", "publish_per_second", 1, 1_000_000),
+    ("presence", "max_streams", 1, 1_000_000),
+    ("presence", "max_streams_per_ip", 1, 1_000_000),
     ("lua", "timeout_seconds", 1, 60),
     ("lua", "max_memory_mb", 1, 1024),
     ("lua", "rate_limit_per_peer", 1, 1_000_000),

@@ -4,6 +4,7 @@
 
 pub mod cli; // the command line
 pub mod config; // goop.json: typed, defaulted, validated, saved atomically
+pub mod http; // axum routers, pages and the connection loop
 pub mod identity; // the Ed25519 key file and peer ID
 pub mod modes;
 pub mod services; // application logic

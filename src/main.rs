@@ -1,10 +1,13 @@
 //! The `goop2` binary: parse the command line and run one mode.
 
+use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 use goop2::cli::{Cli, Command};
 use goop2::modes;
+use goop2::telemetry::{self, LogBuffer};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,6 +29,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Starter page: {}", scaffold.site_index.display());
         }
         Command::HashPassword => println!("{}", modes::hash_password::run()?),
+        Command::Rendezvous { dir } => run_rendezvous(&dir)?,
+    }
+    Ok(())
+}
+
+fn run_rendezvous(dir: &Path) -> anyhow::Result<()> {
+    let logs = LogBuffer::new(telemetry::DEFAULT_CAPACITY);
+    telemetry::init(&logs)?;
+    let loaded = modes::rendezvous::prepare_dir(dir)?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let running = modes::rendezvous::start(&loaded.config, logs).await?;
+        wait_for_signal().await?;
+        tracing::info!("stopping");
+        running.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot watch SIGINT")?,
+        _ = terminate.recv() => {}
     }
     Ok(())
 }

@@ -2,3 +2,4 @@
 
 pub mod hash_password;
 pub mod init;
+pub mod rendezvous;

@@ -2,3 +2,4 @@
 //! presence, the hub, Lua and groups. Nothing here imports axum or askama.
 
 pub mod auth;
+pub mod hub;

@@ -1,0 +1,164 @@
+//! `GET /`: the live dashboard, and the static assets of the hub's pages.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::HubApp;
+use crate::services::hub::presence::PresenceType;
+use crate::services::hub::{PeerRecord, RecentChange, unix_ms};
+
+pub fn routes() -> Router<HubApp> {
+    Router::new()
+        .route("/", get(show_dashboard))
+        .route("/assets/hub.css", get(serve_css))
+        .route("/assets/dashboard.js", get(serve_dashboard_js))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "hub_dashboard.html")]
+struct DashboardPage {
+    hub_name: String,
+    connect_url: String,
+    peers: Vec<PeerRow>,
+    recent: Vec<ChangeRow>,
+}
+
+/// A peer as a table row.
+pub struct PeerRow {
+    pub peer_id: String,
+    pub short_id: String,
+    pub label: String,
+    pub verified: bool,
+    pub signed: bool,
+    pub addrs: Vec<String>,
+    pub last_seen_ms: i64,
+    pub last_seen_ago: String,
+}
+
+impl PeerRow {
+    pub fn from_record(record: &PeerRecord, now_ms: i64) -> Self {
+        let presence = &record.presence;
+        PeerRow {
+            peer_id: presence.peer_id.clone(),
+            short_id: short_id(&presence.peer_id),
+            label: presence.content.clone().unwrap_or_default(),
+            verified: record.verified,
+            signed: record.signed,
+            addrs: presence.addrs.clone().unwrap_or_default(),
+            last_seen_ms: record.last_seen_ms,
+            last_seen_ago: ago(now_ms - record.last_seen_ms),
+        }
+    }
+}
+
+struct ChangeRow {
+    kind: &'static str,
+    verb: &'static str,
+    label: String,
+    short_id: String,
+    ts_ms: i64,
+    ago: String,
+}
+
+impl ChangeRow {
+    fn from_change(change: &RecentChange, now_ms: i64) -> Self {
+        ChangeRow {
+            kind: change.kind.as_str(),
+            verb: if change.kind == PresenceType::Offline {
+                "left"
+            } else {
+                "joined"
+            },
+            label: change.label.clone(),
+            short_id: short_id(&change.peer_id),
+            ts_ms: change.ts_ms,
+            ago: ago(now_ms - change.ts_ms),
+        }
+    }
+}
+
+async fn show_dashboard(State(app): State<HubApp>, headers: HeaderMap) -> impl IntoResponse {
+    let now_ms = unix_ms();
+    DashboardPage {
+        hub_name: app.hub.options().name.clone(),
+        connect_url: connect_url(&app, &headers),
+        peers: app
+            .hub
+            .peers()
+            .iter()
+            .map(|r| PeerRow::from_record(r, now_ms))
+            .collect(),
+        recent: app
+            .hub
+            .recent_changes()
+            .iter()
+            .map(|c| ChangeRow::from_change(c, now_ms))
+            .collect(),
+    }
+}
+
+/// The URL to give peers: the configured one, else what the browser used to reach us.
+fn connect_url(app: &HubApp, headers: &HeaderMap) -> String {
+    if !app.public_url.is_empty() {
+        return app.public_url.clone();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .filter(|p| *p == "https")
+        .unwrap_or("http");
+    format!("{scheme}://{host}")
+}
+
+/// `12D3KooWAbcd…xyz123`: enough to tell peers apart at a glance.
+pub fn short_id(peer_id: &str) -> String {
+    if peer_id.len() > 16 {
+        format!("{}…{}", &peer_id[..8], &peer_id[peer_id.len() - 6..])
+    } else {
+        peer_id.to_owned()
+    }
+}
+
+/// "12 s ago", "3 min ago", "2 h ago".
+pub fn ago(elapsed_ms: i64) -> String {
+    let seconds = (elapsed_ms.max(0) + 500) / 1000;
+    match seconds {
+        0..60 => format!("{seconds} s ago"),
+        60..3600 => format!("{} min ago", (seconds + 30) / 60),
+        _ => format!("{} h ago", (seconds + 1800) / 3600),
+    }
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
+async fn serve_css() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../../../web/hub/hub.css"),
+    )
+}
+
+async fn serve_dashboard_js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/hub/dashboard.js"),
+    )
+}

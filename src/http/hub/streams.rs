@@ -1,0 +1,299 @@
+//! The live streams: `GET /events` (Server-Sent Events) and `GET /ws` (WebSocket).
+//!
+//! Both start with a snapshot of the peers online (or, for a reconnecting SSE client whose
+//! `Last-Event-ID` is still in the ring, exactly the events it missed), then forward live events.
+//! Frames are the bytes the hub serialized once; a stream that falls behind is closed.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use futures_util::stream;
+use libp2p_identity::PeerId;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::HubApp;
+use crate::http::client_ip::ClientIp;
+use crate::http::error::HttpError;
+use crate::services::hub::limits::StreamSlot;
+use crate::services::hub::presence::{MAX_BODY_BYTES, Presence, PresenceError};
+use crate::services::hub::{Hub, HubEvent, Subscription};
+
+/// Longest silence on an SSE stream before a keep-alive comment.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// WebSocket ping period, and how long a pong may be late before the socket is closed.
+const PING_EVERY: Duration = Duration::from_secs(20);
+const PONG_TIMEOUT: Duration = Duration::from_secs(45);
+
+pub fn routes() -> Router<HubApp> {
+    Router::new()
+        .route("/events", get(stream_events))
+        .route("/ws", get(open_websocket))
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamParams {
+    changes: Option<String>,
+    peer_id: Option<String>,
+    /// For clients that cannot set the `Last-Event-ID` header (WebSocket).
+    last_event_id: Option<String>,
+}
+
+impl StreamParams {
+    fn changes_only(&self) -> bool {
+        matches!(self.changes.as_deref(), Some("1" | "true" | "yes"))
+    }
+}
+
+async fn stream_events(
+    State(app): State<HubApp>,
+    ClientIp(ip): ClientIp,
+    Query(params): Query<StreamParams>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let slot = app.hub.open_stream(ip)?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(params.last_event_id.as_deref());
+    let subscription = app.hub.subscribe(last_event_id, params.changes_only());
+    let body = Body::from_stream(sse_frames(app.hub.clone(), subscription, slot));
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+struct SseStream {
+    hub: Hub,
+    pending: VecDeque<Bytes>,
+    subscription: Subscription,
+    keepalive: tokio::time::Interval,
+    finished: bool,
+    _slot: StreamSlot,
+}
+
+fn sse_frames(
+    hub: Hub,
+    subscription: Subscription,
+    slot: StreamSlot,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    let mut pending = VecDeque::with_capacity(subscription.initial.len() + 2);
+    // Sent first so the headers reach the client at once, and so clients reconnect quickly.
+    pending.push_back(Bytes::from_static(b"retry: 2000\n\n"));
+    if subscription.reset {
+        pending.push_back(Bytes::from(format!(
+            "event: reset\ndata: {{\"epoch\":\"{}\"}}\n\n",
+            hub.epoch()
+        )));
+    }
+    pending.extend(subscription.initial.iter().map(|e| e.sse.clone()));
+    let start = tokio::time::Instant::now() + KEEPALIVE;
+    let state = SseStream {
+        hub,
+        pending,
+        subscription,
+        keepalive: tokio::time::interval_at(start, KEEPALIVE),
+        finished: false,
+        _slot: slot,
+    };
+    stream::unfold(state, |mut s| async move {
+        if let Some(frame) = s.pending.pop_front() {
+            return Some((Ok(frame), s));
+        }
+        if s.finished {
+            return None;
+        }
+        let frame = next_sse_frame(&mut s).await?;
+        s.keepalive.reset();
+        Some((Ok(frame), s))
+    })
+}
+
+async fn next_sse_frame(s: &mut SseStream) -> Option<Bytes> {
+    if *s.subscription.shutdown.borrow() {
+        s.finished = true;
+        return Some(Bytes::from_static(
+            b"retry: 1000\n: the hub is restarting\n\n",
+        ));
+    }
+    tokio::select! {
+        biased;
+        _ = s.subscription.shutdown.changed() => {
+            s.finished = true;
+            Some(Bytes::from_static(b"retry: 1000\n: the hub is restarting\n\n"))
+        }
+        event = s.subscription.live.recv() => match event {
+            Ok(event) => {
+                s.hub.metrics().observe_fanout(event.accepted_at.elapsed());
+                Some(event.sse.clone())
+            }
+            Err(RecvError::Lagged(_)) => {
+                note_dropped(&s.hub);
+                None
+            }
+            Err(RecvError::Closed) => None,
+        },
+        _ = s.keepalive.tick() => Some(Bytes::from_static(b": keep-alive\n\n")),
+    }
+}
+
+fn note_dropped(hub: &Hub) {
+    hub.metrics()
+        .dropped_slow_subscribers
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!("a subscriber fell behind and was disconnected");
+}
+
+async fn open_websocket(
+    State(app): State<HubApp>,
+    ClientIp(ip): ClientIp,
+    Query(params): Query<StreamParams>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, HttpError> {
+    let peer_text = params
+        .peer_id
+        .as_deref()
+        .ok_or_else(|| HttpError::bad_request("the peer_id query parameter is required"))?;
+    let peer_id = PeerId::from_str(peer_text).map_err(|e| {
+        HttpError::from(PresenceError::BadPeerId(
+            peer_text.to_owned(),
+            e.to_string(),
+        ))
+    })?;
+    let slot = app.hub.open_stream(ip)?;
+    let subscription = app
+        .hub
+        .subscribe(params.last_event_id.as_deref(), params.changes_only());
+    Ok(upgrade
+        .max_message_size(MAX_BODY_BYTES)
+        .max_frame_size(MAX_BODY_BYTES)
+        .on_upgrade(move |socket| async move {
+            let session = WsSession {
+                hub: app.hub,
+                ip,
+                peer_id,
+                _slot: slot,
+            };
+            session.run(socket, subscription).await;
+        }))
+}
+
+struct WsSession {
+    hub: Hub,
+    ip: IpAddr,
+    peer_id: PeerId,
+    _slot: StreamSlot,
+}
+
+impl WsSession {
+    async fn run(self, mut socket: WebSocket, mut subscription: Subscription) {
+        let session = self.hub.next_session_id();
+        let mut published = false;
+        for event in std::mem::take(&mut subscription.initial) {
+            if socket.send(text_frame(&event)).await.is_err() {
+                return;
+            }
+        }
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        let mut last_pong = Instant::now();
+        let close: Option<(u16, &str)> = loop {
+            tokio::select! {
+                _ = subscription.shutdown.changed() => break Some((1012, "the hub is restarting")),
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        let reply = self.publish(text.as_bytes(), session);
+                        published |= reply.is_ok();
+                        if let Err(error) = reply {
+                            let frame = serde_json::json!({"error": error.to_string()}).to_string();
+                            if socket.send(Message::Text(frame.into())).await.is_err() {
+                                break None;
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        let reply = self.publish(&bytes, session);
+                        published |= reply.is_ok();
+                    }
+                    Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
+                    Some(Ok(Message::Ping(_))) => last_pong = Instant::now(),
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
+                },
+                event = subscription.live.recv() => match event {
+                    Ok(event) => {
+                        self.hub.metrics().observe_fanout(event.accepted_at.elapsed());
+                        if socket.send(text_frame(&event)).await.is_err() {
+                            break None;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        note_dropped(&self.hub);
+                        break Some((1013, "too slow; reconnect"));
+                    }
+                    Err(RecvError::Closed) => break Some((1012, "the hub is restarting")),
+                },
+                _ = ping.tick() => {
+                    if last_pong.elapsed() > PONG_TIMEOUT {
+                        break Some((1001, "no pong"));
+                    }
+                    if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                        break None;
+                    }
+                }
+            }
+        };
+        if let Some((code, reason)) = close {
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from(reason),
+                })))
+                .await;
+        }
+        // The socket was this peer's presence: closing it takes the peer offline, unless it has
+        // published through another connection since.
+        if published {
+            self.hub.disconnect_session(&self.peer_id, session);
+        }
+    }
+
+    fn publish(&self, bytes: &[u8], session: u64) -> Result<(), PresenceError> {
+        self.hub.check_rate(self.ip)?;
+        let checked = Presence::parse_and_check(bytes).inspect_err(|e| self.hub.note_reject(e))?;
+        if checked.peer_id != self.peer_id {
+            let error = PresenceError::WrongPeer {
+                expected: self.peer_id.to_base58(),
+                got: checked.peer_id.to_base58(),
+            };
+            self.hub.note_reject(&error);
+            return Err(error);
+        }
+        self.hub
+            .apply_from(checked, Some(session))
+            .inspect_err(|e| self.hub.note_reject(e))
+    }
+}
+
+fn text_frame(event: &Arc<HubEvent>) -> Message {
+    match Utf8Bytes::try_from(event.json.clone()) {
+        Ok(text) => Message::Text(text),
+        Err(_) => Message::Binary(event.json.clone()),
+    }
+}

@@ -1,0 +1,133 @@
+//! `goop2 rendezvous <dir>`: a hub only — presence registry, streams, dashboard — bound to
+//! `presence.rendezvous_bind:rendezvous_port`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{self, Config};
+use crate::http::client_ip::TrustedProxies;
+use crate::http::hub::{HubApp, router};
+use crate::http::server::{self, ServerLimits};
+use crate::services::hub::{Hub, HubOptions};
+use crate::telemetry::LogBuffer;
+
+/// How long a graceful stop may take in total.
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+
+/// A running hub: its address and how to stop it.
+pub struct RunningHub {
+    pub hub_addr: SocketAddr,
+    pub hub: Hub,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+}
+
+/// Loads `dir/goop.json`, creating a rendezvous-only configuration first if there is none.
+pub fn prepare_dir(dir: &Path) -> anyhow::Result<config::LoadedConfig> {
+    let path = dir.join(config::FILE_NAME);
+    if !path.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut config = Config::default();
+        config.presence.rendezvous_only = true;
+        config.presence.rendezvous_host = true;
+        config.viewer.http_addr = String::new();
+        config.save(&path)?;
+        tracing::info!(path = %path.display(), "created a rendezvous-only goop.json");
+    }
+    Ok(Config::load(&path)?)
+}
+
+/// Starts the hub described by `config` and returns once it is listening.
+pub async fn start(config: &Config, logs: LogBuffer) -> anyhow::Result<RunningHub> {
+    start_with_options(config, HubOptions::from_config(config), logs).await
+}
+
+/// Like [`start`], with hub options adjusted beyond what `goop.json` sets (queue sizes).
+pub async fn start_with_options(
+    config: &Config,
+    options: HubOptions,
+    logs: LogBuffer,
+) -> anyhow::Result<RunningHub> {
+    let presence = &config.presence;
+    let bind = SocketAddr::new(presence.rendezvous_bind_ip(), presence.rendezvous_port);
+    let listener = TcpListener::bind(bind).await.with_context(|| {
+        format!("cannot listen on {bind} (presence.rendezvous_bind/rendezvous_port)")
+    })?;
+    let hub_addr = server::local_addr(&listener);
+    let hub = Hub::start(options);
+    let app = HubApp {
+        hub: hub.clone(),
+        proxies: TrustedProxies(Arc::new(presence.trusted_proxy_nets())),
+        logs,
+        public_url: String::new(),
+    };
+    let routes = with_security_headers(router(app));
+    let limits = ServerLimits {
+        max_connections: presence.max_streams as usize + 1024,
+        ..ServerLimits::default()
+    };
+    let (stop, mut stopped) = watch::channel(false);
+    let server = tokio::spawn(server::serve(listener, routes, limits, async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    tracing::info!(addr = %hub_addr, "rendezvous hub listening on http://{hub_addr}");
+    Ok(RunningHub {
+        hub_addr,
+        hub,
+        stop,
+        server,
+    })
+}
+
+impl RunningHub {
+    /// Stops accepting, tells stream clients to reconnect elsewhere or later, waits for open
+    /// requests (at most [`SHUTDOWN_LIMIT`]).
+    pub async fn shutdown(self) {
+        self.hub.shutdown();
+        self.stop.send_replace(true);
+        if tokio::time::timeout(SHUTDOWN_LIMIT, self.server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the hub did not stop within {SHUTDOWN_LIMIT:?}");
+        }
+        tracing::info!("rendezvous hub stopped");
+    }
+}
+
+/// Headers every hub response carries: no sniffing, no framing, no referrers, and a content
+/// policy that allows only the hub's own scripts and styles.
+fn with_security_headers(router: Router) -> Router {
+    router.layer(axum::middleware::map_response(
+        |mut response: Response| async move {
+            let headers = response.headers_mut();
+            headers.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            headers.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("same-origin"),
+            );
+            headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                 connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+            ),
+        );
+            response
+        },
+    ))
+}

@@ -1,0 +1,622 @@
+//! The rendezvous hub: a registry of online peers and a live, replayable stream of presence
+//! events.
+//!
+//! Every accepted message becomes one [`HubEvent`], serialized once, kept in a bounded ring for
+//! `Last-Event-ID` replay and offered to subscribers through two broadcast channels: every event,
+//! and changes only (no pure heartbeats). A subscriber that falls more than the channel's
+//! capacity behind is cut off and resumes from the ring; it never slows the others.
+//!
+//! The registry lives behind one mutex rather than in an actor task: each publish holds it for a
+//! few microseconds (signatures are checked before it is taken) and never across an `.await`,
+//! which keeps the hot path free of a channel round trip.
+
+pub mod limits;
+pub mod metrics;
+pub mod presence;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use libp2p_identity::PeerId;
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+
+use crate::config::Config;
+use limits::{PublishLimiter, StreamCaps, StreamRefused, StreamSlot};
+use metrics::{Gauges, HubMetrics};
+use presence::{CheckedPresence, MAX_CLOCK_SKEW_MS, Presence, PresenceError, PresenceType};
+
+/// Events kept for replay after a reconnect.
+pub const DEFAULT_RING_CAPACITY: usize = 16_384;
+/// Events a subscriber may lag behind before it is cut off.
+pub const DEFAULT_SUBSCRIBER_QUEUE: usize = 1024;
+/// Joins and leaves remembered for the dashboard.
+const RECENT_CHANGES: usize = 50;
+
+/// How a hub behaves; built from `goop.json` with [`HubOptions::from_config`].
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// Shown on the dashboard.
+    pub name: String,
+    pub ttl: Duration,
+    pub allow_unsigned: bool,
+    pub ring_capacity: usize,
+    pub subscriber_queue: usize,
+    /// How often expired peers are removed.
+    pub sweep_interval: Duration,
+    pub publish_burst: u32,
+    pub publish_per_second: u32,
+    pub max_streams: usize,
+    pub max_streams_per_ip: usize,
+}
+
+impl HubOptions {
+    pub fn from_config(config: &Config) -> Self {
+        let presence = &config.presence;
+        HubOptions {
+            name: if config.profile.label.is_empty() {
+                "Goop² rendezvous".into()
+            } else {
+                config.profile.label.clone()
+            },
+            ttl: Duration::from_secs(presence.ttl_seconds.into()),
+            allow_unsigned: presence.allow_unsigned,
+            ring_capacity: DEFAULT_RING_CAPACITY,
+            subscriber_queue: DEFAULT_SUBSCRIBER_QUEUE,
+            sweep_interval: Duration::from_millis(250),
+            publish_burst: presence.publish_burst,
+            publish_per_second: presence.publish_per_second,
+            max_streams: presence.max_streams as usize,
+            max_streams_per_ip: presence.max_streams_per_ip as usize,
+        }
+    }
+}
+
+/// One presence event, serialized once for every subscriber.
+#[derive(Debug)]
+pub struct HubEvent {
+    pub offset: u64,
+    /// `<epoch>-<offset>`, the SSE event id.
+    pub id: String,
+    pub kind: PresenceType,
+    /// False for a heartbeat that changed nothing.
+    pub change: bool,
+    /// The message as JSON (the WebSocket frame).
+    pub json: Bytes,
+    /// `id: …\ndata: …\n\n` (the SSE frame).
+    pub sse: Bytes,
+    /// When the hub accepted the message, for fan-out latency.
+    pub accepted_at: Instant,
+}
+
+/// A peer as the hub currently knows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerRecord {
+    /// The last accepted message, with `signed` and `verified` set by the hub.
+    pub presence: Presence,
+    pub signed: bool,
+    pub verified: bool,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    #[serde(skip)]
+    expires: Instant,
+    /// The WebSocket session that carried the last message, if any.
+    #[serde(skip)]
+    session: Option<u64>,
+}
+
+/// A join or leave, for the dashboard.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentChange {
+    pub ts_ms: i64,
+    pub kind: PresenceType,
+    pub peer_id: String,
+    pub label: String,
+}
+
+/// Where a new subscriber starts.
+#[derive(Debug)]
+pub struct Subscription {
+    /// True when the requested resume point was unknown: send `event: reset` first.
+    pub reset: bool,
+    /// Snapshot or replayed events to send before live ones.
+    pub initial: Vec<Arc<HubEvent>>,
+    pub live: broadcast::Receiver<Arc<HubEvent>>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The hub. Cloning is cheap; all clones share one registry.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    options: HubOptions,
+    epoch: String,
+    state: Mutex<HubState>,
+    all: broadcast::Sender<Arc<HubEvent>>,
+    changes: broadcast::Sender<Arc<HubEvent>>,
+    metrics: HubMetrics,
+    limiter: PublishLimiter,
+    streams: Arc<StreamCaps>,
+    shutdown: watch::Sender<bool>,
+    sessions: std::sync::atomic::AtomicU64,
+}
+
+struct HubState {
+    peers: HashMap<PeerId, PeerRecord>,
+    ring: VecDeque<Arc<HubEvent>>,
+    next_offset: u64,
+    /// Last accepted `ts` per peer, kept after the peer leaves so old messages cannot replay.
+    last_ts: HashMap<PeerId, (i64, Instant)>,
+    bans: HashMap<PeerId, Instant>,
+    recent: VecDeque<RecentChange>,
+}
+
+impl Hub {
+    /// Creates a hub and starts its expiry task on the current Tokio runtime.
+    pub fn start(options: HubOptions) -> Hub {
+        let (all, _) = broadcast::channel(options.subscriber_queue.max(1));
+        let (changes, _) = broadcast::channel(options.subscriber_queue.max(1));
+        let (shutdown, _) = watch::channel(false);
+        let hub = Hub {
+            inner: Arc::new(HubInner {
+                epoch: format!("{:x}", rand::random::<u64>() >> 16),
+                state: Mutex::new(HubState {
+                    peers: HashMap::new(),
+                    ring: VecDeque::with_capacity(options.ring_capacity.min(4096)),
+                    next_offset: 1,
+                    last_ts: HashMap::new(),
+                    bans: HashMap::new(),
+                    recent: VecDeque::with_capacity(RECENT_CHANGES),
+                }),
+                all,
+                changes,
+                metrics: HubMetrics::default(),
+                limiter: PublishLimiter::new(options.publish_burst, options.publish_per_second),
+                streams: Arc::new(StreamCaps::new(
+                    options.max_streams,
+                    options.max_streams_per_ip,
+                )),
+                shutdown,
+                sessions: std::sync::atomic::AtomicU64::new(1),
+                options,
+            }),
+        };
+        tokio::spawn(sweep(Arc::downgrade(&hub.inner)));
+        hub
+    }
+
+    pub fn options(&self) -> &HubOptions {
+        &self.inner.options
+    }
+
+    /// Changes with every start, so subscribers notice a restart and resynchronize.
+    pub fn epoch(&self) -> &str {
+        &self.inner.epoch
+    }
+
+    pub fn metrics(&self) -> &HubMetrics {
+        &self.inner.metrics
+    }
+
+    /// Takes a publish token for `ip`.
+    pub fn check_rate(&self, ip: IpAddr) -> Result<(), PresenceError> {
+        self.inner.limiter.check(ip).map_err(|wait| {
+            self.inner.metrics.reject("rate_limited");
+            PresenceError::RateLimited {
+                retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }
+        })
+    }
+
+    /// Parses, checks and applies one presence body.
+    pub fn publish(&self, body: &[u8]) -> Result<CheckedPresence, PresenceError> {
+        let checked = Presence::parse_and_check(body).inspect_err(|e| self.note_reject(e))?;
+        self.apply(checked.clone())
+            .inspect_err(|e| self.note_reject(e))?;
+        Ok(checked)
+    }
+
+    /// Counts and logs a refused message.
+    pub fn note_reject(&self, error: &PresenceError) {
+        self.inner.metrics.reject(error.reason());
+        tracing::debug!(reason = error.reason(), "presence refused: {error}");
+    }
+
+    /// Applies a message that passed [`Presence::parse_and_check`]: policy, replay and clock
+    /// checks, then the registry update and the event.
+    pub fn apply(&self, checked: CheckedPresence) -> Result<(), PresenceError> {
+        self.apply_from(checked, None)
+    }
+
+    /// Like [`Hub::apply`], for a message that arrived on the WebSocket `session`: closing that
+    /// session later takes the peer offline (see [`Hub::disconnect_session`]).
+    pub fn apply_from(
+        &self,
+        checked: CheckedPresence,
+        session: Option<u64>,
+    ) -> Result<(), PresenceError> {
+        let CheckedPresence {
+            mut presence,
+            peer_id,
+            signed,
+        } = checked;
+        if !signed && !self.inner.options.allow_unsigned {
+            return Err(PresenceError::Unsigned);
+        }
+        let now = Instant::now();
+        let now_ms = unix_ms();
+        let mut state = self.lock();
+
+        if let Some(until) = state.bans.get(&peer_id)
+            && *until > now
+        {
+            return Err(PresenceError::Banned {
+                peer: presence.peer_id,
+                seconds: (*until - now).as_secs().max(1),
+            });
+        }
+        let existing = state.peers.get(&peer_id);
+        if !signed && existing.is_some_and(|p| p.signed) {
+            return Err(PresenceError::Downgrade(presence.peer_id));
+        }
+        match presence.ts {
+            Some(ts) => {
+                if signed && (ts - now_ms).abs() > MAX_CLOCK_SKEW_MS {
+                    return Err(PresenceError::ClockSkew { ts, now: now_ms });
+                }
+                if let Some((last, _)) = state.last_ts.get(&peer_id)
+                    && ts <= *last
+                {
+                    return Err(PresenceError::Replay { ts, last: *last });
+                }
+                state.last_ts.insert(peer_id, (ts, now));
+            }
+            None => presence.ts = Some(now_ms),
+        }
+
+        presence.signed = Some(signed);
+        presence.verified = Some(false);
+        self.inner
+            .metrics
+            .publishes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+
+        if presence.kind == PresenceType::Offline {
+            if let Some(gone) = state.peers.remove(&peer_id) {
+                state.remember(now_ms, PresenceType::Offline, &gone.presence);
+            }
+            self.emit(&mut state, &presence, true, now);
+            return Ok(());
+        }
+
+        let change = match state.peers.get_mut(&peer_id) {
+            Some(record) => {
+                let change = !record.presence.same_announcement(&presence);
+                record.presence = presence.clone();
+                record.signed = signed;
+                record.last_seen_ms = now_ms;
+                record.expires = now + self.inner.options.ttl;
+                record.session = session;
+                change
+            }
+            None => {
+                state.remember(now_ms, PresenceType::Online, &presence);
+                state.peers.insert(
+                    peer_id,
+                    PeerRecord {
+                        presence: presence.clone(),
+                        signed,
+                        verified: false,
+                        first_seen_ms: now_ms,
+                        last_seen_ms: now_ms,
+                        expires: now + self.inner.options.ttl,
+                        session,
+                    },
+                );
+                true
+            }
+        };
+        self.emit(&mut state, &presence, change, now);
+        Ok(())
+    }
+
+    /// Removes a peer now, as if it had gone offline. Returns false if it was not online.
+    pub fn kick(&self, peer_id: &PeerId) -> bool {
+        let mut state = self.lock();
+        self.remove_peer(&mut state, peer_id)
+    }
+
+    /// Takes a peer offline because its WebSocket `session` closed, unless its presence has
+    /// since arrived through another connection.
+    pub fn disconnect_session(&self, peer_id: &PeerId, session: u64) -> bool {
+        let mut state = self.lock();
+        if state.peers.get(peer_id).and_then(|p| p.session) != Some(session) {
+            return false;
+        }
+        self.remove_peer(&mut state, peer_id)
+    }
+
+    /// A new WebSocket session number, unique within this hub.
+    pub fn next_session_id(&self) -> u64 {
+        self.inner
+            .sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Removes a peer and refuses its publishes for `duration`.
+    pub fn ban(&self, peer_id: PeerId, duration: Duration) {
+        let mut state = self.lock();
+        state.bans.insert(peer_id, Instant::now() + duration);
+        self.remove_peer(&mut state, &peer_id);
+    }
+
+    /// Lifts a ban. Returns false if the peer was not banned.
+    pub fn unban(&self, peer_id: &PeerId) -> bool {
+        self.lock().bans.remove(peer_id).is_some()
+    }
+
+    /// Current bans with their remaining time.
+    pub fn bans(&self) -> Vec<(PeerId, Duration)> {
+        let now = Instant::now();
+        let mut bans: Vec<_> = self
+            .lock()
+            .bans
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(peer, until)| (*peer, *until - now))
+            .collect();
+        bans.sort_by_key(|(peer, _)| peer.to_base58());
+        bans
+    }
+
+    /// The peers online now, by label then peer ID.
+    pub fn peers(&self) -> Vec<PeerRecord> {
+        let mut peers: Vec<PeerRecord> = self.lock().peers.values().cloned().collect();
+        peers.sort_by(|a, b| {
+            let label = |p: &PeerRecord| p.presence.content.clone().unwrap_or_default();
+            label(a)
+                .cmp(&label(b))
+                .then_with(|| a.presence.peer_id.cmp(&b.presence.peer_id))
+        });
+        peers
+    }
+
+    /// The latest joins and leaves, newest first.
+    pub fn recent_changes(&self) -> Vec<RecentChange> {
+        self.lock().recent.iter().rev().cloned().collect()
+    }
+
+    /// Reserves a stream slot for a subscriber at `ip`.
+    pub fn open_stream(&self, ip: IpAddr) -> Result<StreamSlot, StreamRefused> {
+        self.inner.streams.acquire(ip).inspect_err(|_| {
+            self.inner
+                .metrics
+                .refused_streams
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+    }
+
+    /// Starts a subscription. `last_event_id` is the SSE `Last-Event-ID` of a reconnecting
+    /// client: when it is in the ring, exactly the missed events are replayed; otherwise the
+    /// client gets `reset` and a snapshot of the peers online.
+    pub fn subscribe(&self, last_event_id: Option<&str>, changes_only: bool) -> Subscription {
+        let sender = if changes_only {
+            &self.inner.changes
+        } else {
+            &self.inner.all
+        };
+        let state = self.lock();
+        // Subscribing under the lock: every event is either in the replay or live, never both.
+        let live = sender.subscribe();
+        let shutdown = self.inner.shutdown.subscribe();
+        let resume = last_event_id.and_then(|id| self.replay(&state, id, changes_only));
+        let (reset, initial) = match resume {
+            Some(events) => (false, events),
+            None => (last_event_id.is_some(), self.snapshot(&state)),
+        };
+        Subscription {
+            reset,
+            initial,
+            live,
+            shutdown,
+        }
+    }
+
+    /// Asks every stream to end (with a reconnect hint) and stops the expiry task.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// `Ok` while the hub can serve; otherwise why not.
+    pub fn health(&self) -> Result<(), String> {
+        if *self.inner.shutdown.borrow() {
+            return Err("the hub is shutting down".into());
+        }
+        Ok(())
+    }
+
+    /// Values for `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let gauges = {
+            let state = self.lock();
+            Gauges {
+                peers: state.peers.len(),
+                subscribers: self.inner.streams.open(),
+                ring_events: state.ring.len(),
+            }
+        };
+        self.inner.metrics.render(&gauges)
+    }
+
+    pub fn open_streams(&self) -> usize {
+        self.inner.streams.open()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn replay(&self, state: &HubState, id: &str, changes_only: bool) -> Option<Vec<Arc<HubEvent>>> {
+        let (epoch, offset) = id.trim().rsplit_once('-')?;
+        let offset: u64 = offset.parse().ok()?;
+        if epoch != self.inner.epoch || offset >= state.next_offset {
+            return None;
+        }
+        let oldest = state.ring.front().map_or(state.next_offset, |e| e.offset);
+        // Events after `offset` must all still be held.
+        if offset + 1 < oldest {
+            return None;
+        }
+        Some(
+            state
+                .ring
+                .iter()
+                .filter(|e| e.offset > offset && (e.change || !changes_only))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    fn snapshot(&self, state: &HubState) -> Vec<Arc<HubEvent>> {
+        let head = state.next_offset - 1;
+        let id = format!("{}-{head}", self.inner.epoch);
+        let now = Instant::now();
+        state
+            .peers
+            .values()
+            .map(|record| {
+                let mut presence = record.presence.clone();
+                presence.kind = PresenceType::Online;
+                Arc::new(encode_event(head, id.clone(), &presence, true, now))
+            })
+            .collect()
+    }
+
+    fn emit(&self, state: &mut HubState, presence: &Presence, change: bool, accepted_at: Instant) {
+        let offset = state.next_offset;
+        state.next_offset += 1;
+        let id = format!("{}-{offset}", self.inner.epoch);
+        let event = Arc::new(encode_event(offset, id, presence, change, accepted_at));
+        if state.ring.len() >= self.inner.options.ring_capacity {
+            state.ring.pop_front();
+        }
+        state.ring.push_back(event.clone());
+        // `send` fails only when nobody listens.
+        if change {
+            let _ = self.inner.changes.send(event.clone());
+        }
+        let _ = self.inner.all.send(event);
+    }
+
+    fn remove_peer(&self, state: &mut HubState, peer_id: &PeerId) -> bool {
+        let Some(gone) = state.peers.remove(peer_id) else {
+            return false;
+        };
+        let now_ms = unix_ms();
+        state.remember(now_ms, PresenceType::Offline, &gone.presence);
+        let mut offline = Presence::new(PresenceType::Offline, *peer_id);
+        offline.ts = Some(now_ms);
+        offline.signed = Some(gone.signed);
+        offline.verified = Some(gone.verified);
+        self.emit(state, &offline, true, Instant::now());
+        true
+    }
+
+    fn sweep_once(&self) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let expired: Vec<PeerId> = state
+            .peers
+            .iter()
+            .filter(|(_, record)| record.expires <= now)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in &expired {
+            self.remove_peer(&mut state, peer);
+        }
+        if !expired.is_empty() {
+            tracing::debug!(count = expired.len(), "peers expired");
+        }
+        // A `ts` older than the clock window is refused anyway, so its record can go.
+        let keep = Duration::from_millis(MAX_CLOCK_SKEW_MS as u64) + self.inner.options.ttl;
+        let HubState { last_ts, peers, .. } = &mut *state;
+        last_ts.retain(|peer, (_, seen)| peers.contains_key(peer) || now - *seen < keep);
+        state.bans.retain(|_, until| *until > now);
+    }
+}
+
+impl HubState {
+    fn remember(&mut self, ts_ms: i64, kind: PresenceType, presence: &Presence) {
+        if self.recent.len() >= RECENT_CHANGES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(RecentChange {
+            ts_ms,
+            kind,
+            peer_id: presence.peer_id.clone(),
+            label: presence.content.clone().unwrap_or_default(),
+        });
+    }
+}
+
+fn encode_event(
+    offset: u64,
+    id: String,
+    presence: &Presence,
+    change: bool,
+    accepted_at: Instant,
+) -> HubEvent {
+    let json = serde_json::to_vec(presence).expect("a presence message always serializes");
+    let mut sse = Vec::with_capacity(json.len() + id.len() + 16);
+    sse.extend_from_slice(b"id: ");
+    sse.extend_from_slice(id.as_bytes());
+    sse.extend_from_slice(b"\ndata: ");
+    sse.extend_from_slice(&json);
+    sse.extend_from_slice(b"\n\n");
+    HubEvent {
+        offset,
+        id,
+        kind: presence.kind,
+        change,
+        json: Bytes::from(json),
+        sse: Bytes::from(sse),
+        accepted_at,
+    }
+}
+
+async fn sweep(weak: Weak<HubInner>) {
+    let (interval, mut shutdown) = match weak.upgrade() {
+        Some(inner) => (inner.options.sweep_interval, inner.shutdown.subscribe()),
+        None => return,
+    };
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        let hub = Hub { inner };
+        hub.sweep_once();
+        ticks += 1;
+        if ticks.is_multiple_of(240) {
+            hub.inner.limiter.prune();
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
