@@ -5,3 +5,4 @@ pub mod client_ip;
 pub mod error;
 pub mod hub;
 pub mod server;
+pub mod stall;

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,6 +18,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::http::stall::StallGuard;
+
 /// Limits of one server.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
@@ -24,6 +27,10 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// Time a client has to send a request's headers.
     pub header_read_timeout: Duration,
+    /// How long a write may make no progress before the connection is closed.
+    pub write_stall_timeout: Duration,
+    /// Counts connections closed for stalled writes.
+    pub stalls: Option<Arc<AtomicU64>>,
     /// How long a graceful stop waits for open requests.
     pub drain_timeout: Duration,
 }
@@ -33,6 +40,8 @@ impl Default for ServerLimits {
         ServerLimits {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
+            write_stall_timeout: Duration::from_secs(30),
+            stalls: None,
             drain_timeout: Duration::from_secs(8),
         }
     }
@@ -76,13 +85,18 @@ pub async fn serve(
             });
         let mut closing = closing.subscribe();
         let header_read_timeout = limits.header_read_timeout;
+        let io = TokioIo::new(StallGuard::new(
+            stream,
+            limits.write_stall_timeout,
+            limits.stalls.clone(),
+        ));
         tracker.spawn(async move {
             let _permit = permit;
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout)
                 .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .serve_connection(io, TowerToHyperService::new(service))
                 .with_upgrades();
             tokio::pin!(connection);
             tokio::select! {

@@ -74,6 +74,8 @@ pub async fn start_with_options(
     let routes = with_security_headers(router(app));
     let limits = ServerLimits {
         max_connections: presence.max_streams as usize + 1024,
+        write_stall_timeout: hub.options().write_stall_timeout,
+        stalls: Some(hub.metrics().dropped_slow_subscribers.clone()),
         ..ServerLimits::default()
     };
     let (stop, mut stopped) = watch::channel(false);

@@ -3,5 +3,7 @@
 
 mod cli;
 mod config;
+mod hub;
 mod identity;
 mod logs;
+mod support;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -165,7 +166,7 @@ async fn open_websocket(
     State(app): State<HubApp>,
     ClientIp(ip): ClientIp,
     Query(params): Query<StreamParams>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, HttpError> {
     let peer_text = params
         .peer_id
@@ -176,6 +177,12 @@ async fn open_websocket(
             peer_text.to_owned(),
             e.to_string(),
         ))
+    })?;
+    let upgrade = upgrade.map_err(|rejection| {
+        HttpError::new(
+            rejection.status(),
+            format!("/ws needs a WebSocket upgrade: {}", rejection.body_text()),
+        )
     })?;
     let slot = app.hub.open_stream(ip)?;
     let subscription = app

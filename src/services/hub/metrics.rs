@@ -3,6 +3,7 @@
 //! Everything is a relaxed atomic: metrics are read rarely and written on hot paths.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -31,7 +32,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 #[derive(Default)]
 pub struct HubMetrics {
     pub publishes: AtomicU64,
-    pub dropped_slow_subscribers: AtomicU64,
+    /// Shared with the connection loop, which cuts off clients whose writes stall.
+    pub dropped_slow_subscribers: Arc<AtomicU64>,
     pub refused_streams: AtomicU64,
     rejects: [AtomicU64; 13],
     latency_buckets: [AtomicU64; 12],
@@ -117,7 +119,7 @@ impl HubMetrics {
         counter(
             &mut out,
             "goop_hub_dropped_slow_subscribers_total",
-            "Streams cut off because they fell behind.",
+            "Connections cut off because they fell behind (event queue overflow or a stalled write).",
             load(&self.dropped_slow_subscribers),
         );
         counter(

@@ -51,6 +51,8 @@ pub struct HubOptions {
     pub publish_per_second: u32,
     pub max_streams: usize,
     pub max_streams_per_ip: usize,
+    /// How long a write to a client may make no progress before it is cut off.
+    pub write_stall_timeout: Duration,
 }
 
 impl HubOptions {
@@ -71,6 +73,7 @@ impl HubOptions {
             publish_per_second: presence.publish_per_second,
             max_streams: presence.max_streams as usize,
             max_streams_per_ip: presence.max_streams_per_ip as usize,
+            write_stall_timeout: Duration::from_secs(30),
         }
     }
 }

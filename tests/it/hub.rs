@@ -1,0 +1,877 @@
+//! The rendezvous hub over real HTTP, SSE and WebSocket connections on 127.0.0.1:0.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use goop2::services::hub::presence::PresenceType;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{SseClient, TestHub, TestPeer, eventually, post_with};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn error_of(body: &Value) -> &str {
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_publish_is_listed_and_streamed() {
+    let hub = TestHub::spawn().await;
+    let mut events = SseClient::connect(&format!("{}/events", hub.url), None).await;
+    assert_eq!(events.status, 200);
+    assert_eq!(events.headers["content-type"], "text/event-stream");
+    assert_eq!(events.headers["x-accel-buffering"], "no");
+
+    let mut alice = TestPeer::new();
+    let (status, body) = hub.publish(alice.json(PresenceType::Online, "Alice")).await;
+    assert_eq!((status, &body), (204, &Value::Null));
+
+    let event = events.wait_for(WAIT, |e| !e.data.is_empty()).await;
+    let message = event.json();
+    assert_eq!(message["type"], "online");
+    assert_eq!(message["peerId"], alice.id.as_str());
+    assert_eq!(message["content"], "Alice");
+    assert_eq!(message["signed"], true);
+    assert_eq!(message["verified"], false);
+    let id = event.id.expect("every event has an id");
+    assert!(id.starts_with(&format!("{}-", hub.hub().epoch())), "{id}");
+
+    let peers = hub.peers().await;
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0]["peerId"], alice.id.as_str());
+    assert_eq!(peers[0]["content"], "Alice");
+    assert_eq!(peers[0]["signed"], true);
+    assert_eq!(peers[0]["addrs"], json!(["/ip4/127.0.0.1/tcp/4001"]));
+    assert!(peers[0].get("email").is_none(), "emails are not public");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_refused_with_a_reason() {
+    let hub = TestHub::spawn().await;
+    let mut peer = TestPeer::new();
+
+    let (status, body) = hub.publish("{not json").await;
+    assert_eq!(status, 400);
+    assert!(
+        error_of(&body).starts_with("the body is not a valid presence message: "),
+        "{body}"
+    );
+
+    let mut message = serde_json::to_value(peer.signed(PresenceType::Online, "x")).unwrap();
+    message["type"] = json!("dance");
+    let (status, body) = hub.publish(message.to_string()).await;
+    assert_eq!(
+        (status, error_of(&body)),
+        (400, "type \"dance\" is not one of online, update, offline")
+    );
+
+    let (status, body) = hub.publish(peer.json(PresenceType::Punch, "x")).await;
+    assert_eq!(
+        (status, error_of(&body)),
+        (400, "type \"punch\" is sent by hubs only")
+    );
+
+    let (status, body) = hub
+        .publish(json!({"type": "online", "peerId": "not-a-peer", "ts": 1}).to_string())
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        error_of(&body).starts_with("peerId \"not-a-peer\" is not a valid peer ID: "),
+        "{body}"
+    );
+
+    let (status, body) = hub
+        .publish(json!({"type": "online", "ts": 1}).to_string())
+        .await;
+    assert_eq!(status, 400);
+    assert!(error_of(&body).contains("missing field `peerId`"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_over_their_limits_are_refused() {
+    let hub = TestHub::spawn().await;
+    let mut peer = TestPeer::new();
+
+    let mut message = peer.unsigned(PresenceType::Online, &"x".repeat(4097));
+    message.sign(&peer.keypair);
+    let (status, body) = hub.publish(serde_json::to_string(&message).unwrap()).await;
+    assert_eq!(
+        (status, error_of(&body)),
+        (400, "content is 4097 bytes long; at most 4096 are allowed")
+    );
+
+    let mut message = peer.unsigned(PresenceType::Online, "ok");
+    message.email = Some(format!("{}@example.org", "a".repeat(320)));
+    message.sign(&peer.keypair);
+    let (status, body) = hub.publish(serde_json::to_string(&message).unwrap()).await;
+    assert_eq!(
+        (status, error_of(&body)),
+        (400, "email is 332 bytes long; at most 320 are allowed")
+    );
+
+    let mut message = peer.unsigned(PresenceType::Online, "ok");
+    message.addrs = Some((0..21).map(|i| format!("/ip4/10.0.0.{i}/tcp/1")).collect());
+    message.sign(&peer.keypair);
+    let (status, body) = hub.publish(serde_json::to_string(&message).unwrap()).await;
+    assert_eq!(
+        (status, error_of(&body)),
+        (400, "addrs has 21 entries; at most 20 are allowed")
+    );
+
+    let mut message = peer.unsigned(PresenceType::Online, "ok");
+    message.addrs = Some(vec![format!("/dns4/{}/tcp/1", "a".repeat(260))]);
+    message.sign(&peer.keypair);
+    let (status, body) = hub.publish(serde_json::to_string(&message).unwrap()).await;
+    assert_eq!(
+        (status, error_of(&body)),
+        (400, "addrs[] is 272 bytes long; at most 256 are allowed")
+    );
+
+    let huge = json!({"type": "online", "peerId": peer.id, "content": "y".repeat(70_000)});
+    let (status, body) = hub.publish(huge.to_string()).await;
+    assert_eq!(
+        (status, error_of(&body)),
+        (413, "the body is larger than 65536 bytes")
+    );
+
+    assert!(hub.peers().await.is_empty(), "nothing was registered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_unsigned_presence_is_refused() {
+    let hub = TestHub::spawn().await;
+    let mut alice = TestPeer::new();
+    let mallory = TestPeer::new();
+
+    // Changed after signing.
+    let mut message = alice.signed(PresenceType::Online, "Alice");
+    message.content = Some("Mallory".into());
+    let (status, body) = hub.publish(serde_json::to_string(&message).unwrap()).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        error_of(&body),
+        format!("sig does not verify against the key of peerId {}", alice.id)
+    );
+
+    // Signed by another key.
+    let mut message = alice.unsigned(PresenceType::Online, "Alice");
+    message.sign(&mallory.keypair);
+    let (status, _) = hub.publish(serde_json::to_string(&message).unwrap()).await;
+    assert_eq!(status, 401);
+
+    // Not base64.
+    let mut message = alice.unsigned(PresenceType::Online, "Alice");
+    message.sig = Some("!!!".into());
+    let (status, body) = hub.publish(serde_json::to_string(&message).unwrap()).await;
+    assert_eq!(
+        (status, error_of(&body)),
+        (
+            401,
+            "sig is not standard padded base64 of a 64-byte signature"
+        )
+    );
+
+    // Unsigned, on a hub that requires signatures.
+    let message = alice.unsigned(PresenceType::Online, "Alice");
+    let (status, body) = hub.publish(serde_json::to_string(&message).unwrap()).await;
+    assert_eq!(
+        (status, error_of(&body)),
+        (
+            401,
+            "presence is unsigned (no sig) and this hub requires signatures"
+        )
+    );
+
+    // Signed without a timestamp.
+    let mut message = alice.unsigned(PresenceType::Online, "Alice");
+    message.ts = None;
+    message.sign(&alice.keypair);
+    let (status, body) = hub.publish(serde_json::to_string(&message).unwrap()).await;
+    assert_eq!(
+        (status, error_of(&body)),
+        (400, "ts is required in signed presence")
+    );
+
+    assert!(hub.peers().await.is_empty());
+    let metrics = reqwest::get(format!("{}/metrics", hub.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("goop_hub_rejects_total{reason=\"bad_signature\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("goop_hub_rejects_total{reason=\"unsigned\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_and_stale_timestamps_are_refused() {
+    let hub = TestHub::spawn().await;
+    let mut alice = TestPeer::new();
+
+    let first = alice.json(PresenceType::Online, "Alice");
+    assert_eq!(hub.publish(first.clone()).await.0, 204);
+    let (status, body) = hub.publish(first).await;
+    assert_eq!(status, 401);
+    assert!(
+        error_of(&body).contains("is not newer than the last accepted presence"),
+        "{body}"
+    );
+
+    // Older than the last accepted one, though well inside the clock window.
+    let mut older = alice.unsigned(PresenceType::Update, "Alice");
+    older.ts = Some(older.ts.unwrap() - 1000);
+    older.sign(&alice.keypair);
+    let (status, _) = hub.publish(serde_json::to_string(&older).unwrap()).await;
+    assert_eq!(status, 401);
+
+    // Outside the five-minute window of the hub's clock.
+    let mut bob = TestPeer::new();
+    let mut stale = bob.unsigned(PresenceType::Online, "Bob");
+    stale.ts = Some(stale.ts.unwrap() - 6 * 60 * 1000);
+    stale.sign(&bob.keypair);
+    let (status, body) = hub.publish(serde_json::to_string(&stale).unwrap()).await;
+    assert_eq!(status, 401);
+    assert!(
+        error_of(&body).contains("is more than 5 minutes from the hub's clock"),
+        "{body}"
+    );
+
+    // An offline message ends the session; replaying the earlier online must not revive it.
+    let online = alice.json(PresenceType::Update, "Alice");
+    assert_eq!(hub.publish(online.clone()).await.0, 204);
+    assert_eq!(
+        hub.publish(alice.json(PresenceType::Offline, "Alice"))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(hub.publish(online).await.0, 401);
+    assert!(hub.peers().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_presence_is_accepted_only_when_allowed_and_never_over_a_signed_peer() {
+    let hub = TestHub::spawn_with(|c| c.presence.allow_unsigned = true, |_| {}).await;
+    let mut legacy = TestPeer::new();
+    // The original peers spell the field `peerID` and do not sign.
+    let message = json!({
+        "type": "online", "peerID": legacy.id, "content": "Legacy", "ts": legacy.next_ts(),
+        "verified": true
+    });
+    assert_eq!(hub.publish(message.to_string()).await.0, 204);
+    let peers = hub.peers().await;
+    assert_eq!(peers[0]["peerId"], legacy.id.as_str());
+    assert_eq!(peers[0]["signed"], false);
+    assert_eq!(
+        peers[0]["verified"], false,
+        "verified is set by the hub only"
+    );
+
+    let mut alice = TestPeer::new();
+    assert_eq!(
+        hub.publish(alice.json(PresenceType::Online, "Alice"))
+            .await
+            .0,
+        204
+    );
+    let forged = alice.unsigned(PresenceType::Update, "Not Alice");
+    let (status, body) = hub.publish(serde_json::to_string(&forged).unwrap()).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        error_of(&body),
+        format!(
+            "unsigned presence for {}, whose presence is signed, is refused",
+            alice.id
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_expire_after_the_ttl_and_offline_removes_at_once() {
+    let hub = TestHub::spawn_with(
+        |c| {
+            c.presence.ttl_seconds = 2;
+            c.presence.heartbeat_seconds = 1;
+        },
+        |_| {},
+    )
+    .await;
+    let mut events = SseClient::connect(&format!("{}/events?changes=1", hub.url), None).await;
+    let mut alice = TestPeer::new();
+    let mut bob = TestPeer::new();
+    assert_eq!(
+        hub.publish(alice.json(PresenceType::Online, "Alice"))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        hub.publish(bob.json(PresenceType::Online, "Bob")).await.0,
+        204
+    );
+
+    // Bob keeps sending heartbeats; Alice goes quiet.
+    let started = Instant::now();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            hub.publish(bob.json(PresenceType::Update, "Bob")).await.0,
+            204
+        );
+    }
+    let offline = events
+        .wait_for(WAIT, |e| e.json()["type"] == "offline")
+        .await
+        .json();
+    assert_eq!(offline["peerId"], alice.id.as_str());
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(2),
+        "expired too early: {elapsed:?}"
+    );
+    let peers = hub.peers().await;
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0]["peerId"], bob.id.as_str());
+
+    assert_eq!(
+        hub.publish(bob.json(PresenceType::Offline, "Bob")).await.0,
+        204
+    );
+    let offline = events
+        .wait_for(WAIT, |e| e.json()["type"] == "offline")
+        .await
+        .json();
+    assert_eq!(offline["peerId"], bob.id.as_str());
+    assert!(hub.peers().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_changes_stream_leaves_out_pure_heartbeats() {
+    let hub = TestHub::spawn().await;
+    let mut all = SseClient::connect(&format!("{}/events", hub.url), None).await;
+    let mut changes = SseClient::connect(&format!("{}/events?changes=1", hub.url), None).await;
+    let mut alice = TestPeer::new();
+    for (kind, label) in [
+        (PresenceType::Online, "Alice"),
+        (PresenceType::Update, "Alice"),
+        (PresenceType::Update, "Alice"),
+        (PresenceType::Update, "Alice in Wonderland"),
+        (PresenceType::Offline, "Alice in Wonderland"),
+    ] {
+        assert_eq!(hub.publish(alice.json(kind, label)).await.0, 204);
+    }
+    let mut seen_all = Vec::new();
+    while seen_all.len() < 5 {
+        let event = all
+            .next(WAIT)
+            .await
+            .expect("five events on the full stream");
+        seen_all.push(event.json()["type"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        seen_all,
+        ["online", "update", "update", "update", "offline"]
+    );
+
+    let mut seen_changes = Vec::new();
+    while let Some(event) = changes.next(Duration::from_millis(700)).await {
+        let message = event.json();
+        seen_changes.push(format!(
+            "{} {}",
+            message["type"].as_str().unwrap(),
+            message["content"].as_str().unwrap_or("")
+        ));
+    }
+    assert_eq!(
+        seen_changes,
+        [
+            "online Alice",
+            "update Alice in Wonderland",
+            "offline Alice in Wonderland"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_subscriber_gets_a_snapshot_of_online_peers() {
+    let hub = TestHub::spawn().await;
+    let mut alice = TestPeer::new();
+    let mut bob = TestPeer::new();
+    hub.publish(alice.json(PresenceType::Online, "Alice")).await;
+    hub.publish(bob.json(PresenceType::Update, "Bob")).await;
+
+    let mut events = SseClient::connect(&format!("{}/events", hub.url), None).await;
+    let mut snapshot = Vec::new();
+    for _ in 0..2 {
+        let message = events.next(WAIT).await.unwrap().json();
+        assert_eq!(
+            message["type"], "online",
+            "snapshot entries are online messages"
+        );
+        snapshot.push(message["content"].as_str().unwrap().to_owned());
+    }
+    snapshot.sort();
+    assert_eq!(snapshot, ["Alice", "Bob"]);
+    assert!(events.next(Duration::from_millis(300)).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_event_id_replays_exactly_the_missed_events_across_100_reconnects() {
+    let hub = TestHub::spawn().await;
+    let url = format!("{}/events", hub.url);
+    let total = 400usize;
+
+    let publisher_url = hub.url.clone();
+    let publisher = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut peers: Vec<TestPeer> = (0..4).map(|_| TestPeer::new()).collect();
+        for i in 0..total {
+            let peer = &mut peers[i % 4];
+            let body = peer.json(PresenceType::Update, &format!("label {i}"));
+            let (status, _) = post_with(&client, &format!("{publisher_url}/publish"), body).await;
+            assert_eq!(status, 204);
+            if i % 8 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+
+    let mut received: Vec<String> = Vec::new();
+    let mut last_id: Option<String> = None;
+    let mut reconnects = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received.len() < total && Instant::now() < deadline {
+        let mut client = SseClient::connect(&url, last_id.as_deref()).await;
+        // Read a few events, then drop the connection mid-stream.
+        let take = if reconnects < 100 {
+            1 + reconnects % 4
+        } else {
+            usize::MAX
+        };
+        let mut taken = 0;
+        while taken < take {
+            let Some(event) = client.next(Duration::from_secs(2)).await else {
+                break;
+            };
+            assert_ne!(
+                event.event.as_deref(),
+                Some("reset"),
+                "the ring covers every gap"
+            );
+            let message = event.json();
+            received.push(message["content"].as_str().unwrap().to_owned());
+            last_id = event.id.clone();
+            taken += 1;
+            if received.len() == total {
+                break;
+            }
+        }
+        reconnects += 1;
+    }
+    publisher.await.unwrap();
+    assert!(reconnects >= 100, "only {reconnects} reconnects");
+    let expected: Vec<String> = (0..total).map(|i| format!("label {i}")).collect();
+    assert_eq!(received.len(), total, "lost events");
+    assert_eq!(received, expected, "events arrive once each, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_resume_point_gets_a_reset_and_a_snapshot() {
+    let hub = TestHub::spawn_with(|_| {}, |o| o.ring_capacity = 4).await;
+    let mut alice = TestPeer::new();
+    hub.publish(alice.json(PresenceType::Online, "Alice")).await;
+
+    // Another epoch: the hub restarted since this id was issued.
+    let mut events = SseClient::connect(&format!("{}/events", hub.url), Some("deadbeef-3")).await;
+    let reset = events.next(WAIT).await.unwrap();
+    assert_eq!(reset.event.as_deref(), Some("reset"));
+    let snapshot = events.next(WAIT).await.unwrap().json();
+    assert_eq!(
+        (snapshot["type"].as_str(), snapshot["content"].as_str()),
+        (Some("online"), Some("Alice"))
+    );
+
+    // Same epoch, but the missed events have left the ring.
+    for i in 0..10 {
+        hub.publish(alice.json(PresenceType::Update, &format!("v{i}")))
+            .await;
+    }
+    let old = format!("{}-1", hub.hub().epoch());
+    let mut events = SseClient::connect(&format!("{}/events", hub.url), Some(&old)).await;
+    assert_eq!(
+        events.next(WAIT).await.unwrap().event.as_deref(),
+        Some("reset")
+    );
+    assert_eq!(events.next(WAIT).await.unwrap().json()["content"], "v9");
+
+    // Still in the ring: no reset, just the missed events.
+    let recent = format!("{}-9", hub.hub().epoch());
+    let mut events = SseClient::connect(&format!("{}/events", hub.url), Some(&recent)).await;
+    let first = events.next(WAIT).await.unwrap();
+    assert_eq!(first.event, None);
+    assert_eq!(first.json()["content"], "v8");
+    assert_eq!(events.next(WAIT).await.unwrap().json()["content"], "v9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_carries_presence_both_ways_and_its_close_takes_the_peer_offline() {
+    let hub = TestHub::spawn().await;
+    let mut alice = TestPeer::new();
+    let mut watcher = SseClient::connect(&format!("{}/events?changes=1", hub.url), None).await;
+
+    let url = format!("ws://{}/ws?peer_id={}", hub.addr, alice.id);
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    socket
+        .send(Message::text(
+            alice.json(PresenceType::Online, "Alice over WS"),
+        ))
+        .await
+        .unwrap();
+    // The socket receives the stream, including its own presence.
+    let echoed = loop {
+        let frame = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = frame {
+            break serde_json::from_str::<Value>(&text).unwrap();
+        }
+    };
+    assert_eq!(echoed["content"], "Alice over WS");
+    assert_eq!(hub.peers().await.len(), 1);
+
+    // A message for another peer is refused on this socket.
+    let mut bob = TestPeer::new();
+    socket
+        .send(Message::text(bob.json(PresenceType::Online, "Bob")))
+        .await
+        .unwrap();
+    let refusal = loop {
+        let frame = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = frame {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value.get("error").is_some() {
+                break value;
+            }
+        }
+    };
+    assert_eq!(
+        refusal["error"],
+        format!(
+            "this connection publishes for {}; presence for {} is refused",
+            alice.id, bob.id
+        )
+    );
+
+    socket.close(None).await.unwrap();
+    drop(socket);
+    let offline = watcher
+        .wait_for(WAIT, |e| e.json()["type"] == "offline")
+        .await
+        .json();
+    assert_eq!(offline["peerId"], alice.id.as_str());
+    assert!(hub.peers().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_needs_a_valid_peer_id() {
+    let hub = TestHub::spawn().await;
+    let client = reqwest::Client::new();
+    let response = client
+        .get(format!("{}/ws?peer_id=bogus", hub.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let response = client.get(format!("{}/ws", hub.url)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "the peer_id query parameter is required");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_is_cut_off_while_others_keep_up() {
+    let hub = TestHub::spawn_with(
+        |_| {},
+        |o| {
+            o.subscriber_queue = 32;
+            o.write_stall_timeout = Duration::from_secs(1);
+        },
+    )
+    .await;
+
+    // A client that sends its request and then never reads, with a tiny receive buffer.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(hub.addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    stalled
+        .write_all(b"GET /events HTTP/1.1\r\nHost: hub\r\n\r\n")
+        .await
+        .unwrap();
+    let mut healthy = SseClient::connect(&format!("{}/events", hub.url), None).await;
+    assert!(eventually(WAIT, async || hub.hub().open_streams() == 2).await);
+
+    let mut peer = TestPeer::new();
+    let label = "z".repeat(4000);
+    // Enough to overflow the kernel's socket buffers (up to 4 MiB on loopback) several times.
+    let total = 3000;
+    let reader = tokio::spawn(async move {
+        let mut late = Duration::ZERO;
+        for i in 0..total {
+            let started = Instant::now();
+            let event = healthy
+                .next(Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| panic!("event {i} missing"));
+            late = late.max(started.elapsed());
+            assert!(
+                event.json()["content"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("#{i}"))
+            );
+        }
+        (late, healthy)
+    });
+    for i in 0..total {
+        let body = peer.json(PresenceType::Update, &format!("{label}#{i}"));
+        assert_eq!(hub.publish(body).await.0, 204);
+    }
+    let (longest_wait, _healthy) = reader.await.unwrap();
+    assert!(
+        longest_wait < Duration::from_secs(5),
+        "the healthy reader waited {longest_wait:?}"
+    );
+    assert!(
+        eventually(WAIT, async || hub.hub().open_streams() == 1).await,
+        "the stalled subscriber was not disconnected: {} streams open",
+        hub.hub().open_streams()
+    );
+    let metrics = reqwest::get(format!("{}/metrics", hub.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("goop_hub_dropped_slow_subscribers_total 1"),
+        "{metrics}"
+    );
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_are_rate_limited_per_address() {
+    let hub = TestHub::spawn_with(
+        |c| {
+            c.presence.publish_burst = 3;
+            c.presence.publish_per_second = 1;
+        },
+        |_| {},
+    )
+    .await;
+    let mut peer = TestPeer::new();
+    for _ in 0..3 {
+        assert_eq!(
+            hub.publish(peer.json(PresenceType::Update, "p")).await.0,
+            204
+        );
+    }
+    let response = reqwest::Client::new()
+        .post(format!("{}/publish", hub.url))
+        .body(peer.json(PresenceType::Update, "p"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        error_of(&body).starts_with("too many publishes from this address"),
+        "{body}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        hub.publish(peer.json(PresenceType::Update, "p")).await.0,
+        204
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_capped_per_address_and_in_total() {
+    let hub = TestHub::spawn_with(
+        |c| {
+            c.presence.max_streams = 3;
+            c.presence.max_streams_per_ip = 2;
+        },
+        |_| {},
+    )
+    .await;
+    let url = format!("{}/events", hub.url);
+    let first = SseClient::connect(&url, None).await;
+    let second = SseClient::connect(&url, None).await;
+    assert_eq!((first.status, second.status), (200, 200));
+    let third = SseClient::connect(&url, None).await;
+    assert_eq!(third.status, 429);
+    assert_eq!(third.headers["retry-after"], "10");
+
+    // Another source address still gets a slot, until the hub is full.
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let response = other.get(&url).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let full = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+        .build()
+        .unwrap()
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(full.status().as_u16(), 503);
+    let body: Value = full.json().await.unwrap();
+    assert_eq!(
+        body["error"],
+        "this hub serves its maximum of 3 streams; retry later"
+    );
+
+    // Closing a stream frees its slot.
+    drop(first);
+    assert!(eventually(WAIT, async || hub.hub().open_streams() == 2).await);
+    assert_eq!(SseClient::connect(&url, None).await.status, 200);
+    drop(response);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    async fn publish_via(hub: &TestHub, peer: &mut TestPeer, forwarded_for: &str) -> u16 {
+        reqwest::Client::new()
+            .post(format!("{}/publish", hub.url))
+            .header("X-Forwarded-For", forwarded_for)
+            .body(peer.json(PresenceType::Update, "p"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+    let limited = |c: &mut goop2::config::Config| {
+        c.presence.publish_burst = 1;
+        c.presence.publish_per_second = 1;
+    };
+    let mut peer = TestPeer::new();
+
+    // Behind a trusted proxy each client address has its own bucket.
+    let hub = TestHub::spawn_with(
+        |c| {
+            limited(c);
+            c.presence.trusted_proxies = vec!["127.0.0.1".into()];
+        },
+        |_| {},
+    )
+    .await;
+    assert_eq!(publish_via(&hub, &mut peer, "203.0.113.5").await, 204);
+    assert_eq!(publish_via(&hub, &mut peer, "203.0.113.6").await, 204);
+    assert_eq!(publish_via(&hub, &mut peer, "203.0.113.5").await, 429);
+    // The client cannot pick its address by prepending entries: the proxy's own entry wins.
+    assert_eq!(
+        publish_via(&hub, &mut peer, "198.51.100.1, 203.0.113.6").await,
+        429
+    );
+
+    // Without trust the header is ignored: everything is 127.0.0.1.
+    let hub = TestHub::spawn_with(limited, |_| {}).await;
+    assert_eq!(publish_via(&hub, &mut peer, "203.0.113.7").await, 204);
+    assert_eq!(publish_via(&hub, &mut peer, "203.0.113.8").await, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_dashboard_answer() {
+    let hub = TestHub::spawn().await;
+    let health = reqwest::get(format!("{}/healthz", hub.url)).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    assert_eq!(health.text().await.unwrap(), "ok");
+
+    let mut peer = TestPeer::new();
+    hub.publish(peer.json(PresenceType::Online, "<script>alert(1)</script> Alice"))
+        .await;
+    let page = reqwest::get(format!("{}/", hub.url)).await.unwrap();
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("&#60;script&#62;alert(1)&#60;/script&#62; Alice"),
+        "labels are escaped: {html}"
+    );
+    assert!(!html.contains("<script>alert(1)"));
+    assert!(html.contains(&format!("title=\"{}\"", peer.id)));
+    assert!(html.contains("<span id=\"peer-count\">1</span> peer online"));
+
+    let metrics = reqwest::get(format!("{}/metrics", hub.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("goop_hub_peers 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("goop_hub_publishes_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE goop_hub_fanout_seconds histogram"),
+        "{metrics}"
+    );
+
+    let script = reqwest::get(format!("{}/assets/dashboard.js", hub.url))
+        .await
+        .unwrap();
+    assert_eq!(script.status().as_u16(), 200);
+    assert!(
+        script
+            .text()
+            .await
+            .unwrap()
+            .contains("new EventSource(\"/events?changes=1\")")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_tells_streams_to_reconnect_and_finishes_quickly() {
+    let mut hub = TestHub::spawn().await;
+    let mut events = SseClient::connect(&format!("{}/events", hub.url), None).await;
+    let started = Instant::now();
+    hub.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(events.next(WAIT).await.is_none());
+    assert!(events.ended, "the stream ends after the reconnect hint");
+    assert_eq!(events.last_retry.as_deref(), Some("1000"));
+}

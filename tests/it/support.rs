@@ -1,0 +1,254 @@
+//! Helpers: a hub on 127.0.0.1:0 in a temp dir, signing test peers, and small HTTP/SSE clients.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use goop2::config::Config;
+use goop2::identity::Keypair;
+use goop2::modes::rendezvous::{self, RunningHub};
+use goop2::services::hub::HubOptions;
+use goop2::services::hub::presence::{Presence, PresenceType};
+use goop2::telemetry::LogBuffer;
+use serde_json::Value;
+
+/// A hub started through the same entry point as `goop2 rendezvous`.
+pub struct TestHub {
+    pub running: Option<RunningHub>,
+    pub addr: SocketAddr,
+    pub url: String,
+    client: reqwest::Client,
+}
+
+impl TestHub {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}, |_| {}).await
+    }
+
+    pub async fn spawn_with(
+        edit_config: impl FnOnce(&mut Config),
+        edit_options: impl FnOnce(&mut HubOptions),
+    ) -> Self {
+        let mut config = Config::default();
+        config.presence.rendezvous_only = true;
+        config.presence.rendezvous_host = true;
+        config.presence.rendezvous_port = 0;
+        // Tests publish fast from one address; the limiter has its own test.
+        config.presence.publish_burst = 1_000_000;
+        config.presence.publish_per_second = 1_000_000;
+        edit_config(&mut config);
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+        let mut options = HubOptions::from_config(&config);
+        edit_options(&mut options);
+        let running = rendezvous::start_with_options(&config, options, LogBuffer::new(100))
+            .await
+            .unwrap();
+        let addr = running.hub_addr;
+        TestHub {
+            running: Some(running),
+            addr,
+            url: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn hub(&self) -> &goop2::services::hub::Hub {
+        &self.running.as_ref().unwrap().hub
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+
+    pub async fn publish(&self, body: impl Into<String>) -> (u16, Value) {
+        post_with(&self.client, &format!("{}/publish", self.url), body.into()).await
+    }
+
+    pub async fn peers(&self) -> Vec<Value> {
+        let text = reqwest::get(format!("{}/peers.json", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+/// POSTs `body` with `client` (and its pooled connections); returns the status and the JSON
+/// answer (`null` when empty).
+pub async fn post_with(client: &reqwest::Client, url: &str, body: String) -> (u16, Value) {
+    let response = client.post(url).body(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let json = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, json)
+}
+
+/// A peer identity that signs presence with strictly increasing timestamps.
+pub struct TestPeer {
+    pub keypair: Keypair,
+    pub id: String,
+    last_ts: i64,
+}
+
+impl TestPeer {
+    pub fn new() -> Self {
+        let keypair = Keypair::generate_ed25519();
+        let id = keypair.public().to_peer_id().to_base58();
+        TestPeer {
+            keypair,
+            id,
+            last_ts: 0,
+        }
+    }
+
+    pub fn next_ts(&mut self) -> i64 {
+        let now = goop2::services::hub::unix_ms();
+        self.last_ts = now.max(self.last_ts + 1);
+        self.last_ts
+    }
+
+    /// An unsigned message with a fresh timestamp.
+    pub fn unsigned(&mut self, kind: PresenceType, label: &str) -> Presence {
+        let mut presence = Presence::new(kind, self.keypair.public().to_peer_id());
+        presence.content = Some(label.to_owned());
+        presence.addrs = Some(vec!["/ip4/127.0.0.1/tcp/4001".into()]);
+        presence.ts = Some(self.next_ts());
+        presence
+    }
+
+    /// A signed message with a fresh timestamp.
+    pub fn signed(&mut self, kind: PresenceType, label: &str) -> Presence {
+        let mut presence = self.unsigned(kind, label);
+        presence.sign(&self.keypair);
+        presence
+    }
+
+    pub fn json(&mut self, kind: PresenceType, label: &str) -> String {
+        serde_json::to_string(&self.signed(kind, label)).unwrap()
+    }
+}
+
+/// One parsed Server-Sent Event.
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap()
+    }
+}
+
+/// A streaming SSE reader over a real HTTP connection.
+pub struct SseClient {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    stream: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: BytesMut,
+    pub comments: usize,
+    pub last_retry: Option<String>,
+    pub ended: bool,
+}
+
+impl SseClient {
+    pub async fn connect(url: &str, last_event_id: Option<&str>) -> Self {
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.unwrap();
+        SseClient {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            stream: response.bytes_stream().boxed(),
+            buffer: BytesMut::new(),
+            comments: 0,
+            last_retry: None,
+            ended: false,
+        }
+    }
+
+    /// The next event with data or a name, or `None` when the stream ends or `wait` passes.
+    pub async fn next(&mut self, wait: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            while let Some(end) = find(&self.buffer, b"\n\n") {
+                let frame = self.buffer.split_to(end + 2);
+                let text = String::from_utf8_lossy(&frame[..end]).into_owned();
+                let mut event = SseEvent::default();
+                let mut has_data = false;
+                for line in text.lines() {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                    } else if let Some(v) = line.strip_prefix("retry: ") {
+                        self.last_retry = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("id: ") {
+                        event.id = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        event.event = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        if has_data {
+                            event.data.push('\n');
+                        }
+                        event.data.push_str(v);
+                        has_data = true;
+                    }
+                }
+                if has_data || event.event.is_some() {
+                    return Some(event);
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(chunk))) => self.buffer.extend_from_slice(&chunk),
+                Ok(Some(Err(_))) | Ok(None) => {
+                    self.ended = true;
+                    return None;
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Reads events until one satisfies `pred`, failing the test after `wait`.
+    pub async fn wait_for(&mut self, wait: Duration, pred: impl Fn(&SseEvent) -> bool) -> SseEvent {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(event) if pred(&event) => return event,
+                Some(_) => continue,
+                None => panic!("no matching event within {wait:?} (ended: {})", self.ended),
+            }
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Polls `check` until it is true or `wait` passes.
+pub async fn eventually(wait: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
