@@ -46,7 +46,7 @@ fn run_rendezvous(dir: &Path) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let running = modes::rendezvous::start(&loaded.config, logs).await?;
+        let running = modes::rendezvous::start(dir, &loaded.config, logs).await?;
         wait_for_signal().await?;
         tracing::info!("stopping");
         running.shutdown().await;

@@ -39,6 +39,24 @@ pub struct LogRecord {
     pub fields: Vec<(String, String)>,
 }
 
+impl LogRecord {
+    /// The record as one line of text, as the log pages show it.
+    pub fn line(&self) -> String {
+        let time = UNIX_EPOCH + std::time::Duration::from_millis(self.ts);
+        let mut line = format!(
+            "{} {:>5} {}: {}",
+            humantime::format_rfc3339_millis(time),
+            self.level,
+            self.target,
+            self.message
+        );
+        for (key, value) in &self.fields {
+            let _ = write!(line, " {key}={value}");
+        }
+        line
+    }
+}
+
 /// The shared ring of recent records. Cloning is cheap; all clones see the same ring.
 #[derive(Clone)]
 pub struct LogBuffer {

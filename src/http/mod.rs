@@ -5,4 +5,5 @@ pub mod client_ip;
 pub mod error;
 pub mod hub;
 pub mod server;
+pub mod session;
 pub mod stall;

@@ -18,6 +18,8 @@ use crate::config::{self, Config};
 use crate::http::client_ip::TrustedProxies;
 use crate::http::hub::{HubApp, router};
 use crate::http::server::{self, ServerLimits};
+use crate::http::session::AdminAuth;
+use crate::services::hub::templates::TemplateStore;
 use crate::services::hub::{Hub, HubOptions};
 use crate::telemetry::LogBuffer;
 
@@ -47,13 +49,14 @@ pub fn prepare_dir(dir: &Path) -> anyhow::Result<config::LoadedConfig> {
     Ok(Config::load(&path)?)
 }
 
-/// Starts the hub described by `config` and returns once it is listening.
-pub async fn start(config: &Config, logs: LogBuffer) -> anyhow::Result<RunningHub> {
-    start_with_options(config, HubOptions::from_config(config), logs).await
+/// Starts the hub of directory `dir` described by `config`; returns once it is listening.
+pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Result<RunningHub> {
+    start_with_options(dir, config, HubOptions::from_config(config), logs).await
 }
 
 /// Like [`start`], with hub options adjusted beyond what `goop.json` sets (queue sizes).
 pub async fn start_with_options(
+    dir: &Path,
     config: &Config,
     options: HubOptions,
     logs: LogBuffer,
@@ -70,6 +73,12 @@ pub async fn start_with_options(
         proxies: TrustedProxies(Arc::new(presence.trusted_proxy_nets())),
         logs,
         public_url: String::new(),
+        admin: AdminAuth::new(presence.admin_password.clone(), "/admin"),
+        templates: Arc::new(TemplateStore::new(Config::resolve(
+            dir,
+            &presence.templates_dir,
+        ))),
+        config: Arc::new(config.clone()),
     };
     let routes = with_security_headers(router(app));
     let limits = ServerLimits {

@@ -1,11 +1,24 @@
-//! Password hashing for the console and hub admin: argon2id PHC strings.
+//! Administrator authentication for the console and the hub: argon2id password hashes,
+//! in-memory sessions with CSRF tokens, and a per-address limit on login attempts.
 //!
-//! Hashing costs tens of milliseconds of CPU by design; async callers run these functions in
-//! `spawn_blocking`.
+//! Hashing costs tens of milliseconds of CPU by design; async callers go through
+//! [`check_configured_password`], which runs it on the blocking pool.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use subtle::ConstantTimeEq;
+
+use crate::config::Secret;
 
 /// A password could not be hashed, or a stored hash could not be parsed.
 #[derive(Debug, thiserror::Error)]
@@ -35,4 +48,132 @@ pub fn verify_password(phc: &str, password: &str) -> Result<bool, PasswordError>
     Ok(Argon2::default()
         .verify_password(password.as_bytes(), &parsed)
         .is_ok())
+}
+
+/// Checks a login attempt against a configured password, which may be an argon2 PHC string or
+/// (discouraged) plain text. Runs argon2 on the blocking pool.
+pub async fn check_configured_password(configured: &Secret, attempt: &str) -> bool {
+    if configured.is_empty() || attempt.is_empty() {
+        return false;
+    }
+    if configured.is_argon2_hash() {
+        let phc = configured.expose().to_owned();
+        let attempt = attempt.to_owned();
+        return tokio::task::spawn_blocking(move || {
+            verify_password(&phc, &attempt).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+    }
+    configured
+        .expose()
+        .as_bytes()
+        .ct_eq(attempt.as_bytes())
+        .into()
+}
+
+/// How long a session lasts without use.
+pub const SESSION_IDLE: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at once; the least recently used goes first.
+pub const MAX_SESSIONS: usize = 256;
+
+/// A signed-in administrator: the cookie token and the CSRF token of its forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub token: String,
+    pub csrf: String,
+}
+
+impl Session {
+    /// True when `submitted` is this session's CSRF token (constant-time).
+    pub fn csrf_matches(&self, submitted: &str) -> bool {
+        self.csrf.as_bytes().ct_eq(submitted.as_bytes()).into()
+    }
+}
+
+/// In-memory sessions with idle expiry and a bounded count. Cloning shares the store.
+#[derive(Clone, Default)]
+pub struct SessionStore {
+    sessions: Arc<Mutex<HashMap<String, (Session, Instant)>>>,
+}
+
+impl SessionStore {
+    /// Starts a session with fresh random tokens.
+    pub fn create(&self) -> Session {
+        let session = Session {
+            token: random_token(),
+            csrf: random_token(),
+        };
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        sessions.retain(|_, (_, used)| now.duration_since(*used) < SESSION_IDLE);
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(token, _)| token.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        sessions.insert(session.token.clone(), (session.clone(), now));
+        session
+    }
+
+    /// The live session for a cookie token, refreshing its idle timer.
+    pub fn get(&self, token: &str) -> Option<Session> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match sessions.get_mut(token) {
+            Some((session, used)) if now.duration_since(*used) < SESSION_IDLE => {
+                *used = now;
+                Some(session.clone())
+            }
+            Some(_) => {
+                sessions.remove(token);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn remove(&self, token: &str) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(token);
+    }
+}
+
+/// Per-address limit on login attempts: a burst of 5, then one every 12 seconds.
+pub struct LoginLimiter {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl Default for LoginLimiter {
+    fn default() -> Self {
+        let quota = Quota::per_minute(NonZeroU32::new(5).expect("non-zero"))
+            .allow_burst(NonZeroU32::new(5).expect("non-zero"));
+        LoginLimiter {
+            limiter: RateLimiter::keyed(quota),
+        }
+    }
+}
+
+impl LoginLimiter {
+    /// Takes an attempt for `ip`; `Err` carries the seconds to wait.
+    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+        use governor::clock::{Clock, DefaultClock};
+        self.limiter.check_key(&ip).map_err(|not_until| {
+            not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs()
+                .max(1)
+        })
+    }
+}
+
+/// 32 random bytes, URL-safe base64 without padding.
+pub fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod hub;
+mod hub_admin;
 mod identity;
 mod logs;
 mod support;

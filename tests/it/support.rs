@@ -18,6 +18,7 @@ pub struct TestHub {
     pub running: Option<RunningHub>,
     pub addr: SocketAddr,
     pub url: String,
+    pub dir: tempfile::TempDir,
     client: reqwest::Client,
 }
 
@@ -30,6 +31,7 @@ impl TestHub {
         edit_config: impl FnOnce(&mut Config),
         edit_options: impl FnOnce(&mut HubOptions),
     ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.presence.rendezvous_only = true;
         config.presence.rendezvous_host = true;
@@ -41,14 +43,16 @@ impl TestHub {
         assert!(config.validate().is_empty(), "{:?}", config.validate());
         let mut options = HubOptions::from_config(&config);
         edit_options(&mut options);
-        let running = rendezvous::start_with_options(&config, options, LogBuffer::new(100))
-            .await
-            .unwrap();
+        let running =
+            rendezvous::start_with_options(dir.path(), &config, options, LogBuffer::new(100))
+                .await
+                .unwrap();
         let addr = running.hub_addr;
         TestHub {
             running: Some(running),
             addr,
             url: format!("http://{addr}"),
+            dir,
             client: reqwest::Client::new(),
         }
     }

@@ -17,6 +17,7 @@ pub fn routes() -> Router<HubApp> {
         .route("/", get(show_dashboard))
         .route("/assets/hub.css", get(serve_css))
         .route("/assets/dashboard.js", get(serve_dashboard_js))
+        .route("/assets/logs.js", get(serve_logs_js))
 }
 
 #[derive(Template, WebTemplate)]
@@ -160,5 +161,12 @@ async fn serve_dashboard_js() -> Response {
     asset(
         "text/javascript; charset=utf-8",
         include_str!("../../../web/hub/dashboard.js"),
+    )
+}
+
+async fn serve_logs_js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/hub/logs.js"),
     )
 }

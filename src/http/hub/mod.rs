@@ -1,16 +1,23 @@
 //! The rendezvous hub's HTTP face: presence publishing, the live streams, the public reading
 //! endpoints and the dashboard. Each module owns its routes; this one only merges them.
 
+mod admin;
 mod dashboard;
 mod publish;
 mod reading;
 mod streams;
+mod templates;
 
 use axum::Router;
 use axum::extract::FromRef;
 
+use std::sync::Arc;
+
+use crate::config::Config;
 use crate::http::client_ip::TrustedProxies;
+use crate::http::session::AdminAuth;
 use crate::services::hub::Hub;
+use crate::services::hub::templates::TemplateStore;
 use crate::telemetry::LogBuffer;
 
 /// What hub handlers share. Cloning is cheap.
@@ -21,6 +28,16 @@ pub struct HubApp {
     pub logs: LogBuffer,
     /// The URL peers should use, as shown on the dashboard (empty: derived from the request).
     pub public_url: String,
+    pub admin: AdminAuth,
+    pub templates: Arc<TemplateStore>,
+    /// The configuration the hub started with, for the admin's config page.
+    pub config: Arc<Config>,
+}
+
+impl FromRef<HubApp> for AdminAuth {
+    fn from_ref(app: &HubApp) -> Self {
+        app.admin.clone()
+    }
 }
 
 impl FromRef<HubApp> for TrustedProxies {
@@ -36,5 +53,7 @@ pub fn router(app: HubApp) -> Router {
         .merge(streams::routes())
         .merge(reading::routes())
         .merge(dashboard::routes())
+        .merge(admin::routes())
+        .merge(templates::routes())
         .with_state(app)
 }

@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use super::HubApp;
+use crate::http::session::MaybeAdmin;
 use crate::services::hub::PeerRecord;
 
 pub fn routes() -> Router<HubApp> {
@@ -50,12 +51,17 @@ impl PublicPeer {
     }
 }
 
-async fn list_peers(State(app): State<HubApp>) -> Json<Vec<PublicPeer>> {
+/// Public, or with emails for a signed-in administrator.
+async fn list_peers(
+    State(app): State<HubApp>,
+    MaybeAdmin(admin): MaybeAdmin,
+) -> Json<Vec<PublicPeer>> {
+    let with_email = admin.is_some();
     Json(
         app.hub
             .peers()
             .into_iter()
-            .map(|record| PublicPeer::from_record(record, false))
+            .map(|record| PublicPeer::from_record(record, with_email))
             .collect(),
     )
 }

@@ -13,6 +13,7 @@
 pub mod limits;
 pub mod metrics;
 pub mod presence;
+pub mod templates;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -434,6 +435,11 @@ impl Hub {
     /// Asks every stream to end (with a reconnect hint) and stops the expiry task.
     pub fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+    }
+
+    /// Becomes true when the hub starts shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
     }
 
     /// `Ok` while the hub can serve; otherwise why not.

@@ -1,0 +1,495 @@
+//! `/admin`: the operator's pages behind `presence.admin_password` — peers with emails, kick
+//! and ban, the ban list, live logs, the configuration (redacted) and the template store.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{DefaultBodyLimit, Multipart, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use bytes::Bytes;
+use futures_util::stream;
+use libp2p_identity::PeerId;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, watch};
+
+use super::HubApp;
+use super::dashboard::{PeerRow, ago};
+use crate::http::client_ip::ClientIp;
+use crate::http::error::HttpError;
+use crate::http::session::{self, AdminSession};
+use crate::services::auth::{self, Session};
+use crate::services::hub::templates::MAX_UPLOAD_BYTES;
+use crate::services::hub::unix_ms;
+use crate::telemetry::LogRecord;
+
+pub fn routes() -> Router<HubApp> {
+    Router::new()
+        .route("/admin", get(show_admin))
+        .route("/admin/login", post(log_in))
+        .route("/admin/logout", post(log_out))
+        .route("/admin/peers/kick", post(kick_peer))
+        .route("/admin/peers/ban", post(ban_peer))
+        .route("/admin/peers/unban", post(unban_peer))
+        .route("/admin/logs", get(show_logs))
+        .route("/admin/logs/stream", get(stream_logs))
+        .route("/logs.json", get(list_logs))
+        .route("/admin/config", get(show_config))
+        .route("/admin/templates", get(show_templates))
+        .route(
+            "/admin/templates",
+            post(upload_template).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES + 64 * 1024)),
+        )
+        .route("/admin/templates/delete", post(delete_template))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "hub_admin_login.html")]
+struct LoginPage {
+    hub_name: String,
+    enabled: bool,
+    error: Option<String>,
+}
+
+struct AdminPeer {
+    row: PeerRow,
+    email: String,
+}
+
+struct BanRow {
+    peer_id: String,
+    remaining: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "hub_admin.html")]
+struct AdminPage {
+    hub_name: String,
+    csrf: String,
+    notice: Option<String>,
+    peers: Vec<AdminPeer>,
+    bans: Vec<BanRow>,
+}
+
+#[derive(Deserialize)]
+struct Notice {
+    notice: Option<String>,
+}
+
+async fn show_admin(
+    State(app): State<HubApp>,
+    headers: HeaderMap,
+    Query(Notice { notice }): Query<Notice>,
+) -> Response {
+    let hub_name = app.hub.options().name.clone();
+    if !app.admin.enabled() {
+        let page = LoginPage {
+            hub_name,
+            enabled: false,
+            error: None,
+        };
+        return (StatusCode::FORBIDDEN, page).into_response();
+    }
+    let Some(session) = app.admin.session_from(&headers) else {
+        return LoginPage {
+            hub_name,
+            enabled: true,
+            error: None,
+        }
+        .into_response();
+    };
+    let now_ms = unix_ms();
+    AdminPage {
+        hub_name,
+        csrf: session.csrf,
+        notice,
+        peers: app
+            .hub
+            .peers()
+            .iter()
+            .map(|record| AdminPeer {
+                row: PeerRow::from_record(record, now_ms),
+                email: record.presence.email.clone().unwrap_or_default(),
+            })
+            .collect(),
+        bans: app
+            .hub
+            .bans()
+            .into_iter()
+            .map(|(peer, left)| BanRow {
+                peer_id: peer.to_base58(),
+                remaining: ago(left.as_millis() as i64)
+                    .trim_end_matches(" ago")
+                    .to_owned(),
+            })
+            .collect(),
+    }
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    password: String,
+}
+
+async fn log_in(
+    State(app): State<HubApp>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let hub_name = app.hub.options().name.clone();
+    if !app.admin.enabled() {
+        return Redirect::to("/admin").into_response();
+    }
+    if let Err(wait) = app.admin.limiter.check(ip) {
+        tracing::warn!(client = %ip, "admin login rate-limited");
+        let page = LoginPage {
+            hub_name,
+            enabled: true,
+            error: Some(format!("Too many attempts. Try again in {wait} s.")),
+        };
+        let mut response = (StatusCode::TOO_MANY_REQUESTS, page).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, wait.into());
+        return response;
+    }
+    if !auth::check_configured_password(&app.admin.password, &form.password).await {
+        tracing::warn!(client = %ip, "failed admin login");
+        let page = LoginPage {
+            hub_name,
+            enabled: true,
+            error: Some("Wrong password.".into()),
+        };
+        return (StatusCode::UNAUTHORIZED, page).into_response();
+    }
+    let session = app.admin.sessions.create();
+    tracing::info!(client = %ip, "admin signed in");
+    let mut response = Redirect::to("/admin").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session::session_cookie(&session.token, session::is_https(&headers)),
+    );
+    response
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+fn check_csrf(session: &Session, submitted: &str) -> Result<(), HttpError> {
+    if session.csrf_matches(submitted) {
+        Ok(())
+    } else {
+        Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "the form's CSRF token is missing or stale; reload the page and try again",
+        ))
+    }
+}
+
+async fn log_out(
+    State(app): State<HubApp>,
+    AdminSession(session): AdminSession,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, HttpError> {
+    check_csrf(&session, &form.csrf)?;
+    app.admin.sessions.remove(&session.token);
+    let mut response = Redirect::to("/admin").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session::cleared_cookie());
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct PeerForm {
+    #[serde(default)]
+    csrf: String,
+    peer_id: String,
+    minutes: Option<u64>,
+}
+
+fn parse_peer(text: &str) -> Result<PeerId, HttpError> {
+    PeerId::from_str(text.trim())
+        .map_err(|e| HttpError::bad_request(format!("{text:?} is not a peer ID: {e}")))
+}
+
+fn back_with(notice: &str) -> Response {
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("notice", notice)
+        .finish();
+    Redirect::to(&format!("/admin?{query}")).into_response()
+}
+
+async fn kick_peer(
+    State(app): State<HubApp>,
+    AdminSession(session): AdminSession,
+    Form(form): Form<PeerForm>,
+) -> Result<Response, HttpError> {
+    check_csrf(&session, &form.csrf)?;
+    let peer = parse_peer(&form.peer_id)?;
+    let notice = if app.hub.kick(&peer) {
+        tracing::info!(peer.id = %peer, "admin kicked a peer");
+        format!("Kicked {peer}.")
+    } else {
+        format!("{peer} was not online.")
+    };
+    Ok(back_with(&notice))
+}
+
+async fn ban_peer(
+    State(app): State<HubApp>,
+    AdminSession(session): AdminSession,
+    Form(form): Form<PeerForm>,
+) -> Result<Response, HttpError> {
+    check_csrf(&session, &form.csrf)?;
+    let peer = parse_peer(&form.peer_id)?;
+    let minutes = form.minutes.unwrap_or(60).clamp(1, 366 * 24 * 60);
+    app.hub.ban(peer, Duration::from_secs(minutes * 60));
+    tracing::info!(peer.id = %peer, minutes, "admin banned a peer");
+    Ok(back_with(&format!("Banned {peer} for {minutes} min.")))
+}
+
+async fn unban_peer(
+    State(app): State<HubApp>,
+    AdminSession(session): AdminSession,
+    Form(form): Form<PeerForm>,
+) -> Result<Response, HttpError> {
+    check_csrf(&session, &form.csrf)?;
+    let peer = parse_peer(&form.peer_id)?;
+    let notice = if app.hub.unban(&peer) {
+        tracing::info!(peer.id = %peer, "admin lifted a ban");
+        format!("Lifted the ban on {peer}.")
+    } else {
+        format!("{peer} was not banned.")
+    };
+    Ok(back_with(&notice))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "hub_admin_logs.html")]
+struct LogsPage {
+    hub_name: String,
+    csrf: String,
+    notice: Option<String>,
+    lines: Vec<String>,
+    last_seq: u64,
+}
+
+async fn show_logs(State(app): State<HubApp>, AdminSession(session): AdminSession) -> LogsPage {
+    let records = app.logs.snapshot();
+    LogsPage {
+        hub_name: app.hub.options().name.clone(),
+        csrf: session.csrf,
+        notice: None,
+        last_seq: records.last().map_or(0, |r| r.seq),
+        lines: records.iter().map(|r| r.line()).collect(),
+    }
+}
+
+async fn list_logs(State(app): State<HubApp>, _admin: AdminSession) -> Json<Vec<Arc<LogRecord>>> {
+    Json(app.logs.snapshot())
+}
+
+#[derive(Deserialize)]
+struct After {
+    after: Option<u64>,
+}
+
+/// Live log records as SSE, starting after the given sequence number.
+async fn stream_logs(
+    State(app): State<HubApp>,
+    _admin: AdminSession,
+    Query(After { after }): Query<After>,
+) -> Response {
+    struct Tail {
+        backlog: VecDeque<Arc<LogRecord>>,
+        live: broadcast::Receiver<Arc<LogRecord>>,
+        shutdown: watch::Receiver<bool>,
+    }
+    let tail = Tail {
+        live: app.logs.subscribe(),
+        backlog: app.logs.since(after.unwrap_or(0)).into(),
+        shutdown: app.hub.shutdown_signal(),
+    };
+    let frames = stream::unfold(tail, |mut tail| async move {
+        let record = match tail.backlog.pop_front() {
+            Some(record) => record,
+            None => loop {
+                tokio::select! {
+                    _ = tail.shutdown.wait_for(|stopping| *stopping) => return None,
+                    received = tail.live.recv() => match received {
+                        Ok(record) => break record,
+                        Err(RecvError::Lagged(_)) => continue,
+                        Err(RecvError::Closed) => return None,
+                    },
+                }
+            },
+        };
+        let json = serde_json::to_string(&*record).unwrap_or_default();
+        let frame = Bytes::from(format!("data: {json}\n\n"));
+        Some((Ok::<_, std::convert::Infallible>(frame), tail))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(frames),
+    )
+        .into_response()
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "hub_admin_config.html")]
+struct ConfigPage {
+    hub_name: String,
+    csrf: String,
+    notice: Option<String>,
+    config_json: String,
+}
+
+async fn show_config(State(app): State<HubApp>, AdminSession(session): AdminSession) -> ConfigPage {
+    let mut config = (*app.config).clone();
+    for secret in [
+        &mut config.presence.admin_password,
+        &mut config.viewer.admin_password,
+    ] {
+        if !secret.is_empty() {
+            *secret = crate::config::Secret::new("<redacted>");
+        }
+    }
+    ConfigPage {
+        hub_name: app.hub.options().name.clone(),
+        csrf: session.csrf,
+        notice: None,
+        config_json: config.to_json(),
+    }
+}
+
+struct TemplateRow {
+    dir: String,
+    name: String,
+    version: String,
+    description: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "hub_admin_templates.html")]
+struct TemplatesPage {
+    hub_name: String,
+    csrf: String,
+    notice: Option<String>,
+    templates: Vec<TemplateRow>,
+}
+
+async fn show_templates(
+    State(app): State<HubApp>,
+    AdminSession(session): AdminSession,
+    Query(Notice { notice }): Query<Notice>,
+) -> TemplatesPage {
+    let store = app.templates.clone();
+    let listed = tokio::task::spawn_blocking(move || store.list())
+        .await
+        .unwrap_or_default();
+    let text = |m: &Value, key: &str| m.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+    TemplatesPage {
+        hub_name: app.hub.options().name.clone(),
+        csrf: session.csrf,
+        notice,
+        templates: listed
+            .iter()
+            .map(|m| TemplateRow {
+                dir: text(m, "dir"),
+                name: text(m, "name"),
+                version: text(m, "version"),
+                description: text(m, "description"),
+            })
+            .collect(),
+    }
+}
+
+fn templates_with(notice: &str) -> Response {
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("notice", notice)
+        .finish();
+    Redirect::to(&format!("/admin/templates?{query}")).into_response()
+}
+
+async fn upload_template(
+    State(app): State<HubApp>,
+    AdminSession(session): AdminSession,
+    mut form: Multipart,
+) -> Result<Response, HttpError> {
+    let mut csrf = String::new();
+    let mut name = String::new();
+    let mut bundle: Option<Bytes> = None;
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| HttpError::bad_request(format!("the upload form is malformed: {e}")))?
+    {
+        let field_name = field.name().unwrap_or_default().to_owned();
+        let data = field
+            .bytes()
+            .await
+            .map_err(|e| HttpError::bad_request(format!("the upload could not be read: {e}")))?;
+        match field_name.as_str() {
+            "csrf" => csrf = String::from_utf8_lossy(&data).into_owned(),
+            "name" => name = String::from_utf8_lossy(&data).trim().to_owned(),
+            "bundle" => bundle = Some(data),
+            _ => {}
+        }
+    }
+    check_csrf(&session, &csrf)?;
+    let bundle = bundle.ok_or_else(|| HttpError::bad_request("the form has no bundle file"))?;
+    let store = app.templates.clone();
+    let installed = tokio::task::spawn_blocking(move || {
+        store.install(&bundle, Some(name.as_str()).filter(|n| !n.is_empty()))
+    })
+    .await
+    .map_err(|_| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "the upload failed"))?;
+    match installed {
+        Ok(name) => Ok(templates_with(&format!("Installed template {name}."))),
+        Err(err) => {
+            tracing::warn!("template upload refused: {err}");
+            Ok(templates_with(&err.to_string()))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct DeleteForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+}
+
+async fn delete_template(
+    State(app): State<HubApp>,
+    AdminSession(session): AdminSession,
+    Form(form): Form<DeleteForm>,
+) -> Result<Response, HttpError> {
+    check_csrf(&session, &form.csrf)?;
+    let store = app.templates.clone();
+    let name = form.name.clone();
+    let result = tokio::task::spawn_blocking(move || store.delete(&name))
+        .await
+        .map_err(|_| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "the delete failed"))?;
+    Ok(match result {
+        Ok(()) => templates_with(&format!("Deleted template {}.", form.name)),
+        Err(err) => templates_with(&err.to_string()),
+    })
+}

@@ -1,0 +1,91 @@
+//! The template store API: `GET /api/templates`, `/api/templates/{name}/manifest.json`,
+//! `/api/templates/{name}/bundle` (tar.gz with an ETag).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::Value;
+
+use super::HubApp;
+use crate::http::error::HttpError;
+use crate::services::hub::templates::TemplateError;
+
+pub fn routes() -> Router<HubApp> {
+    Router::new()
+        .route("/api/templates", get(list_templates))
+        .route("/api/templates/{name}/manifest.json", get(show_manifest))
+        .route("/api/templates/{name}/bundle", get(download_bundle))
+}
+
+impl From<TemplateError> for HttpError {
+    fn from(error: TemplateError) -> Self {
+        let status = match &error {
+            TemplateError::NotFound(_) => StatusCode::NOT_FOUND,
+            TemplateError::BadName(_) | TemplateError::Refused(_) => StatusCode::BAD_REQUEST,
+            TemplateError::Io(err) => {
+                tracing::error!("template store: {err}");
+                return HttpError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the template store could not be read",
+                );
+            }
+        };
+        HttpError::new(status, error.to_string())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, TemplateError> + Send + 'static,
+) -> Result<T, HttpError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request failed"))?
+        .map_err(HttpError::from)
+}
+
+async fn list_templates(State(app): State<HubApp>) -> Result<Json<Vec<Value>>, HttpError> {
+    let store = app.templates.clone();
+    Ok(Json(blocking(move || Ok(store.list())).await?))
+}
+
+async fn show_manifest(
+    State(app): State<HubApp>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    let store = app.templates.clone();
+    let manifest = blocking(move || store.manifest(&name)).await?;
+    Ok(Json(Value::Object(manifest)))
+}
+
+async fn download_bundle(
+    State(app): State<HubApp>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let store = app.templates.clone();
+    let file_name = format!("{name}.tar.gz");
+    let bundle = blocking(move || store.bundle(&name)).await?;
+    let etag = HeaderValue::from_str(&bundle.etag).expect("hex in quotes");
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|tag| tag.as_bytes() == bundle.etag.as_bytes())
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\""))
+        .expect("names are checked");
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/gzip"),
+            ),
+            (header::ETAG, etag),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bundle.bytes,
+    )
+        .into_response())
+}

@@ -1,0 +1,131 @@
+//! Administrator sessions over HTTP: the login cookie, the `AdminSession` extractor that pages
+//! and APIs take as an argument, and CSRF checks on state-changing forms.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use crate::config::Secret;
+use crate::services::auth::{LoginLimiter, Session, SessionStore};
+
+/// The session cookie's name.
+pub const COOKIE: &str = "goop_admin";
+
+/// What login and session checks need. Cloning is cheap.
+#[derive(Clone)]
+pub struct AdminAuth {
+    pub password: Secret,
+    pub sessions: SessionStore,
+    pub limiter: Arc<LoginLimiter>,
+    /// Where to send a visitor without a session.
+    pub login_path: &'static str,
+}
+
+impl AdminAuth {
+    pub fn new(password: Secret, login_path: &'static str) -> Self {
+        AdminAuth {
+            password,
+            sessions: SessionStore::default(),
+            limiter: Arc::new(LoginLimiter::default()),
+            login_path,
+        }
+    }
+
+    /// False when no password is configured: administration is off.
+    pub fn enabled(&self) -> bool {
+        !self.password.is_empty()
+    }
+
+    /// The session named by the request's cookie, if it is live.
+    pub fn session_from(&self, headers: &HeaderMap) -> Option<Session> {
+        let token = cookie_value(headers, COOKIE)?;
+        self.sessions.get(token)
+    }
+}
+
+/// A request made by a signed-in administrator. Handlers that need one take it as an argument;
+/// without a live session the request is answered with a redirect to the login page (pages) or
+/// 401 (JSON clients).
+pub struct AdminSession(pub Session);
+
+impl<S> FromRequestParts<S> for AdminSession
+where
+    S: Send + Sync,
+    AdminAuth: FromRef<S>,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let auth = AdminAuth::from_ref(state);
+        match auth.session_from(&parts.headers) {
+            Some(session) => Ok(AdminSession(session)),
+            None if wants_json(&parts.headers) => Err((
+                StatusCode::UNAUTHORIZED,
+                axum::Json(serde_json::json!({"error": "sign in as the administrator first"})),
+            )
+                .into_response()),
+            None => Err(Redirect::to(auth.login_path).into_response()),
+        }
+    }
+}
+
+/// Optional variant: `None` instead of a rejection.
+pub struct MaybeAdmin(pub Option<Session>);
+
+impl<S> FromRequestParts<S> for MaybeAdmin
+where
+    S: Send + Sync,
+    AdminAuth: FromRef<S>,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(MaybeAdmin(
+            AdminAuth::from_ref(state).session_from(&parts.headers),
+        ))
+    }
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json") && !accept.contains("text/html"))
+}
+
+/// The value of cookie `name` in the request.
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// True when the browser reached us over HTTPS (directly or through a proxy that says so).
+pub fn is_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"))
+}
+
+/// `Set-Cookie` for a new session: HttpOnly, SameSite=Strict, Secure behind TLS.
+pub fn session_cookie(token: &str, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200{secure}"
+    ))
+    .expect("tokens are URL-safe base64")
+}
+
+/// `Set-Cookie` that removes the session cookie.
+pub fn cleared_cookie() -> HeaderValue {
+    HeaderValue::from_static("goop_admin=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+}

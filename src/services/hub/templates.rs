@@ -1,0 +1,438 @@
+//! The hub's template store: site templates (HTML, JS, schema, `manifest.json`) that peers list
+//! and download as tar.gz bundles, and that the operator uploads and deletes.
+//!
+//! Every bundle that comes in is checked before anything touches the store: only regular files
+//! and directories, relative paths without `..`, bounded counts and sizes, a JSON manifest. A
+//! directory that is broken on disk is skipped in listings with a log line.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Largest `manifest.json`.
+pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024;
+/// Largest upload (compressed).
+pub const MAX_UPLOAD_BYTES: usize = 16 * 1024 * 1024;
+/// Largest template, unpacked.
+pub const MAX_UNPACKED_BYTES: u64 = 64 * 1024 * 1024;
+/// Most files and directories in one template.
+pub const MAX_ENTRIES: usize = 2000;
+
+/// Why a template operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("no template named {0:?}")]
+    NotFound(String),
+    #[error(
+        "{0:?} is not a valid template name: use 1 to 64 lowercase letters, digits, '-' or '_', starting with a letter or digit"
+    )]
+    BadName(String),
+    #[error("the bundle was refused: {0}")]
+    Refused(String),
+    #[error("the template store failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn refused(message: impl Into<String>) -> TemplateError {
+    TemplateError::Refused(message.into())
+}
+
+/// A bundle ready to serve.
+#[derive(Clone)]
+pub struct Bundle {
+    pub bytes: Bytes,
+    /// Quoted strong ETag.
+    pub etag: String,
+}
+
+/// The templates under one directory. Bundles are built on demand and cached until the files
+/// change.
+pub struct TemplateStore {
+    dir: PathBuf,
+    cache: Mutex<HashMap<String, (u64, Bundle)>>,
+}
+
+impl TemplateStore {
+    pub fn new(dir: PathBuf) -> Self {
+        TemplateStore {
+            dir,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every readable template's manifest with its store name added as `dir`, by name.
+    pub fn list(&self) -> Vec<Value> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| valid_name(name))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .filter_map(|name| match self.read_manifest(&name) {
+                Ok(mut manifest) => {
+                    manifest.insert("dir".into(), Value::String(name));
+                    Some(Value::Object(manifest))
+                }
+                Err(err) => {
+                    tracing::warn!(template = %name, "skipping a broken template: {err}");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The manifest of one template as stored.
+    pub fn manifest(&self, name: &str) -> Result<Map<String, Value>, TemplateError> {
+        check_name(name)?;
+        self.read_manifest(name)
+    }
+
+    fn read_manifest(&self, name: &str) -> Result<Map<String, Value>, TemplateError> {
+        let path = self.dir.join(name).join("manifest.json");
+        let file = match fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(TemplateError::NotFound(name.to_owned()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut text = Vec::new();
+        file.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut text)?;
+        parse_manifest(&text)
+    }
+
+    /// The template as a tar.gz bundle. Runs file I/O and compression: call it from a blocking
+    /// context.
+    pub fn bundle(&self, name: &str) -> Result<Bundle, TemplateError> {
+        check_name(name)?;
+        let root = self.dir.join(name);
+        if !root.join("manifest.json").is_file() {
+            return Err(TemplateError::NotFound(name.to_owned()));
+        }
+        let files = collect_files(&root)?;
+        let fingerprint = fingerprint(&files);
+        if let Some((seen, bundle)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            && *seen == fingerprint
+        {
+            return Ok(bundle.clone());
+        }
+        let mut archive = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
+        for file in &files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(file.len);
+            header.set_mode(0o644);
+            header.set_mtime(file.mtime);
+            header.set_entry_type(tar::EntryType::Regular);
+            archive.append_data(&mut header, &file.relative, fs::File::open(&file.absolute)?)?;
+        }
+        let bytes = Bytes::from(archive.into_inner()?.finish()?);
+        let digest = Sha256::digest(&bytes);
+        let etag = format!("\"{}\"", hex(&digest[..16]));
+        let bundle = Bundle { bytes, etag };
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), (fingerprint, bundle.clone()));
+        Ok(bundle)
+    }
+
+    /// Checks an uploaded tar.gz and installs it as `name` (or the bundle's top directory, or
+    /// its manifest's name), replacing a template of that name. Returns the name used.
+    pub fn install(&self, upload: &[u8], name: Option<&str>) -> Result<String, TemplateError> {
+        if upload.len() > MAX_UPLOAD_BYTES {
+            return Err(refused(format!(
+                "it is larger than {} MiB",
+                MAX_UPLOAD_BYTES / (1024 * 1024)
+            )));
+        }
+        let (files, top) = read_bundle(upload)?;
+        let manifest_bytes = files
+            .iter()
+            .find(|(path, _)| path == Path::new("manifest.json"))
+            .map(|(_, bytes)| bytes.as_slice())
+            .ok_or_else(|| refused("it has no manifest.json at its root"))?;
+        let manifest = parse_manifest(manifest_bytes)?;
+        let name = match name.filter(|n| !n.is_empty()) {
+            Some(name) => name.to_owned(),
+            None => top.unwrap_or_else(|| slug(manifest["name"].as_str().unwrap_or_default())),
+        };
+        check_name(&name)?;
+
+        fs::create_dir_all(&self.dir)?;
+        let staging = self
+            .dir
+            .join(format!(".upload-{}", crate::services::auth::random_token()));
+        let result = (|| -> std::io::Result<()> {
+            for (path, bytes) in &files {
+                let target = staging.join(path);
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                fs::File::create(&target)?.write_all(bytes)?;
+            }
+            let target = self.dir.join(&name);
+            let old = self
+                .dir
+                .join(format!(".old-{}", crate::services::auth::random_token()));
+            let replaced = target.exists();
+            if replaced {
+                fs::rename(&target, &old)?;
+            }
+            fs::rename(&staging, &target)?;
+            if replaced {
+                fs::remove_dir_all(&old)?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        result?;
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&name);
+        tracing::info!(template = %name, files = files.len(), "template installed");
+        Ok(name)
+    }
+
+    /// Removes a template.
+    pub fn delete(&self, name: &str) -> Result<(), TemplateError> {
+        check_name(name)?;
+        let path = self.dir.join(name);
+        if !path.is_dir() {
+            return Err(TemplateError::NotFound(name.to_owned()));
+        }
+        fs::remove_dir_all(&path)?;
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        tracing::info!(template = %name, "template deleted");
+        Ok(())
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn check_name(name: &str) -> Result<(), TemplateError> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(TemplateError::BadName(name.to_owned()))
+    }
+}
+
+fn slug(text: &str) -> String {
+    let mut slug = String::new();
+    for c in text.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+    }
+    slug.trim_end_matches('-').chars().take(64).collect()
+}
+
+fn parse_manifest(bytes: &[u8]) -> Result<Map<String, Value>, TemplateError> {
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(refused(format!(
+            "manifest.json is larger than {MAX_MANIFEST_BYTES} bytes"
+        )));
+    }
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| refused(format!("manifest.json is not valid JSON: {e}")))?;
+    let Value::Object(manifest) = value else {
+        return Err(refused("manifest.json must be a JSON object"));
+    };
+    match manifest.get("name") {
+        Some(Value::String(name)) if !name.trim().is_empty() => Ok(manifest),
+        _ => Err(refused("manifest.json needs a non-empty \"name\"")),
+    }
+}
+
+/// Unpacks an upload into memory, refusing anything unsafe. Returns the files (relative paths)
+/// and, when every entry sat under one top directory, that directory's name (stripped).
+#[allow(clippy::type_complexity)]
+fn read_bundle(upload: &[u8]) -> Result<(Vec<(PathBuf, Vec<u8>)>, Option<String>), TemplateError> {
+    let mut archive = tar::Archive::new(GzDecoder::new(upload));
+    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let mut total: u64 = 0;
+    let entries = archive
+        .entries()
+        .map_err(|e| refused(format!("it is not a tar.gz archive: {e}")))?;
+    for (index, entry) in entries.enumerate() {
+        if index >= MAX_ENTRIES {
+            return Err(refused(format!("it has more than {MAX_ENTRIES} entries")));
+        }
+        let mut entry =
+            entry.map_err(|e| refused(format!("it is not a valid tar.gz archive: {e}")))?;
+        let path = entry
+            .path()
+            .map_err(|e| refused(format!("an entry has an unreadable path: {e}")))?
+            .into_owned();
+        let shown = path.display().to_string();
+        if path.is_absolute() {
+            return Err(refused(format!("entry {shown:?} has an absolute path")));
+        }
+        for component in path.components() {
+            match component {
+                Component::Normal(_) | Component::CurDir => {}
+                Component::ParentDir => {
+                    return Err(refused(format!(
+                        "entry {shown:?} leaves the template with '..'"
+                    )));
+                }
+                _ => return Err(refused(format!("entry {shown:?} has an absolute path"))),
+            }
+        }
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => continue,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {}
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                return Err(refused(format!(
+                    "entry {shown:?} is a link; only files and directories are allowed"
+                )));
+            }
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
+            other => {
+                return Err(refused(format!(
+                    "entry {shown:?} is a {other:?}; only files and directories are allowed"
+                )));
+            }
+        }
+        let size = entry.header().size().unwrap_or(u64::MAX);
+        total = total.saturating_add(size);
+        if total > MAX_UNPACKED_BYTES {
+            return Err(refused(format!(
+                "it unpacks to more than {} MiB",
+                MAX_UNPACKED_BYTES / (1024 * 1024)
+            )));
+        }
+        let mut bytes = Vec::with_capacity(size.min(1 << 20) as usize);
+        (&mut entry)
+            .take(size)
+            .read_to_end(&mut bytes)
+            .map_err(|e| refused(format!("entry {shown:?} could not be read: {e}")))?;
+        let clean: PathBuf = path
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect();
+        if clean.as_os_str().is_empty() {
+            continue;
+        }
+        files.push((clean, bytes));
+    }
+    if files.is_empty() {
+        return Err(refused("it contains no files"));
+    }
+    if files.iter().any(|(p, _)| p == Path::new("manifest.json")) {
+        return Ok((files, None));
+    }
+    // `tar czf bundle.tgz corkboard/` puts everything under one directory: strip it.
+    let first_component = |p: &Path| p.components().next().map(|c| c.as_os_str().to_owned());
+    let top = first_component(&files[0].0);
+    let single_top = files
+        .iter()
+        .all(|(p, _)| p.components().count() > 1 && first_component(p) == top);
+    if let (true, Some(top)) = (single_top, top) {
+        let stripped = files
+            .into_iter()
+            .map(|(p, b)| (p.strip_prefix(&top).map(Path::to_path_buf).unwrap_or(p), b))
+            .collect();
+        return Ok((stripped, top.into_string().ok()));
+    }
+    Ok((files, None))
+}
+
+struct FileEntry {
+    relative: PathBuf,
+    absolute: PathBuf,
+    len: u64,
+    mtime: u64,
+    mtime_nanos: u128,
+}
+
+/// Regular files under `root`, sorted, never following links.
+fn collect_files(root: &Path) -> Result<Vec<FileEntry>, TemplateError> {
+    let mut files = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    let mut total = 0u64;
+    while let Some(relative_dir) = pending.pop() {
+        for entry in fs::read_dir(root.join(&relative_dir))? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let relative = relative_dir.join(entry.file_name());
+            if kind.is_dir() {
+                pending.push(relative);
+            } else if kind.is_file() {
+                let meta = entry.metadata()?;
+                let since_epoch = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .unwrap_or_default();
+                total += meta.len();
+                if total > MAX_UNPACKED_BYTES || files.len() >= MAX_ENTRIES {
+                    return Err(refused("the template on disk exceeds the size limits"));
+                }
+                files.push(FileEntry {
+                    absolute: entry.path(),
+                    relative,
+                    len: meta.len(),
+                    mtime: since_epoch.as_secs(),
+                    mtime_nanos: since_epoch.as_nanos(),
+                });
+            }
+        }
+    }
+    files.sort_by(|a, b| a.relative.cmp(&b.relative));
+    Ok(files)
+}
+
+fn fingerprint(files: &[FileEntry]) -> u64 {
+    let mut hasher = Sha256::new();
+    for file in files {
+        hasher.update(file.relative.to_string_lossy().as_bytes());
+        hasher.update(file.len.to_le_bytes());
+        hasher.update(file.mtime_nanos.to_le_bytes());
+    }
+    let digest = hasher.finalize();
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
