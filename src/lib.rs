@@ -8,4 +8,5 @@ pub mod http; // axum routers, pages and the connection loop
 pub mod identity; // the Ed25519 key file and peer ID
 pub mod modes;
 pub mod services; // application logic
+pub mod store; // SQL, and only here
 pub mod telemetry; // tracing setup and the in-memory log ring // what each command runs

@@ -21,6 +21,7 @@ use crate::http::server::{self, ServerLimits};
 use crate::http::session::AdminAuth;
 use crate::services::hub::templates::TemplateStore;
 use crate::services::hub::{Hub, HubOptions};
+use crate::store::hub::HubStore;
 use crate::telemetry::LogBuffer;
 
 /// How long a graceful stop may take in total.
@@ -68,6 +69,16 @@ pub async fn start_with_options(
     })?;
     let hub_addr = server::local_addr(&listener);
     let hub = Hub::start(options);
+    if !presence.peer_db_path.is_empty() {
+        let path = Config::resolve(dir, &presence.peer_db_path);
+        let store = HubStore::open(&path)
+            .await
+            .with_context(|| format!("cannot open the peer database {}", path.display()))?;
+        hub.attach_store(store)
+            .await
+            .with_context(|| format!("cannot read the peer database {}", path.display()))?;
+        tracing::info!(path = %path.display(), "sharing peer state through the peer database");
+    }
     let app = HubApp {
         hub: hub.clone(),
         proxies: TrustedProxies(Arc::new(presence.trusted_proxy_nets())),

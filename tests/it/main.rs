@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod hub;
 mod hub_admin;
+mod hub_persist;
 mod identity;
 mod logs;
 mod support;

@@ -46,6 +46,8 @@ pub struct Gauges {
     pub peers: usize,
     pub subscribers: usize,
     pub ring_events: usize,
+    /// Changes dropped because the peer database fell behind (`None` without a database).
+    pub persist_dropped: Option<u64>,
 }
 
 impl HubMetrics {
@@ -128,6 +130,14 @@ impl HubMetrics {
             "Streams refused by the connection caps.",
             load(&self.refused_streams),
         );
+        if let Some(dropped) = gauges.persist_dropped {
+            counter(
+                &mut out,
+                "goop_hub_persist_dropped_total",
+                "Changes not written because the peer database fell behind.",
+                dropped,
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP goop_hub_rejects_total Presence messages refused, by reason.\n# TYPE goop_hub_rejects_total counter"

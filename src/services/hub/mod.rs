@@ -12,6 +12,7 @@
 
 pub mod limits;
 pub mod metrics;
+pub mod persist;
 pub mod presence;
 pub mod templates;
 
@@ -26,8 +27,10 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
 use crate::config::Config;
+use crate::store::hub::{HubStore, PeerRow, PeerWrite};
 use limits::{PublishLimiter, StreamCaps, StreamRefused, StreamSlot};
 use metrics::{Gauges, HubMetrics};
+use persist::Persistence;
 use presence::{CheckedPresence, MAX_CLOCK_SKEW_MS, Presence, PresenceError, PresenceType};
 
 /// Events kept for replay after a reconnect.
@@ -149,6 +152,7 @@ struct HubInner {
     streams: Arc<StreamCaps>,
     shutdown: watch::Sender<bool>,
     sessions: std::sync::atomic::AtomicU64,
+    persistence: std::sync::OnceLock<Arc<Persistence>>,
 }
 
 struct HubState {
@@ -188,6 +192,7 @@ impl Hub {
                 )),
                 shutdown,
                 sessions: std::sync::atomic::AtomicU64::new(1),
+                persistence: std::sync::OnceLock::new(),
                 options,
             }),
         };
@@ -296,6 +301,10 @@ impl Hub {
                 state.remember(now_ms, PresenceType::Offline, &gone.presence);
             }
             self.emit(&mut state, &presence, true, now);
+            self.persist(|| PeerWrite::Offline {
+                peer_id: presence.peer_id.clone(),
+                at_ms: now_ms,
+            });
             return Ok(());
         }
 
@@ -326,8 +335,118 @@ impl Hub {
                 true
             }
         };
-        self.emit(&mut state, &presence, change, now);
+        let event = self.emit(&mut state, &presence, change, now);
+        if let Some(record) = state.peers.get(&peer_id) {
+            let ttl_ms = self.inner.options.ttl.as_millis() as i64;
+            self.persist(|| PeerWrite::Upsert(record.to_row(&event, now_ms + ttl_ms)));
+        }
         Ok(())
+    }
+
+    /// Hands a change to the database writer, when there is a database.
+    fn persist(&self, write: impl FnOnce() -> PeerWrite) {
+        if let Some(persistence) = self.inner.persistence.get() {
+            persistence.enqueue(write());
+        }
+    }
+
+    /// Connects the hub to its shared database: restores the peers still inside their TTL and
+    /// the bans in force, then keeps writing changes and reading other instances' changes.
+    pub async fn attach_store(&self, store: HubStore) -> Result<(), sqlx::Error> {
+        let now_ms = unix_ms();
+        let version = store.latest_version().await?;
+        let live = store.live_peers(now_ms).await?;
+        let bans = store.bans(now_ms).await?;
+        let restored = live.len();
+        {
+            let mut state = self.lock();
+            let now = Instant::now();
+            for row in live {
+                let Some((peer_id, record)) = record_from_row(&row, now, now_ms) else {
+                    continue;
+                };
+                if let Some(ts) = record.presence.ts {
+                    state.last_ts.insert(peer_id, (ts, now));
+                }
+                state.peers.insert(peer_id, record);
+            }
+            for (peer, until_ms) in bans {
+                if let Ok(peer_id) = peer.parse::<PeerId>() {
+                    let left = Duration::from_millis((until_ms - now_ms).max(0) as u64);
+                    state.bans.insert(peer_id, now + left);
+                }
+            }
+        }
+        if restored > 0 {
+            tracing::info!(peers = restored, "restored peers from the peer database");
+        }
+        let (persistence, queue) = Persistence::new(self.inner.epoch.clone());
+        if self.inner.persistence.set(persistence.clone()).is_err() {
+            return Ok(());
+        }
+        tokio::spawn(persist::run_writer(
+            store.clone(),
+            persistence.clone(),
+            queue,
+        ));
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(persist::run_poller(
+            store,
+            persistence,
+            version,
+            self.inner.shutdown.subscribe(),
+            move |row| {
+                if let Some(inner) = weak.upgrade() {
+                    Hub { inner }.merge_remote(&row);
+                }
+            },
+        ));
+        Ok(())
+    }
+
+    /// Applies a change another instance wrote to the shared database.
+    pub fn merge_remote(&self, row: &PeerRow) {
+        let Ok(peer_id) = row.peer_id.parse::<PeerId>() else {
+            return;
+        };
+        let now = Instant::now();
+        let now_ms = unix_ms();
+        let mut state = self.lock();
+        let local_seen = state.peers.get(&peer_id).map(|p| p.last_seen_ms);
+        if local_seen.is_some_and(|seen| seen > row.last_seen_ms) {
+            return;
+        }
+        if !row.online || row.expires_ms <= now_ms {
+            if let Some(gone) = state.peers.remove(&peer_id) {
+                state.remember(now_ms, PresenceType::Offline, &gone.presence);
+                let mut offline = Presence::new(PresenceType::Offline, peer_id);
+                offline.ts = Some(row.last_seen_ms);
+                offline.signed = Some(gone.signed);
+                offline.verified = Some(gone.verified);
+                self.emit(&mut state, &offline, true, now);
+            }
+            return;
+        }
+        let Some((_, mut record)) = record_from_row(row, now, now_ms) else {
+            return;
+        };
+        if let Some(ts) = record.presence.ts {
+            let last = state.last_ts.entry(peer_id).or_insert((ts, now));
+            last.0 = last.0.max(ts);
+        }
+        let change = match state.peers.get(&peer_id) {
+            Some(existing) => {
+                record.first_seen_ms = existing.first_seen_ms;
+                !existing.presence.same_announcement(&record.presence)
+            }
+            None => {
+                state.remember(now_ms, PresenceType::Online, &record.presence);
+                true
+            }
+        };
+        let presence = record.presence.clone();
+        state.peers.insert(peer_id, record);
+        self.emit(&mut state, &presence, change, now);
     }
 
     /// Removes a peer now, as if it had gone offline. Returns false if it was not online.
@@ -358,11 +477,19 @@ impl Hub {
         let mut state = self.lock();
         state.bans.insert(peer_id, Instant::now() + duration);
         self.remove_peer(&mut state, &peer_id);
+        self.persist(|| PeerWrite::Ban {
+            peer_id: peer_id.to_base58(),
+            until_ms: unix_ms() + duration.as_millis() as i64,
+        });
     }
 
     /// Lifts a ban. Returns false if the peer was not banned.
     pub fn unban(&self, peer_id: &PeerId) -> bool {
-        self.lock().bans.remove(peer_id).is_some()
+        let lifted = self.lock().bans.remove(peer_id).is_some();
+        self.persist(|| PeerWrite::Unban {
+            peer_id: peer_id.to_base58(),
+        });
+        lifted
     }
 
     /// Current bans with their remaining time.
@@ -437,6 +564,13 @@ impl Hub {
         self.inner.shutdown.send_replace(true);
     }
 
+    /// Waits until every change so far is in the database (immediately without one).
+    pub async fn flush(&self) {
+        if let Some(persistence) = self.inner.persistence.get() {
+            persistence.flush().await;
+        }
+    }
+
     /// Becomes true when the hub starts shutting down.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.inner.shutdown.subscribe()
@@ -447,7 +581,10 @@ impl Hub {
         if *self.inner.shutdown.borrow() {
             return Err("the hub is shutting down".into());
         }
-        Ok(())
+        match self.inner.persistence.get() {
+            Some(persistence) => persistence.health(),
+            None => Ok(()),
+        }
     }
 
     /// Values for `/metrics`.
@@ -458,6 +595,11 @@ impl Hub {
                 peers: state.peers.len(),
                 subscribers: self.inner.streams.open(),
                 ring_events: state.ring.len(),
+                persist_dropped: self
+                    .inner
+                    .persistence
+                    .get()
+                    .map(|p| p.dropped.load(std::sync::atomic::Ordering::Relaxed)),
             }
         };
         self.inner.metrics.render(&gauges)
@@ -507,7 +649,13 @@ impl Hub {
             .collect()
     }
 
-    fn emit(&self, state: &mut HubState, presence: &Presence, change: bool, accepted_at: Instant) {
+    fn emit(
+        &self,
+        state: &mut HubState,
+        presence: &Presence,
+        change: bool,
+        accepted_at: Instant,
+    ) -> Arc<HubEvent> {
         let offset = state.next_offset;
         state.next_offset += 1;
         let id = format!("{}-{offset}", self.inner.epoch);
@@ -520,7 +668,8 @@ impl Hub {
         if change {
             let _ = self.inner.changes.send(event.clone());
         }
-        let _ = self.inner.all.send(event);
+        let _ = self.inner.all.send(event.clone());
+        event
     }
 
     fn remove_peer(&self, state: &mut HubState, peer_id: &PeerId) -> bool {
@@ -534,6 +683,10 @@ impl Hub {
         offline.signed = Some(gone.signed);
         offline.verified = Some(gone.verified);
         self.emit(state, &offline, true, Instant::now());
+        self.persist(|| PeerWrite::Offline {
+            peer_id: peer_id.to_base58(),
+            at_ms: now_ms,
+        });
         true
     }
 
@@ -558,6 +711,42 @@ impl Hub {
         last_ts.retain(|peer, (_, seen)| peers.contains_key(peer) || now - *seen < keep);
         state.bans.retain(|_, until| *until > now);
     }
+}
+
+impl PeerRecord {
+    fn to_row(&self, event: &HubEvent, expires_ms: i64) -> PeerRow {
+        PeerRow {
+            peer_id: self.presence.peer_id.clone(),
+            presence: String::from_utf8_lossy(&event.json).into_owned(),
+            signed: self.signed,
+            verified: self.verified,
+            first_seen_ms: self.first_seen_ms,
+            last_seen_ms: self.last_seen_ms,
+            online: true,
+            expires_ms,
+            instance: String::new(),
+            version: 0,
+        }
+    }
+}
+
+/// A registry entry from a database row, expiring at the row's time.
+fn record_from_row(row: &PeerRow, now: Instant, now_ms: i64) -> Option<(PeerId, PeerRecord)> {
+    let peer_id = row.peer_id.parse::<PeerId>().ok()?;
+    let presence: Presence = serde_json::from_str(&row.presence).ok()?;
+    let left = Duration::from_millis((row.expires_ms - now_ms).max(0) as u64);
+    Some((
+        peer_id,
+        PeerRecord {
+            presence,
+            signed: row.signed,
+            verified: row.verified,
+            first_seen_ms: row.first_seen_ms,
+            last_seen_ms: row.last_seen_ms,
+            expires: now + left,
+            session: None,
+        },
+    ))
 }
 
 impl HubState {

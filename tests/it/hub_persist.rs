@@ -1,0 +1,276 @@
+//! Hub state in a shared SQLite file: several instances, restarts, `kill -9`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use goop2::config::Config;
+use goop2::services::hub::presence::PresenceType;
+use goop2::store::hub::HubStore;
+use serde_json::Value;
+
+use crate::support::{SseClient, TestHub, TestPeer, eventually};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_a_peer_db_see_each_others_peers_within_a_second() {
+    let shared = tempfile::tempdir().unwrap();
+    let db = shared.path().join("peers.db").display().to_string();
+    let first = TestHub::spawn_with(|c| c.presence.peer_db_path = db.clone(), |_| {}).await;
+    let second = TestHub::spawn_with(|c| c.presence.peer_db_path = db.clone(), |_| {}).await;
+    let mut watcher = SseClient::connect(&format!("{}/events?changes=1", second.url), None).await;
+
+    let mut alice = TestPeer::new();
+    let published = Instant::now();
+    assert_eq!(
+        first
+            .publish(alice.json(PresenceType::Online, "Alice"))
+            .await
+            .0,
+        204
+    );
+    let online = watcher
+        .wait_for(WAIT, |e| e.json()["type"] == "online")
+        .await
+        .json();
+    let lag = published.elapsed();
+    assert_eq!(online["peerId"], alice.id.as_str());
+    assert!(
+        lag < Duration::from_secs(1),
+        "the other instance saw the peer after {lag:?}"
+    );
+    assert_eq!(second.peers().await.len(), 1);
+
+    // A change made through the second instance reaches the first.
+    let mut bob = TestPeer::new();
+    assert_eq!(
+        second
+            .publish(bob.json(PresenceType::Online, "Bob"))
+            .await
+            .0,
+        204
+    );
+    assert!(eventually(WAIT, async || first.peers().await.len() == 2).await);
+
+    // Leaving through one instance removes the peer from the other.
+    assert_eq!(
+        first
+            .publish(alice.json(PresenceType::Offline, "Alice"))
+            .await
+            .0,
+        204
+    );
+    let offline = watcher
+        .wait_for(WAIT, |e| e.json()["type"] == "offline")
+        .await
+        .json();
+    assert_eq!(offline["peerId"], alice.id.as_str());
+    let remaining = second.peers().await;
+    assert_eq!(remaining.len(), 1);
+    assert_eq!(remaining[0]["peerId"], bob.id.as_str());
+
+    // A replay of Alice's old message through the other instance is refused too.
+    let mut stale = alice.unsigned(PresenceType::Online, "Alice");
+    stale.ts = Some(stale.ts.unwrap() - 10_000);
+    stale.sign(&alice.keypair);
+    assert_eq!(
+        second
+            .publish(serde_json::to_string(&stale).unwrap())
+            .await
+            .0,
+        401
+    );
+}
+
+/// The `goop2 rendezvous` binary, with its bound address read from its log.
+struct HubProcess {
+    child: Child,
+    url: String,
+}
+
+impl HubProcess {
+    fn start(dir: &std::path::Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_goop2"))
+            .args(["rendezvous", dir.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (found, addr) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = found.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                    sent = true;
+                }
+            }
+        });
+        let addr = addr
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the hub starts");
+        HubProcess {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_peers_survive_kill_9_and_subscribers_resynchronize() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.presence.rendezvous_only = true;
+    config.presence.rendezvous_host = true;
+    config.presence.rendezvous_port = 0;
+    config.presence.ttl_seconds = 120;
+    config.presence.peer_db_path = "data/peers.db".into();
+    config.viewer.http_addr = String::new();
+    config.save(&dir.path().join("goop.json")).unwrap();
+
+    let hub = HubProcess::start(dir.path());
+    let client = reqwest::Client::new();
+    let mut alice = TestPeer::new();
+    let mut bob = TestPeer::new();
+    for (peer, label) in [(&mut alice, "Alice"), (&mut bob, "Bob")] {
+        let response = client
+            .post(format!("{}/publish", hub.url))
+            .body(peer.json(PresenceType::Online, label))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 204);
+    }
+    assert_eq!(
+        client
+            .post(format!("{}/publish", hub.url))
+            .body(bob.json(PresenceType::Offline, "Bob"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        204
+    );
+    let mut events = SseClient::connect(&format!("{}/events", hub.url), None).await;
+    let before = events.next(WAIT).await.unwrap();
+    let old_id = before.id.clone().unwrap();
+    let peers_before: Vec<Value> = client
+        .get(format!("{}/peers.json", hub.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    // Presence is written behind the acknowledgement; wait until the database has it.
+    let store = HubStore::open(&dir.path().join("data/peers.db"))
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, async || {
+            let live = store
+                .live_peers(goop2::services::hub::unix_ms())
+                .await
+                .unwrap();
+            live.len() == 1 && live[0].peer_id == alice.id
+        })
+        .await
+    );
+
+    let mut hub = hub;
+    hub.child.kill().unwrap(); // SIGKILL: no chance to flush or say goodbye
+    hub.child.wait().unwrap();
+    drop(hub);
+
+    let restarted = HubProcess::start(dir.path());
+    let peers: Vec<Value> = client
+        .get(format!("{}/peers.json", restarted.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(peers.len(), 1, "Alice is back, Bob stays gone: {peers:?}");
+    assert_eq!(peers[0]["peerId"], alice.id.as_str());
+    assert_eq!(
+        peers[0]["lastSeen"], peers_before[0]["lastSeen"],
+        "with her original last-seen time"
+    );
+
+    // A subscriber from before the crash is told to start over, and gets Alice in the snapshot.
+    let mut events = SseClient::connect(&format!("{}/events", restarted.url), Some(&old_id)).await;
+    assert_eq!(
+        events.next(WAIT).await.unwrap().event.as_deref(),
+        Some("reset")
+    );
+    assert_eq!(
+        events.next(WAIT).await.unwrap().json()["peerId"],
+        alice.id.as_str()
+    );
+
+    // Replay protection survives the restart too.
+    let mut replay = alice.unsigned(PresenceType::Update, "Alice");
+    replay.ts = Some(replay.ts.unwrap() - 60_000);
+    replay.sign(&alice.keypair);
+    let status = client
+        .post(format!("{}/publish", restarted.url))
+        .body(serde_json::to_string(&replay).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_reports_an_unwritable_peer_db() {
+    let shared = tempfile::tempdir().unwrap();
+    let db = shared.path().join("peers.db");
+    let path = db.display().to_string();
+    let hub = TestHub::spawn_with(|c| c.presence.peer_db_path = path.clone(), |_| {}).await;
+    let health = reqwest::get(format!("{}/healthz", hub.url)).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+
+    // Something outside the hub destroys the file.
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{}{suffix}", db.display());
+        if std::path::Path::new(&file).exists() {
+            std::fs::write(&file, vec![0xA5u8; 8192]).unwrap();
+        }
+    }
+    let mut peer = TestPeer::new();
+    assert_eq!(
+        hub.publish(peer.json(PresenceType::Online, "P")).await.0,
+        204
+    );
+    let reported = eventually(Duration::from_secs(10), async || {
+        let response = reqwest::get(format!("{}/healthz", hub.url)).await.unwrap();
+        response.status().as_u16() == 503
+    })
+    .await;
+    assert!(reported, "healthz did not notice");
+    let body = reqwest::get(format!("{}/healthz", hub.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.starts_with("the peer database is not writable: "),
+        "{body}"
+    );
+}
