@@ -4,6 +4,8 @@
 pub mod client_ip;
 pub mod error;
 pub mod hub;
+pub mod logs;
 pub mod server;
 pub mod session;
 pub mod stall;
+pub mod viewer;

@@ -19,6 +19,7 @@ use crate::http::client_ip::TrustedProxies;
 use crate::http::hub::{HubApp, router};
 use crate::http::server::{self, ServerLimits};
 use crate::http::session::AdminAuth;
+use crate::http::viewer::{self, ViewerApp};
 use crate::services::hub::templates::TemplateStore;
 use crate::services::hub::{Hub, HubOptions};
 use crate::store::hub::HubStore;
@@ -27,12 +28,14 @@ use crate::telemetry::LogBuffer;
 /// How long a graceful stop may take in total.
 pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 
-/// A running hub: its address and how to stop it.
+/// A running hub: its addresses and how to stop it.
 pub struct RunningHub {
     pub hub_addr: SocketAddr,
+    /// The settings viewer, when `viewer.http_addr` is set.
+    pub viewer_addr: Option<SocketAddr>,
     pub hub: Hub,
     stop: watch::Sender<bool>,
-    server: JoinHandle<()>,
+    servers: Vec<JoinHandle<()>>,
 }
 
 /// Loads `dir/goop.json`, creating a rendezvous-only configuration first if there is none.
@@ -43,7 +46,7 @@ pub fn prepare_dir(dir: &Path) -> anyhow::Result<config::LoadedConfig> {
         let mut config = Config::default();
         config.presence.rendezvous_only = true;
         config.presence.rendezvous_host = true;
-        config.viewer.http_addr = String::new();
+        config.viewer.http_addr = "127.0.0.1:9090".into();
         config.save(&path)?;
         tracing::info!(path = %path.display(), "created a rendezvous-only goop.json");
     }
@@ -82,7 +85,7 @@ pub async fn start_with_options(
     let app = HubApp {
         hub: hub.clone(),
         proxies: TrustedProxies(Arc::new(presence.trusted_proxy_nets())),
-        logs,
+        logs: logs.clone(),
         public_url: String::new(),
         admin: AdminAuth::new(presence.admin_password.clone(), "/admin"),
         templates: Arc::new(TemplateStore::new(Config::resolve(
@@ -91,6 +94,7 @@ pub async fn start_with_options(
         ))),
         config: Arc::new(config.clone()),
     };
+    let logs_for_viewer = logs;
     let routes = with_security_headers(router(app));
     let limits = ServerLimits {
         max_connections: presence.max_streams as usize + 1024,
@@ -98,16 +102,48 @@ pub async fn start_with_options(
         stalls: Some(hub.metrics().dropped_slow_subscribers.clone()),
         ..ServerLimits::default()
     };
-    let (stop, mut stopped) = watch::channel(false);
-    let server = tokio::spawn(server::serve(listener, routes, limits, async move {
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|s| *s).await;
-    }));
+    };
+    let mut servers = vec![tokio::spawn(server::serve(
+        listener,
+        routes,
+        limits,
+        until_stopped(stopped.clone()),
+    ))];
     tracing::info!(addr = %hub_addr, "rendezvous hub listening on http://{hub_addr}");
+
+    let mut viewer_addr = None;
+    if let Some(addr) = config.viewer.http_socket_addr() {
+        viewer::check_bind(&addr, config)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (viewer.http_addr)"))?;
+        let bound = server::local_addr(&listener);
+        let app = ViewerApp::new(
+            dir.join(config::FILE_NAME),
+            config.clone(),
+            logs_for_viewer,
+            format!("http://{hub_addr}/"),
+            stopped.clone(),
+        );
+        let routes = with_security_headers(viewer::router(app));
+        servers.push(tokio::spawn(server::serve(
+            listener,
+            routes,
+            ServerLimits::default(),
+            until_stopped(stopped),
+        )));
+        tracing::info!(addr = %bound, "settings viewer on http://{bound}/self");
+        viewer_addr = Some(bound);
+    }
     Ok(RunningHub {
         hub_addr,
+        viewer_addr,
         hub,
         stop,
-        server,
+        servers,
     })
 }
 
@@ -117,10 +153,14 @@ impl RunningHub {
     pub async fn shutdown(self) {
         self.hub.shutdown();
         self.stop.send_replace(true);
-        if tokio::time::timeout(SHUTDOWN_LIMIT, self.server)
-            .await
-            .is_err()
-        {
+        let drained = async {
+            for server in self.servers {
+                let _ = server.await;
+            }
+            // Streams are closed; now every change is committed before the process ends.
+            self.hub.flush().await;
+        };
+        if tokio::time::timeout(SHUTDOWN_LIMIT, drained).await.is_err() {
             tracing::warn!("the hub did not stop within {SHUTDOWN_LIMIT:?}");
         }
         tracing::info!("rendezvous hub stopped");

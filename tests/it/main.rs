@@ -9,3 +9,4 @@ mod hub_persist;
 mod identity;
 mod logs;
 mod support;
+mod viewer;

@@ -19,6 +19,7 @@ pub struct TestHub {
     pub addr: SocketAddr,
     pub url: String,
     pub dir: tempfile::TempDir,
+    pub logs: LogBuffer,
     client: reqwest::Client,
 }
 
@@ -36,25 +37,39 @@ impl TestHub {
         config.presence.rendezvous_only = true;
         config.presence.rendezvous_host = true;
         config.presence.rendezvous_port = 0;
+        config.viewer.http_addr = String::new();
         // Tests publish fast from one address; the limiter has its own test.
         config.presence.publish_burst = 1_000_000;
         config.presence.publish_per_second = 1_000_000;
         edit_config(&mut config);
         assert!(config.validate().is_empty(), "{:?}", config.validate());
+        config.save(&dir.path().join("goop.json")).unwrap();
         let mut options = HubOptions::from_config(&config);
         edit_options(&mut options);
-        let running =
-            rendezvous::start_with_options(dir.path(), &config, options, LogBuffer::new(100))
-                .await
-                .unwrap();
+        let logs = LogBuffer::new(100);
+        let running = rendezvous::start_with_options(dir.path(), &config, options, logs.clone())
+            .await
+            .unwrap();
         let addr = running.hub_addr;
         TestHub {
             running: Some(running),
             addr,
             url: format!("http://{addr}"),
             dir,
+            logs,
             client: reqwest::Client::new(),
         }
+    }
+
+    /// The settings viewer's base URL (the config must set `viewer.http_addr`).
+    pub fn viewer_url(&self) -> String {
+        let addr = self
+            .running
+            .as_ref()
+            .unwrap()
+            .viewer_addr
+            .expect("a viewer");
+        format!("http://{addr}")
     }
 
     pub fn hub(&self) -> &goop2::services::hub::Hub {
@@ -168,9 +183,17 @@ pub struct SseClient {
 
 impl SseClient {
     pub async fn connect(url: &str, last_event_id: Option<&str>) -> Self {
+        match last_event_id {
+            Some(id) => Self::connect_with(url, &[("Last-Event-ID", id)]).await,
+            None => Self::connect_with(url, &[]).await,
+        }
+    }
+
+    /// Connects with extra request headers.
+    pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Self {
         let mut request = reqwest::Client::new().get(url);
-        if let Some(id) = last_event_id {
-            request = request.header("Last-Event-ID", id);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let response = request.send().await.unwrap();
         SseClient {

@@ -12,14 +12,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use bytes::Bytes;
-use futures_util::stream;
 use libp2p_identity::PeerId;
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::VecDeque;
 use std::sync::Arc;
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, watch};
 
 use super::HubApp;
 use super::dashboard::{PeerRow, ago};
@@ -314,42 +310,7 @@ async fn stream_logs(
     _admin: AdminSession,
     Query(After { after }): Query<After>,
 ) -> Response {
-    struct Tail {
-        backlog: VecDeque<Arc<LogRecord>>,
-        live: broadcast::Receiver<Arc<LogRecord>>,
-        shutdown: watch::Receiver<bool>,
-    }
-    let tail = Tail {
-        live: app.logs.subscribe(),
-        backlog: app.logs.since(after.unwrap_or(0)).into(),
-        shutdown: app.hub.shutdown_signal(),
-    };
-    let frames = stream::unfold(tail, |mut tail| async move {
-        let record = match tail.backlog.pop_front() {
-            Some(record) => record,
-            None => loop {
-                tokio::select! {
-                    _ = tail.shutdown.wait_for(|stopping| *stopping) => return None,
-                    received = tail.live.recv() => match received {
-                        Ok(record) => break record,
-                        Err(RecvError::Lagged(_)) => continue,
-                        Err(RecvError::Closed) => return None,
-                    },
-                }
-            },
-        };
-        let json = serde_json::to_string(&*record).unwrap_or_default();
-        let frame = Bytes::from(format!("data: {json}\n\n"));
-        Some((Ok::<_, std::convert::Infallible>(frame), tail))
-    });
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        axum::body::Body::from_stream(frames),
-    )
-        .into_response()
+    crate::http::logs::tail(&app.logs, after.unwrap_or(0), app.hub.shutdown_signal())
 }
 
 #[derive(Template, WebTemplate)]

@@ -1,0 +1,103 @@
+//! `/logs`: the recent log and its live tail.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::ViewerApp;
+
+pub fn routes() -> Router<ViewerApp> {
+    Router::new()
+        .route("/logs", get(show_logs))
+        .route("/logs/stream", get(stream_logs))
+        .route("/assets/viewer.css", get(serve_css))
+        .route("/assets/viewer-logs.js", get(serve_logs_js))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "viewer_logs.html")]
+struct LogsPage {
+    title: String,
+    csrf: String,
+    protected: bool,
+    hub_url: String,
+    level: String,
+    levels: Vec<(&'static str, bool)>,
+    lines: Vec<String>,
+    last_seq: u64,
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    level: Option<String>,
+    after: Option<u64>,
+}
+
+/// Levels at or above `minimum`.
+fn passes(level: &str, minimum: &str) -> bool {
+    const ORDER: [&str; 5] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
+    let rank = |l: &str| {
+        ORDER
+            .iter()
+            .position(|o| o.eq_ignore_ascii_case(l))
+            .unwrap_or(0)
+    };
+    rank(level) >= rank(minimum)
+}
+
+async fn show_logs(
+    State(app): State<ViewerApp>,
+    headers: HeaderMap,
+    Query(query): Query<LogQuery>,
+) -> LogsPage {
+    let level = query.level.unwrap_or_else(|| "INFO".into()).to_uppercase();
+    let records = app.logs.snapshot();
+    LogsPage {
+        title: "Logs".into(),
+        csrf: app.csrf_for(&headers).unwrap_or_default(),
+        protected: app.auth.is_some(),
+        hub_url: app.hub_url.clone(),
+        last_seq: records.last().map_or(0, |r| r.seq),
+        lines: records
+            .iter()
+            .filter(|r| passes(&r.level, &level))
+            .map(|r| r.line())
+            .collect(),
+        levels: ["DEBUG", "INFO", "WARN", "ERROR"]
+            .into_iter()
+            .map(|option| (option, option == level))
+            .collect(),
+        level,
+    }
+}
+
+async fn stream_logs(State(app): State<ViewerApp>, Query(query): Query<LogQuery>) -> Response {
+    crate::http::logs::tail(&app.logs, query.after.unwrap_or(0), app.stop.clone())
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut response = body.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+async fn serve_css() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../../../web/hub/hub.css"),
+    )
+}
+
+async fn serve_logs_js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/viewer/logs.js"),
+    )
+}
