@@ -30,6 +30,42 @@ pub enum Command {
         /// The hub's directory.
         dir: PathBuf,
     },
+    /// Load a hub with signed publishes and SSE subscribers, and report throughput, publish
+    /// latency, fan-out latency and the hub's memory. Bounded; stops by itself.
+    Loadtest {
+        /// The hub's base URL, e.g. http://127.0.0.1:8787 (loopback: subscribers use many
+        /// 127.x source addresses).
+        url: String,
+        /// SSE subscribers to hold open.
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        /// Publishing identities.
+        #[arg(long, default_value_t = 10)]
+        publishers: usize,
+        /// Publishes per second, all publishers together.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Seconds of publishing.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Subscribe to the full stream instead of `?changes=1`.
+        #[arg(long)]
+        all_events: bool,
+        /// Streams per source address (keep it under the hub's max_streams_per_ip).
+        #[arg(long, default_value_t = 25)]
+        streams_per_address: usize,
+        /// The hub's process ID, to report its memory.
+        #[arg(long)]
+        hub_pid: Option<u32>,
+        /// Also run the same publish load against a plain hello-world server in a separate
+        /// process, and print the ratio.
+        #[arg(long)]
+        baseline: bool,
+    },
+    /// A plain hello-world HTTP server (POST /publish answers 204), the baseline of
+    /// `loadtest --baseline`.
+    #[command(hide = true)]
+    BenchHello,
     /// Read a password (from the terminal, or the first line of standard input) and print its
     /// argon2id hash for `viewer.admin_password` or `presence.admin_password`.
     HashPassword,

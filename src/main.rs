@@ -30,6 +30,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::HashPassword => println!("{}", modes::hash_password::run()?),
         Command::Rendezvous { dir } => run_rendezvous(&dir)?,
+        Command::Loadtest {
+            url,
+            subscribers,
+            publishers,
+            rate,
+            duration,
+            all_events,
+            streams_per_address,
+            hub_pid,
+            baseline,
+        } => {
+            let options = modes::loadtest::LoadOptions {
+                url,
+                subscribers,
+                publishers,
+                rate,
+                duration: std::time::Duration::from_secs(duration),
+                changes_only: !all_events,
+                streams_per_address,
+                hub_pid,
+            };
+            runtime()?.block_on(run_loadtest(options, baseline))?;
+        }
+        Command::BenchHello => runtime()?.block_on(modes::loadtest::serve_hello())?,
     }
     Ok(())
 }
@@ -41,11 +65,7 @@ fn run_rendezvous(dir: &Path) -> anyhow::Result<()> {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    runtime()?.block_on(async {
         let running = modes::rendezvous::start(dir, &loaded.config, logs).await?;
         wait_for_signal().await?;
         tracing::info!("stopping");
@@ -61,6 +81,37 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     tokio::select! {
         result = tokio::signal::ctrl_c() => result.context("cannot watch SIGINT")?,
         _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn run_loadtest(options: modes::loadtest::LoadOptions, baseline: bool) -> anyhow::Result<()> {
+    let report = modes::loadtest::run(options.clone()).await?;
+    println!("== hub {}\n{}", options.url, report.render());
+    if baseline {
+        let (_server, url) = modes::loadtest::spawn_hello().await?;
+        let hello = modes::loadtest::run(modes::loadtest::LoadOptions {
+            url: url.clone(),
+            subscribers: 0,
+            hub_pid: None,
+            ..options
+        })
+        .await?;
+        println!(
+            "== baseline: plain hello-world server {url}\n{}",
+            hello.render()
+        );
+        println!(
+            "hub / baseline accepted publishes/s: {:.2}",
+            report.accepted_per_second() / hello.accepted_per_second().max(1e-9)
+        );
     }
     Ok(())
 }

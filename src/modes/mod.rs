@@ -2,4 +2,5 @@
 
 pub mod hash_password;
 pub mod init;
+pub mod loadtest;
 pub mod rendezvous;

@@ -7,6 +7,7 @@ mod hub;
 mod hub_admin;
 mod hub_persist;
 mod identity;
+mod loadtest;
 mod logs;
 mod support;
 mod viewer;
