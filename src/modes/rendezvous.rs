@@ -66,6 +66,7 @@ pub async fn start_with_options(
     logs: LogBuffer,
 ) -> anyhow::Result<RunningHub> {
     let presence = &config.presence;
+    raise_descriptor_limit(presence.max_streams as u64 + 1024);
     let bind = SocketAddr::new(presence.rendezvous_bind_ip(), presence.rendezvous_port);
     let listener = TcpListener::bind(bind).await.with_context(|| {
         format!("cannot listen on {bind} (presence.rendezvous_bind/rendezvous_port)")
@@ -164,6 +165,20 @@ impl RunningHub {
             tracing::warn!("the hub did not stop within {SHUTDOWN_LIMIT:?}");
         }
         tracing::info!("rendezvous hub stopped");
+    }
+}
+
+/// Every stream holds a file descriptor: lift the soft limit to the hard one, and say so when
+/// even that is below what the configured stream cap needs.
+fn raise_descriptor_limit(wanted: u64) {
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            wanted,
+            "the open-file limit is below presence.max_streams + 1024; raise it (LimitNOFILE=)"
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::warn!("cannot raise the open-file limit: {err}"),
     }
 }
 
