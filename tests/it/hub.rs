@@ -833,7 +833,7 @@ async fn health_metrics_and_dashboard_answer() {
     );
     assert!(!html.contains("<script>alert(1)"));
     assert!(html.contains(&format!("title=\"{}\"", peer.id)));
-    assert!(html.contains("<span id=\"peer-count\">1</span> peer online"));
+    assert!(html.contains("<span id=\"peer-count\">1</span> <span id=\"peer-noun\">peer</span> online"));
 
     let metrics = reqwest::get(format!("{}/metrics", hub.url))
         .await

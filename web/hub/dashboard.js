@@ -48,8 +48,10 @@
   function find(id) {
     return Array.from(tbody.rows).find(function (r) { return r.dataset.peerId === id; });
   }
+  const noun = document.getElementById("peer-noun");
   function updateCount() {
     count.textContent = tbody.rows.length;
+    if (noun) noun.textContent = tbody.rows.length === 1 ? "peer" : "peers";
     const none = document.getElementById("no-peers");
     if (none) none.hidden = tbody.rows.length > 0;
   }
@@ -66,7 +68,15 @@
     while (recent.children.length > 50) recent.removeChild(recent.lastChild);
   }
 
+  const status = document.getElementById("live-status");
+  function setStatus(state, text) {
+    if (!status) return;
+    status.dataset.state = state;
+    status.textContent = text;
+  }
   const source = new EventSource("/events?changes=1");
+  source.onopen = function () { setStatus("live", "live"); };
+  source.onerror = function () { setStatus("reconnecting", "reconnecting…"); };
   source.addEventListener("reset", function () {
     while (tbody.firstChild) tbody.removeChild(tbody.firstChild);
     updateCount();
