@@ -3,17 +3,19 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::http::Request;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -47,11 +49,113 @@ impl Default for ServerLimits {
     }
 }
 
+/// A request head read straight off the socket.
+#[derive(Debug)]
+pub struct RawRequest {
+    pub method: String,
+    /// Path and query, as sent.
+    pub target: String,
+    pub headers: HeaderMap,
+    pub remote: SocketAddr,
+}
+
+impl RawRequest {
+    /// The path without the query.
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+
+    /// The query string, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.target.split_once('?').map(|(_, query)| query)
+    }
+}
+
+/// A route served directly on the socket instead of through hyper: for long-lived streams,
+/// where hyper's per-connection buffers would be held for the stream's whole life.
+pub trait DirectRoute: Send + Sync + 'static {
+    /// Whether this route takes the first request of a connection with this method and path.
+    fn matches(&self, method: &str, path: &str) -> bool;
+    /// Answers the request; the connection closes when the returned future ends.
+    fn serve(
+        &self,
+        request: RawRequest,
+        io: StallGuard<TcpStream>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+}
+
+/// Longest request head the direct route looks at.
+const DIRECT_HEAD_LIMIT: usize = 4096;
+
+/// Peeks at the first request of a connection; when `route` wants it, consumes the head and
+/// returns it. Anything else is left in the socket for hyper.
+async fn take_direct(
+    stream: &mut TcpStream,
+    remote: SocketAddr,
+    route: &dyn DirectRoute,
+    timeout: Duration,
+) -> Option<RawRequest> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buffer = vec![0u8; DIRECT_HEAD_LIMIT];
+    loop {
+        let seen = tokio::time::timeout_at(deadline, stream.peek(&mut buffer))
+            .await
+            .ok()?
+            .ok()?;
+        if seen == 0 {
+            return None;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buffer[..seen]) {
+            Ok(httparse::Status::Complete(length)) => {
+                let method = request.method?;
+                let target = request.path?;
+                let path = target.split('?').next().unwrap_or("");
+                if !route.matches(method, path) {
+                    return None;
+                }
+                let mut map = HeaderMap::new();
+                for header in request.headers.iter() {
+                    if let (Ok(name), Ok(value)) = (
+                        HeaderName::from_bytes(header.name.as_bytes()),
+                        HeaderValue::from_bytes(header.value),
+                    ) {
+                        map.append(name, value);
+                    }
+                }
+                let raw = RawRequest {
+                    method: method.to_owned(),
+                    target: target.to_owned(),
+                    headers: map,
+                    remote,
+                };
+                stream.read_exact(&mut buffer[..length]).await.ok()?;
+                return Some(raw);
+            }
+            // Not yet complete: only worth waiting for if it can still be ours.
+            Ok(httparse::Status::Partial) if seen < DIRECT_HEAD_LIMIT => {
+                if request
+                    .path
+                    .is_some_and(|p| !route.matches("GET", p.split('?').next().unwrap_or("")))
+                    || request.method.is_some_and(|m| m != "GET")
+                {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            _ => return None,
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `stop` resolves, then stops accepting, asks open
 /// connections to finish their current request, and waits for them up to the drain timeout.
+/// When `direct` is given, a connection whose first request it matches is handed to it instead.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    direct: Option<Arc<dyn DirectRoute>>,
     limits: ServerLimits,
     stop: impl Future<Output = ()>,
 ) {
@@ -77,6 +181,10 @@ pub async fn serve(
             _ = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
+        let mut stream = stream;
+        let direct = direct.clone();
+        let stall_timeout = limits.write_stall_timeout;
+        let stalls = limits.stalls.clone();
         let service = router
             .clone()
             .map_request(move |mut request: Request<Incoming>| {
@@ -85,13 +193,17 @@ pub async fn serve(
             });
         let mut closing = closing.subscribe();
         let header_read_timeout = limits.header_read_timeout;
-        let io = TokioIo::new(StallGuard::new(
-            stream,
-            limits.write_stall_timeout,
-            limits.stalls.clone(),
-        ));
         tracker.spawn(async move {
             let _permit = permit;
+            if let Some(route) = direct
+                && let Some(request) =
+                    take_direct(&mut stream, remote, route.as_ref(), header_read_timeout).await
+            {
+                let io = StallGuard::new(stream, stall_timeout, stalls);
+                route.serve(request, io).await;
+                return;
+            }
+            let io = TokioIo::new(StallGuard::new(stream, stall_timeout, stalls));
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout)

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{self, Config};
 use crate::http::client_ip::TrustedProxies;
-use crate::http::hub::{HubApp, router};
+use crate::http::hub::{DirectEvents, HubApp, router};
 use crate::http::server::{self, ServerLimits};
 use crate::http::session::AdminAuth;
 use crate::http::viewer::{self, ViewerApp};
@@ -96,6 +96,7 @@ pub async fn start_with_options(
         config: Arc::new(config.clone()),
     };
     let logs_for_viewer = logs;
+    let direct_app = app.clone();
     let routes = with_security_headers(router(app));
     let limits = ServerLimits {
         max_connections: presence.max_streams as usize + 1024,
@@ -107,9 +108,11 @@ pub async fn start_with_options(
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
+    let events: Arc<dyn server::DirectRoute> = Arc::new(DirectEvents(direct_app));
     let mut servers = vec![tokio::spawn(server::serve(
         listener,
         routes,
+        Some(events),
         limits,
         until_stopped(stopped.clone()),
     ))];
@@ -133,6 +136,7 @@ pub async fn start_with_options(
         servers.push(tokio::spawn(server::serve(
             listener,
             routes,
+            None,
             ServerLimits::default(),
             until_stopped(stopped),
         )));

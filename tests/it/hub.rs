@@ -833,7 +833,9 @@ async fn health_metrics_and_dashboard_answer() {
     );
     assert!(!html.contains("<script>alert(1)"));
     assert!(html.contains(&format!("title=\"{}\"", peer.id)));
-    assert!(html.contains("<span id=\"peer-count\">1</span> <span id=\"peer-noun\">peer</span> online"));
+    assert!(
+        html.contains("<span id=\"peer-count\">1</span> <span id=\"peer-noun\">peer</span> online")
+    );
 
     let metrics = reqwest::get(format!("{}/metrics", hub.url))
         .await
@@ -874,4 +876,68 @@ async fn shutdown_tells_streams_to_reconnect_and_finishes_quickly() {
     assert!(events.next(WAIT).await.is_none());
     assert!(events.ended, "the stream ends after the reconnect hint");
     assert_eq!(events.last_retry.as_deref(), Some("1000"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_also_stream_on_a_reused_keep_alive_connection() {
+    // The first request of a connection may be served straight off the socket; a later one
+    // on a kept-alive connection goes through the router. Both must behave the same.
+    let hub = TestHub::spawn().await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let health = client
+        .get(format!("{}/healthz", hub.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.text().await.unwrap(), "ok");
+    let response = client
+        .get(format!("{}/events?changes=1", hub.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
+    assert_eq!(hub.hub().open_streams(), 1);
+    let mut body = response.bytes_stream();
+    let mut alice = TestPeer::new();
+    assert_eq!(
+        hub.publish(alice.json(PresenceType::Online, "Alice"))
+            .await
+            .0,
+        204
+    );
+    let mut text = String::new();
+    while !text.contains("\"content\":\"Alice\"") {
+        let chunk = tokio::time::timeout(WAIT, body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.starts_with("retry: 2000\n\n"), "{text}");
+    assert!(
+        text.contains(&format!("id: {}-1\ndata: {{", hub.hub().epoch())),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_get_keep_alive_comments() {
+    let hub = TestHub::spawn_with(|_| {}, |o| o.keepalive = Duration::from_millis(300)).await;
+    let mut events = SseClient::connect(&format!("{}/events", hub.url), None).await;
+    assert!(
+        events.next(Duration::from_millis(1200)).await.is_none(),
+        "no events, only comments"
+    );
+    assert!(!events.ended);
+    assert!(
+        events.comments >= 2,
+        "{} keep-alives in 1.2 s",
+        events.comments
+    );
 }

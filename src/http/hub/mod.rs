@@ -8,6 +8,8 @@ mod reading;
 mod streams;
 mod templates;
 
+pub use streams::DirectEvents;
+
 use axum::Router;
 use axum::extract::FromRef;
 

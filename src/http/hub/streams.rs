@@ -19,20 +19,26 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use futures_util::stream;
+use futures_util::{StreamExt, stream};
 use libp2p_identity::PeerId;
 use serde::Deserialize;
+use std::future::Future;
+use std::pin::Pin;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::HubApp;
 use crate::http::client_ip::ClientIp;
 use crate::http::error::HttpError;
+use crate::http::server::{DirectRoute, RawRequest};
+use crate::http::stall::StallGuard;
 use crate::services::hub::limits::StreamSlot;
 use crate::services::hub::presence::{MAX_BODY_BYTES, Presence, PresenceError};
-use crate::services::hub::{Hub, HubEvent, Subscription};
+use crate::services::hub::{Hub, HubEvent, Signal, Subscription};
 
-/// Longest silence on an SSE stream before a keep-alive comment.
-const KEEPALIVE: Duration = Duration::from_secs(15);
+const KEEPALIVE_FRAME: &[u8] = b": keep-alive\n\n";
+const RESTART_FRAME: &[u8] = b"retry: 1000\n: the hub is restarting\n\n";
 /// WebSocket ping period, and how long a pong may be late before the socket is closed.
 const PING_EVERY: Duration = Duration::from_secs(20);
 const PONG_TIMEOUT: Duration = Duration::from_secs(45);
@@ -85,7 +91,6 @@ struct SseStream {
     hub: Hub,
     pending: VecDeque<Bytes>,
     subscription: Subscription,
-    keepalive: tokio::time::Interval,
     finished: bool,
     _slot: StreamSlot,
 }
@@ -105,53 +110,51 @@ fn sse_frames(
         )));
     }
     pending.extend(subscription.initial.iter().map(|e| e.sse.clone()));
-    let start = tokio::time::Instant::now() + KEEPALIVE;
+    let finished = subscription.stopping;
+    if finished {
+        pending.push_back(Bytes::from_static(RESTART_FRAME));
+    }
     let state = SseStream {
         hub,
         pending,
         subscription,
-        keepalive: tokio::time::interval_at(start, KEEPALIVE),
-        finished: false,
+        finished,
         _slot: slot,
     };
     stream::unfold(state, |mut s| async move {
         if let Some(frame) = s.pending.pop_front() {
+            if s.pending.is_empty() {
+                // A large snapshot's queue should not stay allocated for the stream's lifetime.
+                s.pending = VecDeque::new();
+            }
             return Some((Ok(frame), s));
         }
         if s.finished {
             return None;
         }
+        // The keep-alive ticks every 15 s whether or not events flowed: resetting a timer per
+        // event per subscriber costs more than an occasional redundant comment.
         let frame = next_sse_frame(&mut s).await?;
-        s.keepalive.reset();
         Some((Ok(frame), s))
     })
 }
 
 async fn next_sse_frame(s: &mut SseStream) -> Option<Bytes> {
-    if *s.subscription.shutdown.borrow() {
-        s.finished = true;
-        return Some(Bytes::from_static(
-            b"retry: 1000\n: the hub is restarting\n\n",
-        ));
-    }
-    tokio::select! {
-        biased;
-        _ = s.subscription.shutdown.changed() => {
-            s.finished = true;
-            Some(Bytes::from_static(b"retry: 1000\n: the hub is restarting\n\n"))
+    match s.subscription.live.recv().await {
+        Ok(Signal::Event(event)) => {
+            s.hub.metrics().observe_fanout(event.accepted_at.elapsed());
+            Some(event.sse.clone())
         }
-        event = s.subscription.live.recv() => match event {
-            Ok(event) => {
-                s.hub.metrics().observe_fanout(event.accepted_at.elapsed());
-                Some(event.sse.clone())
-            }
-            Err(RecvError::Lagged(_)) => {
-                note_dropped(&s.hub);
-                None
-            }
-            Err(RecvError::Closed) => None,
-        },
-        _ = s.keepalive.tick() => Some(Bytes::from_static(b": keep-alive\n\n")),
+        Ok(Signal::KeepAlive) => Some(Bytes::from_static(KEEPALIVE_FRAME)),
+        Ok(Signal::Shutdown) => {
+            s.finished = true;
+            Some(Bytes::from_static(RESTART_FRAME))
+        }
+        Err(RecvError::Lagged(_)) => {
+            note_dropped(&s.hub);
+            None
+        }
+        Err(RecvError::Closed) => None,
     }
 }
 
@@ -222,8 +225,10 @@ impl WsSession {
             tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
         let mut last_pong = Instant::now();
         let close: Option<(u16, &str)> = loop {
+            if subscription.stopping {
+                break Some((1012, "the hub is restarting"));
+            }
             tokio::select! {
-                _ = subscription.shutdown.changed() => break Some((1012, "the hub is restarting")),
                 incoming = socket.recv() => match incoming {
                     Some(Ok(Message::Text(text))) => {
                         let reply = self.publish(text.as_bytes(), session);
@@ -244,12 +249,15 @@ impl WsSession {
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
                 },
                 event = subscription.live.recv() => match event {
-                    Ok(event) => {
+                    Ok(Signal::Event(event)) => {
                         self.hub.metrics().observe_fanout(event.accepted_at.elapsed());
                         if socket.send(text_frame(&event)).await.is_err() {
                             break None;
                         }
                     }
+                    // WebSocket liveness is the ping below.
+                    Ok(Signal::KeepAlive) => {}
+                    Ok(Signal::Shutdown) => break Some((1012, "the hub is restarting")),
                     Err(RecvError::Lagged(_)) => {
                         note_dropped(&self.hub);
                         break Some((1013, "too slow; reconnect"));
@@ -303,4 +311,86 @@ fn text_frame(event: &Arc<HubEvent>) -> Message {
         Ok(text) => Message::Text(text),
         Err(_) => Message::Binary(event.json.clone()),
     }
+}
+
+/// `GET /events` served straight off the socket when it is a connection's first request: an
+/// idle subscriber then costs a socket, a broadcast receiver and a small task, not hyper's
+/// connection buffers. The bytes on the wire are the same as the routed handler's (which still
+/// answers `/events` when it arrives later on a kept-alive connection).
+pub struct DirectEvents(pub HubApp);
+
+impl DirectRoute for DirectEvents {
+    fn matches(&self, method: &str, path: &str) -> bool {
+        method == "GET" && path == "/events"
+    }
+
+    fn serve(
+        &self,
+        request: RawRequest,
+        io: StallGuard<TcpStream>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let app = self.0.clone();
+        Box::pin(serve_direct_events(app, request, io))
+    }
+}
+
+async fn serve_direct_events(app: HubApp, request: RawRequest, mut io: StallGuard<TcpStream>) {
+    let ip = app.proxies.client_ip(request.remote.ip(), &request.headers);
+    let params: StreamParams =
+        serde_urlencoded::from_str(request.query().unwrap_or("")).unwrap_or(StreamParams {
+            changes: None,
+            peer_id: None,
+            last_event_id: None,
+        });
+    let slot = match app.hub.open_stream(ip) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            let error = HttpError::from(refused);
+            let body = serde_json::json!({ "error": error.message }).to_string();
+            let head = format!(
+                "HTTP/1.1 {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                 retry-after: {}\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n",
+                error.status,
+                body.len(),
+                error.retry_after_seconds.unwrap_or(10)
+            );
+            let _ = io.write_all(head.as_bytes()).await;
+            let _ = io.write_all(body.as_bytes()).await;
+            let _ = io.shutdown().await;
+            return;
+        }
+    };
+    let last_event_id = request
+        .headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(params.last_event_id.as_deref());
+    let subscription = app.hub.subscribe(last_event_id, params.changes_only());
+    let frames = sse_frames(app.hub.clone(), subscription, slot);
+    tokio::pin!(frames);
+    // The body ends when the connection closes, as HTTP/1.1 allows without a length.
+    let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+                 x-accel-buffering: no\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n";
+    if io.write_all(head).await.is_err() {
+        return;
+    }
+    let mut probe = [0u8; 64];
+    loop {
+        tokio::select! {
+            frame = frames.next() => match frame {
+                Some(Ok(frame)) => {
+                    if io.write_all(&frame).await.is_err() {
+                        return;
+                    }
+                }
+                _ => break,
+            },
+            // Anything the client sends is ignored; end of file means it left.
+            read = io.read(&mut probe) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+        }
+    }
+    let _ = io.shutdown().await;
 }

@@ -57,6 +57,8 @@ pub struct HubOptions {
     pub max_streams_per_ip: usize,
     /// How long a write to a client may make no progress before it is cut off.
     pub write_stall_timeout: Duration,
+    /// Longest silence on a stream before a keep-alive.
+    pub keepalive: Duration,
 }
 
 impl HubOptions {
@@ -78,6 +80,7 @@ impl HubOptions {
             max_streams: presence.max_streams as usize,
             max_streams_per_ip: presence.max_streams_per_ip as usize,
             write_stall_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(15),
         }
     }
 }
@@ -97,6 +100,18 @@ pub struct HubEvent {
     pub sse: Bytes,
     /// When the hub accepted the message, for fan-out latency.
     pub accepted_at: Instant,
+}
+
+/// What subscribers receive: an event, or a word from the hub itself. Keep-alives and the
+/// shutdown notice travel through the same channel as events so an idle subscriber waits on
+/// exactly one thing and owns no timer.
+#[derive(Debug, Clone)]
+pub enum Signal {
+    Event(Arc<HubEvent>),
+    /// Time for a keep-alive comment (every [`HubOptions::keepalive`]).
+    KeepAlive,
+    /// The hub is stopping: tell the client to reconnect, then close.
+    Shutdown,
 }
 
 /// A peer as the hub currently knows it.
@@ -131,8 +146,9 @@ pub struct Subscription {
     pub reset: bool,
     /// Snapshot or replayed events to send before live ones.
     pub initial: Vec<Arc<HubEvent>>,
-    pub live: broadcast::Receiver<Arc<HubEvent>>,
-    pub shutdown: watch::Receiver<bool>,
+    pub live: broadcast::Receiver<Signal>,
+    /// Already true when the hub was stopping as the subscription began.
+    pub stopping: bool,
 }
 
 /// The hub. Cloning is cheap; all clones share one registry.
@@ -145,8 +161,8 @@ struct HubInner {
     options: HubOptions,
     epoch: String,
     state: Mutex<HubState>,
-    all: broadcast::Sender<Arc<HubEvent>>,
-    changes: broadcast::Sender<Arc<HubEvent>>,
+    all: broadcast::Sender<Signal>,
+    changes: broadcast::Sender<Signal>,
     metrics: HubMetrics,
     limiter: PublishLimiter,
     streams: Arc<StreamCaps>,
@@ -545,7 +561,7 @@ impl Hub {
         let state = self.lock();
         // Subscribing under the lock: every event is either in the replay or live, never both.
         let live = sender.subscribe();
-        let shutdown = self.inner.shutdown.subscribe();
+        let stopping = *self.inner.shutdown.borrow();
         let resume = last_event_id.and_then(|id| self.replay(&state, id, changes_only));
         let (reset, initial) = match resume {
             Some(events) => (false, events),
@@ -555,13 +571,23 @@ impl Hub {
             reset,
             initial,
             live,
-            shutdown,
+            stopping,
         }
     }
 
     /// Asks every stream to end (with a reconnect hint) and stops the expiry task.
     pub fn shutdown(&self) {
-        self.inner.shutdown.send_replace(true);
+        let _state = self.lock();
+        if !self.inner.shutdown.send_replace(true) {
+            let _ = self.inner.all.send(Signal::Shutdown);
+            let _ = self.inner.changes.send(Signal::Shutdown);
+        }
+    }
+
+    /// Sends a keep-alive to every subscriber.
+    fn keep_alive(&self) {
+        let _ = self.inner.all.send(Signal::KeepAlive);
+        let _ = self.inner.changes.send(Signal::KeepAlive);
     }
 
     /// Waits until every change so far is in the database (immediately without one).
@@ -666,9 +692,9 @@ impl Hub {
         state.ring.push_back(event.clone());
         // `send` fails only when nobody listens.
         if change {
-            let _ = self.inner.changes.send(event.clone());
+            let _ = self.inner.changes.send(Signal::Event(event.clone()));
         }
-        let _ = self.inner.all.send(event.clone());
+        let _ = self.inner.all.send(Signal::Event(event.clone()));
         event
     }
 
@@ -789,10 +815,15 @@ fn encode_event(
 }
 
 async fn sweep(weak: Weak<HubInner>) {
-    let (interval, mut shutdown) = match weak.upgrade() {
-        Some(inner) => (inner.options.sweep_interval, inner.shutdown.subscribe()),
+    let (interval, keepalive, mut shutdown) = match weak.upgrade() {
+        Some(inner) => (
+            inner.options.sweep_interval,
+            inner.options.keepalive,
+            inner.shutdown.subscribe(),
+        ),
         None => return,
     };
+    let mut last_keepalive = Instant::now();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
@@ -804,6 +835,10 @@ async fn sweep(weak: Weak<HubInner>) {
         let Some(inner) = weak.upgrade() else { return };
         let hub = Hub { inner };
         hub.sweep_once();
+        if last_keepalive.elapsed() >= keepalive {
+            hub.keep_alive();
+            last_keepalive = Instant::now();
+        }
         ticks += 1;
         if ticks.is_multiple_of(240) {
             hub.inner.limiter.prune();
