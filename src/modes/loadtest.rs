@@ -291,17 +291,18 @@ fn ensure_slash(url: &str) -> String {
     }
 }
 
-/// The `index`-th source address: 127.0.0.1 first, then 127.0.1.1, 127.0.1.2, … (IPv6 hubs
-/// use ::1 only).
+/// The `index`-th source address: 127.0.0.1, 127.0.0.2, … 127.0.0.254, 127.0.1.1, … — every
+/// index its own address, none ending in .0 or .255 (IPv6 hubs use ::1 only).
 fn source_address(hub: IpAddr, index: usize) -> IpAddr {
     match hub {
         IpAddr::V4(_) => {
-            let n = index as u32 + 1;
+            let last = (index % 254) as u8 + 1;
+            let rest = index / 254;
             IpAddr::V4(Ipv4Addr::new(
                 127,
-                ((n >> 16) & 0xff) as u8,
-                ((n >> 8) & 0xff) as u8,
-                (n & 0xff).max(1) as u8,
+                ((rest >> 8) & 0xff) as u8,
+                (rest & 0xff) as u8,
+                last,
             ))
         }
         IpAddr::V6(_) => IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1u16]),
@@ -486,4 +487,24 @@ pub async fn spawn_hello() -> anyhow::Result<(tokio::process::Child, String)> {
         .context("unexpected output from the baseline server")?
         .to_owned();
     Ok((child, url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_addresses_are_distinct_usable_loopback_addresses() {
+        let hub = IpAddr::from([127, 0, 0, 1]);
+        let addresses: std::collections::HashSet<IpAddr> =
+            (0..2000).map(|i| source_address(hub, i)).collect();
+        assert_eq!(addresses.len(), 2000);
+        for address in &addresses {
+            let IpAddr::V4(v4) = address else { panic!() };
+            assert!(v4.is_loopback());
+            assert!(v4.octets()[3] != 0 && v4.octets()[3] != 255, "{v4}");
+        }
+        assert_eq!(source_address(hub, 0), IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(source_address(hub, 254), IpAddr::from([127, 0, 1, 1]));
+    }
 }
