@@ -201,15 +201,21 @@ impl Presence {
         if body.len() > MAX_BODY_BYTES {
             return Err(PresenceError::BodyTooLarge);
         }
-        let value: serde_json::Value =
+        // A first, allocation-free look at `type`, so an unknown one gets a precise message.
+        #[derive(Deserialize)]
+        struct TypeOnly<'a> {
+            #[serde(rename = "type", borrow, default)]
+            kind: Option<std::borrow::Cow<'a, str>>,
+        }
+        let peek: TypeOnly<'_> =
             serde_json::from_slice(body).map_err(|e| PresenceError::Malformed(e.to_string()))?;
-        if let Some(kind) = value.get("type").and_then(|v| v.as_str())
-            && !matches!(kind, "online" | "update" | "offline" | "punch")
+        if let Some(kind) = peek.kind
+            && !matches!(kind.as_ref(), "online" | "update" | "offline" | "punch")
         {
-            return Err(PresenceError::UnknownType(kind.to_owned()));
+            return Err(PresenceError::UnknownType(kind.into_owned()));
         }
         let mut presence: Presence =
-            serde_json::from_value(value).map_err(|e| PresenceError::Malformed(e.to_string()))?;
+            serde_json::from_slice(body).map_err(|e| PresenceError::Malformed(e.to_string()))?;
         if presence.kind == PresenceType::Punch {
             return Err(PresenceError::HubOnlyType);
         }
