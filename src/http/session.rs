@@ -1,6 +1,7 @@
 //! Administrator sessions over HTTP: the login cookie, the `AdminSession` extractor that pages
 //! and APIs take as an argument, and CSRF checks on state-changing forms.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts};
@@ -9,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::config::Secret;
-use crate::services::auth::{LoginLimiter, Session, SessionStore};
+use crate::services::auth::{self, LoginLimiter, Session, SessionStore};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "goop_admin";
@@ -39,11 +40,89 @@ impl AdminAuth {
         !self.password.is_empty()
     }
 
+    /// Checks a login attempt from `ip`: the per-address limit, then the password. Logs the
+    /// outcome; on success starts a session.
+    pub async fn attempt_login(&self, ip: IpAddr, password: &str) -> Result<Session, LoginRefused> {
+        if !self.enabled() {
+            return Err(LoginRefused::Disabled);
+        }
+        if let Err(wait) = self.limiter.check(ip) {
+            tracing::warn!(client = %ip, "login rate-limited");
+            return Err(LoginRefused::TooManyAttempts { retry_after: wait });
+        }
+        if !auth::check_configured_password(&self.password, password).await {
+            tracing::warn!(client = %ip, "failed login");
+            return Err(LoginRefused::WrongPassword);
+        }
+        tracing::info!(client = %ip, "signed in");
+        Ok(self.sessions.create())
+    }
+
     /// The session named by the request's cookie, if it is live.
     pub fn session_from(&self, headers: &HeaderMap) -> Option<Session> {
         let token = cookie_value(headers, COOKIE)?;
         self.sessions.get(token)
     }
+}
+
+/// Why a login attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginRefused {
+    /// No password is configured.
+    Disabled,
+    TooManyAttempts {
+        retry_after: u64,
+    },
+    WrongPassword,
+}
+
+impl LoginRefused {
+    pub fn status(self) -> StatusCode {
+        match self {
+            LoginRefused::Disabled => StatusCode::FORBIDDEN,
+            LoginRefused::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            LoginRefused::WrongPassword => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The message the login form shows.
+    pub fn message(self) -> String {
+        match self {
+            LoginRefused::Disabled => "Signing in is disabled.".into(),
+            LoginRefused::TooManyAttempts { retry_after } => {
+                format!("Too many attempts. Try again in {retry_after} s.")
+            }
+            LoginRefused::WrongPassword => "Wrong password.".into(),
+        }
+    }
+
+    /// Adds `Retry-After` when the refusal has one.
+    pub fn decorate(self, mut response: Response) -> Response {
+        if let LoginRefused::TooManyAttempts { retry_after } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after.into());
+        }
+        (self.status(), response).into_response()
+    }
+}
+
+/// The redirect that completes a login: sets the session cookie and goes to `to`.
+pub fn signed_in(session: &Session, request_headers: &HeaderMap, to: &str) -> Response {
+    let mut response = Redirect::to(to).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(&session.token, is_https(request_headers)),
+    );
+    response
+}
+
+/// A redirect to `path` with a `notice` to show there.
+pub fn redirect_with_notice(path: &str, notice: &str) -> Response {
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("notice", notice)
+        .finish();
+    Redirect::to(&format!("{path}?{query}")).into_response()
 }
 
 /// A request made by a signed-in administrator. Handlers that need one take it as an argument;

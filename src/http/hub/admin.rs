@@ -21,8 +21,8 @@ use super::HubApp;
 use super::dashboard::{PeerRow, ago};
 use crate::http::client_ip::ClientIp;
 use crate::http::error::HttpError;
-use crate::http::session::{self, AdminSession};
-use crate::services::auth::{self, Session};
+use crate::http::session::{self, AdminSession, LoginRefused};
+use crate::services::auth::Session;
 use crate::services::hub::templates::MAX_UPLOAD_BYTES;
 use crate::services::hub::unix_ms;
 use crate::telemetry::LogRecord;
@@ -142,40 +142,18 @@ async fn log_in(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let hub_name = app.hub.options().name.clone();
-    if !app.admin.enabled() {
-        return Redirect::to("/admin").into_response();
+    match app.admin.attempt_login(ip, &form.password).await {
+        Ok(session) => session::signed_in(&session, &headers, "/admin"),
+        Err(LoginRefused::Disabled) => Redirect::to("/admin").into_response(),
+        Err(refused) => refused.decorate(
+            LoginPage {
+                hub_name: app.hub.options().name.clone(),
+                enabled: true,
+                error: Some(refused.message()),
+            }
+            .into_response(),
+        ),
     }
-    if let Err(wait) = app.admin.limiter.check(ip) {
-        tracing::warn!(client = %ip, "admin login rate-limited");
-        let page = LoginPage {
-            hub_name,
-            enabled: true,
-            error: Some(format!("Too many attempts. Try again in {wait} s.")),
-        };
-        let mut response = (StatusCode::TOO_MANY_REQUESTS, page).into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, wait.into());
-        return response;
-    }
-    if !auth::check_configured_password(&app.admin.password, &form.password).await {
-        tracing::warn!(client = %ip, "failed admin login");
-        let page = LoginPage {
-            hub_name,
-            enabled: true,
-            error: Some("Wrong password.".into()),
-        };
-        return (StatusCode::UNAUTHORIZED, page).into_response();
-    }
-    let session = app.admin.sessions.create();
-    tracing::info!(client = %ip, "admin signed in");
-    let mut response = Redirect::to("/admin").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        session::session_cookie(&session.token, session::is_https(&headers)),
-    );
-    response
 }
 
 #[derive(Deserialize)]
@@ -223,10 +201,7 @@ fn parse_peer(text: &str) -> Result<PeerId, HttpError> {
 }
 
 fn back_with(notice: &str) -> Response {
-    let query: String = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("notice", notice)
-        .finish();
-    Redirect::to(&format!("/admin?{query}")).into_response()
+    session::redirect_with_notice("/admin", notice)
 }
 
 async fn kick_peer(
@@ -383,10 +358,7 @@ async fn show_templates(
 }
 
 fn templates_with(notice: &str) -> Response {
-    let query: String = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("notice", notice)
-        .finish();
-    Redirect::to(&format!("/admin/templates?{query}")).into_response()
+    session::redirect_with_notice("/admin/templates", notice)
 }
 
 async fn upload_template(

@@ -4,20 +4,30 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::HubApp;
+use crate::http::assets;
 use crate::services::hub::presence::PresenceType;
 use crate::services::hub::{PeerRecord, RecentChange, unix_ms};
 
 pub fn routes() -> Router<HubApp> {
     Router::new()
         .route("/", get(show_dashboard))
-        .route("/assets/hub.css", get(serve_css))
-        .route("/assets/dashboard.js", get(serve_dashboard_js))
-        .route("/assets/logs.js", get(serve_logs_js))
+        .route(
+            "/assets/hub.css",
+            get(|| async { assets::css(assets::HUB_CSS) }),
+        )
+        .route(
+            "/assets/dashboard.js",
+            get(|| async { assets::javascript(assets::DASHBOARD_JS) }),
+        )
+        .route(
+            "/assets/logs.js",
+            get(|| async { assets::javascript(assets::LOGS_JS) }),
+        )
 }
 
 #[derive(Template, WebTemplate)]
@@ -137,36 +147,4 @@ pub fn ago(elapsed_ms: i64) -> String {
         60..3600 => format!("{} min ago", (seconds + 30) / 60),
         _ => format!("{} h ago", (seconds + 1800) / 3600),
     }
-}
-
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    let mut response = body.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
-    response
-}
-
-async fn serve_css() -> Response {
-    asset(
-        "text/css; charset=utf-8",
-        include_str!("../../../web/hub/hub.css"),
-    )
-}
-
-async fn serve_dashboard_js() -> Response {
-    asset(
-        "text/javascript; charset=utf-8",
-        include_str!("../../../web/hub/dashboard.js"),
-    )
-}
-
-async fn serve_logs_js() -> Response {
-    asset(
-        "text/javascript; charset=utf-8",
-        include_str!("../../../web/hub/logs.js"),
-    )
 }

@@ -12,7 +12,6 @@ use serde::Deserialize;
 use super::ViewerApp;
 use crate::http::client_ip::ClientIp;
 use crate::http::session::{self, AdminSession};
-use crate::services::auth;
 
 pub fn routes() -> Router<ViewerApp> {
     Router::new()
@@ -53,37 +52,16 @@ async fn log_in(
     let Some(auth) = &app.auth else {
         return Redirect::to("/self").into_response();
     };
-    let page = |status: StatusCode, error: String| {
-        (
-            status,
+    match auth.attempt_login(ip, &form.password).await {
+        Ok(session) => session::signed_in(&session, &headers, "/self"),
+        Err(refused) => refused.decorate(
             LoginPage {
                 title: "Sign in".into(),
-                error: Some(error),
-            },
-        )
-            .into_response()
-    };
-    if let Err(wait) = auth.limiter.check(ip) {
-        let mut response = page(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("Too many attempts. Try again in {wait} s."),
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, wait.into());
-        return response;
+                error: Some(refused.message()),
+            }
+            .into_response(),
+        ),
     }
-    if !auth::check_configured_password(&auth.password, &form.password).await {
-        tracing::warn!(client = %ip, "failed viewer login");
-        return page(StatusCode::UNAUTHORIZED, "Wrong password.".into());
-    }
-    let session = auth.sessions.create();
-    let mut response = Redirect::to("/self").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        session::session_cookie(&session.token, session::is_https(&headers)),
-    );
-    response
 }
 
 #[derive(Deserialize)]

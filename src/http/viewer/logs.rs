@@ -4,19 +4,26 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 
 use super::ViewerApp;
+use crate::http::assets;
 
 pub fn routes() -> Router<ViewerApp> {
     Router::new()
         .route("/logs", get(show_logs))
         .route("/logs/stream", get(stream_logs))
-        .route("/assets/viewer.css", get(serve_css))
-        .route("/assets/viewer-logs.js", get(serve_logs_js))
+        .route(
+            "/assets/viewer.css",
+            get(|| async { assets::css(assets::HUB_CSS) }),
+        )
+        .route(
+            "/assets/logs.js",
+            get(|| async { assets::javascript(assets::LOGS_JS) }),
+        )
 }
 
 #[derive(Template, WebTemplate)]
@@ -78,26 +85,4 @@ async fn show_logs(
 
 async fn stream_logs(State(app): State<ViewerApp>, Query(query): Query<LogQuery>) -> Response {
     crate::http::logs::tail(&app.logs, query.after.unwrap_or(0), app.stop.clone())
-}
-
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    let mut response = body.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
-
-async fn serve_css() -> Response {
-    asset(
-        "text/css; charset=utf-8",
-        include_str!("../../../web/hub/hub.css"),
-    )
-}
-
-async fn serve_logs_js() -> Response {
-    asset(
-        "text/javascript; charset=utf-8",
-        include_str!("../../../web/viewer/logs.js"),
-    )
 }
