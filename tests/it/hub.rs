@@ -941,3 +941,41 @@ async fn idle_streams_get_keep_alive_comments() {
         events.comments
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_that_stops_answering_pings_is_closed_and_its_peer_goes_offline() {
+    let hub = TestHub::spawn_with(|_| {}, |o| o.ws_ping = Duration::from_millis(200)).await;
+    let mut alice = TestPeer::new();
+    let url = format!("ws://{}/ws?peer_id={}", hub.addr, alice.id);
+
+    // A live client answers pings (tungstenite replies while it reads) and stays online.
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    socket
+        .send(Message::text(alice.json(PresenceType::Online, "Alice")))
+        .await
+        .unwrap();
+    let mut pings = 0;
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        if let Ok(Some(Ok(Message::Ping(_)))) =
+            tokio::time::timeout(Duration::from_millis(100), socket.next()).await
+        {
+            pings += 1;
+        }
+    }
+    assert!(pings >= 3, "{pings} pings in 1.5 s");
+    assert_eq!(
+        hub.peers().await.len(),
+        1,
+        "a client that answers stays online"
+    );
+
+    // Now it goes silent: no reads, so no pongs.
+    let mut watcher = SseClient::connect(&format!("{}/events?changes=1", hub.url), None).await;
+    let offline = watcher
+        .wait_for(WAIT, |e| e.json()["type"] == "offline")
+        .await
+        .json();
+    assert_eq!(offline["peerId"], alice.id.as_str());
+    drop(socket);
+}

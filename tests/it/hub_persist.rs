@@ -274,3 +274,61 @@ async fn healthz_reports_an_unwritable_peer_db() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_streams_with_a_retry_hint_flushes_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.presence.rendezvous_only = true;
+    config.presence.rendezvous_host = true;
+    config.presence.rendezvous_port = 0;
+    config.presence.ttl_seconds = 120;
+    config.presence.peer_db_path = "peers.db".into();
+    config.viewer.http_addr = String::new();
+    config.save(&dir.path().join("goop.json")).unwrap();
+
+    let mut hub = HubProcess::start(dir.path());
+    let mut events = SseClient::connect(&format!("{}/events", hub.url), None).await;
+    let mut alice = TestPeer::new();
+    let status = reqwest::Client::new()
+        .post(format!("{}/publish", hub.url))
+        .body(alice.json(PresenceType::Online, "Alice"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 204);
+    let stopping = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &hub.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    // The stream ends with a reconnect hint.
+    while events.next(WAIT).await.is_some() {}
+    assert!(events.ended, "the stream was closed");
+    assert_eq!(events.last_retry.as_deref(), Some("1000"));
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = hub.child.wait().unwrap();
+        drop(hub);
+        status
+    })
+    .await
+    .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        stopping.elapsed()
+    );
+
+    // What was acknowledged before the signal is in the database.
+    let store = HubStore::open(&dir.path().join("peers.db")).await.unwrap();
+    let live = store
+        .live_peers(goop2::services::hub::unix_ms())
+        .await
+        .unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].peer_id, alice.id);
+}

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -39,9 +39,6 @@ use crate::services::hub::{Hub, HubEvent, Signal, Subscription};
 
 const KEEPALIVE_FRAME: &[u8] = b": keep-alive\n\n";
 const RESTART_FRAME: &[u8] = b"retry: 1000\n: the hub is restarting\n\n";
-/// WebSocket ping period, and how long a pong may be late before the socket is closed.
-const PING_EVERY: Duration = Duration::from_secs(20);
-const PONG_TIMEOUT: Duration = Duration::from_secs(45);
 
 pub fn routes() -> Router<HubApp> {
     Router::new()
@@ -221,8 +218,8 @@ impl WsSession {
                 return;
             }
         }
-        let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        let every = self.hub.options().ws_ping;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut last_pong = Instant::now();
         let close: Option<(u16, &str)> = loop {
             if subscription.stopping {
@@ -265,7 +262,7 @@ impl WsSession {
                     Err(RecvError::Closed) => break Some((1012, "the hub is restarting")),
                 },
                 _ = ping.tick() => {
-                    if last_pong.elapsed() > PONG_TIMEOUT {
+                    if last_pong.elapsed() > every * 3 {
                         break Some((1001, "no pong"));
                     }
                     if socket.send(Message::Ping(Bytes::new())).await.is_err() {

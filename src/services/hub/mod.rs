@@ -59,6 +59,8 @@ pub struct HubOptions {
     pub write_stall_timeout: Duration,
     /// Longest silence on a stream before a keep-alive.
     pub keepalive: Duration,
+    /// WebSocket ping period; a socket that has not answered for three periods is closed.
+    pub ws_ping: Duration,
 }
 
 impl HubOptions {
@@ -81,6 +83,7 @@ impl HubOptions {
             max_streams_per_ip: presence.max_streams_per_ip as usize,
             write_stall_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(15),
+            ws_ping: Duration::from_secs(15),
         }
     }
 }
