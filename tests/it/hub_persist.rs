@@ -332,3 +332,49 @@ async fn sigterm_ends_streams_with_a_retry_hint_flushes_and_exits_cleanly() {
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].peer_id, alice.id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_succeed_while_another_process_holds_the_database_write_lock() {
+    use sqlx::Connection;
+    let shared = tempfile::tempdir().unwrap();
+    let db = shared.path().join("peers.db");
+    let path = db.display().to_string();
+    let hub = TestHub::spawn_with(|c| c.presence.peer_db_path = path.clone(), |_| {}).await;
+
+    // Another instance (here: a plain connection) sits on the write lock.
+    let mut locker = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let mut alice = TestPeer::new();
+    let started = Instant::now();
+    for label in ["Alice", "Alice 2", "Alice 3"] {
+        assert_eq!(
+            hub.publish(alice.json(PresenceType::Update, label)).await.0,
+            204
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "publishes did not wait for the lock"
+    );
+    assert_eq!(hub.peers().await[0]["content"], "Alice 3");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+
+    // Once the lock is gone the writer catches up.
+    let store = HubStore::open(&db).await.unwrap();
+    assert!(
+        eventually(WAIT, async || {
+            let live = store
+                .live_peers(goop2::services::hub::unix_ms())
+                .await
+                .unwrap();
+            live.len() == 1 && live[0].presence.contains("Alice 3")
+        })
+        .await
+    );
+}

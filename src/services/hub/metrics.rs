@@ -36,6 +36,8 @@ pub struct HubMetrics {
     pub dropped_slow_subscribers: Arc<AtomicU64>,
     pub refused_streams: AtomicU64,
     rejects: [AtomicU64; 13],
+    /// Observations per bucket (not cumulative: one atomic add per observation; the
+    /// Prometheus cumulative counts are summed when rendering).
     latency_buckets: [AtomicU64; 12],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -68,10 +70,8 @@ impl HubMetrics {
     /// Records the time from accepting a publish to handing its event to one subscriber.
     pub fn observe_fanout(&self, latency: Duration) {
         let seconds = latency.as_secs_f64();
-        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(index) = LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.latency_buckets[index].fetch_add(1, Ordering::Relaxed);
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_micros
@@ -153,11 +153,12 @@ impl HubMetrics {
             out,
             "# HELP goop_hub_fanout_seconds Time from accepting a publish to writing it to a subscriber.\n# TYPE goop_hub_fanout_seconds histogram"
         );
+        let mut cumulative = 0;
         for (bound, value) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            cumulative += load(value);
             let _ = writeln!(
                 out,
-                "goop_hub_fanout_seconds_bucket{{le=\"{bound}\"}} {}",
-                load(value)
+                "goop_hub_fanout_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
         let count = load(&self.latency_count);
