@@ -196,12 +196,7 @@ async fn forged_and_unsigned_presence_is_refused() {
     );
 
     assert!(hub.peers().await.is_empty());
-    let metrics = reqwest::get(format!("{}/metrics", hub.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.metrics().await;
     assert!(
         metrics.contains("goop_hub_rejects_total{reason=\"bad_signature\"} 3"),
         "{metrics}"
@@ -662,12 +657,7 @@ async fn a_stalled_subscriber_is_cut_off_while_others_keep_up() {
         "the stalled subscriber was not disconnected: {} streams open",
         hub.hub().open_streams()
     );
-    let metrics = reqwest::get(format!("{}/metrics", hub.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.metrics().await;
     assert!(
         metrics.contains("goop_hub_dropped_slow_subscribers_total 1"),
         "{metrics}"
@@ -837,12 +827,7 @@ async fn health_metrics_and_dashboard_answer() {
         html.contains("<span id=\"peer-count\">1</span> <span id=\"peer-noun\">peer</span> online")
     );
 
-    let metrics = reqwest::get(format!("{}/metrics", hub.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.metrics().await;
     assert!(metrics.contains("goop_hub_peers 1\n"), "{metrics}");
     assert!(
         metrics.contains("goop_hub_publishes_total 1\n"),

@@ -41,12 +41,8 @@ async fn sign_in(hub: &TestHub) -> (String, String) {
         .unwrap()
         .to_owned();
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
-    let page = no_redirects()
-        .get(format!("{}/admin", hub.url))
-        .header("Cookie", &cookie)
-        .send()
+    let page = admin_get(&hub, &cookie, "/admin")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -57,6 +53,16 @@ async fn sign_in(hub: &TestHub) -> (String, String) {
         .expect("the admin page carries a CSRF token")
         .to_owned();
     (cookie, csrf)
+}
+
+/// GETs `path` with the session cookie; returns the response.
+async fn admin_get(hub: &TestHub, cookie: &str, path: &str) -> reqwest::Response {
+    no_redirects()
+        .get(format!("{}{path}", hub.url))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn admin_post(
@@ -144,12 +150,7 @@ async fn sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_the_session() 
             .unwrap()
             .contains("Max-Age=0")
     );
-    let after = no_redirects()
-        .get(format!("{}/admin/logs", hub.url))
-        .header("Cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let after = admin_get(&hub, &cookie, "/admin/logs").await;
     assert_eq!(
         after.status().as_u16(),
         303,
@@ -207,22 +208,14 @@ async fn the_admin_sees_emails_and_can_kick_and_ban() {
     assert!(public[0].get("email").is_none());
 
     let (cookie, csrf) = sign_in(&hub).await;
-    let private: Vec<Value> = no_redirects()
-        .get(format!("{}/peers.json", hub.url))
-        .header("Cookie", &cookie)
-        .send()
+    let private: Vec<Value> = admin_get(&hub, &cookie, "/peers.json")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(private[0]["email"], "alice@example.org");
-    let page = no_redirects()
-        .get(format!("{}/admin", hub.url))
-        .header("Cookie", &cookie)
-        .send()
+    let page = admin_get(&hub, &cookie, "/admin")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -292,12 +285,8 @@ async fn the_admin_sees_emails_and_can_kick_and_ban() {
             .unwrap()
             .starts_with(&format!("peer {} is banned from this hub for", alice.id))
     );
-    let page = no_redirects()
-        .get(format!("{}/admin", hub.url))
-        .header("Cookie", &cookie)
-        .send()
+    let page = admin_get(&hub, &cookie, "/admin")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -334,12 +323,8 @@ async fn logs_and_config_are_for_the_admin_only_and_secrets_stay_hidden() {
     assert_eq!(anonymous.status().as_u16(), 401);
 
     let (cookie, _) = sign_in(&hub).await;
-    let logs: Vec<Value> = no_redirects()
-        .get(format!("{}/logs.json", hub.url))
-        .header("Cookie", &cookie)
-        .send()
+    let logs: Vec<Value> = admin_get(&hub, &cookie, "/logs.json")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -348,12 +333,8 @@ async fn logs_and_config_are_for_the_admin_only_and_secrets_stay_hidden() {
             .all(|r| r["seq"].is_u64() && r["level"].is_string())
     );
 
-    let config = no_redirects()
-        .get(format!("{}/admin/config", hub.url))
-        .header("Cookie", &cookie)
-        .send()
+    let config = admin_get(&hub, &cookie, "/admin/config")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();

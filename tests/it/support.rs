@@ -86,6 +86,11 @@ impl TestHub {
         post_with(&self.client, &format!("{}/publish", self.url), body.into()).await
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        get_text(&format!("{}/metrics", self.url)).await
+    }
+
     pub async fn peers(&self) -> Vec<Value> {
         let text = reqwest::get(format!("{}/peers.json", self.url))
             .await
@@ -95,6 +100,11 @@ impl TestHub {
             .unwrap();
         serde_json::from_str(&text).unwrap()
     }
+}
+
+/// GETs `url` and returns the body as text.
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
 /// POSTs `body` with `client` (and its pooled connections); returns the status and the JSON
