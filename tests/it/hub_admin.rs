@@ -41,7 +41,7 @@ async fn sign_in(hub: &TestHub) -> (String, String) {
         .unwrap()
         .to_owned();
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
-    let page = admin_get(&hub, &cookie, "/admin")
+    let page = admin_get(hub, &cookie, "/admin")
         .await
         .text()
         .await
