@@ -323,10 +323,7 @@ async fn peers_expire_after_the_ttl_and_offline_removes_at_once() {
             204
         );
     }
-    let offline = events
-        .wait_for(WAIT, |e| e.json()["type"] == "offline")
-        .await
-        .json();
+    let offline = events.next_of_type("offline").await;
     assert_eq!(offline["peerId"], alice.id.as_str());
     let elapsed = started.elapsed();
     assert!(
@@ -341,10 +338,7 @@ async fn peers_expire_after_the_ttl_and_offline_removes_at_once() {
         hub.publish(bob.json(PresenceType::Offline, "Bob")).await.0,
         204
     );
-    let offline = events
-        .wait_for(WAIT, |e| e.json()["type"] == "offline")
-        .await
-        .json();
+    let offline = events.next_of_type("offline").await;
     assert_eq!(offline["peerId"], bob.id.as_str());
     assert!(hub.peers().await.is_empty());
 }
@@ -574,10 +568,7 @@ async fn a_websocket_carries_presence_both_ways_and_its_close_takes_the_peer_off
 
     socket.close(None).await.unwrap();
     drop(socket);
-    let offline = watcher
-        .wait_for(WAIT, |e| e.json()["type"] == "offline")
-        .await
-        .json();
+    let offline = watcher.next_of_type("offline").await;
     assert_eq!(offline["peerId"], alice.id.as_str());
     assert!(hub.peers().await.is_empty());
 }
@@ -957,10 +948,7 @@ async fn a_websocket_that_stops_answering_pings_is_closed_and_its_peer_goes_offl
 
     // Now it goes silent: no reads, so no pongs.
     let mut watcher = SseClient::connect(&format!("{}/events?changes=1", hub.url), None).await;
-    let offline = watcher
-        .wait_for(WAIT, |e| e.json()["type"] == "offline")
-        .await
-        .json();
+    let offline = watcher.next_of_type("offline").await;
     assert_eq!(offline["peerId"], alice.id.as_str());
     drop(socket);
 }

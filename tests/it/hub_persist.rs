@@ -30,10 +30,7 @@ async fn instances_sharing_a_peer_db_see_each_others_peers_within_a_second() {
             .0,
         204
     );
-    let online = watcher
-        .wait_for(WAIT, |e| e.json()["type"] == "online")
-        .await
-        .json();
+    let online = watcher.next_of_type("online").await;
     let lag = published.elapsed();
     assert_eq!(online["peerId"], alice.id.as_str());
     assert!(
@@ -61,10 +58,7 @@ async fn instances_sharing_a_peer_db_see_each_others_peers_within_a_second() {
             .0,
         204
     );
-    let offline = watcher
-        .wait_for(WAIT, |e| e.json()["type"] == "offline")
-        .await
-        .json();
+    let offline = watcher.next_of_type("offline").await;
     assert_eq!(offline["peerId"], alice.id.as_str());
     let remaining = second.peers().await;
     assert_eq!(remaining.len(), 1);
@@ -81,6 +75,20 @@ async fn instances_sharing_a_peer_db_see_each_others_peers_within_a_second() {
             .0,
         401
     );
+}
+
+/// A hub directory for the `goop2` binary: port 0, no viewer, the given TTL and peer database.
+fn binary_hub_dir(ttl_seconds: u32, peer_db_path: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.presence.rendezvous_only = true;
+    config.presence.rendezvous_host = true;
+    config.presence.rendezvous_port = 0;
+    config.presence.ttl_seconds = ttl_seconds;
+    config.presence.peer_db_path = peer_db_path.into();
+    config.viewer.http_addr = String::new();
+    config.save(&dir.path().join("goop.json")).unwrap();
+    dir
 }
 
 /// The `goop2 rendezvous` binary, with its bound address read from its log.
@@ -129,15 +137,7 @@ impl Drop for HubProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_peers_survive_kill_9_and_subscribers_resynchronize() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.presence.rendezvous_only = true;
-    config.presence.rendezvous_host = true;
-    config.presence.rendezvous_port = 0;
-    config.presence.ttl_seconds = 120;
-    config.presence.peer_db_path = "data/peers.db".into();
-    config.viewer.http_addr = String::new();
-    config.save(&dir.path().join("goop.json")).unwrap();
+    let dir = binary_hub_dir(120, "data/peers.db");
 
     let hub = HubProcess::start(dir.path());
     let client = reqwest::Client::new();
@@ -277,15 +277,7 @@ async fn healthz_reports_an_unwritable_peer_db() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_streams_with_a_retry_hint_flushes_and_exits_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.presence.rendezvous_only = true;
-    config.presence.rendezvous_host = true;
-    config.presence.rendezvous_port = 0;
-    config.presence.ttl_seconds = 120;
-    config.presence.peer_db_path = "peers.db".into();
-    config.viewer.http_addr = String::new();
-    config.save(&dir.path().join("goop.json")).unwrap();
+    let dir = binary_hub_dir(120, "peers.db");
 
     let mut hub = HubProcess::start(dir.path());
     let mut events = SseClient::connect(&format!("{}/events", hub.url), None).await;

@@ -258,6 +258,13 @@ impl SseClient {
         }
     }
 
+    /// The next message of presence type `kind` (within 5 s), as JSON.
+    pub async fn next_of_type(&mut self, kind: &str) -> Value {
+        self.wait_for(Duration::from_secs(5), |e| e.json()["type"] == kind)
+            .await
+            .json()
+    }
+
     /// Reads events until one satisfies `pred`, failing the test after `wait`.
     pub async fn wait_for(&mut self, wait: Duration, pred: impl Fn(&SseEvent) -> bool) -> SseEvent {
         let deadline = tokio::time::Instant::now() + wait;
