@@ -87,6 +87,14 @@ pub trait DirectRoute: Send + Sync + 'static {
 /// Longest request head the direct route looks at.
 const DIRECT_HEAD_LIMIT: usize = 4096;
 
+/// Where a connection's first request goes.
+enum FirstRequest {
+    Direct(RawRequest),
+    Hyper,
+    /// The client sent no complete request head in time, or left.
+    Close,
+}
+
 /// Peeks at the first request of a connection; when `route` wants it, consumes the head and
 /// returns it. Anything else is left in the socket for hyper.
 async fn take_direct(
@@ -94,26 +102,24 @@ async fn take_direct(
     remote: SocketAddr,
     route: &dyn DirectRoute,
     timeout: Duration,
-) -> Option<RawRequest> {
+) -> FirstRequest {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut buffer = vec![0u8; DIRECT_HEAD_LIMIT];
     loop {
-        let seen = tokio::time::timeout_at(deadline, stream.peek(&mut buffer))
-            .await
-            .ok()?
-            .ok()?;
-        if seen == 0 {
-            return None;
-        }
+        let seen = match tokio::time::timeout_at(deadline, stream.peek(&mut buffer)).await {
+            Ok(Ok(seen)) if seen > 0 => seen,
+            _ => return FirstRequest::Close,
+        };
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&buffer[..seen]) {
             Ok(httparse::Status::Complete(length)) => {
-                let method = request.method?;
-                let target = request.path?;
+                let (Some(method), Some(target)) = (request.method, request.path) else {
+                    return FirstRequest::Hyper;
+                };
                 let path = target.split('?').next().unwrap_or("");
                 if !route.matches(method, path) {
-                    return None;
+                    return FirstRequest::Hyper;
                 }
                 let mut map = HeaderMap::new();
                 for header in request.headers.iter() {
@@ -130,8 +136,10 @@ async fn take_direct(
                     headers: map,
                     remote,
                 };
-                stream.read_exact(&mut buffer[..length]).await.ok()?;
-                return Some(raw);
+                return match stream.read_exact(&mut buffer[..length]).await {
+                    Ok(_) => FirstRequest::Direct(raw),
+                    Err(_) => FirstRequest::Close,
+                };
             }
             // Not yet complete: only worth waiting for if it can still be ours.
             Ok(httparse::Status::Partial) if seen < DIRECT_HEAD_LIMIT => {
@@ -140,11 +148,12 @@ async fn take_direct(
                     .is_some_and(|p| !route.matches("GET", p.split('?').next().unwrap_or("")))
                     || request.method.is_some_and(|m| m != "GET")
                 {
-                    return None;
+                    return FirstRequest::Hyper;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            _ => return None,
+            // Too long for the direct route, or not HTTP: hyper answers it.
+            _ => return FirstRequest::Hyper,
         }
     }
 }
@@ -195,13 +204,16 @@ pub async fn serve(
         let header_read_timeout = limits.header_read_timeout;
         tracker.spawn(async move {
             let _permit = permit;
-            if let Some(route) = direct
-                && let Some(request) =
-                    take_direct(&mut stream, remote, route.as_ref(), header_read_timeout).await
-            {
-                let io = StallGuard::new(stream, stall_timeout, stalls);
-                route.serve(request, io).await;
-                return;
+            if let Some(route) = direct {
+                match take_direct(&mut stream, remote, route.as_ref(), header_read_timeout).await {
+                    FirstRequest::Direct(request) => {
+                        let io = StallGuard::new(stream, stall_timeout, stalls);
+                        route.serve(request, io).await;
+                        return;
+                    }
+                    FirstRequest::Close => return,
+                    FirstRequest::Hyper => {}
+                }
             }
             let io = TokioIo::new(StallGuard::new(stream, stall_timeout, stalls));
             let connection = hyper::server::conn::http1::Builder::new()
