@@ -10,5 +10,6 @@ mod hub_persist;
 mod identity;
 mod loadtest;
 mod logs;
+mod node;
 mod support;
 mod viewer;

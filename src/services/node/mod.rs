@@ -1,0 +1,346 @@
+//! The peer's libp2p node, as an actor: one task owns the `Swarm`; a cheap `Clone` handle sends
+//! it commands over a bounded channel and gets answers on oneshots; what the network says comes
+//! out on a bounded event channel. Dropping every handle stops the node.
+//!
+//! Transports: TCP and QUIC, Noise, Yamux. Behaviours: Identify (its protocol version carries
+//! the `p2p.mdns_tag`, and peers announcing another tag are disconnected), Ping, mDNS, and
+//! GossipSub for presence — where a message is delivered only if it is signed by the key of the
+//! `peerId` it names (the hub's rules for signatures and bounds).
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, mdns, noise, ping, tcp, yamux};
+use libp2p_identity::Keypair;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::services::hub::presence::{CheckedPresence, MAX_BODY_BYTES, Presence, PresenceError};
+
+/// Commands waiting for the node task.
+const COMMAND_QUEUE: usize = 256;
+/// Events waiting for the consumer; beyond this, events are dropped (and logged) rather than
+/// stalling the network task.
+const EVENT_QUEUE: usize = 1024;
+/// How long an idle connection stays open.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How to run the node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Address to listen on (0.0.0.0 in production; 127.0.0.1 in tests).
+    pub listen_ip: IpAddr,
+    /// TCP and QUIC port; 0 picks free ones.
+    pub listen_port: u16,
+    pub mdns: bool,
+    pub mdns_tag: String,
+    /// The GossipSub topic of presence messages.
+    pub presence_topic: String,
+}
+
+/// What the network reports.
+#[derive(Debug, Clone)]
+pub enum NodeEvent {
+    /// A presence message from the mesh, signed by the peer it names.
+    Presence {
+        presence: Box<CheckedPresence>,
+        /// The neighbour that forwarded it.
+        via: PeerId,
+    },
+    /// A gossip presence message was dropped, and why.
+    PresenceRefused {
+        via: PeerId,
+        reason: PresenceError,
+    },
+    Connected(PeerId),
+    Disconnected(PeerId),
+    /// mDNS found a peer on the LAN.
+    Discovered(PeerId, Multiaddr),
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    gossipsub: gossipsub::Behaviour,
+    mdns: libp2p::swarm::behaviour::toggle::Toggle<mdns::tokio::Behaviour>,
+}
+
+enum Command {
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Dial(Multiaddr, oneshot::Sender<anyhow::Result<()>>),
+    Publish(Vec<u8>, oneshot::Sender<anyhow::Result<()>>),
+    ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+}
+
+/// The handle. Cloning is cheap; the node stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Node {
+    peer_id: PeerId,
+    commands: mpsc::Sender<Command>,
+}
+
+impl Node {
+    /// Builds the swarm, starts listening and spawns the node task.
+    pub async fn start(
+        keypair: Keypair,
+        options: NodeOptions,
+    ) -> anyhow::Result<(Node, mpsc::Receiver<NodeEvent>)> {
+        let peer_id = keypair.public().to_peer_id();
+        let tag = options.mdns_tag.clone();
+        let mdns_enabled = options.mdns;
+        let mut swarm = SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )?
+            .with_quic()
+            .with_behaviour(|key| {
+                let gossip_config = gossipsub::ConfigBuilder::default()
+                    .heartbeat_interval(Duration::from_secs(1))
+                    .validation_mode(ValidationMode::Strict)
+                    .max_transmit_size(MAX_BODY_BYTES)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let gossipsub = gossipsub::Behaviour::new(
+                    MessageAuthenticity::Signed(key.clone()),
+                    gossip_config,
+                )?;
+                let mdns = if mdns_enabled {
+                    Some(mdns::tokio::Behaviour::new(
+                        mdns::Config::default(),
+                        key.public().to_peer_id(),
+                    )?)
+                } else {
+                    None
+                };
+                Ok(Behaviour {
+                    identify: identify::Behaviour::new(identify::Config::new(
+                        protocol_version(&tag),
+                        key.public(),
+                    )),
+                    ping: ping::Behaviour::default(),
+                    gossipsub,
+                    mdns: mdns.into(),
+                })
+            })
+            .map_err(|e| anyhow::anyhow!("cannot build the libp2p node: {e}"))?
+            .with_swarm_config(|config| config.with_idle_connection_timeout(IDLE_TIMEOUT))
+            .build();
+
+        let topic = IdentTopic::new(options.presence_topic.clone());
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .context("cannot subscribe to the presence topic")?;
+        let ip = options.listen_ip;
+        let port = options.listen_port;
+        let (tcp, quic) = match ip {
+            IpAddr::V4(v4) => (
+                format!("/ip4/{v4}/tcp/{port}"),
+                format!("/ip4/{v4}/udp/{port}/quic-v1"),
+            ),
+            IpAddr::V6(v6) => (
+                format!("/ip6/{v6}/tcp/{port}"),
+                format!("/ip6/{v6}/udp/{port}/quic-v1"),
+            ),
+        };
+        for addr in [tcp, quic] {
+            let addr: Multiaddr = addr.parse().expect("a well-formed multiaddr");
+            swarm
+                .listen_on(addr.clone())
+                .with_context(|| format!("cannot listen on {addr}"))?;
+        }
+
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (events, event_rx) = mpsc::channel(EVENT_QUEUE);
+        let task = NodeTask {
+            swarm,
+            topic,
+            tag: options.mdns_tag,
+            events,
+            listen_addrs: Vec::new(),
+            listening: Vec::new(),
+        };
+        tokio::spawn(task.run(command_rx));
+        Ok((Node { peer_id, commands }, event_rx))
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> anyhow::Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| anyhow::anyhow!("the libp2p node has stopped"))?;
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("the libp2p node has stopped"))
+    }
+
+    /// The addresses the node listens on, once it listens on at least one.
+    pub async fn listen_addrs(&self) -> anyhow::Result<Vec<Multiaddr>> {
+        self.ask(Command::ListenAddrs).await
+    }
+
+    /// Dials `addr` (which should end in `/p2p/<peer id>`).
+    pub async fn dial(&self, addr: Multiaddr) -> anyhow::Result<()> {
+        self.ask(|reply| Command::Dial(addr, reply)).await?
+    }
+
+    /// Publishes a presence message on the presence topic.
+    pub async fn publish_presence(&self, presence: &Presence) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec(presence)?;
+        self.ask(|reply| Command::Publish(bytes, reply)).await?
+    }
+
+    pub async fn connected_peers(&self) -> anyhow::Result<Vec<PeerId>> {
+        self.ask(Command::ConnectedPeers).await
+    }
+}
+
+/// Identify's protocol version: the tag peers must share to join each other.
+fn protocol_version(tag: &str) -> String {
+    format!("/goop2/1.0.0/{tag}")
+}
+
+struct NodeTask {
+    swarm: Swarm<Behaviour>,
+    topic: IdentTopic,
+    tag: String,
+    events: mpsc::Sender<NodeEvent>,
+    listen_addrs: Vec<Multiaddr>,
+    /// Callers waiting for the first listen address.
+    listening: Vec<oneshot::Sender<Vec<Multiaddr>>>,
+}
+
+impl NodeTask {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.handle_command(command),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.handle_event(event),
+            }
+        }
+        tracing::debug!("libp2p node stopped");
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::ListenAddrs(reply) => {
+                if self.listen_addrs.is_empty() {
+                    self.listening.push(reply);
+                } else {
+                    let _ = reply.send(self.listen_addrs.clone());
+                }
+            }
+            Command::Dial(addr, reply) => {
+                let result = self
+                    .swarm
+                    .dial(addr.clone())
+                    .with_context(|| format!("cannot dial {addr}"));
+                let _ = reply.send(result);
+            }
+            Command::Publish(bytes, reply) => {
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topic.clone(), bytes)
+                    .map(|_| ())
+                    .map_err(|e| anyhow::anyhow!("cannot publish presence: {e}"));
+                let _ = reply.send(result);
+            }
+            Command::ConnectedPeers(reply) => {
+                let peers: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
+                let _ = reply.send(peers.into_iter().collect());
+            }
+        }
+    }
+
+    fn emit(&self, event: NodeEvent) {
+        if self.events.try_send(event).is_err() {
+            tracing::warn!("node events are not being read; dropping one");
+        }
+    }
+
+    fn handle_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "libp2p listening");
+                self.listen_addrs.push(address);
+                for waiting in self.listening.drain(..) {
+                    let _ = waiting.send(self.listen_addrs.clone());
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } if num_established.get() == 1 => self.emit(NodeEvent::Connected(peer_id)),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => self.emit(NodeEvent::Disconnected(peer_id)),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                if info.protocol_version != protocol_version(&self.tag) {
+                    tracing::debug!(
+                        peer.id = %peer_id,
+                        theirs = %info.protocol_version,
+                        "a peer of another network tag; disconnecting"
+                    );
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer_id, addr) in found {
+                    self.emit(NodeEvent::Discovered(peer_id, addr.clone()));
+                    if !self.swarm.is_connected(&peer_id) {
+                        let _ = self.swarm.dial(addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message,
+                ..
+            })) => {
+                // Only presence signed by the peer it names is believed; who relayed it says
+                // nothing about who wrote it.
+                match Presence::parse_and_check(&message.data) {
+                    Ok(checked) if checked.signed => self.emit(NodeEvent::Presence {
+                        presence: Box::new(checked),
+                        via: propagation_source,
+                    }),
+                    Ok(_) => self.emit(NodeEvent::PresenceRefused {
+                        via: propagation_source,
+                        reason: PresenceError::Unsigned,
+                    }),
+                    Err(reason) => self.emit(NodeEvent::PresenceRefused {
+                        via: propagation_source,
+                        reason,
+                    }),
+                }
+            }
+            _ => {}
+        }
+    }
+}
