@@ -300,15 +300,13 @@ impl NodeTask {
                 peer_id,
                 info,
                 ..
-            })) => {
-                if info.protocol_version != protocol_version(&self.tag) {
-                    tracing::debug!(
-                        peer.id = %peer_id,
-                        theirs = %info.protocol_version,
-                        "a peer of another network tag; disconnecting"
-                    );
-                    let _ = self.swarm.disconnect_peer_id(peer_id);
-                }
+            })) if info.protocol_version != protocol_version(&self.tag) => {
+                tracing::debug!(
+                    peer.id = %peer_id,
+                    theirs = %info.protocol_version,
+                    "a peer of another network tag; disconnecting"
+                );
+                let _ = self.swarm.disconnect_peer_id(peer_id);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer_id, addr) in found {
