@@ -4,3 +4,4 @@
 pub mod auth;
 pub mod hub;
 pub mod node;
+pub mod presence;

@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod hub;
 mod hub_admin;
+mod hub_client;
 mod hub_persist;
 mod identity;
 mod loadtest;

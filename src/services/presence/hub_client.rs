@@ -1,0 +1,485 @@
+//! A peer's connection to one rendezvous hub, as a task: it publishes this peer's signed presence
+//! (`online`, then an `update` every heartbeat and whenever the announcement changes, `offline`
+//! when stopped) and passes on what the hub streams about everyone else.
+//!
+//! The WebSocket (`/ws`) carries both directions when the hub has it; otherwise the client falls
+//! back to `GET /events?changes=1` (resumed with `Last-Event-ID`) plus `POST /publish`. After a
+//! failure it waits with exponential backoff and jitter, or as long as the hub's `Retry-After`
+//! asks, and tries again — a hub that is down never stops the peer.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use libp2p_identity::Keypair;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::services::hub::presence::{Presence, PresenceType};
+use crate::services::hub::unix_ms;
+
+/// Events waiting for the consumer; beyond this, events are dropped rather than stalling.
+const EVENT_QUEUE: usize = 1024;
+/// Longest SSE line or WebSocket message accepted from a hub.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// What this peer announces; the client adds `type`, `peerId`, `ts` and the signature.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Announcement {
+    pub content: String,
+    pub email: String,
+    pub avatar_hash: Option<String>,
+    pub active_template: Option<String>,
+    pub addrs: Vec<String>,
+}
+
+/// How the client behaves.
+#[derive(Debug, Clone)]
+pub struct HubClientOptions {
+    /// The hub's base URL (http or https... plain http in this build).
+    pub url: url::Url,
+    pub heartbeat: Duration,
+    /// Try the WebSocket first (the SSE + POST fallback is always available).
+    pub websocket: bool,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl HubClientOptions {
+    pub fn new(url: url::Url, heartbeat: Duration) -> Self {
+        HubClientOptions {
+            url,
+            heartbeat,
+            websocket: true,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How the client is talking to the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    EventStream,
+}
+
+/// What the client reports.
+#[derive(Debug, Clone)]
+pub enum HubEvent {
+    Connected(Transport),
+    /// A presence message the hub forwarded (its `signed`/`verified` are the hub's word).
+    Presence(Box<Presence>),
+    /// The hub could not resume the stream: forget what it said before.
+    Reset,
+    Disconnected {
+        reason: String,
+        retry_in: Duration,
+    },
+}
+
+/// The handle of a running client. Dropping it stops the client without a goodbye; prefer
+/// [`HubClient::stop`], which publishes `offline` first.
+pub struct HubClient {
+    stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
+}
+
+impl HubClient {
+    /// Starts the client. `announcement` may change at any time; a change is published at once.
+    pub fn spawn(
+        options: HubClientOptions,
+        keypair: Keypair,
+        announcement: watch::Receiver<Announcement>,
+    ) -> (HubClient, mpsc::Receiver<HubEvent>) {
+        let (events, event_rx) = mpsc::channel(EVENT_QUEUE);
+        let (stop, stop_rx) = oneshot::channel();
+        let task = ClientTask {
+            http: reqwest::Client::new(),
+            options,
+            peer_id: keypair.public().to_peer_id(),
+            keypair,
+            announcement,
+            events,
+            last_ts: 0,
+            last_event_id: None,
+            announced: false,
+        };
+        tokio::spawn(task.run(stop_rx));
+        (HubClient { stop: Some(stop) }, event_rx)
+    }
+
+    /// Publishes `offline` (best effort, at most 3 s) and stops.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let (done, finished) = oneshot::channel();
+            if stop.send(done).is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(3), finished).await;
+            }
+        }
+    }
+}
+
+struct ClientTask {
+    http: reqwest::Client,
+    options: HubClientOptions,
+    keypair: Keypair,
+    peer_id: libp2p_identity::PeerId,
+    announcement: watch::Receiver<Announcement>,
+    events: mpsc::Sender<HubEvent>,
+    last_ts: i64,
+    last_event_id: Option<String>,
+    /// Whether `online` was sent in this connection.
+    announced: bool,
+}
+
+/// Why a session ended.
+enum Ended {
+    Stopped(oneshot::Sender<()>),
+    Failed {
+        reason: String,
+        retry_after: Option<Duration>,
+        /// The session had been up long enough to reset the backoff.
+        was_healthy: bool,
+    },
+}
+
+impl ClientTask {
+    async fn run(mut self, mut stop: oneshot::Receiver<oneshot::Sender<()>>) {
+        let mut failures: u32 = 0;
+        loop {
+            self.announced = false;
+            let ended = if self.options.websocket {
+                match self.websocket_session(&mut stop).await {
+                    // The hub has no WebSocket: use the event stream.
+                    Ended::Failed { reason, .. } if reason.starts_with("no websocket") => {
+                        self.event_stream_session(&mut stop).await
+                    }
+                    ended => ended,
+                }
+            } else {
+                self.event_stream_session(&mut stop).await
+            };
+            match ended {
+                Ended::Stopped(done) => {
+                    let _ = done.send(());
+                    return;
+                }
+                Ended::Failed {
+                    reason,
+                    retry_after,
+                    was_healthy,
+                } => {
+                    failures = if was_healthy { 1 } else { failures + 1 };
+                    let wait = retry_after.unwrap_or_else(|| self.backoff(failures));
+                    tracing::info!(hub = %self.options.url, "hub connection lost: {reason}; retrying in {wait:?}");
+                    self.emit(HubEvent::Disconnected {
+                        reason,
+                        retry_in: wait,
+                    });
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        done = &mut stop => {
+                            if let Ok(done) = done {
+                                let _ = done.send(());
+                            }
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Exponential backoff with jitter (50–100 % of the step), capped.
+    fn backoff(&self, failures: u32) -> Duration {
+        let step = self
+            .options
+            .initial_backoff
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+            .min(self.options.max_backoff);
+        step.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+    }
+
+    fn emit(&self, event: HubEvent) {
+        if self.events.try_send(event).is_err() {
+            tracing::debug!("hub events are not being read; dropping one");
+        }
+    }
+
+    /// The next message to send: `online` first in a connection, `update` after, or `offline`.
+    fn message(&mut self, offline: bool) -> Presence {
+        let kind = if offline {
+            PresenceType::Offline
+        } else if self.announced {
+            PresenceType::Update
+        } else {
+            PresenceType::Online
+        };
+        self.announced = true;
+        let announcement = self.announcement.borrow().clone();
+        let mut presence = Presence::new(kind, self.peer_id);
+        presence.content = Some(announcement.content);
+        if !announcement.email.is_empty() {
+            presence.email = Some(announcement.email);
+        }
+        presence.avatar_hash = announcement.avatar_hash;
+        presence.active_template = announcement.active_template;
+        presence.addrs = Some(announcement.addrs);
+        presence.goop_client_version = Some(env!("CARGO_PKG_VERSION").into());
+        self.last_ts = unix_ms().max(self.last_ts + 1);
+        presence.ts = Some(self.last_ts);
+        presence.sign(&self.keypair);
+        presence
+    }
+
+    fn base(&self, path: &str) -> url::Url {
+        let mut url = self.options.url.clone();
+        let joined = format!("{}{}", url.path().trim_end_matches('/'), path);
+        url.set_path(&joined);
+        url
+    }
+
+    async fn websocket_session(
+        &mut self,
+        stop: &mut oneshot::Receiver<oneshot::Sender<()>>,
+    ) -> Ended {
+        let mut url = self.base("/ws");
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        let _ = url.set_scheme(scheme);
+        url.query_pairs_mut()
+            .append_pair("peer_id", &self.peer_id.to_base58())
+            .append_pair("changes", "1");
+        let started = tokio::time::Instant::now();
+        let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+        config.max_message_size = Some(MAX_MESSAGE_BYTES);
+        config.max_frame_size = Some(MAX_MESSAGE_BYTES);
+        let connect =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false);
+        let mut socket = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(Ok((socket, _))) => socket,
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+                let status = response.status().as_u16();
+                let retry_after = retry_after(response.headers());
+                return if matches!(status, 404 | 405 | 400) {
+                    failed(
+                        format!("no websocket at this hub (HTTP {status})"),
+                        None,
+                        false,
+                    )
+                } else {
+                    failed(
+                        format!("the hub answered HTTP {status}"),
+                        retry_after,
+                        false,
+                    )
+                };
+            }
+            Ok(Err(err)) => return failed(format!("cannot connect: {err}"), None, false),
+            Err(_) => return failed("connecting timed out".into(), None, false),
+        };
+        self.emit(HubEvent::Connected(Transport::WebSocket));
+        tracing::info!(hub = %self.options.url, "connected to the hub over WebSocket");
+        let mut heartbeat = tokio::time::interval(self.options.heartbeat);
+        let mut announcement = self.announcement.clone();
+        let reason = loop {
+            tokio::select! {
+                _ = heartbeat.tick() => {
+                    let text = serde_json::to_string(&self.message(false)).expect("serializes");
+                    if let Err(err) = socket.send(Message::text(text)).await {
+                        break format!("sending failed: {err}");
+                    }
+                }
+                changed = announcement.changed() => {
+                    if changed.is_ok() {
+                        let text = serde_json::to_string(&self.message(false)).expect("serializes");
+                        if let Err(err) = socket.send(Message::text(text)).await {
+                            break format!("sending failed: {err}");
+                        }
+                    }
+                }
+                incoming = socket.next() => match incoming {
+                    Some(Ok(Message::Text(text))) => self.receive(text.as_bytes()),
+                    Some(Ok(Message::Close(_))) | None => break "the hub closed the connection".into(),
+                    Some(Err(err)) => break format!("the connection failed: {err}"),
+                    Some(Ok(_)) => {}
+                },
+                done = &mut *stop => {
+                    let text = serde_json::to_string(&self.message(true)).expect("serializes");
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        let _ = socket.send(Message::text(text)).await;
+                        let _ = socket.close(None).await;
+                    })
+                    .await;
+                    match done {
+                        Ok(done) => return Ended::Stopped(done),
+                        Err(_) => return failed("stopped".into(), None, false),
+                    }
+                }
+            }
+        };
+        failed(reason, None, started.elapsed() > Duration::from_secs(30))
+    }
+
+    /// A message from the hub: presence, or an in-band error about what we sent.
+    fn receive(&mut self, bytes: &[u8]) {
+        match serde_json::from_slice::<Presence>(bytes) {
+            Ok(presence) if presence.peer_id != self.peer_id.to_base58() => {
+                self.emit(HubEvent::Presence(Box::new(presence)))
+            }
+            Ok(_) => {}
+            Err(_) => {
+                if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
+                    && let Some(error) = value.get("error").and_then(|e| e.as_str())
+                {
+                    tracing::warn!(hub = %self.options.url, "the hub refused our presence: {error}");
+                }
+            }
+        }
+    }
+
+    async fn event_stream_session(
+        &mut self,
+        stop: &mut oneshot::Receiver<oneshot::Sender<()>>,
+    ) -> Ended {
+        let mut url = self.base("/events");
+        url.query_pairs_mut().append_pair("changes", "1");
+        let mut request = self.http.get(url).header("accept", "text/event-stream");
+        if let Some(id) = &self.last_event_id {
+            request = request.header("last-event-id", id.as_str());
+        }
+        let started = tokio::time::Instant::now();
+        let response = match tokio::time::timeout(Duration::from_secs(10), request.send()).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => return failed(format!("cannot connect: {err}"), None, false),
+            Err(_) => return failed("connecting timed out".into(), None, false),
+        };
+        if !response.status().is_success() {
+            return failed(
+                format!("the hub answered HTTP {}", response.status().as_u16()),
+                retry_after(response.headers()),
+                false,
+            );
+        }
+        self.emit(HubEvent::Connected(Transport::EventStream));
+        tracing::info!(hub = %self.options.url, "connected to the hub's event stream");
+        let mut body = response.bytes_stream();
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut heartbeat = tokio::time::interval(self.options.heartbeat);
+        let mut announcement = self.announcement.clone();
+        let mut pause_publishing_until: Option<tokio::time::Instant> = None;
+        let reason = loop {
+            tokio::select! {
+                _ = heartbeat.tick() => {
+                    if pause_publishing_until.is_some_and(|until| tokio::time::Instant::now() < until) {
+                        continue;
+                    }
+                    if let Some(wait) = self.post(false).await {
+                        pause_publishing_until = Some(tokio::time::Instant::now() + wait);
+                    }
+                }
+                changed = announcement.changed() => {
+                    if changed.is_ok() {
+                        let _ = self.post(false).await;
+                    }
+                }
+                chunk = body.next() => match chunk {
+                    Some(Ok(bytes)) => {
+                        buffer.extend_from_slice(&bytes);
+                        if let Err(reason) = self.drain_frames(&mut buffer) {
+                            break reason;
+                        }
+                    }
+                    Some(Err(err)) => break format!("the stream failed: {err}"),
+                    None => break "the hub closed the stream".into(),
+                },
+                done = &mut *stop => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), self.post(true)).await;
+                    match done {
+                        Ok(done) => return Ended::Stopped(done),
+                        Err(_) => return failed("stopped".into(), None, false),
+                    }
+                }
+            }
+        };
+        failed(reason, None, started.elapsed() > Duration::from_secs(30))
+    }
+
+    /// Publishes over HTTP; returns how long to pause when the hub asks for it.
+    async fn post(&mut self, offline: bool) -> Option<Duration> {
+        let body = serde_json::to_vec(&self.message(offline)).expect("serializes");
+        match self
+            .http
+            .post(self.base("/publish"))
+            .body(body)
+            .send()
+            .await
+        {
+            Ok(response) if response.status().as_u16() == 204 => None,
+            Ok(response) => {
+                let wait = retry_after(response.headers());
+                let status = response.status().as_u16();
+                let text = response.text().await.unwrap_or_default();
+                tracing::warn!(hub = %self.options.url, status, "the hub refused our presence: {text}");
+                if status == 429 { wait } else { None }
+            }
+            Err(err) => {
+                tracing::debug!(hub = %self.options.url, "publishing failed: {err}");
+                None
+            }
+        }
+    }
+
+    /// Parses complete SSE frames out of `buffer`.
+    fn drain_frames(&mut self, buffer: &mut Vec<u8>) -> Result<(), String> {
+        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+            let frame: Vec<u8> = buffer.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&frame[..end]);
+            let mut event = None;
+            let mut data = String::new();
+            for line in text.lines() {
+                if let Some(id) = line.strip_prefix("id: ") {
+                    self.last_event_id = Some(id.to_owned());
+                } else if let Some(name) = line.strip_prefix("event: ") {
+                    event = Some(name.to_owned());
+                } else if let Some(value) = line.strip_prefix("data: ") {
+                    data.push_str(value);
+                }
+            }
+            if event.as_deref() == Some("reset") {
+                self.emit(HubEvent::Reset);
+            } else if !data.is_empty() {
+                self.receive(data.as_bytes());
+            }
+        }
+        if buffer.len() > MAX_MESSAGE_BYTES {
+            return Err("the hub sent an oversized event".into());
+        }
+        Ok(())
+    }
+}
+
+fn failed(reason: String, retry_after: Option<Duration>, was_healthy: bool) -> Ended {
+    Ended::Failed {
+        reason,
+        retry_after,
+        was_healthy,
+    }
+}
+
+/// `Retry-After` in seconds, capped at ten minutes.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|seconds| Duration::from_secs(seconds.min(600)))
+}
+
+/// Checks a hub URL the way the client needs it.
+pub fn parse_hub_url(text: &str) -> anyhow::Result<url::Url> {
+    let url = url::Url::parse(text).with_context(|| format!("{text:?} is not a URL"))?;
+    if url.scheme() != "http" {
+        bail!("{text:?}: this build connects to hubs over plain http only");
+    }
+    Ok(url)
+}

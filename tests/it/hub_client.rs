@@ -1,0 +1,179 @@
+//! A peer's hub client against a real hub: WebSocket and event-stream transports, announcement
+//! changes, goodbye on stop, and reconnection when the hub comes back.
+
+use std::time::Duration;
+
+use goop2::identity::Keypair;
+use goop2::services::hub::presence::PresenceType;
+use goop2::services::presence::hub_client::{
+    Announcement, HubClient, HubClientOptions, HubEvent, Transport,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::support::{TestHub, TestPeer, eventually};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn announcement(label: &str) -> Announcement {
+    Announcement {
+        content: label.into(),
+        addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+        ..Announcement::default()
+    }
+}
+
+async fn next(events: &mut mpsc::Receiver<HubEvent>, pred: impl Fn(&HubEvent) -> bool) -> HubEvent {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the expected hub event")
+            .expect("the client is running");
+        if pred(&event) {
+            return event;
+        }
+    }
+}
+
+async fn label_on_hub(hub: &TestHub, peer_id: &str) -> Option<String> {
+    hub.peers()
+        .await
+        .into_iter()
+        .find(|p| p["peerId"] == peer_id)
+        .and_then(|p| p["content"].as_str().map(str::to_owned))
+}
+
+async fn announces_and_listens(websocket: bool) {
+    let hub = TestHub::spawn().await;
+    let keypair = Keypair::generate_ed25519();
+    let me = keypair.public().to_peer_id().to_base58();
+    let (set_announcement, announcements) = watch::channel(announcement("Alice"));
+    let mut options = HubClientOptions::new(hub.url.parse().unwrap(), Duration::from_secs(5));
+    options.websocket = websocket;
+    let (client, mut events) = HubClient::spawn(options, keypair, announcements);
+
+    let expected = if websocket {
+        Transport::WebSocket
+    } else {
+        Transport::EventStream
+    };
+    next(
+        &mut events,
+        |e| matches!(e, HubEvent::Connected(t) if *t == expected),
+    )
+    .await;
+    assert!(
+        eventually(WAIT, async || label_on_hub(&hub, &me).await.as_deref()
+            == Some("Alice"))
+        .await
+    );
+    let listed = hub.peers().await;
+    assert_eq!(listed[0]["signed"], true, "the client signs its presence");
+
+    // Others' presence arrives through the hub.
+    let mut bob = TestPeer::new();
+    assert_eq!(
+        hub.publish(bob.json(PresenceType::Online, "Bob")).await.0,
+        204
+    );
+    match next(
+        &mut events,
+        |e| matches!(e, HubEvent::Presence(p) if p.peer_id == bob.id),
+    )
+    .await
+    {
+        HubEvent::Presence(presence) => {
+            assert_eq!(presence.content.as_deref(), Some("Bob"));
+            assert_eq!(presence.signed, Some(true));
+        }
+        _ => unreachable!(),
+    }
+
+    // A new announcement goes out at once, not at the next heartbeat.
+    set_announcement.send_replace(announcement("Alice in Wonderland"));
+    assert!(
+        eventually(Duration::from_secs(2), async || {
+            label_on_hub(&hub, &me).await.as_deref() == Some("Alice in Wonderland")
+        })
+        .await
+    );
+
+    client.stop().await;
+    assert!(
+        eventually(WAIT, async || label_on_hub(&hub, &me).await.is_none()).await,
+        "offline on stop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_announces_itself_and_listens_over_the_websocket() {
+    announces_and_listens(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_announces_itself_and_listens_over_the_event_stream() {
+    announces_and_listens(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_hub_does_not_stop_the_client_and_it_connects_when_the_hub_returns() {
+    // A port with nothing on it, for now.
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let keypair = Keypair::generate_ed25519();
+    let me = keypair.public().to_peer_id().to_base58();
+    let (_keep, announcements) = watch::channel(announcement("Patient"));
+    let mut options = HubClientOptions::new(
+        format!("http://127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(1),
+    );
+    options.initial_backoff = Duration::from_millis(100);
+    options.max_backoff = Duration::from_millis(400);
+    let (client, mut events) = HubClient::spawn(options, keypair, announcements);
+
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        if let HubEvent::Disconnected { retry_in, .. } =
+            next(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await
+        {
+            waits.push(retry_in);
+        }
+    }
+    assert!(
+        waits.iter().all(|w| *w <= Duration::from_millis(400)),
+        "{waits:?}"
+    );
+
+    let hub = TestHub::spawn_with(|c| c.presence.rendezvous_port = port, |_| {}).await;
+    next(&mut events, |e| matches!(e, HubEvent::Connected(_))).await;
+    assert!(
+        eventually(WAIT, async || label_on_hub(&hub, &me).await.as_deref()
+            == Some("Patient"))
+        .await
+    );
+    client.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_hub_is_retried_after_its_retry_after() {
+    let hub = TestHub::spawn_with(|c| c.presence.max_streams = 1, |_| {}).await;
+    let _occupant = crate::support::SseClient::connect(&format!("{}/events", hub.url), None).await;
+    let (_keep, announcements) = watch::channel(announcement("Late"));
+    let options = HubClientOptions::new(hub.url.parse().unwrap(), Duration::from_secs(5));
+    let (client, mut events) =
+        HubClient::spawn(options, Keypair::generate_ed25519(), announcements);
+    match next(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await {
+        HubEvent::Disconnected { reason, retry_in } => {
+            assert_eq!(
+                retry_in,
+                Duration::from_secs(10),
+                "the hub's Retry-After: {reason}"
+            );
+            assert!(reason.contains("503"), "{reason}");
+        }
+        _ => unreachable!(),
+    }
+    client.stop().await;
+}
