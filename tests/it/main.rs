@@ -12,5 +12,6 @@ mod identity;
 mod loadtest;
 mod logs;
 mod node;
+mod peer_table;
 mod support;
 mod viewer;

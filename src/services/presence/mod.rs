@@ -2,3 +2,4 @@
 //! about everyone else's.
 
 pub mod hub_client;
+pub mod peer_table;

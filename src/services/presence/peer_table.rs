@@ -1,0 +1,257 @@
+//! The PeerTable: one view of every peer this peer has heard of, merged from all sources — the
+//! LAN gossip, each hub's stream — as an actor.
+//!
+//! A peer is `online` while news keeps arriving, `offline` after `ttl` without any, and removed
+//! after a further grace period. Only a hub may say a peer is `verified`; gossip never can.
+//! Messages older than the newest one seen for a peer (by its own `ts`) are ignored, whatever
+//! source repeats them. Changes are broadcast so the console can update live.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use libp2p_identity::PeerId;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::services::hub::presence::{Presence, PresenceType};
+
+/// Commands waiting for the table.
+const COMMAND_QUEUE: usize = 1024;
+/// Changes a slow watcher may fall behind before it must take a new snapshot.
+const CHANGE_QUEUE: usize = 256;
+
+/// Where news about a peer came from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Source {
+    /// The LAN (GossipSub, found by mDNS or dialled).
+    Gossip,
+    /// A rendezvous hub, by URL.
+    Hub(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    Online,
+    Offline,
+}
+
+/// One peer as the table knows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerEntry {
+    pub peer_id: String,
+    pub label: String,
+    pub email: String,
+    pub avatar_hash: Option<String>,
+    pub active_template: Option<String>,
+    pub addrs: Vec<String>,
+    /// A hub vouched for this peer.
+    pub verified: bool,
+    pub state: PeerState,
+    pub sources: BTreeSet<Source>,
+    /// The peer's own timestamp of the newest message (ms).
+    pub ts: i64,
+    #[serde(skip)]
+    last_news: Instant,
+}
+
+/// A change to the table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerChange {
+    Updated(PeerEntry),
+    Offline(String),
+    Removed(String),
+}
+
+/// Timing of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct TableOptions {
+    pub ttl: Duration,
+    /// How long an offline peer is kept before it is removed.
+    pub grace: Duration,
+    /// How often expiry is checked.
+    pub tick: Duration,
+}
+
+enum Command {
+    Observe(Box<Presence>, Source),
+    SourceReset(Source),
+    Snapshot(oneshot::Sender<Vec<PeerEntry>>),
+}
+
+/// The handle. Cloning is cheap; the table stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct PeerTable {
+    commands: mpsc::Sender<Command>,
+    changes: broadcast::Sender<PeerChange>,
+}
+
+impl PeerTable {
+    /// Starts the table for the peer `me` (its own presence is never listed).
+    pub fn start(me: PeerId, options: TableOptions) -> PeerTable {
+        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+        let (changes, _) = broadcast::channel(CHANGE_QUEUE);
+        let task = TableTask {
+            me: me.to_base58(),
+            options,
+            peers: HashMap::new(),
+            changes: changes.clone(),
+        };
+        tokio::spawn(task.run(receiver));
+        PeerTable { commands, changes }
+    }
+
+    /// Merges a presence message heard from `source`. Waits only if the table is backed up.
+    pub async fn observe(&self, presence: Presence, source: Source) {
+        let _ = self
+            .commands
+            .send(Command::Observe(Box::new(presence), source))
+            .await;
+    }
+
+    /// A source lost its history (a hub's `reset`): what only it said will expire.
+    pub async fn source_reset(&self, source: Source) {
+        let _ = self.commands.send(Command::SourceReset(source)).await;
+    }
+
+    /// Every known peer, online first, then by label.
+    pub async fn snapshot(&self) -> Vec<PeerEntry> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Snapshot(reply)).await.is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// Changes from now on.
+    pub fn watch(&self) -> broadcast::Receiver<PeerChange> {
+        self.changes.subscribe()
+    }
+}
+
+struct TableTask {
+    me: String,
+    options: TableOptions,
+    peers: HashMap<String, PeerEntry>,
+    changes: broadcast::Sender<PeerChange>,
+}
+
+impl TableTask {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut tick = tokio::time::interval(self.options.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Observe(presence, source)) => self.observe(*presence, source),
+                    Some(Command::SourceReset(source)) => {
+                        for entry in self.peers.values_mut() {
+                            entry.sources.remove(&source);
+                        }
+                    }
+                    Some(Command::Snapshot(reply)) => {
+                        let _ = reply.send(self.snapshot());
+                    }
+                    None => return,
+                },
+                _ = tick.tick() => self.expire(),
+            }
+        }
+    }
+
+    fn observe(&mut self, presence: Presence, source: Source) {
+        if presence.peer_id == self.me || presence.kind == PresenceType::Punch {
+            return;
+        }
+        let ts = presence.ts.unwrap_or(0);
+        if let Some(entry) = self.peers.get(&presence.peer_id)
+            && ts != 0
+            && ts < entry.ts
+        {
+            return;
+        }
+        let from_hub = matches!(source, Source::Hub(_));
+        if presence.kind == PresenceType::Offline {
+            if let Some(entry) = self.peers.get_mut(&presence.peer_id)
+                && entry.state == PeerState::Online
+            {
+                entry.state = PeerState::Offline;
+                entry.ts = entry.ts.max(ts);
+                entry.last_news = Instant::now();
+                let _ = self.changes.send(PeerChange::Offline(presence.peer_id));
+            }
+            return;
+        }
+        let entry = self
+            .peers
+            .entry(presence.peer_id.clone())
+            .or_insert_with(|| PeerEntry {
+                peer_id: presence.peer_id.clone(),
+                label: String::new(),
+                email: String::new(),
+                avatar_hash: None,
+                active_template: None,
+                addrs: Vec::new(),
+                verified: false,
+                state: PeerState::Online,
+                sources: BTreeSet::new(),
+                ts,
+                last_news: Instant::now(),
+            });
+        let before = entry.clone();
+        entry.label = presence.content.unwrap_or_default();
+        entry.email = presence.email.unwrap_or_default();
+        entry.avatar_hash = presence.avatar_hash;
+        entry.active_template = presence.active_template;
+        entry.addrs = presence.addrs.unwrap_or_default();
+        if from_hub {
+            entry.verified = presence.verified == Some(true);
+        }
+        entry.state = PeerState::Online;
+        entry.ts = entry.ts.max(ts);
+        entry.last_news = Instant::now();
+        entry.sources.insert(source);
+        let changed = PeerEntry {
+            ts: before.ts,
+            last_news: before.last_news,
+            ..entry.clone()
+        } != before
+            || before.sources.is_empty();
+        if changed {
+            let _ = self.changes.send(PeerChange::Updated(entry.clone()));
+        }
+    }
+
+    fn expire(&mut self) {
+        let ttl = self.options.ttl;
+        let remove_after = ttl + self.options.grace;
+        let mut removed = Vec::new();
+        for entry in self.peers.values_mut() {
+            let quiet = entry.last_news.elapsed();
+            if entry.state == PeerState::Online && quiet >= ttl {
+                entry.state = PeerState::Offline;
+                let _ = self
+                    .changes
+                    .send(PeerChange::Offline(entry.peer_id.clone()));
+            } else if entry.state == PeerState::Offline && quiet >= remove_after {
+                removed.push(entry.peer_id.clone());
+            }
+        }
+        for peer_id in removed {
+            self.peers.remove(&peer_id);
+            let _ = self.changes.send(PeerChange::Removed(peer_id));
+        }
+    }
+
+    fn snapshot(&self) -> Vec<PeerEntry> {
+        let mut peers: Vec<PeerEntry> = self.peers.values().cloned().collect();
+        peers.sort_by(|a, b| {
+            (a.state != PeerState::Online, &a.label, &a.peer_id).cmp(&(
+                b.state != PeerState::Online,
+                &b.label,
+                &b.peer_id,
+            ))
+        });
+        peers
+    }
+}
