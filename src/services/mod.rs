@@ -5,3 +5,4 @@ pub mod auth;
 pub mod hub;
 pub mod node;
 pub mod presence;
+pub mod site;

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use goop2::identity::Keypair;
 use goop2::services::hub::presence::{Presence, PresenceError, PresenceType};
+use goop2::services::node::protocols::{FetchError, Served};
 use goop2::services::node::{Node, NodeEvent, NodeOptions};
+use goop2::services::site::Site;
 use libp2p::Multiaddr;
 use tokio::sync::mpsc::Receiver;
 
@@ -21,9 +23,19 @@ fn options(tag: &str) -> NodeOptions {
     }
 }
 
+fn nothing_served(label: &str) -> Served {
+    Served {
+        site: None,
+        label: tokio::sync::watch::channel(label.to_owned()).1,
+        avatar: None,
+    }
+}
+
 async fn spawn(tag: &str) -> (Node, Receiver<NodeEvent>, Keypair) {
     let keypair = Keypair::generate_ed25519();
-    let (node, events) = Node::start(keypair.clone(), options(tag)).await.unwrap();
+    let (node, events) = Node::start(keypair.clone(), options(tag), nothing_served("a peer"))
+        .await
+        .unwrap();
     (node, events, keypair)
 }
 
@@ -145,4 +157,85 @@ async fn peers_of_another_network_tag_are_disconnected() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(home.connected_peers().await.unwrap().is_empty());
+}
+
+/// A site with one of everything the site protocol must serve or refuse.
+fn site_fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(site.join("css")).unwrap();
+    std::fs::create_dir_all(site.join("lua/functions")).unwrap();
+    std::fs::create_dir_all(site.join(".git")).unwrap();
+    std::fs::write(site.join("index.html"), "<h1>Bob's site</h1>").unwrap();
+    std::fs::write(site.join("css/app.css"), "h1 { color: red }").unwrap();
+    std::fs::write(site.join("lua/functions/hello.lua"), "function call() end").unwrap();
+    std::fs::write(site.join(".env"), "SECRET=1").unwrap();
+    std::fs::write(site.join(".git/config"), "[core]").unwrap();
+    std::fs::write(dir.path().join("goop.json"), "{}").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("goop.json"), site.join("escape.json")).unwrap();
+    std::os::unix::fs::symlink(site.join("css/app.css"), site.join("inside.css")).unwrap();
+    let big: Vec<u8> = (0..6 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    std::fs::write(site.join("big.bin"), big).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_site_protocol_serves_files_and_refuses_what_is_not_public() {
+    let fixture = site_fixture();
+    let (_label_tx, label) = tokio::sync::watch::channel("Bob's node".to_owned());
+    let served = Served {
+        site: Some(Site::new(fixture.path().join("site"))),
+        label,
+        avatar: None,
+    };
+    let (bob, _bob_events) = Node::start(Keypair::generate_ed25519(), options("goop-mdns"), served)
+        .await
+        .unwrap();
+    let (alice, mut alice_events, _) = spawn("goop-mdns").await;
+    alice.dial(tcp_addr(&bob).await).await.unwrap();
+    next_event(&mut alice_events, |e| matches!(e, NodeEvent::Connected(_))).await;
+    let peer = bob.peer_id();
+
+    let index = alice.fetch_site(peer, "/").await.unwrap();
+    assert_eq!(index.mime, "text/html");
+    assert_eq!(index.body, b"<h1>Bob's site</h1>");
+    let css = alice.fetch_site(peer, "/css/app.css").await.unwrap();
+    assert_eq!(
+        (css.mime.as_str(), css.body.as_slice()),
+        ("text/css", &b"h1 { color: red }"[..])
+    );
+    let linked = alice.fetch_site(peer, "/inside.css").await.unwrap();
+    assert_eq!(
+        linked.body, css.body,
+        "a link that stays inside the site is fine"
+    );
+    let big = alice.fetch_site(peer, "/big.bin").await.unwrap();
+    assert_eq!(big.body.len(), 6 * 1024 * 1024);
+    assert!(
+        big.body
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == (i % 251) as u8),
+        "intact"
+    );
+    assert_eq!(big.mime, "application/octet-stream");
+
+    for (path, reason) in [
+        ("/lua/functions/hello.lua", "forbidden"),
+        ("/lua/", "forbidden"),
+        ("/.env", "forbidden"),
+        ("/.git/config", "forbidden"),
+        ("/../goop.json", "forbidden"),
+        ("/css/../../goop.json", "forbidden"),
+        ("/%2e%2e/goop.json", "forbidden"),
+        ("/escape.json", "forbidden"),
+        ("/missing.html", "not found"),
+    ] {
+        match alice.fetch_site(peer, path).await {
+            Err(FetchError::Refused(got)) => assert_eq!(got, reason, "{path}"),
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    assert_eq!(alice.fetch_content(peer).await.unwrap(), "Bob's node");
 }

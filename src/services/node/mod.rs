@@ -5,7 +5,10 @@
 //! Transports: TCP and QUIC, Noise, Yamux. Behaviours: Identify (its protocol version carries
 //! the `p2p.mdns_tag`, and peers announcing another tag are disconnected), Ping, mDNS, and
 //! GossipSub for presence — where a message is delivered only if it is signed by the key of the
-//! `peerId` it names (the hub's rules for signatures and bounds).
+//! `peerId` it names (the hub's rules for signatures and bounds). The `/goop/*` stream
+//! protocols live in [`protocols`].
+
+pub mod protocols;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -68,6 +71,7 @@ struct Behaviour {
     ping: ping::Behaviour,
     gossipsub: gossipsub::Behaviour,
     mdns: libp2p::swarm::behaviour::toggle::Toggle<mdns::tokio::Behaviour>,
+    stream: libp2p_stream::Behaviour,
 }
 
 enum Command {
@@ -82,6 +86,7 @@ enum Command {
 pub struct Node {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
+    control: libp2p_stream::Control,
 }
 
 impl Node {
@@ -89,6 +94,7 @@ impl Node {
     pub async fn start(
         keypair: Keypair,
         options: NodeOptions,
+        served: protocols::Served,
     ) -> anyhow::Result<(Node, mpsc::Receiver<NodeEvent>)> {
         let peer_id = keypair.public().to_peer_id();
         let tag = options.mdns_tag.clone();
@@ -128,12 +134,15 @@ impl Node {
                     ping: ping::Behaviour::default(),
                     gossipsub,
                     mdns: mdns.into(),
+                    stream: libp2p_stream::Behaviour::new(),
                 })
             })
             .map_err(|e| anyhow::anyhow!("cannot build the libp2p node: {e}"))?
             .with_swarm_config(|config| config.with_idle_connection_timeout(IDLE_TIMEOUT))
             .build();
 
+        let control = swarm.behaviour().stream.new_control();
+        protocols::serve(control.clone(), served)?;
         let topic = IdentTopic::new(options.presence_topic.clone());
         swarm
             .behaviour_mut()
@@ -170,7 +179,14 @@ impl Node {
             listening: Vec::new(),
         };
         tokio::spawn(task.run(command_rx));
-        Ok((Node { peer_id, commands }, event_rx))
+        Ok((
+            Node {
+                peer_id,
+                commands,
+                control,
+            },
+            event_rx,
+        ))
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -206,6 +222,20 @@ impl Node {
 
     pub async fn connected_peers(&self) -> anyhow::Result<Vec<PeerId>> {
         self.ask(Command::ConnectedPeers).await
+    }
+
+    /// Fetches a file of `peer`'s site over `/goop/site/1.0.0`.
+    pub async fn fetch_site(
+        &self,
+        peer: PeerId,
+        path: &str,
+    ) -> Result<protocols::SiteReply, protocols::FetchError> {
+        protocols::fetch_site(&mut self.control.clone(), peer, path).await
+    }
+
+    /// Asks `peer` for its label over `/goop/content/1.0.0` (the reachability probe).
+    pub async fn fetch_content(&self, peer: PeerId) -> Result<String, protocols::FetchError> {
+        protocols::fetch_content(&mut self.control.clone(), peer).await
     }
 }
 

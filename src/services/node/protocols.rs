@@ -1,0 +1,273 @@
+//! The peer's stream protocols, served and fetched over libp2p streams:
+//!
+//! | protocol | request | response |
+//! |---|---|---|
+//! | `/goop/site/1.0.0` | `GET <path>\n` | `OK <mime> <size>\n<bytes>` or `ERR <reason>\n` |
+//! | `/goop/content/1.0.0` | none | label + `\n` (also the reachability probe) |
+//! | `/goop/avatar/1.0.0` | none | `OK <size>\n<png>` or `NONE\n` |
+//!
+//! Every input is bounded: the request line (4 KiB, 10 s), concurrent streams, file sizes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use libp2p::{PeerId, StreamProtocol};
+use libp2p_stream::{Control, IncomingStreams};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::compat::{FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt};
+
+use crate::services::site::{MAX_FILE_BYTES, Site};
+
+pub const SITE: StreamProtocol = StreamProtocol::new("/goop/site/1.0.0");
+pub const CONTENT: StreamProtocol = StreamProtocol::new("/goop/content/1.0.0");
+pub const AVATAR: StreamProtocol = StreamProtocol::new("/goop/avatar/1.0.0");
+
+/// Longest request line.
+const REQUEST_LIMIT: u64 = 4096;
+/// Time a caller has to send its request, and for a whole small response.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Streams served at once, all protocols together.
+const CONCURRENT_STREAMS: usize = 64;
+/// Largest avatar served.
+pub const MAX_AVATAR_BYTES: u64 = 256 * 1024;
+
+/// What the peer serves.
+#[derive(Clone)]
+pub struct Served {
+    pub site: Option<Site>,
+    /// The peer's label, as `/goop/content/1.0.0` answers it.
+    pub label: watch::Receiver<String>,
+    /// A PNG avatar, if the peer has one.
+    pub avatar: Option<PathBuf>,
+}
+
+/// Starts the accept loops of every protocol on `control`.
+pub fn serve(mut control: Control, served: Served) -> anyhow::Result<()> {
+    let permits = Arc::new(Semaphore::new(CONCURRENT_STREAMS));
+    let site = control.accept(SITE)?;
+    let content = control.accept(CONTENT)?;
+    let avatar = control.accept(AVATAR)?;
+    tokio::spawn(accept(site, permits.clone(), served.clone(), serve_site));
+    tokio::spawn(accept(
+        content,
+        permits.clone(),
+        served.clone(),
+        serve_content,
+    ));
+    tokio::spawn(accept(avatar, permits, served, serve_avatar));
+    Ok(())
+}
+
+async fn accept<F, Fut>(
+    mut incoming: IncomingStreams,
+    permits: Arc<Semaphore>,
+    served: Served,
+    handler: F,
+) where
+    F: Fn(PeerId, libp2p::Stream, Served) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    while let Some((peer, stream)) = incoming.next().await {
+        // Over the limit a stream is dropped (the caller sees it reset) rather than queued.
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(peer.id = %peer, "too many streams; refusing one");
+            continue;
+        };
+        let served = served.clone();
+        tokio::spawn(async move {
+            if let Err(err) = handler(peer, stream, served).await {
+                tracing::debug!(peer.id = %peer, "stream ended with an error: {err}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_site(peer: PeerId, stream: libp2p::Stream, served: Served) -> std::io::Result<()> {
+    let (read, write) = futures_util::AsyncReadExt::split(stream);
+    let mut write = write.compat_write();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.compat().take(REQUEST_LIMIT));
+    let read_line = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
+    let path = match read_line {
+        Ok(Ok(_)) if line.ends_with('\n') => {
+            line.trim_end().strip_prefix("GET ").map(str::to_owned)
+        }
+        _ => None,
+    };
+    let Some(path) = path else {
+        write.write_all(b"ERR bad request\n").await?;
+        return write.shutdown().await;
+    };
+    let Some(site) = &served.site else {
+        write.write_all(b"ERR not found\n").await?;
+        return write.shutdown().await;
+    };
+    match site.resolve(&path) {
+        Ok(file) => {
+            let mut source = tokio::fs::File::open(&file.path).await?;
+            write
+                .write_all(format!("OK {} {}\n", file.mime, file.size).as_bytes())
+                .await?;
+            let copied = tokio::io::copy(&mut (&mut source).take(file.size), &mut write).await?;
+            tracing::debug!(peer.id = %peer, path, bytes = copied, "served a site file");
+        }
+        Err(error) => {
+            write.write_all(format!("ERR {error}\n").as_bytes()).await?;
+        }
+    }
+    write.shutdown().await
+}
+
+async fn serve_content(
+    _peer: PeerId,
+    stream: libp2p::Stream,
+    served: Served,
+) -> std::io::Result<()> {
+    let mut write = stream.compat_write();
+    let label = served.label.borrow().replace('\n', " ");
+    tokio::time::timeout(REQUEST_TIMEOUT, async {
+        write.write_all(format!("{label}\n").as_bytes()).await?;
+        write.shutdown().await
+    })
+    .await
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+async fn serve_avatar(
+    _peer: PeerId,
+    stream: libp2p::Stream,
+    served: Served,
+) -> std::io::Result<()> {
+    let mut write = stream.compat_write();
+    let image = match &served.avatar {
+        Some(path) => match tokio::fs::metadata(path).await {
+            Ok(meta) if meta.is_file() && meta.len() <= MAX_AVATAR_BYTES => {
+                tokio::fs::read(path).await.ok()
+            }
+            _ => None,
+        },
+        None => None,
+    };
+    match image {
+        Some(bytes) => {
+            write
+                .write_all(format!("OK {}\n", bytes.len()).as_bytes())
+                .await?;
+            write.write_all(&bytes).await?;
+        }
+        None => write.write_all(b"NONE\n").await?,
+    }
+    write.shutdown().await
+}
+
+/// A site file fetched from a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteReply {
+    pub mime: String,
+    pub body: Vec<u8>,
+}
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The peer answered `ERR <reason>`.
+    #[error("the peer refused: {0}")]
+    Refused(String),
+    #[error("the peer could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the peer's answer is malformed: {0}")]
+    Malformed(String),
+}
+
+fn unreachable(error: impl std::fmt::Display) -> FetchError {
+    FetchError::Unreachable(error.to_string())
+}
+
+/// Fetches `path` from `peer`'s site.
+pub async fn fetch_site(
+    control: &mut Control,
+    peer: PeerId,
+    path: &str,
+) -> Result<SiteReply, FetchError> {
+    if path.contains('\n') || path.len() as u64 > REQUEST_LIMIT - 5 {
+        return Err(FetchError::Malformed(
+            "the path is not a single short line".into(),
+        ));
+    }
+    let stream = control.open_stream(peer, SITE).await.map_err(unreachable)?;
+    let (read, write) = futures_util::AsyncReadExt::split(stream);
+    let mut write = write.compat_write();
+    write
+        .write_all(format!("GET {path}\n").as_bytes())
+        .await
+        .map_err(unreachable)?;
+    write.flush().await.map_err(unreachable)?;
+    let mut reader = BufReader::new(read.compat());
+    let header = read_header(&mut reader).await?;
+    if let Some(reason) = header.strip_prefix("ERR ") {
+        return Err(FetchError::Refused(reason.to_owned()));
+    }
+    let mut parts = header.strip_prefix("OK ").unwrap_or("").split(' ');
+    let (Some(mime), Some(size)) = (parts.next(), parts.next()) else {
+        return Err(FetchError::Malformed(header));
+    };
+    let size: u64 = size
+        .parse()
+        .map_err(|_| FetchError::Malformed(header.clone()))?;
+    if size > MAX_FILE_BYTES {
+        return Err(FetchError::Malformed(format!(
+            "{size} bytes is over the limit"
+        )));
+    }
+    let mut body = Vec::with_capacity(size.min(1 << 20) as usize);
+    (&mut reader)
+        .take(size)
+        .read_to_end(&mut body)
+        .await
+        .map_err(unreachable)?;
+    if body.len() as u64 != size {
+        return Err(FetchError::Malformed(format!(
+            "announced {size} bytes, sent {}",
+            body.len()
+        )));
+    }
+    Ok(SiteReply {
+        mime: mime.to_owned(),
+        body,
+    })
+}
+
+/// Asks `peer` for its label; also tells whether it is reachable.
+pub async fn fetch_content(control: &mut Control, peer: PeerId) -> Result<String, FetchError> {
+    let stream = control
+        .open_stream(peer, CONTENT)
+        .await
+        .map_err(unreachable)?;
+    let mut reader = BufReader::new(stream.compat());
+    read_header(&mut reader).await
+}
+
+/// One line of at most 4 KiB, within the request timeout.
+async fn read_header<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+) -> Result<String, FetchError> {
+    let mut line = Vec::new();
+    let read = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        (&mut *reader)
+            .take(REQUEST_LIMIT)
+            .read_until(b'\n', &mut line),
+    )
+    .await
+    .map_err(|_| FetchError::Unreachable("no answer within 10 s".into()))?
+    .map_err(unreachable)?;
+    if read == 0 || !line.ends_with(b"\n") {
+        return Err(FetchError::Malformed("no complete first line".into()));
+    }
+    line.pop();
+    String::from_utf8(line).map_err(|_| FetchError::Malformed("not UTF-8".into()))
+}

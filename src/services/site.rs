@@ -1,0 +1,111 @@
+//! The peer's site on disk, as visitors may see it: which request paths map to which files.
+//!
+//! Refused: anything under `lua/` (server-side code), dotfiles and dot-directories, `..`, and
+//! symlinks that lead outside the site root; files above [`MAX_FILE_BYTES`]. A directory maps to
+//! its `index.html`.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// Largest file served.
+pub const MAX_FILE_BYTES: u64 = 50 * 1024 * 1024;
+
+/// Why a path is not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SiteError {
+    #[error("forbidden")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("too large")]
+    TooLarge,
+}
+
+/// A file that may be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteFile {
+    pub path: PathBuf,
+    pub size: u64,
+    pub mime: String,
+}
+
+/// The site root of a peer.
+#[derive(Debug, Clone)]
+pub struct Site {
+    root: PathBuf,
+}
+
+impl Site {
+    pub fn new(root: PathBuf) -> Self {
+        Site { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Maps a request path (`/`, `/css/app.css`, percent-encoded or not) to a file.
+    pub fn resolve(&self, request_path: &str) -> Result<SiteFile, SiteError> {
+        let path = request_path.split(['?', '#']).next().unwrap_or("");
+        let decoded = percent_encoding::percent_decode_str(path)
+            .decode_utf8()
+            .map_err(|_| SiteError::NotFound)?;
+        let mut relative = PathBuf::new();
+        for (index, component) in Path::new(decoded.trim_start_matches('/'))
+            .components()
+            .enumerate()
+        {
+            match component {
+                Component::Normal(part) => {
+                    let part = part.to_string_lossy();
+                    if part.starts_with('.') || (index == 0 && part == "lua") {
+                        return Err(SiteError::Forbidden);
+                    }
+                    relative.push(part.as_ref());
+                }
+                Component::CurDir => {}
+                _ => return Err(SiteError::Forbidden),
+            }
+        }
+        let root = self.root.canonicalize().map_err(|_| SiteError::NotFound)?;
+        let mut target = root.join(&relative);
+        if target.is_dir() {
+            target.push("index.html");
+        }
+        let real = target.canonicalize().map_err(not_found_or_forbidden)?;
+        if !real.starts_with(&root) {
+            return Err(SiteError::Forbidden);
+        }
+        // A link inside the site may not lead into lua/ or a dotfile either.
+        let inside = real.strip_prefix(&root).map_err(|_| SiteError::Forbidden)?;
+        for (index, component) in inside.components().enumerate() {
+            let part = component.as_os_str().to_string_lossy();
+            if part.starts_with('.') || (index == 0 && part == "lua") {
+                return Err(SiteError::Forbidden);
+            }
+        }
+        let meta = std::fs::metadata(&real).map_err(not_found_or_forbidden)?;
+        if !meta.is_file() {
+            return Err(SiteError::NotFound);
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(SiteError::TooLarge);
+        }
+        let mime = mime_guess::from_path(&real)
+            .first_or_octet_stream()
+            .essence_str()
+            .to_owned();
+        Ok(SiteFile {
+            path: real,
+            size: meta.len(),
+            mime,
+        })
+    }
+}
+
+fn not_found_or_forbidden(error: io::Error) -> SiteError {
+    match error.kind() {
+        io::ErrorKind::PermissionDenied => SiteError::Forbidden,
+        _ => SiteError::NotFound,
+    }
+}
