@@ -24,6 +24,13 @@ pub enum Command {
         #[arg(long)]
         label: Option<String>,
     },
+    /// Run a peer from a directory made by `goop2 init`: its site, its libp2p node, presence
+    /// on the LAN and at hubs (and an embedded hub with presence.rendezvous_host), until SIGINT
+    /// or SIGTERM.
+    Peer {
+        /// The peer's directory.
+        dir: PathBuf,
+    },
     /// Run a rendezvous hub from a directory (creating a rendezvous-only goop.json if there is
     /// none): presence registry, live streams and dashboard, until SIGINT or SIGTERM.
     Rendezvous {

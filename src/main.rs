@@ -30,6 +30,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::HashPassword => println!("{}", modes::hash_password::run()?),
         Command::Rendezvous { dir } => run_rendezvous(&dir)?,
+        Command::Peer { dir } => run_peer(&dir)?,
         Command::Loadtest {
             url,
             subscribers,
@@ -67,6 +68,23 @@ fn run_rendezvous(dir: &Path) -> anyhow::Result<()> {
     }
     runtime()?.block_on(async {
         let running = modes::rendezvous::start(dir, &loaded.config, logs).await?;
+        wait_for_signal().await?;
+        tracing::info!("stopping");
+        running.shutdown().await;
+        Ok(())
+    })
+}
+
+fn run_peer(dir: &Path) -> anyhow::Result<()> {
+    let logs = LogBuffer::new(telemetry::DEFAULT_CAPACITY);
+    let loaded = modes::peer::load_dir(dir)?;
+    telemetry::init(&logs)?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    runtime()?.block_on(async {
+        let running = modes::peer::start(dir, &loaded.config, logs).await?;
+        println!("Peer {} is running", running.peer_id);
         wait_for_signal().await?;
         tracing::info!("stopping");
         running.shutdown().await;

@@ -3,4 +3,5 @@
 pub mod hash_password;
 pub mod init;
 pub mod loadtest;
+pub mod peer;
 pub mod rendezvous;

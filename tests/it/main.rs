@@ -12,6 +12,7 @@ mod identity;
 mod loadtest;
 mod logs;
 mod node;
+mod peer;
 mod peer_table;
 mod support;
 mod viewer;

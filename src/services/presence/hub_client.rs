@@ -289,12 +289,10 @@ impl ClientTask {
                         break format!("sending failed: {err}");
                     }
                 }
-                changed = announcement.changed() => {
-                    if changed.is_ok() {
-                        let text = serde_json::to_string(&self.message(false)).expect("serializes");
-                        if let Err(err) = socket.send(Message::text(text)).await {
-                            break format!("sending failed: {err}");
-                        }
+                _ = changed_or_never(&mut announcement) => {
+                    let text = serde_json::to_string(&self.message(false)).expect("serializes");
+                    if let Err(err) = socket.send(Message::text(text)).await {
+                        break format!("sending failed: {err}");
                     }
                 }
                 incoming = socket.next() => match incoming {
@@ -377,10 +375,8 @@ impl ClientTask {
                         pause_publishing_until = Some(tokio::time::Instant::now() + wait);
                     }
                 }
-                changed = announcement.changed() => {
-                    if changed.is_ok() {
-                        let _ = self.post(false).await;
-                    }
+                _ = changed_or_never(&mut announcement) => {
+                    let _ = self.post(false).await;
                 }
                 chunk = body.next() => match chunk {
                     Some(Ok(bytes)) => {
@@ -455,6 +451,13 @@ impl ClientTask {
             return Err("the hub sent an oversized event".into());
         }
         Ok(())
+    }
+}
+
+/// Resolves when the announcement changes; never, once its sender is gone.
+async fn changed_or_never(announcement: &mut watch::Receiver<Announcement>) {
+    if announcement.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

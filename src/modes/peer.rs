@@ -1,0 +1,332 @@
+//! `goop2 peer <dir>`: a full peer — identity, site, libp2p node, presence on the LAN and at
+//! hubs (an embedded one with `presence.rendezvous_host`, and `presence.rendezvous_wan`), and the
+//! PeerTable that merges what it hears.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::identity::{self, PeerId};
+use crate::modes::rendezvous::{self, RunningHub};
+use crate::services::hub::presence::{Presence, PresenceType};
+use crate::services::hub::unix_ms;
+use crate::services::node::protocols::Served;
+use crate::services::node::{Node, NodeEvent, NodeOptions};
+use crate::services::presence::hub_client::{
+    Announcement, HubClient, HubClientOptions, HubEvent, parse_hub_url,
+};
+use crate::services::presence::peer_table::{PeerTable, Source, TableOptions};
+use crate::services::site::Site;
+use crate::telemetry::LogBuffer;
+
+/// A running peer.
+pub struct RunningPeer {
+    pub peer_id: PeerId,
+    pub node: Node,
+    pub table: PeerTable,
+    /// The embedded hub, with `presence.rendezvous_host`.
+    pub hub: Option<RunningHub>,
+    /// What this peer announces; changing it publishes at once.
+    pub announcement: watch::Sender<Announcement>,
+    /// The label `/goop/content/1.0.0` answers.
+    pub label: watch::Sender<String>,
+    stop: watch::Sender<bool>,
+    hub_clients: Vec<HubClient>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the peer of directory `dir`.
+pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Result<RunningPeer> {
+    let identity = identity::load_or_create(&Config::resolve(dir, &config.identity.key_file))?;
+    let keypair = identity.keypair;
+    let peer_id = identity.peer_id;
+    tracing::info!(peer.id = %peer_id, "starting peer");
+
+    let (label_tx, label) = watch::channel(config.profile.label.clone());
+    let served = Served {
+        site: Some(Site::new(Config::resolve(dir, &config.paths.site_root))),
+        label,
+        avatar: Some(dir.join("avatar.png")),
+    };
+    let (node, node_events) = Node::start(
+        keypair.clone(),
+        NodeOptions {
+            listen_ip: IpAddr::from([0, 0, 0, 0]),
+            listen_port: config.p2p.listen_port,
+            mdns: true,
+            mdns_tag: config.p2p.mdns_tag.clone(),
+            presence_topic: config.presence.topic.clone(),
+        },
+        served,
+    )
+    .await?;
+
+    let ttl = Duration::from_secs(config.presence.ttl_seconds.into());
+    let heartbeat = Duration::from_secs(config.presence.heartbeat_seconds.into());
+    let table = PeerTable::start(
+        peer_id,
+        TableOptions {
+            ttl,
+            grace: ttl * 3,
+            tick: Duration::from_millis(500),
+        },
+    );
+
+    // The hubs this peer talks to.
+    let mut hub_urls = Vec::new();
+    let hub = if config.presence.rendezvous_host {
+        let running = rendezvous::start(dir, config, logs).await?;
+        let local = local_url(running.hub_addr);
+        hub_urls.push(local);
+        Some(running)
+    } else {
+        None
+    };
+    if !config.presence.rendezvous_wan.is_empty() {
+        hub_urls.push(parse_hub_url(&config.presence.rendezvous_wan)?);
+    }
+    // A hub on this machine only has peers on this machine: loopback addresses are useful there.
+    let include_loopback = hub_urls.iter().any(|url| {
+        url.host_str().is_some_and(|h| {
+            h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        })
+    });
+    let listen = node.listen_addrs().await?;
+    let announcement = Announcement {
+        content: config.profile.label.clone(),
+        email: config.profile.email.clone(),
+        avatar_hash: None,
+        active_template: None,
+        addrs: announced_addrs(&listen, peer_id, include_loopback),
+    };
+    let (announce_tx, announcements) = watch::channel(announcement);
+
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut hub_clients = Vec::new();
+    let (hub_events_tx, hub_events) = mpsc::channel::<(Source, HubEvent)>(1024);
+    for url in hub_urls {
+        let source = Source::Hub(url.to_string());
+        let (client, mut events) = HubClient::spawn(
+            HubClientOptions::new(url, heartbeat),
+            keypair.clone(),
+            announcements.clone(),
+        );
+        hub_clients.push(client);
+        let forward = hub_events_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if forward.send((source.clone(), event)).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    drop(hub_events_tx);
+    tasks.push(tokio::spawn(merge_presence(
+        node.clone(),
+        table.clone(),
+        node_events,
+        hub_events,
+    )));
+    tasks.push(tokio::spawn(gossip_presence(
+        node.clone(),
+        keypair,
+        announcements,
+        heartbeat,
+        stopped,
+    )));
+    Ok(RunningPeer {
+        peer_id,
+        node,
+        table,
+        hub,
+        announcement: announce_tx,
+        label: label_tx,
+        stop,
+        hub_clients,
+        tasks,
+    })
+}
+
+impl RunningPeer {
+    /// Says `offline` on the LAN and to every hub, then stops.
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        for client in self.hub_clients {
+            client.stop().await;
+        }
+        // The gossip task publishes `offline` when it sees the stop.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(hub) = self.hub {
+            hub.shutdown().await;
+        }
+        tracing::info!("peer stopped");
+    }
+}
+
+fn local_url(addr: SocketAddr) -> url::Url {
+    let host = if addr.ip().is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    format!("http://{}", SocketAddr::new(host, addr.port()))
+        .parse()
+        .expect("a socket address makes a URL")
+}
+
+/// The addresses worth telling others: no link-local, loopback only when asked, with our peer ID.
+pub fn announced_addrs(
+    listen: &[Multiaddr],
+    peer_id: PeerId,
+    include_loopback: bool,
+) -> Vec<String> {
+    listen
+        .iter()
+        .filter(|addr| {
+            addr.iter().all(|part| match part {
+                Protocol::Ip4(ip) => {
+                    !ip.is_link_local()
+                        && !ip.is_unspecified()
+                        && (include_loopback || !ip.is_loopback())
+                }
+                Protocol::Ip6(ip) => {
+                    (ip.segments()[0] & 0xffc0) != 0xfe80
+                        && !ip.is_unspecified()
+                        && (include_loopback || !ip.is_loopback())
+                }
+                _ => true,
+            })
+        })
+        .map(|addr| format!("{addr}/p2p/{peer_id}"))
+        .take(crate::services::hub::presence::MAX_ADDRS)
+        .collect()
+}
+
+/// Feeds the PeerTable from the node and the hubs, and dials peers the hubs tell about.
+async fn merge_presence(
+    node: Node,
+    table: PeerTable,
+    mut node_events: mpsc::Receiver<NodeEvent>,
+    mut hub_events: mpsc::Receiver<(Source, HubEvent)>,
+) {
+    loop {
+        tokio::select! {
+            event = node_events.recv() => match event {
+                Some(NodeEvent::Presence { presence, .. }) => {
+                    table.observe(presence.presence, Source::Gossip).await;
+                }
+                Some(NodeEvent::PresenceRefused { via, reason }) => {
+                    tracing::debug!(peer.id = %via, "dropped gossip presence: {reason}");
+                }
+                Some(_) => {}
+                None => return,
+            },
+            event = hub_events.recv() => match event {
+                Some((source, HubEvent::Presence(presence))) => {
+                    dial_announced(&node, &presence).await;
+                    table.observe(*presence, source).await;
+                }
+                Some((source, HubEvent::Reset)) => table.source_reset(source).await,
+                Some(_) => {}
+                None => return,
+            },
+        }
+    }
+}
+
+/// Dials a peer a hub told about at its announced addresses, unless already connected.
+async fn dial_announced(node: &Node, presence: &Presence) {
+    if presence.kind == PresenceType::Offline {
+        return;
+    }
+    let Ok(peer) = presence.peer_id.parse::<PeerId>() else {
+        return;
+    };
+    if node
+        .connected_peers()
+        .await
+        .unwrap_or_default()
+        .contains(&peer)
+    {
+        return;
+    }
+    for addr in presence.addrs.iter().flatten() {
+        let Ok(addr) = addr.parse::<Multiaddr>() else {
+            continue;
+        };
+        // Only addresses that name this very peer.
+        if addr
+            .iter()
+            .any(|p| matches!(p, Protocol::P2p(id) if id == peer))
+            && node.dial(addr).await.is_ok()
+        {
+            return;
+        }
+    }
+}
+
+/// Publishes signed presence on the LAN: `online`, an `update` per heartbeat and per change,
+/// `offline` when stopped.
+async fn gossip_presence(
+    node: Node,
+    keypair: libp2p_identity::Keypair,
+    mut announcements: watch::Receiver<Announcement>,
+    heartbeat: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let peer_id = keypair.public().to_peer_id();
+    let mut last_ts = 0i64;
+    let mut kind = PresenceType::Online;
+    let mut tick = tokio::time::interval(heartbeat);
+    loop {
+        let offline = tokio::select! {
+            _ = tick.tick() => false,
+            Ok(()) = announcements.changed() => false,
+            _ = stopped.wait_for(|s| *s) => true,
+        };
+        let announcement = announcements.borrow().clone();
+        let mut presence =
+            Presence::new(if offline { PresenceType::Offline } else { kind }, peer_id);
+        presence.content = Some(announcement.content);
+        if !announcement.email.is_empty() {
+            presence.email = Some(announcement.email);
+        }
+        presence.addrs = Some(announcement.addrs);
+        presence.goop_client_version = Some(env!("CARGO_PKG_VERSION").into());
+        last_ts = unix_ms().max(last_ts + 1);
+        presence.ts = Some(last_ts);
+        presence.sign(&keypair);
+        // With nobody subscribed yet the publish fails; the next heartbeat tries again.
+        if node.publish_presence(&presence).await.is_ok() {
+            kind = PresenceType::Update;
+        }
+        if offline {
+            return;
+        }
+    }
+}
+
+/// Loads `dir/goop.json`; a missing file is an error that says how to make one.
+pub fn load_dir(dir: &Path) -> anyhow::Result<crate::config::LoadedConfig> {
+    let path = dir.join(crate::config::FILE_NAME);
+    if !path.exists() {
+        anyhow::bail!(
+            "{} does not exist; create a peer directory with `goop2 init {}`",
+            path.display(),
+            dir.display()
+        );
+    }
+    Config::load(&path).context("cannot load the peer's configuration")
+}
