@@ -1,6 +1,7 @@
 //! HTTP: axum routers, askama pages and the connection loop. This layer knows HTTP and HTML and
 //! calls services; it never runs SQL and never touches the libp2p swarm.
 
+pub mod access;
 pub mod assets;
 pub mod client_ip;
 pub mod error;

@@ -120,7 +120,7 @@ pub async fn start_with_options(
 
     let mut viewer_addr = None;
     if let Some(addr) = config.viewer.http_socket_addr() {
-        viewer::check_bind(&addr, config)?;
+        crate::http::access::check_bind(&addr, config)?;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (viewer.http_addr)"))?;

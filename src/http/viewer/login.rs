@@ -27,7 +27,7 @@ struct LoginPage {
 }
 
 async fn show_login(State(app): State<ViewerApp>) -> Response {
-    if app.auth.is_none() {
+    if app.access.auth.is_none() {
         return Redirect::to("/self").into_response();
     }
     LoginPage {
@@ -49,7 +49,7 @@ async fn log_in(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let Some(auth) = &app.auth else {
+    let Some(auth) = &app.access.auth else {
         return Redirect::to("/self").into_response();
     };
     match auth.attempt_login(ip, &form.password).await {
@@ -82,7 +82,7 @@ async fn log_out(
         )
             .into_response();
     }
-    if let Some(auth) = &app.auth {
+    if let Some(auth) = &app.access.auth {
         auth.sessions.remove(&session.token);
     }
     let mut response = Redirect::to("/login").into_response();

@@ -67,7 +67,7 @@ async fn show_logs(
     LogsPage {
         title: "Logs".into(),
         csrf: app.csrf_for(&headers).unwrap_or_default(),
-        protected: app.auth.is_some(),
+        protected: app.access.auth.is_some(),
         hub_url: app.hub_url.clone(),
         last_seq: records.last().map_or(0, |r| r.seq),
         lines: records

@@ -185,7 +185,7 @@ async fn show_settings(
     SettingsPage {
         title: "Settings".into(),
         csrf: app.csrf_for(&headers).unwrap_or_default(),
-        protected: app.auth.is_some(),
+        protected: app.access.auth.is_some(),
         hub_url: app.hub_url.clone(),
         form,
         notice: notice
@@ -214,7 +214,7 @@ async fn save_settings(
             SettingsPage {
                 title: "Settings".into(),
                 csrf: csrf.clone(),
-                protected: app.auth.is_some(),
+                protected: app.access.auth.is_some(),
                 hub_url: app.hub_url.clone(),
                 form,
                 notice: None,

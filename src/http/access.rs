@@ -1,0 +1,122 @@
+//! Who may use an owner's web interface (the peer's console, a hub's settings viewer).
+//!
+//! With a password (`viewer.admin_password`) every page needs a session, except the login page
+//! and static assets. Without one the interface must be bound to loopback, and it answers only
+//! requests that name a loopback host and did not come through a proxy — so neither another
+//! machine nor a web page using DNS rebinding can reach it.
+
+use std::net::SocketAddr;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+
+use crate::config::Config;
+use crate::http::session::AdminAuth;
+use crate::services::auth::random_token;
+
+/// The access rules of one interface. Cloning is cheap.
+#[derive(Clone)]
+pub struct OwnerAccess {
+    /// `Some` when a password protects the interface.
+    pub auth: Option<AdminAuth>,
+    /// The CSRF token of forms when no password is set (the pages are then loopback-only).
+    pub open_csrf: String,
+    /// What the interface is called in refusals.
+    pub name: &'static str,
+}
+
+impl OwnerAccess {
+    pub fn new(config: &Config, name: &'static str) -> Self {
+        let password = config.viewer.admin_password.clone();
+        OwnerAccess {
+            auth: (!password.is_empty()).then(|| AdminAuth::new(password, "/login")),
+            open_csrf: random_token(),
+            name,
+        }
+    }
+
+    /// The CSRF token forms of this request must carry, or `None` without a valid session.
+    pub fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
+        match &self.auth {
+            Some(auth) => auth.session_from(headers).map(|s| s.csrf),
+            None => Some(self.open_csrf.clone()),
+        }
+    }
+
+    /// The `AdminAuth` extractors use: the real one, or a disabled one.
+    pub fn admin_auth(&self) -> AdminAuth {
+        self.auth
+            .clone()
+            .unwrap_or_else(|| AdminAuth::new(Default::default(), "/login"))
+    }
+}
+
+/// Refuses to serve a password-less interface anywhere but on loopback.
+pub fn check_bind(addr: &SocketAddr, config: &Config) -> anyhow::Result<()> {
+    if !addr.ip().is_loopback() && config.viewer.admin_password.is_empty() {
+        anyhow::bail!(
+            "viewer.http_addr ({addr}) is not a loopback address, so viewer.admin_password must \
+             be set; create one with `goop2 hash-password`"
+        );
+    }
+    Ok(())
+}
+
+/// Middleware applying the rules (use with `middleware::from_fn_with_state`).
+pub async fn guard(State(access): State<OwnerAccess>, request: Request, next: Next) -> Response {
+    if access.auth.is_none() {
+        if !is_local_request(request.headers()) {
+            return (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "This {} has no password, so it answers only local requests. Set \
+                     viewer.admin_password (see `goop2 hash-password`) to use it from elsewhere.",
+                    access.name
+                ),
+            )
+                .into_response();
+        }
+        return next.run(request).await;
+    }
+    let path = request.uri().path();
+    let public = path == "/login" || path.starts_with("/assets/");
+    if public || access.csrf_for(request.headers()).is_some() {
+        return next.run(request).await;
+    }
+    if wants_json(request.headers()) || path.starts_with("/api/") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"error": "sign in first"})),
+        )
+            .into_response();
+    }
+    Redirect::to("/login").into_response()
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"))
+}
+
+/// A request from a browser on this machine: a loopback `Host` and no proxy headers.
+pub fn is_local_request(headers: &HeaderMap) -> bool {
+    if headers.contains_key("x-forwarded-for") || headers.contains_key(header::FORWARDED) {
+        return false;
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
