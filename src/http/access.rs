@@ -25,15 +25,26 @@ pub struct OwnerAccess {
     pub open_csrf: String,
     /// What the interface is called in refusals.
     pub name: &'static str,
+    /// Its name on pages.
+    pub brand: &'static str,
+    /// Where a fresh session lands.
+    pub home: &'static str,
 }
 
 impl OwnerAccess {
-    pub fn new(config: &Config, name: &'static str) -> Self {
+    pub fn new(
+        config: &Config,
+        name: &'static str,
+        brand: &'static str,
+        home: &'static str,
+    ) -> Self {
         let password = config.viewer.admin_password.clone();
         OwnerAccess {
             auth: (!password.is_empty()).then(|| AdminAuth::new(password, "/login")),
             open_csrf: random_token(),
             name,
+            brand,
+            home,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod client_ip;
 pub mod error;
 pub mod hub;
 pub mod logs;
+pub mod owner_login;
 pub mod server;
 pub mod session;
 pub mod stall;

@@ -4,7 +4,6 @@
 //! Access follows [`crate::http::access`]: a session with `viewer.admin_password`, else
 //! loopback only.
 
-mod login;
 mod logs;
 mod settings;
 
@@ -48,7 +47,7 @@ impl ViewerApp {
     ) -> Self {
         ViewerApp {
             config_path,
-            access: OwnerAccess::new(&config, "settings viewer"),
+            access: OwnerAccess::new(&config, "settings viewer", "Goop² rendezvous", "/self"),
             proxies: TrustedProxies(Arc::new(config.presence.trusted_proxy_nets())),
             config: Arc::new(Mutex::new(config)),
             logs,
@@ -69,6 +68,12 @@ impl FromRef<ViewerApp> for TrustedProxies {
     }
 }
 
+impl FromRef<ViewerApp> for OwnerAccess {
+    fn from_ref(app: &ViewerApp) -> Self {
+        app.access.clone()
+    }
+}
+
 impl FromRef<ViewerApp> for AdminAuth {
     fn from_ref(app: &ViewerApp) -> Self {
         app.access.admin_auth()
@@ -80,7 +85,7 @@ pub fn router(app: ViewerApp) -> Router {
     Router::new()
         .merge(settings::routes())
         .merge(logs::routes())
-        .merge(login::routes())
+        .merge(crate::http::owner_login::routes())
         .route("/", axum::routing::get(|| async { Redirect::to("/self") }))
         .route_layer(middleware::from_fn_with_state(
             app.access.clone(),
