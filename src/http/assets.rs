@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 pub const HUB_CSS: &str = include_str!("../../web/hub/hub.css");
 /// Live updates of the hub dashboard.
 pub const DASHBOARD_JS: &str = include_str!("../../web/hub/dashboard.js");
+/// Live updates of the console's peer list.
+pub const CONSOLE_JS: &str = include_str!("../../web/console.js");
 /// The live tail of the log pages.
 pub const LOGS_JS: &str = include_str!("../../web/logs.js");
 

@@ -4,11 +4,14 @@
 pub mod access;
 pub mod assets;
 pub mod client_ip;
+pub mod console;
 pub mod error;
 pub mod hub;
 pub mod logs;
 pub mod owner_login;
+pub mod security;
 pub mod server;
 pub mod session;
 pub mod stall;
+pub mod text;
 pub mod viewer;

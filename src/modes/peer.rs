@@ -12,7 +12,14 @@ use libp2p::multiaddr::Protocol;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use std::sync::Arc;
+
 use crate::config::Config;
+use crate::http::access::OwnerAccess;
+use crate::http::client_ip::TrustedProxies;
+use crate::http::console::{self, ConsoleApp};
+use crate::http::security::with_security_headers;
+use crate::http::server::ServerLimits;
 use crate::identity::{self, PeerId};
 use crate::modes::rendezvous::{self, RunningHub};
 use crate::services::hub::presence::{Presence, PresenceType};
@@ -33,6 +40,8 @@ pub struct RunningPeer {
     pub table: PeerTable,
     /// The embedded hub, with `presence.rendezvous_host`.
     pub hub: Option<RunningHub>,
+    /// The browser console, when `viewer.http_addr` is set.
+    pub console_addr: Option<SocketAddr>,
     /// What this peer announces; changing it publishes at once.
     pub announcement: watch::Sender<Announcement>,
     /// The label `/goop/content/1.0.0` answers.
@@ -81,6 +90,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
 
     // The hubs this peer talks to.
     let mut hub_urls = Vec::new();
+    let logs_for_console = logs.clone();
     let hub = if config.presence.rendezvous_host {
         let running = rendezvous::start(dir, config, logs).await?;
         let local = local_url(running.hub_addr);
@@ -110,6 +120,39 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
 
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
+
+    let mut console_addr = None;
+    if let Some(addr) = config.viewer.http_socket_addr() {
+        crate::http::access::check_bind(&addr, config)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (viewer.http_addr)"))?;
+        let bound = crate::http::server::local_addr(&listener);
+        let app = ConsoleApp {
+            peer_id,
+            label: label_tx.subscribe(),
+            node: node.clone(),
+            table: table.clone(),
+            site: Site::new(Config::resolve(dir, &config.paths.site_root)),
+            logs: logs_for_console,
+            access: OwnerAccess::new(config, "console", "Goop² console", "/"),
+            proxies: TrustedProxies(Arc::new(config.presence.trusted_proxy_nets())),
+            stop: stopped.clone(),
+        };
+        let routes = with_security_headers(console::router(app));
+        let mut until = stopped.clone();
+        tasks.push(tokio::spawn(crate::http::server::serve(
+            listener,
+            routes,
+            None,
+            ServerLimits::default(),
+            async move {
+                let _ = until.wait_for(|s| *s).await;
+            },
+        )));
+        tracing::info!(addr = %bound, "console on http://{bound}/");
+        console_addr = Some(bound);
+    }
     let mut hub_clients = Vec::new();
     let (hub_events_tx, hub_events) = mpsc::channel::<(Source, HubEvent)>(1024);
     for url in hub_urls {
@@ -148,6 +191,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         node,
         table,
         hub,
+        console_addr,
         announcement: announce_tx,
         label: label_tx,
         stop,
@@ -163,10 +207,12 @@ impl RunningPeer {
         for client in self.hub_clients {
             client.stop().await;
         }
-        // The gossip task publishes `offline` when it sees the stop.
+        // The gossip task publishes `offline` and the console drains when they see the stop.
         tokio::time::sleep(Duration::from_millis(200)).await;
         for task in &self.tasks {
-            task.abort();
+            if !task.is_finished() {
+                task.abort();
+            }
         }
         if let Some(hub) = self.hub {
             hub.shutdown().await;

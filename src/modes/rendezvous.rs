@@ -7,9 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
-use axum::http::{HeaderValue, header};
-use axum::response::Response;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -97,7 +94,7 @@ pub async fn start_with_options(
     };
     let logs_for_viewer = logs;
     let direct_app = app.clone();
-    let routes = with_security_headers(router(app));
+    let routes = crate::http::security::with_security_headers(router(app));
     let limits = ServerLimits {
         max_connections: presence.max_streams as usize + 1024,
         write_stall_timeout: hub.options().write_stall_timeout,
@@ -132,7 +129,7 @@ pub async fn start_with_options(
             format!("http://{hub_addr}/"),
             stopped.clone(),
         );
-        let routes = with_security_headers(viewer::router(app));
+        let routes = crate::http::security::with_security_headers(viewer::router(app));
         servers.push(tokio::spawn(server::serve(
             listener,
             routes,
@@ -184,31 +181,4 @@ fn raise_descriptor_limit(wanted: u64) {
         Ok(_) => {}
         Err(err) => tracing::warn!("cannot raise the open-file limit: {err}"),
     }
-}
-
-/// Headers every hub response carries: no sniffing, no framing, no referrers, and a content
-/// policy that allows only the hub's own scripts and styles.
-fn with_security_headers(router: Router) -> Router {
-    router.layer(axum::middleware::map_response(
-        |mut response: Response| async move {
-            let headers = response.headers_mut();
-            headers.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
-            headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-            headers.insert(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("same-origin"),
-            );
-            headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                 connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-            ),
-        );
-            response
-        },
-    ))
 }

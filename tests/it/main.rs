@@ -4,6 +4,7 @@
 mod browser;
 mod cli;
 mod config;
+mod console;
 mod hub;
 mod hub_admin;
 mod hub_client;

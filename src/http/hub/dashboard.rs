@@ -10,6 +10,7 @@ use axum::routing::get;
 
 use super::HubApp;
 use crate::http::assets;
+pub use crate::http::text::{ago, short_id};
 use crate::services::hub::presence::PresenceType;
 use crate::services::hub::{PeerRecord, RecentChange, unix_ms};
 
@@ -128,23 +129,4 @@ fn connect_url(app: &HubApp, headers: &HeaderMap) -> String {
         .filter(|p| *p == "https")
         .unwrap_or("http");
     format!("{scheme}://{host}")
-}
-
-/// `12D3KooWAbcd…xyz123`: enough to tell peers apart at a glance.
-pub fn short_id(peer_id: &str) -> String {
-    if peer_id.len() > 16 {
-        format!("{}…{}", &peer_id[..8], &peer_id[peer_id.len() - 6..])
-    } else {
-        peer_id.to_owned()
-    }
-}
-
-/// "12 s ago", "3 min ago", "2 h ago".
-pub fn ago(elapsed_ms: i64) -> String {
-    let seconds = (elapsed_ms.max(0) + 500) / 1000;
-    match seconds {
-        0..60 => format!("{seconds} s ago"),
-        60..3600 => format!("{} min ago", (seconds + 30) / 60),
-        _ => format!("{} h ago", (seconds + 1800) / 3600),
-    }
 }

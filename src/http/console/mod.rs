@@ -1,0 +1,115 @@
+//! The peer's browser console (`viewer.http_addr`): the peers this peer knows, their details,
+//! their sites at `/p/<peerID>/…`, and the owner's pages. Access follows
+//! [`crate::http::access`]: a session with `viewer.admin_password`, else loopback only.
+//!
+//! A remote peer's site is untrusted code. It is served under `/p/<peerID>/` with a CSP
+//! `sandbox` (an opaque origin: no cookies, no storage of the console, no same-origin reads),
+//! and the console refuses cross-site requests that are not plain navigations, so a hostile
+//! site can neither read nor change anything of the console's.
+
+mod peers;
+mod sites;
+
+use axum::Router;
+use axum::extract::{FromRef, Request};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::watch;
+
+use crate::http::access::{self, OwnerAccess};
+use crate::http::client_ip::TrustedProxies;
+use crate::http::session::AdminAuth;
+use crate::identity::PeerId;
+use crate::services::node::Node;
+use crate::services::presence::peer_table::PeerTable;
+use crate::services::site::Site;
+use crate::telemetry::LogBuffer;
+
+/// What console handlers share. Cloning is cheap.
+#[derive(Clone)]
+pub struct ConsoleApp {
+    pub peer_id: PeerId,
+    pub label: watch::Receiver<String>,
+    pub node: Node,
+    pub table: PeerTable,
+    pub site: Site,
+    pub logs: LogBuffer,
+    pub access: OwnerAccess,
+    pub proxies: TrustedProxies,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl FromRef<ConsoleApp> for OwnerAccess {
+    fn from_ref(app: &ConsoleApp) -> Self {
+        app.access.clone()
+    }
+}
+
+impl FromRef<ConsoleApp> for TrustedProxies {
+    fn from_ref(app: &ConsoleApp) -> Self {
+        app.proxies.clone()
+    }
+}
+
+impl FromRef<ConsoleApp> for AdminAuth {
+    fn from_ref(app: &ConsoleApp) -> Self {
+        app.access.admin_auth()
+    }
+}
+
+/// Every console route, behind the access rules and the cross-site rule.
+pub fn router(app: ConsoleApp) -> Router {
+    Router::new()
+        .merge(peers::routes())
+        .merge(sites::routes())
+        .merge(crate::http::owner_login::routes())
+        .route_layer(middleware::from_fn_with_state(
+            app.access.clone(),
+            access::guard,
+        ))
+        .route_layer(middleware::from_fn(refuse_cross_site))
+        .with_state(app)
+}
+
+/// Only the console's own pages may call the console: a request another origin started —
+/// including a sandboxed peer site, whose origin is opaque — is refused unless it is a plain
+/// navigation. Sites themselves (`/p/…`) may load their own files.
+async fn refuse_cross_site(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path.starts_with("/p/") || path.starts_with("/assets/") {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let foreign_origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|origin| {
+            origin
+                .split_once("://")
+                .map(|(_, rest)| rest)
+                .is_none_or(|rest| rest != host)
+        });
+    let fetch_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let navigation = headers
+        .get("sec-fetch-mode")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|mode| mode == "navigate")
+        && request.method() == Method::GET;
+    let cross_site = matches!(fetch_site, "cross-site" | "same-site") && !navigation;
+    if foreign_origin || cross_site {
+        return (
+            StatusCode::FORBIDDEN,
+            "the console answers only its own pages",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}

@@ -1,0 +1,140 @@
+//! `/p/{peerID}/{path}`: a peer's site, fetched over `/goop/site/1.0.0` (this peer's own ID: the
+//! local files), served sandboxed — see the module above for why.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+
+use super::ConsoleApp;
+use crate::identity::PeerId;
+use crate::services::node::protocols::FetchError;
+use crate::services::site::SiteError;
+
+/// The policy of every peer site: an opaque origin (no `allow-same-origin`), scripts allowed,
+/// network access limited to its own `/p/<id>/` files.
+const SITE_POLICY: &str = "sandbox allow-scripts allow-forms allow-popups allow-modals \
+     allow-downloads; default-src 'self' data: blob:; script-src 'self' 'unsafe-inline'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; \
+     frame-ancestors 'none'; base-uri 'self'; form-action 'self'";
+
+pub fn routes() -> Router<ConsoleApp> {
+    Router::new()
+        .route("/p/{id}", get(add_slash))
+        .route("/p/{id}/", get(show_index))
+        .route("/p/{id}/{*path}", get(show_file))
+}
+
+async fn add_slash(Path(id): Path<String>) -> Redirect {
+    Redirect::to(&format!("/p/{id}/"))
+}
+
+async fn show_index(State(app): State<ConsoleApp>, Path(id): Path<String>) -> Response {
+    serve(app, id, String::new()).await
+}
+
+async fn show_file(
+    State(app): State<ConsoleApp>,
+    Path((id, path)): Path<(String, String)>,
+) -> Response {
+    serve(app, id, path).await
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "console_site_error.html")]
+struct SiteErrorPage {
+    peer: String,
+    path: String,
+    message: String,
+}
+
+fn error_page(status: StatusCode, peer: &str, path: &str, message: String) -> Response {
+    (
+        status,
+        SiteErrorPage {
+            peer: peer.to_owned(),
+            path: path.to_owned(),
+            message,
+        },
+    )
+        .into_response()
+}
+
+async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
+    let request_path = format!("/{path}");
+    let Ok(peer) = id.parse::<PeerId>() else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            &id,
+            &request_path,
+            format!("{id:?} is not a peer ID"),
+        );
+    };
+    let (mime, body) = if peer == app.peer_id {
+        let site = app.site.clone();
+        let lookup = request_path.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            let file = site.resolve(&lookup)?;
+            let body = std::fs::read(&file.path).map_err(|_| SiteError::NotFound)?;
+            Ok::<_, SiteError>((file.mime, body))
+        })
+        .await
+        .unwrap_or(Err(SiteError::NotFound));
+        match file {
+            Ok(found) => found,
+            Err(error) => {
+                let status = match error {
+                    SiteError::Forbidden => StatusCode::FORBIDDEN,
+                    SiteError::NotFound => StatusCode::NOT_FOUND,
+                    SiteError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                };
+                return error_page(status, &id, &request_path, error.to_string());
+            }
+        }
+    } else {
+        match app.node.fetch_site(peer, &request_path).await {
+            Ok(reply) => (reply.mime, reply.body),
+            Err(FetchError::Refused(reason)) => {
+                let status = match reason.as_str() {
+                    "forbidden" => StatusCode::FORBIDDEN,
+                    "not found" => StatusCode::NOT_FOUND,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                return error_page(
+                    status,
+                    &id,
+                    &request_path,
+                    format!("the peer says: {reason}"),
+                );
+            }
+            Err(error) => {
+                return error_page(
+                    StatusCode::BAD_GATEWAY,
+                    &id,
+                    &request_path,
+                    format!("this peer cannot be reached right now ({error})"),
+                );
+            }
+        }
+    };
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&mime)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(SITE_POLICY),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}

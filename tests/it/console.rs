@@ -1,0 +1,320 @@
+//! The peer's browser console over real HTTP: peers, peer pages, sandboxed sites, the
+//! cross-site rule, access rules.
+
+use std::time::Duration;
+
+use goop2::config::{Config, Secret};
+use goop2::modes::peer::{self, RunningPeer};
+use goop2::services::auth;
+use goop2::services::presence::peer_table::PeerState;
+use goop2::telemetry::LogBuffer;
+use reqwest::redirect::Policy;
+
+use crate::support::{SseClient, eventually};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn peer_dir(label: &str, edit: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Config) {
+    let dir = tempfile::tempdir().unwrap();
+    goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
+    let mut config = Config::load_dir(dir.path()).unwrap().config;
+    config.viewer.http_addr = "127.0.0.1:0".into();
+    config.presence.rendezvous_port = 0;
+    config.presence.ttl_seconds = 6;
+    config.presence.heartbeat_seconds = 1;
+    config.p2p.mdns_tag = format!("console-{}", rand::random::<u32>());
+    edit(&mut config);
+    config.save(&dir.path().join("goop.json")).unwrap();
+    (dir, config)
+}
+
+/// Alice (embedded hub, console) and Bob (joins Alice's hub), once Alice sees Bob.
+async fn alice_and_bob() -> (RunningPeer, RunningPeer, Vec<tempfile::TempDir>) {
+    let (a_dir, a_config) = peer_dir("Alice", |c| c.presence.rendezvous_host = true);
+    let alice = peer::start(a_dir.path(), &a_config, LogBuffer::new(100))
+        .await
+        .unwrap();
+    let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
+    let tag = a_config.p2p.mdns_tag.clone();
+    let (b_dir, b_config) = peer_dir("Bob", |c| {
+        c.presence.rendezvous_wan = hub;
+        c.p2p.mdns_tag = tag;
+        c.viewer.http_addr = String::new();
+    });
+    std::fs::write(b_dir.path().join("site/index.html"), "<h1>Bob's page</h1>").unwrap();
+    let bob = peer::start(b_dir.path(), &b_config, LogBuffer::new(100))
+        .await
+        .unwrap();
+    let bob_id = bob.peer_id.to_base58();
+    assert!(
+        eventually(WAIT, async || {
+            alice
+                .table
+                .snapshot()
+                .await
+                .iter()
+                .any(|e| e.peer_id == bob_id && e.state == PeerState::Online)
+        })
+        .await
+    );
+    (alice, bob, vec![a_dir, b_dir])
+}
+
+fn console(peer: &RunningPeer) -> String {
+    format!("http://{}", peer.console_addr.expect("a console"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_lists_peers_and_shows_their_sites_sandboxed() {
+    let (alice, bob, _dirs) = alice_and_bob().await;
+    let base = console(&alice);
+    let bob_id = bob.peer_id.to_base58();
+
+    let page = client().get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(&format!("data-peer-id=\"{bob_id}\"")),
+        "{html}"
+    );
+    assert!(html.contains(">Bob</a>"));
+
+    let peers: Vec<serde_json::Value> = client()
+        .get(format!("{base}/api/peers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        peers
+            .iter()
+            .any(|p| p["peer_id"] == bob_id.as_str() && p["label"] == "Bob")
+    );
+
+    let site = client()
+        .get(format!("{base}/p/{bob_id}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(site.status().as_u16(), 200);
+    assert_eq!(site.headers()["content-type"], "text/html");
+    let policy = site.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.starts_with("sandbox allow-scripts"), "{policy}");
+    assert!(
+        !policy.contains("allow-same-origin"),
+        "the site must get an opaque origin"
+    );
+    assert_eq!(site.text().await.unwrap(), "<h1>Bob's page</h1>");
+
+    let mine = client()
+        .get(format!("{base}/p/{}/", alice.peer_id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.status().as_u16(), 200);
+    assert!(mine.text().await.unwrap().contains("Hello from my peer"));
+
+    let refused = client()
+        .get(format!("{base}/p/{bob_id}/lua/functions/x.lua"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("the peer says: forbidden")
+    );
+
+    let details = client()
+        .get(format!("{base}/peer/{bob_id}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(details.contains("yes (it answers “Bob”)"), "{details}");
+
+    bob.shutdown().await;
+    alice.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_peer_gets_a_clear_error_page() {
+    let (dir, config) = peer_dir("Lonely", |_| {});
+    let lonely = peer::start(dir.path(), &config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let nobody = goop2::identity::PeerId::random();
+    let response = client()
+        .get(format!("{}/p/{nobody}/", console(&lonely)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 502);
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("this peer cannot be reached right now"),
+        "{html}"
+    );
+    let bad = client()
+        .get(format!("{}/p/not-a-peer/", console(&lonely)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    lonely.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_refuses_requests_other_origins_start() {
+    let (dir, config) = peer_dir("Guarded", |_| {});
+    let peer = peer::start(dir.path(), &config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let base = console(&peer);
+    // A sandboxed site's fetch carries `Origin: null`.
+    let from_site = client()
+        .get(format!("{base}/api/peers"))
+        .header("Origin", "null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(from_site.status().as_u16(), 403);
+    let from_elsewhere = client()
+        .post(format!("{base}/logout"))
+        .header("Sec-Fetch-Site", "cross-site")
+        .header("Sec-Fetch-Mode", "cors")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(from_elsewhere.status().as_u16(), 403);
+    // Following a link from elsewhere is fine.
+    let navigation = client()
+        .get(format!("{base}/"))
+        .header("Sec-Fetch-Site", "cross-site")
+        .header("Sec-Fetch-Mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(navigation.status().as_u16(), 200);
+    let same_origin = client()
+        .get(format!("{base}/api/peers"))
+        .header("Origin", base.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same_origin.status().as_u16(), 200);
+    peer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_off_loopback_needs_a_password_and_with_one_needs_a_session() {
+    let (dir, config) = peer_dir("Exposed", |c| c.viewer.http_addr = "0.0.0.0:0".into());
+    let error = peer::start(dir.path(), &config, LogBuffer::new(10))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        error.to_string(),
+        "viewer.http_addr (0.0.0.0:0) is not a loopback address, so viewer.admin_password must be \
+         set; create one with `goop2 hash-password`"
+    );
+
+    let hash = auth::hash_password("console secret").unwrap();
+    let (dir, config) = peer_dir("Locked", |c| c.viewer.admin_password = Secret::new(hash));
+    let peer = peer::start(dir.path(), &config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let base = console(&peer);
+    let anonymous = client().get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 303);
+    assert_eq!(anonymous.headers()["location"], "/login");
+    let api = client()
+        .get(format!("{base}/api/peers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status().as_u16(), 401);
+    let login = client()
+        .post(format!("{base}/login"))
+        .form(&[("password", "console secret")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 303);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = client()
+        .get(format!("{base}/"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    // CSRF: signing out without the token is refused.
+    let no_token = client()
+        .post(format!("{base}/logout"))
+        .header("Cookie", &cookie)
+        .form(&[("csrf", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status().as_u16(), 403);
+    peer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_list_updates_live() {
+    let (a_dir, a_config) = peer_dir("Alice", |c| c.presence.rendezvous_host = true);
+    let alice = peer::start(a_dir.path(), &a_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let mut events =
+        SseClient::connect(&format!("{}/api/peers/events", console(&alice)), None).await;
+    assert_eq!(events.status, 200);
+    let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
+    let tag = a_config.p2p.mdns_tag.clone();
+    let (b_dir, b_config) = peer_dir("Carol", |c| {
+        c.presence.rendezvous_wan = hub;
+        c.p2p.mdns_tag = tag;
+        c.viewer.http_addr = String::new();
+    });
+    let carol = peer::start(b_dir.path(), &b_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let update = events
+        .wait_for(WAIT, |e| e.json()["change"] == "updated")
+        .await
+        .json();
+    assert_eq!(update["peer"]["label"], "Carol");
+    assert_eq!(update["peer"]["peer_id"], carol.peer_id.to_base58());
+    let carol_id = carol.peer_id.to_base58();
+    carol.shutdown().await;
+    let gone = events
+        .wait_for(WAIT, |e| e.json()["change"] == "offline")
+        .await
+        .json();
+    assert_eq!(gone["peerId"], carol_id.as_str());
+    alice.shutdown().await;
+}

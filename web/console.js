@@ -1,0 +1,57 @@
+// Live updates of the console's peer list: the page works without this script; with it, peers
+// appear, change and leave as the PeerTable hears of them.
+(function () {
+  "use strict";
+  const tbody = document.querySelector("#peers tbody");
+  const status = document.getElementById("live-status");
+  if (!tbody || !window.EventSource) return;
+  function shortId(id) { return id.length > 16 ? id.slice(0, 8) + "…" + id.slice(-6) : id; }
+  function cell(text, cls) { const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; return td; }
+  function link(href, text) { const a = document.createElement("a"); a.href = href; a.textContent = text; return a; }
+  function find(id) { return Array.from(tbody.rows).find(function (r) { return r.dataset.peerId === id; }); }
+  function sources(list) {
+    return (list || []).map(function (s) { return s === "Gossip" ? "LAN" : (s.Hub ? "hub " + s.Hub : String(s)); }).join(", ");
+  }
+  function row(peer) {
+    const tr = document.createElement("tr");
+    tr.dataset.peerId = peer.peer_id;
+    const label = cell("", "label");
+    label.appendChild(link("/peer/" + encodeURIComponent(peer.peer_id), peer.label || ""));
+    tr.appendChild(label);
+    const id = document.createElement("td");
+    const code = document.createElement("code");
+    code.textContent = shortId(peer.peer_id);
+    code.title = peer.peer_id;
+    id.appendChild(code);
+    tr.appendChild(id);
+    tr.appendChild(cell(peer.state, "state"));
+    const trust = cell("");
+    if (peer.verified) { const b = document.createElement("span"); b.className = "badge verified"; b.textContent = "verified"; trust.appendChild(b); }
+    tr.appendChild(trust);
+    tr.appendChild(cell(sources(peer.sources), "sources"));
+    const site = document.createElement("td");
+    site.appendChild(link("/p/" + encodeURIComponent(peer.peer_id) + "/", "open"));
+    tr.appendChild(site);
+    return tr;
+  }
+  const source = new EventSource("/api/peers/events");
+  source.onopen = function () { if (status) { status.dataset.state = "live"; status.textContent = "live"; } };
+  source.onerror = function () { if (status) { status.dataset.state = "reconnecting"; status.textContent = "reconnecting…"; } };
+  source.onmessage = function (event) {
+    let msg;
+    try { msg = JSON.parse(event.data); } catch (_) { return; }
+    if (msg.change === "reload") { window.location.reload(); return; }
+    const id = msg.peer ? msg.peer.peer_id : msg.peerId;
+    const existing = find(id);
+    if (msg.change === "updated") {
+      const fresh = row(msg.peer);
+      if (existing) existing.replaceWith(fresh); else tbody.appendChild(fresh);
+    } else if (msg.change === "offline" && existing) {
+      existing.querySelector(".state").textContent = "offline";
+    } else if (msg.change === "removed" && existing) {
+      existing.remove();
+    }
+    const none = document.getElementById("no-peers");
+    if (none) none.hidden = tbody.rows.length > 0;
+  };
+})();
