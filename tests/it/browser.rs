@@ -76,3 +76,107 @@ async fn the_dashboard_updates_live_and_the_admin_signs_in_with_a_real_browser()
     let status = node.wait().await.unwrap();
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_peer_site_cannot_reach_the_console_or_other_sites() {
+    use goop2::config::Config;
+    use goop2::modes::peer;
+    use goop2::services::presence::peer_table::PeerState;
+    use goop2::telemetry::LogBuffer;
+
+    require_browser_tooling();
+    let password = "owner password";
+    let tag = format!("browser-{}", rand::random::<u32>());
+    let dir_of = |label: &str, edit: &dyn Fn(&mut Config)| {
+        let dir = tempfile::tempdir().unwrap();
+        goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
+        let mut config = Config::load_dir(dir.path()).unwrap().config;
+        config.viewer.http_addr = String::new();
+        config.presence.rendezvous_port = 0;
+        config.presence.ttl_seconds = 6;
+        config.presence.heartbeat_seconds = 1;
+        config.p2p.mdns_tag = tag.clone();
+        edit(&mut config);
+        config.save(&dir.path().join("goop.json")).unwrap();
+        (dir, config)
+    };
+    let hash = auth::hash_password(password).unwrap();
+    let (owner_dir, owner_config) = dir_of("Owner", &|c| {
+        c.presence.rendezvous_host = true;
+        c.viewer.http_addr = "127.0.0.1:0".into();
+        c.viewer.admin_password = Secret::new(hash.clone());
+    });
+    let owner = peer::start(owner_dir.path(), &owner_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let hub = format!("http://{}", owner.hub.as_ref().unwrap().hub_addr);
+    let (mallory_dir, mallory_config) =
+        dir_of("Mallory", &|c| c.presence.rendezvous_wan = hub.clone());
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/hostile_site.html"),
+        mallory_dir.path().join("site/index.html"),
+    )
+    .unwrap();
+    let mallory = peer::start(mallory_dir.path(), &mallory_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let (friend_dir, friend_config) =
+        dir_of("Friend", &|c| c.presence.rendezvous_wan = hub.clone());
+    std::fs::write(
+        friend_dir.path().join("site/index.html"),
+        "<p>private notes</p>",
+    )
+    .unwrap();
+    let friend = peer::start(friend_dir.path(), &friend_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    for id in [mallory.peer_id.to_base58(), friend.peer_id.to_base58()] {
+        assert!(
+            crate::support::eventually(Duration::from_secs(15), async || {
+                owner
+                    .table
+                    .snapshot()
+                    .await
+                    .iter()
+                    .any(|e| e.peer_id == id && e.state == PeerState::Online)
+            })
+            .await
+        );
+    }
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/hostile_site.mjs");
+    let output = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(format!("http://{}", owner.console_addr.unwrap()))
+        .arg(password)
+        .arg(mallory.peer_id.to_base58())
+        .arg(friend.peer_id.to_base58())
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
+    for attempt in [
+        "console API",
+        "console page",
+        "cookie",
+        "console storage",
+        "other peer's site",
+        "sign out the owner",
+    ] {
+        assert!(
+            report[attempt]
+                .as_str()
+                .is_some_and(|o| o.starts_with("blocked")),
+            "{attempt}: {report}"
+        );
+    }
+    friend.shutdown().await;
+    mallory.shutdown().await;
+    owner.shutdown().await;
+}
