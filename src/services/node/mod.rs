@@ -2,7 +2,8 @@
 //! it commands over a bounded channel and gets answers on oneshots; what the network says comes
 //! out on a bounded event channel. Dropping every handle stops the node.
 //!
-//! Transports: TCP and QUIC, Noise, Yamux. Behaviours: Identify (its protocol version carries
+//! Transports: TCP and QUIC, Noise, Yamux; connections bounded in total, per peer and while
+//! pending, and closed after a minute idle. Behaviours: Identify (its protocol version carries
 //! the `p2p.mdns_tag`, and peers announcing another tag are disconnected), Ping, mDNS, and
 //! GossipSub for presence — where a message is delivered only if it is signed by the key of the
 //! `peerId` it names (the hub's rules for signatures and bounds). The `/goop/*` stream
@@ -31,6 +32,10 @@ const COMMAND_QUEUE: usize = 256;
 const EVENT_QUEUE: usize = 1024;
 /// How long an idle connection stays open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connection bounds: in total, per peer, and half-open ones each way.
+const MAX_CONNECTIONS: u32 = 512;
+const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+const MAX_PENDING: u32 = 64;
 
 /// How to run the node.
 #[derive(Debug, Clone)]
@@ -67,6 +72,7 @@ pub enum NodeEvent {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    limits: libp2p::connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     gossipsub: gossipsub::Behaviour,
@@ -126,7 +132,13 @@ impl Node {
                 } else {
                     None
                 };
+                let limits = libp2p::connection_limits::ConnectionLimits::default()
+                    .with_max_established(Some(MAX_CONNECTIONS))
+                    .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+                    .with_max_pending_incoming(Some(MAX_PENDING))
+                    .with_max_pending_outgoing(Some(MAX_PENDING));
                 Ok(Behaviour {
+                    limits: libp2p::connection_limits::Behaviour::new(limits),
                     identify: identify::Behaviour::new(identify::Config::new(
                         protocol_version(&tag),
                         key.public(),
