@@ -40,6 +40,18 @@ pub struct LogRecord {
 }
 
 impl LogRecord {
+    /// True when the record's level is `minimum` or more severe (`TRACE` < … < `ERROR`).
+    pub fn at_least(&self, minimum: &str) -> bool {
+        const ORDER: [&str; 5] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
+        let rank = |level: &str| {
+            ORDER
+                .iter()
+                .position(|o| o.eq_ignore_ascii_case(level))
+                .unwrap_or(0)
+        };
+        rank(&self.level) >= rank(minimum)
+    }
+
     /// The record as one line of text, as the log pages show it.
     pub fn line(&self) -> String {
         let time = UNIX_EPOCH + std::time::Duration::from_millis(self.ts);

@@ -318,3 +318,43 @@ async fn the_peer_list_updates_live() {
     assert_eq!(gone["peerId"], carol_id.as_str());
     alice.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_page_filters_by_level_and_tails_live() {
+    let (dir, config) = peer_dir("Logger", |_| {});
+    let logs = LogBuffer::new(100);
+    logs.push("INFO", "goop2::test", "an ordinary day".into(), vec![]);
+    logs.push("ERROR", "goop2::test", "something broke".into(), vec![]);
+    let peer = peer::start(dir.path(), &config, logs.clone())
+        .await
+        .unwrap();
+    let base = console(&peer);
+
+    let page = client()
+        .get(format!("{base}/logs?level=error"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("something broke"), "{page}");
+    assert!(!page.contains("an ordinary day"), "INFO is below ERROR");
+    assert!(page.contains("<option selected>ERROR</option>"));
+
+    let mut tail = SseClient::connect(&format!("{base}/logs/stream?after=999999"), None).await;
+    logs.push(
+        "WARN",
+        "goop2::test",
+        "live and well".into(),
+        vec![("peer.id".into(), "x".into())],
+    );
+    let record = tail
+        .next(Duration::from_secs(5))
+        .await
+        .expect("a live record")
+        .json();
+    assert_eq!(record["message"], "live and well");
+    assert_eq!(record["fields"][0][0], "peer.id");
+    peer.shutdown().await;
+}

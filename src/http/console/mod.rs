@@ -7,6 +7,7 @@
 //! and the console refuses cross-site requests that are not plain navigations, so a hostile
 //! site can neither read nor change anything of the console's.
 
+mod logs;
 mod peers;
 mod sites;
 
@@ -63,6 +64,7 @@ pub fn router(app: ConsoleApp) -> Router {
     Router::new()
         .merge(peers::routes())
         .merge(sites::routes())
+        .merge(logs::routes())
         .merge(crate::http::owner_login::routes())
         .route_layer(middleware::from_fn_with_state(
             app.access.clone(),

@@ -45,18 +45,6 @@ struct LogQuery {
     after: Option<u64>,
 }
 
-/// Levels at or above `minimum`.
-fn passes(level: &str, minimum: &str) -> bool {
-    const ORDER: [&str; 5] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
-    let rank = |l: &str| {
-        ORDER
-            .iter()
-            .position(|o| o.eq_ignore_ascii_case(l))
-            .unwrap_or(0)
-    };
-    rank(level) >= rank(minimum)
-}
-
 async fn show_logs(
     State(app): State<ViewerApp>,
     headers: HeaderMap,
@@ -72,7 +60,7 @@ async fn show_logs(
         last_seq: records.last().map_or(0, |r| r.seq),
         lines: records
             .iter()
-            .filter(|r| passes(&r.level, &level))
+            .filter(|r| r.at_least(&level))
             .map(|r| r.line())
             .collect(),
         levels: ["DEBUG", "INFO", "WARN", "ERROR"]

@@ -1,0 +1,75 @@
+//! `/logs`: the peer's recent log, filtered by level, with a live tail.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::ConsoleApp;
+use crate::http::assets;
+use crate::http::text::short_id;
+
+pub fn routes() -> Router<ConsoleApp> {
+    Router::new()
+        .route("/logs", get(show_logs))
+        .route("/logs/stream", get(stream_logs))
+        .route(
+            "/assets/logs.js",
+            get(|| async { assets::javascript(assets::LOGS_JS) }),
+        )
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    level: Option<String>,
+    after: Option<u64>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "console_logs.html")]
+struct LogsPage {
+    me: String,
+    me_short: String,
+    label: String,
+    csrf: String,
+    protected: bool,
+    level: String,
+    levels: Vec<(&'static str, bool)>,
+    lines: Vec<String>,
+    last_seq: u64,
+}
+
+async fn show_logs(
+    State(app): State<ConsoleApp>,
+    headers: HeaderMap,
+    Query(query): Query<LogQuery>,
+) -> LogsPage {
+    let level = query.level.unwrap_or_else(|| "INFO".into()).to_uppercase();
+    let records = app.logs.snapshot();
+    LogsPage {
+        me: app.peer_id.to_base58(),
+        me_short: short_id(&app.peer_id.to_base58()),
+        label: app.label.borrow().clone(),
+        csrf: app.access.csrf_for(&headers).unwrap_or_default(),
+        protected: app.access.auth.is_some(),
+        last_seq: records.last().map_or(0, |r| r.seq),
+        lines: records
+            .iter()
+            .filter(|r| r.at_least(&level))
+            .map(|r| r.line())
+            .collect(),
+        levels: ["DEBUG", "INFO", "WARN", "ERROR"]
+            .into_iter()
+            .map(|option| (option, option == level))
+            .collect(),
+        level,
+    }
+}
+
+async fn stream_logs(State(app): State<ConsoleApp>, Query(query): Query<LogQuery>) -> Response {
+    crate::http::logs::tail(&app.logs, query.after.unwrap_or(0), app.stop.clone())
+}
