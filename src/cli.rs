@@ -69,6 +69,16 @@ pub enum Command {
         #[arg(long)]
         baseline: bool,
     },
+    /// Site fetch over libp2p between two local nodes against a plain TCP copy of the same file,
+    /// in one run.
+    BenchSite {
+        /// File size in MiB (1–50).
+        #[arg(long, default_value_t = 10)]
+        megabytes: usize,
+        /// Fetches each way (1–100).
+        #[arg(long, default_value_t = 10)]
+        rounds: u32,
+    },
     /// A plain hello-world HTTP server (POST /publish answers 204), the baseline of
     /// `loadtest --baseline`.
     #[command(hide = true)]

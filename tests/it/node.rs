@@ -239,3 +239,15 @@ async fn the_site_protocol_serves_files_and_refuses_what_is_not_public() {
 
     assert_eq!(alice.fetch_content(peer).await.unwrap(), "Bob's node");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_site_benchmark_moves_whole_files_both_ways() {
+    let result = goop2::modes::bench_site::run(1, 2).await.unwrap();
+    assert_eq!((result.bytes, result.rounds), (1024 * 1024, 2));
+    assert!(result.libp2p > Duration::ZERO && result.tcp > Duration::ZERO);
+    assert!(result.render().contains("ratio libp2p / TCP: "));
+    assert!(
+        goop2::modes::bench_site::run(0, 1).await.is_err(),
+        "bounded"
+    );
+}

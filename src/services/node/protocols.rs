@@ -31,6 +31,8 @@ const REQUEST_LIMIT: u64 = 4096;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Streams served at once, all protocols together.
 const CONCURRENT_STREAMS: usize = 64;
+/// Buffer of file transfers, each way.
+const COPY_BUFFER: usize = 256 * 1024;
 /// Largest avatar served.
 pub const MAX_AVATAR_BYTES: u64 = 256 * 1024;
 
@@ -108,11 +110,13 @@ async fn serve_site(peer: PeerId, stream: libp2p::Stream, served: Served) -> std
     };
     match site.resolve(&path) {
         Ok(file) => {
-            let mut source = tokio::fs::File::open(&file.path).await?;
+            // Large reads make large frames: far fewer trips through Noise and Yamux.
+            let source = tokio::fs::File::open(&file.path).await?;
+            let mut source = BufReader::with_capacity(COPY_BUFFER, source.take(file.size));
             write
                 .write_all(format!("OK {} {}\n", file.mime, file.size).as_bytes())
                 .await?;
-            let copied = tokio::io::copy(&mut (&mut source).take(file.size), &mut write).await?;
+            let copied = tokio::io::copy_buf(&mut source, &mut write).await?;
             tracing::debug!(peer.id = %peer, path, bytes = copied, "served a site file");
         }
         Err(error) => {
@@ -206,7 +210,7 @@ pub async fn fetch_site(
         .await
         .map_err(unreachable)?;
     write.flush().await.map_err(unreachable)?;
-    let mut reader = BufReader::new(read.compat());
+    let mut reader = BufReader::with_capacity(COPY_BUFFER, read.compat());
     let header = read_header(&mut reader).await?;
     if let Some(reason) = header.strip_prefix("ERR ") {
         return Err(FetchError::Refused(reason.to_owned()));
