@@ -13,6 +13,39 @@ use tokio::sync::{broadcast, watch};
 
 use crate::telemetry::{LogBuffer, LogRecord};
 
+/// The log as a page shows it: the recent lines at or above a level, and where the live tail
+/// continues.
+pub struct LogView {
+    pub level: String,
+    pub levels: Vec<(&'static str, bool)>,
+    pub lines: Vec<String>,
+    pub last_seq: u64,
+    /// Where the page's live tail reads from.
+    pub stream: &'static str,
+}
+
+impl LogView {
+    /// The records of `logs` at or above `level` (default `INFO`).
+    pub fn new(logs: &LogBuffer, level: Option<String>, stream: &'static str) -> Self {
+        let level = level.unwrap_or_else(|| "INFO".into()).to_uppercase();
+        let records = logs.snapshot();
+        LogView {
+            last_seq: records.last().map_or(0, |r| r.seq),
+            lines: records
+                .iter()
+                .filter(|r| r.at_least(&level))
+                .map(|r| r.line())
+                .collect(),
+            levels: ["DEBUG", "INFO", "WARN", "ERROR"]
+                .into_iter()
+                .map(|option| (option, option == level))
+                .collect(),
+            level,
+            stream,
+        }
+    }
+}
+
 /// An SSE response of log records after `after`, ending when `stop` turns true.
 pub fn tail(logs: &LogBuffer, after: u64, stop: watch::Receiver<bool>) -> Response {
     struct Tail {

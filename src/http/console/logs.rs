@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::ConsoleApp;
 use crate::http::assets;
+use crate::http::logs::LogView;
 use crate::http::text::short_id;
 
 pub fn routes() -> Router<ConsoleApp> {
@@ -37,10 +38,7 @@ struct LogsPage {
     label: String,
     csrf: String,
     protected: bool,
-    level: String,
-    levels: Vec<(&'static str, bool)>,
-    lines: Vec<String>,
-    last_seq: u64,
+    log: LogView,
 }
 
 async fn show_logs(
@@ -48,25 +46,13 @@ async fn show_logs(
     headers: HeaderMap,
     Query(query): Query<LogQuery>,
 ) -> LogsPage {
-    let level = query.level.unwrap_or_else(|| "INFO".into()).to_uppercase();
-    let records = app.logs.snapshot();
     LogsPage {
         me: app.peer_id.to_base58(),
         me_short: short_id(&app.peer_id.to_base58()),
         label: app.label.borrow().clone(),
         csrf: app.access.csrf_for(&headers).unwrap_or_default(),
         protected: app.access.auth.is_some(),
-        last_seq: records.last().map_or(0, |r| r.seq),
-        lines: records
-            .iter()
-            .filter(|r| r.at_least(&level))
-            .map(|r| r.line())
-            .collect(),
-        levels: ["DEBUG", "INFO", "WARN", "ERROR"]
-            .into_iter()
-            .map(|option| (option, option == level))
-            .collect(),
-        level,
+        log: LogView::new(&app.logs, query.level, "/logs/stream"),
     }
 }
 

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::ViewerApp;
 use crate::http::assets;
+use crate::http::logs::LogView;
 
 pub fn routes() -> Router<ViewerApp> {
     Router::new()
@@ -33,10 +34,7 @@ struct LogsPage {
     csrf: String,
     protected: bool,
     hub_url: String,
-    level: String,
-    levels: Vec<(&'static str, bool)>,
-    lines: Vec<String>,
-    last_seq: u64,
+    log: LogView,
 }
 
 #[derive(Deserialize)]
@@ -50,24 +48,12 @@ async fn show_logs(
     headers: HeaderMap,
     Query(query): Query<LogQuery>,
 ) -> LogsPage {
-    let level = query.level.unwrap_or_else(|| "INFO".into()).to_uppercase();
-    let records = app.logs.snapshot();
     LogsPage {
         title: "Logs".into(),
         csrf: app.csrf_for(&headers).unwrap_or_default(),
         protected: app.access.auth.is_some(),
         hub_url: app.hub_url.clone(),
-        last_seq: records.last().map_or(0, |r| r.seq),
-        lines: records
-            .iter()
-            .filter(|r| r.at_least(&level))
-            .map(|r| r.line())
-            .collect(),
-        levels: ["DEBUG", "INFO", "WARN", "ERROR"]
-            .into_iter()
-            .map(|option| (option, option == level))
-            .collect(),
-        level,
+        log: LogView::new(&app.logs, query.level, "/logs/stream"),
     }
 }
 
