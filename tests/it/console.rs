@@ -251,20 +251,7 @@ async fn a_console_off_loopback_needs_a_password_and_with_one_needs_a_session() 
         .await
         .unwrap();
     assert_eq!(api.status().as_u16(), 401);
-    let login = client()
-        .post(format!("{base}/login"))
-        .form(&[("password", "console secret")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status().as_u16(), 303);
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = crate::support::sign_in(&base, "console secret").await;
     let page = client()
         .get(format!("{base}/"))
         .header("Cookie", &cookie)

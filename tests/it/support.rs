@@ -296,3 +296,24 @@ pub async fn eventually(wait: Duration, mut check: impl AsyncFnMut() -> bool) ->
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Signs in to an owner interface (console, settings viewer) at `base`; returns the cookie.
+pub async fn sign_in(base: &str, password: &str) -> String {
+    let login = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{base}/login"))
+        .form(&[("password", password)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 303, "signing in");
+    login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}

@@ -233,20 +233,7 @@ async fn a_protected_viewer_needs_a_session_and_shows_live_logs() {
         .unwrap();
     assert_eq!(wrong.status().as_u16(), 401);
 
-    let login = client()
-        .post(format!("{base}/login"))
-        .form(&[("password", "s3cret")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status().as_u16(), 303);
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = crate::support::sign_in(&base, "s3cret").await;
     let page = client()
         .get(format!("{base}/logs"))
         .header("Cookie", &cookie)
