@@ -602,6 +602,17 @@ impl Config {
     }
 }
 
+/// A short hash of the file at `path` as it is now (empty file when unreadable): forms carry it
+/// so a save can tell whether the file changed on disk since the form was shown.
+pub fn fingerprint(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = fs::read(path).unwrap_or_default();
+    Sha256::digest(&bytes)[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Writes `bytes` to `path` through a temporary sibling and a rename.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {

@@ -56,6 +56,14 @@ impl OwnerAccess {
         }
     }
 
+    /// True when a submitted form's CSRF token is this request's (constant-time).
+    pub fn form_allowed(&self, headers: &HeaderMap, submitted: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        self.csrf_for(headers).is_some_and(|csrf| {
+            !csrf.is_empty() && bool::from(csrf.as_bytes().ct_eq(submitted.as_bytes()))
+        })
+    }
+
     /// The `AdminAuth` extractors use: the real one, or a disabled one.
     pub fn admin_auth(&self) -> AdminAuth {
         self.auth

@@ -43,9 +43,9 @@ pub struct RunningPeer {
     /// The browser console, when `viewer.http_addr` is set.
     pub console_addr: Option<SocketAddr>,
     /// What this peer announces; changing it publishes at once.
-    pub announcement: watch::Sender<Announcement>,
+    pub announcement: Arc<watch::Sender<Announcement>>,
     /// The label `/goop/content/1.0.0` answers.
-    pub label: watch::Sender<String>,
+    pub label: Arc<watch::Sender<String>>,
     stop: watch::Sender<bool>,
     hub_clients: Vec<HubClient>,
     tasks: Vec<JoinHandle<()>>,
@@ -59,6 +59,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     tracing::info!(peer.id = %peer_id, "starting peer");
 
     let (label_tx, label) = watch::channel(config.profile.label.clone());
+    let label_tx = Arc::new(label_tx);
     let served = Served {
         site: Some(Site::new(Config::resolve(dir, &config.paths.site_root))),
         label,
@@ -117,6 +118,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         addrs: announced_addrs(&listen, peer_id, include_loopback),
     };
     let (announce_tx, announcements) = watch::channel(announcement);
+    let announce_tx = Arc::new(announce_tx);
 
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -138,6 +140,11 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             access: OwnerAccess::new(config, "console", "Goop² console", "/"),
             proxies: TrustedProxies(Arc::new(config.presence.trusted_proxy_nets())),
             stop: stopped.clone(),
+            config_path: dir.join(crate::config::FILE_NAME),
+            live: console::LiveSettings {
+                label: label_tx.clone(),
+                announcement: announce_tx.clone(),
+            },
         };
         let routes = with_security_headers(console::router(app));
         let mut until = stopped.clone();

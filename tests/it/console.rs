@@ -345,3 +345,135 @@ async fn the_log_page_filters_by_level_and_tails_live() {
     assert_eq!(record["fields"][0][0], "peer.id");
     peer.shutdown().await;
 }
+
+fn hidden(html: &str, name: &str) -> String {
+    html.split(&format!("name=\"{name}\" value=\""))
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no {name} in page"))
+        .to_owned()
+}
+
+fn settings(
+    csrf: &str,
+    fingerprint: &str,
+    label: &str,
+    wan: &str,
+    heartbeat: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("csrf", csrf.into()),
+        ("fingerprint", fingerprint.into()),
+        ("label", label.into()),
+        ("email", "alice@example.org".into()),
+        ("rendezvous_wan", wan.into()),
+        ("rendezvous_host", "on".into()),
+        ("listen_port", "0".into()),
+        ("mdns_tag", "goop-mdns".into()),
+        ("ttl_seconds", "6".into()),
+        ("heartbeat_seconds", heartbeat.into()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_save_atomically_and_the_label_is_announced_at_once() {
+    let (dir, config) = peer_dir("Alice", |c| c.presence.rendezvous_host = true);
+    let alice = peer::start(dir.path(), &config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let base = console(&alice);
+    let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
+    let path = dir.path().join("goop.json");
+
+    let html = client()
+        .get(format!("{base}/self"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (csrf, fingerprint) = (hidden(&html, "csrf"), hidden(&html, "fingerprint"));
+
+    let invalid = client()
+        .post(format!("{base}/self"))
+        .form(&settings(&csrf, &fingerprint, "Alice", "", "9"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status().as_u16(), 422);
+    assert!(
+        invalid
+            .text()
+            .await
+            .unwrap()
+            .contains("presence.heartbeat_seconds (9) must be less than presence.ttl_seconds (6)")
+    );
+
+    let forged = client()
+        .post(format!("{base}/self"))
+        .form(&settings("nope", &fingerprint, "Mallory", "", "1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
+
+    let saved = client()
+        .post(format!("{base}/self"))
+        .form(&settings(
+            &csrf,
+            &fingerprint,
+            "Alice Cooper",
+            "http://127.0.0.1:1",
+            "1",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status().as_u16(), 303);
+    let location = saved.headers()["location"].to_str().unwrap().to_owned();
+    let notice = client()
+        .get(format!("{base}{location}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        notice.contains(
+            "presence.rendezvous_wan, the p2p settings take effect when the peer restarts"
+        ),
+        "{notice}"
+    );
+    let stored = Config::load(&path).unwrap().config;
+    assert_eq!(stored.profile.label, "Alice Cooper");
+    assert_eq!(stored.presence.rendezvous_wan, "http://127.0.0.1:1");
+
+    // Announced without a restart: the hub shows the new label.
+    let me = alice.peer_id.to_base58();
+    assert!(
+        eventually(WAIT, async || {
+            let peers: Vec<serde_json::Value> = reqwest::get(format!("{hub}/peers.json"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            peers
+                .iter()
+                .any(|p| p["peerId"] == me.as_str() && p["content"] == "Alice Cooper")
+        })
+        .await
+    );
+
+    // The old form is stale now: no silent overwrite.
+    let stale = client()
+        .post(format!("{base}/self"))
+        .form(&settings(&csrf, &fingerprint, "Alice again", "", "1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status().as_u16(), 409);
+    alice.shutdown().await;
+}

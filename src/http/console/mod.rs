@@ -9,6 +9,7 @@
 
 mod logs;
 mod peers;
+mod settings;
 mod sites;
 
 use axum::Router;
@@ -39,6 +40,18 @@ pub struct ConsoleApp {
     pub access: OwnerAccess,
     pub proxies: TrustedProxies,
     pub stop: watch::Receiver<bool>,
+    /// `goop.json` of the peer.
+    pub config_path: std::path::PathBuf,
+    /// What settings change while the peer runs.
+    pub live: LiveSettings,
+}
+
+/// The parts of a running peer that settings update without a restart.
+#[derive(Clone)]
+pub struct LiveSettings {
+    pub label: std::sync::Arc<watch::Sender<String>>,
+    pub announcement:
+        std::sync::Arc<watch::Sender<crate::services::presence::hub_client::Announcement>>,
 }
 
 impl FromRef<ConsoleApp> for OwnerAccess {
@@ -65,6 +78,7 @@ pub fn router(app: ConsoleApp) -> Router {
         .merge(peers::routes())
         .merge(sites::routes())
         .merge(logs::routes())
+        .merge(settings::routes())
         .merge(crate::http::owner_login::routes())
         .route_layer(middleware::from_fn_with_state(
             app.access.clone(),

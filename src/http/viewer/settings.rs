@@ -10,8 +10,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Form, Router};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::ViewerApp;
 use crate::config::Config;
@@ -165,13 +163,8 @@ struct Notice {
     saved: Option<String>,
 }
 
-/// A short hash of the file as it is on disk now.
 fn fingerprint(app: &ViewerApp) -> String {
-    let bytes = std::fs::read(&app.config_path).unwrap_or_default();
-    Sha256::digest(&bytes)[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::config::fingerprint(&app.config_path)
 }
 
 async fn show_settings(
@@ -201,7 +194,7 @@ async fn save_settings(
     Form(form): Form<SettingsForm>,
 ) -> Response {
     let csrf = app.csrf_for(&headers).unwrap_or_default();
-    if csrf.is_empty() || !bool::from(csrf.as_bytes().ct_eq(form.csrf.as_bytes())) {
+    if !app.access.form_allowed(&headers, &form.csrf) {
         return (
             StatusCode::FORBIDDEN,
             "The form's CSRF token is missing or stale; reload the page and try again.",

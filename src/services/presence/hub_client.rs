@@ -134,7 +134,8 @@ struct ClientTask {
 
 /// Why a session ended.
 enum Ended {
-    Stopped(oneshot::Sender<()>),
+    /// Asked to stop (with someone to tell when done), or the handle was dropped.
+    Stopped(Option<oneshot::Sender<()>>),
     Failed {
         reason: String,
         retry_after: Option<Duration>,
@@ -161,7 +162,9 @@ impl ClientTask {
             };
             match ended {
                 Ended::Stopped(done) => {
-                    let _ = done.send(());
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
                     return;
                 }
                 Ended::Failed {
@@ -308,10 +311,7 @@ impl ClientTask {
                         let _ = socket.close(None).await;
                     })
                     .await;
-                    match done {
-                        Ok(done) => return Ended::Stopped(done),
-                        Err(_) => return failed("stopped".into(), None, false),
-                    }
+                    return Ended::Stopped(done.ok());
                 }
             }
         };
@@ -390,10 +390,7 @@ impl ClientTask {
                 },
                 done = &mut *stop => {
                     let _ = tokio::time::timeout(Duration::from_secs(2), self.post(true)).await;
-                    match done {
-                        Ok(done) => return Ended::Stopped(done),
-                        Err(_) => return failed("stopped".into(), None, false),
-                    }
+                    return Ended::Stopped(done.ok());
                 }
             }
         };

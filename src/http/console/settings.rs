@@ -1,0 +1,236 @@
+//! `/self`: the peer's profile and network settings, validated with the rules `goop.json` is
+//! loaded with and saved atomically. The label and email apply at once (a presence update goes
+//! out); the page says which other changes wait for a restart. A file edited by hand since the
+//! page was opened is not overwritten.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Form, Router};
+use serde::Deserialize;
+
+use super::ConsoleApp;
+use crate::config::{self, Config};
+use crate::http::text::short_id;
+
+pub fn routes() -> Router<ConsoleApp> {
+    Router::new().route("/self", get(show_settings).post(save_settings))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SettingsForm {
+    csrf: String,
+    fingerprint: String,
+    label: String,
+    email: String,
+    rendezvous_wan: String,
+    rendezvous_host: Option<String>,
+    listen_port: String,
+    mdns_tag: String,
+    ttl_seconds: String,
+    heartbeat_seconds: String,
+}
+
+impl SettingsForm {
+    fn from_config(config: &Config) -> Self {
+        SettingsForm {
+            label: config.profile.label.clone(),
+            email: config.profile.email.clone(),
+            rendezvous_wan: config.presence.rendezvous_wan.clone(),
+            rendezvous_host: config.presence.rendezvous_host.then(|| "on".into()),
+            listen_port: config.p2p.listen_port.to_string(),
+            mdns_tag: config.p2p.mdns_tag.clone(),
+            ttl_seconds: config.presence.ttl_seconds.to_string(),
+            heartbeat_seconds: config.presence.heartbeat_seconds.to_string(),
+            ..SettingsForm::default()
+        }
+    }
+
+    fn apply(&self, mut config: Config) -> Result<Config, Vec<String>> {
+        let mut problems = Vec::new();
+        fn number<T: std::str::FromStr>(
+            problems: &mut Vec<String>,
+            path: &str,
+            text: &str,
+            target: &mut T,
+        ) {
+            match text.trim().parse::<T>() {
+                Ok(value) => *target = value,
+                Err(_) => problems.push(format!("{path} ({text:?}) must be a whole number")),
+            }
+        }
+        config.profile.label = self.label.trim().to_owned();
+        config.profile.email = self.email.trim().to_owned();
+        config.presence.rendezvous_wan = self.rendezvous_wan.trim().to_owned();
+        config.presence.rendezvous_host = self.rendezvous_host.is_some();
+        config.p2p.mdns_tag = self.mdns_tag.trim().to_owned();
+        number(
+            &mut problems,
+            "p2p.listen_port",
+            &self.listen_port,
+            &mut config.p2p.listen_port,
+        );
+        number(
+            &mut problems,
+            "presence.ttl_seconds",
+            &self.ttl_seconds,
+            &mut config.presence.ttl_seconds,
+        );
+        number(
+            &mut problems,
+            "presence.heartbeat_seconds",
+            &self.heartbeat_seconds,
+            &mut config.presence.heartbeat_seconds,
+        );
+        if problems.is_empty() {
+            problems = config.validate();
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "console_self.html")]
+struct SettingsPage {
+    me: String,
+    me_short: String,
+    label: String,
+    csrf: String,
+    protected: bool,
+    form: SettingsForm,
+    notice: Option<String>,
+    problems: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Saved {
+    restart: Option<String>,
+    saved: Option<String>,
+}
+
+fn page(
+    app: &ConsoleApp,
+    headers: &HeaderMap,
+    form: SettingsForm,
+    notice: Option<String>,
+    problems: Vec<String>,
+) -> SettingsPage {
+    SettingsPage {
+        me: app.peer_id.to_base58(),
+        me_short: short_id(&app.peer_id.to_base58()),
+        label: app.label.borrow().clone(),
+        csrf: app.access.csrf_for(headers).unwrap_or_default(),
+        protected: app.access.auth.is_some(),
+        form,
+        notice,
+        problems,
+    }
+}
+
+async fn show_settings(
+    State(app): State<ConsoleApp>,
+    headers: HeaderMap,
+    Query(saved): Query<Saved>,
+) -> Response {
+    let config = match Config::load(&app.config_path) {
+        Ok(loaded) => loaded.config,
+        Err(err) => return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    };
+    let mut form = SettingsForm::from_config(&config);
+    form.fingerprint = config::fingerprint(&app.config_path);
+    let notice = saved.saved.map(|_| match saved.restart.as_deref() {
+        Some(fields) if !fields.is_empty() => format!(
+            "Saved. The label and email are already announced; {fields} take effect when the peer restarts."
+        ),
+        _ => "Saved and announced.".to_owned(),
+    });
+    page(&app, &headers, form, notice, Vec::new()).into_response()
+}
+
+async fn save_settings(
+    State(app): State<ConsoleApp>,
+    headers: HeaderMap,
+    Form(form): Form<SettingsForm>,
+) -> Response {
+    if !app.access.form_allowed(&headers, &form.csrf) {
+        return (
+            StatusCode::FORBIDDEN,
+            "The form's CSRF token is missing or stale; reload the page.",
+        )
+            .into_response();
+    }
+    if form.fingerprint != config::fingerprint(&app.config_path) {
+        let message = format!(
+            "{} changed on disk since this page was opened; reload it to see the new contents",
+            app.config_path.display()
+        );
+        return (
+            StatusCode::CONFLICT,
+            page(&app, &headers, form, None, vec![message]),
+        )
+            .into_response();
+    }
+    let before = match Config::load(&app.config_path) {
+        Ok(loaded) => loaded.config,
+        Err(err) => {
+            return (
+                StatusCode::CONFLICT,
+                page(&app, &headers, form, None, vec![err.to_string()]),
+            )
+                .into_response();
+        }
+    };
+    let updated = match form.apply(before.clone()) {
+        Ok(updated) => updated,
+        Err(problems) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                page(&app, &headers, form, None, problems),
+            )
+                .into_response();
+        }
+    };
+    if let Err(err) = updated.save(&app.config_path) {
+        tracing::error!("saving settings failed: {err}");
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            page(&app, &headers, form, None, vec![err.to_string()]),
+        )
+            .into_response();
+    }
+    // Label and email go out now; everything else is read at start.
+    app.live.label.send_replace(updated.profile.label.clone());
+    app.live.announcement.send_modify(|announcement| {
+        announcement.content = updated.profile.label.clone();
+        announcement.email = updated.profile.email.clone();
+    });
+    let mut restart = Vec::new();
+    if before.presence.rendezvous_wan != updated.presence.rendezvous_wan {
+        restart.push("presence.rendezvous_wan");
+    }
+    if before.presence.rendezvous_host != updated.presence.rendezvous_host {
+        restart.push("presence.rendezvous_host");
+    }
+    if before.p2p != updated.p2p {
+        restart.push("the p2p settings");
+    }
+    if before.presence.ttl_seconds != updated.presence.ttl_seconds
+        || before.presence.heartbeat_seconds != updated.presence.heartbeat_seconds
+    {
+        restart.push("the presence timings");
+    }
+    tracing::info!(path = %app.config_path.display(), "settings saved");
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("saved", "1")
+        .append_pair("restart", &restart.join(", "))
+        .finish();
+    Redirect::to(&format!("/self?{query}")).into_response()
+}
