@@ -117,3 +117,81 @@ async fn a_directory_without_goop_json_says_how_to_make_one() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_peers_meet_at_a_standalone_hub_and_a_killed_one_goes_offline() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let hub = crate::support::TestHub::spawn_with(
+        |c| {
+            c.presence.ttl_seconds = 3;
+            c.presence.heartbeat_seconds = 1;
+        },
+        |_| {},
+    )
+    .await;
+    let tag = unique_tag();
+    let wan = hub.url.clone();
+    let join = |c: &mut Config| {
+        c.presence.rendezvous_wan = wan.clone();
+        c.p2p.mdns_tag = tag.clone();
+        c.presence.ttl_seconds = 3;
+    };
+    let (a_dir, a_config) = peer_dir("Ann", join);
+    let (c_dir, c_config) = peer_dir("Cid", join);
+    let (b_dir, _) = peer_dir("Ben", join);
+    let ann = peer::start(a_dir.path(), &a_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let cid = peer::start(c_dir.path(), &c_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+
+    // Ben runs as the real binary, so he can be killed without a goodbye.
+    let mut ben = Command::new(env!("CARGO_BIN_EXE_goop2"))
+        .args(["peer", b_dir.path().to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    BufReader::new(ben.stdout.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    let ben_id: goop2::identity::PeerId = first_line
+        .trim()
+        .strip_prefix("Peer ")
+        .and_then(|rest| rest.strip_suffix(" is running"))
+        .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
+        .parse()
+        .unwrap();
+
+    for (viewer, others) in [(&ann, [cid.peer_id, ben_id]), (&cid, [ann.peer_id, ben_id])] {
+        for other in others {
+            assert!(
+                eventually(WAIT, async || sees(viewer, other, PeerState::Online).await).await,
+                "{} does not see {other}",
+                viewer.peer_id
+            );
+        }
+    }
+
+    ben.kill().unwrap(); // SIGKILL: no offline message
+    ben.wait().unwrap();
+    let killed = tokio::time::Instant::now();
+    for viewer in [&ann, &cid] {
+        assert!(
+            eventually(WAIT, async || sees(viewer, ben_id, PeerState::Offline)
+                .await)
+            .await
+        );
+    }
+    // The kernel closes a killed process's sockets, so the hub sees Ben's WebSocket drop and
+    // reports him offline at once; without that (a lost network) the TTL would, within 3 s.
+    let after = killed.elapsed();
+    assert!(after < Duration::from_secs(6), "{after:?}");
+    cid.shutdown().await;
+    ann.shutdown().await;
+}
