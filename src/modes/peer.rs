@@ -101,7 +101,11 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         None
     };
     if !config.presence.rendezvous_wan.is_empty() {
-        hub_urls.push(parse_hub_url(&config.presence.rendezvous_wan)?);
+        // A hub this build cannot use must not keep the peer off its LAN.
+        match parse_hub_url(&config.presence.rendezvous_wan) {
+            Ok(url) => hub_urls.push(url),
+            Err(err) => tracing::error!("presence.rendezvous_wan is not used: {err:#}"),
+        }
     }
     // A hub on this machine only has peers on this machine: loopback addresses are useful there.
     let include_loopback = hub_urls.iter().any(|url| {

@@ -195,3 +195,20 @@ async fn three_peers_meet_at_a_standalone_hub_and_a_killed_one_goes_offline() {
     cid.shutdown().await;
     ann.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_this_build_cannot_reach_does_not_keep_the_peer_from_starting() {
+    let (dir, config) = peer_dir("Tls", |c| {
+        c.presence.rendezvous_wan = "https://rv.example.org".into();
+        c.p2p.mdns_tag = unique_tag();
+    });
+    let logs = LogBuffer::new(100);
+    let tls = peer::start(dir.path(), &config, logs.clone())
+        .await
+        .unwrap();
+    assert!(
+        tls.node.listen_addrs().await.unwrap().len() >= 2,
+        "TCP and QUIC listen"
+    );
+    tls.shutdown().await;
+}
