@@ -63,7 +63,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let served = Served {
         site: Some(Site::new(Config::resolve(dir, &config.paths.site_root))),
         label,
-        avatar: Some(dir.join("avatar.png")),
+        avatar: Some(dir.to_owned()),
     };
     let (node, node_events) = Node::start(
         keypair.clone(),
@@ -117,7 +117,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let announcement = Announcement {
         content: config.profile.label.clone(),
         email: config.profile.email.clone(),
-        avatar_hash: None,
+        avatar_hash: crate::services::avatar::hash_of(dir),
         active_template: None,
         addrs: announced_addrs(&listen, peer_id, include_loopback),
     };
@@ -145,6 +145,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             proxies: TrustedProxies(Arc::new(config.presence.trusted_proxy_nets())),
             stop: stopped.clone(),
             config_path: dir.join(crate::config::FILE_NAME),
+            dir: dir.to_owned(),
             live: console::LiveSettings {
                 label: label_tx.clone(),
                 announcement: announce_tx.clone(),

@@ -2,6 +2,7 @@
 //! presence, the hub, Lua and groups. Nothing here imports axum or askama.
 
 pub mod auth;
+pub mod avatar;
 pub mod hub;
 pub mod node;
 pub mod presence;

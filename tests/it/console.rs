@@ -477,3 +477,102 @@ async fn settings_save_atomically_and_the_label_is_announced_at_once() {
     assert_eq!(stale.status().as_u16(), 409);
     alice.shutdown().await;
 }
+
+/// A minimal PNG header: signature and an IHDR chunk of `width`×`height`.
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    bytes.extend_from_slice(&width.to_be_bytes());
+    bytes.extend_from_slice(&height.to_be_bytes());
+    bytes.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    bytes
+}
+
+async fn upload_avatar(base: &str, csrf: &str, image: Vec<u8>) -> reqwest::Response {
+    let form = reqwest::multipart::Form::new()
+        .text("csrf", csrf.to_owned())
+        .part(
+            "avatar",
+            reqwest::multipart::Part::bytes(image).file_name("me.png"),
+        );
+    client()
+        .post(format!("{base}/self/avatar"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_avatar_is_checked_served_to_peers_and_announced() {
+    let (alice, bob, _dirs) = alice_and_bob().await;
+    let base = console(&alice);
+    let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
+    let html = client()
+        .get(format!("{base}/self"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = hidden(&html, "csrf");
+    assert_eq!(
+        bob.node.fetch_avatar(alice.peer_id).await.unwrap(),
+        None,
+        "none yet"
+    );
+
+    let text = upload_avatar(&base, &csrf, b"definitely not an image".to_vec()).await;
+    assert_eq!(text.status().as_u16(), 400);
+    assert_eq!(
+        text.text().await.unwrap(),
+        "the image is not a PNG or JPEG file"
+    );
+    let huge = upload_avatar(&base, &csrf, png(10_000, 10)).await;
+    assert_eq!(huge.status().as_u16(), 400);
+    assert_eq!(
+        huge.text().await.unwrap(),
+        "the image's size (10000×10) is outside 1 to 4096 pixels a side"
+    );
+    let mut heavy = png(64, 64);
+    heavy.resize(300 * 1024, 0);
+    let heavy = upload_avatar(&base, &csrf, heavy).await;
+    assert_eq!(heavy.status().as_u16(), 413);
+    let forged = upload_avatar(&base, "wrong", png(64, 64)).await;
+    assert_eq!(forged.status().as_u16(), 403);
+
+    let image = png(64, 64);
+    let stored = upload_avatar(&base, &csrf, image.clone()).await;
+    assert_eq!(stored.status().as_u16(), 303);
+    assert_eq!(
+        bob.node.fetch_avatar(alice.peer_id).await.unwrap(),
+        Some(image.clone())
+    );
+    let shown = client()
+        .get(format!("{base}/self/avatar"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shown.headers()["content-type"], "image/png");
+    assert_eq!(shown.bytes().await.unwrap().to_vec(), image);
+
+    // The new hash goes out with Alice's presence.
+    let me = alice.peer_id.to_base58();
+    assert!(
+        eventually(WAIT, async || {
+            let peers: Vec<serde_json::Value> = reqwest::get(format!("{hub}/peers.json"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            peers.iter().any(|p| {
+                p["peerId"] == me.as_str()
+                    && p["avatarHash"].as_str().is_some_and(|h| h.len() == 32)
+            })
+        })
+        .await
+    );
+    bob.shutdown().await;
+    alice.shutdown().await;
+}

@@ -42,6 +42,8 @@ pub struct ConsoleApp {
     pub stop: watch::Receiver<bool>,
     /// `goop.json` of the peer.
     pub config_path: std::path::PathBuf,
+    /// The peer directory (where the avatar lives).
+    pub dir: std::path::PathBuf,
     /// What settings change while the peer runs.
     pub live: LiveSettings,
 }

@@ -5,7 +5,7 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -15,9 +15,17 @@ use serde::Deserialize;
 use super::ConsoleApp;
 use crate::config::{self, Config};
 use crate::http::text::short_id;
+use crate::services::avatar::{self, AvatarError};
 
 pub fn routes() -> Router<ConsoleApp> {
-    Router::new().route("/self", get(show_settings).post(save_settings))
+    Router::new()
+        .route("/self", get(show_settings).post(save_settings))
+        .route(
+            "/self/avatar",
+            get(show_avatar)
+                .post(upload_avatar)
+                .layer(DefaultBodyLimit::max(avatar::MAX_AVATAR_BYTES + 16 * 1024)),
+        )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +122,7 @@ struct SettingsPage {
 struct Saved {
     restart: Option<String>,
     saved: Option<String>,
+    avatar: Option<String>,
 }
 
 fn page(
@@ -146,12 +155,15 @@ async fn show_settings(
     };
     let mut form = SettingsForm::from_config(&config);
     form.fingerprint = config::fingerprint(&app.config_path);
+    let avatar_notice = saved
+        .avatar
+        .map(|_| "The new avatar is announced.".to_owned());
     let notice = saved.saved.map(|_| match saved.restart.as_deref() {
         Some(fields) if !fields.is_empty() => format!(
             "Saved. The label and email are already announced; {fields} take effect when the peer restarts."
         ),
         _ => "Saved and announced.".to_owned(),
-    });
+    }).or(avatar_notice);
     page(&app, &headers, form, notice, Vec::new()).into_response()
 }
 
@@ -233,4 +245,93 @@ async fn save_settings(
         .append_pair("restart", &restart.join(", "))
         .finish();
     Redirect::to(&format!("/self?{query}")).into_response()
+}
+
+/// The stored avatar, for the settings page.
+async fn show_avatar(State(app): State<ConsoleApp>) -> Response {
+    let Some(path) = avatar::find(&app.dir) else {
+        return (StatusCode::NOT_FOUND, "no avatar").into_response();
+    };
+    let mime = if path.extension().is_some_and(|e| e == "png") {
+        "image/png"
+    } else {
+        "image/jpeg"
+    };
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, mime)], bytes).into_response(),
+        Err(_) => (StatusCode::NOT_FOUND, "no avatar").into_response(),
+    }
+}
+
+/// Stores an uploaded avatar (PNG or JPEG, at most 256 KiB) and announces its hash.
+async fn upload_avatar(
+    State(app): State<ConsoleApp>,
+    headers: HeaderMap,
+    mut form: Multipart,
+) -> Response {
+    let mut csrf = String::new();
+    let mut image: Option<bytes::Bytes> = None;
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or_default().to_owned();
+                let Ok(data) = field.bytes().await else {
+                    return (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        AvatarError::TooLarge.to_string(),
+                    )
+                        .into_response();
+                };
+                match name.as_str() {
+                    "csrf" => csrf = String::from_utf8_lossy(&data).into_owned(),
+                    "avatar" => image = Some(data),
+                    _ => {}
+                }
+            }
+            Ok(None) => break,
+            Err(err) => {
+                let status = if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                return (
+                    status,
+                    format!("the upload could not be read: {}", err.body_text()),
+                )
+                    .into_response();
+            }
+        }
+    }
+    if !app.access.form_allowed(&headers, &csrf) {
+        return (
+            StatusCode::FORBIDDEN,
+            "The form's CSRF token is missing or stale; reload the page.",
+        )
+            .into_response();
+    }
+    let Some(image) = image else {
+        return (StatusCode::BAD_REQUEST, "the form has no avatar file").into_response();
+    };
+    let dir = app.dir.clone();
+    let stored = tokio::task::spawn_blocking(move || avatar::store(&dir, &image))
+        .await
+        .unwrap_or_else(|_| Err(AvatarError::Io("the upload failed".into())));
+    match stored {
+        Ok(hash) => {
+            app.live
+                .announcement
+                .send_modify(|announcement| announcement.avatar_hash = Some(hash));
+            tracing::info!("avatar updated");
+            Redirect::to("/self?avatar=1").into_response()
+        }
+        Err(error) => {
+            let status = match error {
+                AvatarError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                AvatarError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (status, error.to_string()).into_response()
+        }
+    }
 }

@@ -245,6 +245,14 @@ impl Node {
         protocols::fetch_site(&mut self.control.clone(), peer, path).await
     }
 
+    /// Fetches `peer`'s avatar over `/goop/avatar/1.0.0`.
+    pub async fn fetch_avatar(
+        &self,
+        peer: PeerId,
+    ) -> Result<Option<Vec<u8>>, protocols::FetchError> {
+        protocols::fetch_avatar(&mut self.control.clone(), peer).await
+    }
+
     /// Asks `peer` for its label over `/goop/content/1.0.0` (the reachability probe).
     pub async fn fetch_content(&self, peer: PeerId) -> Result<String, protocols::FetchError> {
         protocols::fetch_content(&mut self.control.clone(), peer).await

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `/goop/site/1.0.0` | `GET <path>\n` | `OK <mime> <size>\n<bytes>` or `ERR <reason>\n` |
 //! | `/goop/content/1.0.0` | none | label + `\n` (also the reachability probe) |
-//! | `/goop/avatar/1.0.0` | none | `OK <size>\n<png>` or `NONE\n` |
+//! | `/goop/avatar/1.0.0` | none | `OK <size>\n<image>` (PNG or JPEG) or `NONE\n` |
 //!
 //! Every input is bounded: the request line (4 KiB, 10 s), concurrent streams, file sizes.
 
@@ -34,7 +34,7 @@ const CONCURRENT_STREAMS: usize = 64;
 /// Buffer of file transfers, each way.
 const COPY_BUFFER: usize = 256 * 1024;
 /// Largest avatar served.
-pub const MAX_AVATAR_BYTES: u64 = 256 * 1024;
+const MAX_AVATAR_BYTES: u64 = crate::services::avatar::MAX_AVATAR_BYTES as u64;
 
 /// What the peer serves.
 #[derive(Clone)]
@@ -42,7 +42,7 @@ pub struct Served {
     pub site: Option<Site>,
     /// The peer's label, as `/goop/content/1.0.0` answers it.
     pub label: watch::Receiver<String>,
-    /// A PNG avatar, if the peer has one.
+    /// The peer directory whose avatar (PNG or JPEG) is served, if any.
     pub avatar: Option<PathBuf>,
 }
 
@@ -147,11 +147,13 @@ async fn serve_avatar(
     served: Served,
 ) -> std::io::Result<()> {
     let mut write = stream.compat_write();
-    let image = match &served.avatar {
-        Some(path) => match tokio::fs::metadata(path).await {
-            Ok(meta) if meta.is_file() && meta.len() <= MAX_AVATAR_BYTES => {
-                tokio::fs::read(path).await.ok()
-            }
+    let path = served
+        .avatar
+        .as_deref()
+        .and_then(crate::services::avatar::find);
+    let image = match path {
+        Some(path) => match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.len() <= MAX_AVATAR_BYTES => tokio::fs::read(&path).await.ok(),
             _ => None,
         },
         None => None,
@@ -243,6 +245,37 @@ pub async fn fetch_site(
         mime: mime.to_owned(),
         body,
     })
+}
+
+/// Fetches `peer`'s avatar; `None` when it has none.
+pub async fn fetch_avatar(
+    control: &mut Control,
+    peer: PeerId,
+) -> Result<Option<Vec<u8>>, FetchError> {
+    let stream = control
+        .open_stream(peer, AVATAR)
+        .await
+        .map_err(unreachable)?;
+    let mut reader = BufReader::new(stream.compat());
+    let header = read_header(&mut reader).await?;
+    if header == "NONE" {
+        return Ok(None);
+    }
+    let size: u64 = header
+        .strip_prefix("OK ")
+        .and_then(|size| size.parse().ok())
+        .filter(|size| *size <= MAX_AVATAR_BYTES)
+        .ok_or_else(|| FetchError::Malformed(header.clone()))?;
+    let mut image = Vec::with_capacity(size as usize);
+    (&mut reader)
+        .take(size)
+        .read_to_end(&mut image)
+        .await
+        .map_err(unreachable)?;
+    if image.len() as u64 != size {
+        return Err(FetchError::Malformed("the image was cut short".into()));
+    }
+    Ok(Some(image))
 }
 
 /// Asks `peer` for its label; also tells whether it is reachable.
