@@ -1,5 +1,6 @@
-//! Application logic, independent of HTTP: authentication and, as they arrive, the libp2p node,
-//! presence, the hub, Lua and groups. Nothing here imports axum or askama.
+//! Application logic, independent of HTTP: authentication, the hub, the libp2p node, presence,
+//! the site and the avatar; Lua and groups as they arrive. Nothing here imports axum or askama,
+//! and SQL stays in `store`.
 
 pub mod auth;
 pub mod avatar;
