@@ -103,10 +103,6 @@ impl LogBuffer {
         }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.inner.capacity
-    }
-
     /// Appends a record, evicting the oldest when full, and offers it to live subscribers.
     pub fn push(
         &self,

@@ -84,7 +84,6 @@ pub async fn start_with_options(
         hub: hub.clone(),
         proxies: TrustedProxies(Arc::new(presence.trusted_proxy_nets())),
         logs: logs.clone(),
-        public_url: String::new(),
         admin: AdminAuth::new(presence.admin_password.clone(), "/admin"),
         templates: Arc::new(TemplateStore::new(Config::resolve(
             dir,

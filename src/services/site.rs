@@ -40,10 +40,6 @@ impl Site {
         Site { root }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Maps a request path (`/`, `/css/app.css`, percent-encoded or not) to a file.
     pub fn resolve(&self, request_path: &str) -> Result<SiteFile, SiteError> {
         let path = request_path.split(['?', '#']).next().unwrap_or("");

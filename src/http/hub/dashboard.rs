@@ -98,7 +98,7 @@ async fn show_dashboard(State(app): State<HubApp>, headers: HeaderMap) -> impl I
     let now_ms = unix_ms();
     DashboardPage {
         hub_name: app.hub.options().name.clone(),
-        connect_url: connect_url(&app, &headers),
+        connect_url: connect_url(&headers),
         peers: app
             .hub
             .peers()
@@ -114,11 +114,8 @@ async fn show_dashboard(State(app): State<HubApp>, headers: HeaderMap) -> impl I
     }
 }
 
-/// The URL to give peers: the configured one, else what the browser used to reach us.
-fn connect_url(app: &HubApp, headers: &HeaderMap) -> String {
-    if !app.public_url.is_empty() {
-        return app.public_url.clone();
-    }
+/// The URL to give peers: what the browser used to reach us.
+fn connect_url(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

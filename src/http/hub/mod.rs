@@ -28,8 +28,6 @@ pub struct HubApp {
     pub hub: Hub,
     pub proxies: TrustedProxies,
     pub logs: LogBuffer,
-    /// The URL peers should use, as shown on the dashboard (empty: derived from the request).
-    pub public_url: String,
     pub admin: AdminAuth,
     pub templates: Arc<TemplateStore>,
     /// The configuration the hub started with, for the admin's config page.

@@ -92,9 +92,6 @@ impl HubOptions {
 #[derive(Debug)]
 pub struct HubEvent {
     pub offset: u64,
-    /// `<epoch>-<offset>`, the SSE event id.
-    pub id: String,
-    pub kind: PresenceType,
     /// False for a heartbeat that changed nothing.
     pub change: bool,
     /// The message as JSON (the WebSocket frame).
@@ -808,8 +805,6 @@ fn encode_event(
     sse.extend_from_slice(b"\n\n");
     HubEvent {
         offset,
-        id,
-        kind: presence.kind,
         change,
         json: Bytes::from(json),
         sse: Bytes::from(sse),
