@@ -6,6 +6,7 @@ pub mod assets;
 pub mod client_ip;
 pub mod console;
 pub mod error;
+pub mod forms;
 pub mod hub;
 pub mod logs;
 pub mod owner_login;

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::ConsoleApp;
 use crate::config::{self, Config};
+use crate::http::forms::parse_number;
 use crate::http::text::short_id;
 use crate::services::avatar::{self, AvatarError};
 
@@ -60,35 +61,24 @@ impl SettingsForm {
 
     fn apply(&self, mut config: Config) -> Result<Config, Vec<String>> {
         let mut problems = Vec::new();
-        fn number<T: std::str::FromStr>(
-            problems: &mut Vec<String>,
-            path: &str,
-            text: &str,
-            target: &mut T,
-        ) {
-            match text.trim().parse::<T>() {
-                Ok(value) => *target = value,
-                Err(_) => problems.push(format!("{path} ({text:?}) must be a whole number")),
-            }
-        }
         config.profile.label = self.label.trim().to_owned();
         config.profile.email = self.email.trim().to_owned();
         config.presence.rendezvous_wan = self.rendezvous_wan.trim().to_owned();
         config.presence.rendezvous_host = self.rendezvous_host.is_some();
         config.p2p.mdns_tag = self.mdns_tag.trim().to_owned();
-        number(
+        parse_number(
             &mut problems,
             "p2p.listen_port",
             &self.listen_port,
             &mut config.p2p.listen_port,
         );
-        number(
+        parse_number(
             &mut problems,
             "presence.ttl_seconds",
             &self.ttl_seconds,
             &mut config.presence.ttl_seconds,
         );
-        number(
+        parse_number(
             &mut problems,
             "presence.heartbeat_seconds",
             &self.heartbeat_seconds,

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::ViewerApp;
 use crate::config::Config;
+use crate::http::forms::parse_number;
 
 pub fn routes() -> Router<ViewerApp> {
     Router::new().route("/self", get(show_settings).post(save_settings))
@@ -67,57 +68,46 @@ impl SettingsForm {
     /// `config` with the form applied, or the problems found.
     fn apply(&self, mut config: Config) -> Result<Config, Vec<String>> {
         let mut problems = Vec::new();
-        fn number<T: std::str::FromStr>(
-            problems: &mut Vec<String>,
-            path: &str,
-            text: &str,
-            target: &mut T,
-        ) {
-            match text.trim().parse::<T>() {
-                Ok(value) => *target = value,
-                Err(_) => problems.push(format!("{path} ({text:?}) must be a whole number")),
-            }
-        }
         config.profile.label = self.label.trim().to_owned();
         config.profile.email = self.email.trim().to_owned();
         let p = &mut config.presence;
-        number(
+        parse_number(
             &mut problems,
             "presence.ttl_seconds",
             &self.ttl_seconds,
             &mut p.ttl_seconds,
         );
-        number(
+        parse_number(
             &mut problems,
             "presence.heartbeat_seconds",
             &self.heartbeat_seconds,
             &mut p.heartbeat_seconds,
         );
-        number(
+        parse_number(
             &mut problems,
             "presence.rendezvous_port",
             &self.rendezvous_port,
             &mut p.rendezvous_port,
         );
-        number(
+        parse_number(
             &mut problems,
             "presence.publish_burst",
             &self.publish_burst,
             &mut p.publish_burst,
         );
-        number(
+        parse_number(
             &mut problems,
             "presence.publish_per_second",
             &self.publish_per_second,
             &mut p.publish_per_second,
         );
-        number(
+        parse_number(
             &mut problems,
             "presence.max_streams",
             &self.max_streams,
             &mut p.max_streams,
         );
-        number(
+        parse_number(
             &mut problems,
             "presence.max_streams_per_ip",
             &self.max_streams_per_ip,
