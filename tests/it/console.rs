@@ -8,18 +8,10 @@ use goop2::modes::peer::{self, RunningPeer};
 use goop2::services::auth;
 use goop2::services::presence::peer_table::PeerState;
 use goop2::telemetry::LogBuffer;
-use reqwest::redirect::Policy;
 
-use crate::support::{SseClient, eventually};
+use crate::support::{SseClient, eventually, hidden, no_redirects};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap()
-}
 
 fn peer_dir(label: &str, edit: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().unwrap();
@@ -77,7 +69,7 @@ async fn the_console_lists_peers_and_shows_their_sites_sandboxed() {
     let base = console(&alice);
     let bob_id = bob.peer_id.to_base58();
 
-    let page = client().get(format!("{base}/")).send().await.unwrap();
+    let page = no_redirects().get(format!("{base}/")).send().await.unwrap();
     assert_eq!(page.status().as_u16(), 200);
     let html = page.text().await.unwrap();
     assert!(
@@ -86,7 +78,7 @@ async fn the_console_lists_peers_and_shows_their_sites_sandboxed() {
     );
     assert!(html.contains(">Bob</a>"));
 
-    let peers: Vec<serde_json::Value> = client()
+    let peers: Vec<serde_json::Value> = no_redirects()
         .get(format!("{base}/api/peers"))
         .send()
         .await
@@ -100,7 +92,7 @@ async fn the_console_lists_peers_and_shows_their_sites_sandboxed() {
             .any(|p| p["peer_id"] == bob_id.as_str() && p["label"] == "Bob")
     );
 
-    let site = client()
+    let site = no_redirects()
         .get(format!("{base}/p/{bob_id}/"))
         .send()
         .await
@@ -118,7 +110,7 @@ async fn the_console_lists_peers_and_shows_their_sites_sandboxed() {
     );
     assert_eq!(site.text().await.unwrap(), "<h1>Bob's page</h1>");
 
-    let mine = client()
+    let mine = no_redirects()
         .get(format!("{base}/p/{}/", alice.peer_id))
         .send()
         .await
@@ -126,7 +118,7 @@ async fn the_console_lists_peers_and_shows_their_sites_sandboxed() {
     assert_eq!(mine.status().as_u16(), 200);
     assert!(mine.text().await.unwrap().contains("Hello from my peer"));
 
-    let refused = client()
+    let refused = no_redirects()
         .get(format!("{base}/p/{bob_id}/lua/functions/x.lua"))
         .send()
         .await
@@ -140,7 +132,7 @@ async fn the_console_lists_peers_and_shows_their_sites_sandboxed() {
             .contains("the peer says: forbidden")
     );
 
-    let details = client()
+    let details = no_redirects()
         .get(format!("{base}/peer/{bob_id}"))
         .send()
         .await
@@ -161,7 +153,7 @@ async fn an_unreachable_peer_gets_a_clear_error_page() {
         .await
         .unwrap();
     let nobody = goop2::identity::PeerId::random();
-    let response = client()
+    let response = no_redirects()
         .get(format!("{}/p/{nobody}/", console(&lonely)))
         .send()
         .await
@@ -172,7 +164,7 @@ async fn an_unreachable_peer_gets_a_clear_error_page() {
         html.contains("this peer cannot be reached right now"),
         "{html}"
     );
-    let bad = client()
+    let bad = no_redirects()
         .get(format!("{}/p/not-a-peer/", console(&lonely)))
         .send()
         .await
@@ -189,14 +181,14 @@ async fn the_console_refuses_requests_other_origins_start() {
         .unwrap();
     let base = console(&peer);
     // A sandboxed site's fetch carries `Origin: null`.
-    let from_site = client()
+    let from_site = no_redirects()
         .get(format!("{base}/api/peers"))
         .header("Origin", "null")
         .send()
         .await
         .unwrap();
     assert_eq!(from_site.status().as_u16(), 403);
-    let from_elsewhere = client()
+    let from_elsewhere = no_redirects()
         .post(format!("{base}/logout"))
         .header("Sec-Fetch-Site", "cross-site")
         .header("Sec-Fetch-Mode", "cors")
@@ -205,7 +197,7 @@ async fn the_console_refuses_requests_other_origins_start() {
         .unwrap();
     assert_eq!(from_elsewhere.status().as_u16(), 403);
     // Following a link from elsewhere is fine.
-    let navigation = client()
+    let navigation = no_redirects()
         .get(format!("{base}/"))
         .header("Sec-Fetch-Site", "cross-site")
         .header("Sec-Fetch-Mode", "navigate")
@@ -213,7 +205,7 @@ async fn the_console_refuses_requests_other_origins_start() {
         .await
         .unwrap();
     assert_eq!(navigation.status().as_u16(), 200);
-    let same_origin = client()
+    let same_origin = no_redirects()
         .get(format!("{base}/api/peers"))
         .header("Origin", base.as_str())
         .send()
@@ -242,17 +234,17 @@ async fn a_console_off_loopback_needs_a_password_and_with_one_needs_a_session() 
         .await
         .unwrap();
     let base = console(&peer);
-    let anonymous = client().get(format!("{base}/")).send().await.unwrap();
+    let anonymous = no_redirects().get(format!("{base}/")).send().await.unwrap();
     assert_eq!(anonymous.status().as_u16(), 303);
     assert_eq!(anonymous.headers()["location"], "/login");
-    let api = client()
+    let api = no_redirects()
         .get(format!("{base}/api/peers"))
         .send()
         .await
         .unwrap();
     assert_eq!(api.status().as_u16(), 401);
     let cookie = crate::support::sign_in(&base, "console secret").await;
-    let page = client()
+    let page = no_redirects()
         .get(format!("{base}/"))
         .header("Cookie", &cookie)
         .send()
@@ -260,7 +252,7 @@ async fn a_console_off_loopback_needs_a_password_and_with_one_needs_a_session() 
         .unwrap();
     assert_eq!(page.status().as_u16(), 200);
     // CSRF: signing out without the token is refused.
-    let no_token = client()
+    let no_token = no_redirects()
         .post(format!("{base}/logout"))
         .header("Cookie", &cookie)
         .form(&[("csrf", "")])
@@ -317,7 +309,7 @@ async fn the_log_page_filters_by_level_and_tails_live() {
         .unwrap();
     let base = console(&peer);
 
-    let page = client()
+    let page = no_redirects()
         .get(format!("{base}/logs?level=error"))
         .send()
         .await
@@ -344,14 +336,6 @@ async fn the_log_page_filters_by_level_and_tails_live() {
     assert_eq!(record["message"], "live and well");
     assert_eq!(record["fields"][0][0], "peer.id");
     peer.shutdown().await;
-}
-
-fn hidden(html: &str, name: &str) -> String {
-    html.split(&format!("name=\"{name}\" value=\""))
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("no {name} in page"))
-        .to_owned()
 }
 
 fn settings(
@@ -385,7 +369,7 @@ async fn settings_save_atomically_and_the_label_is_announced_at_once() {
     let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
     let path = dir.path().join("goop.json");
 
-    let html = client()
+    let html = no_redirects()
         .get(format!("{base}/self"))
         .send()
         .await
@@ -395,7 +379,7 @@ async fn settings_save_atomically_and_the_label_is_announced_at_once() {
         .unwrap();
     let (csrf, fingerprint) = (hidden(&html, "csrf"), hidden(&html, "fingerprint"));
 
-    let invalid = client()
+    let invalid = no_redirects()
         .post(format!("{base}/self"))
         .form(&settings(&csrf, &fingerprint, "Alice", "", "9"))
         .send()
@@ -410,7 +394,7 @@ async fn settings_save_atomically_and_the_label_is_announced_at_once() {
             .contains("presence.heartbeat_seconds (9) must be less than presence.ttl_seconds (6)")
     );
 
-    let forged = client()
+    let forged = no_redirects()
         .post(format!("{base}/self"))
         .form(&settings("nope", &fingerprint, "Mallory", "", "1"))
         .send()
@@ -418,7 +402,7 @@ async fn settings_save_atomically_and_the_label_is_announced_at_once() {
         .unwrap();
     assert_eq!(forged.status().as_u16(), 403);
 
-    let saved = client()
+    let saved = no_redirects()
         .post(format!("{base}/self"))
         .form(&settings(
             &csrf,
@@ -432,7 +416,7 @@ async fn settings_save_atomically_and_the_label_is_announced_at_once() {
         .unwrap();
     assert_eq!(saved.status().as_u16(), 303);
     let location = saved.headers()["location"].to_str().unwrap().to_owned();
-    let notice = client()
+    let notice = no_redirects()
         .get(format!("{base}{location}"))
         .send()
         .await
@@ -468,7 +452,7 @@ async fn settings_save_atomically_and_the_label_is_announced_at_once() {
     );
 
     // The old form is stale now: no silent overwrite.
-    let stale = client()
+    let stale = no_redirects()
         .post(format!("{base}/self"))
         .form(&settings(&csrf, &fingerprint, "Alice again", "", "1"))
         .send()
@@ -494,7 +478,7 @@ async fn upload_avatar(base: &str, csrf: &str, image: Vec<u8>) -> reqwest::Respo
             "avatar",
             reqwest::multipart::Part::bytes(image).file_name("me.png"),
         );
-    client()
+    no_redirects()
         .post(format!("{base}/self/avatar"))
         .multipart(form)
         .send()
@@ -507,7 +491,7 @@ async fn an_uploaded_avatar_is_checked_served_to_peers_and_announced() {
     let (alice, bob, _dirs) = alice_and_bob().await;
     let base = console(&alice);
     let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
-    let html = client()
+    let html = no_redirects()
         .get(format!("{base}/self"))
         .send()
         .await
@@ -548,7 +532,7 @@ async fn an_uploaded_avatar_is_checked_served_to_peers_and_announced() {
         bob.node.fetch_avatar(alice.peer_id).await.unwrap(),
         Some(image.clone())
     );
-    let shown = client()
+    let shown = no_redirects()
         .get(format!("{base}/self/avatar"))
         .send()
         .await

@@ -8,23 +8,15 @@ use flate2::write::GzEncoder;
 use goop2::config::Secret;
 use goop2::services::auth;
 use goop2::services::hub::presence::PresenceType;
-use reqwest::redirect::Policy;
 use serde_json::Value;
 
-use crate::support::{SseClient, TestHub, TestPeer};
+use crate::support::{SseClient, TestHub, TestPeer, hidden, no_redirects};
 
 const PASSWORD: &str = "correct horse battery staple";
 
 async fn hub_with_admin() -> TestHub {
     let hash = auth::hash_password(PASSWORD).unwrap();
     TestHub::spawn_with(|c| c.presence.admin_password = Secret::new(hash), |_| {}).await
-}
-
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap()
 }
 
 /// Signs in; returns the cookie header value and the CSRF token of the admin page.
@@ -46,12 +38,7 @@ async fn sign_in(hub: &TestHub) -> (String, String) {
         .text()
         .await
         .unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the admin page carries a CSRF token")
-        .to_owned();
+    let csrf = hidden(&page, "csrf");
     (cookie, csrf)
 }
 

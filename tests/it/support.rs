@@ -317,3 +317,20 @@ pub async fn sign_in(base: &str, password: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// A client that reports redirects instead of following them.
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value of hidden form input `name` in `html`.
+pub fn hidden(html: &str, name: &str) -> String {
+    html.split(&format!("name=\"{name}\" value=\""))
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no {name} in page"))
+        .to_owned()
+}

@@ -5,28 +5,11 @@ use std::time::Duration;
 
 use goop2::config::{Config, Secret};
 use goop2::services::auth;
-use reqwest::redirect::Policy;
 
-use crate::support::{SseClient, TestHub};
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap()
-}
+use crate::support::{SseClient, TestHub, hidden, no_redirects};
 
 async fn open_viewer() -> TestHub {
     TestHub::spawn_with(|c| c.viewer.http_addr = "127.0.0.1:0".into(), |_| {}).await
-}
-
-/// The value of hidden input `name` in `html`.
-fn hidden(html: &str, name: &str) -> String {
-    html.split(&format!("name=\"{name}\" value=\""))
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("no {name} in page"))
-        .to_owned()
 }
 
 fn settings_form(
@@ -65,7 +48,7 @@ async fn settings_are_validated_and_saved_keeping_unknown_keys() {
     raw["presence"]["future_knob"] = serde_json::json!(7);
     std::fs::write(&path, raw.to_string()).unwrap();
 
-    let page = client()
+    let page = no_redirects()
         .get(format!("{}/self", hub.viewer_url()))
         .send()
         .await
@@ -77,7 +60,7 @@ async fn settings_are_validated_and_saved_keeping_unknown_keys() {
 
     // Invalid: nothing is written and the message names the rule.
     let before = std::fs::read_to_string(&path).unwrap();
-    let refused = client()
+    let refused = no_redirects()
         .post(format!("{}/self", hub.viewer_url()))
         .form(&settings_form(&csrf, &fingerprint, "20", "30"))
         .send()
@@ -93,7 +76,7 @@ async fn settings_are_validated_and_saved_keeping_unknown_keys() {
     );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
 
-    let not_a_number = client()
+    let not_a_number = no_redirects()
         .post(format!("{}/self", hub.viewer_url()))
         .form(&settings_form(&csrf, &fingerprint, "soon", "5"))
         .send()
@@ -109,7 +92,7 @@ async fn settings_are_validated_and_saved_keeping_unknown_keys() {
     );
 
     // Without the CSRF token: refused.
-    let forged = client()
+    let forged = no_redirects()
         .post(format!("{}/self", hub.viewer_url()))
         .form(&settings_form("", &fingerprint, "40", "5"))
         .send()
@@ -117,7 +100,7 @@ async fn settings_are_validated_and_saved_keeping_unknown_keys() {
         .unwrap();
     assert_eq!(forged.status().as_u16(), 403);
 
-    let saved = client()
+    let saved = no_redirects()
         .post(format!("{}/self", hub.viewer_url()))
         .form(&settings_form(&csrf, &fingerprint, "40", "5"))
         .send()
@@ -135,7 +118,7 @@ async fn settings_are_validated_and_saved_keeping_unknown_keys() {
         config.config.presence.extra["future_knob"], 7,
         "unknown keys survive"
     );
-    let after = client()
+    let after = no_redirects()
         .get(format!("{}/self?saved=1", hub.viewer_url()))
         .send()
         .await
@@ -146,7 +129,7 @@ async fn settings_are_validated_and_saved_keeping_unknown_keys() {
     assert!(after.contains("take effect when the hub restarts"));
 
     // The file changed by hand after the page was opened: no silent overwrite.
-    let stale = client()
+    let stale = no_redirects()
         .post(format!("{}/self", hub.viewer_url()))
         .form(&settings_form(&csrf, &fingerprint, "50", "5"))
         .send()
@@ -160,14 +143,14 @@ async fn settings_are_validated_and_saved_keeping_unknown_keys() {
 async fn a_password_less_viewer_answers_only_local_requests() {
     let hub = open_viewer().await;
     let url = format!("{}/self", hub.viewer_url());
-    let rebinding = client()
+    let rebinding = no_redirects()
         .get(&url)
         .header("Host", "attacker.example:9090")
         .send()
         .await
         .unwrap();
     assert_eq!(rebinding.status().as_u16(), 403);
-    let proxied = client()
+    let proxied = no_redirects()
         .get(&url)
         .header("X-Forwarded-For", "203.0.113.9")
         .send()
@@ -181,7 +164,7 @@ async fn a_password_less_viewer_answers_only_local_requests() {
             .unwrap()
             .contains("viewer.admin_password")
     );
-    let local = client()
+    let local = no_redirects()
         .get(&url)
         .header("Host", "localhost:9090")
         .send()
@@ -222,10 +205,14 @@ async fn a_protected_viewer_needs_a_session_and_shows_live_logs() {
     )
     .await;
     let base = hub.viewer_url();
-    let anonymous = client().get(format!("{base}/self")).send().await.unwrap();
+    let anonymous = no_redirects()
+        .get(format!("{base}/self"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status().as_u16(), 303);
     assert_eq!(anonymous.headers()["location"], "/login");
-    let wrong = client()
+    let wrong = no_redirects()
         .post(format!("{base}/login"))
         .form(&[("password", "nope")])
         .send()
@@ -234,7 +221,7 @@ async fn a_protected_viewer_needs_a_session_and_shows_live_logs() {
     assert_eq!(wrong.status().as_u16(), 401);
 
     let cookie = crate::support::sign_in(&base, "s3cret").await;
-    let page = client()
+    let page = no_redirects()
         .get(format!("{base}/logs"))
         .header("Cookie", &cookie)
         .send()
@@ -262,7 +249,7 @@ async fn a_protected_viewer_needs_a_session_and_shows_live_logs() {
     assert_eq!(record["level"], "WARN");
 
     let csrf = hidden(&html, "csrf");
-    let bad = client()
+    let bad = no_redirects()
         .post(format!("{base}/self"))
         .header("Cookie", &cookie)
         .form(&[("csrf", "x")])
@@ -270,7 +257,7 @@ async fn a_protected_viewer_needs_a_session_and_shows_live_logs() {
         .await
         .unwrap();
     assert_eq!(bad.status().as_u16(), 403);
-    let out = client()
+    let out = no_redirects()
         .post(format!("{base}/logout"))
         .header("Cookie", &cookie)
         .form(&[("csrf", csrf.as_str())])
@@ -278,7 +265,7 @@ async fn a_protected_viewer_needs_a_session_and_shows_live_logs() {
         .await
         .unwrap();
     assert_eq!(out.status().as_u16(), 303);
-    let after = client()
+    let after = no_redirects()
         .get(format!("{base}/self"))
         .header("Cookie", &cookie)
         .send()
