@@ -12,9 +12,35 @@
   function sources(list) {
     return (list || []).map(function (s) { return s === "Gossip" ? "LAN" : (s.Hub ? "hub " + s.Hub : String(s)); }).join(", ");
   }
+  const csrf = document.body.dataset.csrf || "";
+  function hidden(name, value) { const i = document.createElement("input"); i.type = "hidden"; i.name = name; i.value = value; return i; }
+  function favorite(peer) {
+    const td = cell("", "favorite");
+    const form = document.createElement("form");
+    form.method = "post";
+    form.action = "/peer/" + encodeURIComponent(peer.peer_id) + "/favorite";
+    form.className = "inline";
+    form.appendChild(hidden("csrf", csrf));
+    form.appendChild(hidden("favorite", peer.favorite ? "0" : "1"));
+    const button = document.createElement("button");
+    button.type = "submit";
+    button.className = "star";
+    button.setAttribute("aria-pressed", String(!!peer.favorite));
+    button.title = peer.favorite ? "Remove from favourites" : "Add to favourites";
+    button.textContent = peer.favorite ? "★" : "☆";
+    form.appendChild(button);
+    td.appendChild(form);
+    return td;
+  }
+  function reach(r) {
+    if (!r || r.status === "unknown") return ["unknown", "not probed yet"];
+    if (r.status === "reachable") return ["reachable", "yes, " + r.rtt_ms + " ms"];
+    return ["unreachable", "no: " + r.reason];
+  }
   function row(peer) {
     const tr = document.createElement("tr");
     tr.dataset.peerId = peer.peer_id;
+    tr.appendChild(favorite(peer));
     const label = cell("", "label");
     label.appendChild(link("/peer/" + encodeURIComponent(peer.peer_id), peer.label || ""));
     tr.appendChild(label);
@@ -25,6 +51,8 @@
     id.appendChild(code);
     tr.appendChild(id);
     tr.appendChild(cell(peer.state, "state"));
+    const r = reach(peer.reachability);
+    tr.appendChild(cell(r[1], "reach " + r[0]));
     const trust = cell("");
     if (peer.verified) { const b = document.createElement("span"); b.className = "badge verified"; b.textContent = "verified"; trust.appendChild(b); }
     tr.appendChild(trust);

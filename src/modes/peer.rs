@@ -26,11 +26,14 @@ use crate::services::hub::presence::{Presence, PresenceType};
 use crate::services::hub::unix_ms;
 use crate::services::node::protocols::Served;
 use crate::services::node::{Node, NodeEvent, NodeOptions};
+use crate::services::presence::cache::PeerBook;
 use crate::services::presence::hub_client::{
     Announcement, HubClient, HubClientOptions, HubEvent, parse_hub_url,
 };
 use crate::services::presence::peer_table::{PeerTable, Source, TableOptions};
+use crate::services::presence::reachability;
 use crate::services::site::Site;
+use crate::store::peer::PeerStore;
 use crate::telemetry::LogBuffer;
 
 /// A running peer.
@@ -46,10 +49,18 @@ pub struct RunningPeer {
     pub announcement: Arc<watch::Sender<Announcement>>,
     /// The label `/goop/content/1.0.0` answers.
     pub label: Arc<watch::Sender<String>>,
+    /// Favourites and last-known peers.
+    pub book: PeerBook,
     stop: watch::Sender<bool>,
     hub_clients: Vec<HubClient>,
     tasks: Vec<JoinHandle<()>>,
+    /// Writes the last changes of the PeerTable when stopping.
+    book_task: JoinHandle<()>,
+    store: PeerStore,
 }
+
+/// How often every online peer's reachability is probed again.
+const PROBE_EVERY: Duration = Duration::from_secs(30);
 
 /// Starts the peer of directory `dir`.
 pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Result<RunningPeer> {
@@ -57,6 +68,10 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let keypair = identity.keypair;
     let peer_id = identity.peer_id;
     tracing::info!(peer.id = %peer_id, "starting peer");
+    let db_path = dir.join(crate::store::peer::FILE_NAME);
+    let store = PeerStore::open(&db_path)
+        .await
+        .with_context(|| format!("cannot open the peer database {}", db_path.display()))?;
 
     let (label_tx, label) = watch::channel(config.profile.label.clone());
     let label_tx = Arc::new(label_tx);
@@ -126,6 +141,22 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
 
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
+    let (book, book_task) = PeerBook::start(store.clone(), table.clone(), stopped.clone())
+        .await
+        .context("cannot read the known peers from data.db")?;
+    // Peers from the last run may still be where they were.
+    for known in table.snapshot().await {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            dial_addrs(&node, &known.peer_id, &known.addrs).await;
+        }));
+    }
+    tasks.push(reachability::spawn(
+        node.clone(),
+        table.clone(),
+        PROBE_EVERY,
+        stopped.clone(),
+    ));
 
     let mut console_addr = None;
     if let Some(addr) = config.viewer.http_socket_addr() {
@@ -139,6 +170,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             label: label_tx.subscribe(),
             node: node.clone(),
             table: table.clone(),
+            book: book.clone(),
             site: Site::new(Config::resolve(dir, &config.paths.site_root)),
             logs: logs_for_console,
             access: OwnerAccess::new(config, "console", "Goop² console", "/"),
@@ -190,6 +222,11 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         table.clone(),
         node_events,
         hub_events,
+        AddressBook {
+            peer_id,
+            include_loopback,
+            announcement: announce_tx.clone(),
+        },
     )));
     tasks.push(tokio::spawn(gossip_presence(
         node.clone(),
@@ -206,9 +243,12 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         console_addr,
         announcement: announce_tx,
         label: label_tx,
+        book,
         stop,
         hub_clients,
         tasks,
+        book_task,
+        store,
     })
 }
 
@@ -229,6 +269,13 @@ impl RunningPeer {
         if let Some(hub) = self.hub {
             hub.shutdown().await;
         }
+        if tokio::time::timeout(Duration::from_secs(5), self.book_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the known peers were not all written to data.db in time");
+        }
+        self.store.close().await;
         tracing::info!("peer stopped");
     }
 }
@@ -272,12 +319,21 @@ pub fn announced_addrs(
         .collect()
 }
 
-/// Feeds the PeerTable from the node and the hubs, and dials peers the hubs tell about.
+/// What keeps the announced addresses true to the node's listen addresses.
+struct AddressBook {
+    peer_id: PeerId,
+    include_loopback: bool,
+    announcement: Arc<watch::Sender<Announcement>>,
+}
+
+/// Feeds the PeerTable from the node and the hubs, dials peers the hubs tell about, and
+/// re-announces when the node's addresses change.
 async fn merge_presence(
     node: Node,
     table: PeerTable,
     mut node_events: mpsc::Receiver<NodeEvent>,
     mut hub_events: mpsc::Receiver<(Source, HubEvent)>,
+    addresses: AddressBook,
 ) {
     loop {
         tokio::select! {
@@ -287,6 +343,16 @@ async fn merge_presence(
                 }
                 Some(NodeEvent::PresenceRefused { via, reason }) => {
                     tracing::debug!(peer.id = %via, "dropped gossip presence: {reason}");
+                }
+                Some(NodeEvent::ListenAddrsChanged(listen)) => {
+                    let addrs =
+                        announced_addrs(&listen, addresses.peer_id, addresses.include_loopback);
+                    // Publishers send an `update` as soon as the announcement changes.
+                    addresses.announcement.send_if_modified(|announcement| {
+                        let changed = announcement.addrs != addrs;
+                        announcement.addrs = addrs;
+                        changed
+                    });
                 }
                 Some(_) => {}
                 None => return,
@@ -309,7 +375,12 @@ async fn dial_announced(node: &Node, presence: &Presence) {
     if presence.kind == PresenceType::Offline {
         return;
     }
-    let Ok(peer) = presence.peer_id.parse::<PeerId>() else {
+    dial_addrs(node, &presence.peer_id, presence.addrs.iter().flatten()).await;
+}
+
+/// Dials `peer_id` at the first of `addrs` that names it and can be dialled, unless connected.
+async fn dial_addrs<'a>(node: &Node, peer_id: &str, addrs: impl IntoIterator<Item = &'a String>) {
+    let Ok(peer) = peer_id.parse::<PeerId>() else {
         return;
     };
     if node
@@ -320,7 +391,7 @@ async fn dial_announced(node: &Node, presence: &Presence) {
     {
         return;
     }
-    for addr in presence.addrs.iter().flatten() {
+    for addr in addrs {
         let Ok(addr) = addr.parse::<Multiaddr>() else {
             continue;
         };

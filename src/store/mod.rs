@@ -1,4 +1,5 @@
 //! Storage: the only place with SQL. Each database has its module and its migrations under
-//! `migrations/`.
+//! `migrations/`: the hub's shared peer registry and the peer's own `data.db`.
 
 pub mod hub;
+pub mod peer;

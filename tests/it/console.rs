@@ -140,9 +140,102 @@ async fn the_console_lists_peers_and_shows_their_sites_sandboxed() {
         .text()
         .await
         .unwrap();
-    assert!(details.contains("yes (it answers “Bob”)"), "{details}");
+    assert!(
+        details.contains("class=\"reach reachable\">yes, "),
+        "{details}"
+    );
+    assert!(
+        details.contains("<code>/goop/site/1.0.0</code>"),
+        "{details}"
+    );
+    assert!(details.contains("<code>goop2/"), "{details}");
 
     bob.shutdown().await;
+    alice.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn favourites_and_known_peers_survive_a_restart_and_reachability_is_probed() {
+    let (alice, bob, dirs) = alice_and_bob().await;
+    let base = console(&alice);
+    let bob_id = bob.peer_id.to_base58();
+
+    // The prober finds Bob reachable without anyone opening his page.
+    assert!(
+        eventually(WAIT, async || {
+            let peers: Vec<serde_json::Value> = no_redirects()
+                .get(format!("{base}/api/peers"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            peers.iter().any(|p| {
+                p["peer_id"] == bob_id.as_str() && p["reachability"]["status"] == "reachable"
+            })
+        })
+        .await
+    );
+
+    let html = no_redirects()
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("class=\"reach reachable\""), "{html}");
+    let csrf = hidden(&html, "csrf");
+    let url = format!("{base}/peer/{bob_id}/favorite");
+    let forged = no_redirects()
+        .post(&url)
+        .form(&[("favorite", "1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403, "no CSRF token, no change");
+    let unknown = no_redirects()
+        .post(format!("{base}/peer/{}/favorite", alice.peer_id))
+        .form(&[("favorite", "1"), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+    let marked = no_redirects()
+        .post(&url)
+        .form(&[("favorite", "1"), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(marked.status().as_u16(), 303);
+    let entry = |peers: Vec<goop2::services::presence::peer_table::PeerEntry>| {
+        peers.into_iter().find(|p| p.peer_id == bob_id)
+    };
+    assert!(entry(alice.table.snapshot().await).unwrap().favorite);
+
+    bob.shutdown().await;
+    alice.shutdown().await;
+
+    // Alice again, alone: Bob is listed from data.db, offline, still a favourite.
+    let config = Config::load_dir(dirs[0].path()).unwrap().config;
+    let alice = peer::start(dirs[0].path(), &config, LogBuffer::new(100))
+        .await
+        .unwrap();
+    let bob_again = entry(alice.table.snapshot().await).expect("Bob remembered");
+    assert_eq!(bob_again.label, "Bob");
+    assert!(bob_again.favorite);
+    assert_eq!(bob_again.state, PeerState::Offline);
+    let html = no_redirects()
+        .get(format!("{}/", console(&alice)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("aria-pressed=\"true\""), "{html}");
     alice.shutdown().await;
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use goop2::identity::{Keypair, PeerId};
 use goop2::services::hub::presence::{Presence, PresenceType};
 use goop2::services::presence::peer_table::{
-    PeerChange, PeerState, PeerTable, Source, TableOptions,
+    KnownPeer, PeerChange, PeerState, PeerTable, Reachability, Source, TableOptions,
 };
 use tokio::sync::broadcast::Receiver;
 
@@ -145,4 +145,108 @@ async fn a_heartbeat_that_changes_nothing_is_not_a_change() {
         "{second:?}"
     );
     assert!(changes.try_recv().is_err(), "the heartbeat made no change");
+}
+
+#[tokio::test]
+async fn restored_peers_are_offline_until_heard_and_favourites_outlive_expiry() {
+    let me = PeerId::random();
+    let table = PeerTable::start(me, options(200, 200));
+    let alice = Keypair::generate_ed25519().public().to_peer_id();
+    let bob = Keypair::generate_ed25519().public().to_peer_id();
+    let known = |peer: &PeerId, label: &str, favorite: bool| KnownPeer {
+        peer_id: peer.to_base58(),
+        label: label.into(),
+        email: String::new(),
+        avatar_hash: None,
+        addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+        verified: false,
+        favorite,
+    };
+    table
+        .restore(vec![
+            known(&alice, "Alice", true),
+            known(&bob, "Bob", false),
+            known(&me, "me", false),
+        ])
+        .await;
+    let peers = table.snapshot().await;
+    assert_eq!(peers.len(), 2, "never itself: {peers:?}");
+    assert!(peers.iter().all(|p| p.state == PeerState::Offline));
+    assert!(peers.iter().all(|p| p.sources.is_empty()));
+
+    // Heard again: online, and still a favourite.
+    table
+        .observe(
+            message(&alice, PresenceType::Online, "Alice 2", 5),
+            Source::Gossip,
+        )
+        .await;
+    let alice_now = table
+        .snapshot()
+        .await
+        .into_iter()
+        .find(|p| p.peer_id == alice.to_base58())
+        .unwrap();
+    assert_eq!(alice_now.state, PeerState::Online);
+    assert_eq!(alice_now.label, "Alice 2");
+    assert!(alice_now.favorite);
+
+    // Past TTL and grace the ordinary peer is gone; the favourite stays, offline.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let peers = table.snapshot().await;
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert_eq!(peers[0].peer_id, alice.to_base58());
+    assert_eq!(peers[0].state, PeerState::Offline);
+
+    // Unmarked, it expires like anyone.
+    assert!(table.set_favorite(&alice.to_base58(), false).await);
+    assert!(
+        !table.set_favorite(&bob.to_base58(), true).await,
+        "Bob is gone"
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(table.snapshot().await.is_empty());
+}
+
+#[tokio::test]
+async fn reachability_results_are_announced() {
+    let table = PeerTable::start(PeerId::random(), options(60_000, 60_000));
+    let alice = Keypair::generate_ed25519().public().to_peer_id();
+    table
+        .observe(message(&alice, PresenceType::Online, "Alice", 1), hub())
+        .await;
+    // Once the table has answered, the observation is behind us.
+    assert_eq!(table.snapshot().await.len(), 1);
+    let mut changes = table.watch();
+    let id = alice.to_base58();
+    table
+        .set_reachability(&id, Reachability::Reachable { rtt_ms: 3 })
+        .await;
+    match next_change(&mut changes).await {
+        PeerChange::Updated(entry) => {
+            assert_eq!(entry.reachability, Reachability::Reachable { rtt_ms: 3 })
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same result again is no news.
+    table
+        .set_reachability(&id, Reachability::Reachable { rtt_ms: 3 })
+        .await;
+    table
+        .set_reachability(
+            &id,
+            Reachability::Unreachable {
+                reason: "gone".into(),
+            },
+        )
+        .await;
+    match next_change(&mut changes).await {
+        PeerChange::Updated(entry) => assert_eq!(
+            entry.reachability,
+            Reachability::Unreachable {
+                reason: "gone".into()
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
 }

@@ -24,6 +24,7 @@ use crate::http::client_ip::TrustedProxies;
 use crate::http::session::AdminAuth;
 use crate::identity::PeerId;
 use crate::services::node::Node;
+use crate::services::presence::cache::PeerBook;
 use crate::services::presence::peer_table::PeerTable;
 use crate::services::site::Site;
 use crate::telemetry::LogBuffer;
@@ -35,6 +36,7 @@ pub struct ConsoleApp {
     pub label: watch::Receiver<String>,
     pub node: Node,
     pub table: PeerTable,
+    pub book: PeerBook,
     pub site: Site,
     pub logs: LogBuffer,
     pub access: OwnerAccess,

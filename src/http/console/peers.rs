@@ -1,15 +1,14 @@
-//! `/` (the peers this peer knows, live), `/peer/{id}` (one peer, with a reachability probe),
-//! `/api/peers` and `/api/peers/events` (the same as JSON and as a live stream).
-
-use std::time::Duration;
+//! `/` (the peers this peer knows, live), `/peer/{id}` (one peer: what it announced, what it
+//! said over Identify, a fresh reachability probe), `POST /peer/{id}/favorite`, `/api/peers`
+//! and `/api/peers/events` (the same as JSON and as a live stream).
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
 use bytes::Bytes;
 use futures_util::stream;
 use serde_json::json;
@@ -17,13 +16,19 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::ConsoleApp;
 use crate::http::assets;
+use crate::http::session::redirect_with_notice;
 use crate::http::text::short_id;
-use crate::services::presence::peer_table::{PeerChange, PeerEntry, PeerState, Source};
+use crate::services::node::PeerDetails;
+use crate::services::presence::peer_table::{
+    PeerChange, PeerEntry, PeerState, Reachability, Source,
+};
+use crate::services::presence::reachability;
 
 pub fn routes() -> Router<ConsoleApp> {
     Router::new()
         .route("/", get(list_peers))
         .route("/peer/{id}", get(show_peer))
+        .route("/peer/{id}/favorite", post(set_favorite))
         .route("/api/peers", get(peers_json))
         .route("/api/peers/events", get(peer_events))
         .route(
@@ -43,6 +48,10 @@ pub struct PeerRow {
     pub label: String,
     pub online: bool,
     pub verified: bool,
+    pub favorite: bool,
+    /// `reachable`, `unreachable` or `unknown`.
+    pub reach_class: &'static str,
+    pub reach_text: String,
     pub sources: String,
     pub addrs: Vec<String>,
 }
@@ -55,6 +64,13 @@ impl PeerRow {
             label: entry.label.clone(),
             online: entry.state == PeerState::Online,
             verified: entry.verified,
+            favorite: entry.favorite,
+            reach_class: match entry.reachability {
+                Reachability::Unknown => "unknown",
+                Reachability::Reachable { .. } => "reachable",
+                Reachability::Unreachable { .. } => "unreachable",
+            },
+            reach_text: reach_text(&entry.reachability),
             sources: entry
                 .sources
                 .iter()
@@ -69,6 +85,14 @@ impl PeerRow {
     }
 }
 
+fn reach_text(reachability: &Reachability) -> String {
+    match reachability {
+        Reachability::Unknown => "not probed yet".into(),
+        Reachability::Reachable { rtt_ms } => format!("yes, {rtt_ms} ms"),
+        Reachability::Unreachable { reason } => format!("no: {reason}"),
+    }
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "console_peers.html")]
 struct PeersPage {
@@ -78,11 +102,22 @@ struct PeersPage {
     csrf: String,
     protected: bool,
     peers: Vec<PeerRow>,
+    notice: Option<String>,
 }
 
-async fn list_peers(State(app): State<ConsoleApp>, headers: HeaderMap) -> PeersPage {
+#[derive(serde::Deserialize)]
+struct NoticeQuery {
+    notice: Option<String>,
+}
+
+async fn list_peers(
+    State(app): State<ConsoleApp>,
+    headers: HeaderMap,
+    Query(query): Query<NoticeQuery>,
+) -> PeersPage {
     let peers = app.table.snapshot().await;
     PeersPage {
+        notice: query.notice,
         me: app.peer_id.to_base58(),
         me_short: short_id(&app.peer_id.to_base58()),
         label: app.label.borrow().clone(),
@@ -101,7 +136,8 @@ struct PeerPage {
     csrf: String,
     protected: bool,
     peer: PeerRow,
-    reachable: Result<String, String>,
+    /// What it said over Identify, while connected.
+    details: Option<PeerDetails>,
 }
 
 async fn show_peer(
@@ -118,16 +154,15 @@ async fn show_peer(
     let Some(entry) = entry else {
         return (StatusCode::NOT_FOUND, "this peer is not known here").into_response();
     };
-    let reachable = match id.parse() {
-        Ok(peer) => {
-            match tokio::time::timeout(Duration::from_secs(5), app.node.fetch_content(peer)).await {
-                Ok(Ok(label)) => Ok(label),
-                Ok(Err(err)) => Err(err.to_string()),
-                Err(_) => Err("no answer within 5 s".into()),
-            }
-        }
-        Err(_) => Err("not a peer ID".into()),
-    };
+    let mut entry = entry;
+    let mut details = None;
+    if let Ok(peer) = id.parse() {
+        // A fresh probe for the page, which the list then shows too.
+        let fresh = reachability::probe(&app.node, peer).await;
+        app.table.set_reachability(&id, fresh.clone()).await;
+        entry.reachability = fresh;
+        details = app.node.peer_details(peer).await.ok().flatten();
+    }
     PeerPage {
         me: app.peer_id.to_base58(),
         me_short: short_id(&app.peer_id.to_base58()),
@@ -135,9 +170,53 @@ async fn show_peer(
         csrf: app.access.csrf_for(&headers).unwrap_or_default(),
         protected: app.access.auth.is_some(),
         peer: PeerRow::from_entry(&entry),
-        reachable,
+        details,
     }
     .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct FavoriteForm {
+    #[serde(default)]
+    csrf: String,
+    /// `1` to mark, anything else to unmark.
+    #[serde(default)]
+    favorite: String,
+}
+
+async fn set_favorite(
+    State(app): State<ConsoleApp>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<FavoriteForm>,
+) -> Response {
+    if !app.access.form_allowed(&headers, &form.csrf) {
+        return (
+            StatusCode::FORBIDDEN,
+            "The form's CSRF token is missing or stale; reload the page.",
+        )
+            .into_response();
+    }
+    let favorite = form.favorite == "1";
+    match app.book.set_favorite(&id, favorite).await {
+        Ok(true) => {
+            let notice = if favorite {
+                "Marked as a favourite."
+            } else {
+                "No longer a favourite."
+            };
+            redirect_with_notice("/", notice)
+        }
+        Ok(false) => (StatusCode::NOT_FOUND, "this peer is not known here").into_response(),
+        Err(err) => {
+            tracing::error!("cannot store a favourite: {err}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot store the favourite in data.db: {err}"),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn peers_json(State(app): State<ConsoleApp>) -> Json<Vec<PeerEntry>> {

@@ -11,7 +11,7 @@
 
 pub mod protocols;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -66,8 +66,21 @@ pub enum NodeEvent {
     },
     Connected(PeerId),
     Disconnected(PeerId),
+    /// The set of addresses the node listens on changed (an interface came or went).
+    ListenAddrsChanged(Vec<Multiaddr>),
     /// mDNS found a peer on the LAN.
     Discovered(PeerId, Multiaddr),
+}
+
+/// What a connected peer told about itself over Identify.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerDetails {
+    pub agent_version: String,
+    pub protocol_version: String,
+    pub protocols: Vec<String>,
+    pub listen_addrs: Vec<Multiaddr>,
+    /// The addresses of our open connections to it.
+    pub connected_via: Vec<Multiaddr>,
 }
 
 #[derive(NetworkBehaviour)]
@@ -85,6 +98,7 @@ enum Command {
     Dial(Multiaddr, oneshot::Sender<anyhow::Result<()>>),
     Publish(Vec<u8>, oneshot::Sender<anyhow::Result<()>>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+    Details(PeerId, oneshot::Sender<Option<PeerDetails>>),
 }
 
 /// The handle. Cloning is cheap; the node stops when the last clone is dropped.
@@ -139,10 +153,10 @@ impl Node {
                     .with_max_pending_outgoing(Some(MAX_PENDING));
                 Ok(Behaviour {
                     limits: libp2p::connection_limits::Behaviour::new(limits),
-                    identify: identify::Behaviour::new(identify::Config::new(
-                        protocol_version(&tag),
-                        key.public(),
-                    )),
+                    identify: identify::Behaviour::new(
+                        identify::Config::new(protocol_version(&tag), key.public())
+                            .with_agent_version(format!("goop2/{}", env!("CARGO_PKG_VERSION"))),
+                    ),
                     ping: ping::Behaviour::default(),
                     gossipsub,
                     mdns: mdns.into(),
@@ -189,6 +203,8 @@ impl Node {
             events,
             listen_addrs: Vec::new(),
             listening: Vec::new(),
+            identified: HashMap::new(),
+            connections: HashMap::new(),
         };
         tokio::spawn(task.run(command_rx));
         Ok((
@@ -236,6 +252,11 @@ impl Node {
         self.ask(Command::ConnectedPeers).await
     }
 
+    /// What `peer` said about itself over Identify, while connected.
+    pub async fn peer_details(&self, peer: PeerId) -> anyhow::Result<Option<PeerDetails>> {
+        self.ask(|reply| Command::Details(peer, reply)).await
+    }
+
     /// Fetches a file of `peer`'s site over `/goop/site/1.0.0`.
     pub async fn fetch_site(
         &self,
@@ -272,6 +293,10 @@ struct NodeTask {
     listen_addrs: Vec<Multiaddr>,
     /// Callers waiting for the first listen address.
     listening: Vec<oneshot::Sender<Vec<Multiaddr>>>,
+    /// Identify answers of connected peers of our network.
+    identified: HashMap<PeerId, identify::Info>,
+    /// Open connections' remote addresses, per peer.
+    connections: HashMap<PeerId, HashMap<libp2p::swarm::ConnectionId, Multiaddr>>,
 }
 
 impl NodeTask {
@@ -314,6 +339,20 @@ impl NodeTask {
                     .map_err(|e| anyhow::anyhow!("cannot publish presence: {e}"));
                 let _ = reply.send(result);
             }
+            Command::Details(peer, reply) => {
+                let details = self.identified.get(&peer).map(|info| PeerDetails {
+                    agent_version: info.agent_version.clone(),
+                    protocol_version: info.protocol_version.clone(),
+                    protocols: info.protocols.iter().map(ToString::to_string).collect(),
+                    listen_addrs: info.listen_addrs.clone(),
+                    connected_via: self
+                        .connections
+                        .get(&peer)
+                        .map(|open| open.values().cloned().collect())
+                        .unwrap_or_default(),
+                });
+                let _ = reply.send(details);
+            }
             Command::ConnectedPeers(reply) => {
                 let peers: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
                 let _ = reply.send(peers.into_iter().collect());
@@ -331,21 +370,50 @@ impl NodeTask {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "libp2p listening");
+                let first = self.listen_addrs.is_empty();
                 self.listen_addrs.push(address);
                 for waiting in self.listening.drain(..) {
                     let _ = waiting.send(self.listen_addrs.clone());
                 }
+                if !first {
+                    self.emit(NodeEvent::ListenAddrsChanged(self.listen_addrs.clone()));
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                tracing::info!(%address, "libp2p no longer listening");
+                self.listen_addrs.retain(|addr| *addr != address);
+                self.emit(NodeEvent::ListenAddrsChanged(self.listen_addrs.clone()));
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
+                endpoint,
                 num_established,
                 ..
-            } if num_established.get() == 1 => self.emit(NodeEvent::Connected(peer_id)),
+            } => {
+                self.connections
+                    .entry(peer_id)
+                    .or_default()
+                    .insert(connection_id, endpoint.get_remote_address().clone());
+                if num_established.get() == 1 {
+                    self.emit(NodeEvent::Connected(peer_id));
+                }
+            }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
-            } => self.emit(NodeEvent::Disconnected(peer_id)),
+            } => {
+                if let Some(open) = self.connections.get_mut(&peer_id) {
+                    open.remove(&connection_id);
+                }
+                if num_established == 0 {
+                    self.connections.remove(&peer_id);
+                    self.identified.remove(&peer_id);
+                    self.emit(NodeEvent::Disconnected(peer_id));
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -357,6 +425,14 @@ impl NodeTask {
                     "a peer of another network tag; disconnecting"
                 );
                 let _ = self.swarm.disconnect_peer_id(peer_id);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if self.swarm.is_connected(&peer_id) => {
+                // Bounded by the connection limits: one entry per connected peer.
+                self.identified.insert(peer_id, info);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer_id, addr) in found {

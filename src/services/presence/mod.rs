@@ -1,5 +1,13 @@
 //! Presence on the peer's side: publishing this peer's signed presence to hubs and hearing
-//! about everyone else's.
+//! about everyone else's, merged in the PeerTable, probed for reachability, and remembered in
+//! the peer's database.
 
+pub mod cache;
 pub mod hub_client;
 pub mod peer_table;
+pub mod reachability;
+
+/// Resolves once `stop` says true (or its sender is gone).
+pub(crate) async fn until_stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -5,6 +5,9 @@
 //! after a further grace period. Only a hub may say a peer is `verified`; gossip never can.
 //! Messages older than the newest one seen for a peer (by its own `ts`) are ignored, whatever
 //! source repeats them. Changes are broadcast so the console can update live.
+//!
+//! Favourites are never removed, only marked offline; last-known peers restored at start are
+//! listed offline until they are heard of again.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -29,6 +32,18 @@ pub enum Source {
     Hub(String),
 }
 
+/// What the last probe over `/goop/content/1.0.0` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Reachability {
+    /// Not probed yet.
+    Unknown,
+    /// Answered, in this many milliseconds.
+    Reachable { rtt_ms: u64 },
+    /// Did not answer; why.
+    Unreachable { reason: String },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PeerState {
@@ -48,6 +63,8 @@ pub struct PeerEntry {
     /// A hub vouched for this peer.
     pub verified: bool,
     pub state: PeerState,
+    pub favorite: bool,
+    pub reachability: Reachability,
     pub sources: BTreeSet<Source>,
     /// The peer's own timestamp of the newest message (ms).
     pub ts: i64,
@@ -73,8 +90,23 @@ pub struct TableOptions {
     pub tick: Duration,
 }
 
+/// A peer known from an earlier run.
+#[derive(Debug, Clone)]
+pub struct KnownPeer {
+    pub peer_id: String,
+    pub label: String,
+    pub email: String,
+    pub avatar_hash: Option<String>,
+    pub addrs: Vec<String>,
+    pub verified: bool,
+    pub favorite: bool,
+}
+
 enum Command {
     Observe(Box<Presence>, Source),
+    Restore(Vec<KnownPeer>),
+    SetFavorite(String, bool, oneshot::Sender<bool>),
+    SetReachability(String, Reachability),
     SourceReset(Source),
     Snapshot(oneshot::Sender<Vec<PeerEntry>>),
 }
@@ -114,6 +146,27 @@ impl PeerTable {
         let _ = self.commands.send(Command::SourceReset(source)).await;
     }
 
+    /// Lists peers known from an earlier run (offline until heard of), unless already known.
+    pub async fn restore(&self, peers: Vec<KnownPeer>) {
+        let _ = self.commands.send(Command::Restore(peers)).await;
+    }
+
+    /// Marks or unmarks a known peer as a favourite; false when the peer is not known.
+    pub async fn set_favorite(&self, peer_id: &str, favorite: bool) -> bool {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::SetFavorite(peer_id.to_owned(), favorite, reply);
+        if self.commands.send(command).await.is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+
+    /// Records the result of a reachability probe.
+    pub async fn set_reachability(&self, peer_id: &str, reachability: Reachability) {
+        let command = Command::SetReachability(peer_id.to_owned(), reachability);
+        let _ = self.commands.send(command).await;
+    }
+
     /// Every known peer, online first, then by label.
     pub async fn snapshot(&self) -> Vec<PeerEntry> {
         let (reply, answer) = oneshot::channel();
@@ -144,6 +197,14 @@ impl TableTask {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Observe(presence, source)) => self.observe(*presence, source),
+                    Some(Command::Restore(peers)) => self.restore(peers),
+                    Some(Command::SetFavorite(peer_id, favorite, reply)) => {
+                        let known = self.update(&peer_id, |entry| entry.favorite = favorite);
+                        let _ = reply.send(known);
+                    }
+                    Some(Command::SetReachability(peer_id, reachability)) => {
+                        self.update(&peer_id, |entry| entry.reachability = reachability);
+                    }
                     Some(Command::SourceReset(source)) => {
                         for entry in self.peers.values_mut() {
                             entry.sources.remove(&source);
@@ -194,6 +255,8 @@ impl TableTask {
                 addrs: Vec::new(),
                 verified: false,
                 state: PeerState::Online,
+                favorite: false,
+                reachability: Reachability::Unknown,
                 sources: BTreeSet::new(),
                 ts,
                 last_news: Instant::now(),
@@ -222,6 +285,44 @@ impl TableTask {
         }
     }
 
+    fn restore(&mut self, peers: Vec<KnownPeer>) {
+        for known in peers {
+            if known.peer_id == self.me || self.peers.contains_key(&known.peer_id) {
+                continue;
+            }
+            let entry = PeerEntry {
+                peer_id: known.peer_id.clone(),
+                label: known.label,
+                email: known.email,
+                avatar_hash: known.avatar_hash,
+                active_template: None,
+                addrs: known.addrs,
+                verified: known.verified,
+                state: PeerState::Offline,
+                favorite: known.favorite,
+                reachability: Reachability::Unknown,
+                sources: BTreeSet::new(),
+                ts: 0,
+                last_news: Instant::now(),
+            };
+            let _ = self.changes.send(PeerChange::Updated(entry.clone()));
+            self.peers.insert(known.peer_id, entry);
+        }
+    }
+
+    /// Changes one entry and announces it if anything changed; false when the peer is unknown.
+    fn update(&mut self, peer_id: &str, change: impl FnOnce(&mut PeerEntry)) -> bool {
+        let Some(entry) = self.peers.get_mut(peer_id) else {
+            return false;
+        };
+        let before = entry.clone();
+        change(entry);
+        if *entry != before {
+            let _ = self.changes.send(PeerChange::Updated(entry.clone()));
+        }
+        true
+    }
+
     fn expire(&mut self) {
         let ttl = self.options.ttl;
         let remove_after = ttl + self.options.grace;
@@ -233,7 +334,8 @@ impl TableTask {
                 let _ = self
                     .changes
                     .send(PeerChange::Offline(entry.peer_id.clone()));
-            } else if entry.state == PeerState::Offline && quiet >= remove_after {
+            } else if entry.state == PeerState::Offline && quiet >= remove_after && !entry.favorite
+            {
                 removed.push(entry.peer_id.clone());
             }
         }

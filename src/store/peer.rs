@@ -1,0 +1,135 @@
+//! The peer's own database, `<dir>/data.db`: SQLite in WAL mode. System tables start with `_`;
+//! this module holds the ones the peer itself needs (`_meta`, `_peer_cache`, `_favorites`).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, SqlitePool};
+
+/// Migrations of the peer database, embedded in the binary.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/peer");
+
+/// The file name inside the peer directory.
+pub const FILE_NAME: &str = "data.db";
+
+/// At most this many last-known peers are kept; the oldest go first.
+pub const PEER_CACHE_LIMIT: i64 = 1000;
+
+/// A peer as it was last heard of.
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct CachedPeer {
+    pub peer_id: String,
+    pub label: String,
+    pub email: String,
+    pub avatar_hash: Option<String>,
+    /// JSON array of multiaddrs.
+    pub addrs: String,
+    pub verified: bool,
+    pub last_seen_ms: i64,
+}
+
+/// The opened database. Cloning is cheap.
+#[derive(Clone)]
+pub struct PeerStore {
+    pool: SqlitePool,
+}
+
+impl PeerStore {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL survives a killed process; only a power loss may drop the last commit.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(PeerStore { pool })
+    }
+
+    /// Records peers as heard of now (one transaction), then drops the oldest beyond the limit.
+    pub async fn remember_peers(&self, peers: &[CachedPeer]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for peer in peers {
+            sqlx::query(
+                "INSERT INTO _peer_cache (peer_id, label, email, avatar_hash, addrs, verified, \
+                 last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (peer_id) DO UPDATE SET label = excluded.label, \
+                 email = excluded.email, avatar_hash = excluded.avatar_hash, \
+                 addrs = excluded.addrs, verified = excluded.verified, \
+                 last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms)",
+            )
+            .bind(&peer.peer_id)
+            .bind(&peer.label)
+            .bind(&peer.email)
+            .bind(&peer.avatar_hash)
+            .bind(&peer.addrs)
+            .bind(peer.verified)
+            .bind(peer.last_seen_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "DELETE FROM _peer_cache WHERE peer_id NOT IN \
+             (SELECT peer_id FROM _peer_cache ORDER BY last_seen_ms DESC LIMIT ?1) \
+             AND peer_id NOT IN (SELECT peer_id FROM _favorites)",
+        )
+        .bind(PEER_CACHE_LIMIT)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// The last-known peers, newest first.
+    pub async fn cached_peers(&self) -> Result<Vec<CachedPeer>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT peer_id, label, email, avatar_hash, addrs, verified, last_seen_ms \
+             FROM _peer_cache ORDER BY last_seen_ms DESC LIMIT ?1",
+        )
+        .bind(PEER_CACHE_LIMIT)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Marks or unmarks a favourite.
+    pub async fn set_favorite(
+        &self,
+        peer_id: &str,
+        favorite: bool,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        if favorite {
+            sqlx::query("INSERT OR IGNORE INTO _favorites (peer_id, added_ms) VALUES (?1, ?2)")
+                .bind(peer_id)
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?;
+        } else {
+            sqlx::query("DELETE FROM _favorites WHERE peer_id = ?1")
+                .bind(peer_id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The favourite peers' IDs, oldest first.
+    pub async fn favorites(&self) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT peer_id FROM _favorites ORDER BY added_ms, peer_id")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Flushes and closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
