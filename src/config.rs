@@ -615,6 +615,11 @@ pub fn fingerprint(path: &Path) -> String {
 
 /// Writes `bytes` to `path` through a temporary sibling and a rename.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomically_with_mode(path, bytes, 0o600)
+}
+
+/// [`write_atomically`], giving a new file `new_mode` (a replaced file keeps its own).
+pub fn write_atomically_with_mode(path: &Path, bytes: &[u8], new_mode: u32) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -623,10 +628,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .ok_or_else(|| std::io::Error::other("the path has no file name"))?;
     let temp = dir.join(format!(".{}.tmp", file_name.to_string_lossy()));
-    // A new file is private (it may hold password hashes); a replaced one keeps its mode.
+    // A new file gets `new_mode` (0600 for anything that may hold secrets); a replaced one
+    // keeps its mode.
     let mode = fs::metadata(path)
         .map(|meta| meta.permissions().mode())
-        .unwrap_or(0o600);
+        .unwrap_or(new_mode);
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)

@@ -33,6 +33,7 @@ use crate::services::presence::hub_client::{
 use crate::services::presence::peer_table::{PeerTable, Source, TableOptions};
 use crate::services::presence::reachability;
 use crate::services::site::Site;
+use crate::services::site_files::SiteFiles;
 use crate::store::peer::PeerStore;
 use crate::telemetry::LogBuffer;
 
@@ -172,6 +173,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             table: table.clone(),
             book: book.clone(),
             site: Site::new(Config::resolve(dir, &config.paths.site_root)),
+            site_files: SiteFiles::new(Config::resolve(dir, &config.paths.site_root)),
             logs: logs_for_console,
             access: OwnerAccess::new(config, "console", "Goop² console", "/"),
             proxies: TrustedProxies(Arc::new(config.presence.trusted_proxy_nets())),

@@ -1,6 +1,6 @@
 //! Application logic, independent of HTTP: authentication, the hub, the libp2p node, presence,
-//! the site and the avatar; Lua and groups as they arrive. Nothing here imports axum or askama,
-//! and SQL stays in `store`.
+//! the site (as visitors see it and as its owner edits it) and the avatar; Lua and groups as they
+//! arrive. Nothing here imports axum or askama, and SQL stays in `store`.
 
 pub mod auth;
 pub mod avatar;
@@ -8,3 +8,4 @@ pub mod hub;
 pub mod node;
 pub mod presence;
 pub mod site;
+pub mod site_files;

@@ -13,7 +13,7 @@ use crate::support::{SseClient, eventually, hidden, no_redirects};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn peer_dir(label: &str, edit: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Config) {
+pub fn peer_dir(label: &str, edit: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().unwrap();
     goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
     let mut config = Config::load_dir(dir.path()).unwrap().config;
@@ -59,7 +59,7 @@ async fn alice_and_bob() -> (RunningPeer, RunningPeer, Vec<tempfile::TempDir>) {
     (alice, bob, vec![a_dir, b_dir])
 }
 
-fn console(peer: &RunningPeer) -> String {
+pub fn console(peer: &RunningPeer) -> String {
     format!("http://{}", peer.console_addr.expect("a console"))
 }
 

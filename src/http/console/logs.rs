@@ -9,10 +9,9 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::ConsoleApp;
+use super::{ConsoleApp, Frame};
 use crate::http::assets;
 use crate::http::logs::LogView;
-use crate::http::text::short_id;
 
 pub fn routes() -> Router<ConsoleApp> {
     Router::new()
@@ -33,11 +32,7 @@ struct LogQuery {
 #[derive(Template, WebTemplate)]
 #[template(path = "console_logs.html")]
 struct LogsPage {
-    me: String,
-    me_short: String,
-    label: String,
-    csrf: String,
-    protected: bool,
+    frame: Frame,
     log: LogView,
 }
 
@@ -47,11 +42,7 @@ async fn show_logs(
     Query(query): Query<LogQuery>,
 ) -> LogsPage {
     LogsPage {
-        me: app.peer_id.to_base58(),
-        me_short: short_id(&app.peer_id.to_base58()),
-        label: app.label.borrow().clone(),
-        csrf: app.access.csrf_for(&headers).unwrap_or_default(),
-        protected: app.access.auth.is_some(),
+        frame: app.frame(&headers),
         log: LogView::new(&app.logs, query.level, "/logs/stream"),
     }
 }

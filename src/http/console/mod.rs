@@ -7,6 +7,7 @@
 //! and the console refuses cross-site requests that are not plain navigations, so a hostile
 //! site can neither read nor change anything of the console's.
 
+mod edit;
 mod logs;
 mod peers;
 mod settings;
@@ -27,6 +28,7 @@ use crate::services::node::Node;
 use crate::services::presence::cache::PeerBook;
 use crate::services::presence::peer_table::PeerTable;
 use crate::services::site::Site;
+use crate::services::site_files::SiteFiles;
 use crate::telemetry::LogBuffer;
 
 /// What console handlers share. Cloning is cheap.
@@ -38,6 +40,8 @@ pub struct ConsoleApp {
     pub table: PeerTable,
     pub book: PeerBook,
     pub site: Site,
+    /// The same site, for its owner's editor.
+    pub site_files: SiteFiles,
     pub logs: LogBuffer,
     pub access: OwnerAccess,
     pub proxies: TrustedProxies,
@@ -56,6 +60,31 @@ pub struct LiveSettings {
     pub label: std::sync::Arc<watch::Sender<String>>,
     pub announcement:
         std::sync::Arc<watch::Sender<crate::services::presence::hub_client::Announcement>>,
+}
+
+/// What every console page shows around its content.
+pub struct Frame {
+    pub me: String,
+    pub me_short: String,
+    pub label: String,
+    /// The CSRF token of the page's forms.
+    pub csrf: String,
+    /// Whether a password protects the console (a "sign out" button is shown).
+    pub protected: bool,
+}
+
+impl ConsoleApp {
+    /// The page frame for a request.
+    pub fn frame(&self, headers: &axum::http::HeaderMap) -> Frame {
+        let me = self.peer_id.to_base58();
+        Frame {
+            me_short: crate::http::text::short_id(&me),
+            me,
+            label: self.label.borrow().clone(),
+            csrf: self.access.csrf_for(headers).unwrap_or_default(),
+            protected: self.access.auth.is_some(),
+        }
+    }
 }
 
 impl FromRef<ConsoleApp> for OwnerAccess {
@@ -80,6 +109,7 @@ impl FromRef<ConsoleApp> for AdminAuth {
 pub fn router(app: ConsoleApp) -> Router {
     Router::new()
         .merge(peers::routes())
+        .merge(edit::routes())
         .merge(sites::routes())
         .merge(logs::routes())
         .merge(settings::routes())

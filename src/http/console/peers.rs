@@ -14,7 +14,7 @@ use futures_util::stream;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::ConsoleApp;
+use super::{ConsoleApp, Frame};
 use crate::http::assets;
 use crate::http::session::redirect_with_notice;
 use crate::http::text::short_id;
@@ -96,11 +96,7 @@ fn reach_text(reachability: &Reachability) -> String {
 #[derive(Template, WebTemplate)]
 #[template(path = "console_peers.html")]
 struct PeersPage {
-    me: String,
-    me_short: String,
-    label: String,
-    csrf: String,
-    protected: bool,
+    frame: Frame,
     peers: Vec<PeerRow>,
     notice: Option<String>,
 }
@@ -118,11 +114,7 @@ async fn list_peers(
     let peers = app.table.snapshot().await;
     PeersPage {
         notice: query.notice,
-        me: app.peer_id.to_base58(),
-        me_short: short_id(&app.peer_id.to_base58()),
-        label: app.label.borrow().clone(),
-        csrf: app.access.csrf_for(&headers).unwrap_or_default(),
-        protected: app.access.auth.is_some(),
+        frame: app.frame(&headers),
         peers: peers.iter().map(PeerRow::from_entry).collect(),
     }
 }
@@ -130,11 +122,7 @@ async fn list_peers(
 #[derive(Template, WebTemplate)]
 #[template(path = "console_peer.html")]
 struct PeerPage {
-    me: String,
-    me_short: String,
-    label: String,
-    csrf: String,
-    protected: bool,
+    frame: Frame,
     peer: PeerRow,
     /// What it said over Identify, while connected.
     details: Option<PeerDetails>,
@@ -164,11 +152,7 @@ async fn show_peer(
         details = app.node.peer_details(peer).await.ok().flatten();
     }
     PeerPage {
-        me: app.peer_id.to_base58(),
-        me_short: short_id(&app.peer_id.to_base58()),
-        label: app.label.borrow().clone(),
-        csrf: app.access.csrf_for(&headers).unwrap_or_default(),
-        protected: app.access.auth.is_some(),
+        frame: app.frame(&headers),
         peer: PeerRow::from_entry(&entry),
         details,
     }

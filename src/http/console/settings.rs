@@ -12,10 +12,9 @@ use axum::routing::get;
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use super::ConsoleApp;
+use super::{ConsoleApp, Frame};
 use crate::config::{self, Config};
 use crate::http::forms::parse_number;
-use crate::http::text::short_id;
 use crate::services::avatar::{self, AvatarError};
 
 pub fn routes() -> Router<ConsoleApp> {
@@ -98,11 +97,7 @@ impl SettingsForm {
 #[derive(Template, WebTemplate)]
 #[template(path = "console_self.html")]
 struct SettingsPage {
-    me: String,
-    me_short: String,
-    label: String,
-    csrf: String,
-    protected: bool,
+    frame: Frame,
     form: SettingsForm,
     notice: Option<String>,
     problems: Vec<String>,
@@ -123,11 +118,7 @@ fn page(
     problems: Vec<String>,
 ) -> SettingsPage {
     SettingsPage {
-        me: app.peer_id.to_base58(),
-        me_short: short_id(&app.peer_id.to_base58()),
-        label: app.label.borrow().clone(),
-        csrf: app.access.csrf_for(headers).unwrap_or_default(),
-        protected: app.access.auth.is_some(),
+        frame: app.frame(headers),
         form,
         notice,
         problems,
