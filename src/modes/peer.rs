@@ -337,6 +337,7 @@ async fn merge_presence(
     mut hub_events: mpsc::Receiver<(Source, HubEvent)>,
     addresses: AddressBook,
 ) {
+    let mut hubs_open = true;
     loop {
         tokio::select! {
             event = node_events.recv() => match event {
@@ -359,14 +360,15 @@ async fn merge_presence(
                 Some(_) => {}
                 None => return,
             },
-            event = hub_events.recv() => match event {
+            // Without hubs (or once they are all gone) only the LAN is left.
+            event = hub_events.recv(), if hubs_open => match event {
                 Some((source, HubEvent::Presence(presence))) => {
                     dial_announced(&node, &presence).await;
                     table.observe(*presence, source).await;
                 }
                 Some((source, HubEvent::Reset)) => table.source_reset(source).await,
                 Some(_) => {}
-                None => return,
+                None => hubs_open = false,
             },
         }
     }

@@ -11,6 +11,7 @@ mod hub_admin;
 mod hub_client;
 mod hub_persist;
 mod identity;
+mod interop;
 mod loadtest;
 mod logs;
 mod node;
