@@ -14,6 +14,7 @@ mod identity;
 mod interop;
 mod loadtest;
 mod logs;
+mod netns;
 mod node;
 mod peer;
 mod peer_table;

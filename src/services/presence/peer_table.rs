@@ -239,6 +239,7 @@ impl TableTask {
                 entry.state = PeerState::Offline;
                 entry.ts = entry.ts.max(ts);
                 entry.last_news = Instant::now();
+                tracing::info!(peer.id = %entry.peer_id, label = %entry.label, "peer offline");
                 let _ = self.changes.send(PeerChange::Offline(presence.peer_id));
             }
             return;
@@ -273,6 +274,13 @@ impl TableTask {
         entry.state = PeerState::Online;
         entry.ts = entry.ts.max(ts);
         entry.last_news = Instant::now();
+        if before.state != PeerState::Online || before.sources.is_empty() {
+            let via = match &source {
+                Source::Gossip => "LAN",
+                Source::Hub(url) => url.as_str(),
+            };
+            tracing::info!(peer.id = %entry.peer_id, label = %entry.label, via = %via, "peer online");
+        }
         entry.sources.insert(source);
         let changed = PeerEntry {
             ts: before.ts,
@@ -331,6 +339,11 @@ impl TableTask {
             let quiet = entry.last_news.elapsed();
             if entry.state == PeerState::Online && quiet >= ttl {
                 entry.state = PeerState::Offline;
+                tracing::info!(
+                    peer.id = %entry.peer_id,
+                    label = %entry.label,
+                    "peer offline (no news within the TTL)"
+                );
                 let _ = self
                     .changes
                     .send(PeerChange::Offline(entry.peer_id.clone()));
