@@ -177,3 +177,155 @@ async fn a_full_hub_is_retried_after_its_retry_after() {
     }
     client.stop().await;
 }
+
+/// A TCP proxy in front of a hub that can cut every connection and refuse new ones for a while,
+/// and keeps the request head of each connection it passes on.
+struct CuttableProxy {
+    url: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: std::net::SocketAddr) -> CuttableProxy {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = CuttableProxy {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            open: Default::default(),
+            heads: Default::default(),
+            links: Default::default(),
+        };
+        proxy.open.store(true, Ordering::SeqCst);
+        let (open, heads, links) = (proxy.open.clone(), proxy.heads.clone(), proxy.links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !open.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
+                let heads = heads.clone();
+                let link = tokio::spawn(async move {
+                    let mut hub = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                    let mut first = vec![0u8; 8192];
+                    let n = client.read(&mut first).await.unwrap_or(0);
+                    heads
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&first[..n]).into_owned());
+                    if hub.write_all(&first[..n]).await.is_err() {
+                        return;
+                    }
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut hub).await;
+                });
+                links.lock().unwrap().push(link);
+            }
+        });
+        proxy
+    }
+
+    /// Cuts every open connection and refuses new ones until [`CuttableProxy::reopen`].
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn reopen(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The request heads of event-stream requests, in order.
+    fn event_requests(&self) -> Vec<String> {
+        self.heads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|head| head.starts_with("GET /events"))
+            .cloned()
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_event_stream_resumes_with_last_event_id_and_misses_nothing() {
+    let hub = TestHub::spawn().await;
+    let proxy = CuttableProxy::start(hub.addr).await;
+    let keypair = Keypair::generate_ed25519();
+    let (_keep, announcements) = watch::channel(announcement("Resumer"));
+    let mut options = HubClientOptions::new(proxy.url.parse().unwrap(), Duration::from_secs(5));
+    options.websocket = false;
+    options.initial_backoff = Duration::from_millis(100);
+    options.max_backoff = Duration::from_millis(300);
+    let (client, mut events) = HubClient::spawn(options, keypair, announcements);
+    next(&mut events, |e| {
+        matches!(e, HubEvent::Connected(Transport::EventStream))
+    })
+    .await;
+
+    let mut bob = TestPeer::new();
+    assert_eq!(
+        hub.publish(bob.json(PresenceType::Online, "Bob")).await.0,
+        204
+    );
+    next(
+        &mut events,
+        |e| matches!(e, HubEvent::Presence(p) if p.peer_id == bob.id),
+    )
+    .await;
+    let first = proxy.event_requests();
+    assert_eq!(first.len(), 1);
+    assert!(
+        !first[0].to_ascii_lowercase().contains("last-event-id"),
+        "a first connection has nothing to resume: {}",
+        first[0]
+    );
+
+    // The stream is cut; meanwhile the hub hears news the client must not miss.
+    proxy.cut();
+    next(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await;
+    let mut carol = TestPeer::new();
+    assert_eq!(
+        hub.publish(carol.json(PresenceType::Online, "Carol"))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        hub.publish(bob.json(PresenceType::Update, "Bob, renamed"))
+            .await
+            .0,
+        204
+    );
+    proxy.reopen();
+
+    // After the reconnect, exactly what was missed arrives, in order, with no reset.
+    next(&mut events, |e| {
+        matches!(e, HubEvent::Connected(Transport::EventStream))
+    })
+    .await;
+    let mut replayed = Vec::new();
+    while replayed.len() < 2 {
+        match next(&mut events, |e| {
+            matches!(e, HubEvent::Presence(_) | HubEvent::Reset)
+        })
+        .await
+        {
+            HubEvent::Reset => panic!("the hub could not resume the stream"),
+            HubEvent::Presence(p) if p.peer_id == carol.id || p.peer_id == bob.id => {
+                replayed.push(p.content.unwrap_or_default())
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(replayed, ["Carol", "Bob, renamed"]);
+    let resumed = proxy.event_requests();
+    let last = resumed.last().unwrap().to_ascii_lowercase();
+    assert!(
+        last.contains("last-event-id: "),
+        "the reconnect names the last event it saw: {last}"
+    );
+    client.stop().await;
+}
