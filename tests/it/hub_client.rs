@@ -329,3 +329,121 @@ async fn a_cut_event_stream_resumes_with_last_event_id_and_misses_nothing() {
     );
     client.stop().await;
 }
+
+/// A TLS front for a hub (a self-signed certificate for `localhost`), as Caddy or nginx would
+/// be; returns its `https://` URL and the certificate to trust.
+async fn tls_front(
+    upstream: std::net::SocketAddr,
+) -> (String, rustls::pki_types::CertificateDer<'static>) {
+    use std::sync::Arc;
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_der = cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert_der.clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(client).await else {
+                    return;
+                };
+                let mut hub = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut hub).await;
+            });
+        }
+    });
+    (format!("https://localhost:{port}"), cert_der)
+}
+
+async fn over_tls(websocket: bool) {
+    let hub = TestHub::spawn().await;
+    let (url, cert) = tls_front(hub.addr).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let keypair = Keypair::generate_ed25519();
+    let me = keypair.public().to_peer_id().to_base58();
+    let (_keep, announcements) = watch::channel(announcement("Secure"));
+    let mut options = HubClientOptions::new(
+        goop2::services::presence::hub_client::parse_hub_url(&url).unwrap(),
+        Duration::from_secs(5),
+    );
+    options.websocket = websocket;
+    options.tls = goop2::services::presence::tls::with_roots(roots);
+    let (client, mut events) = HubClient::spawn(options, keypair, announcements);
+    let expected = if websocket {
+        Transport::WebSocket
+    } else {
+        Transport::EventStream
+    };
+    next(
+        &mut events,
+        |e| matches!(e, HubEvent::Connected(t) if *t == expected),
+    )
+    .await;
+    assert!(
+        eventually(WAIT, async || label_on_hub(&hub, &me).await.as_deref()
+            == Some("Secure"))
+        .await
+    );
+    let mut bob = TestPeer::new();
+    assert_eq!(
+        hub.publish(bob.json(PresenceType::Online, "Bob")).await.0,
+        204
+    );
+    next(
+        &mut events,
+        |e| matches!(e, HubEvent::Presence(p) if p.peer_id == bob.id),
+    )
+    .await;
+    client.stop().await;
+    assert!(
+        eventually(WAIT, async || label_on_hub(&hub, &me).await.is_none()).await,
+        "offline on stop, over TLS too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_hub_is_reached_over_a_tls_websocket() {
+    over_tls(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_hub_is_reached_over_a_tls_event_stream() {
+    over_tls(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_certificate_nobody_vouches_for_is_refused() {
+    let hub = TestHub::spawn().await;
+    let (url, _untrusted) = tls_front(hub.addr).await;
+    let keypair = Keypair::generate_ed25519();
+    let me = keypair.public().to_peer_id().to_base58();
+    let (_keep, announcements) = watch::channel(announcement("Careful"));
+    let mut options = HubClientOptions::new(url.parse().unwrap(), Duration::from_secs(1));
+    options.initial_backoff = Duration::from_millis(100);
+    options.max_backoff = Duration::from_millis(200);
+    let (client, mut events) = HubClient::spawn(options, keypair, announcements);
+    match next(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await {
+        HubEvent::Disconnected { reason, .. } => {
+            assert!(reason.to_lowercase().contains("certificate"), "{reason}")
+        }
+        _ => unreachable!(),
+    }
+    // Neither transport got through.
+    for _ in 0..3 {
+        next(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await;
+    }
+    assert!(label_on_hub(&hub, &me).await.is_none());
+    drop(client);
+}

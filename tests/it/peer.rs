@@ -197,9 +197,9 @@ async fn three_peers_meet_at_a_standalone_hub_and_a_killed_one_goes_offline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hub_this_build_cannot_reach_does_not_keep_the_peer_from_starting() {
+async fn a_hub_url_that_cannot_be_used_does_not_keep_the_peer_from_starting() {
     let (dir, config) = peer_dir("Tls", |c| {
-        c.presence.rendezvous_wan = "https://rv.example.org".into();
+        c.presence.rendezvous_wan = "ftp://127.0.0.1/".into();
         c.p2p.mdns_tag = unique_tag();
     });
     let logs = LogBuffer::new(100);
@@ -211,4 +211,20 @@ async fn a_hub_this_build_cannot_reach_does_not_keep_the_peer_from_starting() {
         "TCP and QUIC listen"
     );
     tls.shutdown().await;
+}
+
+#[test]
+fn hub_urls_are_http_or_https_with_a_host() {
+    use goop2::services::presence::hub_client::parse_hub_url;
+    for good in ["http://127.0.0.1:8787", "https://rv.example.org/hub/"] {
+        assert!(parse_hub_url(good).is_ok(), "{good}");
+    }
+    for (bad, why) in [
+        ("ftp://127.0.0.1/", "http:// or https://"),
+        ("rv.example.org", "is not a URL"),
+        ("http://", "is not a URL"),
+    ] {
+        let message = format!("{:#}", parse_hub_url(bad).unwrap_err());
+        assert!(message.contains(why), "{bad}: {message}");
+    }
 }

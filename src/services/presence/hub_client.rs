@@ -36,13 +36,15 @@ pub struct Announcement {
 /// How the client behaves.
 #[derive(Debug, Clone)]
 pub struct HubClientOptions {
-    /// The hub's base URL (http or https... plain http in this build).
+    /// The hub's base URL, `http://` or `https://`.
     pub url: url::Url,
     pub heartbeat: Duration,
     /// Try the WebSocket first (the SSE + POST fallback is always available).
     pub websocket: bool,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// TLS for an `https://` hub: whom to trust.
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
 impl HubClientOptions {
@@ -53,6 +55,7 @@ impl HubClientOptions {
             websocket: true,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            tls: super::tls::client_config(),
         }
     }
 }
@@ -94,7 +97,10 @@ impl HubClient {
         let (events, event_rx) = mpsc::channel(EVENT_QUEUE);
         let (stop, stop_rx) = oneshot::channel();
         let task = ClientTask {
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .tls_backend_preconfigured((*options.tls).clone())
+                .build()
+                .unwrap_or_default(),
             options,
             peer_id: keypair.public().to_peer_id(),
             keypair,
@@ -256,8 +262,14 @@ impl ClientTask {
         let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
         config.max_message_size = Some(MAX_MESSAGE_BYTES);
         config.max_frame_size = Some(MAX_MESSAGE_BYTES);
-        let connect =
-            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false);
+        let connect = tokio_tungstenite::connect_async_tls_with_config(
+            url.as_str(),
+            Some(config),
+            false,
+            Some(tokio_tungstenite::Connector::Rustls(
+                self.options.tls.clone(),
+            )),
+        );
         let mut socket = match tokio::time::timeout(Duration::from_secs(10), connect).await {
             Ok(Ok((socket, _))) => socket,
             Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
@@ -478,8 +490,11 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 /// Checks a hub URL the way the client needs it.
 pub fn parse_hub_url(text: &str) -> anyhow::Result<url::Url> {
     let url = url::Url::parse(text).with_context(|| format!("{text:?} is not a URL"))?;
-    if url.scheme() != "http" {
-        bail!("{text:?}: this build connects to hubs over plain http only");
+    if !matches!(url.scheme(), "http" | "https") {
+        bail!("{text:?}: a hub URL starts with http:// or https://");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        bail!("{text:?}: a hub URL needs a host");
     }
     Ok(url)
 }

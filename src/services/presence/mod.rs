@@ -6,6 +6,7 @@ pub mod cache;
 pub mod hub_client;
 pub mod peer_table;
 pub mod reachability;
+pub mod tls;
 
 /// Resolves once `stop` says true (or its sender is gone).
 pub(crate) async fn until_stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
