@@ -1,4 +1,4 @@
-//! The hub's pages in a real headless Chromium (Debian `chromium`, driven by playwright-core
+//! The hub's pages and the peer console in a real headless Chromium (Debian `chromium`, driven by playwright-core
 //! from `tests/browser`; `.ci/run` installs both).
 
 use std::path::Path;
@@ -178,5 +178,106 @@ async fn a_hostile_peer_site_cannot_reach_the_console_or_other_sites() {
     }
     friend.shutdown().await;
     mallory.shutdown().await;
+    owner.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_owner_sees_a_peer_arrive_live_opens_its_site_and_edits_their_own() {
+    use goop2::config::Config;
+    use goop2::modes::peer;
+    use goop2::telemetry::LogBuffer;
+
+    require_browser_tooling();
+    let password = "owner password";
+    let tag = format!("live-{}", rand::random::<u32>());
+    let dir_of = |label: &str, edit: &dyn Fn(&mut Config)| {
+        let dir = tempfile::tempdir().unwrap();
+        goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
+        let mut config = Config::load_dir(dir.path()).unwrap().config;
+        config.viewer.http_addr = String::new();
+        config.presence.rendezvous_port = 0;
+        config.presence.ttl_seconds = 6;
+        config.presence.heartbeat_seconds = 1;
+        config.p2p.mdns_tag = tag.clone();
+        edit(&mut config);
+        config.save(&dir.path().join("goop.json")).unwrap();
+        (dir, config)
+    };
+    let hash = auth::hash_password(password).unwrap();
+    let (owner_dir, owner_config) = dir_of("Owner", &|c| {
+        c.presence.rendezvous_host = true;
+        c.viewer.http_addr = "127.0.0.1:0".into();
+        c.viewer.admin_password = Secret::new(hash.clone());
+    });
+    let owner = peer::start(owner_dir.path(), &owner_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let hub = format!("http://{}", owner.hub.as_ref().unwrap().hub_addr);
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console_live.mjs");
+    let mut node = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(format!("http://{}", owner.console_addr.unwrap()))
+        .arg(password)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let mut stdin = node.stdin.take().unwrap();
+    let mut stdout = BufReader::new(node.stdout.take().unwrap()).lines();
+    let mut stderr = node.stderr.take().unwrap();
+    let mut next_line =
+        async || match tokio::time::timeout(Duration::from_secs(60), stdout.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            other => {
+                use tokio::io::AsyncReadExt;
+                let mut errors = String::new();
+                let _ = stderr.read_to_string(&mut errors).await;
+                panic!("the browser script stopped ({other:?}): {errors}");
+            }
+        };
+    assert_eq!(next_line().await, "READY");
+
+    // Bob starts only now, while the owner watches.
+    let (bob_dir, bob_config) = dir_of("Bob", &|c| c.presence.rendezvous_wan = hub.clone());
+    std::fs::write(
+        bob_dir.path().join("site/index.html"),
+        "<h1>Bob's page</h1>",
+    )
+    .unwrap();
+    let bob = peer::start(bob_dir.path(), &bob_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    stdin
+        .write_all(format!("{} Bob\n", bob.peer_id).as_bytes())
+        .await
+        .unwrap();
+    stdin.flush().await.unwrap();
+    assert_eq!(next_line().await, "SEEN");
+    assert_eq!(next_line().await, "FAVOURITE");
+    assert!(
+        owner
+            .table
+            .snapshot()
+            .await
+            .iter()
+            .any(|e| e.peer_id == bob.peer_id.to_base58() && e.favorite)
+    );
+    assert_eq!(next_line().await, "SITE");
+    assert_eq!(next_line().await, "EDITED");
+    assert_eq!(
+        std::fs::read_to_string(owner_dir.path().join("site/index.html")).unwrap(),
+        "<h1>Edited</h1>\n<p>in a browser</p>\n",
+        "the browser's CRLF line ends were saved as the file's LF"
+    );
+    let status = node.wait().await.unwrap();
+    let mut errors = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut errors)
+        .await
+        .unwrap();
+    assert!(status.success(), "{errors}");
+    bob.shutdown().await;
     owner.shutdown().await;
 }

@@ -39,6 +39,8 @@ pub fn routes() -> Router<ConsoleApp> {
             "/assets/console.js",
             get(|| async { assets::javascript(assets::CONSOLE_JS) }),
         )
+        // Browsers ask for it on every page without an icon of its own, peer sites included.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
 }
 
 /// A peer as a row.
