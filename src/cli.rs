@@ -30,6 +30,9 @@ pub enum Command {
     Peer {
         /// The peer's directory.
         dir: PathBuf,
+        /// Create the directory with `goop2 init`'s defaults first if it has no goop.json.
+        #[arg(long)]
+        init: bool,
     },
     /// Run a rendezvous hub from a directory (creating a rendezvous-only goop.json if there is
     /// none): presence registry, live streams and dashboard, until SIGINT or SIGTERM.

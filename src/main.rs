@@ -30,7 +30,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::HashPassword => println!("{}", modes::hash_password::run()?),
         Command::Rendezvous { dir } => run_rendezvous(&dir)?,
-        Command::Peer { dir } => run_peer(&dir)?,
+        Command::Peer { dir, init } => run_peer(&dir, init)?,
         Command::Loadtest {
             url,
             subscribers,
@@ -79,8 +79,15 @@ fn run_rendezvous(dir: &Path) -> anyhow::Result<()> {
     })
 }
 
-fn run_peer(dir: &Path) -> anyhow::Result<()> {
+fn run_peer(dir: &Path, init: bool) -> anyhow::Result<()> {
     let logs = LogBuffer::new(telemetry::DEFAULT_CAPACITY);
+    if init && !dir.join(goop2::config::FILE_NAME).exists() {
+        modes::init::run(dir, None)?;
+        eprintln!(
+            "Created {} with default settings (goop.json, identity, site/)",
+            dir.display()
+        );
+    }
     let loaded = modes::peer::load_dir(dir)?;
     telemetry::init(&logs)?;
     for warning in &loaded.warnings {
@@ -89,6 +96,9 @@ fn run_peer(dir: &Path) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let running = modes::peer::start(dir, &loaded.config, logs).await?;
         println!("Peer {} is running", running.peer_id);
+        if let Some(addr) = running.console_addr {
+            println!("Console: http://{addr}/");
+        }
         wait_for_signal().await?;
         tracing::info!("stopping");
         running.shutdown().await;

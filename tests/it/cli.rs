@@ -145,3 +145,46 @@ fn no_arguments_prints_help_and_fails() {
     assert!(help.contains("Usage: goop2 <COMMAND>"), "{help}");
     assert!(help.contains("hash-password"), "{help}");
 }
+
+#[test]
+fn peer_with_init_creates_a_demo_peer_and_runs_it() {
+    use std::io::{BufRead, BufReader};
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("demo-peer");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_goop2"))
+        .args(["peer", "--init", dir.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let loaded = Config::load_dir(&dir).expect("--init wrote goop.json");
+    assert_eq!(loaded.config.profile.label, "demo-peer");
+    assert!(dir.join("site/index.html").is_file());
+    if first.is_empty() {
+        // Only another program on the default console port can stop the demo.
+        let out = child.wait_with_output().unwrap();
+        let errors = text(&out.stderr);
+        assert!(
+            errors.contains("viewer.http_addr"),
+            "the demo peer stopped: {errors}"
+        );
+        return;
+    }
+    assert!(first.starts_with("Peer 12D3Koo"), "{first}");
+    assert!(first.trim_end().ends_with(" is running"), "{first}");
+    let mut console = String::new();
+    stdout.read_line(&mut console).unwrap();
+    assert_eq!(console.trim_end(), "Console: http://127.0.0.1:8080/");
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("Created "));
+}
