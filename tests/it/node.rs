@@ -241,6 +241,63 @@ async fn the_site_protocol_serves_files_and_refuses_what_is_not_public() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_that_stops_reading_cannot_take_every_stream() {
+    use futures_util::{AsyncReadExt, AsyncWriteExt};
+    let fixture = site_fixture();
+    let served = Served {
+        site: Some(Site::new(fixture.path().join("site"))),
+        label: tokio::sync::watch::channel("Bob".to_owned()).1,
+        avatar: None,
+    };
+    let (bob, _bob_events) = Node::start(Keypair::generate_ed25519(), options("goop-mdns"), served)
+        .await
+        .unwrap();
+    let (greedy, mut greedy_events, _) = spawn("goop-mdns").await;
+    let (polite, mut polite_events, _) = spawn("goop-mdns").await;
+    for (node, events) in [(&greedy, &mut greedy_events), (&polite, &mut polite_events)] {
+        node.dial(tcp_addr(&bob).await).await.unwrap();
+        next_event(events, |e| matches!(e, NodeEvent::Connected(_))).await;
+    }
+    let peer = bob.peer_id();
+    let site = libp2p::StreamProtocol::new("/goop/site/1.0.0");
+
+    // Eight big downloads that are never read: the per-peer limit.
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        let mut stream = greedy.open_stream(peer, site.clone()).await.unwrap();
+        stream.write_all(b"GET /big.bin\n").await.unwrap();
+        stream.flush().await.unwrap();
+        let mut header = [0u8; 3];
+        stream.read_exact(&mut header).await.unwrap();
+        assert_eq!(&header, b"OK ");
+        stalled.push(stream);
+    }
+    match greedy.fetch_site(peer, "/").await {
+        Err(FetchError::Unreachable(_) | FetchError::Malformed(_)) => {}
+        other => panic!("a ninth stream of the same peer was served: {other:?}"),
+    }
+    // Another peer is served meanwhile.
+    let index = polite.fetch_site(peer, "/").await.unwrap();
+    assert_eq!(index.body, b"<h1>Bob's site</h1>");
+
+    // Once the greedy peer lets go, it is served again.
+    drop(stalled);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match greedy.fetch_site(peer, "/").await {
+            Ok(reply) => {
+                assert_eq!(reply.body, b"<h1>Bob's site</h1>");
+                break;
+            }
+            Err(err) => {
+                assert!(tokio::time::Instant::now() < deadline, "{err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_site_benchmark_moves_whole_files_both_ways() {
     let result = goop2::modes::bench_site::run(1, 2).await.unwrap();
     assert_eq!((result.bytes, result.rounds), (1024 * 1024, 2));

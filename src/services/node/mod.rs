@@ -257,6 +257,19 @@ impl Node {
         self.ask(|reply| Command::Details(peer, reply)).await
     }
 
+    /// Opens a raw stream to `peer` for `protocol` (dialling it if needed and known).
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        protocol: libp2p::StreamProtocol,
+    ) -> Result<libp2p::Stream, protocols::FetchError> {
+        self.control
+            .clone()
+            .open_stream(peer, protocol)
+            .await
+            .map_err(|e| protocols::FetchError::Unreachable(e.to_string()))
+    }
+
     /// Fetches a file of `peer`'s site over `/goop/site/1.0.0`.
     pub async fn fetch_site(
         &self,

@@ -6,8 +6,11 @@
 //! | `/goop/content/1.0.0` | none | label + `\n` (also the reachability probe) |
 //! | `/goop/avatar/1.0.0` | none | `OK <size>\n<image>` (PNG or JPEG) or `NONE\n` |
 //!
-//! Every input is bounded: the request line (4 KiB, 10 s), concurrent streams, file sizes.
+//! Every input is bounded: the request line (4 KiB, 10 s), concurrent streams (in all and per
+//! peer), file sizes, and the time a transfer may make no progress either way (30 s), so a peer
+//! that stops reading or writing holds nothing for long.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +34,10 @@ const REQUEST_LIMIT: u64 = 4096;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Streams served at once, all protocols together.
 const CONCURRENT_STREAMS: usize = 64;
+/// Streams served at once to one peer.
+const STREAMS_PER_PEER: usize = 8;
+/// A transfer that makes no progress for this long is abandoned.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Buffer of file transfers, each way.
 const COPY_BUFFER: usize = 256 * 1024;
 /// Largest avatar served.
@@ -48,7 +55,10 @@ pub struct Served {
 
 /// Starts the accept loops of every protocol on `control`.
 pub fn serve(mut control: Control, served: Served) -> anyhow::Result<()> {
-    let permits = Arc::new(Semaphore::new(CONCURRENT_STREAMS));
+    let permits = Permits {
+        total: Arc::new(Semaphore::new(CONCURRENT_STREAMS)),
+        per_peer: Arc::default(),
+    };
     let site = control.accept(SITE)?;
     let content = control.accept(CONTENT)?;
     let avatar = control.accept(AVATAR)?;
@@ -63,18 +73,57 @@ pub fn serve(mut control: Control, served: Served) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn accept<F, Fut>(
-    mut incoming: IncomingStreams,
-    permits: Arc<Semaphore>,
-    served: Served,
-    handler: F,
-) where
+/// The stream limits every protocol shares.
+#[derive(Clone)]
+struct Permits {
+    total: Arc<Semaphore>,
+    per_peer: Arc<std::sync::Mutex<HashMap<PeerId, usize>>>,
+}
+
+/// One admitted stream; its place is given back on drop.
+struct Permit {
+    _total: tokio::sync::OwnedSemaphorePermit,
+    peer: PeerId,
+    per_peer: Arc<std::sync::Mutex<HashMap<PeerId, usize>>>,
+}
+
+impl Permits {
+    fn admit(&self, peer: PeerId) -> Option<Permit> {
+        let total = self.total.clone().try_acquire_owned().ok()?;
+        let mut counts = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(peer).or_default();
+        if *count >= STREAMS_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(Permit {
+            _total: total,
+            peer,
+            per_peer: self.per_peer.clone(),
+        })
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut counts = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.peer);
+            }
+        }
+    }
+}
+
+async fn accept<F, Fut>(mut incoming: IncomingStreams, permits: Permits, served: Served, handler: F)
+where
     F: Fn(PeerId, libp2p::Stream, Served) -> Fut + Copy + Send + 'static,
     Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
 {
     while let Some((peer, stream)) = incoming.next().await {
-        // Over the limit a stream is dropped (the caller sees it reset) rather than queued.
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        // Over a limit a stream is dropped (the caller sees it reset) rather than queued.
+        let Some(permit) = permits.admit(peer) else {
             tracing::debug!(peer.id = %peer, "too many streams; refusing one");
             continue;
         };
@@ -111,12 +160,21 @@ async fn serve_site(peer: PeerId, stream: libp2p::Stream, served: Served) -> std
     match site.resolve(&path) {
         Ok(file) => {
             // Large reads make large frames: far fewer trips through Noise and Yamux.
-            let source = tokio::fs::File::open(&file.path).await?;
-            let mut source = BufReader::with_capacity(COPY_BUFFER, source.take(file.size));
-            write
-                .write_all(format!("OK {} {}\n", file.mime, file.size).as_bytes())
-                .await?;
-            let copied = tokio::io::copy_buf(&mut source, &mut write).await?;
+            let mut source = tokio::fs::File::open(&file.path).await?.take(file.size);
+            let mut chunk = vec![0u8; COPY_BUFFER];
+            let mut copied = 0u64;
+            within_stall_limit(
+                write.write_all(format!("OK {} {}\n", file.mime, file.size).as_bytes()),
+            )
+            .await?;
+            loop {
+                let read = source.read(&mut chunk).await?;
+                if read == 0 {
+                    break;
+                }
+                within_stall_limit(write.write_all(&chunk[..read])).await?;
+                copied += read as u64;
+            }
             tracing::debug!(peer.id = %peer, path, bytes = copied, "served a site file");
         }
         Err(error) => {
@@ -230,11 +288,17 @@ pub async fn fetch_site(
         )));
     }
     let mut body = Vec::with_capacity(size.min(1 << 20) as usize);
-    (&mut reader)
-        .take(size)
-        .read_to_end(&mut body)
-        .await
-        .map_err(unreachable)?;
+    let mut chunk = vec![0u8; COPY_BUFFER];
+    while (body.len() as u64) < size {
+        let wanted = (size - body.len() as u64).min(COPY_BUFFER as u64) as usize;
+        let read = within_stall_limit(reader.read(&mut chunk[..wanted]))
+            .await
+            .map_err(unreachable)?;
+        if read == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..read]);
+    }
     if body.len() as u64 != size {
         return Err(FetchError::Malformed(format!(
             "announced {size} bytes, sent {}",
@@ -245,6 +309,20 @@ pub async fn fetch_site(
         mime: mime.to_owned(),
         body,
     })
+}
+
+/// Runs one step of a transfer, failing it if it makes no progress for [`STALL_TIMEOUT`].
+async fn within_stall_limit<T>(
+    step: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(STALL_TIMEOUT, step)
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no progress for {} s", STALL_TIMEOUT.as_secs()),
+            )
+        })?
 }
 
 /// Fetches `peer`'s avatar; `None` when it has none.
@@ -267,9 +345,7 @@ pub async fn fetch_avatar(
         .filter(|size| *size <= MAX_AVATAR_BYTES)
         .ok_or_else(|| FetchError::Malformed(header.clone()))?;
     let mut image = Vec::with_capacity(size as usize);
-    (&mut reader)
-        .take(size)
-        .read_to_end(&mut image)
+    within_stall_limit((&mut reader).take(size).read_to_end(&mut image))
         .await
         .map_err(unreachable)?;
     if image.len() as u64 != size {
