@@ -352,9 +352,12 @@ async fn merge_presence(
                         announced_addrs(&listen, addresses.peer_id, addresses.include_loopback);
                     // Publishers send an `update` as soon as the announcement changes.
                     addresses.announcement.send_if_modified(|announcement| {
-                        let changed = announcement.addrs != addrs;
+                        if announcement.addrs == addrs {
+                            return false;
+                        }
+                        tracing::info!(addrs = ?addrs, "the listen addresses changed; announcing");
                         announcement.addrs = addrs;
-                        changed
+                        true
                     });
                 }
                 Some(_) => {}

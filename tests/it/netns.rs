@@ -12,6 +12,9 @@ use goop2::config::Config;
 /// Two namespaces and a veth pair between them, removed on drop.
 struct Link {
     namespaces: [String; 2],
+    devices: [String; 2],
+    /// The second octet of the link's 10.x.0.0/24.
+    subnet: u32,
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -33,18 +36,20 @@ fn ip(args: &[&str]) -> Result<(), String> {
 impl Link {
     fn create() -> Result<Link, String> {
         let tag: u32 = rand::random::<u32>() % 100_000;
+        let subnet = 16 + tag % 200;
         let link = Link {
             namespaces: [format!("goopa{tag}"), format!("goopb{tag}")],
+            devices: [format!("ga{tag}"), format!("gb{tag}")],
+            subnet,
         };
         let [a, b] = &link.namespaces;
-        let (va, vb) = (format!("ga{tag}"), format!("gb{tag}"));
-        let subnet = 16 + tag % 200;
+        let [va, vb] = &link.devices;
         ip(&["netns", "add", a])?;
         ip(&["netns", "add", b])?;
         ip(&[
-            "link", "add", &va, "netns", a, "type", "veth", "peer", "name", &vb, "netns", b,
+            "link", "add", va, "netns", a, "type", "veth", "peer", "name", vb, "netns", b,
         ])?;
-        for (ns, dev, host) in [(a, &va, 1), (b, &vb, 2)] {
+        for (ns, dev, host) in [(a, va, 1), (b, vb, 2)] {
             ip(&[
                 "-n",
                 ns,
@@ -170,4 +175,24 @@ fn mdns_finds_a_peer_in_another_network_namespace() {
         "a peer of another network joined: {outsider_seen:?}"
     );
     drop(outsider);
+
+    // A new address on Ann's link is announced without a restart.
+    let new_addr = format!("10.{}.0.11", link.subnet);
+    ip(&[
+        "-n",
+        &link.namespaces[0],
+        "addr",
+        "add",
+        &format!("{new_addr}/24"),
+        "dev",
+        &link.devices[0],
+    ])
+    .unwrap();
+    ann.wait_for(&["listen addresses changed; announcing", &new_addr], wait)
+        .unwrap_or_else(|seen| {
+            panic!(
+                "the new address was not announced; log:\n{}",
+                seen.join("\n")
+            )
+        });
 }
