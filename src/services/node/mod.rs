@@ -9,7 +9,6 @@
 //! `peerId` it names (the hub's rules for signatures and bounds). The `/goop/*` stream
 //! protocols live in [`protocols`].
 
-mod muxer;
 pub mod protocols;
 
 use std::collections::{HashMap, HashSet};
@@ -20,7 +19,7 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, mdns, noise, ping, tcp};
+use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, mdns, noise, ping, tcp, yamux};
 use libp2p_identity::Keypair;
 use tokio::sync::{mpsc, oneshot};
 
@@ -125,7 +124,7 @@ impl Node {
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 noise::Config::new,
-                muxer::Config::default,
+                yamux::Config::default,
             )?
             .with_quic()
             .with_behaviour(|key| {
