@@ -29,6 +29,8 @@ pub struct OwnerAccess {
     pub brand: &'static str,
     /// Where a fresh session lands.
     pub home: &'static str,
+    /// Paths whose handlers authorise requests themselves (with a token), without a session.
+    pub token_paths: Option<fn(&str) -> bool>,
 }
 
 impl OwnerAccess {
@@ -45,6 +47,7 @@ impl OwnerAccess {
             name,
             brand,
             home,
+            token_paths: None,
         }
     }
 
@@ -100,7 +103,12 @@ pub async fn guard(State(access): State<OwnerAccess>, request: Request, next: Ne
         return next.run(request).await;
     }
     let path = request.uri().path();
-    let public = path == "/login" || path.starts_with("/assets/");
+    // Site data calls come without cookies; their handlers check the site's token instead.
+    let public = path == "/login"
+        || path.starts_with("/assets/")
+        || access
+            .token_paths
+            .is_some_and(|is_token_path| is_token_path(path));
     if public || access.csrf_for(request.headers()).is_some() {
         return next.run(request).await;
     }

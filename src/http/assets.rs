@@ -12,6 +12,8 @@ pub const DASHBOARD_JS: &str = include_str!("../../web/hub/dashboard.js");
 pub const CONSOLE_JS: &str = include_str!("../../web/console.js");
 /// The live tail of the log pages.
 pub const LOGS_JS: &str = include_str!("../../web/logs.js");
+/// The browser SDK of the data API (`Goop.data`, `Goop.peer`).
+pub const GOOP_DATA_JS: &str = include_str!("../../web/sdk/goop-data.js");
 
 pub fn css(body: &'static str) -> Response {
     asset("text/css; charset=utf-8", body)

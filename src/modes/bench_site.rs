@@ -56,6 +56,7 @@ pub async fn run(megabytes: usize, rounds: u32) -> anyhow::Result<SiteBench> {
         presence_topic: "goop.presence.v1".into(),
     };
     let served = |site: Option<Site>| Served {
+        data: None,
         site,
         label: watch::channel(String::from("bench")).1,
         avatar: None,

@@ -22,6 +22,7 @@ use crate::http::security::with_security_headers;
 use crate::http::server::ServerLimits;
 use crate::identity::{self, PeerId};
 use crate::modes::rendezvous::{self, RunningHub};
+use crate::services::data::DataService;
 use crate::services::hub::presence::{Presence, PresenceType};
 use crate::services::hub::unix_ms;
 use crate::services::node::protocols::Served;
@@ -74,12 +75,31 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         .await
         .with_context(|| format!("cannot open the peer database {}", db_path.display()))?;
 
+    let ttl = Duration::from_secs(config.presence.ttl_seconds.into());
+    let heartbeat = Duration::from_secs(config.presence.heartbeat_seconds.into());
+    let table = PeerTable::start(
+        peer_id,
+        TableOptions {
+            ttl,
+            grace: ttl * 3,
+            tick: Duration::from_millis(500),
+        },
+    );
     let (label_tx, label) = watch::channel(config.profile.label.clone());
     let label_tx = Arc::new(label_tx);
+    let (email_tx, own_email) = watch::channel(config.profile.email.clone());
+    let email_tx = Arc::new(email_tx);
+    let data = DataService::new(
+        store.data(),
+        peer_id.to_base58(),
+        own_email,
+        verified_email(table.clone()),
+    );
     let served = Served {
         site: Some(Site::new(Config::resolve(dir, &config.paths.site_root))),
         label,
         avatar: Some(dir.to_owned()),
+        data: Some(data.clone()),
     };
     let (node, node_events) = Node::start(
         keypair.clone(),
@@ -93,17 +113,6 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         served,
     )
     .await?;
-
-    let ttl = Duration::from_secs(config.presence.ttl_seconds.into());
-    let heartbeat = Duration::from_secs(config.presence.heartbeat_seconds.into());
-    let table = PeerTable::start(
-        peer_id,
-        TableOptions {
-            ttl,
-            grace: ttl * 3,
-            tick: Duration::from_millis(500),
-        },
-    );
 
     // The hubs this peer talks to.
     let mut hub_urls = Vec::new();
@@ -175,13 +184,19 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             site: Site::new(Config::resolve(dir, &config.paths.site_root)),
             site_files: SiteFiles::new(Config::resolve(dir, &config.paths.site_root)),
             logs: logs_for_console,
-            access: OwnerAccess::new(config, "console", "Goop² console", "/"),
+            access: OwnerAccess {
+                token_paths: Some(console::is_site_callable),
+                ..OwnerAccess::new(config, "console", "Goop² console", "/")
+            },
+            site_tokens: console::SiteTokens::default(),
             proxies: TrustedProxies(Arc::new(config.presence.trusted_proxy_nets())),
             stop: stopped.clone(),
             config_path: dir.join(crate::config::FILE_NAME),
             dir: dir.to_owned(),
+            data: data.clone(),
             live: console::LiveSettings {
                 label: label_tx.clone(),
+                email: email_tx.clone(),
                 announcement: announce_tx.clone(),
             },
         };
@@ -452,6 +467,15 @@ async fn gossip_presence(
             return;
         }
     }
+}
+
+/// The data API's view of the PeerTable: the email of a peer a hub vouched for.
+fn verified_email(table: PeerTable) -> crate::services::data::VerifiedEmail {
+    Arc::new(move |peer: &str| {
+        let table = table.clone();
+        let peer = peer.to_owned();
+        Box::pin(async move { table.verified_email(&peer).await })
+    })
 }
 
 /// Loads `dir/goop.json`; a missing file is an error that says how to make one.

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod avatar;
+pub mod data;
 pub mod hub;
 pub mod node;
 pub mod presence;

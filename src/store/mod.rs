@@ -1,5 +1,6 @@
 //! Storage: the only place with SQL. Each database has its module and its migrations under
-//! `migrations/`: the hub's shared peer registry and the peer's own `data.db`.
+//! `migrations/`: the hub's shared peer registry and the peer's own `data.db` (system tables and user tables).
 
+pub mod data;
 pub mod hub;
 pub mod peer;

@@ -1,5 +1,6 @@
 //! The peer's own database, `<dir>/data.db`: SQLite in WAL mode. System tables start with `_`;
-//! this module holds the ones the peer itself needs (`_meta`, `_peer_cache`, `_favorites`).
+//! this module holds the ones the peer itself needs (`_meta`, `_peer_cache`, `_favorites`);
+//! user tables and `_tables` are in [`super::data`].
 
 use std::path::Path;
 use std::str::FromStr;
@@ -126,6 +127,11 @@ impl PeerStore {
         sqlx::query_scalar("SELECT peer_id FROM _favorites ORDER BY added_ms, peer_id")
             .fetch_all(&self.pool)
             .await
+    }
+
+    /// The user tables in the same database.
+    pub fn data(&self) -> super::data::DataStore {
+        super::data::DataStore::new(self.pool.clone())
     }
 
     /// Flushes and closes the pool.

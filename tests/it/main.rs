@@ -5,6 +5,7 @@ mod browser;
 mod cli;
 mod config;
 mod console;
+mod data;
 mod edit;
 mod hub;
 mod hub_admin;

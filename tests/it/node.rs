@@ -28,6 +28,7 @@ fn nothing_served(label: &str) -> Served {
         site: None,
         label: tokio::sync::watch::channel(label.to_owned()).1,
         avatar: None,
+        data: None,
     }
 }
 
@@ -187,6 +188,7 @@ async fn the_site_protocol_serves_files_and_refuses_what_is_not_public() {
         site: Some(Site::new(fixture.path().join("site"))),
         label,
         avatar: None,
+        data: None,
     };
     let (bob, _bob_events) = Node::start(Keypair::generate_ed25519(), options("goop-mdns"), served)
         .await
@@ -248,6 +250,7 @@ async fn one_peer_that_stops_reading_cannot_take_every_stream() {
         site: Some(Site::new(fixture.path().join("site"))),
         label: tokio::sync::watch::channel("Bob".to_owned()).1,
         avatar: None,
+        data: None,
     };
     let (bob, _bob_events) = Node::start(Keypair::generate_ed25519(), options("goop-mdns"), served)
         .await

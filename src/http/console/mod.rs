@@ -7,11 +7,16 @@
 //! and the console refuses cross-site requests that are not plain navigations, so a hostile
 //! site can neither read nor change anything of the console's.
 
+mod data;
 mod edit;
 mod logs;
 mod peers;
 mod settings;
+mod site_token;
 mod sites;
+
+pub use data::is_site_callable;
+pub use site_token::SiteTokens;
 
 use axum::Router;
 use axum::extract::{FromRef, Request};
@@ -39,6 +44,10 @@ pub struct ConsoleApp {
     pub node: Node,
     pub table: PeerTable,
     pub book: PeerBook,
+    /// The data API of this peer.
+    pub data: crate::services::data::DataService,
+    /// Tokens that let each peer site reach its own peer's data.
+    pub site_tokens: SiteTokens,
     pub site: Site,
     /// The same site, for its owner's editor.
     pub site_files: SiteFiles,
@@ -58,6 +67,8 @@ pub struct ConsoleApp {
 #[derive(Clone)]
 pub struct LiveSettings {
     pub label: std::sync::Arc<watch::Sender<String>>,
+    /// The owner's email, as stamped on the owner's rows.
+    pub email: std::sync::Arc<watch::Sender<String>>,
     pub announcement:
         std::sync::Arc<watch::Sender<crate::services::presence::hub_client::Announcement>>,
 }
@@ -110,6 +121,7 @@ pub fn router(app: ConsoleApp) -> Router {
     Router::new()
         .merge(peers::routes())
         .merge(edit::routes())
+        .merge(data::routes())
         .merge(sites::routes())
         .merge(logs::routes())
         .merge(settings::routes())
@@ -127,7 +139,8 @@ pub fn router(app: ConsoleApp) -> Router {
 /// navigation. Sites themselves (`/p/…`) may load their own files.
 async fn refuse_cross_site(request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    if path.starts_with("/p/") || path.starts_with("/assets/") {
+    // Sites load their own files; their data calls carry a token the handlers check.
+    if path.starts_with("/p/") || path.starts_with("/assets/") || data::is_site_callable(path) {
         return next.run(request).await;
     }
     let headers = request.headers();

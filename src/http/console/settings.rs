@@ -201,6 +201,7 @@ async fn save_settings(
     }
     // Label and email go out now; everything else is read at start.
     app.live.label.send_replace(updated.profile.label.clone());
+    app.live.email.send_replace(updated.profile.email.clone());
     app.live.announcement.send_modify(|announcement| {
         announcement.content = updated.profile.label.clone();
         announcement.email = updated.profile.email.clone();

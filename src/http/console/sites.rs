@@ -28,6 +28,35 @@ pub fn routes() -> Router<ConsoleApp> {
         .route("/p/{id}/{*path}", get(show_file))
 }
 
+/// Puts the page's data token and the two peer IDs into an HTML page, as `<meta>` tags right
+/// after its doctype (or first), where the data SDK finds them.
+fn with_site_token(body: Vec<u8>, token: &str, me: &str, host: &str) -> Vec<u8> {
+    let tags = format!(
+        "<meta name=\"goop-site-token\" content=\"{token}\"><meta name=\"goop-self\" \
+         content=\"{me}\"><meta name=\"goop-host\" content=\"{host}\">"
+    );
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(body.len());
+    let doctype = body[start..]
+        .get(..9)
+        .is_some_and(|head| head.eq_ignore_ascii_case(b"<!doctype"));
+    let at = if doctype {
+        body[start..]
+            .iter()
+            .position(|b| *b == b'>')
+            .map_or(0, |end| start + end + 1)
+    } else {
+        0
+    };
+    let mut out = Vec::with_capacity(body.len() + tags.len());
+    out.extend_from_slice(&body[..at]);
+    out.extend_from_slice(tags.as_bytes());
+    out.extend_from_slice(&body[at..]);
+    out
+}
+
 async fn add_slash(Path(id): Path<String>) -> Redirect {
     Redirect::to(&format!("/p/{id}/"))
 }
@@ -119,6 +148,16 @@ async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
                 );
             }
         }
+    };
+    let body = if mime == "text/html" {
+        with_site_token(
+            body,
+            &app.site_tokens.issue(&id),
+            &app.peer_id.to_base58(),
+            &id,
+        )
+    } else {
+        body
     };
     let mut response = body.into_response();
     let headers = response.headers_mut();

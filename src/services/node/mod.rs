@@ -270,6 +270,15 @@ impl Node {
             .map_err(|e| protocols::FetchError::Unreachable(e.to_string()))
     }
 
+    /// Sends a data request to `peer` over `/goop/data/1.0.0`; the answer is the wire reply.
+    pub async fn fetch_data(
+        &self,
+        peer: PeerId,
+        request: &crate::services::data::DataRequest,
+    ) -> Result<serde_json::Value, protocols::FetchError> {
+        protocols::fetch_data(&mut self.control.clone(), peer, request).await
+    }
+
     /// Fetches a file of `peer`'s site over `/goop/site/1.0.0`.
     pub async fn fetch_site(
         &self,

@@ -5,6 +5,7 @@
 //! | `/goop/site/1.0.0` | `GET <path>\n` | `OK <mime> <size>\n<bytes>` or `ERR <reason>\n` |
 //! | `/goop/content/1.0.0` | none | label + `\n` (also the reachability probe) |
 //! | `/goop/avatar/1.0.0` | none | `OK <size>\n<image>` (PNG or JPEG) or `NONE\n` |
+//! | `/goop/data/1.0.0` | one JSON line per request | one JSON line `{ok, data, error, code}` each |
 //!
 //! Every input is bounded: the request line (4 KiB, 10 s), concurrent streams (in all and per
 //! peer), file sizes, and the time a transfer may make no progress either way (30 s), so a peer
@@ -27,6 +28,10 @@ use crate::services::site::{MAX_FILE_BYTES, Site};
 pub const SITE: StreamProtocol = StreamProtocol::new("/goop/site/1.0.0");
 pub const CONTENT: StreamProtocol = StreamProtocol::new("/goop/content/1.0.0");
 pub const AVATAR: StreamProtocol = StreamProtocol::new("/goop/avatar/1.0.0");
+pub const DATA: StreamProtocol = StreamProtocol::new("/goop/data/1.0.0");
+
+/// How long a data stream may sit idle between requests.
+const DATA_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest request line.
 const REQUEST_LIMIT: u64 = 4096;
@@ -51,6 +56,8 @@ pub struct Served {
     pub label: watch::Receiver<String>,
     /// The peer directory whose avatar (PNG or JPEG) is served, if any.
     pub avatar: Option<PathBuf>,
+    /// The data API, if the peer has a database.
+    pub data: Option<crate::services::data::DataService>,
 }
 
 /// Starts the accept loops of every protocol on `control`.
@@ -62,6 +69,8 @@ pub fn serve(mut control: Control, served: Served) -> anyhow::Result<()> {
     let site = control.accept(SITE)?;
     let content = control.accept(CONTENT)?;
     let avatar = control.accept(AVATAR)?;
+    let data = control.accept(DATA)?;
+    tokio::spawn(accept(data, permits.clone(), served.clone(), serve_data));
     tokio::spawn(accept(site, permits.clone(), served.clone(), serve_site));
     tokio::spawn(accept(
         content,
@@ -226,6 +235,80 @@ async fn serve_avatar(
         None => write.write_all(b"NONE\n").await?,
     }
     write.shutdown().await
+}
+
+/// Answers data requests, one JSON line each, until the caller closes the stream or goes quiet.
+/// The caller is the peer the stream came from; each request is read whole before the database
+/// is touched, so a slow caller holds no lock.
+async fn serve_data(peer: PeerId, stream: libp2p::Stream, served: Served) -> std::io::Result<()> {
+    use crate::services::data::{Caller, DataError, DataRequest, MAX_REQUEST_BYTES, reply};
+    let (read, write) = futures_util::AsyncReadExt::split(stream);
+    let mut write = write.compat_write();
+    let mut reader = BufReader::new(read.compat());
+    let caller = Caller::Peer(peer.to_base58());
+    loop {
+        let mut line = Vec::new();
+        let read = tokio::time::timeout(
+            DATA_IDLE_TIMEOUT,
+            (&mut reader)
+                .take(MAX_REQUEST_BYTES as u64 + 1)
+                .read_until(b'\n', &mut line),
+        )
+        .await;
+        let result = match read {
+            Err(_) | Ok(Ok(0)) => return write.shutdown().await,
+            Ok(Err(err)) => return Err(err),
+            Ok(Ok(_)) if line.len() > MAX_REQUEST_BYTES => Err(DataError::TooLarge(format!(
+                "a request is at most {MAX_REQUEST_BYTES} bytes"
+            ))),
+            Ok(Ok(_)) => match serde_json::from_slice::<DataRequest>(&line) {
+                Err(err) => Err(DataError::BadRequest(format!("not a data request: {err}"))),
+                Ok(request) => match &served.data {
+                    Some(data) => data.handle(&caller, request).await,
+                    None => Err(DataError::NotEnabled("this peer has no database".into())),
+                },
+            },
+        };
+        let too_large = matches!(&result, Err(DataError::TooLarge(_))) && !line.ends_with(b"\n");
+        let mut answer = serde_json::to_vec(&reply(&result)).unwrap_or_default();
+        answer.push(b'\n');
+        within_stall_limit(write.write_all(&answer)).await?;
+        within_stall_limit(write.flush()).await?;
+        if too_large {
+            // The rest of an oversized line cannot be told from the next request.
+            return write.shutdown().await;
+        }
+    }
+}
+
+/// Sends one data request to `peer` and reads its answer.
+pub async fn fetch_data(
+    control: &mut Control,
+    peer: PeerId,
+    request: &crate::services::data::DataRequest,
+) -> Result<serde_json::Value, FetchError> {
+    let stream = control.open_stream(peer, DATA).await.map_err(unreachable)?;
+    let (read, write) = futures_util::AsyncReadExt::split(stream);
+    let mut write = write.compat_write();
+    let mut line = serde_json::to_vec(request).map_err(|e| FetchError::Malformed(e.to_string()))?;
+    line.push(b'\n');
+    within_stall_limit(write.write_all(&line))
+        .await
+        .map_err(unreachable)?;
+    within_stall_limit(write.flush())
+        .await
+        .map_err(unreachable)?;
+    let mut reader = BufReader::new(read.compat());
+    let mut answer = Vec::new();
+    let limit = (crate::store::data::MAX_RESULT_BYTES * 4) as u64;
+    within_stall_limit((&mut reader).take(limit).read_until(b'\n', &mut answer))
+        .await
+        .map_err(unreachable)?;
+    let _ = write.shutdown().await;
+    if !answer.ends_with(b"\n") {
+        return Err(FetchError::Malformed("the answer was cut short".into()));
+    }
+    serde_json::from_slice(&answer).map_err(|e| FetchError::Malformed(e.to_string()))
 }
 
 /// A site file fetched from a peer.

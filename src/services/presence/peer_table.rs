@@ -107,6 +107,7 @@ enum Command {
     Restore(Vec<KnownPeer>),
     SetFavorite(String, bool, oneshot::Sender<bool>),
     SetReachability(String, Reachability),
+    VerifiedEmail(String, oneshot::Sender<Option<String>>),
     SourceReset(Source),
     Snapshot(oneshot::Sender<Vec<PeerEntry>>),
 }
@@ -167,6 +168,14 @@ impl PeerTable {
         let _ = self.commands.send(command).await;
     }
 
+    /// The email of a peer a hub vouched for (`verified`), if it announced one.
+    pub async fn verified_email(&self, peer_id: &str) -> Option<String> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::VerifiedEmail(peer_id.to_owned(), reply);
+        self.commands.send(command).await.ok()?;
+        answer.await.ok().flatten()
+    }
+
     /// Every known peer, online first, then by label.
     pub async fn snapshot(&self) -> Vec<PeerEntry> {
         let (reply, answer) = oneshot::channel();
@@ -201,6 +210,14 @@ impl TableTask {
                     Some(Command::SetFavorite(peer_id, favorite, reply)) => {
                         let known = self.update(&peer_id, |entry| entry.favorite = favorite);
                         let _ = reply.send(known);
+                    }
+                    Some(Command::VerifiedEmail(peer_id, reply)) => {
+                        let email = self
+                            .peers
+                            .get(&peer_id)
+                            .filter(|entry| entry.verified && !entry.email.is_empty())
+                            .map(|entry| entry.email.clone());
+                        let _ = reply.send(email);
                     }
                     Some(Command::SetReachability(peer_id, reachability)) => {
                         self.update(&peer_id, |entry| entry.reachability = reachability);

@@ -1,0 +1,235 @@
+//! The data API over HTTP: `POST /api/data/<op>` (this peer's own database, for the signed-in
+//! owner) and `POST /api/p/<peerID>/data/<op>` (that peer's database over `/goop/data/1.0.0`,
+//! with this peer as the caller; this peer's own ID stays local). `/api/p/<peerID>/data/lua/<call
+//! | list>` are `lua-call` / `lua-list`. The browser SDK is served at `/sdk/goop-data.js`.
+//!
+//! A peer's site (opaque origin, no cookies) reaches only its own peer's proxy: it must present
+//! the token its pages were served with ([`super::site_token`]). The console's own pages use
+//! their session. Operation errors answer 4xx with the message; an unreachable peer answers 502.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::ConsoleApp;
+use crate::http::assets;
+use crate::identity::PeerId;
+use crate::services::data::{Caller, DataError, DataRequest, MAX_REQUEST_BYTES, from_reply, reply};
+
+/// The header a site's pages send their token in.
+pub const TOKEN_HEADER: &str = "x-goop-site-token";
+
+pub fn routes() -> Router<ConsoleApp> {
+    Router::new()
+        .route("/api/data/{op}", post(own_data))
+        .route("/api/p/{id}/data/{op}", post(peer_data).options(preflight))
+        .route(
+            "/api/p/{id}/data/lua/{kind}",
+            post(peer_lua).options(preflight),
+        )
+        .route(
+            "/sdk/goop-data.js",
+            get(|| async { assets::javascript(assets::GOOP_DATA_JS) }),
+        )
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+}
+
+/// True for the paths a peer's site may call with its token (the guard lets them through to
+/// the handlers here, which check the token or the session themselves).
+pub fn is_site_callable(path: &str) -> bool {
+    path.starts_with("/sdk/")
+        || path
+            .strip_prefix("/api/p/")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(_, rest)| rest.starts_with("data/"))
+}
+
+fn answer(result: Result<Value, DataError>, cors: bool) -> Response {
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(error) => StatusCode::from_u16(error.code()).unwrap_or(StatusCode::BAD_REQUEST),
+    };
+    let mut response = (status, Json(reply(&result))).into_response();
+    if cors {
+        allow_site(response.headers_mut());
+    }
+    response
+}
+
+/// Lets a sandboxed page (origin `null`) read the answer; its token is what authorised it.
+fn allow_site(headers: &mut HeaderMap) {
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("null"),
+    );
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+fn parse_request(op: &str, body: &Bytes) -> Result<DataRequest, DataError> {
+    let mut request: DataRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        DataRequest::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| DataError::BadRequest(format!("the body is not a data request: {e}")))?
+    };
+    if !request.op.is_empty() && request.op != op {
+        return Err(DataError::BadRequest(format!(
+            "the body says op `{}` but the URL says `{op}`",
+            request.op
+        )));
+    }
+    request.op = op.to_owned();
+    Ok(request)
+}
+
+/// `/api/data/<op>`: the owner's own database (the console's pages only).
+async fn own_data(
+    State(app): State<ConsoleApp>,
+    headers: HeaderMap,
+    Path(op): Path<String>,
+    body: Bytes,
+) -> Response {
+    if !console_page(&app, &headers) {
+        return answer(
+            Err(DataError::Forbidden(
+                "the owner's data API answers the console's own pages only".into(),
+            )),
+            false,
+        );
+    }
+    let result = match parse_request(&op, &body) {
+        Ok(request) => app.data.handle(&Caller::Owner, request).await,
+        Err(error) => Err(error),
+    };
+    answer(result, false)
+}
+
+/// A request from the console's own pages: same origin, with a session (or no password).
+fn console_page(app: &ConsoleApp, headers: &HeaderMap) -> bool {
+    let fetch_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("same-origin");
+    let origin_ok = match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(origin) => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            origin
+                .split_once("://")
+                .is_some_and(|(_, rest)| rest == host)
+        }
+    };
+    matches!(fetch_site, "same-origin" | "none")
+        && origin_ok
+        && app.access.csrf_for(headers).is_some()
+}
+
+/// Who may use `/api/p/<id>/data/…`: the console's pages, or a page of `<id>`'s own site.
+fn authorise(app: &ConsoleApp, headers: &HeaderMap, id: &str) -> Result<bool, DataError> {
+    if let Some(token) = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
+        return if app.site_tokens.check(token, id) {
+            Ok(true)
+        } else {
+            Err(DataError::Forbidden(format!(
+                "this page may not use the data of {id}: a site reaches only its own peer"
+            )))
+        };
+    }
+    if console_page(app, headers) {
+        return Ok(false);
+    }
+    Err(DataError::Forbidden(
+        "sign in to the console, or call from a page of this peer's site".into(),
+    ))
+}
+
+async fn peer_data(
+    State(app): State<ConsoleApp>,
+    headers: HeaderMap,
+    Path((id, op)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    proxy(app, headers, id, op, body).await
+}
+
+async fn peer_lua(
+    State(app): State<ConsoleApp>,
+    headers: HeaderMap,
+    Path((id, kind)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    proxy(app, headers, id, format!("lua-{kind}"), body).await
+}
+
+async fn proxy(
+    app: ConsoleApp,
+    headers: HeaderMap,
+    id: String,
+    op: String,
+    body: Bytes,
+) -> Response {
+    let from_site = match authorise(&app, &headers, &id) {
+        Ok(from_site) => from_site,
+        Err(error) => return answer(Err(error), true),
+    };
+    let request = match parse_request(&op, &body) {
+        Ok(request) => request,
+        Err(error) => return answer(Err(error), from_site),
+    };
+    let Ok(peer) = id.parse::<PeerId>() else {
+        return answer(
+            Err(DataError::BadRequest(format!("{id:?} is not a peer ID"))),
+            from_site,
+        );
+    };
+    if peer == app.peer_id {
+        // This peer's own site: its visitor is its owner.
+        return answer(app.data.handle(&Caller::Owner, request).await, from_site);
+    }
+    match app.node.fetch_data(peer, &request).await {
+        Ok(wire) => answer(from_reply(&wire), from_site),
+        Err(error) => {
+            let mut response = (
+                StatusCode::BAD_GATEWAY,
+                Json(json!({
+                    "ok": false,
+                    "error": format!("cannot reach peer {id}: {error}"),
+                    "code": 502,
+                })),
+            )
+                .into_response();
+            if from_site {
+                allow_site(response.headers_mut());
+            }
+            response
+        }
+    }
+}
+
+/// CORS preflight of a site's data call: allowed methods and headers, nothing more.
+async fn preflight(method: Method) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    allow_site(headers);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type, x-goop-site-token"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    debug_assert_eq!(method, Method::OPTIONS);
+    response
+}

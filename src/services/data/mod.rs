@@ -1,0 +1,585 @@
+//! The peer's data API: the operations of `/goop/data/1.0.0` and `/api/data/<op>`, with the access
+//! policies of each table applied to the caller.
+//!
+//! The caller is either the peer's owner (the console, or this peer's own sites) or another peer,
+//! identified by the libp2p connection it came in on. For another peer: `local` tables are
+//! closed; `owner` means its own rows (reads see only them, updates and deletes touch only them);
+//! `group` needs a group membership; `open` is every row. Inserts are checked against the schema
+//! and stamped `_owner` = the caller and `_owner_email` = the caller's email only if a hub vouched
+//! for that peer. Schema changes and `_` tables are never reachable by other peers.
+
+pub mod schema;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+
+use crate::store::data::filter::{self, Where};
+use crate::store::data::{DataStore, MAX_ROWS, Select, SqlValue, StoreError, TableRecord};
+use schema::{Access, Policy, TableSchema};
+
+/// Longest request line of the protocol.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Rows a query returns when it does not say.
+const DEFAULT_LIMIT: i64 = 100;
+/// Values `args` may hold.
+const MAX_ARGS: usize = 1000;
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// This peer's owner.
+    Owner,
+    /// Another peer, by its peer ID.
+    Peer(String),
+}
+
+/// One request (the JSON line of `/goop/data/1.0.0`; the body of `/api/data/<op>` without `op`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataRequest {
+    #[serde(default)]
+    pub op: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Json>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<Json>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Json>,
+    /// `create-table`: the schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Json>,
+}
+
+/// Why an operation failed; each maps to an HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    NotEnabled(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl DataError {
+    /// The HTTP status of this error (also sent as `code` on the wire).
+    pub fn code(&self) -> u16 {
+        match self {
+            DataError::BadRequest(_) => 400,
+            DataError::Forbidden(_) => 403,
+            DataError::NotFound(_) => 404,
+            DataError::TooLarge(_) => 413,
+            DataError::NotEnabled(_) => 501,
+            DataError::Internal(_) => 500,
+        }
+    }
+
+    /// Rebuilds an error from a wire `code` and message.
+    pub fn from_code(code: u16, message: String) -> DataError {
+        match code {
+            403 => DataError::Forbidden(message),
+            404 => DataError::NotFound(message),
+            413 => DataError::TooLarge(message),
+            501 => DataError::NotEnabled(message),
+            500 => DataError::Internal(message),
+            _ => DataError::BadRequest(message),
+        }
+    }
+}
+
+impl From<StoreError> for DataError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::TooLarge => DataError::TooLarge(error.to_string()),
+            StoreError::Constraint(message) => DataError::BadRequest(message),
+            StoreError::Sql(err) => {
+                tracing::error!("data operation failed: {err}");
+                DataError::Internal("the database could not do that; see the peer's log".into())
+            }
+        }
+    }
+}
+
+impl From<sqlx::Error> for DataError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Sql(error).into()
+    }
+}
+
+/// The wire form of a result: `{"ok": true, "data": …}` or `{"ok": false, "error": …, "code": …}`.
+pub fn reply(result: &Result<Json, DataError>) -> Json {
+    match result {
+        Ok(data) => json!({ "ok": true, "data": data }),
+        Err(error) => json!({ "ok": false, "error": error.to_string(), "code": error.code() }),
+    }
+}
+
+/// Reads a wire reply back into a result.
+pub fn from_reply(reply: &Json) -> Result<Json, DataError> {
+    if reply["ok"] == true {
+        return Ok(reply.get("data").cloned().unwrap_or(Json::Null));
+    }
+    let message = reply["error"]
+        .as_str()
+        .unwrap_or("the peer refused without saying why")
+        .to_owned();
+    let code = reply["code"].as_u64().unwrap_or(400);
+    Err(DataError::from_code(
+        u16::try_from(code).unwrap_or(400),
+        message,
+    ))
+}
+
+/// The email a hub vouched for, per peer ID.
+pub type VerifiedEmail =
+    Arc<dyn Fn(&str) -> futures_util::future::BoxFuture<'static, Option<String>> + Send + Sync>;
+
+/// The data API of one peer. Cloning is cheap.
+#[derive(Clone)]
+pub struct DataService {
+    store: DataStore,
+    /// This peer's ID (the `_owner` of the owner's rows).
+    me: String,
+    /// The owner's email, for the owner's rows.
+    own_email: Arc<tokio::sync::watch::Receiver<String>>,
+    verified_email: VerifiedEmail,
+}
+
+/// What an operation does, for the policy check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Read,
+    Insert,
+    Update,
+    Delete,
+}
+
+impl DataService {
+    pub fn new(
+        store: DataStore,
+        me: String,
+        own_email: tokio::sync::watch::Receiver<String>,
+        verified_email: VerifiedEmail,
+    ) -> Self {
+        DataService {
+            store,
+            me,
+            own_email: Arc::new(own_email),
+            verified_email,
+        }
+    }
+
+    /// Runs one operation for `caller`.
+    pub async fn handle(&self, caller: &Caller, request: DataRequest) -> Result<Json, DataError> {
+        match request.op.as_str() {
+            "tables" => self.tables().await,
+            "describe" => {
+                let (record, schema) = self.table(&request).await?;
+                Ok(describe(&record, &schema))
+            }
+            "query" => self.query(caller, &request, false).await,
+            "query-one" => self.query(caller, &request, true).await,
+            "count" => self.count(caller, &request).await,
+            "insert" => self.insert(caller, &request).await,
+            "update" => self.update(caller, &request).await,
+            "delete" => self.delete(caller, &request).await,
+            "role" => self.role(caller, &request).await,
+            "lua-call" | "lua-list" => Err(DataError::NotEnabled(
+                "lua is not enabled on this peer".into(),
+            )),
+            "create-table" | "drop-table" => {
+                if *caller != Caller::Owner {
+                    return Err(DataError::Forbidden(format!(
+                        "`{}` changes the schema; only the peer's owner may do that",
+                        request.op
+                    )));
+                }
+                if request.op == "create-table" {
+                    self.create_table(&request).await
+                } else {
+                    Err(DataError::BadRequest(
+                        "drop-table is done from the database editor".into(),
+                    ))
+                }
+            }
+            "" => Err(DataError::BadRequest("`op` is missing".into())),
+            other => Err(DataError::BadRequest(format!(
+                "unknown op `{other}`; ops: tables, describe, query, query-one, count, insert, \
+                 update, delete, role, lua-call, lua-list, create-table"
+            ))),
+        }
+    }
+
+    async fn tables(&self) -> Result<Json, DataError> {
+        let tables = self.store.tables().await?;
+        Ok(Json::Array(
+            tables
+                .iter()
+                .map(|record| {
+                    json!({
+                        "name": record.name,
+                        "access": access_of(record),
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    /// The registered table a request names, with its schema.
+    async fn table(&self, request: &DataRequest) -> Result<(TableRecord, TableSchema), DataError> {
+        let Some(name) = request.table.as_deref() else {
+            return Err(DataError::BadRequest("`table` is missing".into()));
+        };
+        if name.starts_with('_') || name.to_ascii_lowercase().starts_with("sqlite_") {
+            return Err(DataError::Forbidden(format!(
+                "`{name}` is a system table; it is not reachable through the data API"
+            )));
+        }
+        let Some(record) = self.store.table(name).await? else {
+            return Err(DataError::NotFound(format!("there is no table `{name}`")));
+        };
+        let schema: TableSchema = serde_json::from_str(&record.schema).map_err(|e| {
+            DataError::Internal(format!("the stored schema of `{name}` is unreadable: {e}"))
+        })?;
+        Ok((record, schema))
+    }
+
+    /// Applies the table's policy for `action`: `Ok(Some(peer))` restricts to that peer's rows.
+    fn allow(
+        &self,
+        caller: &Caller,
+        record: &TableRecord,
+        action: Action,
+    ) -> Result<Option<String>, DataError> {
+        let Caller::Peer(peer) = caller else {
+            return Ok(None);
+        };
+        let access = access_of(record);
+        let (policy, verb) = match action {
+            Action::Read => (access.read, "read"),
+            Action::Insert => (access.insert, "insert into"),
+            Action::Update => (access.update, "update"),
+            Action::Delete => (access.delete, "delete from"),
+        };
+        match policy {
+            Policy::Open => Ok(None),
+            Policy::Owner if action == Action::Insert => Ok(None),
+            Policy::Owner => Ok(Some(peer.clone())),
+            Policy::Local => Err(DataError::Forbidden(format!(
+                "only this peer may {verb} `{}` (policy: local)",
+                record.name
+            ))),
+            Policy::Group => Err(DataError::Forbidden(format!(
+                "only members of this peer's groups may {verb} `{}` (policy: group), and you \
+                 are not one",
+                record.name
+            ))),
+        }
+    }
+
+    fn columns_of(schema: &TableSchema) -> Vec<String> {
+        let mut columns: Vec<String> = [
+            "_id",
+            "_owner",
+            "_owner_email",
+            "_created_at",
+            "_updated_at",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        columns.extend(schema.columns.iter().map(|c| c.name.clone()));
+        columns
+    }
+
+    /// The checked filter and its bound arguments.
+    fn filter_of(
+        request: &DataRequest,
+        columns: &[String],
+    ) -> Result<(Option<Where>, Vec<SqlValue>), DataError> {
+        if request.args.len() > MAX_ARGS {
+            return Err(DataError::BadRequest(format!(
+                "`args` holds at most {MAX_ARGS} values"
+            )));
+        }
+        let args = request
+            .args
+            .iter()
+            .enumerate()
+            .map(|(index, value)| arg_value(index, value))
+            .collect::<Result<Vec<_>, _>>()?;
+        let filter = match request.filter.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => {
+                Some(filter::parse_where(text, columns).map_err(|e| DataError::BadRequest(e.0))?)
+            }
+        };
+        let wanted = filter.as_ref().map_or(0, |f| f.placeholders);
+        if wanted != args.len() {
+            return Err(DataError::BadRequest(format!(
+                "the filter has {wanted} `?` placeholders but `args` holds {} values",
+                args.len()
+            )));
+        }
+        Ok((filter, args))
+    }
+
+    async fn query(
+        &self,
+        caller: &Caller,
+        request: &DataRequest,
+        one: bool,
+    ) -> Result<Json, DataError> {
+        let (record, schema) = self.table(request).await?;
+        let owner = self.allow(caller, &record, Action::Read)?;
+        let all = Self::columns_of(&schema);
+        let mut columns = Vec::new();
+        for wanted in &request.columns {
+            match all.iter().find(|c| c.eq_ignore_ascii_case(wanted)) {
+                Some(column) => columns.push(column.clone()),
+                None => {
+                    return Err(DataError::BadRequest(format!(
+                        "unknown column `{wanted}`; this table has: {}",
+                        all.join(", ")
+                    )));
+                }
+            }
+        }
+        let (filter, args) = Self::filter_of(request, &all)?;
+        let order = match request.order.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => {
+                Some(filter::parse_order(text, &all).map_err(|e| DataError::BadRequest(e.0))?)
+            }
+        };
+        let limit = if one {
+            1
+        } else {
+            match request.limit {
+                None => DEFAULT_LIMIT,
+                Some(limit) if (1..=MAX_ROWS).contains(&limit) => limit,
+                Some(limit) => {
+                    return Err(DataError::BadRequest(format!(
+                        "limit {limit} is out of range: ask for 1 to {MAX_ROWS} rows"
+                    )));
+                }
+            }
+        };
+        let offset = request.offset.unwrap_or(0);
+        if offset < 0 {
+            return Err(DataError::BadRequest("offset must not be negative".into()));
+        }
+        let rows = self
+            .store
+            .select(&Select {
+                table: record.name.clone(),
+                columns,
+                filter,
+                owner,
+                args,
+                order,
+                limit,
+                offset,
+            })
+            .await?;
+        Ok(if one {
+            rows.into_iter().next().map_or(Json::Null, Json::Object)
+        } else {
+            Json::Array(rows.into_iter().map(Json::Object).collect())
+        })
+    }
+
+    async fn count(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
+        let (record, schema) = self.table(request).await?;
+        let owner = self.allow(caller, &record, Action::Read)?;
+        let (filter, args) = Self::filter_of(request, &Self::columns_of(&schema))?;
+        let count = self
+            .store
+            .count(&record.name, filter.as_ref(), owner.as_deref(), &args)
+            .await?;
+        Ok(Json::from(count))
+    }
+
+    async fn insert(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
+        let (record, schema) = self.table(request).await?;
+        self.allow(caller, &record, Action::Insert)?;
+        let data = request
+            .data
+            .as_ref()
+            .ok_or_else(|| DataError::BadRequest("`data` is missing".into()))?;
+        let mut values = schema::check_row(&schema, data, true).map_err(DataError::BadRequest)?;
+        let (owner, email) = match caller {
+            Caller::Owner => (self.me.clone(), self.own_email.borrow().clone()),
+            Caller::Peer(peer) => (
+                peer.clone(),
+                (self.verified_email)(peer).await.unwrap_or_default(),
+            ),
+        };
+        values.push(("_owner".into(), SqlValue::Text(owner)));
+        values.push(("_owner_email".into(), SqlValue::Text(email)));
+        let id = self.store.insert(&record.name, &values).await?;
+        Ok(json!({ "_id": id }))
+    }
+
+    async fn update(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
+        let (record, schema) = self.table(request).await?;
+        let owner = self.allow(caller, &record, Action::Update)?;
+        let id = request
+            .id
+            .ok_or_else(|| DataError::BadRequest("`id` (the row's _id) is missing".into()))?;
+        let data = request
+            .data
+            .as_ref()
+            .ok_or_else(|| DataError::BadRequest("`data` is missing".into()))?;
+        let values = schema::check_row(&schema, data, false).map_err(DataError::BadRequest)?;
+        let changed = self
+            .store
+            .update(&record.name, id, &values, owner.as_deref())
+            .await?;
+        if changed == 0 {
+            return Err(no_such_row(&record.name, id, owner.is_some()));
+        }
+        Ok(json!({ "updated": changed }))
+    }
+
+    async fn delete(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
+        let (record, _) = self.table(request).await?;
+        let owner = self.allow(caller, &record, Action::Delete)?;
+        let id = request
+            .id
+            .ok_or_else(|| DataError::BadRequest("`id` (the row's _id) is missing".into()))?;
+        let deleted = self
+            .store
+            .delete(&record.name, id, owner.as_deref())
+            .await?;
+        if deleted == 0 {
+            return Err(no_such_row(&record.name, id, owner.is_some()));
+        }
+        Ok(json!({ "deleted": deleted }))
+    }
+
+    /// Who the caller is here, and what it may do with a table when one is named.
+    async fn role(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
+        let (role, id) = match caller {
+            Caller::Owner => ("owner", self.me.clone()),
+            Caller::Peer(peer) => ("visitor", peer.clone()),
+        };
+        let mut answer = json!({ "role": role, "peerId": id, "hostId": self.me });
+        if request.table.is_some() {
+            let (record, _) = self.table(request).await?;
+            let may = |action| match self.allow(caller, &record, action) {
+                Ok(None) => "all",
+                Ok(Some(_)) => "own",
+                Err(_) => "none",
+            };
+            answer["permissions"] = json!({
+                "read": may(Action::Read),
+                "insert": may(Action::Insert),
+                "update": may(Action::Update),
+                "delete": may(Action::Delete),
+            });
+        }
+        Ok(answer)
+    }
+
+    async fn create_table(&self, request: &DataRequest) -> Result<Json, DataError> {
+        let input = request
+            .schema
+            .as_ref()
+            .ok_or_else(|| DataError::BadRequest("`schema` is missing".into()))?;
+        let schema = schema::parse_schema(input).map_err(DataError::BadRequest)?;
+        if self.store.table(&schema.name).await?.is_some()
+            || !self.store.columns(&schema.name).await?.is_empty()
+        {
+            return Err(DataError::BadRequest(format!(
+                "a table `{}` already exists",
+                schema.name
+            )));
+        }
+        let record = TableRecord {
+            name: schema.name.clone(),
+            schema: serde_json::to_string(&schema)
+                .map_err(|e| DataError::Internal(e.to_string()))?,
+            read_policy: schema.access.read.as_str().into(),
+            insert_policy: schema.access.insert.as_str().into(),
+            update_policy: schema.access.update.as_str().into(),
+            delete_policy: schema.access.delete.as_str().into(),
+            created_ms: crate::services::hub::unix_ms(),
+        };
+        let columns: Vec<_> = schema.columns.iter().map(schema::column_def).collect();
+        self.store.create_table(&record, &columns).await?;
+        tracing::info!(table = %schema.name, "table created");
+        Ok(describe(&record, &schema))
+    }
+}
+
+fn no_such_row(table: &str, id: i64, owned_only: bool) -> DataError {
+    if owned_only {
+        DataError::NotFound(format!(
+            "`{table}` has no row with _id {id} that belongs to you"
+        ))
+    } else {
+        DataError::NotFound(format!("`{table}` has no row with _id {id}"))
+    }
+}
+
+fn access_of(record: &TableRecord) -> Access {
+    let parse = |text: &str| Policy::parse(text).unwrap_or(Policy::Local);
+    Access {
+        read: parse(&record.read_policy),
+        insert: parse(&record.insert_policy),
+        update: parse(&record.update_policy),
+        delete: parse(&record.delete_policy),
+    }
+}
+
+fn describe(record: &TableRecord, schema: &TableSchema) -> Json {
+    json!({
+        "name": record.name,
+        "columns": schema.columns,
+        "system": ["_id", "_owner", "_owner_email", "_created_at", "_updated_at"],
+        "access": access_of(record),
+    })
+}
+
+/// A filter argument as a bound value.
+fn arg_value(index: usize, value: &Json) -> Result<SqlValue, DataError> {
+    Ok(match value {
+        Json::Null => SqlValue::Null,
+        Json::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => SqlValue::Integer(i),
+            None => SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => SqlValue::Text(s.clone()),
+        _ => {
+            return Err(DataError::BadRequest(format!(
+                "args[{index}] must be a string, number, boolean or null"
+            )));
+        }
+    })
+}

@@ -1,0 +1,368 @@
+//! `where` and `order` clauses from callers, made safe by construction: the text is parsed with
+//! `sqlparser` (SQLite dialect) and accepted only if every part is one of a short list —
+//! the table's own columns, literals, `?` placeholders, comparison, arithmetic and boolean
+//! operators, `IN (…)`, `LIKE`, `IS [NOT] NULL`, `BETWEEN` and a few scalar functions. The SQL
+//! that runs is then written out from that checked tree (columns quoted, strings re-escaped), never
+//! copied from the caller. Anything else — subqueries, other tables, statements, pragmas — is
+//! refused with a message that names it.
+
+use sqlparser::ast::{
+    BinaryOperator, DuplicateTreatment, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    ObjectNamePart, OrderBySort, UnaryOperator, Value,
+};
+use sqlparser::dialect::SQLiteDialect;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Token;
+
+use super::quote_ident;
+
+/// Longest clause accepted.
+pub const MAX_CLAUSE_BYTES: usize = 4096;
+/// Deepest nesting accepted.
+const MAX_DEPTH: usize = 32;
+/// Longest `IN (…)` list.
+const MAX_IN_LIST: usize = 1000;
+
+/// Scalar functions a clause may use (never aggregates, never anything with side effects).
+const FUNCTIONS: &[&str] = &[
+    "abs",
+    "coalesce",
+    "date",
+    "datetime",
+    "ifnull",
+    "instr",
+    "julianday",
+    "length",
+    "lower",
+    "ltrim",
+    "nullif",
+    "round",
+    "rtrim",
+    "strftime",
+    "substr",
+    "time",
+    "trim",
+    "typeof",
+    "upper",
+];
+
+/// A clause that failed the checks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ClauseError(pub String);
+
+/// A checked `where` clause: SQL to splice after `WHERE`, and how many `?` it binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Where {
+    pub sql: String,
+    pub placeholders: usize,
+}
+
+/// Checks a `where` clause against `columns` (the table's, as introspected).
+pub fn parse_where(text: &str, columns: &[String]) -> Result<Where, ClauseError> {
+    let mut parser = parser_for(text, "where")?;
+    let expr = parser
+        .parse_expr()
+        .map_err(|e| ClauseError(format!("where: {}", strip_parser_noise(&e.to_string()))))?;
+    expect_end(&parser, "where")?;
+    let mut writer = Writer {
+        columns,
+        placeholders: 0,
+    };
+    let sql = writer.expr(&expr, 0)?;
+    Ok(Where {
+        sql,
+        placeholders: writer.placeholders,
+    })
+}
+
+/// Checks an `order` clause (`col [ASC|DESC] [NULLS FIRST|LAST], …`); placeholders are refused.
+pub fn parse_order(text: &str, columns: &[String]) -> Result<String, ClauseError> {
+    let mut parser = parser_for(text, "order")?;
+    let items = parser
+        .parse_comma_separated(Parser::parse_order_by_expr)
+        .map_err(|e| ClauseError(format!("order: {}", strip_parser_noise(&e.to_string()))))?;
+    expect_end(&parser, "order")?;
+    let mut writer = Writer {
+        columns,
+        placeholders: 0,
+    };
+    let mut parts = Vec::new();
+    for item in items {
+        if item.with_fill.is_some() {
+            return Err(ClauseError("order: WITH FILL is not supported".into()));
+        }
+        let mut part = writer.expr(&item.expr, 0)?;
+        match item.options.sort {
+            None | Some(OrderBySort::Asc) => part.push_str(" ASC"),
+            Some(OrderBySort::Desc) => part.push_str(" DESC"),
+            Some(OrderBySort::Using(_)) => {
+                return Err(ClauseError("order: USING is not supported".into()));
+            }
+        }
+        match item.options.nulls_first {
+            Some(true) => part.push_str(" NULLS FIRST"),
+            Some(false) => part.push_str(" NULLS LAST"),
+            None => {}
+        }
+        parts.push(part);
+    }
+    if writer.placeholders > 0 {
+        return Err(ClauseError(
+            "order: `?` placeholders are not allowed here".into(),
+        ));
+    }
+    Ok(parts.join(", "))
+}
+
+fn parser_for(text: &str, clause: &str) -> Result<Parser<'static>, ClauseError> {
+    if text.len() > MAX_CLAUSE_BYTES {
+        return Err(ClauseError(format!(
+            "{clause}: longer than {MAX_CLAUSE_BYTES} bytes"
+        )));
+    }
+    static DIALECT: SQLiteDialect = SQLiteDialect {};
+    Parser::new(&DIALECT)
+        .with_recursion_limit(MAX_DEPTH * 2)
+        .try_with_sql(text)
+        .map_err(|e| ClauseError(format!("{clause}: {}", strip_parser_noise(&e.to_string()))))
+}
+
+fn expect_end(parser: &Parser<'_>, clause: &str) -> Result<(), ClauseError> {
+    let next = parser.peek_token();
+    if next.token == Token::EOF {
+        Ok(())
+    } else {
+        Err(ClauseError(format!(
+            "{clause}: unexpected `{}` after the expression (one expression only; no `;`, no \
+             unbalanced parentheses)",
+            next.token
+        )))
+    }
+}
+
+/// sqlparser prefixes its messages with "sql parser error: ".
+fn strip_parser_noise(message: &str) -> String {
+    message.trim_start_matches("sql parser error: ").to_owned()
+}
+
+struct Writer<'a> {
+    columns: &'a [String],
+    placeholders: usize,
+}
+
+impl Writer<'_> {
+    fn expr(&mut self, expr: &Expr, depth: usize) -> Result<String, ClauseError> {
+        if depth > MAX_DEPTH {
+            return Err(ClauseError(format!(
+                "the expression nests deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        let next = depth + 1;
+        Ok(match expr {
+            Expr::Identifier(ident) => self.column(&ident.value)?,
+            Expr::CompoundIdentifier(parts) => {
+                let name: Vec<&str> = parts.iter().map(|p| p.value.as_str()).collect();
+                return Err(ClauseError(format!(
+                    "`{}`: qualified names are not allowed; name a column of this table",
+                    name.join(".")
+                )));
+            }
+            Expr::Value(value) => self.value(&value.value)?,
+            Expr::Nested(inner) => format!("({})", self.expr(inner, next)?),
+            Expr::IsNull(inner) => format!("({} IS NULL)", self.expr(inner, next)?),
+            Expr::IsNotNull(inner) => format!("({} IS NOT NULL)", self.expr(inner, next)?),
+            Expr::UnaryOp { op, expr } => {
+                let op = match op {
+                    UnaryOperator::Not => "NOT ",
+                    UnaryOperator::Minus => "-",
+                    UnaryOperator::Plus => "+",
+                    other => return Err(unsupported(&other.to_string())),
+                };
+                format!("({op}{})", self.expr(expr, next)?)
+            }
+            Expr::BinaryOp { left, op, right } => {
+                let op = match op {
+                    BinaryOperator::Eq => "=",
+                    BinaryOperator::NotEq => "<>",
+                    BinaryOperator::Lt => "<",
+                    BinaryOperator::LtEq => "<=",
+                    BinaryOperator::Gt => ">",
+                    BinaryOperator::GtEq => ">=",
+                    BinaryOperator::And => "AND",
+                    BinaryOperator::Or => "OR",
+                    BinaryOperator::Plus => "+",
+                    BinaryOperator::Minus => "-",
+                    BinaryOperator::Multiply => "*",
+                    BinaryOperator::Divide => "/",
+                    BinaryOperator::Modulo => "%",
+                    BinaryOperator::StringConcat => "||",
+                    other => return Err(unsupported(&other.to_string())),
+                };
+                format!(
+                    "({} {op} {})",
+                    self.expr(left, next)?,
+                    self.expr(right, next)?
+                )
+            }
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
+                if list.len() > MAX_IN_LIST {
+                    return Err(ClauseError(format!(
+                        "IN lists hold at most {MAX_IN_LIST} values"
+                    )));
+                }
+                let items = list
+                    .iter()
+                    .map(|item| self.expr(item, next))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let not = if *negated { "NOT " } else { "" };
+                format!(
+                    "({} {not}IN ({}))",
+                    self.expr(expr, next)?,
+                    items.join(", ")
+                )
+            }
+            Expr::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => {
+                let not = if *negated { "NOT " } else { "" };
+                format!(
+                    "({} {not}BETWEEN {} AND {})",
+                    self.expr(expr, next)?,
+                    self.expr(low, next)?,
+                    self.expr(high, next)?
+                )
+            }
+            Expr::Like {
+                negated,
+                any,
+                expr,
+                pattern,
+                escape_char,
+            } => {
+                if *any {
+                    return Err(unsupported("LIKE ANY"));
+                }
+                let not = if *negated { "NOT " } else { "" };
+                let escape = match escape_char {
+                    Some(escape) => format!(" ESCAPE {}", self.expr(escape, next)?),
+                    None => String::new(),
+                };
+                format!(
+                    "({} {not}LIKE {}{escape})",
+                    self.expr(expr, next)?,
+                    self.expr(pattern, next)?
+                )
+            }
+            Expr::Function(function) => {
+                let name = match function.name.0.as_slice() {
+                    [ObjectNamePart::Identifier(ident)] => ident.value.to_ascii_lowercase(),
+                    _ => return Err(unsupported(&function.name.to_string())),
+                };
+                if !FUNCTIONS.contains(&name.as_str()) {
+                    return Err(ClauseError(format!(
+                        "function `{name}` is not allowed; allowed: {}",
+                        FUNCTIONS.join(", ")
+                    )));
+                }
+                if function.filter.is_some()
+                    || function.over.is_some()
+                    || function.null_treatment.is_some()
+                    || !function.within_group.is_empty()
+                    || !matches!(function.parameters, FunctionArguments::None)
+                {
+                    return Err(unsupported(&format!("{name}(…) with FILTER/OVER/WITHIN")));
+                }
+                let args = match &function.args {
+                    FunctionArguments::List(list) => {
+                        if list.duplicate_treatment == Some(DuplicateTreatment::Distinct)
+                            || !list.clauses.is_empty()
+                        {
+                            return Err(unsupported(&format!("{name}(DISTINCT …)")));
+                        }
+                        let mut args = Vec::new();
+                        for arg in &list.args {
+                            match arg {
+                                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => {
+                                    args.push(self.expr(e, next)?)
+                                }
+                                other => return Err(unsupported(&other.to_string())),
+                            }
+                        }
+                        args
+                    }
+                    FunctionArguments::None => Vec::new(),
+                    FunctionArguments::Subquery(_) => {
+                        return Err(ClauseError("subqueries are not allowed".into()));
+                    }
+                };
+                format!("{name}({})", args.join(", "))
+            }
+            Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+                return Err(ClauseError("`SELECT`: subqueries are not allowed".into()));
+            }
+            other => return Err(unsupported(&first_words(&other.to_string()))),
+        })
+    }
+
+    fn column(&self, name: &str) -> Result<String, ClauseError> {
+        match self
+            .columns
+            .iter()
+            .find(|column| column.eq_ignore_ascii_case(name))
+        {
+            Some(column) => Ok(quote_ident(column)),
+            None => Err(ClauseError(format!(
+                "unknown column `{name}`; this table has: {}",
+                self.columns.join(", ")
+            ))),
+        }
+    }
+
+    fn value(&mut self, value: &Value) -> Result<String, ClauseError> {
+        Ok(match value {
+            Value::Number(text, _) => {
+                if !text
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+                {
+                    return Err(unsupported(text));
+                }
+                text.clone()
+            }
+            Value::SingleQuotedString(text) => format!("'{}'", text.replace('\'', "''")),
+            Value::Boolean(true) => "1".into(),
+            Value::Boolean(false) => "0".into(),
+            Value::Null => "NULL".into(),
+            Value::Placeholder(mark) if mark == "?" => {
+                self.placeholders += 1;
+                "?".into()
+            }
+            Value::Placeholder(mark) => {
+                return Err(ClauseError(format!(
+                    "placeholder `{mark}`: use plain `?` placeholders, bound in order from `args`"
+                )));
+            }
+            // In SQLite "x" names a column.
+            Value::DoubleQuotedString(name) => self.column(name)?,
+            other => return Err(unsupported(&other.to_string())),
+        })
+    }
+}
+
+fn unsupported(token: &str) -> ClauseError {
+    ClauseError(format!("`{token}` is not supported in a filter"))
+}
+
+/// The start of an expression, to name it in a message.
+fn first_words(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().take(3).collect();
+    words.join(" ")
+}

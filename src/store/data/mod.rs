@@ -1,0 +1,464 @@
+//! User tables of the peer's `data.db` and their registry `_tables` (schema JSON and access
+//! policies). Every table and column name that reaches SQL here was checked by the caller and is
+//! quoted again here; every value is bound; `where` and `order` come only from [`filter`].
+
+pub mod filter;
+
+use serde_json::{Map, Value as Json};
+use sqlx::sqlite::SqliteRow;
+// Every dynamic statement below is built from quoted, checked names and `filter` output only.
+use sqlx::{AssertSqlSafe, Column, FromRow, Row, SqlitePool, TypeInfo, ValueRef};
+
+use base64::Engine as _;
+
+/// Rows a query returns at most.
+pub const MAX_ROWS: i64 = 1000;
+/// Bytes of row data (as JSON) a query returns at most.
+pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
+
+/// `"name"`, with inner quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A table as `_tables` records it.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct TableRecord {
+    pub name: String,
+    /// The table's schema, as JSON.
+    pub schema: String,
+    pub read_policy: String,
+    pub insert_policy: String,
+    pub update_policy: String,
+    pub delete_policy: String,
+    pub created_ms: i64,
+}
+
+/// A column as SQLite reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnInfo {
+    pub name: String,
+    /// The declared type (`TEXT`, `INTEGER`, …).
+    pub declared: String,
+    pub not_null: bool,
+    pub primary_key: bool,
+}
+
+/// The storage type of a user column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageType {
+    Text,
+    Integer,
+    Real,
+    Blob,
+}
+
+impl StorageType {
+    fn sql(self) -> &'static str {
+        match self {
+            StorageType::Text => "TEXT",
+            StorageType::Integer => "INTEGER",
+            StorageType::Real => "REAL",
+            StorageType::Blob => "BLOB",
+        }
+    }
+}
+
+/// A user column to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnDef {
+    pub name: String,
+    pub storage: StorageType,
+    pub not_null: bool,
+    pub default: Option<SqlValue>,
+    /// Allowed values (an enum column).
+    pub one_of: Option<Vec<String>>,
+}
+
+/// A value to bind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl SqlValue {
+    /// A literal, for `DEFAULT` clauses (the only place a value is written into SQL).
+    fn literal(&self) -> String {
+        match self {
+            SqlValue::Null => "NULL".into(),
+            SqlValue::Integer(n) => n.to_string(),
+            SqlValue::Real(x) if x.is_finite() => format!("{x:?}"),
+            SqlValue::Real(_) => "NULL".into(),
+            SqlValue::Text(text) => format!("'{}'", text.replace('\'', "''")),
+            SqlValue::Blob(bytes) => {
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                format!("X'{hex}'")
+            }
+        }
+    }
+}
+
+/// A checked `SELECT`.
+#[derive(Debug, Clone, Default)]
+pub struct Select {
+    pub table: String,
+    /// Columns to return (checked names); empty for all.
+    pub columns: Vec<String>,
+    pub filter: Option<filter::Where>,
+    /// `_owner = ?` on top of the filter (read policy `owner`).
+    pub owner: Option<String>,
+    pub args: Vec<SqlValue>,
+    pub order: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Why a data operation failed in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the result is larger than {MAX_RESULT_BYTES} bytes; ask for fewer rows or columns")]
+    TooLarge,
+    #[error("{0}")]
+    Constraint(String),
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    values: &'q [SqlValue],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    for value in values {
+        query = match value {
+            SqlValue::Null => query.bind(None::<i64>),
+            SqlValue::Integer(n) => query.bind(*n),
+            SqlValue::Real(x) => query.bind(*x),
+            SqlValue::Text(text) => query.bind(text.as_str()),
+            SqlValue::Blob(bytes) => query.bind(bytes.as_slice()),
+        };
+    }
+    query
+}
+
+/// Errors SQLite reports for a bad value (NOT NULL, CHECK, UNIQUE) become messages for the caller.
+fn constraint_or(error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &error
+        && matches!(
+            db.kind(),
+            sqlx::error::ErrorKind::NotNullViolation
+                | sqlx::error::ErrorKind::CheckViolation
+                | sqlx::error::ErrorKind::UniqueViolation
+                | sqlx::error::ErrorKind::ForeignKeyViolation
+        )
+    {
+        return StoreError::Constraint(db.message().to_owned());
+    }
+    StoreError::Sql(error)
+}
+
+/// One row as a JSON object, in column order; blobs as base64.
+fn row_json(row: &SqliteRow) -> Result<Map<String, Json>, sqlx::Error> {
+    let mut object = Map::new();
+    for (index, column) in row.columns().iter().enumerate() {
+        let raw = row.try_get_raw(index)?;
+        let value = if raw.is_null() {
+            Json::Null
+        } else {
+            match raw.type_info().name() {
+                "INTEGER" => Json::from(row.try_get::<i64, _>(index)?),
+                "REAL" => serde_json::Number::from_f64(row.try_get::<f64, _>(index)?)
+                    .map_or(Json::Null, Json::Number),
+                "BLOB" => Json::from(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(row.try_get::<Vec<u8>, _>(index)?),
+                ),
+                _ => Json::from(row.try_get::<String, _>(index)?),
+            }
+        };
+        object.insert(column.name().to_owned(), value);
+    }
+    Ok(object)
+}
+
+/// The user tables of a peer database.
+#[derive(Clone)]
+pub struct DataStore {
+    pool: SqlitePool,
+}
+
+impl DataStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        DataStore { pool }
+    }
+
+    /// Every registered table, by name.
+    pub async fn tables(&self) -> Result<Vec<TableRecord>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT name, schema, read_policy, insert_policy, update_policy, delete_policy, \
+             created_ms FROM _tables ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// One registered table.
+    pub async fn table(&self, name: &str) -> Result<Option<TableRecord>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT name, schema, read_policy, insert_policy, update_policy, delete_policy, \
+             created_ms FROM _tables WHERE name = ?1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// The columns of a table, as SQLite knows them.
+    pub async fn columns(&self, table: &str) -> Result<Vec<ColumnInfo>, sqlx::Error> {
+        let rows = sqlx::query("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1)")
+            .bind(table)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ColumnInfo {
+                    name: row.try_get("name")?,
+                    declared: row.try_get("type")?,
+                    not_null: row.try_get::<i64, _>("notnull")? != 0,
+                    primary_key: row.try_get::<i64, _>("pk")? != 0,
+                })
+            })
+            .collect()
+    }
+
+    /// Creates a user table with the system columns, its `_updated_at` trigger, and its
+    /// `_tables` entry, in one transaction.
+    pub async fn create_table(
+        &self,
+        record: &TableRecord,
+        columns: &[ColumnDef],
+    ) -> Result<(), StoreError> {
+        let table = quote_ident(&record.name);
+        let mut definitions = vec![
+            "\"_id\" INTEGER PRIMARY KEY AUTOINCREMENT".to_owned(),
+            "\"_owner\" TEXT NOT NULL".to_owned(),
+            "\"_owner_email\" TEXT".to_owned(),
+            "\"_created_at\" TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+                .to_owned(),
+            "\"_updated_at\" TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+                .to_owned(),
+        ];
+        for column in columns {
+            definitions.push(column_sql(column));
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE TABLE {table} ({})",
+            definitions.join(", ")
+        )))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE TRIGGER {} AFTER UPDATE ON {table} FOR EACH ROW \
+             WHEN NEW.\"_updated_at\" IS OLD.\"_updated_at\" BEGIN \
+             UPDATE {table} SET \"_updated_at\" = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+             WHERE \"_id\" = NEW.\"_id\"; END",
+            quote_ident(&format!("_updated_at_{}", record.name))
+        )))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO _tables (name, schema, read_policy, insert_policy, update_policy, \
+             delete_policy, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(&record.name)
+        .bind(&record.schema)
+        .bind(&record.read_policy)
+        .bind(&record.insert_policy)
+        .bind(&record.update_policy)
+        .bind(&record.delete_policy)
+        .bind(record.created_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Runs a checked `SELECT`, bounded by [`MAX_RESULT_BYTES`].
+    pub async fn select(&self, select: &Select) -> Result<Vec<Map<String, Json>>, StoreError> {
+        let columns = if select.columns.is_empty() {
+            "*".to_owned()
+        } else {
+            select
+                .columns
+                .iter()
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut sql = format!("SELECT {columns} FROM {}", quote_ident(&select.table));
+        let mut args = select.args.clone();
+        push_conditions(
+            &mut sql,
+            &mut args,
+            select.filter.as_ref(),
+            select.owner.as_deref(),
+        );
+        if let Some(order) = &select.order {
+            sql.push_str(" ORDER BY ");
+            sql.push_str(order);
+        }
+        sql.push_str(" LIMIT ? OFFSET ?");
+        args.push(SqlValue::Integer(select.limit.clamp(0, MAX_ROWS)));
+        args.push(SqlValue::Integer(select.offset.max(0)));
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut bytes = 0usize;
+        for row in &rows {
+            let object = row_json(row)?;
+            bytes += serde_json::to_vec(&object).map_or(0, |v| v.len());
+            if bytes > MAX_RESULT_BYTES {
+                return Err(StoreError::TooLarge);
+            }
+            out.push(object);
+        }
+        Ok(out)
+    }
+
+    /// Counts rows matching the filter (and owner).
+    pub async fn count(
+        &self,
+        table: &str,
+        filter: Option<&filter::Where>,
+        owner: Option<&str>,
+        args: &[SqlValue],
+    ) -> Result<i64, StoreError> {
+        let mut sql = format!("SELECT COUNT(*) FROM {}", quote_ident(table));
+        let mut args = args.to_vec();
+        push_conditions(&mut sql, &mut args, filter, owner);
+        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Inserts one row; returns its `_id`.
+    pub async fn insert(
+        &self,
+        table: &str,
+        values: &[(String, SqlValue)],
+    ) -> Result<i64, StoreError> {
+        let names: Vec<String> = values.iter().map(|(name, _)| quote_ident(name)).collect();
+        let marks = vec!["?"; values.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({marks})",
+            quote_ident(table),
+            names.join(", ")
+        );
+        let args: Vec<SqlValue> = values.iter().map(|(_, v)| v.clone()).collect();
+        let done = bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
+            .execute(&self.pool)
+            .await
+            .map_err(constraint_or)?;
+        Ok(done.last_insert_rowid())
+    }
+
+    /// Updates the row `id` (only if its `_owner` is `owner`, when given); returns rows changed.
+    pub async fn update(
+        &self,
+        table: &str,
+        id: i64,
+        values: &[(String, SqlValue)],
+        owner: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let sets: Vec<String> = values
+            .iter()
+            .map(|(name, _)| format!("{} = ?", quote_ident(name)))
+            .collect();
+        let mut sql = format!(
+            "UPDATE {} SET {} WHERE \"_id\" = ?",
+            quote_ident(table),
+            sets.join(", ")
+        );
+        let mut args: Vec<SqlValue> = values.iter().map(|(_, v)| v.clone()).collect();
+        args.push(SqlValue::Integer(id));
+        if let Some(owner) = owner {
+            sql.push_str(" AND \"_owner\" = ?");
+            args.push(SqlValue::Text(owner.to_owned()));
+        }
+        let done = bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
+            .execute(&self.pool)
+            .await
+            .map_err(constraint_or)?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes the row `id` (only if its `_owner` is `owner`, when given); returns rows deleted.
+    pub async fn delete(
+        &self,
+        table: &str,
+        id: i64,
+        owner: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let mut sql = format!("DELETE FROM {} WHERE \"_id\" = ?", quote_ident(table));
+        let mut args = vec![SqlValue::Integer(id)];
+        if let Some(owner) = owner {
+            sql.push_str(" AND \"_owner\" = ?");
+            args.push(SqlValue::Text(owner.to_owned()));
+        }
+        let done = bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn column_sql(column: &ColumnDef) -> String {
+    let mut sql = format!("{} {}", quote_ident(&column.name), column.storage.sql());
+    if column.not_null {
+        sql.push_str(" NOT NULL");
+    }
+    if let Some(default) = &column.default {
+        sql.push_str(" DEFAULT ");
+        sql.push_str(&default.literal());
+    }
+    if let Some(values) = &column.one_of {
+        let list: Vec<String> = values
+            .iter()
+            .map(|v| SqlValue::Text(v.clone()).literal())
+            .collect();
+        sql.push_str(&format!(
+            " CHECK ({} IS NULL OR {} IN ({}))",
+            quote_ident(&column.name),
+            quote_ident(&column.name),
+            list.join(", ")
+        ));
+    }
+    sql
+}
+
+/// Appends ` WHERE …` for a filter and an owner restriction.
+fn push_conditions(
+    sql: &mut String,
+    args: &mut Vec<SqlValue>,
+    filter: Option<&filter::Where>,
+    owner: Option<&str>,
+) {
+    let mut conditions = Vec::new();
+    if let Some(filter) = filter {
+        conditions.push(format!("({})", filter.sql));
+    }
+    if let Some(owner) = owner {
+        conditions.push("\"_owner\" = ?".to_owned());
+        args.push(SqlValue::Text(owner.to_owned()));
+    }
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+}

@@ -1,0 +1,639 @@
+//! The data API against a real `data.db`: every op under every policy for the owner and for
+//! another peer, owner scoping and stamping, schemas, and filters that try to escape.
+
+use std::sync::Arc;
+
+use goop2::services::data::{Caller, DataError, DataRequest, DataService};
+use goop2::store::peer::PeerStore;
+use serde_json::{Value, json};
+
+const ME: &str = "12D3KooWOwnerOwnerOwnerOwnerOwnerOwnerOwnerOwner";
+const BOB: &str = "12D3KooWBobBobBobBobBobBobBobBobBobBobBobBobBob";
+const CAROL: &str = "12D3KooWCarolCarolCarolCarolCarolCarolCarolCa";
+
+async fn service() -> (DataService, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PeerStore::open(&dir.path().join("data.db")).await.unwrap();
+    let (_tx, own_email) = tokio::sync::watch::channel("owner@example.org".to_owned());
+    std::mem::forget(_tx);
+    let data = DataService::new(
+        store.data(),
+        ME.into(),
+        own_email,
+        Arc::new(|peer: &str| {
+            let email = (peer == BOB).then(|| "bob@example.org".to_owned());
+            Box::pin(async move { email })
+        }),
+    );
+    (data, dir)
+}
+
+fn request(value: Value) -> DataRequest {
+    serde_json::from_value(value).unwrap()
+}
+
+async fn run(data: &DataService, caller: &Caller, value: Value) -> Result<Value, DataError> {
+    data.handle(caller, request(value)).await
+}
+
+fn peer(id: &str) -> Caller {
+    Caller::Peer(id.into())
+}
+
+async fn notes_table(data: &DataService, access: Value) {
+    run(
+        data,
+        &Caller::Owner,
+        json!({"op": "create-table", "schema": {
+            "name": "notes",
+            "columns": [
+                {"name": "title", "type": "text", "required": true},
+                {"name": "stars", "type": "integer", "default": 0},
+                "body TEXT"
+            ],
+            "access": access
+        }}),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn every_op_under_every_policy_for_the_owner_and_for_a_visitor() {
+    // (policy, may a visitor read/insert/update/delete, do reads and changes see only own rows)
+    for policy in ["local", "owner", "group", "open"] {
+        let (data, _dir) = service().await;
+        notes_table(
+            &data,
+            json!({"read": policy, "insert": policy, "update": policy, "delete": policy}),
+        )
+        .await;
+        // The owner may do everything whatever the policy, on every row.
+        let mine = run(
+            &data,
+            &Caller::Owner,
+            json!({"op": "insert", "table": "notes", "data": {"title": "owner's"}}),
+        )
+        .await
+        .unwrap()["_id"]
+            .as_i64()
+            .unwrap();
+        let visitor_may = matches!(policy, "owner" | "open");
+        let own_rows_only = policy == "owner";
+
+        // insert
+        let inserted = run(
+            &data,
+            &peer(BOB),
+            json!({"op": "insert", "table": "notes", "data": {"title": "bob's"}}),
+        )
+        .await;
+        assert_eq!(
+            inserted.is_ok(),
+            visitor_may,
+            "{policy}: insert {inserted:?}"
+        );
+        if !visitor_may {
+            assert!(matches!(inserted, Err(DataError::Forbidden(_))), "{policy}");
+            assert!(inserted.unwrap_err().to_string().contains(policy));
+            // The owner adds Bob's row for the read checks below.
+            continue_with_reads_denied(&data, policy).await;
+            continue;
+        }
+        let bobs = inserted.unwrap()["_id"].as_i64().unwrap();
+
+        // query / query-one / count
+        let rows = run(
+            &data,
+            &peer(BOB),
+            json!({"op": "query", "table": "notes", "order": "_id"}),
+        )
+        .await
+        .unwrap();
+        let titles: Vec<&str> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["title"].as_str().unwrap())
+            .collect();
+        if own_rows_only {
+            assert_eq!(titles, ["bob's"], "{policy}");
+        } else {
+            assert_eq!(titles, ["owner's", "bob's"], "{policy}");
+        }
+        let count = run(&data, &peer(BOB), json!({"op": "count", "table": "notes"}))
+            .await
+            .unwrap();
+        assert_eq!(count, if own_rows_only { 1 } else { 2 }, "{policy}");
+        let one = run(
+            &data,
+            &peer(BOB),
+            json!({"op": "query-one", "table": "notes", "where": "_id = ?", "args": [mine]}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(one.is_null(), own_rows_only, "{policy}: {one}");
+
+        // update / delete of someone else's row
+        let touch = run(
+            &data,
+            &peer(BOB),
+            json!({"op": "update", "table": "notes", "id": mine, "data": {"title": "hacked"}}),
+        )
+        .await;
+        assert_eq!(touch.is_err(), own_rows_only, "{policy}: {touch:?}");
+        if own_rows_only {
+            assert!(
+                matches!(touch, Err(DataError::NotFound(ref m)) if m.contains("belongs to you"))
+            );
+        }
+        let owner_row = run(
+            &data,
+            &Caller::Owner,
+            json!({"op": "query-one", "table": "notes", "where": "_id = ?", "args": [mine]}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            owner_row["title"],
+            if own_rows_only { "owner's" } else { "hacked" },
+            "{policy}"
+        );
+
+        // update / delete of its own row
+        let renamed = run(&data, &peer(BOB), json!({"op": "update", "table": "notes", "id": bobs, "data": {"title": "bob's, edited", "stars": 3}})).await.unwrap();
+        assert_eq!(renamed["updated"], 1);
+        let removed = run(
+            &data,
+            &peer(CAROL),
+            json!({"op": "delete", "table": "notes", "id": bobs}),
+        )
+        .await;
+        assert_eq!(
+            removed.is_err(),
+            own_rows_only,
+            "{policy}: carol deletes bob's row"
+        );
+        if own_rows_only {
+            let gone = run(
+                &data,
+                &peer(BOB),
+                json!({"op": "delete", "table": "notes", "id": bobs}),
+            )
+            .await
+            .unwrap();
+            assert_eq!(gone["deleted"], 1);
+        }
+        let owner_delete = run(
+            &data,
+            &Caller::Owner,
+            json!({"op": "delete", "table": "notes", "id": mine}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(owner_delete["deleted"], 1);
+
+        // role
+        let role = run(&data, &peer(BOB), json!({"op": "role", "table": "notes"}))
+            .await
+            .unwrap();
+        assert_eq!(role["role"], "visitor");
+        assert_eq!(role["peerId"], BOB);
+        assert_eq!(role["hostId"], ME);
+        let expected = if own_rows_only { "own" } else { "all" };
+        assert_eq!(role["permissions"]["read"], expected, "{policy}");
+        assert_eq!(role["permissions"]["insert"], "all", "{policy}");
+        let owner_role = run(
+            &data,
+            &Caller::Owner,
+            json!({"op": "role", "table": "notes"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(owner_role["role"], "owner");
+        assert_eq!(owner_role["permissions"]["delete"], "all");
+    }
+}
+
+/// Under `local` and `group`, a visitor can do nothing at all.
+async fn continue_with_reads_denied(data: &DataService, policy: &str) {
+    for op in [
+        json!({"op": "query", "table": "notes"}),
+        json!({"op": "query-one", "table": "notes"}),
+        json!({"op": "count", "table": "notes"}),
+        json!({"op": "update", "table": "notes", "id": 1, "data": {"title": "x"}}),
+        json!({"op": "delete", "table": "notes", "id": 1}),
+    ] {
+        let result = run(data, &peer(BOB), op.clone()).await;
+        assert!(
+            matches!(result, Err(DataError::Forbidden(_))),
+            "{policy}: {op} → {result:?}"
+        );
+    }
+    let role = run(data, &peer(BOB), json!({"op": "role", "table": "notes"}))
+        .await
+        .unwrap();
+    assert_eq!(role["permissions"]["read"], "none", "{policy}");
+    // tables and describe stay open: they say what exists, not what is in it.
+    assert!(run(data, &peer(BOB), json!({"op": "tables"})).await.is_ok());
+    assert!(
+        run(
+            data,
+            &peer(BOB),
+            json!({"op": "describe", "table": "notes"})
+        )
+        .await
+        .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn inserts_are_checked_and_stamped_with_the_caller() {
+    let (data, _dir) = service().await;
+    notes_table(&data, json!({})).await;
+    let owner = run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "insert", "table": "notes", "data": {"title": "mine"}}),
+    )
+    .await
+    .unwrap();
+    let bob = run(
+        &data,
+        &peer(BOB),
+        json!({"op": "insert", "table": "notes", "data": {"title": "bob"}}),
+    )
+    .await
+    .unwrap();
+    let carol = run(
+        &data,
+        &peer(CAROL),
+        json!({"op": "insert", "table": "notes", "data": {"title": "carol"}}),
+    )
+    .await
+    .unwrap();
+    let rows = run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "query", "table": "notes", "order": "_id"}),
+    )
+    .await
+    .unwrap();
+    let stamps: Vec<(Value, Value, Value)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["_id"].clone(),
+                r["_owner"].clone(),
+                r["_owner_email"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stamps,
+        [
+            (owner["_id"].clone(), json!(ME), json!("owner@example.org")),
+            (bob["_id"].clone(), json!(BOB), json!("bob@example.org")),
+            (carol["_id"].clone(), json!(CAROL), json!("")),
+        ],
+        "only a hub-verified visitor's email is stamped"
+    );
+    let first = &rows[0];
+    assert_eq!(first["stars"], 0, "defaults apply");
+    assert!(first["_created_at"].as_str().unwrap().ends_with('Z'));
+
+    for (bad, message) in [
+        (
+            json!({"title": "x", "_owner": ME}),
+            "`_owner` is kept by the peer",
+        ),
+        (json!({"stars": 1}), "`title` is required"),
+        (json!({"title": 5}), "`title` must be a string"),
+        (
+            json!({"title": "x", "stars": "many"}),
+            "`stars` must be an integer",
+        ),
+        (
+            json!({"title": "x", "colour": "red"}),
+            "unknown column `colour`",
+        ),
+        (json!(["title"]), "must be a JSON object"),
+    ] {
+        let result = run(
+            &data,
+            &peer(BOB),
+            json!({"op": "insert", "table": "notes", "data": bad}),
+        )
+        .await;
+        match result {
+            Err(DataError::BadRequest(got)) => assert!(got.contains(message), "{got}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    // _updated_at moves on update.
+    let before = run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "query-one", "table": "notes", "where": "title = 'mine'"}),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "update", "table": "notes", "id": before["_id"], "data": {"stars": 5}}),
+    )
+    .await
+    .unwrap();
+    let after = run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "query-one", "table": "notes", "where": "title = 'mine'"}),
+    )
+    .await
+    .unwrap();
+    assert_ne!(before["_updated_at"], after["_updated_at"]);
+    assert_eq!(before["_created_at"], after["_created_at"]);
+}
+
+#[tokio::test]
+async fn schemas_are_validated_with_precise_messages() {
+    let (data, _dir) = service().await;
+    let create = |schema: Value| {
+        run(
+            &data,
+            &Caller::Owner,
+            json!({"op": "create-table", "schema": schema}),
+        )
+    };
+    let full = create(json!({
+        "name": "events",
+        "columns": [
+            {"name": "code", "type": "guid", "auto": true, "required": true},
+            {"name": "at", "type": "datetime", "auto": true},
+            {"name": "day", "type": "date"},
+            {"name": "start", "type": "time"},
+            {"name": "kind", "type": "enum", "values": ["talk", "party"], "default": "talk"},
+            {"name": "price", "type": "real"},
+            {"name": "poster", "type": "blob"}
+        ],
+        "access": {"read": "open", "insert": "open"}
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        full["access"]["update"], "owner",
+        "unsaid policies take their defaults"
+    );
+    let row = run(&data, &peer(BOB), json!({"op": "insert", "table": "events", "data": {"day": "2026-11-22", "start": "19:30", "poster": "iVBORw0K"}})).await.unwrap();
+    let stored = run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "query-one", "table": "events", "where": "_id = ?", "args": [row["_id"]]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        stored["code"].as_str().unwrap().len(),
+        36,
+        "a GUID was filled in"
+    );
+    assert!(stored["at"].as_str().unwrap().starts_with("20"));
+    assert_eq!(stored["kind"], "talk");
+    assert_eq!(
+        stored["poster"], "iVBORw0K",
+        "blobs go in and out as base64"
+    );
+    for (data_in, message) in [
+        (json!({"kind": "concert"}), "must be one of: talk, party"),
+        (json!({"day": "22/11/2026"}), "must be a date"),
+        (json!({"start": "7pm"}), "must be a time"),
+        (json!({"code": "not-a-guid"}), "must be a GUID"),
+        (json!({"at": "yesterday"}), "must be a date and time"),
+        (json!({"poster": "***"}), "must be base64"),
+    ] {
+        let result = run(
+            &data,
+            &peer(BOB),
+            json!({"op": "insert", "table": "events", "data": data_in}),
+        )
+        .await;
+        assert!(
+            matches!(&result, Err(DataError::BadRequest(m)) if m.contains(message)),
+            "{result:?}"
+        );
+    }
+
+    for (schema, message) in [
+        (
+            json!({"name": "_secret", "columns": ["a TEXT"]}),
+            "reserved for the system",
+        ),
+        (
+            json!({"name": "sqlite_x", "columns": ["a TEXT"]}),
+            "belong to SQLite",
+        ),
+        (
+            json!({"name": "bad name", "columns": ["a TEXT"]}),
+            "use a letter",
+        ),
+        (json!({"name": "t", "columns": []}), "`columns` is empty"),
+        (
+            json!({"name": "t", "columns": ["a VARCHAR(20)"]}),
+            "unknown type `varchar(20)`",
+        ),
+        (
+            json!({"name": "t", "columns": ["a TEXT", "A INTEGER"]}),
+            "appears twice",
+        ),
+        (
+            json!({"name": "t", "columns": [{"name": "e", "type": "enum"}]}),
+            "an enum needs `values`",
+        ),
+        (
+            json!({"name": "t", "columns": [{"name": "n", "type": "integer", "auto": true}]}),
+            "`auto` fills",
+        ),
+        (
+            json!({"name": "t", "columns": [{"name": "n", "type": "integer", "default": "x"}]}),
+            "default: `n` must be an integer",
+        ),
+        (
+            json!({"name": "t", "columns": ["a TEXT"], "access": {"read": "everyone"}}),
+            "access:",
+        ),
+        (
+            json!({"name": "t", "columns": ["a TEXT"], "extra": 1}),
+            "unknown key `extra`",
+        ),
+        (
+            json!({"name": "events", "columns": ["a TEXT"]}),
+            "already exists",
+        ),
+    ] {
+        match create(schema.clone()).await {
+            Err(DataError::BadRequest(got)) => assert!(got.contains(message), "{schema}: {got}"),
+            other => panic!("{schema}: {other:?}"),
+        }
+    }
+    let refused = run(
+        &data,
+        &peer(BOB),
+        json!({"op": "create-table", "schema": {"name": "t", "columns": ["a TEXT"]}}),
+    )
+    .await;
+    assert!(matches!(refused, Err(DataError::Forbidden(_))));
+}
+
+#[tokio::test]
+async fn filters_that_try_to_escape_are_refused_by_name() {
+    let (data, _dir) = service().await;
+    notes_table(&data, json!({})).await;
+    run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "insert", "table": "notes", "data": {"title": "a", "stars": 2}}),
+    )
+    .await
+    .unwrap();
+    run(
+        &data,
+        &peer(BOB),
+        json!({"op": "insert", "table": "notes", "data": {"title": "b", "stars": 5}}),
+    )
+    .await
+    .unwrap();
+
+    // What is allowed works.
+    let found = run(&data, &peer(BOB), json!({
+        "op": "query", "table": "notes",
+        "where": "(stars BETWEEN ? AND 10 OR title IN ('x', 'a')) AND lower(title) LIKE ? AND body IS NULL",
+        "args": [3, "%"], "order": "stars DESC, _id", "columns": ["title", "stars"]
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        found,
+        json!([{"title": "b", "stars": 5}, {"title": "a", "stars": 2}])
+    );
+    let quoted = run(
+        &data,
+        &peer(BOB),
+        json!({"op": "count", "table": "notes", "where": "title = 'it''s'"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(quoted, 0);
+
+    for (filter, message) in [
+        ("1=1) OR (1=1", "unexpected `)`"),
+        ("1=1; DROP TABLE notes", "unexpected `;`"),
+        (
+            "title = (SELECT title FROM notes)",
+            "subqueries are not allowed",
+        ),
+        (
+            "_id IN (SELECT _id FROM _tables)",
+            "subqueries are not allowed",
+        ),
+        ("EXISTS (SELECT 1)", "subqueries are not allowed"),
+        ("name = 'x' AND type = 'table'", "unknown column `name`"),
+        (
+            "sqlite_master.name = 'x'",
+            "qualified names are not allowed",
+        ),
+        (
+            "load_extension('x')",
+            "function `load_extension` is not allowed",
+        ),
+        ("count(*) > 0", "function `count` is not allowed"),
+        ("title = ?1", "use plain `?` placeholders"),
+        ("title = :name", "use plain `?` placeholders"),
+        ("stars", ""),
+    ] {
+        let result = run(
+            &data,
+            &peer(BOB),
+            json!({"op": "query", "table": "notes", "where": filter}),
+        )
+        .await;
+        if message.is_empty() {
+            assert!(result.is_ok(), "{filter}: {result:?}");
+            continue;
+        }
+        match result {
+            Err(DataError::BadRequest(got)) => assert!(got.contains(message), "{filter}: {got}"),
+            other => panic!("{filter}: {other:?}"),
+        }
+    }
+    for (request, message) in [
+        (
+            json!({"op": "query", "table": "_tables"}),
+            "is a system table",
+        ),
+        (
+            json!({"op": "query", "table": "_peer_cache"}),
+            "is a system table",
+        ),
+        (
+            json!({"op": "query", "table": "sqlite_master"}),
+            "is a system table",
+        ),
+        (
+            json!({"op": "query", "table": "notes; ATTACH DATABASE 'x' AS y"}),
+            "there is no table",
+        ),
+        (
+            json!({"op": "query", "table": "notes", "order": "stars; PRAGMA writable_schema"}),
+            "unexpected `;`",
+        ),
+        (
+            json!({"op": "query", "table": "notes", "order": "title = ?"}),
+            "not allowed here",
+        ),
+        (
+            json!({"op": "query", "table": "notes", "limit": 1001}),
+            "limit 1001 is out of range",
+        ),
+        (
+            json!({"op": "query", "table": "notes", "limit": 0}),
+            "out of range",
+        ),
+        (
+            json!({"op": "query", "table": "notes", "columns": ["password"]}),
+            "unknown column `password`",
+        ),
+        (
+            json!({"op": "query", "table": "notes", "where": "stars > ?", "args": []}),
+            "1 `?` placeholders but `args` holds 0",
+        ),
+        (
+            json!({"op": "query", "table": "notes", "where": "x".repeat(5000)}),
+            "longer than 4096 bytes",
+        ),
+        (
+            json!({"op": "pragma", "table": "notes"}),
+            "unknown op `pragma`",
+        ),
+        (
+            json!({"op": "lua-call", "function": "hello"}),
+            "lua is not enabled",
+        ),
+    ] {
+        let result = run(&data, &peer(BOB), request.clone()).await;
+        let got = result.expect_err(&request.to_string()).to_string();
+        assert!(got.contains(message), "{request}: {got}");
+    }
+    // The tables are intact.
+    let count = run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "count", "table": "notes"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count, 2);
+}
