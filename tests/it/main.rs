@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod console;
 mod data;
+mod data_peers;
 mod edit;
 mod hub;
 mod hub_admin;

@@ -334,3 +334,12 @@ pub fn hidden(html: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name} in page"))
         .to_owned()
 }
+
+/// The `content` of `<meta name="{name}" …>` in `html`.
+pub fn meta(html: &str, name: &str) -> String {
+    html.split(&format!("<meta name=\"{name}\" content=\""))
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no meta {name} in page"))
+        .to_owned()
+}
