@@ -168,6 +168,8 @@ async fn a_hostile_peer_site_cannot_reach_the_console_or_other_sites() {
         "console storage",
         "other peer's site",
         "sign out the owner",
+        "other peer's data",
+        "owner's data API",
     ] {
         assert!(
             report[attempt]
@@ -176,6 +178,7 @@ async fn a_hostile_peer_site_cannot_reach_the_console_or_other_sites() {
             "{attempt}: {report}"
         );
     }
+    assert_eq!(report["own data"], "allowed: []", "{report}");
     friend.shutdown().await;
     mallory.shutdown().await;
     owner.shutdown().await;
@@ -280,4 +283,114 @@ async fn a_signed_in_owner_sees_a_peer_arrive_live_opens_its_site_and_edits_thei
     assert!(status.success(), "{errors}");
     bob.shutdown().await;
     owner.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_signs_a_peers_guestbook_through_goop_data_js() {
+    use goop2::config::Config;
+    use goop2::modes::peer;
+    use goop2::services::presence::peer_table::PeerState;
+    use goop2::telemetry::LogBuffer;
+
+    require_browser_tooling();
+    let tag = format!("guestbook-{}", rand::random::<u32>());
+    let dir_of = |label: &str, edit: &dyn Fn(&mut Config)| {
+        let dir = tempfile::tempdir().unwrap();
+        goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
+        let mut config = Config::load_dir(dir.path()).unwrap().config;
+        config.viewer.http_addr = "127.0.0.1:0".into();
+        config.presence.rendezvous_port = 0;
+        config.presence.heartbeat_seconds = 1;
+        config.p2p.mdns_tag = tag.clone();
+        edit(&mut config);
+        config.save(&dir.path().join("goop.json")).unwrap();
+        (dir, config)
+    };
+    let (host_dir, host_config) = dir_of("Host", &|c| c.presence.rendezvous_host = true);
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/guestbook.html"),
+        host_dir.path().join("site/index.html"),
+    )
+    .unwrap();
+    let host = peer::start(host_dir.path(), &host_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let host_console = format!("http://{}", host.console_addr.unwrap());
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{host_console}/api/data/create-table"))
+        .json(&serde_json::json!({"schema": {"name": "guestbook", "columns": ["message TEXT NOT NULL"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 200);
+    let owners = client
+        .post(format!("{host_console}/api/data/insert"))
+        .json(
+            &serde_json::json!({"table": "guestbook", "data": {"message": "the host's own entry"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(owners.status().as_u16(), 200);
+
+    let hub = format!("http://{}", host.hub.as_ref().unwrap().hub_addr);
+    let (visitor_dir, visitor_config) =
+        dir_of("Visitor", &|c| c.presence.rendezvous_wan = hub.clone());
+    let visitor = peer::start(visitor_dir.path(), &visitor_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let host_id = host.peer_id.to_base58();
+    assert!(
+        crate::support::eventually(Duration::from_secs(15), async || {
+            visitor
+                .table
+                .snapshot()
+                .await
+                .iter()
+                .any(|e| e.peer_id == host_id && e.state == PeerState::Online)
+        })
+        .await
+    );
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/guestbook.mjs");
+    let output = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(format!("http://{}", visitor.console_addr.unwrap()))
+        .arg(&host_id)
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
+    let visitor_id = visitor.peer_id.to_base58();
+    assert_eq!(report["visitor"], visitor_id.as_str());
+    assert_eq!(report["host"], host_id.as_str());
+    let status = report["status"].as_str().unwrap();
+    assert!(status.contains("other entries refused"), "{status}");
+    assert!(status.contains("belongs to you"), "{status}");
+    assert_eq!(report["entries"].as_array().unwrap().len(), 2, "{report}");
+
+    // The row is in the host's database, stamped with the visitor's peer ID; the host's own
+    // entry is untouched.
+    let rows: serde_json::Value = client
+        .post(format!("{host_console}/api/data/query"))
+        .json(&serde_json::json!({"table": "guestbook", "order": "_id"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows = rows["data"].as_array().unwrap().clone();
+    assert_eq!(rows[0]["message"], "the host's own entry");
+    assert_eq!(rows[1]["message"], "Signed in a browser");
+    assert_eq!(rows[1]["_owner"], visitor_id.as_str());
+    visitor.shutdown().await;
+    host.shutdown().await;
 }

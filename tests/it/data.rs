@@ -637,3 +637,103 @@ async fn filters_that_try_to_escape_are_refused_by_name() {
     .unwrap();
     assert_eq!(count, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_inserts_survive_kill_9() {
+    use std::io::BufRead;
+    let (dir, _config) = crate::console::peer_dir("Durable", |_| {});
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_goop2"))
+        .args(["peer", dir.path().to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let console = loop {
+        let line = lines.next().expect("the peer prints its console").unwrap();
+        if let Some(url) = line.strip_prefix("Console: ") {
+            break url.trim_end_matches('/').to_owned();
+        }
+    };
+    let client = crate::support::no_redirects();
+    let created = client
+        .post(format!("{console}/api/data/create-table"))
+        .json(&json!({"schema": {"name": "ledger", "columns": ["n INTEGER NOT NULL"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 200);
+
+    // Four writers insert as fast as they are answered; the process is killed meanwhile.
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for writer in 0..4i64 {
+        let (client, console, acknowledged) =
+            (client.clone(), console.clone(), acknowledged.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..100_000i64 {
+                let sent = client
+                    .post(format!("{console}/api/data/insert"))
+                    .json(&json!({"table": "ledger", "data": {"n": writer * 1_000_000 + i}}))
+                    .send()
+                    .await;
+                let Ok(response) = sent else { return };
+                if response.status().as_u16() != 200 {
+                    return;
+                }
+                let Ok(body) = response.json::<Value>().await else {
+                    return;
+                };
+                acknowledged
+                    .lock()
+                    .unwrap()
+                    .push(body["data"]["_id"].as_i64().unwrap());
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() > 50,
+        "only {} inserts were answered",
+        acknowledged.len()
+    );
+
+    let store = PeerStore::open(&dir.path().join("data.db")).await.unwrap();
+    let (_tx, own_email) = tokio::sync::watch::channel(String::new());
+    let data = DataService::new(
+        store.data(),
+        ME.into(),
+        own_email,
+        Arc::new(|_: &str| Box::pin(async { None })),
+    );
+    let mut present = std::collections::HashSet::new();
+    let mut offset = 0;
+    loop {
+        let rows = run(&data, &Caller::Owner, json!({"op": "query", "table": "ledger", "columns": ["_id"], "limit": 1000, "offset": offset, "order": "_id"}))
+            .await
+            .unwrap();
+        let rows = rows.as_array().unwrap();
+        present.extend(rows.iter().map(|r| r["_id"].as_i64().unwrap()));
+        if rows.len() < 1000 {
+            break;
+        }
+        offset += 1000;
+    }
+    let lost: Vec<i64> = acknowledged
+        .iter()
+        .copied()
+        .filter(|id| !present.contains(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged rows lost after kill -9: {lost:?}",
+        lost.len()
+    );
+}

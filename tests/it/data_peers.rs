@@ -132,7 +132,12 @@ async fn a_visitor_writes_into_the_hosts_database_as_itself() {
     )
     .await;
     assert_eq!(refused.0, 404, "{}", refused.1);
-    assert!(refused.1["error"].as_str().unwrap().contains("belongs to you"));
+    assert!(
+        refused.1["error"]
+            .as_str()
+            .unwrap()
+            .contains("belongs to you")
+    );
     let edited = post(
         &url("update"),
         json!({"table": "guestbook", "id": row_id, "data": {"message": "edited by Bob"}}),
@@ -179,7 +184,11 @@ async fn a_visitor_writes_into_the_hosts_database_as_itself() {
         .send()
         .await
         .unwrap();
-    assert_eq!(owner_api.status().as_u16(), 403, "a site never reaches the owner's API");
+    assert_eq!(
+        owner_api.status().as_u16(),
+        403,
+        "a site never reaches the owner's API"
+    );
 
     // The preflight a browser sends first lets only what the SDK needs through.
     let preflight = no_redirects()
@@ -228,12 +237,22 @@ async fn the_wire_protocol_takes_many_requests_per_stream_and_bounds_each() {
         serde_json::from_slice(&answer).unwrap()
     };
     let role = ask(b"{\"op\":\"role\"}\n").await;
-    assert_eq!(role["data"]["peerId"], bob.peer_id.to_base58(), "the caller is the connection's peer");
+    assert_eq!(
+        role["data"]["peerId"],
+        bob.peer_id.to_base58(),
+        "the caller is the connection's peer"
+    );
     let garbage = ask(b"this is not json\n").await;
     assert_eq!(garbage["ok"], false);
     assert_eq!(garbage["code"], 400);
-    let unknown_field = ask(b"{\"op\":\"query\",\"table\":\"guestbook\",\"sql\":\"DROP TABLE guestbook\"}\n").await;
-    assert!(unknown_field["error"].as_str().unwrap().contains("unknown field `sql`"));
+    let unknown_field =
+        ask(b"{\"op\":\"query\",\"table\":\"guestbook\",\"sql\":\"DROP TABLE guestbook\"}\n").await;
+    assert!(
+        unknown_field["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `sql`")
+    );
     let tables = ask(b"{\"op\":\"tables\"}\n").await;
     assert_eq!(tables["data"][0]["name"], "guestbook");
 
