@@ -82,6 +82,16 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         rounds: u32,
     },
+    /// The data API between two local peers over libp2p against the same operations run
+    /// in-process, in one run: a 20-row query and an insert, with concurrent callers.
+    BenchData {
+        /// Operations per workload (100–200,000).
+        #[arg(long, default_value_t = 20_000)]
+        ops: usize,
+        /// Concurrent callers (1–64).
+        #[arg(long, default_value_t = 8)]
+        callers: usize,
+    },
     /// A plain hello-world HTTP server (POST /publish answers 204), the baseline of
     /// `loadtest --baseline`.
     #[command(hide = true)]

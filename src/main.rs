@@ -55,6 +55,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(run_loadtest(options, baseline))?;
         }
         Command::BenchHello => runtime()?.block_on(modes::loadtest::serve_hello())?,
+        Command::BenchData { ops, callers } => {
+            let bench = runtime()?.block_on(modes::bench_data::run(ops, callers))?;
+            print!("{}", bench.render());
+        }
         Command::BenchSite { megabytes, rounds } => {
             let result = runtime()?.block_on(modes::bench_site::run(megabytes, rounds))?;
             print!("{}", result.render());

@@ -267,3 +267,22 @@ async fn the_wire_protocol_takes_many_requests_per_stream_and_bounds_each() {
     bob.shutdown().await;
     alice.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_benchmark_runs_every_workload_both_ways() {
+    let bench = goop2::modes::bench_data::run(200, 4).await.unwrap();
+    for figures in [
+        &bench.remote_query,
+        &bench.local_query,
+        &bench.remote_insert,
+        &bench.local_insert,
+    ] {
+        assert_eq!(figures.ops, 200);
+        assert!(figures.per_second() > 0.0 && figures.p50 <= figures.p99);
+    }
+    assert!(bench.render().contains("ratio remote / local: query "));
+    assert!(
+        goop2::modes::bench_data::run(10, 4).await.is_err(),
+        "bounded"
+    );
+}

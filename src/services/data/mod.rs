@@ -167,7 +167,18 @@ pub struct DataService {
     /// The owner's email, for the owner's rows.
     own_email: Arc<tokio::sync::watch::Receiver<String>>,
     verified_email: VerifiedEmail,
+    /// Registered tables by name, parsed once.
+    tables: Arc<std::sync::RwLock<std::collections::HashMap<String, Arc<Table>>>>,
 }
+
+/// A registered table and its parsed schema.
+struct Table {
+    record: TableRecord,
+    schema: TableSchema,
+}
+
+/// Schemas kept parsed at most (the cache starts over beyond).
+const MAX_CACHED_TABLES: usize = 256;
 
 /// What an operation does, for the policy check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +201,7 @@ impl DataService {
             me,
             own_email: Arc::new(own_email),
             verified_email,
+            tables: Arc::default(),
         }
     }
 
@@ -198,8 +210,8 @@ impl DataService {
         match request.op.as_str() {
             "tables" => self.tables().await,
             "describe" => {
-                let (record, schema) = self.table(&request).await?;
-                Ok(describe(&record, &schema))
+                let table = self.table(&request).await?;
+                Ok(describe(&table.record, &table.schema))
             }
             "query" => self.query(caller, &request, false).await,
             "query-one" => self.query(caller, &request, true).await,
@@ -250,7 +262,7 @@ impl DataService {
     }
 
     /// The registered table a request names, with its schema.
-    async fn table(&self, request: &DataRequest) -> Result<(TableRecord, TableSchema), DataError> {
+    async fn table(&self, request: &DataRequest) -> Result<Arc<Table>, DataError> {
         let Some(name) = request.table.as_deref() else {
             return Err(DataError::BadRequest("`table` is missing".into()));
         };
@@ -259,13 +271,35 @@ impl DataService {
                 "`{name}` is a system table; it is not reachable through the data API"
             )));
         }
+        if let Some(table) = self
+            .tables
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(table.clone());
+        }
         let Some(record) = self.store.table(name).await? else {
             return Err(DataError::NotFound(format!("there is no table `{name}`")));
         };
         let schema: TableSchema = serde_json::from_str(&record.schema).map_err(|e| {
             DataError::Internal(format!("the stored schema of `{name}` is unreadable: {e}"))
         })?;
-        Ok((record, schema))
+        let table = Arc::new(Table { record, schema });
+        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
+        if tables.len() >= MAX_CACHED_TABLES {
+            tables.clear();
+        }
+        tables.insert(name.to_owned(), table.clone());
+        Ok(table)
+    }
+
+    /// Forgets every cached schema (after a schema or policy change).
+    fn forget_tables(&self) {
+        self.tables
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Applies the table's policy for `action`: `Ok(Some(peer))` restricts to that peer's rows.
@@ -354,7 +388,8 @@ impl DataService {
         request: &DataRequest,
         one: bool,
     ) -> Result<Json, DataError> {
-        let (record, schema) = self.table(request).await?;
+        let table = self.table(request).await?;
+        let (record, schema) = (&table.record, &table.schema);
         let owner = self.allow(caller, &record, Action::Read)?;
         let all = Self::columns_of(&schema);
         let mut columns = Vec::new();
@@ -414,7 +449,8 @@ impl DataService {
     }
 
     async fn count(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
-        let (record, schema) = self.table(request).await?;
+        let table = self.table(request).await?;
+        let (record, schema) = (&table.record, &table.schema);
         let owner = self.allow(caller, &record, Action::Read)?;
         let (filter, args) = Self::filter_of(request, &Self::columns_of(&schema))?;
         let count = self
@@ -425,7 +461,8 @@ impl DataService {
     }
 
     async fn insert(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
-        let (record, schema) = self.table(request).await?;
+        let table = self.table(request).await?;
+        let (record, schema) = (&table.record, &table.schema);
         self.allow(caller, &record, Action::Insert)?;
         let data = request
             .data
@@ -446,7 +483,8 @@ impl DataService {
     }
 
     async fn update(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
-        let (record, schema) = self.table(request).await?;
+        let table = self.table(request).await?;
+        let (record, schema) = (&table.record, &table.schema);
         let owner = self.allow(caller, &record, Action::Update)?;
         let id = request
             .id
@@ -467,7 +505,8 @@ impl DataService {
     }
 
     async fn delete(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
-        let (record, _) = self.table(request).await?;
+        let table = self.table(request).await?;
+        let (record, _) = (&table.record, &table.schema);
         let owner = self.allow(caller, &record, Action::Delete)?;
         let id = request
             .id
@@ -490,7 +529,8 @@ impl DataService {
         };
         let mut answer = json!({ "role": role, "peerId": id, "hostId": self.me });
         if request.table.is_some() {
-            let (record, _) = self.table(request).await?;
+            let table = self.table(request).await?;
+            let (record, _) = (&table.record, &table.schema);
             let may = |action| match self.allow(caller, &record, action) {
                 Ok(None) => "all",
                 Ok(Some(_)) => "own",
@@ -532,6 +572,7 @@ impl DataService {
         };
         let columns: Vec<_> = schema.columns.iter().map(schema::column_def).collect();
         self.store.create_table(&record, &columns).await?;
+        self.forget_tables();
         tracing::info!(table = %schema.name, "table created");
         Ok(describe(&record, &schema))
     }

@@ -107,6 +107,8 @@ pub struct Node {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
     control: libp2p_stream::Control,
+    /// Data streams kept open between requests.
+    data_pool: protocols::DataPool,
 }
 
 impl Node {
@@ -212,6 +214,7 @@ impl Node {
                 peer_id,
                 commands,
                 control,
+                data_pool: protocols::DataPool::default(),
             },
             event_rx,
         ))
@@ -276,7 +279,7 @@ impl Node {
         peer: PeerId,
         request: &crate::services::data::DataRequest,
     ) -> Result<serde_json::Value, protocols::FetchError> {
-        protocols::fetch_data(&mut self.control.clone(), peer, request).await
+        protocols::fetch_data(&mut self.control.clone(), &self.data_pool, peer, request).await
     }
 
     /// Fetches a file of `peer`'s site over `/goop/site/1.0.0`.

@@ -38,9 +38,13 @@ const REQUEST_LIMIT: u64 = 4096;
 /// Time a caller has to send its request, and for a whole small response.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Streams served at once, all protocols together.
-const CONCURRENT_STREAMS: usize = 64;
-/// Streams served at once to one peer.
+const CONCURRENT_STREAMS: usize = 256;
+/// Streams of one protocol served at once to one peer.
 const STREAMS_PER_PEER: usize = 8;
+/// Idle data streams kept open per peer on the calling side (the serving side closes them after
+/// [`DATA_IDLE_TIMEOUT`]; the caller lets go earlier).
+const POOLED_PER_PEER: usize = STREAMS_PER_PEER;
+const POOLED_IDLE: Duration = Duration::from_secs(20);
 /// A transfer that makes no progress for this long is abandoned.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Buffer of file transfers, each way.
@@ -62,23 +66,20 @@ pub struct Served {
 
 /// Starts the accept loops of every protocol on `control`.
 pub fn serve(mut control: Control, served: Served) -> anyhow::Result<()> {
-    let permits = Permits {
-        total: Arc::new(Semaphore::new(CONCURRENT_STREAMS)),
+    let total = Arc::new(Semaphore::new(CONCURRENT_STREAMS));
+    // One per-peer count per protocol, one total for all.
+    let permits = || Permits {
+        total: total.clone(),
         per_peer: Arc::default(),
     };
     let site = control.accept(SITE)?;
     let content = control.accept(CONTENT)?;
     let avatar = control.accept(AVATAR)?;
     let data = control.accept(DATA)?;
-    tokio::spawn(accept(data, permits.clone(), served.clone(), serve_data));
-    tokio::spawn(accept(site, permits.clone(), served.clone(), serve_site));
-    tokio::spawn(accept(
-        content,
-        permits.clone(),
-        served.clone(),
-        serve_content,
-    ));
-    tokio::spawn(accept(avatar, permits, served, serve_avatar));
+    tokio::spawn(accept(data, permits(), served.clone(), serve_data));
+    tokio::spawn(accept(site, permits(), served.clone(), serve_site));
+    tokio::spawn(accept(content, permits(), served.clone(), serve_content));
+    tokio::spawn(accept(avatar, permits(), served, serve_avatar));
     Ok(())
 }
 
@@ -281,34 +282,92 @@ async fn serve_data(peer: PeerId, stream: libp2p::Stream, served: Served) -> std
     }
 }
 
-/// Sends one data request to `peer` and reads its answer.
+/// Open data streams to peers, kept for the next request.
+#[derive(Clone, Default)]
+pub struct DataPool {
+    idle: Arc<std::sync::Mutex<HashMap<PeerId, Vec<(std::time::Instant, libp2p::Stream)>>>>,
+}
+
+impl DataPool {
+    fn take(&self, peer: PeerId) -> Option<libp2p::Stream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = idle.get_mut(&peer)?;
+        while let Some((since, stream)) = streams.pop() {
+            if since.elapsed() < POOLED_IDLE {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    fn put(&self, peer: PeerId, stream: libp2p::Stream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = idle.entry(peer).or_default();
+        streams.retain(|(since, _)| since.elapsed() < POOLED_IDLE);
+        if streams.len() < POOLED_PER_PEER {
+            streams.push((std::time::Instant::now(), stream));
+        }
+    }
+}
+
+/// How one request on a stream went.
+enum Exchange {
+    Answer(Vec<u8>),
+    /// Nothing was sent or answered: the stream had closed (safe to try another).
+    Closed(std::io::Error),
+    Failed(FetchError),
+}
+
+async fn exchange(stream: &mut libp2p::Stream, line: &[u8]) -> Exchange {
+    use futures_util::AsyncWriteExt as _;
+    if let Err(err) = within_stall_limit(async {
+        stream.write_all(line).await?;
+        stream.flush().await
+    })
+    .await
+    {
+        return Exchange::Closed(err);
+    }
+    let mut reader = BufReader::new(stream.compat());
+    let mut answer = Vec::new();
+    let limit = (crate::store::data::MAX_RESULT_BYTES * 4) as u64;
+    match within_stall_limit((&mut reader).take(limit).read_until(b'\n', &mut answer)).await {
+        Ok(0) => Exchange::Closed(std::io::ErrorKind::UnexpectedEof.into()),
+        Ok(_) if answer.ends_with(b"\n") => Exchange::Answer(answer),
+        Ok(_) => Exchange::Failed(FetchError::Malformed("the answer was cut short".into())),
+        Err(err) => Exchange::Failed(unreachable(err)),
+    }
+}
+
+/// Sends one data request to `peer` and reads its answer, on a pooled stream when one is open.
 pub async fn fetch_data(
     control: &mut Control,
+    pool: &DataPool,
     peer: PeerId,
     request: &crate::services::data::DataRequest,
 ) -> Result<serde_json::Value, FetchError> {
-    let stream = control.open_stream(peer, DATA).await.map_err(unreachable)?;
-    let (read, write) = futures_util::AsyncReadExt::split(stream);
-    let mut write = write.compat_write();
     let mut line = serde_json::to_vec(request).map_err(|e| FetchError::Malformed(e.to_string()))?;
     line.push(b'\n');
-    within_stall_limit(write.write_all(&line))
-        .await
-        .map_err(unreachable)?;
-    within_stall_limit(write.flush())
-        .await
-        .map_err(unreachable)?;
-    let mut reader = BufReader::new(read.compat());
-    let mut answer = Vec::new();
-    let limit = (crate::store::data::MAX_RESULT_BYTES * 4) as u64;
-    within_stall_limit((&mut reader).take(limit).read_until(b'\n', &mut answer))
-        .await
-        .map_err(unreachable)?;
-    let _ = write.shutdown().await;
-    if !answer.ends_with(b"\n") {
-        return Err(FetchError::Malformed("the answer was cut short".into()));
+    loop {
+        let (mut stream, pooled) = match pool.take(peer) {
+            Some(stream) => (stream, true),
+            None => (
+                control.open_stream(peer, DATA).await.map_err(unreachable)?,
+                false,
+            ),
+        };
+        match exchange(&mut stream, &line).await {
+            Exchange::Answer(answer) => {
+                pool.put(peer, stream);
+                return serde_json::from_slice(&answer)
+                    .map_err(|e| FetchError::Malformed(e.to_string()));
+            }
+            // A pooled stream the peer had closed: the request never arrived; use a new one.
+            Exchange::Closed(_) if pooled => continue,
+            Exchange::Closed(err) => return Err(unreachable(err)),
+            Exchange::Failed(err) => return Err(err),
+        }
     }
-    serde_json::from_slice(&answer).map_err(|e| FetchError::Malformed(e.to_string()))
 }
 
 /// A site file fetched from a peer.

@@ -160,6 +160,23 @@ fn constraint_or(error: sqlx::Error) -> StoreError {
     StoreError::Sql(error)
 }
 
+/// About the size of a row as JSON (strings unescaped), without writing it out.
+fn json_size(object: &Map<String, Json>) -> usize {
+    object
+        .iter()
+        .map(|(key, value)| {
+            key.len()
+                + 4
+                + match value {
+                    Json::String(text) => text.len() + 2,
+                    Json::Number(_) => 20,
+                    _ => 5,
+                }
+        })
+        .sum::<usize>()
+        + 2
+}
+
 /// One row as a JSON object, in column order; blobs as base64.
 fn row_json(row: &SqliteRow) -> Result<Map<String, Json>, sqlx::Error> {
     let mut object = Map::new();
@@ -321,7 +338,7 @@ impl DataStore {
         let mut bytes = 0usize;
         for row in &rows {
             let object = row_json(row)?;
-            bytes += serde_json::to_vec(&object).map_or(0, |v| v.len());
+            bytes += json_size(&object);
             if bytes > MAX_RESULT_BYTES {
                 return Err(StoreError::TooLarge);
             }
