@@ -390,8 +390,8 @@ impl DataService {
     ) -> Result<Json, DataError> {
         let table = self.table(request).await?;
         let (record, schema) = (&table.record, &table.schema);
-        let owner = self.allow(caller, &record, Action::Read)?;
-        let all = Self::columns_of(&schema);
+        let owner = self.allow(caller, record, Action::Read)?;
+        let all = Self::columns_of(schema);
         let mut columns = Vec::new();
         for wanted in &request.columns {
             match all.iter().find(|c| c.eq_ignore_ascii_case(wanted)) {
@@ -451,8 +451,8 @@ impl DataService {
     async fn count(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
         let table = self.table(request).await?;
         let (record, schema) = (&table.record, &table.schema);
-        let owner = self.allow(caller, &record, Action::Read)?;
-        let (filter, args) = Self::filter_of(request, &Self::columns_of(&schema))?;
+        let owner = self.allow(caller, record, Action::Read)?;
+        let (filter, args) = Self::filter_of(request, &Self::columns_of(schema))?;
         let count = self
             .store
             .count(&record.name, filter.as_ref(), owner.as_deref(), &args)
@@ -463,12 +463,12 @@ impl DataService {
     async fn insert(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
         let table = self.table(request).await?;
         let (record, schema) = (&table.record, &table.schema);
-        self.allow(caller, &record, Action::Insert)?;
+        self.allow(caller, record, Action::Insert)?;
         let data = request
             .data
             .as_ref()
             .ok_or_else(|| DataError::BadRequest("`data` is missing".into()))?;
-        let mut values = schema::check_row(&schema, data, true).map_err(DataError::BadRequest)?;
+        let mut values = schema::check_row(schema, data, true).map_err(DataError::BadRequest)?;
         let (owner, email) = match caller {
             Caller::Owner => (self.me.clone(), self.own_email.borrow().clone()),
             Caller::Peer(peer) => (
@@ -485,7 +485,7 @@ impl DataService {
     async fn update(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
         let table = self.table(request).await?;
         let (record, schema) = (&table.record, &table.schema);
-        let owner = self.allow(caller, &record, Action::Update)?;
+        let owner = self.allow(caller, record, Action::Update)?;
         let id = request
             .id
             .ok_or_else(|| DataError::BadRequest("`id` (the row's _id) is missing".into()))?;
@@ -493,7 +493,7 @@ impl DataService {
             .data
             .as_ref()
             .ok_or_else(|| DataError::BadRequest("`data` is missing".into()))?;
-        let values = schema::check_row(&schema, data, false).map_err(DataError::BadRequest)?;
+        let values = schema::check_row(schema, data, false).map_err(DataError::BadRequest)?;
         let changed = self
             .store
             .update(&record.name, id, &values, owner.as_deref())
@@ -507,7 +507,7 @@ impl DataService {
     async fn delete(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
         let table = self.table(request).await?;
         let (record, _) = (&table.record, &table.schema);
-        let owner = self.allow(caller, &record, Action::Delete)?;
+        let owner = self.allow(caller, record, Action::Delete)?;
         let id = request
             .id
             .ok_or_else(|| DataError::BadRequest("`id` (the row's _id) is missing".into()))?;
@@ -531,7 +531,7 @@ impl DataService {
         if request.table.is_some() {
             let table = self.table(request).await?;
             let (record, _) = (&table.record, &table.schema);
-            let may = |action| match self.allow(caller, &record, action) {
+            let may = |action| match self.allow(caller, record, action) {
                 Ok(None) => "all",
                 Ok(Some(_)) => "own",
                 Err(_) => "none",

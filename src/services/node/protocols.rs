@@ -282,10 +282,13 @@ async fn serve_data(peer: PeerId, stream: libp2p::Stream, served: Served) -> std
     }
 }
 
+/// Idle data streams per peer, with the time each was put back.
+type IdleStreams = HashMap<PeerId, Vec<(std::time::Instant, libp2p::Stream)>>;
+
 /// Open data streams to peers, kept for the next request.
 #[derive(Clone, Default)]
 pub struct DataPool {
-    idle: Arc<std::sync::Mutex<HashMap<PeerId, Vec<(std::time::Instant, libp2p::Stream)>>>>,
+    idle: Arc<std::sync::Mutex<IdleStreams>>,
 }
 
 impl DataPool {
