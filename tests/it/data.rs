@@ -737,3 +737,169 @@ async fn acknowledged_inserts_survive_kill_9() {
         lost.len()
     );
 }
+
+#[tokio::test]
+async fn the_owner_reshapes_tables_and_reads_with_sql_that_cannot_write() {
+    let (data, _dir) = service().await;
+    notes_table(&data, json!({})).await;
+    let owner = &Caller::Owner;
+    run(
+        &data,
+        owner,
+        json!({"op": "insert", "table": "notes", "data": {"title": "a"}}),
+    )
+    .await
+    .unwrap();
+
+    // add-column: a required one needs a default.
+    let refused = run(
+        &data,
+        owner,
+        json!({"op": "add-column", "table": "notes", "column": "tag TEXT NOT NULL"}),
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(DataError::BadRequest(m)) if m.contains("needs a default")),
+        "{refused:?}"
+    );
+    run(
+        &data,
+        owner,
+        json!({"op": "add-column", "table": "notes", "column": "tag TEXT NOT NULL DEFAULT 'none'"}),
+    )
+    .await
+    .unwrap();
+    let row = run(&data, owner, json!({"op": "query-one", "table": "notes"}))
+        .await
+        .unwrap();
+    assert_eq!(row["tag"], "none", "{row}");
+    run(
+        &data,
+        owner,
+        json!({"op": "insert", "table": "notes", "data": {"title": "b", "tag": "x"}}),
+    )
+    .await
+    .unwrap();
+
+    // drop-column, rename-table, set-policy.
+    run(
+        &data,
+        owner,
+        json!({"op": "drop-column", "table": "notes", "name": "body"}),
+    )
+    .await
+    .unwrap();
+    let described = run(&data, owner, json!({"op": "describe", "table": "notes"}))
+        .await
+        .unwrap();
+    let names: Vec<&str> = described["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["title", "stars", "tag"]);
+    let system = run(
+        &data,
+        owner,
+        json!({"op": "drop-column", "table": "notes", "name": "_owner"}),
+    )
+    .await;
+    assert!(system.is_err(), "system columns stay");
+    run(
+        &data,
+        owner,
+        json!({"op": "rename-table", "table": "notes", "name": "memos"}),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        run(&data, owner, json!({"op": "count", "table": "notes"})).await,
+        Err(DataError::NotFound(_))
+    ));
+    assert_eq!(
+        run(&data, owner, json!({"op": "count", "table": "memos"}))
+            .await
+            .unwrap(),
+        2
+    );
+    let before = run(
+        &data,
+        owner,
+        json!({"op": "query-one", "table": "memos", "where": "title = 'a'"}),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    run(
+        &data,
+        owner,
+        json!({"op": "update", "table": "memos", "id": before["_id"], "data": {"stars": 1}}),
+    )
+    .await
+    .unwrap();
+    let after = run(
+        &data,
+        owner,
+        json!({"op": "query-one", "table": "memos", "where": "title = 'a'"}),
+    )
+    .await
+    .unwrap();
+    assert_ne!(
+        before["_updated_at"], after["_updated_at"],
+        "the trigger followed the rename"
+    );
+    run(&data, owner, json!({"op": "set-policy", "table": "memos", "access": {"read": "local", "insert": "local", "update": "local", "delete": "local"}})).await.unwrap();
+    let denied = run(&data, &peer(BOB), json!({"op": "query", "table": "memos"})).await;
+    assert!(
+        matches!(denied, Err(DataError::Forbidden(_))),
+        "the new policy applies at once"
+    );
+
+    // Read-only SQL.
+    let result = run(&data, owner, json!({"op": "sql", "sql": "WITH t AS (SELECT title FROM memos) SELECT count(*) AS n FROM t"})).await.unwrap();
+    assert_eq!(result["rows"][0]["n"], 2);
+    for (sql, message) in [
+        ("DELETE FROM memos", "only a SELECT"),
+        ("SELECT 1; DROP TABLE memos", "one statement at a time"),
+        ("PRAGMA writable_schema = 1", "only a SELECT"),
+        ("ATTACH DATABASE '/tmp/x.db' AS x", "only a SELECT"),
+    ] {
+        let refused = run(&data, owner, json!({"op": "sql", "sql": sql})).await;
+        assert!(
+            matches!(&refused, Err(DataError::BadRequest(m)) if m.contains(message)),
+            "{sql}: {refused:?}"
+        );
+    }
+    // Even a SELECT that writes through a function is stopped by the read-only connection.
+    let sneaky = run(
+        &data,
+        owner,
+        json!({"op": "sql", "sql": "SELECT * FROM memos WHERE load_extension('x') IS NULL"}),
+    )
+    .await;
+    assert!(sneaky.is_err());
+    let many = run(&data, owner, json!({"op": "sql", "sql": "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 5000) SELECT i FROM n"})).await.unwrap();
+    assert_eq!(many["rows"].as_array().unwrap().len(), 1000);
+    assert_eq!(many["truncated"], true);
+
+    // drop-table.
+    run(&data, owner, json!({"op": "drop-table", "table": "memos"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        run(&data, owner, json!({"op": "tables"})).await.unwrap(),
+        json!([])
+    );
+    for op in [
+        "drop-table",
+        "rename-table",
+        "add-column",
+        "drop-column",
+        "set-policy",
+        "sql",
+    ] {
+        let refused = run(&data, &peer(BOB), json!({"op": op, "table": "memos"})).await;
+        assert!(matches!(refused, Err(DataError::Forbidden(_))), "{op}");
+    }
+}

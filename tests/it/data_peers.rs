@@ -245,14 +245,15 @@ async fn the_wire_protocol_takes_many_requests_per_stream_and_bounds_each() {
     let garbage = ask(b"this is not json\n").await;
     assert_eq!(garbage["ok"], false);
     assert_eq!(garbage["code"], 400);
-    let unknown_field =
-        ask(b"{\"op\":\"query\",\"table\":\"guestbook\",\"sql\":\"DROP TABLE guestbook\"}\n").await;
+    let unknown_field = ask(b"{\"op\":\"query\",\"table\":\"guestbook\",\"raw\":\"x\"}\n").await;
     assert!(
         unknown_field["error"]
             .as_str()
             .unwrap()
-            .contains("unknown field `sql`")
+            .contains("unknown field `raw`")
     );
+    let sql = ask(b"{\"op\":\"sql\",\"sql\":\"SELECT * FROM _peer_cache\"}\n").await;
+    assert_eq!(sql["code"], 403, "{sql}");
     let tables = ask(b"{\"op\":\"tables\"}\n").await;
     assert_eq!(tables["data"][0]["name"], "guestbook");
 

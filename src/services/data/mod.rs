@@ -66,7 +66,22 @@ pub struct DataRequest {
     /// `create-table`: the schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Json>,
+    /// `rename-table`: the new name; `drop-column`: the column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `add-column`: the column (an object or a plain definition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<Json>,
+    /// `set-policy`: `{read, insert, update, delete}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Json>,
+    /// `sql`: one read-only statement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
 }
+
+/// Rows the owner's read-only SQL returns at most.
+pub const MAX_SQL_ROWS: usize = 1000;
 
 /// Why an operation failed; each maps to an HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -223,25 +238,21 @@ impl DataService {
             "lua-call" | "lua-list" => Err(DataError::NotEnabled(
                 "lua is not enabled on this peer".into(),
             )),
-            "create-table" | "drop-table" => {
+            "create-table" | "drop-table" | "rename-table" | "add-column" | "drop-column"
+            | "set-policy" | "sql" => {
                 if *caller != Caller::Owner {
                     return Err(DataError::Forbidden(format!(
-                        "`{}` changes the schema; only the peer's owner may do that",
+                        "`{}` is for the peer's owner only",
                         request.op
                     )));
                 }
-                if request.op == "create-table" {
-                    self.create_table(&request).await
-                } else {
-                    Err(DataError::BadRequest(
-                        "drop-table is done from the database editor".into(),
-                    ))
-                }
+                self.owner_op(&request).await
             }
             "" => Err(DataError::BadRequest("`op` is missing".into())),
             other => Err(DataError::BadRequest(format!(
                 "unknown op `{other}`; ops: tables, describe, query, query-one, count, insert, \
-                 update, delete, role, lua-call, lua-list, create-table"
+                 update, delete, role, lua-call, lua-list; for the owner: create-table, \
+                 drop-table, rename-table, add-column, drop-column, set-policy, sql"
             ))),
         }
     }
@@ -404,6 +415,10 @@ impl DataService {
                 }
             }
         }
+        if columns.is_empty() {
+            // Named, never `*`: a statement cached before a column change would misread rows.
+            columns = all.clone();
+        }
         let (filter, args) = Self::filter_of(request, &all)?;
         let order = match request.order.as_deref().map(str::trim) {
             None | Some("") => None,
@@ -546,6 +561,126 @@ impl DataService {
         Ok(answer)
     }
 
+    /// The owner's schema operations and read-only SQL.
+    async fn owner_op(&self, request: &DataRequest) -> Result<Json, DataError> {
+        if request.op == "create-table" {
+            return self.create_table(request).await;
+        }
+        if request.op == "sql" {
+            let sql = request
+                .sql
+                .as_deref()
+                .ok_or_else(|| DataError::BadRequest("`sql` is missing".into()))?;
+            let (rows, truncated) = self.store.read_only_query(sql, MAX_SQL_ROWS).await?;
+            return Ok(json!({ "rows": rows, "truncated": truncated }));
+        }
+        let table = self.table(request).await?;
+        let name = table.record.name.clone();
+        let mut schema = table.schema.clone();
+        let result = match request.op.as_str() {
+            "drop-table" => {
+                self.store.drop_table(&name).await?;
+                json!({ "dropped": name })
+            }
+            "rename-table" => {
+                let new = request.name.as_deref().ok_or_else(|| {
+                    DataError::BadRequest("`name` (the new name) is missing".into())
+                })?;
+                schema::check_name(new, "table").map_err(DataError::BadRequest)?;
+                if self.store.table(new).await?.is_some()
+                    || !self.store.columns(new).await?.is_empty()
+                {
+                    return Err(DataError::BadRequest(format!(
+                        "a table `{new}` already exists"
+                    )));
+                }
+                schema.name = new.to_owned();
+                self.store
+                    .rename_table(&name, new, &schema_json(&schema)?)
+                    .await?;
+                json!({ "renamed": name, "to": new })
+            }
+            "add-column" => {
+                let input = request
+                    .column
+                    .as_ref()
+                    .ok_or_else(|| DataError::BadRequest("`column` is missing".into()))?;
+                let column = schema::parse_column(input).map_err(DataError::BadRequest)?;
+                if schema
+                    .columns
+                    .iter()
+                    .any(|c| c.name.eq_ignore_ascii_case(&column.name))
+                {
+                    return Err(DataError::BadRequest(format!(
+                        "`{name}` already has a column `{}`",
+                        column.name
+                    )));
+                }
+                if column.required && column.default.is_none() {
+                    return Err(DataError::BadRequest(format!(
+                        "a required column added to a table with rows needs a default; give                          `{}` one",
+                        column.name
+                    )));
+                }
+                let definition = schema::column_def(&column);
+                schema.columns.push(column);
+                self.store
+                    .add_column(&name, &definition, &schema_json(&schema)?)
+                    .await?;
+                describe(&table.record, &schema)
+            }
+            "drop-column" => {
+                let column = request.name.as_deref().ok_or_else(|| {
+                    DataError::BadRequest("`name` (the column) is missing".into())
+                })?;
+                let Some(index) = schema.columns.iter().position(|c| c.name == column) else {
+                    return Err(DataError::BadRequest(format!(
+                        "`{name}` has no column `{column}` that can be dropped"
+                    )));
+                };
+                if schema.columns.len() == 1 {
+                    return Err(DataError::BadRequest(
+                        "a table keeps at least one column of its own; drop the table instead"
+                            .into(),
+                    ));
+                }
+                schema.columns.remove(index);
+                self.store
+                    .drop_column(&name, column, &schema_json(&schema)?)
+                    .await?;
+                describe(&table.record, &schema)
+            }
+            "set-policy" => {
+                let input = request
+                    .access
+                    .clone()
+                    .ok_or_else(|| DataError::BadRequest("`access` is missing".into()))?;
+                let access: Access = serde_json::from_value(input)
+                    .map_err(|e| DataError::BadRequest(format!("access: {e}")))?;
+                schema.access = access;
+                self.store
+                    .set_policies(
+                        &name,
+                        [
+                            access.read.as_str(),
+                            access.insert.as_str(),
+                            access.update.as_str(),
+                            access.delete.as_str(),
+                        ],
+                        &schema_json(&schema)?,
+                    )
+                    .await?;
+                json!({ "name": name, "access": access })
+            }
+            other => {
+                return Err(DataError::BadRequest(format!("unknown op `{other}`")));
+            }
+        };
+        self.forget_tables();
+        tracing::info!(table = %name, op = %request.op, "table changed");
+        Ok(result)
+    }
+
     async fn create_table(&self, request: &DataRequest) -> Result<Json, DataError> {
         let input = request
             .schema
@@ -576,6 +711,10 @@ impl DataService {
         tracing::info!(table = %schema.name, "table created");
         Ok(describe(&record, &schema))
     }
+}
+
+fn schema_json(schema: &TableSchema) -> Result<String, DataError> {
+    serde_json::to_string(schema).map_err(|e| DataError::Internal(e.to_string()))
 }
 
 fn no_such_row(table: &str, id: i64, owned_only: bool) -> DataError {

@@ -215,6 +215,18 @@ pub fn parse_schema(input: &Json) -> Result<TableSchema, String> {
     }
 }
 
+/// Parses and checks one column (an object or a plain definition), for `add-column`.
+pub fn parse_column(input: &Json) -> Result<ColumnSchema, String> {
+    let column = match input {
+        Json::String(text) => parse_plain_column(text)?,
+        Json::Object(_) => {
+            serde_json::from_value::<ColumnSchema>(input.clone()).map_err(|e| e.to_string())?
+        }
+        _ => return Err("a column is an object or a string like \"title TEXT\"".into()),
+    };
+    check_column(column).map_err(|problems| problems.join("; "))
+}
+
 /// Table and column names: a letter, then letters, digits or `_`, at most 63 characters; never a
 /// leading `_` (system) or `sqlite_`.
 pub fn check_name(name: &str, what: &str) -> Result<(), String> {

@@ -115,6 +115,24 @@ pub fn parse_order(text: &str, columns: &[String]) -> Result<String, ClauseError
     Ok(parts.join(", "))
 }
 
+/// Checks that `sql` is exactly one `SELECT` (or `WITH … SELECT`) statement.
+pub fn check_read_only(sql: &str) -> Result<(), ClauseError> {
+    if sql.len() > 16 * MAX_CLAUSE_BYTES {
+        return Err(ClauseError("the statement is longer than 64 KiB".into()));
+    }
+    static DIALECT: SQLiteDialect = SQLiteDialect {};
+    let statements = Parser::parse_sql(&DIALECT, sql)
+        .map_err(|e| ClauseError(strip_parser_noise(&e.to_string())))?;
+    match statements.as_slice() {
+        [sqlparser::ast::Statement::Query(_)] => Ok(()),
+        [] => Err(ClauseError("write a SELECT statement".into())),
+        [_] => Err(ClauseError(
+            "only a SELECT (or WITH … SELECT) statement may run here".into(),
+        )),
+        _ => Err(ClauseError("one statement at a time".into())),
+    }
+}
+
 fn parser_for(text: &str, clause: &str) -> Result<Parser<'static>, ClauseError> {
     if text.len() > MAX_CLAUSE_BYTES {
         return Err(ClauseError(format!(

@@ -106,7 +106,8 @@ impl SqlValue {
 #[derive(Debug, Clone, Default)]
 pub struct Select {
     pub table: String,
-    /// Columns to return (checked names); empty for all.
+    /// Columns to return (checked names, never empty: a cached `SELECT *` would misread rows
+    /// after a column change).
     pub columns: Vec<String>,
     pub filter: Option<filter::Where>,
     /// `_owner = ?` on top of the filter (read policy `owner`).
@@ -278,15 +279,9 @@ impl DataStore {
         )))
         .execute(&mut *tx)
         .await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "CREATE TRIGGER {} AFTER UPDATE ON {table} FOR EACH ROW \
-             WHEN NEW.\"_updated_at\" IS OLD.\"_updated_at\" BEGIN \
-             UPDATE {table} SET \"_updated_at\" = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-             WHERE \"_id\" = NEW.\"_id\"; END",
-            quote_ident(&format!("_updated_at_{}", record.name))
-        )))
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(AssertSqlSafe(updated_at_trigger(&record.name)))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO _tables (name, schema, read_policy, insert_policy, update_policy, \
              delete_policy, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -312,7 +307,8 @@ impl DataStore {
             select
                 .columns
                 .iter()
-                .map(|c| quote_ident(c))
+                // Aliased: SQLite leaves an unaliased result column's name unspecified.
+                .map(|c| format!("{0} AS {0}", quote_ident(c)))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -433,6 +429,180 @@ impl DataStore {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+impl DataStore {
+    /// Renames a table (its trigger and registry entry follow); `schema` is the new schema JSON.
+    pub async fn rename_table(&self, old: &str, new: &str, schema: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "ALTER TABLE {} RENAME TO {}",
+            quote_ident(old),
+            quote_ident(new)
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(constraint_or)?;
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP TRIGGER IF EXISTS {}",
+            quote_ident(&format!("_updated_at_{old}"))
+        )))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(AssertSqlSafe(updated_at_trigger(new)))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE _tables SET name = ?1, schema = ?2 WHERE name = ?3")
+            .bind(new)
+            .bind(schema)
+            .bind(old)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Drops a table and its registry entry.
+    pub async fn drop_table(&self, name: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(AssertSqlSafe(format!("DROP TABLE {}", quote_ident(name))))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM _tables WHERE name = ?1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Adds a column; `schema` is the new schema JSON.
+    pub async fn add_column(
+        &self,
+        table: &str,
+        column: &ColumnDef,
+        schema: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "ALTER TABLE {} ADD COLUMN {}",
+            quote_ident(table),
+            column_sql(column)
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(constraint_or)?;
+        set_schema(&mut tx, table, schema).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Drops a column; `schema` is the new schema JSON.
+    pub async fn drop_column(
+        &self,
+        table: &str,
+        column: &str,
+        schema: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "ALTER TABLE {} DROP COLUMN {}",
+            quote_ident(table),
+            quote_ident(column)
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(constraint_or)?;
+        set_schema(&mut tx, table, schema).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets a table's policies (`read`, `insert`, `update`, `delete`) and schema JSON.
+    pub async fn set_policies(
+        &self,
+        table: &str,
+        policies: [&str; 4],
+        schema: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE _tables SET read_policy = ?1, insert_policy = ?2, update_policy = ?3, \
+             delete_policy = ?4, schema = ?5 WHERE name = ?6",
+        )
+        .bind(policies[0])
+        .bind(policies[1])
+        .bind(policies[2])
+        .bind(policies[3])
+        .bind(schema)
+        .bind(table)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Runs one read-only statement on a read-only connection; at most `max_rows` rows (and
+    /// whether more were cut off).
+    pub async fn read_only_query(
+        &self,
+        sql: &str,
+        max_rows: usize,
+    ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
+        use futures_util::TryStreamExt;
+        filter::check_read_only(sql).map_err(|e| StoreError::Constraint(e.0))?;
+        let mut connection = self.read_only().await?;
+        let mut rows = sqlx::query(AssertSqlSafe(sql.to_owned())).fetch(&mut connection);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(row) = rows.try_next().await.map_err(constraint_or)? {
+            if out.len() == max_rows {
+                return Ok((out, true));
+            }
+            let object = row_json(&row)?;
+            bytes += json_size(&object);
+            if bytes > MAX_RESULT_BYTES {
+                return Err(StoreError::TooLarge);
+            }
+            out.push(object);
+        }
+        Ok((out, false))
+    }
+
+    /// A connection that SQLite itself keeps from writing.
+    async fn read_only(&self) -> Result<sqlx::SqliteConnection, sqlx::Error> {
+        use sqlx::ConnectOptions;
+        let options = self.pool.connect_options();
+        let path = options.get_filename().to_owned();
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .connect()
+            .await
+    }
+}
+
+async fn set_schema(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    table: &str,
+    schema: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE _tables SET schema = ?1 WHERE name = ?2")
+        .bind(schema)
+        .bind(table)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The trigger that keeps `_updated_at` current.
+fn updated_at_trigger(table: &str) -> String {
+    let quoted = quote_ident(table);
+    format!(
+        "CREATE TRIGGER {} AFTER UPDATE ON {quoted} FOR EACH ROW \
+         WHEN NEW.\"_updated_at\" IS OLD.\"_updated_at\" BEGIN \
+         UPDATE {quoted} SET \"_updated_at\" = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+         WHERE \"_id\" = NEW.\"_id\"; END",
+        quote_ident(&format!("_updated_at_{table}"))
+    )
 }
 
 fn column_sql(column: &ColumnDef) -> String {
