@@ -394,3 +394,63 @@ async fn a_visitor_signs_a_peers_guestbook_through_goop_data_js() {
     visitor.shutdown().await;
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_editor_creates_edits_deletes_and_imports_in_a_browser() {
+    use goop2::config::Config;
+    use goop2::modes::peer;
+    use goop2::telemetry::LogBuffer;
+
+    require_browser_tooling();
+    let dir = tempfile::tempdir().unwrap();
+    goop2::modes::init::run(dir.path(), Some("Editor".into())).unwrap();
+    let mut config = Config::load_dir(dir.path()).unwrap().config;
+    config.viewer.http_addr = "127.0.0.1:0".into();
+    config.p2p.mdns_tag = format!("editor-{}", rand::random::<u32>());
+    let running = peer::start(dir.path(), &config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let console = format!("http://{}", running.console_addr.unwrap());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/database_editor.mjs");
+    let output = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(&console)
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // What the browser did is in data.db.
+    let rows: serde_json::Value = reqwest::Client::new()
+        .post(format!("{console}/api/data/query"))
+        .json(&serde_json::json!({"table": "books", "order": "title"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let titles: Vec<&str> = rows["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["Alpha", "Delta"]);
+    assert_eq!(rows["data"][1]["pages"], 4);
+    let described: serde_json::Value = reqwest::Client::new()
+        .post(format!("{console}/api/data/describe"))
+        .json(&serde_json::json!({"table": "books"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(described["data"]["access"]["insert"], "local");
+    running.shutdown().await;
+}

@@ -8,6 +8,7 @@
 //! site can neither read nor change anything of the console's.
 
 mod data;
+mod database;
 mod edit;
 mod logs;
 mod peers;
@@ -122,6 +123,7 @@ pub fn router(app: ConsoleApp) -> Router {
         .merge(peers::routes())
         .merge(edit::routes())
         .merge(data::routes())
+        .merge(database::routes())
         .merge(sites::routes())
         .merge(logs::routes())
         .merge(settings::routes())

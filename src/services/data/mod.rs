@@ -561,6 +561,44 @@ impl DataService {
         Ok(answer)
     }
 
+    /// Checks rows for `table` and, unless `dry_run`, inserts the good ones as the owner; one
+    /// outcome per row (the new `_id`, or what is wrong with it).
+    pub async fn import_rows(
+        &self,
+        table: &str,
+        rows: &[Json],
+        dry_run: bool,
+    ) -> Result<Vec<Result<Option<i64>, String>>, DataError> {
+        let request = DataRequest {
+            table: Some(table.to_owned()),
+            ..DataRequest::default()
+        };
+        let table = self.table(&request).await?;
+        let email = self.own_email.borrow().clone();
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut values = match schema::check_row(&table.schema, row, true) {
+                Ok(values) => values,
+                Err(problem) => {
+                    outcomes.push(Err(problem));
+                    continue;
+                }
+            };
+            if dry_run {
+                outcomes.push(Ok(None));
+                continue;
+            }
+            values.push(("_owner".into(), SqlValue::Text(self.me.clone())));
+            values.push(("_owner_email".into(), SqlValue::Text(email.clone())));
+            match self.store.insert(&table.record.name, &values).await {
+                Ok(id) => outcomes.push(Ok(Some(id))),
+                Err(StoreError::Constraint(message)) => outcomes.push(Err(message)),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Ok(outcomes)
+    }
+
     /// The owner's schema operations and read-only SQL.
     async fn owner_op(&self, request: &DataRequest) -> Result<Json, DataError> {
         if request.op == "create-table" {
