@@ -391,6 +391,19 @@ async fn a_visitor_signs_a_peers_guestbook_through_goop_data_js() {
     assert_eq!(rows[0]["message"], "the host's own entry");
     assert_eq!(rows[1]["message"], "Signed in a browser");
     assert_eq!(rows[1]["_owner"], visitor_id.as_str());
+    // The host's database editor shows the visitor's row.
+    let editor = client
+        .get(format!("{host_console}/database/t/guestbook"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        editor.contains("Signed in a browser") && editor.contains(&visitor_id),
+        "{editor}"
+    );
     visitor.shutdown().await;
     host.shutdown().await;
 }

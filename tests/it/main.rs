@@ -7,6 +7,7 @@ mod config;
 mod console;
 mod data;
 mod data_peers;
+mod database_editor;
 mod edit;
 mod hub;
 mod hub_admin;
