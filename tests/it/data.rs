@@ -903,3 +903,37 @@ async fn the_owner_reshapes_tables_and_reads_with_sql_that_cannot_write() {
         assert!(matches!(refused, Err(DataError::Forbidden(_))), "{op}");
     }
 }
+
+#[tokio::test]
+async fn results_are_bounded_in_bytes_as_well_as_rows() {
+    let (data, _dir) = service().await;
+    notes_table(&data, json!({})).await;
+    let body = "x".repeat(4096);
+    for i in 0..300 {
+        run(&data, &Caller::Owner, json!({"op": "insert", "table": "notes", "data": {"title": format!("n{i}"), "body": body}}))
+            .await
+            .unwrap();
+    }
+    let too_big = run(
+        &data,
+        &peer(BOB),
+        json!({"op": "query", "table": "notes", "limit": 1000}),
+    )
+    .await;
+    match too_big {
+        Err(DataError::TooLarge(message)) => assert!(
+            message.contains("ask for fewer rows or columns"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // The same rows without the big column fit.
+    let slim = run(
+        &data,
+        &peer(BOB),
+        json!({"op": "query", "table": "notes", "limit": 1000, "columns": ["_id", "title"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(slim.as_array().unwrap().len(), 300);
+}

@@ -257,6 +257,23 @@ async fn the_wire_protocol_takes_many_requests_per_stream_and_bounds_each() {
     let tables = ask(b"{\"op\":\"tables\"}\n").await;
     assert_eq!(tables["data"][0]["name"], "guestbook");
 
+    // A caller that stops halfway through a request holds nothing: others write meanwhile.
+    let mut stalled = bob
+        .node
+        .open_stream(alice.peer_id, protocol.clone())
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"{\"op\":\"insert\",\"table\":\"guestbook\",\"data\":{\"mess")
+        .await
+        .unwrap();
+    stalled.flush().await.unwrap();
+    let inserted =
+        ask(b"{\"op\":\"insert\",\"table\":\"guestbook\",\"data\":{\"message\":\"meanwhile\"}}\n")
+            .await;
+    assert_eq!(inserted["ok"], true, "{inserted}");
+    drop(stalled);
+
     // An oversized request is refused and the stream closed.
     let mut huge = vec![b'x'; 70 * 1024];
     huge.push(b'\n');
