@@ -75,8 +75,9 @@ fn run_rendezvous(dir: &Path) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     runtime()?.block_on(async {
+        let stop = StopSignals::watch()?;
         let running = modes::rendezvous::start(dir, &loaded.config, logs).await?;
-        wait_for_signal().await?;
+        stop.wait().await?;
         tracing::info!("stopping");
         running.shutdown().await;
         Ok(())
@@ -98,27 +99,43 @@ fn run_peer(dir: &Path, init: bool) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     runtime()?.block_on(async {
+        // Watched before anything is announced, so a signal right after is never missed.
+        let stop = StopSignals::watch()?;
         let running = modes::peer::start(dir, &loaded.config, logs).await?;
         println!("Peer {} is running", running.peer_id);
         if let Some(addr) = running.console_addr {
             println!("Console: http://{addr}/");
         }
-        wait_for_signal().await?;
+        stop.wait().await?;
         tracing::info!("stopping");
         running.shutdown().await;
         Ok(())
     })
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("cannot watch SIGINT")?,
-        _ = terminate.recv() => {}
+/// SIGINT (Ctrl-C) and SIGTERM, watched from creation on.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn watch() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+        })
     }
-    Ok(())
+
+    /// Resolves on the first of them.
+    async fn wait(mut self) -> anyhow::Result<()> {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        Ok(())
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

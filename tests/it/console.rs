@@ -108,7 +108,12 @@ async fn the_console_lists_peers_and_shows_their_sites_sandboxed() {
         !policy.contains("allow-same-origin"),
         "the site must get an opaque origin"
     );
-    assert_eq!(site.text().await.unwrap(), "<h1>Bob's page</h1>");
+    let html = site.text().await.unwrap();
+    assert!(
+        html.starts_with("<meta name=\"goop-site-token\" content=\""),
+        "the data token comes first: {html}"
+    );
+    assert!(html.ends_with("\"><h1>Bob's page</h1>"), "{html}");
 
     let mine = no_redirects()
         .get(format!("{base}/p/{}/", alice.peer_id))

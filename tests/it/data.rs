@@ -705,27 +705,42 @@ async fn acknowledged_inserts_survive_kill_9() {
         acknowledged.len()
     );
 
-    let store = PeerStore::open(&dir.path().join("data.db")).await.unwrap();
-    let (_tx, own_email) = tokio::sync::watch::channel(String::new());
-    let data = DataService::new(
-        store.data(),
-        ME.into(),
-        own_email,
-        Arc::new(|_: &str| Box::pin(async { None })),
-    );
+    // The peer again, from the same directory: every acknowledged row is there.
+    let mut again = std::process::Command::new(env!("CARGO_BIN_EXE_goop2"))
+        .args(["peer", dir.path().to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(again.stdout.take().unwrap()).lines();
+    let console = loop {
+        let line = lines.next().expect("the peer prints its console").unwrap();
+        if let Some(url) = line.strip_prefix("Console: ") {
+            break url.trim_end_matches('/').to_owned();
+        }
+    };
     let mut present = std::collections::HashSet::new();
     let mut offset = 0;
     loop {
-        let rows = run(&data, &Caller::Owner, json!({"op": "query", "table": "ledger", "columns": ["_id"], "limit": 1000, "offset": offset, "order": "_id"}))
+        let page: Value = client
+            .post(format!("{console}/api/data/query"))
+            .json(&json!({"table": "ledger", "columns": ["_id"], "limit": 1000, "offset": offset, "order": "_id"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
             .await
             .unwrap();
-        let rows = rows.as_array().unwrap();
+        let rows = page["data"].as_array().expect("rows").clone();
         present.extend(rows.iter().map(|r| r["_id"].as_i64().unwrap()));
         if rows.len() < 1000 {
             break;
         }
         offset += 1000;
     }
+    let _ = again.kill();
+    let _ = again.wait();
     let lost: Vec<i64> = acknowledged
         .iter()
         .copied()

@@ -146,11 +146,7 @@ async fn peers_of_another_network_tag_are_disconnected() {
     let (home, mut home_events, _) = spawn("goop-mdns").await;
     let (stranger, _stranger_events, _) = spawn("another-network").await;
     stranger.dial(tcp_addr(&home).await).await.unwrap();
-    next_event(
-        &mut home_events,
-        |e| matches!(e, NodeEvent::Connected(p) if *p == stranger.peer_id()),
-    )
-    .await;
+    // A disconnection is only reported for a connection that was made: it proves both.
     next_event(
         &mut home_events,
         |e| matches!(e, NodeEvent::Disconnected(p) if *p == stranger.peer_id()),
