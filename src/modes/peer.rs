@@ -70,6 +70,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let keypair = identity.keypair;
     let peer_id = identity.peer_id;
     tracing::info!(peer.id = %peer_id, "starting peer");
+    let (stop, stopped) = watch::channel(false);
     let db_path = dir.join(crate::store::peer::FILE_NAME);
     let store = PeerStore::open(&db_path)
         .await
@@ -89,12 +90,29 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let label_tx = Arc::new(label_tx);
     let (email_tx, own_email) = watch::channel(config.profile.email.clone());
     let email_tx = Arc::new(email_tx);
-    let data = DataService::new(
+    let mut data = DataService::new(
         store.data(),
         peer_id.to_base58(),
         own_email,
         verified_email(table.clone()),
     );
+    if config.lua.enabled {
+        let engine = crate::services::lua::LuaEngine::start(
+            Config::resolve(dir, &config.lua.script_dir),
+            crate::services::lua::LuaLimits {
+                timeout: Duration::from_secs(config.lua.timeout_seconds.into()),
+                max_memory: config.lua.max_memory_mb as usize * 1024 * 1024,
+            },
+            crate::services::lua::LuaCaller {
+                id: peer_id.to_base58(),
+                label: config.profile.label.clone(),
+                email: config.profile.email.clone(),
+                owner: true,
+            },
+            stopped.clone(),
+        );
+        data = data.with_lua(engine);
+    }
     let served = Served {
         site: Some(Site::new(Config::resolve(dir, &config.paths.site_root))),
         label,
@@ -149,7 +167,6 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let (announce_tx, announcements) = watch::channel(announcement);
     let announce_tx = Arc::new(announce_tx);
 
-    let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
     let (book, book_task) = PeerBook::start(store.clone(), table.clone(), stopped.clone())
         .await

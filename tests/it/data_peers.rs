@@ -14,7 +14,17 @@ use crate::support::{eventually, no_redirects};
 
 /// Alice (embedded hub, console, a guestbook table) and Bob (console), once they see each other.
 async fn alice_and_bob() -> (RunningPeer, RunningPeer, Vec<tempfile::TempDir>) {
-    let (a_dir, a_config) = peer_dir("Alice", |c| c.presence.rendezvous_host = true);
+    let (a_dir, a_config) = peer_dir("Alice", |c| {
+        c.presence.rendezvous_host = true;
+        c.lua.enabled = true;
+    });
+    let functions = a_dir.path().join("site/lua/functions");
+    std::fs::create_dir_all(&functions).unwrap();
+    std::fs::write(
+        functions.join("whoami.lua"),
+        "--- Says who is asking.\nfunction call(request)\n  return { caller = goop.peer.id, host = goop.self.id, echo = request.params.echo }\nend\n",
+    )
+    .unwrap();
     std::fs::write(
         a_dir.path().join("site/index.html"),
         "<!DOCTYPE html><html><head><title>Guestbook</title></head><body>hi</body></html>",
@@ -200,6 +210,28 @@ async fn a_visitor_writes_into_the_hosts_database_as_itself() {
         .unwrap();
     assert_eq!(preflight.status().as_u16(), 204);
     assert_eq!(preflight.headers()["access-control-allow-origin"], "null");
+
+    // Alice's Lua function, called from her page in Bob's console, sees Bob.
+    let called = post(
+        &url("lua/call"),
+        json!({"function": "whoami", "params": {"echo": 7}}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(called.0, 200, "{}", called.1);
+    assert_eq!(
+        called.1["data"],
+        json!({"caller": b_id, "host": a_id, "echo": 7})
+    );
+    let listed = post(&url("lua/list"), json!({}), Some(&token)).await;
+    assert_eq!(listed.1["data"][0]["description"], "Says who is asking.");
+    let missing = post(
+        &url("lua/call"),
+        json!({"function": "nothing"}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(missing.0, 404);
 
     // An unreachable peer is a gateway error.
     bob.shutdown().await;

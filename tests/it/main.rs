@@ -17,6 +17,7 @@ mod identity;
 mod interop;
 mod loadtest;
 mod logs;
+mod lua;
 mod netns;
 mod node;
 mod peer;

@@ -182,6 +182,8 @@ pub struct DataService {
     /// The owner's email, for the owner's rows.
     own_email: Arc<tokio::sync::watch::Receiver<String>>,
     verified_email: VerifiedEmail,
+    /// The peer's Lua functions, when `lua.enabled`.
+    lua: Option<crate::services::lua::LuaEngine>,
     /// Registered tables by name, parsed once.
     tables: Arc<std::sync::RwLock<std::collections::HashMap<String, Arc<Table>>>>,
 }
@@ -216,8 +218,15 @@ impl DataService {
             me,
             own_email: Arc::new(own_email),
             verified_email,
+            lua: None,
             tables: Arc::default(),
         }
+    }
+
+    /// The same service, answering `lua-call` and `lua-list` with `engine`.
+    pub fn with_lua(mut self, engine: crate::services::lua::LuaEngine) -> Self {
+        self.lua = Some(engine);
+        self
     }
 
     /// Runs one operation for `caller`.
@@ -235,9 +244,7 @@ impl DataService {
             "update" => self.update(caller, &request).await,
             "delete" => self.delete(caller, &request).await,
             "role" => self.role(caller, &request).await,
-            "lua-call" | "lua-list" => Err(DataError::NotEnabled(
-                "lua is not enabled on this peer".into(),
-            )),
+            "lua-call" | "lua-list" => self.lua(caller, &request).await,
             "create-table" | "drop-table" | "rename-table" | "add-column" | "drop-column"
             | "set-policy" | "sql" => {
                 if *caller != Caller::Owner {
@@ -559,6 +566,48 @@ impl DataService {
             });
         }
         Ok(answer)
+    }
+
+    /// `lua-call` (`function`, `params`) and `lua-list`.
+    async fn lua(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
+        use crate::services::lua::{LuaCaller, LuaError};
+        let Some(engine) = &self.lua else {
+            return Err(DataError::NotEnabled(
+                "lua is not enabled on this peer".into(),
+            ));
+        };
+        if request.op == "lua-list" {
+            return Ok(serde_json::to_value(engine.list()).unwrap_or_default());
+        }
+        let name = request
+            .function
+            .as_deref()
+            .ok_or_else(|| DataError::BadRequest("`function` is missing".into()))?;
+        let who = match caller {
+            Caller::Owner => LuaCaller {
+                id: self.me.clone(),
+                label: String::new(),
+                email: self.own_email.borrow().clone(),
+                owner: true,
+            },
+            Caller::Peer(peer) => LuaCaller {
+                id: peer.clone(),
+                label: String::new(),
+                email: (self.verified_email)(peer).await.unwrap_or_default(),
+                owner: false,
+            },
+        };
+        let params = request
+            .params
+            .clone()
+            .unwrap_or(Json::Object(Default::default()));
+        match engine.call(name, params, who).await {
+            Ok(outcome) => Ok(outcome.result),
+            Err(error @ LuaError::NoSuchFunction(_)) => Err(DataError::NotFound(error.to_string())),
+            Err(error @ LuaError::TooLarge) => Err(DataError::TooLarge(error.to_string())),
+            Err(error @ LuaError::Forbidden(_)) => Err(DataError::Forbidden(error.to_string())),
+            Err(error) => Err(DataError::BadRequest(error.to_string())),
+        }
     }
 
     /// Checks rows for `table` and, unless `dry_run`, inserts the good ones as the owner; one

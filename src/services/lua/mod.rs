@@ -1,0 +1,315 @@
+//! Server-side Lua for peer sites: `<script_dir>/functions/<name>.lua`, each defining
+//! `call(request)`, called by visitors through the data protocol (`lua-call`, `lua-list`).
+//!
+//! Scripts are compiled once (and again only when their file changes: a poller looks every
+//! second; a compile error keeps the previous version and is reported with file and line). Every
+//! call runs the precompiled chunk in a **fresh VM**, so nothing a caller leaves in globals can
+//! reach the next one. The VM has only `base` (without `dofile`, `loadfile`, `require`, binary
+//! `load`, and with `collectgarbage` reduced to "count"), `string` (without `dump`), `table`,
+//! `math`, `utf8` and `os.time/date/clock`; an instruction hook enforces the time budget inside
+//! the VM and an allocator limit the memory; results are bounded.
+
+mod sandbox;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::Value as Json;
+use tokio::sync::watch;
+
+/// Largest script file compiled.
+const MAX_SCRIPT_BYTES: u64 = 256 * 1024;
+/// Functions discovered at most.
+const MAX_FUNCTIONS: usize = 200;
+/// Largest result of a call, as JSON.
+pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
+/// How often the script folder is looked at for changes.
+const RESCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// Limits of every call.
+#[derive(Debug, Clone)]
+pub struct LuaLimits {
+    pub timeout: Duration,
+    pub max_memory: usize,
+}
+
+/// Who is calling, as a script sees it in `goop.peer`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LuaCaller {
+    pub id: String,
+    pub label: String,
+    pub email: String,
+    /// The peer's own owner.
+    #[serde(skip)]
+    pub owner: bool,
+}
+
+/// What a function says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FunctionInfo {
+    pub name: String,
+    /// The first `---` line of the file.
+    pub description: String,
+    /// `--- @rate_limit N`: calls per minute per caller, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u32>,
+    /// The last compile error (the previous version keeps running), with file and line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A compiled script.
+#[derive(Clone)]
+struct Compiled {
+    info: FunctionInfo,
+    /// The last version that compiled.
+    bytecode: Option<Arc<Vec<u8>>>,
+    modified: SystemTime,
+}
+
+/// The result of a call: the value and what the script logged.
+#[derive(Debug, Clone)]
+pub struct CallOutcome {
+    pub result: Json,
+    pub logs: Vec<(String, String)>,
+    pub elapsed: Duration,
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LuaError {
+    #[error("there is no function `{0}`")]
+    NoSuchFunction(String),
+    #[error("`{0}` does not compile: {1}")]
+    DoesNotCompile(String, String),
+    #[error("{0}")]
+    Script(String),
+    #[error("the call ran out of its time budget ({0} s)")]
+    Timeout(u64),
+    #[error("the call went over its memory limit ({0} MiB)")]
+    Memory(usize),
+    #[error("the result is larger than {MAX_RESULT_BYTES} bytes")]
+    TooLarge,
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// The Lua functions of one peer. Cloning is cheap.
+#[derive(Clone)]
+pub struct LuaEngine {
+    dir: PathBuf,
+    limits: LuaLimits,
+    /// This peer, as `goop.self`.
+    me: LuaCaller,
+    scripts: Arc<RwLock<HashMap<String, Compiled>>>,
+}
+
+impl LuaEngine {
+    /// Compiles the scripts under `script_dir/functions` and keeps them current until `stop`.
+    pub fn start(
+        script_dir: PathBuf,
+        limits: LuaLimits,
+        me: LuaCaller,
+        mut stop: watch::Receiver<bool>,
+    ) -> LuaEngine {
+        let engine = LuaEngine {
+            dir: script_dir,
+            limits,
+            me,
+            scripts: Arc::default(),
+        };
+        engine.rescan();
+        let poller = engine.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RESCAN_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let engine = poller.clone();
+                        let _ = tokio::task::spawn_blocking(move || engine.rescan()).await;
+                    }
+                    () = crate::services::presence::until_stopped(&mut stop) => return,
+                }
+            }
+        });
+        engine
+    }
+
+    fn functions_dir(&self) -> PathBuf {
+        self.dir.join("functions")
+    }
+
+    /// Compiles new and changed scripts; forgets removed ones.
+    pub fn rescan(&self) {
+        let mut seen = Vec::new();
+        let entries = std::fs::read_dir(self.functions_dir())
+            .into_iter()
+            .flatten();
+        for entry in entries.flatten().take(MAX_FUNCTIONS * 2) {
+            let path = entry.path();
+            let Some(name) = function_name(&path) else {
+                continue;
+            };
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            seen.push(name.clone());
+            let known = self
+                .scripts
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&name)
+                .map(|c| c.modified);
+            if known == Some(modified) {
+                continue;
+            }
+            let previous = self
+                .scripts
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&name)
+                .cloned();
+            let compiled = compile(&name, &path, meta.len(), modified, previous);
+            if let Some(error) = &compiled.info.error {
+                tracing::warn!(script = %name, "lua script does not compile: {error}");
+            } else {
+                tracing::info!(script = %name, "lua script loaded");
+            }
+            let mut scripts = self.scripts.write().unwrap_or_else(|e| e.into_inner());
+            if scripts.len() < MAX_FUNCTIONS || scripts.contains_key(&name) {
+                scripts.insert(name, compiled);
+            }
+        }
+        self.scripts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, _| seen.contains(name));
+    }
+
+    /// Every function, by name.
+    pub fn list(&self) -> Vec<FunctionInfo> {
+        let mut list: Vec<FunctionInfo> = self
+            .scripts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|c| c.info.clone())
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    /// Calls `name` with `params` for `caller`, in a fresh sandboxed VM, off the async threads.
+    pub async fn call(
+        &self,
+        name: &str,
+        params: Json,
+        caller: LuaCaller,
+    ) -> Result<CallOutcome, LuaError> {
+        let compiled = self
+            .scripts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LuaError::NoSuchFunction(name.to_owned()))?;
+        let Some(bytecode) = compiled.bytecode else {
+            return Err(LuaError::DoesNotCompile(
+                name.to_owned(),
+                compiled.info.error.unwrap_or_default(),
+            ));
+        };
+        let run = sandbox::Run {
+            name: name.to_owned(),
+            bytecode,
+            params,
+            caller,
+            me: self.me.clone(),
+            limits: self.limits.clone(),
+        };
+        tokio::task::spawn_blocking(move || sandbox::run(run))
+            .await
+            .unwrap_or_else(|e| Err(LuaError::Script(format!("the call failed: {e}"))))
+    }
+}
+
+/// `functions/<name>.lua` → `<name>`, for plain names only.
+fn function_name(path: &Path) -> Option<String> {
+    if path.extension()? != "lua" {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    let plain = !stem.is_empty()
+        && stem.len() <= 64
+        && stem
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    plain.then(|| stem.to_owned())
+}
+
+/// Compiles one script; on failure keeps `previous`'s bytecode and records the error.
+fn compile(
+    name: &str,
+    path: &Path,
+    size: u64,
+    modified: SystemTime,
+    previous: Option<Compiled>,
+) -> Compiled {
+    let source = if size > MAX_SCRIPT_BYTES {
+        Err(format!("the file is larger than {MAX_SCRIPT_BYTES} bytes"))
+    } else {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))
+    };
+    let (description, rate_limit) = source
+        .as_deref()
+        .map(annotations)
+        .unwrap_or((String::new(), None));
+    let result = source.and_then(|source| sandbox::compile(&format!("{name}.lua"), &source));
+    match result {
+        Ok(bytecode) => Compiled {
+            info: FunctionInfo {
+                name: name.to_owned(),
+                description,
+                rate_limit,
+                error: None,
+            },
+            bytecode: Some(Arc::new(bytecode)),
+            modified,
+        },
+        Err(error) => Compiled {
+            info: FunctionInfo {
+                name: name.to_owned(),
+                description: previous
+                    .as_ref()
+                    .map(|p| p.info.description.clone())
+                    .unwrap_or(description),
+                rate_limit: previous.as_ref().and_then(|p| p.info.rate_limit),
+                error: Some(error),
+            },
+            bytecode: previous.and_then(|p| p.bytecode),
+            modified,
+        },
+    }
+}
+
+/// The first `---` line (the description) and a `--- @rate_limit N` annotation.
+fn annotations(source: &str) -> (String, Option<u32>) {
+    let mut description = String::new();
+    let mut rate_limit = None;
+    for line in source.lines().take(50) {
+        let Some(doc) = line.trim().strip_prefix("---") else {
+            continue;
+        };
+        let doc = doc.trim();
+        if let Some(limit) = doc.strip_prefix("@rate_limit") {
+            rate_limit = limit.trim().parse().ok();
+        } else if description.is_empty() && !doc.starts_with('@') {
+            description = doc.to_owned();
+        }
+    }
+    (description, rate_limit)
+}

@@ -1,0 +1,294 @@
+//! One sandboxed call: a fresh VM with the safe libraries, the `goop` host table (read-only),
+//! the time budget as an instruction hook and the memory limit on the allocator.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use mlua::chunk::ChunkMode;
+use mlua::{Function, HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, Value, VmState};
+use serde_json::Value as Json;
+
+use super::{CallOutcome, LuaCaller, LuaError, LuaLimits, MAX_RESULT_BYTES};
+
+/// Instructions between two looks at the clock.
+const HOOK_EVERY: u32 = 1000;
+/// Log lines one call may keep (more are counted, not kept).
+const MAX_LOG_LINES: usize = 100;
+/// Longest log line kept.
+const MAX_LOG_BYTES: usize = 2000;
+
+/// Everything one call needs.
+pub(super) struct Run {
+    pub name: String,
+    pub bytecode: Arc<Vec<u8>>,
+    pub params: Json,
+    pub caller: LuaCaller,
+    pub me: LuaCaller,
+    pub limits: LuaLimits,
+}
+
+/// Compiles `source` into bytecode (kept with line information for error messages).
+pub(super) fn compile(file: &str, source: &str) -> Result<Vec<u8>, String> {
+    let lua = Lua::new_with(StdLib::NONE, LuaOptions::new()).map_err(|e| e.to_string())?;
+    let function = lua
+        .load(source)
+        .set_name(format!("={file}"))
+        .set_mode(ChunkMode::Text)
+        .into_function()
+        .map_err(|e| first_line(&e.to_string()))?;
+    Ok(function.dump(false))
+}
+
+fn first_line(message: &str) -> String {
+    message
+        .lines()
+        .next()
+        .unwrap_or(message)
+        .trim_start_matches("syntax error: ")
+        .trim_start_matches("runtime error: ")
+        .to_owned()
+}
+
+/// Runs one call in a fresh VM.
+pub(super) fn run(run: Run) -> Result<CallOutcome, LuaError> {
+    let started = Instant::now();
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let memory_mb = run.limits.max_memory / (1024 * 1024);
+    let result = call_in_vm(&run, started, timed_out.clone(), logs.clone());
+    let logs = std::mem::take(&mut *logs.lock().unwrap_or_else(|e| e.into_inner()));
+    match result {
+        Ok(result) => Ok(CallOutcome {
+            result,
+            logs,
+            elapsed: started.elapsed(),
+        }),
+        Err(_) if timed_out.load(Ordering::Relaxed) => {
+            Err(LuaError::Timeout(run.limits.timeout.as_secs()))
+        }
+        Err(CallFailure::Lua(error)) => Err(match error {
+            mlua::Error::MemoryError(_) => LuaError::Memory(memory_mb),
+            other => {
+                let message = other.to_string();
+                if message.contains("not enough memory") {
+                    LuaError::Memory(memory_mb)
+                } else {
+                    LuaError::Script(first_line(&message))
+                }
+            }
+        }),
+        Err(CallFailure::Other(error)) => Err(error),
+    }
+}
+
+enum CallFailure {
+    Lua(mlua::Error),
+    Other(LuaError),
+}
+
+impl From<mlua::Error> for CallFailure {
+    fn from(error: mlua::Error) -> Self {
+        CallFailure::Lua(error)
+    }
+}
+
+fn call_in_vm(
+    run: &Run,
+    started: Instant,
+    timed_out: Arc<AtomicBool>,
+    logs: Arc<Mutex<Vec<(String, String)>>>,
+) -> Result<Json, CallFailure> {
+    let lua = Lua::new_with(
+        StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::OS,
+        LuaOptions::new(),
+    )?;
+    lua.set_memory_limit(run.limits.max_memory)?;
+    let deadline = started + run.limits.timeout;
+    lua.set_hook(
+        HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+        move |_, _| {
+            if Instant::now() >= deadline {
+                timed_out.store(true, Ordering::Relaxed);
+                Err(mlua::Error::runtime("the time budget is used up"))
+            } else {
+                Ok(VmState::Continue)
+            }
+        },
+    )?;
+    restrict_globals(&lua)?;
+    install_goop(&lua, run, logs)?;
+
+    lua.load(run.bytecode.as_slice())
+        .set_name(format!("={}.lua", run.name))
+        .set_mode(ChunkMode::Binary)
+        .exec()?;
+    let call: Value = lua.globals().get("call")?;
+    let Value::Function(call) = call else {
+        return Err(CallFailure::Other(LuaError::Script(format!(
+            "{}.lua defines no function call(request)",
+            run.name
+        ))));
+    };
+    let request = lua.create_table()?;
+    request.set("params", lua.to_value(&run.params)?)?;
+    request.set("function", run.name.as_str())?;
+    let value: Value = call.call(request)?;
+    let result: Json = lua.from_value(value).map_err(|e| {
+        CallFailure::Other(LuaError::Script(format!(
+            "the result cannot be sent as JSON: {}",
+            first_line(&e.to_string())
+        )))
+    })?;
+    if serde_json::to_vec(&result).map_or(0, |v| v.len()) > MAX_RESULT_BYTES {
+        return Err(CallFailure::Other(LuaError::TooLarge));
+    }
+    Ok(result)
+}
+
+/// Removes what a script must not have; narrows what it may keep.
+fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
+    let globals = lua.globals();
+    for name in [
+        "dofile",
+        "loadfile",
+        "require",
+        "load",
+        "collectgarbage",
+        "print",
+    ] {
+        globals.raw_remove(name)?;
+    }
+    // `load` of text only: bytecode could break out of the VM.
+    globals.raw_set(
+        "load",
+        lua.create_function(|lua, (chunk, name): (mlua::LuaString, Option<String>)| {
+            let bytes = chunk.as_bytes();
+            if bytes.first() == Some(&0x1b) {
+                return Ok((Value::Nil, Some("binary chunks are not allowed".to_owned())));
+            }
+            let loaded = lua
+                .load(&*bytes)
+                .set_name(format!("={}", name.unwrap_or_else(|| "load".into())))
+                .set_mode(ChunkMode::Text)
+                .into_function();
+            Ok(match loaded {
+                Ok(function) => (Value::Function(function), None),
+                Err(error) => (Value::Nil, Some(first_line(&error.to_string()))),
+            })
+        })?,
+    )?;
+    globals.raw_set(
+        "collectgarbage",
+        lua.create_function(|lua, option: Option<String>| match option.as_deref() {
+            None | Some("count") => Ok(lua.used_memory() as f64 / 1024.0),
+            Some(other) => Err(mlua::Error::runtime(format!(
+                "collectgarbage(\"{other}\") is not allowed here"
+            ))),
+        })?,
+    )?;
+    let string: Table = globals.get("string")?;
+    string.raw_remove("dump")?;
+    let os: Table = globals.get("os")?;
+    let safe_os = lua.create_table()?;
+    for name in ["time", "date", "clock"] {
+        safe_os.raw_set(name, os.get::<Function>(name)?)?;
+    }
+    globals.raw_set("os", safe_os)?;
+    Ok(())
+}
+
+/// The host API, behind a read-only proxy whose metatable cannot be read or replaced.
+fn install_goop(lua: &Lua, run: &Run, logs: Arc<Mutex<Vec<(String, String)>>>) -> mlua::Result<()> {
+    let api = lua.create_table()?;
+    api.set("peer", lua.to_value(&run.caller)?)?;
+    api.set("self", lua.to_value(&run.me)?)?;
+
+    let log = lua.create_table()?;
+    for level in ["info", "warn", "error"] {
+        let logs = logs.clone();
+        let script = run.name.clone();
+        log.set(
+            level,
+            lua.create_function(move |_, message: Value| {
+                let text = match &message {
+                    Value::String(s) => s.to_string_lossy(),
+                    other => format!("{other:?}"),
+                };
+                let text: String = text.chars().take(MAX_LOG_BYTES).collect();
+                match level {
+                    "error" => tracing::error!(script = %script, "{text}"),
+                    "warn" => tracing::warn!(script = %script, "{text}"),
+                    _ => tracing::info!(script = %script, "{text}"),
+                }
+                let mut logs = logs.lock().unwrap_or_else(|e| e.into_inner());
+                if logs.len() < MAX_LOG_LINES {
+                    logs.push((level.to_owned(), text));
+                }
+                Ok(())
+            })?,
+        )?;
+    }
+    api.set("log", log.clone())?;
+    lua.globals()
+        .raw_set("print", log.get::<Function>("info")?)?;
+
+    let json = lua.create_table()?;
+    json.set(
+        "encode",
+        lua.create_function(|lua, value: Value| {
+            let value: Json = lua.from_value(value)?;
+            serde_json::to_string(&value).map_err(mlua::Error::external)
+        })?,
+    )?;
+    json.set(
+        "decode",
+        lua.create_function(|lua, text: String| {
+            let value: Json = serde_json::from_str(&text)
+                .map_err(|e| mlua::Error::runtime(format!("not JSON: {e}")))?;
+            lua.to_value(&value)
+        })?,
+    )?;
+    api.set("json", json)?;
+
+    let owner = run.caller.owner;
+    api.set(
+        "owner",
+        lua.create_function(move |_, ()| {
+            if owner {
+                Ok(())
+            } else {
+                Err(mlua::Error::runtime(
+                    "only this peer's owner may call this function",
+                ))
+            }
+        })?,
+    )?;
+
+    let prelude: Function = lua
+        .load(
+            r#"
+            local api = ...
+            api.route = function(handlers)
+              return function(request)
+                local action = request and request.params and request.params.action
+                local handler = action ~= nil and handlers[action]
+                if not handler then
+                  error("unknown action " .. tostring(action), 2)
+                end
+                return handler(request)
+              end
+            end
+            return setmetatable({}, {
+              __index = api,
+              __newindex = function() error("goop is read-only", 2) end,
+              __metatable = "goop is protected",
+            })
+            "#,
+        )
+        .set_name("=goop")
+        .into_function()?;
+    let goop: Table = prelude.call(api)?;
+    lua.globals().raw_set("goop", goop)?;
+    Ok(())
+}

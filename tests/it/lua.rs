@@ -1,0 +1,216 @@
+//! Lua functions: calls, the sandbox and its limits, fresh state per call, hot reload.
+
+use std::path::Path;
+use std::time::Duration;
+
+use goop2::services::lua::{LuaCaller, LuaEngine, LuaError, LuaLimits};
+use serde_json::{Value, json};
+
+fn caller(id: &str, owner: bool) -> LuaCaller {
+    LuaCaller {
+        id: id.into(),
+        label: String::new(),
+        email: String::new(),
+        owner,
+    }
+}
+
+fn write(dir: &Path, name: &str, source: &str) {
+    let functions = dir.join("functions");
+    std::fs::create_dir_all(&functions).unwrap();
+    std::fs::write(functions.join(format!("{name}.lua")), source).unwrap();
+}
+
+fn start(dir: &Path, timeout_ms: u64) -> LuaEngine {
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    std::mem::forget(_stop);
+    LuaEngine::start(
+        dir.to_owned(),
+        LuaLimits {
+            timeout: Duration::from_millis(timeout_ms),
+            max_memory: 10 * 1024 * 1024,
+        },
+        caller("12D3KooWSelf", true),
+        stopped,
+    )
+}
+
+async fn call(engine: &LuaEngine, name: &str, params: Value) -> Result<Value, LuaError> {
+    engine
+        .call(name, params, caller("12D3KooWVisitor", false))
+        .await
+        .map(|outcome| outcome.result)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_answers_with_the_callers_identity_and_its_own_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "hello",
+        "--- Greets the caller.\n--- @rate_limit 5\nfunction call(request)\n  goop.log.info('hello to ' .. goop.peer.id)\n  return { greeting = 'Hello, ' .. (request.params.name or '?'), caller = goop.peer.id, host = goop.self.id, n = #request.params.list }\nend\n",
+    );
+    let engine = start(dir.path(), 2000);
+    let outcome = engine
+        .call(
+            "hello",
+            json!({"name": "Bob", "list": [1, 2, 3]}),
+            caller("12D3KooWVisitor", false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.result,
+        json!({"greeting": "Hello, Bob", "caller": "12D3KooWVisitor", "host": "12D3KooWSelf", "n": 3})
+    );
+    assert_eq!(
+        outcome.logs,
+        [("info".to_owned(), "hello to 12D3KooWVisitor".to_owned())]
+    );
+    let list = engine.list();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].description, "Greets the caller.");
+    assert_eq!(list[0].rate_limit, Some(5));
+    assert!(matches!(
+        call(&engine, "missing", json!({})).await,
+        Err(LuaError::NoSuchFunction(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_escapes_are_refused_and_limits_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body, message) in [
+        ("io", "return io.open('/etc/passwd')", "global 'io'"),
+        ("execute", "return os.execute('id')", "field 'execute'"),
+        ("require", "return require('os')", "global 'require'"),
+        ("dump", "return string.dump(call)", "field 'dump'"),
+        ("debug", "return debug.getinfo(1)", "global 'debug'"),
+        ("dofile", "return dofile('/etc/passwd')", "global 'dofile'"),
+        ("gc", "return collectgarbage('stop')", "not allowed here"),
+        ("meta", "setmetatable(goop, {})", "protected metatable"),
+        (
+            "assign",
+            "goop.peer = { id = 'someone else' }",
+            "goop is read-only",
+        ),
+        ("owner", "goop.owner()", "only this peer's owner"),
+        ("result", "return { f = call }", "cannot be sent as JSON"),
+    ] {
+        write(
+            dir.path(),
+            name,
+            &format!("function call(request)\n  {body}\nend\n"),
+        );
+        let engine = start(dir.path(), 2000);
+        match call(&engine, name, json!({})).await {
+            Err(LuaError::Script(got)) => assert!(got.contains(message), "{name}: {got}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    // Endless recursion stops at the stack or at the memory limit, whichever comes first.
+    write(
+        dir.path(),
+        "recursion",
+        "function call(request)\n  local function f(n) return f(n + 1) + 1 end\n  return f(1)\nend\n",
+    );
+    let engine = start(dir.path(), 2000);
+    match call(&engine, "recursion", json!({})).await {
+        Err(LuaError::Memory(_)) => {}
+        Err(LuaError::Script(got)) => assert!(got.contains("stack overflow"), "{got}"),
+        other => panic!("recursion: {other:?}"),
+    }
+
+    // load: text only; a binary chunk is refused.
+    write(
+        dir.path(),
+        "bytecode",
+        "function call(request)\n  local f, err = load('\\27Lua\\84\\0')\n  local g = load('return 40 + 2')\n  return { err = err, g = g() }\nend\n",
+    );
+    let engine = start(dir.path(), 2000);
+    assert_eq!(
+        call(&engine, "bytecode", json!({})).await.unwrap(),
+        json!({"err": "binary chunks are not allowed", "g": 42})
+    );
+
+    // An endless loop stops at the budget; a memory bomb at the limit; the engine lives on.
+    write(
+        dir.path(),
+        "spin",
+        "function call(request)\n  while true do end\nend\n",
+    );
+    write(
+        dir.path(),
+        "bomb",
+        "function call(request)\n  local t = {}\n  for i = 1, 1e9 do t[i] = string.rep('x', 1024) .. i end\nend\n",
+    );
+    let engine = start(dir.path(), 300);
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        call(&engine, "spin", json!({})).await,
+        Err(LuaError::Timeout(_))
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(
+        call(&engine, "bomb", json!({})).await,
+        Err(LuaError::Memory(10))
+    ));
+    assert_eq!(call(&engine, "bytecode", json!({})).await.unwrap()["g"], 42);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_starts_from_clean_state() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "counter",
+        "count = (count or 0) + 1\nfunction call(request)\n  leaked = (leaked or 0) + 1\n  string.upper = nil\n  return { count = count, leaked = leaked }\nend\n",
+    );
+    let engine = start(dir.path(), 2000);
+    for _ in 0..3 {
+        assert_eq!(
+            call(&engine, "counter", json!({})).await.unwrap(),
+            json!({"count": 1, "leaked": 1})
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_reload_and_a_broken_edit_keeps_the_last_good_version() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "v", "function call(request) return 1 end\n");
+    let engine = start(dir.path(), 2000);
+    assert_eq!(call(&engine, "v", json!({})).await.unwrap(), 1);
+
+    // File times have a coarse resolution; make sure the change is seen as one.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    write(dir.path(), "v", "function call(request) return 2 end\n");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while call(&engine, "v", json!({})).await.unwrap() != 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edit was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    write(dir.path(), "v", "function call(request)\n  return (\nend\n");
+    engine.rescan();
+    let info = engine.list().into_iter().find(|f| f.name == "v").unwrap();
+    let error = info.error.expect("the compile error is reported");
+    assert!(error.starts_with("v.lua:3:"), "{error}");
+    assert_eq!(
+        call(&engine, "v", json!({})).await.unwrap(),
+        2,
+        "the last good version runs"
+    );
+
+    std::fs::remove_file(dir.path().join("functions/v.lua")).unwrap();
+    engine.rescan();
+    assert!(engine.list().is_empty());
+}
