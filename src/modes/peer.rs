@@ -102,6 +102,8 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             crate::services::lua::LuaLimits {
                 timeout: Duration::from_secs(config.lua.timeout_seconds.into()),
                 max_memory: config.lua.max_memory_mb as usize * 1024 * 1024,
+                per_caller_per_minute: config.lua.rate_limit_per_peer,
+                global_per_minute: config.lua.rate_limit_global,
             },
             crate::services::lua::LuaCaller {
                 id: peer_id.to_base58(),

@@ -22,6 +22,10 @@ fn write(dir: &Path, name: &str, source: &str) {
 }
 
 fn start(dir: &Path, timeout_ms: u64) -> LuaEngine {
+    start_with(dir, timeout_ms, 10_000, 10_000)
+}
+
+fn start_with(dir: &Path, timeout_ms: u64, per_caller: u32, global: u32) -> LuaEngine {
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     std::mem::forget(_stop);
     LuaEngine::start(
@@ -29,6 +33,8 @@ fn start(dir: &Path, timeout_ms: u64) -> LuaEngine {
         LuaLimits {
             timeout: Duration::from_millis(timeout_ms),
             max_memory: 10 * 1024 * 1024,
+            per_caller_per_minute: per_caller,
+            global_per_minute: global,
         },
         caller("12D3KooWSelf", true),
         stopped,
@@ -213,4 +219,50 @@ async fn edits_reload_and_a_broken_edit_keeps_the_last_good_version() {
     std::fs::remove_file(dir.path().join("functions/v.lua")).unwrap();
     engine.rescan();
     assert!(engine.list().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_rate_limited_per_caller_per_function_and_globally() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "plain", "function call(request) return 1 end\n");
+    write(dir.path(), "other", "function call(request) return 2 end\n");
+    write(
+        dir.path(),
+        "generous",
+        "--- @rate_limit 5\nfunction call(request) return 3 end\n",
+    );
+    let engine = start_with(dir.path(), 2000, 2, 9);
+    let as_peer = |id: &str| caller(id, false);
+    let run = |name: &'static str, who: LuaCaller| {
+        let engine = engine.clone();
+        async move { engine.call(name, json!({}), who).await.map(|o| o.result) }
+    };
+    // Two calls a minute per caller and function.
+    assert!(run("plain", as_peer("A")).await.is_ok());
+    assert!(run("plain", as_peer("A")).await.is_ok());
+    match run("plain", as_peer("A")).await {
+        Err(LuaError::RateLimited(message)) => {
+            assert!(message.contains("called too often by A"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another function, another caller: their own allowances.
+    assert!(run("other", as_peer("A")).await.is_ok());
+    assert!(run("plain", as_peer("B")).await.is_ok());
+    // An annotation replaces the per-caller limit for its function.
+    for _ in 0..3 {
+        assert!(run("generous", as_peer("A")).await.is_ok());
+    }
+    // Seven calls were accepted so far; two more reach the global limit, which holds for
+    // everyone, the owner included.
+    assert!(run("generous", as_peer("A")).await.is_ok());
+    assert!(run("generous", as_peer("A")).await.is_ok());
+    match run("plain", as_peer("C")).await {
+        Err(LuaError::RateLimited(message)) => assert!(message.contains("busy"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        run("plain", caller("owner", true)).await,
+        Err(LuaError::RateLimited(_))
+    ));
 }

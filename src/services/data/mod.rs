@@ -97,6 +97,8 @@ pub enum DataError {
     #[error("{0}")]
     NotEnabled(String),
     #[error("{0}")]
+    TooMany(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -109,6 +111,7 @@ impl DataError {
             DataError::NotFound(_) => 404,
             DataError::TooLarge(_) => 413,
             DataError::NotEnabled(_) => 501,
+            DataError::TooMany(_) => 429,
             DataError::Internal(_) => 500,
         }
     }
@@ -120,6 +123,7 @@ impl DataError {
             404 => DataError::NotFound(message),
             413 => DataError::TooLarge(message),
             501 => DataError::NotEnabled(message),
+            429 => DataError::TooMany(message),
             500 => DataError::Internal(message),
             _ => DataError::BadRequest(message),
         }
@@ -606,6 +610,7 @@ impl DataService {
             Err(error @ LuaError::NoSuchFunction(_)) => Err(DataError::NotFound(error.to_string())),
             Err(error @ LuaError::TooLarge) => Err(DataError::TooLarge(error.to_string())),
             Err(error @ LuaError::Forbidden(_)) => Err(DataError::Forbidden(error.to_string())),
+            Err(error @ LuaError::RateLimited(_)) => Err(DataError::TooMany(error.to_string())),
             Err(error) => Err(DataError::BadRequest(error.to_string())),
         }
     }

@@ -34,6 +34,76 @@ const RESCAN_EVERY: Duration = Duration::from_secs(1);
 pub struct LuaLimits {
     pub timeout: Duration,
     pub max_memory: usize,
+    /// Calls per minute one caller may make to one function (`lua.rate_limit_per_peer`); a
+    /// function's `--- @rate_limit N` replaces it for that function.
+    pub per_caller_per_minute: u32,
+    /// Calls per minute to all functions together (`lua.rate_limit_global`).
+    pub global_per_minute: u32,
+}
+
+type KeyedLimiter = governor::DefaultKeyedRateLimiter<(String, String)>;
+
+/// The call rate limits.
+struct RateLimits {
+    global: governor::DefaultDirectRateLimiter,
+    per_caller: KeyedLimiter,
+    /// Per function with its own `@rate_limit`, keyed by caller.
+    annotated: RwLock<HashMap<(String, u32), Arc<KeyedLimiter>>>,
+}
+
+fn per_minute(n: u32) -> governor::Quota {
+    governor::Quota::per_minute(
+        std::num::NonZeroU32::new(n.max(1)).unwrap_or(std::num::NonZeroU32::MIN),
+    )
+}
+
+impl RateLimits {
+    fn new(limits: &LuaLimits) -> RateLimits {
+        RateLimits {
+            global: governor::RateLimiter::direct(per_minute(limits.global_per_minute)),
+            per_caller: governor::RateLimiter::keyed(per_minute(limits.per_caller_per_minute)),
+            annotated: RwLock::default(),
+        }
+    }
+
+    /// Takes one call from the caller's and the global allowance.
+    fn check(&self, function: &FunctionInfo, caller: &LuaCaller) -> Result<(), LuaError> {
+        let key = (caller.id.clone(), function.name.clone());
+        let own = match function.rate_limit {
+            // The owner is not limited per caller; everyone counts toward the global limit.
+            _ if caller.owner => true,
+            Some(limit) => {
+                let limiter = self
+                    .annotated
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&(function.name.clone(), limit))
+                    .cloned();
+                let limiter = limiter.unwrap_or_else(|| {
+                    let limiter = Arc::new(governor::RateLimiter::keyed(per_minute(limit)));
+                    self.annotated
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert((function.name.clone(), limit), limiter.clone());
+                    limiter
+                });
+                limiter.check_key(&key).is_ok()
+            }
+            None => self.per_caller.check_key(&key).is_ok(),
+        };
+        if !own {
+            return Err(LuaError::RateLimited(format!(
+                "`{}` was called too often by {}; try again in a minute",
+                function.name, caller.id
+            )));
+        }
+        if self.global.check().is_err() {
+            return Err(LuaError::RateLimited(
+                "this peer's functions are busy; try again in a minute".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Who is calling, as a script sees it in `goop.peer`.
@@ -95,6 +165,8 @@ pub enum LuaError {
     TooLarge,
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    RateLimited(String),
 }
 
 /// The Lua functions of one peer. Cloning is cheap.
@@ -105,6 +177,7 @@ pub struct LuaEngine {
     /// This peer, as `goop.self`.
     me: LuaCaller,
     scripts: Arc<RwLock<HashMap<String, Compiled>>>,
+    rates: Arc<RateLimits>,
 }
 
 impl LuaEngine {
@@ -117,6 +190,7 @@ impl LuaEngine {
     ) -> LuaEngine {
         let engine = LuaEngine {
             dir: script_dir,
+            rates: Arc::new(RateLimits::new(&limits)),
             limits,
             me,
             scripts: Arc::default(),
@@ -217,6 +291,7 @@ impl LuaEngine {
             .get(name)
             .cloned()
             .ok_or_else(|| LuaError::NoSuchFunction(name.to_owned()))?;
+        self.rates.check(&compiled.info, &caller)?;
         let Some(bytecode) = compiled.bytecode else {
             return Err(LuaError::DoesNotCompile(
                 name.to_owned(),
