@@ -111,6 +111,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
                 email: config.profile.email.clone(),
                 owner: true,
             },
+            config.lua.kv_enabled.then(|| store.lua_kv()),
             stopped.clone(),
         );
         data = data.with_lua(engine);

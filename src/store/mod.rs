@@ -3,4 +3,5 @@
 
 pub mod data;
 pub mod hub;
+pub mod lua_kv;
 pub mod peer;

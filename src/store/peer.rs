@@ -134,6 +134,11 @@ impl PeerStore {
         super::data::DataStore::new(self.pool.clone())
     }
 
+    /// The Lua scripts' key-value stores in the same database.
+    pub fn lua_kv(&self) -> super::lua_kv::LuaKv {
+        super::lua_kv::LuaKv::new(self.pool.clone())
+    }
+
     /// Flushes and closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -26,6 +26,16 @@ fn start(dir: &Path, timeout_ms: u64) -> LuaEngine {
 }
 
 fn start_with(dir: &Path, timeout_ms: u64, per_caller: u32, global: u32) -> LuaEngine {
+    start_full(dir, timeout_ms, per_caller, global, None)
+}
+
+fn start_full(
+    dir: &Path,
+    timeout_ms: u64,
+    per_caller: u32,
+    global: u32,
+    kv: Option<goop2::store::lua_kv::LuaKv>,
+) -> LuaEngine {
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     std::mem::forget(_stop);
     LuaEngine::start(
@@ -37,6 +47,7 @@ fn start_with(dir: &Path, timeout_ms: u64, per_caller: u32, global: u32) -> LuaE
             global_per_minute: global,
         },
         caller("12D3KooWSelf", true),
+        kv,
         stopped,
     )
 }
@@ -265,4 +276,61 @@ async fn calls_are_rate_limited_per_caller_per_function_and_globally() {
         run("plain", caller("owner", true)).await,
         Err(LuaError::RateLimited(_))
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_script_keeps_its_own_values_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data.db");
+    write(
+        dir.path(),
+        "visits",
+        "function call(request)\n  local n = (goop.kv.get('visits') or 0) + 1\n  goop.kv.set('visits', n)\n  goop.kv.set('last', { by = goop.peer.id, n = n })\n  return { n = n, last = goop.kv.get('last') }\nend\n",
+    );
+    write(
+        dir.path(),
+        "other",
+        "function call(request)\n  local mine = goop.kv.get('visits')\n  goop.kv.set(string.rep('k', 300), 1)\n  return mine\nend\n",
+    );
+    write(
+        dir.path(),
+        "hoard",
+        "function call(request)\n  for i = 1, 1001 do goop.kv.set('k' .. i, i) end\nend\n",
+    );
+    {
+        let store = goop2::store::peer::PeerStore::open(&db).await.unwrap();
+        let engine = start_full(dir.path(), 2000, 10_000, 10_000, Some(store.lua_kv()));
+        assert_eq!(call(&engine, "visits", json!({})).await.unwrap()["n"], 1);
+        let second = call(&engine, "visits", json!({})).await.unwrap();
+        assert_eq!(
+            second,
+            json!({"n": 2, "last": {"by": "12D3KooWVisitor", "n": 2}})
+        );
+        // Keys are bounded in length, and a script in number.
+        match call(&engine, "other", json!({})).await {
+            Err(LuaError::Script(message)) => {
+                assert!(message.contains("keys are at most 256 bytes"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        match call(&engine, "hoard", json!({})).await {
+            Err(LuaError::Script(message)) => {
+                assert!(message.contains("at most 1000 keys"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        store.close().await;
+    }
+    let store = goop2::store::peer::PeerStore::open(&db).await.unwrap();
+    let engine = start_full(dir.path(), 2000, 10_000, 10_000, Some(store.lua_kv()));
+    assert_eq!(
+        call(&engine, "visits", json!({})).await.unwrap()["n"],
+        3,
+        "kept across a restart"
+    );
+    let disabled = start(dir.path(), 2000);
+    match call(&disabled, "visits", json!({})).await {
+        Err(LuaError::Script(message)) => assert!(message.contains("lua.kv_enabled"), "{message}"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -178,6 +178,8 @@ pub struct LuaEngine {
     me: LuaCaller,
     scripts: Arc<RwLock<HashMap<String, Compiled>>>,
     rates: Arc<RateLimits>,
+    /// `goop.kv`, unless `lua.kv_enabled` is off.
+    kv: Option<crate::store::lua_kv::LuaKv>,
 }
 
 impl LuaEngine {
@@ -186,9 +188,11 @@ impl LuaEngine {
         script_dir: PathBuf,
         limits: LuaLimits,
         me: LuaCaller,
+        kv: Option<crate::store::lua_kv::LuaKv>,
         mut stop: watch::Receiver<bool>,
     ) -> LuaEngine {
         let engine = LuaEngine {
+            kv,
             dir: script_dir,
             rates: Arc::new(RateLimits::new(&limits)),
             limits,
@@ -305,6 +309,10 @@ impl LuaEngine {
             caller,
             me: self.me.clone(),
             limits: self.limits.clone(),
+            kv: self
+                .kv
+                .clone()
+                .map(|kv| (kv, tokio::runtime::Handle::current())),
         };
         tokio::task::spawn_blocking(move || sandbox::run(run))
             .await

@@ -26,6 +26,8 @@ pub(super) struct Run {
     pub caller: LuaCaller,
     pub me: LuaCaller,
     pub limits: LuaLimits,
+    /// The key-value store and the runtime to reach it from this blocking thread.
+    pub kv: Option<(crate::store::lua_kv::LuaKv, tokio::runtime::Handle)>,
 }
 
 /// Compiles `source` into bytecode (kept with line information for error messages).
@@ -198,6 +200,59 @@ fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
     Ok(())
 }
 
+/// `goop.kv.get/set/del`: the script's own persistent store (values as JSON).
+fn kv_table(lua: &Lua, run: &Run) -> mlua::Result<Table> {
+    let kv = lua.create_table()?;
+    let Some((store, handle)) = run.kv.clone() else {
+        let disabled = lua.create_function(|_, _: mlua::MultiValue| -> mlua::Result<()> {
+            Err(mlua::Error::runtime(
+                "the key-value store is turned off on this peer (lua.kv_enabled)",
+            ))
+        })?;
+        for name in ["get", "set", "del"] {
+            kv.set(name, disabled.clone())?;
+        }
+        return Ok(kv);
+    };
+    let script = run.name.clone();
+    let (get_store, get_handle, get_script) = (store.clone(), handle.clone(), script.clone());
+    kv.set(
+        "get",
+        lua.create_function(move |lua, key: String| {
+            let stored = get_handle
+                .block_on(get_store.get(&get_script, &key))
+                .map_err(mlua::Error::external)?;
+            match stored {
+                Some(text) => {
+                    let value: Json = serde_json::from_str(&text).map_err(mlua::Error::external)?;
+                    lua.to_value(&value)
+                }
+                None => Ok(Value::Nil),
+            }
+        })?,
+    )?;
+    let (set_store, set_handle, set_script) = (store.clone(), handle.clone(), script.clone());
+    kv.set(
+        "set",
+        lua.create_function(move |lua, (key, value): (String, Value)| {
+            let value: Json = lua.from_value(value)?;
+            let text = serde_json::to_string(&value).map_err(mlua::Error::external)?;
+            set_handle
+                .block_on(set_store.set(&set_script, &key, &text))
+                .map_err(|e| mlua::Error::runtime(e.to_string()))
+        })?,
+    )?;
+    kv.set(
+        "del",
+        lua.create_function(move |_, key: String| {
+            handle
+                .block_on(store.delete(&script, &key))
+                .map_err(mlua::Error::external)
+        })?,
+    )?;
+    Ok(kv)
+}
+
 /// The host API, behind a read-only proxy whose metatable cannot be read or replaced.
 fn install_goop(lua: &Lua, run: &Run, logs: Arc<Mutex<Vec<(String, String)>>>) -> mlua::Result<()> {
     let api = lua.create_table()?;
@@ -250,6 +305,8 @@ fn install_goop(lua: &Lua, run: &Run, logs: Arc<Mutex<Vec<(String, String)>>>) -
         })?,
     )?;
     api.set("json", json)?;
+
+    api.set("kv", kv_table(lua, run)?)?;
 
     let owner = run.caller.owner;
     api.set(
