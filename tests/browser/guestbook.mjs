@@ -1,6 +1,6 @@
 // A visitor signs a peer's guestbook in headless Chromium, for tests/it/browser.rs.
 // Usage: node guestbook.mjs <visitor-console-url> <host-peer-id>
-// Prints a JSON report ({visitor, host, status, entries}) or exits non-zero with the reason.
+// Prints a JSON report ({visitor, host, hello, status, entries}) or exits non-zero with the reason.
 import { chromium } from "playwright-core";
 
 const [consoleUrl, host] = process.argv.slice(2);
@@ -23,6 +23,7 @@ try {
   const report = await page.evaluate(() => ({
     visitor: document.body.dataset.visitor,
     host: document.body.dataset.host,
+    hello: document.body.dataset.hello,
     status: document.getElementById("status").textContent,
     entries: Array.from(document.querySelectorAll("#entries li")).map((li) => li.textContent),
   }));

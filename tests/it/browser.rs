@@ -306,7 +306,17 @@ async fn a_visitor_signs_a_peers_guestbook_through_goop_data_js() {
         config.save(&dir.path().join("goop.json")).unwrap();
         (dir, config)
     };
-    let (host_dir, host_config) = dir_of("Host", &|c| c.presence.rendezvous_host = true);
+    let (host_dir, host_config) = dir_of("Host", &|c| {
+        c.presence.rendezvous_host = true;
+        c.lua.enabled = true;
+    });
+    let functions = host_dir.path().join("site/lua/functions");
+    std::fs::create_dir_all(&functions).unwrap();
+    std::fs::write(
+        functions.join("hello.lua"),
+        "function call(request)\n  return { greeting = 'Hello, ' .. request.params.name, caller = goop.peer.id }\nend\n",
+    )
+    .unwrap();
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/guestbook.html"),
         host_dir.path().join("site/index.html"),
@@ -371,6 +381,11 @@ async fn a_visitor_signs_a_peers_guestbook_through_goop_data_js() {
     let visitor_id = visitor.peer_id.to_base58();
     assert_eq!(report["visitor"], visitor_id.as_str());
     assert_eq!(report["host"], host_id.as_str());
+    assert_eq!(
+        report["hello"],
+        format!("Hello, guest / {visitor_id}"),
+        "Goop.data.call ran the host's Lua as the visitor"
+    );
     let status = report["status"].as_str().unwrap();
     assert!(status.contains("other entries refused"), "{status}");
     assert!(status.contains("belongs to you"), "{status}");
