@@ -2,17 +2,16 @@
 //! against the same operations run in-process, in one run — a 20-row `query` and an `insert`,
 //! each with a number of concurrent callers. Bounded: a fixed number of operations per workload.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::services::data::{Caller, DataRequest, DataService, from_reply};
 use crate::services::node::protocols::Served;
-use crate::services::node::{Node, NodeOptions};
+
 use crate::store::peer::PeerStore;
 
 /// One workload's figures.
@@ -101,33 +100,15 @@ pub async fn run(ops: usize, callers: usize) -> anyhow::Result<DataBench> {
         .map_err(|e| anyhow::anyhow!("cannot fill the table: {e}"))?;
     }
 
-    let options = NodeOptions {
-        listen_ip: IpAddr::from([127, 0, 0, 1]),
-        listen_port: 0,
-        mdns: false,
-        mdns_tag: "bench".into(),
-        presence_topic: "goop.presence.v1".into(),
-    };
-    let served = |data: Option<DataService>| Served {
-        site: None,
-        label: watch::channel(String::from("bench")).1,
-        avatar: None,
-        data,
-    };
-    let (server, _server_events) =
-        Node::start(server_key, options.clone(), served(Some(data.clone()))).await?;
-    let client_key = libp2p_identity::Keypair::generate_ed25519();
-    let visitor = Caller::Peer(client_key.public().to_peer_id().to_base58());
-    let (client, _client_events) = Node::start(client_key, options, served(None)).await?;
-    let tcp_addr = server
-        .listen_addrs()
-        .await?
-        .into_iter()
-        .find(|a| a.to_string().contains("/tcp/"))
-        .context("no TCP listener")?;
-    client
-        .dial(format!("{tcp_addr}/p2p/{server_id}").parse()?)
-        .await?;
+    let (_server, client) = super::bench_site::local_pair(
+        server_key,
+        Served {
+            data: Some(data.clone()),
+            ..super::bench_site::served_nothing()
+        },
+    )
+    .await?;
+    let visitor = Caller::Peer(client.peer_id().to_base58());
 
     let query = request(
         json!({"op": "query", "table": "posts", "where": "stars >= ?",

@@ -38,16 +38,21 @@ impl SiteBench {
     }
 }
 
-/// Runs `rounds` fetches of a `megabytes` MiB file both ways.
-pub async fn run(megabytes: usize, rounds: u32) -> anyhow::Result<SiteBench> {
-    if !(1..=50).contains(&megabytes) || !(1..=100).contains(&rounds) {
-        bail!("1 to 50 MiB and 1 to 100 rounds");
+/// What a benchmark node serves by default: nothing but a label.
+pub(crate) fn served_nothing() -> Served {
+    Served {
+        site: None,
+        label: watch::channel(String::from("bench")).1,
+        avatar: None,
+        data: None,
     }
-    let dir = tempfile::tempdir()?;
-    let bytes = megabytes * 1024 * 1024;
-    let content: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
-    std::fs::write(dir.path().join("big.bin"), &content)?;
+}
 
+/// Two nodes on 127.0.0.1 (no mDNS), the client already connected to the server.
+pub(crate) async fn local_pair(
+    server_key: libp2p_identity::Keypair,
+    served: Served,
+) -> anyhow::Result<(Node, Node)> {
     let options = NodeOptions {
         listen_ip: IpAddr::from([127, 0, 0, 1]),
         listen_port: 0,
@@ -55,22 +60,12 @@ pub async fn run(megabytes: usize, rounds: u32) -> anyhow::Result<SiteBench> {
         mdns_tag: "bench".into(),
         presence_topic: "goop.presence.v1".into(),
     };
-    let served = |site: Option<Site>| Served {
-        data: None,
-        site,
-        label: watch::channel(String::from("bench")).1,
-        avatar: None,
-    };
-    let (server, _server_events) = Node::start(
-        libp2p_identity::Keypair::generate_ed25519(),
-        options.clone(),
-        served(Some(Site::new(dir.path().to_owned()))),
-    )
-    .await?;
-    let (client, _client_events) = Node::start(
+    // The nodes live as long as their handles; their events are not needed.
+    let (server, _) = Node::start(server_key, options.clone(), served).await?;
+    let (client, _) = Node::start(
         libp2p_identity::Keypair::generate_ed25519(),
         options,
-        served(None),
+        served_nothing(),
     )
     .await?;
     let tcp_addr = server
@@ -82,6 +77,27 @@ pub async fn run(megabytes: usize, rounds: u32) -> anyhow::Result<SiteBench> {
     client
         .dial(format!("{tcp_addr}/p2p/{}", server.peer_id()).parse()?)
         .await?;
+    Ok((server, client))
+}
+
+/// Runs `rounds` fetches of a `megabytes` MiB file both ways.
+pub async fn run(megabytes: usize, rounds: u32) -> anyhow::Result<SiteBench> {
+    if !(1..=50).contains(&megabytes) || !(1..=100).contains(&rounds) {
+        bail!("1 to 50 MiB and 1 to 100 rounds");
+    }
+    let dir = tempfile::tempdir()?;
+    let bytes = megabytes * 1024 * 1024;
+    let content: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("big.bin"), &content)?;
+
+    let (server, client) = local_pair(
+        libp2p_identity::Keypair::generate_ed25519(),
+        Served {
+            site: Some(Site::new(dir.path().to_owned())),
+            ..served_nothing()
+        },
+    )
+    .await?;
     // Warm up the connection (and check the content once).
     let first = client.fetch_site(server.peer_id(), "/big.bin").await?;
     if first.body != content {

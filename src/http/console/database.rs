@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use super::{ConsoleApp, Frame};
 use crate::http::session::redirect_with_notice;
-use crate::services::data::{Caller, DataError, DataRequest};
+use crate::services::data::{Caller, DataError, DataRequest, SYSTEM_COLUMNS};
 
 /// Rows per page.
 const PAGE_ROWS: i64 = 50;
@@ -543,16 +543,10 @@ async fn row_page(
             "`{table}` has no row with _id {id}"
         )));
     };
-    let system = [
-        "_id",
-        "_owner",
-        "_owner_email",
-        "_created_at",
-        "_updated_at",
-    ]
-    .iter()
-    .map(|name| ((*name).to_owned(), cell(&stored[*name])))
-    .collect();
+    let system = SYSTEM_COLUMNS
+        .iter()
+        .map(|name| ((*name).to_owned(), cell(&stored[*name])))
+        .collect();
     let (values, error) = match edited {
         Some((values, error)) => (values, Some(error)),
         None => (stored.clone(), None),
@@ -709,16 +703,7 @@ async fn change_table(
 /// Every row of a table (as the owner), up to [`MAX_EXPORT_ROWS`].
 async fn all_rows(app: &ConsoleApp, table: &str) -> Result<(Vec<String>, Vec<Value>), DataError> {
     let description = owner(app, json!({"op": "describe", "table": table})).await?;
-    let mut columns: Vec<String> = [
-        "_id",
-        "_owner",
-        "_owner_email",
-        "_created_at",
-        "_updated_at",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
+    let mut columns: Vec<String> = SYSTEM_COLUMNS.into_iter().map(str::to_owned).collect();
     columns.extend(
         description["columns"]
             .as_array()

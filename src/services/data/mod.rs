@@ -80,6 +80,15 @@ pub struct DataRequest {
     pub sql: Option<String>,
 }
 
+/// The columns the peer keeps in every user table.
+pub const SYSTEM_COLUMNS: [&str; 5] = [
+    "_id",
+    "_owner",
+    "_owner_email",
+    "_created_at",
+    "_updated_at",
+];
+
 /// Rows the owner's read-only SQL returns at most.
 pub const MAX_SQL_ROWS: usize = 1000;
 
@@ -358,16 +367,7 @@ impl DataService {
     }
 
     fn columns_of(schema: &TableSchema) -> Vec<String> {
-        let mut columns: Vec<String> = [
-            "_id",
-            "_owner",
-            "_owner_email",
-            "_created_at",
-            "_updated_at",
-        ]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+        let mut columns: Vec<String> = SYSTEM_COLUMNS.into_iter().map(str::to_owned).collect();
         columns.extend(schema.columns.iter().map(|c| c.name.clone()));
         columns
     }
@@ -833,7 +833,7 @@ fn describe(record: &TableRecord, schema: &TableSchema) -> Json {
     json!({
         "name": record.name,
         "columns": schema.columns,
-        "system": ["_id", "_owner", "_owner_email", "_created_at", "_updated_at"],
+        "system": SYSTEM_COLUMNS,
         "access": access_of(record),
     })
 }
