@@ -112,6 +112,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
                 owner: true,
             },
             config.lua.kv_enabled.then(|| store.lua_kv()),
+            Some(store.data()),
             stopped.clone(),
         );
         data = data.with_lua(engine);

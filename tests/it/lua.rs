@@ -36,6 +36,17 @@ fn start_full(
     global: u32,
     kv: Option<goop2::store::lua_kv::LuaKv>,
 ) -> LuaEngine {
+    start_stores(dir, timeout_ms, per_caller, global, kv, None)
+}
+
+fn start_stores(
+    dir: &Path,
+    timeout_ms: u64,
+    per_caller: u32,
+    global: u32,
+    kv: Option<goop2::store::lua_kv::LuaKv>,
+    db: Option<goop2::store::data::DataStore>,
+) -> LuaEngine {
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     std::mem::forget(_stop);
     LuaEngine::start(
@@ -48,6 +59,7 @@ fn start_full(
         },
         caller("12D3KooWSelf", true),
         kv,
+        db,
         stopped,
     )
 }
@@ -333,4 +345,103 @@ async fn each_script_keeps_its_own_values_across_restarts() {
         Err(LuaError::Script(message)) => assert!(message.contains("lua.kv_enabled"), "{message}"),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_read_and_change_the_sites_tables_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = goop2::store::peer::PeerStore::open(&dir.path().join("data.db"))
+        .await
+        .unwrap();
+    let (_tx, email) = tokio::sync::watch::channel(String::new());
+    let data = goop2::services::data::DataService::new(
+        store.data(),
+        "12D3KooWSelf".into(),
+        email,
+        std::sync::Arc::new(|_: &str| Box::pin(async { None })),
+    );
+    let owner = goop2::services::data::Caller::Owner;
+    let request = |value: Value| serde_json::from_value(value).unwrap();
+    data.handle(&owner, request(json!({"op": "create-table", "schema": {"name": "scores", "columns": ["who TEXT NOT NULL", "points INTEGER"]}})))
+        .await
+        .unwrap();
+    write(
+        dir.path(),
+        "score",
+        "function call(request)\n  local p = request.params\n  local changed = goop.db.exec('INSERT INTO scores (_owner, who, points) VALUES (?, ?, ?)', goop.peer.id, p.who, p.points)\n  local top = goop.db.query('SELECT who, points FROM scores WHERE points >= ? ORDER BY points DESC', 10)\n  local total = goop.db.scalar('SELECT sum(points) FROM scores')\n  return { changed = changed, top = top, total = total }\nend\n",
+    );
+    let engine = start_stores(dir.path(), 2000, 10_000, 10_000, None, Some(store.data()));
+    call(&engine, "score", json!({"who": "ann", "points": 12}))
+        .await
+        .unwrap();
+    let result = call(&engine, "score", json!({"who": "bob", "points": 30}))
+        .await
+        .unwrap();
+    assert_eq!(
+        result,
+        json!({"changed": 1, "top": [{"who": "bob", "points": 30}, {"who": "ann", "points": 12}], "total": 42})
+    );
+    for (name, statement, message) in [
+        (
+            "sys",
+            "goop.db.query('SELECT * FROM _peer_cache')",
+            "`_peer_cache` is a system table",
+        ),
+        (
+            "master",
+            "goop.db.query('SELECT name FROM sqlite_master')",
+            "`sqlite_master` is a system table",
+        ),
+        (
+            "pragma",
+            "goop.db.query('SELECT * FROM pragma_table_info(?)', 'scores')",
+            "is a system table",
+        ),
+        (
+            "write",
+            "goop.db.query('DELETE FROM scores')",
+            "runs one SELECT",
+        ),
+        (
+            "drop",
+            "goop.db.exec('DROP TABLE scores')",
+            "runs one INSERT, UPDATE or DELETE",
+        ),
+        (
+            "two",
+            "goop.db.exec('DELETE FROM scores; DELETE FROM scores')",
+            "one statement at a time",
+        ),
+        (
+            "systemwrite",
+            "goop.db.exec('DELETE FROM _tables')",
+            "`_tables` is a system table",
+        ),
+        (
+            "subquery",
+            "goop.db.exec('DELETE FROM scores WHERE who IN (SELECT key FROM _lua_kv)')",
+            "`_lua_kv` is a system table",
+        ),
+        (
+            "arg",
+            "goop.db.query('SELECT ?', {})",
+            "argument 1 is a table",
+        ),
+    ] {
+        write(
+            dir.path(),
+            name,
+            &format!("function call(request)\n  return {statement}\nend\n"),
+        );
+        engine.rescan();
+        match call(&engine, name, json!({})).await {
+            Err(LuaError::Script(got)) => assert!(got.contains(message), "{name}: {got}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    let count = data
+        .handle(&owner, request(json!({"op": "count", "table": "scores"})))
+        .await
+        .unwrap();
+    assert_eq!(count, 2, "nothing was deleted");
 }

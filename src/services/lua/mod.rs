@@ -180,6 +180,8 @@ pub struct LuaEngine {
     rates: Arc<RateLimits>,
     /// `goop.kv`, unless `lua.kv_enabled` is off.
     kv: Option<crate::store::lua_kv::LuaKv>,
+    /// `goop.db`: the site's tables.
+    db: Option<crate::store::data::DataStore>,
 }
 
 impl LuaEngine {
@@ -189,10 +191,12 @@ impl LuaEngine {
         limits: LuaLimits,
         me: LuaCaller,
         kv: Option<crate::store::lua_kv::LuaKv>,
+        db: Option<crate::store::data::DataStore>,
         mut stop: watch::Receiver<bool>,
     ) -> LuaEngine {
         let engine = LuaEngine {
             kv,
+            db,
             dir: script_dir,
             rates: Arc::new(RateLimits::new(&limits)),
             limits,
@@ -309,10 +313,9 @@ impl LuaEngine {
             caller,
             me: self.me.clone(),
             limits: self.limits.clone(),
-            kv: self
-                .kv
-                .clone()
-                .map(|kv| (kv, tokio::runtime::Handle::current())),
+            kv: self.kv.clone(),
+            db: self.db.clone(),
+            runtime: tokio::runtime::Handle::current(),
         };
         tokio::task::spawn_blocking(move || sandbox::run(run))
             .await

@@ -26,9 +26,16 @@ pub(super) struct Run {
     pub caller: LuaCaller,
     pub me: LuaCaller,
     pub limits: LuaLimits,
-    /// The key-value store and the runtime to reach it from this blocking thread.
-    pub kv: Option<(crate::store::lua_kv::LuaKv, tokio::runtime::Handle)>,
+    pub kv: Option<crate::store::lua_kv::LuaKv>,
+    pub db: Option<crate::store::data::DataStore>,
+    /// The runtime the stores are reached through from this blocking thread.
+    pub runtime: tokio::runtime::Handle,
 }
+
+/// Rows `goop.db.query` returns at most.
+const MAX_DB_ROWS: usize = 1000;
+/// Arguments a statement binds at most.
+const MAX_DB_ARGS: usize = 100;
 
 /// Compiles `source` into bytecode (kept with line information for error messages).
 pub(super) fn compile(file: &str, source: &str) -> Result<Vec<u8>, String> {
@@ -203,7 +210,8 @@ fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
 /// `goop.kv.get/set/del`: the script's own persistent store (values as JSON).
 fn kv_table(lua: &Lua, run: &Run) -> mlua::Result<Table> {
     let kv = lua.create_table()?;
-    let Some((store, handle)) = run.kv.clone() else {
+    let handle = run.runtime.clone();
+    let Some(store) = run.kv.clone() else {
         let disabled = lua.create_function(|_, _: mlua::MultiValue| -> mlua::Result<()> {
             Err(mlua::Error::runtime(
                 "the key-value store is turned off on this peer (lua.kv_enabled)",
@@ -251,6 +259,88 @@ fn kv_table(lua: &Lua, run: &Run) -> mlua::Result<Table> {
         })?,
     )?;
     Ok(kv)
+}
+
+/// A Lua value as a bound SQL value.
+fn sql_value(index: usize, value: &Value) -> mlua::Result<crate::store::data::SqlValue> {
+    use crate::store::data::SqlValue;
+    Ok(match value {
+        Value::Nil => SqlValue::Null,
+        Value::Boolean(b) => SqlValue::Integer(i64::from(*b)),
+        Value::Integer(n) => SqlValue::Integer(*n),
+        Value::Number(x) => SqlValue::Real(*x),
+        Value::String(s) => SqlValue::Text(s.to_string_lossy()),
+        other => {
+            return Err(mlua::Error::runtime(format!(
+                "argument {} is a {}; bind nil, booleans, numbers or strings",
+                index + 1,
+                other.type_name()
+            )));
+        }
+    })
+}
+
+fn sql_args(args: &mlua::Variadic<Value>) -> mlua::Result<Vec<crate::store::data::SqlValue>> {
+    if args.len() > MAX_DB_ARGS {
+        return Err(mlua::Error::runtime(format!(
+            "at most {MAX_DB_ARGS} arguments are bound"
+        )));
+    }
+    args.iter()
+        .enumerate()
+        .map(|(i, v)| sql_value(i, v))
+        .collect()
+}
+
+/// `goop.db.query/scalar/exec`: the site's own tables, bound parameters, bounded results.
+fn db_table(lua: &Lua, run: &Run) -> mlua::Result<Table> {
+    let db = lua.create_table()?;
+    let Some(store) = run.db.clone() else {
+        let missing = lua.create_function(|_, _: mlua::MultiValue| -> mlua::Result<()> {
+            Err(mlua::Error::runtime("this peer has no database"))
+        })?;
+        for name in ["query", "scalar", "exec"] {
+            db.set(name, missing.clone())?;
+        }
+        return Ok(db);
+    };
+    let failed = |e: crate::store::data::StoreError| mlua::Error::runtime(e.to_string());
+    let (query_store, query_handle) = (store.clone(), run.runtime.clone());
+    db.set(
+        "query",
+        lua.create_function(move |lua, (sql, args): (String, mlua::Variadic<Value>)| {
+            let args = sql_args(&args)?;
+            let (rows, _) = query_handle
+                .block_on(query_store.user_query(&sql, &args, MAX_DB_ROWS))
+                .map_err(failed)?;
+            lua.to_value(&rows)
+        })?,
+    )?;
+    let (scalar_store, scalar_handle) = (store.clone(), run.runtime.clone());
+    db.set(
+        "scalar",
+        lua.create_function(move |lua, (sql, args): (String, mlua::Variadic<Value>)| {
+            let args = sql_args(&args)?;
+            let (rows, _) = scalar_handle
+                .block_on(scalar_store.user_query(&sql, &args, 1))
+                .map_err(failed)?;
+            match rows.first().and_then(|row| row.values().next()) {
+                Some(value) => lua.to_value(value),
+                None => Ok(Value::Nil),
+            }
+        })?,
+    )?;
+    let handle = run.runtime.clone();
+    db.set(
+        "exec",
+        lua.create_function(move |_, (sql, args): (String, mlua::Variadic<Value>)| {
+            let args = sql_args(&args)?;
+            handle
+                .block_on(store.user_write(&sql, &args))
+                .map_err(failed)
+        })?,
+    )?;
+    Ok(db)
 }
 
 /// The host API, behind a read-only proxy whose metatable cannot be read or replaced.
@@ -307,6 +397,7 @@ fn install_goop(lua: &Lua, run: &Run, logs: Arc<Mutex<Vec<(String, String)>>>) -
     api.set("json", json)?;
 
     api.set("kv", kv_table(lua, run)?)?;
+    api.set("db", db_table(lua, run)?)?;
 
     let owner = run.caller.owner;
     api.set(

@@ -117,19 +117,75 @@ pub fn parse_order(text: &str, columns: &[String]) -> Result<String, ClauseError
 
 /// Checks that `sql` is exactly one `SELECT` (or `WITH … SELECT`) statement.
 pub fn check_read_only(sql: &str) -> Result<(), ClauseError> {
+    match one_statement(sql)? {
+        sqlparser::ast::Statement::Query(_) => Ok(()),
+        _ => Err(ClauseError(
+            "only a SELECT (or WITH … SELECT) statement may run here".into(),
+        )),
+    }
+}
+
+/// Checks that `sql` is exactly one `SELECT` that names no system table (`_…`, `sqlite_…`,
+/// `pragma_…`) — what a site's own code may read.
+pub fn check_user_query(sql: &str) -> Result<(), ClauseError> {
+    let statement = one_statement(sql)?;
+    if !matches!(statement, sqlparser::ast::Statement::Query(_)) {
+        return Err(ClauseError(
+            "goop.db.query runs one SELECT (or WITH … SELECT); use goop.db.exec to change rows"
+                .into(),
+        ));
+    }
+    user_tables_only(&statement)
+}
+
+/// Checks that `sql` is exactly one `INSERT`, `UPDATE` or `DELETE` on user tables.
+pub fn check_user_write(sql: &str) -> Result<(), ClauseError> {
+    use sqlparser::ast::Statement;
+    let statement = one_statement(sql)?;
+    if !matches!(
+        statement,
+        Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
+    ) {
+        return Err(ClauseError(
+            "goop.db.exec runs one INSERT, UPDATE or DELETE".into(),
+        ));
+    }
+    user_tables_only(&statement)
+}
+
+fn one_statement(sql: &str) -> Result<sqlparser::ast::Statement, ClauseError> {
     if sql.len() > 16 * MAX_CLAUSE_BYTES {
         return Err(ClauseError("the statement is longer than 64 KiB".into()));
     }
     static DIALECT: SQLiteDialect = SQLiteDialect {};
-    let statements = Parser::parse_sql(&DIALECT, sql)
+    let mut statements = Parser::parse_sql(&DIALECT, sql)
         .map_err(|e| ClauseError(strip_parser_noise(&e.to_string())))?;
-    match statements.as_slice() {
-        [sqlparser::ast::Statement::Query(_)] => Ok(()),
-        [] => Err(ClauseError("write a SELECT statement".into())),
-        [_] => Err(ClauseError(
-            "only a SELECT (or WITH … SELECT) statement may run here".into(),
-        )),
+    match statements.len() {
+        0 => Err(ClauseError("write one statement".into())),
+        1 => Ok(statements.remove(0)),
         _ => Err(ClauseError("one statement at a time".into())),
+    }
+}
+
+fn user_tables_only(statement: &sqlparser::ast::Statement) -> Result<(), ClauseError> {
+    use std::ops::ControlFlow;
+    let found = sqlparser::ast::visit_relations(statement, |name| {
+        let last = name
+            .0
+            .last()
+            .map(|part| part.to_string().trim_matches('"').to_ascii_lowercase())
+            .unwrap_or_default();
+        if last.starts_with('_') || last.starts_with("sqlite_") || last.starts_with("pragma_") {
+            ControlFlow::Break(last)
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    match found {
+        ControlFlow::Break(table) => Err(ClauseError(format!(
+            "`{table}` is a system table; scripts reach only the site's own tables"
+        ))),
+        ControlFlow::Continue(()) => Ok(()),
     }
 }
 

@@ -547,10 +547,41 @@ impl DataStore {
         sql: &str,
         max_rows: usize,
     ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
-        use futures_util::TryStreamExt;
         filter::check_read_only(sql).map_err(|e| StoreError::Constraint(e.0))?;
+        self.run_read_only(sql, &[], max_rows).await
+    }
+
+    /// A site script's `SELECT` (no system tables) with bound `args`, on a read-only connection.
+    pub async fn user_query(
+        &self,
+        sql: &str,
+        args: &[SqlValue],
+        max_rows: usize,
+    ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
+        filter::check_user_query(sql).map_err(|e| StoreError::Constraint(e.0))?;
+        self.run_read_only(sql, args, max_rows).await
+    }
+
+    /// A site script's `INSERT`/`UPDATE`/`DELETE` on its own tables; returns rows changed.
+    pub async fn user_write(&self, sql: &str, args: &[SqlValue]) -> Result<u64, StoreError> {
+        filter::check_user_write(sql).map_err(|e| StoreError::Constraint(e.0))?;
+        let done = bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), args)
+            .execute(&self.pool)
+            .await
+            .map_err(constraint_or)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn run_read_only(
+        &self,
+        sql: &str,
+        args: &[SqlValue],
+        max_rows: usize,
+    ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
+        use futures_util::TryStreamExt;
         let mut connection = self.read_only().await?;
-        let mut rows = sqlx::query(AssertSqlSafe(sql.to_owned())).fetch(&mut connection);
+        let mut rows =
+            bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), args).fetch(&mut connection);
         let mut out = Vec::new();
         let mut bytes = 0usize;
         while let Some(row) = rows.try_next().await.map_err(constraint_or)? {
