@@ -204,6 +204,12 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             book: book.clone(),
             site: Site::new(Config::resolve(dir, &config.paths.site_root)),
             site_files: SiteFiles::new(Config::resolve(dir, &config.paths.site_root)),
+            lua_dir: Config::resolve(dir, &config.lua.script_dir)
+                .strip_prefix(Config::resolve(dir, &config.paths.site_root))
+                .ok()
+                .and_then(|inside| inside.to_str())
+                .filter(|inside| !inside.is_empty())
+                .map(|inside| inside.trim_matches('/').to_owned()),
             logs: logs_for_console,
             access: OwnerAccess {
                 token_paths: Some(console::is_site_callable),

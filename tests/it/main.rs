@@ -18,6 +18,7 @@ mod interop;
 mod loadtest;
 mod logs;
 mod lua;
+mod lua_console;
 mod netns;
 mod node;
 mod peer;

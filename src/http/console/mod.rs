@@ -11,6 +11,7 @@ mod data;
 mod database;
 mod edit;
 mod logs;
+mod lua;
 mod peers;
 mod settings;
 mod site_token;
@@ -52,6 +53,8 @@ pub struct ConsoleApp {
     pub site: Site,
     /// The same site, for its owner's editor.
     pub site_files: SiteFiles,
+    /// Where the Lua scripts are, relative to the site root (when they are inside it).
+    pub lua_dir: Option<String>,
     pub logs: LogBuffer,
     pub access: OwnerAccess,
     pub proxies: TrustedProxies,
@@ -124,6 +127,7 @@ pub fn router(app: ConsoleApp) -> Router {
         .merge(edit::routes())
         .merge(data::routes())
         .merge(database::routes())
+        .merge(lua::routes())
         .merge(sites::routes())
         .merge(logs::routes())
         .merge(settings::routes())

@@ -236,6 +236,11 @@ impl DataService {
         }
     }
 
+    /// The Lua engine, when Lua is enabled.
+    pub fn lua_engine(&self) -> Option<&crate::services::lua::LuaEngine> {
+        self.lua.as_ref()
+    }
+
     /// The same service, answering `lua-call` and `lua-list` with `engine`.
     pub fn with_lua(mut self, engine: crate::services::lua::LuaEngine) -> Self {
         self.lua = Some(engine);

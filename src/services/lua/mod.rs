@@ -137,7 +137,8 @@ struct Compiled {
     info: FunctionInfo,
     /// The last version that compiled.
     bytecode: Option<Arc<Vec<u8>>>,
-    modified: SystemTime,
+    /// The file's modification time and size when compiled: either changing means a new version.
+    modified: (SystemTime, u64),
 }
 
 /// The result of a call: the value and what the script logged.
@@ -238,7 +239,7 @@ impl LuaEngine {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
-            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            let modified = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
             seen.push(name.clone());
             let known = self
                 .scripts
@@ -342,7 +343,7 @@ fn compile(
     name: &str,
     path: &Path,
     size: u64,
-    modified: SystemTime,
+    modified: (SystemTime, u64),
     previous: Option<Compiled>,
 ) -> Compiled {
     let source = if size > MAX_SCRIPT_BYTES {

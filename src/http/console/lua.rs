@@ -1,0 +1,241 @@
+//! `/lua`: the site's Lua functions — each with its status (ok, or the compile error with its
+//! line), a link to edit it in the site editor, a form to run it as the owner (result, duration
+//! and the script's log lines), and forms to create and delete functions.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::Deserialize;
+
+use super::{ConsoleApp, Frame};
+use crate::http::session::redirect_with_notice;
+use crate::services::lua::{FunctionInfo, LuaCaller};
+use crate::services::site_files::Expect;
+
+pub fn routes() -> Router<ConsoleApp> {
+    Router::new()
+        .route("/lua", get(show_functions))
+        .route("/lua/run", post(run_function))
+        .route("/lua/new", post(new_function))
+        .route("/lua/delete", post(delete_function))
+}
+
+/// The outcome of a run, as shown.
+struct Ran {
+    name: String,
+    params: String,
+    ok: bool,
+    output: String,
+    millis: String,
+    logs: Vec<(String, String)>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "console_lua.html")]
+struct LuaPage {
+    frame: Frame,
+    enabled: bool,
+    functions: Vec<FunctionInfo>,
+    /// The scripts' folder inside the site, for edit links.
+    lua_dir: Option<String>,
+    notice: Option<String>,
+    ran: Option<Ran>,
+}
+
+#[derive(Deserialize)]
+struct NoticeQuery {
+    notice: Option<String>,
+}
+
+fn page(
+    app: &ConsoleApp,
+    headers: &HeaderMap,
+    notice: Option<String>,
+    ran: Option<Ran>,
+) -> LuaPage {
+    let engine = app.data.lua_engine();
+    LuaPage {
+        frame: app.frame(headers),
+        enabled: engine.is_some(),
+        functions: engine.map(|e| e.list()).unwrap_or_default(),
+        lua_dir: app.lua_dir.clone(),
+        notice,
+        ran,
+    }
+}
+
+async fn show_functions(
+    State(app): State<ConsoleApp>,
+    headers: HeaderMap,
+    Query(query): Query<NoticeQuery>,
+) -> LuaPage {
+    page(&app, &headers, query.notice, None)
+}
+
+fn csrf_refused() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "The form's CSRF token is missing or stale; reload the page.",
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct RunForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    params: String,
+}
+
+async fn run_function(
+    State(app): State<ConsoleApp>,
+    headers: HeaderMap,
+    Form(form): Form<RunForm>,
+) -> Response {
+    if !app.access.form_allowed(&headers, &form.csrf) {
+        return csrf_refused();
+    }
+    let Some(engine) = app.data.lua_engine() else {
+        return (StatusCode::NOT_FOUND, "Lua is not enabled (lua.enabled)").into_response();
+    };
+    let text = if form.params.trim().is_empty() {
+        "{}"
+    } else {
+        form.params.trim()
+    };
+    let mut ran = Ran {
+        name: form.name.clone(),
+        params: form.params.clone(),
+        ok: false,
+        output: String::new(),
+        millis: String::new(),
+        logs: Vec::new(),
+    };
+    let status = match serde_json::from_str::<serde_json::Value>(text) {
+        Err(err) => {
+            ran.output = format!("the parameters are not JSON: {err}");
+            StatusCode::BAD_REQUEST
+        }
+        Ok(params) => {
+            let owner = LuaCaller {
+                id: app.peer_id.to_base58(),
+                label: app.label.borrow().clone(),
+                email: String::new(),
+                owner: true,
+            };
+            let started = std::time::Instant::now();
+            match engine.call(&form.name, params, owner).await {
+                Ok(outcome) => {
+                    ran.ok = true;
+                    ran.output = serde_json::to_string_pretty(&outcome.result).unwrap_or_default();
+                    ran.logs = outcome.logs;
+                    ran.millis = format!("{:.2}", outcome.elapsed.as_secs_f64() * 1000.0);
+                    StatusCode::OK
+                }
+                Err(err) => {
+                    ran.output = err.to_string();
+                    ran.millis = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0);
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+            }
+        }
+    };
+    (status, page(&app, &headers, None, Some(ran))).into_response()
+}
+
+#[derive(Deserialize)]
+struct NameForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+}
+
+fn script_path(app: &ConsoleApp, name: &str) -> Option<String> {
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let dir = app.lua_dir.as_deref()?;
+    plain.then(|| format!("{dir}/functions/{name}.lua"))
+}
+
+const STARTER: &str = "--- What this function does, in one line.\n\
+function call(request)\n  local params = request.params\n  return { hello = goop.peer.id }\nend\n";
+
+async fn new_function(
+    State(app): State<ConsoleApp>,
+    headers: HeaderMap,
+    Form(form): Form<NameForm>,
+) -> Response {
+    if !app.access.form_allowed(&headers, &form.csrf) {
+        return csrf_refused();
+    }
+    let Some(path) = script_path(&app, form.name.trim()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "name a function with letters, digits, `_` or `-` (Lua must be enabled, with its \
+             scripts inside the site folder)",
+        )
+            .into_response();
+    };
+    let files = app.site_files.clone();
+    let target = path.clone();
+    let created = tokio::task::spawn_blocking(move || {
+        let folder = target.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("");
+        let mut prefix = String::new();
+        for part in folder.split('/') {
+            prefix = if prefix.is_empty() {
+                part.to_owned()
+            } else {
+                format!("{prefix}/{part}")
+            };
+            let _ = files.create_dir(&prefix);
+        }
+        files.write(&target, STARTER.as_bytes(), &Expect::Absent)
+    })
+    .await;
+    match created {
+        Ok(Ok(_)) => {
+            if let Some(engine) = app.data.lua_engine() {
+                engine.rescan();
+            }
+            let query: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("path", &path)
+                .finish();
+            Redirect::to(&format!("/edit/file?{query}")).into_response()
+        }
+        Ok(Err(err)) => (StatusCode::CONFLICT, err.to_string()).into_response(),
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    }
+}
+
+async fn delete_function(
+    State(app): State<ConsoleApp>,
+    headers: HeaderMap,
+    Form(form): Form<NameForm>,
+) -> Response {
+    if !app.access.form_allowed(&headers, &form.csrf) {
+        return csrf_refused();
+    }
+    let Some(path) = script_path(&app, &form.name) else {
+        return (StatusCode::BAD_REQUEST, "not a function name").into_response();
+    };
+    let files = app.site_files.clone();
+    match tokio::task::spawn_blocking(move || files.delete(&path, None, false)).await {
+        Ok(Ok(())) => {
+            if let Some(engine) = app.data.lua_engine() {
+                engine.rescan();
+            }
+            redirect_with_notice("/lua", &format!("{} deleted.", form.name))
+        }
+        Ok(Err(err)) => (StatusCode::NOT_FOUND, err.to_string()).into_response(),
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    }
+}

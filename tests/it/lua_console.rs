@@ -1,0 +1,117 @@
+//! The console's `/lua` page over real HTTP: create, list with status, run as the owner, a
+//! broken edit shown with its line while the last good version runs, delete.
+
+use std::time::Duration;
+
+use goop2::modes::peer;
+use goop2::telemetry::LogBuffer;
+
+use crate::console::{console, peer_dir};
+use crate::support::{eventually, hidden, no_redirects};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lua_page_creates_runs_reports_and_deletes_functions() {
+    let (dir, config) = peer_dir("Scripted", |c| c.lua.enabled = true);
+    let running = peer::start(dir.path(), &config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let base = console(&running);
+    let page = |url: String| async move {
+        let response = no_redirects().get(url).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let (_, html) = page(format!("{base}/lua")).await;
+    let csrf = hidden(&html, "csrf");
+    let post = |path: &str, form: Vec<(&str, &str)>| {
+        let url = format!("{base}{path}");
+        let mut form: Vec<(String, String)> = form
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        form.push(("csrf".into(), csrf.clone()));
+        async move { no_redirects().post(url).form(&form).send().await.unwrap() }
+    };
+
+    let created = post("/lua/new", vec![("name", "greet")]).await;
+    assert_eq!(created.status().as_u16(), 303);
+    assert_eq!(
+        created.headers()["location"],
+        "/edit/file?path=lua%2Ffunctions%2Fgreet.lua"
+    );
+    let script = dir.path().join("site/lua/functions/greet.lua");
+    assert!(
+        std::fs::read_to_string(&script)
+            .unwrap()
+            .contains("function call(request)")
+    );
+    let (_, html) = page(format!("{base}/lua")).await;
+    assert!(html.contains("data-function=\"greet\""), "{html}");
+    assert!(html.contains("href=\"/edit/file?path=lua/functions/greet.lua\""));
+
+    std::fs::write(
+        &script,
+        "--- Greets.\nfunction call(request)\n  goop.log.warn('careful')\n  return { hi = request.params.name, owner = goop.peer.id }\nend\n",
+    )
+    .unwrap();
+    // The poller picks the edit up within a second.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            page(format!("{base}/lua")).await.1.contains("Greets.")
+        })
+        .await
+    );
+    let ran = post(
+        "/lua/run",
+        vec![("name", "greet"), ("params", "{\"name\": \"Ann\"}")],
+    )
+    .await;
+    assert_eq!(ran.status().as_u16(), 200);
+    let html = ran.text().await.unwrap();
+    assert!(html.contains("&#34;hi&#34;: &#34;Ann&#34;"), "{html}");
+    assert!(html.contains(&running.peer_id.to_base58()));
+    assert!(html.contains("warn: careful"));
+    assert!(html.contains(" ms</small>"));
+
+    let bad = post("/lua/run", vec![("name", "greet"), ("params", "{nope")]).await;
+    assert_eq!(bad.status().as_u16(), 400);
+    assert!(bad.text().await.unwrap().contains("not JSON"));
+
+    std::fs::write(
+        &script,
+        "--- Greets.\nfunction call(request)\n  return (\nend\n",
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            page(format!("{base}/lua"))
+                .await
+                .1
+                .contains("does not compile: greet.lua:4:")
+        })
+        .await
+    );
+    let still = post(
+        "/lua/run",
+        vec![("name", "greet"), ("params", "{\"name\": \"Bo\"}")],
+    )
+    .await;
+    assert_eq!(
+        still.status().as_u16(),
+        200,
+        "the last good version still runs"
+    );
+
+    let deleted = post("/lua/delete", vec![("name", "greet")]).await;
+    assert_eq!(deleted.status().as_u16(), 303);
+    assert!(!script.exists());
+    let (_, html) = page(format!("{base}/lua")).await;
+    assert!(!html.contains("data-function=\"greet\""));
+    let forged = no_redirects()
+        .post(format!("{base}/lua/new"))
+        .form(&[("name", "sneaky")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
+    running.shutdown().await;
+}
