@@ -17,6 +17,9 @@ $bin bench-site --megabytes 10 --rounds 10
 echo "== data API: 20-row query and insert, 8 callers, libp2p vs in-process"
 $bin bench-data --ops 20000 --callers 8
 
+echo "== Lua: trivial and one-query functions, in-process and over libp2p, beside a no-op data op"
+$bin bench-lua --calls 20000 --callers 8
+
 echo "== start-up and idle memory of a peer (embedded defaults, console on 127.0.0.1:18990)"
 $bin init "$work/peer" --label "Bench peer" >/dev/null
 sed -i 's/"http_addr": "127.0.0.1:8080"/"http_addr": "127.0.0.1:18990"/' "$work/peer/goop.json"

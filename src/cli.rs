@@ -92,6 +92,16 @@ pub enum Command {
         #[arg(long, default_value_t = 8)]
         callers: usize,
     },
+    /// Lua function calls (trivial, and one doing a db query) in-process and over libp2p from a
+    /// second local peer, beside a no-op data operation, in one run.
+    BenchLua {
+        /// Calls per workload (100–200,000).
+        #[arg(long, default_value_t = 20_000)]
+        calls: usize,
+        /// Concurrent callers (1–64).
+        #[arg(long, default_value_t = 8)]
+        callers: usize,
+    },
     /// A plain hello-world HTTP server (POST /publish answers 204), the baseline of
     /// `loadtest --baseline`.
     #[command(hide = true)]

@@ -59,6 +59,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let bench = runtime()?.block_on(modes::bench_data::run(ops, callers))?;
             print!("{}", bench.render());
         }
+        Command::BenchLua { calls, callers } => {
+            let bench = runtime()?.block_on(modes::bench_lua::run(calls, callers))?;
+            print!("{}", bench.render());
+        }
         Command::BenchSite { megabytes, rounds } => {
             let result = runtime()?.block_on(modes::bench_site::run(megabytes, rounds))?;
             print!("{}", result.render());

@@ -28,7 +28,7 @@ impl Figures {
         self.ops as f64 / self.elapsed.as_secs_f64()
     }
 
-    fn line(&self, name: &str) -> String {
+    pub(crate) fn line(&self, name: &str) -> String {
         format!(
             "{name:<28} {:>9.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
             self.per_second(),
@@ -166,7 +166,7 @@ fn request(value: serde_json::Value) -> DataRequest {
 }
 
 /// Runs `ops` calls of `op` spread over `callers` tasks; latency of each call.
-async fn measure<F, Fut>(ops: usize, callers: usize, op: F) -> anyhow::Result<Figures>
+pub(crate) async fn measure<F, Fut>(ops: usize, callers: usize, op: F) -> anyhow::Result<Figures>
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,

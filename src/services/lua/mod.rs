@@ -239,7 +239,10 @@ impl LuaEngine {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
-            let modified = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
+            let modified = (
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                meta.len(),
+            );
             seen.push(name.clone());
             let known = self
                 .scripts

@@ -1,0 +1,164 @@
+//! `goop2 bench-lua`: Lua function calls — a trivial function and one doing a `goop.db.query` —
+//! in-process and over libp2p from a second local peer, beside a no-op data operation (`role`)
+//! over the same path, in one run. Bounded: a fixed number of calls per workload.
+
+use std::sync::Arc;
+
+use anyhow::bail;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::bench_data::{Figures, measure};
+use crate::services::data::{Caller, DataRequest, DataService, from_reply};
+use crate::services::lua::{LuaCaller, LuaEngine, LuaLimits};
+use crate::services::node::protocols::Served;
+use crate::store::peer::PeerStore;
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct LuaBench {
+    pub callers: usize,
+    pub trivial_local: Figures,
+    pub query_local: Figures,
+    pub noop_local: Figures,
+    pub trivial_remote: Figures,
+    pub query_remote: Figures,
+    pub noop_remote: Figures,
+}
+
+impl LuaBench {
+    pub fn render(&self) -> String {
+        format!(
+            "{} concurrent callers\n{}\n{}\n{}\n{}\n{}\n{}\nratio trivial call / no-op data op: in-process {:.2}, libp2p {:.2}\n",
+            self.callers,
+            self.trivial_local.line("trivial, in-process"),
+            self.query_local.line("one db query, in-process"),
+            self.noop_local.line("no-op data op, in-process"),
+            self.trivial_remote.line("trivial, libp2p"),
+            self.query_remote.line("one db query, libp2p"),
+            self.noop_remote.line("no-op data op, libp2p"),
+            self.trivial_local.per_second() / self.noop_local.per_second(),
+            self.trivial_remote.per_second() / self.noop_remote.per_second(),
+        )
+    }
+}
+
+fn request(value: serde_json::Value) -> DataRequest {
+    serde_json::from_value(value).expect("a well-formed benchmark request")
+}
+
+/// Runs `calls` calls of each workload with `callers` concurrent callers.
+pub async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
+    if !(100..=200_000).contains(&calls) || !(1..=64).contains(&callers) {
+        bail!("100 to 200,000 calls and 1 to 64 callers");
+    }
+    let dir = tempfile::tempdir()?;
+    let functions = dir.path().join("lua/functions");
+    std::fs::create_dir_all(&functions)?;
+    std::fs::write(
+        functions.join("trivial.lua"),
+        "function call(request) return 1 end\n",
+    )?;
+    std::fs::write(
+        functions.join("lookup.lua"),
+        "function call(request)\n  return goop.db.query('SELECT _id, title FROM posts WHERE _id = ?', request.params.id)\nend\n",
+    )?;
+    let store = PeerStore::open(&dir.path().join("data.db")).await?;
+    let server_key = libp2p_identity::Keypair::generate_ed25519();
+    let server_id = server_key.public().to_peer_id().to_base58();
+    let (_stop, stopped) = watch::channel(false);
+    let engine = LuaEngine::start(
+        dir.path().join("lua"),
+        LuaLimits {
+            timeout: std::time::Duration::from_secs(5),
+            max_memory: 10 * 1024 * 1024,
+            per_caller_per_minute: u32::MAX,
+            global_per_minute: u32::MAX,
+        },
+        LuaCaller {
+            id: server_id.clone(),
+            label: "bench".into(),
+            email: String::new(),
+            owner: true,
+        },
+        None,
+        Some(store.data()),
+        stopped,
+    );
+    let data = DataService::new(
+        store.data(),
+        server_id,
+        watch::channel(String::new()).1,
+        Arc::new(|_: &str| Box::pin(async { None })),
+    )
+    .with_lua(engine);
+    data.handle(
+        &Caller::Owner,
+        request(
+            json!({"op": "create-table", "schema": {"name": "posts", "columns": ["title TEXT"]}}),
+        ),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot create the table: {e}"))?;
+    for i in 0..100 {
+        data.handle(
+            &Caller::Owner,
+            request(
+                json!({"op": "insert", "table": "posts", "data": {"title": format!("post {i}")}}),
+            ),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot fill the table: {e}"))?;
+    }
+    let (server, client) = super::bench_site::local_pair(
+        server_key,
+        Served {
+            data: Some(data.clone()),
+            ..super::bench_site::served_nothing()
+        },
+    )
+    .await?;
+    let server_peer = server.peer_id();
+    let visitor = Caller::Peer(client.peer_id().to_base58());
+
+    let trivial = request(json!({"op": "lua-call", "function": "trivial"}));
+    let lookup = request(json!({"op": "lua-call", "function": "lookup", "params": {"id": 7}}));
+    let noop = request(json!({"op": "role"}));
+    let checked = from_reply(&client.fetch_data(server_peer, &lookup).await?)
+        .map_err(|e| anyhow::anyhow!("the lookup function failed: {e}"))?;
+    if checked[0]["title"] != "post 6" {
+        bail!("the lookup function returned {checked}");
+    }
+    let local = |request: DataRequest| {
+        let (data, visitor) = (data.clone(), visitor.clone());
+        move || {
+            let (data, visitor, request) = (data.clone(), visitor.clone(), request.clone());
+            async move {
+                data.handle(&visitor, request)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(())
+            }
+        }
+    };
+    let remote = |request: DataRequest| {
+        let client = client.clone();
+        move || {
+            let (client, request) = (client.clone(), request.clone());
+            async move {
+                from_reply(&client.fetch_data(server_peer, &request).await?)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(())
+            }
+        }
+    };
+    Ok(LuaBench {
+        callers,
+        trivial_local: measure(calls, callers, local(trivial.clone())).await?,
+        query_local: measure(calls, callers, local(lookup.clone())).await?,
+        noop_local: measure(calls, callers, local(noop.clone())).await?,
+        trivial_remote: measure(calls, callers, remote(trivial)).await?,
+        query_remote: measure(calls, callers, remote(lookup)).await?,
+        noop_remote: measure(calls, callers, remote(noop)).await?,
+    })
+}
