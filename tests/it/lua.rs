@@ -460,6 +460,13 @@ async fn the_lua_benchmark_runs_every_workload() {
         assert_eq!(figures.ops, 100);
         assert!(figures.per_second() > 0.0);
     }
-    assert!(bench.render().contains("ratio trivial call / no-op data op"));
-    assert!(goop2::modes::bench_lua::run(10, 4).await.is_err(), "bounded");
+    assert!(
+        bench
+            .render()
+            .contains("ratio trivial call / no-op data op")
+    );
+    assert!(
+        goop2::modes::bench_lua::run(10, 4).await.is_err(),
+        "bounded"
+    );
 }
