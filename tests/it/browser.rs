@@ -87,18 +87,13 @@ async fn a_hostile_peer_site_cannot_reach_the_console_or_other_sites() {
     require_browser_tooling();
     let password = "owner password";
     let tag = format!("browser-{}", rand::random::<u32>());
+    // Peers of this test's own network.
     let dir_of = |label: &str, edit: &dyn Fn(&mut Config)| {
-        let dir = tempfile::tempdir().unwrap();
-        goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
-        let mut config = Config::load_dir(dir.path()).unwrap().config;
-        config.viewer.http_addr = String::new();
-        config.presence.rendezvous_port = 0;
-        config.presence.ttl_seconds = 6;
-        config.presence.heartbeat_seconds = 1;
-        config.p2p.mdns_tag = tag.clone();
-        edit(&mut config);
-        config.save(&dir.path().join("goop.json")).unwrap();
-        (dir, config)
+        crate::console::peer_dir(label, |c| {
+            c.viewer.http_addr = String::new();
+            c.p2p.mdns_tag = tag.clone();
+            edit(c);
+        })
     };
     let hash = auth::hash_password(password).unwrap();
     let (owner_dir, owner_config) = dir_of("Owner", &|c| {
@@ -193,18 +188,13 @@ async fn a_signed_in_owner_sees_a_peer_arrive_live_opens_its_site_and_edits_thei
     require_browser_tooling();
     let password = "owner password";
     let tag = format!("live-{}", rand::random::<u32>());
+    // Peers of this test's own network.
     let dir_of = |label: &str, edit: &dyn Fn(&mut Config)| {
-        let dir = tempfile::tempdir().unwrap();
-        goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
-        let mut config = Config::load_dir(dir.path()).unwrap().config;
-        config.viewer.http_addr = String::new();
-        config.presence.rendezvous_port = 0;
-        config.presence.ttl_seconds = 6;
-        config.presence.heartbeat_seconds = 1;
-        config.p2p.mdns_tag = tag.clone();
-        edit(&mut config);
-        config.save(&dir.path().join("goop.json")).unwrap();
-        (dir, config)
+        crate::console::peer_dir(label, |c| {
+            c.viewer.http_addr = String::new();
+            c.p2p.mdns_tag = tag.clone();
+            edit(c);
+        })
     };
     let hash = auth::hash_password(password).unwrap();
     let (owner_dir, owner_config) = dir_of("Owner", &|c| {
@@ -294,17 +284,12 @@ async fn a_visitor_signs_a_peers_guestbook_through_goop_data_js() {
 
     require_browser_tooling();
     let tag = format!("guestbook-{}", rand::random::<u32>());
+    // Peers of this test's own network.
     let dir_of = |label: &str, edit: &dyn Fn(&mut Config)| {
-        let dir = tempfile::tempdir().unwrap();
-        goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
-        let mut config = Config::load_dir(dir.path()).unwrap().config;
-        config.viewer.http_addr = "127.0.0.1:0".into();
-        config.presence.rendezvous_port = 0;
-        config.presence.heartbeat_seconds = 1;
-        config.p2p.mdns_tag = tag.clone();
-        edit(&mut config);
-        config.save(&dir.path().join("goop.json")).unwrap();
-        (dir, config)
+        crate::console::peer_dir(label, |c| {
+            c.p2p.mdns_tag = tag.clone();
+            edit(c);
+        })
     };
     let (host_dir, host_config) = dir_of("Host", &|c| {
         c.presence.rendezvous_host = true;
