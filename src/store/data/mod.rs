@@ -483,18 +483,8 @@ impl DataStore {
         column: &ColumnDef,
         schema: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "ALTER TABLE {} ADD COLUMN {}",
-            quote_ident(table),
-            column_sql(column)
-        )))
-        .execute(&mut *tx)
-        .await
-        .map_err(constraint_or)?;
-        set_schema(&mut tx, table, schema).await?;
-        tx.commit().await?;
-        Ok(())
+        self.alter(table, format!("ADD COLUMN {}", column_sql(column)), schema)
+            .await
     }
 
     /// Drops a column; `schema` is the new schema JSON.
@@ -504,11 +494,20 @@ impl DataStore {
         column: &str,
         schema: &str,
     ) -> Result<(), StoreError> {
+        self.alter(
+            table,
+            format!("DROP COLUMN {}", quote_ident(column)),
+            schema,
+        )
+        .await
+    }
+
+    /// `ALTER TABLE <table> <change>` and the new schema JSON, in one transaction.
+    async fn alter(&self, table: &str, change: String, schema: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(AssertSqlSafe(format!(
-            "ALTER TABLE {} DROP COLUMN {}",
-            quote_ident(table),
-            quote_ident(column)
+            "ALTER TABLE {} {change}",
+            quote_ident(table)
         )))
         .execute(&mut *tx)
         .await
