@@ -11,3 +11,8 @@ pub mod node;
 pub mod presence;
 pub mod site;
 pub mod site_files;
+
+/// Resolves once `stop` says true (or its sender is gone): the stop signal of long-running tasks.
+pub(crate) async fn until_stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -214,7 +214,7 @@ impl LuaEngine {
                         let engine = poller.clone();
                         let _ = tokio::task::spawn_blocking(move || engine.rescan()).await;
                     }
-                    () = crate::services::presence::until_stopped(&mut stop) => return,
+                    () = crate::services::until_stopped(&mut stop) => return,
                 }
             }
         });

@@ -11,8 +11,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::peer_table::{KnownPeer, PeerChange, PeerEntry, PeerTable};
-use super::until_stopped;
 use crate::services::hub::unix_ms;
+use crate::services::until_stopped;
 use crate::store::peer::{CachedPeer, PeerStore};
 
 /// How long changes gather before they are written.

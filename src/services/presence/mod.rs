@@ -7,8 +7,3 @@ pub mod hub_client;
 pub mod peer_table;
 pub mod reachability;
 pub mod tls;
-
-/// Resolves once `stop` says true (or its sender is gone).
-pub(crate) async fn until_stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}

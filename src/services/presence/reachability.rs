@@ -10,9 +10,9 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::peer_table::{PeerChange, PeerState, PeerTable, Reachability};
-use super::until_stopped;
 use crate::identity::PeerId;
 use crate::services::node::Node;
+use crate::services::until_stopped;
 
 /// Probes in flight at once.
 const CONCURRENT_PROBES: usize = 8;
