@@ -165,6 +165,20 @@ async fn tables_page(
     }
 }
 
+/// The table list again with an error, under the error's status.
+async fn tables_error(app: &ConsoleApp, headers: &HeaderMap, error: DataError) -> Response {
+    let page = tables_page(
+        app,
+        headers,
+        None,
+        Some(error.to_string()),
+        String::new(),
+        None,
+    )
+    .await;
+    (status_of(&error), page).into_response()
+}
+
 async fn show_tables(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
@@ -207,19 +221,7 @@ async fn create_table(
     }});
     match owner(&app, request).await {
         Ok(_) => Redirect::to(&format!("/database/t/{}", form.name.trim())).into_response(),
-        Err(err) => (
-            status_of(&err),
-            tables_page(
-                &app,
-                &headers,
-                None,
-                Some(err.to_string()),
-                String::new(),
-                None,
-            )
-            .await,
-        )
-            .into_response(),
+        Err(err) => tables_error(&app, &headers, err).await,
     }
 }
 
@@ -401,19 +403,7 @@ async fn show_table(
 ) -> Response {
     match table_page(&app, &headers, &table, query, None, Map::new(), None).await {
         Ok(page) => page.into_response(),
-        Err(err) => (
-            status_of(&err),
-            tables_page(
-                &app,
-                &headers,
-                None,
-                Some(err.to_string()),
-                String::new(),
-                None,
-            )
-            .await,
-        )
-            .into_response(),
+        Err(err) => tables_error(&app, &headers, err).await,
     }
 }
 
