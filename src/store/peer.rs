@@ -35,6 +35,9 @@ pub struct CachedPeer {
 #[derive(Clone)]
 pub struct PeerStore {
     pool: SqlitePool,
+    /// Connections SQLite itself keeps from writing, for statements written by others (the
+    /// console's SQL box, site scripts); opened when first needed.
+    read_only: SqlitePool,
 }
 
 impl PeerStore {
@@ -53,7 +56,17 @@ impl PeerStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(PeerStore { pool })
+        let read_only = SqlitePoolOptions::new()
+            .max_connections(4)
+            .idle_timeout(Duration::from_secs(60))
+            .connect_lazy_with(
+                SqliteConnectOptions::new()
+                    .filename(path)
+                    .read_only(true)
+                    .pragma("query_only", "ON")
+                    .busy_timeout(Duration::from_secs(5)),
+            );
+        Ok(PeerStore { pool, read_only })
     }
 
     /// Records peers as heard of now (one transaction), then drops the oldest beyond the limit.
@@ -131,7 +144,7 @@ impl PeerStore {
 
     /// The user tables in the same database.
     pub fn data(&self) -> super::data::DataStore {
-        super::data::DataStore::new(self.pool.clone())
+        super::data::DataStore::new(self.pool.clone(), self.read_only.clone())
     }
 
     /// The Lua scripts' key-value stores in the same database.
@@ -141,6 +154,7 @@ impl PeerStore {
 
     /// Flushes and closes the pool.
     pub async fn close(&self) {
+        self.read_only.close().await;
         self.pool.close().await;
     }
 }

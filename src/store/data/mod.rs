@@ -206,11 +206,13 @@ fn row_json(row: &SqliteRow) -> Result<Map<String, Json>, sqlx::Error> {
 #[derive(Clone)]
 pub struct DataStore {
     pool: SqlitePool,
+    /// Read-only connections (SQLite refuses writes on them) for SQL written by others.
+    read_only: SqlitePool,
 }
 
 impl DataStore {
-    pub fn new(pool: SqlitePool) -> Self {
-        DataStore { pool }
+    pub fn new(pool: SqlitePool, read_only: SqlitePool) -> Self {
+        DataStore { pool, read_only }
     }
 
     /// Every registered table, by name.
@@ -578,9 +580,9 @@ impl DataStore {
         max_rows: usize,
     ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
         use futures_util::TryStreamExt;
-        let mut connection = self.read_only().await?;
+        let mut connection = self.read_only.acquire().await?;
         let mut rows =
-            bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), args).fetch(&mut connection);
+            bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), args).fetch(&mut *connection);
         let mut out = Vec::new();
         let mut bytes = 0usize;
         while let Some(row) = rows.try_next().await.map_err(constraint_or)? {
@@ -595,18 +597,6 @@ impl DataStore {
             out.push(object);
         }
         Ok((out, false))
-    }
-
-    /// A connection that SQLite itself keeps from writing.
-    async fn read_only(&self) -> Result<sqlx::SqliteConnection, sqlx::Error> {
-        use sqlx::ConnectOptions;
-        let options = self.pool.connect_options();
-        let path = options.get_filename().to_owned();
-        sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(path)
-            .read_only(true)
-            .connect()
-            .await
     }
 }
 
