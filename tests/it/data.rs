@@ -19,10 +19,14 @@ async fn service() -> (DataService, tempfile::TempDir) {
     let data = DataService::new(
         store.data(),
         ME.into(),
+        tokio::sync::watch::channel("Owner".to_owned()).1,
         own_email,
         Arc::new(|peer: &str| {
-            let email = (peer == BOB).then(|| "bob@example.org".to_owned());
-            Box::pin(async move { email })
+            let known = (peer == BOB).then(|| goop2::services::data::PeerIdentity {
+                label: "Bob".into(),
+                verified_email: Some("bob@example.org".to_owned()),
+            });
+            Box::pin(async move { known })
         }),
     );
     (data, dir)

@@ -182,9 +182,12 @@ pub fn from_reply(reply: &Json) -> Result<Json, DataError> {
     ))
 }
 
-/// The email a hub vouched for, per peer ID.
-pub type VerifiedEmail =
-    Arc<dyn Fn(&str) -> futures_util::future::BoxFuture<'static, Option<String>> + Send + Sync>;
+/// What this peer knows of another: its announced label, and its email if a hub vouched for it.
+pub type PeerLookup = Arc<
+    dyn Fn(&str) -> futures_util::future::BoxFuture<'static, Option<PeerIdentity>> + Send + Sync,
+>;
+
+pub use crate::services::presence::peer_table::PeerIdentity;
 
 /// The data API of one peer. Cloning is cheap.
 #[derive(Clone)]
@@ -194,7 +197,9 @@ pub struct DataService {
     me: String,
     /// The owner's email, for the owner's rows.
     own_email: Arc<tokio::sync::watch::Receiver<String>>,
-    verified_email: VerifiedEmail,
+    lookup: PeerLookup,
+    /// The owner's label, as `goop.peer.label` when the owner calls.
+    own_label: Arc<tokio::sync::watch::Receiver<String>>,
     /// The peer's Lua functions, when `lua.enabled`.
     lua: Option<crate::services::lua::LuaEngine>,
     /// Registered tables by name, parsed once.
@@ -223,14 +228,16 @@ impl DataService {
     pub fn new(
         store: DataStore,
         me: String,
+        own_label: tokio::sync::watch::Receiver<String>,
         own_email: tokio::sync::watch::Receiver<String>,
-        verified_email: VerifiedEmail,
+        lookup: PeerLookup,
     ) -> Self {
         DataService {
             store,
             me,
+            own_label: Arc::new(own_label),
             own_email: Arc::new(own_email),
-            verified_email,
+            lookup,
             lua: None,
             tables: Arc::default(),
         }
@@ -504,7 +511,10 @@ impl DataService {
             Caller::Owner => (self.me.clone(), self.own_email.borrow().clone()),
             Caller::Peer(peer) => (
                 peer.clone(),
-                (self.verified_email)(peer).await.unwrap_or_default(),
+                (self.lookup)(peer)
+                    .await
+                    .and_then(|known| known.verified_email)
+                    .unwrap_or_default(),
             ),
         };
         values.push(("_owner".into(), SqlValue::Text(owner)));
@@ -595,16 +605,19 @@ impl DataService {
         let who = match caller {
             Caller::Owner => LuaCaller {
                 id: self.me.clone(),
-                label: String::new(),
+                label: self.own_label.borrow().clone(),
                 email: self.own_email.borrow().clone(),
                 owner: true,
             },
-            Caller::Peer(peer) => LuaCaller {
-                id: peer.clone(),
-                label: String::new(),
-                email: (self.verified_email)(peer).await.unwrap_or_default(),
-                owner: false,
-            },
+            Caller::Peer(peer) => {
+                let known = (self.lookup)(peer).await.unwrap_or_default();
+                LuaCaller {
+                    id: peer.clone(),
+                    label: known.label,
+                    email: known.verified_email.unwrap_or_default(),
+                    owner: false,
+                }
+            }
         };
         let params = request
             .params

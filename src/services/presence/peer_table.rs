@@ -72,6 +72,15 @@ pub struct PeerEntry {
     last_news: Instant,
 }
 
+/// What the table can say about who a peer is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The label the peer announced.
+    pub label: String,
+    /// The email, only when a hub vouched for the peer (`verified`).
+    pub verified_email: Option<String>,
+}
+
 /// A change to the table.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PeerChange {
@@ -107,7 +116,7 @@ enum Command {
     Restore(Vec<KnownPeer>),
     SetFavorite(String, bool, oneshot::Sender<bool>),
     SetReachability(String, Reachability),
-    VerifiedEmail(String, oneshot::Sender<Option<String>>),
+    Identity(String, oneshot::Sender<Option<PeerIdentity>>),
     SourceReset(Source),
     Snapshot(oneshot::Sender<Vec<PeerEntry>>),
 }
@@ -170,8 +179,13 @@ impl PeerTable {
 
     /// The email of a peer a hub vouched for (`verified`), if it announced one.
     pub async fn verified_email(&self, peer_id: &str) -> Option<String> {
+        self.identity(peer_id).await?.verified_email
+    }
+
+    /// The label of a known peer and its email if a hub vouched for it.
+    pub async fn identity(&self, peer_id: &str) -> Option<PeerIdentity> {
         let (reply, answer) = oneshot::channel();
-        let command = Command::VerifiedEmail(peer_id.to_owned(), reply);
+        let command = Command::Identity(peer_id.to_owned(), reply);
         self.commands.send(command).await.ok()?;
         answer.await.ok().flatten()
     }
@@ -211,13 +225,13 @@ impl TableTask {
                         let known = self.update(&peer_id, |entry| entry.favorite = favorite);
                         let _ = reply.send(known);
                     }
-                    Some(Command::VerifiedEmail(peer_id, reply)) => {
-                        let email = self
-                            .peers
-                            .get(&peer_id)
-                            .filter(|entry| entry.verified && !entry.email.is_empty())
-                            .map(|entry| entry.email.clone());
-                        let _ = reply.send(email);
+                    Some(Command::Identity(peer_id, reply)) => {
+                        let identity = self.peers.get(&peer_id).map(|entry| PeerIdentity {
+                            label: entry.label.clone(),
+                            verified_email: (entry.verified && !entry.email.is_empty())
+                                .then(|| entry.email.clone()),
+                        });
+                        let _ = reply.send(identity);
                     }
                     Some(Command::SetReachability(peer_id, reachability)) => {
                         self.update(&peer_id, |entry| entry.reachability = reachability);
