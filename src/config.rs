@@ -300,9 +300,22 @@ pub struct Lua {
     /// Calls per minute to all functions together.
     pub rate_limit_global: u32,
     pub http_enabled: bool,
+    /// Private addresses or networks `goop.http` may reach all the same, such as
+    /// `"192.168.1.20"` or `"10.0.0.0/24"` (everything non-public is refused otherwise).
+    pub http_allow: Vec<String>,
     pub kv_enabled: bool,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl Lua {
+    /// `http_allow` as networks (validated at load).
+    pub fn allowed_networks(&self) -> Vec<IpNet> {
+        self.http_allow
+            .iter()
+            .filter_map(|entry| parse_ip_or_net(entry))
+            .collect()
+    }
 }
 
 impl Default for Lua {
@@ -315,6 +328,7 @@ impl Default for Lua {
             rate_limit_per_peer: 60,
             rate_limit_global: 1000,
             http_enabled: false,
+            http_allow: Vec::new(),
             kv_enabled: true,
             extra: Map::new(),
         }
@@ -528,6 +542,14 @@ impl Config {
             !self.lua.script_dir.trim().is_empty(),
             "lua.script_dir must not be empty; the default is \"site/lua\"".into(),
         );
+        for (index, entry) in self.lua.http_allow.iter().enumerate() {
+            check(
+                parse_ip_or_net(entry).is_some(),
+                format!(
+                    "lua.http_allow[{index}] ({entry:?}) must be an IP address or a CIDR range such as \"192.168.1.0/24\""
+                ),
+            );
+        }
         problems
     }
 

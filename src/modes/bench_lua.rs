@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::bench_data::{Figures, measure};
 use crate::services::data::{Caller, DataRequest, DataService, from_reply};
-use crate::services::lua::{LuaCaller, LuaEngine, LuaLimits};
+use crate::services::lua::{LuaEngine, LuaLimits, LuaSetup};
 use crate::services::node::protocols::Served;
 use crate::store::peer::PeerStore;
 
@@ -68,26 +68,27 @@ pub async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
     let server_id = server_key.public().to_peer_id().to_base58();
     let (_stop, stopped) = watch::channel(false);
     let engine = LuaEngine::start(
-        dir.path().join("lua"),
-        LuaLimits {
-            timeout: std::time::Duration::from_secs(5),
-            max_memory: 10 * 1024 * 1024,
-            per_caller_per_minute: u32::MAX,
-            global_per_minute: u32::MAX,
+        LuaSetup {
+            script_dir: dir.path().join("lua"),
+            limits: LuaLimits {
+                timeout: std::time::Duration::from_secs(5),
+                max_memory: 10 * 1024 * 1024,
+                per_caller_per_minute: u32::MAX,
+                global_per_minute: u32::MAX,
+            },
+            self_id: server_id.clone(),
+            self_label: watch::channel("bench".to_owned()).1,
+            self_email: watch::channel(String::new()).1,
+            kv: None,
+            db: Some(store.data()),
+            http: None,
         },
-        LuaCaller {
-            id: server_id.clone(),
-            label: "bench".into(),
-            email: String::new(),
-            owner: true,
-        },
-        None,
-        Some(store.data()),
         stopped,
     );
     let data = DataService::new(
         store.data(),
         server_id,
+        watch::channel(String::new()).1,
         watch::channel(String::new()).1,
         Arc::new(|_: &str| Box::pin(async { None })),
     )

@@ -93,26 +93,35 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let mut data = DataService::new(
         store.data(),
         peer_id.to_base58(),
-        own_email,
-        verified_email(table.clone()),
+        label.clone(),
+        own_email.clone(),
+        peer_lookup(table.clone()),
     );
     if config.lua.enabled {
-        let engine = crate::services::lua::LuaEngine::start(
-            Config::resolve(dir, &config.lua.script_dir),
-            crate::services::lua::LuaLimits {
-                timeout: Duration::from_secs(config.lua.timeout_seconds.into()),
-                max_memory: config.lua.max_memory_mb as usize * 1024 * 1024,
-                per_caller_per_minute: config.lua.rate_limit_per_peer,
-                global_per_minute: config.lua.rate_limit_global,
+        use crate::services::lua::{LuaEngine, LuaLimits, LuaSetup, http};
+        let http = match config.lua.http_enabled {
+            true => Some(
+                http::LuaHttp::new(http::HttpPolicy::system(config.lua.allowed_networks()))
+                    .map_err(anyhow::Error::msg)?,
+            ),
+            false => None,
+        };
+        let engine = LuaEngine::start(
+            LuaSetup {
+                script_dir: Config::resolve(dir, &config.lua.script_dir),
+                limits: LuaLimits {
+                    timeout: Duration::from_secs(config.lua.timeout_seconds.into()),
+                    max_memory: config.lua.max_memory_mb as usize * 1024 * 1024,
+                    per_caller_per_minute: config.lua.rate_limit_per_peer,
+                    global_per_minute: config.lua.rate_limit_global,
+                },
+                self_id: peer_id.to_base58(),
+                self_label: label.clone(),
+                self_email: own_email.clone(),
+                kv: config.lua.kv_enabled.then(|| store.lua_kv()),
+                db: Some(store.data()),
+                http,
             },
-            crate::services::lua::LuaCaller {
-                id: peer_id.to_base58(),
-                label: config.profile.label.clone(),
-                email: config.profile.email.clone(),
-                owner: true,
-            },
-            config.lua.kv_enabled.then(|| store.lua_kv()),
-            Some(store.data()),
             stopped.clone(),
         );
         data = data.with_lua(engine);
@@ -496,12 +505,12 @@ async fn gossip_presence(
     }
 }
 
-/// The data API's view of the PeerTable: the email of a peer a hub vouched for.
-fn verified_email(table: PeerTable) -> crate::services::data::VerifiedEmail {
+/// The data API's view of the PeerTable: a peer's label, and its email if a hub vouched for it.
+fn peer_lookup(table: PeerTable) -> crate::services::data::PeerLookup {
     Arc::new(move |peer: &str| {
         let table = table.clone();
         let peer = peer.to_owned();
-        Box::pin(async move { table.verified_email(&peer).await })
+        Box::pin(async move { table.identity(&peer).await })
     })
 }
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use goop2::services::lua::{LuaCaller, LuaEngine, LuaError, LuaLimits};
+use goop2::services::lua::{LuaCaller, LuaEngine, LuaError, LuaLimits, LuaSetup};
 use serde_json::{Value, json};
 
 fn caller(id: &str, owner: bool) -> LuaCaller {
@@ -47,21 +47,35 @@ fn start_stores(
     kv: Option<goop2::store::lua_kv::LuaKv>,
     db: Option<goop2::store::data::DataStore>,
 ) -> LuaEngine {
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    std::mem::forget(_stop);
-    LuaEngine::start(
-        dir.to_owned(),
-        LuaLimits {
+    start_setup(LuaSetup {
+        kv,
+        db,
+        ..setup(dir, timeout_ms, per_caller, global)
+    })
+}
+
+pub fn setup(dir: &Path, timeout_ms: u64, per_caller: u32, global: u32) -> LuaSetup {
+    LuaSetup {
+        script_dir: dir.to_owned(),
+        limits: LuaLimits {
             timeout: Duration::from_millis(timeout_ms),
             max_memory: 10 * 1024 * 1024,
             per_caller_per_minute: per_caller,
             global_per_minute: global,
         },
-        caller("12D3KooWSelf", true),
-        kv,
-        db,
-        stopped,
-    )
+        self_id: "12D3KooWSelf".into(),
+        self_label: tokio::sync::watch::channel("Self".to_owned()).1,
+        self_email: tokio::sync::watch::channel(String::new()).1,
+        kv: None,
+        db: None,
+        http: None,
+    }
+}
+
+pub fn start_setup(setup: LuaSetup) -> LuaEngine {
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    std::mem::forget(_stop);
+    LuaEngine::start(setup, stopped)
 }
 
 async fn call(engine: &LuaEngine, name: &str, params: Value) -> Result<Value, LuaError> {
@@ -357,6 +371,7 @@ async fn scripts_read_and_change_the_sites_tables_and_nothing_else() {
     let data = goop2::services::data::DataService::new(
         store.data(),
         "12D3KooWSelf".into(),
+        tokio::sync::watch::channel(String::new()).1,
         email,
         std::sync::Arc::new(|_: &str| Box::pin(async { None })),
     );

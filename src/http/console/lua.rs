@@ -1,6 +1,6 @@
-//! `/lua`: the site's Lua functions — each with its status (ok, or the compile error with its
-//! line), a link to edit it in the site editor, a form to run it as the owner (result, duration
-//! and the script's log lines), and forms to create and delete functions.
+//! `/lua`: the site's Lua functions and chat commands — each with its status (ok, or the compile
+//! error with its line), a link to edit it in the site editor, a form to run it as the owner
+//! (result or reply, duration and the script's log lines), and forms to create and delete them.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -40,6 +40,7 @@ struct LuaPage {
     frame: Frame,
     enabled: bool,
     functions: Vec<FunctionInfo>,
+    commands: Vec<FunctionInfo>,
     /// The scripts' folder inside the site, for edit links.
     lua_dir: Option<String>,
     notice: Option<String>,
@@ -62,6 +63,7 @@ fn page(
         frame: app.frame(headers),
         enabled: engine.is_some(),
         functions: engine.map(|e| e.list()).unwrap_or_default(),
+        commands: engine.map(|e| e.commands()).unwrap_or_default(),
         lua_dir: app.lua_dir.clone(),
         notice,
         ran,
@@ -84,13 +86,28 @@ fn csrf_refused() -> Response {
         .into_response()
 }
 
+/// A function (`functions/<name>.lua`) or a chat command (`<name>.lua`).
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    #[default]
+    Function,
+    Command,
+}
+
 #[derive(Deserialize)]
 struct RunForm {
     #[serde(default)]
     csrf: String,
+    #[serde(default)]
+    kind: Kind,
     name: String,
+    /// A function's parameters, as JSON.
     #[serde(default)]
     params: String,
+    /// A command's arguments, as text.
+    #[serde(default)]
+    args: String,
 }
 
 async fn run_function(
@@ -104,46 +121,60 @@ async fn run_function(
     let Some(engine) = app.data.lua_engine() else {
         return (StatusCode::NOT_FOUND, "Lua is not enabled (lua.enabled)").into_response();
     };
-    let text = if form.params.trim().is_empty() {
-        "{}"
-    } else {
-        form.params.trim()
+    let owner = LuaCaller {
+        id: app.peer_id.to_base58(),
+        label: app.label.borrow().clone(),
+        email: String::new(),
+        owner: true,
     };
+    let started = std::time::Instant::now();
     let mut ran = Ran {
         name: form.name.clone(),
-        params: form.params.clone(),
+        params: match form.kind {
+            Kind::Function => form.params.clone(),
+            Kind::Command => format!("!{} {}", form.name, form.args),
+        },
         ok: false,
         output: String::new(),
         millis: String::new(),
         logs: Vec::new(),
     };
-    let status = match serde_json::from_str::<serde_json::Value>(text) {
-        Err(err) => {
-            ran.output = format!("the parameters are not JSON: {err}");
-            StatusCode::BAD_REQUEST
-        }
-        Ok(params) => {
-            let owner = LuaCaller {
-                id: app.peer_id.to_base58(),
-                label: app.label.borrow().clone(),
-                email: String::new(),
-                owner: true,
+    let outcome = match form.kind {
+        Kind::Command => engine.command(&form.name, form.args.trim(), owner).await,
+        Kind::Function => {
+            let text = match form.params.trim() {
+                "" => "{}",
+                text => text,
             };
-            let started = std::time::Instant::now();
-            match engine.call(&form.name, params, owner).await {
-                Ok(outcome) => {
-                    ran.ok = true;
-                    ran.output = serde_json::to_string_pretty(&outcome.result).unwrap_or_default();
-                    ran.logs = outcome.logs;
-                    ran.millis = format!("{:.2}", outcome.elapsed.as_secs_f64() * 1000.0);
-                    StatusCode::OK
-                }
+            match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(params) => engine.call(&form.name, params, owner).await,
                 Err(err) => {
-                    ran.output = err.to_string();
-                    ran.millis = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0);
-                    StatusCode::UNPROCESSABLE_ENTITY
+                    ran.output = format!("the parameters are not JSON: {err}");
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        page(&app, &headers, None, Some(ran)),
+                    )
+                        .into_response();
                 }
             }
+        }
+    };
+    let status = match outcome {
+        Ok(outcome) => {
+            ran.ok = true;
+            ran.output = match outcome.result {
+                serde_json::Value::String(reply) if form.kind == Kind::Command => reply,
+                serde_json::Value::Null if form.kind == Kind::Command => "(no reply)".into(),
+                result => serde_json::to_string_pretty(&result).unwrap_or_default(),
+            };
+            ran.logs = outcome.logs;
+            ran.millis = format!("{:.2}", outcome.elapsed.as_secs_f64() * 1000.0);
+            StatusCode::OK
+        }
+        Err(err) => {
+            ran.output = err.to_string();
+            ran.millis = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0);
+            StatusCode::UNPROCESSABLE_ENTITY
         }
     };
     (status, page(&app, &headers, None, Some(ran))).into_response()
@@ -153,21 +184,30 @@ async fn run_function(
 struct NameForm {
     #[serde(default)]
     csrf: String,
+    #[serde(default)]
+    kind: Kind,
     name: String,
 }
 
-fn script_path(app: &ConsoleApp, name: &str) -> Option<String> {
+/// The script's path inside the site, for a plain name.
+fn script_path(app: &ConsoleApp, kind: Kind, name: &str) -> Option<String> {
     let plain = !name.is_empty()
         && name.len() <= 64
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     let dir = app.lua_dir.as_deref()?;
-    plain.then(|| format!("{dir}/functions/{name}.lua"))
+    plain.then(|| match kind {
+        Kind::Function => format!("{dir}/functions/{name}.lua"),
+        Kind::Command => format!("{dir}/{name}.lua"),
+    })
 }
 
 const STARTER: &str = "--- What this function does, in one line.\n\
 function call(request)\n  local params = request.params\n  return { hello = goop.peer.id }\nend\n";
+
+const COMMAND_STARTER: &str = "--- What this command does, in one line.\n\
+function handle(args)\n  return 'Hello, ' .. goop.peer.label .. '! You said: ' .. args\nend\n";
 
 async fn new_function(
     State(app): State<ConsoleApp>,
@@ -177,13 +217,17 @@ async fn new_function(
     if !app.access.form_allowed(&headers, &form.csrf) {
         return csrf_refused();
     }
-    let Some(path) = script_path(&app, form.name.trim()) else {
+    let Some(path) = script_path(&app, form.kind, form.name.trim()) else {
         return (
             StatusCode::BAD_REQUEST,
-            "name a function with letters, digits, `_` or `-` (Lua must be enabled, with its \
-             scripts inside the site folder)",
+            "name a function or command with letters, digits, `_` or `-` (Lua must be enabled, \
+             with its scripts inside the site folder)",
         )
             .into_response();
+    };
+    let starter = match form.kind {
+        Kind::Function => STARTER,
+        Kind::Command => COMMAND_STARTER,
     };
     let files = app.site_files.clone();
     let target = path.clone();
@@ -198,7 +242,7 @@ async fn new_function(
             };
             let _ = files.create_dir(&prefix);
         }
-        files.write(&target, STARTER.as_bytes(), &Expect::Absent)
+        files.write(&target, starter.as_bytes(), &Expect::Absent)
     })
     .await;
     match created {
@@ -224,8 +268,8 @@ async fn delete_function(
     if !app.access.form_allowed(&headers, &form.csrf) {
         return csrf_refused();
     }
-    let Some(path) = script_path(&app, &form.name) else {
-        return (StatusCode::BAD_REQUEST, "not a function name").into_response();
+    let Some(path) = script_path(&app, form.kind, &form.name) else {
+        return (StatusCode::BAD_REQUEST, "not a function or command name").into_response();
     };
     let files = app.site_files.clone();
     match tokio::task::spawn_blocking(move || files.delete(&path, None, false)).await {

@@ -1,5 +1,7 @@
 //! Server-side Lua for peer sites: `<script_dir>/functions/<name>.lua`, each defining
-//! `call(request)`, called by visitors through the data protocol (`lua-call`, `lua-list`).
+//! `call(request)`, called by visitors through the data protocol (`lua-call`, `lua-list`); and
+//! chat commands, `<script_dir>/<name>.lua` defining `handle(args)`, which answer a `!name args`
+//! message with text (they have no `goop.db`).
 //!
 //! Scripts are compiled once (and again only when their file changes: a poller looks every
 //! second; a compile error keeps the previous version and is reported with file and line). Every
@@ -9,6 +11,7 @@
 //! `math`, `utf8` and `os.time/date/clock`; an instruction hook enforces the time budget inside
 //! the VM and an allocator limit the memory; results are bounded.
 
+pub mod http;
 mod sandbox;
 
 use std::collections::HashMap;
@@ -22,8 +25,10 @@ use tokio::sync::watch;
 
 /// Largest script file compiled.
 const MAX_SCRIPT_BYTES: u64 = 256 * 1024;
-/// Functions discovered at most.
+/// Functions (and, apart, commands) discovered at most.
 const MAX_FUNCTIONS: usize = 200;
+/// Longest reply of a chat command; longer ones are cut.
+pub const MAX_REPLY_BYTES: usize = 4096;
 /// Largest result of a call, as JSON.
 pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
 /// How often the script folder is looked at for changes.
@@ -170,39 +175,78 @@ pub enum LuaError {
     RateLimited(String),
 }
 
+/// What an engine is started with.
+pub struct LuaSetup {
+    /// `lua.script_dir`: functions live in its `functions/` folder.
+    pub script_dir: PathBuf,
+    pub limits: LuaLimits,
+    /// This peer's ID, as `goop.self.id`.
+    pub self_id: String,
+    /// The owner's label and email as they are now (settings may change them).
+    pub self_label: watch::Receiver<String>,
+    pub self_email: watch::Receiver<String>,
+    /// `goop.kv`, unless `lua.kv_enabled` is off.
+    pub kv: Option<crate::store::lua_kv::LuaKv>,
+    /// `goop.db`: the site's tables.
+    pub db: Option<crate::store::data::DataStore>,
+    /// `goop.http`, unless `lua.http_enabled` is off.
+    pub http: Option<http::LuaHttp>,
+}
+
+/// This peer as `goop.self`.
+#[derive(Clone)]
+struct SelfProfile {
+    id: String,
+    label: watch::Receiver<String>,
+    email: watch::Receiver<String>,
+}
+
+impl SelfProfile {
+    fn caller(&self) -> LuaCaller {
+        LuaCaller {
+            id: self.id.clone(),
+            label: self.label.borrow().clone(),
+            email: self.email.borrow().clone(),
+            owner: true,
+        }
+    }
+}
+
 /// The Lua functions of one peer. Cloning is cheap.
 #[derive(Clone)]
 pub struct LuaEngine {
     dir: PathBuf,
     limits: LuaLimits,
     /// This peer, as `goop.self`.
-    me: LuaCaller,
-    scripts: Arc<RwLock<HashMap<String, Compiled>>>,
+    me: SelfProfile,
+    functions: Arc<ScriptSet>,
+    commands: Arc<ScriptSet>,
     rates: Arc<RateLimits>,
     /// `goop.kv`, unless `lua.kv_enabled` is off.
     kv: Option<crate::store::lua_kv::LuaKv>,
     /// `goop.db`: the site's tables.
     db: Option<crate::store::data::DataStore>,
+    /// `goop.http`, unless `lua.http_enabled` is off.
+    http: Option<http::LuaHttp>,
 }
 
 impl LuaEngine {
     /// Compiles the scripts under `script_dir/functions` and keeps them current until `stop`.
-    pub fn start(
-        script_dir: PathBuf,
-        limits: LuaLimits,
-        me: LuaCaller,
-        kv: Option<crate::store::lua_kv::LuaKv>,
-        db: Option<crate::store::data::DataStore>,
-        mut stop: watch::Receiver<bool>,
-    ) -> LuaEngine {
+    pub fn start(setup: LuaSetup, mut stop: watch::Receiver<bool>) -> LuaEngine {
         let engine = LuaEngine {
-            kv,
-            db,
-            dir: script_dir,
-            rates: Arc::new(RateLimits::new(&limits)),
-            limits,
-            me,
-            scripts: Arc::default(),
+            kv: setup.kv,
+            db: setup.db,
+            http: setup.http,
+            rates: Arc::new(RateLimits::new(&setup.limits)),
+            limits: setup.limits,
+            me: SelfProfile {
+                id: setup.self_id,
+                label: setup.self_label,
+                email: setup.self_email,
+            },
+            functions: Arc::new(ScriptSet::new(setup.script_dir.join("functions"))),
+            commands: Arc::new(ScriptSet::new(setup.script_dir.clone())),
+            dir: setup.script_dir,
         };
         engine.rescan();
         let poller = engine.clone();
@@ -221,16 +265,172 @@ impl LuaEngine {
         engine
     }
 
-    fn functions_dir(&self) -> PathBuf {
-        self.dir.join("functions")
+    /// The folder of the scripts (chat commands; functions are in its `functions/`).
+    pub fn script_dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Compiles new and changed scripts; forgets removed ones.
     pub fn rescan(&self) {
+        self.functions.rescan();
+        self.commands.rescan();
+    }
+
+    /// Every function, by name.
+    pub fn list(&self) -> Vec<FunctionInfo> {
+        self.functions.list()
+    }
+
+    /// Every chat command, by name.
+    pub fn commands(&self) -> Vec<FunctionInfo> {
+        self.commands.list()
+    }
+
+    /// Calls `name` with `params` for `caller`, in a fresh sandboxed VM, off the async threads.
+    pub async fn call(
+        &self,
+        name: &str,
+        params: Json,
+        caller: LuaCaller,
+    ) -> Result<CallOutcome, LuaError> {
+        let compiled = self.functions.get(name)?;
+        self.rates.check(&compiled.info, &caller)?;
+        self.run(compiled, sandbox::Entry::Call(params), caller)
+            .await
+    }
+
+    /// Runs chat command `name` with `args` for `caller`: the result is the reply text (or null
+    /// when the command says nothing), at most [`MAX_REPLY_BYTES`].
+    pub async fn command(
+        &self,
+        name: &str,
+        args: &str,
+        caller: LuaCaller,
+    ) -> Result<CallOutcome, LuaError> {
+        let compiled = self.commands.get(name)?;
+        // Commands are limited apart from functions of the same name.
+        let mut limited = compiled.info.clone();
+        limited.name = format!("!{name}");
+        self.rates.check(&limited, &caller)?;
+        let mut outcome = self
+            .run(compiled, sandbox::Entry::Handle(args.to_owned()), caller)
+            .await?;
+        if let Json::String(reply) = &mut outcome.result
+            && reply.len() > MAX_REPLY_BYTES
+        {
+            let mut cut = MAX_REPLY_BYTES;
+            while !reply.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reply.truncate(cut);
+            reply.push_str("… (truncated)");
+        }
+        Ok(outcome)
+    }
+
+    /// Answers a chat message: `!name args` runs command `name`; the reply, errors included, is
+    /// text for the sender. `None` when the message is no command or the command said nothing.
+    pub async fn dispatch(&self, message: &str, caller: LuaCaller) -> Option<String> {
+        let body = message.trim_start().strip_prefix('!')?;
+        let (name, args) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
+        let name = name.to_ascii_lowercase();
+        if name.is_empty() {
+            return None;
+        }
+        match self.command(&name, args.trim(), caller).await {
+            Ok(outcome) => match outcome.result {
+                Json::String(reply) if !reply.is_empty() => Some(reply),
+                _ => None,
+            },
+            Err(LuaError::NoSuchFunction(_)) => Some(format!("Unknown command: {name}")),
+            Err(error @ LuaError::RateLimited(_)) => Some(error.to_string()),
+            Err(error) => Some(format!("Script error: {error}")),
+        }
+    }
+
+    async fn run(
+        &self,
+        compiled: Compiled,
+        entry: sandbox::Entry,
+        caller: LuaCaller,
+    ) -> Result<CallOutcome, LuaError> {
+        let name = compiled.info.name.clone();
+        let Some(bytecode) = compiled.bytecode else {
+            return Err(LuaError::DoesNotCompile(
+                name,
+                compiled.info.error.unwrap_or_default(),
+            ));
+        };
+        let run = sandbox::Run {
+            name,
+            bytecode,
+            entry,
+            caller,
+            me: self.me.caller(),
+            commands: self.commands.names(),
+            limits: self.limits.clone(),
+            kv: self.kv.clone(),
+            db: self.db.clone(),
+            http: self.http.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        tokio::task::spawn_blocking(move || sandbox::run(run))
+            .await
+            .unwrap_or_else(|e| Err(LuaError::Script(format!("the call failed: {e}"))))
+    }
+}
+
+/// The compiled scripts of one folder.
+struct ScriptSet {
+    dir: PathBuf,
+    scripts: RwLock<HashMap<String, Compiled>>,
+}
+
+impl ScriptSet {
+    fn new(dir: PathBuf) -> ScriptSet {
+        ScriptSet {
+            dir,
+            scripts: RwLock::default(),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<Compiled, LuaError> {
+        self.scripts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LuaError::NoSuchFunction(name.to_owned()))
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .scripts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn list(&self) -> Vec<FunctionInfo> {
+        let mut list: Vec<FunctionInfo> = self
+            .scripts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|c| c.info.clone())
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    /// Compiles new and changed scripts; forgets removed ones.
+    fn rescan(&self) {
         let mut seen = Vec::new();
-        let entries = std::fs::read_dir(self.functions_dir())
-            .into_iter()
-            .flatten();
+        let entries = std::fs::read_dir(&self.dir).into_iter().flatten();
         for entry in entries.flatten().take(MAX_FUNCTIONS * 2) {
             let path = entry.path();
             let Some(name) = function_name(&path) else {
@@ -239,26 +439,23 @@ impl LuaEngine {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
+            if !meta.is_file() {
+                continue;
+            }
             let modified = (
                 meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                 meta.len(),
             );
             seen.push(name.clone());
-            let known = self
-                .scripts
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&name)
-                .map(|c| c.modified);
-            if known == Some(modified) {
-                continue;
-            }
             let previous = self
                 .scripts
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&name)
                 .cloned();
+            if previous.as_ref().map(|c| c.modified) == Some(modified) {
+                continue;
+            }
             let compiled = compile(&name, &path, meta.len(), modified, previous);
             if let Some(error) = &compiled.info.error {
                 tracing::warn!(script = %name, "lua script does not compile: {error}");
@@ -274,56 +471,6 @@ impl LuaEngine {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|name, _| seen.contains(name));
-    }
-
-    /// Every function, by name.
-    pub fn list(&self) -> Vec<FunctionInfo> {
-        let mut list: Vec<FunctionInfo> = self
-            .scripts
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .map(|c| c.info.clone())
-            .collect();
-        list.sort_by(|a, b| a.name.cmp(&b.name));
-        list
-    }
-
-    /// Calls `name` with `params` for `caller`, in a fresh sandboxed VM, off the async threads.
-    pub async fn call(
-        &self,
-        name: &str,
-        params: Json,
-        caller: LuaCaller,
-    ) -> Result<CallOutcome, LuaError> {
-        let compiled = self
-            .scripts
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
-            .ok_or_else(|| LuaError::NoSuchFunction(name.to_owned()))?;
-        self.rates.check(&compiled.info, &caller)?;
-        let Some(bytecode) = compiled.bytecode else {
-            return Err(LuaError::DoesNotCompile(
-                name.to_owned(),
-                compiled.info.error.unwrap_or_default(),
-            ));
-        };
-        let run = sandbox::Run {
-            name: name.to_owned(),
-            bytecode,
-            params,
-            caller,
-            me: self.me.clone(),
-            limits: self.limits.clone(),
-            kv: self.kv.clone(),
-            db: self.db.clone(),
-            runtime: tokio::runtime::Handle::current(),
-        };
-        tokio::task::spawn_blocking(move || sandbox::run(run))
-            .await
-            .unwrap_or_else(|e| Err(LuaError::Script(format!("the call failed: {e}"))))
     }
 }
 

@@ -18,16 +18,28 @@ const MAX_LOG_LINES: usize = 100;
 /// Longest log line kept.
 const MAX_LOG_BYTES: usize = 2000;
 
+/// What a script is asked to do.
+pub(super) enum Entry {
+    /// A data function: `call(request)` with the caller's parameters.
+    Call(Json),
+    /// A chat command: `handle(args)` with the text after the command's name.
+    Handle(String),
+}
+
 /// Everything one call needs.
 pub(super) struct Run {
     pub name: String,
     pub bytecode: Arc<Vec<u8>>,
-    pub params: Json,
+    pub entry: Entry,
     pub caller: LuaCaller,
     pub me: LuaCaller,
+    /// The chat commands there are, for `goop.commands()`.
+    pub commands: Vec<String>,
     pub limits: LuaLimits,
     pub kv: Option<crate::store::lua_kv::LuaKv>,
     pub db: Option<crate::store::data::DataStore>,
+    /// `goop.http`, unless `lua.http_enabled` is off.
+    pub http: Option<super::http::LuaHttp>,
     /// The runtime the stores are reached through from this blocking thread.
     pub runtime: tokio::runtime::Handle,
 }
@@ -126,23 +138,43 @@ fn call_in_vm(
         },
     )?;
     restrict_globals(&lua)?;
-    install_goop(&lua, run, logs)?;
+    install_goop(&lua, run, deadline, logs)?;
 
     lua.load(run.bytecode.as_slice())
         .set_name(format!("={}.lua", run.name))
         .set_mode(ChunkMode::Binary)
         .exec()?;
-    let call: Value = lua.globals().get("call")?;
-    let Value::Function(call) = call else {
+    let (entry, signature) = match &run.entry {
+        Entry::Call(_) => ("call", "call(request)"),
+        Entry::Handle(_) => ("handle", "handle(args)"),
+    };
+    let Value::Function(function) = lua.globals().get(entry)? else {
         return Err(CallFailure::Other(LuaError::Script(format!(
-            "{}.lua defines no function call(request)",
+            "{}.lua defines no function {signature}",
             run.name
         ))));
     };
-    let request = lua.create_table()?;
-    request.set("params", lua.to_value(&run.params)?)?;
-    request.set("function", run.name.as_str())?;
-    let value: Value = call.call(request)?;
+    let value: Value = match &run.entry {
+        Entry::Call(params) => {
+            let request = lua.create_table()?;
+            request.set("params", lua.to_value(params)?)?;
+            request.set("function", run.name.as_str())?;
+            function.call(request)?
+        }
+        Entry::Handle(args) => {
+            return match function.call::<Value>(args.as_str())? {
+                Value::Nil => Ok(Json::Null),
+                Value::String(text) => Ok(Json::String(text.to_string_lossy())),
+                Value::Integer(n) => Ok(Json::String(n.to_string())),
+                Value::Number(x) => Ok(Json::String(x.to_string())),
+                Value::Boolean(b) => Ok(Json::String(b.to_string())),
+                other => Err(CallFailure::Other(LuaError::Script(format!(
+                    "handle(args) returned a {}; a command replies with a string",
+                    other.type_name()
+                )))),
+            };
+        }
+    };
     let result: Json = lua.from_value(value).map_err(|e| {
         CallFailure::Other(LuaError::Script(format!(
             "the result cannot be sent as JSON: {}",
@@ -295,14 +327,23 @@ fn sql_args(args: &mlua::Variadic<Value>) -> mlua::Result<Vec<crate::store::data
 /// `goop.db.query/scalar/exec`: the site's own tables, bound parameters, bounded results.
 fn db_table(lua: &Lua, run: &Run) -> mlua::Result<Table> {
     let db = lua.create_table()?;
-    let Some(store) = run.db.clone() else {
-        let missing = lua.create_function(|_, _: mlua::MultiValue| -> mlua::Result<()> {
-            Err(mlua::Error::runtime("this peer has no database"))
-        })?;
-        for name in ["query", "scalar", "exec"] {
-            db.set(name, missing.clone())?;
+    let store = match (&run.entry, run.db.clone()) {
+        (Entry::Call(_), Some(store)) => Ok(store),
+        (Entry::Call(_), None) => Err("this peer has no database"),
+        (Entry::Handle(_), _) => Err("goop.db is for data functions; chat commands have none"),
+    };
+    let store = match store {
+        Ok(store) => store,
+        Err(message) => {
+            let missing =
+                lua.create_function(move |_, _: mlua::MultiValue| -> mlua::Result<()> {
+                    Err(mlua::Error::runtime(message))
+                })?;
+            for name in ["query", "scalar", "exec"] {
+                db.set(name, missing.clone())?;
+            }
+            return Ok(db);
         }
-        return Ok(db);
     };
     let failed = |e: crate::store::data::StoreError| mlua::Error::runtime(e.to_string());
     let (query_store, query_handle) = (store.clone(), run.runtime.clone());
@@ -343,8 +384,126 @@ fn db_table(lua: &Lua, run: &Run) -> mlua::Result<Table> {
     Ok(db)
 }
 
+/// Request headers from a script's table of name → value.
+fn http_headers(headers: Option<Table>) -> mlua::Result<Vec<(String, String)>> {
+    let Some(headers) = headers else {
+        return Ok(Vec::new());
+    };
+    let mut list = Vec::new();
+    for pair in headers.pairs::<String, String>() {
+        list.push(pair?);
+        if list.len() > 32 {
+            break;
+        }
+    }
+    Ok(list)
+}
+
+/// `goop.http.get(url [, headers])` and `goop.http.post(url [, body [, headers]])`: each
+/// returns `body, nil, status`, or `nil, error`. A string body is sent as a form unless a
+/// `Content-Type` header says otherwise; a table body is sent as JSON.
+fn http_table(lua: &Lua, run: &Run, deadline: Instant) -> mlua::Result<Table> {
+    use super::http::{HttpRequest, MAX_REQUESTS};
+    use std::sync::atomic::AtomicUsize;
+
+    let table = lua.create_table()?;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let send = {
+        let http = run.http.clone();
+        let handle = run.runtime.clone();
+        move |lua: &Lua, request: HttpRequest| -> mlua::Result<mlua::MultiValue> {
+            let failed = |message: String| {
+                Ok(mlua::MultiValue::from_vec(vec![
+                    Value::Nil,
+                    Value::String(lua.create_string(message)?),
+                ]))
+            };
+            let Some(http) = &http else {
+                return failed(
+                    "outgoing HTTP is turned off on this peer (lua.http_enabled)".into(),
+                );
+            };
+            if sent.fetch_add(1, Ordering::Relaxed) >= MAX_REQUESTS {
+                return failed(format!("at most {MAX_REQUESTS} HTTP requests per call"));
+            }
+            match handle.block_on(http.send(request, deadline)) {
+                Ok(response) => Ok(mlua::MultiValue::from_vec(vec![
+                    Value::String(lua.create_string(&response.body)?),
+                    Value::Nil,
+                    Value::Integer(response.status.into()),
+                ])),
+                Err(message) => failed(message),
+            }
+        }
+    };
+    let get_send = send.clone();
+    table.set(
+        "get",
+        lua.create_function(move |lua, (url, headers): (String, Option<Table>)| {
+            let request = HttpRequest {
+                method: reqwest::Method::GET,
+                url,
+                headers: http_headers(headers)?,
+                body: None,
+            };
+            get_send(lua, request)
+        })?,
+    )?;
+    table.set(
+        "post",
+        lua.create_function(
+            move |lua, (url, body, headers): (String, Value, Option<Table>)| {
+                let mut headers = http_headers(headers)?;
+                let typed = |headers: &[(String, String)]| {
+                    headers
+                        .iter()
+                        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+                };
+                let body = match body {
+                    Value::Nil => None,
+                    Value::String(text) => {
+                        if !typed(&headers) {
+                            headers.push((
+                                "Content-Type".into(),
+                                "application/x-www-form-urlencoded".into(),
+                            ));
+                        }
+                        Some(text.as_bytes().to_vec())
+                    }
+                    Value::Table(_) => {
+                        let value: Json = lua.from_value(body)?;
+                        if !typed(&headers) {
+                            headers.push(("Content-Type".into(), "application/json".into()));
+                        }
+                        Some(serde_json::to_vec(&value).map_err(mlua::Error::external)?)
+                    }
+                    other => {
+                        return Err(mlua::Error::runtime(format!(
+                            "the body is a {}; send a string or a table",
+                            other.type_name()
+                        )));
+                    }
+                };
+                let request = HttpRequest {
+                    method: reqwest::Method::POST,
+                    url,
+                    headers,
+                    body,
+                };
+                send(lua, request)
+            },
+        )?,
+    )?;
+    Ok(table)
+}
+
 /// The host API, behind a read-only proxy whose metatable cannot be read or replaced.
-fn install_goop(lua: &Lua, run: &Run, logs: Arc<Mutex<Vec<(String, String)>>>) -> mlua::Result<()> {
+fn install_goop(
+    lua: &Lua,
+    run: &Run,
+    deadline: Instant,
+    logs: Arc<Mutex<Vec<(String, String)>>>,
+) -> mlua::Result<()> {
     let api = lua.create_table()?;
     api.set("peer", lua.to_value(&run.caller)?)?;
     api.set("self", lua.to_value(&run.me)?)?;
@@ -398,6 +557,12 @@ fn install_goop(lua: &Lua, run: &Run, logs: Arc<Mutex<Vec<(String, String)>>>) -
 
     api.set("kv", kv_table(lua, run)?)?;
     api.set("db", db_table(lua, run)?)?;
+    api.set("http", http_table(lua, run, deadline)?)?;
+    let commands = run.commands.clone();
+    api.set(
+        "commands",
+        lua.create_function(move |_, ()| Ok(commands.clone()))?,
+    )?;
 
     let owner = run.caller.owner;
     api.set(
