@@ -198,6 +198,23 @@ fn trusted_proxies_must_be_addresses_or_ranges() {
 }
 
 #[test]
+fn the_lua_http_allow_list_takes_addresses_or_ranges() {
+    assert_eq!(
+        problem(json!({"lua": {"http_allow": ["192.168.1.0/24", "nas.local"]}})),
+        "lua.http_allow[1] (\"nas.local\") must be an IP address or a CIDR range such as \
+         \"192.168.1.0/24\""
+    );
+    let config = parse(json!({"lua": {"http_allow": ["192.168.1.20", "fd00::/8"]}}))
+        .unwrap()
+        .config;
+    let nets = config.lua.allowed_networks();
+    assert_eq!(nets.len(), 2);
+    assert!(nets[0].contains(&"192.168.1.20".parse::<std::net::IpAddr>().unwrap()));
+    assert!(!nets[0].contains(&"192.168.1.21".parse::<std::net::IpAddr>().unwrap()));
+    assert!(Config::default().lua.http_allow.is_empty());
+}
+
+#[test]
 fn theme_mdns_tag_topic_and_paths_are_checked() {
     assert_eq!(
         problem(json!({"viewer": {"theme": "blue"}})),

@@ -22,7 +22,7 @@ async fn alice_and_bob() -> (RunningPeer, RunningPeer, Vec<tempfile::TempDir>) {
     std::fs::create_dir_all(&functions).unwrap();
     std::fs::write(
         functions.join("whoami.lua"),
-        "--- Says who is asking.\nfunction call(request)\n  return { caller = goop.peer.id, host = goop.self.id, echo = request.params.echo }\nend\n",
+        "--- Says who is asking.\nfunction call(request)\n  return { caller = goop.peer.id, label = goop.peer.label, host = goop.self.id, host_label = goop.self.label, echo = request.params.echo }\nend\n",
     )
     .unwrap();
     std::fs::write(
@@ -221,7 +221,7 @@ async fn a_visitor_writes_into_the_hosts_database_as_itself() {
     assert_eq!(called.0, 200, "{}", called.1);
     assert_eq!(
         called.1["data"],
-        json!({"caller": b_id, "host": a_id, "echo": 7})
+        json!({"caller": b_id, "label": "Bob", "host": a_id, "host_label": "Alice", "echo": 7})
     );
     let listed = post(&url("lua/list"), json!({}), Some(&token)).await;
     assert_eq!(listed.1["data"][0]["description"], "Says who is asking.");

@@ -485,3 +485,124 @@ async fn the_lua_benchmark_runs_every_workload() {
         "bounded"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_commands_answer_bang_messages_with_text() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let command = |name: &str, source: &str| {
+        std::fs::write(dir.path().join(format!("{name}.lua")), source).unwrap();
+    };
+    command(
+        "echo",
+        "--- Says it back.\nfunction handle(args)\n  goop.log.info('echo for ' .. goop.peer.id)\n  return goop.peer.label .. ' said: ' .. args .. ' (' .. table.concat(goop.commands(), ',') .. ')'\nend\n",
+    );
+    command("quiet", "function handle(args) return nil end\n");
+    command(
+        "long",
+        "function handle(args) return string.rep('ab', 5000) end\n",
+    );
+    command(
+        "peek",
+        "function handle(args) return tostring(#goop.db.query('SELECT 1')) end\n",
+    );
+    command("count", "function handle(args) return 42 end\n");
+    command("table", "function handle(args) return {} end\n");
+    command(
+        "once",
+        "--- @rate_limit 1\nfunction handle(args) return 'once' end\n",
+    );
+    // A data function of the same name is another thing.
+    write(
+        dir.path(),
+        "echo",
+        "function call(request) return 'function' end\n",
+    );
+    let engine = start(dir.path(), 2000);
+    let ann = LuaCaller {
+        id: "12D3KooWAnn".into(),
+        label: "Ann".into(),
+        email: String::new(),
+        owner: false,
+    };
+
+    let names: Vec<String> = engine.commands().into_iter().map(|c| c.name).collect();
+    assert_eq!(
+        names,
+        ["count", "echo", "long", "once", "peek", "quiet", "table"]
+    );
+    assert_eq!(engine.commands()[1].description, "Says it back.");
+    let functions: Vec<String> = engine.list().into_iter().map(|f| f.name).collect();
+    assert_eq!(functions, ["echo"]);
+
+    assert_eq!(
+        engine
+            .dispatch("!echo  hello there ", ann.clone())
+            .await
+            .as_deref(),
+        Some("Ann said: hello there (count,echo,long,once,peek,quiet,table)")
+    );
+    assert_eq!(
+        engine.dispatch("!ECHO x", ann.clone()).await.as_deref(),
+        Some("Ann said: x (count,echo,long,once,peek,quiet,table)")
+    );
+    let ran = engine.command("echo", "y", ann.clone()).await.unwrap();
+    assert_eq!(
+        ran.logs,
+        [("info".to_owned(), "echo for 12D3KooWAnn".to_owned())]
+    );
+    assert_eq!(engine.dispatch("hello !echo", ann.clone()).await, None);
+    assert_eq!(engine.dispatch("!", ann.clone()).await, None);
+    assert_eq!(engine.dispatch("!quiet", ann.clone()).await, None);
+    assert_eq!(
+        engine.dispatch("!nope", ann.clone()).await.as_deref(),
+        Some("Unknown command: nope")
+    );
+    assert_eq!(
+        engine.dispatch("!count", ann.clone()).await.as_deref(),
+        Some("42")
+    );
+    let long = engine.dispatch("!long", ann.clone()).await.unwrap();
+    assert!(long.starts_with("abab"));
+    assert_eq!(long.len(), 4096 + "… (truncated)".len());
+    let peek = engine.dispatch("!peek", ann.clone()).await.unwrap();
+    assert!(
+        peek.starts_with("Script error:") && peek.contains("goop.db is for data functions"),
+        "{peek}"
+    );
+    let table = engine.dispatch("!table", ann.clone()).await.unwrap();
+    assert!(table.contains("replies with a string"), "{table}");
+
+    assert_eq!(
+        engine.dispatch("!once", ann.clone()).await.as_deref(),
+        Some("once")
+    );
+    let limited = engine.dispatch("!once", ann.clone()).await.unwrap();
+    assert!(limited.contains("too often"), "{limited}");
+    // Another sender has an allowance of their own.
+    let bob = LuaCaller {
+        id: "12D3KooWBob".into(),
+        ..ann.clone()
+    };
+    assert_eq!(engine.dispatch("!once", bob).await.as_deref(), Some("once"));
+
+    // Commands reload like functions; a broken edit keeps the last good version.
+    command("count", "function handle(args) return 'forty-three' end\n");
+    engine.rescan();
+    assert_eq!(
+        engine.dispatch("!count", ann.clone()).await.as_deref(),
+        Some("forty-three")
+    );
+    command("count", "function handle(args) return end end\n");
+    engine.rescan();
+    assert_eq!(
+        engine.dispatch("!count", ann.clone()).await.as_deref(),
+        Some("forty-three")
+    );
+    let broken = engine
+        .commands()
+        .into_iter()
+        .find(|c| c.name == "count")
+        .unwrap();
+    assert!(broken.error.unwrap().starts_with("count.lua:1:"));
+}

@@ -106,6 +106,43 @@ async fn the_lua_page_creates_runs_reports_and_deletes_functions() {
     assert!(!script.exists());
     let (_, html) = page(format!("{base}/lua")).await;
     assert!(!html.contains("data-function=\"greet\""));
+
+    // Chat commands: created from their own starter, listed apart, run with text arguments.
+    let created = post("/lua/new", vec![("kind", "command"), ("name", "hi")]).await;
+    assert_eq!(created.status().as_u16(), 303);
+    assert_eq!(
+        created.headers()["location"],
+        "/edit/file?path=lua%2Fhi.lua"
+    );
+    let command = dir.path().join("site/lua/hi.lua");
+    assert!(
+        std::fs::read_to_string(&command)
+            .unwrap()
+            .contains("function handle(args)")
+    );
+    let (_, html) = page(format!("{base}/lua")).await;
+    assert!(html.contains("data-command=\"hi\""), "{html}");
+    assert!(!html.contains("data-function=\"hi\""));
+    let ran = post(
+        "/lua/run",
+        vec![
+            ("kind", "command"),
+            ("name", "hi"),
+            ("args", "good morning"),
+        ],
+    )
+    .await;
+    assert_eq!(ran.status().as_u16(), 200);
+    let html = ran.text().await.unwrap();
+    assert!(
+        html.contains("Hello, Scripted! You said: good morning"),
+        "{html}"
+    );
+    assert!(html.contains("!hi good morning"));
+    let deleted = post("/lua/delete", vec![("kind", "command"), ("name", "hi")]).await;
+    assert_eq!(deleted.status().as_u16(), 303);
+    assert!(!command.exists());
+
     let forged = no_redirects()
         .post(format!("{base}/lua/new"))
         .form(&[("name", "sneaky")])

@@ -19,6 +19,7 @@ mod loadtest;
 mod logs;
 mod lua;
 mod lua_console;
+mod lua_http;
 mod netns;
 mod node;
 mod peer;
