@@ -127,7 +127,10 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         data = data.with_lua(engine);
     }
     let served = Served {
-        site: Some(Site::new(Config::resolve(dir, &config.paths.site_root))),
+        site: Some(
+            Site::new(Config::resolve(dir, &config.paths.site_root))
+                .hiding(Config::resolve(dir, &config.lua.script_dir)),
+        ),
         label,
         avatar: Some(dir.to_owned()),
         data: Some(data.clone()),
@@ -211,7 +214,8 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             node: node.clone(),
             table: table.clone(),
             book: book.clone(),
-            site: Site::new(Config::resolve(dir, &config.paths.site_root)),
+            site: Site::new(Config::resolve(dir, &config.paths.site_root))
+                .hiding(Config::resolve(dir, &config.lua.script_dir)),
             site_files: SiteFiles::new(Config::resolve(dir, &config.paths.site_root)),
             lua_dir: Config::resolve(dir, &config.lua.script_dir)
                 .strip_prefix(Config::resolve(dir, &config.paths.site_root))

@@ -1,8 +1,8 @@
 //! The peer's site on disk, as visitors may see it: which request paths map to which files.
 //!
-//! Refused: anything under `lua/` (server-side code), dotfiles and dot-directories, `..`, and
-//! symlinks that lead outside the site root; files above [`MAX_FILE_BYTES`]. A directory maps to
-//! its `index.html`.
+//! Refused: anything under `lua/` or the configured Lua script folder wherever it is (server-side
+//! code), dotfiles and dot-directories, `..`, and symlinks that lead outside the site root; files
+//! above [`MAX_FILE_BYTES`]. A directory maps to its `index.html`.
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -33,11 +33,22 @@ pub struct SiteFile {
 #[derive(Debug, Clone)]
 pub struct Site {
     root: PathBuf,
+    /// Folders never served, wherever they are (`lua.script_dir`).
+    hidden: Vec<PathBuf>,
 }
 
 impl Site {
     pub fn new(root: PathBuf) -> Self {
-        Site { root }
+        Site {
+            root,
+            hidden: Vec::new(),
+        }
+    }
+
+    /// The same site, never serving anything inside `folder`.
+    pub fn hiding(mut self, folder: PathBuf) -> Self {
+        self.hidden.push(folder);
+        self
     }
 
     /// Maps a request path (`/`, `/css/app.css`, percent-encoded or not) to a file.
@@ -80,6 +91,14 @@ impl Site {
                 return Err(SiteError::Forbidden);
             }
         }
+        let hidden = self
+            .hidden
+            .iter()
+            .filter_map(|folder| folder.canonicalize().ok())
+            .any(|folder| real.starts_with(folder));
+        if hidden {
+            return Err(SiteError::Forbidden);
+        }
         let meta = std::fs::metadata(&real).map_err(not_found_or_forbidden)?;
         if !meta.is_file() {
             return Err(SiteError::NotFound);
@@ -103,5 +122,32 @@ fn not_found_or_forbidden(error: io::Error) -> SiteError {
     match error.kind() {
         io::ErrorKind::PermissionDenied => SiteError::Forbidden,
         _ => SiteError::NotFound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_folder_elsewhere_in_the_site_is_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("site");
+        std::fs::create_dir_all(site.join("code/functions")).unwrap();
+        std::fs::write(site.join("code/functions/secret.lua"), "-- key").unwrap();
+        std::fs::write(site.join("page.html"), "hi").unwrap();
+        std::os::unix::fs::symlink(site.join("code"), site.join("alias")).unwrap();
+        let plain = Site::new(site.clone());
+        assert!(plain.resolve("/code/functions/secret.lua").is_ok());
+        let hiding = Site::new(site.clone()).hiding(site.join("code"));
+        for path in [
+            "/code/functions/secret.lua",
+            "/code/./functions/secret.lua",
+            "/%63ode/functions/secret.lua",
+            "/alias/functions/secret.lua",
+        ] {
+            assert_eq!(hiding.resolve(path), Err(SiteError::Forbidden), "{path}");
+        }
+        assert!(hiding.resolve("/page.html").is_ok());
     }
 }
