@@ -78,7 +78,7 @@ pub fn start_setup(setup: LuaSetup) -> LuaEngine {
     LuaEngine::start(setup, stopped)
 }
 
-async fn call(engine: &LuaEngine, name: &str, params: Value) -> Result<Value, LuaError> {
+pub async fn call(engine: &LuaEngine, name: &str, params: Value) -> Result<Value, LuaError> {
     engine
         .call(name, params, caller("12D3KooWVisitor", false))
         .await

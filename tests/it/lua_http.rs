@@ -15,10 +15,10 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use futures_util::future::BoxFuture;
 use goop2::services::lua::http::{HostResolver, HttpPolicy, LuaHttp};
-use goop2::services::lua::{LuaCaller, LuaEngine, LuaSetup};
+use goop2::services::lua::{LuaEngine, LuaSetup};
 use serde_json::{Value, json};
 
-use crate::lua::{setup, start_setup};
+use crate::lua::{call, setup, start_setup};
 
 /// Answers from a table; a name with several answers gives them in turn (then the last again).
 #[derive(Default)]
@@ -167,20 +167,7 @@ fn policy(allow: &[&str], resolver: Arc<TableResolver>) -> HttpPolicy {
 }
 
 async fn fetch(engine: &LuaEngine, params: Value) -> Value {
-    engine
-        .call(
-            "fetch",
-            params,
-            LuaCaller {
-                id: "12D3KooWVisitor".into(),
-                label: String::new(),
-                email: String::new(),
-                owner: false,
-            },
-        )
-        .await
-        .unwrap()
-        .result
+    call(engine, "fetch", params).await.unwrap()
 }
 
 async fn refusal(engine: &LuaEngine, url: &str) -> String {
@@ -422,20 +409,9 @@ async fn requests_are_bounded_in_number_size_and_time_and_can_be_turned_off() {
     let engine = engine(dir.path(), Some(policy(&["127.0.0.1/32"], resolver)), 1500);
     let base = format!("http://allowed.example:{}", target.port());
 
-    let four = engine
-        .call(
-            "four",
-            json!({ "url": format!("{base}/whoami") }),
-            LuaCaller {
-                id: "12D3KooWVisitor".into(),
-                label: String::new(),
-                email: String::new(),
-                owner: false,
-            },
-        )
+    let four = call(&engine, "four", json!({ "url": format!("{base}/whoami") }))
         .await
-        .unwrap()
-        .result;
+        .unwrap();
     assert_eq!(
         four,
         json!([

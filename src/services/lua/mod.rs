@@ -404,15 +404,7 @@ impl ScriptSet {
     }
 
     fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .scripts
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        names.sort();
-        names
+        self.list().into_iter().map(|info| info.name).collect()
     }
 
     fn list(&self) -> Vec<FunctionInfo> {
