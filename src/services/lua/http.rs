@@ -30,7 +30,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// Redirects followed per request.
 const MAX_REDIRECTS: usize = 5;
 /// Headers a script may set on one request.
-const MAX_HEADERS: usize = 32;
+pub const MAX_HEADERS: usize = 32;
 
 /// Turns a host name into addresses. The system resolver in production; tests bring their own.
 pub trait HostResolver: Send + Sync + 'static {

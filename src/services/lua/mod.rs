@@ -367,7 +367,7 @@ impl LuaEngine {
             entry,
             caller,
             me: self.me.caller(),
-            commands: self.commands.names(),
+            commands: self.commands.clone(),
             limits: self.limits.clone(),
             kv: self.kv.clone(),
             db: self.db.clone(),

@@ -33,8 +33,8 @@ pub(super) struct Run {
     pub entry: Entry,
     pub caller: LuaCaller,
     pub me: LuaCaller,
-    /// The chat commands there are, for `goop.commands()`.
-    pub commands: Vec<String>,
+    /// The chat commands, for `goop.commands()`.
+    pub commands: Arc<super::ScriptSet>,
     pub limits: LuaLimits,
     pub kv: Option<crate::store::lua_kv::LuaKv>,
     pub db: Option<crate::store::data::DataStore>,
@@ -392,7 +392,8 @@ fn http_headers(headers: Option<Table>) -> mlua::Result<Vec<(String, String)>> {
     let mut list = Vec::new();
     for pair in headers.pairs::<String, String>() {
         list.push(pair?);
-        if list.len() > 32 {
+        // One more than allowed is enough for the request to be refused with the reason.
+        if list.len() > super::http::MAX_HEADERS {
             break;
         }
     }
@@ -561,7 +562,7 @@ fn install_goop(
     let commands = run.commands.clone();
     api.set(
         "commands",
-        lua.create_function(move |_, ()| Ok(commands.clone()))?,
+        lua.create_function(move |_, ()| Ok(commands.names()))?,
     )?;
 
     let owner = run.caller.owner;
