@@ -336,3 +336,12 @@ async fn the_data_benchmark_runs_every_workload_both_ways() {
         "bounded"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_concurrent_callers_than_a_peer_serves_at_once_wait_their_turn() {
+    // A peer serves 8 data streams per caller at once and resets any more; 32 callers in one
+    // node share them without a single failure.
+    let bench = goop2::modes::bench_data::run(400, 32).await.unwrap();
+    assert_eq!(bench.remote_query.ops, 400);
+    assert_eq!(bench.remote_insert.ops, 400);
+}

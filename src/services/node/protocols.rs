@@ -285,11 +285,30 @@ async fn serve_data(peer: PeerId, stream: libp2p::Stream, served: Served) -> std
 /// Idle data streams per peer, with the time each was put back.
 type IdleStreams = HashMap<PeerId, Vec<(std::time::Instant, libp2p::Stream)>>;
 
-/// Open data streams to peers, kept for the next request.
+/// Open data streams to peers, kept for the next request, and the bounds that keep a caller
+/// within what a peer serves at once.
 #[derive(Clone, Default)]
 pub struct DataPool {
     idle: Arc<std::sync::Mutex<IdleStreams>>,
+    peers: Arc<std::sync::Mutex<HashMap<PeerId, PeerSlots>>>,
 }
+
+/// Per peer: requests in flight, and the turn to open a stream.
+#[derive(Clone)]
+struct PeerSlots {
+    /// A peer serves [`STREAMS_PER_PEER`] streams of a protocol at once and resets any more, so
+    /// more concurrent requests wait here instead of failing there. A new stream is opened only
+    /// when none is idle, so open streams (in use plus idle) stay within the same bound.
+    in_flight: Arc<Semaphore>,
+    /// Streams are opened one after another: the peer takes new streams from a queue of one
+    /// and resets those that arrive while it is full.
+    opening: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Peers whose slots are kept before idle ones are forgotten.
+const SLOT_PEERS: usize = 1024;
+/// Times a new stream the peer reset before reading it is replaced.
+const FRESH_RETRIES: u32 = 3;
 
 impl DataPool {
     fn take(&self, peer: PeerId) -> Option<libp2p::Stream> {
@@ -310,6 +329,20 @@ impl DataPool {
         if streams.len() < POOLED_PER_PEER {
             streams.push((std::time::Instant::now(), stream));
         }
+    }
+
+    fn slots(&self, peer: PeerId) -> PeerSlots {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if peers.len() >= SLOT_PEERS && !peers.contains_key(&peer) {
+            peers.retain(|_, slots| slots.in_flight.available_permits() < STREAMS_PER_PEER);
+        }
+        peers
+            .entry(peer)
+            .or_insert_with(|| PeerSlots {
+                in_flight: Arc::new(Semaphore::new(STREAMS_PER_PEER)),
+                opening: Arc::default(),
+            })
+            .clone()
     }
 }
 
@@ -351,13 +384,20 @@ pub async fn fetch_data(
 ) -> Result<serde_json::Value, FetchError> {
     let mut line = serde_json::to_vec(request).map_err(|e| FetchError::Malformed(e.to_string()))?;
     line.push(b'\n');
+    let slots = pool.slots(peer);
+    let _in_flight = tokio::time::timeout(STALL_TIMEOUT, slots.in_flight.acquire_owned())
+        .await
+        .map_err(|_| unreachable("too many requests to this peer are waiting"))?
+        .map_err(unreachable)?;
+    let mut fresh_failures = 0;
     loop {
         let (mut stream, pooled) = match pool.take(peer) {
             Some(stream) => (stream, true),
-            None => (
-                control.open_stream(peer, DATA).await.map_err(unreachable)?,
-                false,
-            ),
+            None => {
+                let _turn = slots.opening.lock().await;
+                let stream = control.open_stream(peer, DATA).await.map_err(unreachable)?;
+                (stream, false)
+            }
         };
         match exchange(&mut stream, &line).await {
             Exchange::Answer(answer) => {
@@ -367,6 +407,12 @@ pub async fn fetch_data(
             }
             // A pooled stream the peer had closed: the request never arrived; use a new one.
             Exchange::Closed(_) if pooled => continue,
+            // A new stream the peer reset before reading it (a burst of new streams, or one it
+            // still counted as open): the request never arrived either.
+            Exchange::Closed(_) if fresh_failures < FRESH_RETRIES => {
+                fresh_failures += 1;
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(fresh_failures))).await;
+            }
             Exchange::Closed(err) => return Err(unreachable(err)),
             Exchange::Failed(err) => return Err(err),
         }
