@@ -221,6 +221,8 @@ pub struct LuaEngine {
     me: SelfProfile,
     functions: Arc<ScriptSet>,
     commands: Arc<ScriptSet>,
+    /// The host API's Lua part, compiled once.
+    prelude: Arc<Vec<u8>>,
     rates: Arc<RateLimits>,
     /// `goop.kv`, unless `lua.kv_enabled` is off.
     kv: Option<crate::store::lua_kv::LuaKv>,
@@ -246,6 +248,9 @@ impl LuaEngine {
             },
             functions: Arc::new(ScriptSet::new(setup.script_dir.join("functions"))),
             commands: Arc::new(ScriptSet::new(setup.script_dir.clone())),
+            prelude: Arc::new(
+                sandbox::compile("goop", sandbox::PRELUDE).expect("the built-in prelude compiles"),
+            ),
             dir: setup.script_dir,
         };
         engine.rescan();
@@ -364,6 +369,7 @@ impl LuaEngine {
         let run = sandbox::Run {
             name,
             bytecode,
+            prelude: self.prelude.clone(),
             entry,
             caller,
             me: self.me.caller(),

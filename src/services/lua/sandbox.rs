@@ -26,10 +26,33 @@ pub(super) enum Entry {
     Handle(String),
 }
 
+/// Lua half of the host API: `goop.route`, and the read-only proxy `goop` is seen through.
+/// Compiled once per engine; receives the API table and returns the proxy.
+pub(super) const PRELUDE: &str = r#"
+local api = ...
+api.route = function(handlers)
+  return function(request)
+    local action = request and request.params and request.params.action
+    local handler = action ~= nil and handlers[action]
+    if not handler then
+      error("unknown action " .. tostring(action), 2)
+    end
+    return handler(request)
+  end
+end
+return setmetatable({}, {
+  __index = api,
+  __newindex = function() error("goop is read-only", 2) end,
+  __metatable = "goop is protected",
+})
+"#;
+
 /// Everything one call needs.
 pub(super) struct Run {
     pub name: String,
     pub bytecode: Arc<Vec<u8>>,
+    /// [`PRELUDE`], compiled.
+    pub prelude: Arc<Vec<u8>>,
     pub entry: Entry,
     pub caller: LuaCaller,
     pub me: LuaCaller,
@@ -580,27 +603,9 @@ fn install_goop(
     )?;
 
     let prelude: Function = lua
-        .load(
-            r#"
-            local api = ...
-            api.route = function(handlers)
-              return function(request)
-                local action = request and request.params and request.params.action
-                local handler = action ~= nil and handlers[action]
-                if not handler then
-                  error("unknown action " .. tostring(action), 2)
-                end
-                return handler(request)
-              end
-            end
-            return setmetatable({}, {
-              __index = api,
-              __newindex = function() error("goop is read-only", 2) end,
-              __metatable = "goop is protected",
-            })
-            "#,
-        )
+        .load(run.prelude.as_slice())
         .set_name("=goop")
+        .set_mode(ChunkMode::Binary)
         .into_function()?;
     let goop: Table = prelude.call(api)?;
     lua.globals().raw_set("goop", goop)?;
