@@ -100,6 +100,8 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         s if s & 0xff00 == 0xff00 => "a multicast address",
         0x2001 if segments[1] == 0x0db8 => "a documentation address",
         0x0100 if segments[1..4] == [0, 0, 0] => "a discard-only address",
+        // 64:ff9b:1::/48, NAT64 for a local network.
+        0x0064 if segments[1] == 0xff9b => "a local NAT64 address",
         // Teredo tunnels lead to hidden IPv4 hosts.
         0x2001 if segments[1] == 0 => "a tunnel (Teredo) address",
         _ => return None,
@@ -361,6 +363,8 @@ mod tests {
             ("64:ff9b::a9fe:a9fe", "link-local"),
             ("2002:7f00:1::", "loopback"),
             ("2001:db8::1", "documentation"),
+            ("64:ff9b:1::a00:1", "NAT64"),
+            ("2001:0:4136:e378::1", "Teredo"),
         ];
         for (ip, kind) in refused {
             let found = forbidden_kind(ip.parse().unwrap());
