@@ -559,6 +559,26 @@ async fn chat_commands_answer_bang_messages_with_text() {
         Some("Unknown command: nope")
     );
     assert_eq!(
+        engine.command("nope", "", ann.clone()).await.unwrap_err(),
+        LuaError::NoSuchCommand("nope".into())
+    );
+    // A function is no command, nor the other way round.
+    assert_eq!(
+        engine
+            .command("count", "", ann.clone())
+            .await
+            .unwrap()
+            .result,
+        json!("42")
+    );
+    assert_eq!(
+        engine
+            .call("count", json!({}), ann.clone())
+            .await
+            .unwrap_err(),
+        LuaError::NoSuchFunction("count".into())
+    );
+    assert_eq!(
         engine.dispatch("!count", ann.clone()).await.as_deref(),
         Some("42")
     );

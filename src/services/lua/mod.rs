@@ -159,6 +159,8 @@ pub struct CallOutcome {
 pub enum LuaError {
     #[error("there is no function `{0}`")]
     NoSuchFunction(String),
+    #[error("there is no chat command `{0}`")]
+    NoSuchCommand(String),
     #[error("`{0}` does not compile: {1}")]
     DoesNotCompile(String, String),
     #[error("{0}")]
@@ -298,7 +300,10 @@ impl LuaEngine {
         params: Json,
         caller: LuaCaller,
     ) -> Result<CallOutcome, LuaError> {
-        let compiled = self.functions.get(name)?;
+        let compiled = self
+            .functions
+            .get(name)
+            .ok_or_else(|| LuaError::NoSuchFunction(name.to_owned()))?;
         self.rates.check(&compiled.info, &caller)?;
         self.run(compiled, sandbox::Entry::Call(params), caller)
             .await
@@ -312,7 +317,10 @@ impl LuaEngine {
         args: &str,
         caller: LuaCaller,
     ) -> Result<CallOutcome, LuaError> {
-        let compiled = self.commands.get(name)?;
+        let compiled = self
+            .commands
+            .get(name)
+            .ok_or_else(|| LuaError::NoSuchCommand(name.to_owned()))?;
         // Commands are limited apart from functions of the same name.
         let mut limited = compiled.info.clone();
         limited.name = format!("!{name}");
@@ -347,7 +355,7 @@ impl LuaEngine {
                 Json::String(reply) if !reply.is_empty() => Some(reply),
                 _ => None,
             },
-            Err(LuaError::NoSuchFunction(_)) => Some(format!("Unknown command: {name}")),
+            Err(LuaError::NoSuchCommand(_)) => Some(format!("Unknown command: {name}")),
             Err(error @ LuaError::RateLimited(_)) => Some(error.to_string()),
             Err(error) => Some(format!("Script error: {error}")),
         }
@@ -400,13 +408,12 @@ impl ScriptSet {
         }
     }
 
-    fn get(&self, name: &str) -> Result<Compiled, LuaError> {
+    fn get(&self, name: &str) -> Option<Compiled> {
         self.scripts
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
-            .ok_or_else(|| LuaError::NoSuchFunction(name.to_owned()))
     }
 
     fn names(&self) -> Vec<String> {
