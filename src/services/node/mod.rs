@@ -108,7 +108,7 @@ pub struct Node {
     commands: mpsc::Sender<Command>,
     control: libp2p_stream::Control,
     /// Data streams kept open between requests.
-    data_pool: protocols::DataPool,
+    outbound: protocols::Outbound,
 }
 
 impl Node {
@@ -214,7 +214,7 @@ impl Node {
                 peer_id,
                 commands,
                 control,
-                data_pool: protocols::DataPool::default(),
+                outbound: protocols::Outbound::default(),
             },
             event_rx,
         ))
@@ -279,7 +279,7 @@ impl Node {
         peer: PeerId,
         request: &crate::services::data::DataRequest,
     ) -> Result<serde_json::Value, protocols::FetchError> {
-        protocols::fetch_data(&mut self.control.clone(), &self.data_pool, peer, request).await
+        protocols::fetch_data(&mut self.control.clone(), &self.outbound, peer, request).await
     }
 
     /// Fetches a file of `peer`'s site over `/goop/site/1.0.0`.
@@ -288,7 +288,7 @@ impl Node {
         peer: PeerId,
         path: &str,
     ) -> Result<protocols::SiteReply, protocols::FetchError> {
-        protocols::fetch_site(&mut self.control.clone(), peer, path).await
+        protocols::fetch_site(&mut self.control.clone(), &self.outbound, peer, path).await
     }
 
     /// Fetches `peer`'s avatar over `/goop/avatar/1.0.0`.
@@ -296,12 +296,12 @@ impl Node {
         &self,
         peer: PeerId,
     ) -> Result<Option<Vec<u8>>, protocols::FetchError> {
-        protocols::fetch_avatar(&mut self.control.clone(), peer).await
+        protocols::fetch_avatar(&mut self.control.clone(), &self.outbound, peer).await
     }
 
     /// Asks `peer` for its label over `/goop/content/1.0.0` (the reachability probe).
     pub async fn fetch_content(&self, peer: PeerId) -> Result<String, protocols::FetchError> {
-        protocols::fetch_content(&mut self.control.clone(), peer).await
+        protocols::fetch_content(&mut self.control.clone(), &self.outbound, peer).await
     }
 }
 

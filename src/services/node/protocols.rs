@@ -43,7 +43,10 @@ const CONCURRENT_STREAMS: usize = 256;
 const STREAMS_PER_PEER: usize = 8;
 /// Idle data streams kept open per peer on the calling side (the serving side closes them after
 /// [`DATA_IDLE_TIMEOUT`]; the caller lets go earlier).
-const POOLED_PER_PEER: usize = STREAMS_PER_PEER;
+const POOLED_PER_PEER: usize = CALLER_SLOTS;
+/// Requests of one protocol a caller has in flight to one peer: fewer than the peer serves,
+/// because a stream the caller is done with still counts there until its task has ended.
+const CALLER_SLOTS: usize = STREAMS_PER_PEER - 2;
 const POOLED_IDLE: Duration = Duration::from_secs(20);
 /// A transfer that makes no progress for this long is abandoned.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -285,32 +288,35 @@ async fn serve_data(peer: PeerId, stream: libp2p::Stream, served: Served) -> std
 /// Idle data streams per peer, with the time each was put back.
 type IdleStreams = HashMap<PeerId, Vec<(std::time::Instant, libp2p::Stream)>>;
 
-/// Open data streams to peers, kept for the next request, and the bounds that keep a caller
-/// within what a peer serves at once.
+/// The fetching side: idle data streams kept for the next request, and per peer and protocol
+/// the slots that keep requests within what the peer serves at once.
 #[derive(Clone, Default)]
-pub struct DataPool {
+pub struct Outbound {
     idle: Arc<std::sync::Mutex<IdleStreams>>,
-    peers: Arc<std::sync::Mutex<HashMap<PeerId, PeerSlots>>>,
+    slots: Arc<std::sync::Mutex<HashMap<(PeerId, StreamProtocol), PeerSlots>>>,
 }
 
-/// Per peer: requests in flight, and the turn to open a stream.
+/// Per peer and protocol: requests in flight, and the turn to open a stream.
 #[derive(Clone)]
 struct PeerSlots {
     /// A peer serves [`STREAMS_PER_PEER`] streams of a protocol at once and resets any more, so
-    /// more concurrent requests wait here instead of failing there. A new stream is opened only
-    /// when none is idle, so open streams (in use plus idle) stay within the same bound.
+    /// more than [`CALLER_SLOTS`] concurrent requests wait here instead of failing there. A new data stream is opened
+    /// only when none is idle, so open streams (in use plus idle) stay within the same bound.
     in_flight: Arc<Semaphore>,
     /// Streams are opened one after another: the peer takes new streams from a queue of one
     /// and resets those that arrive while it is full.
     opening: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// Peers whose slots are kept before idle ones are forgotten.
-const SLOT_PEERS: usize = 1024;
-/// Times a new stream the peer reset before reading it is replaced.
-const FRESH_RETRIES: u32 = 3;
+/// Peers and protocols whose slots are kept before idle ones are forgotten.
+const SLOT_KEYS: usize = 1024;
+/// Times a new stream the peer reset before answering is replaced (after 10, 20, 40, 80 and
+/// 160 ms: the peer resets new streams while its own tasks lag behind).
+const FRESH_RETRIES: u32 = 5;
+/// How long a caller waits for the peer to end a finished stream before giving its slot back.
+const END_WAIT: Duration = Duration::from_secs(1);
 
-impl DataPool {
+impl Outbound {
     fn take(&self, peer: PeerId) -> Option<libp2p::Stream> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let streams = idle.get_mut(&peer)?;
@@ -331,18 +337,89 @@ impl DataPool {
         }
     }
 
-    fn slots(&self, peer: PeerId) -> PeerSlots {
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        if peers.len() >= SLOT_PEERS && !peers.contains_key(&peer) {
-            peers.retain(|_, slots| slots.in_flight.available_permits() < STREAMS_PER_PEER);
+    /// Waits (within the stall limit) for a slot to send `peer` a request of `protocol`.
+    async fn slot(&self, peer: PeerId, protocol: StreamProtocol) -> Result<Slot, FetchError> {
+        let slots = {
+            let mut all = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (peer, protocol.clone());
+            if all.len() >= SLOT_KEYS && !all.contains_key(&key) {
+                all.retain(|_, slots| slots.in_flight.available_permits() < CALLER_SLOTS);
+            }
+            all.entry(key)
+                .or_insert_with(|| PeerSlots {
+                    in_flight: Arc::new(Semaphore::new(CALLER_SLOTS)),
+                    opening: Arc::default(),
+                })
+                .clone()
+        };
+        let permit = tokio::time::timeout(STALL_TIMEOUT, slots.in_flight.clone().acquire_owned())
+            .await
+            .map_err(|_| unreachable("too many requests to this peer are waiting"))?
+            .map_err(unreachable)?;
+        Ok(Slot {
+            _permit: permit,
+            opening: slots.opening,
+            peer,
+            protocol,
+        })
+    }
+}
+
+/// A place among the requests in flight to one peer; given back on drop.
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    opening: Arc<tokio::sync::Mutex<()>>,
+    peer: PeerId,
+    protocol: StreamProtocol,
+}
+
+impl Slot {
+    /// Opens a new stream, on this peer's turn.
+    async fn open(&self, control: &mut Control) -> Result<libp2p::Stream, FetchError> {
+        let _turn = self.opening.lock().await;
+        control
+            .open_stream(self.peer, self.protocol.clone())
+            .await
+            .map_err(unreachable)
+    }
+}
+
+fn retry_pause(failures: u32) -> Duration {
+    Duration::from_millis(10 << failures.min(6))
+}
+
+/// Waits (briefly) until the peer ends a stream whose answer was read whole: the peer counts
+/// the stream against the caller until then, so the caller's slot is given back only after.
+async fn await_end<R: tokio::io::AsyncRead + Unpin>(reader: &mut R) {
+    let mut byte = [0u8; 1];
+    let _ = tokio::time::timeout(END_WAIT, reader.read(&mut byte)).await;
+}
+
+/// Sends a one-shot request (`request` writes it and reads the answer's first line) on a new
+/// stream; a stream reset before that first line is replaced: these requests only read, and
+/// the peer had not answered.
+async fn one_shot<T, F, Fut>(
+    control: &mut Control,
+    outbound: &Outbound,
+    peer: PeerId,
+    protocol: StreamProtocol,
+    request: F,
+) -> Result<T, FetchError>
+where
+    F: Fn(libp2p::Stream) -> Fut,
+    Fut: std::future::Future<Output = Result<T, FetchError>>,
+{
+    let slot = outbound.slot(peer, protocol).await?;
+    let mut failures = 0;
+    loop {
+        let stream = slot.open(control).await?;
+        match request(stream).await {
+            Err(FetchError::Unreachable(_) | FetchError::NoAnswer) if failures < FRESH_RETRIES => {
+                tokio::time::sleep(retry_pause(failures)).await;
+                failures += 1;
+            }
+            answer => return answer,
         }
-        peers
-            .entry(peer)
-            .or_insert_with(|| PeerSlots {
-                in_flight: Arc::new(Semaphore::new(STREAMS_PER_PEER)),
-                opening: Arc::default(),
-            })
-            .clone()
     }
 }
 
@@ -378,30 +455,22 @@ async fn exchange(stream: &mut libp2p::Stream, line: &[u8]) -> Exchange {
 /// Sends one data request to `peer` and reads its answer, on a pooled stream when one is open.
 pub async fn fetch_data(
     control: &mut Control,
-    pool: &DataPool,
+    outbound: &Outbound,
     peer: PeerId,
     request: &crate::services::data::DataRequest,
 ) -> Result<serde_json::Value, FetchError> {
     let mut line = serde_json::to_vec(request).map_err(|e| FetchError::Malformed(e.to_string()))?;
     line.push(b'\n');
-    let slots = pool.slots(peer);
-    let _in_flight = tokio::time::timeout(STALL_TIMEOUT, slots.in_flight.acquire_owned())
-        .await
-        .map_err(|_| unreachable("too many requests to this peer are waiting"))?
-        .map_err(unreachable)?;
+    let slot = outbound.slot(peer, DATA).await?;
     let mut fresh_failures = 0;
     loop {
-        let (mut stream, pooled) = match pool.take(peer) {
+        let (mut stream, pooled) = match outbound.take(peer) {
             Some(stream) => (stream, true),
-            None => {
-                let _turn = slots.opening.lock().await;
-                let stream = control.open_stream(peer, DATA).await.map_err(unreachable)?;
-                (stream, false)
-            }
+            None => (slot.open(control).await?, false),
         };
         match exchange(&mut stream, &line).await {
             Exchange::Answer(answer) => {
-                pool.put(peer, stream);
+                outbound.put(peer, stream);
                 return serde_json::from_slice(&answer)
                     .map_err(|e| FetchError::Malformed(e.to_string()));
             }
@@ -410,8 +479,8 @@ pub async fn fetch_data(
             // A new stream the peer reset before reading it (a burst of new streams, or one it
             // still counted as open): the request never arrived either.
             Exchange::Closed(_) if fresh_failures < FRESH_RETRIES => {
+                tokio::time::sleep(retry_pause(fresh_failures)).await;
                 fresh_failures += 1;
-                tokio::time::sleep(Duration::from_millis(10 * u64::from(fresh_failures))).await;
             }
             Exchange::Closed(err) => return Err(unreachable(err)),
             Exchange::Failed(err) => return Err(err),
@@ -434,6 +503,9 @@ pub enum FetchError {
     Refused(String),
     #[error("the peer could not be reached: {0}")]
     Unreachable(String),
+    /// The stream ended before a single byte of answer.
+    #[error("the peer closed the stream without answering")]
+    NoAnswer,
     #[error("the peer's answer is malformed: {0}")]
     Malformed(String),
 }
@@ -445,6 +517,7 @@ fn unreachable(error: impl std::fmt::Display) -> FetchError {
 /// Fetches `path` from `peer`'s site.
 pub async fn fetch_site(
     control: &mut Control,
+    outbound: &Outbound,
     peer: PeerId,
     path: &str,
 ) -> Result<SiteReply, FetchError> {
@@ -453,26 +526,35 @@ pub async fn fetch_site(
             "the path is not a single short line".into(),
         ));
     }
-    let stream = control.open_stream(peer, SITE).await.map_err(unreachable)?;
-    let (read, write) = futures_util::AsyncReadExt::split(stream);
-    let mut write = write.compat_write();
-    write
-        .write_all(format!("GET {path}\n").as_bytes())
-        .await
-        .map_err(unreachable)?;
-    write.flush().await.map_err(unreachable)?;
-    let mut reader = BufReader::with_capacity(COPY_BUFFER, read.compat());
-    let header = read_header(&mut reader).await?;
-    if let Some(reason) = header.strip_prefix("ERR ") {
-        return Err(FetchError::Refused(reason.to_owned()));
-    }
-    let mut parts = header.strip_prefix("OK ").unwrap_or("").split(' ');
-    let (Some(mime), Some(size)) = (parts.next(), parts.next()) else {
-        return Err(FetchError::Malformed(header));
-    };
-    let size: u64 = size
-        .parse()
-        .map_err(|_| FetchError::Malformed(header.clone()))?;
+    let request = format!("GET {path}\n");
+    let (mut reader, mime, size) = one_shot(control, outbound, peer, SITE, |stream| {
+        let request = request.clone();
+        async move {
+            let (read, write) = futures_util::AsyncReadExt::split(stream);
+            let mut write = write.compat_write();
+            write
+                .write_all(request.as_bytes())
+                .await
+                .map_err(unreachable)?;
+            write.flush().await.map_err(unreachable)?;
+            let mut reader = BufReader::with_capacity(COPY_BUFFER, read.compat());
+            let header = read_header(&mut reader).await?;
+            if let Some(reason) = header.strip_prefix("ERR ") {
+                await_end(&mut reader).await;
+                return Err(FetchError::Refused(reason.to_owned()));
+            }
+            let mut parts = header.strip_prefix("OK ").unwrap_or("").split(' ');
+            let (Some(mime), Some(size)) = (parts.next(), parts.next()) else {
+                return Err(FetchError::Malformed(header));
+            };
+            let mime = mime.to_owned();
+            let size: u64 = size
+                .parse()
+                .map_err(|_| FetchError::Malformed(header.clone()))?;
+            Ok((reader, mime, size))
+        }
+    })
+    .await?;
     if size > MAX_FILE_BYTES {
         return Err(FetchError::Malformed(format!(
             "{size} bytes is over the limit"
@@ -496,10 +578,8 @@ pub async fn fetch_site(
             body.len()
         )));
     }
-    Ok(SiteReply {
-        mime: mime.to_owned(),
-        body,
-    })
+    await_end(&mut reader).await;
+    Ok(SiteReply { mime, body })
 }
 
 /// Runs one step of a transfer, failing it if it makes no progress for [`STALL_TIMEOUT`].
@@ -519,15 +599,17 @@ async fn within_stall_limit<T>(
 /// Fetches `peer`'s avatar; `None` when it has none.
 pub async fn fetch_avatar(
     control: &mut Control,
+    outbound: &Outbound,
     peer: PeerId,
 ) -> Result<Option<Vec<u8>>, FetchError> {
-    let stream = control
-        .open_stream(peer, AVATAR)
-        .await
-        .map_err(unreachable)?;
-    let mut reader = BufReader::new(stream.compat());
-    let header = read_header(&mut reader).await?;
+    let (mut reader, header) = one_shot(control, outbound, peer, AVATAR, |stream| async {
+        let mut reader = BufReader::new(stream.compat());
+        let header = read_header(&mut reader).await?;
+        Ok((reader, header))
+    })
+    .await?;
     if header == "NONE" {
+        await_end(&mut reader).await;
         return Ok(None);
     }
     let size: u64 = header
@@ -542,17 +624,23 @@ pub async fn fetch_avatar(
     if image.len() as u64 != size {
         return Err(FetchError::Malformed("the image was cut short".into()));
     }
+    await_end(&mut reader).await;
     Ok(Some(image))
 }
 
 /// Asks `peer` for its label; also tells whether it is reachable.
-pub async fn fetch_content(control: &mut Control, peer: PeerId) -> Result<String, FetchError> {
-    let stream = control
-        .open_stream(peer, CONTENT)
-        .await
-        .map_err(unreachable)?;
-    let mut reader = BufReader::new(stream.compat());
-    read_header(&mut reader).await
+pub async fn fetch_content(
+    control: &mut Control,
+    outbound: &Outbound,
+    peer: PeerId,
+) -> Result<String, FetchError> {
+    one_shot(control, outbound, peer, CONTENT, |stream| async {
+        let mut reader = BufReader::new(stream.compat());
+        let label = read_header(&mut reader).await?;
+        await_end(&mut reader).await;
+        Ok(label)
+    })
+    .await
 }
 
 /// One line of at most 4 KiB, within the request timeout.
@@ -569,7 +657,10 @@ async fn read_header<R: tokio::io::AsyncRead + Unpin>(
     .await
     .map_err(|_| FetchError::Unreachable("no answer within 10 s".into()))?
     .map_err(unreachable)?;
-    if read == 0 || !line.ends_with(b"\n") {
+    if read == 0 {
+        return Err(FetchError::NoAnswer);
+    }
+    if !line.ends_with(b"\n") {
         return Err(FetchError::Malformed("no complete first line".into()));
     }
     line.pop();
