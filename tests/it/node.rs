@@ -176,6 +176,21 @@ fn site_fixture() -> tempfile::TempDir {
     dir
 }
 
+/// Bob, labelled "Bob", serving [`site_fixture`] (kept alive by the returned directory).
+async fn bob_serving_the_fixture() -> (Node, tempfile::TempDir) {
+    let fixture = site_fixture();
+    let served = Served {
+        site: Some(Site::new(fixture.path().join("site"))),
+        label: tokio::sync::watch::channel("Bob".to_owned()).1,
+        avatar: None,
+        data: None,
+    };
+    let (bob, _events) = Node::start(Keypair::generate_ed25519(), options("goop-mdns"), served)
+        .await
+        .unwrap();
+    (bob, fixture)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_site_protocol_serves_files_and_refuses_what_is_not_public() {
     let fixture = site_fixture();
@@ -242,16 +257,7 @@ async fn the_site_protocol_serves_files_and_refuses_what_is_not_public() {
 async fn a_page_with_many_files_fetched_at_once_gets_every_one() {
     // A browser loads a page's files in parallel; the serving peer takes 8 streams per peer at
     // once and resets any more, so the fetching side must queue rather than fail.
-    let fixture = site_fixture();
-    let served = Served {
-        site: Some(Site::new(fixture.path().join("site"))),
-        label: tokio::sync::watch::channel("Bob".to_owned()).1,
-        avatar: None,
-        data: None,
-    };
-    let (bob, _bob_events) = Node::start(Keypair::generate_ed25519(), options("goop-mdns"), served)
-        .await
-        .unwrap();
+    let (bob, _fixture) = bob_serving_the_fixture().await;
     let (alice, mut alice_events, _) = spawn("goop-mdns").await;
     alice.dial(tcp_addr(&bob).await).await.unwrap();
     next_event(&mut alice_events, |e| matches!(e, NodeEvent::Connected(_))).await;
@@ -283,16 +289,7 @@ async fn a_page_with_many_files_fetched_at_once_gets_every_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_peer_that_stops_reading_cannot_take_every_stream() {
     use futures_util::{AsyncReadExt, AsyncWriteExt};
-    let fixture = site_fixture();
-    let served = Served {
-        site: Some(Site::new(fixture.path().join("site"))),
-        label: tokio::sync::watch::channel("Bob".to_owned()).1,
-        avatar: None,
-        data: None,
-    };
-    let (bob, _bob_events) = Node::start(Keypair::generate_ed25519(), options("goop-mdns"), served)
-        .await
-        .unwrap();
+    let (bob, _fixture) = bob_serving_the_fixture().await;
     let (greedy, mut greedy_events, _) = spawn("goop-mdns").await;
     let (polite, mut polite_events, _) = spawn("goop-mdns").await;
     for (node, events) in [(&greedy, &mut greedy_events), (&polite, &mut polite_events)] {
