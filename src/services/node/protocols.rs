@@ -396,8 +396,9 @@ async fn await_end<R: tokio::io::AsyncRead + Unpin>(reader: &mut R) {
 }
 
 /// Sends a one-shot request (`request` writes it and reads the answer's first line) on a new
-/// stream; a stream reset before that first line is replaced: these requests only read, and
-/// the peer had not answered.
+/// stream; a stream closed before that first line ([`FetchError::NoAnswer`]) is replaced: these
+/// requests only read, and the peer had not answered. A slow or unreachable peer is not asked
+/// again.
 async fn one_shot<T, F, Fut>(
     control: &mut Control,
     outbound: &Outbound,
@@ -414,7 +415,7 @@ where
     loop {
         let stream = slot.open(control).await?;
         match request(stream).await {
-            Err(FetchError::Unreachable(_) | FetchError::NoAnswer) if failures < FRESH_RETRIES => {
+            Err(FetchError::NoAnswer) if failures < FRESH_RETRIES => {
                 tokio::time::sleep(retry_pause(failures)).await;
                 failures += 1;
             }
@@ -439,7 +440,10 @@ async fn exchange(stream: &mut libp2p::Stream, line: &[u8]) -> Exchange {
     })
     .await
     {
-        return Exchange::Closed(err);
+        return match ended(&err) {
+            true => Exchange::Closed(err),
+            false => Exchange::Failed(unreachable(err)),
+        };
     }
     let mut reader = BufReader::new(stream.compat());
     let mut answer = Vec::new();
@@ -514,6 +518,23 @@ fn unreachable(error: impl std::fmt::Display) -> FetchError {
     FetchError::Unreachable(error.to_string())
 }
 
+/// The stream was closed or reset under us (not slow, not unreachable).
+fn ended(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        error.kind(),
+        WriteZero | ConnectionReset | BrokenPipe | UnexpectedEof
+    )
+}
+
+/// An I/O error of a one-shot request: a stream closed under us means no answer came.
+fn lost(error: std::io::Error) -> FetchError {
+    match ended(&error) {
+        true => FetchError::NoAnswer,
+        false => unreachable(error),
+    }
+}
+
 /// Fetches `path` from `peer`'s site.
 pub async fn fetch_site(
     control: &mut Control,
@@ -532,11 +553,8 @@ pub async fn fetch_site(
         async move {
             let (read, write) = futures_util::AsyncReadExt::split(stream);
             let mut write = write.compat_write();
-            write
-                .write_all(request.as_bytes())
-                .await
-                .map_err(unreachable)?;
-            write.flush().await.map_err(unreachable)?;
+            write.write_all(request.as_bytes()).await.map_err(lost)?;
+            write.flush().await.map_err(lost)?;
             let mut reader = BufReader::with_capacity(COPY_BUFFER, read.compat());
             let header = read_header(&mut reader).await?;
             if let Some(reason) = header.strip_prefix("ERR ") {
@@ -656,7 +674,7 @@ async fn read_header<R: tokio::io::AsyncRead + Unpin>(
     )
     .await
     .map_err(|_| FetchError::Unreachable("no answer within 10 s".into()))?
-    .map_err(unreachable)?;
+    .map_err(lost)?;
     if read == 0 {
         return Err(FetchError::NoAnswer);
     }
