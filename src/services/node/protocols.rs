@@ -313,7 +313,7 @@ const SLOT_KEYS: usize = 1024;
 /// Times a new stream the peer reset before answering is replaced (after 10, 20, 40, 80 and
 /// 160 ms: the peer resets new streams while its own tasks lag behind).
 const FRESH_RETRIES: u32 = 5;
-/// How long a caller waits for the peer to end a finished stream before giving its slot back.
+/// How long a finished stream's slot waits for the peer to end it before it is given back.
 const END_WAIT: Duration = Duration::from_secs(1);
 
 impl Outbound {
@@ -388,11 +388,15 @@ fn retry_pause(failures: u32) -> Duration {
     Duration::from_millis(10 << failures.min(6))
 }
 
-/// Waits (briefly) until the peer ends a stream whose answer was read whole: the peer counts
-/// the stream against the caller until then, so the caller's slot is given back only after.
-async fn await_end<R: tokio::io::AsyncRead + Unpin>(reader: &mut R) {
-    let mut byte = [0u8; 1];
-    let _ = tokio::time::timeout(END_WAIT, reader.read(&mut byte)).await;
+/// Gives `slot` back once the peer has ended a stream whose answer was read whole (or after
+/// [`END_WAIT`]): the peer counts the stream against the caller until then. The answer does not
+/// wait for it.
+fn release_at_end<R: tokio::io::AsyncRead + Unpin + Send + 'static>(mut reader: R, slot: Slot) {
+    tokio::spawn(async move {
+        let mut byte = [0u8; 1];
+        let _ = tokio::time::timeout(END_WAIT, reader.read(&mut byte)).await;
+        drop(slot);
+    });
 }
 
 /// Sends a one-shot request (`request` writes it and reads the answer's first line) on a new
@@ -405,7 +409,7 @@ async fn one_shot<T, F, Fut>(
     peer: PeerId,
     protocol: StreamProtocol,
     request: F,
-) -> Result<T, FetchError>
+) -> Result<(T, Slot), FetchError>
 where
     F: Fn(libp2p::Stream) -> Fut,
     Fut: std::future::Future<Output = Result<T, FetchError>>,
@@ -419,7 +423,7 @@ where
                 tokio::time::sleep(retry_pause(failures)).await;
                 failures += 1;
             }
-            answer => return answer,
+            answer => return answer.map(|answer| (answer, slot)),
         }
     }
 }
@@ -548,7 +552,7 @@ pub async fn fetch_site(
         ));
     }
     let request = format!("GET {path}\n");
-    let (mut reader, mime, size) = one_shot(control, outbound, peer, SITE, |stream| {
+    let ((mut reader, mime, size), slot) = one_shot(control, outbound, peer, SITE, |stream| {
         let request = request.clone();
         async move {
             let (read, write) = futures_util::AsyncReadExt::split(stream);
@@ -558,7 +562,6 @@ pub async fn fetch_site(
             let mut reader = BufReader::with_capacity(COPY_BUFFER, read.compat());
             let header = read_header(&mut reader).await?;
             if let Some(reason) = header.strip_prefix("ERR ") {
-                await_end(&mut reader).await;
                 return Err(FetchError::Refused(reason.to_owned()));
             }
             let mut parts = header.strip_prefix("OK ").unwrap_or("").split(' ');
@@ -596,7 +599,7 @@ pub async fn fetch_site(
             body.len()
         )));
     }
-    await_end(&mut reader).await;
+    release_at_end(reader, slot);
     Ok(SiteReply { mime, body })
 }
 
@@ -620,14 +623,14 @@ pub async fn fetch_avatar(
     outbound: &Outbound,
     peer: PeerId,
 ) -> Result<Option<Vec<u8>>, FetchError> {
-    let (mut reader, header) = one_shot(control, outbound, peer, AVATAR, |stream| async {
+    let ((mut reader, header), slot) = one_shot(control, outbound, peer, AVATAR, |stream| async {
         let mut reader = BufReader::new(stream.compat());
         let header = read_header(&mut reader).await?;
         Ok((reader, header))
     })
     .await?;
     if header == "NONE" {
-        await_end(&mut reader).await;
+        release_at_end(reader, slot);
         return Ok(None);
     }
     let size: u64 = header
@@ -642,7 +645,7 @@ pub async fn fetch_avatar(
     if image.len() as u64 != size {
         return Err(FetchError::Malformed("the image was cut short".into()));
     }
-    await_end(&mut reader).await;
+    release_at_end(reader, slot);
     Ok(Some(image))
 }
 
@@ -652,13 +655,14 @@ pub async fn fetch_content(
     outbound: &Outbound,
     peer: PeerId,
 ) -> Result<String, FetchError> {
-    one_shot(control, outbound, peer, CONTENT, |stream| async {
+    let ((reader, label), slot) = one_shot(control, outbound, peer, CONTENT, |stream| async {
         let mut reader = BufReader::new(stream.compat());
         let label = read_header(&mut reader).await?;
-        await_end(&mut reader).await;
-        Ok(label)
+        Ok((reader, label))
     })
-    .await
+    .await?;
+    release_at_end(reader, slot);
+    Ok(label)
 }
 
 /// One line of at most 4 KiB, within the request timeout.
