@@ -76,7 +76,6 @@ pub async fn run(ops: usize, callers: usize) -> anyhow::Result<DataBench> {
         store.data(),
         server_id.to_base58(),
         watch::channel(String::new()).1,
-        watch::channel(String::new()).1,
         Arc::new(|_: &str| Box::pin(async { None })),
     );
     let owner = Caller::Owner;

@@ -89,7 +89,6 @@ pub async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
         store.data(),
         server_id,
         watch::channel(String::new()).1,
-        watch::channel(String::new()).1,
         Arc::new(|_: &str| Box::pin(async { None })),
     )
     .with_lua(engine);

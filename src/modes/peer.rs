@@ -93,7 +93,6 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let mut data = DataService::new(
         store.data(),
         peer_id.to_base58(),
-        label.clone(),
         own_email.clone(),
         peer_lookup(table.clone()),
     );

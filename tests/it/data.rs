@@ -19,7 +19,6 @@ async fn service() -> (DataService, tempfile::TempDir) {
     let data = DataService::new(
         store.data(),
         ME.into(),
-        tokio::sync::watch::channel("Owner".to_owned()).1,
         own_email,
         Arc::new(|peer: &str| {
             let known = (peer == BOB).then(|| goop2::services::data::PeerIdentity {

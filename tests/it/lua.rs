@@ -371,7 +371,6 @@ async fn scripts_read_and_change_the_sites_tables_and_nothing_else() {
     let data = goop2::services::data::DataService::new(
         store.data(),
         "12D3KooWSelf".into(),
-        tokio::sync::watch::channel(String::new()).1,
         email,
         std::sync::Arc::new(|_: &str| Box::pin(async { None })),
     );

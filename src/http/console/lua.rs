@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{ConsoleApp, Frame};
 use crate::http::session::redirect_with_notice;
-use crate::services::lua::{FunctionInfo, LuaCaller};
+use crate::services::lua::{FunctionInfo, is_plain_name};
 use crate::services::site_files::Expect;
 
 pub fn routes() -> Router<ConsoleApp> {
@@ -121,12 +121,7 @@ async fn run_function(
     let Some(engine) = app.data.lua_engine() else {
         return (StatusCode::NOT_FOUND, "Lua is not enabled (lua.enabled)").into_response();
     };
-    let owner = LuaCaller {
-        id: app.peer_id.to_base58(),
-        label: app.label.borrow().clone(),
-        email: String::new(),
-        owner: true,
-    };
+    let owner = engine.owner();
     let started = std::time::Instant::now();
     let mut ran = Ran {
         name: form.name.clone(),
@@ -191,13 +186,8 @@ struct NameForm {
 
 /// The script's path inside the site, for a plain name.
 fn script_path(app: &ConsoleApp, kind: Kind, name: &str) -> Option<String> {
-    let plain = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     let dir = app.lua_dir.as_deref()?;
-    plain.then(|| match kind {
+    is_plain_name(name).then(|| match kind {
         Kind::Function => format!("{dir}/functions/{name}.lua"),
         Kind::Command => format!("{dir}/{name}.lua"),
     })

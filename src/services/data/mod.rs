@@ -198,8 +198,6 @@ pub struct DataService {
     /// The owner's email, for the owner's rows.
     own_email: Arc<tokio::sync::watch::Receiver<String>>,
     lookup: PeerLookup,
-    /// The owner's label, as `goop.peer.label` when the owner calls.
-    own_label: Arc<tokio::sync::watch::Receiver<String>>,
     /// The peer's Lua functions, when `lua.enabled`.
     lua: Option<crate::services::lua::LuaEngine>,
     /// Registered tables by name, parsed once.
@@ -228,14 +226,12 @@ impl DataService {
     pub fn new(
         store: DataStore,
         me: String,
-        own_label: tokio::sync::watch::Receiver<String>,
         own_email: tokio::sync::watch::Receiver<String>,
         lookup: PeerLookup,
     ) -> Self {
         DataService {
             store,
             me,
-            own_label: Arc::new(own_label),
             own_email: Arc::new(own_email),
             lookup,
             lua: None,
@@ -603,12 +599,7 @@ impl DataService {
             .as_deref()
             .ok_or_else(|| DataError::BadRequest("`function` is missing".into()))?;
         let who = match caller {
-            Caller::Owner => LuaCaller {
-                id: self.me.clone(),
-                label: self.own_label.borrow().clone(),
-                email: self.own_email.borrow().clone(),
-                owner: true,
-            },
+            Caller::Owner => engine.owner(),
             Caller::Peer(peer) => {
                 let known = (self.lookup)(peer).await.unwrap_or_default();
                 LuaCaller {

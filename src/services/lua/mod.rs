@@ -71,10 +71,16 @@ impl RateLimits {
         }
     }
 
-    /// Takes one call from the caller's and the global allowance.
-    fn check(&self, function: &FunctionInfo, caller: &LuaCaller) -> Result<(), LuaError> {
-        let key = (caller.id.clone(), function.name.clone());
-        let own = match function.rate_limit {
+    /// Takes one call of `name` (limited to `rate_limit` a minute per caller, when annotated)
+    /// from the caller's and the global allowance.
+    fn check(
+        &self,
+        name: &str,
+        rate_limit: Option<u32>,
+        caller: &LuaCaller,
+    ) -> Result<(), LuaError> {
+        let key = (caller.id.clone(), name.to_owned());
+        let own = match rate_limit {
             // The owner is not limited per caller; everyone counts toward the global limit.
             _ if caller.owner => true,
             Some(limit) => {
@@ -82,14 +88,14 @@ impl RateLimits {
                     .annotated
                     .read()
                     .unwrap_or_else(|e| e.into_inner())
-                    .get(&(function.name.clone(), limit))
+                    .get(&(name.to_owned(), limit))
                     .cloned();
                 let limiter = limiter.unwrap_or_else(|| {
                     let limiter = Arc::new(governor::RateLimiter::keyed(per_minute(limit)));
                     self.annotated
                         .write()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert((function.name.clone(), limit), limiter.clone());
+                        .insert((name.to_owned(), limit), limiter.clone());
                     limiter
                 });
                 limiter.check_key(&key).is_ok()
@@ -98,8 +104,8 @@ impl RateLimits {
         };
         if !own {
             return Err(LuaError::RateLimited(format!(
-                "`{}` was called too often by {}; try again in a minute",
-                function.name, caller.id
+                "`{name}` was called too often by {}; try again in a minute",
+                caller.id
             )));
         }
         if self.global.check().is_err() {
@@ -217,7 +223,6 @@ impl SelfProfile {
 /// The Lua functions of one peer. Cloning is cheap.
 #[derive(Clone)]
 pub struct LuaEngine {
-    dir: PathBuf,
     limits: LuaLimits,
     /// This peer, as `goop.self`.
     me: SelfProfile,
@@ -249,11 +254,10 @@ impl LuaEngine {
                 email: setup.self_email,
             },
             functions: Arc::new(ScriptSet::new(setup.script_dir.join("functions"))),
-            commands: Arc::new(ScriptSet::new(setup.script_dir.clone())),
+            commands: Arc::new(ScriptSet::new(setup.script_dir)),
             prelude: Arc::new(
                 sandbox::compile("goop", sandbox::PRELUDE).expect("the built-in prelude compiles"),
             ),
-            dir: setup.script_dir,
         };
         engine.rescan();
         let poller = engine.clone();
@@ -272,9 +276,9 @@ impl LuaEngine {
         engine
     }
 
-    /// The folder of the scripts (chat commands; functions are in its `functions/`).
-    pub fn script_dir(&self) -> &Path {
-        &self.dir
+    /// This peer's owner as a caller (`goop.peer` when the owner calls).
+    pub fn owner(&self) -> LuaCaller {
+        self.me.caller()
     }
 
     /// Compiles new and changed scripts; forgets removed ones.
@@ -304,7 +308,7 @@ impl LuaEngine {
             .functions
             .get(name)
             .ok_or_else(|| LuaError::NoSuchFunction(name.to_owned()))?;
-        self.rates.check(&compiled.info, &caller)?;
+        self.rates.check(name, compiled.info.rate_limit, &caller)?;
         self.run(compiled, sandbox::Entry::Call(params), caller)
             .await
     }
@@ -322,9 +326,8 @@ impl LuaEngine {
             .get(name)
             .ok_or_else(|| LuaError::NoSuchCommand(name.to_owned()))?;
         // Commands are limited apart from functions of the same name.
-        let mut limited = compiled.info.clone();
-        limited.name = format!("!{name}");
-        self.rates.check(&limited, &caller)?;
+        self.rates
+            .check(&format!("!{name}"), compiled.info.rate_limit, &caller)?;
         let mut outcome = self
             .run(compiled, sandbox::Entry::Handle(args.to_owned()), caller)
             .await?;
@@ -479,18 +482,22 @@ impl ScriptSet {
     }
 }
 
-/// `functions/<name>.lua` → `<name>`, for plain names only.
+/// A name a script may have: 1 to 64 letters, digits, `_` or `-`.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// `<name>.lua` → `<name>`, for plain names only.
 fn function_name(path: &Path) -> Option<String> {
     if path.extension()? != "lua" {
         return None;
     }
     let stem = path.file_stem()?.to_str()?;
-    let plain = !stem.is_empty()
-        && stem.len() <= 64
-        && stem
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    plain.then(|| stem.to_owned())
+    is_plain_name(stem).then(|| stem.to_owned())
 }
 
 /// Compiles one script; on failure keeps `previous`'s bytecode and records the error.

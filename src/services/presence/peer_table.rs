@@ -177,11 +177,6 @@ impl PeerTable {
         let _ = self.commands.send(command).await;
     }
 
-    /// The email of a peer a hub vouched for (`verified`), if it announced one.
-    pub async fn verified_email(&self, peer_id: &str) -> Option<String> {
-        self.identity(peer_id).await?.verified_email
-    }
-
     /// The label of a known peer and its email if a hub vouched for it.
     pub async fn identity(&self, peer_id: &str) -> Option<PeerIdentity> {
         let (reply, answer) = oneshot::channel();
