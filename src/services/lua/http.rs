@@ -283,27 +283,27 @@ impl LuaHttp {
         if let Some(body) = request.body {
             builder = builder.body(body);
         }
-        let fetch = async {
-            let mut response = builder.send().await.map_err(describe)?;
-            let status = response.status().as_u16();
-            if response
-                .content_length()
-                .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
-            {
+        // The client's timeout runs from connecting until the body has been read.
+        let failed = |error: reqwest::Error| match error.is_timeout() {
+            true => format!("no answer within {} ms", timeout.as_millis()),
+            false => describe(error),
+        };
+        let mut response = builder.send().await.map_err(failed)?;
+        let status = response.status().as_u16();
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(too_large());
             }
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(describe)? {
-                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                    return Err(too_large());
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(HttpResponse { status, body })
-        };
-        tokio::time::timeout(timeout, fetch)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {} ms", timeout.as_millis())))
+            body.extend_from_slice(&chunk);
+        }
+        Ok(HttpResponse { status, body })
     }
 }
 
@@ -319,9 +319,6 @@ fn describe(error: reqwest::Error) -> String {
             return refused.0.clone();
         }
         source = current.source();
-    }
-    if error.is_timeout() {
-        return "the request timed out".into();
     }
     let mut message = error.to_string();
     let mut source = std::error::Error::source(&error);

@@ -478,28 +478,16 @@ fn http_table(lua: &Lua, run: &Run, deadline: Instant) -> mlua::Result<Table> {
         lua.create_function(
             move |lua, (url, body, headers): (String, Value, Option<Table>)| {
                 let mut headers = http_headers(headers)?;
-                let typed = |headers: &[(String, String)]| {
-                    headers
-                        .iter()
-                        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-                };
-                let body = match body {
-                    Value::Nil => None,
-                    Value::String(text) => {
-                        if !typed(&headers) {
-                            headers.push((
-                                "Content-Type".into(),
-                                "application/x-www-form-urlencoded".into(),
-                            ));
-                        }
-                        Some(text.as_bytes().to_vec())
-                    }
+                let (body, default_type) = match body {
+                    Value::Nil => (None, None),
+                    Value::String(text) => (
+                        Some(text.as_bytes().to_vec()),
+                        Some("application/x-www-form-urlencoded"),
+                    ),
                     Value::Table(_) => {
                         let value: Json = lua.from_value(body)?;
-                        if !typed(&headers) {
-                            headers.push(("Content-Type".into(), "application/json".into()));
-                        }
-                        Some(serde_json::to_vec(&value).map_err(mlua::Error::external)?)
+                        let json = serde_json::to_vec(&value).map_err(mlua::Error::external)?;
+                        (Some(json), Some("application/json"))
                     }
                     other => {
                         return Err(mlua::Error::runtime(format!(
@@ -508,6 +496,12 @@ fn http_table(lua: &Lua, run: &Run, deadline: Instant) -> mlua::Result<Table> {
                         )));
                     }
                 };
+                let typed = headers
+                    .iter()
+                    .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+                if let (Some(kind), false) = (default_type, typed) {
+                    headers.push(("Content-Type".into(), kind.into()));
+                }
                 let request = HttpRequest {
                     method: reqwest::Method::POST,
                     url,
