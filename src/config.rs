@@ -250,10 +250,7 @@ impl Presence {
 
     /// The validated trusted proxy ranges; a bare address is a /32 or /128 range.
     pub fn trusted_proxy_nets(&self) -> Vec<IpNet> {
-        self.trusted_proxies
-            .iter()
-            .filter_map(|entry| parse_ip_or_net(entry))
-            .collect()
+        parse_nets(&self.trusted_proxies)
     }
 }
 
@@ -311,10 +308,7 @@ pub struct Lua {
 impl Lua {
     /// `http_allow` as networks (validated at load).
     pub fn allowed_networks(&self) -> Vec<IpNet> {
-        self.http_allow
-            .iter()
-            .filter_map(|entry| parse_ip_or_net(entry))
-            .collect()
+        parse_nets(&self.http_allow)
     }
 }
 
@@ -728,6 +722,14 @@ fn is_http_url(text: &str) -> bool {
     url::Url::parse(text)
         .map(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
         .unwrap_or(false)
+}
+
+/// Validated address or range entries as ranges; a bare address is a /32 or /128 range.
+fn parse_nets(entries: &[String]) -> Vec<IpNet> {
+    entries
+        .iter()
+        .filter_map(|entry| parse_ip_or_net(entry))
+        .collect()
 }
 
 fn parse_ip_or_net(text: &str) -> Option<IpNet> {
