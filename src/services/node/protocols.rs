@@ -300,8 +300,9 @@ pub struct Outbound {
 #[derive(Clone)]
 struct PeerSlots {
     /// A peer serves [`STREAMS_PER_PEER`] streams of a protocol at once and resets any more, so
-    /// more than [`CALLER_SLOTS`] concurrent requests wait here instead of failing there. A new data stream is opened
-    /// only when none is idle, so open streams (in use plus idle) stay within the same bound.
+    /// more than [`CALLER_SLOTS`] concurrent requests wait here instead of failing there. A new
+    /// data stream is opened only when none is idle, so open streams (in use plus idle) stay
+    /// within the same bound.
     in_flight: Arc<Semaphore>,
     /// Streams are opened one after another: the peer takes new streams from a queue of one
     /// and resets those that arrive while it is full.
