@@ -84,6 +84,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             ttl,
             grace: ttl * 3,
             tick: Duration::from_millis(500),
+            hold: ttl.max(Duration::from_secs(30)),
         },
     );
     let (label_tx, label) = watch::channel(config.profile.label.clone());
@@ -423,7 +424,11 @@ async fn merge_presence(
                     dial_announced(&node, &presence).await;
                     table.observe(*presence, source).await;
                 }
-                Some((source, HubEvent::Reset)) => table.source_reset(source).await,
+                // Until the hub says it again, what it said holds for a while only.
+                Some((source, HubEvent::Reset | HubEvent::Disconnected { .. })) => {
+                    table.source_unconfirmed(source).await
+                }
+                Some((source, HubEvent::Resumed)) => table.source_confirmed(source).await,
                 Some(_) => {}
                 None => hubs_open = false,
             },

@@ -1,11 +1,12 @@
-//! The PeerTable: merging sources, who may say "verified", expiry, stale messages.
+//! The PeerTable: merging sources, who may say "verified", each source's liveness rule on its
+//! own (LAN only, hub only, both), expiry, stale and replayed messages.
 
 use std::time::Duration;
 
 use goop2::identity::{Keypair, PeerId};
 use goop2::services::hub::presence::{Presence, PresenceType};
 use goop2::services::presence::peer_table::{
-    KnownPeer, PeerChange, PeerState, PeerTable, Reachability, Source, TableOptions,
+    KnownPeer, PeerChange, PeerEntry, PeerState, PeerTable, Reachability, Source, TableOptions,
 };
 use tokio::sync::broadcast::Receiver;
 
@@ -14,14 +15,32 @@ fn options(ttl_ms: u64, grace_ms: u64) -> TableOptions {
         ttl: Duration::from_millis(ttl_ms),
         grace: Duration::from_millis(grace_ms),
         tick: Duration::from_millis(20),
+        hold: Duration::from_millis(ttl_ms),
     }
 }
 
+thread_local! {
+    /// Each test's start, in Unix ms: message times are counted from it (gossip far from the
+    /// clock is not news).
+    static T0: i64 = goop2::services::hub::unix_ms();
+}
+
+/// A message whose `ts` is `ts` ms after the test's start.
 fn message(peer: &PeerId, kind: PresenceType, label: &str, ts: i64) -> Presence {
     let mut presence = Presence::new(kind, *peer);
     presence.content = Some(label.into());
-    presence.ts = Some(ts);
+    presence.ts = Some(T0.with(|t0| *t0) + ts);
     presence
+}
+
+async fn entry(table: &PeerTable, peer: &PeerId) -> PeerEntry {
+    let id = peer.to_base58();
+    table
+        .snapshot()
+        .await
+        .into_iter()
+        .find(|entry| entry.peer_id == id)
+        .expect("the peer is listed")
 }
 
 fn hub() -> Source {
@@ -83,17 +102,27 @@ async fn stale_messages_are_ignored_and_offline_is_immediate() {
         .await;
     assert_eq!(table.snapshot().await[0].label, "Bob v2");
 
+    // Bob is on the LAN and at the hub: his goodbye counts once each has passed it on.
     let mut changes = table.watch();
+    table
+        .observe(message(&bob, PresenceType::Offline, "Bob v2", 30), hub())
+        .await;
+    assert_eq!(table.snapshot().await[0].state, PeerState::Online);
     table
         .observe(
             message(&bob, PresenceType::Offline, "Bob v2", 30),
             Source::Gossip,
         )
         .await;
-    assert_eq!(
-        next_change(&mut changes).await,
-        PeerChange::Offline(bob.to_base58())
-    );
+    loop {
+        match next_change(&mut changes).await {
+            PeerChange::Updated(entry) => assert_eq!(entry.sources.len(), 1, "{entry:?}"),
+            change => {
+                assert_eq!(change, PeerChange::Offline(bob.to_base58()));
+                break;
+            }
+        }
+    }
     assert_eq!(table.snapshot().await[0].state, PeerState::Offline);
 }
 
@@ -104,7 +133,10 @@ async fn quiet_peers_go_offline_after_the_ttl_and_are_removed_after_the_grace() 
     let mut changes = table.watch();
     let started = tokio::time::Instant::now();
     table
-        .observe(message(&carol, PresenceType::Online, "Carol", 1), hub())
+        .observe(
+            message(&carol, PresenceType::Online, "Carol", 1),
+            Source::Gossip,
+        )
         .await;
     match next_change(&mut changes).await {
         PeerChange::Updated(entry) => assert_eq!(entry.label, "Carol"),
@@ -114,6 +146,10 @@ async fn quiet_peers_go_offline_after_the_ttl_and_are_removed_after_the_grace() 
         next_change(&mut changes).await,
         PeerChange::Offline(carol.to_base58())
     );
+    match next_change(&mut changes).await {
+        PeerChange::Updated(entry) => assert!(entry.sources.is_empty(), "{entry:?}"),
+        other => panic!("{other:?}"),
+    }
     assert!(started.elapsed() >= Duration::from_millis(200));
     assert_eq!(
         next_change(&mut changes).await,
@@ -249,4 +285,185 @@ async fn reachability_results_are_announced() {
         ),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_peer_only_a_hub_lists_stays_online_until_the_hub_says_offline() {
+    let table = PeerTable::start(PeerId::random(), options(200, 60_000));
+    let dora = Keypair::generate_ed25519().public().to_peer_id();
+    table
+        .observe(message(&dora, PresenceType::Online, "Dora", 1), hub())
+        .await;
+    // The hub's stream carries changes only: no heartbeats, for many TTLs.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let listed = entry(&table, &dora).await;
+    assert_eq!(listed.state, PeerState::Online, "{listed:?}");
+    assert_eq!(listed.sources.iter().collect::<Vec<_>>(), vec![&hub()]);
+
+    let mut changes = table.watch();
+    let mut gone = Presence::new(PresenceType::Offline, dora);
+    gone.ts = Some(1); // the hub's own clock may be behind the peer's: its word still counts
+    table.observe(gone, hub()).await;
+    assert_eq!(
+        next_change(&mut changes).await,
+        PeerChange::Offline(dora.to_base58())
+    );
+    assert_eq!(entry(&table, &dora).await.state, PeerState::Offline);
+}
+
+#[tokio::test]
+async fn a_peer_on_the_lan_and_at_a_hub_outlives_its_lan_heartbeats_while_the_hub_lists_it() {
+    let table = PeerTable::start(PeerId::random(), options(200, 60_000));
+    let eve = Keypair::generate_ed25519().public().to_peer_id();
+    table
+        .observe(
+            message(&eve, PresenceType::Online, "Eve", 1),
+            Source::Gossip,
+        )
+        .await;
+    table
+        .observe(message(&eve, PresenceType::Online, "Eve", 2), hub())
+        .await;
+    assert_eq!(entry(&table, &eve).await.sources.len(), 2);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let listed = entry(&table, &eve).await;
+    assert_eq!(listed.state, PeerState::Online);
+    assert_eq!(
+        listed.sources.iter().collect::<Vec<_>>(),
+        vec![&hub()],
+        "the LAN's word lapsed with its heartbeats"
+    );
+    // And the other way round: the hub lets go, the LAN keeps her while it hears her.
+    for ts in 3..8 {
+        table
+            .observe(
+                message(&eve, PresenceType::Update, "Eve", ts),
+                Source::Gossip,
+            )
+            .await;
+    }
+    let mut gone = Presence::new(PresenceType::Offline, eve);
+    gone.ts = Some(1);
+    table.observe(gone, hub()).await;
+    let listed = entry(&table, &eve).await;
+    assert_eq!(listed.state, PeerState::Online);
+    assert_eq!(
+        listed.sources.iter().collect::<Vec<_>>(),
+        vec![&Source::Gossip]
+    );
+}
+
+#[tokio::test]
+async fn a_lost_hub_link_holds_its_word_for_a_while_and_a_resumed_stream_confirms_it() {
+    let table = PeerTable::start(PeerId::random(), options(300, 60_000));
+    let fay = Keypair::generate_ed25519().public().to_peer_id();
+    let gus = Keypair::generate_ed25519().public().to_peer_id();
+    for (peer, label) in [(&fay, "Fay"), (&gus, "Gus")] {
+        table
+            .observe(message(peer, PresenceType::Online, label, 1), hub())
+            .await;
+    }
+    // The link drops and comes back resumed: the hub's word holds again, for good.
+    table.source_unconfirmed(hub()).await;
+    table.source_confirmed(hub()).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(entry(&table, &fay).await.state, PeerState::Online);
+
+    // The link drops and the hub cannot resume: its snapshot lists Fay only.
+    table.source_unconfirmed(hub()).await;
+    table
+        .observe(message(&fay, PresenceType::Online, "Fay", 2), hub())
+        .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(entry(&table, &gus).await.state, PeerState::Online, "held");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(entry(&table, &fay).await.state, PeerState::Online);
+    assert_eq!(entry(&table, &gus).await.state, PeerState::Offline);
+}
+
+#[tokio::test]
+async fn an_offline_peer_forgets_its_reachability_and_late_probes_do_not_revive_it() {
+    let table = PeerTable::start(PeerId::random(), options(150, 60_000));
+    let hal = Keypair::generate_ed25519().public().to_peer_id();
+    let id = hal.to_base58();
+    table
+        .observe(
+            message(&hal, PresenceType::Online, "Hal", 1),
+            Source::Gossip,
+        )
+        .await;
+    table
+        .set_reachability(&id, Reachability::Reachable { rtt_ms: 2 })
+        .await;
+    assert_eq!(
+        entry(&table, &hal).await.reachability,
+        Reachability::Reachable { rtt_ms: 2 }
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let listed = entry(&table, &hal).await;
+    assert_eq!(listed.state, PeerState::Offline);
+    assert_eq!(listed.reachability, Reachability::Unknown);
+    // A probe started while it was online and answered after: not news about the peer now.
+    table
+        .set_reachability(&id, Reachability::Reachable { rtt_ms: 2 })
+        .await;
+    assert_eq!(
+        entry(&table, &hal).await.reachability,
+        Reachability::Unknown
+    );
+}
+
+#[tokio::test]
+async fn only_emails_a_hub_vouched_for_leave_the_table() {
+    let table = PeerTable::start(PeerId::random(), options(60_000, 60_000));
+    let ivy = Keypair::generate_ed25519().public().to_peer_id();
+    let mut claim = message(&ivy, PresenceType::Online, "Ivy", 1);
+    claim.email = Some("ivy@example.org".into());
+    table.observe(claim.clone(), Source::Gossip).await;
+    assert_eq!(entry(&table, &ivy).await.email, "");
+    claim.ts = claim.ts.map(|ts| ts + 1);
+    table.observe(claim.clone(), hub()).await;
+    assert_eq!(entry(&table, &ivy).await.email, "", "not verified");
+    assert_eq!(
+        table
+            .identity(&ivy.to_base58())
+            .await
+            .unwrap()
+            .verified_email,
+        None
+    );
+    claim.ts = claim.ts.map(|ts| ts + 1);
+    claim.verified = Some(true);
+    table.observe(claim, hub()).await;
+    assert_eq!(entry(&table, &ivy).await.email, "ivy@example.org");
+    let json = serde_json::to_value(entry(&table, &ivy).await).unwrap();
+    assert_eq!(json["email"], "ivy@example.org");
+}
+
+#[tokio::test]
+async fn replayed_or_stale_gossip_keeps_nobody_alive() {
+    let table = PeerTable::start(PeerId::random(), options(200, 60_000));
+    let jay = Keypair::generate_ed25519().public().to_peer_id();
+    let online = message(&jay, PresenceType::Online, "Jay", 1);
+    table.observe(online.clone(), Source::Gossip).await;
+    assert_eq!(entry(&table, &jay).await.state, PeerState::Online);
+    // The same message again and again (a replay) does not refresh the LAN's word.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        table.observe(online.clone(), Source::Gossip).await;
+    }
+    assert_eq!(entry(&table, &jay).await.state, PeerState::Offline);
+
+    // A message captured more than five minutes ago is not news, however new to the table.
+    let kay = Keypair::generate_ed25519().public().to_peer_id();
+    let old = message(&kay, PresenceType::Online, "Kay", -6 * 60 * 1000);
+    table.observe(old, Source::Gossip).await;
+    assert!(
+        table
+            .snapshot()
+            .await
+            .iter()
+            .all(|e| e.peer_id != kay.to_base58()),
+        "an old message lists nobody"
+    );
 }

@@ -6,12 +6,16 @@
 //! back to `GET /events?changes=1` (resumed with `Last-Event-ID`) plus `POST /publish`. After a
 //! failure it waits with exponential backoff and jitter, or as long as the hub's `Retry-After`
 //! asks, and tries again — a hub that is down never stops the peer.
+//!
+//! How the link stands ([`HubStatus`]: connected, connecting, down with the reason, refused with
+//! the hub's reason) is kept for the console and logged once per change.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use libp2p_identity::Keypair;
+use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -61,7 +65,8 @@ impl HubClientOptions {
 }
 
 /// How the client is talking to the hub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     WebSocket,
     EventStream,
@@ -73,11 +78,43 @@ pub enum HubEvent {
     Connected(Transport),
     /// A presence message the hub forwarded (its `signed`/`verified` are the hub's word).
     Presence(Box<Presence>),
-    /// The hub could not resume the stream: forget what it said before.
+    /// The hub could not resume the stream: what it said before holds only until it says it
+    /// again (a snapshot follows).
     Reset,
+    /// The hub resumed the stream where it was cut: what it said before still holds.
+    Resumed,
     Disconnected {
         reason: String,
         retry_in: Duration,
+    },
+}
+
+/// How the link to one hub stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HubStatus {
+    pub url: String,
+    #[serde(flatten)]
+    pub link: HubLink,
+    /// Why the hub refuses this peer's presence, while it does (a ban says until when).
+    pub refused: Option<String>,
+}
+
+/// The state of the connection itself; times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum HubLink {
+    Connecting {
+        since_ms: i64,
+    },
+    Connected {
+        transport: Transport,
+        since_ms: i64,
+    },
+    /// The last try failed; the next one is at `retry_at_ms`.
+    Down {
+        reason: String,
+        since_ms: i64,
+        retry_at_ms: i64,
     },
 }
 
@@ -85,6 +122,7 @@ pub enum HubEvent {
 /// [`HubClient::stop`], which publishes `offline` first.
 pub struct HubClient {
     stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
+    status: watch::Receiver<HubStatus>,
 }
 
 impl HubClient {
@@ -96,6 +134,13 @@ impl HubClient {
     ) -> (HubClient, mpsc::Receiver<HubEvent>) {
         let (events, event_rx) = mpsc::channel(EVENT_QUEUE);
         let (stop, stop_rx) = oneshot::channel();
+        let (status, status_rx) = watch::channel(HubStatus {
+            url: options.url.to_string(),
+            link: HubLink::Connecting {
+                since_ms: unix_ms(),
+            },
+            refused: None,
+        });
         let task = ClientTask {
             http: reqwest::Client::builder()
                 .tls_backend_preconfigured((*options.tls).clone())
@@ -109,9 +154,22 @@ impl HubClient {
             last_ts: 0,
             last_event_id: None,
             announced: false,
+            status,
+            logged_problem: None,
         };
         tokio::spawn(task.run(stop_rx));
-        (HubClient { stop: Some(stop) }, event_rx)
+        (
+            HubClient {
+                stop: Some(stop),
+                status: status_rx,
+            },
+            event_rx,
+        )
+    }
+
+    /// How the link stands, kept current.
+    pub fn status(&self) -> watch::Receiver<HubStatus> {
+        self.status.clone()
     }
 
     /// Publishes `offline` (best effort, at most 3 s) and stops.
@@ -136,6 +194,9 @@ struct ClientTask {
     last_event_id: Option<String>,
     /// Whether `online` was sent in this connection.
     announced: bool,
+    status: watch::Sender<HubStatus>,
+    /// The last problem logged (digits left out, so a countdown is not a change).
+    logged_problem: Option<String>,
 }
 
 /// Why a session ended.
@@ -180,7 +241,20 @@ impl ClientTask {
                 } => {
                     failures = if was_healthy { 1 } else { failures + 1 };
                     let wait = retry_after.unwrap_or_else(|| self.backoff(failures));
-                    tracing::info!(hub = %self.options.url, "hub connection lost: {reason}; retrying in {wait:?}");
+                    self.warn_once(&format!("hub connection lost: {reason}"));
+                    tracing::debug!(hub = %self.options.url, "retrying in {wait:?}");
+                    let now = unix_ms();
+                    let down_since = match &self.status.borrow().link {
+                        HubLink::Down { since_ms, .. } => *since_ms,
+                        _ => now,
+                    };
+                    self.status.send_modify(|status| {
+                        status.link = HubLink::Down {
+                            reason: reason.clone(),
+                            since_ms: down_since,
+                            retry_at_ms: now + wait.as_millis() as i64,
+                        }
+                    });
                     self.emit(HubEvent::Disconnected {
                         reason,
                         retry_in: wait,
@@ -207,6 +281,54 @@ impl ClientTask {
             .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
             .min(self.options.max_backoff);
         step.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+    }
+
+    /// Logs a problem at WARN when it is not the one logged last.
+    fn warn_once(&mut self, problem: &str) {
+        let key: String = problem.chars().filter(|c| !c.is_ascii_digit()).collect();
+        if self.logged_problem.as_deref() != Some(key.as_str()) {
+            tracing::warn!(hub = %self.options.url, "{problem}");
+            self.logged_problem = Some(key);
+        }
+    }
+
+    /// The link is up: say so once, and forget the problems logged before.
+    fn connected(&mut self, transport: Transport) {
+        let since_ms = unix_ms();
+        self.status.send_modify(|status| {
+            status.link = HubLink::Connected {
+                transport,
+                since_ms,
+            };
+            status.refused = None;
+        });
+        let how = match transport {
+            Transport::WebSocket => "over WebSocket",
+            Transport::EventStream => "through its event stream",
+        };
+        tracing::info!(hub = %self.options.url, "connected to the hub {how}");
+        self.logged_problem = None;
+        self.emit(HubEvent::Connected(transport));
+    }
+
+    /// The hub refused what we published: kept in the status, logged once per change.
+    fn refused(&mut self, error: &str) {
+        let text = describe_refusal(error);
+        self.warn_once(&format!("the hub refuses our presence: {text}"));
+        self.status
+            .send_if_modified(|status| match status.refused.as_deref() == Some(&text) {
+                true => false,
+                false => {
+                    status.refused = Some(text);
+                    true
+                }
+            });
+    }
+
+    /// A publish went through: any refusal is over.
+    fn accepted(&mut self) {
+        self.status
+            .send_if_modified(|status| status.refused.take().is_some());
     }
 
     fn emit(&self, event: HubEvent) {
@@ -289,11 +411,10 @@ impl ClientTask {
                     )
                 };
             }
-            Ok(Err(err)) => return failed(format!("cannot connect: {err}"), None, false),
+            Ok(Err(err)) => return failed(format!("cannot connect: {}", chain(&err)), None, false),
             Err(_) => return failed("connecting timed out".into(), None, false),
         };
-        self.emit(HubEvent::Connected(Transport::WebSocket));
-        tracing::info!(hub = %self.options.url, "connected to the hub over WebSocket");
+        self.connected(Transport::WebSocket);
         let mut heartbeat = tokio::time::interval(self.options.heartbeat);
         let mut announcement = self.announcement.clone();
         let reason = loop {
@@ -341,7 +462,8 @@ impl ClientTask {
                 if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
                     && let Some(error) = value.get("error").and_then(|e| e.as_str())
                 {
-                    tracing::warn!(hub = %self.options.url, "the hub refused our presence: {error}");
+                    let error = error.to_owned();
+                    self.refused(&error);
                 }
             }
         }
@@ -358,20 +480,35 @@ impl ClientTask {
             request = request.header("last-event-id", id.as_str());
         }
         let started = tokio::time::Instant::now();
+        let resuming = self.last_event_id.is_some();
         let response = match tokio::time::timeout(Duration::from_secs(10), request.send()).await {
             Ok(Ok(response)) => response,
-            Ok(Err(err)) => return failed(format!("cannot connect: {err}"), None, false),
+            Ok(Err(err)) => return failed(format!("cannot connect: {}", chain(&err)), None, false),
             Err(_) => return failed("connecting timed out".into(), None, false),
         };
+        let status = response.status().as_u16();
+        let is_event_stream = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if status == 404 || (response.status().is_success() && !is_event_stream) {
+            return failed(
+                format!("{status}: this is not a Goop hub (no event stream at /events)"),
+                None,
+                false,
+            );
+        }
         if !response.status().is_success() {
             return failed(
-                format!("the hub answered HTTP {}", response.status().as_u16()),
+                format!("the hub answered HTTP {status}"),
                 retry_after(response.headers()),
                 false,
             );
         }
-        self.emit(HubEvent::Connected(Transport::EventStream));
-        tracing::info!(hub = %self.options.url, "connected to the hub's event stream");
+        self.connected(Transport::EventStream);
+        // Whether the hub resumed is known from its first frame after `retry:`.
+        let mut verdict_pending = resuming;
         let mut body = response.bytes_stream();
         let mut buffer: Vec<u8> = Vec::new();
         let mut heartbeat = tokio::time::interval(self.options.heartbeat);
@@ -393,7 +530,7 @@ impl ClientTask {
                 chunk = body.next() => match chunk {
                     Some(Ok(bytes)) => {
                         buffer.extend_from_slice(&bytes);
-                        if let Err(reason) = self.drain_frames(&mut buffer) {
+                        if let Err(reason) = self.drain_frames(&mut buffer, &mut verdict_pending) {
                             break reason;
                         }
                     }
@@ -419,12 +556,19 @@ impl ClientTask {
             .send()
             .await
         {
-            Ok(response) if response.status().as_u16() == 204 => None,
+            Ok(response) if response.status().as_u16() == 204 => {
+                self.accepted();
+                None
+            }
             Ok(response) => {
                 let wait = retry_after(response.headers());
                 let status = response.status().as_u16();
                 let text = response.text().await.unwrap_or_default();
-                tracing::warn!(hub = %self.options.url, status, "the hub refused our presence: {text}");
+                let error = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                    .unwrap_or_else(|| format!("HTTP {status} {}", text.trim()));
+                self.refused(&error);
                 if status == 429 { wait } else { None }
             }
             Err(err) => {
@@ -434,8 +578,13 @@ impl ClientTask {
         }
     }
 
-    /// Parses complete SSE frames out of `buffer`.
-    fn drain_frames(&mut self, buffer: &mut Vec<u8>) -> Result<(), String> {
+    /// Parses complete SSE frames out of `buffer`. While `verdict_pending`, the first frame after
+    /// the `retry:` one tells whether the hub resumed the stream or reset it.
+    fn drain_frames(
+        &mut self,
+        buffer: &mut Vec<u8>,
+        verdict_pending: &mut bool,
+    ) -> Result<(), String> {
         while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
             let frame: Vec<u8> = buffer.drain(..end + 2).collect();
             let text = String::from_utf8_lossy(&frame[..end]);
@@ -450,6 +599,13 @@ impl ClientTask {
                     data.push_str(value);
                 }
             }
+            let retry_only = text.lines().all(|line| line.starts_with("retry:"));
+            if *verdict_pending && !retry_only {
+                *verdict_pending = false;
+                if event.as_deref() != Some("reset") {
+                    self.emit(HubEvent::Resumed);
+                }
+            }
             if event.as_deref() == Some("reset") {
                 self.emit(HubEvent::Reset);
             } else if !data.is_empty() {
@@ -460,6 +616,40 @@ impl ClientTask {
             return Err("the hub sent an oversized event".into());
         }
         Ok(())
+    }
+}
+
+/// An error with its causes, which is where the useful part (a TLS or DNS failure) is.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A hub's refusal in words; a ban says until when (UTC).
+fn describe_refusal(error: &str) -> String {
+    let seconds = error
+        .split_once("banned from this hub for ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<i64>().ok());
+    match seconds {
+        Some(seconds) => {
+            let until = std::time::SystemTime::now() + Duration::from_secs(seconds.max(0) as u64);
+            let until = humantime::format_rfc3339_seconds(until).to_string();
+            format!(
+                "banned from this hub until {} UTC",
+                until.trim_end_matches('Z').replace('T', " ")
+            )
+        }
+        None => error.to_owned(),
     }
 }
 

@@ -1,15 +1,23 @@
 //! The PeerTable: one view of every peer this peer has heard of, merged from all sources — the
 //! LAN gossip, each hub's stream — as an actor.
 //!
-//! A peer is `online` while news keeps arriving, `offline` after `ttl` without any, and removed
-//! after a further grace period. Only a hub may say a peer is `verified`; gossip never can.
-//! Messages older than the newest one seen for a peer (by its own `ts`) are ignored, whatever
-//! source repeats them. Changes are broadcast so the console can update live.
+//! Each source keeps a peer alive by its own rule, and a peer is `online` while any source does:
+//! - the LAN (gossip) by heartbeats: the peer's own signed messages, each newer than the last
+//!   (by its `ts`) and within [`MAX_GOSSIP_SKEW_MS`] of our clock, keep it for `ttl`;
+//! - a hub by its stream: the peer stays listed until that hub says `offline` (the hub expires
+//!   peers itself and says so). When the hub link is lost or the hub cannot resume its stream,
+//!   what it said is held for a while ([`TableOptions::hold`]) unless the hub says it again.
+//!
+//! A peer no source keeps is `offline` (its old reachability forgotten) and removed after a
+//! further grace period. Only a hub may say a peer is `verified`, and only a verified email
+//! leaves the table. What a peer announces (label, addresses, …) is taken from the newest message
+//! by its own `ts`, whatever source brings it. Changes are broadcast so the console can update
+//! live.
 //!
 //! Favourites are never removed, only marked offline; last-known peers restored at start are
 //! listed offline until they are heard of again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use libp2p_identity::PeerId;
@@ -22,6 +30,9 @@ use crate::services::hub::presence::{Presence, PresenceType};
 const COMMAND_QUEUE: usize = 1024;
 /// Changes a slow watcher may fall behind before it must take a new snapshot.
 const CHANGE_QUEUE: usize = 256;
+/// Gossip further than this from our clock (either way) is not news: a captured message
+/// replayed later keeps nobody alive. Hubs apply the same window.
+pub const MAX_GOSSIP_SKEW_MS: i64 = crate::services::hub::presence::MAX_CLOCK_SKEW_MS;
 
 /// Where news about a peer came from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -56,6 +67,7 @@ pub enum PeerState {
 pub struct PeerEntry {
     pub peer_id: String,
     pub label: String,
+    /// The email a hub vouched for (`verified`); empty otherwise.
     pub email: String,
     pub avatar_hash: Option<String>,
     pub active_template: Option<String>,
@@ -64,12 +76,56 @@ pub struct PeerEntry {
     pub verified: bool,
     pub state: PeerState,
     pub favorite: bool,
+    /// Cleared when the peer goes offline: an old probe says nothing about a peer that left.
     pub reachability: Reachability,
+    /// The sources that keep the peer online now (none when offline).
     pub sources: BTreeSet<Source>,
     /// The peer's own timestamp of the newest message (ms).
     pub ts: i64,
-    #[serde(skip)]
-    last_news: Instant,
+}
+
+/// What keeps one peer alive, source by source.
+#[derive(Debug, Default)]
+struct Liveness {
+    /// Until when the last LAN heartbeat keeps the peer.
+    gossip_until: Option<Instant>,
+    /// The newest `ts` the LAN brought (each heartbeat must be newer).
+    gossip_ts: i64,
+    /// The hubs listing the peer: `None` while the hub's word holds, or until when it is held
+    /// without confirmation (the link was lost, or the hub could not resume its stream).
+    hubs: BTreeMap<String, Option<Instant>>,
+    /// When the peer went offline (for removal after the grace).
+    offline_since: Option<Instant>,
+}
+
+impl Liveness {
+    fn offline(now: Instant) -> Self {
+        Liveness {
+            offline_since: Some(now),
+            ..Liveness::default()
+        }
+    }
+
+    /// Drops what no longer holds at `now`.
+    fn prune(&mut self, now: Instant) {
+        if self.gossip_until.is_some_and(|until| until <= now) {
+            self.gossip_until = None;
+        }
+        self.hubs
+            .retain(|_, held_until| held_until.is_none_or(|until| until > now));
+    }
+
+    fn sources(&self) -> BTreeSet<Source> {
+        let mut sources: BTreeSet<Source> = self
+            .hubs
+            .keys()
+            .map(|url| Source::Hub(url.clone()))
+            .collect();
+        if self.gossip_until.is_some() {
+            sources.insert(Source::Gossip);
+        }
+        sources
+    }
 }
 
 /// What the table can say about who a peer is.
@@ -97,6 +153,10 @@ pub struct TableOptions {
     pub grace: Duration,
     /// How often expiry is checked.
     pub tick: Duration,
+    /// How long a hub's word holds while the hub cannot confirm it (link lost, stream reset).
+    /// A peer sets it to the TTL but at least 30 s, which covers a hub's 15 s keep-alive that
+    /// tells whether a cut stream was resumed.
+    pub hold: Duration,
 }
 
 /// A peer known from an earlier run.
@@ -117,7 +177,8 @@ enum Command {
     SetFavorite(String, bool, oneshot::Sender<bool>),
     SetReachability(String, Reachability),
     Identity(String, oneshot::Sender<Option<PeerIdentity>>),
-    SourceReset(Source),
+    SourceUnconfirmed(Source),
+    SourceConfirmed(Source),
     Snapshot(oneshot::Sender<Vec<PeerEntry>>),
 }
 
@@ -137,6 +198,7 @@ impl PeerTable {
             me: me.to_base58(),
             options,
             peers: HashMap::new(),
+            live: HashMap::new(),
             changes: changes.clone(),
         };
         tokio::spawn(task.run(receiver));
@@ -151,9 +213,15 @@ impl PeerTable {
             .await;
     }
 
-    /// A source lost its history (a hub's `reset`): what only it said will expire.
-    pub async fn source_reset(&self, source: Source) {
-        let _ = self.commands.send(Command::SourceReset(source)).await;
+    /// A source can no longer confirm what it said — the hub link was lost, or the hub could not
+    /// resume its stream: its word holds for one TTL unless it says it again.
+    pub async fn source_unconfirmed(&self, source: Source) {
+        let _ = self.commands.send(Command::SourceUnconfirmed(source)).await;
+    }
+
+    /// A source's stream resumed where it was cut: what it said before holds again.
+    pub async fn source_confirmed(&self, source: Source) {
+        let _ = self.commands.send(Command::SourceConfirmed(source)).await;
     }
 
     /// Lists peers known from an earlier run (offline until heard of), unless already known.
@@ -204,6 +272,7 @@ struct TableTask {
     me: String,
     options: TableOptions,
     peers: HashMap<String, PeerEntry>,
+    live: HashMap<String, Liveness>,
     changes: broadcast::Sender<PeerChange>,
 }
 
@@ -229,13 +298,22 @@ impl TableTask {
                         let _ = reply.send(identity);
                     }
                     Some(Command::SetReachability(peer_id, reachability)) => {
-                        self.update(&peer_id, |entry| entry.reachability = reachability);
+                        // A probe that ends after the peer left says nothing about it now.
+                        self.update(&peer_id, |entry| {
+                            if entry.state == PeerState::Online {
+                                entry.reachability = reachability;
+                            }
+                        });
                     }
-                    Some(Command::SourceReset(source)) => {
-                        for entry in self.peers.values_mut() {
-                            entry.sources.remove(&source);
+                    Some(Command::SourceUnconfirmed(source)) => self.unconfirm(&source),
+                    Some(Command::SourceConfirmed(Source::Hub(url))) => {
+                        for live in self.live.values_mut() {
+                            if let Some(held) = live.hubs.get_mut(&url) {
+                                *held = None;
+                            }
                         }
                     }
+                    Some(Command::SourceConfirmed(Source::Gossip)) => {}
                     Some(Command::Snapshot(reply)) => {
                         let _ = reply.send(self.snapshot());
                     }
@@ -250,25 +328,36 @@ impl TableTask {
         if presence.peer_id == self.me || presence.kind == PresenceType::Punch {
             return;
         }
+        let now = Instant::now();
         let ts = presence.ts.unwrap_or(0);
-        if let Some(entry) = self.peers.get(&presence.peer_id)
-            && ts != 0
-            && ts < entry.ts
-        {
+        let offline = presence.kind == PresenceType::Offline;
+        if !self.peers.contains_key(&presence.peer_id) && offline {
             return;
         }
-        let from_hub = matches!(source, Source::Hub(_));
-        if presence.kind == PresenceType::Offline {
-            if let Some(entry) = self.peers.get_mut(&presence.peer_id)
-                && entry.state == PeerState::Online
-            {
-                entry.state = PeerState::Offline;
-                entry.ts = entry.ts.max(ts);
-                entry.last_news = Instant::now();
-                tracing::info!(peer.id = %entry.peer_id, label = %entry.label, "peer offline");
-                let _ = self.changes.send(PeerChange::Offline(presence.peer_id));
+        if source == Source::Gossip && ts != 0 {
+            // The peer's own word, in its own order: only something newer and fresh is news.
+            let newest = self.live.get(&presence.peer_id).map_or(0, |l| l.gossip_ts);
+            if ts <= newest || (ts - crate::services::hub::unix_ms()).abs() > MAX_GOSSIP_SKEW_MS {
+                return;
             }
-            return;
+        }
+        let live = self
+            .live
+            .entry(presence.peer_id.clone())
+            .or_insert_with(|| Liveness::offline(now));
+        match &source {
+            Source::Gossip => {
+                live.gossip_ts = live.gossip_ts.max(ts);
+                live.gossip_until = (!offline).then(|| now + self.options.ttl);
+            }
+            // A hub's stream is in the hub's order; the hub says when a peer is gone.
+            Source::Hub(url) => {
+                if offline {
+                    live.hubs.remove(url);
+                } else {
+                    live.hubs.insert(url.clone(), None);
+                }
+            }
         }
         let entry = self
             .peers
@@ -281,45 +370,73 @@ impl TableTask {
                 active_template: None,
                 addrs: Vec::new(),
                 verified: false,
-                state: PeerState::Online,
+                state: PeerState::Offline,
                 favorite: false,
                 reachability: Reachability::Unknown,
                 sources: BTreeSet::new(),
-                ts,
-                last_news: Instant::now(),
+                ts: 0,
             });
         let before = entry.clone();
-        entry.label = presence.content.unwrap_or_default();
-        entry.email = presence.email.unwrap_or_default();
-        entry.avatar_hash = presence.avatar_hash;
-        entry.active_template = presence.active_template;
-        entry.addrs = presence.addrs.unwrap_or_default();
-        if from_hub {
-            entry.verified = presence.verified == Some(true);
+        // What the peer announces comes from its newest message, whichever source brings it.
+        if !offline && (ts == 0 || ts >= entry.ts) {
+            entry.label = presence.content.unwrap_or_default();
+            entry.avatar_hash = presence.avatar_hash;
+            entry.active_template = presence.active_template;
+            entry.addrs = presence.addrs.unwrap_or_default();
+            if matches!(source, Source::Hub(_)) {
+                entry.verified = presence.verified == Some(true);
+                // Only a vouched-for email is kept; gossip never changes it.
+                entry.email = match entry.verified {
+                    true => presence.email.unwrap_or_default(),
+                    false => String::new(),
+                };
+            }
         }
-        entry.state = PeerState::Online;
         entry.ts = entry.ts.max(ts);
-        entry.last_news = Instant::now();
-        if before.state != PeerState::Online || before.sources.is_empty() {
-            let via = match &source {
-                Source::Gossip => "LAN",
-                Source::Hub(url) => url.as_str(),
-            };
-            tracing::info!(peer.id = %entry.peer_id, label = %entry.label, via = %via, "peer online");
+        let via = match &source {
+            Source::Gossip => "LAN",
+            Source::Hub(url) => url.as_str(),
+        };
+        self.settle(&presence.peer_id, before, via, now);
+    }
+
+    /// Sets the peer's state and sources from its liveness and announces what changed.
+    fn settle(&mut self, peer_id: &str, before: PeerEntry, via: &str, now: Instant) {
+        let (Some(entry), Some(live)) = (self.peers.get_mut(peer_id), self.live.get_mut(peer_id))
+        else {
+            return;
+        };
+        live.prune(now);
+        entry.sources = live.sources();
+        let online = !entry.sources.is_empty();
+        match (before.state, online) {
+            (PeerState::Offline, true) => {
+                entry.state = PeerState::Online;
+                live.offline_since = None;
+                tracing::info!(peer.id = %entry.peer_id, label = %entry.label, via = %via, "peer online");
+            }
+            (PeerState::Online, false) => {
+                entry.state = PeerState::Offline;
+                entry.reachability = Reachability::Unknown;
+                live.offline_since = Some(now);
+                tracing::info!(peer.id = %entry.peer_id, label = %entry.label, "peer offline");
+                let _ = self
+                    .changes
+                    .send(PeerChange::Offline(entry.peer_id.clone()));
+            }
+            _ => {}
         }
-        entry.sources.insert(source);
         let changed = PeerEntry {
             ts: before.ts,
-            last_news: before.last_news,
             ..entry.clone()
-        } != before
-            || before.sources.is_empty();
+        } != before;
         if changed {
             let _ = self.changes.send(PeerChange::Updated(entry.clone()));
         }
     }
 
     fn restore(&mut self, peers: Vec<KnownPeer>) {
+        let now = Instant::now();
         for known in peers {
             if known.peer_id == self.me || self.peers.contains_key(&known.peer_id) {
                 continue;
@@ -327,7 +444,11 @@ impl TableTask {
             let entry = PeerEntry {
                 peer_id: known.peer_id.clone(),
                 label: known.label,
-                email: known.email,
+                email: if known.verified {
+                    known.email
+                } else {
+                    String::new()
+                },
                 avatar_hash: known.avatar_hash,
                 active_template: None,
                 addrs: known.addrs,
@@ -337,9 +458,10 @@ impl TableTask {
                 reachability: Reachability::Unknown,
                 sources: BTreeSet::new(),
                 ts: 0,
-                last_news: Instant::now(),
             };
             let _ = self.changes.send(PeerChange::Updated(entry.clone()));
+            self.live
+                .insert(known.peer_id.clone(), Liveness::offline(now));
             self.peers.insert(known.peer_id, entry);
         }
     }
@@ -357,29 +479,58 @@ impl TableTask {
         true
     }
 
+    /// `source` can no longer confirm what it said: its word holds for a while
+    /// ([`TableOptions::hold`]), unless it says it again.
+    fn unconfirm(&mut self, source: &Source) {
+        let held_until = Instant::now() + self.options.hold;
+        match source {
+            Source::Gossip => {}
+            Source::Hub(url) => {
+                for live in self.live.values_mut() {
+                    if let Some(held) = live.hubs.get_mut(url) {
+                        held.get_or_insert(held_until);
+                    }
+                }
+            }
+        }
+    }
+
     fn expire(&mut self) {
-        let ttl = self.options.ttl;
-        let remove_after = ttl + self.options.grace;
+        let now = Instant::now();
+        let remove_after = self.options.grace;
+        let mut settle = Vec::new();
         let mut removed = Vec::new();
-        for entry in self.peers.values_mut() {
-            let quiet = entry.last_news.elapsed();
-            if entry.state == PeerState::Online && quiet >= ttl {
-                entry.state = PeerState::Offline;
-                tracing::info!(
-                    peer.id = %entry.peer_id,
-                    label = %entry.label,
-                    "peer offline (no news within the TTL)"
-                );
-                let _ = self
-                    .changes
-                    .send(PeerChange::Offline(entry.peer_id.clone()));
-            } else if entry.state == PeerState::Offline && quiet >= remove_after && !entry.favorite
-            {
-                removed.push(entry.peer_id.clone());
+        for (peer_id, live) in &self.live {
+            let Some(entry) = self.peers.get(peer_id) else {
+                continue;
+            };
+            match (entry.state, live.offline_since) {
+                (PeerState::Online, _) => {
+                    let lapsed = live.gossip_until.is_some_and(|until| until <= now)
+                        || live
+                            .hubs
+                            .values()
+                            .any(|held| held.is_some_and(|until| until <= now));
+                    if lapsed {
+                        settle.push(peer_id.clone());
+                    }
+                }
+                (PeerState::Offline, Some(since))
+                    if now.duration_since(since) >= remove_after && !entry.favorite =>
+                {
+                    removed.push(peer_id.clone());
+                }
+                _ => {}
+            }
+        }
+        for peer_id in settle {
+            if let Some(before) = self.peers.get(&peer_id).cloned() {
+                self.settle(&peer_id, before, "", now);
             }
         }
         for peer_id in removed {
             self.peers.remove(&peer_id);
+            self.live.remove(&peer_id);
             let _ = self.changes.send(PeerChange::Removed(peer_id));
         }
     }
