@@ -318,6 +318,7 @@ impl RunningPeer {
         }
         // The gossip task publishes `offline` and the console drains when they see the stop.
         tokio::time::sleep(Duration::from_millis(200)).await;
+        self.node.shutdown(Duration::from_secs(1)).await;
         for task in &self.tasks {
             if !task.is_finished() {
                 task.abort();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use goop2::config::Config;
 use goop2::modes::peer::{self, RunningPeer};
-use goop2::services::presence::peer_table::PeerState;
+use goop2::services::presence::peer_table::{PeerState, Source};
 use goop2::telemetry::LogBuffer;
 
 use crate::support::eventually;
@@ -227,4 +227,159 @@ fn hub_urls_are_http_or_https_with_a_host() {
         let message = format!("{:#}", parse_hub_url(bad).unwrap_err());
         assert!(message.contains(why), "{bad}: {message}");
     }
+}
+
+/// A peer run as the real binary, stopped with SIGINT (a goodbye) or SIGKILL (none).
+struct PeerProcess {
+    child: std::process::Child,
+    peer_id: goop2::identity::PeerId,
+    console: String,
+}
+
+impl PeerProcess {
+    fn start(dir: &std::path::Path) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_goop2"))
+            .args(["peer", dir.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first_line = String::new();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        // Warnings may come first; nothing after this line is read (the pipe closes).
+        while !first_line.starts_with("Peer ") {
+            first_line.clear();
+            assert!(
+                out.read_line(&mut first_line).unwrap() > 0,
+                "the peer stopped"
+            );
+        }
+        let peer_id = first_line
+            .trim()
+            .strip_prefix("Peer ")
+            .and_then(|rest| rest.strip_suffix(" is running"))
+            .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
+            .parse()
+            .unwrap();
+        let config = Config::load_dir(dir).unwrap().config;
+        PeerProcess {
+            child,
+            peer_id,
+            console: format!("http://{}", config.viewer.http_addr),
+        }
+    }
+
+    fn stop(mut self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap();
+    }
+}
+
+/// Whether `viewer` hears `other` on the LAN (GossipSub) right now.
+async fn hears_on_the_lan(viewer: &RunningPeer, other: goop2::identity::PeerId) -> bool {
+    let id = other.to_base58();
+    viewer
+        .table
+        .snapshot()
+        .await
+        .iter()
+        .any(|entry| entry.peer_id == id && entry.sources.contains(&Source::Gossip))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_running_peers_keep_hearing_a_peer_that_restarts_again_and_again() {
+    let hub = crate::support::TestHub::spawn_with(
+        |c| {
+            c.presence.ttl_seconds = 3;
+            c.presence.heartbeat_seconds = 1;
+        },
+        |_| {},
+    )
+    .await;
+    let tag = unique_tag();
+    let wan = hub.url.clone();
+    let join = |c: &mut Config| {
+        c.presence.rendezvous_wan = wan.clone();
+        c.p2p.mdns_tag = tag.clone();
+        c.presence.ttl_seconds = 3;
+    };
+    let (a_dir, a_config) = peer_dir("Ann", join);
+    let (c_dir, c_config) = peer_dir("Cid", join);
+    let console_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (b_dir, _) = peer_dir("Ben", |c| {
+        join(c);
+        c.viewer.http_addr = format!("127.0.0.1:{console_port}");
+    });
+    let ann = peer::start(a_dir.path(), &a_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let cid = peer::start(c_dir.path(), &c_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+
+    // Stopped politely, killed, and politely again; each time started again at once.
+    for (round, signal) in ["-INT", "-KILL", "-INT", "-KILL"].into_iter().enumerate() {
+        let ben = PeerProcess::start(b_dir.path());
+        for viewer in [&ann, &cid] {
+            assert!(
+                eventually(WAIT, async || hears_on_the_lan(viewer, ben.peer_id).await).await,
+                "round {round}: {} does not hear Ben on the LAN: {:?}",
+                viewer.peer_id,
+                viewer.table.snapshot().await,
+            );
+            // A second connection, over QUIC, as a LAN's mDNS makes: after a crash it is the
+            // one that outlives the process until its idle timeout.
+            let quic = viewer
+                .table
+                .snapshot()
+                .await
+                .into_iter()
+                .find(|e| e.peer_id == ben.peer_id.to_base58())
+                .and_then(|e| e.addrs.into_iter().find(|a| a.contains("/quic-v1/")))
+                .expect("Ben announces a QUIC address");
+            viewer.node.dial(quic.parse().unwrap()).await.unwrap();
+        }
+        let ben_api = format!("{}/api/peers", ben.console);
+        let ben_hears = async |other: goop2::identity::PeerId| {
+            let Ok(response) = reqwest::get(&ben_api).await else {
+                return false;
+            };
+            let peers: serde_json::Value = response.json().await.unwrap_or_default();
+            peers.as_array().into_iter().flatten().any(|p| {
+                p["peer_id"] == other.to_base58()
+                    && p["sources"]
+                        .as_array()
+                        .is_some_and(|s| s.contains(&"Gossip".into()))
+            })
+        };
+        for other in [ann.peer_id, cid.peer_id] {
+            assert!(
+                eventually(WAIT, async || ben_hears(other).await).await,
+                "round {round}: Ben does not hear {other} on the LAN"
+            );
+        }
+        // Heard for longer than two TTLs: the heartbeats keep coming, not a lucky first one.
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        for viewer in [&ann, &cid] {
+            assert!(
+                hears_on_the_lan(viewer, ben.peer_id).await,
+                "round {round}: {} stopped hearing Ben's heartbeats",
+                viewer.peer_id
+            );
+        }
+        assert!(hears_on_the_lan(&ann, cid.peer_id).await);
+        ben.stop(signal);
+    }
+    cid.shutdown().await;
+    ann.shutdown().await;
 }

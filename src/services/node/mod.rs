@@ -10,10 +10,11 @@
 //! protocols live in [`protocols`].
 
 pub mod protocols;
+mod resubscribe;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::StreamExt;
@@ -36,6 +37,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_CONNECTIONS: u32 = 512;
 const MAX_CONNECTIONS_PER_PEER: u32 = 4;
 const MAX_PENDING: u32 = 64;
+/// Connections to one peer opened closer together than this are two dials that crossed.
+const CROSSING_DIALS: Duration = Duration::from_secs(2);
 
 /// How to run the node.
 #[derive(Debug, Clone)]
@@ -88,7 +91,7 @@ struct Behaviour {
     limits: libp2p::connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
-    gossipsub: gossipsub::Behaviour,
+    gossipsub: resubscribe::Resubscribing,
     mdns: libp2p::swarm::behaviour::toggle::Toggle<mdns::tokio::Behaviour>,
     stream: libp2p_stream::Behaviour,
 }
@@ -99,6 +102,8 @@ enum Command {
     Publish(Vec<u8>, oneshot::Sender<anyhow::Result<()>>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     Details(PeerId, oneshot::Sender<Option<PeerDetails>>),
+    /// Close every connection, then answer.
+    Shutdown(oneshot::Sender<()>),
 }
 
 /// The handle. Cloning is cheap; the node stops when the last clone is dropped.
@@ -160,7 +165,7 @@ impl Node {
                             .with_agent_version(format!("goop2/{}", env!("CARGO_PKG_VERSION"))),
                     ),
                     ping: ping::Behaviour::default(),
-                    gossipsub,
+                    gossipsub: resubscribe::Resubscribing::new(gossipsub),
                     mdns: mdns.into(),
                     stream: libp2p_stream::Behaviour::new(),
                 })
@@ -175,6 +180,7 @@ impl Node {
         swarm
             .behaviour_mut()
             .gossipsub
+            .inner
             .subscribe(&topic)
             .context("cannot subscribe to the presence topic")?;
         let ip = options.listen_ip;
@@ -251,6 +257,12 @@ impl Node {
         self.ask(|reply| Command::Publish(bytes, reply)).await?
     }
 
+    /// Closes every connection properly — a QUIC connection otherwise lingers on the other side
+    /// until its idle timeout — waiting at most `wait`, and stops the node.
+    pub async fn shutdown(&self, wait: Duration) {
+        let _ = tokio::time::timeout(wait, self.ask(Command::Shutdown)).await;
+    }
+
     pub async fn connected_peers(&self) -> anyhow::Result<Vec<PeerId>> {
         self.ask(Command::ConnectedPeers).await
     }
@@ -320,26 +332,42 @@ struct NodeTask {
     listening: Vec<oneshot::Sender<Vec<Multiaddr>>>,
     /// Identify answers of connected peers of our network.
     identified: HashMap<PeerId, identify::Info>,
-    /// Open connections' remote addresses, per peer.
-    connections: HashMap<PeerId, HashMap<libp2p::swarm::ConnectionId, Multiaddr>>,
+    /// Open connections' remote addresses and when they opened, per peer.
+    connections: HashMap<PeerId, HashMap<libp2p::swarm::ConnectionId, (Multiaddr, Instant)>>,
 }
 
 impl NodeTask {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        loop {
+        let done = loop {
             tokio::select! {
                 command = commands.recv() => match command {
+                    Some(Command::Shutdown(done)) => break Some(done),
                     Some(command) => self.handle_command(command),
-                    None => break,
+                    None => break None,
                 },
                 event = self.swarm.select_next_some() => self.handle_event(event),
             }
+        };
+        if let Some(done) = done {
+            let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+            for peer in peers {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            // The closes go out while the swarm is polled; the caller bounds the wait.
+            while self.swarm.connected_peers().next().is_some() {
+                let event = self.swarm.select_next_some().await;
+                self.handle_event(event);
+            }
+            let _ = done.send(());
         }
         tracing::debug!("libp2p node stopped");
     }
 
     fn handle_command(&mut self, command: Command) {
         match command {
+            Command::Shutdown(done) => {
+                let _ = done.send(());
+            }
             Command::ListenAddrs(reply) => {
                 if self.listen_addrs.is_empty() {
                     self.listening.push(reply);
@@ -359,6 +387,7 @@ impl NodeTask {
                     .swarm
                     .behaviour_mut()
                     .gossipsub
+                    .inner
                     .publish(self.topic.clone(), bytes)
                     .map(|_| ())
                     .map_err(|e| anyhow::anyhow!("cannot publish presence: {e}"));
@@ -373,7 +402,7 @@ impl NodeTask {
                     connected_via: self
                         .connections
                         .get(&peer)
-                        .map(|open| open.values().cloned().collect())
+                        .map(|open| open.values().map(|(addr, _)| addr.clone()).collect())
                         .unwrap_or_default(),
                 });
                 let _ = reply.send(details);
@@ -417,10 +446,20 @@ impl NodeTask {
                 num_established,
                 ..
             } => {
-                self.connections
-                    .entry(peer_id)
-                    .or_default()
-                    .insert(connection_id, endpoint.get_remote_address().clone());
+                let open = self.connections.entry(peer_id).or_default();
+                // We dial a peer only when not connected to it, so a new connection beside an
+                // older one means the peer no longer knows that one: it restarted, or lost it.
+                // Close it (a dead QUIC connection would otherwise linger until its idle
+                // timeout and swallow what is sent on it). Two dials crossing each other open
+                // both at nearly the same moment; those are left alone.
+                let now = Instant::now();
+                for (old, (_, opened)) in open.iter() {
+                    if now.duration_since(*opened) > CROSSING_DIALS {
+                        tracing::debug!(peer.id = %peer_id, "closing a connection the peer replaced");
+                        self.swarm.close_connection(*old);
+                    }
+                }
+                open.insert(connection_id, (endpoint.get_remote_address().clone(), now));
                 if num_established.get() == 1 {
                     self.emit(NodeEvent::Connected(peer_id));
                 }
@@ -461,11 +500,20 @@ impl NodeTask {
                 self.identified.insert(peer_id, info);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
                 for (peer_id, addr) in found {
                     self.emit(NodeEvent::Discovered(peer_id, addr.clone()));
-                    if !self.swarm.is_connected(&peer_id) {
-                        let _ = self.swarm.dial(addr);
-                    }
+                    by_peer.entry(peer_id).or_default().push(addr);
+                }
+                // One dial per peer, racing its addresses: one connection, not one per address.
+                for (peer_id, addrs) in by_peer {
+                    let dial = libp2p::swarm::dial_opts::DialOpts::peer_id(peer_id)
+                        .addresses(addrs)
+                        .condition(
+                            libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing,
+                        )
+                        .build();
+                    let _ = self.swarm.dial(dial);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
