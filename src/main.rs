@@ -106,15 +106,22 @@ fn run_peer(dir: &Path, init: bool) -> anyhow::Result<()> {
         // Watched before anything is announced, so a signal right after is never missed.
         let stop = StopSignals::watch()?;
         let running = modes::peer::start(dir, &loaded.config, logs).await?;
-        println!("Peer {} is running", running.peer_id);
+        say(format_args!("Peer {} is running", running.peer_id));
         if let Some(addr) = running.console_addr {
-            println!("Console: http://{addr}/");
+            say(format_args!("Console: http://{addr}/"));
         }
         stop.wait().await?;
         tracing::info!("stopping");
         running.shutdown().await;
         Ok(())
     })
+}
+
+/// A line on stdout for whoever started the peer. Nobody reading it (a closed pipe) is no reason
+/// to stop a running peer, as `println!` would.
+fn say(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, watched from creation on.

@@ -248,7 +248,8 @@ impl PeerProcess {
             .unwrap();
         let mut first_line = String::new();
         let mut out = BufReader::new(child.stdout.take().unwrap());
-        // Warnings may come first; nothing after this line is read (the pipe closes).
+        // Warnings may come first; nothing after this line is read (the pipe closes, which the
+        // peer must survive).
         while !first_line.starts_with("Peer ") {
             first_line.clear();
             assert!(
@@ -256,6 +257,7 @@ impl PeerProcess {
                 "the peer stopped"
             );
         }
+
         let peer_id = first_line
             .trim()
             .strip_prefix("Peer ")
@@ -298,6 +300,8 @@ async fn long_running_peers_keep_hearing_a_peer_that_restarts_again_and_again() 
         |c| {
             c.presence.ttl_seconds = 3;
             c.presence.heartbeat_seconds = 1;
+            // Three peers on one address, each publishing every second for a minute.
+            c.presence.publish_per_second = 10;
         },
         |_| {},
     )
@@ -333,9 +337,12 @@ async fn long_running_peers_keep_hearing_a_peer_that_restarts_again_and_again() 
         for viewer in [&ann, &cid] {
             assert!(
                 eventually(WAIT, async || hears_on_the_lan(viewer, ben.peer_id).await).await,
-                "round {round}: {} does not hear Ben on the LAN: {:?}",
+                "round {round}: {} does not hear Ben on the LAN: {:?}; the hub lists {:?}; connected {:?} via {:?}",
                 viewer.peer_id,
                 viewer.table.snapshot().await,
+                hub.peers().await,
+                viewer.node.connected_peers().await,
+                viewer.node.peer_details(ben.peer_id).await,
             );
             // A second connection, over QUIC, as a LAN's mDNS makes: after a crash it is the
             // one that outlives the process until its idle timeout.
@@ -373,8 +380,9 @@ async fn long_running_peers_keep_hearing_a_peer_that_restarts_again_and_again() 
         for viewer in [&ann, &cid] {
             assert!(
                 hears_on_the_lan(viewer, ben.peer_id).await,
-                "round {round}: {} stopped hearing Ben's heartbeats",
-                viewer.peer_id
+                "round {round}: {} stopped hearing Ben's heartbeats (connected to Ben via {:?})",
+                viewer.peer_id,
+                viewer.node.peer_details(ben.peer_id).await,
             );
         }
         assert!(hears_on_the_lan(&ann, cid.peer_id).await);
