@@ -152,7 +152,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let mut hub_urls = Vec::new();
     let logs_for_console = logs.clone();
     let hub = if config.presence.rendezvous_host {
-        let running = rendezvous::start(dir, config, logs).await?;
+        let running = rendezvous::start_embedded(dir, config, logs).await?;
         let local = local_url(running.hub_addr);
         hub_urls.push(local);
         Some(running)

@@ -55,6 +55,18 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     start_with_options(dir, config, HubOptions::from_config(config), logs).await
 }
 
+/// Starts the hub a peer hosts (`presence.rendezvous_host`): without the settings viewer, since
+/// the peer's console — on the same `viewer.http_addr` — is its settings page.
+pub async fn start_embedded(
+    dir: &Path,
+    config: &Config,
+    logs: LogBuffer,
+) -> anyhow::Result<RunningHub> {
+    let mut config = config.clone();
+    config.viewer.http_addr.clear();
+    start(dir, &config, logs).await
+}
+
 /// Like [`start`], with hub options adjusted beyond what `goop.json` sets (queue sizes).
 pub async fn start_with_options(
     dir: &Path,

@@ -315,11 +315,7 @@ async fn long_running_peers_keep_hearing_a_peer_that_restarts_again_and_again() 
     };
     let (a_dir, a_config) = peer_dir("Ann", join);
     let (c_dir, c_config) = peer_dir("Cid", join);
-    let console_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let console_port = free_port();
     let (b_dir, _) = peer_dir("Ben", |c| {
         join(c);
         c.viewer.http_addr = format!("127.0.0.1:{console_port}");
@@ -390,4 +386,49 @@ async fn long_running_peers_keep_hearing_a_peer_that_restarts_again_and_again() 
     }
     cid.shutdown().await;
     ann.shutdown().await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_hosting_its_own_hub_and_joined_to_another_starts_and_serves_both() {
+    let wan = crate::support::TestHub::spawn().await;
+    let hub_port = free_port();
+    let console_port = free_port();
+    let (dir, _) = peer_dir("Host", |c| {
+        c.presence.rendezvous_host = true;
+        c.presence.rendezvous_port = hub_port;
+        c.presence.rendezvous_wan = wan.url.clone();
+        c.p2p.mdns_tag = unique_tag();
+        c.viewer.http_addr = format!("127.0.0.1:{console_port}");
+    });
+    let host = PeerProcess::start(dir.path());
+    // The console is the peer's settings page; its own hub answers beside it.
+    let console = reqwest::get(format!("{}/self", host.console))
+        .await
+        .unwrap();
+    assert_eq!(console.status(), 200);
+    assert!(console.text().await.unwrap().contains("Host"));
+    let health = reqwest::get(format!("http://127.0.0.1:{hub_port}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    // It announces itself at its own hub and at the other one.
+    let own_hub = format!("http://127.0.0.1:{hub_port}/peers.json");
+    let at = async |url: &str| {
+        let peers: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        peers
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["peerId"] == host.peer_id.to_base58()))
+    };
+    assert!(eventually(WAIT, async || at(&own_hub).await).await);
+    let wan_peers = format!("{}/peers.json", wan.url);
+    assert!(eventually(WAIT, async || at(&wan_peers).await).await);
+    host.stop("-INT");
 }
