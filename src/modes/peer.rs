@@ -201,12 +201,40 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         stopped.clone(),
     ));
 
+    // The console's address is taken before anything is announced: a peer that cannot start
+    // says nothing to the hubs.
+    let console_listener = match config.viewer.http_socket_addr() {
+        Some(addr) => {
+            crate::http::access::check_bind(&addr, config)?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (viewer.http_addr)"))?;
+            Some(listener)
+        }
+        None => None,
+    };
+    let mut hub_clients = Vec::new();
+    let (hub_events_tx, hub_events) = mpsc::channel::<(Source, HubEvent)>(1024);
+    for url in hub_urls {
+        let source = Source::Hub(url.to_string());
+        let (client, mut events) = HubClient::spawn(
+            HubClientOptions::new(url, heartbeat),
+            keypair.clone(),
+            announcements.clone(),
+        );
+        hub_clients.push(client);
+        let forward = hub_events_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if forward.send((source.clone(), event)).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    drop(hub_events_tx);
     let mut console_addr = None;
-    if let Some(addr) = config.viewer.http_socket_addr() {
-        crate::http::access::check_bind(&addr, config)?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (viewer.http_addr)"))?;
+    if let Some(listener) = console_listener {
         let bound = crate::http::server::local_addr(&listener);
         let app = ConsoleApp {
             peer_id,
@@ -234,6 +262,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             config_path: dir.join(crate::config::FILE_NAME),
             dir: dir.to_owned(),
             data: data.clone(),
+            hubs: hub_clients.iter().map(HubClient::status).collect(),
             live: console::LiveSettings {
                 label: label_tx.clone(),
                 email: email_tx.clone(),
@@ -254,26 +283,6 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         tracing::info!(addr = %bound, "console on http://{bound}/");
         console_addr = Some(bound);
     }
-    let mut hub_clients = Vec::new();
-    let (hub_events_tx, hub_events) = mpsc::channel::<(Source, HubEvent)>(1024);
-    for url in hub_urls {
-        let source = Source::Hub(url.to_string());
-        let (client, mut events) = HubClient::spawn(
-            HubClientOptions::new(url, heartbeat),
-            keypair.clone(),
-            announcements.clone(),
-        );
-        hub_clients.push(client);
-        let forward = hub_events_tx.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                if forward.send((source.clone(), event)).await.is_err() {
-                    return;
-                }
-            }
-        }));
-    }
-    drop(hub_events_tx);
     tasks.push(tokio::spawn(merge_presence(
         node.clone(),
         table.clone(),

@@ -658,3 +658,50 @@ async fn an_uploaded_avatar_is_checked_served_to_peers_and_announced() {
     bob.shutdown().await;
     alice.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_each_hub_with_how_its_link_stands() {
+    let mut hub = crate::support::TestHub::spawn().await;
+    let hub_url = hub.url.clone();
+    let (dir, config) = peer_dir("Alice", |c| c.presence.rendezvous_wan = hub_url.clone());
+    let alice = peer::start(dir.path(), &config, LogBuffer::new(100))
+        .await
+        .unwrap();
+    let console = format!("http://{}", alice.console_addr.unwrap());
+    let state = async || {
+        let hubs: serde_json::Value = reqwest::get(format!("{console}/api/hubs"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(hubs.as_array().unwrap().len(), 1, "{hubs}");
+        assert!(
+            hubs[0]["url"].as_str().unwrap().starts_with(&hub_url),
+            "{hubs}"
+        );
+        hubs[0]["state"].as_str().unwrap().to_owned()
+    };
+    assert!(eventually(WAIT, async || state().await == "connected").await);
+    for page in ["/", "/self"] {
+        let html = reqwest::get(format!("{console}{page}"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(html.contains("class=\"hub connected\""), "{page}: {html}");
+        assert!(html.contains("connected (WebSocket) since"), "{page}");
+    }
+    hub.stop().await;
+    assert!(eventually(WAIT, async || state().await == "down").await);
+    let html = reqwest::get(format!("{console}/self"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("class=\"hub down\""), "{html}");
+    assert!(html.contains("not connected since"), "{html}");
+    alice.shutdown().await;
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use goop2::identity::Keypair;
 use goop2::services::hub::presence::PresenceType;
 use goop2::services::presence::hub_client::{
-    Announcement, HubClient, HubClientOptions, HubEvent, Transport,
+    Announcement, HubClient, HubClientOptions, HubEvent, HubLink, Transport,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -446,4 +446,116 @@ async fn a_hub_certificate_nobody_vouches_for_is_refused() {
     }
     assert!(label_on_hub(&hub, &me).await.is_none());
     drop(client);
+}
+
+/// Log lines written while a test runs on this thread (a current-thread runtime runs every task
+/// of the test here).
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let logs = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || logs.clone())
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        // Other tests' threads may have no subscriber: what a log line is worth is decided
+        // again with this one in place.
+        tracing::callsite::rebuild_interest_cache();
+        guard
+    }
+
+    fn lines_with(&self, text: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|line| line.contains(text))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_a_hub_is_named_as_such_and_logged_once() {
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
+    // A web server, but no hub: every path is 404.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new()).await.unwrap();
+    });
+    let (_set, announcements) = watch::channel(announcement("Alice"));
+    let mut options = HubClientOptions::new(url.parse().unwrap(), Duration::from_secs(5));
+    options.initial_backoff = Duration::from_millis(20);
+    options.max_backoff = Duration::from_millis(40);
+    let (client, mut events) =
+        HubClient::spawn(options, Keypair::generate_ed25519(), announcements);
+    let status = client.status();
+    for _ in 0..5 {
+        next(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await;
+    }
+    let now = status.borrow().clone();
+    match &now.link {
+        HubLink::Down { reason, .. } => assert_eq!(
+            reason, "404: this is not a Goop hub (no event stream at /events)",
+            "{now:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let warnings = logs.lines_with("hub connection lost");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("WARN"), "{warnings:?}");
+}
+
+#[tokio::test]
+async fn a_ban_is_shown_with_its_end_and_logged_once() {
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
+    let hub = TestHub::spawn().await;
+    let keypair = Keypair::generate_ed25519();
+    let peer = keypair.public().to_peer_id();
+    let (_set, announcements) = watch::channel(announcement("Mallory"));
+    let options = HubClientOptions::new(hub.url.parse().unwrap(), Duration::from_millis(100));
+    let (client, mut events) = HubClient::spawn(options, keypair, announcements);
+    let status = client.status();
+    next(&mut events, |e| matches!(e, HubEvent::Connected(_))).await;
+    assert!(
+        matches!(
+            status.borrow().link,
+            HubLink::Connected {
+                transport: Transport::WebSocket,
+                ..
+            }
+        ),
+        "{:?}",
+        status.borrow()
+    );
+    hub.hub().ban(peer, Duration::from_secs(3600));
+    let refused = async || status.borrow().refused.clone();
+    assert!(eventually(WAIT, async || refused().await.is_some()).await);
+    // Many heartbeats later the hub still refuses; the log said so once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = refused().await.unwrap();
+    assert!(text.starts_with("banned from this hub until "), "{text}");
+    let until = text.trim_start_matches("banned from this hub until ");
+    let year = until.get(..4).and_then(|y| y.parse::<u32>().ok());
+    assert!(
+        year.is_some_and(|y| y >= 2024) && until.ends_with(" UTC"),
+        "{text}"
+    );
+    let warnings = logs.lines_with("refuses our presence");
+    assert_eq!(warnings.len(), 1, "{warnings:?} {:?}", logs.lines_with(""));
 }

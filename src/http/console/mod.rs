@@ -33,6 +33,7 @@ use crate::http::session::AdminAuth;
 use crate::identity::PeerId;
 use crate::services::node::Node;
 use crate::services::presence::cache::PeerBook;
+use crate::services::presence::hub_client::{HubLink, HubStatus, Transport};
 use crate::services::presence::peer_table::PeerTable;
 use crate::services::site::Site;
 use crate::services::site_files::SiteFiles;
@@ -65,6 +66,59 @@ pub struct ConsoleApp {
     pub dir: std::path::PathBuf,
     /// What settings change while the peer runs.
     pub live: LiveSettings,
+    /// How the link to each hub this peer uses stands.
+    pub hubs: Vec<watch::Receiver<HubStatus>>,
+}
+
+/// One hub as the console shows it.
+pub struct HubRow {
+    pub url: String,
+    /// `connected`, `connecting` or `down`.
+    pub state_class: &'static str,
+    pub state_text: String,
+    pub refused: Option<String>,
+}
+
+impl HubRow {
+    fn from_status(status: &HubStatus, now_ms: i64) -> Self {
+        let ago = |since_ms: i64| crate::http::text::ago(now_ms - since_ms);
+        let (state_class, state_text) = match &status.link {
+            HubLink::Connected {
+                transport,
+                since_ms,
+            } => {
+                let how = match transport {
+                    Transport::WebSocket => "WebSocket",
+                    Transport::EventStream => "event stream",
+                };
+                (
+                    "connected",
+                    format!("connected ({how}) since {}", ago(*since_ms)),
+                )
+            }
+            HubLink::Connecting { since_ms } => {
+                ("connecting", format!("connecting since {}", ago(*since_ms)))
+            }
+            HubLink::Down {
+                reason,
+                since_ms,
+                retry_at_ms,
+            } => (
+                "down",
+                format!(
+                    "not connected since {}: {reason}; next try in {} s",
+                    ago(*since_ms),
+                    ((retry_at_ms - now_ms).max(0) + 999) / 1000
+                ),
+            ),
+        };
+        HubRow {
+            url: status.url.clone(),
+            state_class,
+            state_text,
+            refused: status.refused.clone(),
+        }
+    }
 }
 
 /// The parts of a running peer that settings update without a restart.
@@ -89,6 +143,15 @@ pub struct Frame {
 }
 
 impl ConsoleApp {
+    /// The hubs this peer uses, as they stand now.
+    pub fn hub_rows(&self) -> Vec<HubRow> {
+        let now_ms = crate::services::hub::unix_ms();
+        self.hubs
+            .iter()
+            .map(|status| HubRow::from_status(&status.borrow(), now_ms))
+            .collect()
+    }
+
     /// The page frame for a request.
     pub fn frame(&self, headers: &axum::http::HeaderMap) -> Frame {
         let me = self.peer_id.to_base58();

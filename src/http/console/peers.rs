@@ -31,6 +31,7 @@ pub fn routes() -> Router<ConsoleApp> {
         .route("/peer/{id}/favorite", post(set_favorite))
         .route("/api/peers", get(peers_json))
         .route("/api/peers/events", get(peer_events))
+        .route("/api/hubs", get(hubs_json))
         .route(
             "/assets/console.css",
             get(|| async { assets::css(assets::HUB_CSS) }),
@@ -100,6 +101,7 @@ fn reach_text(reachability: &Reachability) -> String {
 struct PeersPage {
     frame: Frame,
     peers: Vec<PeerRow>,
+    hubs: Vec<super::HubRow>,
     notice: Option<String>,
 }
 
@@ -116,6 +118,7 @@ async fn list_peers(
     let peers = app.table.snapshot().await;
     PeersPage {
         notice: query.notice,
+        hubs: app.hub_rows(),
         frame: app.frame(&headers),
         peers: peers.iter().map(PeerRow::from_entry).collect(),
     }
@@ -203,6 +206,18 @@ async fn set_favorite(
                 .into_response()
         }
     }
+}
+
+/// How the link to each hub stands: `[{"url", "state", "since_ms", …, "refused"}]`.
+async fn hubs_json(
+    State(app): State<ConsoleApp>,
+) -> Json<Vec<crate::services::presence::hub_client::HubStatus>> {
+    Json(
+        app.hubs
+            .iter()
+            .map(|status| status.borrow().clone())
+            .collect(),
+    )
 }
 
 async fn peers_json(State(app): State<ConsoleApp>) -> Json<Vec<PeerEntry>> {

@@ -101,6 +101,7 @@ struct SettingsPage {
     form: SettingsForm,
     notice: Option<String>,
     problems: Vec<String>,
+    hubs: Vec<super::HubRow>,
 }
 
 #[derive(Deserialize)]
@@ -122,6 +123,7 @@ fn page(
         form,
         notice,
         problems,
+        hubs: app.hub_rows(),
     }
 }
 
