@@ -22,8 +22,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// Records kept in memory by default.
 pub const DEFAULT_CAPACITY: usize = 2000;
 
-/// The filter used when `RUST_LOG` is unset.
-pub const DEFAULT_FILTER: &str = "info";
+/// The filter used when `RUST_LOG` is unset. mDNS finds every libp2p node on the LAN, of any
+/// network tag, and would announce each at INFO; the peer says what matters itself.
+pub const DEFAULT_FILTER: &str = "info,libp2p_mdns=warn";
 
 /// One log record as the log views show it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -75,7 +75,8 @@ pub async fn start_with_options(
     logs: LogBuffer,
 ) -> anyhow::Result<RunningHub> {
     let presence = &config.presence;
-    raise_descriptor_limit(presence.max_streams as u64 + 1024);
+    let mut options = options;
+    options.max_streams = fit_streams_to_descriptor_limit(options.max_streams as u64) as usize;
     let bind = SocketAddr::new(presence.rendezvous_bind_ip(), presence.rendezvous_port);
     let listener = TcpListener::bind(bind).await.with_context(|| {
         format!("cannot listen on {bind} (presence.rendezvous_bind/rendezvous_port)")
@@ -107,7 +108,7 @@ pub async fn start_with_options(
     let direct_app = app.clone();
     let routes = crate::http::security::with_security_headers(router(app));
     let limits = ServerLimits {
-        max_connections: presence.max_streams as usize + 1024,
+        max_connections: hub.options().max_streams + OTHER_DESCRIPTORS as usize,
         write_stall_timeout: hub.options().write_stall_timeout,
         stalls: Some(hub.metrics().dropped_slow_subscribers.clone()),
         ..ServerLimits::default()
@@ -180,16 +181,37 @@ impl RunningHub {
     }
 }
 
-/// Every stream holds a file descriptor: lift the soft limit to the hard one, and say so when
-/// even that is below what the configured stream cap needs.
-fn raise_descriptor_limit(wanted: u64) {
-    match rlimit::increase_nofile_limit(wanted) {
-        Ok(limit) if limit < wanted => tracing::warn!(
-            limit,
-            wanted,
-            "the open-file limit is below presence.max_streams + 1024; raise it (LimitNOFILE=)"
-        ),
-        Ok(_) => {}
-        Err(err) => tracing::warn!("cannot raise the open-file limit: {err}"),
+/// Descriptors kept for everything but streams: the listener, connections being read, files.
+const OTHER_DESCRIPTORS: u64 = 1024;
+/// Below this many streams a hub serves too few subscribers to be useful: worth a warning.
+const FEW_STREAMS: u64 = 1000;
+
+/// Every stream holds a file descriptor: lifts the soft limit as far as `max_streams` needs
+/// (up to the hard limit) and returns how many streams fit. When fewer fit than configured, the
+/// hub serves that many and says what to set — at INFO while that is still a useful number (a
+/// small machine with the defaults), at WARN below it.
+fn fit_streams_to_descriptor_limit(max_streams: u64) -> u64 {
+    let wanted = max_streams + OTHER_DESCRIPTORS;
+    let limit = match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) => limit,
+        Err(err) => {
+            tracing::warn!("cannot raise the open-file limit: {err}");
+            return max_streams;
+        }
+    };
+    if limit >= wanted {
+        return max_streams;
     }
+    let fits = limit.saturating_sub(OTHER_DESCRIPTORS).max(1);
+    let advice = format!(
+        "the open-file limit ({limit}) holds {fits} of presence.max_streams ({max_streams}); \
+         serving at most {fits}. For all of them raise it to {wanted} (systemd: \
+         LimitNOFILE={wanted}; a shell: ulimit -n {wanted}), or set presence.max_streams to {fits}"
+    );
+    if fits < FEW_STREAMS {
+        tracing::warn!("{advice}");
+    } else {
+        tracing::info!("{advice}");
+    }
+    fits
 }

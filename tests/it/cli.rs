@@ -188,3 +188,54 @@ fn peer_with_init_creates_a_demo_peer_and_runs_it() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("Created "));
 }
+
+/// The lines a hub prints before it listens, run under an open-file limit of `limit`.
+fn hub_start_lines(limit: u32) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.presence.rendezvous_host = true;
+    config.presence.rendezvous_port = 0;
+    config.viewer.http_addr = String::new();
+    config.save(&dir.path().join("goop.json")).unwrap();
+    let script = format!(
+        "ulimit -n {limit} && exec \"$0\" rendezvous {}",
+        dir.path().display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_goop2")])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("rendezvous hub listening") {
+            break;
+        }
+        lines.push(line);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    lines
+}
+
+#[test]
+fn a_hub_fits_its_streams_to_the_open_file_limit_and_warns_only_when_few_fit() {
+    // The defaults (20,000 streams) on a machine allowing 3,000 files: served, and said once.
+    let lines = hub_start_lines(3000);
+    let said: Vec<&String> = lines.iter().filter(|l| l.contains("open-file")).collect();
+    assert_eq!(said.len(), 1, "{lines:?}");
+    assert!(said[0].contains(" INFO "), "{said:?}");
+    assert!(said[0].contains("serving at most 1976"), "{said:?}");
+    assert!(said[0].contains("LimitNOFILE=21024"), "{said:?}");
+    assert!(!lines.iter().any(|l| l.contains(" WARN ")), "{lines:?}");
+    // Too few to be a useful hub: a warning that says what to set.
+    let lines = hub_start_lines(1500);
+    let said: Vec<&String> = lines.iter().filter(|l| l.contains("open-file")).collect();
+    assert_eq!(said.len(), 1, "{lines:?}");
+    assert!(said[0].contains(" WARN "), "{said:?}");
+    assert!(said[0].contains("serving at most 476"), "{said:?}");
+}
