@@ -23,6 +23,16 @@ pub enum Command {
         /// The peer's display name; defaults to the directory's name.
         #[arg(long)]
         label: Option<String>,
+        /// The console's address (viewer.http_addr), e.g. 127.0.0.1:8081, or just a port;
+        /// by default 8080, or the next free port when that is taken.
+        #[arg(long, value_name = "ADDR")]
+        console: Option<String>,
+        /// The libp2p port, TCP and QUIC (p2p.listen_port); by default any free one.
+        #[arg(long, value_name = "N")]
+        port: Option<u16>,
+        /// A rendezvous hub to join (presence.rendezvous_wan), e.g. https://rv.example.org.
+        #[arg(long, value_name = "URL")]
+        hub: Option<String>,
     },
     /// Run a peer from a directory made by `goop2 init`: its site, its libp2p node, presence
     /// on the LAN and at hubs (and an embedded hub with presence.rendezvous_host), until SIGINT

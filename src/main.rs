@@ -22,8 +22,23 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init { dir, label } => {
-            let scaffold = modes::init::run(&dir, label)?;
+        Command::Init {
+            dir,
+            label,
+            console,
+            port,
+            hub,
+        } => {
+            let options = modes::init::InitOptions {
+                label,
+                console,
+                port,
+                hub,
+            };
+            let scaffold = modes::init::run_with(&dir, options)?;
+            for note in &scaffold.notes {
+                println!("{note}");
+            }
             println!("Created {}", scaffold.config_path.display());
             println!("Peer ID: {}", scaffold.peer_id);
             println!("Starter page: {}", scaffold.site_index.display());
@@ -91,7 +106,10 @@ fn run_rendezvous(dir: &Path) -> anyhow::Result<()> {
 fn run_peer(dir: &Path, init: bool) -> anyhow::Result<()> {
     let logs = LogBuffer::new(telemetry::DEFAULT_CAPACITY);
     if init && !dir.join(goop2::config::FILE_NAME).exists() {
-        modes::init::run(dir, None)?;
+        let scaffold = modes::init::run(dir, None)?;
+        for note in &scaffold.notes {
+            eprintln!("{note}");
+        }
         eprintln!(
             "Created {} with default settings (goop.json, identity, site/)",
             dir.display()

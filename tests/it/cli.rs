@@ -176,9 +176,13 @@ fn peer_with_init_creates_a_demo_peer_and_runs_it() {
     }
     assert!(first.starts_with("Peer 12D3Koo"), "{first}");
     assert!(first.trim_end().ends_with(" is running"), "{first}");
+    // 8080, or the next free port when another program has it.
     let mut console = String::new();
     stdout.read_line(&mut console).unwrap();
-    assert_eq!(console.trim_end(), "Console: http://127.0.0.1:8080/");
+    assert_eq!(
+        console.trim_end(),
+        format!("Console: http://{}/", loaded.config.viewer.http_addr)
+    );
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -238,4 +242,75 @@ fn a_hub_fits_its_streams_to_the_open_file_limit_and_warns_only_when_few_fit() {
     assert_eq!(said.len(), 1, "{lines:?}");
     assert!(said[0].contains(" WARN "), "{said:?}");
     assert!(said[0].contains("serving at most 476"), "{said:?}");
+}
+
+#[test]
+fn init_takes_the_console_the_libp2p_port_and_a_hub() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("flags");
+    let out = goop2(
+        &[
+            "init",
+            dir.to_str().unwrap(),
+            "--console",
+            "127.0.0.1:9123",
+            "--port",
+            "4123",
+            "--hub",
+            "https://rv.example.org",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config = Config::load_dir(&dir).unwrap().config;
+    assert_eq!(config.viewer.http_addr, "127.0.0.1:9123");
+    assert_eq!(config.p2p.listen_port, 4123);
+    assert_eq!(config.presence.rendezvous_wan, "https://rv.example.org");
+
+    // A bare port is a console on this machine only.
+    let bare = root.path().join("bare");
+    let out = goop2(&["init", bare.to_str().unwrap(), "--console", "9124"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        Config::load_dir(&bare).unwrap().config.viewer.http_addr,
+        "127.0.0.1:9124"
+    );
+
+    // What goop.json would refuse, init refuses, naming the setting; nothing is written.
+    let bad = root.path().join("bad");
+    let out = goop2(&["init", bad.to_str().unwrap(), "--hub", "ftp://x"], b"");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("presence.rendezvous_wan"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!bad.join("goop.json").exists());
+}
+
+#[test]
+fn peers_made_one_after_another_get_their_own_console_ports_and_are_told_so() {
+    let root = tempfile::tempdir().unwrap();
+    // Another program on 8080 (unless one already is).
+    let _holder = std::net::TcpListener::bind("127.0.0.1:8080");
+    let mut ports = Vec::new();
+    for name in ["one", "two", "three"] {
+        let dir = root.path().join(name);
+        let out = goop2(&["init", dir.to_str().unwrap()], b"");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let addr = Config::load_dir(&dir).unwrap().config.viewer.http_addr;
+        let port: u16 = addr.strip_prefix("127.0.0.1:").unwrap().parse().unwrap();
+        assert_ne!(port, 8080, "8080 is taken");
+        assert!(
+            text(&out.stdout).contains(&format!(
+                "Port 8080 is taken; the console will be on http://127.0.0.1:{port}/"
+            )),
+            "{}",
+            text(&out.stdout)
+        );
+        ports.push(port);
+    }
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 3, "{ports:?}");
 }
