@@ -134,7 +134,7 @@ async fn the_console_lists_peers_and_shows_their_sites_sandboxed() {
             .text()
             .await
             .unwrap()
-            .contains("the peer says: forbidden")
+            .contains("This site does not share /lua/functions/x.lua.")
     );
 
     let details = no_redirects()
@@ -258,10 +258,19 @@ async fn an_unreachable_peer_gets_a_clear_error_page() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 502);
     let html = response.text().await.unwrap();
+    // Said in words; what libp2p said is folded away under "Details".
     assert!(
-        html.contains("this peer cannot be reached right now"),
+        html.contains("This peer is not answering, and this console has not heard of it"),
         "{html}"
     );
+    let (said, folded) = html
+        .split_once("<details>")
+        .expect("the detail is folded away");
+    assert!(
+        !said.contains("libp2p") && !said.contains("Failed"),
+        "{said}"
+    );
+    assert!(folded.contains("the peer could not be reached"), "{folded}");
     let bad = no_redirects()
         .get(format!("{}/p/not-a-peer/", console(&lonely)))
         .send()
@@ -703,5 +712,35 @@ async fn the_console_shows_each_hub_with_how_its_link_stands() {
         .unwrap();
     assert!(html.contains("class=\"hub down\""), "{html}");
     assert!(html.contains("not connected since"), "{html}");
+    alice.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_left_is_named_offline_on_its_error_page() {
+    let (alice, bob, _dirs) = alice_and_bob().await;
+    let bob_id = bob.peer_id.to_base58();
+    bob.shutdown().await;
+    assert!(
+        eventually(WAIT, async || {
+            alice
+                .table
+                .snapshot()
+                .await
+                .iter()
+                .any(|e| e.peer_id == bob_id && e.state == PeerState::Offline)
+        })
+        .await
+    );
+    let response = no_redirects()
+        .get(format!("{}/p/{bob_id}/", console(&alice)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 502);
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("Bob is not answering: it is offline; last heard of "),
+        "{html}"
+    );
     alice.shutdown().await;
 }

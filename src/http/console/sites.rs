@@ -12,6 +12,7 @@ use axum::routing::get;
 use super::ConsoleApp;
 use crate::identity::PeerId;
 use crate::services::node::protocols::FetchError;
+use crate::services::presence::peer_table::PeerState;
 use crate::services::site::SiteError;
 
 /// The policy of every peer site: an opaque origin (no `allow-same-origin`), scripts allowed,
@@ -78,18 +79,67 @@ struct SiteErrorPage {
     peer: String,
     path: String,
     message: String,
+    /// What the network said, for whoever wants it (folded away on the page).
+    detail: Option<String>,
 }
 
 fn error_page(status: StatusCode, peer: &str, path: &str, message: String) -> Response {
+    error_page_with_detail(status, peer, path, message, None)
+}
+
+fn error_page_with_detail(
+    status: StatusCode,
+    peer: &str,
+    path: &str,
+    message: String,
+    detail: Option<String>,
+) -> Response {
     (
         status,
         SiteErrorPage {
             peer: peer.to_owned(),
             path: path.to_owned(),
             message,
+            detail,
         },
     )
         .into_response()
+}
+
+/// Why a peer's site cannot be shown, in words: who the peer is, whether it is online and when
+/// it was last heard of.
+async fn unreachable_message(app: &ConsoleApp, peer: &str) -> String {
+    let entry = app
+        .table
+        .snapshot()
+        .await
+        .into_iter()
+        .find(|entry| entry.peer_id == peer);
+    let Some(entry) = entry else {
+        return "This peer is not answering, and this console has not heard of it: it may be \
+                offline, or on a network this peer does not reach."
+            .into();
+    };
+    let name = match entry.label.is_empty() {
+        true => "This peer".to_owned(),
+        false => entry.label.clone(),
+    };
+    let heard = match entry.ts {
+        0 => String::new(),
+        ts => format!(
+            "; last heard of {}",
+            crate::http::text::ago(crate::services::hub::unix_ms() - ts)
+        ),
+    };
+    match entry.state {
+        PeerState::Online => format!(
+            "{name} is online{heard}, but is not answering: it may be busy, or not reachable \
+             from here (behind a firewall or NAT). Try again in a moment."
+        ),
+        PeerState::Offline => {
+            format!("{name} is not answering: it is offline{heard}. Its site is back when it is.")
+        }
+    }
 }
 
 async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
@@ -132,19 +182,20 @@ async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
                     "not found" => StatusCode::NOT_FOUND,
                     _ => StatusCode::BAD_GATEWAY,
                 };
-                return error_page(
-                    status,
-                    &id,
-                    &request_path,
-                    format!("the peer says: {reason}"),
-                );
+                let message = match reason.as_str() {
+                    "forbidden" => format!("This site does not share {request_path}."),
+                    "not found" => format!("This site has no page {request_path}."),
+                    other => format!("The peer would not send {request_path}: {other}."),
+                };
+                return error_page(status, &id, &request_path, message);
             }
             Err(error) => {
-                return error_page(
+                return error_page_with_detail(
                     StatusCode::BAD_GATEWAY,
                     &id,
                     &request_path,
-                    format!("this peer cannot be reached right now ({error})"),
+                    unreachable_message(&app, &id).await,
+                    Some(error.to_string()),
                 );
             }
         }
