@@ -12,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::support::{TestHub, TestPeer};
 
+mod screens;
 mod sdk;
 
 /// Fails with instructions when the browser tooling is missing, instead of passing silently.

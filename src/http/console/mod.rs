@@ -16,6 +16,7 @@ mod peers;
 mod settings;
 mod site_token;
 mod sites;
+mod theme;
 
 pub use data::is_site_callable;
 pub use site_token::SiteTokens;
@@ -65,6 +66,8 @@ pub struct ConsoleApp {
     pub dir: std::path::PathBuf,
     /// What settings change while the peer runs.
     pub live: LiveSettings,
+    /// `viewer.theme`: every page's theme unless the browser chose the other one.
+    pub theme: crate::config::Theme,
 }
 
 /// The parts of a running peer that settings update without a restart.
@@ -86,6 +89,8 @@ pub struct Frame {
     pub csrf: String,
     /// Whether a password protects the console (a "sign out" button is shown).
     pub protected: bool,
+    /// The configured theme, `dark` or `light` (`data-theme` on `<html>`).
+    pub theme: &'static str,
 }
 
 impl ConsoleApp {
@@ -98,6 +103,7 @@ impl ConsoleApp {
             label: self.label.borrow().clone(),
             csrf: self.access.csrf_for(headers).unwrap_or_default(),
             protected: self.access.auth.is_some(),
+            theme: self.theme.as_str(),
         }
     }
 }
@@ -131,6 +137,7 @@ pub fn router(app: ConsoleApp) -> Router {
         .merge(sites::routes())
         .merge(logs::routes())
         .merge(settings::routes())
+        .merge(theme::routes())
         .merge(crate::http::owner_login::routes())
         .route_layer(middleware::from_fn_with_state(
             app.access.clone(),

@@ -75,15 +75,23 @@ async fn show_file(
 #[derive(Template, WebTemplate)]
 #[template(path = "console_site_error.html")]
 struct SiteErrorPage {
+    theme: &'static str,
     peer: String,
     path: String,
     message: String,
 }
 
-fn error_page(status: StatusCode, peer: &str, path: &str, message: String) -> Response {
+fn error_page(
+    app: &ConsoleApp,
+    status: StatusCode,
+    peer: &str,
+    path: &str,
+    message: String,
+) -> Response {
     (
         status,
         SiteErrorPage {
+            theme: app.theme.as_str(),
             peer: peer.to_owned(),
             path: path.to_owned(),
             message,
@@ -96,6 +104,7 @@ async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
     let request_path = format!("/{path}");
     let Ok(peer) = id.parse::<PeerId>() else {
         return error_page(
+            &app,
             StatusCode::BAD_REQUEST,
             &id,
             &request_path,
@@ -120,7 +129,7 @@ async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
                     SiteError::NotFound => StatusCode::NOT_FOUND,
                     SiteError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
                 };
-                return error_page(status, &id, &request_path, error.to_string());
+                return error_page(&app, status, &id, &request_path, error.to_string());
             }
         }
     } else {
@@ -133,6 +142,7 @@ async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
                     _ => StatusCode::BAD_GATEWAY,
                 };
                 return error_page(
+                    &app,
                     status,
                     &id,
                     &request_path,
@@ -141,6 +151,7 @@ async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
             }
             Err(error) => {
                 return error_page(
+                    &app,
                     StatusCode::BAD_GATEWAY,
                     &id,
                     &request_path,
