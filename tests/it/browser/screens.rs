@@ -93,6 +93,9 @@ async fn console_and_hub_pages_fit_a_phone_and_the_theme_switch_is_kept_per_brow
         format!("/peer/{bob_id}"),
         "hub:/".to_owned(),
         "hub:/admin".to_owned(),
+        "hub:/admin/templates".to_owned(),
+        "hub:/admin/logs".to_owned(),
+        "hub:/admin/config".to_owned(),
     ];
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/screens.mjs");
     let output = tokio::process::Command::new("node")
