@@ -232,7 +232,6 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             stop: stopped.clone(),
             config_path: dir.join(crate::config::FILE_NAME),
             dir: dir.to_owned(),
-            theme: config.viewer.color_theme(),
             data: data.clone(),
             live: console::LiveSettings {
                 label: label_tx.clone(),

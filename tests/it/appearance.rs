@@ -8,7 +8,7 @@ use goop2::telemetry::LogBuffer;
 use serde_json::json;
 
 use crate::console::{console, peer_dir};
-use crate::support::{hidden, no_redirects};
+use crate::support::{TestHub, hidden, no_redirects};
 
 async fn lone_peer(edit: impl FnOnce(&mut Config)) -> (RunningPeer, tempfile::TempDir) {
     let (dir, config) = peer_dir("Looks", edit);
@@ -66,6 +66,35 @@ async fn every_console_page_carries_the_configured_theme_and_the_switch_script()
     );
     assert!(script.text().await.unwrap().contains("goop.theme"));
     running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_page_and_a_hubs_settings_viewer_follow_the_theme_too() {
+    let hash = goop2::services::auth::hash_password("a password").unwrap();
+    let (running, _dir) = lone_peer(|c| {
+        c.viewer.theme = "light".into();
+        c.viewer.admin_password = goop2::config::Secret::new(hash);
+    })
+    .await;
+    let login = page(format!("{}/login", console(&running))).await;
+    assert!(login.contains(r#"data-theme="light""#), "{login}");
+    running.shutdown().await;
+
+    let hub = TestHub::spawn_with(
+        |c| {
+            c.viewer.http_addr = "127.0.0.1:0".into();
+            c.viewer.theme = "light".into();
+        },
+        |_| {},
+    )
+    .await;
+    for path in ["/self", "/logs"] {
+        let html = page(format!("{}{path}", hub.viewer_url())).await;
+        assert!(
+            html.contains(r#"<html lang="en" data-theme="light">"#),
+            "{path}: {html}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

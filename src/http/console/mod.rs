@@ -66,8 +66,6 @@ pub struct ConsoleApp {
     pub dir: std::path::PathBuf,
     /// What settings change while the peer runs.
     pub live: LiveSettings,
-    /// `viewer.theme`: every page's theme unless the browser chose the other one.
-    pub theme: crate::config::Theme,
 }
 
 /// The parts of a running peer that settings update without a restart.
@@ -103,7 +101,7 @@ impl ConsoleApp {
             label: self.label.borrow().clone(),
             csrf: self.access.csrf_for(headers).unwrap_or_default(),
             protected: self.access.auth.is_some(),
-            theme: self.theme.as_str(),
+            theme: self.access.theme.as_str(),
         }
     }
 }

@@ -91,7 +91,7 @@ fn error_page(
     (
         status,
         SiteErrorPage {
-            theme: app.theme.as_str(),
+            theme: app.access.theme.as_str(),
             peer: peer.to_owned(),
             path: path.to_owned(),
             message,
