@@ -29,6 +29,23 @@ pub const MAX_EMAIL_BYTES: usize = 320;
 /// Themes the browser console ships.
 pub const THEMES: &[&str] = &["dark", "light"];
 
+/// The console's colour theme, `viewer.theme`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Theme {
+    Dark,
+    Light,
+}
+
+impl Theme {
+    /// Its name in `goop.json` (and in the console's `data-theme` attribute).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Theme::Dark => "dark",
+            Theme::Light => "light",
+        }
+    }
+}
+
 /// Why a configuration could not be loaded or saved.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -278,6 +295,15 @@ impl Default for Viewer {
 }
 
 impl Viewer {
+    /// The validated theme (validation allows only the names of [`THEMES`]).
+    pub fn color_theme(&self) -> Theme {
+        if self.theme == Theme::Light.as_str() {
+            Theme::Light
+        } else {
+            Theme::Dark
+        }
+    }
+
     /// The validated console address, `None` when the console is disabled.
     pub fn http_socket_addr(&self) -> Option<SocketAddr> {
         self.http_addr.parse().ok()

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
-use crate::config::Config;
+use crate::config::{Config, Theme};
 use crate::http::session::AdminAuth;
 use crate::services::auth::random_token;
 
@@ -27,6 +27,8 @@ pub struct OwnerAccess {
     pub name: &'static str,
     /// Its name on pages.
     pub brand: &'static str,
+    /// How its pages look: `viewer.theme`.
+    pub theme: Theme,
     /// Where a fresh session lands.
     pub home: &'static str,
     /// Paths whose handlers authorise requests themselves (with a token), without a session.
@@ -46,6 +48,7 @@ impl OwnerAccess {
             open_csrf: random_token(),
             name,
             brand,
+            theme: config.viewer.color_theme(),
             home,
             token_paths: None,
         }

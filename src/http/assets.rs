@@ -10,6 +10,8 @@ pub const HUB_CSS: &str = include_str!("../../web/hub/hub.css");
 pub const DASHBOARD_JS: &str = include_str!("../../web/hub/dashboard.js");
 /// Live updates of the console's peer list.
 pub const CONSOLE_JS: &str = include_str!("../../web/console.js");
+/// The console's theme switch (a choice kept per browser).
+pub const THEME_JS: &str = include_str!("../../web/theme.js");
 /// The live tail of the log pages.
 pub const LOGS_JS: &str = include_str!("../../web/logs.js");
 /// The browser SDK of the data API (`Goop.data`, `Goop.peer`).

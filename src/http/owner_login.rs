@@ -36,6 +36,8 @@ where
 #[template(path = "owner_login.html")]
 struct LoginPage {
     brand: &'static str,
+    /// `dark` or `light` (`viewer.theme`).
+    theme: &'static str,
     error: Option<String>,
 }
 
@@ -49,6 +51,7 @@ where
     }
     LoginPage {
         brand: access.brand,
+        theme: access.theme.as_str(),
         error: None,
     }
     .into_response()
@@ -78,6 +81,7 @@ where
         Err(refused) => refused.decorate(
             LoginPage {
                 brand: access.brand,
+                theme: access.theme.as_str(),
                 error: Some(refused.message()),
             }
             .into_response(),

@@ -9,6 +9,11 @@ pub fn short_id(peer_id: &str) -> String {
     }
 }
 
+/// "1 row", "2 rows": a number with its noun in the right number.
+pub fn count(n: usize, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
 /// "12 s ago", "3 min ago", "2 h ago".
 pub fn ago(elapsed_ms: i64) -> String {
     let seconds = (elapsed_ms.max(0) + 500) / 1000;

@@ -12,6 +12,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::support::{TestHub, TestPeer};
 
+mod screens;
+mod sdk;
+
 /// Fails with instructions when the browser tooling is missing, instead of passing silently.
 fn require_browser_tooling() {
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");

@@ -1,6 +1,7 @@
 //! The integration suite: one binary, one module per capability. Tests use the library's entry
 //! points and the real `goop2` binary in temporary directories.
 
+mod appearance;
 mod browser;
 mod cli;
 mod config;

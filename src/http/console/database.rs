@@ -869,7 +869,12 @@ async fn import_csv(
         problems,
     };
     let query = TableQuery {
-        notice: (!preview).then(|| format!("Imported {good} rows.")),
+        notice: (!preview).then(|| {
+            format!(
+                "Imported {}.",
+                crate::http::text::count(good, "row", "rows")
+            )
+        }),
         ..TableQuery::default()
     };
     match table_page(

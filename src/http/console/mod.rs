@@ -16,6 +16,7 @@ mod peers;
 mod settings;
 mod site_token;
 mod sites;
+mod theme;
 
 pub use data::is_site_callable;
 pub use site_token::SiteTokens;
@@ -140,6 +141,8 @@ pub struct Frame {
     pub csrf: String,
     /// Whether a password protects the console (a "sign out" button is shown).
     pub protected: bool,
+    /// The configured theme, `dark` or `light` (`data-theme` on `<html>`).
+    pub theme: &'static str,
 }
 
 impl ConsoleApp {
@@ -161,6 +164,7 @@ impl ConsoleApp {
             label: self.label.borrow().clone(),
             csrf: self.access.csrf_for(headers).unwrap_or_default(),
             protected: self.access.auth.is_some(),
+            theme: self.access.theme.as_str(),
         }
     }
 }
@@ -194,6 +198,7 @@ pub fn router(app: ConsoleApp) -> Router {
         .merge(sites::routes())
         .merge(logs::routes())
         .merge(settings::routes())
+        .merge(theme::routes())
         .merge(crate::http::owner_login::routes())
         .route_layer(middleware::from_fn_with_state(
             app.access.clone(),

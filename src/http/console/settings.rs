@@ -98,6 +98,8 @@ impl SettingsForm {
 #[template(path = "console_self.html")]
 struct SettingsPage {
     frame: Frame,
+    /// Whether an avatar is stored (else the page shows a placeholder, not a broken image).
+    has_avatar: bool,
     form: SettingsForm,
     notice: Option<String>,
     problems: Vec<String>,
@@ -120,6 +122,7 @@ fn page(
 ) -> SettingsPage {
     SettingsPage {
         frame: app.frame(headers),
+        has_avatar: avatar::find(&app.dir).is_some(),
         form,
         notice,
         problems,

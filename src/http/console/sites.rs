@@ -76,6 +76,7 @@ async fn show_file(
 #[derive(Template, WebTemplate)]
 #[template(path = "console_site_error.html")]
 struct SiteErrorPage {
+    theme: &'static str,
     peer: String,
     path: String,
     message: String,
@@ -83,11 +84,18 @@ struct SiteErrorPage {
     detail: Option<String>,
 }
 
-fn error_page(status: StatusCode, peer: &str, path: &str, message: String) -> Response {
-    error_page_with_detail(status, peer, path, message, None)
+fn error_page(
+    app: &ConsoleApp,
+    status: StatusCode,
+    peer: &str,
+    path: &str,
+    message: String,
+) -> Response {
+    error_page_with_detail(app, status, peer, path, message, None)
 }
 
 fn error_page_with_detail(
+    app: &ConsoleApp,
     status: StatusCode,
     peer: &str,
     path: &str,
@@ -97,6 +105,7 @@ fn error_page_with_detail(
     (
         status,
         SiteErrorPage {
+            theme: app.access.theme.as_str(),
             peer: peer.to_owned(),
             path: path.to_owned(),
             message,
@@ -146,6 +155,7 @@ async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
     let request_path = format!("/{path}");
     let Ok(peer) = id.parse::<PeerId>() else {
         return error_page(
+            &app,
             StatusCode::BAD_REQUEST,
             &id,
             &request_path,
@@ -170,7 +180,7 @@ async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
                     SiteError::NotFound => StatusCode::NOT_FOUND,
                     SiteError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
                 };
-                return error_page(status, &id, &request_path, error.to_string());
+                return error_page(&app, status, &id, &request_path, error.to_string());
             }
         }
     } else {
@@ -187,10 +197,11 @@ async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
                     "not found" => format!("This site has no page {request_path}."),
                     other => format!("The peer would not send {request_path}: {other}."),
                 };
-                return error_page(status, &id, &request_path, message);
+                return error_page(&app, status, &id, &request_path, message);
             }
             Err(error) => {
                 return error_page_with_detail(
+                    &app,
                     StatusCode::BAD_GATEWAY,
                     &id,
                     &request_path,

@@ -31,6 +31,8 @@ pub fn routes() -> Router<ViewerApp> {
 #[template(path = "viewer_logs.html")]
 struct LogsPage {
     title: String,
+    /// `dark` or `light` (`viewer.theme`).
+    theme: &'static str,
     csrf: String,
     protected: bool,
     hub_url: String,
@@ -50,6 +52,7 @@ async fn show_logs(
 ) -> LogsPage {
     LogsPage {
         title: "Logs".into(),
+        theme: app.access.theme.as_str(),
         csrf: app.csrf_for(&headers).unwrap_or_default(),
         protected: app.access.auth.is_some(),
         hub_url: app.hub_url.clone(),

@@ -140,6 +140,8 @@ impl SettingsForm {
 #[template(path = "viewer_self.html")]
 struct SettingsPage {
     title: String,
+    /// `dark` or `light` (`viewer.theme`).
+    theme: &'static str,
     csrf: String,
     protected: bool,
     hub_url: String,
@@ -167,6 +169,7 @@ async fn show_settings(
     form.fingerprint = fingerprint(&app);
     SettingsPage {
         title: "Settings".into(),
+        theme: app.access.theme.as_str(),
         csrf: app.csrf_for(&headers).unwrap_or_default(),
         protected: app.access.auth.is_some(),
         hub_url: app.hub_url.clone(),
@@ -196,6 +199,7 @@ async fn save_settings(
             status,
             SettingsPage {
                 title: "Settings".into(),
+                theme: app.access.theme.as_str(),
                 csrf: csrf.clone(),
                 protected: app.access.auth.is_some(),
                 hub_url: app.hub_url.clone(),

@@ -1,0 +1,207 @@
+//! How the console's pages look without a browser: the configured theme on every page, the
+//! avatar placeholder, counts with their nouns in the right number. (Phone widths and the theme
+//! switch are checked in Chromium, in `browser::screens`.)
+
+use goop2::config::{Config, Theme};
+use goop2::modes::peer::{self, RunningPeer};
+use goop2::telemetry::LogBuffer;
+use serde_json::json;
+
+use crate::console::{console, peer_dir};
+use crate::support::{TestHub, hidden, no_redirects};
+
+async fn lone_peer(edit: impl FnOnce(&mut Config)) -> (RunningPeer, tempfile::TempDir) {
+    let (dir, config) = peer_dir("Looks", edit);
+    let running = peer::start(dir.path(), &config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    (running, dir)
+}
+
+async fn page(url: String) -> String {
+    let response = no_redirects().get(url).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
+#[test]
+fn the_theme_is_dark_unless_goop_json_says_light() {
+    assert_eq!(Config::default().viewer.color_theme(), Theme::Dark);
+    let mut config = Config::default();
+    config.viewer.theme = "light".into();
+    assert_eq!(config.viewer.color_theme(), Theme::Light);
+    assert_eq!(Theme::Light.as_str(), "light");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_console_page_carries_the_configured_theme_and_the_switch_script() {
+    let (running, _dir) = lone_peer(|c| c.viewer.theme = "light".into()).await;
+    let base = console(&running);
+    let me = running.peer_id.to_base58();
+    for path in ["/", "/self", "/database", "/edit", "/logs", "/lua"] {
+        let html = page(format!("{base}{path}")).await;
+        assert!(
+            html.contains(r#"<html lang="en" data-theme="light">"#),
+            "{path}: {html}"
+        );
+        assert!(
+            html.contains(r#"<script src="/assets/theme.js"></script>"#),
+            "{path}"
+        );
+        assert!(
+            html.contains(r#"<button type="button" id="theme-toggle" hidden>"#),
+            "{path}: the switch stays hidden until its script shows it"
+        );
+    }
+    // The page shown when a site cannot be shown follows the theme too.
+    let missing = page(format!("{base}/p/{me}/no-such-page.html")).await;
+    assert!(missing.contains(r#"data-theme="light""#), "{missing}");
+    let script = no_redirects()
+        .get(format!("{base}/assets/theme.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(script.text().await.unwrap().contains("goop.theme"));
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_page_and_a_hubs_settings_viewer_follow_the_theme_too() {
+    let hash = goop2::services::auth::hash_password("a password").unwrap();
+    let (running, _dir) = lone_peer(|c| {
+        c.viewer.theme = "light".into();
+        c.viewer.admin_password = goop2::config::Secret::new(hash);
+    })
+    .await;
+    let login = page(format!("{}/login", console(&running))).await;
+    assert!(login.contains(r#"data-theme="light""#), "{login}");
+    running.shutdown().await;
+
+    let hub = TestHub::spawn_with(
+        |c| {
+            c.viewer.http_addr = "127.0.0.1:0".into();
+            c.viewer.theme = "light".into();
+        },
+        |_| {},
+    )
+    .await;
+    for path in ["/self", "/logs"] {
+        let html = page(format!("{}{path}", hub.viewer_url())).await;
+        assert!(
+            html.contains(r#"<html lang="en" data-theme="light">"#),
+            "{path}: {html}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_settings_page_shows_a_placeholder_until_an_avatar_is_uploaded() {
+    let (running, _dir) = lone_peer(|_| {}).await;
+    let base = console(&running);
+    let before = page(format!("{base}/self")).await;
+    assert!(before.contains(r#"data-theme="dark""#), "the default theme");
+    assert!(before.contains(r#"id="no-avatar""#), "{before}");
+    assert!(
+        !before.contains(r#"src="/self/avatar""#),
+        "no image that can only fail to load"
+    );
+
+    // A minimal PNG: signature and an IHDR chunk of 8×8.
+    let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    png.extend_from_slice(&8u32.to_be_bytes());
+    png.extend_from_slice(&8u32.to_be_bytes());
+    png.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    let form = reqwest::multipart::Form::new()
+        .text("csrf", hidden(&before, "csrf"))
+        .part(
+            "avatar",
+            reqwest::multipart::Part::bytes(png).file_name("me.png"),
+        );
+    let uploaded = no_redirects()
+        .post(format!("{base}/self/avatar"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status().as_u16(), 303);
+    let after = page(format!("{base}/self")).await;
+    assert!(
+        after.contains(r#"<img class="avatar" src="/self/avatar""#),
+        "{after}"
+    );
+    assert!(!after.contains(r#"id="no-avatar""#));
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_read_one_row_and_two_rows() {
+    let (running, _dir) = lone_peer(|_| {}).await;
+    let base = console(&running);
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{base}/api/data/create-table"))
+        .json(&json!({"schema": {"name": "notes", "columns": ["title TEXT"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 200);
+    let insert = async || {
+        let inserted = client
+            .post(format!("{base}/api/data/insert"))
+            .json(&json!({"table": "notes", "data": {"title": "a note"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(inserted.status().as_u16(), 200);
+    };
+    insert().await;
+    let one = page(format!("{base}/database/t/notes")).await;
+    assert!(
+        one.contains(r#"<small class="muted">1 row</small>"#),
+        "{one}"
+    );
+    insert().await;
+    let two = page(format!("{base}/database/t/notes")).await;
+    assert!(
+        two.contains(r#"<small class="muted">2 rows</small>"#),
+        "{two}"
+    );
+
+    // A CSV import of one good line says "1 row", before and after.
+    let import = |step: &'static str| {
+        let csrf = hidden(&two, "csrf");
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            client
+                .post(format!("{base}/database/t/notes/import"))
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("step", step),
+                    ("csv", "title\nimported\n"),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let preview = import("preview").await;
+    assert!(
+        preview.contains("Preview: 1 row can be imported."),
+        "{preview}"
+    );
+    assert!(
+        preview.contains("Import the good row</button>"),
+        "{preview}"
+    );
+    let imported = import("import").await;
+    assert!(imported.contains("1 row imported."), "{imported}");
+    assert!(imported.contains("Imported 1 row."), "{imported}");
+    running.shutdown().await;
+}
