@@ -744,3 +744,72 @@ async fn a_peer_that_left_is_named_offline_on_its_error_page() {
     );
     alice.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_viewer_api_of_the_original_lists_peers_by_accept_header_and_logs_as_json() {
+    let (alice, bob, _dirs) = alice_and_bob().await;
+    let base = console(&alice);
+    let client = no_redirects();
+    let json: serde_json::Value = client
+        .get(format!("{base}/peers"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["peer_id"] == bob.peer_id.to_base58() && p["label"] == "Bob"),
+        "{json}"
+    );
+    let page = client
+        .get(format!("{base}/peers"))
+        .header("accept", "text/html,application/xhtml+xml,*/*")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().await.unwrap().contains("<table id=\"peers\">"));
+
+    let logs: serde_json::Value = client
+        .get(format!("{base}/api/logs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let records = logs.as_array().expect("an array of records");
+    for record in records {
+        for field in ["seq", "ts", "level", "target", "message"] {
+            assert!(!record[field].is_null(), "{field} in {record}");
+        }
+    }
+    let warnings: serde_json::Value = client
+        .get(format!("{base}/api/logs?level=warn"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        warnings
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["level"] == "WARN" || r["level"] == "ERROR"),
+        "{warnings}"
+    );
+    bob.shutdown().await;
+    alice.shutdown().await;
+}

@@ -1,4 +1,5 @@
-//! `/logs`: the peer's recent log, filtered by level, with a live tail.
+//! `/logs`: the peer's recent log, filtered by level, with a live tail; `/api/logs`: the same
+//! records as JSON.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -17,6 +18,7 @@ pub fn routes() -> Router<ConsoleApp> {
     Router::new()
         .route("/logs", get(show_logs))
         .route("/logs/stream", get(stream_logs))
+        .route("/api/logs", get(logs_json))
         .route(
             "/assets/logs.js",
             get(|| async { assets::javascript(assets::LOGS_JS) }),
@@ -45,6 +47,25 @@ async fn show_logs(
         frame: app.frame(&headers),
         log: LogView::new(&app.logs, query.level, "/logs/stream"),
     }
+}
+
+/// Recent records, oldest first: `[{"seq", "ts", "level", "target", "message", "fields"}]`;
+/// `?level=WARN` keeps that level and above, `?after=N` only records after sequence number N.
+async fn logs_json(
+    State(app): State<ConsoleApp>,
+    Query(query): Query<LogQuery>,
+) -> axum::Json<Vec<std::sync::Arc<crate::telemetry::LogRecord>>> {
+    let minimum = query
+        .level
+        .unwrap_or_else(|| "TRACE".into())
+        .to_ascii_uppercase();
+    let records = app
+        .logs
+        .snapshot()
+        .into_iter()
+        .filter(|record| record.seq > query.after.unwrap_or(0) && record.at_least(&minimum))
+        .collect();
+    axum::Json(records)
 }
 
 async fn stream_logs(State(app): State<ConsoleApp>, Query(query): Query<LogQuery>) -> Response {

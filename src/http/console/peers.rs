@@ -27,6 +27,7 @@ use crate::services::presence::reachability;
 pub fn routes() -> Router<ConsoleApp> {
     Router::new()
         .route("/", get(list_peers))
+        .route("/peers", get(peers_by_accept))
         .route("/peer/{id}", get(show_peer))
         .route("/peer/{id}/favorite", post(set_favorite))
         .route("/api/peers", get(peers_json))
@@ -205,6 +206,23 @@ async fn set_favorite(
             )
                 .into_response()
         }
+    }
+}
+
+/// The seeds' viewer API: the peer list as JSON for `Accept: application/json`, the page
+/// otherwise.
+async fn peers_by_accept(
+    State(app): State<ConsoleApp>,
+    headers: HeaderMap,
+    query: Query<NoticeQuery>,
+) -> Response {
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json") && !accept.contains("text/html"));
+    match wants_json {
+        true => peers_json(State(app)).await.into_response(),
+        false => list_peers(State(app), headers, query).await.into_response(),
     }
 }
 
