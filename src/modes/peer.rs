@@ -263,6 +263,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             dir: dir.to_owned(),
             data: data.clone(),
             hubs: hub_clients.iter().map(HubClient::status).collect(),
+            notices: console::Notices::default(),
             live: console::LiveSettings {
                 label: label_tx.clone(),
                 email: email_tx.clone(),

@@ -813,3 +813,64 @@ async fn the_viewer_api_of_the_original_lists_peers_by_accept_header_and_logs_as
     bob.shutdown().await;
     alice.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_pages_show_only_notices_the_console_wrote() {
+    let (dir, config) = peer_dir("Alice", |_| {});
+    let alice = peer::start(dir.path(), &config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let base = console(&alice);
+    let planted = "Your hub asks you to paste your password here";
+    for page in ["/", "/self", "/edit", "/database", "/lua"] {
+        for query in [
+            format!("notice={planted}"),
+            format!("notice=0123456789abcdef0123456789abcdef.{planted}"),
+            format!("saved=1&restart={planted}"),
+        ] {
+            let html = no_redirects()
+                .get(format!("{base}{page}?{query}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(!html.contains(planted), "{page}?{query} shows it");
+        }
+    }
+    // What the console itself says after a form still shows.
+    let page = no_redirects()
+        .get(format!("{base}/self"))
+        .send()
+        .await
+        .unwrap();
+    let html = page.text().await.unwrap();
+    let form = [
+        ("csrf", hidden(&html, "csrf")),
+        ("fingerprint", hidden(&html, "fingerprint")),
+        ("label", "Alice".to_owned()),
+        ("email", String::new()),
+        ("rendezvous_wan", String::new()),
+        ("listen_port", "0".to_owned()),
+        ("mdns_tag", config.p2p.mdns_tag.clone()),
+        ("ttl_seconds", "6".to_owned()),
+        ("heartbeat_seconds", "1".to_owned()),
+    ];
+    let saved = no_redirects()
+        .post(format!("{base}/self"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status().as_u16(), 303);
+    let location = saved.headers()["location"].to_str().unwrap().to_owned();
+    let html = reqwest::get(format!("{base}{location}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Saved and announced."), "{html}");
+    alice.shutdown().await;
+}

@@ -17,7 +17,6 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
 use super::{ConsoleApp, Frame};
-use crate::http::session::redirect_with_notice;
 use crate::services::data::{Caller, DataError, DataRequest, SYSTEM_COLUMNS};
 
 /// Rows per page.
@@ -184,7 +183,15 @@ async fn show_tables(
     headers: HeaderMap,
     Query(query): Query<NoticeQuery>,
 ) -> TablesPage {
-    tables_page(&app, &headers, query.notice, None, String::new(), None).await
+    tables_page(
+        &app,
+        &headers,
+        app.notices.open(query.notice),
+        None,
+        String::new(),
+        None,
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -389,7 +396,7 @@ async fn table_page(
         total,
         sort,
         dir: dir.into(),
-        notice: query.notice,
+        notice: app.notices.open(query.notice),
         error,
         import,
     })
@@ -496,7 +503,7 @@ async fn insert_row(
     };
     let row = row_from_form(&description, &form, false);
     match owner(&app, json!({"op": "insert", "table": table, "data": row})).await {
-        Ok(result) => redirect_with_notice(
+        Ok(result) => app.notices.redirect(
             &format!("/database/t/{table}"),
             &format!("Row {} added.", cell(&result["_id"])),
         ),
@@ -585,7 +592,9 @@ async fn save_row(
     )
     .await
     {
-        Ok(_) => redirect_with_notice(&format!("/database/t/{table}"), &format!("Row {id} saved.")),
+        Ok(_) => app
+            .notices
+            .redirect(&format!("/database/t/{table}"), &format!("Row {id} saved.")),
         Err(err) => {
             let status = status_of(&err);
             match row_page(&app, &headers, &table, id, Some((row, err.to_string()))).await {
@@ -612,7 +621,7 @@ async fn delete_row(
         return csrf_refused();
     }
     match owner(&app, json!({"op": "delete", "table": table, "id": id})).await {
-        Ok(_) => redirect_with_notice(
+        Ok(_) => app.notices.redirect(
             &format!("/database/t/{table}"),
             &format!("Row {id} deleted."),
         ),
@@ -679,12 +688,16 @@ async fn change_table(
     };
     match owner(&app, request).await {
         Ok(_) => match form.action.as_str() {
-            "drop" => redirect_with_notice("/database", &format!("Table {table} dropped.")),
-            "rename" => redirect_with_notice(
+            "drop" => app
+                .notices
+                .redirect("/database", &format!("Table {table} dropped.")),
+            "rename" => app.notices.redirect(
                 &format!("/database/t/{}", form.name.trim()),
                 &format!("Renamed from {table}."),
             ),
-            _ => redirect_with_notice(&format!("/database/t/{table}"), "Saved."),
+            _ => app
+                .notices
+                .redirect(&format!("/database/t/{table}"), "Saved."),
         },
         Err(err) => table_error(&app, &headers, &table, err, Map::new()).await,
     }

@@ -19,7 +19,6 @@ use serde_json::json;
 
 use super::{ConsoleApp, Frame};
 use crate::http::error::HttpError;
-use crate::http::session::redirect_with_notice;
 use crate::services::site::MAX_FILE_BYTES;
 use crate::services::site_files::{EditError, Entry, Expect};
 
@@ -125,7 +124,7 @@ async fn show_tree(
     headers: HeaderMap,
     Query(query): Query<TreeQuery>,
 ) -> TreePage {
-    tree_page(&app, &headers, query.notice, None).await
+    tree_page(&app, &headers, app.notices.open(query.notice), None).await
 }
 
 /// The tree again with an error, under the error's status.
@@ -196,7 +195,7 @@ async fn show_file(
         etag: content.etag,
         eol,
         mime: content.mime,
-        notice: query.notice,
+        notice: app.notices.open(query.notice),
         conflict: None,
     }
     .into_response()
@@ -318,7 +317,7 @@ async fn create(
     })
     .await;
     match result {
-        Ok(()) if folder => redirect_with_notice("/edit", "Folder created."),
+        Ok(()) if folder => app.notices.redirect("/edit", "Folder created."),
         Ok(()) => {
             let query: String = url::form_urlencoded::Serializer::new(String::new())
                 .append_pair("path", form.path.trim_matches('/'))
@@ -349,7 +348,7 @@ async fn rename(
     let files = app.site_files.clone();
     let (from, to) = (form.from.clone(), form.to.clone());
     match blocking(move || files.rename(&from, &to)).await {
-        Ok(()) => redirect_with_notice("/edit", "Renamed."),
+        Ok(()) => app.notices.redirect("/edit", "Renamed."),
         Err(err) => tree_error(&app, &headers, err).await,
     }
 }
@@ -382,7 +381,7 @@ async fn delete(
     match blocking(move || files.delete(&path, etag.as_deref(), recursive)).await {
         Ok(()) => {
             tracing::info!(path = %form.path, "site file deleted");
-            redirect_with_notice("/edit", "Deleted.")
+            app.notices.redirect("/edit", "Deleted.")
         }
         Err(err) => tree_error(&app, &headers, err).await,
     }
@@ -442,7 +441,9 @@ async fn upload(
     let files = app.site_files.clone();
     let target = path.clone();
     match blocking(move || files.write(&target, &data, &Expect::Absent)).await {
-        Ok(_) => redirect_with_notice("/edit", &format!("Uploaded {}.", path.trim_matches('/'))),
+        Ok(_) => app
+            .notices
+            .redirect("/edit", &format!("Uploaded {}.", path.trim_matches('/'))),
         Err(err) => tree_error(&app, &headers, err).await,
     }
 }

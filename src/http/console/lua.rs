@@ -12,7 +12,6 @@ use axum::{Form, Router};
 use serde::Deserialize;
 
 use super::{ConsoleApp, Frame};
-use crate::http::session::redirect_with_notice;
 use crate::services::lua::{FunctionInfo, is_plain_name};
 use crate::services::site_files::Expect;
 
@@ -75,7 +74,7 @@ async fn show_functions(
     headers: HeaderMap,
     Query(query): Query<NoticeQuery>,
 ) -> LuaPage {
-    page(&app, &headers, query.notice, None)
+    page(&app, &headers, app.notices.open(query.notice), None)
 }
 
 fn csrf_refused() -> Response {
@@ -267,7 +266,8 @@ async fn delete_function(
             if let Some(engine) = app.data.lua_engine() {
                 engine.rescan();
             }
-            redirect_with_notice("/lua", &format!("{} deleted.", form.name))
+            app.notices
+                .redirect("/lua", &format!("{} deleted.", form.name))
         }
         Ok(Err(err)) => (StatusCode::NOT_FOUND, err.to_string()).into_response(),
         Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),

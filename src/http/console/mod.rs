@@ -12,6 +12,7 @@ mod database;
 mod edit;
 mod logs;
 mod lua;
+mod notice;
 mod peers;
 mod settings;
 mod site_token;
@@ -19,6 +20,7 @@ mod sites;
 mod theme;
 
 pub use data::is_site_callable;
+pub use notice::Notices;
 pub use site_token::SiteTokens;
 
 use axum::Router;
@@ -69,6 +71,8 @@ pub struct ConsoleApp {
     pub live: LiveSettings,
     /// How the link to each hub this peer uses stands.
     pub hubs: Vec<watch::Receiver<HubStatus>>,
+    /// Signs the notices forms redirect with.
+    pub notices: Notices,
 }
 
 /// One hub as the console shows it.

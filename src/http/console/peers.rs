@@ -16,7 +16,6 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{ConsoleApp, Frame};
 use crate::http::assets;
-use crate::http::session::redirect_with_notice;
 use crate::http::text::short_id;
 use crate::services::node::PeerDetails;
 use crate::services::presence::peer_table::{
@@ -118,7 +117,7 @@ async fn list_peers(
 ) -> PeersPage {
     let peers = app.table.snapshot().await;
     PeersPage {
-        notice: query.notice,
+        notice: app.notices.open(query.notice),
         hubs: app.hub_rows(),
         frame: app.frame(&headers),
         peers: peers.iter().map(PeerRow::from_entry).collect(),
@@ -195,7 +194,7 @@ async fn set_favorite(
             } else {
                 "No longer a favourite."
             };
-            redirect_with_notice("/", notice)
+            app.notices.redirect("/", notice)
         }
         Ok(false) => (StatusCode::NOT_FOUND, "this peer is not known here").into_response(),
         Err(err) => {

@@ -108,8 +108,8 @@ struct SettingsPage {
 
 #[derive(Deserialize)]
 struct Saved {
-    restart: Option<String>,
-    saved: Option<String>,
+    /// A notice this console signed (see [`super::Notices`]).
+    notice: Option<String>,
     avatar: Option<String>,
 }
 
@@ -144,12 +144,7 @@ async fn show_settings(
     let avatar_notice = saved
         .avatar
         .map(|_| "The new avatar is announced.".to_owned());
-    let notice = saved.saved.map(|_| match saved.restart.as_deref() {
-        Some(fields) if !fields.is_empty() => format!(
-            "Saved. The label and email are already announced; {fields} take effect when the peer restarts."
-        ),
-        _ => "Saved and announced.".to_owned(),
-    }).or(avatar_notice);
+    let notice = app.notices.open(saved.notice).or(avatar_notice);
     page(&app, &headers, form, notice, Vec::new()).into_response()
 }
 
@@ -227,11 +222,14 @@ async fn save_settings(
         restart.push("the presence timings");
     }
     tracing::info!(path = %app.config_path.display(), "settings saved");
-    let query: String = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("saved", "1")
-        .append_pair("restart", &restart.join(", "))
-        .finish();
-    Redirect::to(&format!("/self?{query}")).into_response()
+    let notice = match restart.is_empty() {
+        true => "Saved and announced.".to_owned(),
+        false => format!(
+            "Saved. The label and email are already announced; {} take effect when the peer restarts.",
+            restart.join(", ")
+        ),
+    };
+    app.notices.redirect("/self", &notice)
 }
 
 /// The stored avatar, for the settings page.
