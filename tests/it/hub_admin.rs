@@ -12,15 +12,15 @@ use serde_json::Value;
 
 use crate::support::{SseClient, TestHub, TestPeer, hidden, no_redirects};
 
-const PASSWORD: &str = "correct horse battery staple";
+pub const PASSWORD: &str = "correct horse battery staple";
 
-async fn hub_with_admin() -> TestHub {
+pub async fn hub_with_admin() -> TestHub {
     let hash = auth::hash_password(PASSWORD).unwrap();
     TestHub::spawn_with(|c| c.presence.admin_password = Secret::new(hash), |_| {}).await
 }
 
 /// Signs in; returns the cookie header value and the CSRF token of the admin page.
-async fn sign_in(hub: &TestHub) -> (String, String) {
+pub async fn sign_in(hub: &TestHub) -> (String, String) {
     let response = no_redirects()
         .post(format!("{}/admin/login", hub.url))
         .form(&[("password", PASSWORD)])

@@ -12,6 +12,7 @@ mod edit;
 mod hub;
 mod hub_admin;
 mod hub_client;
+mod hub_emails;
 mod hub_persist;
 mod identity;
 mod interop;

@@ -1,9 +1,10 @@
 //! The rendezvous hub: a registry of online peers and a live, replayable stream of presence
 //! events.
 //!
-//! Every accepted message becomes one [`HubEvent`], serialized once, kept in a bounded ring for
-//! `Last-Event-ID` replay and offered to subscribers through two broadcast channels: every event,
-//! and changes only (no pure heartbeats). A subscriber that falls more than the channel's
+//! Every accepted message becomes one [`HubEvent`], serialized once (a public form without
+//! emails, and a full one for administrators only when the message had an email), kept in a
+//! bounded ring for `Last-Event-ID` replay and offered to subscribers through two broadcast
+//! channels: every event, and changes only (no pure heartbeats). A subscriber that falls more than the channel's
 //! capacity behind is cut off and resumes from the ring; it never slows the others.
 //!
 //! The registry lives behind one mutex rather than in an actor task: each publish holds it for a
@@ -89,17 +90,48 @@ impl HubOptions {
 }
 
 /// One presence event, serialized once for every subscriber.
+///
+/// Emails are for the hub's administrators only. The public form leaves `email` out, and with
+/// it `sig`: the peer's signature covers the email, so it would not verify without it (the
+/// hub's own `signed` still says that the hub checked one). Only a message that carried an
+/// email gets a second, full form; every other event has one set of bytes for everybody.
 #[derive(Debug)]
 pub struct HubEvent {
     pub offset: u64,
     /// False for a heartbeat that changed nothing.
     pub change: bool,
+    /// What anyone may see.
+    pub public: Frames,
+    /// The message as the peer sent it, when that differs from `public`.
+    full: Option<Box<Frames>>,
+    /// When the hub accepted the message, for fan-out latency.
+    pub accepted_at: Instant,
+}
+
+/// One message, encoded for both kinds of stream.
+#[derive(Debug)]
+pub struct Frames {
     /// The message as JSON (the WebSocket frame).
     pub json: Bytes,
     /// `id: …\ndata: …\n\n` (the SSE frame).
     pub sse: Bytes,
-    /// When the hub accepted the message, for fan-out latency.
-    pub accepted_at: Instant,
+}
+
+/// Who a stream is for: the public, or a signed-in administrator (who also sees emails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    Public,
+    Admin,
+}
+
+impl HubEvent {
+    /// The frames `audience` may see.
+    pub fn frames(&self, audience: Audience) -> &Frames {
+        match (audience, &self.full) {
+            (Audience::Admin, Some(full)) => full,
+            _ => &self.public,
+        }
+    }
 }
 
 /// What subscribers receive: an event, or a word from the hub itself. Keep-alives and the
@@ -743,7 +775,7 @@ impl PeerRecord {
     fn to_row(&self, event: &HubEvent, expires_ms: i64) -> PeerRow {
         PeerRow {
             peer_id: self.presence.peer_id.clone(),
-            presence: String::from_utf8_lossy(&event.json).into_owned(),
+            presence: String::from_utf8_lossy(&event.frames(Audience::Admin).json).into_owned(),
             signed: self.signed,
             verified: self.verified,
             first_seen_ms: self.first_seen_ms,
@@ -796,6 +828,29 @@ fn encode_event(
     change: bool,
     accepted_at: Instant,
 ) -> HubEvent {
+    let (public, full) = if presence.email.is_some() {
+        let public = Presence {
+            email: None,
+            sig: None,
+            ..presence.clone()
+        };
+        (
+            encode_frames(&id, &public),
+            Some(Box::new(encode_frames(&id, presence))),
+        )
+    } else {
+        (encode_frames(&id, presence), None)
+    };
+    HubEvent {
+        offset,
+        change,
+        public,
+        full,
+        accepted_at,
+    }
+}
+
+fn encode_frames(id: &str, presence: &Presence) -> Frames {
     let json = serde_json::to_vec(presence).expect("a presence message always serializes");
     let mut sse = Vec::with_capacity(json.len() + id.len() + 16);
     sse.extend_from_slice(b"id: ");
@@ -803,12 +858,9 @@ fn encode_event(
     sse.extend_from_slice(b"\ndata: ");
     sse.extend_from_slice(&json);
     sse.extend_from_slice(b"\n\n");
-    HubEvent {
-        offset,
-        change,
+    Frames {
         json: Bytes::from(json),
         sse: Bytes::from(sse),
-        accepted_at,
     }
 }
 
