@@ -203,8 +203,8 @@ async fn kick_peer(
 ) -> Result<Response, HttpError> {
     check_csrf(&session, &form.csrf)?;
     let peer = parse_peer(&form.peer_id)?;
+    // The hub logs kicks, bans and lifted bans itself.
     let notice = if app.hub.kick(&peer) {
-        tracing::info!(peer.id = %peer, "admin kicked a peer");
         format!("Kicked {peer}.")
     } else {
         format!("{peer} was not online.")
@@ -221,7 +221,6 @@ async fn ban_peer(
     let peer = parse_peer(&form.peer_id)?;
     let minutes = form.minutes.unwrap_or(60).clamp(1, 366 * 24 * 60);
     app.hub.ban(peer, Duration::from_secs(minutes * 60));
-    tracing::info!(peer.id = %peer, minutes, "admin banned a peer");
     Ok(back_with(
         &app,
         &session,
@@ -237,7 +236,6 @@ async fn unban_peer(
     check_csrf(&session, &form.csrf)?;
     let peer = parse_peer(&form.peer_id)?;
     let notice = if app.hub.unban(&peer) {
-        tracing::info!(peer.id = %peer, "admin lifted a ban");
         format!("Lifted the ban on {peer}.")
     } else {
         format!("{peer} was not banned.")
