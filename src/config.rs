@@ -29,6 +29,13 @@ pub const MAX_EMAIL_BYTES: usize = 320;
 /// Themes the browser console ships.
 pub const THEMES: &[&str] = &["dark", "light"];
 
+/// The hub's port when neither `presence.rendezvous_port` nor the environment says otherwise.
+pub const DEFAULT_RENDEZVOUS_PORT: u16 = 8787;
+
+/// The environment variable through which hosting platforms tell a service which port to
+/// listen on; `goop2 rendezvous` reads it when `goop.json` leaves the port out.
+pub const PORT_VARIABLE: &str = "PORT";
+
 /// Why a configuration could not be loaded or saved.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -48,6 +55,14 @@ pub enum ConfigError {
     Write {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error(
+        "{variable} ({value:?}) must be a port number between 0 and 65535; it sets the hub's \
+         port because goop.json leaves presence.rendezvous_port out"
+    )]
+    Environment {
+        variable: &'static str,
+        value: String,
     },
 }
 
@@ -193,7 +208,13 @@ pub struct Presence {
     pub ttl_seconds: u32,
     pub heartbeat_seconds: u32,
     pub rendezvous_host: bool,
-    pub rendezvous_port: u16,
+    /// The hub's port; absent means "the platform's `PORT`, else 8787" (see
+    /// [`Presence::hub_port`]). Absent stays absent when the file is saved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rendezvous_port: Option<u16>,
+    /// The port `goop2 rendezvous` took from the environment; never saved.
+    #[serde(skip)]
+    pub environment_port: Option<u16>,
     pub rendezvous_bind: String,
     pub rendezvous_wan: String,
     pub rendezvous_only: bool,
@@ -222,7 +243,8 @@ impl Default for Presence {
             ttl_seconds: 20,
             heartbeat_seconds: 5,
             rendezvous_host: false,
-            rendezvous_port: 8787,
+            rendezvous_port: None,
+            environment_port: None,
             rendezvous_bind: "127.0.0.1".into(),
             rendezvous_wan: String::new(),
             rendezvous_only: false,
@@ -241,6 +263,38 @@ impl Default for Presence {
 }
 
 impl Presence {
+    /// The port the hub listens on: `rendezvous_port` when set, else the port taken from the
+    /// environment, else [`DEFAULT_RENDEZVOUS_PORT`].
+    pub fn hub_port(&self) -> u16 {
+        self.rendezvous_port
+            .or(self.environment_port)
+            .unwrap_or(DEFAULT_RENDEZVOUS_PORT)
+    }
+
+    /// For `goop2 rendezvous`: takes the hub's port from [`PORT_VARIABLE`] (its `value`, if
+    /// set) when `rendezvous_port` is absent, as hosting platforms expect. A port in goop.json
+    /// wins and the variable is not even read. Returns the port taken.
+    pub fn use_environment_port(
+        &mut self,
+        value: Option<&str>,
+    ) -> Result<Option<u16>, ConfigError> {
+        if self.rendezvous_port.is_some() {
+            return Ok(None);
+        }
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let port = value
+            .trim()
+            .parse::<u16>()
+            .map_err(|_| ConfigError::Environment {
+                variable: PORT_VARIABLE,
+                value: value.to_owned(),
+            })?;
+        self.environment_port = Some(port);
+        Ok(Some(port))
+    }
+
     /// The validated bind address of the hub.
     pub fn rendezvous_bind_ip(&self) -> IpAddr {
         self.rendezvous_bind

@@ -64,7 +64,7 @@ pub async fn start_with_options(
 ) -> anyhow::Result<RunningHub> {
     let presence = &config.presence;
     raise_descriptor_limit(presence.max_streams as u64 + 1024);
-    let bind = SocketAddr::new(presence.rendezvous_bind_ip(), presence.rendezvous_port);
+    let bind = SocketAddr::new(presence.rendezvous_bind_ip(), presence.hub_port());
     let listener = TcpListener::bind(bind).await.with_context(|| {
         format!("cannot listen on {bind} (presence.rendezvous_bind/rendezvous_port)")
     })?;

@@ -26,7 +26,11 @@ fn an_empty_object_takes_every_default() {
     assert!(loaded.warnings.is_empty());
     assert_eq!(config.presence.ttl_seconds, 20);
     assert_eq!(config.presence.heartbeat_seconds, 5);
-    assert_eq!(config.presence.rendezvous_port, 8787);
+    assert_eq!(
+        config.presence.rendezvous_port, None,
+        "unset until goop.json sets it"
+    );
+    assert_eq!(config.presence.hub_port(), 8787);
     assert_eq!(config.presence.rendezvous_bind, "127.0.0.1");
     assert_eq!(config.presence.topic, "goop.presence.v1");
     assert_eq!(config.presence.templates_dir, "templates");
@@ -46,7 +50,7 @@ fn missing_keys_in_a_section_take_defaults() {
         .config;
     assert_eq!(config.presence.ttl_seconds, 60);
     assert_eq!(config.presence.heartbeat_seconds, 5);
-    assert_eq!(config.presence.rendezvous_port, 8787);
+    assert_eq!(config.presence.hub_port(), 8787);
     assert_eq!(config.profile.label, "Alice");
     assert_eq!(config.profile.email, "");
     assert_eq!(config.viewer.theme, "dark");
@@ -102,7 +106,8 @@ fn ports_must_be_between_0_and_65535() {
         .unwrap()
         .config;
     assert_eq!(config.p2p.listen_port, 65535);
-    assert_eq!(config.presence.rendezvous_port, 0);
+    assert_eq!(config.presence.rendezvous_port, Some(0));
+    assert_eq!(config.presence.hub_port(), 0);
 }
 
 #[test]

@@ -18,7 +18,7 @@ fn peer_dir(label: &str, edit: impl FnOnce(&mut Config)) -> (tempfile::TempDir, 
     goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
     let mut config = Config::load_dir(dir.path()).unwrap().config;
     config.viewer.http_addr = String::new();
-    config.presence.rendezvous_port = 0;
+    config.presence.rendezvous_port = Some(0);
     config.presence.ttl_seconds = 4;
     config.presence.heartbeat_seconds = 1;
     edit(&mut config);
