@@ -6,6 +6,10 @@
 //! can fix a file in one go. Keys this version does not know are kept (each section flattens them
 //! into `extra`) and written back unchanged by [`Config::save`], which replaces the file
 //! atomically so a crash never leaves half a configuration behind.
+//!
+//! The original product's documents configure a peer with a few top-level keys (`site`,
+//! `peerName`, `rendezvous`); they are read as the keys they stand for, with a warning, and the
+//! next save writes the canonical keys instead.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -390,6 +394,14 @@ pub struct LoadedConfig {
     pub warnings: Vec<String>,
 }
 
+/// Top-level keys of the original product's documents and the key each stands for, in order of
+/// precedence: the canonical key wins over all of them, and an earlier alias over a later one.
+const ALIASES: &[(&str, &str, &str)] = &[
+    ("rendezvous", "presence", "rendezvous_wan"),
+    ("peerName", "profile", "label"),
+    ("site", "profile", "label"),
+];
+
 /// Integer keys with their allowed ranges. Checked on the raw JSON before typed parsing so the
 /// message can quote the value even when it does not fit the field's Rust type.
 const INTEGER_RANGES: &[(&str, &str, i64, i64)] = &[
@@ -440,9 +452,10 @@ impl Config {
             )]));
         }
 
+        let (alias_warnings, mut problems) = apply_aliases(&mut raw);
         // Range problems are collected first and their keys removed, so typed parsing can still
         // report an unrelated type error in the same run.
-        let mut problems = check_integer_ranges(&mut raw);
+        problems.extend(check_integer_ranges(&mut raw));
         let config: Config = match serde_path_to_error::deserialize(&raw) {
             Ok(config) => config,
             Err(err) => {
@@ -457,7 +470,8 @@ impl Config {
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
-        let warnings = config.warnings();
+        let mut warnings = alias_warnings;
+        warnings.extend(config.warnings());
         Ok(LoadedConfig { config, warnings })
     }
 
@@ -721,6 +735,60 @@ pub fn write_atomically_with_mode(path: &Path, bytes: &[u8], new_mode: u32) -> s
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Moves each alias of [`ALIASES`] to the key it stands for, unless that key is set already.
+/// Aliases leave the document either way, so nothing keeps them and a save writes the canonical
+/// keys. Returns the warnings (one per alias, naming its canonical key) and the problems.
+fn apply_aliases(raw: &mut Value) -> (Vec<String>, Vec<String>) {
+    let (mut warnings, mut problems) = (Vec::new(), Vec::new());
+    let Some(object) = raw.as_object_mut() else {
+        return (warnings, problems);
+    };
+    // Which alias set a canonical key, so a later alias can say which one won.
+    let mut set_by: Vec<(&str, &str, &str)> = Vec::new();
+    for &(alias, section, key) in ALIASES {
+        let Some(value) = object.remove(alias) else {
+            continue;
+        };
+        let canonical = format!("{section}.{key}");
+        if !value.is_string() {
+            problems.push(format!(
+                "{alias} ({value}) must be a string; it is the original's name for {canonical}"
+            ));
+            continue;
+        }
+        let section_value = object
+            .entry(section)
+            .or_insert_with(|| Value::Object(Map::new()));
+        // A section that is not an object is reported by typed parsing.
+        let Some(section_object) = section_value.as_object_mut() else {
+            continue;
+        };
+        let winner = set_by
+            .iter()
+            .find(|(s, k, _)| (*s, *k) == (section, key))
+            .map(|(.., winner)| *winner);
+        if let Some(winner) = winner {
+            warnings.push(format!(
+                "goop.json: {alias:?} is ignored: {winner:?} also stands for {canonical} and wins; \
+                 {alias:?} is dropped when the file is next saved"
+            ));
+        } else if section_object.contains_key(key) {
+            warnings.push(format!(
+                "goop.json: {alias:?} (the original's name for {canonical}) is ignored because \
+                 {canonical} is set; {alias:?} is dropped when the file is next saved"
+            ));
+        } else {
+            section_object.insert(key.to_owned(), value);
+            set_by.push((section, key, alias));
+            warnings.push(format!(
+                "goop.json: {alias:?} is the original's name for {canonical}; it is read as \
+                 {canonical} and written under that name when the file is next saved"
+            ));
+        }
+    }
+    (warnings, problems)
 }
 
 fn check_integer_ranges(raw: &mut Value) -> Vec<String> {
