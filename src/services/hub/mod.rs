@@ -1,16 +1,17 @@
 //! The rendezvous hub: a registry of online peers and a live, replayable stream of presence
 //! events.
 //!
-//! Every accepted message becomes one [`HubEvent`], serialized once (a public form without
-//! emails, and a full one for administrators only when the message had an email), kept in a
+//! Every accepted message becomes one [`HubEvent`], serialized once (see [`event`]), kept in a
 //! bounded ring for `Last-Event-ID` replay and offered to subscribers through two broadcast
-//! channels: every event, and changes only (no pure heartbeats). A subscriber that falls more than the channel's
-//! capacity behind is cut off and resumes from the ring; it never slows the others.
+//! channels: every event, and changes only (no pure heartbeats). A subscriber that falls more
+//! than the channel's capacity behind is cut off and resumes from the ring; it never slows the
+//! others.
 //!
 //! The registry lives behind one mutex rather than in an actor task: each publish holds it for a
 //! few microseconds (signatures are checked before it is taken) and never across an `.await`,
 //! which keeps the hot path free of a channel round trip.
 
+pub mod event;
 pub mod limits;
 pub mod metrics;
 pub mod persist;
@@ -22,13 +23,14 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use libp2p_identity::PeerId;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
 use crate::config::Config;
 use crate::store::hub::{HubStore, PeerRow, PeerWrite};
+use event::encode_event;
+pub use event::{Audience, Frames, HubEvent};
 use limits::{PublishLimiter, StreamCaps, StreamRefused, StreamSlot};
 use metrics::{Gauges, HubMetrics};
 use persist::Persistence;
@@ -87,51 +89,6 @@ impl HubOptions {
             write_stall_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(15),
             ws_ping: Duration::from_secs(15),
-        }
-    }
-}
-
-/// One presence event, serialized once for every subscriber.
-///
-/// Emails are for the hub's administrators only. The public form leaves `email` out, and with
-/// it `sig`: the peer's signature covers the email, so it would not verify without it (the
-/// hub's own `signed` still says that the hub checked one). Only a message that carried an
-/// email gets a second, full form; every other event has one set of bytes for everybody.
-#[derive(Debug)]
-pub struct HubEvent {
-    pub offset: u64,
-    /// False for a heartbeat that changed nothing.
-    pub change: bool,
-    /// What anyone may see.
-    pub public: Frames,
-    /// The message as the peer sent it, when that differs from `public`.
-    full: Option<Box<Frames>>,
-    /// When the hub accepted the message, for fan-out latency.
-    pub accepted_at: Instant,
-}
-
-/// One message, encoded for both kinds of stream.
-#[derive(Debug)]
-pub struct Frames {
-    /// The message as JSON (the WebSocket frame).
-    pub json: Bytes,
-    /// `id: …\ndata: …\n\n` (the SSE frame).
-    pub sse: Bytes,
-}
-
-/// Who a stream is for: the public, or a signed-in administrator (who also sees emails).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Audience {
-    Public,
-    Admin,
-}
-
-impl HubEvent {
-    /// The frames `audience` may see.
-    pub fn frames(&self, audience: Audience) -> &Frames {
-        match (audience, &self.full) {
-            (Audience::Admin, Some(full)) => full,
-            _ => &self.public,
         }
     }
 }
@@ -916,49 +873,6 @@ impl HubState {
             peer_id: presence.peer_id.clone(),
             label: presence.content.clone().unwrap_or_default(),
         });
-    }
-}
-
-fn encode_event(
-    offset: u64,
-    id: String,
-    presence: &Presence,
-    change: bool,
-    accepted_at: Instant,
-) -> HubEvent {
-    let (public, full) = if presence.email.is_some() {
-        let public = Presence {
-            email: None,
-            sig: None,
-            ..presence.clone()
-        };
-        (
-            encode_frames(&id, &public),
-            Some(Box::new(encode_frames(&id, presence))),
-        )
-    } else {
-        (encode_frames(&id, presence), None)
-    };
-    HubEvent {
-        offset,
-        change,
-        public,
-        full,
-        accepted_at,
-    }
-}
-
-fn encode_frames(id: &str, presence: &Presence) -> Frames {
-    let json = serde_json::to_vec(presence).expect("a presence message always serializes");
-    let mut sse = Vec::with_capacity(json.len() + id.len() + 16);
-    sse.extend_from_slice(b"id: ");
-    sse.extend_from_slice(id.as_bytes());
-    sse.extend_from_slice(b"\ndata: ");
-    sse.extend_from_slice(&json);
-    sse.extend_from_slice(b"\n\n");
-    Frames {
-        json: Bytes::from(json),
-        sse: Bytes::from(sse),
     }
 }
 
