@@ -6,6 +6,10 @@
 //! can fix a file in one go. Keys this version does not know are kept (each section flattens them
 //! into `extra`) and written back unchanged by [`Config::save`], which replaces the file
 //! atomically so a crash never leaves half a configuration behind.
+//!
+//! The original product's documents configure a peer with a few top-level keys (`site`,
+//! `peerName`, `rendezvous`); they are read as the keys they stand for, with a warning, and the
+//! next save writes the canonical keys instead.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -46,6 +50,13 @@ impl Theme {
     }
 }
 
+/// The hub's port when neither `presence.rendezvous_port` nor the environment says otherwise.
+pub const DEFAULT_RENDEZVOUS_PORT: u16 = 8787;
+
+/// The environment variable through which hosting platforms tell a service which port to
+/// listen on; `goop2 rendezvous` reads it when `goop.json` leaves the port out.
+pub const PORT_VARIABLE: &str = "PORT";
+
 /// Why a configuration could not be loaded or saved.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -65,6 +76,14 @@ pub enum ConfigError {
     Write {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error(
+        "{variable} ({value:?}) must be a port number between 0 and 65535; it sets the hub's \
+         port because goop.json leaves presence.rendezvous_port out"
+    )]
+    Environment {
+        variable: &'static str,
+        value: String,
     },
 }
 
@@ -210,7 +229,13 @@ pub struct Presence {
     pub ttl_seconds: u32,
     pub heartbeat_seconds: u32,
     pub rendezvous_host: bool,
-    pub rendezvous_port: u16,
+    /// The hub's port; absent means "the platform's `PORT`, else 8787" (see
+    /// [`Presence::hub_port`]). Absent stays absent when the file is saved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rendezvous_port: Option<u16>,
+    /// The port `goop2 rendezvous` took from the environment; never saved.
+    #[serde(skip)]
+    pub environment_port: Option<u16>,
     pub rendezvous_bind: String,
     pub rendezvous_wan: String,
     pub rendezvous_only: bool,
@@ -239,7 +264,8 @@ impl Default for Presence {
             ttl_seconds: 20,
             heartbeat_seconds: 5,
             rendezvous_host: false,
-            rendezvous_port: 8787,
+            rendezvous_port: None,
+            environment_port: None,
             rendezvous_bind: "127.0.0.1".into(),
             rendezvous_wan: String::new(),
             rendezvous_only: false,
@@ -258,6 +284,38 @@ impl Default for Presence {
 }
 
 impl Presence {
+    /// The port the hub listens on: `rendezvous_port` when set, else the port taken from the
+    /// environment, else [`DEFAULT_RENDEZVOUS_PORT`].
+    pub fn hub_port(&self) -> u16 {
+        self.rendezvous_port
+            .or(self.environment_port)
+            .unwrap_or(DEFAULT_RENDEZVOUS_PORT)
+    }
+
+    /// For `goop2 rendezvous`: takes the hub's port from [`PORT_VARIABLE`] (its `value`, if
+    /// set) when `rendezvous_port` is absent, as hosting platforms expect. A port in goop.json
+    /// wins and the variable is not even read. Returns the port taken.
+    pub fn use_environment_port(
+        &mut self,
+        value: Option<&str>,
+    ) -> Result<Option<u16>, ConfigError> {
+        if self.rendezvous_port.is_some() {
+            return Ok(None);
+        }
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let port = value
+            .trim()
+            .parse::<u16>()
+            .map_err(|_| ConfigError::Environment {
+                variable: PORT_VARIABLE,
+                value: value.to_owned(),
+            })?;
+        self.environment_port = Some(port);
+        Ok(Some(port))
+    }
+
     /// The validated bind address of the hub.
     pub fn rendezvous_bind_ip(&self) -> IpAddr {
         self.rendezvous_bind
@@ -362,6 +420,14 @@ pub struct LoadedConfig {
     pub warnings: Vec<String>,
 }
 
+/// Top-level keys of the original product's documents and the key each stands for, in order of
+/// precedence: the canonical key wins over all of them, and an earlier alias over a later one.
+const ALIASES: &[(&str, &str, &str)] = &[
+    ("rendezvous", "presence", "rendezvous_wan"),
+    ("peerName", "profile", "label"),
+    ("site", "profile", "label"),
+];
+
 /// Integer keys with their allowed ranges. Checked on the raw JSON before typed parsing so the
 /// message can quote the value even when it does not fit the field's Rust type.
 const INTEGER_RANGES: &[(&str, &str, i64, i64)] = &[
@@ -412,9 +478,10 @@ impl Config {
             )]));
         }
 
+        let (alias_warnings, mut problems) = apply_aliases(&mut raw);
         // Range problems are collected first and their keys removed, so typed parsing can still
         // report an unrelated type error in the same run.
-        let mut problems = check_integer_ranges(&mut raw);
+        problems.extend(check_integer_ranges(&mut raw));
         let config: Config = match serde_path_to_error::deserialize(&raw) {
             Ok(config) => config,
             Err(err) => {
@@ -429,7 +496,8 @@ impl Config {
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
-        let warnings = config.warnings();
+        let mut warnings = alias_warnings;
+        warnings.extend(config.warnings());
         Ok(LoadedConfig { config, warnings })
     }
 
@@ -693,6 +761,60 @@ pub fn write_atomically_with_mode(path: &Path, bytes: &[u8], new_mode: u32) -> s
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Moves each alias of [`ALIASES`] to the key it stands for, unless that key is set already.
+/// Aliases leave the document either way, so nothing keeps them and a save writes the canonical
+/// keys. Returns the warnings (one per alias, naming its canonical key) and the problems.
+fn apply_aliases(raw: &mut Value) -> (Vec<String>, Vec<String>) {
+    let (mut warnings, mut problems) = (Vec::new(), Vec::new());
+    let Some(object) = raw.as_object_mut() else {
+        return (warnings, problems);
+    };
+    // Which alias set a canonical key, so a later alias can say which one won.
+    let mut set_by: Vec<(&str, &str, &str)> = Vec::new();
+    for &(alias, section, key) in ALIASES {
+        let Some(value) = object.remove(alias) else {
+            continue;
+        };
+        let canonical = format!("{section}.{key}");
+        if !value.is_string() {
+            problems.push(format!(
+                "{alias} ({value}) must be a string; it is the original's name for {canonical}"
+            ));
+            continue;
+        }
+        let section_value = object
+            .entry(section)
+            .or_insert_with(|| Value::Object(Map::new()));
+        // A section that is not an object is reported by typed parsing.
+        let Some(section_object) = section_value.as_object_mut() else {
+            continue;
+        };
+        let winner = set_by
+            .iter()
+            .find(|(s, k, _)| (*s, *k) == (section, key))
+            .map(|(.., winner)| *winner);
+        if let Some(winner) = winner {
+            warnings.push(format!(
+                "goop.json: {alias:?} is ignored: {winner:?} also stands for {canonical} and wins; \
+                 {alias:?} is dropped when the file is next saved"
+            ));
+        } else if section_object.contains_key(key) {
+            warnings.push(format!(
+                "goop.json: {alias:?} (the original's name for {canonical}) is ignored because \
+                 {canonical} is set; {alias:?} is dropped when the file is next saved"
+            ));
+        } else {
+            section_object.insert(key.to_owned(), value);
+            set_by.push((section, key, alias));
+            warnings.push(format!(
+                "goop.json: {alias:?} is the original's name for {canonical}; it is read as \
+                 {canonical} and written under that name when the file is next saved"
+            ));
+        }
+    }
+    (warnings, problems)
 }
 
 fn check_integer_ranges(raw: &mut Value) -> Vec<String> {

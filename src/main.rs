@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use goop2::cli::{Cli, Command};
-use goop2::modes;
 use goop2::telemetry::{self, LogBuffer};
+use goop2::{config, modes};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -89,9 +89,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn run_rendezvous(dir: &Path) -> anyhow::Result<()> {
     let logs = LogBuffer::new(telemetry::DEFAULT_CAPACITY);
     telemetry::init(&logs)?;
-    let loaded = modes::rendezvous::prepare_dir(dir)?;
+    let mut loaded = modes::rendezvous::prepare_dir(dir)?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
+    }
+    let port_variable = std::env::var_os(config::PORT_VARIABLE);
+    let port_variable = port_variable.as_ref().map(|v| v.to_string_lossy());
+    if let Some(port) = loaded
+        .config
+        .presence
+        .use_environment_port(port_variable.as_deref())?
+    {
+        tracing::info!(
+            port,
+            "the hub takes its port from PORT (goop.json leaves presence.rendezvous_port out)"
+        );
     }
     runtime()?.block_on(async {
         let stop = StopSignals::watch()?;

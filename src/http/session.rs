@@ -117,6 +117,18 @@ pub fn signed_in(session: &Session, request_headers: &HeaderMap, to: &str) -> Re
     response
 }
 
+/// A redirect to `path`, whose page shows `notice` once. The text stays with the session on the
+/// server, so a link cannot make an administrator's page say something.
+pub fn redirect_with_flash(
+    auth: &AdminAuth,
+    session: &Session,
+    path: &str,
+    notice: impl Into<String>,
+) -> Response {
+    auth.sessions.leave_notice(&session.token, notice.into());
+    Redirect::to(path).into_response()
+}
+
 /// A redirect to `path` with a `notice` to show there.
 pub fn redirect_with_notice(path: &str, notice: &str) -> Response {
     let query: String = url::form_urlencoded::Serializer::new(String::new())

@@ -1,13 +1,7 @@
 //! Small text forms shared by pages.
 
-/// `12D3KooWAbcd…xyz123`: enough to tell peers apart at a glance.
-pub fn short_id(peer_id: &str) -> String {
-    if peer_id.len() > 16 {
-        format!("{}…{}", &peer_id[..8], &peer_id[peer_id.len() - 6..])
-    } else {
-        peer_id.to_owned()
-    }
-}
+/// `12D3KooWAbcd…xyz123`: the same short form the hub's log uses.
+pub use crate::services::hub::presence::short_peer_id as short_id;
 
 /// "1 row", "2 rows": a number with its noun in the right number.
 pub fn count(n: usize, singular: &str, plural: &str) -> String {

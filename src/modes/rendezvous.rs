@@ -77,7 +77,7 @@ pub async fn start_with_options(
     let presence = &config.presence;
     let mut options = options;
     options.max_streams = fit_streams_to_descriptor_limit(options.max_streams as u64) as usize;
-    let bind = SocketAddr::new(presence.rendezvous_bind_ip(), presence.rendezvous_port);
+    let bind = SocketAddr::new(presence.rendezvous_bind_ip(), presence.hub_port());
     let listener = TcpListener::bind(bind).await.with_context(|| {
         format!("cannot listen on {bind} (presence.rendezvous_bind/rendezvous_port)")
     })?;

@@ -94,7 +94,14 @@ impl Session {
 /// In-memory sessions with idle expiry and a bounded count. Cloning shares the store.
 #[derive(Clone, Default)]
 pub struct SessionStore {
-    sessions: Arc<Mutex<HashMap<String, (Session, Instant)>>>,
+    sessions: Arc<Mutex<HashMap<String, SessionEntry>>>,
+}
+
+struct SessionEntry {
+    session: Session,
+    used: Instant,
+    /// What the session's next page should tell the administrator, once.
+    notice: Option<String>,
 }
 
 impl SessionStore {
@@ -104,29 +111,36 @@ impl SessionStore {
             token: random_token(),
             csrf: random_token(),
         };
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self.lock();
         let now = Instant::now();
-        sessions.retain(|_, (_, used)| now.duration_since(*used) < SESSION_IDLE);
+        sessions.retain(|_, entry| now.duration_since(entry.used) < SESSION_IDLE);
         if sessions.len() >= MAX_SESSIONS
             && let Some(oldest) = sessions
                 .iter()
-                .min_by_key(|(_, (_, used))| *used)
+                .min_by_key(|(_, entry)| entry.used)
                 .map(|(token, _)| token.clone())
         {
             sessions.remove(&oldest);
         }
-        sessions.insert(session.token.clone(), (session.clone(), now));
+        sessions.insert(
+            session.token.clone(),
+            SessionEntry {
+                session: session.clone(),
+                used: now,
+                notice: None,
+            },
+        );
         session
     }
 
     /// The live session for a cookie token, refreshing its idle timer.
     pub fn get(&self, token: &str) -> Option<Session> {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self.lock();
         let now = Instant::now();
         match sessions.get_mut(token) {
-            Some((session, used)) if now.duration_since(*used) < SESSION_IDLE => {
-                *used = now;
-                Some(session.clone())
+            Some(entry) if now.duration_since(entry.used) < SESSION_IDLE => {
+                entry.used = now;
+                Some(entry.session.clone())
             }
             Some(_) => {
                 sessions.remove(token);
@@ -137,10 +151,25 @@ impl SessionStore {
     }
 
     pub fn remove(&self, token: &str) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(token);
+        self.lock().remove(token);
+    }
+
+    /// Keeps `notice` for the session's next page (a newer notice replaces an unread one).
+    /// Notices live here rather than in the URL so that only the server can put words on an
+    /// administrator's page.
+    pub fn leave_notice(&self, token: &str, notice: String) {
+        if let Some(entry) = self.lock().get_mut(token) {
+            entry.notice = Some(notice);
+        }
+    }
+
+    /// The notice left for the session, once.
+    pub fn take_notice(&self, token: &str) -> Option<String> {
+        self.lock().get_mut(token)?.notice.take()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

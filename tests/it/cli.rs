@@ -1,8 +1,8 @@
-//! The `goop2` binary: init, hash-password, --version.
+//! The `goop2` binary: init, hash-password, --version, and the hub's port from `PORT`.
 
 use std::fs;
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use goop2::config::Config;
 use goop2::identity;
@@ -199,7 +199,7 @@ fn hub_start_lines(limit: u32) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.presence.rendezvous_host = true;
-    config.presence.rendezvous_port = 0;
+    config.presence.rendezvous_port = Some(0);
     config.viewer.http_addr = String::new();
     config.save(&dir.path().join("goop.json")).unwrap();
     let script = format!(
@@ -313,4 +313,130 @@ fn peers_made_one_after_another_get_their_own_console_ports_and_are_told_so() {
     ports.sort();
     ports.dedup();
     assert_eq!(ports.len(), 3, "{ports:?}");
+}
+
+/// A `goop2 rendezvous` process; dropping it kills it.
+#[derive(Debug)]
+struct HubChild(Child);
+
+impl Drop for HubChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `goop2 rendezvous <dir>` with `PORT` set to `port`: the running hub, the address it listens on
+/// and its log so far; or, when it stops instead, its error output.
+fn rendezvous_with_port(
+    dir: &std::path::Path,
+    port: &str,
+) -> Result<(HubChild, String, String), String> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut hub = HubChild(
+        Command::new(env!("CARGO_BIN_EXE_goop2"))
+            .args(["rendezvous", dir.to_str().unwrap()])
+            .env("PORT", port)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut log = String::new();
+    let mut stdout = BufReader::new(hub.0.stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap_or(0) == 0 {
+            let mut errors = String::new();
+            let _ = hub.0.stderr.take().unwrap().read_to_string(&mut errors);
+            return Err(errors);
+        }
+        log.push_str(&line);
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            // Keep draining the log so the hub never blocks on a full pipe.
+            std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+            return Ok((hub, addr, log));
+        }
+    }
+}
+
+/// `GET /healthz` over a plain socket.
+fn healthz(addr: &str) -> String {
+    use std::io::Read;
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: hub\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// SIGTERM, then a clean exit.
+fn stop(mut hub: HubChild) {
+    let term = Command::new("kill")
+        .args(["-TERM", &hub.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(hub.0.wait().unwrap().success());
+}
+
+const HUB_WITHOUT_PORT: &str = r#"{"presence": {"rendezvous_only": true, "rendezvous_host": true}, "viewer": {"http_addr": ""}}"#;
+
+#[test]
+fn rendezvous_takes_its_port_from_port_when_goop_json_leaves_it_out() {
+    let root = tempfile::tempdir().unwrap();
+    fs::write(root.path().join("goop.json"), HUB_WITHOUT_PORT).unwrap();
+    let (hub, addr, log) = rendezvous_with_port(root.path(), "0").expect("the hub starts");
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    assert_ne!(addr, "127.0.0.1:8787", "PORT=0 asks for any free port");
+    assert!(log.contains("the hub takes its port from PORT"), "{log}");
+    assert!(healthz(&addr).ends_with("\r\n\r\nok"));
+    stop(hub);
+    assert_eq!(
+        fs::read_to_string(root.path().join("goop.json")).unwrap(),
+        HUB_WITHOUT_PORT,
+        "the port from the environment is not written to goop.json"
+    );
+
+    // A PORT that is not a port is an error that says so.
+    let errors = rendezvous_with_port(root.path(), "eighty").expect_err("the hub refuses");
+    assert!(
+        errors.contains(
+            "PORT (\"eighty\") must be a port number between 0 and 65535; it sets the hub's port \
+             because goop.json leaves presence.rendezvous_port out"
+        ),
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_port_in_goop_json_wins_over_port() {
+    let root = tempfile::tempdir().unwrap();
+    fs::write(
+        root.path().join("goop.json"),
+        r#"{"presence": {"rendezvous_only": true, "rendezvous_host": true, "rendezvous_port": 0}, "viewer": {"http_addr": ""}}"#,
+    )
+    .unwrap();
+    // Were PORT read, this value would stop the hub.
+    let (hub, addr, log) = rendezvous_with_port(root.path(), "eighty").expect("the hub starts");
+    assert!(healthz(&addr).ends_with("\r\n\r\nok"));
+    assert!(!log.contains("from PORT"), "{log}");
+    stop(hub);
+}
+
+#[test]
+fn a_new_hub_directory_leaves_the_port_to_the_platform() {
+    let root = tempfile::tempdir().unwrap();
+    let loaded = goop2::modes::rendezvous::prepare_dir(root.path()).unwrap();
+    assert_eq!(loaded.config.presence.rendezvous_port, None);
+    let written = fs::read_to_string(root.path().join("goop.json")).unwrap();
+    assert!(!written.contains("rendezvous_port"), "{written}");
 }

@@ -26,7 +26,11 @@ fn an_empty_object_takes_every_default() {
     assert!(loaded.warnings.is_empty());
     assert_eq!(config.presence.ttl_seconds, 20);
     assert_eq!(config.presence.heartbeat_seconds, 5);
-    assert_eq!(config.presence.rendezvous_port, 8787);
+    assert_eq!(
+        config.presence.rendezvous_port, None,
+        "unset until goop.json sets it"
+    );
+    assert_eq!(config.presence.hub_port(), 8787);
     assert_eq!(config.presence.rendezvous_bind, "127.0.0.1");
     assert_eq!(config.presence.topic, "goop.presence.v1");
     assert_eq!(config.presence.templates_dir, "templates");
@@ -46,7 +50,7 @@ fn missing_keys_in_a_section_take_defaults() {
         .config;
     assert_eq!(config.presence.ttl_seconds, 60);
     assert_eq!(config.presence.heartbeat_seconds, 5);
-    assert_eq!(config.presence.rendezvous_port, 8787);
+    assert_eq!(config.presence.hub_port(), 8787);
     assert_eq!(config.profile.label, "Alice");
     assert_eq!(config.profile.email, "");
     assert_eq!(config.viewer.theme, "dark");
@@ -102,7 +106,8 @@ fn ports_must_be_between_0_and_65535() {
         .unwrap()
         .config;
     assert_eq!(config.p2p.listen_port, 65535);
-    assert_eq!(config.presence.rendezvous_port, 0);
+    assert_eq!(config.presence.rendezvous_port, Some(0));
+    assert_eq!(config.presence.hub_port(), 0);
 }
 
 #[test]
@@ -337,7 +342,7 @@ fn unknown_keys_give_one_warning_and_survive_a_save() {
     fs::write(
         &path,
         json!({
-            "site": "legacy",
+            "legacy_banner": "legacy",
             "profile": {"label": "A", "nickname": "a"},
             "presence": {"ttl_seconds": 30, "future_knob": {"x": [1, 2]}}
         })
@@ -348,8 +353,8 @@ fn unknown_keys_give_one_warning_and_survive_a_save() {
     assert_eq!(
         loaded.warnings,
         vec![
-            "goop.json has keys this version does not use (kept when the file is saved): site, \
-             profile.nickname, presence.future_knob"
+            "goop.json has keys this version does not use (kept when the file is saved): \
+             legacy_banner, profile.nickname, presence.future_knob"
                 .to_string()
         ]
     );
@@ -359,7 +364,7 @@ fn unknown_keys_give_one_warning_and_survive_a_save() {
     config.save(&path).unwrap();
 
     let saved: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(saved["site"], "legacy");
+    assert_eq!(saved["legacy_banner"], "legacy");
     assert_eq!(saved["profile"]["nickname"], "a");
     assert_eq!(saved["profile"]["label"], "B");
     assert_eq!(saved["presence"]["future_knob"], json!({"x": [1, 2]}));
@@ -448,4 +453,109 @@ fn an_unreadable_file_names_the_path() {
             .starts_with("cannot read /nonexistent/goop.json: "),
         "{err}"
     );
+}
+
+/// The client configuration the original's rendezvous guide gives.
+fn originals_client_config() -> Value {
+    json!({
+        "site": "My Site",
+        "peerName": "my-peer",
+        "rendezvous": "https://rendezvous.yourdomain.com"
+    })
+}
+
+#[test]
+fn the_originals_top_level_keys_are_read_as_the_keys_they_stand_for() {
+    let loaded = parse(originals_client_config()).unwrap();
+    let config = &loaded.config;
+    assert_eq!(
+        config.presence.rendezvous_wan, "https://rendezvous.yourdomain.com",
+        "the peer joins the hub"
+    );
+    assert_eq!(config.profile.label, "my-peer", "peerName wins over site");
+    assert!(
+        config.unknown_keys().is_empty(),
+        "{:?}",
+        config.unknown_keys()
+    );
+    assert_eq!(
+        loaded.warnings,
+        [
+            "goop.json: \"rendezvous\" is the original's name for presence.rendezvous_wan; it is \
+             read as presence.rendezvous_wan and written under that name when the file is next \
+             saved",
+            "goop.json: \"peerName\" is the original's name for profile.label; it is read as \
+             profile.label and written under that name when the file is next saved",
+            "goop.json: \"site\" is ignored: \"peerName\" also stands for profile.label and wins; \
+             \"site\" is dropped when the file is next saved",
+        ]
+    );
+
+    let config = parse(json!({"site": "My Site"})).unwrap().config;
+    assert_eq!(config.profile.label, "My Site");
+}
+
+#[test]
+fn a_canonical_key_wins_over_its_alias() {
+    let loaded = parse(json!({
+        "rendezvous": "https://alias.example.org",
+        "site": "Alias",
+        "presence": {"rendezvous_wan": "https://canonical.example.org"},
+        "profile": {"label": "Canonical"}
+    }))
+    .unwrap();
+    assert_eq!(
+        loaded.config.presence.rendezvous_wan,
+        "https://canonical.example.org"
+    );
+    assert_eq!(loaded.config.profile.label, "Canonical");
+    assert_eq!(
+        loaded.warnings,
+        [
+            "goop.json: \"rendezvous\" (the original's name for presence.rendezvous_wan) is \
+             ignored because presence.rendezvous_wan is set; \"rendezvous\" is dropped when the \
+             file is next saved",
+            "goop.json: \"site\" (the original's name for profile.label) is ignored because \
+             profile.label is set; \"site\" is dropped when the file is next saved",
+        ]
+    );
+}
+
+#[test]
+fn aliases_are_checked_like_the_keys_they_stand_for() {
+    assert_eq!(
+        problem(json!({"rendezvous": "ftp://hub.example.org"})),
+        "presence.rendezvous_wan (\"ftp://hub.example.org\") must be empty or an http:// or \
+         https:// URL such as \"https://rv.example.org\""
+    );
+    assert_eq!(
+        problem(json!({"peerName": 7})),
+        "peerName (7) must be a string; it is the original's name for profile.label"
+    );
+}
+
+#[test]
+fn saving_writes_the_canonical_keys_instead_of_the_aliases() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("goop.json");
+    let mut original = originals_client_config();
+    original["presence"] = json!({"ttl_seconds": 30});
+    fs::write(&path, original.to_string()).unwrap();
+
+    let loaded = Config::load(&path).unwrap();
+    loaded.config.save(&path).unwrap();
+    let saved: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    for alias in ["site", "peerName", "rendezvous"] {
+        assert!(saved.get(alias).is_none(), "{alias} is still in {saved}");
+    }
+    assert_eq!(saved["profile"]["label"], "my-peer");
+    assert_eq!(
+        saved["presence"]["rendezvous_wan"],
+        "https://rendezvous.yourdomain.com"
+    );
+    assert_eq!(saved["presence"]["ttl_seconds"], 30);
+
+    let reloaded = Config::load(&path).unwrap();
+    assert!(reloaded.warnings.is_empty(), "{:?}", reloaded.warnings);
+    assert_eq!(reloaded.config, loaded.config);
 }

@@ -18,7 +18,7 @@ pub fn peer_dir(label: &str, edit: impl FnOnce(&mut Config)) -> (tempfile::TempD
     goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
     let mut config = Config::load_dir(dir.path()).unwrap().config;
     config.viewer.http_addr = "127.0.0.1:0".into();
-    config.presence.rendezvous_port = 0;
+    config.presence.rendezvous_port = Some(0);
     config.presence.ttl_seconds = 6;
     config.presence.heartbeat_seconds = 1;
     config.p2p.mdns_tag = format!("console-{}", rand::random::<u32>());

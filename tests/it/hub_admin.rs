@@ -12,15 +12,15 @@ use serde_json::Value;
 
 use crate::support::{SseClient, TestHub, TestPeer, hidden, no_redirects};
 
-const PASSWORD: &str = "correct horse battery staple";
+pub const PASSWORD: &str = "correct horse battery staple";
 
-async fn hub_with_admin() -> TestHub {
+pub async fn hub_with_admin() -> TestHub {
     let hash = auth::hash_password(PASSWORD).unwrap();
     TestHub::spawn_with(|c| c.presence.admin_password = Secret::new(hash), |_| {}).await
 }
 
 /// Signs in; returns the cookie header value and the CSRF token of the admin page.
-async fn sign_in(hub: &TestHub) -> (String, String) {
+pub async fn sign_in(hub: &TestHub) -> (String, String) {
     let response = no_redirects()
         .post(format!("{}/admin/login", hub.url))
         .form(&[("password", PASSWORD)])
@@ -398,15 +398,79 @@ async fn upload(hub: &TestHub, cookie: &str, csrf: &str, bundle: Vec<u8>, name: 
         .unwrap();
     assert_eq!(response.status().as_u16(), 303);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let notice = location
-        .split("notice=")
-        .nth(1)
-        .unwrap_or_default()
-        .replace('+', " ");
-    url::form_urlencoded::parse(format!("n={notice}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    assert_eq!(location, "/admin/templates");
+    let page = admin_get(hub, cookie, &location)
+        .await
+        .text()
+        .await
+        .unwrap();
+    flash(&page).unwrap_or_default()
+}
+
+/// The notice a page shows, unescaped.
+fn flash(page: &str) -> Option<String> {
+    let text = page
+        .split("<p class=\"flash\" role=\"status\">")
+        .nth(1)?
+        .split("</p>")
+        .next()?;
+    Some(
+        text.replace("&#39;", "'")
+            .replace("&#34;", "\"")
+            .replace("&quot;", "\"")
+            .replace("&#60;", "<")
+            .replace("&lt;", "<")
+            .replace("&#62;", ">")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_notices_come_from_the_hub_not_from_the_link() {
+    let hub = hub_with_admin().await;
+    let (cookie, csrf) = sign_in(&hub).await;
+    for path in ["/admin", "/admin/templates"] {
+        let page = admin_get(
+            &hub,
+            &cookie,
+            &format!("{path}?notice=Your+hub+was+hacked%2C+call+0800-SCAM"),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+        assert!(!page.contains("hacked"), "{path} showed the link's text");
+        assert_eq!(flash(&page), None, "{path}");
+    }
+
+    // The hub's own notice shows once, on the page the action leads to.
+    let nobody = TestPeer::new();
+    let kicked = admin_post(
+        &hub,
+        &cookie,
+        "/admin/peers/kick",
+        &[("peer_id", &nobody.id), ("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(kicked.status().as_u16(), 303);
+    assert_eq!(kicked.headers()["location"], "/admin");
+    let page = admin_get(&hub, &cookie, "/admin?notice=forged")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        flash(&page).as_deref(),
+        Some(format!("{} was not online.", nobody.id).as_str())
+    );
+    assert!(!page.contains("forged"));
+    let again = admin_get(&hub, &cookie, "/admin")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(flash(&again), None, "a notice is shown once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,7 +146,7 @@ async fn an_unreachable_hub_does_not_stop_the_client_and_it_connects_when_the_hu
         "{waits:?}"
     );
 
-    let hub = TestHub::spawn_with(|c| c.presence.rendezvous_port = port, |_| {}).await;
+    let hub = TestHub::spawn_with(|c| c.presence.rendezvous_port = Some(port), |_| {}).await;
     next(&mut events, |e| matches!(e, HubEvent::Connected(_))).await;
     assert!(
         eventually(WAIT, async || label_on_hub(&hub, &me).await.as_deref()

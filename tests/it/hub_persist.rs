@@ -83,7 +83,7 @@ fn binary_hub_dir(ttl_seconds: u32, peer_db_path: &str) -> tempfile::TempDir {
     let mut config = Config::default();
     config.presence.rendezvous_only = true;
     config.presence.rendezvous_host = true;
-    config.presence.rendezvous_port = 0;
+    config.presence.rendezvous_port = Some(0);
     config.presence.ttl_seconds = ttl_seconds;
     config.presence.peer_db_path = peer_db_path.into();
     config.viewer.http_addr = String::new();

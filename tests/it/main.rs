@@ -13,6 +13,8 @@ mod edit;
 mod hub;
 mod hub_admin;
 mod hub_client;
+mod hub_emails;
+mod hub_logs;
 mod hub_persist;
 mod identity;
 mod interop;

@@ -18,7 +18,7 @@ fn peer_dir(label: &str, edit: impl FnOnce(&mut Config)) -> (tempfile::TempDir, 
     goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
     let mut config = Config::load_dir(dir.path()).unwrap().config;
     config.viewer.http_addr = String::new();
-    config.presence.rendezvous_port = 0;
+    config.presence.rendezvous_port = Some(0);
     config.presence.ttl_seconds = 4;
     config.presence.heartbeat_seconds = 1;
     edit(&mut config);
@@ -403,7 +403,7 @@ async fn a_peer_hosting_its_own_hub_and_joined_to_another_starts_and_serves_both
     let console_port = free_port();
     let (dir, _) = peer_dir("Host", |c| {
         c.presence.rendezvous_host = true;
-        c.presence.rendezvous_port = hub_port;
+        c.presence.rendezvous_port = Some(hub_port);
         c.presence.rendezvous_wan = wan.url.clone();
         c.p2p.mdns_tag = unique_tag();
         c.viewer.http_addr = format!("127.0.0.1:{console_port}");

@@ -36,7 +36,7 @@ impl TestHub {
         let mut config = Config::default();
         config.presence.rendezvous_only = true;
         config.presence.rendezvous_host = true;
-        config.presence.rendezvous_port = 0;
+        config.presence.rendezvous_port = Some(0);
         config.viewer.http_addr = String::new();
         // Tests publish fast from one address; the limiter has its own test.
         config.presence.publish_burst = 1_000_000;

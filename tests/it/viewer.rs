@@ -179,7 +179,7 @@ async fn a_viewer_off_loopback_needs_a_password() {
     let mut config = Config::default();
     config.presence.rendezvous_only = true;
     config.presence.rendezvous_host = true;
-    config.presence.rendezvous_port = 0;
+    config.presence.rendezvous_port = Some(0);
     config.viewer.http_addr = "0.0.0.0:0".into();
     let error =
         goop2::modes::rendezvous::start(dir.path(), &config, goop2::telemetry::LogBuffer::new(10))
@@ -272,4 +272,50 @@ async fn a_protected_viewer_needs_a_session_and_shows_live_logs() {
         .await
         .unwrap();
     assert_eq!(after.status().as_u16(), 303);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_port_leaves_the_hub_port_to_the_platform() {
+    let hub = open_viewer().await;
+    let path = hub.dir.path().join("goop.json");
+    let html = no_redirects()
+        .get(format!("{}/self", hub.viewer_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (csrf, fingerprint) = (hidden(&html, "csrf"), hidden(&html, "fingerprint"));
+    let mut form = settings_form(&csrf, &fingerprint, "20", "5");
+    for (name, value) in form.iter_mut() {
+        if *name == "rendezvous_port" {
+            *value = " ".into();
+        }
+    }
+    let saved = no_redirects()
+        .post(format!("{}/self", hub.viewer_url()))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status().as_u16(), 303);
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(!written.contains("rendezvous_port"), "{written}");
+    assert_eq!(
+        Config::load(&path).unwrap().config.presence.rendezvous_port,
+        None
+    );
+    let page = no_redirects()
+        .get(format!("{}/self", hub.viewer_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("name=\"rendezvous_port\" value=\"\""),
+        "shown empty, not as a number"
+    );
 }

@@ -75,16 +75,7 @@ struct AdminPage {
     bans: Vec<BanRow>,
 }
 
-#[derive(Deserialize)]
-struct Notice {
-    notice: Option<String>,
-}
-
-async fn show_admin(
-    State(app): State<HubApp>,
-    headers: HeaderMap,
-    Query(Notice { notice }): Query<Notice>,
-) -> Response {
+async fn show_admin(State(app): State<HubApp>, headers: HeaderMap) -> Response {
     let hub_name = app.hub.options().name.clone();
     if !app.admin.enabled() {
         let page = LoginPage {
@@ -105,8 +96,8 @@ async fn show_admin(
     let now_ms = unix_ms();
     AdminPage {
         hub_name,
+        notice: app.admin.sessions.take_notice(&session.token),
         csrf: session.csrf,
-        notice,
         peers: app
             .hub
             .peers()
@@ -200,8 +191,9 @@ fn parse_peer(text: &str) -> Result<PeerId, HttpError> {
         .map_err(|e| HttpError::bad_request(format!("{text:?} is not a peer ID: {e}")))
 }
 
-fn back_with(notice: &str) -> Response {
-    session::redirect_with_notice("/admin", notice)
+/// Back to the peer list, which tells the administrator `notice`.
+fn back_with(app: &HubApp, session: &Session, notice: String) -> Response {
+    session::redirect_with_flash(&app.admin, session, "/admin", notice)
 }
 
 async fn kick_peer(
@@ -211,13 +203,13 @@ async fn kick_peer(
 ) -> Result<Response, HttpError> {
     check_csrf(&session, &form.csrf)?;
     let peer = parse_peer(&form.peer_id)?;
+    // The hub logs kicks, bans and lifted bans itself.
     let notice = if app.hub.kick(&peer) {
-        tracing::info!(peer.id = %peer, "admin kicked a peer");
         format!("Kicked {peer}.")
     } else {
         format!("{peer} was not online.")
     };
-    Ok(back_with(&notice))
+    Ok(back_with(&app, &session, notice))
 }
 
 async fn ban_peer(
@@ -229,8 +221,11 @@ async fn ban_peer(
     let peer = parse_peer(&form.peer_id)?;
     let minutes = form.minutes.unwrap_or(60).clamp(1, 366 * 24 * 60);
     app.hub.ban(peer, Duration::from_secs(minutes * 60));
-    tracing::info!(peer.id = %peer, minutes, "admin banned a peer");
-    Ok(back_with(&format!("Banned {peer} for {minutes} min.")))
+    Ok(back_with(
+        &app,
+        &session,
+        format!("Banned {peer} for {minutes} min."),
+    ))
 }
 
 async fn unban_peer(
@@ -241,12 +236,11 @@ async fn unban_peer(
     check_csrf(&session, &form.csrf)?;
     let peer = parse_peer(&form.peer_id)?;
     let notice = if app.hub.unban(&peer) {
-        tracing::info!(peer.id = %peer, "admin lifted a ban");
         format!("Lifted the ban on {peer}.")
     } else {
         format!("{peer} was not banned.")
     };
-    Ok(back_with(&notice))
+    Ok(back_with(&app, &session, notice))
 }
 
 #[derive(Template, WebTemplate)]
@@ -334,7 +328,6 @@ struct TemplatesPage {
 async fn show_templates(
     State(app): State<HubApp>,
     AdminSession(session): AdminSession,
-    Query(Notice { notice }): Query<Notice>,
 ) -> TemplatesPage {
     let store = app.templates.clone();
     let listed = tokio::task::spawn_blocking(move || store.list())
@@ -343,8 +336,8 @@ async fn show_templates(
     let text = |m: &Value, key: &str| m.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
     TemplatesPage {
         hub_name: app.hub.options().name.clone(),
+        notice: app.admin.sessions.take_notice(&session.token),
         csrf: session.csrf,
-        notice,
         templates: listed
             .iter()
             .map(|m| TemplateRow {
@@ -357,8 +350,9 @@ async fn show_templates(
     }
 }
 
-fn templates_with(notice: &str) -> Response {
-    session::redirect_with_notice("/admin/templates", notice)
+/// Back to the template store, which tells the administrator `notice`.
+fn templates_with(app: &HubApp, session: &Session, notice: String) -> Response {
+    session::redirect_with_flash(&app.admin, session, "/admin/templates", notice)
 }
 
 async fn upload_template(
@@ -395,10 +389,14 @@ async fn upload_template(
     .await
     .map_err(|_| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "the upload failed"))?;
     match installed {
-        Ok(name) => Ok(templates_with(&format!("Installed template {name}."))),
+        Ok(name) => Ok(templates_with(
+            &app,
+            &session,
+            format!("Installed template {name}."),
+        )),
         Err(err) => {
             tracing::warn!("template upload refused: {err}");
-            Ok(templates_with(&err.to_string()))
+            Ok(templates_with(&app, &session, err.to_string()))
         }
     }
 }
@@ -422,7 +420,7 @@ async fn delete_template(
         .await
         .map_err(|_| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "the delete failed"))?;
     Ok(match result {
-        Ok(()) => templates_with(&format!("Deleted template {}.", form.name)),
-        Err(err) => templates_with(&err.to_string()),
+        Ok(()) => templates_with(&app, &session, format!("Deleted template {}.", form.name)),
+        Err(err) => templates_with(&app, &session, err.to_string()),
     })
 }

@@ -2,7 +2,8 @@
 //!
 //! Both start with a snapshot of the peers online (or, for a reconnecting SSE client whose
 //! `Last-Event-ID` is still in the ring, exactly the events it missed), then forward live events.
-//! Frames are the bytes the hub serialized once; a stream that falls behind is closed.
+//! Frames are the bytes the hub serialized once; a stream that falls behind is closed. Only a
+//! request with a live admin session gets the frames with emails.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -35,7 +36,7 @@ use crate::http::server::{DirectRoute, RawRequest};
 use crate::http::stall::StallGuard;
 use crate::services::hub::limits::StreamSlot;
 use crate::services::hub::presence::{MAX_BODY_BYTES, Presence, PresenceError};
-use crate::services::hub::{Hub, HubEvent, Signal, Subscription};
+use crate::services::hub::{Audience, Hub, HubEvent, Signal, Subscription};
 
 const KEEPALIVE_FRAME: &[u8] = b": keep-alive\n\n";
 const RESTART_FRAME: &[u8] = b"retry: 1000\n: the hub is restarting\n\n";
@@ -60,6 +61,14 @@ impl StreamParams {
     }
 }
 
+/// A request with a live admin session sees emails; everybody else sees the public frames.
+fn audience(app: &HubApp, headers: &HeaderMap) -> Audience {
+    match app.admin.session_from(headers) {
+        Some(_) => Audience::Admin,
+        None => Audience::Public,
+    }
+}
+
 async fn stream_events(
     State(app): State<HubApp>,
     ClientIp(ip): ClientIp,
@@ -72,7 +81,12 @@ async fn stream_events(
         .and_then(|v| v.to_str().ok())
         .or(params.last_event_id.as_deref());
     let subscription = app.hub.subscribe(last_event_id, params.changes_only());
-    let body = Body::from_stream(sse_frames(app.hub.clone(), subscription, slot));
+    let body = Body::from_stream(sse_frames(
+        app.hub.clone(),
+        subscription,
+        audience(&app, &headers),
+        slot,
+    ));
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -86,6 +100,7 @@ async fn stream_events(
 
 struct SseStream {
     hub: Hub,
+    audience: Audience,
     pending: VecDeque<Bytes>,
     subscription: Subscription,
     finished: bool,
@@ -95,6 +110,7 @@ struct SseStream {
 fn sse_frames(
     hub: Hub,
     subscription: Subscription,
+    audience: Audience,
     slot: StreamSlot,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
     let mut pending = VecDeque::with_capacity(subscription.initial.len() + 2);
@@ -106,13 +122,19 @@ fn sse_frames(
             hub.epoch()
         )));
     }
-    pending.extend(subscription.initial.iter().map(|e| e.sse.clone()));
+    pending.extend(
+        subscription
+            .initial
+            .iter()
+            .map(|e| e.frames(audience).sse.clone()),
+    );
     let finished = subscription.stopping;
     if finished {
         pending.push_back(Bytes::from_static(RESTART_FRAME));
     }
     let state = SseStream {
         hub,
+        audience,
         pending,
         subscription,
         finished,
@@ -140,7 +162,7 @@ async fn next_sse_frame(s: &mut SseStream) -> Option<Bytes> {
     match s.subscription.live.recv().await {
         Ok(Signal::Event(event)) => {
             s.hub.metrics().observe_fanout(event.accepted_at.elapsed());
-            Some(event.sse.clone())
+            Some(event.frames(s.audience).sse.clone())
         }
         Ok(Signal::KeepAlive) => Some(Bytes::from_static(KEEPALIVE_FRAME)),
         Ok(Signal::Shutdown) => {
@@ -166,6 +188,7 @@ async fn open_websocket(
     State(app): State<HubApp>,
     ClientIp(ip): ClientIp,
     Query(params): Query<StreamParams>,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, HttpError> {
     let peer_text = params
@@ -188,6 +211,7 @@ async fn open_websocket(
     let subscription = app
         .hub
         .subscribe(params.last_event_id.as_deref(), params.changes_only());
+    let audience = audience(&app, &headers);
     Ok(upgrade
         .max_message_size(MAX_BODY_BYTES)
         .max_frame_size(MAX_BODY_BYTES)
@@ -196,6 +220,7 @@ async fn open_websocket(
                 hub: app.hub,
                 ip,
                 peer_id,
+                audience,
                 _slot: slot,
             };
             session.run(socket, subscription).await;
@@ -206,6 +231,7 @@ struct WsSession {
     hub: Hub,
     ip: IpAddr,
     peer_id: PeerId,
+    audience: Audience,
     _slot: StreamSlot,
 }
 
@@ -214,7 +240,11 @@ impl WsSession {
         let session = self.hub.next_session_id();
         let mut published = false;
         for event in std::mem::take(&mut subscription.initial) {
-            if socket.send(text_frame(&event)).await.is_err() {
+            if socket
+                .send(text_frame(&event, self.audience))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -248,7 +278,7 @@ impl WsSession {
                 event = subscription.live.recv() => match event {
                     Ok(Signal::Event(event)) => {
                         self.hub.metrics().observe_fanout(event.accepted_at.elapsed());
-                        if socket.send(text_frame(&event)).await.is_err() {
+                        if socket.send(text_frame(&event, self.audience)).await.is_err() {
                             break None;
                         }
                     }
@@ -303,17 +333,19 @@ impl WsSession {
     }
 }
 
-fn text_frame(event: &Arc<HubEvent>) -> Message {
-    match Utf8Bytes::try_from(event.json.clone()) {
+fn text_frame(event: &Arc<HubEvent>, audience: Audience) -> Message {
+    let json = &event.frames(audience).json;
+    match Utf8Bytes::try_from(json.clone()) {
         Ok(text) => Message::Text(text),
-        Err(_) => Message::Binary(event.json.clone()),
+        Err(_) => Message::Binary(json.clone()),
     }
 }
 
 /// `GET /events` served straight off the socket when it is a connection's first request: an
 /// idle subscriber then costs a socket, a broadcast receiver and a small task, not hyper's
 /// connection buffers. The bytes on the wire are the same as the routed handler's (which still
-/// answers `/events` when it arrives later on a kept-alive connection).
+/// answers `/events` when it arrives later on a kept-alive connection), and so is the check of
+/// the admin session that decides whether emails are sent.
 pub struct DirectEvents(pub HubApp);
 
 impl DirectRoute for DirectEvents {
@@ -362,8 +394,9 @@ async fn serve_direct_events(app: HubApp, request: RawRequest, mut io: StallGuar
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .or(params.last_event_id.as_deref());
+    let audience = audience(&app, &request.headers);
     let subscription = app.hub.subscribe(last_event_id, params.changes_only());
-    let frames = sse_frames(app.hub.clone(), subscription, slot);
+    let frames = sse_frames(app.hub.clone(), subscription, audience, slot);
     tokio::pin!(frames);
     // The body ends when the connection closes, as HTTP/1.1 allows without a length.
     let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\

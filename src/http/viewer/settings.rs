@@ -51,7 +51,11 @@ impl SettingsForm {
             ttl_seconds: p.ttl_seconds.to_string(),
             heartbeat_seconds: p.heartbeat_seconds.to_string(),
             rendezvous_bind: p.rendezvous_bind.clone(),
-            rendezvous_port: p.rendezvous_port.to_string(),
+            // Empty when goop.json leaves the port out (the platform's PORT, else 8787).
+            rendezvous_port: p
+                .rendezvous_port
+                .map(|port| port.to_string())
+                .unwrap_or_default(),
             rendezvous_wan: p.rendezvous_wan.clone(),
             peer_db_path: p.peer_db_path.clone(),
             templates_dir: p.templates_dir.clone(),
@@ -83,12 +87,18 @@ impl SettingsForm {
             &self.heartbeat_seconds,
             &mut p.heartbeat_seconds,
         );
-        parse_number(
-            &mut problems,
-            "presence.rendezvous_port",
-            &self.rendezvous_port,
-            &mut p.rendezvous_port,
-        );
+        p.rendezvous_port = if self.rendezvous_port.trim().is_empty() {
+            None
+        } else {
+            let mut port = 0;
+            parse_number(
+                &mut problems,
+                "presence.rendezvous_port",
+                &self.rendezvous_port,
+                &mut port,
+            );
+            Some(port)
+        };
         parse_number(
             &mut problems,
             "presence.publish_burst",

@@ -1,15 +1,17 @@
 //! The rendezvous hub: a registry of online peers and a live, replayable stream of presence
 //! events.
 //!
-//! Every accepted message becomes one [`HubEvent`], serialized once, kept in a bounded ring for
-//! `Last-Event-ID` replay and offered to subscribers through two broadcast channels: every event,
-//! and changes only (no pure heartbeats). A subscriber that falls more than the channel's
-//! capacity behind is cut off and resumes from the ring; it never slows the others.
+//! Every accepted message becomes one [`HubEvent`], serialized once (see [`event`]), kept in a
+//! bounded ring for `Last-Event-ID` replay and offered to subscribers through two broadcast
+//! channels: every event, and changes only (no pure heartbeats). A subscriber that falls more
+//! than the channel's capacity behind is cut off and resumes from the ring; it never slows the
+//! others.
 //!
 //! The registry lives behind one mutex rather than in an actor task: each publish holds it for a
 //! few microseconds (signatures are checked before it is taken) and never across an `.await`,
 //! which keeps the hot path free of a channel round trip.
 
+pub mod event;
 pub mod limits;
 pub mod metrics;
 pub mod persist;
@@ -21,17 +23,20 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use libp2p_identity::PeerId;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
 use crate::config::Config;
 use crate::store::hub::{HubStore, PeerRow, PeerWrite};
+use event::encode_event;
+pub use event::{Audience, Frames, HubEvent};
 use limits::{PublishLimiter, StreamCaps, StreamRefused, StreamSlot};
 use metrics::{Gauges, HubMetrics};
 use persist::Persistence;
-use presence::{CheckedPresence, MAX_CLOCK_SKEW_MS, Presence, PresenceError, PresenceType};
+use presence::{
+    CheckedPresence, MAX_CLOCK_SKEW_MS, Presence, PresenceError, PresenceType, short_peer_id,
+};
 
 /// Events kept for replay after a reconnect.
 pub const DEFAULT_RING_CAPACITY: usize = 16_384;
@@ -86,20 +91,6 @@ impl HubOptions {
             ws_ping: Duration::from_secs(15),
         }
     }
-}
-
-/// One presence event, serialized once for every subscriber.
-#[derive(Debug)]
-pub struct HubEvent {
-    pub offset: u64,
-    /// False for a heartbeat that changed nothing.
-    pub change: bool,
-    /// The message as JSON (the WebSocket frame).
-    pub json: Bytes,
-    /// `id: …\ndata: …\n\n` (the SSE frame).
-    pub sse: Bytes,
-    /// When the hub accepted the message, for fan-out latency.
-    pub accepted_at: Instant,
 }
 
 /// What subscribers receive: an event, or a word from the hub itself. Keep-alives and the
@@ -177,8 +168,57 @@ struct HubState {
     next_offset: u64,
     /// Last accepted `ts` per peer, kept after the peer leaves so old messages cannot replay.
     last_ts: HashMap<PeerId, (i64, Instant)>,
-    bans: HashMap<PeerId, Instant>,
+    bans: HashMap<PeerId, Ban>,
     recent: VecDeque<RecentChange>,
+}
+
+/// A peer refused until `until`.
+struct Ban {
+    until: Instant,
+    /// Whether the peer's first refused publish was logged; later ones, every heartbeat of a
+    /// peer that keeps trying, are not.
+    refusal_logged: bool,
+}
+
+impl Ban {
+    fn until(until: Instant) -> Self {
+        Ban {
+            until,
+            refusal_logged: false,
+        }
+    }
+}
+
+/// A join, leave or refusal for the log, written once the registry lock is released so that a
+/// slow log sink never holds up publishes.
+struct PeerNote {
+    peer: String,
+    label: String,
+    what: &'static str,
+}
+
+impl PeerNote {
+    fn new(presence: &Presence, what: &'static str) -> Self {
+        PeerNote {
+            peer: short_peer_id(&presence.peer_id),
+            label: label_for_log(presence),
+            what,
+        }
+    }
+
+    fn log(&self) {
+        tracing::info!(peer = %self.peer, label = ?self.label, "{}", self.what);
+    }
+}
+
+/// A peer's label cut to a length that suits a log line.
+fn label_for_log(presence: &Presence) -> String {
+    const MAX_CHARS: usize = 64;
+    let label = presence.content.as_deref().unwrap_or("");
+    match label.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &label[..cut]),
+        None => label.to_owned(),
+    }
 }
 
 impl Hub {
@@ -250,7 +290,10 @@ impl Hub {
     /// Counts and logs a refused message.
     pub fn note_reject(&self, error: &PresenceError) {
         self.inner.metrics.reject(error.reason());
-        tracing::debug!(reason = error.reason(), "presence refused: {error}");
+        // A banned peer's first try is logged by `apply`; its every heartbeat after that is not.
+        if !matches!(error, PresenceError::Banned { .. }) {
+            tracing::debug!(reason = error.reason(), "presence refused: {error}");
+        }
     }
 
     /// Applies a message that passed [`Presence::parse_and_check`]: policy, replay and clock
@@ -278,12 +321,22 @@ impl Hub {
         let now_ms = unix_ms();
         let mut state = self.lock();
 
-        if let Some(until) = state.bans.get(&peer_id)
-            && *until > now
+        if let Some(ban) = state.bans.get_mut(&peer_id)
+            && ban.until > now
         {
+            let first_try = !std::mem::replace(&mut ban.refusal_logged, true);
+            let seconds = (ban.until - now).as_secs().max(1);
+            drop(state);
+            if first_try {
+                PeerNote::new(
+                    &presence,
+                    "a banned peer tried to publish; refused until the ban ends",
+                )
+                .log();
+            }
             return Err(PresenceError::Banned {
                 peer: presence.peer_id,
-                seconds: (*until - now).as_secs().max(1),
+                seconds,
             });
         }
         let existing = state.peers.get(&peer_id);
@@ -313,7 +366,8 @@ impl Hub {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
         if presence.kind == PresenceType::Offline {
-            if let Some(gone) = state.peers.remove(&peer_id) {
+            let gone = state.peers.remove(&peer_id);
+            if let Some(gone) = &gone {
                 state.remember(now_ms, PresenceType::Offline, &gone.presence);
             }
             self.emit(&mut state, &presence, true, now);
@@ -321,9 +375,14 @@ impl Hub {
                 peer_id: presence.peer_id.clone(),
                 at_ms: now_ms,
             });
+            drop(state);
+            if let Some(gone) = gone {
+                PeerNote::new(&gone.presence, "peer went offline").log();
+            }
             return Ok(());
         }
 
+        let mut joined = false;
         let change = match state.peers.get_mut(&peer_id) {
             Some(record) => {
                 let change = !record.presence.same_announcement(&presence);
@@ -335,6 +394,7 @@ impl Hub {
                 change
             }
             None => {
+                joined = true;
                 state.remember(now_ms, PresenceType::Online, &presence);
                 state.peers.insert(
                     peer_id,
@@ -355,6 +415,10 @@ impl Hub {
         if let Some(record) = state.peers.get(&peer_id) {
             let ttl_ms = self.inner.options.ttl.as_millis() as i64;
             self.persist(|| PeerWrite::Upsert(record.to_row(&event, now_ms + ttl_ms)));
+        }
+        drop(state);
+        if joined {
+            PeerNote::new(&presence, "peer online").log();
         }
         Ok(())
     }
@@ -389,7 +453,7 @@ impl Hub {
             for (peer, until_ms) in bans {
                 if let Ok(peer_id) = peer.parse::<PeerId>() {
                     let left = Duration::from_millis((until_ms - now_ms).max(0) as u64);
-                    state.bans.insert(peer_id, now + left);
+                    state.bans.insert(peer_id, Ban::until(now + left));
                 }
             }
         }
@@ -467,18 +531,25 @@ impl Hub {
 
     /// Removes a peer now, as if it had gone offline. Returns false if it was not online.
     pub fn kick(&self, peer_id: &PeerId) -> bool {
-        let mut state = self.lock();
-        self.remove_peer(&mut state, peer_id)
+        let gone = self.remove_peer(&mut self.lock(), peer_id);
+        gone.inspect(|gone| PeerNote::new(&gone.presence, "peer kicked by the administrator").log())
+            .is_some()
     }
 
     /// Takes a peer offline because its WebSocket `session` closed, unless its presence has
     /// since arrived through another connection.
     pub fn disconnect_session(&self, peer_id: &PeerId, session: u64) -> bool {
-        let mut state = self.lock();
-        if state.peers.get(peer_id).and_then(|p| p.session) != Some(session) {
-            return false;
-        }
-        self.remove_peer(&mut state, peer_id)
+        let gone = {
+            let mut state = self.lock();
+            if state.peers.get(peer_id).and_then(|p| p.session) != Some(session) {
+                return false;
+            }
+            self.remove_peer(&mut state, peer_id)
+        };
+        gone.inspect(|gone| {
+            PeerNote::new(&gone.presence, "peer went offline: its WebSocket closed").log()
+        })
+        .is_some()
     }
 
     /// A new WebSocket session number, unique within this hub.
@@ -490,13 +561,24 @@ impl Hub {
 
     /// Removes a peer and refuses its publishes for `duration`.
     pub fn ban(&self, peer_id: PeerId, duration: Duration) {
-        let mut state = self.lock();
-        state.bans.insert(peer_id, Instant::now() + duration);
-        self.remove_peer(&mut state, &peer_id);
-        self.persist(|| PeerWrite::Ban {
-            peer_id: peer_id.to_base58(),
-            until_ms: unix_ms() + duration.as_millis() as i64,
-        });
+        let gone = {
+            let mut state = self.lock();
+            state
+                .bans
+                .insert(peer_id, Ban::until(Instant::now() + duration));
+            let gone = self.remove_peer(&mut state, &peer_id);
+            self.persist(|| PeerWrite::Ban {
+                peer_id: peer_id.to_base58(),
+                until_ms: unix_ms() + duration.as_millis() as i64,
+            });
+            gone
+        };
+        tracing::info!(
+            peer = %short_peer_id(&peer_id.to_base58()),
+            label = ?gone.map(|gone| label_for_log(&gone.presence)).unwrap_or_default(),
+            duration = %humantime::format_duration(duration),
+            "peer banned"
+        );
     }
 
     /// Lifts a ban. Returns false if the peer was not banned.
@@ -505,6 +587,9 @@ impl Hub {
         self.persist(|| PeerWrite::Unban {
             peer_id: peer_id.to_base58(),
         });
+        if lifted {
+            tracing::info!(peer = %short_peer_id(&peer_id.to_base58()), "ban lifted");
+        }
         lifted
     }
 
@@ -515,8 +600,8 @@ impl Hub {
             .lock()
             .bans
             .iter()
-            .filter(|(_, until)| **until > now)
-            .map(|(peer, until)| (*peer, *until - now))
+            .filter(|(_, ban)| ban.until > now)
+            .map(|(peer, ban)| (*peer, ban.until - now))
             .collect();
         bans.sort_by_key(|(peer, _)| peer.to_base58());
         bans
@@ -698,10 +783,9 @@ impl Hub {
         event
     }
 
-    fn remove_peer(&self, state: &mut HubState, peer_id: &PeerId) -> bool {
-        let Some(gone) = state.peers.remove(peer_id) else {
-            return false;
-        };
+    /// Takes a peer out of the registry and tells subscribers; returns what the hub knew of it.
+    fn remove_peer(&self, state: &mut HubState, peer_id: &PeerId) -> Option<PeerRecord> {
+        let gone = state.peers.remove(peer_id)?;
         let now_ms = unix_ms();
         state.remember(now_ms, PresenceType::Offline, &gone.presence);
         let mut offline = Presence::new(PresenceType::Offline, *peer_id);
@@ -713,7 +797,7 @@ impl Hub {
             peer_id: peer_id.to_base58(),
             at_ms: now_ms,
         });
-        true
+        Some(gone)
     }
 
     fn sweep_once(&self) {
@@ -725,17 +809,20 @@ impl Hub {
             .filter(|(_, record)| record.expires <= now)
             .map(|(peer, _)| *peer)
             .collect();
-        for peer in &expired {
-            self.remove_peer(&mut state, peer);
-        }
-        if !expired.is_empty() {
-            tracing::debug!(count = expired.len(), "peers expired");
-        }
+        let notes: Vec<PeerNote> = expired
+            .iter()
+            .filter_map(|peer| self.remove_peer(&mut state, peer))
+            .map(|gone| PeerNote::new(&gone.presence, "peer expired: no heartbeat within the TTL"))
+            .collect();
         // A `ts` older than the clock window is refused anyway, so its record can go.
         let keep = Duration::from_millis(MAX_CLOCK_SKEW_MS as u64) + self.inner.options.ttl;
         let HubState { last_ts, peers, .. } = &mut *state;
         last_ts.retain(|peer, (_, seen)| peers.contains_key(peer) || now - *seen < keep);
-        state.bans.retain(|_, until| *until > now);
+        state.bans.retain(|_, ban| ban.until > now);
+        drop(state);
+        for note in notes {
+            note.log();
+        }
     }
 }
 
@@ -743,7 +830,7 @@ impl PeerRecord {
     fn to_row(&self, event: &HubEvent, expires_ms: i64) -> PeerRow {
         PeerRow {
             peer_id: self.presence.peer_id.clone(),
-            presence: String::from_utf8_lossy(&event.json).into_owned(),
+            presence: String::from_utf8_lossy(&event.frames(Audience::Admin).json).into_owned(),
             signed: self.signed,
             verified: self.verified,
             first_seen_ms: self.first_seen_ms,
@@ -786,29 +873,6 @@ impl HubState {
             peer_id: presence.peer_id.clone(),
             label: presence.content.clone().unwrap_or_default(),
         });
-    }
-}
-
-fn encode_event(
-    offset: u64,
-    id: String,
-    presence: &Presence,
-    change: bool,
-    accepted_at: Instant,
-) -> HubEvent {
-    let json = serde_json::to_vec(presence).expect("a presence message always serializes");
-    let mut sse = Vec::with_capacity(json.len() + id.len() + 16);
-    sse.extend_from_slice(b"id: ");
-    sse.extend_from_slice(id.as_bytes());
-    sse.extend_from_slice(b"\ndata: ");
-    sse.extend_from_slice(&json);
-    sse.extend_from_slice(b"\n\n");
-    HubEvent {
-        offset,
-        change,
-        json: Bytes::from(json),
-        sse: Bytes::from(sse),
-        accepted_at,
     }
 }
 

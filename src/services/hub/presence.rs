@@ -320,6 +320,15 @@ impl Presence {
     }
 }
 
+/// `12D3KooWAbcd…xyz123`: enough to tell peers apart at a glance, in pages and logs.
+pub fn short_peer_id(peer_id: &str) -> String {
+    if peer_id.len() > 16 && peer_id.is_ascii() {
+        format!("{}…{}", &peer_id[..8], &peer_id[peer_id.len() - 6..])
+    } else {
+        peer_id.to_owned()
+    }
+}
+
 /// The public key an identity-multihash peer ID carries (Ed25519 IDs always do).
 pub fn embedded_key(peer_id: &PeerId) -> Option<PublicKey> {
     let multihash = peer_id.as_ref();

@@ -1,0 +1,188 @@
+//! The hub's log: every join and leave at INFO with the peer's short ID and label, and a ban
+//! once — when it is applied and when the banned peer first tries again — not on every
+//! heartbeat the banned peer keeps sending.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use goop2::config::Secret;
+use goop2::services::auth;
+use goop2::services::hub::presence::PresenceType;
+use goop2::telemetry::{LogBuffer, LogRecord};
+use tokio_tungstenite::tungstenite::Message;
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::hub_admin::{PASSWORD, sign_in};
+use crate::support::{TestHub, TestPeer, eventually, no_redirects};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Sends this thread's log records from `goop2`, DEBUG and up, to `logs`. The test runs on a
+/// current-thread runtime, so the hub's tasks log on this thread too.
+fn record_logs(logs: &LogBuffer) -> tracing::subscriber::DefaultGuard {
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::filter::Targets::new().with_target("goop2", tracing::Level::DEBUG),
+        )
+        .with(logs.layer());
+    tracing::subscriber::set_default(subscriber)
+}
+
+/// The short form the log uses: the first 8 and last 6 characters.
+fn short(peer: &TestPeer) -> String {
+    format!("{}…{}", &peer.id[..8], &peer.id[peer.id.len() - 6..])
+}
+
+fn field<'a>(record: &'a LogRecord, name: &str) -> Option<&'a str> {
+    record
+        .fields
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+/// INFO records saying `message` about `peer`, with `label` (as the log quotes it).
+fn said(logs: &LogBuffer, peer: &TestPeer, message: &str) -> Vec<Arc<LogRecord>> {
+    logs.snapshot()
+        .into_iter()
+        .filter(|r| r.level == "INFO" && r.message == message)
+        .filter(|r| field(r, "peer") == Some(short(peer).as_str()))
+        .collect()
+}
+
+async fn publish(hub: &TestHub, peer: &mut TestPeer, kind: PresenceType, label: &str) -> u16 {
+    hub.publish(peer.json(kind, label)).await.0
+}
+
+#[tokio::test]
+async fn joins_and_leaves_are_logged_with_the_short_peer_id_and_label() {
+    let logs = LogBuffer::new(10_000);
+    let _recording = record_logs(&logs);
+    let hub = TestHub::spawn().await;
+
+    let mut alice = TestPeer::new();
+    assert_eq!(
+        publish(&hub, &mut alice, PresenceType::Online, "Alice").await,
+        204
+    );
+    assert_eq!(
+        publish(&hub, &mut alice, PresenceType::Update, "Alice").await,
+        204
+    );
+    let joined = said(&logs, &alice, "peer online");
+    assert_eq!(joined.len(), 1, "one join, heartbeats are not joins");
+    assert_eq!(field(&joined[0], "label"), Some("\"Alice\""));
+    assert_eq!(joined[0].target, "goop2::services::hub");
+    assert_eq!(
+        publish(&hub, &mut alice, PresenceType::Offline, "Alice").await,
+        204
+    );
+    let left = said(&logs, &alice, "peer went offline");
+    assert_eq!(left.len(), 1);
+    assert_eq!(field(&left[0], "label"), Some("\"Alice\""));
+
+    // Expiry, on a hub with a short TTL.
+    let forgetful = TestHub::spawn_with(|_| {}, |o| o.ttl = Duration::from_millis(300)).await;
+    let mut bob = TestPeer::new();
+    assert_eq!(
+        publish(&forgetful, &mut bob, PresenceType::Online, "Bob").await,
+        204
+    );
+    assert!(
+        eventually(WAIT, async || {
+            !said(&logs, &bob, "peer expired: no heartbeat within the TTL").is_empty()
+        })
+        .await,
+        "the expiry is logged"
+    );
+
+    let mut carol = TestPeer::new();
+    assert_eq!(
+        publish(&hub, &mut carol, PresenceType::Online, "Carol").await,
+        204
+    );
+    assert!(hub.hub().kick(&carol.keypair.public().to_peer_id()));
+    assert_eq!(
+        said(&logs, &carol, "peer kicked by the administrator").len(),
+        1
+    );
+
+    let mut dave = TestPeer::new();
+    let url = format!("ws://{}/ws?peer_id={}", hub.addr, dave.id);
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    socket
+        .send(Message::text(
+            dave.json(PresenceType::Online, "Dave over WS"),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, async || !said(&logs, &dave, "peer online").is_empty()).await,
+        "a join over the WebSocket is logged"
+    );
+    socket.close(None).await.unwrap();
+    drop(socket);
+    assert!(
+        eventually(WAIT, async || {
+            said(&logs, &dave, "peer went offline: its WebSocket closed").len() == 1
+        })
+        .await,
+        "a closed WebSocket is logged as a leave"
+    );
+}
+
+#[tokio::test]
+async fn a_ban_is_logged_when_applied_and_at_the_first_refusal_only() {
+    let logs = LogBuffer::new(10_000);
+    let _recording = record_logs(&logs);
+    let hash = auth::hash_password(PASSWORD).unwrap();
+    let hub = TestHub::spawn_with(|c| c.presence.admin_password = Secret::new(hash), |_| {}).await;
+    let (cookie, csrf) = sign_in(&hub).await;
+
+    let mut carol = TestPeer::new();
+    assert_eq!(
+        publish(&hub, &mut carol, PresenceType::Online, "Carol").await,
+        204
+    );
+    let banned = no_redirects()
+        .post(format!("{}/admin/peers/ban", hub.url))
+        .header("Cookie", &cookie)
+        .form(&[
+            ("peer_id", carol.id.as_str()),
+            ("minutes", "60"),
+            ("csrf", &csrf),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(banned.status().as_u16(), 303);
+    let applied = said(&logs, &carol, "peer banned");
+    assert_eq!(applied.len(), 1);
+    assert_eq!(field(&applied[0], "label"), Some("\"Carol\""));
+    assert_eq!(field(&applied[0], "duration"), Some("1h"));
+
+    for _ in 0..5 {
+        assert_eq!(
+            publish(&hub, &mut carol, PresenceType::Update, "Carol").await,
+            403
+        );
+    }
+    let refused = said(
+        &logs,
+        &carol,
+        "a banned peer tried to publish; refused until the ban ends",
+    );
+    assert_eq!(refused.len(), 1, "logged at the first refusal only");
+    let about_the_ban: Vec<String> = logs
+        .snapshot()
+        .iter()
+        .filter(|r| r.message.contains("ban") || r.line().contains(&carol.id))
+        .map(|r| r.line())
+        .collect();
+    assert_eq!(
+        about_the_ban.len(),
+        2,
+        "the ban, once applied and once refused, at any level: {about_the_ban:#?}"
+    );
+}
