@@ -883,10 +883,10 @@ async fn import_csv(
     };
     let query = TableQuery {
         notice: (!preview).then(|| {
-            format!(
+            app.notices.seal(&format!(
                 "Imported {}.",
                 crate::http::text::count(good, "row", "rows")
-            )
+            ))
         }),
         ..TableQuery::default()
     };

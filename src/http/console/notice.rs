@@ -31,10 +31,15 @@ impl Notices {
         bytes[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// `text` with its tag, as a page's `notice` parameter carries it.
+    pub fn seal(&self, text: &str) -> String {
+        format!("{}.{text}", self.tag(text))
+    }
+
     /// A redirect to `path` whose page shows `text`.
     pub fn redirect(&self, path: &str, text: &str) -> Response {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("notice", &format!("{}.{text}", self.tag(text)))
+            .append_pair("notice", &self.seal(text))
             .finish();
         Redirect::to(&format!("{path}?{query}")).into_response()
     }
