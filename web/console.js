@@ -58,7 +58,7 @@
     tr.appendChild(trust);
     tr.appendChild(cell(sources(peer.sources), "sources"));
     const site = document.createElement("td");
-    site.appendChild(link("/p/" + encodeURIComponent(peer.peer_id) + "/", "open"));
+    site.appendChild(link("/visit/" + encodeURIComponent(peer.peer_id) + "/", "open"));
     tr.appendChild(site);
     return tr;
   }

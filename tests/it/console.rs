@@ -874,3 +874,55 @@ async fn console_pages_show_only_notices_the_console_wrote() {
     assert!(html.contains("Saved and announced."), "{html}");
     alice.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visited_site_is_framed_under_a_bar_that_says_whose_it_is() {
+    let (alice, bob, _dirs) = alice_and_bob().await;
+    let base = console(&alice);
+    let bob_id = bob.peer_id.to_base58();
+    let page = no_redirects()
+        .get(format!("{base}/visit/{bob_id}/notes/a%20b.html"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Site of <strong>Bob</strong>"), "{html}");
+    assert!(html.contains("not verified"), "{html}");
+    assert!(html.contains("href=\"/\""), "a way back: {html}");
+    assert!(
+        html.contains(&format!("src=\"/p/{bob_id}/notes/a%20b.html\"")),
+        "{html}"
+    );
+    assert!(
+        html.contains(
+            "sandbox=\"allow-scripts allow-forms allow-popups allow-modals allow-downloads\""
+        ),
+        "{html}"
+    );
+    // The site may be framed by the console's own pages only; it keeps its sandbox.
+    let site = no_redirects()
+        .get(format!("{base}/p/{bob_id}/"))
+        .send()
+        .await
+        .unwrap();
+    let policy = site.headers()["content-security-policy"].to_str().unwrap();
+    assert!(policy.starts_with("sandbox allow-scripts"), "{policy}");
+    assert!(!policy.contains("allow-same-origin"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'self'"), "{policy}");
+    assert_eq!(site.headers()["x-frame-options"], "SAMEORIGIN");
+    // The peer list opens sites this way.
+    let list = reqwest::get(format!("{base}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list.contains(&format!("href=\"/visit/{bob_id}/\"")),
+        "{list}"
+    );
+    bob.shutdown().await;
+    alice.shutdown().await;
+}

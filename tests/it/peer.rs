@@ -120,9 +120,6 @@ async fn a_directory_without_goop_json_says_how_to_make_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_peers_meet_at_a_standalone_hub_and_a_killed_one_goes_offline() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
     let hub = crate::support::TestHub::spawn_with(
         |c| {
             c.presence.ttl_seconds = 3;
@@ -149,24 +146,8 @@ async fn three_peers_meet_at_a_standalone_hub_and_a_killed_one_goes_offline() {
         .unwrap();
 
     // Ben runs as the real binary, so he can be killed without a goodbye.
-    let mut ben = Command::new(env!("CARGO_BIN_EXE_goop2"))
-        .args(["peer", b_dir.path().to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first_line = String::new();
-    BufReader::new(ben.stdout.take().unwrap())
-        .read_line(&mut first_line)
-        .unwrap();
-    let ben_id: goop2::identity::PeerId = first_line
-        .trim()
-        .strip_prefix("Peer ")
-        .and_then(|rest| rest.strip_suffix(" is running"))
-        .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
-        .parse()
-        .unwrap();
+    let ben = PeerProcess::start(b_dir.path());
+    let ben_id = ben.peer_id;
 
     for (viewer, others) in [(&ann, [cid.peer_id, ben_id]), (&cid, [ann.peer_id, ben_id])] {
         for other in others {
@@ -178,8 +159,7 @@ async fn three_peers_meet_at_a_standalone_hub_and_a_killed_one_goes_offline() {
         }
     }
 
-    ben.kill().unwrap(); // SIGKILL: no offline message
-    ben.wait().unwrap();
+    ben.stop("-KILL"); // no offline message
     let killed = tokio::time::Instant::now();
     for viewer in [&ann, &cid] {
         assert!(

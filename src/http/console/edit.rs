@@ -241,7 +241,7 @@ async fn save_file(
             tracing::info!(path = %form.path, "site file saved");
             let query: String = url::form_urlencoded::Serializer::new(String::new())
                 .append_pair("path", form.path.trim_matches('/'))
-                .append_pair("notice", "Saved.")
+                .append_pair("notice", &app.notices.seal("Saved."))
                 .finish();
             axum::response::Redirect::to(&format!("/edit/file?{query}")).into_response()
         }
@@ -321,7 +321,7 @@ async fn create(
         Ok(()) => {
             let query: String = url::form_urlencoded::Serializer::new(String::new())
                 .append_pair("path", form.path.trim_matches('/'))
-                .append_pair("notice", "Created.")
+                .append_pair("notice", &app.notices.seal("Created."))
                 .finish();
             axum::response::Redirect::to(&format!("/edit/file?{query}")).into_response()
         }

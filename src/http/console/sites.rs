@@ -1,5 +1,9 @@
 //! `/p/{peerID}/{path}`: a peer's site, fetched over `/goop/site/1.0.0` (this peer's own ID: the
 //! local files), served sandboxed — see the module above for why.
+//!
+//! `/visit/{peerID}/{path}`: the same site inside a console page that says whose it is (label,
+//! verified by a hub or not, online or not) with a way back. The site stays in its sandbox: a
+//! sandboxed frame of `/p/…`, whose own policy lets only the console's pages frame it.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -16,18 +20,116 @@ use crate::services::presence::peer_table::PeerState;
 use crate::services::site::SiteError;
 
 /// The policy of every peer site: an opaque origin (no `allow-same-origin`), scripts allowed,
-/// network access limited to its own `/p/<id>/` files.
+/// network access limited to its own `/p/<id>/` files. Only the console's own pages may frame
+/// it (`/visit/`); another site, whose origin is opaque, may not.
 const SITE_POLICY: &str = "sandbox allow-scripts allow-forms allow-popups allow-modals \
      allow-downloads; default-src 'self' data: blob:; script-src 'self' 'unsafe-inline'; \
      style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; \
-     frame-ancestors 'none'; base-uri 'self'; form-action 'self'";
+     frame-ancestors 'self'; base-uri 'self'; form-action 'self'";
 
 pub fn routes() -> Router<ConsoleApp> {
     Router::new()
         .route("/p/{id}", get(add_slash))
         .route("/p/{id}/", get(show_index))
         .route("/p/{id}/{*path}", get(show_file))
+        .route("/visit/{id}", get(add_visit_slash))
+        .route("/visit/{id}/", get(visit_index))
+        .route("/visit/{id}/{*path}", get(visit_file))
 }
+
+#[derive(Template, WebTemplate)]
+#[template(path = "console_visit.html")]
+struct VisitPage {
+    frame: super::Frame,
+    peer_id: String,
+    short_id: String,
+    label: String,
+    verified: bool,
+    is_self: bool,
+    /// "online", "offline" or "not heard of".
+    state: &'static str,
+    /// The framed site's URL.
+    src: String,
+}
+
+async fn add_visit_slash(Path(id): Path<String>) -> Redirect {
+    Redirect::to(&format!("/visit/{id}/"))
+}
+
+async fn visit_index(
+    State(app): State<ConsoleApp>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    visit(app, id, String::new(), headers).await
+}
+
+async fn visit_file(
+    State(app): State<ConsoleApp>,
+    Path((id, path)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    visit(app, id, path, headers).await
+}
+
+async fn visit(
+    app: ConsoleApp,
+    id: String,
+    path: String,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let Ok(peer) = id.parse::<PeerId>() else {
+        return error_page(
+            &app,
+            StatusCode::BAD_REQUEST,
+            &id,
+            &format!("/{path}"),
+            format!("{id:?} is not a peer ID"),
+        );
+    };
+    let entry = app
+        .table
+        .snapshot()
+        .await
+        .into_iter()
+        .find(|entry| entry.peer_id == id);
+    let is_self = peer == app.peer_id;
+    let (label, verified, state) = match (&entry, is_self) {
+        (_, true) => (app.label.borrow().clone(), false, "online"),
+        (Some(entry), false) => (
+            entry.label.clone(),
+            entry.verified,
+            match entry.state {
+                PeerState::Online => "online",
+                PeerState::Offline => "offline",
+            },
+        ),
+        (None, false) => (String::new(), false, "not heard of"),
+    };
+    let encoded: String = path
+        .split('/')
+        .map(|part| percent_encoding::utf8_percent_encode(part, PATH_PART).to_string())
+        .collect::<Vec<_>>()
+        .join("/");
+    VisitPage {
+        frame: app.frame(&headers),
+        short_id: crate::http::text::short_id(&id),
+        peer_id: id.clone(),
+        label,
+        verified,
+        is_self,
+        state,
+        src: format!("/p/{id}/{encoded}"),
+    }
+    .into_response()
+}
+
+/// What a path segment keeps as it is in the framed site's URL.
+const PATH_PART: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Puts the page's data token and the two peer IDs into an HTML page, as `<meta>` tags right
 /// after its doctype (or first), where the data SDK finds them.
@@ -233,6 +335,11 @@ async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
         HeaderValue::from_static(SITE_POLICY),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // For browsers that read it beside the policy's frame-ancestors: the console's own pages.
+    headers.insert(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("SAMEORIGIN"),
+    );
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
