@@ -351,11 +351,18 @@ async fn long_running_peers_keep_hearing_a_peer_that_restarts_again_and_again() 
                 "round {round}: Ben does not hear {other} on the LAN"
             );
         }
-        // Heard for longer than two TTLs: the heartbeats keep coming, not a lucky first one.
+        // Still heard more than two TTLs later: the heartbeats keep coming over the connection
+        // that replaced the first one, not a lucky first one. (The replacement itself may lose
+        // a heartbeat or two; the hub keeps Ben listed meanwhile.)
         tokio::time::sleep(Duration::from_secs(7)).await;
         for viewer in [&ann, &cid] {
             assert!(
-                hears_on_the_lan(viewer, ben.peer_id).await,
+                eventually(Duration::from_secs(5), async || hears_on_the_lan(
+                    viewer,
+                    ben.peer_id
+                )
+                .await)
+                .await,
                 "round {round}: {} stopped hearing Ben's heartbeats (connected to Ben via {:?})",
                 viewer.peer_id,
                 viewer.node.peer_details(ben.peer_id).await,
