@@ -419,3 +419,55 @@ async fn a_peer_hosting_its_own_hub_and_joined_to_another_starts_and_serves_both
     assert!(eventually(WAIT, async || at(&wan_peers).await).await);
     host.stop("-INT");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_known_only_through_a_hub_stays_online_for_many_ttls_and_leaves_when_the_hub_says() {
+    let hub = crate::support::TestHub::spawn_with(
+        |c| {
+            c.presence.ttl_seconds = 2;
+            c.presence.heartbeat_seconds = 1;
+        },
+        |_| {},
+    )
+    .await;
+    // Two networks: nothing reaches Ann about Dan but the hub.
+    let wan = hub.url.clone();
+    let (a_dir, a_config) = peer_dir("Ann", |c| {
+        c.presence.rendezvous_wan = wan.clone();
+        c.p2p.mdns_tag = unique_tag();
+        c.presence.ttl_seconds = 2;
+    });
+    let (d_dir, d_config) = peer_dir("Dan", |c| {
+        c.presence.rendezvous_wan = wan.clone();
+        c.p2p.mdns_tag = unique_tag();
+        c.presence.ttl_seconds = 2;
+    });
+    let ann = peer::start(a_dir.path(), &a_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let dan = peer::start(d_dir.path(), &d_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let dan_id = dan.peer_id;
+    assert!(eventually(WAIT, async || sees(&ann, dan_id, PeerState::Online).await).await);
+    // Four TTLs later Dan is still online at Ann, through the hub alone.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let entry = ann
+            .table
+            .snapshot()
+            .await
+            .into_iter()
+            .find(|e| e.peer_id == dan_id.to_base58())
+            .expect("Dan stays listed");
+        assert_eq!(entry.state, PeerState::Online, "{entry:?}");
+        assert!(
+            entry.sources.iter().all(|s| matches!(s, Source::Hub(_))),
+            "{entry:?}"
+        );
+    }
+    // Dan leaves; the hub says so, and Ann follows.
+    dan.shutdown().await;
+    assert!(eventually(WAIT, async || sees(&ann, dan_id, PeerState::Offline).await).await);
+    ann.shutdown().await;
+}
