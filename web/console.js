@@ -35,7 +35,7 @@
   function reach(r) {
     if (!r || r.status === "unknown") return ["unknown", "not probed yet"];
     if (r.status === "reachable") return ["reachable", "yes, " + r.rtt_ms + " ms"];
-    return ["unreachable", "no: " + r.reason];
+    return ["unreachable", "no, not answering", r.reason];
   }
   function row(peer) {
     const tr = document.createElement("tr");
@@ -52,7 +52,9 @@
     tr.appendChild(id);
     tr.appendChild(cell(peer.state, "state"));
     const r = reach(peer.reachability);
-    tr.appendChild(cell(r[1], "reach " + r[0]));
+    const reachCell = cell(r[1], "reach " + r[0]);
+    if (r[2]) reachCell.title = r[2];
+    tr.appendChild(reachCell);
     const trust = cell("");
     if (peer.verified) { const b = document.createElement("span"); b.className = "badge verified"; b.textContent = "verified"; trust.appendChild(b); }
     tr.appendChild(trust);

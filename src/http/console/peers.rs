@@ -55,6 +55,8 @@ pub struct PeerRow {
     /// `reachable`, `unreachable` or `unknown`.
     pub reach_class: &'static str,
     pub reach_text: String,
+    /// Why the last probe failed, in the network's words (a tooltip, and on the peer's page).
+    pub reach_detail: String,
     pub sources: String,
     pub addrs: Vec<String>,
 }
@@ -74,6 +76,10 @@ impl PeerRow {
                 Reachability::Unreachable { .. } => "unreachable",
             },
             reach_text: reach_text(&entry.reachability),
+            reach_detail: match &entry.reachability {
+                Reachability::Unreachable { reason } => reason.clone(),
+                _ => String::new(),
+            },
             sources: entry
                 .sources
                 .iter()
@@ -92,7 +98,7 @@ fn reach_text(reachability: &Reachability) -> String {
     match reachability {
         Reachability::Unknown => "not probed yet".into(),
         Reachability::Reachable { rtt_ms } => format!("yes, {rtt_ms} ms"),
-        Reachability::Unreachable { reason } => format!("no: {reason}"),
+        Reachability::Unreachable { .. } => "no, not answering".into(),
     }
 }
 

@@ -244,8 +244,8 @@ async fn unreachable_message(app: &ConsoleApp, peer: &str) -> String {
     };
     match entry.state {
         PeerState::Online => format!(
-            "{name} is online{heard}, but is not answering: it may be busy, or not reachable \
-             from here (behind a firewall or NAT). Try again in a moment."
+            "{name} is online, but is not answering: it may be busy, or not reachable from \
+             here (behind a firewall or NAT). Try again in a moment."
         ),
         PeerState::Offline => {
             format!("{name} is not answering: it is offline{heard}. Its site is back when it is.")
