@@ -144,13 +144,7 @@ async fn show_peer(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let entry = app
-        .table
-        .snapshot()
-        .await
-        .into_iter()
-        .find(|entry| entry.peer_id == id);
-    let Some(entry) = entry else {
+    let Some(entry) = app.table.entry(&id).await else {
         return (StatusCode::NOT_FOUND, "this peer is not known here").into_response();
     };
     let mut entry = entry;

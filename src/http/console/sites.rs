@@ -87,12 +87,7 @@ async fn visit(
             format!("{id:?} is not a peer ID"),
         );
     };
-    let entry = app
-        .table
-        .snapshot()
-        .await
-        .into_iter()
-        .find(|entry| entry.peer_id == id);
+    let entry = app.table.entry(&id).await;
     let is_self = peer == app.peer_id;
     let (label, verified, state) = match (&entry, is_self) {
         (_, true) => (app.label.borrow().clone(), false, "online"),
@@ -220,13 +215,7 @@ fn error_page_with_detail(
 /// Why a peer's site cannot be shown, in words: who the peer is, whether it is online and when
 /// it was last heard of.
 async fn unreachable_message(app: &ConsoleApp, peer: &str) -> String {
-    let entry = app
-        .table
-        .snapshot()
-        .await
-        .into_iter()
-        .find(|entry| entry.peer_id == peer);
-    let Some(entry) = entry else {
+    let Some(entry) = app.table.entry(peer).await else {
         return "This peer is not answering, and this console has not heard of it: it may be \
                 offline, or on a network this peer does not reach."
             .into();

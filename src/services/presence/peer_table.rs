@@ -262,6 +262,14 @@ impl PeerTable {
         answer.await.unwrap_or_default()
     }
 
+    /// One known peer.
+    pub async fn entry(&self, peer_id: &str) -> Option<PeerEntry> {
+        self.snapshot()
+            .await
+            .into_iter()
+            .find(|entry| entry.peer_id == peer_id)
+    }
+
     /// Changes from now on.
     pub fn watch(&self) -> broadcast::Receiver<PeerChange> {
         self.changes.subscribe()
