@@ -129,17 +129,7 @@ async fn a_hostile_peer_site_cannot_reach_the_console_or_other_sites() {
         .await
         .unwrap();
     for id in [mallory.peer_id.to_base58(), friend.peer_id.to_base58()] {
-        assert!(
-            crate::support::eventually(Duration::from_secs(15), async || {
-                owner
-                    .table
-                    .snapshot()
-                    .await
-                    .iter()
-                    .any(|e| e.peer_id == id && e.state == PeerState::Online)
-            })
-            .await
-        );
+        assert!(crate::support::lists(&owner, &id, PeerState::Online).await);
     }
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/hostile_site.mjs");
@@ -339,17 +329,7 @@ async fn a_visitor_signs_a_peers_guestbook_through_goop_data_js() {
         .await
         .unwrap();
     let host_id = host.peer_id.to_base58();
-    assert!(
-        crate::support::eventually(Duration::from_secs(15), async || {
-            visitor
-                .table
-                .snapshot()
-                .await
-                .iter()
-                .any(|e| e.peer_id == host_id && e.state == PeerState::Online)
-        })
-        .await
-    );
+    assert!(crate::support::lists(&visitor, &host_id, PeerState::Online).await);
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/guestbook.mjs");
     let output = tokio::process::Command::new("node")

@@ -45,17 +45,7 @@ async fn alice_and_bob() -> (RunningPeer, RunningPeer, Vec<tempfile::TempDir>) {
         .await
         .unwrap();
     let bob_id = bob.peer_id.to_base58();
-    assert!(
-        eventually(WAIT, async || {
-            alice
-                .table
-                .snapshot()
-                .await
-                .iter()
-                .any(|e| e.peer_id == bob_id && e.state == PeerState::Online)
-        })
-        .await
-    );
+    assert!(crate::support::lists(&alice, &bob_id, PeerState::Online).await);
     (alice, bob, vec![a_dir, b_dir])
 }
 
@@ -720,17 +710,7 @@ async fn a_peer_that_left_is_named_offline_on_its_error_page() {
     let (alice, bob, _dirs) = alice_and_bob().await;
     let bob_id = bob.peer_id.to_base58();
     bob.shutdown().await;
-    assert!(
-        eventually(WAIT, async || {
-            alice
-                .table
-                .snapshot()
-                .await
-                .iter()
-                .any(|e| e.peer_id == bob_id && e.state == PeerState::Offline)
-        })
-        .await
-    );
+    assert!(crate::support::lists(&alice, &bob_id, PeerState::Offline).await);
     let response = no_redirects()
         .get(format!("{}/p/{bob_id}/", console(&alice)))
         .send()

@@ -1,8 +1,6 @@
 //! The data API between two running peers, over HTTP and libp2p: the console's proxy, the
 //! caller being the connection's peer, site tokens, the wire protocol's bounds.
 
-use std::time::Duration;
-
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 use goop2::modes::peer::{self, RunningPeer};
 use goop2::services::presence::peer_table::PeerState;
@@ -10,7 +8,7 @@ use goop2::telemetry::LogBuffer;
 use serde_json::{Value, json};
 
 use crate::console::{console, peer_dir};
-use crate::support::{eventually, no_redirects};
+use crate::support::no_redirects;
 
 /// Alice (embedded hub, console, a guestbook table) and Bob (console), once they see each other.
 async fn alice_and_bob() -> (RunningPeer, RunningPeer, Vec<tempfile::TempDir>) {
@@ -44,17 +42,7 @@ async fn alice_and_bob() -> (RunningPeer, RunningPeer, Vec<tempfile::TempDir>) {
         .unwrap();
     for (viewer, other) in [(&alice, bob.peer_id), (&bob, alice.peer_id)] {
         let id = other.to_base58();
-        assert!(
-            eventually(Duration::from_secs(15), async || {
-                viewer
-                    .table
-                    .snapshot()
-                    .await
-                    .iter()
-                    .any(|e| e.peer_id == id && e.state == PeerState::Online)
-            })
-            .await
-        );
+        assert!(crate::support::lists(viewer, &id, PeerState::Online).await);
     }
     let created = post(
         &format!("{}/api/data/create-table", console(&alice)),

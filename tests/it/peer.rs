@@ -31,12 +31,8 @@ fn unique_tag() -> String {
 }
 
 async fn sees(peer: &RunningPeer, other: goop2::identity::PeerId, state: PeerState) -> bool {
-    let id = other.to_base58();
-    peer.table
-        .snapshot()
-        .await
-        .iter()
-        .any(|entry| entry.peer_id == id && entry.state == state)
+    let entry = peer.table.entry(&other.to_base58()).await;
+    entry.is_some_and(|entry| entry.state == state)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -297,6 +297,22 @@ pub async fn eventually(wait: Duration, mut check: impl AsyncFnMut() -> bool) ->
     }
 }
 
+/// Whether `viewer` lists the peer `peer_id` in `state` within 15 s.
+pub async fn lists(
+    viewer: &goop2::modes::peer::RunningPeer,
+    peer_id: &str,
+    state: goop2::services::presence::peer_table::PeerState,
+) -> bool {
+    eventually(Duration::from_secs(15), async || {
+        viewer
+            .table
+            .entry(peer_id)
+            .await
+            .is_some_and(|entry| entry.state == state)
+    })
+    .await
+}
+
 /// Signs in to an owner interface (console, settings viewer) at `base`; returns the cookie.
 pub async fn sign_in(base: &str, password: &str) -> String {
     let login = reqwest::Client::builder()

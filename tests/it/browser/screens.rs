@@ -2,7 +2,6 @@
 //! screen, no broken images; and the console's theme switch, kept per browser.
 
 use std::path::Path;
-use std::time::Duration;
 
 use goop2::config::{Config, Secret};
 use goop2::modes::peer;
@@ -41,17 +40,7 @@ async fn console_and_hub_pages_fit_a_phone_and_the_theme_switch_is_kept_per_brow
         .await
         .unwrap();
     let bob_id = bob.peer_id.to_base58();
-    assert!(
-        crate::support::eventually(Duration::from_secs(15), async || {
-            owner
-                .table
-                .snapshot()
-                .await
-                .iter()
-                .any(|e| e.peer_id == bob_id && e.state == PeerState::Online)
-        })
-        .await
-    );
+    assert!(crate::support::lists(&owner, &bob_id, PeerState::Online).await);
 
     // A table with more columns than a phone shows at once, and a long value.
     let console = format!("http://{}", owner.console_addr.unwrap());

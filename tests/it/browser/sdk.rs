@@ -2,7 +2,6 @@
 //! `updateWhere`, `upsert`, `orm`, …) run in Chromium, by the site's owner and by a visitor.
 
 use std::path::Path;
-use std::time::Duration;
 
 use goop2::config::Config;
 use goop2::modes::peer;
@@ -51,17 +50,7 @@ async fn a_site_using_the_original_sdk_names_works_for_its_owner_and_a_visitor()
         .await
         .unwrap();
     let host_id = host.peer_id.to_base58();
-    assert!(
-        crate::support::eventually(Duration::from_secs(15), async || {
-            visitor
-                .table
-                .snapshot()
-                .await
-                .iter()
-                .any(|e| e.peer_id == host_id && e.state == PeerState::Online)
-        })
-        .await
-    );
+    assert!(crate::support::lists(&visitor, &host_id, PeerState::Online).await);
 
     // The owner first, on their own console; then the visitor, through theirs.
     let page = format!("/p/{host_id}/original_sdk.html");
