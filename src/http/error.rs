@@ -69,14 +69,8 @@ impl From<PresenceError> for HttpError {
             | MissingTimestamp
             | WrongPeer { .. } => StatusCode::BAD_REQUEST,
         };
-        let retry = match &error {
-            RateLimited {
-                retry_after_seconds,
-            } => Some(*retry_after_seconds),
-            _ => None,
-        };
         let mut http = HttpError::new(status, error.to_string());
-        http.retry_after_seconds = retry;
+        http.retry_after_seconds = error.retry_after_seconds();
         http
     }
 }

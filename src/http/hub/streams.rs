@@ -261,7 +261,12 @@ impl WsSession {
                         let reply = self.publish(text.as_bytes(), session);
                         published |= reply.is_ok();
                         if let Err(error) = reply {
-                            let frame = serde_json::json!({"error": error.to_string()}).to_string();
+                            let frame = serde_json::json!({
+                                "error": error.to_string(),
+                                "reason": error.reason(),
+                                "retry_after": error.retry_after_seconds(),
+                            })
+                            .to_string();
                             if socket.send(Message::Text(frame.into())).await.is_err() {
                                 break None;
                             }

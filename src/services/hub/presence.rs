@@ -147,6 +147,17 @@ impl PresenceError {
             PresenceError::WrongPeer { .. } => "wrong_peer",
         }
     }
+
+    /// How long until trying again can succeed: a rate limit's wait, a ban's remaining time.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        match self {
+            PresenceError::RateLimited {
+                retry_after_seconds,
+            } => Some(*retry_after_seconds),
+            PresenceError::Banned { seconds, .. } => Some(*seconds),
+            _ => None,
+        }
+    }
 }
 
 /// A message that passed parsing, bounds and (when present) signature checks.

@@ -312,8 +312,8 @@ impl ClientTask {
     }
 
     /// The hub refused what we published: kept in the status, logged once per change.
-    fn refused(&mut self, error: &str) {
-        let text = describe_refusal(error);
+    fn refused(&mut self, error: &str, banned_for: Option<u64>) {
+        let text = describe_refusal(error, banned_for);
         self.warn_once(&format!("the hub refuses our presence: {text}"));
         self.status
             .send_if_modified(|status| match status.refused.as_deref() == Some(&text) {
@@ -462,8 +462,12 @@ impl ClientTask {
                 if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
                     && let Some(error) = value.get("error").and_then(|e| e.as_str())
                 {
+                    let banned_for = (value.get("reason").and_then(|r| r.as_str())
+                        == Some("banned"))
+                    .then(|| value.get("retry_after").and_then(|s| s.as_u64()))
+                    .flatten();
                     let error = error.to_owned();
-                    self.refused(&error);
+                    self.refused(&error, banned_for);
                 }
             }
         }
@@ -562,13 +566,16 @@ impl ClientTask {
             }
             Ok(response) => {
                 let wait = retry_after(response.headers());
+                let retry_seconds = retry_after_seconds(response.headers());
                 let status = response.status().as_u16();
                 let text = response.text().await.unwrap_or_default();
                 let error = serde_json::from_str::<serde_json::Value>(&text)
                     .ok()
                     .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
                     .unwrap_or_else(|| format!("HTTP {status} {}", text.trim()));
-                self.refused(&error);
+                // Only a ban is refused with 403; its Retry-After is the ban's remaining time.
+                let banned_for = retry_seconds.filter(|_| status == 403);
+                self.refused(&error, banned_for);
                 if status == 429 { wait } else { None }
             }
             Err(err) => {
@@ -634,15 +641,11 @@ fn chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// A hub's refusal in words; a ban says until when (UTC).
-fn describe_refusal(error: &str) -> String {
-    let seconds = error
-        .split_once("banned from this hub for ")
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .and_then(|n| n.parse::<i64>().ok());
-    match seconds {
+/// A hub's refusal in words; a ban (with its remaining seconds) says until when (UTC).
+fn describe_refusal(error: &str, banned_for: Option<u64>) -> String {
+    match banned_for {
         Some(seconds) => {
-            let until = std::time::SystemTime::now() + Duration::from_secs(seconds.max(0) as u64);
+            let until = std::time::SystemTime::now() + Duration::from_secs(seconds);
             let until = humantime::format_rfc3339_seconds(until).to_string();
             format!(
                 "banned from this hub until {} UTC",
@@ -668,13 +671,17 @@ fn failed(reason: String, retry_after: Option<Duration>, was_healthy: bool) -> E
     }
 }
 
-/// `Retry-After` in seconds, capped at ten minutes.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+/// `Retry-After` in seconds, as the hub sent it.
+fn retry_after_seconds(headers: &reqwest::header::HeaderMap) -> Option<u64> {
     headers
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|seconds| Duration::from_secs(seconds.min(600)))
+}
+
+/// `Retry-After` as a wait, capped at ten minutes.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    retry_after_seconds(headers).map(|seconds| Duration::from_secs(seconds.min(600)))
 }
 
 /// Checks a hub URL the way the client needs it.
