@@ -1,15 +1,13 @@
 //! Hub state in a shared SQLite file: several instances, restarts, `kill -9`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use goop2::config::Config;
 use goop2::services::hub::presence::PresenceType;
 use goop2::store::hub::HubStore;
 use serde_json::Value;
 
-use crate::support::{SseClient, TestHub, TestPeer, eventually};
+use crate::support::{HubProcess, SseClient, TestHub, TestPeer, binary_hub_dir, eventually};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -75,64 +73,6 @@ async fn instances_sharing_a_peer_db_see_each_others_peers_within_a_second() {
             .0,
         401
     );
-}
-
-/// A hub directory for the `goop2` binary: port 0, no viewer, the given TTL and peer database.
-fn binary_hub_dir(ttl_seconds: u32, peer_db_path: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.presence.rendezvous_only = true;
-    config.presence.rendezvous_host = true;
-    config.presence.rendezvous_port = Some(0);
-    config.presence.ttl_seconds = ttl_seconds;
-    config.presence.peer_db_path = peer_db_path.into();
-    config.viewer.http_addr = String::new();
-    config.save(&dir.path().join("goop.json")).unwrap();
-    dir
-}
-
-/// The `goop2 rendezvous` binary, with its bound address read from its log.
-struct HubProcess {
-    child: Child,
-    url: String,
-}
-
-impl HubProcess {
-    fn start(dir: &std::path::Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_goop2"))
-            .args(["rendezvous", dir.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (found, addr) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
-                    let _ = found.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-                    sent = true;
-                }
-            }
-        });
-        let addr = addr
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the hub starts");
-        HubProcess {
-            child,
-            url: format!("http://{addr}"),
-        }
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
 //! Helpers: a hub on 127.0.0.1:0 in a temp dir, signing test peers, and small HTTP/SSE clients.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -358,4 +360,69 @@ pub fn meta(html: &str, name: &str) -> String {
         .and_then(|rest| rest.split('"').next())
         .unwrap_or_else(|| panic!("no meta {name} in page"))
         .to_owned()
+}
+
+/// A hub directory for the `goop2` binary: port 0, no viewer, the given TTL and peer database.
+pub fn binary_hub_dir(ttl_seconds: u32, peer_db_path: &str) -> tempfile::TempDir {
+    binary_hub_dir_with(|c| {
+        c.presence.ttl_seconds = ttl_seconds;
+        c.presence.peer_db_path = peer_db_path.into();
+    })
+}
+
+/// A hub directory for the `goop2` binary (port 0, no viewer), with `edit` applied.
+pub fn binary_hub_dir_with(edit: impl FnOnce(&mut Config)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.presence.rendezvous_only = true;
+    config.presence.rendezvous_host = true;
+    config.presence.rendezvous_port = Some(0);
+    config.viewer.http_addr = String::new();
+    edit(&mut config);
+    config.save(&dir.path().join("goop.json")).unwrap();
+    dir
+}
+
+/// The `goop2 rendezvous` binary, with its bound address read from its log.
+pub struct HubProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl HubProcess {
+    pub fn start(dir: &std::path::Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_goop2"))
+            .args(["rendezvous", dir.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (found, addr) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = found.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                    sent = true;
+                }
+            }
+        });
+        let addr = addr
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the hub starts");
+        HubProcess {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
