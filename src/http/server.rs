@@ -2,10 +2,12 @@
 //! WebSocket upgrades, and a graceful stop that waits (boundedly) for open requests.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -14,7 +16,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Request};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
@@ -80,7 +82,7 @@ pub trait DirectRoute: Send + Sync + 'static {
     fn serve(
         &self,
         request: RawRequest,
-        io: StallGuard<TcpStream>,
+        io: StallGuard<Connection>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 }
 
@@ -95,66 +97,141 @@ enum FirstRequest {
     Close,
 }
 
-/// Peeks at the first request of a connection; when `route` wants it, consumes the head and
-/// returns it. Anything else is left in the socket for hyper.
+/// A connection whose first bytes were already read: they are read again before the socket's.
+///
+/// The first request head is read (not peeked) so that every wait is a real read: the header
+/// deadline holds, and a client that leaves is noticed at once.
+pub struct Prefixed<T> {
+    prefix: Vec<u8>,
+    offset: usize,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    fn new(prefix: Vec<u8>, inner: T) -> Self {
+        Prefixed {
+            prefix,
+            offset: 0,
+            inner,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.offset < self.prefix.len() {
+            let left = &self.prefix[self.offset..];
+            let take = left.len().min(buf.remaining());
+            buf.put_slice(&left[..take]);
+            self.offset += take;
+            if self.offset == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.offset = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A connection as the servers see it.
+pub type Connection = Prefixed<TcpStream>;
+
+/// Reads the first request head of a connection far enough to tell whether `route` wants it.
+/// When it does, the head is parsed and returned; anything read past it (and everything read,
+/// otherwise) stays in the connection for whoever serves it next.
 async fn take_direct(
-    stream: &mut TcpStream,
+    mut stream: TcpStream,
     remote: SocketAddr,
     route: &dyn DirectRoute,
     timeout: Duration,
-) -> FirstRequest {
+) -> (FirstRequest, Connection) {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut buffer = vec![0u8; DIRECT_HEAD_LIMIT];
+    let mut buffer = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
     loop {
-        let seen = match tokio::time::timeout_at(deadline, stream.peek(&mut buffer)).await {
-            Ok(Ok(seen)) if seen > 0 => seen,
-            _ => return FirstRequest::Close,
-        };
+        // Every wait is a read: it ends with bytes, with the client leaving, or at the deadline.
+        let room = (DIRECT_HEAD_LIMIT - buffer.len()).min(chunk.len());
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..room])).await {
+            Ok(Ok(read)) if read > 0 => buffer.extend_from_slice(&chunk[..read]),
+            _ => return (FirstRequest::Close, Prefixed::new(Vec::new(), stream)),
+        }
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&buffer[..seen]) {
-            Ok(httparse::Status::Complete(length)) => {
-                let (Some(method), Some(target)) = (request.method, request.path) else {
-                    return FirstRequest::Hyper;
-                };
-                let path = target.split('?').next().unwrap_or("");
-                if !route.matches(method, path) {
-                    return FirstRequest::Hyper;
-                }
-                let mut map = HeaderMap::new();
-                for header in request.headers.iter() {
-                    if let (Ok(name), Ok(value)) = (
-                        HeaderName::from_bytes(header.name.as_bytes()),
-                        HeaderValue::from_bytes(header.value),
-                    ) {
-                        map.append(name, value);
+        let verdict = match request.parse(&buffer) {
+            Ok(httparse::Status::Complete(length)) => match (request.method, request.path) {
+                (Some(method), Some(target))
+                    if route.matches(method, target.split('?').next().unwrap_or("")) =>
+                {
+                    let mut map = HeaderMap::new();
+                    for header in request.headers.iter() {
+                        if let (Ok(name), Ok(value)) = (
+                            HeaderName::from_bytes(header.name.as_bytes()),
+                            HeaderValue::from_bytes(header.value),
+                        ) {
+                            map.append(name, value);
+                        }
                     }
+                    let raw = RawRequest {
+                        method: method.to_owned(),
+                        target: target.to_owned(),
+                        headers: map,
+                        remote,
+                    };
+                    let rest = buffer[length..].to_vec();
+                    return (FirstRequest::Direct(raw), Prefixed::new(rest, stream));
                 }
-                let raw = RawRequest {
-                    method: method.to_owned(),
-                    target: target.to_owned(),
-                    headers: map,
-                    remote,
-                };
-                return match stream.read_exact(&mut buffer[..length]).await {
-                    Ok(_) => FirstRequest::Direct(raw),
-                    Err(_) => FirstRequest::Close,
-                };
-            }
-            // Not yet complete: only worth waiting for if it can still be ours.
-            Ok(httparse::Status::Partial) if seen < DIRECT_HEAD_LIMIT => {
-                if request
+                _ => FirstRequest::Hyper,
+            },
+            // Not yet complete: only worth reading on if it can still be ours.
+            Ok(httparse::Status::Partial) if buffer.len() < DIRECT_HEAD_LIMIT => {
+                let not_ours = request
                     .path
                     .is_some_and(|p| !route.matches("GET", p.split('?').next().unwrap_or("")))
-                    || request.method.is_some_and(|m| m != "GET")
-                {
-                    return FirstRequest::Hyper;
+                    || request.method.is_some_and(|m| m != "GET");
+                if !not_ours {
+                    continue;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                FirstRequest::Hyper
             }
             // Too long for the direct route, or not HTTP: hyper answers it.
-            _ => return FirstRequest::Hyper,
-        }
+            _ => FirstRequest::Hyper,
+        };
+        return (verdict, Prefixed::new(buffer, stream));
     }
 }
 
@@ -190,7 +267,6 @@ pub async fn serve(
             _ = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let mut stream = stream;
         let direct = direct.clone();
         let stall_timeout = limits.write_stall_timeout;
         let stalls = limits.stalls.clone();
@@ -204,17 +280,22 @@ pub async fn serve(
         let header_read_timeout = limits.header_read_timeout;
         tracker.spawn(async move {
             let _permit = permit;
-            if let Some(route) = direct {
-                match take_direct(&mut stream, remote, route.as_ref(), header_read_timeout).await {
-                    FirstRequest::Direct(request) => {
-                        let io = StallGuard::new(stream, stall_timeout, stalls);
-                        route.serve(request, io).await;
-                        return;
+            let stream = match direct {
+                Some(route) => {
+                    let (first, stream) =
+                        take_direct(stream, remote, route.as_ref(), header_read_timeout).await;
+                    match first {
+                        FirstRequest::Direct(request) => {
+                            let io = StallGuard::new(stream, stall_timeout, stalls);
+                            route.serve(request, io).await;
+                            return;
+                        }
+                        FirstRequest::Close => return,
+                        FirstRequest::Hyper => stream,
                     }
-                    FirstRequest::Close => return,
-                    FirstRequest::Hyper => {}
                 }
-            }
+                None => Prefixed::new(Vec::new(), stream),
+            };
             let io = TokioIo::new(StallGuard::new(stream, stall_timeout, stalls));
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

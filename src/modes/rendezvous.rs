@@ -110,6 +110,7 @@ pub async fn start_with_options(
     let limits = ServerLimits {
         max_connections: hub.options().max_streams + OTHER_DESCRIPTORS as usize,
         write_stall_timeout: hub.options().write_stall_timeout,
+        header_read_timeout: hub.options().header_read_timeout,
         stalls: Some(hub.metrics().dropped_slow_subscribers.clone()),
         ..ServerLimits::default()
     };

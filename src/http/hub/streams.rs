@@ -26,19 +26,23 @@ use serde::Deserialize;
 use std::future::Future;
 use std::pin::Pin;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::HubApp;
 use crate::http::client_ip::ClientIp;
 use crate::http::error::HttpError;
-use crate::http::server::{DirectRoute, RawRequest};
+use crate::http::server::{Connection, DirectRoute, RawRequest};
 use crate::http::stall::StallGuard;
 use crate::services::hub::limits::StreamSlot;
 use crate::services::hub::presence::{MAX_BODY_BYTES, Presence, PresenceError};
 use crate::services::hub::{Audience, Hub, HubEvent, Signal, Subscription};
 
 const KEEPALIVE_FRAME: &[u8] = b": keep-alive\n\n";
+/// Most bytes waiting to be written to one WebSocket client.
+const WS_WRITE_BUFFER_CAP: usize = 1024 * 1024;
+/// Pings a WebSocket client may send per [`PING_WINDOW`]; more closes the socket (1008).
+const MAX_PINGS_PER_WINDOW: u32 = 20;
+const PING_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 const RESTART_FRAME: &[u8] = b"retry: 1000\n: the hub is restarting\n\n";
 
 pub fn routes() -> Router<HubApp> {
@@ -215,6 +219,9 @@ async fn open_websocket(
     Ok(upgrade
         .max_message_size(MAX_BODY_BYTES)
         .max_frame_size(MAX_BODY_BYTES)
+        // Replies (pongs included) wait here while the client does not read; past the cap a
+        // send fails and the session ends, as a stalled SSE subscriber's does.
+        .max_write_buffer_size(WS_WRITE_BUFFER_CAP)
         .on_upgrade(move |socket| async move {
             let session = WsSession {
                 hub: app.hub,
@@ -251,6 +258,7 @@ impl WsSession {
         let every = self.hub.options().ws_ping;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut last_pong = Instant::now();
+        let mut pings = PingBudget::new();
         let close: Option<(u16, &str)> = loop {
             if subscription.stopping {
                 break Some((1012, "the hub is restarting"));
@@ -277,7 +285,13 @@ impl WsSession {
                         published |= reply.is_ok();
                     }
                     Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
-                    Some(Ok(Message::Ping(_))) => last_pong = Instant::now(),
+                    Some(Ok(Message::Ping(_))) => {
+                        last_pong = Instant::now();
+                        if !pings.take() {
+                            tracing::info!(client = %self.ip, "a WebSocket client sent too many pings");
+                            break Some((1008, "too many pings"));
+                        }
+                    }
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
                 },
                 event = subscription.live.recv() => match event {
@@ -338,6 +352,32 @@ impl WsSession {
     }
 }
 
+/// Counts a client's pings in fixed windows: each is answered with a pong, so a flood of them
+/// is work and memory the hub spends for nothing.
+struct PingBudget {
+    window_start: Instant,
+    count: u32,
+}
+
+impl PingBudget {
+    fn new() -> Self {
+        PingBudget {
+            window_start: Instant::now(),
+            count: 0,
+        }
+    }
+
+    /// Takes one ping; false once the window's budget is spent.
+    fn take(&mut self) -> bool {
+        if self.window_start.elapsed() >= PING_WINDOW {
+            self.window_start = Instant::now();
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count <= MAX_PINGS_PER_WINDOW
+    }
+}
+
 fn text_frame(event: &Arc<HubEvent>, audience: Audience) -> Message {
     let json = &event.frames(audience).json;
     match Utf8Bytes::try_from(json.clone()) {
@@ -361,14 +401,14 @@ impl DirectRoute for DirectEvents {
     fn serve(
         &self,
         request: RawRequest,
-        io: StallGuard<TcpStream>,
+        io: StallGuard<Connection>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         let app = self.0.clone();
         Box::pin(serve_direct_events(app, request, io))
     }
 }
 
-async fn serve_direct_events(app: HubApp, request: RawRequest, mut io: StallGuard<TcpStream>) {
+async fn serve_direct_events(app: HubApp, request: RawRequest, mut io: StallGuard<Connection>) {
     let ip = app.proxies.client_ip(request.remote.ip(), &request.headers);
     let params: StreamParams =
         serde_urlencoded::from_str(request.query().unwrap_or("")).unwrap_or(StreamParams {

@@ -62,6 +62,8 @@ pub struct HubOptions {
     pub max_streams_per_ip: usize,
     /// How long a write to a client may make no progress before it is cut off.
     pub write_stall_timeout: Duration,
+    /// Time a client has to send a complete request head.
+    pub header_read_timeout: Duration,
     /// Longest silence on a stream before a keep-alive.
     pub keepalive: Duration,
     /// WebSocket ping period; a socket that has not answered for three periods is closed.
@@ -87,6 +89,7 @@ impl HubOptions {
             max_streams: presence.max_streams as usize,
             max_streams_per_ip: presence.max_streams_per_ip as usize,
             write_stall_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),
             ws_ping: Duration::from_secs(15),
         }
