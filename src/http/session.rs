@@ -10,7 +10,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::config::Secret;
-use crate::services::auth::{self, LoginLimiter, Session, SessionStore};
+use crate::services::auth::{self, ChecksBusy, LoginLimiter, Session, SessionStore, Throttled};
+
+/// Seconds a login refused as busy is told to wait.
+const BUSY_RETRY_AFTER: u64 = 5;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "goop_admin";
@@ -46,13 +49,27 @@ impl AdminAuth {
         if !self.enabled() {
             return Err(LoginRefused::Disabled);
         }
-        if let Err(wait) = self.limiter.check(ip) {
-            tracing::warn!(client = %ip, "login rate-limited");
-            return Err(LoginRefused::TooManyAttempts { retry_after: wait });
+        match self.limiter.check(ip) {
+            Ok(()) => {}
+            Err(Throttled::Client(wait)) => {
+                tracing::warn!(client = %ip, "login rate-limited");
+                return Err(LoginRefused::TooManyAttempts { retry_after: wait });
+            }
+            Err(Throttled::Overall(wait)) => {
+                tracing::warn!(client = %ip, "login refused: too many attempts from everyone");
+                return Err(LoginRefused::TooManyAttemptsOverall { retry_after: wait });
+            }
         }
-        if !auth::check_configured_password(&self.password, password).await {
-            tracing::warn!(client = %ip, "failed login");
-            return Err(LoginRefused::WrongPassword);
+        match auth::check_configured_password(&self.password, password).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(client = %ip, "failed login");
+                return Err(LoginRefused::WrongPassword);
+            }
+            Err(ChecksBusy) => {
+                tracing::warn!(client = %ip, "login refused: password checks busy");
+                return Err(LoginRefused::Busy);
+            }
         }
         tracing::info!(client = %ip, "signed in");
         Ok(self.sessions.create())
@@ -70,9 +87,16 @@ impl AdminAuth {
 pub enum LoginRefused {
     /// No password is configured.
     Disabled,
+    /// This client's own budget is spent.
     TooManyAttempts {
         retry_after: u64,
     },
+    /// Every client's attempts together are over the overall budget.
+    TooManyAttemptsOverall {
+        retry_after: u64,
+    },
+    /// No turn to check the password came in time.
+    Busy,
     WrongPassword,
 }
 
@@ -80,7 +104,10 @@ impl LoginRefused {
     pub fn status(self) -> StatusCode {
         match self {
             LoginRefused::Disabled => StatusCode::FORBIDDEN,
-            LoginRefused::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            LoginRefused::TooManyAttempts { .. } | LoginRefused::TooManyAttemptsOverall { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            LoginRefused::Busy => StatusCode::SERVICE_UNAVAILABLE,
             LoginRefused::WrongPassword => StatusCode::UNAUTHORIZED,
         }
     }
@@ -92,13 +119,27 @@ impl LoginRefused {
             LoginRefused::TooManyAttempts { retry_after } => {
                 format!("Too many attempts. Try again in {retry_after} s.")
             }
+            LoginRefused::TooManyAttemptsOverall { retry_after } => format!(
+                "Too many sign-in attempts on this server from everyone together. \
+                 Try again in {retry_after} s."
+            ),
+            LoginRefused::Busy => {
+                "The server is checking too many passwords at once. Try again in a few seconds."
+                    .into()
+            }
             LoginRefused::WrongPassword => "Wrong password.".into(),
         }
     }
 
     /// Adds `Retry-After` when the refusal has one.
     pub fn decorate(self, mut response: Response) -> Response {
-        if let LoginRefused::TooManyAttempts { retry_after } = self {
+        let retry_after = match self {
+            LoginRefused::TooManyAttempts { retry_after }
+            | LoginRefused::TooManyAttemptsOverall { retry_after } => Some(retry_after),
+            LoginRefused::Busy => Some(BUSY_RETRY_AFTER),
+            LoginRefused::Disabled | LoginRefused::WrongPassword => None,
+        };
+        if let Some(retry_after) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, retry_after.into());

@@ -1,4 +1,5 @@
-//! Per-address bounds of the hub: a token bucket for publishes and caps on open streams.
+//! Per-address bounds of the hub: a token bucket for publishes and caps on open streams. An
+//! IPv6 client counts by its /64 ([`client_key`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,6 +10,8 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::services::client_key::client_key;
 
 /// A per-IP token bucket: `burst` publishes at once, refilled at `per_second`.
 pub struct PublishLimiter {
@@ -29,7 +32,7 @@ impl PublishLimiter {
     /// Takes a token for `ip`, or says how long until one is available.
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         self.limiter
-            .check_key(&ip)
+            .check_key(&client_key(ip))
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
@@ -79,6 +82,7 @@ impl StreamCaps {
 
     /// Reserves a slot for a stream from `ip`.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<StreamSlot, StreamRefused> {
+        let ip = client_key(ip);
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         if self.total.load(Ordering::Relaxed) >= self.max_total {
             return Err(StreamRefused::HubFull(self.max_total));
