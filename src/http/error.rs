@@ -67,6 +67,7 @@ impl From<PresenceError> for HttpError {
             | FieldTooLong { .. }
             | TooManyAddrs(_)
             | MissingTimestamp
+            | BadTimestamp(_)
             | WrongPeer { .. } => StatusCode::BAD_REQUEST,
         };
         let mut http = HttpError::new(status, error.to_string());

@@ -17,6 +17,7 @@ pub const REJECT_REASONS: &[&str] = &[
     "unsigned",
     "bad_signature",
     "missing_ts",
+    "bad_ts",
     "replay",
     "clock_skew",
     "banned",
@@ -35,7 +36,7 @@ pub struct HubMetrics {
     /// Shared with the connection loop, which cuts off clients whose writes stall.
     pub dropped_slow_subscribers: Arc<AtomicU64>,
     pub refused_streams: AtomicU64,
-    rejects: [AtomicU64; 13],
+    rejects: [AtomicU64; REJECT_REASONS.len()],
     /// Observations per bucket (not cumulative: one atomic add per observation; the
     /// Prometheus cumulative counts are summed when rendering).
     latency_buckets: [AtomicU64; 12],

@@ -348,7 +348,7 @@ impl Hub {
         }
         match presence.ts {
             Some(ts) => {
-                if signed && (ts - now_ms).abs() > MAX_CLOCK_SKEW_MS {
+                if signed && ts.abs_diff(now_ms) > MAX_CLOCK_SKEW_MS.unsigned_abs() {
                     return Err(PresenceError::ClockSkew { ts, now: now_ms });
                 }
                 if let Some((last, _)) = state.last_ts.get(&peer_id)

@@ -26,6 +26,9 @@ pub const MAX_ADDR_BYTES: usize = 256;
 pub const MAX_SHORT_FIELD_BYTES: usize = 256;
 /// How far `ts` may be from the hub's clock, in milliseconds.
 pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+/// Largest `ts`: milliseconds that a JSON number (a double) holds exactly, 2^53 − 1, so the
+/// canonical form a signature covers has one reading.
+pub const MAX_TS: i64 = (1 << 53) - 1;
 
 /// What a presence message announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +117,8 @@ pub enum PresenceError {
     MalformedSignature,
     #[error("ts is required in signed presence")]
     MissingTimestamp,
+    #[error("ts {0} is not milliseconds since 1970 (0 to 2^53 − 1)")]
+    BadTimestamp(i64),
     #[error(
         "ts {ts} is not newer than the last accepted presence of this peer ({last}); replays are refused"
     )]
@@ -140,6 +145,7 @@ impl PresenceError {
             PresenceError::Unsigned | PresenceError::Downgrade(_) => "unsigned",
             PresenceError::BadSignature(_) | PresenceError::MalformedSignature => "bad_signature",
             PresenceError::MissingTimestamp => "missing_ts",
+            PresenceError::BadTimestamp(_) => "bad_ts",
             PresenceError::Replay { .. } => "replay",
             PresenceError::ClockSkew { .. } => "clock_skew",
             PresenceError::Banned { .. } => "banned",
@@ -296,6 +302,11 @@ impl Presence {
                     max,
                 });
             }
+        }
+        if let Some(ts) = self.ts
+            && !(0..=MAX_TS).contains(&ts)
+        {
+            return Err(PresenceError::BadTimestamp(ts));
         }
         if self.peer_id.len() > MAX_SHORT_FIELD_BYTES {
             return Err(PresenceError::FieldTooLong {

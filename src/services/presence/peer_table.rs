@@ -345,7 +345,9 @@ impl TableTask {
         if source == Source::Gossip && ts != 0 {
             // The peer's own word, in its own order: only something newer and fresh is news.
             let newest = self.live.get(&presence.peer_id).map_or(0, |l| l.gossip_ts);
-            if ts <= newest || (ts - crate::services::hub::unix_ms()).abs() > MAX_GOSSIP_SKEW_MS {
+            if ts <= newest
+                || ts.abs_diff(crate::services::hub::unix_ms()) > MAX_GOSSIP_SKEW_MS.unsigned_abs()
+            {
                 return;
             }
         }
