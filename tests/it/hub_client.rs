@@ -543,7 +543,10 @@ async fn a_ban_is_shown_with_its_end_and_logged_once() {
         "{:?}",
         status.borrow()
     );
-    hub.hub().ban(peer, Duration::from_secs(3600));
+    hub.hub()
+        .ban(peer, Duration::from_secs(3600))
+        .await
+        .unwrap();
     let refused = async || status.borrow().refused.clone();
     assert!(eventually(WAIT, async || refused().await.is_some()).await);
     // Many heartbeats later the hub still refuses; the log said so once.

@@ -220,12 +220,13 @@ async fn ban_peer(
     check_csrf(&session, &form.csrf)?;
     let peer = parse_peer(&form.peer_id)?;
     let minutes = form.minutes.unwrap_or(60).clamp(1, 366 * 24 * 60);
-    app.hub.ban(peer, Duration::from_secs(minutes * 60));
-    Ok(back_with(
-        &app,
-        &session,
-        format!("Banned {peer} for {minutes} min."),
-    ))
+    let notice = match app.hub.ban(peer, Duration::from_secs(minutes * 60)).await {
+        Ok(()) => format!("Banned {peer} for {minutes} min."),
+        Err(problem) => {
+            format!("Banned {peer} for {minutes} min, but only until the hub restarts: {problem}.")
+        }
+    };
+    Ok(back_with(&app, &session, notice))
 }
 
 async fn unban_peer(
@@ -235,10 +236,12 @@ async fn unban_peer(
 ) -> Result<Response, HttpError> {
     check_csrf(&session, &form.csrf)?;
     let peer = parse_peer(&form.peer_id)?;
-    let notice = if app.hub.unban(&peer) {
-        format!("Lifted the ban on {peer}.")
-    } else {
-        format!("{peer} was not banned.")
+    let notice = match app.hub.unban(&peer).await {
+        Ok(true) => format!("Lifted the ban on {peer}."),
+        Ok(false) => format!("{peer} was not banned."),
+        Err(problem) => format!(
+            "Lifted the ban on {peer} until the hub restarts; it comes back then: {problem}."
+        ),
     };
     Ok(back_with(&app, &session, notice))
 }

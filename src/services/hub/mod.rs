@@ -562,19 +562,15 @@ impl Hub {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Removes a peer and refuses its publishes for `duration`.
-    pub fn ban(&self, peer_id: PeerId, duration: Duration) {
+    /// Removes a peer and refuses its publishes for `duration`. Returns once the ban is in the
+    /// database (when the hub has one), or with why it is not: then it holds until a restart.
+    pub async fn ban(&self, peer_id: PeerId, duration: Duration) -> Result<(), String> {
         let gone = {
             let mut state = self.lock();
             state
                 .bans
                 .insert(peer_id, Ban::until(Instant::now() + duration));
-            let gone = self.remove_peer(&mut state, &peer_id);
-            self.persist(|| PeerWrite::Ban {
-                peer_id: peer_id.to_base58(),
-                until_ms: unix_ms() + duration.as_millis() as i64,
-            });
-            gone
+            self.remove_peer(&mut state, &peer_id)
         };
         tracing::info!(
             peer = %short_peer_id(&peer_id.to_base58()),
@@ -582,18 +578,32 @@ impl Hub {
             duration = %humantime::format_duration(duration),
             "peer banned"
         );
+        self.persist_durably(PeerWrite::Ban {
+            peer_id: peer_id.to_base58(),
+            until_ms: unix_ms() + duration.as_millis() as i64,
+        })
+        .await
     }
 
-    /// Lifts a ban. Returns false if the peer was not banned.
-    pub fn unban(&self, peer_id: &PeerId) -> bool {
+    /// Lifts a ban. Returns whether the peer was banned, once the change is in the database
+    /// (when the hub has one), or why it is not.
+    pub async fn unban(&self, peer_id: &PeerId) -> Result<bool, String> {
         let lifted = self.lock().bans.remove(peer_id).is_some();
-        self.persist(|| PeerWrite::Unban {
-            peer_id: peer_id.to_base58(),
-        });
         if lifted {
             tracing::info!(peer = %short_peer_id(&peer_id.to_base58()), "ban lifted");
         }
-        lifted
+        self.persist_durably(PeerWrite::Unban {
+            peer_id: peer_id.to_base58(),
+        })
+        .await?;
+        Ok(lifted)
+    }
+
+    async fn persist_durably(&self, write: PeerWrite) -> Result<(), String> {
+        match self.inner.persistence.get() {
+            Some(persistence) => persistence.write_durably(write).await,
+            None => Ok(()),
+        }
     }
 
     /// Current bans with their remaining time.

@@ -61,6 +61,16 @@ impl Persistence {
         }
     }
 
+    /// Queues a change, waiting for room, and returns once it is committed: for changes an
+    /// administrator is told are done (bans), which must not be dropped like a heartbeat.
+    pub async fn write_durably(&self, write: PeerWrite) -> Result<(), String> {
+        if self.queue.send(Queued::Write(write)).await.is_err() {
+            return Err("the peer database writer has stopped".into());
+        }
+        self.flush().await;
+        self.health()
+    }
+
     /// Waits until every change queued so far is committed (or the writer has given up).
     pub async fn flush(&self) {
         let (done, committed) = oneshot::channel();

@@ -192,8 +192,13 @@ impl TemplateStore {
                 if let Some(parent) = target.parent() {
                     fs::create_dir_all(parent)?;
                 }
-                fs::File::create(&target)?.write_all(bytes)?;
+                let mut file = fs::File::create(&target)?;
+                file.write_all(bytes)?;
+                file.sync_all()?;
             }
+            // An upload is acknowledged only once it would survive a crash: the files above,
+            // the directories that name them, and (below) the rename into place.
+            sync_directories(&staging)?;
             let target = self.dir.join(&name);
             let old = self
                 .dir
@@ -203,6 +208,7 @@ impl TemplateStore {
                 fs::rename(&target, &old)?;
             }
             fs::rename(&staging, &target)?;
+            fs::File::open(&self.dir)?.sync_all()?;
             if replaced {
                 fs::remove_dir_all(&old)?;
             }
@@ -227,7 +233,13 @@ impl TemplateStore {
         if !path.is_dir() {
             return Err(TemplateError::NotFound(name.to_owned()));
         }
-        fs::remove_dir_all(&path)?;
+        // Out of the listing at once and for good, then removed at leisure.
+        let doomed = self
+            .dir
+            .join(format!(".old-{}", crate::services::auth::random_token()));
+        fs::rename(&path, &doomed)?;
+        fs::File::open(&self.dir)?.sync_all()?;
+        fs::remove_dir_all(&doomed)?;
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -235,6 +247,21 @@ impl TemplateStore {
         tracing::info!(template = %name, "template deleted");
         Ok(())
     }
+}
+
+/// Syncs `root` and every directory under it, so the entries written in them are durable.
+fn sync_directories(root: &Path) -> std::io::Result<()> {
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+        fs::File::open(&dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn valid_name(name: &str) -> bool {
