@@ -8,10 +8,10 @@ use goop2::store::peer::PeerStore;
 use serde_json::{Value, json};
 
 const ME: &str = "12D3KooWOwnerOwnerOwnerOwnerOwnerOwnerOwnerOwner";
-const BOB: &str = "12D3KooWBobBobBobBobBobBobBobBobBobBobBobBobBob";
+pub const BOB: &str = "12D3KooWBobBobBobBobBobBobBobBobBobBobBobBobBob";
 const CAROL: &str = "12D3KooWCarolCarolCarolCarolCarolCarolCarolCa";
 
-async fn service() -> (DataService, tempfile::TempDir) {
+pub async fn service() -> (DataService, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = PeerStore::open(&dir.path().join("data.db")).await.unwrap();
     let (_tx, own_email) = tokio::sync::watch::channel("owner@example.org".to_owned());
@@ -35,15 +35,15 @@ fn request(value: Value) -> DataRequest {
     serde_json::from_value(value).unwrap()
 }
 
-async fn run(data: &DataService, caller: &Caller, value: Value) -> Result<Value, DataError> {
+pub async fn run(data: &DataService, caller: &Caller, value: Value) -> Result<Value, DataError> {
     data.handle(caller, request(value)).await
 }
 
-fn peer(id: &str) -> Caller {
+pub fn peer(id: &str) -> Caller {
     Caller::Peer(id.into())
 }
 
-async fn notes_table(data: &DataService, access: Value) {
+pub async fn notes_table(data: &DataService, access: Value) {
     run(
         data,
         &Caller::Owner,

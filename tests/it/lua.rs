@@ -15,7 +15,7 @@ fn caller(id: &str, owner: bool) -> LuaCaller {
     }
 }
 
-fn write(dir: &Path, name: &str, source: &str) {
+pub fn write(dir: &Path, name: &str, source: &str) {
     let functions = dir.join("functions");
     std::fs::create_dir_all(&functions).unwrap();
     std::fs::write(functions.join(format!("{name}.lua")), source).unwrap();

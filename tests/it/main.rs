@@ -28,5 +28,6 @@ mod netns;
 mod node;
 mod peer;
 mod peer_table;
+mod probes;
 mod support;
 mod viewer;
