@@ -65,7 +65,7 @@ async fn malformed_presence_bodies_are_refused_and_add_no_one() {
         ("string", b"\"online\"".to_vec()),
         ("empty object", b"{}".to_vec()),
         ("deep nesting", deep.into_bytes()),
-        ("truncated", good.to_string()[..40].as_bytes().to_vec()),
+        ("truncated", good.to_string().as_bytes()[..40].to_vec()),
         (
             "bom",
             [b"\xEF\xBB\xBF".as_slice(), good.to_string().as_bytes()].concat(),
