@@ -251,6 +251,14 @@ impl SessionStore {
         }
     }
 
+    /// True while the session lives, without counting this as use (for long-lived streams,
+    /// which must not keep a session alive by themselves).
+    pub fn is_live(&self, token: &str) -> bool {
+        self.lock()
+            .get(token)
+            .is_some_and(|entry| entry.used.elapsed() < SESSION_IDLE)
+    }
+
     pub fn remove(&self, token: &str) {
         self.lock().remove(token);
     }

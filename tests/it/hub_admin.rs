@@ -52,7 +52,7 @@ async fn admin_get(hub: &TestHub, cookie: &str, path: &str) -> reqwest::Response
         .unwrap()
 }
 
-async fn admin_post(
+pub async fn admin_post(
     hub: &TestHub,
     cookie: &str,
     path: &str,

@@ -214,3 +214,47 @@ async fn another_instance_keeps_the_email_for_its_admin_and_from_its_public() {
     let mut admin = SseClient::connect_with(&url, &[("Cookie", &cookie)]).await;
     assert_full(&message_about(&mut admin, "Alice").await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_an_admin_opened_carry_no_emails_once_the_admin_signs_out() {
+    let hub = hub_with_admin().await;
+    let (cookie, csrf) = sign_in(&hub).await;
+    let mut alice = TestPeer::new();
+    let mut sse = SseClient::connect_with(
+        &format!("{}/events?changes=1", hub.url),
+        &[("Cookie", cookie.as_str())],
+    )
+    .await;
+    let watcher = TestPeer::new();
+    let mut request = format!("ws://{}/ws?peer_id={}", hub.addr, watcher.id)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Cookie", cookie.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut next_on_socket = async |label: &str| loop {
+        let frame = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("a frame in time")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = frame {
+            let message: Value = serde_json::from_str(&text).unwrap();
+            if message["content"] == label {
+                return message;
+            }
+        }
+    };
+
+    publish(&hub, &mut alice, PresenceType::Online, "Signed in", true).await;
+    assert_full(&message_about(&mut sse, "Signed in").await);
+    assert_full(&next_on_socket("Signed in").await);
+
+    let out =
+        crate::hub_admin::admin_post(&hub, &cookie, "/admin/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status().as_u16(), 303);
+    publish(&hub, &mut alice, PresenceType::Update, "Signed out", true).await;
+    assert_public(&message_about(&mut sse, "Signed out").await);
+    assert_public(&next_on_socket("Signed out").await);
+}

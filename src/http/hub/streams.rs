@@ -3,7 +3,8 @@
 //! Both start with a snapshot of the peers online (or, for a reconnecting SSE client whose
 //! `Last-Event-ID` is still in the ring, exactly the events it missed), then forward live events.
 //! Frames are the bytes the hub serialized once; a stream that falls behind is closed. Only a
-//! request with a live admin session gets the frames with emails.
+//! request with a live admin session gets the frames with emails, and only while that session
+//! lives: after the admin signs out, the same stream carries public frames.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -32,6 +33,7 @@ use super::HubApp;
 use crate::http::client_ip::ClientIp;
 use crate::http::error::HttpError;
 use crate::http::server::{Connection, DirectRoute, RawRequest};
+use crate::http::session::AdminAuth;
 use crate::http::stall::StallGuard;
 use crate::services::hub::limits::StreamSlot;
 use crate::services::hub::presence::{MAX_BODY_BYTES, Presence, PresenceError};
@@ -65,11 +67,32 @@ impl StreamParams {
     }
 }
 
-/// A request with a live admin session sees emails; everybody else sees the public frames.
-fn audience(app: &HubApp, headers: &HeaderMap) -> Audience {
-    match app.admin.session_from(headers) {
-        Some(_) => Audience::Admin,
-        None => Audience::Public,
+/// Who is watching a stream: a request with a live admin session sees emails, everybody else the
+/// public frames. The session is checked again before each event, so a stream opened by an
+/// admin who has since signed out (or whose session expired) carries public frames from then on.
+#[derive(Clone)]
+struct Viewer {
+    admin: Option<(AdminAuth, String)>,
+}
+
+impl Viewer {
+    fn of(app: &HubApp, headers: &HeaderMap) -> Self {
+        let admin = app
+            .admin
+            .session_from(headers)
+            .map(|session| (app.admin.clone(), session.token));
+        Viewer { admin }
+    }
+
+    fn audience(&mut self) -> Audience {
+        match &self.admin {
+            Some((auth, token)) if auth.sessions.is_live(token) => Audience::Admin,
+            Some(_) => {
+                self.admin = None;
+                Audience::Public
+            }
+            None => Audience::Public,
+        }
     }
 }
 
@@ -88,7 +111,7 @@ async fn stream_events(
     let body = Body::from_stream(sse_frames(
         app.hub.clone(),
         subscription,
-        audience(&app, &headers),
+        Viewer::of(&app, &headers),
         slot,
     ));
     let mut response = body.into_response();
@@ -104,7 +127,7 @@ async fn stream_events(
 
 struct SseStream {
     hub: Hub,
-    audience: Audience,
+    viewer: Viewer,
     pending: VecDeque<Bytes>,
     subscription: Subscription,
     finished: bool,
@@ -114,7 +137,7 @@ struct SseStream {
 fn sse_frames(
     hub: Hub,
     subscription: Subscription,
-    audience: Audience,
+    mut viewer: Viewer,
     slot: StreamSlot,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
     let mut pending = VecDeque::with_capacity(subscription.initial.len() + 2);
@@ -126,6 +149,7 @@ fn sse_frames(
             hub.epoch()
         )));
     }
+    let audience = viewer.audience();
     pending.extend(
         subscription
             .initial
@@ -138,7 +162,7 @@ fn sse_frames(
     }
     let state = SseStream {
         hub,
-        audience,
+        viewer,
         pending,
         subscription,
         finished,
@@ -166,7 +190,7 @@ async fn next_sse_frame(s: &mut SseStream) -> Option<Bytes> {
     match s.subscription.live.recv().await {
         Ok(Signal::Event(event)) => {
             s.hub.metrics().observe_fanout(event.accepted_at.elapsed());
-            Some(event.frames(s.audience).sse.clone())
+            Some(event.frames(s.viewer.audience()).sse.clone())
         }
         Ok(Signal::KeepAlive) => Some(Bytes::from_static(KEEPALIVE_FRAME)),
         Ok(Signal::Shutdown) => {
@@ -215,7 +239,7 @@ async fn open_websocket(
     let subscription = app
         .hub
         .subscribe(params.last_event_id.as_deref(), params.changes_only());
-    let audience = audience(&app, &headers);
+    let viewer = Viewer::of(&app, &headers);
     Ok(upgrade
         .max_message_size(MAX_BODY_BYTES)
         .max_frame_size(MAX_BODY_BYTES)
@@ -227,7 +251,7 @@ async fn open_websocket(
                 hub: app.hub,
                 ip,
                 peer_id,
-                audience,
+                viewer,
                 _slot: slot,
             };
             session.run(socket, subscription).await;
@@ -238,17 +262,17 @@ struct WsSession {
     hub: Hub,
     ip: IpAddr,
     peer_id: PeerId,
-    audience: Audience,
+    viewer: Viewer,
     _slot: StreamSlot,
 }
 
 impl WsSession {
-    async fn run(self, mut socket: WebSocket, mut subscription: Subscription) {
+    async fn run(mut self, mut socket: WebSocket, mut subscription: Subscription) {
         let session = self.hub.next_session_id();
         let mut published = false;
         for event in std::mem::take(&mut subscription.initial) {
             if socket
-                .send(text_frame(&event, self.audience))
+                .send(text_frame(&event, self.viewer.audience()))
                 .await
                 .is_err()
             {
@@ -297,7 +321,8 @@ impl WsSession {
                 event = subscription.live.recv() => match event {
                     Ok(Signal::Event(event)) => {
                         self.hub.metrics().observe_fanout(event.accepted_at.elapsed());
-                        if socket.send(text_frame(&event, self.audience)).await.is_err() {
+                        let frame = text_frame(&event, self.viewer.audience());
+                        if socket.send(frame).await.is_err() {
                             break None;
                         }
                     }
@@ -439,9 +464,9 @@ async fn serve_direct_events(app: HubApp, request: RawRequest, mut io: StallGuar
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .or(params.last_event_id.as_deref());
-    let audience = audience(&app, &request.headers);
+    let viewer = Viewer::of(&app, &request.headers);
     let subscription = app.hub.subscribe(last_event_id, params.changes_only());
-    let frames = sse_frames(app.hub.clone(), subscription, audience, slot);
+    let frames = sse_frames(app.hub.clone(), subscription, viewer, slot);
     tokio::pin!(frames);
     // The body ends when the connection closes, as HTTP/1.1 allows without a length.
     let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
