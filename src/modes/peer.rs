@@ -143,6 +143,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             mdns: true,
             mdns_tag: config.p2p.mdns_tag.clone(),
             presence_topic: config.presence.topic.clone(),
+            limits: Default::default(),
         },
         served,
     )

@@ -26,6 +26,7 @@ mod lua_console;
 mod lua_http;
 mod netns;
 mod node;
+mod node_budget;
 mod peer;
 mod peer_table;
 mod probes;

@@ -2,13 +2,15 @@
 //! it commands over a bounded channel and gets answers on oneshots; what the network says comes
 //! out on a bounded event channel. Dropping every handle stops the node.
 //!
-//! Transports: TCP and QUIC, Noise, Yamux; connections bounded in total, per peer and while
-//! pending, and closed after a minute idle. Behaviours: Identify (its protocol version carries
+//! Transports: TCP and QUIC, Noise, Yamux; connections bounded in total, inbound (keeping room
+//! for the node's own dials), per peer, while pending, and per address ([`budget`]), and closed
+//! after a minute idle. Behaviours: Identify (its protocol version carries
 //! the `p2p.mdns_tag`, and peers announcing another tag are disconnected), Ping, mDNS, and
 //! GossipSub for presence — where a message is delivered only if it is signed by the key of the
 //! `peerId` it names (the hub's rules for signatures and bounds). The `/goop/*` stream
 //! protocols live in [`protocols`].
 
+pub mod budget;
 pub mod protocols;
 mod resubscribe;
 
@@ -33,10 +35,6 @@ const COMMAND_QUEUE: usize = 256;
 const EVENT_QUEUE: usize = 1024;
 /// How long an idle connection stays open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Connection bounds: in total, per peer, and half-open ones each way.
-const MAX_CONNECTIONS: u32 = 512;
-const MAX_CONNECTIONS_PER_PEER: u32 = 4;
-const MAX_PENDING: u32 = 64;
 /// Connections to one peer opened closer together than this are two dials that crossed.
 const CROSSING_DIALS: Duration = Duration::from_secs(2);
 
@@ -51,6 +49,8 @@ pub struct NodeOptions {
     pub mdns_tag: String,
     /// The GossipSub topic of presence messages.
     pub presence_topic: String,
+    /// Connection bounds, in total and per address.
+    pub limits: budget::NodeLimits,
 }
 
 /// What the network reports.
@@ -89,6 +89,7 @@ pub struct PeerDetails {
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     limits: libp2p::connection_limits::Behaviour,
+    budget: budget::AddressBudget,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     gossipsub: resubscribe::Resubscribing,
@@ -126,6 +127,7 @@ impl Node {
         let peer_id = keypair.public().to_peer_id();
         let tag = options.mdns_tag.clone();
         let mdns_enabled = options.mdns;
+        let node_limits = options.limits;
         let mut swarm = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -153,13 +155,11 @@ impl Node {
                 } else {
                     None
                 };
-                let limits = libp2p::connection_limits::ConnectionLimits::default()
-                    .with_max_established(Some(MAX_CONNECTIONS))
-                    .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
-                    .with_max_pending_incoming(Some(MAX_PENDING))
-                    .with_max_pending_outgoing(Some(MAX_PENDING));
                 Ok(Behaviour {
-                    limits: libp2p::connection_limits::Behaviour::new(limits),
+                    limits: libp2p::connection_limits::Behaviour::new(
+                        node_limits.connection_limits(),
+                    ),
+                    budget: budget::AddressBudget::new(node_limits.per_address),
                     identify: identify::Behaviour::new(
                         identify::Config::new(protocol_version(&tag), key.public())
                             .with_agent_version(format!("goop2/{}", env!("CARGO_PKG_VERSION"))),
