@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 use goop2::services::node::protocols::Served;
 use goop2::services::node::{Node, NodeEvent, NodeOptions};
+use libp2p::core::muxing::StreamMuxerExt;
 use libp2p::core::upgrade::OutboundConnectionUpgrade;
 use libp2p::{Multiaddr, PeerId, noise, yamux};
 use libp2p_identity::Keypair;
@@ -97,8 +98,20 @@ where
 /// A full libp2p connection (Noise, Yamux) from 127.0.0.2 under a fresh identity, kept open
 /// for as long as the returned value lives.
 async fn identity_from_attacker(to: std::net::SocketAddr) -> Option<impl Sized> {
+    identity_from(2, to).await
+}
+
+/// A libp2p connection from 127.0.0.`host` under a fresh identity.
+async fn identity_from(
+    host: u8,
+    to: std::net::SocketAddr,
+) -> Option<libp2p::yamux::Muxer<impl futures_util::AsyncRead + futures_util::AsyncWrite + Unpin>> {
     let key = Keypair::generate_ed25519();
-    let mut stream = from_attacker(to).await.ok()?.compat();
+    let socket = TcpSocket::new_v4().ok()?;
+    socket
+        .bind(format!("127.0.0.{host}:0").parse().unwrap())
+        .ok()?;
+    let mut stream = socket.connect(to).await.ok()?.compat();
     let attempt = async {
         negotiate(&mut stream, "/noise").await?;
         let (_, mut secured) = noise::Config::new(&key)
@@ -118,7 +131,8 @@ async fn identity_from_attacker(to: std::net::SocketAddr) -> Option<impl Sized> 
         .flatten()
 }
 
-/// Whether `visitor` (on 127.0.0.1) gets connected to `victim` within `WAIT`.
+/// Whether `visitor` (on 127.0.0.1) gets connected to `victim` within `WAIT` (three times that
+/// while a crowd's handshakes may still keep the node busy).
 async fn connects(visitor: &Node, victim: &Node, victim_addr: std::net::SocketAddr) -> bool {
     let addr: Multiaddr = format!(
         "/ip4/{}/tcp/{}/p2p/{}",
@@ -130,7 +144,7 @@ async fn connects(visitor: &Node, victim: &Node, victim_addr: std::net::SocketAd
     .unwrap();
     let _ = visitor.dial(addr).await;
     let visitor_id: PeerId = visitor.peer_id();
-    eventually(WAIT, async || {
+    eventually(3 * WAIT, async || {
         victim
             .connected_peers()
             .await
@@ -194,4 +208,109 @@ async fn a_crowd_of_identities_from_one_address_does_not_take_every_slot() {
         "the victim could not dial out beside the crowd"
     );
     drop(crowd);
+}
+
+/// Connects from 127.0.0.`host` and holds `count` negotiated `/goop/data` streams without a
+/// word, until the task is aborted. Says how many streams it got to hold.
+async fn hold_data_streams(
+    host: u8,
+    to: std::net::SocketAddr,
+    count: usize,
+) -> (tokio::task::JoinHandle<()>, usize) {
+    let Some(mut muxer) = identity_from(host, to).await else {
+        return (tokio::spawn(async {}), 0);
+    };
+    let (held, holding) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        // While the connection is driven, open, negotiate and keep `count` streams one after
+        // another, leaving the node time to take each (it drops a stream that arrives while it
+        // is still taking the last one).
+        let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel(count.max(1));
+        let mut requests = count;
+        let opener = async {
+            let mut streams = Vec::new();
+            for _ in 0..count {
+                let Some(stream) = opened_rx.recv().await else {
+                    break;
+                };
+                let mut stream: libp2p::yamux::Stream = stream;
+                if negotiate(&mut stream, "/goop/data/1.0.0").await.is_some() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    streams.push(stream);
+                }
+            }
+            // Still open means the node kept it: a reset one reads an error at once.
+            let mut alive = 0;
+            for stream in &mut streams {
+                let mut byte = [0u8; 1];
+                let read = tokio::time::timeout(
+                    Duration::from_millis(20),
+                    futures_util::AsyncReadExt::read(stream, &mut byte),
+                );
+                if read.await.is_err() {
+                    alive += 1;
+                }
+            }
+            let _ = held.send(alive);
+            std::future::pending::<()>().await;
+            drop(streams);
+        };
+        let open_all = std::future::poll_fn(|cx| {
+            while requests > 0 {
+                match muxer.poll_outbound_unpin(cx) {
+                    std::task::Poll::Ready(Ok(stream)) => {
+                        requests -= 1;
+                        let _ = opened_tx.try_send(stream);
+                    }
+                    std::task::Poll::Ready(Err(_)) => requests = 0,
+                    std::task::Poll::Pending => break,
+                }
+            }
+            while let std::task::Poll::Ready(Ok(_)) = muxer.poll_unpin(cx) {}
+            std::task::Poll::<()>::Pending
+        });
+        tokio::select! {
+            _ = opener => {}
+            _ = open_all => {}
+        }
+    });
+    let count = tokio::time::timeout(WAIT, holding)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    (task, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_of_two_hosts_holding_streams_leave_room_for_others() {
+    let (victim, _events) = start([127, 0, 0, 1]).await;
+    let victim_addr = tcp_socket_addr(&victim).await;
+    let victim_id = victim.peer_id();
+    // 16 identities on each of two hosts (as many as each host may connect), each holding
+    // eight data streams open without a word: 256 streams, every slot the node has.
+    let mut crowd = Vec::new();
+    let mut held = 0;
+    for host in [2u8, 3] {
+        for _ in 0..16 {
+            let (task, count) = hold_data_streams(host, victim_addr, 8).await;
+            crowd.push(task);
+            held += count;
+        }
+    }
+    // Each host keeps its share of the node's streams, and no more.
+    assert_eq!(held, 64, "streams the two hosts hold");
+
+    let (visitor, _visitor_events) = start([127, 0, 0, 1]).await;
+    assert!(connects(&visitor, &victim, victim_addr).await);
+    let label = tokio::time::timeout(WAIT, visitor.fetch_content(victim_id))
+        .await
+        .expect("an answer in time");
+    assert_eq!(
+        label.expect("the visitor is served beside the crowd"),
+        "victim"
+    );
+    for task in crowd {
+        task.abort();
+    }
 }

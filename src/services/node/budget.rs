@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use libp2p::core::Endpoint;
@@ -91,19 +92,56 @@ pub struct OverBudget {
     what: &'static str,
 }
 
+/// The address each peer that connected to us came from (IPv4 address or IPv6 /64), while it
+/// has an inbound connection open: what the stream protocols charge its streams to. A peer we
+/// dialled ourselves has no entry. Cloning shares the map.
+#[derive(Clone, Default)]
+pub struct PeerAddresses(Arc<Mutex<HashMap<PeerId, (IpAddr, usize)>>>);
+
+impl PeerAddresses {
+    /// The address `peer`'s inbound connections come from, if it has one open.
+    pub fn of(&self, peer: &PeerId) -> Option<IpAddr> {
+        self.lock().get(peer).map(|(address, _)| *address)
+    }
+
+    fn opened(&self, peer: PeerId, address: IpAddr) {
+        let mut map = self.lock();
+        let entry = map.entry(peer).or_insert((address, 0));
+        // The newest inbound connection names the address.
+        entry.0 = address;
+        entry.1 += 1;
+    }
+
+    fn closed(&self, peer: &PeerId) {
+        let mut map = self.lock();
+        if let Some(entry) = map.get_mut(peer) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                map.remove(peer);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, (IpAddr, usize)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Counts inbound connections per address and refuses past [`AddressLimits`].
 pub struct AddressBudget {
     limits: AddressLimits,
-    /// The address each counted connection is charged to, and whether it is established.
-    connections: HashMap<ConnectionId, (IpAddr, bool)>,
+    peers: PeerAddresses,
+    /// The address each counted connection is charged to, its peer once established.
+    connections: HashMap<ConnectionId, (IpAddr, Option<PeerId>)>,
     pending: HashMap<IpAddr, usize>,
     established: HashMap<IpAddr, usize>,
 }
 
 impl AddressBudget {
-    pub fn new(limits: AddressLimits) -> Self {
+    pub fn new(limits: AddressLimits, peers: PeerAddresses) -> Self {
         AddressBudget {
             limits,
+            peers,
             connections: HashMap::new(),
             pending: HashMap::new(),
             established: HashMap::new(),
@@ -111,13 +149,15 @@ impl AddressBudget {
     }
 
     fn release(&mut self, connection: ConnectionId) {
-        let Some((address, established)) = self.connections.remove(&connection) else {
+        let Some((address, peer)) = self.connections.remove(&connection) else {
             return;
         };
-        let counts = if established {
-            &mut self.established
-        } else {
-            &mut self.pending
+        let counts = match peer {
+            Some(peer) => {
+                self.peers.closed(&peer);
+                &mut self.established
+            }
+            None => &mut self.pending,
         };
         if let Some(count) = counts.get_mut(&address) {
             *count -= 1;
@@ -160,7 +200,7 @@ impl NetworkBehaviour for AddressBudget {
             }));
         }
         *self.pending.entry(address).or_insert(0) += 1;
-        self.connections.insert(connection_id, (address, false));
+        self.connections.insert(connection_id, (address, None));
         Ok(())
     }
 
@@ -201,13 +241,16 @@ impl NetworkBehaviour for AddressBudget {
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
             FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                peer_id,
                 connection_id,
                 endpoint,
                 ..
             }) if endpoint.is_listener() => {
                 if let Some(address) = address_of(endpoint.get_remote_address()).map(client_key) {
                     *self.established.entry(address).or_insert(0) += 1;
-                    self.connections.insert(connection_id, (address, true));
+                    self.connections
+                        .insert(connection_id, (address, Some(peer_id)));
+                    self.peers.opened(peer_id, address);
                 }
             }
             FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. })

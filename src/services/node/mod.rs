@@ -128,6 +128,8 @@ impl Node {
         let tag = options.mdns_tag.clone();
         let mdns_enabled = options.mdns;
         let node_limits = options.limits;
+        let peer_addresses = budget::PeerAddresses::default();
+        let budget_addresses = peer_addresses.clone();
         let mut swarm = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -159,7 +161,7 @@ impl Node {
                     limits: libp2p::connection_limits::Behaviour::new(
                         node_limits.connection_limits(),
                     ),
-                    budget: budget::AddressBudget::new(node_limits.per_address),
+                    budget: budget::AddressBudget::new(node_limits.per_address, budget_addresses),
                     identify: identify::Behaviour::new(
                         identify::Config::new(protocol_version(&tag), key.public())
                             .with_agent_version(format!("goop2/{}", env!("CARGO_PKG_VERSION"))),
@@ -175,7 +177,7 @@ impl Node {
             .build();
 
         let control = swarm.behaviour().stream.new_control();
-        protocols::serve(control.clone(), served)?;
+        protocols::serve(control.clone(), served, peer_addresses)?;
         let topic = IdentTopic::new(options.presence_topic.clone());
         swarm
             .behaviour_mut()

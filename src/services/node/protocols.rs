@@ -12,6 +12,7 @@
 //! that stops reading or writing holds nothing for long.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::compat::{FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt};
 
+use crate::services::node::budget::PeerAddresses;
 use crate::services::site::{MAX_FILE_BYTES, Site};
 
 pub const SITE: StreamProtocol = StreamProtocol::new("/goop/site/1.0.0");
@@ -41,6 +43,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONCURRENT_STREAMS: usize = 256;
 /// Streams of one protocol served at once to one peer.
 const STREAMS_PER_PEER: usize = 8;
+/// Streams at once from the peers of one address (IPv4 address or IPv6 /64), all protocols
+/// together: a crowd of identities on one host gets this share, not every slot.
+const STREAMS_PER_ADDRESS: usize = 32;
 /// Idle data streams kept open per peer on the calling side (the serving side closes them after
 /// [`DATA_IDLE_TIMEOUT`]; the caller lets go earlier).
 const POOLED_PER_PEER: usize = CALLER_SLOTS;
@@ -67,13 +72,17 @@ pub struct Served {
     pub data: Option<crate::services::data::DataService>,
 }
 
-/// Starts the accept loops of every protocol on `control`.
-pub fn serve(mut control: Control, served: Served) -> anyhow::Result<()> {
+/// Starts the accept loops of every protocol on `control`; `addresses` says where each peer
+/// that connected to us came from, for the per-address stream budget.
+pub fn serve(mut control: Control, served: Served, addresses: PeerAddresses) -> anyhow::Result<()> {
     let total = Arc::new(Semaphore::new(CONCURRENT_STREAMS));
-    // One per-peer count per protocol, one total for all.
+    let by_address = Arc::default();
+    // One per-peer count per protocol; one per-address count and one total for all.
     let permits = || Permits {
         total: total.clone(),
         per_peer: Arc::default(),
+        addresses: addresses.clone(),
+        by_address: Arc::clone(&by_address),
     };
     let site = control.accept(SITE)?;
     let content = control.accept(CONTENT)?;
@@ -90,41 +99,70 @@ pub fn serve(mut control: Control, served: Served) -> anyhow::Result<()> {
 #[derive(Clone)]
 struct Permits {
     total: Arc<Semaphore>,
-    per_peer: Arc<std::sync::Mutex<HashMap<PeerId, usize>>>,
+    per_peer: Counts<PeerId>,
+    addresses: PeerAddresses,
+    by_address: Counts<IpAddr>,
 }
+
+type Counts<K> = Arc<std::sync::Mutex<HashMap<K, usize>>>;
 
 /// One admitted stream; its place is given back on drop.
 struct Permit {
     _total: tokio::sync::OwnedSemaphorePermit,
     peer: PeerId,
-    per_peer: Arc<std::sync::Mutex<HashMap<PeerId, usize>>>,
+    per_peer: Counts<PeerId>,
+    address: Option<(IpAddr, Counts<IpAddr>)>,
+}
+
+/// Takes one from `key`'s count if it is under `limit`.
+fn take<K: std::hash::Hash + Eq>(counts: &Counts<K>, key: K, limit: usize) -> bool {
+    let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+    let count = counts.entry(key).or_default();
+    if *count >= limit {
+        return false;
+    }
+    *count += 1;
+    true
+}
+
+/// Gives one back to `key`'s count.
+fn give_back<K: std::hash::Hash + Eq>(counts: &Counts<K>, key: &K) {
+    let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(count) = counts.get_mut(key) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(key);
+        }
+    }
 }
 
 impl Permits {
     fn admit(&self, peer: PeerId) -> Option<Permit> {
         let total = self.total.clone().try_acquire_owned().ok()?;
-        let mut counts = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(peer).or_default();
-        if *count >= STREAMS_PER_PEER {
+        if !take(&self.per_peer, peer, STREAMS_PER_PEER) {
             return None;
         }
-        *count += 1;
+        let address = self.addresses.of(&peer);
+        if let Some(address) = address
+            && !take(&self.by_address, address, STREAMS_PER_ADDRESS)
+        {
+            give_back(&self.per_peer, &peer);
+            return None;
+        }
         Some(Permit {
             _total: total,
             peer,
             per_peer: self.per_peer.clone(),
+            address: address.map(|a| (a, self.by_address.clone())),
         })
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut counts = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.peer) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.peer);
-            }
+        give_back(&self.per_peer, &self.peer);
+        if let Some((address, counts)) = &self.address {
+            give_back(counts, address);
         }
     }
 }
