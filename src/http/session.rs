@@ -52,11 +52,19 @@ impl AdminAuth {
         match self.limiter.check(ip) {
             Ok(()) => {}
             Err(Throttled::Client(wait)) => {
-                tracing::warn!(client = %ip, "login rate-limited");
+                if let Some(unlogged) = self.limiter.report_refusal() {
+                    tracing::warn!(client = %ip, unlogged, "login rate-limited");
+                }
                 return Err(LoginRefused::TooManyAttempts { retry_after: wait });
             }
             Err(Throttled::Overall(wait)) => {
-                tracing::warn!(client = %ip, "login refused: too many attempts from everyone");
+                if let Some(unlogged) = self.limiter.report_refusal() {
+                    tracing::warn!(
+                        client = %ip,
+                        unlogged,
+                        "login refused: too many attempts from everyone"
+                    );
+                }
                 return Err(LoginRefused::TooManyAttemptsOverall { retry_after: wait });
             }
         }
@@ -67,7 +75,9 @@ impl AdminAuth {
                 return Err(LoginRefused::WrongPassword);
             }
             Err(ChecksBusy) => {
-                tracing::warn!(client = %ip, "login refused: password checks busy");
+                if let Some(unlogged) = self.limiter.report_refusal() {
+                    tracing::warn!(client = %ip, unlogged, "login refused: password checks busy");
+                }
                 return Err(LoginRefused::Busy);
             }
         }

@@ -299,7 +299,12 @@ pub enum Throttled {
 pub struct LoginLimiter {
     per_client: DefaultKeyedRateLimiter<IpAddr>,
     overall: DefaultDirectRateLimiter,
+    /// When a refusal was last logged, and how many have not been since.
+    reported: Mutex<(Option<Instant>, u64)>,
 }
+
+/// How often refused login attempts are logged while they keep coming.
+const REFUSALS_REPORTED_EVERY: Duration = Duration::from_secs(60);
 
 impl Default for LoginLimiter {
     fn default() -> Self {
@@ -310,6 +315,7 @@ impl Default for LoginLimiter {
         LoginLimiter {
             per_client: RateLimiter::keyed(per_minute(ATTEMPTS_PER_CLIENT_PER_MINUTE)),
             overall: RateLimiter::direct(per_minute(ATTEMPTS_OVERALL_PER_MINUTE)),
+            reported: Mutex::new((None, 0)),
         }
     }
 }
@@ -330,6 +336,23 @@ impl LoginLimiter {
         self.overall
             .check()
             .map_err(|n| Throttled::Overall(seconds(n)))
+    }
+
+    /// Counts a refused attempt; says whether to log it — the first, then at most one a
+    /// minute — and how many went unlogged before it. A crowd of attempts must not flood the log.
+    pub fn report_refusal(&self) -> Option<u64> {
+        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        let due = reported
+            .0
+            .is_none_or(|at| at.elapsed() >= REFUSALS_REPORTED_EVERY);
+        if due {
+            let unlogged = std::mem::take(&mut reported.1);
+            reported.0 = Some(Instant::now());
+            Some(unlogged)
+        } else {
+            reported.1 += 1;
+            None
+        }
     }
 }
 

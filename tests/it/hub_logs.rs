@@ -186,3 +186,37 @@ async fn a_ban_is_logged_when_applied_and_at_the_first_refusal_only() {
         "the ban, once applied and once refused, at any level: {about_the_ban:#?}"
     );
 }
+
+#[tokio::test]
+async fn refused_logins_are_logged_once_a_minute_not_once_each() {
+    let logs = LogBuffer::new(10_000);
+    let _recording = record_logs(&logs);
+    let hash = auth::hash_password(PASSWORD).unwrap();
+    let hub = TestHub::spawn_with(|c| c.presence.admin_password = Secret::new(hash), |_| {}).await;
+    let mut statuses = Vec::new();
+    for _ in 0..60 {
+        let response = no_redirects()
+            .post(format!("{}/admin/login", hub.url))
+            .form(&[("password", "guess")])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 55);
+    let records = logs.snapshot();
+    let failed = records
+        .iter()
+        .filter(|r| r.message == "failed login")
+        .count();
+    let refused = records
+        .iter()
+        .filter(|r| r.message.starts_with("login rate-limited"))
+        .count();
+    assert_eq!(
+        (failed, refused),
+        (5, 1),
+        "each wrong password, the first refusal"
+    );
+}
