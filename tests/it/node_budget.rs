@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use futures_util::{AsyncReadExt, AsyncWriteExt};
+use goop2::services::node::budget::NodeLimits;
 use goop2::services::node::protocols::Served;
 use goop2::services::node::{Node, NodeEvent, NodeOptions};
 use libp2p::core::muxing::StreamMuxerExt;
@@ -177,12 +178,27 @@ async fn half_open_sockets_from_one_address_do_not_lock_out_other_peers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_of_identities_from_one_address_does_not_take_every_slot() {
-    let (victim, _events) = start([127, 0, 0, 1]).await;
+    // A node with 64 connection slots (the default has 512; the rule is the same).
+    let limits = NodeLimits {
+        max_connections: 64,
+        max_inbound: 48,
+        ..NodeLimits::default()
+    };
+    let (victim, _events) = Node::start(
+        Keypair::generate_ed25519(),
+        NodeOptions {
+            limits,
+            ..options([127, 0, 0, 1])
+        },
+        served(),
+    )
+    .await
+    .unwrap();
     let victim_addr = tcp_socket_addr(&victim).await;
     // More fresh identities than the node has connection slots, all from one address.
     let mut crowd = Vec::new();
     let mut refused = 0;
-    for _ in 0..540 {
+    for _ in 0..80 {
         match identity_from_attacker(victim_addr).await {
             Some(connection) => crowd.push(connection),
             None => refused += 1,
