@@ -8,6 +8,7 @@ mod config;
 mod console;
 mod data;
 mod data_peers;
+mod data_statements;
 mod database_editor;
 mod edit;
 mod hub;

@@ -541,14 +541,22 @@ impl DataStore {
         Ok(())
     }
 
-    /// Runs one read-only statement on a read-only connection; at most `max_rows` rows (and
+    /// The names of the registered user tables: what a statement written by others may name.
+    async fn user_table_names(&self) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT name FROM _tables")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Runs one read-only statement (naming user tables only) on a read-only connection; at most `max_rows` rows (and
     /// whether more were cut off).
     pub async fn read_only_query(
         &self,
         sql: &str,
         max_rows: usize,
     ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
-        filter::check_read_only(sql).map_err(|e| StoreError::Constraint(e.0))?;
+        let tables = self.user_table_names().await?;
+        filter::check_read_only(sql, &tables).map_err(|e| StoreError::Constraint(e.0))?;
         self.run_read_only(sql, &[], max_rows).await
     }
 
@@ -559,13 +567,15 @@ impl DataStore {
         args: &[SqlValue],
         max_rows: usize,
     ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
-        filter::check_user_query(sql).map_err(|e| StoreError::Constraint(e.0))?;
+        let tables = self.user_table_names().await?;
+        filter::check_user_query(sql, &tables).map_err(|e| StoreError::Constraint(e.0))?;
         self.run_read_only(sql, args, max_rows).await
     }
 
     /// A site script's `INSERT`/`UPDATE`/`DELETE` on its own tables; returns rows changed.
     pub async fn user_write(&self, sql: &str, args: &[SqlValue]) -> Result<u64, StoreError> {
-        filter::check_user_write(sql).map_err(|e| StoreError::Constraint(e.0))?;
+        let tables = self.user_table_names().await?;
+        filter::check_user_write(sql, &tables).map_err(|e| StoreError::Constraint(e.0))?;
         let done = bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), args)
             .execute(&self.pool)
             .await
