@@ -707,6 +707,13 @@ impl DataService {
                     .as_ref()
                     .ok_or_else(|| DataError::BadRequest("`column` is missing".into()))?;
                 let column = schema::parse_column(input).map_err(DataError::BadRequest)?;
+                if schema.columns.len() >= schema::MAX_COLUMNS {
+                    return Err(DataError::BadRequest(format!(
+                        "`{name}` already has {} columns of its own; at most {} are allowed",
+                        schema.columns.len(),
+                        schema::MAX_COLUMNS
+                    )));
+                }
                 if schema
                     .columns
                     .iter()
@@ -719,7 +726,7 @@ impl DataService {
                 }
                 if column.required && column.default.is_none() {
                     return Err(DataError::BadRequest(format!(
-                        "a required column added to a table with rows needs a default; give                          `{}` one",
+                        "a required column added to a table with rows needs a default; give `{}` one",
                         column.name
                     )));
                 }
