@@ -362,3 +362,119 @@ async fn a_visitor_past_the_insert_rate_waits_while_another_is_served() {
         peer.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_follows_every_writer_and_tables_older_than_it_are_counted_at_open() {
+    use goop2::services::data::{Caller, DataService};
+    use goop2::store::data::Usage;
+    use goop2::store::peer::PeerStore;
+
+    const BOB: &str = "12D3KooWBobBobBobBobBobBobBobBobBobBobBobBobBob";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.db");
+    let service = |store: &PeerStore| {
+        let (_tx, email) = tokio::sync::watch::channel(String::new());
+        std::mem::forget(_tx);
+        DataService::new(
+            store.data(),
+            "12D3KooWSelf".into(),
+            email,
+            std::sync::Arc::new(|_: &str| Box::pin(async { None })),
+        )
+    };
+    let run = async |data: &DataService, caller: &Caller, request: Value| {
+        data.handle(caller, serde_json::from_value(request).unwrap())
+            .await
+            .unwrap()
+    };
+    let bob = Caller::Peer(BOB.into());
+    let store = PeerStore::open(&path).await.unwrap();
+    let data = service(&store);
+    run(&data, &Caller::Owner, json!({"op": "create-table", "schema": {"name": "posts", "columns": ["title TEXT", "stars INTEGER"], "access": {"update": "open"}}})).await;
+    for title in ["abc", "defgh"] {
+        run(
+            &data,
+            &bob,
+            json!({"op": "insert", "table": "posts", "data": {"title": title, "stars": 10}}),
+        )
+        .await;
+    }
+    let usage = |store: &PeerStore| {
+        let tables = store.data();
+        async move { tables.usage("posts", BOB).await.unwrap().0 }
+    };
+    assert_eq!(usage(&store).await, Usage { rows: 2, bytes: 12 });
+
+    // Every writer counts: the owner's update of Bob's row, a script's statement, a column
+    // added with a default, a rename.
+    run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "update", "table": "posts", "id": 1, "data": {"title": "a"}}),
+    )
+    .await;
+    assert_eq!(usage(&store).await, Usage { rows: 2, bytes: 10 });
+    store
+        .data()
+        .user_write(
+            "INSERT INTO posts (_owner, title) VALUES (?, 'xyz')",
+            &[goop2::store::data::SqlValue::Text(BOB.into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(usage(&store).await, Usage { rows: 3, bytes: 13 });
+    run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "add-column", "table": "posts", "column": "mood TEXT DEFAULT 'ok'"}),
+    )
+    .await;
+    assert_eq!(usage(&store).await, Usage { rows: 3, bytes: 19 });
+    run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "drop-column", "table": "posts", "name": "stars"}),
+    )
+    .await;
+    assert_eq!(usage(&store).await, Usage { rows: 3, bytes: 15 });
+    run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "delete", "table": "posts", "id": 3}),
+    )
+    .await;
+    assert_eq!(usage(&store).await, Usage { rows: 2, bytes: 10 });
+    store.close().await;
+
+    // A table made before usage was counted: no triggers, no counts.
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    for kind in ["insert", "update", "delete"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP TRIGGER \"_usage_{kind}_posts\""
+        )))
+        .execute(&raw)
+        .await
+        .unwrap();
+    }
+    sqlx::query("DELETE FROM _usage")
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+    let store = PeerStore::open(&path).await.unwrap();
+    assert_eq!(usage(&store).await, Usage { rows: 2, bytes: 10 });
+    let data = service(&store);
+    run(
+        &data,
+        &bob,
+        json!({"op": "insert", "table": "posts", "data": {"title": "new"}}),
+    )
+    .await;
+    assert_eq!(
+        usage(&store).await,
+        Usage { rows: 3, bytes: 15 },
+        "and kept from then on"
+    );
+}
