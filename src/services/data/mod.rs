@@ -848,7 +848,7 @@ impl DataService {
                     .limits
                     .as_ref()
                     .ok_or_else(|| DataError::BadRequest("`limits` is missing".into()))?;
-                let own = parse_own_limits(input)?;
+                let own = limits::parse_own_limits(input)?;
                 self.store.set_limits(&name, own).await?;
                 let record = TableRecord {
                     limits: own,
@@ -942,42 +942,6 @@ impl DataService {
             },
         })
     }
-}
-
-/// Largest quota a table may set for itself.
-const MAX_OWN_LIMIT: i64 = 1 << 50;
-
-/// `set-limits`'s `limits`: each of `rows_per_caller`, `bytes_per_caller`, `rows`, `bytes` a
-/// positive whole number, or null (or absent) for the peer's default.
-fn parse_own_limits(input: &Json) -> Result<TableLimits, DataError> {
-    let Some(object) = input.as_object() else {
-        return Err(DataError::BadRequest(
-            "`limits` must be an object with rows_per_caller, bytes_per_caller, rows, bytes".into(),
-        ));
-    };
-    const KEYS: [&str; 4] = ["rows_per_caller", "bytes_per_caller", "rows", "bytes"];
-    if let Some(unknown) = object.keys().find(|key| !KEYS.contains(&key.as_str())) {
-        return Err(DataError::BadRequest(format!(
-            "limits: unknown key `{unknown}` (expected {})",
-            KEYS.join(", ")
-        )));
-    }
-    let value = |key: &str| match object.get(key) {
-        None | Some(Json::Null) => Ok(None),
-        Some(value) => match value.as_i64() {
-            Some(n) if (1..=MAX_OWN_LIMIT).contains(&n) => Ok(Some(n)),
-            _ => Err(DataError::BadRequest(format!(
-                "limits.{key} ({value}) must be a whole number from 1 to {MAX_OWN_LIMIT}, or \
-                 null for the peer's default"
-            ))),
-        },
-    };
-    Ok(TableLimits {
-        max_rows_per_caller: value("rows_per_caller")?,
-        max_bytes_per_caller: value("bytes_per_caller")?,
-        max_rows: value("rows")?,
-        max_bytes: value("bytes")?,
-    })
 }
 
 /// A filter argument as a bound value.
