@@ -453,7 +453,7 @@ async fn usage_follows_every_writer_and_tables_older_than_it_are_counted_at_open
     assert_eq!(usage(&store).await, Usage { rows: 2, bytes: 10 });
     store.close().await;
 
-    // A table made before usage was counted: no triggers, no counts.
+    // A table made before usage was counted: no triggers, no counts. The peer still opens.
     let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
@@ -469,6 +469,14 @@ async fn usage_follows_every_writer_and_tables_older_than_it_are_counted_at_open
         .execute(&raw)
         .await
         .unwrap();
+    // And registry entries that name no user table, as a script could once write them.
+    sqlx::query(
+        "INSERT INTO _tables (name, schema, created_ms) VALUES ('_lua_kv', '{}', 0), \
+         ('ghost', '{}', 0)",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
     raw.close().await;
     let store = PeerStore::open(&path).await.unwrap();
     assert_eq!(usage(&store).await, Usage { rows: 2, bytes: 10 });

@@ -85,12 +85,25 @@ impl DataStore {
     }
 
     /// Gives every registered table that has none (tables made before `_usage` existed) its
-    /// usage triggers and counts.
+    /// usage triggers and counts. A registry entry that names no user table (a system name, or a
+    /// table that is not there — what a script could write into `_tables` before statements were
+    /// checked by name) is left alone, with a warning.
     pub async fn track_usage_of_every_table(&self) -> Result<(), sqlx::Error> {
         let names: Vec<String> = sqlx::query_scalar("SELECT name FROM _tables")
             .fetch_all(&self.pool)
             .await?;
         for name in names {
+            let exists: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            )
+            .bind(&name)
+            .fetch_optional(&self.pool)
+            .await?;
+            let lower = name.to_ascii_lowercase();
+            if exists.is_none() || lower.starts_with('_') || lower.starts_with("sqlite_") {
+                tracing::warn!(table = %name, "_tables names no user table by this name; its usage is not counted");
+                continue;
+            }
             let tracked: Option<i64> = sqlx::query_scalar(
                 "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?1",
             )
