@@ -144,6 +144,7 @@ pub struct Config {
     pub presence: Presence,
     pub viewer: Viewer,
     pub lua: Lua,
+    pub data: DataSettings,
     /// Top-level keys this version does not know; kept so saving never drops them.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -413,6 +414,41 @@ impl Default for Lua {
     }
 }
 
+/// `data`: what other peers may put into this peer's tables. The quotas are the defaults of
+/// every table; the database editor overrides them per table. The owner is never held to them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DataSettings {
+    /// Inserts per second one caller may sustain, across all tables.
+    pub insert_per_second: u32,
+    /// Inserts one caller may make at once before the rate applies.
+    pub insert_burst: u32,
+    /// Rows one caller may keep in a table.
+    pub max_rows_per_caller: u64,
+    /// Bytes (of column values) one caller may keep in a table.
+    pub max_bytes_per_caller: u64,
+    /// Rows a table holds from everyone together before other peers' inserts are refused.
+    pub max_rows_per_table: u64,
+    /// Bytes a table holds from everyone together before other peers' inserts are refused.
+    pub max_bytes_per_table: u64,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Default for DataSettings {
+    fn default() -> Self {
+        DataSettings {
+            insert_per_second: 2,
+            insert_burst: 20,
+            max_rows_per_caller: 1000,
+            max_bytes_per_caller: 1024 * 1024,
+            max_rows_per_table: 100_000,
+            max_bytes_per_table: 100 * 1024 * 1024,
+            extra: Map::new(),
+        }
+    }
+}
+
 /// A configuration as loaded, with the warnings the operator should see once.
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
@@ -443,6 +479,12 @@ const INTEGER_RANGES: &[(&str, &str, i64, i64)] = &[
     ("lua", "max_memory_mb", 1, 1024),
     ("lua", "rate_limit_per_peer", 1, 1_000_000),
     ("lua", "rate_limit_global", 1, 10_000_000),
+    ("data", "insert_per_second", 1, 1_000_000),
+    ("data", "insert_burst", 1, 1_000_000),
+    ("data", "max_rows_per_caller", 1, 1 << 50),
+    ("data", "max_bytes_per_caller", 1, 1 << 50),
+    ("data", "max_rows_per_table", 1, 1 << 50),
+    ("data", "max_bytes_per_table", 1, 1 << 50),
 ];
 
 impl Config {
@@ -668,7 +710,7 @@ impl Config {
     /// JSON paths of every key this version does not know, in file order.
     pub fn unknown_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.extra.keys().cloned().collect();
-        let sections: [(&str, &Map<String, Value>); 7] = [
+        let sections: [(&str, &Map<String, Value>); 8] = [
             ("profile", &self.profile.extra),
             ("identity", &self.identity.extra),
             ("paths", &self.paths.extra),
@@ -676,6 +718,7 @@ impl Config {
             ("presence", &self.presence.extra),
             ("viewer", &self.viewer.extra),
             ("lua", &self.lua.extra),
+            ("data", &self.data.extra),
         ];
         for (section, extra) in sections {
             keys.extend(extra.keys().map(|key| format!("{section}.{key}")));

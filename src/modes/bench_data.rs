@@ -9,6 +9,7 @@ use anyhow::bail;
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::services::data::limits::InsertLimits;
 use crate::services::data::{Caller, DataRequest, DataService, from_reply};
 use crate::services::node::protocols::Served;
 
@@ -77,7 +78,9 @@ pub async fn run(ops: usize, callers: usize) -> anyhow::Result<DataBench> {
         server_id.to_base58(),
         watch::channel(String::new()).1,
         Arc::new(|_: &str| Box::pin(async { None })),
-    );
+    )
+    // What is measured is the data path, not the limits on visitors.
+    .with_limits(InsertLimits::unlimited());
     let owner = Caller::Owner;
     let created = data
         .handle(

@@ -23,6 +23,7 @@ use crate::http::server::ServerLimits;
 use crate::identity::{self, PeerId};
 use crate::modes::rendezvous::{self, RunningHub};
 use crate::services::data::DataService;
+use crate::services::data::limits::InsertLimits;
 use crate::services::hub::presence::{Presence, PresenceType};
 use crate::services::hub::unix_ms;
 use crate::services::node::protocols::Served;
@@ -91,12 +92,22 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let label_tx = Arc::new(label_tx);
     let (email_tx, own_email) = watch::channel(config.profile.email.clone());
     let email_tx = Arc::new(email_tx);
+    let limits = &config.data;
     let mut data = DataService::new(
         store.data(),
         peer_id.to_base58(),
         own_email.clone(),
         peer_lookup(table.clone()),
-    );
+    )
+    .with_limits(InsertLimits {
+        per_second: Some(limits.insert_per_second),
+        burst: limits.insert_burst,
+        // Validated at load to at most 2^50.
+        max_rows_per_caller: limits.max_rows_per_caller as i64,
+        max_bytes_per_caller: limits.max_bytes_per_caller as i64,
+        max_rows_per_table: limits.max_rows_per_table as i64,
+        max_bytes_per_table: limits.max_bytes_per_table as i64,
+    });
     if config.lua.enabled {
         use crate::services::lua::{LuaEngine, LuaLimits, LuaSetup, http};
         let http = match config.lua.http_enabled {

@@ -66,7 +66,9 @@ impl PeerStore {
                     .pragma("query_only", "ON")
                     .busy_timeout(Duration::from_secs(5)),
             );
-        Ok(PeerStore { pool, read_only })
+        let store = PeerStore { pool, read_only };
+        store.data().track_usage_of_every_table().await?;
+        Ok(store)
     }
 
     /// Records peers as heard of now (one transaction), then drops the oldest beyond the limit.

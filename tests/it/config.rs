@@ -139,6 +139,37 @@ fn durations_and_limits_have_ranges() {
 }
 
 #[test]
+fn the_limits_on_other_peers_data_have_defaults_and_ranges() {
+    let defaults = parse(json!({})).unwrap().config.data;
+    assert_eq!((defaults.insert_per_second, defaults.insert_burst), (2, 20));
+    assert_eq!(
+        (defaults.max_rows_per_caller, defaults.max_bytes_per_caller),
+        (1000, 1024 * 1024)
+    );
+    assert_eq!(
+        (defaults.max_rows_per_table, defaults.max_bytes_per_table),
+        (100_000, 100 * 1024 * 1024)
+    );
+    assert_eq!(
+        problem(json!({"data": {"insert_per_second": 0}})),
+        "data.insert_per_second (0) must be between 1 and 1000000"
+    );
+    assert_eq!(
+        problem(json!({"data": {"max_bytes_per_caller": -5}})),
+        "data.max_bytes_per_caller (-5) must be between 1 and 1125899906842624"
+    );
+    let set = parse(json!({"data": {"max_rows_per_table": 50, "insert_burst": 3}}))
+        .unwrap()
+        .config
+        .data;
+    assert_eq!((set.max_rows_per_table, set.insert_burst), (50, 3));
+    assert_eq!(
+        set.max_rows_per_caller, 1000,
+        "unsaid keys keep their defaults"
+    );
+}
+
+#[test]
 fn rendezvous_wan_must_be_an_http_url() {
     for bad in ["ftp://rv.example.org", "rv.example.org", "https://"] {
         assert_eq!(

@@ -955,3 +955,51 @@ async fn results_are_bounded_in_bytes_as_well_as_rows() {
     .unwrap();
     assert_eq!(slim.as_array().unwrap().len(), 300);
 }
+
+#[tokio::test]
+async fn add_column_keeps_a_table_to_a_hundred_columns_of_its_own() {
+    let (data, _dir) = service().await;
+    let columns: Vec<String> = (1..=99).map(|i| format!("c{i} TEXT")).collect();
+    run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "create-table", "schema": {"name": "wide", "columns": columns}}),
+    )
+    .await
+    .unwrap();
+    let add = |name: &str| {
+        run(
+            &data,
+            &Caller::Owner,
+            json!({"op": "add-column", "table": "wide", "column": format!("{name} TEXT")}),
+        )
+    };
+    add("c100").await.unwrap();
+    match add("c101").await {
+        Err(DataError::BadRequest(message)) => assert!(
+            message.contains("already has 100 columns of its own; at most 100 are allowed"),
+            "{message}"
+        ),
+        other => panic!("the 101st column: {other:?}"),
+    }
+    let described = run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "describe", "table": "wide"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(described["columns"].as_array().unwrap().len(), 100);
+    // The same bound as at creation.
+    let columns: Vec<String> = (1..=101).map(|i| format!("c{i} TEXT")).collect();
+    let refused = run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "create-table", "schema": {"name": "wider", "columns": columns}}),
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(DataError::BadRequest(m)) if m.contains("at most 100 columns")),
+        "{refused:?}"
+    );
+}

@@ -1,7 +1,7 @@
 //! `/database`: the owner's database editor. Tables with row counts and policies; rows paged and
 //! sortable; insert, edit and delete through forms built from the schema; create, rename and drop
-//! tables; add and drop columns; policies; a read-only SQL box; CSV and JSON export; CSV import
-//! with a preview and a report per row. Every page works without JavaScript; every change is a
+//! tables; add and drop columns; policies; the table's own quotas on other peers' rows; a
+//! read-only SQL box; CSV and JSON export; CSV import with a preview and a report per row. Every page works without JavaScript; every change is a
 //! CSRF-checked form and goes through the same `DataService` operations as the JSON API, so the
 //! messages are the same.
 
@@ -288,6 +288,8 @@ struct TablePage {
     table: String,
     /// Each operation and its policy.
     policies: Vec<(String, String)>,
+    /// The table's own quotas on other peers' rows.
+    limits: Vec<LimitField>,
     fields: Vec<Field>,
     grid: Grid,
     ids: Vec<String>,
@@ -300,6 +302,49 @@ struct TablePage {
     error: Option<String>,
     /// The import preview or report.
     import: Option<ImportReport>,
+}
+
+/// One quota of the table: its own value (empty: the peer's default, from goop.json).
+struct LimitField {
+    /// The form field and `set-limits` key.
+    key: &'static str,
+    label: &'static str,
+    value: String,
+    default: i64,
+}
+
+fn limit_fields(app: &ConsoleApp, description: &Value) -> Vec<LimitField> {
+    let defaults = app.data.limits();
+    [
+        (
+            "rows_per_caller",
+            "Rows one peer may keep",
+            defaults.max_rows_per_caller,
+        ),
+        (
+            "bytes_per_caller",
+            "Bytes one peer may keep",
+            defaults.max_bytes_per_caller,
+        ),
+        (
+            "rows",
+            "Rows from all peers together",
+            defaults.max_rows_per_table,
+        ),
+        (
+            "bytes",
+            "Bytes from all peers together",
+            defaults.max_bytes_per_table,
+        ),
+    ]
+    .into_iter()
+    .map(|(key, label, default)| LimitField {
+        key,
+        label,
+        value: cell(&description["own_limits"][key]),
+        default,
+    })
+    .collect()
 }
 
 struct ImportReport {
@@ -388,6 +433,7 @@ async fn table_page(
         frame: app.frame(headers),
         table: table.to_owned(),
         policies,
+        limits: limit_fields(app, &description),
         fields: fields_of(&description, &form_values),
         ids: rows.iter().map(|r| cell(&r["_id"])).collect(),
         grid: grid(&rows, Some(columns), false),
@@ -633,7 +679,7 @@ async fn delete_row(
 struct ChangeForm {
     #[serde(default)]
     csrf: String,
-    /// rename | drop | add-column | drop-column | policy
+    /// rename | drop | add-column | drop-column | policy | limits
     action: String,
     #[serde(default)]
     name: String,
@@ -650,6 +696,28 @@ struct ChangeForm {
     update: String,
     #[serde(default)]
     delete: String,
+    /// `limits`: each quota as typed; empty for the peer's default.
+    #[serde(default)]
+    rows_per_caller: String,
+    #[serde(default)]
+    bytes_per_caller: String,
+    #[serde(default)]
+    rows: String,
+    #[serde(default)]
+    bytes: String,
+}
+
+/// A quota as typed in the form: empty is null (the peer's default); a number is sent as one,
+/// anything else as typed, for `set-limits` to name.
+fn limit_value(text: &str) -> Value {
+    let text = text.trim().replace(['_', ','], "");
+    if text.is_empty() {
+        Value::Null
+    } else {
+        text.parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(text))
+    }
 }
 
 async fn change_table(
@@ -682,6 +750,11 @@ async fn change_table(
         "drop-column" => json!({"op": "drop-column", "table": table, "name": form.name}),
         "policy" => json!({"op": "set-policy", "table": table, "access": {
             "read": form.read, "insert": form.insert, "update": form.update, "delete": form.delete}}),
+        "limits" => json!({"op": "set-limits", "table": table, "limits": {
+            "rows_per_caller": limit_value(&form.rows_per_caller),
+            "bytes_per_caller": limit_value(&form.bytes_per_caller),
+            "rows": limit_value(&form.rows),
+            "bytes": limit_value(&form.bytes)}}),
         other => {
             return (StatusCode::BAD_REQUEST, format!("unknown action `{other}`")).into_response();
         }

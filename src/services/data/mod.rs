@@ -6,8 +6,10 @@
 //! closed; `owner` means its own rows (reads see only them, updates and deletes touch only them);
 //! `group` needs a group membership; `open` is every row. Inserts are checked against the schema
 //! and stamped `_owner` = the caller and `_owner_email` = the caller's email only if a hub vouched
-//! for that peer. Schema changes and `_` tables are never reachable by other peers.
+//! for that peer. Schema changes and `_` tables are never reachable by other peers. Other peers'
+//! inserts are held to a rate and to quotas per table ([`limits`]).
 
+pub mod limits;
 pub mod schema;
 
 use std::sync::Arc;
@@ -16,7 +18,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use crate::store::data::filter::{self, Where};
-use crate::store::data::{DataStore, MAX_ROWS, Select, SqlValue, StoreError, TableRecord};
+use crate::store::data::{
+    DataStore, MAX_ROWS, Select, SqlValue, StoreError, TableLimits, TableRecord,
+};
+use limits::{InsertGuard, InsertLimits};
 use schema::{Access, Policy, TableSchema};
 
 /// Longest request line of the protocol.
@@ -78,6 +83,10 @@ pub struct DataRequest {
     /// `sql`: one read-only statement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql: Option<String>,
+    /// `set-limits`: the table's own quotas (`max_rows_per_caller`, `max_bytes_per_caller`,
+    /// `max_rows`, `max_bytes`; null or absent: the peer's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Json>,
 }
 
 /// The columns the peer keeps in every user table.
@@ -107,6 +116,9 @@ pub enum DataError {
     NotEnabled(String),
     #[error("{0}")]
     TooMany(String),
+    /// A quota on what other peers store is reached.
+    #[error("{0}")]
+    Quota(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -121,6 +133,7 @@ impl DataError {
             DataError::TooLarge(_) => 413,
             DataError::NotEnabled(_) => 501,
             DataError::TooMany(_) => 429,
+            DataError::Quota(_) => 507,
             DataError::Internal(_) => 500,
         }
     }
@@ -133,6 +146,7 @@ impl DataError {
             413 => DataError::TooLarge(message),
             501 => DataError::NotEnabled(message),
             429 => DataError::TooMany(message),
+            507 => DataError::Quota(message),
             500 => DataError::Internal(message),
             _ => DataError::BadRequest(message),
         }
@@ -202,6 +216,8 @@ pub struct DataService {
     lua: Option<crate::services::lua::LuaEngine>,
     /// Registered tables by name, parsed once.
     tables: Arc<std::sync::RwLock<std::collections::HashMap<String, Arc<Table>>>>,
+    /// The limits on other peers' inserts.
+    guard: Arc<InsertGuard>,
 }
 
 /// A registered table and its parsed schema.
@@ -236,7 +252,19 @@ impl DataService {
             lookup,
             lua: None,
             tables: Arc::default(),
+            guard: Arc::new(InsertGuard::new(InsertLimits::default())),
         }
+    }
+
+    /// The same service, holding other peers' inserts to `limits` (instead of the defaults).
+    pub fn with_limits(mut self, limits: InsertLimits) -> Self {
+        self.guard = Arc::new(InsertGuard::new(limits));
+        self
+    }
+
+    /// The limits on other peers' inserts (the defaults of every table's quotas).
+    pub fn limits(&self) -> &InsertLimits {
+        &self.guard.limits
     }
 
     /// The Lua engine, when Lua is enabled.
@@ -256,7 +284,7 @@ impl DataService {
             "tables" => self.tables().await,
             "describe" => {
                 let table = self.table(&request).await?;
-                Ok(describe(&table.record, &table.schema))
+                Ok(self.describe(&table.record, &table.schema))
             }
             "query" => self.query(caller, &request, false).await,
             "query-one" => self.query(caller, &request, true).await,
@@ -267,7 +295,7 @@ impl DataService {
             "role" => self.role(caller, &request).await,
             "lua-call" | "lua-list" => self.lua(caller, &request).await,
             "create-table" | "drop-table" | "rename-table" | "add-column" | "drop-column"
-            | "set-policy" | "sql" => {
+            | "set-policy" | "set-limits" | "sql" => {
                 if *caller != Caller::Owner {
                     return Err(DataError::Forbidden(format!(
                         "`{}` is for the peer's owner only",
@@ -280,7 +308,7 @@ impl DataService {
             other => Err(DataError::BadRequest(format!(
                 "unknown op `{other}`; ops: tables, describe, query, query-one, count, insert, \
                  update, delete, role, lua-call, lua-list; for the owner: create-table, \
-                 drop-table, rename-table, add-column, drop-column, set-policy, sql"
+                 drop-table, rename-table, add-column, drop-column, set-policy, set-limits, sql"
             ))),
         }
     }
@@ -513,8 +541,25 @@ impl DataService {
                     .unwrap_or_default(),
             ),
         };
+        let Caller::Peer(peer) = caller else {
+            values.push(("_owner".into(), SqlValue::Text(owner)));
+            values.push(("_owner_email".into(), SqlValue::Text(email)));
+            let id = self.store.insert(&record.name, &values).await?;
+            return Ok(json!({ "_id": id }));
+        };
+        self.guard.check_rate(peer)?;
+        let row_bytes = values.iter().map(|(_, value)| value.stored_bytes()).sum();
         values.push(("_owner".into(), SqlValue::Text(owner)));
         values.push(("_owner_email".into(), SqlValue::Text(email)));
+        let _turn = self.guard.turn.lock().await;
+        let (mine, all) = self.store.usage(&record.name, peer).await?;
+        self.guard.limits.for_table(&record.limits).check(
+            &record.name,
+            peer,
+            mine,
+            all,
+            row_bytes,
+        )?;
         let id = self.store.insert(&record.name, &values).await?;
         Ok(json!({ "_id": id }))
     }
@@ -531,6 +576,24 @@ impl DataService {
             .as_ref()
             .ok_or_else(|| DataError::BadRequest("`data` is missing".into()))?;
         let values = schema::check_row(schema, data, false).map_err(DataError::BadRequest)?;
+        let _turn = match caller {
+            Caller::Owner => None,
+            Caller::Peer(peer) => {
+                // Whatever the values replace, they must fit as if they were added: a visitor
+                // cannot grow small rows past the byte quotas.
+                let turn = self.guard.turn.lock().await;
+                let (mine, all) = self.store.usage(&record.name, peer).await?;
+                let grown = values.iter().map(|(_, value)| value.stored_bytes()).sum();
+                let quotas = self.guard.limits.for_table(&record.limits);
+                let counted = |usage: crate::store::data::Usage| crate::store::data::Usage {
+                    // The row exists already: it is not one more.
+                    rows: usage.rows - 1,
+                    ..usage
+                };
+                quotas.check(&record.name, peer, counted(mine), counted(all), grown)?;
+                Some(turn)
+            }
+        };
         let changed = self
             .store
             .update(&record.name, id, &values, owner.as_deref())
@@ -707,6 +770,13 @@ impl DataService {
                     .as_ref()
                     .ok_or_else(|| DataError::BadRequest("`column` is missing".into()))?;
                 let column = schema::parse_column(input).map_err(DataError::BadRequest)?;
+                if schema.columns.len() >= schema::MAX_COLUMNS {
+                    return Err(DataError::BadRequest(format!(
+                        "`{name}` already has {} columns of its own; at most {} are allowed",
+                        schema.columns.len(),
+                        schema::MAX_COLUMNS
+                    )));
+                }
                 if schema
                     .columns
                     .iter()
@@ -719,7 +789,7 @@ impl DataService {
                 }
                 if column.required && column.default.is_none() {
                     return Err(DataError::BadRequest(format!(
-                        "a required column added to a table with rows needs a default; give                          `{}` one",
+                        "a required column added to a table with rows needs a default; give `{}` one",
                         column.name
                     )));
                 }
@@ -728,7 +798,7 @@ impl DataService {
                 self.store
                     .add_column(&name, &definition, &schema_json(&schema)?)
                     .await?;
-                describe(&table.record, &schema)
+                self.describe(&table.record, &schema)
             }
             "drop-column" => {
                 let column = request.name.as_deref().ok_or_else(|| {
@@ -749,7 +819,7 @@ impl DataService {
                 self.store
                     .drop_column(&name, column, &schema_json(&schema)?)
                     .await?;
-                describe(&table.record, &schema)
+                self.describe(&table.record, &schema)
             }
             "set-policy" => {
                 let input = request
@@ -772,6 +842,19 @@ impl DataService {
                     )
                     .await?;
                 json!({ "name": name, "access": access })
+            }
+            "set-limits" => {
+                let input = request
+                    .limits
+                    .as_ref()
+                    .ok_or_else(|| DataError::BadRequest("`limits` is missing".into()))?;
+                let own = limits::parse_own_limits(input)?;
+                self.store.set_limits(&name, own).await?;
+                let record = TableRecord {
+                    limits: own,
+                    ..table.record.clone()
+                };
+                self.describe(&record, &schema)
             }
             other => {
                 return Err(DataError::BadRequest(format!("unknown op `{other}`")));
@@ -805,12 +888,13 @@ impl DataService {
             update_policy: schema.access.update.as_str().into(),
             delete_policy: schema.access.delete.as_str().into(),
             created_ms: crate::services::hub::unix_ms(),
+            limits: TableLimits::default(),
         };
         let columns: Vec<_> = schema.columns.iter().map(schema::column_def).collect();
         self.store.create_table(&record, &columns).await?;
         self.forget_tables();
         tracing::info!(table = %schema.name, "table created");
-        Ok(describe(&record, &schema))
+        Ok(self.describe(&record, &schema))
     }
 }
 
@@ -838,13 +922,26 @@ fn access_of(record: &TableRecord) -> Access {
     }
 }
 
-fn describe(record: &TableRecord, schema: &TableSchema) -> Json {
-    json!({
-        "name": record.name,
-        "columns": schema.columns,
-        "system": SYSTEM_COLUMNS,
-        "access": access_of(record),
-    })
+impl DataService {
+    /// A table as `describe` shows it: columns, policies, and the quotas on other peers' rows in
+    /// force (`limits`) with the table's own settings (`own_limits`, null where the peer's
+    /// default applies).
+    fn describe(&self, record: &TableRecord, schema: &TableSchema) -> Json {
+        let own = record.limits;
+        json!({
+            "name": record.name,
+            "columns": schema.columns,
+            "system": SYSTEM_COLUMNS,
+            "access": access_of(record),
+            "limits": self.guard.limits.for_table(&own),
+            "own_limits": {
+                "rows_per_caller": own.max_rows_per_caller,
+                "bytes_per_caller": own.max_bytes_per_caller,
+                "rows": own.max_rows,
+                "bytes": own.max_bytes,
+            },
+        })
+    }
 }
 
 /// A filter argument as a bound value.

@@ -6,8 +6,9 @@ use serde_json::{Map, Value as Json};
 
 use crate::store::data::{ColumnDef, SqlValue, StorageType};
 
-/// Columns a table may have.
-const MAX_COLUMNS: usize = 100;
+/// Columns of its own a table may have (besides the system columns), at creation and after
+/// `add-column`.
+pub const MAX_COLUMNS: usize = 100;
 /// Values an enum column may list.
 const MAX_ENUM_VALUES: usize = 100;
 /// Longest text of a default or enum value.

@@ -5,10 +5,16 @@
 //! that runs is then written out from that checked tree (columns quoted, strings re-escaped), never
 //! copied from the caller. Anything else — subqueries, other tables, statements, pragmas — is
 //! refused with a message that names it.
+//!
+//! Whole statements (a site script's `goop.db`, the owner's SQL box) are parsed the same way and
+//! accepted only if every table they name resolves to a user table of the `_tables` registry or to
+//! one of their own `WITH` names; the decision is made on the parsed names, never on the text.
+
+use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     BinaryOperator, DuplicateTreatment, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    ObjectNamePart, OrderBySort, UnaryOperator, Value,
+    ObjectName, ObjectNamePart, OrderBySort, Query, SetExpr, TableFactor, UnaryOperator, Value,
 };
 use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::Parser;
@@ -115,19 +121,27 @@ pub fn parse_order(text: &str, columns: &[String]) -> Result<String, ClauseError
     Ok(parts.join(", "))
 }
 
-/// Checks that `sql` is exactly one `SELECT` (or `WITH … SELECT`) statement.
-pub fn check_read_only(sql: &str) -> Result<(), ClauseError> {
-    match one_statement(sql)? {
-        sqlparser::ast::Statement::Query(_) => Ok(()),
-        _ => Err(ClauseError(
+/// Checks that `sql` is exactly one `SELECT` (or `WITH … SELECT`) statement that names only
+/// `user_tables` (the `_tables` registry) — the owner's SQL box.
+///
+/// The owner is trusted, yet the box is held to the same names as a site's scripts: the `sql` op
+/// also answers the owner's own site pages (which may run a template's code), and `_lua_kv` holds
+/// the scripts' secrets and `_peer_cache` everyone this peer met. The statement must read and
+/// nothing else even before it reaches the read-only connection: a `WITH … DELETE` is refused
+/// here, not left for SQLite to refuse.
+pub fn check_read_only(sql: &str, user_tables: &[String]) -> Result<(), ClauseError> {
+    let statement = one_statement(sql)?;
+    if !matches!(statement, sqlparser::ast::Statement::Query(_)) {
+        return Err(ClauseError(
             "only a SELECT (or WITH … SELECT) statement may run here".into(),
-        )),
+        ));
     }
+    user_tables_only(&statement, user_tables)
 }
 
-/// Checks that `sql` is exactly one `SELECT` that names no system table (`_…`, `sqlite_…`,
-/// `pragma_…`) — what a site's own code may read.
-pub fn check_user_query(sql: &str) -> Result<(), ClauseError> {
+/// Checks that `sql` is exactly one `SELECT` that names only `user_tables` — what a site's own
+/// code may read.
+pub fn check_user_query(sql: &str, user_tables: &[String]) -> Result<(), ClauseError> {
     let statement = one_statement(sql)?;
     if !matches!(statement, sqlparser::ast::Statement::Query(_)) {
         return Err(ClauseError(
@@ -135,11 +149,11 @@ pub fn check_user_query(sql: &str) -> Result<(), ClauseError> {
                 .into(),
         ));
     }
-    user_tables_only(&statement)
+    user_tables_only(&statement, user_tables)
 }
 
-/// Checks that `sql` is exactly one `INSERT`, `UPDATE` or `DELETE` on user tables.
-pub fn check_user_write(sql: &str) -> Result<(), ClauseError> {
+/// Checks that `sql` is exactly one `INSERT`, `UPDATE` or `DELETE` that names only `user_tables`.
+pub fn check_user_write(sql: &str, user_tables: &[String]) -> Result<(), ClauseError> {
     use sqlparser::ast::Statement;
     let statement = one_statement(sql)?;
     if !matches!(
@@ -150,7 +164,7 @@ pub fn check_user_write(sql: &str) -> Result<(), ClauseError> {
             "goop.db.exec runs one INSERT, UPDATE or DELETE".into(),
         ));
     }
-    user_tables_only(&statement)
+    user_tables_only(&statement, user_tables)
 }
 
 fn one_statement(sql: &str) -> Result<sqlparser::ast::Statement, ClauseError> {
@@ -167,25 +181,147 @@ fn one_statement(sql: &str) -> Result<sqlparser::ast::Statement, ClauseError> {
     }
 }
 
-fn user_tables_only(statement: &sqlparser::ast::Statement) -> Result<(), ClauseError> {
-    use std::ops::ControlFlow;
-    let found = sqlparser::ast::visit_relations(statement, |name| {
-        let last = name
-            .0
-            .last()
-            .map(|part| part.to_string().trim_matches('"').to_ascii_lowercase())
-            .unwrap_or_default();
-        if last.starts_with('_') || last.starts_with("sqlite_") || last.starts_with("pragma_") {
-            ControlFlow::Break(last)
-        } else {
-            ControlFlow::Continue(())
-        }
-    });
-    match found {
-        ControlFlow::Break(table) => Err(ClauseError(format!(
-            "`{table}` is a system table; scripts reach only the site's own tables"
-        ))),
+/// True for names SQLite or the peer keep for themselves: `_…` (the peer's system tables and
+/// triggers), `sqlite_…` (SQLite's schema and statistics) and `pragma_…` (pragmas as tables).
+fn is_system_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.starts_with('_') || lower.starts_with("sqlite_") || lower.starts_with("pragma_")
+}
+
+/// Walks every table name of a parsed statement — in `FROM` and joins, subqueries anywhere,
+/// `WITH` bodies, `INSERT … SELECT`, `UPDATE … FROM` — and accepts it only if it resolves to a
+/// user table or to a `WITH` name in scope. Names are the parser's identifiers with their
+/// quoting resolved (`"x"`, `[x]`, `` `x` `` and SQLite's `'x'` all give `x`), compared the way
+/// SQLite compares them (ASCII case-insensitively); text is never searched.
+fn user_tables_only(
+    statement: &sqlparser::ast::Statement,
+    user_tables: &[String],
+) -> Result<(), ClauseError> {
+    use sqlparser::ast::Visit;
+    let mut resolver = Resolver {
+        user_tables,
+        scopes: Vec::new(),
+    };
+    match statement.visit(&mut resolver) {
+        ControlFlow::Break(error) => Err(error),
         ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+struct Resolver<'a> {
+    user_tables: &'a [String],
+    /// The `WITH` names of each enclosing query, innermost last. SQLite makes every name of a
+    /// `WITH` visible in all its bodies and in its query, which is the span a scope lives here.
+    scopes: Vec<Vec<String>>,
+}
+
+impl Resolver<'_> {
+    fn resolve(&self, name: &ObjectName) -> ControlFlow<ClauseError> {
+        let ident = match name.0.as_slice() {
+            [ObjectNamePart::Identifier(ident)] => ident,
+            _ => {
+                return ControlFlow::Break(ClauseError(format!(
+                    "`{name}`: name a table of this site without a schema (`main.`, `temp.` and \
+                     attached databases are not reachable)"
+                )));
+            }
+        };
+        let table = ident.value.as_str();
+        if self
+            .scopes
+            .iter()
+            .flatten()
+            .any(|cte| cte.eq_ignore_ascii_case(table))
+        {
+            return ControlFlow::Continue(());
+        }
+        if is_system_name(table) {
+            return ControlFlow::Break(ClauseError(format!(
+                "`{table}` is a system table; only the site's own tables are reachable here"
+            )));
+        }
+        if self
+            .user_tables
+            .iter()
+            .any(|user| user.eq_ignore_ascii_case(table))
+        {
+            return ControlFlow::Continue(());
+        }
+        ControlFlow::Break(ClauseError(format!(
+            "there is no table `{table}` among the site's own tables"
+        )))
+    }
+}
+
+impl sqlparser::ast::Visitor for Resolver<'_> {
+    type Break = ClauseError;
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<ClauseError> {
+        if let Err(error) = reads_only(&query.body) {
+            return ControlFlow::Break(error);
+        }
+        let mut names = Vec::new();
+        for cte in query.with.iter().flat_map(|with| &with.cte_tables) {
+            let name = &cte.alias.name.value;
+            // A WITH name never shadows a system table, so that no reading of scopes can make a
+            // system table look like one of the statement's own names.
+            if is_system_name(name) {
+                return ControlFlow::Break(ClauseError(format!(
+                    "`{name}`: a WITH name may not start with `_`, `sqlite_` or `pragma_`"
+                )));
+            }
+            names.push(name.clone());
+        }
+        self.scopes.push(names);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<ClauseError> {
+        self.scopes.pop();
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<ClauseError> {
+        match factor {
+            TableFactor::Table { name, args, .. } => {
+                self.resolve(name)?;
+                if args.is_some() {
+                    return ControlFlow::Break(ClauseError(format!(
+                        "`{name}(…)`: table-valued functions are not allowed; name a table of \
+                         this site"
+                    )));
+                }
+                ControlFlow::Continue(())
+            }
+            TableFactor::Derived { .. } | TableFactor::NestedJoin { .. } => {
+                ControlFlow::Continue(())
+            }
+            other => ControlFlow::Break(ClauseError(format!(
+                "`{}` is not allowed in FROM; name a table of this site",
+                first_words(&other.to_string())
+            ))),
+        }
+    }
+
+    fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<ClauseError> {
+        self.resolve(name)
+    }
+}
+
+/// A query body that only reads: `SELECT`, `VALUES` and their set operations (nested queries are
+/// checked when the walk reaches them).
+fn reads_only(body: &SetExpr) -> Result<(), ClauseError> {
+    match body {
+        SetExpr::Select(_) | SetExpr::Query(_) | SetExpr::Values(_) => Ok(()),
+        SetExpr::SetOperation { left, right, .. } => {
+            reads_only(left)?;
+            reads_only(right)
+        }
+        _ => Err(ClauseError(
+            "only a SELECT (or WITH … SELECT) statement may run here; a WITH cannot lead to a \
+             change"
+                .into(),
+        )),
     }
 }
 

@@ -1,8 +1,11 @@
-//! User tables of the peer's `data.db` and their registry `_tables` (schema JSON and access
-//! policies). Every table and column name that reaches SQL here was checked by the caller and is
+//! User tables of the peer's `data.db` and their registry `_tables` (schema JSON, access
+//! policies and limits; what each caller keeps is in [`usage`]). Every table and column name that reaches SQL here was checked by the caller and is
 //! quoted again here; every value is bound; `where` and `order` come only from [`filter`].
 
 pub mod filter;
+pub mod usage;
+
+pub use usage::{TableLimits, Usage};
 
 use serde_json::{Map, Value as Json};
 use sqlx::sqlite::SqliteRow;
@@ -32,6 +35,9 @@ pub struct TableRecord {
     pub update_policy: String,
     pub delete_policy: String,
     pub created_ms: i64,
+    /// The table's own limits on other peers' rows.
+    #[sqlx(flatten)]
+    pub limits: TableLimits,
 }
 
 /// A column as SQLite reports it.
@@ -219,7 +225,8 @@ impl DataStore {
     pub async fn tables(&self) -> Result<Vec<TableRecord>, sqlx::Error> {
         sqlx::query_as(
             "SELECT name, schema, read_policy, insert_policy, update_policy, delete_policy, \
-             created_ms FROM _tables ORDER BY name",
+             created_ms, max_rows_per_caller, max_bytes_per_caller, max_rows, max_bytes \
+             FROM _tables ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await
@@ -229,7 +236,8 @@ impl DataStore {
     pub async fn table(&self, name: &str) -> Result<Option<TableRecord>, sqlx::Error> {
         sqlx::query_as(
             "SELECT name, schema, read_policy, insert_policy, update_policy, delete_policy, \
-             created_ms FROM _tables WHERE name = ?1",
+             created_ms, max_rows_per_caller, max_bytes_per_caller, max_rows, max_bytes \
+             FROM _tables WHERE name = ?1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -297,6 +305,7 @@ impl DataStore {
         .bind(record.created_ms)
         .execute(&mut *tx)
         .await?;
+        usage::track_usage(&mut tx, &record.name).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -437,6 +446,7 @@ impl DataStore {
     /// Renames a table (its trigger and registry entry follow); `schema` is the new schema JSON.
     pub async fn rename_table(&self, old: &str, new: &str, schema: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        usage::untrack_usage(&mut tx, old).await?;
         sqlx::query(AssertSqlSafe(format!(
             "ALTER TABLE {} RENAME TO {}",
             quote_ident(old),
@@ -460,6 +470,11 @@ impl DataStore {
             .bind(old)
             .execute(&mut *tx)
             .await?;
+        usage::track_usage(&mut tx, new).await?;
+        sqlx::query("DELETE FROM _usage WHERE tbl = ?1")
+            .bind(old)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -471,6 +486,10 @@ impl DataStore {
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM _tables WHERE name = ?1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM _usage WHERE tbl = ?1")
             .bind(name)
             .execute(&mut *tx)
             .await?;
@@ -504,9 +523,12 @@ impl DataStore {
         .await
     }
 
-    /// `ALTER TABLE <table> <change>` and the new schema JSON, in one transaction.
+    /// `ALTER TABLE <table> <change>` and the new schema JSON, in one transaction; the usage
+    /// triggers (which name every column, so SQLite would refuse to drop one) are made again for
+    /// the new columns, and the usage counted again.
     async fn alter(&self, table: &str, change: String, schema: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        usage::untrack_usage(&mut tx, table).await?;
         sqlx::query(AssertSqlSafe(format!(
             "ALTER TABLE {} {change}",
             quote_ident(table)
@@ -514,6 +536,7 @@ impl DataStore {
         .execute(&mut *tx)
         .await
         .map_err(constraint_or)?;
+        usage::track_usage(&mut tx, table).await?;
         set_schema(&mut tx, table, schema).await?;
         tx.commit().await?;
         Ok(())
@@ -541,14 +564,22 @@ impl DataStore {
         Ok(())
     }
 
-    /// Runs one read-only statement on a read-only connection; at most `max_rows` rows (and
+    /// The names of the registered user tables: what a statement written by others may name.
+    async fn user_table_names(&self) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT name FROM _tables")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Runs one read-only statement (naming user tables only) on a read-only connection; at most `max_rows` rows (and
     /// whether more were cut off).
     pub async fn read_only_query(
         &self,
         sql: &str,
         max_rows: usize,
     ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
-        filter::check_read_only(sql).map_err(|e| StoreError::Constraint(e.0))?;
+        let tables = self.user_table_names().await?;
+        filter::check_read_only(sql, &tables).map_err(|e| StoreError::Constraint(e.0))?;
         self.run_read_only(sql, &[], max_rows).await
     }
 
@@ -559,13 +590,15 @@ impl DataStore {
         args: &[SqlValue],
         max_rows: usize,
     ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
-        filter::check_user_query(sql).map_err(|e| StoreError::Constraint(e.0))?;
+        let tables = self.user_table_names().await?;
+        filter::check_user_query(sql, &tables).map_err(|e| StoreError::Constraint(e.0))?;
         self.run_read_only(sql, args, max_rows).await
     }
 
     /// A site script's `INSERT`/`UPDATE`/`DELETE` on its own tables; returns rows changed.
     pub async fn user_write(&self, sql: &str, args: &[SqlValue]) -> Result<u64, StoreError> {
-        filter::check_user_write(sql).map_err(|e| StoreError::Constraint(e.0))?;
+        let tables = self.user_table_names().await?;
+        filter::check_user_write(sql, &tables).map_err(|e| StoreError::Constraint(e.0))?;
         let done = bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), args)
             .execute(&self.pool)
             .await

@@ -1,0 +1,211 @@
+//! Bounds on what other peers put into this peer's tables, so a visitor cannot fill the owner's
+//! disk: an insert rate per caller (a token bucket per peer ID, across all tables), and quotas per
+//! table — rows and bytes one caller may keep, rows and bytes the table holds from everyone. The
+//! defaults come from goop.json (`data.*`); the owner overrides the quotas per table in the
+//! database editor. The owner's own calls (the console, the owner's own site pages, imports) are
+//! never held to them; site scripts write through `goop.db` as the owner's code, under Lua's own
+//! call rate limits, and their rows count in the usage all the same.
+//!
+//! A refusal names the limit: the rate answers 429 (too many requests), a quota 507 (insufficient
+//! storage: the peer will not store more for this caller or in this table).
+
+use std::num::NonZeroU32;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use serde_json::Value as Json;
+
+use super::DataError;
+use crate::store::data::{TableLimits, Usage};
+
+/// The peer's limits on other peers' inserts (goop.json's `data` section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InsertLimits {
+    /// Inserts per second one caller may sustain, across all tables; `None`: no rate limit.
+    pub per_second: Option<u32>,
+    /// Inserts one caller may make at once before the rate applies.
+    pub burst: u32,
+    /// Defaults of the per-table quotas.
+    pub max_rows_per_caller: i64,
+    pub max_bytes_per_caller: i64,
+    pub max_rows_per_table: i64,
+    pub max_bytes_per_table: i64,
+}
+
+/// Defaults a small site wants: a guestbook or a chat never comes near them, a flood stops at a
+/// few megabytes per visitor and 100 MiB per table.
+impl Default for InsertLimits {
+    fn default() -> Self {
+        InsertLimits {
+            per_second: Some(2),
+            burst: 20,
+            max_rows_per_caller: 1000,
+            max_bytes_per_caller: 1024 * 1024,
+            max_rows_per_table: 100_000,
+            max_bytes_per_table: 100 * 1024 * 1024,
+        }
+    }
+}
+
+impl InsertLimits {
+    /// No limits at all (benchmarks of the data path).
+    pub fn unlimited() -> Self {
+        InsertLimits {
+            per_second: None,
+            burst: u32::MAX,
+            max_rows_per_caller: i64::MAX,
+            max_bytes_per_caller: i64::MAX,
+            max_rows_per_table: i64::MAX,
+            max_bytes_per_table: i64::MAX,
+        }
+    }
+
+    /// The quotas of a table: its own where it has them, these defaults otherwise.
+    pub fn for_table(&self, own: &TableLimits) -> Quotas {
+        Quotas {
+            rows_per_caller: own.max_rows_per_caller.unwrap_or(self.max_rows_per_caller),
+            bytes_per_caller: own
+                .max_bytes_per_caller
+                .unwrap_or(self.max_bytes_per_caller),
+            rows: own.max_rows.unwrap_or(self.max_rows_per_table),
+            bytes: own.max_bytes.unwrap_or(self.max_bytes_per_table),
+        }
+    }
+}
+
+/// The quotas in force for one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Quotas {
+    pub rows_per_caller: i64,
+    pub bytes_per_caller: i64,
+    pub rows: i64,
+    pub bytes: i64,
+}
+
+impl Quotas {
+    /// Whether `caller`, keeping `mine` in `table` that holds `all`, may add a row of
+    /// `row_bytes`.
+    pub fn check(
+        &self,
+        table: &str,
+        caller: &str,
+        mine: Usage,
+        all: Usage,
+        row_bytes: i64,
+    ) -> Result<(), DataError> {
+        let refuse = |message: String| Err(DataError::Quota(format!("quota: {message}")));
+        if mine.rows.saturating_add(1) > self.rows_per_caller {
+            return refuse(format!(
+                "caller {caller} may keep at most {} rows in `{table}`",
+                self.rows_per_caller
+            ));
+        }
+        if mine.bytes.saturating_add(row_bytes) > self.bytes_per_caller {
+            return refuse(format!(
+                "caller {caller} may keep at most {} bytes in `{table}`; it keeps {} and this \
+                 row is {row_bytes}",
+                self.bytes_per_caller, mine.bytes
+            ));
+        }
+        if all.rows.saturating_add(1) > self.rows {
+            return refuse(format!(
+                "`{table}` holds at most {} rows from everyone together, and it is full",
+                self.rows
+            ));
+        }
+        if all.bytes.saturating_add(row_bytes) > self.bytes {
+            return refuse(format!(
+                "`{table}` holds at most {} bytes from everyone together; it holds {} and this \
+                 row is {row_bytes}",
+                self.bytes, all.bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Largest quota a table may set for itself.
+const MAX_OWN_LIMIT: i64 = 1 << 50;
+
+/// `set-limits`'s `limits`: each of `rows_per_caller`, `bytes_per_caller`, `rows`, `bytes` a
+/// positive whole number, or null (or absent) for the peer's default.
+pub(super) fn parse_own_limits(input: &Json) -> Result<TableLimits, DataError> {
+    let Some(object) = input.as_object() else {
+        return Err(DataError::BadRequest(
+            "`limits` must be an object with rows_per_caller, bytes_per_caller, rows, bytes".into(),
+        ));
+    };
+    const KEYS: [&str; 4] = ["rows_per_caller", "bytes_per_caller", "rows", "bytes"];
+    if let Some(unknown) = object.keys().find(|key| !KEYS.contains(&key.as_str())) {
+        return Err(DataError::BadRequest(format!(
+            "limits: unknown key `{unknown}` (expected {})",
+            KEYS.join(", ")
+        )));
+    }
+    let value = |key: &str| match object.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(value) => match value.as_i64() {
+            Some(n) if (1..=MAX_OWN_LIMIT).contains(&n) => Ok(Some(n)),
+            _ => Err(DataError::BadRequest(format!(
+                "limits.{key} ({value}) must be a whole number from 1 to {MAX_OWN_LIMIT}, or \
+                 null for the peer's default"
+            ))),
+        },
+    };
+    Ok(TableLimits {
+        max_rows_per_caller: value("rows_per_caller")?,
+        max_bytes_per_caller: value("bytes_per_caller")?,
+        max_rows: value("rows")?,
+        max_bytes: value("bytes")?,
+    })
+}
+
+/// Peer IDs the rate limiter remembers before it forgets those whose bucket is full again.
+const RATE_KEYS_KEPT: usize = 4096;
+
+/// The rate limiter and the turn other peers' inserts take, shared by every clone of the service.
+pub(super) struct InsertGuard {
+    pub(super) limits: InsertLimits,
+    rate: Option<DefaultKeyedRateLimiter<String>>,
+    clock: DefaultClock,
+    /// Other peers' quota checks and inserts, one at a time, so that two inserts cannot both pass
+    /// a quota that has room for one.
+    pub(super) turn: tokio::sync::Mutex<()>,
+}
+
+impl InsertGuard {
+    pub(super) fn new(limits: InsertLimits) -> Self {
+        let rate = limits.per_second.map(|per_second| {
+            let per_second = NonZeroU32::new(per_second.max(1)).expect("at least one");
+            let burst = NonZeroU32::new(limits.burst.max(1)).expect("at least one");
+            RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
+        });
+        InsertGuard {
+            limits,
+            rate,
+            clock: DefaultClock::default(),
+            turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Takes one insert from `caller`'s bucket, or says how long until it may insert again.
+    pub(super) fn check_rate(&self, caller: &str) -> Result<(), DataError> {
+        let Some(rate) = &self.rate else {
+            return Ok(());
+        };
+        if rate.len() > RATE_KEYS_KEPT {
+            rate.retain_recent();
+        }
+        rate.check_key(&caller.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            DataError::TooMany(format!(
+                "rate: caller {caller} may make at most {} inserts per second (bursts of {}) into \
+                 this peer's tables; try again in {} ms",
+                self.limits.per_second.unwrap_or_default(),
+                self.limits.burst,
+                wait.as_millis().max(1)
+            ))
+        })
+    }
+}
