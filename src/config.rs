@@ -423,6 +423,10 @@ pub struct DataSettings {
     pub insert_per_second: u32,
     /// Inserts one caller may make at once before the rate applies.
     pub insert_burst: u32,
+    /// Requests of any kind per second one caller may sustain.
+    pub requests_per_second: u32,
+    /// Requests one caller may make at once before that rate applies.
+    pub request_burst: u32,
     /// Rows one caller may keep in a table.
     pub max_rows_per_caller: u64,
     /// Bytes (of column values) one caller may keep in a table.
@@ -440,6 +444,8 @@ impl Default for DataSettings {
         DataSettings {
             insert_per_second: 2,
             insert_burst: 20,
+            requests_per_second: 50,
+            request_burst: 100,
             max_rows_per_caller: 1000,
             max_bytes_per_caller: 1024 * 1024,
             max_rows_per_table: 100_000,
@@ -481,6 +487,8 @@ const INTEGER_RANGES: &[(&str, &str, i64, i64)] = &[
     ("lua", "rate_limit_global", 1, 10_000_000),
     ("data", "insert_per_second", 1, 1_000_000),
     ("data", "insert_burst", 1, 1_000_000),
+    ("data", "requests_per_second", 1, 1_000_000),
+    ("data", "request_burst", 1, 1_000_000),
     ("data", "max_rows_per_caller", 1, 1 << 50),
     ("data", "max_bytes_per_caller", 1, 1 << 50),
     ("data", "max_rows_per_table", 1, 1 << 50),

@@ -91,6 +91,8 @@ pub async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
         watch::channel(String::new()).1,
         Arc::new(|_: &str| Box::pin(async { None })),
     )
+    // The benchmark measures the call path, not the limits on other peers.
+    .with_limits(crate::services::data::limits::InsertLimits::unlimited())
     .with_lua(engine);
     data.handle(
         &Caller::Owner,

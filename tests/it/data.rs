@@ -1003,3 +1003,33 @@ async fn add_column_keeps_a_table_to_a_hundred_columns_of_its_own() {
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn each_caller_gets_a_steady_share_of_requests() {
+    let (data, _dir) = service().await;
+    notes_table(&data, json!({})).await;
+    let count = json!({"op": "count", "table": "notes"});
+    let mut answered = 0;
+    let refusal = loop {
+        match run(&data, &peer(BOB), count.clone()).await {
+            Ok(_) => answered += 1,
+            Err(error) => break error,
+        }
+        assert!(answered <= 1000, "no limit on one caller's requests");
+    };
+    // The burst (100), and perhaps a few the bucket refilled meanwhile.
+    assert!((100..110).contains(&answered), "{answered} answered");
+    let DataError::TooMany(message) = &refusal else {
+        panic!("{refusal:?}");
+    };
+    assert!(
+        message.starts_with(&format!(
+            "rate: caller {BOB} may make at most 50 requests per second (bursts of 100)"
+        )),
+        "{message}"
+    );
+    assert_eq!(refusal.code(), 429);
+    // Another caller and the owner are served meanwhile.
+    run(&data, &peer(CAROL), count.clone()).await.unwrap();
+    run(&data, &Caller::Owner, count).await.unwrap();
+}

@@ -26,6 +26,10 @@ pub struct InsertLimits {
     pub per_second: Option<u32>,
     /// Inserts one caller may make at once before the rate applies.
     pub burst: u32,
+    /// Requests per second (of any kind) one caller may sustain; `None`: no rate limit.
+    pub requests_per_second: Option<u32>,
+    /// Requests one caller may make at once before that rate applies.
+    pub request_burst: u32,
     /// Defaults of the per-table quotas.
     pub max_rows_per_caller: i64,
     pub max_bytes_per_caller: i64,
@@ -40,6 +44,8 @@ impl Default for InsertLimits {
         InsertLimits {
             per_second: Some(2),
             burst: 20,
+            requests_per_second: Some(50),
+            request_burst: 100,
             max_rows_per_caller: 1000,
             max_bytes_per_caller: 1024 * 1024,
             max_rows_per_table: 100_000,
@@ -54,6 +60,8 @@ impl InsertLimits {
         InsertLimits {
             per_second: None,
             burst: u32::MAX,
+            requests_per_second: None,
+            request_burst: u32::MAX,
             max_rows_per_caller: i64::MAX,
             max_bytes_per_caller: i64::MAX,
             max_rows_per_table: i64::MAX,
@@ -168,6 +176,7 @@ const RATE_KEYS_KEPT: usize = 4096;
 pub(super) struct InsertGuard {
     pub(super) limits: InsertLimits,
     rate: Option<DefaultKeyedRateLimiter<String>>,
+    requests: Option<DefaultKeyedRateLimiter<String>>,
     clock: DefaultClock,
     /// Other peers' quota checks and inserts, one at a time, so that two inserts cannot both pass
     /// a quota that has room for one.
@@ -181,12 +190,38 @@ impl InsertGuard {
             let burst = NonZeroU32::new(limits.burst.max(1)).expect("at least one");
             RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
         });
+        let requests = limits.requests_per_second.map(|per_second| {
+            let per_second = NonZeroU32::new(per_second.max(1)).expect("at least one");
+            let burst = NonZeroU32::new(limits.request_burst.max(1)).expect("at least one");
+            RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
+        });
         InsertGuard {
             limits,
             rate,
+            requests,
             clock: DefaultClock::default(),
             turn: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Takes one request from `caller`'s bucket, or says how long until it may ask again.
+    pub(super) fn check_requests(&self, caller: &str) -> Result<(), DataError> {
+        let Some(requests) = &self.requests else {
+            return Ok(());
+        };
+        if requests.len() > RATE_KEYS_KEPT {
+            requests.retain_recent();
+        }
+        requests.check_key(&caller.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            DataError::TooMany(format!(
+                "rate: caller {caller} may make at most {} requests per second (bursts of {}) to \
+                 this peer's data; try again in {} ms",
+                self.limits.requests_per_second.unwrap_or_default(),
+                self.limits.request_burst,
+                wait.as_millis().max(1)
+            ))
+        })
     }
 
     /// Takes one insert from `caller`'s bucket, or says how long until it may insert again.

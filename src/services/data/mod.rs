@@ -280,6 +280,10 @@ impl DataService {
 
     /// Runs one operation for `caller`.
     pub async fn handle(&self, caller: &Caller, request: DataRequest) -> Result<Json, DataError> {
+        // Another peer's every request costs this peer work: each caller gets a steady share.
+        if let Caller::Peer(id) = caller {
+            self.guard.check_requests(id)?;
+        }
         match request.op.as_str() {
             "tables" => self.tables().await,
             "describe" => {
