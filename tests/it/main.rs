@@ -23,6 +23,7 @@ mod logs;
 mod lua;
 mod lua_console;
 mod lua_http;
+mod lua_limits;
 mod netns;
 mod node;
 mod peer;

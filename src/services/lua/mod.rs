@@ -9,9 +9,12 @@
 //! reach the next one. The VM has only `base` (without `dofile`, `loadfile`, `require`, binary
 //! `load`, and with `collectgarbage` reduced to "count"), `string` (without `dump`), `table`,
 //! `math`, `utf8` and `os.time/date/clock`; an instruction hook enforces the time budget inside
-//! the VM and an allocator limit the memory; results are bounded.
+//! the VM, and the library functions that loop in C (string patterns, `string.rep`, the table
+//! functions) are held to the same budget; an allocator limits the
+//! memory; results are bounded.
 
 pub mod http;
+mod patterns;
 mod sandbox;
 
 use std::collections::HashMap;
