@@ -1,6 +1,6 @@
 //! Time limits that hold: work inside library functions (string patterns, `string.rep`, the
-//! table functions) ends at a call's time budget, as loops in Lua do, and the engine keeps
-//! answering afterwards.
+//! table functions) and database statements end at a call's time budget, as loops in Lua do,
+//! and the engine and the database keep answering afterwards.
 
 use std::time::{Duration, Instant};
 
@@ -205,4 +205,83 @@ end
             "proxy": [6, 5, 4],
         })
     );
+}
+
+/// A statement that never ends: it counts an endless recursive sequence.
+const ENDLESS: &str =
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_statements_end_at_the_calls_budget_and_the_database_keeps_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = goop2::store::peer::PeerStore::open(&dir.path().join("data.db"))
+        .await
+        .unwrap();
+    let (_tx, email) = tokio::sync::watch::channel(String::new());
+    let data = goop2::services::data::DataService::new(
+        store.data(),
+        "12D3KooWSelf".into(),
+        email,
+        std::sync::Arc::new(|_: &str| Box::pin(async { None })),
+    );
+    let owner = goop2::services::data::Caller::Owner;
+    let request = |value: Value| serde_json::from_value(value).unwrap();
+    data.handle(&owner, request(json!({"op": "create-table", "schema": {"name": "scores", "columns": ["who TEXT NOT NULL", "points INTEGER"]}})))
+        .await
+        .unwrap();
+    for who in 0..1000 {
+        data.handle(
+            &owner,
+            request(json!({"op": "insert", "table": "scores", "data": {"who": who.to_string(), "points": 0}})),
+        )
+        .await
+        .unwrap();
+    }
+    function(
+        dir.path(),
+        "scalar",
+        &format!("return goop.db.scalar('{ENDLESS}')"),
+    );
+    function(
+        dir.path(),
+        "query",
+        &format!("return goop.db.query('{ENDLESS}')"),
+    );
+    function(
+        dir.path(),
+        "exec",
+        &format!("return goop.db.exec('UPDATE scores SET points = ({ENDLESS})')"),
+    );
+    // Catching the error does not buy more time.
+    function(
+        dir.path(),
+        "caught",
+        &format!("pcall(goop.db.scalar, '{ENDLESS}')\n  return 'more'"),
+    );
+    function(
+        dir.path(),
+        "total",
+        "goop.db.exec('UPDATE scores SET points = points + 1')\n  return goop.db.scalar('SELECT sum(points) FROM scores')",
+    );
+    let engine = engine(dir.path(), Some(store.data()));
+    for name in ["scalar", "query", "exec", "caught"] {
+        let (result, took) = call_bounded(&engine, name, json!({})).await;
+        assert_eq!(result, Err(LuaError::Timeout(1)), "{name} after {took:?}");
+    }
+    // Every connection of the pool in turn (it hands out the longest idle first) runs statements
+    // of many steps with no deadline of their own: none is stopped by a deadline left over.
+    for _ in 0..8 {
+        let count = data
+            .handle(
+                &owner,
+                request(
+                    json!({"op": "count", "table": "scores", "where": "points >= ?", "args": [0]}),
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(count, 1000);
+    }
+    let (result, _) = call_bounded(&engine, "total", json!({})).await;
+    assert_eq!(result.unwrap(), json!(1000));
 }

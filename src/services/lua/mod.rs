@@ -10,7 +10,7 @@
 //! `load`, and with `collectgarbage` reduced to "count"), `string` (without `dump`), `table`,
 //! `math`, `utf8` and `os.time/date/clock`; an instruction hook enforces the time budget inside
 //! the VM, and the library functions that loop in C (string patterns, `string.rep`, the table
-//! functions) are held to the same budget; an allocator limits the
+//! functions, database statements) are held to the same budget; an allocator limits the
 //! memory; results are bounded.
 
 pub mod http;

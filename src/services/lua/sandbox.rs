@@ -5,7 +5,7 @@
 //! function: string patterns are matched by [`super::patterns`], which looks at the same
 //! [`Budget`]; [`PRELUDE`] holds `string.rep` to the memory limit before it loops, loops
 //! `table.insert`, `remove` and `move` in Lua (a `__len` can make up any length) and sorts a
-//! table with such metamethods through a plain copy.
+//! table with such metamethods through a plain copy; database statements end at the budget too.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,7 +59,7 @@ pub(super) struct Run {
 }
 
 /// The time a call has, as everything that may run long inside it sees it: the instruction
-/// hook and the pattern matcher.
+/// hook, the pattern matcher, database statements.
 #[derive(Clone)]
 pub(super) struct Budget {
     pub deadline: Instant,
@@ -116,7 +116,7 @@ pub(super) fn run(run: Run) -> Result<CallOutcome, LuaError> {
     let result = call_in_vm(&run, started, timed_out.clone(), logs.clone());
     let logs = std::mem::take(&mut *logs.lock().unwrap_or_else(|e| e.into_inner()));
     match result {
-        // Work the budget cut short (a pattern) ends the call even when the
+        // Work the budget cut short (a statement, a pattern) ends the call even when the
         // script caught the error and went on.
         _ if timed_out.load(Ordering::Relaxed) => {
             Err(LuaError::Timeout(run.limits.timeout.as_secs()))
@@ -361,8 +361,17 @@ fn sql_args(args: &mlua::Variadic<Value>) -> mlua::Result<Vec<crate::store::data
         .collect()
 }
 
-/// `goop.db.query/scalar/exec`: the site's own tables, bound parameters, bounded results.
-fn db_table(lua: &Lua, run: &Run) -> mlua::Result<Table> {
+/// A store error for the script; a statement stopped at the deadline ends the call as out of time.
+fn store_failed(budget: &Budget, error: crate::store::data::StoreError) -> mlua::Error {
+    if matches!(error, crate::store::data::StoreError::OutOfTime) {
+        budget.timed_out.store(true, Ordering::Relaxed);
+    }
+    mlua::Error::runtime(error.to_string())
+}
+
+/// `goop.db.query/scalar/exec`: the site's own tables, bound parameters, bounded results;
+/// every statement ends at the call's deadline.
+fn db_table(lua: &Lua, run: &Run, budget: &Budget) -> mlua::Result<Table> {
     let db = lua.create_table()?;
     let store = match (&run.entry, run.db.clone()) {
         (Entry::Call(_), Some(store)) => Ok(store),
@@ -382,40 +391,42 @@ fn db_table(lua: &Lua, run: &Run) -> mlua::Result<Table> {
             return Ok(db);
         }
     };
-    let failed = |e: crate::store::data::StoreError| mlua::Error::runtime(e.to_string());
-    let (query_store, query_handle) = (store.clone(), run.runtime.clone());
+    let deadline = budget.deadline;
+    let (query_store, query_handle, query_budget) =
+        (store.clone(), run.runtime.clone(), budget.clone());
     db.set(
         "query",
         lua.create_function(move |lua, (sql, args): (String, mlua::Variadic<Value>)| {
             let args = sql_args(&args)?;
             let (rows, _) = query_handle
-                .block_on(query_store.user_query(&sql, &args, MAX_DB_ROWS))
-                .map_err(failed)?;
+                .block_on(query_store.user_query(&sql, &args, MAX_DB_ROWS, deadline))
+                .map_err(|e| store_failed(&query_budget, e))?;
             lua.to_value(&rows)
         })?,
     )?;
-    let (scalar_store, scalar_handle) = (store.clone(), run.runtime.clone());
+    let (scalar_store, scalar_handle, scalar_budget) =
+        (store.clone(), run.runtime.clone(), budget.clone());
     db.set(
         "scalar",
         lua.create_function(move |lua, (sql, args): (String, mlua::Variadic<Value>)| {
             let args = sql_args(&args)?;
             let (rows, _) = scalar_handle
-                .block_on(scalar_store.user_query(&sql, &args, 1))
-                .map_err(failed)?;
+                .block_on(scalar_store.user_query(&sql, &args, 1, deadline))
+                .map_err(|e| store_failed(&scalar_budget, e))?;
             match rows.first().and_then(|row| row.values().next()) {
                 Some(value) => lua.to_value(value),
                 None => Ok(Value::Nil),
             }
         })?,
     )?;
-    let handle = run.runtime.clone();
+    let (handle, exec_budget) = (run.runtime.clone(), budget.clone());
     db.set(
         "exec",
         lua.create_function(move |_, (sql, args): (String, mlua::Variadic<Value>)| {
             let args = sql_args(&args)?;
             handle
-                .block_on(store.user_write(&sql, &args))
-                .map_err(failed)
+                .block_on(store.user_write(&sql, &args, deadline))
+                .map_err(|e| store_failed(&exec_budget, e))
         })?,
     )?;
     Ok(db)
@@ -588,7 +599,7 @@ fn install_goop(
     api.set("json", json)?;
 
     api.set("kv", kv_table(lua, run)?)?;
-    api.set("db", db_table(lua, run)?)?;
+    api.set("db", db_table(lua, run, budget)?)?;
     api.set("http", http_table(lua, run, budget.deadline)?)?;
     let commands = run.commands.clone();
     api.set(

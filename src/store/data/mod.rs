@@ -1,8 +1,12 @@
 //! User tables of the peer's `data.db` and their registry `_tables` (schema JSON and access
 //! policies). Every table and column name that reaches SQL here was checked by the caller and is
 //! quoted again here; every value is bound; `where` and `order` come only from [`filter`].
+//! Statements written by others (the owner's SQL box, site scripts) end at their caller's
+//! deadline ([`super::deadline`]).
 
 pub mod filter;
+
+use std::time::Instant;
 
 use serde_json::{Map, Value as Json};
 use sqlx::sqlite::SqliteRow;
@@ -125,6 +129,8 @@ pub enum StoreError {
     TooLarge,
     #[error("{0}")]
     Constraint(String),
+    #[error("the statement ran out of its time budget and was stopped")]
+    OutOfTime,
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
 }
@@ -213,6 +219,15 @@ pub struct DataStore {
 impl DataStore {
     pub fn new(pool: SqlitePool, read_only: SqlitePool) -> Self {
         DataStore { pool, read_only }
+    }
+
+    /// A statement that failed: stopped at the deadline, or else.
+    fn failed(&self, error: sqlx::Error) -> StoreError {
+        if super::deadline::is_interrupted(&error) {
+            StoreError::OutOfTime
+        } else {
+            constraint_or(error)
+        }
     }
 
     /// Every registered table, by name.
@@ -541,35 +556,46 @@ impl DataStore {
         Ok(())
     }
 
-    /// Runs one read-only statement on a read-only connection; at most `max_rows` rows (and
-    /// whether more were cut off).
+    /// Runs one read-only statement on a read-only connection, stopped at `deadline`; at most
+    /// `max_rows` rows (and whether more were cut off).
     pub async fn read_only_query(
         &self,
         sql: &str,
         max_rows: usize,
+        deadline: Instant,
     ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
         filter::check_read_only(sql).map_err(|e| StoreError::Constraint(e.0))?;
-        self.run_read_only(sql, &[], max_rows).await
+        self.run_read_only(sql, &[], max_rows, deadline).await
     }
 
-    /// A site script's `SELECT` (no system tables) with bound `args`, on a read-only connection.
+    /// A site script's `SELECT` (no system tables) with bound `args`, on a read-only connection,
+    /// stopped at `deadline`.
     pub async fn user_query(
         &self,
         sql: &str,
         args: &[SqlValue],
         max_rows: usize,
+        deadline: Instant,
     ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
         filter::check_user_query(sql).map_err(|e| StoreError::Constraint(e.0))?;
-        self.run_read_only(sql, args, max_rows).await
+        self.run_read_only(sql, args, max_rows, deadline).await
     }
 
-    /// A site script's `INSERT`/`UPDATE`/`DELETE` on its own tables; returns rows changed.
-    pub async fn user_write(&self, sql: &str, args: &[SqlValue]) -> Result<u64, StoreError> {
+    /// A site script's `INSERT`/`UPDATE`/`DELETE` on its own tables, stopped (and so rolled
+    /// back) at `deadline`; returns rows changed.
+    pub async fn user_write(
+        &self,
+        sql: &str,
+        args: &[SqlValue],
+        deadline: Instant,
+    ) -> Result<u64, StoreError> {
         filter::check_user_write(sql).map_err(|e| StoreError::Constraint(e.0))?;
+        let mut connection = self.pool.acquire().await?;
+        let _limit = super::deadline::limit(&mut connection, deadline).await?;
         let done = bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), args)
-            .execute(&self.pool)
+            .execute(&mut *connection)
             .await
-            .map_err(constraint_or)?;
+            .map_err(|e| self.failed(e))?;
         Ok(done.rows_affected())
     }
 
@@ -578,14 +604,16 @@ impl DataStore {
         sql: &str,
         args: &[SqlValue],
         max_rows: usize,
+        deadline: Instant,
     ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
         use futures_util::TryStreamExt;
         let mut connection = self.read_only.acquire().await?;
+        let _limit = super::deadline::limit(&mut connection, deadline).await?;
         let mut rows =
             bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), args).fetch(&mut *connection);
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        while let Some(row) = rows.try_next().await.map_err(constraint_or)? {
+        while let Some(row) = rows.try_next().await.map_err(|e| self.failed(e))? {
             if out.len() == max_rows {
                 return Ok((out, true));
             }
