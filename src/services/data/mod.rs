@@ -147,6 +147,7 @@ impl From<StoreError> for DataError {
             StoreError::TooLarge => DataError::TooLarge(error.to_string()),
             StoreError::Constraint(message) => DataError::BadRequest(message),
             StoreError::OutOfTime => DataError::BadRequest(error.to_string()),
+            StoreError::Stopping => DataError::Internal(error.to_string()),
             StoreError::Sql(err) => {
                 tracing::error!("data operation failed: {err}");
                 DataError::Internal("the database could not do that; see the peer's log".into())

@@ -793,6 +793,7 @@ return checked
         Budget {
             deadline: Instant::now() + timeout,
             timed_out: Arc::new(AtomicBool::new(false)),
+            stopping: Arc::new(AtomicBool::new(false)),
             max_bytes: 1 << 20,
         }
     }

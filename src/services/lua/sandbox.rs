@@ -56,6 +56,8 @@ pub(super) struct Run {
     pub http: Option<super::http::LuaHttp>,
     /// The runtime the stores are reached through from this blocking thread.
     pub runtime: tokio::runtime::Handle,
+    /// Set when the peer stops: every running call ends at its next look at the budget.
+    pub stopping: Arc<AtomicBool>,
 }
 
 /// The time a call has, as everything that may run long inside it sees it: the instruction
@@ -65,13 +67,18 @@ pub(super) struct Budget {
     pub deadline: Instant,
     /// Set when the deadline ended the call.
     pub timed_out: Arc<AtomicBool>,
+    /// The engine's stop.
+    pub stopping: Arc<AtomicBool>,
     /// Bytes a result built outside the VM may have: the VM's memory limit.
     pub max_bytes: usize,
 }
 
 impl Budget {
-    /// An error once the deadline has passed.
+    /// An error once the deadline has passed or the peer is stopping.
     pub fn check(&self) -> mlua::Result<()> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(mlua::Error::runtime("the peer is stopping"));
+        }
         if Instant::now() >= self.deadline {
             self.timed_out.store(true, Ordering::Relaxed);
             return Err(mlua::Error::runtime("the time budget is used up"));
@@ -126,6 +133,7 @@ pub(super) fn run(run: Run) -> Result<CallOutcome, LuaError> {
             logs,
             elapsed: started.elapsed(),
         }),
+        Err(_) if run.stopping.load(Ordering::Relaxed) => Err(LuaError::Stopping),
         Err(CallFailure::Lua(error)) => Err(match error {
             mlua::Error::MemoryError(_) => LuaError::Memory(memory_mb),
             other => {
@@ -166,6 +174,7 @@ fn call_in_vm(
     let budget = Budget {
         deadline: started + run.limits.timeout,
         timed_out,
+        stopping: run.stopping.clone(),
         max_bytes: run.limits.max_memory,
     };
     let hook_budget = budget.clone();

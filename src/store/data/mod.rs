@@ -131,6 +131,8 @@ pub enum StoreError {
     Constraint(String),
     #[error("the statement ran out of its time budget and was stopped")]
     OutOfTime,
+    #[error("the database is closing; the statement was stopped")]
+    Stopping,
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
 }
@@ -214,19 +216,31 @@ pub struct DataStore {
     pool: SqlitePool,
     /// Read-only connections (SQLite refuses writes on them) for SQL written by others.
     read_only: SqlitePool,
+    /// The store's closing, which stops running statements.
+    stopping: super::deadline::Stopping,
 }
 
 impl DataStore {
-    pub fn new(pool: SqlitePool, read_only: SqlitePool) -> Self {
-        DataStore { pool, read_only }
+    pub fn new(
+        pool: SqlitePool,
+        read_only: SqlitePool,
+        stopping: super::deadline::Stopping,
+    ) -> Self {
+        DataStore {
+            pool,
+            read_only,
+            stopping,
+        }
     }
 
-    /// A statement that failed: stopped at the deadline, or else.
+    /// A statement that failed: stopped at the deadline, stopped by the closing, or else.
     fn failed(&self, error: sqlx::Error) -> StoreError {
-        if super::deadline::is_interrupted(&error) {
-            StoreError::OutOfTime
-        } else {
+        if !super::deadline::is_interrupted(&error) {
             constraint_or(error)
+        } else if self.stopping.is_stopped() {
+            StoreError::Stopping
+        } else {
+            StoreError::OutOfTime
         }
     }
 
@@ -591,7 +605,7 @@ impl DataStore {
     ) -> Result<u64, StoreError> {
         filter::check_user_write(sql).map_err(|e| StoreError::Constraint(e.0))?;
         let mut connection = self.pool.acquire().await?;
-        let _limit = super::deadline::limit(&mut connection, deadline).await?;
+        let _limit = super::deadline::limit(&mut connection, deadline, &self.stopping).await?;
         let done = bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), args)
             .execute(&mut *connection)
             .await
@@ -608,7 +622,7 @@ impl DataStore {
     ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
         use futures_util::TryStreamExt;
         let mut connection = self.read_only.acquire().await?;
-        let _limit = super::deadline::limit(&mut connection, deadline).await?;
+        let _limit = super::deadline::limit(&mut connection, deadline, &self.stopping).await?;
         let mut rows =
             bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), args).fetch(&mut *connection);
         let mut out = Vec::new();
