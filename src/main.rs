@@ -132,7 +132,8 @@ fn run_peer(dir: &Path, init: bool) -> anyhow::Result<()> {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
-    runtime()?.block_on(async {
+    let runtime = runtime()?;
+    let result = runtime.block_on(async {
         // Watched before anything is announced, so a signal right after is never missed.
         let stop = StopSignals::watch()?;
         let running = modes::peer::start(dir, &loaded.config, logs).await?;
@@ -144,7 +145,10 @@ fn run_peer(dir: &Path, init: bool) -> anyhow::Result<()> {
         tracing::info!("stopping");
         running.shutdown().await;
         Ok(())
-    })
+    });
+    // Blocking work still running (a script told to stop, a name lookup) does not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
 
 /// A line on stdout for whoever started the peer. Nobody reading it (a closed pipe) is no reason

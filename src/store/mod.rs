@@ -2,6 +2,7 @@
 //! `migrations/`: the hub's shared peer registry and the peer's own `data.db` (system tables and user tables).
 
 pub mod data;
+pub mod deadline;
 pub mod hub;
 pub mod lua_kv;
 pub mod peer;

@@ -38,6 +38,8 @@ pub struct PeerStore {
     /// Connections SQLite itself keeps from writing, for statements written by others (the
     /// console's SQL box, site scripts); opened when first needed.
     read_only: SqlitePool,
+    /// Set by [`PeerStore::close`]: statements still running on either pool stop.
+    stopping: super::deadline::Stopping,
 }
 
 impl PeerStore {
@@ -51,12 +53,13 @@ impl PeerStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
+        let stopping = super::deadline::Stopping::default();
+        let pool = super::deadline::interruptible(SqlitePoolOptions::new(), stopping.clone())
             .max_connections(4)
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        let read_only = SqlitePoolOptions::new()
+        let read_only = super::deadline::interruptible(SqlitePoolOptions::new(), stopping.clone())
             .max_connections(4)
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(
@@ -66,7 +69,11 @@ impl PeerStore {
                     .pragma("query_only", "ON")
                     .busy_timeout(Duration::from_secs(5)),
             );
-        let store = PeerStore { pool, read_only };
+        let store = PeerStore {
+            pool,
+            read_only,
+            stopping,
+        };
         store.data().track_usage_of_every_table().await?;
         Ok(store)
     }
@@ -146,7 +153,11 @@ impl PeerStore {
 
     /// The user tables in the same database.
     pub fn data(&self) -> super::data::DataStore {
-        super::data::DataStore::new(self.pool.clone(), self.read_only.clone())
+        super::data::DataStore::new(
+            self.pool.clone(),
+            self.read_only.clone(),
+            self.stopping.clone(),
+        )
     }
 
     /// The Lua scripts' key-value stores in the same database.
@@ -154,8 +165,10 @@ impl PeerStore {
         super::lua_kv::LuaKv::new(self.pool.clone())
     }
 
-    /// Flushes and closes the pool.
+    /// Stops the statements still running, then flushes and closes the pools (which wait for
+    /// every connection to come back).
     pub async fn close(&self) {
+        self.stopping.stop();
         self.read_only.close().await;
         self.pool.close().await;
     }

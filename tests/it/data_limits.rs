@@ -426,6 +426,7 @@ async fn usage_follows_every_writer_and_tables_older_than_it_are_counted_at_open
         .user_write(
             "INSERT INTO posts (_owner, title) VALUES (?, 'xyz')",
             &[goop2::store::data::SqlValue::Text(BOB.into())],
+            std::time::Instant::now() + std::time::Duration::from_secs(30),
         )
         .await
         .unwrap();

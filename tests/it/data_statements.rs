@@ -124,8 +124,8 @@ async fn no_quoting_case_or_schema_reaches_a_system_table() {
             for (sql, kind) in statements(&spelling) {
                 tried += 1;
                 let refused = match kind {
-                    "query" => tables.user_query(&sql, &[], 10).await.err(),
-                    _ => tables.user_write(&sql, &[]).await.err(),
+                    "query" => tables.user_query(&sql, &[], 10, soon()).await.err(),
+                    _ => tables.user_write(&sql, &[], soon()).await.err(),
                 };
                 let Some(refused) = refused else {
                     panic!("{sql}: a script got through");
@@ -177,7 +177,7 @@ async fn user_tables_resolve_under_every_quoting_and_nothing_else_does() {
         "'posts'",
     ] {
         let (rows, _) = tables
-            .user_query(&format!("SELECT title FROM {spelling}"), &[], 10)
+            .user_query(&format!("SELECT title FROM {spelling}"), &[], 10, soon())
             .await
             .unwrap_or_else(|e| panic!("{spelling}: {e}"));
         assert_eq!(rows[0]["title"], "first", "{spelling}");
@@ -189,7 +189,7 @@ async fn user_tables_resolve_under_every_quoting_and_nothing_else_does() {
         "SELECT * FROM posts p JOIN (SELECT _id FROM posts) q ON p._id = q._id",
     ] {
         tables
-            .user_query(allowed, &[], 10)
+            .user_query(allowed, &[], 10, soon())
             .await
             .unwrap_or_else(|e| panic!("{allowed}: {e}"));
         owner(&data, json!({"op": "sql", "sql": allowed}))
@@ -215,7 +215,7 @@ async fn user_tables_resolve_under_every_quoting_and_nothing_else_does() {
         ("WITH c AS (SELECT 1) DELETE FROM posts", "only a SELECT"),
         ("SELECT * FROM posts WHERE 1 IN _tables", ""),
     ] {
-        let refused = tables.user_query(sql, &[], 10).await;
+        let refused = tables.user_query(sql, &[], 10, soon()).await;
         match &refused {
             Err(error) => assert!(error.to_string().contains(message), "{sql}: {error}"),
             Ok(rows) => panic!("{sql}: a script read {rows:?}"),
@@ -230,6 +230,7 @@ async fn user_tables_resolve_under_every_quoting_and_nothing_else_does() {
         .user_write(
             "UPDATE [posts] SET title = ? WHERE _id = 1",
             &[goop2::store::data::SqlValue::Text("changed".into())],
+            soon(),
         )
         .await
         .unwrap();
@@ -281,4 +282,9 @@ async fn a_script_cannot_open_a_policy_or_wipe_the_key_value_store() {
             .as_deref(),
         Some("\"kept\"")
     );
+}
+
+/// A deadline no statement here comes near.
+fn soon() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(30)
 }

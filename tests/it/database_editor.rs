@@ -183,3 +183,57 @@ async fn table_changes_need_the_form_token_and_a_drop_needs_the_name_typed() {
     assert_eq!(api(&base, "tables", json!({})).await["data"], json!([]));
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_statement_in_the_sql_box_is_stopped_at_its_budget() {
+    let (dir, config) = peer_dir("Editor", |_| {});
+    let running = peer::start(dir.path(), &config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let base = console(&running);
+    let page = no_redirects()
+        .get(format!("{base}/database"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = hidden(&page, "csrf");
+    let run = |sql: &'static str| {
+        let (url, csrf) = (format!("{base}/database/sql"), csrf.clone());
+        async move {
+            no_redirects()
+                .post(url)
+                .form(&[("csrf", csrf.as_str()), ("sql", sql)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let started = std::time::Instant::now();
+    let endless = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        run(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+        ),
+    )
+    .await
+    .expect("the statement still runs after 15 s");
+    let took = started.elapsed();
+    assert_eq!(endless.status().as_u16(), 400);
+    let text = endless.text().await.unwrap();
+    assert!(
+        text.contains("the statement ran out of its time budget (5 s) and was stopped"),
+        "{text}"
+    );
+    assert!(
+        took >= goop2::services::data::SQL_BUDGET && took < std::time::Duration::from_secs(10),
+        "{took:?}"
+    );
+    // The box answers the next statement at once.
+    let next = run("SELECT 6 * 7 AS answer").await;
+    assert_eq!(next.status().as_u16(), 200);
+    assert!(next.text().await.unwrap().contains("42"));
+    running.shutdown().await;
+}

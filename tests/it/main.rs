@@ -26,6 +26,7 @@ mod logs;
 mod lua;
 mod lua_console;
 mod lua_http;
+mod lua_limits;
 mod netns;
 mod node;
 mod node_budget;

@@ -467,3 +467,66 @@ async fn a_peer_known_only_through_a_hub_stays_online_for_many_ttls_and_leaves_w
     assert!(eventually(WAIT, async || sees(&ann, dan_id, PeerState::Offline).await).await);
     ann.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_stops_on_sigterm_while_endless_statements_and_scripts_run() {
+    const ENDLESS: &str =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    let console_port = free_port();
+    let (dir, _) = peer_dir("Runaway", |c| {
+        c.viewer.http_addr = format!("127.0.0.1:{console_port}");
+        c.lua.enabled = true;
+        // The longest budget there is: nothing here ends by itself before the test gives up.
+        c.lua.timeout_seconds = 60;
+    });
+    let functions = dir.path().join("site/lua/functions");
+    std::fs::create_dir_all(&functions).unwrap();
+    std::fs::write(
+        functions.join("count.lua"),
+        format!("function call(request)\n  return goop.db.scalar('{ENDLESS}')\nend\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        functions.join("spin.lua"),
+        "function call(request)\n  while true do end\nend\n",
+    )
+    .unwrap();
+    let mut peer = PeerProcess::start(dir.path());
+    let api = |op: &str, body: serde_json::Value| {
+        let url = format!("{}/api/data/{op}", peer.console);
+        tokio::spawn(async move { reqwest::Client::new().post(url).json(&body).send().await })
+    };
+    let running = [
+        api("sql", serde_json::json!({"sql": ENDLESS})),
+        api(
+            "lua-call",
+            serde_json::json!({"function": "count", "params": {}}),
+        ),
+        api(
+            "lua-call",
+            serde_json::json!({"function": "spin", "params": {}}),
+        ),
+    ];
+    // Long enough for all three to be under way.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(running.iter().all(|request| !request.is_finished()));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &peer.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let signalled = std::time::Instant::now();
+    let exited = loop {
+        if let Some(exit) = peer.child.try_wait().unwrap() {
+            break exit;
+        }
+        if signalled.elapsed() > Duration::from_secs(20) {
+            peer.child.kill().unwrap();
+            panic!("the peer still runs 20 s after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = signalled.elapsed();
+    assert!(exited.success(), "{exited:?}");
+    assert!(took < Duration::from_secs(5), "stopped after {took:?}");
+}

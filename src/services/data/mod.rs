@@ -100,6 +100,8 @@ pub const SYSTEM_COLUMNS: [&str; 5] = [
 
 /// Rows the owner's read-only SQL returns at most.
 pub const MAX_SQL_ROWS: usize = 1000;
+/// How long one statement of the owner's read-only SQL may run before SQLite stops it.
+pub const SQL_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why an operation failed; each maps to an HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,6 +160,8 @@ impl From<StoreError> for DataError {
         match error {
             StoreError::TooLarge => DataError::TooLarge(error.to_string()),
             StoreError::Constraint(message) => DataError::BadRequest(message),
+            StoreError::OutOfTime => DataError::BadRequest(error.to_string()),
+            StoreError::Stopping => DataError::Internal(error.to_string()),
             StoreError::Sql(err) => {
                 tracing::error!("data operation failed: {err}");
                 DataError::Internal("the database could not do that; see the peer's log".into())
@@ -739,7 +743,18 @@ impl DataService {
                 .sql
                 .as_deref()
                 .ok_or_else(|| DataError::BadRequest("`sql` is missing".into()))?;
-            let (rows, truncated) = self.store.read_only_query(sql, MAX_SQL_ROWS).await?;
+            let deadline = std::time::Instant::now() + SQL_BUDGET;
+            let (rows, truncated) = self
+                .store
+                .read_only_query(sql, MAX_SQL_ROWS, deadline)
+                .await
+                .map_err(|error| match error {
+                    StoreError::OutOfTime => DataError::BadRequest(format!(
+                        "the statement ran out of its time budget ({} s) and was stopped",
+                        SQL_BUDGET.as_secs()
+                    )),
+                    other => other.into(),
+                })?;
             return Ok(json!({ "rows": rows, "truncated": truncated }));
         }
         let table = self.table(request).await?;

@@ -9,13 +9,17 @@
 //! reach the next one. The VM has only `base` (without `dofile`, `loadfile`, `require`, binary
 //! `load`, and with `collectgarbage` reduced to "count"), `string` (without `dump`), `table`,
 //! `math`, `utf8` and `os.time/date/clock`; an instruction hook enforces the time budget inside
-//! the VM and an allocator limit the memory; results are bounded.
+//! the VM, and the library functions that loop in C (string patterns, `string.rep`, the table
+//! functions, database statements) are held to the same budget; an allocator limits the
+//! memory; results are bounded. When the peer stops, running calls end at once.
 
 pub mod http;
+mod patterns;
 mod sandbox;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -181,6 +185,8 @@ pub enum LuaError {
     Forbidden(String),
     #[error("{0}")]
     RateLimited(String),
+    #[error("the peer is stopping")]
+    Stopping,
 }
 
 /// What an engine is started with.
@@ -237,6 +243,8 @@ pub struct LuaEngine {
     db: Option<crate::store::data::DataStore>,
     /// `goop.http`, unless `lua.http_enabled` is off.
     http: Option<http::LuaHttp>,
+    /// Set once the engine is stopped; running calls see it at their next look at the budget.
+    stopping: Arc<AtomicBool>,
 }
 
 impl LuaEngine {
@@ -258,6 +266,7 @@ impl LuaEngine {
             prelude: Arc::new(
                 sandbox::compile("goop", sandbox::PRELUDE).expect("the built-in prelude compiles"),
             ),
+            stopping: Arc::new(AtomicBool::new(false)),
         };
         engine.rescan();
         let poller = engine.clone();
@@ -269,7 +278,13 @@ impl LuaEngine {
                         let engine = poller.clone();
                         let _ = tokio::task::spawn_blocking(move || engine.rescan()).await;
                     }
-                    () = crate::services::until_stopped(&mut stop) => return,
+                    () = crate::services::until_stopped(&mut stop) => {
+                        // A stop, not a sender gone away: only a stop ends running calls.
+                        if *stop.borrow() {
+                            poller.stopping.store(true, Ordering::Relaxed);
+                        }
+                        return;
+                    }
                 }
             }
         });
@@ -370,6 +385,9 @@ impl LuaEngine {
         entry: sandbox::Entry,
         caller: LuaCaller,
     ) -> Result<CallOutcome, LuaError> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(LuaError::Stopping);
+        }
         let name = compiled.info.name.clone();
         let Some(bytecode) = compiled.bytecode else {
             return Err(LuaError::DoesNotCompile(
@@ -390,6 +408,7 @@ impl LuaEngine {
             db: self.db.clone(),
             http: self.http.clone(),
             runtime: tokio::runtime::Handle::current(),
+            stopping: self.stopping.clone(),
         };
         tokio::task::spawn_blocking(move || sandbox::run(run))
             .await

@@ -1,5 +1,11 @@
 //! One sandboxed call: a fresh VM with the safe libraries, the `goop` host table (read-only),
 //! the time budget as an instruction hook and the memory limit on the allocator.
+//!
+//! The hook only sees Lua instructions, so nothing the VM offers may run long inside one C
+//! function: string patterns are matched by [`super::patterns`], which looks at the same
+//! [`Budget`]; [`PRELUDE`] holds `string.rep` to the memory limit before it loops, loops
+//! `table.insert`, `remove` and `move` in Lua (a `__len` can make up any length) and sorts a
+//! table with such metamethods through a plain copy; database statements end at the budget too.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,26 +32,11 @@ pub(super) enum Entry {
     Handle(String),
 }
 
-/// Lua half of the host API: `goop.route`, and the read-only proxy `goop` is seen through.
-/// Compiled once per engine; receives the API table and returns the proxy.
-pub(super) const PRELUDE: &str = r#"
-local api = ...
-api.route = function(handlers)
-  return function(request)
-    local action = request and request.params and request.params.action
-    local handler = action ~= nil and handlers[action]
-    if not handler then
-      error("unknown action " .. tostring(action), 2)
-    end
-    return handler(request)
-  end
-end
-return setmetatable({}, {
-  __index = api,
-  __newindex = function() error("goop is read-only", 2) end,
-  __metatable = "goop is protected",
-})
-"#;
+/// Lua half of the host API: `goop.route`, and the read-only proxy `goop` is seen through; and
+/// the library functions whose C loops the instruction hook could not stop. Compiled once per
+/// engine; receives the API table, a test for tables without length or index metamethods and
+/// the memory limit, and returns the proxy.
+pub(super) const PRELUDE: &str = include_str!("prelude.lua");
 
 /// Everything one call needs.
 pub(super) struct Run {
@@ -65,6 +56,35 @@ pub(super) struct Run {
     pub http: Option<super::http::LuaHttp>,
     /// The runtime the stores are reached through from this blocking thread.
     pub runtime: tokio::runtime::Handle,
+    /// Set when the peer stops: every running call ends at its next look at the budget.
+    pub stopping: Arc<AtomicBool>,
+}
+
+/// The time a call has, as everything that may run long inside it sees it: the instruction
+/// hook, the pattern matcher, database statements.
+#[derive(Clone)]
+pub(super) struct Budget {
+    pub deadline: Instant,
+    /// Set when the deadline ended the call.
+    pub timed_out: Arc<AtomicBool>,
+    /// The engine's stop.
+    pub stopping: Arc<AtomicBool>,
+    /// Bytes a result built outside the VM may have: the VM's memory limit.
+    pub max_bytes: usize,
+}
+
+impl Budget {
+    /// An error once the deadline has passed or the peer is stopping.
+    pub fn check(&self) -> mlua::Result<()> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(mlua::Error::runtime("the peer is stopping"));
+        }
+        if Instant::now() >= self.deadline {
+            self.timed_out.store(true, Ordering::Relaxed);
+            return Err(mlua::Error::runtime("the time budget is used up"));
+        }
+        Ok(())
+    }
 }
 
 /// Rows `goop.db.query` returns at most.
@@ -103,14 +123,17 @@ pub(super) fn run(run: Run) -> Result<CallOutcome, LuaError> {
     let result = call_in_vm(&run, started, timed_out.clone(), logs.clone());
     let logs = std::mem::take(&mut *logs.lock().unwrap_or_else(|e| e.into_inner()));
     match result {
+        // Work the budget cut short (a statement, a pattern) ends the call even when the
+        // script caught the error and went on.
+        _ if timed_out.load(Ordering::Relaxed) => {
+            Err(LuaError::Timeout(run.limits.timeout.as_secs()))
+        }
         Ok(result) => Ok(CallOutcome {
             result,
             logs,
             elapsed: started.elapsed(),
         }),
-        Err(_) if timed_out.load(Ordering::Relaxed) => {
-            Err(LuaError::Timeout(run.limits.timeout.as_secs()))
-        }
+        Err(_) if run.stopping.load(Ordering::Relaxed) => Err(LuaError::Stopping),
         Err(CallFailure::Lua(error)) => Err(match error {
             mlua::Error::MemoryError(_) => LuaError::Memory(memory_mb),
             other => {
@@ -148,20 +171,19 @@ fn call_in_vm(
         LuaOptions::new(),
     )?;
     lua.set_memory_limit(run.limits.max_memory)?;
-    let deadline = started + run.limits.timeout;
+    let budget = Budget {
+        deadline: started + run.limits.timeout,
+        timed_out,
+        stopping: run.stopping.clone(),
+        max_bytes: run.limits.max_memory,
+    };
+    let hook_budget = budget.clone();
     lua.set_hook(
         HookTriggers::new().every_nth_instruction(HOOK_EVERY),
-        move |_, _| {
-            if Instant::now() >= deadline {
-                timed_out.store(true, Ordering::Relaxed);
-                Err(mlua::Error::runtime("the time budget is used up"))
-            } else {
-                Ok(VmState::Continue)
-            }
-        },
+        move |_, _| hook_budget.check().map(|()| VmState::Continue),
     )?;
-    restrict_globals(&lua)?;
-    install_goop(&lua, run, deadline, logs)?;
+    restrict_globals(&lua, &budget)?;
+    install_goop(&lua, run, &budget, logs)?;
 
     lua.load(run.bytecode.as_slice())
         .set_name(format!("={}.lua", run.name))
@@ -211,7 +233,7 @@ fn call_in_vm(
 }
 
 /// Removes what a script must not have; narrows what it may keep.
-fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
+fn restrict_globals(lua: &Lua, budget: &Budget) -> mlua::Result<()> {
     let globals = lua.globals();
     for name in [
         "dofile",
@@ -253,6 +275,7 @@ fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
     )?;
     let string: Table = globals.get("string")?;
     string.raw_remove("dump")?;
+    super::patterns::install(lua, &string, budget)?;
     let os: Table = globals.get("os")?;
     let safe_os = lua.create_table()?;
     for name in ["time", "date", "clock"] {
@@ -347,8 +370,17 @@ fn sql_args(args: &mlua::Variadic<Value>) -> mlua::Result<Vec<crate::store::data
         .collect()
 }
 
-/// `goop.db.query/scalar/exec`: the site's own tables, bound parameters, bounded results.
-fn db_table(lua: &Lua, run: &Run) -> mlua::Result<Table> {
+/// A store error for the script; a statement stopped at the deadline ends the call as out of time.
+fn store_failed(budget: &Budget, error: crate::store::data::StoreError) -> mlua::Error {
+    if matches!(error, crate::store::data::StoreError::OutOfTime) {
+        budget.timed_out.store(true, Ordering::Relaxed);
+    }
+    mlua::Error::runtime(error.to_string())
+}
+
+/// `goop.db.query/scalar/exec`: the site's own tables, bound parameters, bounded results;
+/// every statement ends at the call's deadline.
+fn db_table(lua: &Lua, run: &Run, budget: &Budget) -> mlua::Result<Table> {
     let db = lua.create_table()?;
     let store = match (&run.entry, run.db.clone()) {
         (Entry::Call(_), Some(store)) => Ok(store),
@@ -368,40 +400,42 @@ fn db_table(lua: &Lua, run: &Run) -> mlua::Result<Table> {
             return Ok(db);
         }
     };
-    let failed = |e: crate::store::data::StoreError| mlua::Error::runtime(e.to_string());
-    let (query_store, query_handle) = (store.clone(), run.runtime.clone());
+    let deadline = budget.deadline;
+    let (query_store, query_handle, query_budget) =
+        (store.clone(), run.runtime.clone(), budget.clone());
     db.set(
         "query",
         lua.create_function(move |lua, (sql, args): (String, mlua::Variadic<Value>)| {
             let args = sql_args(&args)?;
             let (rows, _) = query_handle
-                .block_on(query_store.user_query(&sql, &args, MAX_DB_ROWS))
-                .map_err(failed)?;
+                .block_on(query_store.user_query(&sql, &args, MAX_DB_ROWS, deadline))
+                .map_err(|e| store_failed(&query_budget, e))?;
             lua.to_value(&rows)
         })?,
     )?;
-    let (scalar_store, scalar_handle) = (store.clone(), run.runtime.clone());
+    let (scalar_store, scalar_handle, scalar_budget) =
+        (store.clone(), run.runtime.clone(), budget.clone());
     db.set(
         "scalar",
         lua.create_function(move |lua, (sql, args): (String, mlua::Variadic<Value>)| {
             let args = sql_args(&args)?;
             let (rows, _) = scalar_handle
-                .block_on(scalar_store.user_query(&sql, &args, 1))
-                .map_err(failed)?;
+                .block_on(scalar_store.user_query(&sql, &args, 1, deadline))
+                .map_err(|e| store_failed(&scalar_budget, e))?;
             match rows.first().and_then(|row| row.values().next()) {
                 Some(value) => lua.to_value(value),
                 None => Ok(Value::Nil),
             }
         })?,
     )?;
-    let handle = run.runtime.clone();
+    let (handle, exec_budget) = (run.runtime.clone(), budget.clone());
     db.set(
         "exec",
         lua.create_function(move |_, (sql, args): (String, mlua::Variadic<Value>)| {
             let args = sql_args(&args)?;
             handle
-                .block_on(store.user_write(&sql, &args))
-                .map_err(failed)
+                .block_on(store.user_write(&sql, &args, deadline))
+                .map_err(|e| store_failed(&exec_budget, e))
         })?,
     )?;
     Ok(db)
@@ -519,7 +553,7 @@ fn http_table(lua: &Lua, run: &Run, deadline: Instant) -> mlua::Result<Table> {
 fn install_goop(
     lua: &Lua,
     run: &Run,
-    deadline: Instant,
+    budget: &Budget,
     logs: Arc<Mutex<Vec<(String, String)>>>,
 ) -> mlua::Result<()> {
     let api = lua.create_table()?;
@@ -574,8 +608,8 @@ fn install_goop(
     api.set("json", json)?;
 
     api.set("kv", kv_table(lua, run)?)?;
-    api.set("db", db_table(lua, run)?)?;
-    api.set("http", http_table(lua, run, deadline)?)?;
+    api.set("db", db_table(lua, run, budget)?)?;
+    api.set("http", http_table(lua, run, budget.deadline)?)?;
     let commands = run.commands.clone();
     api.set(
         "commands",
@@ -601,7 +635,18 @@ fn install_goop(
         .set_name("=goop")
         .set_mode(ChunkMode::Binary)
         .into_function()?;
-    let goop: Table = prelude.call(api)?;
+    // Tables whose length and indexing no metamethod changes: C's table.sort cannot be led on.
+    let plain = lua.create_function(|_, value: Value| {
+        Ok(match value {
+            Value::Table(table) => table.metatable().is_none_or(|meta| {
+                ["__len", "__index", "__newindex"]
+                    .into_iter()
+                    .all(|name| meta.raw_get::<Value>(name).is_ok_and(|v| v.is_nil()))
+            }),
+            _ => false,
+        })
+    })?;
+    let goop: Table = prelude.call((api, plain, run.limits.max_memory))?;
     lua.globals().raw_set("goop", goop)?;
     Ok(())
 }

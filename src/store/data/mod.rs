@@ -1,11 +1,15 @@
 //! User tables of the peer's `data.db` and their registry `_tables` (schema JSON, access
 //! policies and limits; what each caller keeps is in [`usage`]). Every table and column name that reaches SQL here was checked by the caller and is
 //! quoted again here; every value is bound; `where` and `order` come only from [`filter`].
+//! Statements written by others (the owner's SQL box, site scripts) end at their caller's
+//! deadline ([`super::deadline`]).
 
 pub mod filter;
 pub mod usage;
 
 pub use usage::{TableLimits, Usage};
+
+use std::time::Instant;
 
 use serde_json::{Map, Value as Json};
 use sqlx::sqlite::SqliteRow;
@@ -131,6 +135,10 @@ pub enum StoreError {
     TooLarge,
     #[error("{0}")]
     Constraint(String),
+    #[error("the statement ran out of its time budget and was stopped")]
+    OutOfTime,
+    #[error("the database is closing; the statement was stopped")]
+    Stopping,
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
 }
@@ -214,11 +222,32 @@ pub struct DataStore {
     pool: SqlitePool,
     /// Read-only connections (SQLite refuses writes on them) for SQL written by others.
     read_only: SqlitePool,
+    /// The store's closing, which stops running statements.
+    stopping: super::deadline::Stopping,
 }
 
 impl DataStore {
-    pub fn new(pool: SqlitePool, read_only: SqlitePool) -> Self {
-        DataStore { pool, read_only }
+    pub fn new(
+        pool: SqlitePool,
+        read_only: SqlitePool,
+        stopping: super::deadline::Stopping,
+    ) -> Self {
+        DataStore {
+            pool,
+            read_only,
+            stopping,
+        }
+    }
+
+    /// A statement that failed: stopped at the deadline, stopped by the closing, or else.
+    fn failed(&self, error: sqlx::Error) -> StoreError {
+        if !super::deadline::is_interrupted(&error) {
+            constraint_or(error)
+        } else if self.stopping.is_stopped() {
+            StoreError::Stopping
+        } else {
+            StoreError::OutOfTime
+        }
     }
 
     /// Every registered table, by name.
@@ -571,38 +600,49 @@ impl DataStore {
             .await
     }
 
-    /// Runs one read-only statement (naming user tables only) on a read-only connection; at most `max_rows` rows (and
-    /// whether more were cut off).
+    /// Runs one read-only statement (naming user tables only) on a read-only connection, stopped
+    /// at `deadline`; at most `max_rows` rows (and whether more were cut off).
     pub async fn read_only_query(
         &self,
         sql: &str,
         max_rows: usize,
+        deadline: Instant,
     ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
         let tables = self.user_table_names().await?;
         filter::check_read_only(sql, &tables).map_err(|e| StoreError::Constraint(e.0))?;
-        self.run_read_only(sql, &[], max_rows).await
+        self.run_read_only(sql, &[], max_rows, deadline).await
     }
 
-    /// A site script's `SELECT` (no system tables) with bound `args`, on a read-only connection.
+    /// A site script's `SELECT` (no system tables) with bound `args`, on a read-only connection,
+    /// stopped at `deadline`.
     pub async fn user_query(
         &self,
         sql: &str,
         args: &[SqlValue],
         max_rows: usize,
+        deadline: Instant,
     ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
         let tables = self.user_table_names().await?;
         filter::check_user_query(sql, &tables).map_err(|e| StoreError::Constraint(e.0))?;
-        self.run_read_only(sql, args, max_rows).await
+        self.run_read_only(sql, args, max_rows, deadline).await
     }
 
-    /// A site script's `INSERT`/`UPDATE`/`DELETE` on its own tables; returns rows changed.
-    pub async fn user_write(&self, sql: &str, args: &[SqlValue]) -> Result<u64, StoreError> {
+    /// A site script's `INSERT`/`UPDATE`/`DELETE` on its own tables, stopped (and so rolled
+    /// back) at `deadline`; returns rows changed.
+    pub async fn user_write(
+        &self,
+        sql: &str,
+        args: &[SqlValue],
+        deadline: Instant,
+    ) -> Result<u64, StoreError> {
         let tables = self.user_table_names().await?;
         filter::check_user_write(sql, &tables).map_err(|e| StoreError::Constraint(e.0))?;
+        let mut connection = self.pool.acquire().await?;
+        let _limit = super::deadline::limit(&mut connection, deadline, &self.stopping).await?;
         let done = bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), args)
-            .execute(&self.pool)
+            .execute(&mut *connection)
             .await
-            .map_err(constraint_or)?;
+            .map_err(|e| self.failed(e))?;
         Ok(done.rows_affected())
     }
 
@@ -611,14 +651,16 @@ impl DataStore {
         sql: &str,
         args: &[SqlValue],
         max_rows: usize,
+        deadline: Instant,
     ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
         use futures_util::TryStreamExt;
         let mut connection = self.read_only.acquire().await?;
+        let _limit = super::deadline::limit(&mut connection, deadline, &self.stopping).await?;
         let mut rows =
             bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), args).fetch(&mut *connection);
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        while let Some(row) = rows.try_next().await.map_err(constraint_or)? {
+        while let Some(row) = rows.try_next().await.map_err(|e| self.failed(e))? {
             if out.len() == max_rows {
                 return Ok((out, true));
             }
