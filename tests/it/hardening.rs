@@ -123,7 +123,7 @@ async fn a_websocket_ping_flood_closes_the_socket_and_others_are_served() {
         }
         sent += 1;
     }
-    assert!(sent > 100, "only {sent} pings went out");
+    assert!(sent > 20, "only {sent} pings went out");
     // Reading now: a few pongs, then the hub's close.
     let mut pongs = 0;
     let close = tokio::time::timeout(WAIT, async {
