@@ -474,6 +474,7 @@ async fn a_peer_stops_on_sigterm_while_endless_statements_and_scripts_run() {
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
     let console_port = free_port();
     let (dir, _) = peer_dir("Runaway", |c| {
+        c.p2p.mdns_tag = unique_tag();
         c.viewer.http_addr = format!("127.0.0.1:{console_port}");
         c.lua.enabled = true;
         // The longest budget there is: nothing here ends by itself before the test gives up.
