@@ -253,6 +253,10 @@ pub struct Presence {
     pub max_streams: u32,
     /// Open streams one address may hold.
     pub max_streams_per_ip: u32,
+    /// Presence messages one libp2p neighbour may send at once before the rate applies.
+    pub gossip_burst: u32,
+    /// Presence messages per second one libp2p neighbour may sustain.
+    pub gossip_per_second: u32,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -278,6 +282,8 @@ impl Default for Presence {
             publish_per_second: 1,
             max_streams: 20_000,
             max_streams_per_ip: 30,
+            gossip_burst: 100,
+            gossip_per_second: 20,
             extra: Map::new(),
         }
     }
@@ -439,6 +445,8 @@ const INTEGER_RANGES: &[(&str, &str, i64, i64)] = &[
     ("presence", "publish_per_second", 1, 1_000_000),
     ("presence", "max_streams", 1, 1_000_000),
     ("presence", "max_streams_per_ip", 1, 1_000_000),
+    ("presence", "gossip_burst", 1, 1_000_000),
+    ("presence", "gossip_per_second", 1, 1_000_000),
     ("lua", "timeout_seconds", 1, 60),
     ("lua", "max_memory_mb", 1, 1024),
     ("lua", "rate_limit_per_peer", 1, 1_000_000),

@@ -26,7 +26,7 @@ use crate::services::data::DataService;
 use crate::services::hub::presence::{Presence, PresenceType};
 use crate::services::hub::unix_ms;
 use crate::services::node::protocols::Served;
-use crate::services::node::{Node, NodeEvent, NodeOptions};
+use crate::services::node::{GossipLimits, Node, NodeEvent, NodeOptions};
 use crate::services::presence::cache::PeerBook;
 use crate::services::presence::hub_client::{
     Announcement, HubClient, HubClientOptions, HubEvent, parse_hub_url,
@@ -143,6 +143,10 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             mdns: true,
             mdns_tag: config.p2p.mdns_tag.clone(),
             presence_topic: config.presence.topic.clone(),
+            gossip: GossipLimits {
+                burst: config.presence.gossip_burst,
+                per_second: config.presence.gossip_per_second,
+            },
         },
         served,
     )

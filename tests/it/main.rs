@@ -10,6 +10,7 @@ mod data;
 mod data_peers;
 mod database_editor;
 mod edit;
+mod gossip;
 mod hardening;
 mod hub;
 mod hub_admin;

@@ -20,6 +20,7 @@ fn options(tag: &str) -> NodeOptions {
         mdns: false,
         mdns_tag: tag.into(),
         presence_topic: "goop.presence.v1".into(),
+        gossip: Default::default(),
     }
 }
 
