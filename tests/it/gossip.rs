@@ -1,7 +1,9 @@
-//! Hostile gossip: a libp2p node this suite controls (plain GossipSub, none of our checks) sends
-//! a peer invalid presence for it to pass on, more presence than one neighbour may send, and a
-//! stopped peer's captured presence again. Each time a well-behaved peer keeps working.
+//! Hostile gossip: a libp2p node this suite controls (plain GossipSub, none of our checks) floods
+//! a peer with fake presence, sends invalid presence for it to pass on, and replays a stopped
+//! peer's captured presence. Each time a well-behaved peer keeps working, and the victim's
+//! table, memory and log stay bounded.
 
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use goop2::services::hub::unix_ms;
 use goop2::services::node::protocols::Served;
 use goop2::services::node::{GossipLimits, Node, NodeEvent, NodeOptions};
 use goop2::services::presence::peer_table::PeerState;
+use goop2::store::peer::{CachedPeer, PeerStore};
 use goop2::telemetry::LogBuffer;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::swarm::SwarmEvent;
@@ -441,4 +444,272 @@ async fn a_stopped_peers_captured_presence_replayed_keeps_it_offline() {
     );
     carol.shutdown().await;
     victim.shutdown().await;
+}
+
+/// Peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `goop2 peer` as a process, its log in a file.
+struct VictimProcess {
+    child: std::process::Child,
+    peer_id: PeerId,
+    log: std::path::PathBuf,
+}
+
+impl VictimProcess {
+    fn start(dir: &Path) -> Self {
+        let log = dir.join("peer.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_goop2"))
+            .args(["peer", dir.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let peer_id = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(rest) = text.split("Peer ").nth(1)
+                && let Some(id) = rest
+                    .split(" is running")
+                    .next()
+                    .filter(|_| rest.contains(" is running"))
+            {
+                break id.trim().parse().unwrap();
+            }
+            assert!(started.elapsed() < WAIT, "the peer starts: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        VictimProcess {
+            child,
+            peer_id,
+            log,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        let mut text = String::new();
+        std::fs::File::open(&self.log)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    }
+
+    /// Stops the peer as an owner would (it writes what it holds and says goodbye).
+    fn stop(&mut self) {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(started.elapsed() < WAIT, "the peer stops");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for VictimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The fake peers' label: 4 KiB, the most a message may carry.
+fn flood_label(n: usize) -> String {
+    let head = format!("FLOODLABEL-{n}-");
+    format!("{head}{}", "x".repeat(4096 - head.len()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_fake_peers_is_bounded_and_a_known_peer_keeps_its_place() {
+    const FLOOD: usize = 800;
+    const STRANGERS: u32 = 200;
+    let tag = unique_tag();
+    let console_port = free_port();
+    let p2p_port = free_port();
+    let victim_dir = peer_dir("Victim", &tag, |c| {
+        c.viewer.http_addr = format!("127.0.0.1:{console_port}");
+        c.p2p.listen_port = p2p_port;
+        c.presence.ttl_seconds = 20;
+        c.presence.heartbeat_seconds = 1;
+        c.presence.max_gossip_strangers = STRANGERS;
+    });
+    // Peers the victim knew before: they must outlive the flood in its cache.
+    let known: Vec<CachedPeer> = (0..5)
+        .map(|n| CachedPeer {
+            peer_id: Keypair::generate_ed25519()
+                .public()
+                .to_peer_id()
+                .to_base58(),
+            label: format!("Known {n}"),
+            email: String::new(),
+            avatar_hash: None,
+            addrs: "[]".into(),
+            verified: false,
+            last_seen_ms: unix_ms() - 60_000,
+        })
+        .collect();
+    {
+        let store = PeerStore::open(&victim_dir.path().join("data.db"))
+            .await
+            .unwrap();
+        store.remember_peers(&known).await.unwrap();
+    }
+    let mut victim = VictimProcess::start(victim_dir.path());
+    let console = format!("http://127.0.0.1:{console_port}");
+    let victim_addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{p2p_port}/p2p/{}", victim.peer_id)
+        .parse()
+        .unwrap();
+
+    // A well-behaved peer on the victim's LAN.
+    let friend_dir = peer_dir("Friend", &tag, |_| {});
+    let friend = start_peer(friend_dir.path()).await;
+    let friend_id = friend.peer_id.to_base58();
+    friend.node.dial(victim_addr.clone()).await.unwrap();
+    let client = reqwest::Client::new();
+    let listed_online = async |id: &str| {
+        let peer: serde_json::Value = match client
+            .get(format!("{console}/api/peers?limit=1000"))
+            .send()
+            .await
+        {
+            Ok(response) => response
+                .json::<Vec<serde_json::Value>>()
+                .await
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+        .into_iter()
+        .find(|p| p["peer_id"] == id)
+        .unwrap_or_default();
+        peer["state"] == "online"
+    };
+    assert!(eventually(WAIT, async || listed_online(&friend_id).await).await);
+    let before_kib = peak_rss_kib(victim.child.id());
+
+    // The attack: fake peers, each a new key, a 4 KiB label and 20 addresses, on one connection.
+    let attacker = RawGossip::start();
+    attacker.dial(victim_addr).await;
+    let attack = tokio::time::Instant::now();
+    for n in 0..FLOOD {
+        let key = Keypair::generate_ed25519();
+        let mut fake = Presence::new(PresenceType::Online, key.public().to_peer_id());
+        fake.content = Some(flood_label(n));
+        fake.addrs = Some(
+            (0..20)
+                .map(|a| {
+                    format!(
+                        "/ip4/203.0.113.{a}/tcp/{}/p2p/{}",
+                        4000 + n % 1000,
+                        key.public().to_peer_id()
+                    )
+                })
+                .collect(),
+        );
+        fake.ts = Some(unix_ms());
+        fake.sign(&key);
+        assert!(attacker.publish(serde_json::to_vec(&fake).unwrap()).await);
+        if attack.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+    }
+    // Whatever of it arrives is handled within a few seconds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The friend is still listed online and answers; the list is bounded and paged.
+    assert!(eventually(WAIT, async || listed_online(&friend_id).await).await);
+    let page = client
+        .get(format!("{console}/peer/{friend_id}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("yes, "), "the friend answers a probe");
+    let response = client
+        .get(format!("{console}/api/peers?limit=1000"))
+        .send()
+        .await
+        .unwrap();
+    let total: usize = response.headers()["x-total-count"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let listed: Vec<serde_json::Value> = response.json().await.unwrap();
+    let strangers = listed.iter().filter(|p| p["stranger"] == true).count();
+    assert!(
+        strangers <= STRANGERS as usize,
+        "{strangers} strangers listed, at most {STRANGERS} allowed"
+    );
+    // The friend, the five known peers and the strangers.
+    assert!(total <= STRANGERS as usize + 6, "{total} peers listed");
+    let home = client
+        .get(&console)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        home.matches("<tr data-peer-id").count() <= 100,
+        "one page of the list"
+    );
+    let grew_mib = peak_rss_kib(victim.child.id()).saturating_sub(before_kib) / 1024;
+
+    victim.stop();
+    let log = victim.log_text();
+    let cached: Vec<String> = PeerStore::open(&victim_dir.path().join("data.db"))
+        .await
+        .unwrap()
+        .cached_peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.peer_id)
+        .collect();
+    for peer in &known {
+        assert!(
+            cached.contains(&peer.peer_id),
+            "{} was pushed out of the cache",
+            peer.label
+        );
+    }
+    assert!(cached.contains(&friend_id), "the friend is remembered");
+    assert!(
+        cached.len() <= 6,
+        "{} peers cached: strangers are not",
+        cached.len()
+    );
+    assert_eq!(
+        log.matches("FLOODLABEL").count(),
+        0,
+        "fake peers' labels in the INFO log"
+    );
+    assert!(log.len() < 256 * 1024, "{} bytes of log", log.len());
+    assert!(
+        grew_mib < 100,
+        "the victim's peak memory grew by {grew_mib} MiB during the flood"
+    );
+    friend.shutdown().await;
 }
