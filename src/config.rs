@@ -254,6 +254,15 @@ pub struct Presence {
     pub max_streams: u32,
     /// Open streams one address may hold.
     pub max_streams_per_ip: u32,
+    /// Presence messages one libp2p neighbour may send at once before the rate applies.
+    pub gossip_burst: u32,
+    /// Presence messages per second one libp2p neighbour may sustain.
+    pub gossip_per_second: u32,
+    /// Peers the peer list holds at most.
+    pub max_peers: u32,
+    /// Of those, peers heard of only second-hand over gossip (no hub, favourite, earlier run or
+    /// own connection vouches for them).
+    pub max_gossip_strangers: u32,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -279,6 +288,10 @@ impl Default for Presence {
             publish_per_second: 1,
             max_streams: 20_000,
             max_streams_per_ip: 30,
+            gossip_burst: 100,
+            gossip_per_second: 20,
+            max_peers: 2_000,
+            max_gossip_strangers: 500,
             extra: Map::new(),
         }
     }
@@ -481,6 +494,10 @@ const INTEGER_RANGES: &[(&str, &str, i64, i64)] = &[
     ("presence", "publish_per_second", 1, 1_000_000),
     ("presence", "max_streams", 1, 1_000_000),
     ("presence", "max_streams_per_ip", 1, 1_000_000),
+    ("presence", "gossip_burst", 1, 1_000_000),
+    ("presence", "gossip_per_second", 1, 1_000_000),
+    ("presence", "max_peers", 1, 1_000_000),
+    ("presence", "max_gossip_strangers", 0, 1_000_000),
     ("lua", "timeout_seconds", 1, 60),
     ("lua", "max_memory_mb", 1, 1024),
     ("lua", "rate_limit_per_peer", 1, 1_000_000),
@@ -620,6 +637,13 @@ impl Config {
             format!(
                 "presence.heartbeat_seconds ({}) must be less than presence.ttl_seconds ({})",
                 presence.heartbeat_seconds, presence.ttl_seconds
+            ),
+        );
+        check(
+            presence.max_gossip_strangers <= presence.max_peers,
+            format!(
+                "presence.max_gossip_strangers ({}) must be at most presence.max_peers ({})",
+                presence.max_gossip_strangers, presence.max_peers
             ),
         );
         check(

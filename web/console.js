@@ -64,6 +64,7 @@
     tr.appendChild(site);
     return tr;
   }
+  const pageSize = Number(tbody.dataset.pageSize) || 100;
   const source = new EventSource("/api/peers/events");
   source.onopen = function () { if (status) { status.dataset.state = "live"; status.textContent = "live"; } };
   source.onerror = function () { if (status) { status.dataset.state = "reconnecting"; status.textContent = "reconnecting…"; } };
@@ -75,7 +76,8 @@
     const existing = find(id);
     if (msg.change === "updated") {
       const fresh = row(msg.peer);
-      if (existing) existing.replaceWith(fresh); else tbody.appendChild(fresh);
+      // A page holds its size at most: newcomers beyond it are on the next page.
+      if (existing) existing.replaceWith(fresh); else if (tbody.rows.length < pageSize) tbody.appendChild(fresh);
     } else if (msg.change === "offline" && existing) {
       existing.querySelector(".state").textContent = "offline";
     } else if (msg.change === "removed" && existing) {

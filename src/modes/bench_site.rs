@@ -60,6 +60,7 @@ pub(crate) async fn local_pair(
         mdns_tag: "bench".into(),
         presence_topic: "goop.presence.v1".into(),
         limits: Default::default(),
+        gossip: Default::default(),
     };
     // The nodes live as long as their handles; their events are not needed.
     let (server, _) = Node::start(server_key, options.clone(), served).await?;

@@ -2,6 +2,7 @@
 //! hubs (an embedded one with `presence.rendezvous_host`, and `presence.rendezvous_wan`), and the
 //! PeerTable that merges what it hears.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -27,7 +28,7 @@ use crate::services::data::limits::InsertLimits;
 use crate::services::hub::presence::{Presence, PresenceType};
 use crate::services::hub::unix_ms;
 use crate::services::node::protocols::Served;
-use crate::services::node::{Node, NodeEvent, NodeOptions};
+use crate::services::node::{GossipLimits, Node, NodeEvent, NodeOptions};
 use crate::services::presence::cache::PeerBook;
 use crate::services::presence::hub_client::{
     Announcement, HubClient, HubClientOptions, HubEvent, parse_hub_url,
@@ -82,10 +83,9 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let table = PeerTable::start(
         peer_id,
         TableOptions {
-            ttl,
-            grace: ttl * 3,
-            tick: Duration::from_millis(500),
-            hold: ttl.max(Duration::from_secs(30)),
+            max_peers: config.presence.max_peers as usize,
+            max_strangers: config.presence.max_gossip_strangers as usize,
+            ..TableOptions::for_ttl(ttl)
         },
     );
     let (label_tx, label) = watch::channel(config.profile.label.clone());
@@ -157,6 +157,10 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             mdns_tag: config.p2p.mdns_tag.clone(),
             presence_topic: config.presence.topic.clone(),
             limits: Default::default(),
+            gossip: GossipLimits {
+                burst: config.presence.gossip_burst,
+                per_second: config.presence.gossip_per_second,
+            },
         },
         served,
     )
@@ -418,11 +422,21 @@ async fn merge_presence(
     addresses: AddressBook,
 ) {
     let mut hubs_open = true;
+    // Peers with a connection to this one (bounded by the node's connection limits): their
+    // presence is vouched for, whoever relays it.
+    let mut connected: HashSet<PeerId> = HashSet::new();
     loop {
         tokio::select! {
             event = node_events.recv() => match event {
-                Some(NodeEvent::Presence { presence, .. }) => {
-                    table.observe(presence.presence, Source::Gossip).await;
+                Some(NodeEvent::Presence { presence, via }) => {
+                    let vouched = via == presence.peer_id || connected.contains(&presence.peer_id);
+                    table.observe_gossip(presence.presence, vouched).await;
+                }
+                Some(NodeEvent::Connected(peer)) => {
+                    connected.insert(peer);
+                }
+                Some(NodeEvent::Disconnected(peer)) => {
+                    connected.remove(&peer);
                 }
                 Some(NodeEvent::PresenceRefused { via, reason }) => {
                     tracing::debug!(peer.id = %via, "dropped gossip presence: {reason}");

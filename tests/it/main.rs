@@ -12,6 +12,7 @@ mod data_peers;
 mod data_statements;
 mod database_editor;
 mod edit;
+mod gossip;
 mod hardening;
 mod hub;
 mod hub_admin;

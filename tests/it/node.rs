@@ -21,6 +21,7 @@ fn options(tag: &str) -> NodeOptions {
         mdns_tag: tag.into(),
         presence_topic: "goop.presence.v1".into(),
         limits: Default::default(),
+        gossip: Default::default(),
     }
 }
 

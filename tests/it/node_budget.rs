@@ -29,6 +29,7 @@ fn options(ip: [u8; 4]) -> NodeOptions {
         mdns_tag: "budget".into(),
         presence_topic: "goop.presence.v1".into(),
         limits: Default::default(),
+        gossip: Default::default(),
     }
 }
 

@@ -16,6 +16,8 @@ fn options(ttl_ms: u64, grace_ms: u64) -> TableOptions {
         grace: Duration::from_millis(grace_ms),
         tick: Duration::from_millis(20),
         hold: Duration::from_millis(ttl_ms),
+        max_peers: 2_000,
+        max_strangers: 500,
     }
 }
 

@@ -1,6 +1,7 @@
-//! `/` (the peers this peer knows, live), `/peer/{id}` (one peer: what it announced, what it
-//! said over Identify, a fresh reachability probe), `POST /peer/{id}/favorite`, `/api/peers`
-//! and `/api/peers/events` (the same as JSON and as a live stream).
+//! `/` (the peers this peer knows, live, [`PAGE_SIZE`] to a page), `/peer/{id}` (one peer: what
+//! it announced, what it said over Identify, a fresh reachability probe),
+//! `POST /peer/{id}/favorite`, `/api/peers` and `/api/peers/events` (the same as JSON, by
+//! `limit` and `offset` with the count in `X-Total-Count`, and as a live stream).
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -22,6 +23,12 @@ use crate::services::presence::peer_table::{
     PeerChange, PeerEntry, PeerState, Reachability, Source,
 };
 use crate::services::presence::reachability;
+
+/// Peers on one page of the list.
+pub const PAGE_SIZE: usize = 100;
+/// The most peers one `/api/peers` answer carries (`limit`), and how many it carries by default.
+pub const API_MAX_LIMIT: usize = 1000;
+pub const API_DEFAULT_LIMIT: usize = 100;
 
 pub fn routes() -> Router<ConsoleApp> {
     Router::new()
@@ -109,24 +116,47 @@ struct PeersPage {
     peers: Vec<PeerRow>,
     hubs: Vec<super::HubRow>,
     notice: Option<String>,
+    /// How many peers are known in all.
+    total: usize,
+    /// This page (from 1), the number of pages, and the neighbouring pages.
+    page: usize,
+    pages: usize,
+    previous: Option<usize>,
+    next: Option<usize>,
+    page_size: usize,
 }
 
+/// The list's query: a signed notice, a page of the console, a slice of the JSON.
 #[derive(serde::Deserialize)]
-struct NoticeQuery {
+struct ListQuery {
     notice: Option<String>,
+    page: Option<usize>,
+    limit: Option<usize>,
+    offset: Option<usize>,
 }
 
 async fn list_peers(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Query(query): Query<NoticeQuery>,
+    Query(query): Query<ListQuery>,
 ) -> PeersPage {
-    let peers = app.table.snapshot().await;
+    let wanted = query.page.unwrap_or(1).max(1);
+    let listed = app
+        .table
+        .page((wanted - 1).saturating_mul(PAGE_SIZE), PAGE_SIZE)
+        .await;
+    let pages = listed.total.div_ceil(PAGE_SIZE).max(1);
     PeersPage {
         notice: app.notices.open(query.notice),
         hubs: app.hub_rows(),
         frame: app.frame(&headers),
-        peers: peers.iter().map(PeerRow::from_entry).collect(),
+        peers: listed.peers.iter().map(PeerRow::from_entry).collect(),
+        total: listed.total,
+        page: wanted,
+        pages,
+        previous: (wanted > 1).then(|| (wanted - 1).min(pages)),
+        next: (wanted < pages).then_some(wanted + 1),
+        page_size: PAGE_SIZE,
     }
 }
 
@@ -213,14 +243,14 @@ async fn set_favorite(
 async fn peers_by_accept(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    query: Query<NoticeQuery>,
+    query: Query<ListQuery>,
 ) -> Response {
     let wants_json = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("application/json") && !accept.contains("text/html"));
     match wants_json {
-        true => peers_json(State(app)).await.into_response(),
+        true => peers_json(State(app), query).await.into_response(),
         false => list_peers(State(app), headers, query).await.into_response(),
     }
 }
@@ -237,8 +267,19 @@ async fn hubs_json(
     )
 }
 
-async fn peers_json(State(app): State<ConsoleApp>) -> Json<Vec<PeerEntry>> {
-    Json(app.table.snapshot().await)
+/// `limit` peers (default [`API_DEFAULT_LIMIT`], at most [`API_MAX_LIMIT`]) from `offset`, in
+/// the console's order; `X-Total-Count` says how many there are.
+async fn peers_json(State(app): State<ConsoleApp>, Query(query): Query<ListQuery>) -> Response {
+    let limit = query
+        .limit
+        .unwrap_or(API_DEFAULT_LIMIT)
+        .clamp(1, API_MAX_LIMIT);
+    let listed = app.table.page(query.offset.unwrap_or(0), limit).await;
+    (
+        [("x-total-count", listed.total.to_string())],
+        Json::<Vec<PeerEntry>>(listed.peers),
+    )
+        .into_response()
 }
 
 /// Table changes as Server-Sent Events: `{"change": "updated", "peer": {…}}`,

@@ -6,11 +6,12 @@
 //! for the node's own dials), per peer, while pending, and per address ([`budget`]), and closed
 //! after a minute idle. Behaviours: Identify (its protocol version carries
 //! the `p2p.mdns_tag`, and peers announcing another tag are disconnected), Ping, mDNS, and
-//! GossipSub for presence — where a message is delivered only if it is signed by the key of the
-//! `peerId` it names (the hub's rules for signatures and bounds). The `/goop/*` stream
-//! protocols live in [`protocols`].
+//! GossipSub for presence — where a message is delivered, and forwarded to the rest of the
+//! mesh, only once [`gossip`] has validated it (a rate per neighbour, the hub's rules for
+//! signatures, bounds and freshness). The `/goop/*` stream protocols live in [`protocols`].
 
 pub mod budget;
+pub mod gossip;
 pub mod protocols;
 mod resubscribe;
 
@@ -20,13 +21,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
+use libp2p::gossipsub::{
+    self, IdentTopic, MessageAuthenticity, PeerScoreParams, PeerScoreThresholds, TopicScoreParams,
+    ValidationMode,
+};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, mdns, noise, ping, tcp, yamux};
 use libp2p_identity::Keypair;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::services::hub::presence::{CheckedPresence, MAX_BODY_BYTES, Presence, PresenceError};
+pub use gossip::GossipLimits;
 
 /// Commands waiting for the node task.
 const COMMAND_QUEUE: usize = 256;
@@ -51,6 +56,8 @@ pub struct NodeOptions {
     pub presence_topic: String,
     /// Connection bounds, in total and per address.
     pub limits: budget::NodeLimits,
+    /// How much presence one neighbour may send.
+    pub gossip: GossipLimits,
 }
 
 /// What the network reports.
@@ -62,7 +69,7 @@ pub enum NodeEvent {
         /// The neighbour that forwarded it.
         via: PeerId,
     },
-    /// A gossip presence message was dropped, and why.
+    /// A gossip presence message was dropped (and not forwarded), and why.
     PresenceRefused {
         via: PeerId,
         reason: PresenceError,
@@ -103,6 +110,7 @@ enum Command {
     Publish(Vec<u8>, oneshot::Sender<anyhow::Result<()>>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     Details(PeerId, oneshot::Sender<Option<PeerDetails>>),
+    GossipScore(PeerId, oneshot::Sender<Option<f64>>),
     /// Close every connection, then answer.
     Shutdown(oneshot::Sender<()>),
 }
@@ -130,6 +138,7 @@ impl Node {
         let node_limits = options.limits;
         let peer_addresses = budget::PeerAddresses::default();
         let budget_addresses = peer_addresses.clone();
+        let presence_topic = IdentTopic::new(options.presence_topic.clone());
         let mut swarm = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -143,11 +152,17 @@ impl Node {
                     .heartbeat_interval(Duration::from_secs(1))
                     .validation_mode(ValidationMode::Strict)
                     .max_transmit_size(MAX_BODY_BYTES)
+                    // Nothing is forwarded before `gossip` has said it is good.
+                    .validate_messages()
                     .build()
                     .map_err(|e| e.to_string())?;
-                let gossipsub = gossipsub::Behaviour::new(
+                let mut gossipsub = gossipsub::Behaviour::new(
                     MessageAuthenticity::Signed(key.clone()),
                     gossip_config,
+                )?;
+                gossipsub.with_peer_score(
+                    score_params(&presence_topic),
+                    PeerScoreThresholds::default(),
                 )?;
                 let mdns = if mdns_enabled {
                     Some(mdns::tokio::Behaviour::new(
@@ -206,7 +221,14 @@ impl Node {
 
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, event_rx) = mpsc::channel(EVENT_QUEUE);
+        let (to_validate, pending) = mpsc::channel(gossip::VALIDATION_QUEUE);
+        let (verdict_tx, verdicts) = mpsc::channel(gossip::VALIDATION_QUEUE);
+        gossip::spawn_validator(pending, verdict_tx);
         let task = NodeTask {
+            limiter: gossip::SourceLimiter::new(options.gossip),
+            to_validate,
+            dropped_events: 0,
+            last_drop_warning: None,
             swarm,
             topic,
             tag: options.mdns_tag,
@@ -216,7 +238,7 @@ impl Node {
             identified: HashMap::new(),
             connections: HashMap::new(),
         };
-        tokio::spawn(task.run(command_rx));
+        tokio::spawn(task.run(command_rx, verdicts));
         Ok((
             Node {
                 peer_id,
@@ -269,6 +291,12 @@ impl Node {
         self.ask(Command::ConnectedPeers).await
     }
 
+    /// The GossipSub score of a neighbour (negative once it sent invalid presence); `None`
+    /// when the node keeps no score for it.
+    pub async fn gossip_score(&self, peer: PeerId) -> anyhow::Result<Option<f64>> {
+        self.ask(|reply| Command::GossipScore(peer, reply)).await
+    }
+
     /// What `peer` said about itself over Identify, while connected.
     pub async fn peer_details(&self, peer: PeerId) -> anyhow::Result<Option<PeerDetails>> {
         self.ask(|reply| Command::Details(peer, reply)).await
@@ -319,6 +347,31 @@ impl Node {
     }
 }
 
+/// GossipSub scoring: only invalid presence counts (GossipSub's P₄), squared, so a neighbour
+/// that sent about ten invalid messages falls below the graylist threshold (−80) and is no
+/// longer read; the count decays to a tenth in ten minutes. The other terms are off: a quiet LAN
+/// delivers few messages, and many peers may share one address (a NAT, a test on loopback).
+fn score_params(topic: &IdentTopic) -> PeerScoreParams {
+    let presence = TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.0,
+        first_message_deliveries_weight: 0.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -1.0,
+        invalid_message_deliveries_decay: gossipsub::score_parameter_decay(Duration::from_secs(
+            600,
+        )),
+        ..TopicScoreParams::default()
+    };
+    let mut params = PeerScoreParams {
+        ip_colocation_factor_weight: 0.0,
+        ..PeerScoreParams::default()
+    };
+    params.topics.insert(topic.hash(), presence);
+    params
+}
+
 /// Identify's protocol version: the tag peers must share to join each other.
 fn protocol_version(tag: &str) -> String {
     format!("/goop2/1.0.0/{tag}")
@@ -336,10 +389,24 @@ struct NodeTask {
     identified: HashMap<PeerId, identify::Info>,
     /// Open connections' remote addresses and when they opened, per peer.
     connections: HashMap<PeerId, HashMap<libp2p::swarm::ConnectionId, (Multiaddr, Instant)>>,
+    /// The presence each neighbour may still send.
+    limiter: gossip::SourceLimiter,
+    /// Presence waiting for the validator.
+    to_validate: mpsc::Sender<gossip::Pending>,
+    /// Events dropped since the last warning, and when it was given (one warning per minute).
+    dropped_events: u64,
+    last_drop_warning: Option<Instant>,
 }
 
+/// How often a consumer that falls behind is warned about.
+const DROP_WARNING_EVERY: Duration = Duration::from_secs(60);
+
 impl NodeTask {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut verdicts: mpsc::Receiver<gossip::Verdict>,
+    ) {
         let done = loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -347,6 +414,7 @@ impl NodeTask {
                     Some(command) => self.handle_command(command),
                     None => break None,
                 },
+                Some(verdict) = verdicts.recv() => self.judge(verdict),
                 event = self.swarm.select_next_some() => self.handle_event(event),
             }
         };
@@ -409,6 +477,9 @@ impl NodeTask {
                 });
                 let _ = reply.send(details);
             }
+            Command::GossipScore(peer, reply) => {
+                let _ = reply.send(self.swarm.behaviour().gossipsub.inner.peer_score(&peer));
+            }
             Command::ConnectedPeers(reply) => {
                 let peers: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
                 let _ = reply.send(peers.into_iter().collect());
@@ -416,11 +487,71 @@ impl NodeTask {
         }
     }
 
-    fn emit(&self, event: NodeEvent) {
-        // Nobody listening (a benchmark's node) is fine; a listener that fell behind is not.
+    fn emit(&mut self, event: NodeEvent) {
+        // Nobody listening (a benchmark's node) is fine; a listener that fell behind is not,
+        // but one warning a minute says so (a flood must not flood the log too).
         if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
-            tracing::warn!("node events are not being read; dropping one");
+            self.dropped_events += 1;
+            let now = Instant::now();
+            if self
+                .last_drop_warning
+                .is_none_or(|last| now.duration_since(last) >= DROP_WARNING_EVERY)
+            {
+                tracing::warn!(
+                    dropped = self.dropped_events,
+                    "node events are not being read; dropping them"
+                );
+                self.dropped_events = 0;
+                self.last_drop_warning = Some(now);
+            }
         }
+    }
+
+    /// Tells GossipSub what the validator decided, and the consumer what was heard.
+    fn judge(&mut self, verdict: gossip::Verdict) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .inner
+            .report_message_validation_result(
+                &verdict.id,
+                &verdict.source,
+                verdict.outcome.acceptance(),
+            );
+        match verdict.outcome {
+            gossip::Outcome::Accept(presence) => self.emit(NodeEvent::Presence {
+                presence,
+                via: verdict.source,
+            }),
+            gossip::Outcome::Reject(reason) | gossip::Outcome::Ignore(reason) => {
+                self.emit(NodeEvent::PresenceRefused {
+                    via: verdict.source,
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Settles at once what needs no validator (a neighbour over its rate, a full queue: not
+    /// news, no penalty), and hands the rest to the validator.
+    fn validate(&mut self, id: gossipsub::MessageId, source: PeerId, data: Vec<u8>) {
+        if self.limiter.allow(source) {
+            let pending = gossip::Pending {
+                id: id.clone(),
+                source,
+                data,
+            };
+            if self.to_validate.try_send(pending).is_ok() {
+                return;
+            }
+        }
+        self.judge(gossip::Verdict {
+            id,
+            source,
+            outcome: gossip::Outcome::Ignore(PresenceError::RateLimited {
+                retry_after_seconds: 1,
+            }),
+        });
     }
 
     fn handle_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -478,6 +609,7 @@ impl NodeTask {
                 if num_established == 0 {
                     self.connections.remove(&peer_id);
                     self.identified.remove(&peer_id);
+                    self.limiter.forget(&peer_id);
                     self.emit(NodeEvent::Disconnected(peer_id));
                 }
             }
@@ -520,25 +652,12 @@ impl NodeTask {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
+                message_id,
                 message,
-                ..
             })) => {
                 // Only presence signed by the peer it names is believed; who relayed it says
                 // nothing about who wrote it.
-                match Presence::parse_and_check(&message.data) {
-                    Ok(checked) if checked.signed => self.emit(NodeEvent::Presence {
-                        presence: Box::new(checked),
-                        via: propagation_source,
-                    }),
-                    Ok(_) => self.emit(NodeEvent::PresenceRefused {
-                        via: propagation_source,
-                        reason: PresenceError::Unsigned,
-                    }),
-                    Err(reason) => self.emit(NodeEvent::PresenceRefused {
-                        via: propagation_source,
-                        reason,
-                    }),
-                }
+                self.validate(message_id, propagation_source, message.data);
             }
             _ => {}
         }

@@ -2,6 +2,8 @@
 //! favourites in `_favorites` of the peer's `data.db`.
 //!
 //! Changes are written behind, in batches, so a burst of presence never waits on the disk.
+//! Strangers (peers heard of only second-hand over gossip) are never written: the cache keeps
+//! the peers something vouched for.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -89,9 +91,10 @@ async fn write_behind(
     loop {
         let stopping = tokio::select! {
             change = changes.recv() => match change {
-                // Only peers actually heard of; restored entries have no source yet.
+                // Only peers actually heard of (restored entries have no source yet), and never
+                // strangers: a flood of them must not push the peers we know out of the cache.
                 Ok(PeerChange::Updated(entry)) => {
-                    if !entry.sources.is_empty() {
+                    if !entry.sources.is_empty() && !entry.stranger {
                         pending.insert(entry.peer_id.clone(), cached(&entry, unix_ms()));
                     }
                     continue;
@@ -100,7 +103,7 @@ async fn write_behind(
                 Err(RecvError::Lagged(_)) => {
                     let now = unix_ms();
                     for entry in table.snapshot().await {
-                        if !entry.sources.is_empty() {
+                        if !entry.sources.is_empty() && !entry.stranger {
                             pending.insert(entry.peer_id.clone(), cached(&entry, now));
                         }
                     }

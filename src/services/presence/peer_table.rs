@@ -16,6 +16,13 @@
 //!
 //! Favourites are never removed, only marked offline; last-known peers restored at start are
 //! listed offline until they are heard of again.
+//!
+//! The table is bounded ([`TableOptions::max_peers`]). A peer heard of only second-hand over
+//! gossip — relayed by a neighbour, with no hub, favourite, earlier run or connection of its own
+//! to vouch for it — is a *stranger*: strangers fill at most [`TableOptions::max_strangers`]
+//! entries, are the first to go when room is needed (offline ones first, then the one heard of
+//! least recently), are never remembered across restarts, and are logged at DEBUG only. Labels
+//! are logged shortened, once per change of state, never per message.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -82,6 +89,8 @@ pub struct PeerEntry {
     pub sources: BTreeSet<Source>,
     /// The peer's own timestamp of the newest message (ms).
     pub ts: i64,
+    /// Heard of only second-hand over gossip: nothing vouches for the peer (see the module).
+    pub stranger: bool,
 }
 
 /// What keeps one peer alive, source by source.
@@ -96,6 +105,8 @@ struct Liveness {
     hubs: BTreeMap<String, Option<Instant>>,
     /// When the peer went offline (for removal after the grace).
     offline_since: Option<Instant>,
+    /// When any source last spoke of the peer (strangers heard of least recently go first).
+    heard: Option<Instant>,
 }
 
 impl Liveness {
@@ -157,7 +168,33 @@ pub struct TableOptions {
     /// A peer sets it to the TTL but at least 30 s, which covers a hub's 15 s keep-alive that
     /// tells whether a cut stream was resumed.
     pub hold: Duration,
+    /// Peers listed at most (`presence.max_peers`).
+    pub max_peers: usize,
+    /// Strangers listed at most (`presence.max_gossip_strangers`), within `max_peers`.
+    pub max_strangers: usize,
 }
+
+impl TableOptions {
+    /// The timing a peer uses for `ttl`, with the default bounds.
+    pub fn for_ttl(ttl: Duration) -> Self {
+        TableOptions {
+            ttl,
+            grace: ttl * 3,
+            tick: Duration::from_millis(500),
+            hold: ttl.max(Duration::from_secs(30)),
+            max_peers: DEFAULT_MAX_PEERS,
+            max_strangers: DEFAULT_MAX_STRANGERS,
+        }
+    }
+}
+
+/// Default of [`TableOptions::max_peers`]: about 20 MB if every peer announces the largest label
+/// and addresses a message may carry.
+pub const DEFAULT_MAX_PEERS: usize = 2_000;
+/// Default of [`TableOptions::max_strangers`].
+pub const DEFAULT_MAX_STRANGERS: usize = 500;
+/// How much of a label a log line shows.
+const LOGGED_LABEL_CHARS: usize = 64;
 
 /// A peer known from an earlier run.
 #[derive(Debug, Clone)]
@@ -172,7 +209,8 @@ pub struct KnownPeer {
 }
 
 enum Command {
-    Observe(Box<Presence>, Source),
+    /// A message, from where, and whether something vouches for its peer.
+    Observe(Box<Presence>, Source, bool),
     Restore(Vec<KnownPeer>),
     SetFavorite(String, bool, oneshot::Sender<bool>),
     SetReachability(String, Reachability),
@@ -180,6 +218,16 @@ enum Command {
     SourceUnconfirmed(Source),
     SourceConfirmed(Source),
     Snapshot(oneshot::Sender<Vec<PeerEntry>>),
+    Page(usize, usize, oneshot::Sender<PeerPage>),
+    Entry(String, oneshot::Sender<Option<PeerEntry>>),
+}
+
+/// A slice of the list, in the order of [`PeerTable::snapshot`].
+#[derive(Debug, Clone, Default)]
+pub struct PeerPage {
+    /// How many peers the table lists in all.
+    pub total: usize,
+    pub peers: Vec<PeerEntry>,
 }
 
 /// The handle. Cloning is cheap; the table stops when the last clone is dropped.
@@ -205,11 +253,25 @@ impl PeerTable {
         PeerTable { commands, changes }
     }
 
-    /// Merges a presence message heard from `source`. Waits only if the table is backed up.
+    /// Merges a presence message heard from `source`, which vouches for the peer (a hub, or
+    /// the peer's own word on its own connection). Waits only if the table is backed up.
     pub async fn observe(&self, presence: Presence, source: Source) {
         let _ = self
             .commands
-            .send(Command::Observe(Box::new(presence), source))
+            .send(Command::Observe(Box::new(presence), source, true))
+            .await;
+    }
+
+    /// Merges a presence message a neighbour relayed over gossip: unless `vouched` (the peer is
+    /// connected to us, or sent it itself), the peer is a stranger.
+    pub async fn observe_gossip(&self, presence: Presence, vouched: bool) {
+        let _ = self
+            .commands
+            .send(Command::Observe(
+                Box::new(presence),
+                Source::Gossip,
+                vouched,
+            ))
             .await;
     }
 
@@ -262,12 +324,26 @@ impl PeerTable {
         answer.await.unwrap_or_default()
     }
 
+    /// `limit` peers from `offset` of the list, and how many it holds.
+    pub async fn page(&self, offset: usize, limit: usize) -> PeerPage {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Page(offset, limit, reply))
+            .await
+            .is_err()
+        {
+            return PeerPage::default();
+        }
+        answer.await.unwrap_or_default()
+    }
+
     /// One known peer.
     pub async fn entry(&self, peer_id: &str) -> Option<PeerEntry> {
-        self.snapshot()
-            .await
-            .into_iter()
-            .find(|entry| entry.peer_id == peer_id)
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Entry(peer_id.to_owned(), reply);
+        self.commands.send(command).await.ok()?;
+        answer.await.ok().flatten()
     }
 
     /// Changes from now on.
@@ -291,10 +367,16 @@ impl TableTask {
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Observe(presence, source)) => self.observe(*presence, source),
+                    Some(Command::Observe(presence, source, vouched)) => {
+                        self.observe(*presence, source, vouched)
+                    }
                     Some(Command::Restore(peers)) => self.restore(peers),
                     Some(Command::SetFavorite(peer_id, favorite, reply)) => {
-                        let known = self.update(&peer_id, |entry| entry.favorite = favorite);
+                        let known = self.update(&peer_id, |entry| {
+                            entry.favorite = favorite;
+                            // The owner vouches for a favourite.
+                            entry.stranger &= !favorite;
+                        });
                         let _ = reply.send(known);
                     }
                     Some(Command::Identity(peer_id, reply)) => {
@@ -325,6 +407,12 @@ impl TableTask {
                     Some(Command::Snapshot(reply)) => {
                         let _ = reply.send(self.snapshot());
                     }
+                    Some(Command::Page(offset, limit, reply)) => {
+                        let _ = reply.send(self.page(offset, limit));
+                    }
+                    Some(Command::Entry(peer_id, reply)) => {
+                        let _ = reply.send(self.peers.get(&peer_id).cloned());
+                    }
                     None => return,
                 },
                 _ = tick.tick() => self.expire(),
@@ -332,7 +420,7 @@ impl TableTask {
         }
     }
 
-    fn observe(&mut self, presence: Presence, source: Source) {
+    fn observe(&mut self, presence: Presence, source: Source, vouched: bool) {
         if presence.peer_id == self.me || presence.kind == PresenceType::Punch {
             return;
         }
@@ -351,10 +439,16 @@ impl TableTask {
                 return;
             }
         }
+        let vouched = vouched || matches!(source, Source::Hub(_));
+        if !self.peers.contains_key(&presence.peer_id) && !self.make_room(vouched) {
+            tracing::debug!("the peer list is full; a peer was not listed");
+            return;
+        }
         let live = self
             .live
             .entry(presence.peer_id.clone())
             .or_insert_with(|| Liveness::offline(now));
+        live.heard = Some(now);
         match &source {
             Source::Gossip => {
                 live.gossip_ts = live.gossip_ts.max(ts);
@@ -385,8 +479,11 @@ impl TableTask {
                 reachability: Reachability::Unknown,
                 sources: BTreeSet::new(),
                 ts: 0,
+                stranger: true,
             });
         let before = entry.clone();
+        // Once vouched for, a peer stays so while it is listed.
+        entry.stranger &= !vouched;
         // What the peer announces comes from its newest message, whichever source brings it.
         if !offline && (ts == 0 || ts >= entry.ts) {
             entry.label = presence.content.unwrap_or_default();
@@ -423,13 +520,23 @@ impl TableTask {
             (PeerState::Offline, true) => {
                 entry.state = PeerState::Online;
                 live.offline_since = None;
-                tracing::info!(peer.id = %entry.peer_id, label = %entry.label, via = %via, "peer online");
+                let label = logged_label(&entry.label);
+                if entry.stranger {
+                    tracing::debug!(peer.id = %entry.peer_id, label = %label, via = %via, "stranger online");
+                } else {
+                    tracing::info!(peer.id = %entry.peer_id, label = %label, via = %via, "peer online");
+                }
             }
             (PeerState::Online, false) => {
                 entry.state = PeerState::Offline;
                 entry.reachability = Reachability::Unknown;
                 live.offline_since = Some(now);
-                tracing::info!(peer.id = %entry.peer_id, label = %entry.label, "peer offline");
+                let label = logged_label(&entry.label);
+                if entry.stranger {
+                    tracing::debug!(peer.id = %entry.peer_id, label = %label, "stranger offline");
+                } else {
+                    tracing::info!(peer.id = %entry.peer_id, label = %label, "peer offline");
+                }
                 let _ = self
                     .changes
                     .send(PeerChange::Offline(entry.peer_id.clone()));
@@ -468,7 +575,11 @@ impl TableTask {
                 reachability: Reachability::Unknown,
                 sources: BTreeSet::new(),
                 ts: 0,
+                stranger: false,
             };
+            if !self.make_room(true) {
+                break;
+            }
             let _ = self.changes.send(PeerChange::Updated(entry.clone()));
             self.live
                 .insert(known.peer_id.clone(), Liveness::offline(now));
@@ -545,8 +656,44 @@ impl TableTask {
         }
     }
 
-    fn snapshot(&self) -> Vec<PeerEntry> {
-        let mut peers: Vec<PeerEntry> = self.peers.values().cloned().collect();
+    /// Makes room for one more peer, a stranger unless `vouched`; false when there is none to
+    /// make. Strangers go first (offline ones, then the one heard of least recently); for a
+    /// vouched peer, when no stranger is left, an offline peer that is not a favourite.
+    fn make_room(&mut self, vouched: bool) -> bool {
+        let strangers = self.peers.values().filter(|e| e.stranger).count();
+        let stranger_full = !vouched && strangers >= self.options.max_strangers;
+        if !stranger_full && self.peers.len() < self.options.max_peers {
+            return true;
+        }
+        let heard = |id: &String| self.live.get(id).and_then(|live| live.heard);
+        let stranger = self
+            .peers
+            .values()
+            .filter(|e| e.stranger && !e.favorite)
+            .min_by_key(|e| (e.state == PeerState::Online, heard(&e.peer_id)))
+            .map(|e| e.peer_id.clone());
+        let victim = match (stranger, vouched) {
+            (Some(id), _) => Some(id),
+            (None, true) => self
+                .peers
+                .values()
+                .filter(|e| e.state == PeerState::Offline && !e.favorite)
+                .min_by_key(|e| heard(&e.peer_id))
+                .map(|e| e.peer_id.clone()),
+            (None, false) => None,
+        };
+        let Some(victim) = victim else {
+            return false;
+        };
+        self.peers.remove(&victim);
+        self.live.remove(&victim);
+        let _ = self.changes.send(PeerChange::Removed(victim));
+        true
+    }
+
+    /// Every entry in the list's order: online first, then by label.
+    fn sorted(&self) -> Vec<&PeerEntry> {
+        let mut peers: Vec<&PeerEntry> = self.peers.values().collect();
         peers.sort_by(|a, b| {
             (a.state != PeerState::Online, &a.label, &a.peer_id).cmp(&(
                 b.state != PeerState::Online,
@@ -555,5 +702,30 @@ impl TableTask {
             ))
         });
         peers
+    }
+
+    fn snapshot(&self) -> Vec<PeerEntry> {
+        self.sorted().into_iter().cloned().collect()
+    }
+
+    fn page(&self, offset: usize, limit: usize) -> PeerPage {
+        PeerPage {
+            total: self.peers.len(),
+            peers: self
+                .sorted()
+                .into_iter()
+                .skip(offset)
+                .take(limit)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// A label as a log line shows it: at most [`LOGGED_LABEL_CHARS`] characters.
+fn logged_label(label: &str) -> std::borrow::Cow<'_, str> {
+    match label.char_indices().nth(LOGGED_LABEL_CHARS) {
+        Some((end, _)) => format!("{}…", &label[..end]).into(),
+        None => label.into(),
     }
 }
