@@ -23,7 +23,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, SwarmBuilder, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::support::{eventually, lists};
+use crate::support::{eventually, free_port, lists, peak_rss_kib};
 
 const TOPIC: &str = "goop.presence.v1";
 const WAIT: Duration = Duration::from_secs(15);
@@ -445,24 +445,6 @@ async fn a_stopped_peers_captured_presence_replayed_keeps_it_offline() {
     );
     carol.shutdown().await;
     victim.shutdown().await;
-}
-
-/// Peak resident memory of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `goop2 peer` as a process, its log in a file.

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::support::{HubProcess, SseClient, TestHub, TestPeer, binary_hub_dir_with};
+use crate::support::{HubProcess, SseClient, TestHub, TestPeer, binary_hub_dir_with, peak_rss_kib};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -154,16 +154,6 @@ async fn a_websocket_ping_flood_closes_the_socket_and_others_are_served() {
     );
     let online = watcher.next_of_type("online").await;
     assert_eq!(online["peerId"], alice.id.as_str());
-}
-
-/// Peak resident memory of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 async fn wrong_login(client: &reqwest::Client, url: &str, from: &str) -> (u16, String) {

@@ -8,7 +8,7 @@ use goop2::modes::peer::{self, RunningPeer};
 use goop2::services::presence::peer_table::{PeerState, Source};
 use goop2::telemetry::LogBuffer;
 
-use crate::support::eventually;
+use crate::support::{eventually, free_port};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -369,14 +369,6 @@ async fn long_running_peers_keep_hearing_a_peer_that_restarts_again_and_again() 
     }
     cid.shutdown().await;
     ann.shutdown().await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
