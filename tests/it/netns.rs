@@ -156,7 +156,8 @@ fn mdns_finds_a_peer_in_another_network_namespace() {
     let bea = NsPeer::start(&link.namespaces[1], bea_dir.path());
     let outsider = NsPeer::start(&link.namespaces[1], other_dir.path());
 
-    let wait = Duration::from_secs(30);
+    // Peers starting together can miss each other's first answers; mDNS asks again every 30 s.
+    let wait = Duration::from_secs(60);
     for (who, other) in [(&ann, "Bea"), (&bea, "Ann")] {
         let line = who
             .wait_for(&["peer online", &format!("label={other}"), "via=LAN"], wait)

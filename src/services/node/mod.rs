@@ -42,6 +42,11 @@ const EVENT_QUEUE: usize = 1024;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections to one peer opened closer together than this are two dials that crossed.
 const CROSSING_DIALS: Duration = Duration::from_secs(2);
+/// How often mDNS asks the LAN who is there once it has found someone. A peer answers a query
+/// only with the addresses it already listens on, so two peers starting together can each get
+/// an empty answer from the other; asking again soon finds them (mDNS's own default waits five
+/// minutes).
+const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How to run the node.
 #[derive(Debug, Clone)]
@@ -166,7 +171,10 @@ impl Node {
                 )?;
                 let mdns = if mdns_enabled {
                     Some(mdns::tokio::Behaviour::new(
-                        mdns::Config::default(),
+                        mdns::Config {
+                            query_interval: MDNS_QUERY_INTERVAL,
+                            ..mdns::Config::default()
+                        },
                         key.public().to_peer_id(),
                     )?)
                 } else {
