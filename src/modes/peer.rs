@@ -28,6 +28,7 @@ use crate::services::data::limits::InsertLimits;
 use crate::services::hub::presence::{Presence, PresenceType};
 use crate::services::hub::unix_ms;
 use crate::services::node::protocols::Served;
+use crate::services::node::vouched::Reach;
 use crate::services::node::{GossipLimits, Node, NodeEvent, NodeOptions};
 use crate::services::presence::cache::PeerBook;
 use crate::services::presence::hub_client::{
@@ -205,11 +206,18 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let (book, book_task) = PeerBook::start(store.clone(), table.clone(), stopped.clone())
         .await
         .context("cannot read the known peers from data.db")?;
-    // Peers from the last run may still be where they were.
-    for known in table.snapshot().await {
+    // The owner's favourites from the last run may still be where they were: their own signed
+    // word is all that is kept of them, and the owner chose them. Other last-known peers wait
+    // for a hub or the LAN to vouch for them again (what gossip said of them is never dialled).
+    for known in table
+        .snapshot()
+        .await
+        .into_iter()
+        .filter(|known| known.favorite)
+    {
         let node = node.clone();
         tasks.push(tokio::spawn(async move {
-            dial_addrs(&node, &known.peer_id, &known.addrs).await;
+            dial_vouched(&node, &known.peer_id, &known.addrs, Reach::Loopback).await;
         }));
     }
     tasks.push(reachability::spawn(
@@ -460,7 +468,10 @@ async fn merge_presence(
             // Without hubs (or once they are all gone) only the LAN is left.
             event = hub_events.recv(), if hubs_open => match event {
                 Some((source, HubEvent::Presence(presence))) => {
-                    dial_announced(&node, &presence).await;
+                    if presence.kind != PresenceType::Offline {
+                        let addrs = presence.addrs.as_deref().unwrap_or_default();
+                        dial_vouched(&node, &presence.peer_id, addrs, source_reach(&source)).await;
+                    }
                     table.observe(*presence, source).await;
                 }
                 // Until the hub says it again, what it said holds for a while only.
@@ -475,39 +486,41 @@ async fn merge_presence(
     }
 }
 
-/// Dials a peer a hub told about at its announced addresses, unless already connected.
-async fn dial_announced(node: &Node, presence: &Presence) {
-    if presence.kind == PresenceType::Offline {
-        return;
+/// How wide the addresses a source may have the node dial are (see [`Reach`]).
+fn source_reach(source: &Source) -> Reach {
+    match source {
+        Source::Hub(url) => url::Url::parse(url)
+            .ok()
+            .and_then(|url| url.host_str().map(Reach::of_hub_host))
+            .unwrap_or(Reach::Global),
+        // Gossip vouches for no address; mDNS hands the node its own.
+        Source::Gossip => Reach::Global,
     }
-    dial_addrs(node, &presence.peer_id, presence.addrs.iter().flatten()).await;
 }
 
-/// Dials `peer_id` at the first of `addrs` that names it and can be dialled, unless connected.
-async fn dial_addrs<'a>(node: &Node, peer_id: &str, addrs: impl IntoIterator<Item = &'a String>) {
+/// Keeps those of `addrs` that name `peer_id` and lie within `reach` as where it may be
+/// dialled, and dials it unless connected.
+async fn dial_vouched(node: &Node, peer_id: &str, addrs: &[String], reach: Reach) {
     let Ok(peer) = peer_id.parse::<PeerId>() else {
         return;
     };
-    if node
-        .connected_peers()
-        .await
-        .unwrap_or_default()
-        .contains(&peer)
-    {
+    let vouched: Vec<Multiaddr> = addrs
+        .iter()
+        .filter_map(|addr| addr.parse::<Multiaddr>().ok())
+        .filter(|addr| {
+            addr.iter()
+                .any(|p| matches!(p, Protocol::P2p(id) if id == peer))
+                && reach.permits(addr)
+        })
+        .collect();
+    if vouched.is_empty() {
         return;
     }
-    for addr in addrs {
-        let Ok(addr) = addr.parse::<Multiaddr>() else {
-            continue;
-        };
-        // Only addresses that name this very peer.
-        if addr
-            .iter()
-            .any(|p| matches!(p, Protocol::P2p(id) if id == peer))
-            && node.dial(addr).await.is_ok()
-        {
-            return;
-        }
+    if node.vouch(peer, vouched).await.is_ok()
+        && let Err(err) = node.dial_peer(peer).await
+    {
+        // The dial budget may be spent; the reachability prober dials it later.
+        tracing::debug!(peer.id = %peer, "not dialled now: {err:#}");
     }
 }
 

@@ -11,6 +11,7 @@ mod data_limits;
 mod data_peers;
 mod data_statements;
 mod database_editor;
+mod dials;
 mod edit;
 mod gossip;
 mod hardening;

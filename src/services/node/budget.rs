@@ -38,6 +38,8 @@ pub struct NodeLimits {
     /// Half-open connections each way.
     pub max_pending: u32,
     pub per_address: AddressLimits,
+    /// Dials the node starts, whatever asks for them.
+    pub dials: super::vouched::DialLimits,
 }
 
 impl Default for NodeLimits {
@@ -48,6 +50,7 @@ impl Default for NodeLimits {
             max_per_peer: 4,
             max_pending: 128,
             per_address: AddressLimits::default(),
+            dials: Default::default(),
         }
     }
 }

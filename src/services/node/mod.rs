@@ -4,7 +4,8 @@
 //!
 //! Transports: TCP and QUIC, Noise, Yamux; connections bounded in total, inbound (keeping room
 //! for the node's own dials), per peer, while pending, and per address ([`budget`]), and closed
-//! after a minute idle. Behaviours: Identify (its protocol version carries
+//! after a minute idle. The node dials only addresses a trusted source vouched for, within a
+//! budget of dials ([`vouched`]). Behaviours: Identify (its protocol version carries
 //! the `p2p.mdns_tag`, and peers announcing another tag are disconnected), Ping, mDNS, and
 //! GossipSub for presence — where a message is delivered, and forwarded to the rest of the
 //! mesh, only once [`gossip`] has validated it (a rate per neighbour, the hub's rules for
@@ -14,6 +15,7 @@ pub mod budget;
 pub mod gossip;
 pub mod protocols;
 mod resubscribe;
+pub mod vouched;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -25,6 +27,7 @@ use libp2p::gossipsub::{
     self, IdentTopic, MessageAuthenticity, PeerScoreParams, PeerScoreThresholds, TopicScoreParams,
     ValidationMode,
 };
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, mdns, noise, ping, tcp, yamux};
 use libp2p_identity::Keypair;
@@ -102,6 +105,7 @@ pub struct PeerDetails {
 struct Behaviour {
     limits: libp2p::connection_limits::Behaviour,
     budget: budget::AddressBudget,
+    vouched: vouched::VouchedAddresses,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     gossipsub: resubscribe::Resubscribing,
@@ -112,6 +116,8 @@ struct Behaviour {
 enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Dial(Multiaddr, oneshot::Sender<anyhow::Result<()>>),
+    Vouch(PeerId, Vec<Multiaddr>),
+    DialPeer(PeerId, oneshot::Sender<anyhow::Result<()>>),
     Publish(Vec<u8>, oneshot::Sender<anyhow::Result<()>>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     Details(PeerId, oneshot::Sender<Option<PeerDetails>>),
@@ -185,9 +191,12 @@ impl Node {
                         node_limits.connection_limits(),
                     ),
                     budget: budget::AddressBudget::new(node_limits.per_address, budget_addresses),
+                    vouched: vouched::VouchedAddresses::new(node_limits.dials),
                     identify: identify::Behaviour::new(
                         identify::Config::new(protocol_version(&tag), key.public())
-                            .with_agent_version(format!("goop2/{}", env!("CARGO_PKG_VERSION"))),
+                            .with_agent_version(format!("goop2/{}", env!("CARGO_PKG_VERSION")))
+                            // What a peer says of its own addresses is never dialled.
+                            .with_cache_size(0),
                     ),
                     ping: ping::Behaviour::default(),
                     gossipsub: resubscribe::Resubscribing::new(gossipsub),
@@ -278,9 +287,25 @@ impl Node {
         self.ask(Command::ListenAddrs).await
     }
 
-    /// Dials `addr` (which should end in `/p2p/<peer id>`).
+    /// Dials `addr` (which should end in `/p2p/<peer id>`); the caller vouches for it, so the
+    /// node may dial the peer there again later.
     pub async fn dial(&self, addr: Multiaddr) -> anyhow::Result<()> {
         self.ask(|reply| Command::Dial(addr, reply)).await?
+    }
+
+    /// Keeps `addrs` as where `peer` may be dialled (see [`vouched`]): the caller checked that
+    /// a source it trusts vouched for them.
+    pub async fn vouch(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> anyhow::Result<()> {
+        self.commands
+            .send(Command::Vouch(peer, addrs))
+            .await
+            .map_err(|_| anyhow::anyhow!("the libp2p node has stopped"))
+    }
+
+    /// Dials `peer` at the addresses vouched for it (or found by mDNS), unless connected or
+    /// being dialled already.
+    pub async fn dial_peer(&self, peer: PeerId) -> anyhow::Result<()> {
+        self.ask(|reply| Command::DialPeer(peer, reply)).await?
     }
 
     /// Publishes a presence message on the presence topic.
@@ -454,10 +479,29 @@ impl NodeTask {
                 }
             }
             Command::Dial(addr, reply) => {
+                if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                    self.swarm
+                        .behaviour_mut()
+                        .vouched
+                        .vouch(peer, [addr.clone()]);
+                }
                 let result = self
                     .swarm
                     .dial(addr.clone())
                     .with_context(|| format!("cannot dial {addr}"));
+                let _ = reply.send(result);
+            }
+            Command::Vouch(peer, addrs) => {
+                self.swarm.behaviour_mut().vouched.vouch(peer, addrs);
+            }
+            Command::DialPeer(peer, reply) => {
+                let dial = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                let result = match self.swarm.dial(dial) {
+                    Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => Ok(()),
+                    Err(e) => Err(anyhow::Error::new(e).context(format!("cannot dial {peer}"))),
+                };
                 let _ = reply.send(result);
             }
             Command::Publish(bytes, reply) => {

@@ -1,0 +1,358 @@
+//! Where the node may dial: the addresses a source the owner trusts vouched for, and a budget of
+//! dials.
+//!
+//! A peer's own word is not enough. What a neighbour says over Identify, or what any signed
+//! presence heard over gossip carries, is chosen by whoever sent it: an attacker who filled the
+//! last-known peers with 1,000 addresses had the peer dial all of them after a restart, and
+//! peers that left had their Identify addresses dialled by the reachability prober. So the node
+//! dials a peer only at addresses kept here — put here by the hub presence the peer mode
+//! believes (within the hub's [`Reach`]), by the owner's favourites, and by the node's own
+//! explicit dials — or found by mDNS on the LAN (mDNS hands its own to the swarm). Every dial,
+//! whatever its source, spends from one token bucket, so no flood of announcements turns into
+//! a flood of connection attempts.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::num::NonZeroU32;
+use std::task::{Context, Poll};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use libp2p::core::Endpoint;
+use libp2p::core::transport::PortUse;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm, dummy,
+};
+use libp2p::{Multiaddr, PeerId};
+
+/// Peers whose addresses are kept; past this, the one vouched for longest ago goes.
+pub const MAX_PEERS: usize = 4096;
+/// Addresses kept per peer (a peer announces a handful: TCP and QUIC, IPv4 and IPv6).
+pub const MAX_ADDRS_PER_PEER: usize = 8;
+
+/// How far an address reaches: this machine, a private network, or the internet. Ordered from
+/// narrowest to widest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reach {
+    Loopback,
+    /// RFC 1918, carrier-grade NAT, link-local and unique-local ranges.
+    Private,
+    Global,
+}
+
+impl Reach {
+    /// The reach of `ip`; `None` for what is never dialled (unspecified, multicast, broadcast,
+    /// documentation ranges).
+    pub fn of_ip(ip: IpAddr) -> Option<Reach> {
+        match ip {
+            IpAddr::V4(v4) => Reach::of_v4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Reach::of_v4(v4),
+                None => Reach::of_v6(v6),
+            },
+        }
+    }
+
+    fn of_v4(ip: Ipv4Addr) -> Option<Reach> {
+        let [a, b, ..] = ip.octets();
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_documentation() {
+            None
+        } else if ip.is_loopback() {
+            Some(Reach::Loopback)
+        } else if ip.is_private()
+            || ip.is_link_local()
+            // Carrier-grade NAT, 100.64.0.0/10.
+            || (a == 100 && (64..128).contains(&b))
+            || a == 0
+        {
+            Some(Reach::Private)
+        } else {
+            Some(Reach::Global)
+        }
+    }
+
+    fn of_v6(ip: Ipv6Addr) -> Option<Reach> {
+        let first = ip.segments()[0];
+        if ip.is_unspecified() || ip.is_multicast() || first == 0x2001 && ip.segments()[1] == 0xdb8
+        {
+            None
+        } else if ip.is_loopback() {
+            Some(Reach::Loopback)
+        } else if ip.is_unique_local() || ip.is_unicast_link_local() {
+            Some(Reach::Private)
+        } else {
+            Some(Reach::Global)
+        }
+    }
+
+    /// The narrowest addresses a hub at `host` (a URL's host) may vouch for: a hub on this
+    /// machine knows peers on this machine, one on a private network knows that network, and
+    /// one named or on the internet only the internet — a private address learned from the
+    /// internet names some other network's host, or one on ours the sender wants us to reach.
+    pub fn of_hub_host(host: &str) -> Reach {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if bare.eq_ignore_ascii_case("localhost") {
+            return Reach::Loopback;
+        }
+        bare.parse::<IpAddr>()
+            .ok()
+            .and_then(Reach::of_ip)
+            .unwrap_or(Reach::Global)
+    }
+
+    /// Whether a source of this reach may have the node dial `addr`: an IP address at least
+    /// this wide (a name, which the node cannot resolve, never).
+    pub fn permits(self, addr: &Multiaddr) -> bool {
+        let ip = addr.iter().find_map(|protocol| match protocol {
+            Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+            Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+            _ => None,
+        });
+        ip.and_then(Reach::of_ip).is_some_and(|reach| reach >= self)
+    }
+}
+
+/// How many dials the node starts: a burst, then a steady rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DialLimits {
+    pub burst: u32,
+    pub per_second: u32,
+}
+
+impl Default for DialLimits {
+    fn default() -> Self {
+        DialLimits {
+            burst: 64,
+            per_second: 16,
+        }
+    }
+}
+
+/// The dial budget was spent.
+#[derive(Debug, thiserror::Error)]
+#[error("too many dials at once (at most {burst}, then {per_second} a second)")]
+pub struct TooManyDials {
+    burst: u32,
+    per_second: u32,
+}
+
+struct Vouched {
+    addrs: Vec<Multiaddr>,
+    /// When it was last vouched for, as a count of vouches: the lowest goes first.
+    stamp: u64,
+}
+
+/// The addresses the node may dial, per peer, and the dial budget.
+pub struct VouchedAddresses {
+    peers: HashMap<PeerId, Vouched>,
+    vouches: u64,
+    limits: DialLimits,
+    dials: DefaultDirectRateLimiter,
+}
+
+impl VouchedAddresses {
+    pub fn new(limits: DialLimits) -> Self {
+        let per_second = NonZeroU32::new(limits.per_second.max(1)).expect("at least one");
+        let burst = NonZeroU32::new(limits.burst.max(1)).expect("at least one");
+        VouchedAddresses {
+            peers: HashMap::new(),
+            vouches: 0,
+            limits,
+            dials: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+        }
+    }
+
+    /// Keeps `addrs` (those that name `peer` or no peer, at most [`MAX_ADDRS_PER_PEER`]) as
+    /// where `peer` may be dialled, in place of what was kept before.
+    pub fn vouch(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
+        let addrs: Vec<Multiaddr> = addrs
+            .into_iter()
+            .filter_map(|addr| without_peer(addr, peer))
+            .take(MAX_ADDRS_PER_PEER)
+            .collect();
+        if addrs.is_empty() {
+            return;
+        }
+        self.vouches += 1;
+        let stamp = self.vouches;
+        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&peer) {
+            let oldest = self
+                .peers
+                .iter()
+                .min_by_key(|(_, vouched)| vouched.stamp)
+                .map(|(peer, _)| *peer);
+            if let Some(oldest) = oldest {
+                self.peers.remove(&oldest);
+            }
+        }
+        self.peers.insert(peer, Vouched { addrs, stamp });
+    }
+
+    /// Where `peer` may be dialled.
+    pub fn addrs(&self, peer: &PeerId) -> &[Multiaddr] {
+        self.peers.get(peer).map_or(&[], |vouched| &vouched.addrs)
+    }
+}
+
+/// `addr` without its trailing `/p2p/<peer>`, if it names `peer` or no peer.
+fn without_peer(mut addr: Multiaddr, peer: PeerId) -> Option<Multiaddr> {
+    match addr.iter().last() {
+        Some(Protocol::P2p(named)) if named == peer => {
+            addr.pop();
+            Some(addr)
+        }
+        Some(Protocol::P2p(_)) => None,
+        _ => Some(addr),
+    }
+}
+
+impl NetworkBehaviour for VouchedAddresses {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = Infallible;
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        peer: Option<PeerId>,
+        _addresses: &[Multiaddr],
+        _effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        if self.dials.check().is_err() {
+            return Err(ConnectionDenied::new(TooManyDials {
+                burst: self.limits.burst,
+                per_second: self.limits.per_second,
+            }));
+        }
+        Ok(peer.map_or_else(Vec::new, |peer| self.addrs(&peer).to_vec()))
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        _peer: PeerId,
+        _local: &Multiaddr,
+        _remote: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        _peer: PeerId,
+        _addr: &Multiaddr,
+        _role_override: Endpoint,
+        _port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _event: FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _peer: PeerId,
+        _connection: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> Multiaddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn reach_orders_loopback_private_global() {
+        let of = |s: &str| Reach::of_ip(s.parse().unwrap());
+        assert_eq!(of("127.0.0.1"), Some(Reach::Loopback));
+        assert_eq!(of("::1"), Some(Reach::Loopback));
+        for private in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.5",
+            "100.64.0.1",
+            "169.254.1.1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:192.168.1.5",
+        ] {
+            assert_eq!(of(private), Some(Reach::Private), "{private}");
+        }
+        for global in ["8.8.8.8", "100.128.0.1", "2a01:4f8::1", "::ffff:1.1.1.1"] {
+            assert_eq!(of(global), Some(Reach::Global), "{global}");
+        }
+        for never in ["0.0.0.0", "224.0.0.251", "255.255.255.255", "::", "ff02::1"] {
+            assert_eq!(of(never), None, "{never}");
+        }
+    }
+
+    #[test]
+    fn a_hub_vouches_only_for_addresses_as_wide_as_itself() {
+        let internet = Reach::of_hub_host("hub.example.org");
+        assert_eq!(internet, Reach::Global);
+        assert!(!internet.permits(&addr("/ip4/203.0.113.9/tcp/4001")));
+        assert!(internet.permits(&addr("/ip4/8.8.4.4/tcp/4001")));
+        assert!(!internet.permits(&addr("/ip4/192.168.1.5/tcp/4001")));
+        assert!(!internet.permits(&addr("/ip4/127.0.0.1/tcp/4001")));
+        assert!(!internet.permits(&addr("/ip6/fe80::1/tcp/4001")));
+        assert!(!internet.permits(&addr("/dns4/printer.lan/tcp/4001")));
+
+        let lan = Reach::of_hub_host("192.168.1.2");
+        assert_eq!(lan, Reach::Private);
+        assert!(lan.permits(&addr("/ip4/192.168.1.5/udp/4001/quic-v1")));
+        assert!(lan.permits(&addr("/ip4/8.8.4.4/tcp/4001")));
+        assert!(!lan.permits(&addr("/ip4/127.0.0.1/tcp/4001")));
+
+        for here in ["localhost", "127.0.0.1", "[::1]"] {
+            let here = Reach::of_hub_host(here);
+            assert_eq!(here, Reach::Loopback);
+            assert!(here.permits(&addr("/ip4/127.0.0.1/tcp/4001")));
+            assert!(here.permits(&addr("/ip4/10.0.0.1/tcp/4001")));
+            assert!(!here.permits(&addr("/ip4/0.0.0.0/tcp/4001")));
+        }
+    }
+
+    #[test]
+    fn vouched_addresses_name_their_peer_and_are_bounded() {
+        let mut book = VouchedAddresses::new(DialLimits::default());
+        let peer = PeerId::random();
+        let other = PeerId::random();
+        book.vouch(
+            peer,
+            [
+                addr(&format!("/ip4/1.2.3.4/tcp/1/p2p/{peer}")),
+                addr(&format!("/ip4/1.2.3.4/tcp/2/p2p/{other}")),
+                addr("/ip4/1.2.3.4/tcp/3"),
+            ],
+        );
+        assert_eq!(
+            book.addrs(&peer),
+            [addr("/ip4/1.2.3.4/tcp/1"), addr("/ip4/1.2.3.4/tcp/3")]
+        );
+        book.vouch(
+            other,
+            (0..20).map(|i| addr(&format!("/ip4/1.2.3.4/tcp/{i}"))),
+        );
+        assert_eq!(book.addrs(&other).len(), MAX_ADDRS_PER_PEER);
+
+        let first = PeerId::random();
+        book.vouch(first, [addr("/ip4/1.2.3.4/tcp/9")]);
+        for _ in 0..MAX_PEERS {
+            book.vouch(PeerId::random(), [addr("/ip4/1.2.3.4/tcp/9")]);
+        }
+        assert_eq!(book.peers.len(), MAX_PEERS);
+        assert!(book.addrs(&peer).is_empty(), "the oldest vouch went first");
+    }
+}
