@@ -208,6 +208,17 @@ pub struct P2p {
     pub listen_port: u16,
     /// Peers announcing another tag are not auto-joined.
     pub mdns_tag: String,
+    /// Connections in all, each way.
+    pub max_connections: u32,
+    /// Of those, inbound; the rest is kept for the peer's own dials.
+    pub max_inbound: u32,
+    /// Of the inbound, those of peers no hub, favourite or mDNS vouches for.
+    pub max_inbound_strangers: u32,
+    /// Open inbound connections from one IPv4 address or IPv6 /64.
+    pub connections_per_address: u32,
+    /// Dials the peer starts at once, then per second.
+    pub dial_burst: u32,
+    pub dials_per_second: u32,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -217,6 +228,12 @@ impl Default for P2p {
         P2p {
             listen_port: 0,
             mdns_tag: "goop-mdns".into(),
+            max_connections: 512,
+            max_inbound: 448,
+            max_inbound_strangers: 384,
+            connections_per_address: 16,
+            dial_burst: 64,
+            dials_per_second: 16,
             extra: Map::new(),
         }
     }
@@ -487,6 +504,12 @@ const ALIASES: &[(&str, &str, &str)] = &[
 /// message can quote the value even when it does not fit the field's Rust type.
 const INTEGER_RANGES: &[(&str, &str, i64, i64)] = &[
     ("p2p", "listen_port", 0, 65535),
+    ("p2p", "max_connections", 1, 1_000_000),
+    ("p2p", "max_inbound", 0, 1_000_000),
+    ("p2p", "max_inbound_strangers", 0, 1_000_000),
+    ("p2p", "connections_per_address", 1, 1_000_000),
+    ("p2p", "dial_burst", 1, 1_000_000),
+    ("p2p", "dials_per_second", 1, 1_000_000),
     ("presence", "ttl_seconds", 1, 86_400),
     ("presence", "heartbeat_seconds", 1, 3_600),
     ("presence", "rendezvous_port", 0, 65535),
@@ -621,6 +644,22 @@ impl Config {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
             format!(
                 "p2p.mdns_tag ({tag:?}) must be 1 to 63 characters of letters, digits, '-' or '_'"
+            ),
+        );
+
+        let p2p = &self.p2p;
+        check(
+            p2p.max_inbound <= p2p.max_connections,
+            format!(
+                "p2p.max_inbound ({}) must be at most p2p.max_connections ({})",
+                p2p.max_inbound, p2p.max_connections
+            ),
+        );
+        check(
+            p2p.max_inbound_strangers <= p2p.max_inbound,
+            format!(
+                "p2p.max_inbound_strangers ({}) must be at most p2p.max_inbound ({})",
+                p2p.max_inbound_strangers, p2p.max_inbound
             ),
         );
 

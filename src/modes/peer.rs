@@ -27,8 +27,9 @@ use crate::services::data::DataService;
 use crate::services::data::limits::InsertLimits;
 use crate::services::hub::presence::{Presence, PresenceType};
 use crate::services::hub::unix_ms;
+use crate::services::node::budget::{AddressLimits, NodeLimits};
 use crate::services::node::protocols::Served;
-use crate::services::node::vouched::Reach;
+use crate::services::node::vouched::{DialLimits, Reach};
 use crate::services::node::{GossipLimits, Node, NodeEvent, NodeOptions};
 use crate::services::presence::cache::PeerBook;
 use crate::services::presence::hub_client::{
@@ -157,7 +158,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             mdns: true,
             mdns_tag: config.p2p.mdns_tag.clone(),
             presence_topic: config.presence.topic.clone(),
-            limits: Default::default(),
+            limits: node_limits(&config.p2p),
             gossip: GossipLimits {
                 burst: config.presence.gossip_burst,
                 per_second: config.presence.gossip_per_second,
@@ -486,6 +487,25 @@ async fn merge_presence(
     }
 }
 
+/// The node's connection and dial limits from `p2p`.
+fn node_limits(p2p: &crate::config::P2p) -> NodeLimits {
+    let defaults = NodeLimits::default();
+    NodeLimits {
+        max_connections: p2p.max_connections,
+        max_inbound: p2p.max_inbound,
+        max_inbound_strangers: p2p.max_inbound_strangers,
+        per_address: AddressLimits {
+            established: p2p.connections_per_address as usize,
+            ..defaults.per_address
+        },
+        dials: DialLimits {
+            burst: p2p.dial_burst,
+            per_second: p2p.dials_per_second,
+        },
+        ..defaults
+    }
+}
+
 /// How wide the addresses a source may have the node dial are (see [`Reach`]).
 fn source_reach(source: &Source) -> Reach {
     match source {
@@ -498,8 +518,8 @@ fn source_reach(source: &Source) -> Reach {
     }
 }
 
-/// Keeps those of `addrs` that name `peer_id` and lie within `reach` as where it may be
-/// dialled, and dials it unless connected.
+/// Knows `peer_id`, keeps those of `addrs` that name it and lie within `reach` as where it
+/// may be dialled, and dials it there unless connected.
 async fn dial_vouched(node: &Node, peer_id: &str, addrs: &[String], reach: Reach) {
     let Ok(peer) = peer_id.parse::<PeerId>() else {
         return;
@@ -513,10 +533,10 @@ async fn dial_vouched(node: &Node, peer_id: &str, addrs: &[String], reach: Reach
                 && reach.permits(addr)
         })
         .collect();
-    if vouched.is_empty() {
-        return;
-    }
+    // Known even without an address to dial: its connections are not strangers'.
+    let dialable = !vouched.is_empty();
     if node.vouch(peer, vouched).await.is_ok()
+        && dialable
         && let Err(err) = node.dial_peer(peer).await
     {
         // The dial budget may be spent; the reachability prober dials it later.
@@ -585,4 +605,17 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<crate::config::LoadedConfig> {
         );
     }
     Config::load(&path).context("cannot load the peer's configuration")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_p2p_settings_are_the_nodes_default_limits() {
+        assert_eq!(
+            node_limits(&crate::config::P2p::default()),
+            NodeLimits::default()
+        );
+    }
 }

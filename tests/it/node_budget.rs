@@ -331,3 +331,76 @@ async fn identities_of_two_hosts_holding_streams_leave_room_for_others() {
         task.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_take_only_their_share_and_known_peers_still_connect() {
+    let limits = NodeLimits {
+        max_inbound_strangers: 6,
+        ..NodeLimits::default()
+    };
+    let (victim, _events) = Node::start(
+        Keypair::generate_ed25519(),
+        NodeOptions {
+            limits,
+            ..options([127, 0, 0, 1])
+        },
+        served(),
+    )
+    .await
+    .unwrap();
+    let victim_addr = tcp_socket_addr(&victim).await;
+    // Fresh identities from two addresses, each within its address's budget.
+    let mut crowd = Vec::new();
+    for n in 0..20 {
+        if let Some(connection) = identity_from(2 + n % 2, victim_addr).await {
+            crowd.push(connection);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = victim.connected_peers().await.unwrap().len();
+    assert_eq!(
+        held,
+        6,
+        "strangers hold {held} connections: the share is 6 ({} handshakes completed)",
+        crowd.len()
+    );
+
+    // One more stranger, from an address of its own, finds no room.
+    let (stranger, _stranger_events) = start([127, 0, 0, 1]).await;
+    assert!(
+        !connects_within(&stranger, &victim, victim_addr, Duration::from_secs(3)).await,
+        "a stranger connected beyond the strangers' share"
+    );
+    // A peer a hub vouched for does.
+    let (friend, _friend_events) = start([127, 0, 0, 1]).await;
+    victim.vouch(friend.peer_id(), Vec::new()).await.unwrap();
+    assert!(
+        connects(&friend, &victim, victim_addr).await,
+        "a known peer was locked out by strangers"
+    );
+    drop(crowd);
+}
+
+/// Whether `visitor` gets connected to `victim` within `wait`.
+async fn connects_within(
+    visitor: &Node,
+    victim: &Node,
+    victim_addr: std::net::SocketAddr,
+    wait: Duration,
+) -> bool {
+    let addr: Multiaddr = format!(
+        "/ip4/{}/tcp/{}/p2p/{}",
+        victim_addr.ip(),
+        victim_addr.port(),
+        victim.peer_id()
+    )
+    .parse()
+    .unwrap();
+    let _ = visitor.dial(addr).await;
+    let visitor_id: PeerId = visitor.peer_id();
+    tokio::time::sleep(wait).await;
+    victim
+        .connected_peers()
+        .await
+        .is_ok_and(|peers| peers.contains(&visitor_id))
+}

@@ -34,6 +34,9 @@ pub struct NodeLimits {
     /// Inbound connections established; `max_connections` minus this is kept for outbound
     /// dials, so a crowd of strangers never stops the node from reaching a peer itself.
     pub max_inbound: u32,
+    /// Inbound connections of peers nobody vouched for (see [`super::vouched`]); the rest of
+    /// `max_inbound` is kept for peers the owner knows.
+    pub max_inbound_strangers: u32,
     pub max_per_peer: u32,
     /// Half-open connections each way.
     pub max_pending: u32,
@@ -47,6 +50,7 @@ impl Default for NodeLimits {
         NodeLimits {
             max_connections: 512,
             max_inbound: 448,
+            max_inbound_strangers: 384,
             max_per_peer: 4,
             max_pending: 128,
             per_address: AddressLimits::default(),

@@ -116,7 +116,7 @@ struct Behaviour {
 enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Dial(Multiaddr, oneshot::Sender<anyhow::Result<()>>),
-    Vouch(PeerId, Vec<Multiaddr>),
+    Vouch(PeerId, Vec<Multiaddr>, oneshot::Sender<()>),
     DialPeer(PeerId, oneshot::Sender<anyhow::Result<()>>),
     Publish(Vec<u8>, oneshot::Sender<anyhow::Result<()>>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
@@ -191,7 +191,10 @@ impl Node {
                         node_limits.connection_limits(),
                     ),
                     budget: budget::AddressBudget::new(node_limits.per_address, budget_addresses),
-                    vouched: vouched::VouchedAddresses::new(node_limits.dials),
+                    vouched: vouched::VouchedAddresses::new(
+                        node_limits.dials,
+                        node_limits.max_inbound_strangers as usize,
+                    ),
                     identify: identify::Behaviour::new(
                         identify::Config::new(protocol_version(&tag), key.public())
                             .with_agent_version(format!("goop2/{}", env!("CARGO_PKG_VERSION")))
@@ -296,10 +299,7 @@ impl Node {
     /// Keeps `addrs` as where `peer` may be dialled (see [`vouched`]): the caller checked that
     /// a source it trusts vouched for them.
     pub async fn vouch(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> anyhow::Result<()> {
-        self.commands
-            .send(Command::Vouch(peer, addrs))
-            .await
-            .map_err(|_| anyhow::anyhow!("the libp2p node has stopped"))
+        self.ask(|reply| Command::Vouch(peer, addrs, reply)).await
     }
 
     /// Dials `peer` at the addresses vouched for it (or found by mDNS), unless connected or
@@ -491,8 +491,9 @@ impl NodeTask {
                     .with_context(|| format!("cannot dial {addr}"));
                 let _ = reply.send(result);
             }
-            Command::Vouch(peer, addrs) => {
+            Command::Vouch(peer, addrs, reply) => {
                 self.swarm.behaviour_mut().vouched.vouch(peer, addrs);
+                let _ = reply.send(());
             }
             Command::DialPeer(peer, reply) => {
                 let dial = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
@@ -690,6 +691,13 @@ impl NodeTask {
                 for (peer_id, addr) in found {
                     self.emit(NodeEvent::Discovered(peer_id, addr.clone()));
                     by_peer.entry(peer_id).or_default().push(addr);
+                }
+                // A peer on the LAN is known, and may be dialled where mDNS found it.
+                for (peer_id, addrs) in &by_peer {
+                    self.swarm
+                        .behaviour_mut()
+                        .vouched
+                        .vouch(*peer_id, addrs.iter().cloned());
                 }
                 // One dial per peer, racing its addresses: one connection, not one per address.
                 for (peer_id, addrs) in by_peer {

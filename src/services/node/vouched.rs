@@ -10,8 +10,12 @@
 //! explicit dials — or found by mDNS on the LAN (mDNS hands its own to the swarm). Every dial,
 //! whatever its source, spends from one token bucket, so no flood of announcements turns into
 //! a flood of connection attempts.
+//!
+//! The same book says who is known: a peer vouched for (even without an address the node may
+//! dial) or found by mDNS. Inbound connections of strangers take at most their share of the
+//! inbound slots, so a crowd of fresh identities never locks out the peers the owner knows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU32;
@@ -21,9 +25,10 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use libp2p::core::Endpoint;
 use libp2p::core::transport::PortUse;
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::ListenFailure;
 use libp2p::swarm::{
-    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm, dummy,
+    ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
 };
 use libp2p::{Multiaddr, PeerId};
 
@@ -138,6 +143,13 @@ pub struct TooManyDials {
     per_second: u32,
 }
 
+/// Strangers hold all the inbound connections they may.
+#[derive(Debug, thiserror::Error)]
+#[error("{limit} inbound connections of unknown peers are open already")]
+pub struct TooManyStrangers {
+    limit: usize,
+}
+
 struct Vouched {
     addrs: Vec<Multiaddr>,
     /// When it was last vouched for, as a count of vouches: the lowest goes first.
@@ -150,10 +162,14 @@ pub struct VouchedAddresses {
     vouches: u64,
     limits: DialLimits,
     dials: DefaultDirectRateLimiter,
+    /// Open inbound connections of peers nobody vouched for, and how many there may be.
+    strangers: HashSet<ConnectionId>,
+    max_strangers: usize,
 }
 
 impl VouchedAddresses {
-    pub fn new(limits: DialLimits) -> Self {
+    /// A book whose strangers may hold `max_strangers` inbound connections.
+    pub fn new(limits: DialLimits, max_strangers: usize) -> Self {
         let per_second = NonZeroU32::new(limits.per_second.max(1)).expect("at least one");
         let burst = NonZeroU32::new(limits.burst.max(1)).expect("at least one");
         VouchedAddresses {
@@ -161,20 +177,25 @@ impl VouchedAddresses {
             vouches: 0,
             limits,
             dials: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+            strangers: HashSet::new(),
+            max_strangers,
         }
     }
 
-    /// Keeps `addrs` (those that name `peer` or no peer, at most [`MAX_ADDRS_PER_PEER`]) as
-    /// where `peer` may be dialled, in place of what was kept before.
+    /// Whether something vouched for `peer`.
+    pub fn knows(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    /// Knows `peer`, and keeps `addrs` (those that name `peer` or no peer, at most
+    /// [`MAX_ADDRS_PER_PEER`]; none is fine) as where it may be dialled, in place of what was
+    /// kept before.
     pub fn vouch(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
         let addrs: Vec<Multiaddr> = addrs
             .into_iter()
             .filter_map(|addr| without_peer(addr, peer))
             .take(MAX_ADDRS_PER_PEER)
             .collect();
-        if addrs.is_empty() {
-            return;
-        }
         self.vouches += 1;
         let stamp = self.vouches;
         if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&peer) {
@@ -230,11 +251,19 @@ impl NetworkBehaviour for VouchedAddresses {
 
     fn handle_established_inbound_connection(
         &mut self,
-        _connection_id: ConnectionId,
-        _peer: PeerId,
+        connection_id: ConnectionId,
+        peer: PeerId,
         _local: &Multiaddr,
         _remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        if !self.knows(&peer) {
+            if self.strangers.len() >= self.max_strangers {
+                return Err(ConnectionDenied::new(TooManyStrangers {
+                    limit: self.max_strangers,
+                }));
+            }
+            self.strangers.insert(connection_id);
+        }
         Ok(dummy::ConnectionHandler)
     }
 
@@ -249,7 +278,15 @@ impl NetworkBehaviour for VouchedAddresses {
         Ok(dummy::ConnectionHandler)
     }
 
-    fn on_swarm_event(&mut self, _event: FromSwarm) {}
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. })
+            | FromSwarm::ListenFailure(ListenFailure { connection_id, .. }) => {
+                self.strangers.remove(&connection_id);
+            }
+            _ => {}
+        }
+    }
 
     fn on_connection_handler_event(
         &mut self,
@@ -326,7 +363,7 @@ mod tests {
 
     #[test]
     fn vouched_addresses_name_their_peer_and_are_bounded() {
-        let mut book = VouchedAddresses::new(DialLimits::default());
+        let mut book = VouchedAddresses::new(DialLimits::default(), 1);
         let peer = PeerId::random();
         let other = PeerId::random();
         book.vouch(
