@@ -404,3 +404,44 @@ async fn connects_within(
         .await
         .is_ok_and(|peers| peers.contains(&visitor_id))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_on_many_hosts_holding_streams_leave_room_for_known_peers() {
+    let (victim, _events) = start([127, 0, 0, 1]).await;
+    let victim_addr = tcp_socket_addr(&victim).await;
+    let victim_id = victim.peer_id();
+    // Four identities on each of eight hosts, each holding eight data streams without a word:
+    // 256 streams, every slot the node has, within each host's share.
+    let mut crowd = Vec::new();
+    let mut held = 0;
+    for host in 2u8..10 {
+        for _ in 0..4 {
+            let (task, count) = hold_data_streams(host, victim_addr, 8).await;
+            crowd.push(task);
+            held += count;
+        }
+    }
+    assert_eq!(held, 192, "streams strangers hold: three quarters of 256");
+
+    // Another stranger finds no room ...
+    let (stranger, _stranger_events) = start([127, 0, 0, 1]).await;
+    assert!(connects(&stranger, &victim, victim_addr).await);
+    let refused = tokio::time::timeout(WAIT, stranger.fetch_content(victim_id))
+        .await
+        .expect("an answer in time");
+    assert!(refused.is_err(), "{refused:?}");
+    // ... and a peer a hub vouched for is served.
+    let (friend, _friend_events) = start([127, 0, 0, 1]).await;
+    victim.vouch(friend.peer_id(), Vec::new()).await.unwrap();
+    assert!(connects(&friend, &victim, victim_addr).await);
+    let label = tokio::time::timeout(WAIT, friend.fetch_content(victim_id))
+        .await
+        .expect("an answer in time");
+    assert_eq!(
+        label.expect("a known peer is served beside the crowd"),
+        "victim"
+    );
+    for task in crowd {
+        task.abort();
+    }
+}

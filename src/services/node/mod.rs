@@ -148,6 +148,8 @@ impl Node {
         let mdns_enabled = options.mdns;
         let node_limits = options.limits;
         let peer_addresses = budget::PeerAddresses::default();
+        let known = vouched::KnownPeers::default();
+        let book_known = known.clone();
         let budget_addresses = peer_addresses.clone();
         let presence_topic = IdentTopic::new(options.presence_topic.clone());
         let mut swarm = SwarmBuilder::with_existing_identity(keypair)
@@ -194,6 +196,7 @@ impl Node {
                     vouched: vouched::VouchedAddresses::new(
                         node_limits.dials,
                         node_limits.max_inbound_strangers as usize,
+                        book_known,
                     ),
                     identify: identify::Behaviour::new(
                         identify::Config::new(protocol_version(&tag), key.public())
@@ -212,7 +215,7 @@ impl Node {
             .build();
 
         let control = swarm.behaviour().stream.new_control();
-        protocols::serve(control.clone(), served, peer_addresses)?;
+        protocols::serve(control.clone(), served, peer_addresses, known)?;
         let topic = IdentTopic::new(options.presence_topic.clone());
         swarm
             .behaviour_mut()

@@ -25,6 +25,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::compat::{FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt};
 
 use crate::services::node::budget::PeerAddresses;
+use crate::services::node::vouched::KnownPeers;
 use crate::services::site::{MAX_FILE_BYTES, Site};
 
 pub const SITE: StreamProtocol = StreamProtocol::new("/goop/site/1.0.0");
@@ -41,6 +42,9 @@ const REQUEST_LIMIT: u64 = 4096;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Streams served at once, all protocols together.
 const CONCURRENT_STREAMS: usize = 256;
+/// Of those, streams of peers nobody vouched for (see [`super::vouched`]); the rest is kept
+/// for peers the owner knows.
+const STRANGER_STREAMS: usize = CONCURRENT_STREAMS * 3 / 4;
 /// Streams of one protocol served at once to one peer.
 const STREAMS_PER_PEER: usize = 8;
 /// Streams at once from the peers of one address (IPv4 address or IPv6 /64), all protocols
@@ -73,13 +77,22 @@ pub struct Served {
 }
 
 /// Starts the accept loops of every protocol on `control`; `addresses` says where each peer
-/// that connected to us came from, for the per-address stream budget.
-pub fn serve(mut control: Control, served: Served, addresses: PeerAddresses) -> anyhow::Result<()> {
+/// that connected to us came from, for the per-address stream budget, and `known` which peers
+/// are not strangers.
+pub fn serve(
+    mut control: Control,
+    served: Served,
+    addresses: PeerAddresses,
+    known: KnownPeers,
+) -> anyhow::Result<()> {
     let total = Arc::new(Semaphore::new(CONCURRENT_STREAMS));
+    let strangers = Arc::new(Semaphore::new(STRANGER_STREAMS));
     let by_address = Arc::default();
     // One per-peer count per protocol; one per-address count and one total for all.
     let permits = || Permits {
         total: total.clone(),
+        strangers: strangers.clone(),
+        known: known.clone(),
         per_peer: Arc::default(),
         addresses: addresses.clone(),
         by_address: Arc::clone(&by_address),
@@ -99,6 +112,8 @@ pub fn serve(mut control: Control, served: Served, addresses: PeerAddresses) -> 
 #[derive(Clone)]
 struct Permits {
     total: Arc<Semaphore>,
+    strangers: Arc<Semaphore>,
+    known: KnownPeers,
     per_peer: Counts<PeerId>,
     addresses: PeerAddresses,
     by_address: Counts<IpAddr>,
@@ -109,6 +124,7 @@ type Counts<K> = Arc<std::sync::Mutex<HashMap<K, usize>>>;
 /// One admitted stream; its place is given back on drop.
 struct Permit {
     _total: tokio::sync::OwnedSemaphorePermit,
+    _stranger: Option<tokio::sync::OwnedSemaphorePermit>,
     peer: PeerId,
     per_peer: Counts<PeerId>,
     address: Option<(IpAddr, Counts<IpAddr>)>,
@@ -138,6 +154,11 @@ fn give_back<K: std::hash::Hash + Eq>(counts: &Counts<K>, key: &K) {
 
 impl Permits {
     fn admit(&self, peer: PeerId) -> Option<Permit> {
+        let stranger = if self.known.contains(&peer) {
+            None
+        } else {
+            Some(self.strangers.clone().try_acquire_owned().ok()?)
+        };
         let total = self.total.clone().try_acquire_owned().ok()?;
         if !take(&self.per_peer, peer, STREAMS_PER_PEER) {
             return None;
@@ -151,6 +172,7 @@ impl Permits {
         }
         Some(Permit {
             _total: total,
+            _stranger: stranger,
             peer,
             per_peer: self.per_peer.clone(),
             address: address.map(|a| (a, self.by_address.clone())),

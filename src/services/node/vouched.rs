@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -143,6 +144,34 @@ pub struct TooManyDials {
     per_second: u32,
 }
 
+/// The peers something vouched for, shared with the stream protocols (which keep room for
+/// them as the node keeps connections). Cloning shares the set.
+#[derive(Clone, Default)]
+pub struct KnownPeers(Arc<RwLock<HashSet<PeerId>>>);
+
+impl KnownPeers {
+    pub fn contains(&self, peer: &PeerId) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(peer)
+    }
+
+    fn insert(&self, peer: PeerId) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer);
+    }
+
+    fn remove(&self, peer: &PeerId) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(peer);
+    }
+}
+
 /// Strangers hold all the inbound connections they may.
 #[derive(Debug, thiserror::Error)]
 #[error("{limit} inbound connections of unknown peers are open already")]
@@ -165,11 +194,13 @@ pub struct VouchedAddresses {
     /// Open inbound connections of peers nobody vouched for, and how many there may be.
     strangers: HashSet<ConnectionId>,
     max_strangers: usize,
+    known: KnownPeers,
 }
 
 impl VouchedAddresses {
-    /// A book whose strangers may hold `max_strangers` inbound connections.
-    pub fn new(limits: DialLimits, max_strangers: usize) -> Self {
+    /// A book whose strangers may hold `max_strangers` inbound connections; `known` mirrors
+    /// the peers it knows.
+    pub fn new(limits: DialLimits, max_strangers: usize, known: KnownPeers) -> Self {
         let per_second = NonZeroU32::new(limits.per_second.max(1)).expect("at least one");
         let burst = NonZeroU32::new(limits.burst.max(1)).expect("at least one");
         VouchedAddresses {
@@ -179,6 +210,7 @@ impl VouchedAddresses {
             dials: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
             strangers: HashSet::new(),
             max_strangers,
+            known,
         }
     }
 
@@ -206,9 +238,11 @@ impl VouchedAddresses {
                 .map(|(peer, _)| *peer);
             if let Some(oldest) = oldest {
                 self.peers.remove(&oldest);
+                self.known.remove(&oldest);
             }
         }
         self.peers.insert(peer, Vouched { addrs, stamp });
+        self.known.insert(peer);
     }
 
     /// Where `peer` may be dialled.
@@ -363,7 +397,8 @@ mod tests {
 
     #[test]
     fn vouched_addresses_name_their_peer_and_are_bounded() {
-        let mut book = VouchedAddresses::new(DialLimits::default(), 1);
+        let known = KnownPeers::default();
+        let mut book = VouchedAddresses::new(DialLimits::default(), 1, known.clone());
         let peer = PeerId::random();
         let other = PeerId::random();
         book.vouch(
@@ -391,5 +426,7 @@ mod tests {
         }
         assert_eq!(book.peers.len(), MAX_PEERS);
         assert!(book.addrs(&peer).is_empty(), "the oldest vouch went first");
+        assert!(!known.contains(&peer) && known.contains(&first) == book.knows(&first));
+        assert_eq!(known.0.read().unwrap().len(), MAX_PEERS);
     }
 }
