@@ -219,6 +219,10 @@ async fn set_favorite(
     let favorite = form.favorite == "1";
     match app.book.set_favorite(&id, favorite).await {
         Ok(true) => {
+            // A favourite is known to the node: its connections and streams are not strangers'.
+            if favorite && let Ok(peer) = id.parse() {
+                let _ = app.node.vouch(peer, Vec::new()).await;
+            }
             let notice = if favorite {
                 "Marked as a favourite."
             } else {

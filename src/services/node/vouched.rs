@@ -220,8 +220,8 @@ impl VouchedAddresses {
     }
 
     /// Knows `peer`, and keeps `addrs` (those that name `peer` or no peer, at most
-    /// [`MAX_ADDRS_PER_PEER`]; none is fine) as where it may be dialled, in place of what was
-    /// kept before.
+    /// [`MAX_ADDRS_PER_PEER`]) as where it may be dialled, in place of what was kept before;
+    /// with no address, what was kept stays.
     pub fn vouch(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
         let addrs: Vec<Multiaddr> = addrs
             .into_iter()
@@ -241,7 +241,13 @@ impl VouchedAddresses {
                 self.known.remove(&oldest);
             }
         }
-        self.peers.insert(peer, Vouched { addrs, stamp });
+        match self.peers.get_mut(&peer) {
+            // Known again, with nothing to dial: what was kept stays.
+            Some(vouched) if addrs.is_empty() => vouched.stamp = stamp,
+            _ => {
+                self.peers.insert(peer, Vouched { addrs, stamp });
+            }
+        }
         self.known.insert(peer);
     }
 
@@ -412,6 +418,12 @@ mod tests {
         assert_eq!(
             book.addrs(&peer),
             [addr("/ip4/1.2.3.4/tcp/1"), addr("/ip4/1.2.3.4/tcp/3")]
+        );
+        book.vouch(peer, []);
+        assert_eq!(
+            book.addrs(&peer).len(),
+            2,
+            "a vouch without addresses keeps them"
         );
         book.vouch(
             other,
