@@ -156,25 +156,22 @@ async fn node(limits: goop2::services::node::budget::NodeLimits) -> Node {
     node
 }
 
+async fn tcp_listen_addr(node: &Node) -> Multiaddr {
+    node.listen_addrs()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.to_string().contains("/tcp/"))
+        .expect("a TCP listener")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_peer_said_of_its_own_addresses_is_not_dialled_once_it_left() {
     let alice = node(Default::default()).await;
     let bob = node(Default::default()).await;
     let bob_id = bob.peer_id();
-    let bob_tcp: Multiaddr = bob
-        .listen_addrs()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.to_string().contains("/tcp/"))
-        .unwrap();
-    let alice_tcp: Multiaddr = alice
-        .listen_addrs()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.to_string().contains("/tcp/"))
-        .unwrap();
+    let bob_tcp = tcp_listen_addr(&bob).await;
+    let alice_tcp = tcp_listen_addr(&alice).await;
     // Bob connects to Alice and tells her, over Identify, where he listens.
     bob.dial(
         format!("{alice_tcp}/p2p/{}", alice.peer_id())

@@ -48,6 +48,17 @@ async fn start(ip: [u8; 4]) -> (Node, Receiver<NodeEvent>) {
         .unwrap()
 }
 
+/// A node on 127.0.0.1 with `limits`.
+async fn start_with(limits: NodeLimits) -> (Node, Receiver<NodeEvent>) {
+    let options = NodeOptions {
+        limits,
+        ..options([127, 0, 0, 1])
+    };
+    Node::start(Keypair::generate_ed25519(), options, served())
+        .await
+        .unwrap()
+}
+
 async fn tcp_socket_addr(node: &Node) -> std::net::SocketAddr {
     let addr = node
         .listen_addrs()
@@ -185,16 +196,7 @@ async fn a_crowd_of_identities_from_one_address_does_not_take_every_slot() {
         max_inbound: 48,
         ..NodeLimits::default()
     };
-    let (victim, _events) = Node::start(
-        Keypair::generate_ed25519(),
-        NodeOptions {
-            limits,
-            ..options([127, 0, 0, 1])
-        },
-        served(),
-    )
-    .await
-    .unwrap();
+    let (victim, _events) = start_with(limits).await;
     let victim_addr = tcp_socket_addr(&victim).await;
     // More fresh identities than the node has connection slots, all from one address.
     let mut crowd = Vec::new();
@@ -338,16 +340,7 @@ async fn strangers_take_only_their_share_and_known_peers_still_connect() {
         max_inbound_strangers: 6,
         ..NodeLimits::default()
     };
-    let (victim, _events) = Node::start(
-        Keypair::generate_ed25519(),
-        NodeOptions {
-            limits,
-            ..options([127, 0, 0, 1])
-        },
-        served(),
-    )
-    .await
-    .unwrap();
+    let (victim, _events) = start_with(limits).await;
     let victim_addr = tcp_socket_addr(&victim).await;
     // Fresh identities from two addresses, each within its address's budget.
     let mut crowd = Vec::new();
