@@ -3,7 +3,6 @@
 //! peer's captured presence. Each time a well-behaved peer keeps working, and the victim's
 //! table, memory and log stay bounded.
 
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, SwarmBuilder, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::support::{eventually, free_port, lists, peak_rss_kib};
+use crate::support::{PeerProcess, eventually, free_port, lists, peak_rss_kib};
 
 const TOPIC: &str = "goop.presence.v1";
 const WAIT: Duration = Duration::from_secs(15);
@@ -447,74 +446,6 @@ async fn a_stopped_peers_captured_presence_replayed_keeps_it_offline() {
     victim.shutdown().await;
 }
 
-/// `goop2 peer` as a process, its log in a file.
-struct VictimProcess {
-    child: std::process::Child,
-    peer_id: PeerId,
-    log: std::path::PathBuf,
-}
-
-impl VictimProcess {
-    fn start(dir: &Path) -> Self {
-        let log = dir.join("peer.log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_goop2"))
-            .args(["peer", dir.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = std::time::Instant::now();
-        let peer_id = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(rest) = text.split("Peer ").nth(1)
-                && let Some(id) = rest
-                    .split(" is running")
-                    .next()
-                    .filter(|_| rest.contains(" is running"))
-            {
-                break id.trim().parse().unwrap();
-            }
-            assert!(started.elapsed() < WAIT, "the peer starts: {text}");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        VictimProcess {
-            child,
-            peer_id,
-            log,
-        }
-    }
-
-    fn log_text(&self) -> String {
-        let mut text = String::new();
-        std::fs::File::open(&self.log)
-            .unwrap()
-            .read_to_string(&mut text)
-            .unwrap();
-        text
-    }
-
-    /// Stops the peer as an owner would (it writes what it holds and says goodbye).
-    fn stop(&mut self) {
-        std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let started = std::time::Instant::now();
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(started.elapsed() < WAIT, "the peer stops");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for VictimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The fake peers' label: 4 KiB, the most a message may carry.
 fn flood_label(n: usize) -> String {
     let head = format!("FLOODLABEL-{n}-");
@@ -556,7 +487,7 @@ async fn a_flood_of_fake_peers_is_bounded_and_a_known_peer_keeps_its_place() {
             .unwrap();
         store.remember_peers(&known).await.unwrap();
     }
-    let mut victim = VictimProcess::start(victim_dir.path());
+    let mut victim = PeerProcess::start(victim_dir.path());
     let console = format!("http://127.0.0.1:{console_port}");
     let victim_addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{p2p_port}/p2p/{}", victim.peer_id)
         .parse()

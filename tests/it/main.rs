@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod console;
 mod data;
+mod data_budget;
 mod data_limits;
 mod data_peers;
 mod data_statements;

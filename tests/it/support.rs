@@ -1,6 +1,7 @@
-//! Helpers: a hub on 127.0.0.1:0 in a temp dir, signing test peers, and small HTTP/SSE clients.
+//! Helpers: a hub on 127.0.0.1:0 in a temp dir, signing test peers, small HTTP/SSE clients, and
+//! the `goop2` binary as a hub or a peer process with its peak memory.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -421,6 +422,77 @@ impl HubProcess {
 }
 
 impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How long a peer process may take to start or to stop.
+const PROCESS_WAIT: Duration = Duration::from_secs(15);
+
+/// `goop2 peer` as a process, its log in a file.
+pub struct PeerProcess {
+    pub child: Child,
+    pub peer_id: libp2p::PeerId,
+    log: std::path::PathBuf,
+}
+
+impl PeerProcess {
+    pub fn start(dir: &std::path::Path) -> Self {
+        let log = dir.join("peer.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_goop2"))
+            .args(["peer", dir.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let peer_id = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(rest) = text.split("Peer ").nth(1)
+                && let Some(id) = rest
+                    .split(" is running")
+                    .next()
+                    .filter(|_| rest.contains(" is running"))
+            {
+                break id.trim().parse().unwrap();
+            }
+            assert!(started.elapsed() < PROCESS_WAIT, "the peer starts: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        PeerProcess {
+            child,
+            peer_id,
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        std::fs::File::open(&self.log)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    }
+
+    /// Stops the peer as an owner would (it writes what it holds and says goodbye).
+    pub fn stop(&mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(started.elapsed() < PROCESS_WAIT, "the peer stops");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PeerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -339,7 +339,7 @@ impl DataStore {
         Ok(())
     }
 
-    /// Runs a checked `SELECT`, bounded by [`MAX_RESULT_BYTES`].
+    /// Runs a checked `SELECT`, bounded by [`MAX_RESULT_BYTES`] while its rows are read.
     pub async fn select(&self, select: &Select) -> Result<Vec<Map<String, Json>>, StoreError> {
         let columns = if select.columns.is_empty() {
             "*".to_owned()
@@ -367,19 +367,8 @@ impl DataStore {
         sql.push_str(" LIMIT ? OFFSET ?");
         args.push(SqlValue::Integer(select.limit.clamp(0, MAX_ROWS)));
         args.push(SqlValue::Integer(select.offset.max(0)));
-        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        let mut bytes = 0usize;
-        for row in &rows {
-            let object = row_json(row)?;
-            bytes += json_size(&object);
-            if bytes > MAX_RESULT_BYTES {
-                return Err(StoreError::TooLarge);
-            }
-            out.push(object);
-        }
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), &args).fetch(&self.pool);
+        let (out, _) = read_rows(rows, usize::MAX, |e| self.failed(e)).await?;
         Ok(out)
     }
 
@@ -653,26 +642,37 @@ impl DataStore {
         max_rows: usize,
         deadline: Instant,
     ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
-        use futures_util::TryStreamExt;
         let mut connection = self.read_only.acquire().await?;
         let _limit = super::deadline::limit(&mut connection, deadline, &self.stopping).await?;
-        let mut rows =
+        let rows =
             bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), args).fetch(&mut *connection);
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        while let Some(row) = rows.try_next().await.map_err(|e| self.failed(e))? {
-            if out.len() == max_rows {
-                return Ok((out, true));
-            }
-            let object = row_json(&row)?;
-            bytes += json_size(&object);
-            if bytes > MAX_RESULT_BYTES {
-                return Err(StoreError::TooLarge);
-            }
-            out.push(object);
-        }
-        Ok((out, false))
+        read_rows(rows, max_rows, |e| self.failed(e)).await
     }
+}
+
+/// Reads rows as they come, at most `max_rows` (and whether more were cut off); stops as soon as
+/// the rows so far pass [`MAX_RESULT_BYTES`], so a result is never held whole before it is
+/// measured (SQLite's worker keeps a few dozen rows ready ahead, no more).
+async fn read_rows(
+    mut rows: impl futures_util::Stream<Item = Result<SqliteRow, sqlx::Error>> + Unpin,
+    max_rows: usize,
+    failed: impl Fn(sqlx::Error) -> StoreError,
+) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
+    use futures_util::TryStreamExt;
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(row) = rows.try_next().await.map_err(&failed)? {
+        if out.len() == max_rows {
+            return Ok((out, true));
+        }
+        let object = row_json(&row)?;
+        bytes += json_size(&object);
+        if bytes > MAX_RESULT_BYTES {
+            return Err(StoreError::TooLarge);
+        }
+        out.push(object);
+    }
+    Ok((out, false))
 }
 
 async fn set_schema(
