@@ -460,9 +460,8 @@ async fn last_event_id_replays_exactly_the_missed_events_across_100_reconnects()
             last_id = event.id.clone();
             taken += 1;
             // On a slow run the hub may expire the publishers once they are done: that news
-            // is replayed too, but the updates are what is counted.
-            if message["type"] != "update" {
-                assert_eq!(message["type"], "offline", "{message}");
+            // is replayed too, but what the publishers said is what is counted.
+            if message["type"] == "offline" {
                 continue;
             }
             received.push(message["content"].as_str().unwrap().to_owned());
