@@ -185,16 +185,15 @@ pub(super) struct InsertGuard {
 
 impl InsertGuard {
     pub(super) fn new(limits: InsertLimits) -> Self {
-        let rate = limits.per_second.map(|per_second| {
+        let keyed = |per_second: u32, burst: u32| {
             let per_second = NonZeroU32::new(per_second.max(1)).expect("at least one");
-            let burst = NonZeroU32::new(limits.burst.max(1)).expect("at least one");
+            let burst = NonZeroU32::new(burst.max(1)).expect("at least one");
             RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
-        });
-        let requests = limits.requests_per_second.map(|per_second| {
-            let per_second = NonZeroU32::new(per_second.max(1)).expect("at least one");
-            let burst = NonZeroU32::new(limits.request_burst.max(1)).expect("at least one");
-            RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
-        });
+        };
+        let rate = limits.per_second.map(|n| keyed(n, limits.burst));
+        let requests = limits
+            .requests_per_second
+            .map(|n| keyed(n, limits.request_burst));
         InsertGuard {
             limits,
             rate,
@@ -206,39 +205,45 @@ impl InsertGuard {
 
     /// Takes one request from `caller`'s bucket, or says how long until it may ask again.
     pub(super) fn check_requests(&self, caller: &str) -> Result<(), DataError> {
-        let Some(requests) = &self.requests else {
-            return Ok(());
-        };
-        if requests.len() > RATE_KEYS_KEPT {
-            requests.retain_recent();
-        }
-        requests.check_key(&caller.to_owned()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.clock.now());
-            DataError::TooMany(format!(
-                "rate: caller {caller} may make at most {} requests per second (bursts of {}) to \
-                 this peer's data; try again in {} ms",
+        self.take(&self.requests, caller, || {
+            format!(
+                "{} requests per second (bursts of {}) to this peer's data",
                 self.limits.requests_per_second.unwrap_or_default(),
                 self.limits.request_burst,
-                wait.as_millis().max(1)
-            ))
+            )
         })
     }
 
     /// Takes one insert from `caller`'s bucket, or says how long until it may insert again.
     pub(super) fn check_rate(&self, caller: &str) -> Result<(), DataError> {
-        let Some(rate) = &self.rate else {
-            return Ok(());
-        };
-        if rate.len() > RATE_KEYS_KEPT {
-            rate.retain_recent();
-        }
-        rate.check_key(&caller.to_owned()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.clock.now());
-            DataError::TooMany(format!(
-                "rate: caller {caller} may make at most {} inserts per second (bursts of {}) into \
-                 this peer's tables; try again in {} ms",
+        self.take(&self.rate, caller, || {
+            format!(
+                "{} inserts per second (bursts of {}) into this peer's tables",
                 self.limits.per_second.unwrap_or_default(),
                 self.limits.burst,
+            )
+        })
+    }
+
+    /// Takes one from `caller`'s place in `bucket` (none: no limit); refused, the error names
+    /// the `rule` and the wait.
+    fn take(
+        &self,
+        bucket: &Option<DefaultKeyedRateLimiter<String>>,
+        caller: &str,
+        rule: impl FnOnce() -> String,
+    ) -> Result<(), DataError> {
+        let Some(bucket) = bucket else {
+            return Ok(());
+        };
+        if bucket.len() > RATE_KEYS_KEPT {
+            bucket.retain_recent();
+        }
+        bucket.check_key(&caller.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            DataError::TooMany(format!(
+                "rate: caller {caller} may make at most {}; try again in {} ms",
+                rule(),
                 wait.as_millis().max(1)
             ))
         })
