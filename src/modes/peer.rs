@@ -241,9 +241,11 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         None => None,
     };
     let mut hub_clients = Vec::new();
-    let (hub_events_tx, hub_events) = mpsc::channel::<(Source, HubEvent)>(1024);
+    let (hub_events_tx, hub_events) = mpsc::channel::<(Source, Reach, HubEvent)>(1024);
     for url in hub_urls {
         let source = Source::Hub(url.to_string());
+        // How wide the addresses this hub may have the node dial are.
+        let reach = url.host_str().map_or(Reach::Global, Reach::of_hub_host);
         let (client, mut events) = HubClient::spawn(
             HubClientOptions::new(url, heartbeat),
             keypair.clone(),
@@ -253,7 +255,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         let forward = hub_events_tx.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                if forward.send((source.clone(), event)).await.is_err() {
+                if forward.send((source.clone(), reach, event)).await.is_err() {
                     return;
                 }
             }
@@ -427,7 +429,7 @@ async fn merge_presence(
     node: Node,
     table: PeerTable,
     mut node_events: mpsc::Receiver<NodeEvent>,
-    mut hub_events: mpsc::Receiver<(Source, HubEvent)>,
+    mut hub_events: mpsc::Receiver<(Source, Reach, HubEvent)>,
     addresses: AddressBook,
 ) {
     let mut hubs_open = true;
@@ -468,18 +470,18 @@ async fn merge_presence(
             },
             // Without hubs (or once they are all gone) only the LAN is left.
             event = hub_events.recv(), if hubs_open => match event {
-                Some((source, HubEvent::Presence(presence))) => {
+                Some((source, reach, HubEvent::Presence(presence))) => {
                     if presence.kind != PresenceType::Offline {
                         let addrs = presence.addrs.as_deref().unwrap_or_default();
-                        dial_vouched(&node, &presence.peer_id, addrs, source_reach(&source)).await;
+                        dial_vouched(&node, &presence.peer_id, addrs, reach).await;
                     }
                     table.observe(*presence, source).await;
                 }
                 // Until the hub says it again, what it said holds for a while only.
-                Some((source, HubEvent::Reset | HubEvent::Disconnected { .. })) => {
+                Some((source, _, HubEvent::Reset | HubEvent::Disconnected { .. })) => {
                     table.source_unconfirmed(source).await
                 }
-                Some((source, HubEvent::Resumed)) => table.source_confirmed(source).await,
+                Some((source, _, HubEvent::Resumed)) => table.source_confirmed(source).await,
                 Some(_) => {}
                 None => hubs_open = false,
             },
@@ -503,18 +505,6 @@ fn node_limits(p2p: &crate::config::P2p) -> NodeLimits {
             per_second: p2p.dials_per_second,
         },
         ..defaults
-    }
-}
-
-/// How wide the addresses a source may have the node dial are (see [`Reach`]).
-fn source_reach(source: &Source) -> Reach {
-    match source {
-        Source::Hub(url) => url::Url::parse(url)
-            .ok()
-            .and_then(|url| url.host_str().map(Reach::of_hub_host))
-            .unwrap_or(Reach::Global),
-        // Gossip vouches for no address; mDNS hands the node its own.
-        Source::Gossip => Reach::Global,
     }
 }
 
