@@ -10,7 +10,7 @@ use goop2::telemetry::LogBuffer;
 use serde_json::{Value, json};
 
 use crate::console::{console, peer_dir};
-use crate::support::{hidden, no_redirects};
+use crate::support::{get_page, hidden, no_redirects};
 
 /// Alice (embedded hub; her goop.json's `data` section as given) and two visitors, Bob and Carol,
 /// once they all see each other.
@@ -97,14 +97,7 @@ async fn create(alice: &RunningPeer, table: &str) {
 /// Sets a table's own limits through the database editor's form, as the owner would.
 async fn set_limits_in_editor(alice: &RunningPeer, table: &str, fields: &[(&str, &str)]) -> String {
     let base = console(alice);
-    let page = no_redirects()
-        .get(format!("{base}/database/t/{table}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_page(&format!("{base}/database/t/{table}")).await;
     let mut form = vec![
         ("csrf".to_owned(), hidden(&page, "csrf")),
         ("action".to_owned(), "limits".to_owned()),
@@ -128,14 +121,7 @@ async fn set_limits_in_editor(alice: &RunningPeer, table: &str, fields: &[(&str,
         "{}",
         saved.text().await.unwrap()
     );
-    no_redirects()
-        .get(format!("{base}/database/t/{table}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    get_page(&format!("{base}/database/t/{table}")).await
 }
 
 fn error(answer: &Value) -> &str {
@@ -282,14 +268,7 @@ async fn visitors_are_held_to_the_quotas_of_goop_json_and_of_the_editor() {
 
     // A quota the form cannot read is named.
     let base = console(&alice);
-    let page = no_redirects()
-        .get(format!("{base}/database/t/board"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_page(&format!("{base}/database/t/board")).await;
     let bad = no_redirects()
         .post(format!("{base}/database/t/board/change"))
         .form(&[

@@ -6,7 +6,7 @@ use goop2::telemetry::LogBuffer;
 use serde_json::{Value, json};
 
 use crate::console::{console, peer_dir};
-use crate::support::{hidden, no_redirects};
+use crate::support::{get_page, hidden, no_redirects};
 
 async fn api(base: &str, op: &str, body: Value) -> Value {
     no_redirects()
@@ -41,14 +41,7 @@ async fn table_changes_need_the_form_token_and_a_drop_needs_the_name_typed() {
         )
         .await;
     }
-    let page = no_redirects()
-        .get(format!("{base}/database/t/plants"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_page(&format!("{base}/database/t/plants")).await;
     let csrf = hidden(&page, "csrf");
     let change = |form: Vec<(&str, &str)>| {
         let url = format!("{base}/database/t/plants/change");
@@ -191,14 +184,7 @@ async fn an_endless_statement_in_the_sql_box_is_stopped_at_its_budget() {
         .await
         .unwrap();
     let base = console(&running);
-    let page = no_redirects()
-        .get(format!("{base}/database"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_page(&format!("{base}/database")).await;
     let csrf = hidden(&page, "csrf");
     let run = |sql: &'static str| {
         let (url, csrf) = (format!("{base}/database/sql"), csrf.clone());

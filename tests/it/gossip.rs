@@ -22,7 +22,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, SwarmBuilder, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::support::{PeerProcess, eventually, free_port, lists, peak_rss_kib};
+use crate::support::{PeerProcess, eventually, free_port, get_text, lists, peak_rss_kib};
 
 const TOPIC: &str = "goop.presence.v1";
 const WAIT: Duration = Duration::from_secs(15);
@@ -550,14 +550,7 @@ async fn a_flood_of_fake_peers_is_bounded_and_a_known_peer_keeps_its_place() {
 
     // The friend is still listed online and answers; the list is bounded and paged.
     assert!(eventually(WAIT, async || listed_online(&friend_id).await).await);
-    let page = client
-        .get(format!("{console}/peer/{friend_id}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&format!("{console}/peer/{friend_id}")).await;
     assert!(page.contains("yes, "), "the friend answers a probe");
     let response = client
         .get(format!("{console}/api/peers?limit=1000"))
@@ -577,14 +570,7 @@ async fn a_flood_of_fake_peers_is_bounded_and_a_known_peer_keeps_its_place() {
     );
     // The friend, the five known peers and the strangers.
     assert!(total <= STRANGERS as usize + 6, "{total} peers listed");
-    let home = client
-        .get(&console)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let home = get_text(&console).await;
     assert!(
         home.matches("<tr data-peer-id").count() <= 100,
         "one page of the list"

@@ -301,6 +301,25 @@ async fn hold_data_streams(
     (task, count)
 }
 
+/// `per_host` identities on each of 127.0.0.`hosts`, each holding eight silent data streams;
+/// their tasks and how many streams they hold together.
+async fn crowd_holding_streams(
+    hosts: impl IntoIterator<Item = u8>,
+    per_host: usize,
+    to: std::net::SocketAddr,
+) -> (Vec<tokio::task::JoinHandle<()>>, usize) {
+    let mut crowd = Vec::new();
+    let mut held = 0;
+    for host in hosts {
+        for _ in 0..per_host {
+            let (task, count) = hold_data_streams(host, to, 8).await;
+            crowd.push(task);
+            held += count;
+        }
+    }
+    (crowd, held)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identities_of_two_hosts_holding_streams_leave_room_for_others() {
     let (victim, _events) = start([127, 0, 0, 1]).await;
@@ -308,15 +327,7 @@ async fn identities_of_two_hosts_holding_streams_leave_room_for_others() {
     let victim_id = victim.peer_id();
     // 16 identities on each of two hosts (as many as each host may connect), each holding
     // eight data streams open without a word: 256 streams, every slot the node has.
-    let mut crowd = Vec::new();
-    let mut held = 0;
-    for host in [2u8, 3] {
-        for _ in 0..16 {
-            let (task, count) = hold_data_streams(host, victim_addr, 8).await;
-            crowd.push(task);
-            held += count;
-        }
-    }
+    let (crowd, held) = crowd_holding_streams([2, 3], 16, victim_addr).await;
     // Each host keeps its share of the node's streams, and no more.
     assert_eq!(held, 64, "streams the two hosts hold");
 
@@ -405,15 +416,7 @@ async fn strangers_on_many_hosts_holding_streams_leave_room_for_known_peers() {
     let victim_id = victim.peer_id();
     // Four identities on each of eight hosts, each holding eight data streams without a word:
     // 256 streams, every slot the node has, within each host's share.
-    let mut crowd = Vec::new();
-    let mut held = 0;
-    for host in 2u8..10 {
-        for _ in 0..4 {
-            let (task, count) = hold_data_streams(host, victim_addr, 8).await;
-            crowd.push(task);
-            held += count;
-        }
-    }
+    let (crowd, held) = crowd_holding_streams(2..10, 4, victim_addr).await;
     assert_eq!(held, 192, "streams strangers hold: three quarters of 256");
 
     // Another stranger finds no room ...

@@ -110,6 +110,19 @@ pub async fn get_text(url: &str) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
+/// GETs `url` without following a redirect and returns the body as text (a console page, to
+/// read its form token).
+pub async fn get_page(url: &str) -> String {
+    no_redirects()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// POSTs `body` with `client` (and its pooled connections); returns the status and the JSON
 /// answer (`null` when empty).
 pub async fn post_with(client: &reqwest::Client, url: &str, body: String) -> (u16, Value) {
