@@ -367,21 +367,9 @@ async fn each_script_keeps_its_own_values_across_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_read_and_change_the_sites_tables_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
-    let store = goop2::store::peer::PeerStore::open(&dir.path().join("data.db"))
-        .await
-        .unwrap();
-    let (_tx, email) = tokio::sync::watch::channel(String::new());
-    let data = goop2::services::data::DataService::new(
-        store.data(),
-        "12D3KooWSelf".into(),
-        email,
-        std::sync::Arc::new(|_: &str| Box::pin(async { None })),
-    );
+    let (store, data) = data_with_scores(dir.path()).await;
     let owner = goop2::services::data::Caller::Owner;
     let request = |value: Value| serde_json::from_value(value).unwrap();
-    data.handle(&owner, request(json!({"op": "create-table", "schema": {"name": "scores", "columns": ["who TEXT NOT NULL", "points INTEGER"]}})))
-        .await
-        .unwrap();
     write(
         dir.path(),
         "score",
@@ -627,4 +615,31 @@ async fn chat_commands_answer_bang_messages_with_text() {
         .find(|c| c.name == "count")
         .unwrap();
     assert!(broken.error.unwrap().starts_with("count.lua:1:"));
+}
+
+/// The data API of a fresh `data.db` in `dir`, with the owner's table `scores` (`who`, `points`).
+pub async fn data_with_scores(
+    dir: &std::path::Path,
+) -> (
+    goop2::store::peer::PeerStore,
+    goop2::services::data::DataService,
+) {
+    let store = goop2::store::peer::PeerStore::open(&dir.join("data.db"))
+        .await
+        .unwrap();
+    let (_tx, email) = tokio::sync::watch::channel(String::new());
+    let data = goop2::services::data::DataService::new(
+        store.data(),
+        "12D3KooWSelf".into(),
+        email,
+        std::sync::Arc::new(|_: &str| Box::pin(async { None })),
+    );
+    let create = json!({"op": "create-table", "schema": {"name": "scores", "columns": ["who TEXT NOT NULL", "points INTEGER"]}});
+    data.handle(
+        &goop2::services::data::Caller::Owner,
+        serde_json::from_value(create).unwrap(),
+    )
+    .await
+    .unwrap();
+    (store, data)
 }

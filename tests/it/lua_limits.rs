@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use goop2::services::lua::{LuaEngine, LuaError, LuaSetup};
 use serde_json::{Value, json};
 
-use crate::lua::{call, setup, start_setup, write};
+use crate::lua::{call, data_with_scores, setup, start_setup, write};
 
 /// How long a call may take at most here, whatever its budget: every budget below is 1 s, and
 /// the runaways used to run for minutes or forever.
@@ -214,21 +214,9 @@ const ENDLESS: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_statements_end_at_the_calls_budget_and_the_database_keeps_answering() {
     let dir = tempfile::tempdir().unwrap();
-    let store = goop2::store::peer::PeerStore::open(&dir.path().join("data.db"))
-        .await
-        .unwrap();
-    let (_tx, email) = tokio::sync::watch::channel(String::new());
-    let data = goop2::services::data::DataService::new(
-        store.data(),
-        "12D3KooWSelf".into(),
-        email,
-        std::sync::Arc::new(|_: &str| Box::pin(async { None })),
-    );
+    let (store, data) = data_with_scores(dir.path()).await;
     let owner = goop2::services::data::Caller::Owner;
     let request = |value: Value| serde_json::from_value(value).unwrap();
-    data.handle(&owner, request(json!({"op": "create-table", "schema": {"name": "scores", "columns": ["who TEXT NOT NULL", "points INTEGER"]}})))
-        .await
-        .unwrap();
     for who in 0..1000 {
         data.handle(
             &owner,

@@ -147,16 +147,7 @@ async fn identity_from(
 /// Whether `visitor` (on 127.0.0.1) gets connected to `victim` within `WAIT` (three times that
 /// while a crowd's handshakes may still keep the node busy).
 async fn connects(visitor: &Node, victim: &Node, victim_addr: std::net::SocketAddr) -> bool {
-    let addr: Multiaddr = format!(
-        "/ip4/{}/tcp/{}/p2p/{}",
-        victim_addr.ip(),
-        victim_addr.port(),
-        victim.peer_id()
-    )
-    .parse()
-    .unwrap();
-    let _ = visitor.dial(addr).await;
-    let visitor_id: PeerId = visitor.peer_id();
+    let visitor_id = dial(visitor, victim, victim_addr).await;
     eventually(3 * WAIT, async || {
         victim
             .connected_peers()
@@ -385,13 +376,8 @@ async fn strangers_take_only_their_share_and_known_peers_still_connect() {
     drop(crowd);
 }
 
-/// Whether `visitor` gets connected to `victim` within `wait`.
-async fn connects_within(
-    visitor: &Node,
-    victim: &Node,
-    victim_addr: std::net::SocketAddr,
-    wait: Duration,
-) -> bool {
+/// Has `visitor` dial `victim` at `victim_addr`; the visitor's peer ID.
+async fn dial(visitor: &Node, victim: &Node, victim_addr: std::net::SocketAddr) -> PeerId {
     let addr: Multiaddr = format!(
         "/ip4/{}/tcp/{}/p2p/{}",
         victim_addr.ip(),
@@ -401,7 +387,17 @@ async fn connects_within(
     .parse()
     .unwrap();
     let _ = visitor.dial(addr).await;
-    let visitor_id: PeerId = visitor.peer_id();
+    visitor.peer_id()
+}
+
+/// Whether `visitor` gets connected to `victim` within `wait`.
+async fn connects_within(
+    visitor: &Node,
+    victim: &Node,
+    victim_addr: std::net::SocketAddr,
+    wait: Duration,
+) -> bool {
+    let visitor_id = dial(visitor, victim, victim_addr).await;
     tokio::time::sleep(wait).await;
     victim
         .connected_peers()
