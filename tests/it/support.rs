@@ -36,11 +36,7 @@ impl TestHub {
         edit_options: impl FnOnce(&mut HubOptions),
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.presence.rendezvous_only = true;
-        config.presence.rendezvous_host = true;
-        config.presence.rendezvous_port = Some(0);
-        config.viewer.http_addr = String::new();
+        let mut config = hub_config();
         // Tests publish fast from one address; the limiter has its own test.
         config.presence.publish_burst = 1_000_000;
         config.presence.publish_per_second = 1_000_000;
@@ -384,14 +380,20 @@ pub fn binary_hub_dir(ttl_seconds: u32, peer_db_path: &str) -> tempfile::TempDir
     })
 }
 
-/// A hub directory for the `goop2` binary (port 0, no viewer), with `edit` applied.
-pub fn binary_hub_dir_with(edit: impl FnOnce(&mut Config)) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
+/// A rendezvous-only hub's settings on a free port, without a viewer.
+fn hub_config() -> Config {
     let mut config = Config::default();
     config.presence.rendezvous_only = true;
     config.presence.rendezvous_host = true;
     config.presence.rendezvous_port = Some(0);
     config.viewer.http_addr = String::new();
+    config
+}
+
+/// A hub directory for the `goop2` binary (port 0, no viewer), with `edit` applied.
+pub fn binary_hub_dir_with(edit: impl FnOnce(&mut Config)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = hub_config();
     edit(&mut config);
     config.save(&dir.path().join("goop.json")).unwrap();
     dir
