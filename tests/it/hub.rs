@@ -419,6 +419,9 @@ async fn last_event_id_replays_exactly_the_missed_events_across_100_reconnects()
     let url = format!("{}/events", hub.url);
     let total = 400usize;
 
+    // Subscribed before anything is published: the first connection's snapshot is empty, so
+    // every label arrives as an event with an id to resume from.
+    let mut first = Some(SseClient::connect(&url, None).await);
     let publisher_url = hub.url.clone();
     let publisher = tokio::spawn(async move {
         let client = reqwest::Client::new();
@@ -439,7 +442,10 @@ async fn last_event_id_replays_exactly_the_missed_events_across_100_reconnects()
     let mut reconnects = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     while received.len() < total && Instant::now() < deadline {
-        let mut client = SseClient::connect(&url, last_id.as_deref()).await;
+        let mut client = match first.take() {
+            Some(client) => client,
+            None => SseClient::connect(&url, last_id.as_deref()).await,
+        };
         // Read a few events, then drop the connection mid-stream.
         let take = if reconnects < 100 {
             1 + reconnects % 4
