@@ -119,7 +119,17 @@ async fn identity_from(
     host: u8,
     to: std::net::SocketAddr,
 ) -> Option<libp2p::yamux::Muxer<impl futures_util::AsyncRead + futures_util::AsyncWrite + Unpin>> {
-    let key = Keypair::generate_ed25519();
+    connection_from(host, to, &Keypair::generate_ed25519()).await
+}
+
+/// A libp2p connection from 127.0.0.`host` under `key`'s identity.
+async fn connection_from(
+    host: u8,
+    to: std::net::SocketAddr,
+    key: &Keypair,
+) -> Option<
+    libp2p::yamux::Muxer<impl futures_util::AsyncRead + futures_util::AsyncWrite + Unpin + use<>>,
+> {
     let socket = TcpSocket::new_v4().ok()?;
     socket
         .bind(format!("127.0.0.{host}:0").parse().unwrap())
@@ -127,7 +137,7 @@ async fn identity_from(
     let mut stream = socket.connect(to).await.ok()?.compat();
     let attempt = async {
         negotiate(&mut stream, "/noise").await?;
-        let (_, mut secured) = noise::Config::new(&key)
+        let (_, mut secured) = noise::Config::new(key)
             .ok()?
             .upgrade_outbound(stream, "/noise")
             .await
@@ -436,4 +446,68 @@ async fn strangers_on_many_hosts_holding_streams_leave_room_for_known_peers() {
     for task in crowd {
         task.abort();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_takes_a_stream_fails_its_callers_instead_of_holding_them() {
+    let (victim, _events) = start([127, 0, 0, 1]).await;
+    let victim_addr = tcp_socket_addr(&victim).await;
+    // A peer that keeps its connection alive and accepts every new stream, but never answers
+    // the protocol's negotiation on it.
+    let key = Keypair::generate_ed25519();
+    let silent = key.public().to_peer_id();
+    let mut muxer = connection_from(2, victim_addr, &key)
+        .await
+        .expect("the silent peer connects");
+    let mut held = Vec::new();
+    let driver = tokio::spawn(std::future::poll_fn(move |cx| {
+        loop {
+            match muxer.poll_inbound_unpin(cx) {
+                std::task::Poll::Ready(Ok(stream)) => held.push(stream),
+                std::task::Poll::Ready(Err(_)) => return std::task::Poll::Ready(()),
+                std::task::Poll::Pending => break,
+            }
+        }
+        while let std::task::Poll::Ready(Ok(_)) = muxer.poll_unpin(cx) {}
+        std::task::Poll::<()>::Pending
+    }));
+    assert!(
+        eventually(WAIT, async || victim
+            .connected_peers()
+            .await
+            .is_ok_and(|peers| peers.contains(&silent)))
+        .await,
+        "the silent peer is not connected"
+    );
+
+    // Four requests at once: the first opens a stream that is never negotiated, the others wait
+    // for their turn to open one. Each ends with an error within the opening deadline (20 s),
+    // the wait for its turn included, not one negotiation timeout after another.
+    let request: goop2::services::data::DataRequest =
+        serde_json::from_value(serde_json::json!({"op": "tables"})).unwrap();
+    let started = std::time::Instant::now();
+    let ask = || async {
+        let answer =
+            tokio::time::timeout(Duration::from_secs(60), victim.fetch_data(silent, &request))
+                .await;
+        (answer, started.elapsed())
+    };
+    let answers = futures_util::future::join_all((0..4).map(|_| ask())).await;
+    for (answer, took) in answers {
+        let error = answer
+            .expect("a request to a peer that never takes a stream is still waiting after 60 s")
+            .expect_err("no answer can come from the silent peer");
+        assert!(
+            matches!(
+                error,
+                goop2::services::node::protocols::FetchError::Unreachable(_)
+            ),
+            "{error}"
+        );
+        assert!(
+            took < Duration::from_secs(25),
+            "a caller waited {took:?}: {error}"
+        );
+    }
+    driver.abort();
 }

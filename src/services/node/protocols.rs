@@ -374,6 +374,9 @@ const SLOT_KEYS: usize = 1024;
 /// Times a new stream the peer reset before answering is replaced (after 10, 20, 40, 80 and
 /// 160 ms: the peer resets new streams while its own tasks lag behind).
 const FRESH_RETRIES: u32 = 5;
+/// Longest wait to open a stream to a peer: the turn, a dial when not connected, and the
+/// protocol's negotiation.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a finished stream's slot waits for the peer to end it before it is given back.
 const END_WAIT: Duration = Duration::from_secs(1);
 
@@ -435,13 +438,25 @@ struct Slot {
 }
 
 impl Slot {
-    /// Opens a new stream, on this peer's turn.
+    /// Opens a new stream, on this peer's turn, within [`OPEN_TIMEOUT`] (the wait for the turn
+    /// included): a peer that never completes a stream's negotiation holds nobody's turn for
+    /// longer.
     async fn open(&self, control: &mut Control) -> Result<libp2p::Stream, FetchError> {
-        let _turn = self.opening.lock().await;
-        control
-            .open_stream(self.peer, self.protocol.clone())
+        let open = async {
+            let _turn = self.opening.lock().await;
+            control
+                .open_stream(self.peer, self.protocol.clone())
+                .await
+                .map_err(unreachable)
+        };
+        tokio::time::timeout(OPEN_TIMEOUT, open)
             .await
-            .map_err(unreachable)
+            .unwrap_or_else(|_| {
+                Err(unreachable(format!(
+                    "no stream opened within {} s",
+                    OPEN_TIMEOUT.as_secs()
+                )))
+            })
     }
 }
 
