@@ -1,7 +1,7 @@
 //! Other peers' data requests cost a peer bounded time and memory, over real libp2p streams:
 //! each request stops at its time budget (`data.timeout_seconds`) with a clear error, runs on
-//! connections of its own so that the owner's console keeps answering, and a result is bounded
-//! while it is read, not after.
+//! connections of its own so that the owner's console keeps answering, stops when its caller
+//! leaves, and a result is bounded while it is read, not after.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -255,6 +255,37 @@ async fn the_owners_console_answers_while_visitors_keep_the_database_busy() {
     .expect("the owner's SQL box answers while visitors' statements run");
     assert_eq!(status, 200, "{sql}");
     drop(streams);
+    bob.shutdown().await;
+    alice.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_that_leaves_stops_its_statements() {
+    // A generous budget: only the caller's leaving can stop its statements early.
+    let (alice, bob, _dirs) = alice_and_bob(30).await;
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        streams.push(send(&bob, alice.peer_id, &slow_query()).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The caller goes: its streams are reset.
+    drop(streams);
+    // The database is free for the next visitor at once, not after the budget.
+    let started = Instant::now();
+    let rows = ask(
+        &bob,
+        alice.peer_id,
+        &json!({"op": "count", "table": "notes"}),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "the next request waits for the abandoned ones after {:?}",
+            started.elapsed()
+        )
+    });
+    assert_eq!(rows["data"], json!(SLOW_ROWS), "{rows}");
     bob.shutdown().await;
     alice.shutdown().await;
 }

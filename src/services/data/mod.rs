@@ -9,7 +9,7 @@
 //! for that peer. Schema changes and `_` tables are never reachable by other peers. Other peers'
 //! inserts are held to a rate and to quotas per table ([`limits`]). Another peer's request runs
 //! on the visitors' connections, never the owner's, and its statements stop at its time budget
-//! (`data.timeout_seconds`), or as soon as its future is dropped.
+//! (`data.timeout_seconds`), or as soon as its future is dropped (the caller gone).
 
 pub mod limits;
 pub mod schema;
