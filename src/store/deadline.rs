@@ -61,10 +61,10 @@ impl Rule {
         self.0.store(rule, Ordering::Relaxed);
     }
 
-    /// Whether a statement may go on: the caller's only until its deadline.
-    fn allows(&self, deadline: Instant) -> bool {
+    /// Whether a statement may go on: the caller's only until its deadline or its leaving.
+    fn allows(&self, deadline: Instant, cancelled: &Stopping) -> bool {
         match self.0.load(Ordering::Relaxed) {
-            Rule::UNTIL_DEADLINE => Instant::now() < deadline,
+            Rule::UNTIL_DEADLINE => Instant::now() < deadline && !cancelled.is_stopped(),
             Rule::STOP => false,
             _ => true,
         }
@@ -81,12 +81,14 @@ pub struct Lease {
     rule: Option<Rule>,
 }
 
-/// A connection of `pool` whose statements stop at `deadline` (when given). Waiting for one counts
-/// against the deadline: past it, `PoolTimedOut`.
+/// A connection of `pool` whose statements stop at `deadline` (when given), or once `cancelled` is
+/// set (a caller that cannot drop its future, such as a script on a blocking thread, says so
+/// there). Waiting for one counts against the deadline: past it, `PoolTimedOut`.
 pub async fn lease(
     pool: &SqlitePool,
     deadline: Option<Instant>,
     stopping: &Stopping,
+    cancelled: &Stopping,
 ) -> Result<Lease, sqlx::Error> {
     let Some(deadline) = deadline else {
         return Ok(Lease {
@@ -98,7 +100,7 @@ pub async fn lease(
         .await
         .map_err(|_| sqlx::Error::PoolTimedOut)??;
     let rule = Rule(Arc::new(AtomicU8::new(Rule::UNTIL_DEADLINE)));
-    let (handler_rule, stopping) = (rule.clone(), stopping.clone());
+    let (handler_rule, stopping, cancelled) = (rule.clone(), stopping.clone(), cancelled.clone());
     let mut lease = Lease {
         connection,
         // Set before the handler: a lease dropped from here on closes its connection.
@@ -109,7 +111,7 @@ pub async fn lease(
         .lock_handle()
         .await?
         .set_progress_handler(PROGRESS_EVERY, move || {
-            !stopping.is_stopped() && handler_rule.allows(deadline)
+            !stopping.is_stopped() && handler_rule.allows(deadline, &cancelled)
         });
     Ok(lease)
 }

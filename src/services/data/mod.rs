@@ -167,6 +167,7 @@ impl From<StoreError> for DataError {
             }
             StoreError::Busy(_) => DataError::TooMany(error.to_string()),
             StoreError::Stopping => DataError::Internal(error.to_string()),
+            StoreError::Cancelled => DataError::BadRequest(error.to_string()),
             StoreError::Sql(err) => {
                 tracing::error!("data operation failed: {err}");
                 DataError::Internal("the database could not do that; see the peer's log".into())

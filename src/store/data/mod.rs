@@ -152,6 +152,9 @@ pub enum StoreError {
     Busy(Duration),
     #[error("the database is closing; the statement was stopped")]
     Stopping,
+    /// The caller went away ([`DataStore::cancelled_by`]).
+    #[error("the caller has gone; the statement was stopped")]
+    Cancelled,
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
 }
@@ -244,6 +247,8 @@ pub struct DataStore {
     stopping: super::deadline::Stopping,
     /// For one request of another peer: when its statements stop, and the budget that set it.
     budget: Option<(Instant, Duration)>,
+    /// Set when the caller of the statements written by others has gone.
+    cancelled: super::deadline::Stopping,
 }
 
 impl DataStore {
@@ -259,6 +264,16 @@ impl DataStore {
             visitors,
             stopping,
             budget: None,
+            cancelled: super::deadline::Stopping::default(),
+        }
+    }
+
+    /// The same tables for a caller that cannot drop its future when it goes away (a script on
+    /// a blocking thread): its statements written by others also stop once `cancelled` is set.
+    pub fn cancelled_by(&self, cancelled: super::deadline::Stopping) -> DataStore {
+        DataStore {
+            cancelled,
+            ..self.clone()
         }
     }
 
@@ -282,7 +297,7 @@ impl DataStore {
     /// give it back with [`super::deadline::Lease::finish`] once the statement is done, or
     /// [`super::deadline::Lease::release`] after a stream of rows.
     async fn lease(&self) -> Result<super::deadline::Lease, StoreError> {
-        super::deadline::lease(&self.pool, self.deadline(), &self.stopping)
+        super::deadline::lease(&self.pool, self.deadline(), &self.stopping, &self.cancelled)
             .await
             .map_err(|e| self.failed(e))
     }
@@ -299,6 +314,8 @@ impl DataStore {
             constraint_or(error)
         } else if self.stopping.is_stopped() {
             StoreError::Stopping
+        } else if self.cancelled.is_stopped() {
+            StoreError::Cancelled
         } else if let Some(budget) = budget {
             StoreError::OverBudget(budget)
         } else {
@@ -710,7 +727,7 @@ impl DataStore {
         pool: &SqlitePool,
         deadline: Instant,
     ) -> Result<super::deadline::Lease, StoreError> {
-        super::deadline::lease(pool, Some(deadline), &self.stopping)
+        super::deadline::lease(pool, Some(deadline), &self.stopping, &self.cancelled)
             .await
             .map_err(|error| match error {
                 sqlx::Error::PoolTimedOut => StoreError::OutOfTime,
