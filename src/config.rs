@@ -444,8 +444,9 @@ impl Default for Lua {
     }
 }
 
-/// `data`: what other peers may put into this peer's tables. The quotas are the defaults of
-/// every table; the database editor overrides them per table. The owner is never held to them.
+/// `data`: what other peers may ask of this peer's tables (a rate and a time budget per request)
+/// and put into them. The quotas are the defaults of every table; the database editor overrides
+/// them per table. The owner is never held to any of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DataSettings {
@@ -457,6 +458,8 @@ pub struct DataSettings {
     pub requests_per_second: u32,
     /// Requests one caller may make at once before that rate applies.
     pub request_burst: u32,
+    /// Seconds one request of another peer may take before its statements are stopped.
+    pub timeout_seconds: u32,
     /// Rows one caller may keep in a table.
     pub max_rows_per_caller: u64,
     /// Bytes (of column values) one caller may keep in a table.
@@ -476,6 +479,7 @@ impl Default for DataSettings {
             insert_burst: 20,
             requests_per_second: 50,
             request_burst: 100,
+            timeout_seconds: 2,
             max_rows_per_caller: 1000,
             max_bytes_per_caller: 1024 * 1024,
             max_rows_per_table: 100_000,
@@ -529,6 +533,7 @@ const INTEGER_RANGES: &[(&str, &str, i64, i64)] = &[
     ("data", "insert_burst", 1, 1_000_000),
     ("data", "requests_per_second", 1, 1_000_000),
     ("data", "request_burst", 1, 1_000_000),
+    ("data", "timeout_seconds", 1, 60),
     ("data", "max_rows_per_caller", 1, 1 << 50),
     ("data", "max_bytes_per_caller", 1, 1 << 50),
     ("data", "max_rows_per_table", 1, 1 << 50),

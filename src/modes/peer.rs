@@ -106,6 +106,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         burst: limits.insert_burst,
         requests_per_second: Some(limits.requests_per_second),
         request_burst: limits.request_burst,
+        timeout: Duration::from_secs(limits.timeout_seconds.into()),
         // Validated at load to at most 2^50.
         max_rows_per_caller: limits.max_rows_per_caller as i64,
         max_bytes_per_caller: limits.max_bytes_per_caller as i64,

@@ -1,6 +1,10 @@
 //! The peer's own database, `<dir>/data.db`: SQLite in WAL mode. System tables start with `_`;
 //! this module holds the ones the peer itself needs (`_meta`, `_peer_cache`, `_favorites`);
 //! user tables and `_tables` are in [`super::data`].
+//!
+//! Three pools reach the file: the owner's connections; read-only ones for SQL written by others
+//! (the console's SQL box, site scripts); and [`VISITOR_CONNECTIONS`] for other peers' requests,
+//! so that however busy visitors keep the database, the owner's console finds a connection.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -14,6 +18,14 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/peer");
 
 /// The file name inside the peer directory.
 pub const FILE_NAME: &str = "data.db";
+
+/// Connections the owner's own statements have.
+pub const OWNER_CONNECTIONS: u32 = 4;
+/// Read-only connections for SQL written by others (the SQL box, site scripts).
+pub const READ_ONLY_CONNECTIONS: u32 = 4;
+/// Connections other peers' requests share, apart from the owner's: on a small machine, two
+/// statements at once are about what its cores give to visitors.
+pub const VISITOR_CONNECTIONS: u32 = 2;
 
 /// At most this many last-known peers are kept; the oldest go first.
 pub const PEER_CACHE_LIMIT: i64 = 1000;
@@ -38,7 +50,9 @@ pub struct PeerStore {
     /// Connections SQLite itself keeps from writing, for statements written by others (the
     /// console's SQL box, site scripts); opened when first needed.
     read_only: SqlitePool,
-    /// Set by [`PeerStore::close`]: statements still running on either pool stop.
+    /// Connections for other peers' requests; opened when first needed.
+    visitors: SqlitePool,
+    /// Set by [`PeerStore::close`]: statements still running on any pool stop.
     stopping: super::deadline::Stopping,
 }
 
@@ -55,13 +69,15 @@ impl PeerStore {
             .busy_timeout(Duration::from_secs(5));
         let stopping = super::deadline::Stopping::default();
         let pool = super::deadline::interruptible(SqlitePoolOptions::new(), stopping.clone())
-            .max_connections(4)
-            .connect_with(options)
+            .max_connections(OWNER_CONNECTIONS)
+            .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
         let read_only = super::deadline::interruptible(SqlitePoolOptions::new(), stopping.clone())
-            .max_connections(4)
+            .max_connections(READ_ONLY_CONNECTIONS)
             .idle_timeout(Duration::from_secs(60))
+            // Every use leases the connection, which reaches its worker first anyway.
+            .test_before_acquire(false)
             .connect_lazy_with(
                 SqliteConnectOptions::new()
                     .filename(path)
@@ -69,9 +85,16 @@ impl PeerStore {
                     .pragma("query_only", "ON")
                     .busy_timeout(Duration::from_secs(5)),
             );
+        // Other peers' writes go here too: the data API's own checked statements.
+        let visitors = super::deadline::interruptible(SqlitePoolOptions::new(), stopping.clone())
+            .max_connections(VISITOR_CONNECTIONS)
+            .idle_timeout(Duration::from_secs(60))
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
         let store = PeerStore {
             pool,
             read_only,
+            visitors,
             stopping,
         };
         store.data().track_usage_of_every_table().await?;
@@ -156,6 +179,7 @@ impl PeerStore {
         super::data::DataStore::new(
             self.pool.clone(),
             self.read_only.clone(),
+            self.visitors.clone(),
             self.stopping.clone(),
         )
     }
@@ -169,6 +193,7 @@ impl PeerStore {
     /// every connection to come back).
     pub async fn close(&self) {
         self.stopping.stop();
+        self.visitors.close().await;
         self.read_only.close().await;
         self.pool.close().await;
     }

@@ -1,6 +1,6 @@
 //! Time limits that hold: work inside library functions (string patterns, `string.rep`, the
-//! table functions) and database statements end at a call's time budget, as loops in Lua do,
-//! and the engine and the database keep answering afterwards.
+//! table functions) and database statements end at a call's time budget, as loops in Lua do, or
+//! when the caller leaves, and the engine and the database keep answering afterwards.
 
 use std::time::{Duration, Instant};
 
@@ -272,4 +272,63 @@ async fn endless_statements_end_at_the_calls_budget_and_the_database_keeps_answe
     }
     let (result, _) = call_bounded(&engine, "total", json!({})).await;
     assert_eq!(result.unwrap(), json!(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_caller_leaves_ends_with_its_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = goop2::store::peer::PeerStore::open(&dir.path().join("data.db"))
+        .await
+        .unwrap();
+    function(
+        dir.path(),
+        "endless",
+        &format!("return goop.db.scalar('{ENDLESS}')"),
+    );
+    function(
+        dir.path(),
+        "counter",
+        "if request.params.read then return goop.kv.get('n') end\n  while true do goop.kv.set('n', (goop.kv.get('n') or 0) + 1) end",
+    );
+    function(
+        dir.path(),
+        "one",
+        "return goop.db.scalar('WITH t(x) AS (SELECT 1) SELECT x FROM t')",
+    );
+    // A budget far longer than the test: only the callers' leaving can end these calls.
+    let engine = start_setup(LuaSetup {
+        db: Some(store.data()),
+        kv: Some(store.lua_kv()),
+        ..setup(dir.path(), 60_000, 10_000, 10_000)
+    });
+    // As many endless statements as there are read-only connections, and an endless loop over
+    // goop.kv; every caller gives up after half a second.
+    let mut calls = Vec::new();
+    for name in ["endless", "endless", "endless", "endless", "counter"] {
+        calls.push(tokio::time::timeout(
+            Duration::from_millis(500),
+            call(&engine, name, json!({})),
+        ));
+    }
+    for gone in futures_util::future::join_all(calls).await {
+        assert!(gone.is_err(), "the call ended by itself: {gone:?}");
+    }
+    // The statements ended with their calls: the read-only connections answer at once.
+    let (result, took) = call_bounded(&engine, "one", json!({})).await;
+    assert_eq!(result, Ok(json!(1)), "after {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "the next statement waited {took:?}"
+    );
+    // The loop ended too: its counter stays where it was.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = call(&engine, "counter", json!({"read": true}))
+        .await
+        .unwrap();
+    assert!(before.as_i64().unwrap_or(0) > 0, "the loop ran: {before}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = call(&engine, "counter", json!({"read": true}))
+        .await
+        .unwrap();
+    assert_eq!(before, after, "the loop went on without its caller");
 }

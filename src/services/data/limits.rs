@@ -1,6 +1,7 @@
 //! Bounds on what other peers put into this peer's tables, so a visitor cannot fill the owner's
 //! disk: an insert rate per caller (a token bucket per peer ID, across all tables), and quotas per
-//! table — rows and bytes one caller may keep, rows and bytes the table holds from everyone. The
+//! table — rows and bytes one caller may keep, rows and bytes the table holds from everyone —
+//! beside the rate and the time budget of their requests of any kind. The
 //! defaults come from goop.json (`data.*`); the owner overrides the quotas per table in the
 //! database editor. The owner's own calls (the console, the owner's own site pages, imports) are
 //! never held to them; site scripts write through `goop.db` as the owner's code, under Lua's own
@@ -10,6 +11,7 @@
 //! storage: the peer will not store more for this caller or in this table).
 
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -30,6 +32,9 @@ pub struct InsertLimits {
     pub requests_per_second: Option<u32>,
     /// Requests one caller may make at once before that rate applies.
     pub request_burst: u32,
+    /// Time one request of another peer may take, waiting for a connection included: its
+    /// statements stop there.
+    pub timeout: Duration,
     /// Defaults of the per-table quotas.
     pub max_rows_per_caller: i64,
     pub max_bytes_per_caller: i64,
@@ -46,6 +51,7 @@ impl Default for InsertLimits {
             burst: 20,
             requests_per_second: Some(50),
             request_burst: 100,
+            timeout: Duration::from_secs(2),
             max_rows_per_caller: 1000,
             max_bytes_per_caller: 1024 * 1024,
             max_rows_per_table: 100_000,
@@ -62,6 +68,8 @@ impl InsertLimits {
             burst: u32::MAX,
             requests_per_second: None,
             request_burst: u32::MAX,
+            // An hour: no request of a benchmark comes near it.
+            timeout: Duration::from_secs(3600),
             max_rows_per_caller: i64::MAX,
             max_bytes_per_caller: i64::MAX,
             max_rows_per_table: i64::MAX,

@@ -7,7 +7,9 @@
 //! `group` needs a group membership; `open` is every row. Inserts are checked against the schema
 //! and stamped `_owner` = the caller and `_owner_email` = the caller's email only if a hub vouched
 //! for that peer. Schema changes and `_` tables are never reachable by other peers. Other peers'
-//! inserts are held to a rate and to quotas per table ([`limits`]).
+//! inserts are held to a rate and to quotas per table ([`limits`]). Another peer's request runs
+//! on the visitors' connections, never the owner's, and its statements stop at its time budget
+//! (`data.timeout_seconds`), or as soon as its future is dropped (the caller gone).
 
 pub mod limits;
 pub mod schema;
@@ -160,8 +162,12 @@ impl From<StoreError> for DataError {
         match error {
             StoreError::TooLarge => DataError::TooLarge(error.to_string()),
             StoreError::Constraint(message) => DataError::BadRequest(message),
-            StoreError::OutOfTime => DataError::BadRequest(error.to_string()),
+            StoreError::OutOfTime | StoreError::OverBudget(_) => {
+                DataError::BadRequest(error.to_string())
+            }
+            StoreError::Busy(_) => DataError::TooMany(error.to_string()),
             StoreError::Stopping => DataError::Internal(error.to_string()),
+            StoreError::Cancelled => DataError::BadRequest(error.to_string()),
             StoreError::Sql(err) => {
                 tracing::error!("data operation failed: {err}");
                 DataError::Internal("the database could not do that; see the peer's log".into())
@@ -282,25 +288,32 @@ impl DataService {
         self
     }
 
-    /// Runs one operation for `caller`.
+    /// Runs one operation for `caller`. Another peer's runs on the visitors' connections within
+    /// its time budget; dropping the future stops the statement it runs.
     pub async fn handle(&self, caller: &Caller, request: DataRequest) -> Result<Json, DataError> {
-        // Another peer's every request costs this peer work: each caller gets a steady share.
-        if let Caller::Peer(id) = caller {
-            self.guard.check_requests(id)?;
-        }
+        let store = match caller {
+            Caller::Owner => self.store.clone(),
+            Caller::Peer(id) => {
+                // Another peer's every request costs this peer work: each caller gets a steady
+                // share, and a request a bounded time.
+                self.guard.check_requests(id)?;
+                self.store.for_visitor(self.guard.limits.timeout)
+            }
+        };
+        let store = &store;
         match request.op.as_str() {
-            "tables" => self.tables().await,
+            "tables" => self.tables(store).await,
             "describe" => {
-                let table = self.table(&request).await?;
+                let table = self.table(store, &request).await?;
                 Ok(self.describe(&table.record, &table.schema))
             }
-            "query" => self.query(caller, &request, false).await,
-            "query-one" => self.query(caller, &request, true).await,
-            "count" => self.count(caller, &request).await,
-            "insert" => self.insert(caller, &request).await,
-            "update" => self.update(caller, &request).await,
-            "delete" => self.delete(caller, &request).await,
-            "role" => self.role(caller, &request).await,
+            "query" => self.query(caller, store, &request, false).await,
+            "query-one" => self.query(caller, store, &request, true).await,
+            "count" => self.count(caller, store, &request).await,
+            "insert" => self.insert(caller, store, &request).await,
+            "update" => self.update(caller, store, &request).await,
+            "delete" => self.delete(caller, store, &request).await,
+            "role" => self.role(caller, store, &request).await,
             "lua-call" | "lua-list" => self.lua(caller, &request).await,
             "create-table" | "drop-table" | "rename-table" | "add-column" | "drop-column"
             | "set-policy" | "set-limits" | "sql" => {
@@ -321,8 +334,8 @@ impl DataService {
         }
     }
 
-    async fn tables(&self) -> Result<Json, DataError> {
-        let tables = self.store.tables().await?;
+    async fn tables(&self, store: &DataStore) -> Result<Json, DataError> {
+        let tables = store.tables().await?;
         Ok(Json::Array(
             tables
                 .iter()
@@ -336,8 +349,13 @@ impl DataService {
         ))
     }
 
-    /// The registered table a request names, with its schema.
-    async fn table(&self, request: &DataRequest) -> Result<Arc<Table>, DataError> {
+    /// The registered table a request names, with its schema (read through `store` when it is
+    /// not cached).
+    async fn table(
+        &self,
+        store: &DataStore,
+        request: &DataRequest,
+    ) -> Result<Arc<Table>, DataError> {
         let Some(name) = request.table.as_deref() else {
             return Err(DataError::BadRequest("`table` is missing".into()));
         };
@@ -354,7 +372,7 @@ impl DataService {
         {
             return Ok(table.clone());
         }
-        let Some(record) = self.store.table(name).await? else {
+        let Some(record) = store.table(name).await? else {
             return Err(DataError::NotFound(format!("there is no table `{name}`")));
         };
         let schema: TableSchema = serde_json::from_str(&record.schema).map_err(|e| {
@@ -451,10 +469,11 @@ impl DataService {
     async fn query(
         &self,
         caller: &Caller,
+        store: &DataStore,
         request: &DataRequest,
         one: bool,
     ) -> Result<Json, DataError> {
-        let table = self.table(request).await?;
+        let table = self.table(store, request).await?;
         let (record, schema) = (&table.record, &table.schema);
         let owner = self.allow(caller, record, Action::Read)?;
         let all = Self::columns_of(schema);
@@ -498,8 +517,7 @@ impl DataService {
         if offset < 0 {
             return Err(DataError::BadRequest("offset must not be negative".into()));
         }
-        let rows = self
-            .store
+        let rows = store
             .select(&Select {
                 table: record.name.clone(),
                 columns,
@@ -518,20 +536,29 @@ impl DataService {
         })
     }
 
-    async fn count(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
-        let table = self.table(request).await?;
+    async fn count(
+        &self,
+        caller: &Caller,
+        store: &DataStore,
+        request: &DataRequest,
+    ) -> Result<Json, DataError> {
+        let table = self.table(store, request).await?;
         let (record, schema) = (&table.record, &table.schema);
         let owner = self.allow(caller, record, Action::Read)?;
         let (filter, args) = Self::filter_of(request, &Self::columns_of(schema))?;
-        let count = self
-            .store
+        let count = store
             .count(&record.name, filter.as_ref(), owner.as_deref(), &args)
             .await?;
         Ok(Json::from(count))
     }
 
-    async fn insert(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
-        let table = self.table(request).await?;
+    async fn insert(
+        &self,
+        caller: &Caller,
+        store: &DataStore,
+        request: &DataRequest,
+    ) -> Result<Json, DataError> {
+        let table = self.table(store, request).await?;
         let (record, schema) = (&table.record, &table.schema);
         self.allow(caller, record, Action::Insert)?;
         let data = request
@@ -552,15 +579,15 @@ impl DataService {
         let Caller::Peer(peer) = caller else {
             values.push(("_owner".into(), SqlValue::Text(owner)));
             values.push(("_owner_email".into(), SqlValue::Text(email)));
-            let id = self.store.insert(&record.name, &values).await?;
+            let id = store.insert(&record.name, &values).await?;
             return Ok(json!({ "_id": id }));
         };
         self.guard.check_rate(peer)?;
         let row_bytes = values.iter().map(|(_, value)| value.stored_bytes()).sum();
         values.push(("_owner".into(), SqlValue::Text(owner)));
         values.push(("_owner_email".into(), SqlValue::Text(email)));
-        let _turn = self.guard.turn.lock().await;
-        let (mine, all) = self.store.usage(&record.name, peer).await?;
+        let _turn = self.turn(store).await?;
+        let (mine, all) = store.usage(&record.name, peer).await?;
         self.guard.limits.for_table(&record.limits).check(
             &record.name,
             peer,
@@ -568,12 +595,28 @@ impl DataService {
             all,
             row_bytes,
         )?;
-        let id = self.store.insert(&record.name, &values).await?;
+        let id = store.insert(&record.name, &values).await?;
         Ok(json!({ "_id": id }))
     }
 
-    async fn update(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
-        let table = self.table(request).await?;
+    /// Other peers' quota checks and writes take turns; waiting for one counts against the
+    /// request's budget.
+    async fn turn(&self, store: &DataStore) -> Result<tokio::sync::MutexGuard<'_, ()>, DataError> {
+        let Some(deadline) = store.deadline() else {
+            return Ok(self.guard.turn.lock().await);
+        };
+        tokio::time::timeout_at(deadline.into(), self.guard.turn.lock())
+            .await
+            .map_err(|_| StoreError::Busy(self.guard.limits.timeout).into())
+    }
+
+    async fn update(
+        &self,
+        caller: &Caller,
+        store: &DataStore,
+        request: &DataRequest,
+    ) -> Result<Json, DataError> {
+        let table = self.table(store, request).await?;
         let (record, schema) = (&table.record, &table.schema);
         let owner = self.allow(caller, record, Action::Update)?;
         let id = request
@@ -589,8 +632,8 @@ impl DataService {
             Caller::Peer(peer) => {
                 // Whatever the values replace, they must fit as if they were added: a visitor
                 // cannot grow small rows past the byte quotas.
-                let turn = self.guard.turn.lock().await;
-                let (mine, all) = self.store.usage(&record.name, peer).await?;
+                let turn = self.turn(store).await?;
+                let (mine, all) = store.usage(&record.name, peer).await?;
                 let grown = values.iter().map(|(_, value)| value.stored_bytes()).sum();
                 let quotas = self.guard.limits.for_table(&record.limits);
                 let counted = |usage: crate::store::data::Usage| crate::store::data::Usage {
@@ -602,8 +645,7 @@ impl DataService {
                 Some(turn)
             }
         };
-        let changed = self
-            .store
+        let changed = store
             .update(&record.name, id, &values, owner.as_deref())
             .await?;
         if changed == 0 {
@@ -612,17 +654,19 @@ impl DataService {
         Ok(json!({ "updated": changed }))
     }
 
-    async fn delete(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
-        let table = self.table(request).await?;
+    async fn delete(
+        &self,
+        caller: &Caller,
+        store: &DataStore,
+        request: &DataRequest,
+    ) -> Result<Json, DataError> {
+        let table = self.table(store, request).await?;
         let (record, _) = (&table.record, &table.schema);
         let owner = self.allow(caller, record, Action::Delete)?;
         let id = request
             .id
             .ok_or_else(|| DataError::BadRequest("`id` (the row's _id) is missing".into()))?;
-        let deleted = self
-            .store
-            .delete(&record.name, id, owner.as_deref())
-            .await?;
+        let deleted = store.delete(&record.name, id, owner.as_deref()).await?;
         if deleted == 0 {
             return Err(no_such_row(&record.name, id, owner.is_some()));
         }
@@ -630,14 +674,19 @@ impl DataService {
     }
 
     /// Who the caller is here, and what it may do with a table when one is named.
-    async fn role(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
+    async fn role(
+        &self,
+        caller: &Caller,
+        store: &DataStore,
+        request: &DataRequest,
+    ) -> Result<Json, DataError> {
         let (role, id) = match caller {
             Caller::Owner => ("owner", self.me.clone()),
             Caller::Peer(peer) => ("visitor", peer.clone()),
         };
         let mut answer = json!({ "role": role, "peerId": id, "hostId": self.me });
         if request.table.is_some() {
-            let table = self.table(request).await?;
+            let table = self.table(store, request).await?;
             let (record, _) = (&table.record, &table.schema);
             let may = |action| match self.allow(caller, record, action) {
                 Ok(None) => "all",
@@ -707,7 +756,7 @@ impl DataService {
             table: Some(table.to_owned()),
             ..DataRequest::default()
         };
-        let table = self.table(&request).await?;
+        let table = self.table(&self.store, &request).await?;
         let email = self.own_email.borrow().clone();
         let mut outcomes = Vec::with_capacity(rows.len());
         for row in rows {
@@ -757,7 +806,7 @@ impl DataService {
                 })?;
             return Ok(json!({ "rows": rows, "truncated": truncated }));
         }
-        let table = self.table(request).await?;
+        let table = self.table(&self.store, request).await?;
         let name = table.record.name.clone();
         let mut schema = table.schema.clone();
         let result = match request.op.as_str() {

@@ -11,7 +11,9 @@
 //! `math`, `utf8` and `os.time/date/clock`; an instruction hook enforces the time budget inside
 //! the VM, and the library functions that loop in C (string patterns, `string.rep`, the table
 //! functions, database statements) are held to the same budget; an allocator limits the
-//! memory; results are bounded. When the peer stops, running calls end at once.
+//! memory; results are bounded. When the peer stops, running calls end at once; so does a call
+//! whose caller goes away (its future dropped: a remote peer that closed its stream), with the
+//! statement it runs.
 
 pub mod http;
 mod patterns;
@@ -395,6 +397,9 @@ impl LuaEngine {
                 compiled.info.error.unwrap_or_default(),
             ));
         };
+        // A caller that goes away (this future dropped) ends the call: nobody would read it.
+        let cancelled = crate::store::deadline::Stopping::default();
+        let _ends_with_the_caller = StopOnDrop(cancelled.clone());
         let run = sandbox::Run {
             name,
             bytecode,
@@ -405,14 +410,28 @@ impl LuaEngine {
             commands: self.commands.clone(),
             limits: self.limits.clone(),
             kv: self.kv.clone(),
-            db: self.db.clone(),
+            db: self
+                .db
+                .as_ref()
+                .map(|db| db.cancelled_by(cancelled.clone())),
             http: self.http.clone(),
             runtime: tokio::runtime::Handle::current(),
             stopping: self.stopping.clone(),
+            cancelled,
         };
         tokio::task::spawn_blocking(move || sandbox::run(run))
             .await
             .unwrap_or_else(|e| Err(LuaError::Script(format!("the call failed: {e}"))))
+    }
+}
+
+/// Sets its flag when dropped: with the future of a call, once the call is done or its caller
+/// gone.
+struct StopOnDrop(crate::store::deadline::Stopping);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 

@@ -794,6 +794,7 @@ return checked
             deadline: Instant::now() + timeout,
             timed_out: Arc::new(AtomicBool::new(false)),
             stopping: Arc::new(AtomicBool::new(false)),
+            cancelled: crate::store::deadline::Stopping::default(),
             max_bytes: 1 << 20,
         }
     }

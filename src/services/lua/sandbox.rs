@@ -58,6 +58,9 @@ pub(super) struct Run {
     pub runtime: tokio::runtime::Handle,
     /// Set when the peer stops: every running call ends at its next look at the budget.
     pub stopping: Arc<AtomicBool>,
+    /// Set when the caller goes away: the call ends at its next look at the budget (and its
+    /// statement at SQLite's next progress check, through `db`).
+    pub cancelled: crate::store::deadline::Stopping,
 }
 
 /// The time a call has, as everything that may run long inside it sees it: the instruction
@@ -69,15 +72,20 @@ pub(super) struct Budget {
     pub timed_out: Arc<AtomicBool>,
     /// The engine's stop.
     pub stopping: Arc<AtomicBool>,
+    /// The caller's leaving.
+    pub cancelled: crate::store::deadline::Stopping,
     /// Bytes a result built outside the VM may have: the VM's memory limit.
     pub max_bytes: usize,
 }
 
 impl Budget {
-    /// An error once the deadline has passed or the peer is stopping.
+    /// An error once the deadline has passed, the caller has gone or the peer is stopping.
     pub fn check(&self) -> mlua::Result<()> {
         if self.stopping.load(Ordering::Relaxed) {
             return Err(mlua::Error::runtime("the peer is stopping"));
+        }
+        if self.cancelled.is_stopped() {
+            return Err(mlua::Error::runtime("the caller has gone"));
         }
         if Instant::now() >= self.deadline {
             self.timed_out.store(true, Ordering::Relaxed);
@@ -175,6 +183,7 @@ fn call_in_vm(
         deadline: started + run.limits.timeout,
         timed_out,
         stopping: run.stopping.clone(),
+        cancelled: run.cancelled.clone(),
         max_bytes: run.limits.max_memory,
     };
     let hook_budget = budget.clone();
@@ -285,8 +294,10 @@ fn restrict_globals(lua: &Lua, budget: &Budget) -> mlua::Result<()> {
     Ok(())
 }
 
-/// `goop.kv.get/set/del`: the script's own persistent store (values as JSON).
-fn kv_table(lua: &Lua, run: &Run) -> mlua::Result<Table> {
+/// `goop.kv.get/set/del`: the script's own persistent store (values as JSON). Each statement is
+/// one key's (or counts one script's at most 1,000 keys), so it is short; a call out of budget or
+/// whose caller has gone makes no more of them.
+fn kv_table(lua: &Lua, run: &Run, budget: &Budget) -> mlua::Result<Table> {
     let kv = lua.create_table()?;
     let handle = run.runtime.clone();
     let Some(store) = run.kv.clone() else {
@@ -302,9 +313,11 @@ fn kv_table(lua: &Lua, run: &Run) -> mlua::Result<Table> {
     };
     let script = run.name.clone();
     let (get_store, get_handle, get_script) = (store.clone(), handle.clone(), script.clone());
+    let get_budget = budget.clone();
     kv.set(
         "get",
         lua.create_function(move |lua, key: String| {
+            get_budget.check()?;
             let stored = get_handle
                 .block_on(get_store.get(&get_script, &key))
                 .map_err(mlua::Error::external)?;
@@ -318,9 +331,11 @@ fn kv_table(lua: &Lua, run: &Run) -> mlua::Result<Table> {
         })?,
     )?;
     let (set_store, set_handle, set_script) = (store.clone(), handle.clone(), script.clone());
+    let set_budget = budget.clone();
     kv.set(
         "set",
         lua.create_function(move |lua, (key, value): (String, Value)| {
+            set_budget.check()?;
             let value: Json = lua.from_value(value)?;
             let text = serde_json::to_string(&value).map_err(mlua::Error::external)?;
             set_handle
@@ -328,9 +343,11 @@ fn kv_table(lua: &Lua, run: &Run) -> mlua::Result<Table> {
                 .map_err(|e| mlua::Error::runtime(e.to_string()))
         })?,
     )?;
+    let del_budget = budget.clone();
     kv.set(
         "del",
         lua.create_function(move |_, key: String| {
+            del_budget.check()?;
             handle
                 .block_on(store.delete(&script, &key))
                 .map_err(mlua::Error::external)
@@ -607,7 +624,7 @@ fn install_goop(
     )?;
     api.set("json", json)?;
 
-    api.set("kv", kv_table(lua, run)?)?;
+    api.set("kv", kv_table(lua, run, budget)?)?;
     api.set("db", db_table(lua, run, budget)?)?;
     api.set("http", http_table(lua, run, budget.deadline)?)?;
     let commands = run.commands.clone();

@@ -9,7 +9,9 @@
 //!
 //! Every input is bounded: the request line (4 KiB, 10 s), concurrent streams (in all and per
 //! peer), file sizes, and the time a transfer may make no progress either way (30 s), so a peer
-//! that stops reading or writing holds nothing for long.
+//! that stops reading or writing holds nothing for long. A data request whose caller closes or
+//! resets the stream (or loses the connection) before the answer is dropped there and then,
+//! which stops its statements: the caller is gone, nobody would read the answer.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -303,7 +305,8 @@ async fn serve_avatar(
 
 /// Answers data requests, one JSON line each, until the caller closes the stream or goes quiet.
 /// The caller is the peer the stream came from; each request is read whole before the database
-/// is touched, so a slow caller holds no lock.
+/// is touched, so a slow caller holds no lock, and is dropped if the caller leaves before its
+/// answer.
 async fn serve_data(peer: PeerId, stream: libp2p::Stream, served: Served) -> std::io::Result<()> {
     use crate::services::data::{Caller, DataError, DataRequest, MAX_REQUEST_BYTES, reply};
     let (read, write) = futures_util::AsyncReadExt::split(stream);
@@ -328,7 +331,12 @@ async fn serve_data(peer: PeerId, stream: libp2p::Stream, served: Served) -> std
             Ok(Ok(_)) => match serde_json::from_slice::<DataRequest>(&line) {
                 Err(err) => Err(DataError::BadRequest(format!("not a data request: {err}"))),
                 Ok(request) => match &served.data {
-                    Some(data) => data.handle(&caller, request).await,
+                    Some(data) => {
+                        match unless_gone(data.handle(&caller, request), &mut reader).await {
+                            Some(result) => result,
+                            None => return Ok(()),
+                        }
+                    }
                     None => Err(DataError::NotEnabled("this peer has no database".into())),
                 },
             },
@@ -341,6 +349,31 @@ async fn serve_data(peer: PeerId, stream: libp2p::Stream, served: Served) -> std
         if too_large {
             // The rest of an oversized line cannot be told from the next request.
             return write.shutdown().await;
+        }
+    }
+}
+
+/// Runs `work` while watching the caller's side of the stream: if it ends — the caller closed or
+/// reset the stream, or its connection went — before `work` is done, `work` is dropped (which
+/// stops the statements it runs) and `None` returned. A next request the caller sends meanwhile
+/// stays in the reader's buffer for the next turn.
+async fn unless_gone<T, R>(
+    work: impl std::future::Future<Output = T>,
+    reader: &mut BufReader<R>,
+) -> Option<T>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    tokio::pin!(work);
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return Some(done),
+            ended = reader.fill_buf(), if watching => match ended {
+                Ok(bytes) if !bytes.is_empty() => watching = false,
+                _ => return None,
+            },
         }
     }
 }

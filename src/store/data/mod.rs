@@ -2,14 +2,15 @@
 //! policies and limits; what each caller keeps is in [`usage`]). Every table and column name that reaches SQL here was checked by the caller and is
 //! quoted again here; every value is bound; `where` and `order` come only from [`filter`].
 //! Statements written by others (the owner's SQL box, site scripts) end at their caller's
-//! deadline ([`super::deadline`]).
+//! deadline ([`super::deadline`]). Another peer's requests run on connections of their own,
+//! apart from the owner's, and stop at the request's deadline ([`DataStore::for_visitor`]).
 
 pub mod filter;
 pub mod usage;
 
 pub use usage::{TableLimits, Usage};
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value as Json};
 use sqlx::sqlite::SqliteRow;
@@ -137,8 +138,23 @@ pub enum StoreError {
     Constraint(String),
     #[error("the statement ran out of its time budget and was stopped")]
     OutOfTime,
+    /// Another peer's request ran past its budget.
+    #[error(
+        "the request ran out of its time budget ({} s) and was stopped; ask for less (a \
+         narrower filter, fewer rows)", .0.as_secs_f32()
+    )]
+    OverBudget(Duration),
+    /// Another peer's request found no connection free within its budget.
+    #[error(
+        "the request could not start within its time budget ({} s): the database is busy with \
+         other peers' requests; try again in a moment", .0.as_secs_f32()
+    )]
+    Busy(Duration),
     #[error("the database is closing; the statement was stopped")]
     Stopping,
+    /// The caller went away ([`DataStore::cancelled_by`]).
+    #[error("the caller has gone; the statement was stopped")]
+    Cancelled,
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
 }
@@ -219,58 +235,121 @@ fn row_json(row: &SqliteRow) -> Result<Map<String, Json>, sqlx::Error> {
 /// The user tables of a peer database.
 #[derive(Clone)]
 pub struct DataStore {
+    /// The connections statements run on: the owner's, or the visitors' for
+    /// [`DataStore::for_visitor`].
     pool: SqlitePool,
     /// Read-only connections (SQLite refuses writes on them) for SQL written by others.
     read_only: SqlitePool,
+    /// Connections for other peers' requests, so that they never wait for the owner's or keep
+    /// the owner waiting.
+    visitors: SqlitePool,
     /// The store's closing, which stops running statements.
     stopping: super::deadline::Stopping,
+    /// For one request of another peer: when its statements stop, and the budget that set it.
+    budget: Option<(Instant, Duration)>,
+    /// Set when the caller of the statements written by others has gone.
+    cancelled: super::deadline::Stopping,
 }
 
 impl DataStore {
     pub fn new(
         pool: SqlitePool,
         read_only: SqlitePool,
+        visitors: SqlitePool,
         stopping: super::deadline::Stopping,
     ) -> Self {
         DataStore {
             pool,
             read_only,
+            visitors,
             stopping,
+            budget: None,
+            cancelled: super::deadline::Stopping::default(),
         }
     }
 
-    /// A statement that failed: stopped at the deadline, stopped by the closing, or else.
+    /// The same tables for a caller that cannot drop its future when it goes away (a script on
+    /// a blocking thread): its statements written by others also stop once `cancelled` is set.
+    pub fn cancelled_by(&self, cancelled: super::deadline::Stopping) -> DataStore {
+        DataStore {
+            cancelled,
+            ..self.clone()
+        }
+    }
+
+    /// The same tables for one request of another peer: its statements run on the visitors'
+    /// connections, never the owner's, and stop once `budget` from now has passed (waiting for a
+    /// connection counts). Dropping the request's future stops the statement it runs.
+    pub fn for_visitor(&self, budget: Duration) -> DataStore {
+        DataStore {
+            pool: self.visitors.clone(),
+            budget: Some((Instant::now() + budget, budget)),
+            ..self.clone()
+        }
+    }
+
+    /// When the statements of this store's request stop (another peer's request only).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.budget.map(|(deadline, _)| deadline)
+    }
+
+    /// A connection for the next statement, held to the request's deadline if there is one;
+    /// give it back with [`super::deadline::Lease::finish`] once the statement is done, or
+    /// [`super::deadline::Lease::release`] after a stream of rows.
+    async fn lease(&self) -> Result<super::deadline::Lease, StoreError> {
+        super::deadline::lease(&self.pool, self.deadline(), &self.stopping, &self.cancelled)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    /// A statement that failed: stopped at the deadline, stopped by the closing, no connection
+    /// free in time, or else.
     fn failed(&self, error: sqlx::Error) -> StoreError {
-        if !super::deadline::is_interrupted(&error) {
+        let budget = self.budget.map(|(_, budget)| budget);
+        if matches!(error, sqlx::Error::PoolTimedOut)
+            && let Some(budget) = budget
+        {
+            StoreError::Busy(budget)
+        } else if !super::deadline::is_interrupted(&error) {
             constraint_or(error)
         } else if self.stopping.is_stopped() {
             StoreError::Stopping
+        } else if self.cancelled.is_stopped() {
+            StoreError::Cancelled
+        } else if let Some(budget) = budget {
+            StoreError::OverBudget(budget)
         } else {
             StoreError::OutOfTime
         }
     }
 
     /// Every registered table, by name.
-    pub async fn tables(&self) -> Result<Vec<TableRecord>, sqlx::Error> {
-        sqlx::query_as(
+    pub async fn tables(&self) -> Result<Vec<TableRecord>, StoreError> {
+        let mut connection = self.lease().await?;
+        let tables = sqlx::query_as(
             "SELECT name, schema, read_policy, insert_policy, update_policy, delete_policy, \
              created_ms, max_rows_per_caller, max_bytes_per_caller, max_rows, max_bytes \
              FROM _tables ORDER BY name",
         )
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(&mut *connection)
+        .await;
+        connection.finish();
+        tables.map_err(|e| self.failed(e))
     }
 
     /// One registered table.
-    pub async fn table(&self, name: &str) -> Result<Option<TableRecord>, sqlx::Error> {
-        sqlx::query_as(
+    pub async fn table(&self, name: &str) -> Result<Option<TableRecord>, StoreError> {
+        let mut connection = self.lease().await?;
+        let table = sqlx::query_as(
             "SELECT name, schema, read_policy, insert_policy, update_policy, delete_policy, \
              created_ms, max_rows_per_caller, max_bytes_per_caller, max_rows, max_bytes \
              FROM _tables WHERE name = ?1",
         )
         .bind(name)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(&mut *connection)
+        .await;
+        connection.finish();
+        table.map_err(|e| self.failed(e))
     }
 
     /// The columns of a table, as SQLite knows them.
@@ -367,9 +446,11 @@ impl DataStore {
         sql.push_str(" LIMIT ? OFFSET ?");
         args.push(SqlValue::Integer(select.limit.clamp(0, MAX_ROWS)));
         args.push(SqlValue::Integer(select.offset.max(0)));
-        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), &args).fetch(&self.pool);
-        let (out, _) = read_rows(rows, usize::MAX, |e| self.failed(e)).await?;
-        Ok(out)
+        let mut connection = self.lease().await?;
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), &args).fetch(&mut *connection);
+        let read = read_rows(rows, usize::MAX, |e| self.failed(e)).await;
+        connection.release().await;
+        Ok(read?.0)
     }
 
     /// Counts rows matching the filter (and owner).
@@ -383,10 +464,12 @@ impl DataStore {
         let mut sql = format!("SELECT COUNT(*) FROM {}", quote_ident(table));
         let mut args = args.to_vec();
         push_conditions(&mut sql, &mut args, filter, owner);
+        let mut connection = self.lease().await?;
         let row = bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get(0)?)
+            .fetch_one(&mut *connection)
+            .await;
+        connection.finish();
+        Ok(row.map_err(|e| self.failed(e))?.try_get(0)?)
     }
 
     /// Inserts one row; returns its `_id`.
@@ -403,11 +486,12 @@ impl DataStore {
             names.join(", ")
         );
         let args: Vec<SqlValue> = values.iter().map(|(_, v)| v.clone()).collect();
+        let mut connection = self.lease().await?;
         let done = bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
-            .execute(&self.pool)
-            .await
-            .map_err(constraint_or)?;
-        Ok(done.last_insert_rowid())
+            .execute(&mut *connection)
+            .await;
+        connection.finish();
+        Ok(done.map_err(|e| self.failed(e))?.last_insert_rowid())
     }
 
     /// Updates the row `id` (only if its `_owner` is `owner`, when given); returns rows changed.
@@ -433,11 +517,12 @@ impl DataStore {
             sql.push_str(" AND \"_owner\" = ?");
             args.push(SqlValue::Text(owner.to_owned()));
         }
+        let mut connection = self.lease().await?;
         let done = bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
-            .execute(&self.pool)
-            .await
-            .map_err(constraint_or)?;
-        Ok(done.rows_affected())
+            .execute(&mut *connection)
+            .await;
+        connection.finish();
+        Ok(done.map_err(|e| self.failed(e))?.rows_affected())
     }
 
     /// Deletes the row `id` (only if its `_owner` is `owner`, when given); returns rows deleted.
@@ -453,10 +538,12 @@ impl DataStore {
             sql.push_str(" AND \"_owner\" = ?");
             args.push(SqlValue::Text(owner.to_owned()));
         }
+        let mut connection = self.lease().await?;
         let done = bind_all(sqlx::query(AssertSqlSafe(sql)), &args)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+            .execute(&mut *connection)
+            .await;
+        connection.finish();
+        Ok(done.map_err(|e| self.failed(e))?.rows_affected())
     }
 }
 
@@ -626,13 +713,26 @@ impl DataStore {
     ) -> Result<u64, StoreError> {
         let tables = self.user_table_names().await?;
         filter::check_user_write(sql, &tables).map_err(|e| StoreError::Constraint(e.0))?;
-        let mut connection = self.pool.acquire().await?;
-        let _limit = super::deadline::limit(&mut connection, deadline, &self.stopping).await?;
+        let mut connection = self.lease_until(&self.pool, deadline).await?;
         let done = bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), args)
             .execute(&mut *connection)
+            .await;
+        connection.finish();
+        Ok(done.map_err(|e| self.failed(e))?.rows_affected())
+    }
+
+    /// A connection of `pool` for statements written by others, stopped at `deadline`.
+    async fn lease_until(
+        &self,
+        pool: &SqlitePool,
+        deadline: Instant,
+    ) -> Result<super::deadline::Lease, StoreError> {
+        super::deadline::lease(pool, Some(deadline), &self.stopping, &self.cancelled)
             .await
-            .map_err(|e| self.failed(e))?;
-        Ok(done.rows_affected())
+            .map_err(|error| match error {
+                sqlx::Error::PoolTimedOut => StoreError::OutOfTime,
+                other => self.failed(other),
+            })
     }
 
     async fn run_read_only(
@@ -642,11 +742,12 @@ impl DataStore {
         max_rows: usize,
         deadline: Instant,
     ) -> Result<(Vec<Map<String, Json>>, bool), StoreError> {
-        let mut connection = self.read_only.acquire().await?;
-        let _limit = super::deadline::limit(&mut connection, deadline, &self.stopping).await?;
+        let mut connection = self.lease_until(&self.read_only, deadline).await?;
         let rows =
             bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), args).fetch(&mut *connection);
-        read_rows(rows, max_rows, |e| self.failed(e)).await
+        let read = read_rows(rows, max_rows, |e| self.failed(e)).await;
+        connection.release().await;
+        read
     }
 }
 

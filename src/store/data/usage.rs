@@ -6,7 +6,7 @@
 
 use sqlx::{AssertSqlSafe, FromRow, Row, Sqlite, Transaction};
 
-use super::{DataStore, SqlValue, quote_ident};
+use super::{DataStore, SqlValue, StoreError, quote_ident};
 
 /// Rows and bytes kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,7 +46,8 @@ impl SqlValue {
 
 impl DataStore {
     /// What `owner` keeps in `table`, and what the table holds from everyone.
-    pub async fn usage(&self, table: &str, owner: &str) -> Result<(Usage, Usage), sqlx::Error> {
+    pub async fn usage(&self, table: &str, owner: &str) -> Result<(Usage, Usage), StoreError> {
+        let mut connection = self.lease().await?;
         let row = sqlx::query(
             "SELECT COALESCE(SUM(CASE WHEN owner = ?2 THEN row_count END), 0), \
              COALESCE(SUM(CASE WHEN owner = ?2 THEN byte_count END), 0), \
@@ -54,8 +55,10 @@ impl DataStore {
         )
         .bind(table)
         .bind(owner)
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(&mut *connection)
+        .await;
+        connection.finish();
+        let row = row.map_err(|e| self.failed(e))?;
         Ok((
             Usage {
                 rows: row.try_get(0)?,
