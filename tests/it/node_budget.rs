@@ -347,42 +347,90 @@ async fn identities_of_two_hosts_holding_streams_leave_room_for_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn strangers_take_only_their_share_and_known_peers_still_connect() {
+async fn strangers_take_only_their_share_idle_ones_make_way_and_known_peers_still_connect() {
     let limits = NodeLimits {
         max_inbound_strangers: 6,
         ..NodeLimits::default()
     };
     let (victim, _events) = start_with(limits).await;
     let victim_addr = tcp_socket_addr(&victim).await;
-    // Fresh identities from two addresses, each within its address's budget.
+    let connected = async || -> std::collections::HashSet<PeerId> {
+        victim
+            .connected_peers()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    // Fresh identities from two addresses, one after another, each within its address's
+    // budget, none opening a stream.
     let mut crowd = Vec::new();
+    let mut ids = Vec::new();
     for n in 0..20 {
-        if let Some(connection) = identity_from(2 + n % 2, victim_addr).await {
+        let key = Keypair::generate_ed25519();
+        if let Some(connection) = connection_from(2 + n % 2, victim_addr, &key).await {
             crowd.push(connection);
+            ids.push(key.public().to_peer_id());
         }
+        // The one let go closes a moment after the newer one is in.
+        assert!(
+            eventually(WAIT, async || connected().await.len() <= 6).await,
+            "strangers hold more than their share"
+        );
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let held = victim.connected_peers().await.unwrap().len();
     assert_eq!(
-        held,
-        6,
-        "strangers hold {held} connections: the share is 6 ({} handshakes completed)",
-        crowd.len()
+        ids.len(),
+        20,
+        "every handshake completes: idle strangers make way"
+    );
+    // The six that came last hold the share; each newer one took the place of the oldest.
+    let last_six: std::collections::HashSet<PeerId> = ids[14..].iter().copied().collect();
+    assert!(
+        eventually(WAIT, async || connected().await == last_six).await,
+        "strangers connected: {:?}, not the six newest",
+        connected().await
     );
 
-    // One more stranger, from an address of its own, finds no room.
-    let (stranger, _stranger_events) = start([127, 0, 0, 1]).await;
+    // A newcomer takes the place of the oldest idle one.
+    let (newcomer, _newcomer_events) = start([127, 0, 0, 1]).await;
+    assert!(connects(&newcomer, &victim, victim_addr).await);
+    let mut expected: std::collections::HashSet<PeerId> = ids[15..].iter().copied().collect();
+    expected.insert(newcomer.peer_id());
     assert!(
-        !connects_within(&stranger, &victim, victim_addr, Duration::from_secs(3)).await,
-        "a stranger connected beyond the strangers' share"
+        eventually(WAIT, async || connected().await == expected).await,
+        "strangers connected: {:?}",
+        connected().await
     );
-    // A peer a hub vouched for does.
+
+    // Six strangers that each keep a data stream open fill the share ...
+    let mut busy = Vec::new();
+    for n in 0..6 {
+        let (task, held) = hold_data_streams(4 + n % 2, victim_addr, 1).await;
+        assert_eq!(held, 1, "a busy stranger holds its stream");
+        busy.push(task);
+    }
+    assert!(
+        eventually(WAIT, async || connected().await.len() == 6).await,
+        "{} connected",
+        connected().await.len()
+    );
+    // ... so one more stranger finds no room: no busy stranger is let go for it.
+    let (late, _late_events) = start([127, 0, 0, 1]).await;
+    assert!(
+        !connects_within(&late, &victim, victim_addr, Duration::from_secs(3)).await,
+        "a stranger connected beyond a share of busy strangers"
+    );
+    assert_eq!(connected().await.len(), 6, "a busy stranger was let go");
+    // A peer a hub vouched for connects beside them.
     let (friend, _friend_events) = start([127, 0, 0, 1]).await;
     victim.vouch(friend.peer_id(), Vec::new()).await.unwrap();
     assert!(
         connects(&friend, &victim, victim_addr).await,
         "a known peer was locked out by strangers"
     );
+    for task in busy {
+        task.abort();
+    }
     drop(crowd);
 }
 

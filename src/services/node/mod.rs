@@ -150,6 +150,8 @@ impl Node {
         let peer_addresses = budget::PeerAddresses::default();
         let known = vouched::KnownPeers::default();
         let book_known = known.clone();
+        let open_streams = protocols::OpenStreams::default();
+        let book_open = open_streams.clone();
         let budget_addresses = peer_addresses.clone();
         let presence_topic = IdentTopic::new(options.presence_topic.clone());
         let mut swarm = SwarmBuilder::with_existing_identity(keypair)
@@ -197,6 +199,7 @@ impl Node {
                         node_limits.dials,
                         node_limits.max_inbound_strangers as usize,
                         book_known,
+                        book_open,
                     ),
                     identify: identify::Behaviour::new(
                         identify::Config::new(protocol_version(&tag), key.public())
@@ -215,7 +218,13 @@ impl Node {
             .build();
 
         let control = swarm.behaviour().stream.new_control();
-        protocols::serve(control.clone(), served, peer_addresses, known)?;
+        protocols::serve(
+            control.clone(),
+            served,
+            peer_addresses,
+            known,
+            open_streams.clone(),
+        )?;
         let topic = IdentTopic::new(options.presence_topic.clone());
         swarm
             .behaviour_mut()
@@ -267,7 +276,7 @@ impl Node {
                 peer_id,
                 commands,
                 control,
-                outbound: protocols::Outbound::default(),
+                outbound: protocols::Outbound::new(open_streams),
             },
             event_rx,
         ))
@@ -338,17 +347,14 @@ impl Node {
         self.ask(|reply| Command::Details(peer, reply)).await
     }
 
-    /// Opens a raw stream to `peer` for `protocol` (dialling it if needed and known).
+    /// Opens a raw stream to `peer` for `protocol` (dialling it if needed and known), within
+    /// 20 s.
     pub async fn open_stream(
         &self,
         peer: PeerId,
         protocol: libp2p::StreamProtocol,
     ) -> Result<libp2p::Stream, protocols::FetchError> {
-        self.control
-            .clone()
-            .open_stream(peer, protocol)
-            .await
-            .map_err(|e| protocols::FetchError::Unreachable(e.to_string()))
+        protocols::open_stream(&mut self.control.clone(), peer, protocol).await
     }
 
     /// Sends a data request to `peer` over `/goop/data/1.0.0`; the answer is the wire reply.

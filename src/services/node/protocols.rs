@@ -79,13 +79,14 @@ pub struct Served {
 }
 
 /// Starts the accept loops of every protocol on `control`; `addresses` says where each peer
-/// that connected to us came from, for the per-address stream budget, and `known` which peers
-/// are not strangers.
+/// that connected to us came from, for the per-address stream budget, `known` which peers
+/// are not strangers, and `open` counts the streams served.
 pub fn serve(
     mut control: Control,
     served: Served,
     addresses: PeerAddresses,
     known: KnownPeers,
+    open: OpenStreams,
 ) -> anyhow::Result<()> {
     let total = Arc::new(Semaphore::new(CONCURRENT_STREAMS));
     let strangers = Arc::new(Semaphore::new(STRANGER_STREAMS));
@@ -98,6 +99,7 @@ pub fn serve(
         per_peer: Arc::default(),
         addresses: addresses.clone(),
         by_address: Arc::clone(&by_address),
+        open: open.clone(),
     };
     let site = control.accept(SITE)?;
     let content = control.accept(CONTENT)?;
@@ -119,9 +121,34 @@ struct Permits {
     per_peer: Counts<PeerId>,
     addresses: PeerAddresses,
     by_address: Counts<IpAddr>,
+    open: OpenStreams,
 }
 
 type Counts<K> = Arc<std::sync::Mutex<HashMap<K, usize>>>;
+
+/// Streams open with each peer, served and requested, all protocols together: a peer with none
+/// is idle, and its connection the first a stranger's may take the place of (see
+/// [`super::vouched`]). Cloning shares the counts.
+#[derive(Clone, Default)]
+pub struct OpenStreams(Counts<PeerId>);
+
+impl OpenStreams {
+    /// Whether any stream with `peer` is open.
+    pub fn any(&self, peer: &PeerId) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(peer)
+    }
+
+    fn opened(&self, peer: PeerId) {
+        take(&self.0, peer, usize::MAX);
+    }
+
+    fn closed(&self, peer: &PeerId) {
+        give_back(&self.0, peer);
+    }
+}
 
 /// One admitted stream; its place is given back on drop.
 struct Permit {
@@ -130,6 +157,7 @@ struct Permit {
     peer: PeerId,
     per_peer: Counts<PeerId>,
     address: Option<(IpAddr, Counts<IpAddr>)>,
+    open: OpenStreams,
 }
 
 /// Takes one from `key`'s count if it is under `limit`.
@@ -172,12 +200,14 @@ impl Permits {
             give_back(&self.per_peer, &peer);
             return None;
         }
+        self.open.opened(peer);
         Some(Permit {
             _total: total,
             _stranger: stranger,
             peer,
             per_peer: self.per_peer.clone(),
             address: address.map(|a| (a, self.by_address.clone())),
+            open: self.open.clone(),
         })
     }
 }
@@ -188,6 +218,7 @@ impl Drop for Permit {
         if let Some((address, counts)) = &self.address {
             give_back(counts, address);
         }
+        self.open.closed(&self.peer);
     }
 }
 
@@ -387,6 +418,7 @@ type IdleStreams = HashMap<PeerId, Vec<(std::time::Instant, libp2p::Stream)>>;
 pub struct Outbound {
     idle: Arc<std::sync::Mutex<IdleStreams>>,
     slots: Arc<std::sync::Mutex<HashMap<(PeerId, StreamProtocol), PeerSlots>>>,
+    open: OpenStreams,
 }
 
 /// Per peer and protocol: requests in flight, and the turn to open a stream.
@@ -410,10 +442,20 @@ const FRESH_RETRIES: u32 = 5;
 /// Longest wait to open a stream to a peer: the turn, a dial when not connected, and the
 /// protocol's negotiation.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one request for a stream is waited for before it is made again.
+const OPEN_ATTEMPT: Duration = Duration::from_secs(4);
 /// How long a finished stream's slot waits for the peer to end it before it is given back.
 const END_WAIT: Duration = Duration::from_secs(1);
 
 impl Outbound {
+    /// Requests in flight count in `open`.
+    pub fn new(open: OpenStreams) -> Self {
+        Outbound {
+            open,
+            ..Default::default()
+        }
+    }
+
     fn take(&self, peer: PeerId) -> Option<libp2p::Stream> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let streams = idle.get_mut(&peer)?;
@@ -453,11 +495,13 @@ impl Outbound {
             .await
             .map_err(|_| unreachable("too many requests to this peer are waiting"))?
             .map_err(unreachable)?;
+        self.open.opened(peer);
         Ok(Slot {
             _permit: permit,
             opening: slots.opening,
             peer,
             protocol,
+            open: self.open.clone(),
         })
     }
 }
@@ -468,6 +512,13 @@ struct Slot {
     opening: Arc<tokio::sync::Mutex<()>>,
     peer: PeerId,
     protocol: StreamProtocol,
+    open: OpenStreams,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.closed(&self.peer);
+    }
 }
 
 impl Slot {
@@ -475,21 +526,51 @@ impl Slot {
     /// included): a peer that never completes a stream's negotiation holds nobody's turn for
     /// longer.
     async fn open(&self, control: &mut Control) -> Result<libp2p::Stream, FetchError> {
-        let open = async {
+        within_open_deadline(async {
             let _turn = self.opening.lock().await;
-            control
-                .open_stream(self.peer, self.protocol.clone())
-                .await
-                .map_err(unreachable)
-        };
-        tokio::time::timeout(OPEN_TIMEOUT, open)
-            .await
-            .unwrap_or_else(|_| {
-                Err(unreachable(format!(
-                    "no stream opened within {} s",
-                    OPEN_TIMEOUT.as_secs()
-                )))
-            })
+            ask_for_stream(control, self.peer, self.protocol.clone()).await
+        })
+        .await
+    }
+}
+
+/// Opens a stream to `peer` for `protocol` (dialling it if needed and vouched for), within
+/// [`OPEN_TIMEOUT`].
+pub async fn open_stream(
+    control: &mut Control,
+    peer: PeerId,
+    protocol: StreamProtocol,
+) -> Result<libp2p::Stream, FetchError> {
+    within_open_deadline(ask_for_stream(control, peer, protocol)).await
+}
+
+async fn within_open_deadline(
+    open: impl std::future::Future<Output = Result<libp2p::Stream, FetchError>>,
+) -> Result<libp2p::Stream, FetchError> {
+    tokio::time::timeout(OPEN_TIMEOUT, open)
+        .await
+        .unwrap_or_else(|_| {
+            Err(unreachable(format!(
+                "no stream opened within {} s",
+                OPEN_TIMEOUT.as_secs()
+            )))
+        })
+}
+
+/// Asks the stream layer for a stream, again each [`OPEN_ATTEMPT`]: a request made while a
+/// connection to the peer is coming up can be lost there (it waits for a dial the swarm skips,
+/// the peer being connected), and a new request goes over the connection.
+async fn ask_for_stream(
+    control: &mut Control,
+    peer: PeerId,
+    protocol: StreamProtocol,
+) -> Result<libp2p::Stream, FetchError> {
+    loop {
+        let attempt = control.open_stream(peer, protocol.clone());
+        if let Ok(opened) = tokio::time::timeout(OPEN_ATTEMPT, attempt).await {
+            return opened.map_err(unreachable);
+        }
+        tracing::debug!(peer.id = %peer, "no stream after {OPEN_ATTEMPT:?}; asking again");
     }
 }
 

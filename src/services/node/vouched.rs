@@ -14,13 +14,16 @@
 //! The same book says who is known: a peer vouched for (even without an address the node may
 //! dial) or found by mDNS. Inbound connections of strangers take at most their share of the
 //! inbound slots, so a crowd of fresh identities never locks out the peers the owner knows.
+//! When that share is full, a new stranger takes the place of the stranger connected longest
+//! with no stream open (a crowd that connects and waits holds its slots only until others
+//! come); when every stranger is busy, the new one is refused.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use libp2p::core::Endpoint;
@@ -28,10 +31,12 @@ use libp2p::core::transport::PortUse;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::ListenFailure;
 use libp2p::swarm::{
-    ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
-    THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
+    CloseConnection, ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour,
+    THandler, THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
 };
 use libp2p::{Multiaddr, PeerId};
+
+use super::protocols::OpenStreams;
 
 /// Peers whose addresses are kept; past this, the one vouched for longest ago goes.
 pub const MAX_PEERS: usize = 4096;
@@ -172,9 +177,9 @@ impl KnownPeers {
     }
 }
 
-/// Strangers hold all the inbound connections they may.
+/// Strangers hold all the inbound connections they may, and each has a stream open.
 #[derive(Debug, thiserror::Error)]
-#[error("{limit} inbound connections of unknown peers are open already")]
+#[error("{limit} inbound connections of unknown peers are open already, none of them idle")]
 pub struct TooManyStrangers {
     limit: usize,
 }
@@ -191,16 +196,27 @@ pub struct VouchedAddresses {
     vouches: u64,
     limits: DialLimits,
     dials: DefaultDirectRateLimiter,
-    /// Open inbound connections of peers nobody vouched for, and how many there may be.
-    strangers: HashSet<ConnectionId>,
+    /// Open inbound connections of peers nobody vouched for (with their peer and the order
+    /// they came in), and how many there may be.
+    strangers: HashMap<ConnectionId, (PeerId, u64)>,
+    arrivals: u64,
     max_strangers: usize,
     known: KnownPeers,
+    open: OpenStreams,
+    /// Strangers' connections to close, to make room for newer ones.
+    evicted: VecDeque<(PeerId, ConnectionId)>,
+    waker: Option<Waker>,
 }
 
 impl VouchedAddresses {
     /// A book whose strangers may hold `max_strangers` inbound connections; `known` mirrors
-    /// the peers it knows.
-    pub fn new(limits: DialLimits, max_strangers: usize, known: KnownPeers) -> Self {
+    /// the peers it knows, and `open` says which peers have streams open.
+    pub fn new(
+        limits: DialLimits,
+        max_strangers: usize,
+        known: KnownPeers,
+        open: OpenStreams,
+    ) -> Self {
         let per_second = NonZeroU32::new(limits.per_second.max(1)).expect("at least one");
         let burst = NonZeroU32::new(limits.burst.max(1)).expect("at least one");
         VouchedAddresses {
@@ -208,10 +224,35 @@ impl VouchedAddresses {
             vouches: 0,
             limits,
             dials: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
-            strangers: HashSet::new(),
+            strangers: HashMap::new(),
+            arrivals: 0,
             max_strangers,
             known,
+            open,
+            evicted: VecDeque::new(),
+            waker: None,
         }
+    }
+
+    /// Makes room for one more stranger: the stranger's connection that came in first among
+    /// those with no stream open is let go. False when every stranger is busy.
+    fn evict_idle_stranger(&mut self) -> bool {
+        let idle = self
+            .strangers
+            .iter()
+            // One vouched for since it came in is a stranger no longer.
+            .filter(|(_, (peer, _))| !self.open.any(peer) && !self.knows(peer))
+            .min_by_key(|(_, (_, arrival))| *arrival)
+            .map(|(connection, (peer, _))| (*connection, *peer));
+        let Some((connection, peer)) = idle else {
+            return false;
+        };
+        self.strangers.remove(&connection);
+        self.evicted.push_back((peer, connection));
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+        true
     }
 
     /// Whether something vouched for `peer`.
@@ -297,12 +338,13 @@ impl NetworkBehaviour for VouchedAddresses {
         _remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         if !self.knows(&peer) {
-            if self.strangers.len() >= self.max_strangers {
+            if self.strangers.len() >= self.max_strangers && !self.evict_idle_stranger() {
                 return Err(ConnectionDenied::new(TooManyStrangers {
                     limit: self.max_strangers,
                 }));
             }
-            self.strangers.insert(connection_id);
+            self.arrivals += 1;
+            self.strangers.insert(connection_id, (peer, self.arrivals));
         }
         Ok(dummy::ConnectionHandler)
     }
@@ -337,7 +379,18 @@ impl NetworkBehaviour for VouchedAddresses {
         match event {}
     }
 
-    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        if let Some((peer_id, connection)) = self.evicted.pop_front() {
+            tracing::debug!(peer.id = %peer_id, "letting an idle stranger go for a newer one");
+            return Poll::Ready(ToSwarm::CloseConnection {
+                peer_id,
+                connection: CloseConnection::One(connection),
+            });
+        }
+        self.waker = Some(cx.waker().clone());
         Poll::Pending
     }
 }
@@ -404,7 +457,12 @@ mod tests {
     #[test]
     fn vouched_addresses_name_their_peer_and_are_bounded() {
         let known = KnownPeers::default();
-        let mut book = VouchedAddresses::new(DialLimits::default(), 1, known.clone());
+        let mut book = VouchedAddresses::new(
+            DialLimits::default(),
+            1,
+            known.clone(),
+            OpenStreams::default(),
+        );
         let peer = PeerId::random();
         let other = PeerId::random();
         book.vouch(
