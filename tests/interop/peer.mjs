@@ -3,7 +3,7 @@
 // JSON, Ed25519 by the key inside `peerId`), publishes its own signed presence, and fetches a site
 // file over /goop/site/1.0.0. Each step prints one JSON line; any failure exits non-zero.
 //
-// usage: node peer.mjs <multiaddr of the goop2 peer> <presence topic> <network tag> <site path>
+// usage: node peer.mjs <multiaddr of the goop2 peer> <presence topic> <site path>
 
 // libp2p 3.x uses Promise.withResolvers, which Node 20 lacks.
 if (typeof Promise.withResolvers !== "function") {
@@ -29,9 +29,9 @@ const { peerIdFromString } = await import("@libp2p/peer-id");
 const { multiaddr } = await import("@multiformats/multiaddr");
 const { createHash } = await import("node:crypto");
 
-const [target, topic, tag, sitePath] = process.argv.slice(2);
-if (!target || !topic || !tag || !sitePath) {
-  console.error("usage: node peer.mjs <multiaddr> <topic> <tag> <site path>");
+const [target, topic, sitePath] = process.argv.slice(2);
+if (!target || !topic || !sitePath) {
+  console.error("usage: node peer.mjs <multiaddr> <topic> <site path>");
   process.exit(2);
 }
 const say = (event) => console.log(JSON.stringify(event));
@@ -73,8 +73,7 @@ const node = await createLibp2p({
     pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }),
   },
 });
-// goop2 peers join only peers of their own network: Identify's protocol version carries the tag.
-node.services.identify.host.protocolVersion = `/goop2/1.0.0/${tag}`;
+// js-libp2p's own Identify protocol version: a goop2 peer serves any libp2p client.
 await node.start();
 
 const remote = multiaddr(target);

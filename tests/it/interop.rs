@@ -43,7 +43,6 @@ async fn a_js_libp2p_node_identifies_exchanges_signed_presence_and_fetches_a_sit
         .arg(scripts.join("peer.mjs"))
         .arg(&target)
         .arg(&config.presence.topic)
-        .arg(&config.p2p.mdns_tag)
         .arg("big.bin")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

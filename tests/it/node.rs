@@ -1,5 +1,5 @@
 //! The libp2p node over real TCP on loopback: connection, signed gossip presence, forged
-//! presence dropped, other network tags refused.
+//! presence dropped, peers of other network tags kept when met on purpose.
 
 use std::time::Duration;
 
@@ -10,6 +10,8 @@ use goop2::services::node::{Node, NodeEvent, NodeOptions};
 use goop2::services::site::Site;
 use libp2p::Multiaddr;
 use tokio::sync::mpsc::Receiver;
+
+use crate::support::eventually;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -143,19 +145,40 @@ async fn signed_presence_travels_over_gossipsub_and_forgeries_are_dropped() {
     }
 }
 
+/// (A peer of another tag that mDNS alone found is let go: `netns::mdns_finds_a_peer_…`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn peers_of_another_network_tag_are_disconnected() {
+async fn a_peer_of_another_network_tag_dialled_on_purpose_is_kept_both_ways() {
     let (home, mut home_events, _) = spawn("goop-mdns").await;
-    let (stranger, _stranger_events, _) = spawn("another-network").await;
-    stranger.dial(tcp_addr(&home).await).await.unwrap();
-    // A disconnection is only reported for a connection that was made: it proves both.
+    let (away, _away_events, _) = spawn("another-network").await;
+    let away_id = away.peer_id();
+    away.dial(tcp_addr(&home).await).await.unwrap();
     next_event(
         &mut home_events,
-        |e| matches!(e, NodeEvent::Disconnected(p) if *p == stranger.peer_id()),
+        |e| matches!(e, NodeEvent::Connected(p) if *p == away_id),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(home.connected_peers().await.unwrap().is_empty());
+    // Identify has said each side's tag by now: the connection stays, and both answer.
+    assert!(
+        eventually(WAIT, async || home
+            .peer_details(away_id)
+            .await
+            .unwrap()
+            .is_some())
+        .await,
+        "Identify never completed"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(home.connected_peers().await.unwrap().contains(&away_id));
+    assert!(
+        away.connected_peers()
+            .await
+            .unwrap()
+            .contains(&home.peer_id())
+    );
+    let details = home.peer_details(away_id).await.unwrap().unwrap();
+    assert_eq!(details.protocol_version, "/goop2/1.0.0/another-network");
+    assert_eq!(home.fetch_content(away_id).await.unwrap(), "a peer");
+    assert_eq!(away.fetch_content(home.peer_id()).await.unwrap(), "a peer");
 }
 
 /// A site with one of everything the site protocol must serve or refuse.

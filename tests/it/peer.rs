@@ -461,6 +461,42 @@ async fn a_peer_known_only_through_a_hub_stays_online_for_many_ttls_and_leaves_w
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_of_two_network_tags_met_through_a_hub_stay_connected_and_read_each_other() {
+    let hub = crate::support::TestHub::spawn_with(|_| {}, |_| {}).await;
+    let wan = hub.url.clone();
+    // Another network tag each, as a production peer with its own tag has: the hub is how
+    // they meet.
+    let (a_dir, a_config) = peer_dir("Ann", |c| {
+        c.presence.rendezvous_wan = wan.clone();
+        c.p2p.mdns_tag = unique_tag();
+    });
+    let (d_dir, d_config) = peer_dir("Dan", |c| {
+        c.presence.rendezvous_wan = wan.clone();
+        c.p2p.mdns_tag = unique_tag();
+    });
+    let ann = peer::start(a_dir.path(), &a_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let dan = peer::start(d_dir.path(), &d_config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let (ann_id, dan_id) = (ann.peer_id, dan.peer_id);
+    assert!(eventually(WAIT, async || sees(&ann, dan_id, PeerState::Online).await).await);
+    assert!(eventually(WAIT, async || sees(&dan, ann_id, PeerState::Online).await).await);
+    assert_eq!(ann.node.fetch_content(dan_id).await.unwrap(), "Dan");
+    assert_eq!(dan.node.fetch_content(ann_id).await.unwrap(), "Ann");
+    // Identify has long said each other's tag: the connection stays.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let connected = ann.node.connected_peers().await.unwrap();
+    assert!(connected.contains(&dan_id), "Ann let Dan go: {connected:?}");
+    let connected = dan.node.connected_peers().await.unwrap();
+    assert!(connected.contains(&ann_id), "Dan let Ann go: {connected:?}");
+    assert_eq!(ann.node.fetch_content(dan_id).await.unwrap(), "Dan");
+    ann.shutdown().await;
+    dan.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_stops_on_sigterm_while_endless_statements_and_scripts_run() {
     const ENDLESS: &str =
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";

@@ -6,7 +6,10 @@
 //! for the node's own dials), per peer, while pending, and per address ([`budget`]), and closed
 //! after a minute idle. The node dials only addresses a trusted source vouched for, within a
 //! budget of dials ([`vouched`]). Behaviours: Identify (its protocol version carries
-//! the `p2p.mdns_tag`, and peers announcing another tag are disconnected), Ping, mDNS, and
+//! the `p2p.mdns_tag`, which scopes LAN auto-discovery: a peer of another tag that mDNS alone
+//! vouched for is let go once it says so, one met through a hub, a favourite or a deliberate dial
+//! is kept, apart from gossip, and a client that is no goop2 peer is never let go for its
+//! version), Ping, mDNS, and
 //! GossipSub for presence — where a message is delivered, and forwarded to the rest of the
 //! mesh, only once [`gossip`] has validated it (a rate per neighbour, the hub's rules for
 //! signatures, bounds and freshness). The `/goop/*` stream protocols live in [`protocols`].
@@ -244,11 +247,13 @@ impl Node {
                 format!("/ip6/{v6}/udp/{port}/quic-v1"),
             ),
         };
+        let mut unheard_listeners = HashSet::new();
         for addr in [tcp, quic] {
             let addr: Multiaddr = addr.parse().expect("a well-formed multiaddr");
-            swarm
+            let listener = swarm
                 .listen_on(addr.clone())
                 .with_context(|| format!("cannot listen on {addr}"))?;
+            unheard_listeners.insert(listener);
         }
 
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -266,6 +271,7 @@ impl Node {
             tag: options.mdns_tag,
             events,
             listen_addrs: Vec::new(),
+            unheard_listeners,
             listening: Vec::new(),
             identified: HashMap::new(),
             connections: HashMap::new(),
@@ -414,9 +420,15 @@ fn score_params(topic: &IdentTopic) -> PeerScoreParams {
     params
 }
 
-/// Identify's protocol version: the tag peers must share to join each other.
+/// Identify's protocol version: the tag peers share to join each other on the LAN.
 fn protocol_version(tag: &str) -> String {
     format!("/goop2/1.0.0/{tag}")
+}
+
+/// The network tag of a goop2 peer's Identify protocol version; `None` for any other client.
+fn network_tag(protocol_version: &str) -> Option<&str> {
+    let rest = protocol_version.strip_prefix("/goop2/")?;
+    rest.split_once('/').map(|(_, tag)| tag)
 }
 
 struct NodeTask {
@@ -425,12 +437,15 @@ struct NodeTask {
     tag: String,
     events: mpsc::Sender<NodeEvent>,
     listen_addrs: Vec<Multiaddr>,
-    /// Callers waiting for the first listen address.
+    /// Listeners (TCP, QUIC) that have not yet said where they listen.
+    unheard_listeners: HashSet<libp2p::core::transport::ListenerId>,
+    /// Callers waiting until every listener has said where it listens.
     listening: Vec<oneshot::Sender<Vec<Multiaddr>>>,
-    /// Identify answers of connected peers of our network.
+    /// Identify answers of connected peers.
     identified: HashMap<PeerId, identify::Info>,
-    /// Open connections' remote addresses and when they opened, per peer.
-    connections: HashMap<PeerId, HashMap<libp2p::swarm::ConnectionId, (Multiaddr, Instant)>>,
+    /// Open connections' remote addresses, when they opened and whether we dialled them, per
+    /// peer.
+    connections: HashMap<PeerId, HashMap<libp2p::swarm::ConnectionId, (Multiaddr, Instant, bool)>>,
     /// The presence each neighbour may still send.
     limiter: gossip::SourceLimiter,
     /// Presence waiting for the validator.
@@ -481,7 +496,7 @@ impl NodeTask {
                 let _ = done.send(());
             }
             Command::ListenAddrs(reply) => {
-                if self.listen_addrs.is_empty() {
+                if !self.unheard_listeners.is_empty() {
                     self.listening.push(reply);
                 } else {
                     let _ = reply.send(self.listen_addrs.clone());
@@ -534,7 +549,7 @@ impl NodeTask {
                     connected_via: self
                         .connections
                         .get(&peer)
-                        .map(|open| open.values().map(|(addr, _)| addr.clone()).collect())
+                        .map(|open| open.values().map(|(addr, ..)| addr.clone()).collect())
                         .unwrap_or_default(),
                 });
                 let _ = reply.send(details);
@@ -546,6 +561,61 @@ impl NodeTask {
                 let peers: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
                 let _ = reply.send(peers.into_iter().collect());
             }
+        }
+    }
+
+    /// `listener` said where it listens, or closed. Those waiting for the listen addresses get
+    /// them once every listener has (so a peer announces TCP and QUIC from its first presence);
+    /// after that, each change is an event.
+    fn heard_from(&mut self, listener: libp2p::core::transport::ListenerId) {
+        let first = self.unheard_listeners.remove(&listener);
+        if !self.unheard_listeners.is_empty() {
+            return;
+        }
+        for waiting in self.listening.drain(..) {
+            let _ = waiting.send(self.listen_addrs.clone());
+        }
+        if !first {
+            self.emit(NodeEvent::ListenAddrsChanged(self.listen_addrs.clone()));
+        }
+    }
+
+    /// What a peer said over Identify. A peer of another network tag that we dialled because
+    /// mDNS found it is let go: the tag scopes LAN auto-discovery, and its own node lets go of
+    /// the connection it dialled us on. Met any other way (a hub, a favourite, a deliberate dial,
+    /// its own dial) it stays, but its gossip is not ours: the presence it sends is refused and
+    /// ours is not sent to it. A client that is no goop2 peer is kept whatever its version.
+    fn identified(
+        &mut self,
+        connection: libp2p::swarm::ConnectionId,
+        peer: PeerId,
+        info: identify::Info,
+    ) {
+        let theirs = network_tag(&info.protocol_version);
+        if theirs.is_some_and(|tag| tag != self.tag) {
+            let dialled = self
+                .connections
+                .get(&peer)
+                .and_then(|open| open.get(&connection))
+                .is_some_and(|(.., dialled)| *dialled);
+            if dialled && self.swarm.behaviour().vouched.only_on_lan(&peer) {
+                tracing::debug!(
+                    peer.id = %peer,
+                    theirs = %info.protocol_version,
+                    "a LAN peer of another network tag; letting it go"
+                );
+                self.swarm.close_connection(connection);
+                return;
+            }
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .inner
+                .blacklist_peer(&peer);
+        }
+        if self.swarm.is_connected(&peer) {
+            // Bounded by the connection limits: one entry per connected peer.
+            self.identified.insert(peer, info);
         }
     }
 
@@ -618,17 +688,15 @@ impl NodeTask {
 
     fn handle_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
                 tracing::info!(%address, "libp2p listening");
-                let first = self.listen_addrs.is_empty();
                 self.listen_addrs.push(address);
-                for waiting in self.listening.drain(..) {
-                    let _ = waiting.send(self.listen_addrs.clone());
-                }
-                if !first {
-                    self.emit(NodeEvent::ListenAddrsChanged(self.listen_addrs.clone()));
-                }
+                self.heard_from(listener_id);
             }
+            SwarmEvent::ListenerClosed { listener_id, .. } => self.heard_from(listener_id),
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 tracing::info!(%address, "libp2p no longer listening");
                 self.listen_addrs.retain(|addr| *addr != address);
@@ -648,13 +716,14 @@ impl NodeTask {
                 // timeout and swallow what is sent on it). Two dials crossing each other open
                 // both at nearly the same moment; those are left alone.
                 let now = Instant::now();
-                for (old, (_, opened)) in open.iter() {
+                for (old, (_, opened, _)) in open.iter() {
                     if now.duration_since(*opened) > CROSSING_DIALS {
                         tracing::debug!(peer.id = %peer_id, "closing a connection the peer replaced");
                         self.swarm.close_connection(*old);
                     }
                 }
-                open.insert(connection_id, (endpoint.get_remote_address().clone(), now));
+                let remote = endpoint.get_remote_address().clone();
+                open.insert(connection_id, (remote, now, endpoint.is_dialer()));
                 if num_established.get() == 1 {
                     self.emit(NodeEvent::Connected(peer_id));
                 }
@@ -671,30 +740,17 @@ impl NodeTask {
                 if num_established == 0 {
                     self.connections.remove(&peer_id);
                     self.identified.remove(&peer_id);
+                    let gossip = &mut self.swarm.behaviour_mut().gossipsub.inner;
+                    gossip.remove_blacklisted_peer(&peer_id);
                     self.limiter.forget(&peer_id);
                     self.emit(NodeEvent::Disconnected(peer_id));
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                connection_id,
                 peer_id,
                 info,
-                ..
-            })) if info.protocol_version != protocol_version(&self.tag) => {
-                tracing::debug!(
-                    peer.id = %peer_id,
-                    theirs = %info.protocol_version,
-                    "a peer of another network tag; disconnecting"
-                );
-                let _ = self.swarm.disconnect_peer_id(peer_id);
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
-                peer_id,
-                info,
-                ..
-            })) if self.swarm.is_connected(&peer_id) => {
-                // Bounded by the connection limits: one entry per connected peer.
-                self.identified.insert(peer_id, info);
-            }
+            })) => self.identified(connection_id, peer_id, info),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
                 for (peer_id, addr) in found {
@@ -706,7 +762,7 @@ impl NodeTask {
                     self.swarm
                         .behaviour_mut()
                         .vouched
-                        .vouch(*peer_id, addrs.iter().cloned());
+                        .vouch_on_lan(*peer_id, addrs.iter().cloned());
                 }
                 // One dial per peer, racing its addresses: one connection, not one per address.
                 for (peer_id, addrs) in by_peer {

@@ -188,6 +188,8 @@ struct Vouched {
     addrs: Vec<Multiaddr>,
     /// When it was last vouched for, as a count of vouches: the lowest goes first.
     stamp: u64,
+    /// Found by mDNS only: no hub, favourite or deliberate dial vouched for it.
+    lan_only: bool,
 }
 
 /// The addresses the node may dial, per peer, and the dial budget.
@@ -264,6 +266,21 @@ impl VouchedAddresses {
     /// [`MAX_ADDRS_PER_PEER`]) as where it may be dialled, in place of what was kept before;
     /// with no address, what was kept stays.
     pub fn vouch(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
+        self.keep(peer, addrs, false);
+    }
+
+    /// As [`Self::vouch`], for a peer mDNS found on the LAN: unless something else vouched for
+    /// it too, it stays [`Self::only_on_lan`].
+    pub fn vouch_on_lan(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
+        self.keep(peer, addrs, true);
+    }
+
+    /// Whether mDNS alone vouched for `peer`: what the network tag scopes.
+    pub fn only_on_lan(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|vouched| vouched.lan_only)
+    }
+
+    fn keep(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>, lan: bool) {
         let addrs: Vec<Multiaddr> = addrs
             .into_iter()
             .filter_map(|addr| without_peer(addr, peer))
@@ -282,11 +299,20 @@ impl VouchedAddresses {
                 self.known.remove(&oldest);
             }
         }
+        let lan_only = lan && self.peers.get(&peer).is_none_or(|vouched| vouched.lan_only);
         match self.peers.get_mut(&peer) {
             // Known again, with nothing to dial: what was kept stays.
-            Some(vouched) if addrs.is_empty() => vouched.stamp = stamp,
+            Some(vouched) if addrs.is_empty() => {
+                vouched.stamp = stamp;
+                vouched.lan_only = lan_only;
+            }
             _ => {
-                self.peers.insert(peer, Vouched { addrs, stamp });
+                let vouched = Vouched {
+                    addrs,
+                    stamp,
+                    lan_only,
+                };
+                self.peers.insert(peer, vouched);
             }
         }
         self.known.insert(peer);
@@ -498,5 +524,37 @@ mod tests {
         assert!(book.addrs(&peer).is_empty(), "the oldest vouch went first");
         assert!(!known.contains(&peer) && known.contains(&first) == book.knows(&first));
         assert_eq!(known.0.read().unwrap().len(), MAX_PEERS);
+    }
+
+    #[test]
+    fn a_peer_is_only_on_the_lan_until_something_else_vouches_for_it() {
+        let mut book = VouchedAddresses::new(
+            DialLimits::default(),
+            1,
+            KnownPeers::default(),
+            OpenStreams::default(),
+        );
+        let (lan, hub) = (PeerId::random(), PeerId::random());
+        book.vouch_on_lan(lan, [addr("/ip4/192.168.1.5/tcp/4001")]);
+        assert!(book.only_on_lan(&lan) && book.knows(&lan));
+        book.vouch(lan, []);
+        assert!(
+            !book.only_on_lan(&lan),
+            "a hub's word is more than the LAN's"
+        );
+        book.vouch_on_lan(lan, [addr("/ip4/192.168.1.6/tcp/4001")]);
+        assert!(
+            !book.only_on_lan(&lan),
+            "found again on the LAN, still vouched for"
+        );
+        assert_eq!(book.addrs(&lan), [addr("/ip4/192.168.1.6/tcp/4001")]);
+
+        book.vouch(hub, [addr("/ip4/8.8.8.8/tcp/4001")]);
+        book.vouch_on_lan(hub, []);
+        assert!(!book.only_on_lan(&hub));
+        assert!(
+            !book.only_on_lan(&PeerId::random()),
+            "an unknown peer is not on the LAN"
+        );
     }
 }
