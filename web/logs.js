@@ -20,4 +20,10 @@
     while (pre.childNodes.length > 2000) pre.removeChild(pre.firstChild);
     if (atBottom) pre.scrollTop = pre.scrollHeight;
   };
+  // The page fell behind the log: say how many lines it skipped.
+  source.addEventListener("lagged", function (event) {
+    let missed = "some";
+    try { missed = JSON.parse(event.data).missed; } catch (_) { /* keep "some" */ }
+    pre.appendChild(document.createTextNode("… " + missed + " lines skipped: this page fell behind the log …\n"));
+  });
 })();

@@ -13,6 +13,7 @@ pub mod owner_login;
 pub mod security;
 pub mod server;
 pub mod session;
+pub mod sse;
 pub mod stall;
 pub mod text;
 pub mod viewer;

@@ -7,10 +7,10 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
-use bytes::Bytes;
 use futures_util::stream;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
@@ -289,14 +289,8 @@ async fn peers_json(State(app): State<ConsoleApp>, Query(query): Query<ListQuery
 /// Table changes as Server-Sent Events: `{"change": "updated", "peer": {…}}`,
 /// `{"change": "offline", "peerId": …}`, `{"change": "removed", "peerId": …}`.
 async fn peer_events(State(app): State<ConsoleApp>) -> Response {
-    let changes = app.table.watch();
-    let stop = app.stop.clone();
-    let frames = stream::unfold((changes, stop), |(mut changes, mut stop)| async move {
-        let change = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return None,
-            change = changes.recv() => change,
-        };
-        let value = match change {
+    let events = stream::unfold(app.table.watch(), |mut changes| async move {
+        let value = match changes.recv().await {
             Ok(PeerChange::Updated(entry)) => json!({"change": "updated", "peer": entry}),
             Ok(PeerChange::Offline(id)) => json!({"change": "offline", "peerId": id}),
             Ok(PeerChange::Removed(id)) => json!({"change": "removed", "peerId": id}),
@@ -304,15 +298,7 @@ async fn peer_events(State(app): State<ConsoleApp>) -> Response {
             Err(RecvError::Lagged(_)) => json!({"change": "reload"}),
             Err(RecvError::Closed) => return None,
         };
-        let frame = Bytes::from(format!("data: {value}\n\n"));
-        Some((Ok::<_, std::convert::Infallible>(frame), (changes, stop)))
+        Some((Event::default().data(value.to_string()), changes))
     });
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        axum::body::Body::from_stream(frames),
-    )
-        .into_response()
+    crate::http::sse::respond(events, app.stop.clone())
 }
