@@ -259,6 +259,14 @@ impl PeerProcess {
     }
 }
 
+/// A test that fails midway leaves no peer running behind it.
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Whether `viewer` hears `other` on the LAN (GossipSub) right now.
 async fn hears_on_the_lan(viewer: &RunningPeer, other: goop2::identity::PeerId) -> bool {
     let id = other.to_base58();
