@@ -1,37 +1,66 @@
-//! Static files compiled into the binary, served with their content type and a short cache
-//! lifetime.
+//! Static files compiled into the binary (`web/assets/` at `/assets/<file>`, the browser SDK
+//! `web/sdk/` at `/sdk/<file>`), served by one route for every HTTP face: their MIME type, a
+//! strong ETag of their content (SHA-256) and `no-cache`, so a browser asks again each time and
+//! gets `304 Not Modified` until an upgrade changes the file.
 
-use axum::http::{HeaderValue, header};
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 
-/// The stylesheet of every hub and viewer page.
-pub const HUB_CSS: &str = include_str!("../../web/hub/hub.css");
-/// Live updates of the hub dashboard.
-pub const DASHBOARD_JS: &str = include_str!("../../web/hub/dashboard.js");
-/// Live updates of the console's peer list.
-pub const CONSOLE_JS: &str = include_str!("../../web/console.js");
-/// The console's theme switch (a choice kept per browser).
-pub const THEME_JS: &str = include_str!("../../web/theme.js");
-/// The live tail of the log pages.
-pub const LOGS_JS: &str = include_str!("../../web/logs.js");
-/// The browser SDK of the data API (`Goop.data`, `Goop.peer`).
-pub const GOOP_DATA_JS: &str = include_str!("../../web/sdk/goop-data.js");
+#[derive(rust_embed::Embed)]
+#[folder = "web/"]
+#[include = "assets/*"]
+#[include = "sdk/*"]
+struct Web;
 
-pub fn css(body: &'static str) -> Response {
-    asset("text/css; charset=utf-8", body)
+/// `/assets/<file>` and `/sdk/<file>`, for a router of any state.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route(
+            "/assets/{file}",
+            get(|Path(file): Path<String>, headers: HeaderMap| async move {
+                serve(&format!("assets/{file}"), &headers)
+            }),
+        )
+        .route(
+            "/sdk/{file}",
+            get(|Path(file): Path<String>, headers: HeaderMap| async move {
+                serve(&format!("sdk/{file}"), &headers)
+            }),
+        )
 }
 
-pub fn javascript(body: &'static str) -> Response {
-    asset("text/javascript; charset=utf-8", body)
+fn serve(path: &str, request: &HeaderMap) -> Response {
+    let Some(file) = Web::get(path) else {
+        return (StatusCode::NOT_FOUND, format!("no file /{path}")).into_response();
+    };
+    let hash = file.metadata.sha256_hash();
+    let etag = format!("\"{}\"", hex(&hash[..16]));
+    let etag = HeaderValue::from_str(&etag).expect("hex is a valid header value");
+    let cache = [
+        (header::ETAG, etag.clone()),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ];
+    let unchanged = request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|tag| tag.trim() == "*" || tag.trim() == etag);
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, cache).into_response();
+    }
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    let content_type = match mime.type_() {
+        mime_guess::mime::TEXT => format!("{mime}; charset=utf-8"),
+        _ => mime.to_string(),
+    };
+    let content_type = HeaderValue::from_str(&content_type).expect("a MIME type is a header value");
+    (cache, [(header::CONTENT_TYPE, content_type)], file.data).into_response()
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    let mut response = body.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
-    response
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -25,11 +25,6 @@ where
     Router::new()
         .route("/login", get(show_login::<S>).post(log_in::<S>))
         .route("/logout", post(log_out::<S>))
-        // The login page's own stylesheet: the console and the viewer name theirs differently.
-        .route(
-            "/assets/login.css",
-            get(|| async { crate::http::assets::css(crate::http::assets::HUB_CSS) }),
-        )
 }
 
 #[derive(Template, WebTemplate)]

@@ -205,3 +205,57 @@ async fn counts_read_one_row_and_two_rows() {
     assert!(imported.contains("Imported 1 row."), "{imported}");
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files_have_one_route_with_their_type_an_etag_and_304() {
+    let (peer, _dir) = lone_peer(|_| {}).await;
+    let base = console(&peer);
+    let client = reqwest::Client::new();
+    for (path, content_type) in [
+        ("/assets/style.css", "text/css; charset=utf-8"),
+        ("/assets/theme.js", "text/javascript; charset=utf-8"),
+        ("/sdk/goop-data.js", "text/javascript; charset=utf-8"),
+    ] {
+        let first = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(first.status(), 200, "{path}");
+        assert_eq!(first.headers()["content-type"], content_type, "{path}");
+        assert_eq!(first.headers()["cache-control"], "no-cache", "{path}");
+        let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+        assert!(etag.starts_with('"') && etag.len() == 34, "{path}: {etag}");
+        assert!(!first.bytes().await.unwrap().is_empty(), "{path}");
+        let again = client
+            .get(format!("{base}{path}"))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+        assert_eq!(again.headers()["etag"], etag.as_str());
+        assert!(again.bytes().await.unwrap().is_empty());
+        let changed = client
+            .get(format!("{base}{path}"))
+            .header("if-none-match", "\"0000\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(changed.status(), 200, "{path}");
+    }
+    // The hub's pages link the same stylesheet, from the same route.
+    let hub = TestHub::spawn().await;
+    let css = client
+        .get(format!("{}/assets/style.css", hub.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), 200);
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    for missing in [
+        "/assets/nope.css",
+        "/assets/..%2Fgoop.json",
+        "/sdk/..%2F..%2FCargo.toml",
+    ] {
+        let response = client.get(format!("{base}{missing}")).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{missing}");
+    }
+    peer.shutdown().await;
+}

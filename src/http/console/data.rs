@@ -11,12 +11,11 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::ConsoleApp;
-use crate::http::assets;
 use crate::identity::PeerId;
 use crate::services::data::{Caller, DataError, DataRequest, MAX_REQUEST_BYTES, from_reply, reply};
 
@@ -30,10 +29,6 @@ pub fn routes() -> Router<ConsoleApp> {
         .route(
             "/api/p/{id}/data/lua/{kind}",
             post(peer_lua).options(preflight),
-        )
-        .route(
-            "/sdk/goop-data.js",
-            get(|| async { assets::javascript(assets::GOOP_DATA_JS) }),
         )
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
 }

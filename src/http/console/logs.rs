@@ -11,7 +11,6 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::{ConsoleApp, Frame};
-use crate::http::assets;
 use crate::http::logs::LogView;
 
 pub fn routes() -> Router<ConsoleApp> {
@@ -19,10 +18,6 @@ pub fn routes() -> Router<ConsoleApp> {
         .route("/logs", get(show_logs))
         .route("/logs/stream", get(stream_logs))
         .route("/api/logs", get(logs_json))
-        .route(
-            "/assets/logs.js",
-            get(|| async { assets::javascript(assets::LOGS_JS) }),
-        )
 }
 
 #[derive(Deserialize)]

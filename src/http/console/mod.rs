@@ -17,7 +17,6 @@ mod peers;
 mod settings;
 mod site_token;
 mod sites;
-mod theme;
 
 pub use data::is_site_callable;
 pub use notice::Notices;
@@ -202,7 +201,7 @@ pub fn router(app: ConsoleApp) -> Router {
         .merge(sites::routes())
         .merge(logs::routes())
         .merge(settings::routes())
-        .merge(theme::routes())
+        .merge(crate::http::assets::routes())
         .merge(crate::http::owner_login::routes())
         .route_layer(middleware::from_fn_with_state(
             app.access.clone(),

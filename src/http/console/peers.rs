@@ -16,7 +16,6 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{ConsoleApp, Frame};
-use crate::http::assets;
 use crate::http::text::short_id;
 use crate::services::node::PeerDetails;
 use crate::services::presence::peer_table::{
@@ -39,14 +38,6 @@ pub fn routes() -> Router<ConsoleApp> {
         .route("/api/peers", get(peers_json))
         .route("/api/peers/events", get(peer_events))
         .route("/api/hubs", get(hubs_json))
-        .route(
-            "/assets/console.css",
-            get(|| async { assets::css(assets::HUB_CSS) }),
-        )
-        .route(
-            "/assets/console.js",
-            get(|| async { assets::javascript(assets::CONSOLE_JS) }),
-        )
         // Browsers ask for it on every page without an icon of its own, peer sites included.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
 }

@@ -1,4 +1,4 @@
-//! `GET /`: the live dashboard, and the static assets of the hub's pages.
+//! `GET /`: the live dashboard.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -9,26 +9,12 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::HubApp;
-use crate::http::assets;
 pub use crate::http::text::{ago, short_id};
 use crate::services::hub::presence::PresenceType;
 use crate::services::hub::{PeerRecord, RecentChange, unix_ms};
 
 pub fn routes() -> Router<HubApp> {
-    Router::new()
-        .route("/", get(show_dashboard))
-        .route(
-            "/assets/hub.css",
-            get(|| async { assets::css(assets::HUB_CSS) }),
-        )
-        .route(
-            "/assets/dashboard.js",
-            get(|| async { assets::javascript(assets::DASHBOARD_JS) }),
-        )
-        .route(
-            "/assets/logs.js",
-            get(|| async { assets::javascript(assets::LOGS_JS) }),
-        )
+    Router::new().route("/", get(show_dashboard))
 }
 
 #[derive(Template, WebTemplate)]

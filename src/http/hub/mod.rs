@@ -53,6 +53,7 @@ pub fn router(app: HubApp) -> Router {
         .merge(streams::routes())
         .merge(reading::routes())
         .merge(dashboard::routes())
+        .merge(crate::http::assets::routes())
         .merge(admin::routes())
         .merge(templates::routes())
         .with_state(app)

@@ -10,21 +10,12 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::ViewerApp;
-use crate::http::assets;
 use crate::http::logs::LogView;
 
 pub fn routes() -> Router<ViewerApp> {
     Router::new()
         .route("/logs", get(show_logs))
         .route("/logs/stream", get(stream_logs))
-        .route(
-            "/assets/viewer.css",
-            get(|| async { assets::css(assets::HUB_CSS) }),
-        )
-        .route(
-            "/assets/logs.js",
-            get(|| async { assets::javascript(assets::LOGS_JS) }),
-        )
 }
 
 #[derive(Template, WebTemplate)]

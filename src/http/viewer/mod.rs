@@ -85,6 +85,7 @@ pub fn router(app: ViewerApp) -> Router {
     Router::new()
         .merge(settings::routes())
         .merge(logs::routes())
+        .merge(crate::http::assets::routes())
         .merge(crate::http::owner_login::routes())
         .route("/", axum::routing::get(|| async { Redirect::to("/self") }))
         .route_layer(middleware::from_fn_with_state(
