@@ -963,3 +963,58 @@ async fn a_websocket_that_stops_answering_pings_is_closed_and_its_peer_goes_offl
     assert_eq!(offline["peerId"], alice.id.as_str());
     drop(socket);
 }
+
+/// Opens a WebSocket subscription (`/ws?peer_id=…`) from `from` and completes the handshake,
+/// then leaves it idle.
+async fn idle_websocket(hub: &str, from: std::net::IpAddr, peer_id: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr: std::net::SocketAddr = hub.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request = format!(
+        "GET /ws?peer_id={peer_id} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "the hub closed");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_websocket_subscriber_costs_the_hub_a_few_kib() {
+    let dir = crate::support::binary_hub_dir_with(|c| c.presence.max_streams_per_ip = 1000);
+    let hub = crate::support::HubProcess::start(dir.path());
+    let pid = hub.child.id();
+    let peer_id = TestPeer::new().id;
+    // Warm up: the first connections allocate what every later one shares.
+    let mut open = Vec::new();
+    for n in 0..50u32 {
+        let from = std::net::Ipv4Addr::new(127, 0, 3, 1 + (n % 200) as u8).into();
+        open.push(idle_websocket(&hub.url, from, &peer_id).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = crate::support::peak_rss_kib(pid);
+    const SOCKETS: u32 = 500;
+    for n in 0..SOCKETS {
+        let from = std::net::Ipv4Addr::new(127, 0, 4 + (n / 200) as u8, 1 + (n % 200) as u8);
+        open.push(idle_websocket(&hub.url, from.into(), &peer_id).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = crate::support::peak_rss_kib(pid).saturating_sub(before);
+    let each = grown as f64 / f64::from(SOCKETS);
+    // tungstenite's default buffers made it ≈136 KiB.
+    assert!(
+        each < 40.0,
+        "{each:.1} KiB per idle WebSocket ({grown} KiB for {SOCKETS})"
+    );
+    drop(open);
+}

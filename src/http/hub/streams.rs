@@ -42,6 +42,10 @@ use crate::services::hub::{Audience, Hub, HubEvent, Signal, Subscription};
 const KEEPALIVE_FRAME: &[u8] = b": keep-alive\n\n";
 /// Most bytes waiting to be written to one WebSocket client.
 const WS_WRITE_BUFFER_CAP: usize = 1024 * 1024;
+/// Each WebSocket's read buffer, allocated when it opens: presence messages are small (a larger
+/// one is read in several steps), and tungstenite's default of 128 KiB made an idle subscriber
+/// cost the hub ≈136 KiB.
+const WS_READ_BUFFER: usize = 4 * 1024;
 /// Pings a WebSocket client may send per [`PING_WINDOW`]; more closes the socket (1008).
 const MAX_PINGS_PER_WINDOW: u32 = 20;
 const PING_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
@@ -246,6 +250,10 @@ async fn open_websocket(
         // Replies (pongs included) wait here while the client does not read; past the cap a
         // send fails and the session ends, as a stalled SSE subscriber's does.
         .max_write_buffer_size(WS_WRITE_BUFFER_CAP)
+        .read_buffer_size(WS_READ_BUFFER)
+        // Each message goes out as it is sent (the session flushes every one anyway), so the
+        // write buffer never grows to hold a batch and keep that memory for the socket's life.
+        .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             let session = WsSession {
                 hub: app.hub,
