@@ -576,3 +576,123 @@ fn first_words(text: &str) -> String {
     let words: Vec<&str> = text.split_whitespace().take(3).collect();
     words.join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    //! What a caller may write in `where` and `order`, and what it gets for it: one table of
+    //! accepted forms with the SQL that runs, one of refused forms with the words of the refusal.
+
+    use super::*;
+
+    fn columns() -> Vec<String> {
+        ["title", "stars", "_id", "_owner", "created"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[test]
+    fn accepted_where_clauses_are_rewritten_from_the_checked_tree() {
+        let accepted = [
+            ("stars >= ?", r#"("stars" >= ?)"#, 1),
+            ("title = 'it''s'", r#"("title" = 'it''s')"#, 0),
+            ("stars IN (1, 2, 3)", r#"("stars" IN (1, 2, 3))"#, 0),
+            (
+                "title LIKE '%a%' AND stars > 2",
+                r#"(("title" LIKE '%a%') AND ("stars" > 2))"#,
+                0,
+            ),
+            ("title IS NOT NULL", r#"("title" IS NOT NULL)"#, 0),
+            ("stars BETWEEN ? AND ?", r#"("stars" BETWEEN ? AND ?)"#, 2),
+            ("lower(title) = ?", r#"(lower("title") = ?)"#, 1),
+            (
+                "NOT (stars < 1) OR _owner = ?",
+                r#"((NOT (("stars" < 1))) OR ("_owner" = ?))"#,
+                1,
+            ),
+            ("stars + 1 > 2 * ?", r#"(("stars" + 1) > (2 * ?))"#, 1),
+            ("-stars < 0", r#"((-"stars") < 0)"#, 0),
+            (r#""title" = ?"#, r#"("title" = ?)"#, 1),
+            (
+                "created > datetime('now', '-1 day')",
+                r#"("created" > datetime('now', '-1 day'))"#,
+                0,
+            ),
+            // A trailing comment is dropped, not copied.
+            ("title = ? -- and more", r#"("title" = ?)"#, 1),
+        ];
+        for (text, sql, placeholders) in accepted {
+            let checked = parse_where(text, &columns()).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(checked.sql, sql, "{text}");
+            assert_eq!(checked.placeholders, placeholders, "{text}");
+        }
+    }
+
+    #[test]
+    fn refused_where_clauses_say_what_is_wrong() {
+        let refused = [
+            (
+                "nope = 1",
+                "unknown column `nope`; this table has: title, stars",
+            ),
+            ("stars = (SELECT 1)", "subqueries are not allowed"),
+            ("stars IN (SELECT _id FROM t)", "subqueries are not allowed"),
+            ("EXISTS (SELECT 1)", "subqueries are not allowed"),
+            (
+                "title = load_extension('x')",
+                "function `load_extension` is not allowed",
+            ),
+            ("count(*) > 1", "function `count` is not allowed"),
+            (
+                "sqlite_version() = ?",
+                "function `sqlite_version` is not allowed",
+            ),
+            ("stars = random()", "function `random` is not allowed"),
+            ("1; DROP TABLE t", "unexpected `;` after the expression"),
+            ("t.title = ?", "qualified names are not allowed"),
+            ("stars = :name", "use plain `?` placeholders"),
+            ("stars = ?1", "use plain `?` placeholders"),
+            ("title COLLATE nocase = ?", "is not supported in a filter"),
+            ("CAST(stars AS TEXT) = ?", "is not supported in a filter"),
+            ("x'41' = title", "is not supported in a filter"),
+            ("title REGEXP ?", "`REGEXP` is not supported"),
+            ("title GLOB ?", "`GLOB` is not supported"),
+            (
+                "CASE WHEN stars > 1 THEN 1 ELSE 0 END = 1",
+                "is not supported",
+            ),
+            ("", "where: Expected: an expression"),
+        ];
+        for (text, words) in refused {
+            match parse_where(text, &columns()) {
+                Err(ClauseError(message)) => assert!(message.contains(words), "{text}: {message}"),
+                Ok(checked) => panic!("{text} was accepted as {checked:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn order_clauses_name_columns_and_directions_only() {
+        let accepted = [
+            ("stars DESC", r#""stars" DESC"#),
+            ("title, _id DESC", r#""title" ASC, "_id" DESC"#),
+            ("stars DESC NULLS LAST", r#""stars" DESC NULLS LAST"#),
+            ("lower(title)", r#"lower("title") ASC"#),
+        ];
+        for (text, sql) in accepted {
+            assert_eq!(parse_order(text, &columns()).as_deref(), Ok(sql), "{text}");
+        }
+        let refused = [
+            ("nope", "unknown column `nope`"),
+            ("?", "`?` placeholders are not allowed here"),
+            ("(SELECT 1)", "subqueries are not allowed"),
+            ("stars; DROP TABLE t", "unexpected `;`"),
+            ("stars USING <", "unexpected `USING`"),
+        ];
+        for (text, words) in refused {
+            match parse_order(text, &columns()) {
+                Err(ClauseError(message)) => assert!(message.contains(words), "{text}: {message}"),
+                Ok(sql) => panic!("{text} was accepted as {sql}"),
+            }
+        }
+    }
+}
