@@ -59,11 +59,17 @@ pub struct RunningPeer {
     pub book: PeerBook,
     stop: watch::Sender<bool>,
     hub_clients: Vec<HubClient>,
+    /// Tasks that end once they see the stop (the gossip task says `offline` first).
     tasks: Vec<JoinHandle<()>>,
+    /// Merges what the node and the hubs say; ends when the node has stopped.
+    merge_task: JoinHandle<()>,
     /// Writes the last changes of the PeerTable when stopping.
     book_task: JoinHandle<()>,
     store: PeerStore,
 }
+
+/// How long stopping waits for the peer's tasks to end by themselves.
+const TASKS_WAIT: Duration = Duration::from_secs(3);
 
 /// How often every online peer's reachability is probed again.
 const PROBE_EVERY: Duration = Duration::from_secs(30);
@@ -314,7 +320,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         tracing::info!(addr = %bound, "console on http://{bound}/");
         console_addr = Some(bound);
     }
-    tasks.push(tokio::spawn(merge_presence(
+    let merge_task = tokio::spawn(merge_presence(
         node.clone(),
         table.clone(),
         node_events,
@@ -324,7 +330,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             include_loopback,
             announcement: announce_tx.clone(),
         },
-    )));
+    ));
     tasks.push(tokio::spawn(gossip_presence(
         node.clone(),
         keypair,
@@ -344,6 +350,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         stop,
         hub_clients,
         tasks,
+        merge_task,
         book_task,
         store,
     })
@@ -356,13 +363,29 @@ impl RunningPeer {
         for client in self.hub_clients {
             client.stop().await;
         }
-        // The gossip task publishes `offline` and the console drains when they see the stop.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        self.node.shutdown(Duration::from_secs(1)).await;
-        for task in &self.tasks {
-            if !task.is_finished() {
+        // The gossip task publishes `offline`, the prober and the console end, when they see
+        // the stop: they are waited for, within a bound, before the node goes.
+        let deadline = tokio::time::Instant::now() + TASKS_WAIT;
+        let mut stragglers = 0;
+        for mut task in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
                 task.abort();
+                stragglers += 1;
             }
+        }
+        if stragglers > 0 {
+            tracing::warn!(
+                "{stragglers} task(s) had not ended {} s after the stop; stopped them",
+                TASKS_WAIT.as_secs()
+            );
+        }
+        self.node.shutdown(Duration::from_secs(1)).await;
+        let mut merge = self.merge_task;
+        if tokio::time::timeout(Duration::from_secs(1), &mut merge)
+            .await
+            .is_err()
+        {
+            merge.abort();
         }
         if let Some(hub) = self.hub {
             hub.shutdown().await;
