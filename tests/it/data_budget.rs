@@ -13,11 +13,11 @@ use goop2::modes::peer::{self, RunningPeer};
 use goop2::services::data::{Caller, DataService};
 use goop2::store::peer::PeerStore;
 use goop2::telemetry::LogBuffer;
-use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use libp2p::{PeerId, StreamProtocol};
 use serde_json::{Value, json};
 
 use crate::console::{console, peer_dir};
-use crate::support::{PeerProcess, free_port, no_redirects, peak_rss_kib};
+use crate::support::{PeerProcess, free_port, loopback_tcp, no_redirects, peak_rss_kib};
 
 const DATA: StreamProtocol = StreamProtocol::new("/goop/data/1.0.0");
 
@@ -89,7 +89,11 @@ async fn alice_and_bob(timeout_seconds: u32) -> (RunningPeer, RunningPeer, Vec<t
         .await
         .unwrap();
     let bob = visitor(&a_config).await;
-    bob.0.node.dial(loopback_tcp(&alice).await).await.unwrap();
+    bob.0
+        .node
+        .dial(loopback_tcp(&alice.node).await)
+        .await
+        .unwrap();
     settle(&bob.0, alice.peer_id).await;
     (alice, bob.0, vec![a_dir, bob.1])
 }
@@ -105,19 +109,6 @@ async fn visitor(host: &Config) -> (RunningPeer, tempfile::TempDir) {
         .await
         .unwrap();
     (bob, dir)
-}
-
-/// `peer`'s loopback TCP address, with its peer ID.
-async fn loopback_tcp(peer: &RunningPeer) -> Multiaddr {
-    let tcp = peer
-        .node
-        .listen_addrs()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.to_string().starts_with("/ip4/127.0.0.1/tcp/"))
-        .expect("a loopback TCP listener");
-    format!("{tcp}/p2p/{}", peer.peer_id).parse().unwrap()
 }
 
 /// A `/goop/data/1.0.0` stream from `from` to `to`, its request sent. The peers also find each

@@ -22,7 +22,9 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, SwarmBuilder, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::support::{PeerProcess, eventually, free_port, get_text, lists, peak_rss_kib};
+use crate::support::{
+    PeerProcess, eventually, free_port, get_text, lists, loopback_tcp, peak_rss_kib,
+};
 
 const TOPIC: &str = "goop.presence.v1";
 const WAIT: Duration = Duration::from_secs(15);
@@ -196,25 +198,13 @@ async fn start_node() -> (Node, Keypair) {
     (node, keypair)
 }
 
-/// A node's loopback TCP address with its peer ID.
-async fn tcp_addr(node: &Node) -> Multiaddr {
-    let tcp = node
-        .listen_addrs()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.to_string().starts_with("/ip4/127.0.0.1/tcp/"))
-        .expect("a loopback TCP listener");
-    format!("{tcp}/p2p/{}", node.peer_id()).parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_presence_is_not_passed_on_and_its_sender_loses_standing() {
     let (victim, _) = start_node().await;
     let (honest, honest_key) = start_node().await;
     let attacker = RawGossip::start();
     let mut third = RawGossip::start();
-    let victim_addr = tcp_addr(&victim).await;
+    let victim_addr = loopback_tcp(&victim).await;
     attacker.dial(victim_addr.clone()).await;
     third.dial(victim_addr.clone()).await;
     honest.dial(victim_addr).await.unwrap();
@@ -302,7 +292,7 @@ async fn one_neighbour_is_heard_at_its_rate_and_no_faster() {
     let (victim, mut events, _) = start_node_with(limits).await;
     let (honest, honest_key) = start_node().await;
     let attacker = RawGossip::start();
-    let victim_addr = tcp_addr(&victim).await;
+    let victim_addr = loopback_tcp(&victim).await;
     attacker.dial(victim_addr.clone()).await;
     honest.dial(victim_addr).await.unwrap();
 
@@ -392,11 +382,11 @@ async fn a_stopped_peers_captured_presence_replayed_keeps_it_offline() {
     let victim = start_peer(victim_dir.path()).await;
     let bob = start_peer(bob_dir.path()).await;
     let carol = start_peer(carol_dir.path()).await;
-    let victim_addr = tcp_addr(&victim.node).await;
+    let victim_addr = loopback_tcp(&victim.node).await;
     bob.node.dial(victim_addr.clone()).await.unwrap();
     carol.node.dial(victim_addr.clone()).await.unwrap();
     let mut attacker = RawGossip::start();
-    attacker.dial(tcp_addr(&bob.node).await).await;
+    attacker.dial(loopback_tcp(&bob.node).await).await;
     attacker.dial(victim_addr).await;
 
     let bob_id = bob.peer_id.to_base58();

@@ -532,3 +532,15 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A node's loopback TCP address with its peer ID.
+pub async fn loopback_tcp(node: &goop2::services::node::Node) -> libp2p::Multiaddr {
+    let tcp = node
+        .listen_addrs()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.to_string().starts_with("/ip4/127.0.0.1/tcp/"))
+        .expect("a loopback TCP listener");
+    format!("{tcp}/p2p/{}", node.peer_id()).parse().unwrap()
+}
