@@ -1018,3 +1018,90 @@ async fn an_idle_websocket_subscriber_costs_the_hub_a_few_kib() {
     );
     drop(open);
 }
+
+/// Opens an event stream (`/events`) from `from` and reads until `events` events have come.
+async fn sse_holding(hub: &str, from: std::net::IpAddr, events: usize) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr: std::net::SocketAddr = hub.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request = format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (mut seen, mut buffer) = (0, vec![0u8; 64 * 1024]);
+    let mut tail = Vec::new();
+    while seen < events {
+        let read = tokio::time::timeout(WAIT, stream.read(&mut buffer))
+            .await
+            .expect("the snapshot in time")
+            .unwrap();
+        assert!(read > 0, "the hub closed the stream after {seen} events");
+        tail.extend_from_slice(&buffer[..read]);
+        seen += tail
+            .windows(5)
+            .filter(|w| w == b"\nid: " || w == b"\r\nid:")
+            .count();
+        // Keep only what could begin a marker cut in two.
+        tail.drain(..tail.len().saturating_sub(4));
+    }
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_holds_no_part_of_the_snapshot_once_it_is_sent() {
+    let dir = crate::support::binary_hub_dir_with(|c| {
+        c.presence.max_streams_per_ip = 1000;
+        c.presence.publish_burst = 100_000;
+        c.presence.publish_per_second = 100_000;
+    });
+    let hub = crate::support::HubProcess::start(dir.path());
+    let pid = hub.child.id();
+    let client = reqwest::Client::new();
+    let publish = async |peer: &mut TestPeer, kind: PresenceType, label: &str| {
+        let body = peer.json(kind, label);
+        let (status, reply) = post_with(&client, &format!("{}/publish", hub.url), body).await;
+        assert_eq!(status, 204, "{reply}");
+    };
+    // 200 peers online, each with a label of 500 bytes.
+    const PEERS: usize = 200;
+    let mut peers: Vec<TestPeer> = (0..PEERS).map(|_| TestPeer::new()).collect();
+    for (n, peer) in peers.iter_mut().enumerate() {
+        publish(
+            peer,
+            PresenceType::Online,
+            &format!("{n:03}{}", "x".repeat(497)),
+        )
+        .await;
+    }
+    // Warm up, then 300 subscribers, each reading the whole snapshot.
+    let mut open = Vec::new();
+    for n in 0..20u32 {
+        let from = std::net::Ipv4Addr::new(127, 0, 5, 1 + n as u8).into();
+        open.push(sse_holding(&hub.url, from, PEERS).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = crate::support::peak_rss_kib(pid);
+    const SUBSCRIBERS: u32 = 300;
+    for n in 0..SUBSCRIBERS {
+        let from = std::net::Ipv4Addr::new(127, 0, 6 + (n / 200) as u8, 1 + (n % 200) as u8);
+        open.push(sse_holding(&hub.url, from.into(), PEERS).await);
+    }
+    // Every peer says something new: the registry lets go of the events of the snapshot.
+    for (n, peer) in peers.iter_mut().enumerate() {
+        publish(
+            peer,
+            PresenceType::Update,
+            &format!("{n:03}{}", "y".repeat(497)),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = crate::support::peak_rss_kib(pid).saturating_sub(before);
+    let each = grown as f64 / f64::from(SUBSCRIBERS);
+    // Holding its snapshot's events made it ≈0.75 KiB per online peer: 150 KiB here.
+    assert!(
+        each < 40.0,
+        "{each:.1} KiB per subscriber with {PEERS} peers online ({grown} KiB for {SUBSCRIBERS})"
+    );
+    drop(open);
+}
