@@ -10,7 +10,7 @@ use goop2::services::auth;
 use goop2::services::hub::presence::PresenceType;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::support::{TestHub, TestPeer};
+use crate::support::{TestHub, TestIdentity};
 
 mod screens;
 mod sdk;
@@ -62,7 +62,7 @@ async fn the_dashboard_updates_live_and_the_admin_signs_in_with_a_real_browser()
         };
 
     assert_eq!(next_line().await, "READY");
-    let mut peer = TestPeer::new();
+    let mut peer = TestIdentity::new();
     let mut message = peer.unsigned(PresenceType::Online, "Browser Bob");
     message.email = Some("browser@example.org".into());
     message.sign(&peer.keypair);

@@ -15,7 +15,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::support::{HubProcess, SseClient, TestHub, TestPeer, binary_hub_dir_with, peak_rss_kib};
+use crate::support::{
+    HubProcess, SseClient, TestHub, TestIdentity, binary_hub_dir_with, peak_rss_kib,
+};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -108,7 +110,7 @@ async fn a_partial_request_head_is_closed_at_the_header_deadline() {
 async fn a_websocket_ping_flood_closes_the_socket_and_others_are_served() {
     let hub = TestHub::spawn().await;
     let mut watcher = SseClient::connect(&format!("{}/events?changes=1", hub.url), None).await;
-    let flooder = TestPeer::new();
+    let flooder = TestIdentity::new();
     let url = format!("ws://{}/ws?peer_id={}", hub.addr, flooder.id);
     let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     // Pings as fast as the socket takes them, never reading the pongs.
@@ -145,7 +147,7 @@ async fn a_websocket_ping_flood_closes_the_socket_and_others_are_served() {
     assert!(pongs <= 25, "{pongs} pongs answered a flood");
 
     // Everybody else is served as before.
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     assert_eq!(
         hub.publish(alice.json(PresenceType::Online, "Alice"))
             .await
@@ -240,7 +242,7 @@ async fn publishes_and_streams_count_an_ipv6_client_by_its_64() {
     let publish = |from: &'static str| {
         let client = client.clone();
         let url = hub.url.clone();
-        let mut peer = TestPeer::new();
+        let mut peer = TestIdentity::new();
         async move {
             client
                 .post(format!("{url}/publish"))
@@ -278,7 +280,7 @@ async fn publishes_and_streams_count_an_ipv6_client_by_its_64() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timestamps_outside_a_sane_range_are_refused_before_any_arithmetic() {
     let hub = TestHub::spawn().await;
-    let mut peer = TestPeer::new();
+    let mut peer = TestIdentity::new();
     let now = goop2::services::hub::unix_ms();
     for ts in [i64::MIN + now, i64::MIN, -1, (1 << 53) + 1, i64::MAX] {
         let mut presence = peer.unsigned(PresenceType::Online, "Skewed");
@@ -356,7 +358,7 @@ async fn a_ban_is_in_the_database_when_it_is_acknowledged() {
     let db = shared.path().join("peers.db");
     let path = db.display().to_string();
     let hub = TestHub::spawn_with(|c| c.presence.peer_db_path = path.clone(), |_| {}).await;
-    let peer = TestPeer::new();
+    let peer = TestIdentity::new();
     let id: libp2p_identity::PeerId = peer.id.parse().unwrap();
 
     hub.hub()

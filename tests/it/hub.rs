@@ -7,7 +7,7 @@ use goop2::services::hub::presence::PresenceType;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{SseClient, TestHub, TestPeer, eventually, post_with};
+use crate::support::{SseClient, TestHub, TestIdentity, eventually, post_with};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -25,7 +25,7 @@ async fn a_signed_publish_is_listed_and_streamed() {
     assert_eq!(events.headers["content-type"], "text/event-stream");
     assert_eq!(events.headers["x-accel-buffering"], "no");
 
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     let (status, body) = hub.publish(alice.json(PresenceType::Online, "Alice")).await;
     assert_eq!((status, &body), (204, &Value::Null));
 
@@ -51,7 +51,7 @@ async fn a_signed_publish_is_listed_and_streamed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_refused_with_a_reason() {
     let hub = TestHub::spawn().await;
-    let mut peer = TestPeer::new();
+    let mut peer = TestIdentity::new();
 
     let (status, body) = hub.publish("{not json").await;
     assert_eq!(status, 400);
@@ -93,7 +93,7 @@ async fn malformed_messages_are_refused_with_a_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fields_over_their_limits_are_refused() {
     let hub = TestHub::spawn().await;
-    let mut peer = TestPeer::new();
+    let mut peer = TestIdentity::new();
 
     let mut message = peer.unsigned(PresenceType::Online, &"x".repeat(4097));
     message.sign(&peer.keypair);
@@ -143,8 +143,8 @@ async fn fields_over_their_limits_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_unsigned_presence_is_refused() {
     let hub = TestHub::spawn().await;
-    let mut alice = TestPeer::new();
-    let mallory = TestPeer::new();
+    let mut alice = TestIdentity::new();
+    let mallory = TestIdentity::new();
 
     // Changed after signing.
     let mut message = alice.signed(PresenceType::Online, "Alice");
@@ -210,7 +210,7 @@ async fn forged_and_unsigned_presence_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_and_stale_timestamps_are_refused() {
     let hub = TestHub::spawn().await;
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
 
     let first = alice.json(PresenceType::Online, "Alice");
     assert_eq!(hub.publish(first.clone()).await.0, 204);
@@ -229,7 +229,7 @@ async fn replays_and_stale_timestamps_are_refused() {
     assert_eq!(status, 401);
 
     // Outside the five-minute window of the hub's clock.
-    let mut bob = TestPeer::new();
+    let mut bob = TestIdentity::new();
     let mut stale = bob.unsigned(PresenceType::Online, "Bob");
     stale.ts = Some(stale.ts.unwrap() - 6 * 60 * 1000);
     stale.sign(&bob.keypair);
@@ -256,7 +256,7 @@ async fn replays_and_stale_timestamps_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_presence_is_accepted_only_when_allowed_and_never_over_a_signed_peer() {
     let hub = TestHub::spawn_with(|c| c.presence.allow_unsigned = true, |_| {}).await;
-    let mut legacy = TestPeer::new();
+    let mut legacy = TestIdentity::new();
     // The original peers spell the field `peerID` and do not sign.
     let message = json!({
         "type": "online", "peerID": legacy.id, "content": "Legacy", "ts": legacy.next_ts(),
@@ -271,7 +271,7 @@ async fn unsigned_presence_is_accepted_only_when_allowed_and_never_over_a_signed
         "verified is set by the hub only"
     );
 
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     assert_eq!(
         hub.publish(alice.json(PresenceType::Online, "Alice"))
             .await
@@ -301,8 +301,8 @@ async fn peers_expire_after_the_ttl_and_offline_removes_at_once() {
     )
     .await;
     let mut events = SseClient::connect(&format!("{}/events?changes=1", hub.url), None).await;
-    let mut alice = TestPeer::new();
-    let mut bob = TestPeer::new();
+    let mut alice = TestIdentity::new();
+    let mut bob = TestIdentity::new();
     assert_eq!(
         hub.publish(alice.json(PresenceType::Online, "Alice"))
             .await
@@ -348,7 +348,7 @@ async fn the_changes_stream_leaves_out_pure_heartbeats() {
     let hub = TestHub::spawn().await;
     let mut all = SseClient::connect(&format!("{}/events", hub.url), None).await;
     let mut changes = SseClient::connect(&format!("{}/events?changes=1", hub.url), None).await;
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     for (kind, label) in [
         (PresenceType::Online, "Alice"),
         (PresenceType::Update, "Alice"),
@@ -393,8 +393,8 @@ async fn the_changes_stream_leaves_out_pure_heartbeats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_subscriber_gets_a_snapshot_of_online_peers() {
     let hub = TestHub::spawn().await;
-    let mut alice = TestPeer::new();
-    let mut bob = TestPeer::new();
+    let mut alice = TestIdentity::new();
+    let mut bob = TestIdentity::new();
     hub.publish(alice.json(PresenceType::Online, "Alice")).await;
     hub.publish(bob.json(PresenceType::Update, "Bob")).await;
 
@@ -425,7 +425,7 @@ async fn last_event_id_replays_exactly_the_missed_events_across_100_reconnects()
     let publisher_url = hub.url.clone();
     let publisher = tokio::spawn(async move {
         let client = reqwest::Client::new();
-        let mut peers: Vec<TestPeer> = (0..4).map(|_| TestPeer::new()).collect();
+        let mut peers: Vec<TestIdentity> = (0..4).map(|_| TestIdentity::new()).collect();
         for i in 0..total {
             let peer = &mut peers[i % 4];
             let body = peer.json(PresenceType::Update, &format!("label {i}"));
@@ -487,7 +487,7 @@ async fn last_event_id_replays_exactly_the_missed_events_across_100_reconnects()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_resume_point_gets_a_reset_and_a_snapshot() {
     let hub = TestHub::spawn_with(|_| {}, |o| o.ring_capacity = 4).await;
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     hub.publish(alice.json(PresenceType::Online, "Alice")).await;
 
     // Another epoch: the hub restarted since this id was issued.
@@ -525,7 +525,7 @@ async fn an_unknown_resume_point_gets_a_reset_and_a_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_carries_presence_both_ways_and_its_close_takes_the_peer_offline() {
     let hub = TestHub::spawn().await;
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     let mut watcher = SseClient::connect(&format!("{}/events?changes=1", hub.url), None).await;
 
     let url = format!("ws://{}/ws?peer_id={}", hub.addr, alice.id);
@@ -551,7 +551,7 @@ async fn a_websocket_carries_presence_both_ways_and_its_close_takes_the_peer_off
     assert_eq!(hub.peers().await.len(), 1);
 
     // A message for another peer is refused on this socket.
-    let mut bob = TestPeer::new();
+    let mut bob = TestIdentity::new();
     socket
         .send(Message::text(bob.json(PresenceType::Online, "Bob")))
         .await
@@ -623,7 +623,7 @@ async fn a_stalled_subscriber_is_cut_off_while_others_keep_up() {
     let mut healthy = SseClient::connect(&format!("{}/events", hub.url), None).await;
     assert!(eventually(WAIT, async || hub.hub().open_streams() == 2).await);
 
-    let mut peer = TestPeer::new();
+    let mut peer = TestIdentity::new();
     let label = "z".repeat(4000);
     // Enough to overflow the kernel's socket buffers (up to 4 MiB on loopback) several times.
     let total = 3000;
@@ -677,7 +677,7 @@ async fn publishes_are_rate_limited_per_address() {
         |_| {},
     )
     .await;
-    let mut peer = TestPeer::new();
+    let mut peer = TestIdentity::new();
     for _ in 0..3 {
         assert_eq!(
             hub.publish(peer.json(PresenceType::Update, "p")).await.0,
@@ -759,7 +759,7 @@ async fn streams_are_capped_per_address_and_in_total() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_addresses_count_only_from_trusted_proxies() {
-    async fn publish_via(hub: &TestHub, peer: &mut TestPeer, forwarded_for: &str) -> u16 {
+    async fn publish_via(hub: &TestHub, peer: &mut TestIdentity, forwarded_for: &str) -> u16 {
         reqwest::Client::new()
             .post(format!("{}/publish", hub.url))
             .header("X-Forwarded-For", forwarded_for)
@@ -774,7 +774,7 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
         c.presence.publish_burst = 1;
         c.presence.publish_per_second = 1;
     };
-    let mut peer = TestPeer::new();
+    let mut peer = TestIdentity::new();
 
     // Behind a trusted proxy each client address has its own bucket.
     let hub = TestHub::spawn_with(
@@ -807,7 +807,7 @@ async fn health_metrics_and_dashboard_answer() {
     assert_eq!(health.status().as_u16(), 200);
     assert_eq!(health.text().await.unwrap(), "ok");
 
-    let mut peer = TestPeer::new();
+    let mut peer = TestIdentity::new();
     hub.publish(peer.json(PresenceType::Online, "<script>alert(1)</script> Alice"))
         .await;
     let page = reqwest::get(format!("{}/", hub.url)).await.unwrap();
@@ -890,7 +890,7 @@ async fn events_also_stream_on_a_reused_keep_alive_connection() {
     assert_eq!(response.headers()["x-accel-buffering"], "no");
     assert_eq!(hub.hub().open_streams(), 1);
     let mut body = response.bytes_stream();
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     assert_eq!(
         hub.publish(alice.json(PresenceType::Online, "Alice"))
             .await
@@ -932,7 +932,7 @@ async fn idle_streams_get_keep_alive_comments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_that_stops_answering_pings_is_closed_and_its_peer_goes_offline() {
     let hub = TestHub::spawn_with(|_| {}, |o| o.ws_ping = Duration::from_millis(200)).await;
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     let url = format!("ws://{}/ws?peer_id={}", hub.addr, alice.id);
 
     // A live client answers pings (tungstenite replies while it reads) and stays online.
@@ -994,7 +994,7 @@ async fn an_idle_websocket_subscriber_costs_the_hub_a_few_kib() {
     let dir = crate::support::binary_hub_dir_with(|c| c.presence.max_streams_per_ip = 1000);
     let hub = crate::support::HubProcess::start(dir.path());
     let pid = hub.child.id();
-    let peer_id = TestPeer::new().id;
+    let peer_id = TestIdentity::new().id;
     // Warm up: the first connections allocate what every later one shares.
     let mut open = Vec::new();
     for n in 0..50u32 {
@@ -1057,14 +1057,14 @@ async fn a_subscriber_holds_no_part_of_the_snapshot_once_it_is_sent() {
     let hub = crate::support::HubProcess::start(dir.path());
     let pid = hub.child.id();
     let client = reqwest::Client::new();
-    let publish = async |peer: &mut TestPeer, kind: PresenceType, label: &str| {
+    let publish = async |peer: &mut TestIdentity, kind: PresenceType, label: &str| {
         let body = peer.json(kind, label);
         let (status, reply) = post_with(&client, &format!("{}/publish", hub.url), body).await;
         assert_eq!(status, 204, "{reply}");
     };
     // 200 peers online, each with a label of 500 bytes.
     const PEERS: usize = 200;
-    let mut peers: Vec<TestPeer> = (0..PEERS).map(|_| TestPeer::new()).collect();
+    let mut peers: Vec<TestIdentity> = (0..PEERS).map(|_| TestIdentity::new()).collect();
     for (n, peer) in peers.iter_mut().enumerate() {
         publish(
             peer,

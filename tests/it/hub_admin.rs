@@ -10,7 +10,7 @@ use goop2::services::auth;
 use goop2::services::hub::presence::PresenceType;
 use serde_json::Value;
 
-use crate::support::{SseClient, TestHub, TestPeer, hidden, no_redirects};
+use crate::support::{SseClient, TestHub, TestIdentity, hidden, no_redirects};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -175,7 +175,7 @@ async fn login_attempts_are_rate_limited_per_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_sees_emails_and_can_kick_and_ban() {
     let hub = hub_with_admin().await;
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     let mut message = alice.unsigned(PresenceType::Online, "Alice");
     message.email = Some("alice@example.org".into());
     message.sign(&alice.keypair);
@@ -445,7 +445,7 @@ async fn admin_notices_come_from_the_hub_not_from_the_link() {
     }
 
     // The hub's own notice shows once, on the page the action leads to.
-    let nobody = TestPeer::new();
+    let nobody = TestIdentity::new();
     let kicked = admin_post(
         &hub,
         &cookie,

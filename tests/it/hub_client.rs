@@ -10,7 +10,7 @@ use goop2::services::presence::hub_client::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::support::{TestHub, TestPeer, eventually};
+use crate::support::{TestHub, TestIdentity, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -71,7 +71,7 @@ async fn announces_and_listens(websocket: bool) {
     assert_eq!(listed[0]["signed"], true, "the client signs its presence");
 
     // Others' presence arrives through the hub.
-    let mut bob = TestPeer::new();
+    let mut bob = TestIdentity::new();
     assert_eq!(
         hub.publish(bob.json(PresenceType::Online, "Bob")).await.0,
         204
@@ -265,7 +265,7 @@ async fn a_cut_event_stream_resumes_with_last_event_id_and_misses_nothing() {
     })
     .await;
 
-    let mut bob = TestPeer::new();
+    let mut bob = TestIdentity::new();
     assert_eq!(
         hub.publish(bob.json(PresenceType::Online, "Bob")).await.0,
         204
@@ -286,7 +286,7 @@ async fn a_cut_event_stream_resumes_with_last_event_id_and_misses_nothing() {
     // The stream is cut; meanwhile the hub hears news the client must not miss.
     proxy.cut();
     next(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await;
-    let mut carol = TestPeer::new();
+    let mut carol = TestIdentity::new();
     assert_eq!(
         hub.publish(carol.json(PresenceType::Online, "Carol"))
             .await
@@ -396,7 +396,7 @@ async fn over_tls(websocket: bool) {
             == Some("Secure"))
         .await
     );
-    let mut bob = TestPeer::new();
+    let mut bob = TestIdentity::new();
     assert_eq!(
         hub.publish(bob.json(PresenceType::Online, "Bob")).await.0,
         204

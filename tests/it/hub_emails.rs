@@ -10,13 +10,19 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::hub_admin::{PASSWORD, hub_with_admin, sign_in};
-use crate::support::{SseClient, TestHub, TestPeer};
+use crate::support::{SseClient, TestHub, TestIdentity};
 
 const WAIT: Duration = Duration::from_secs(5);
 const EMAIL: &str = "alice@example.org";
 
 /// Publishes a signed message from `peer` with `label`, carrying `email` when given.
-async fn publish(hub: &TestHub, peer: &mut TestPeer, kind: PresenceType, label: &str, email: bool) {
+async fn publish(
+    hub: &TestHub,
+    peer: &mut TestIdentity,
+    kind: PresenceType,
+    label: &str,
+    email: bool,
+) {
     let mut message = peer.unsigned(kind, label);
     if email {
         message.email = Some(EMAIL.into());
@@ -54,8 +60,8 @@ async fn message_about(stream: &mut SseClient, label: &str) -> Value {
 async fn event_streams_show_emails_to_a_signed_in_admin_only() {
     let hub = hub_with_admin().await;
     let (cookie, _) = sign_in(&hub).await;
-    let mut alice = TestPeer::new();
-    let mut bob = TestPeer::new();
+    let mut alice = TestIdentity::new();
+    let mut bob = TestIdentity::new();
     publish(&hub, &mut alice, PresenceType::Online, "Alice", true).await;
     publish(&hub, &mut bob, PresenceType::Online, "Bob", false).await;
 
@@ -145,7 +151,7 @@ async fn routed_event_about(hub: &TestHub, cookie: Option<&str>, label: &str) ->
 async fn the_routed_event_stream_also_keeps_emails_for_the_admin() {
     let hub = hub_with_admin().await;
     let (cookie, _) = sign_in(&hub).await;
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     publish(&hub, &mut alice, PresenceType::Online, "Alice", true).await;
 
     assert_public(&routed_event_about(&hub, None, "Alice").await);
@@ -156,7 +162,7 @@ async fn the_routed_event_stream_also_keeps_emails_for_the_admin() {
 /// Opens `/ws` for a fresh peer ID, with `cookie` when given, and returns the first text frame
 /// about `label`.
 async fn websocket_message_about(hub: &TestHub, cookie: Option<&str>, label: &str) -> Value {
-    let watcher = TestPeer::new();
+    let watcher = TestIdentity::new();
     let mut request = format!("ws://{}/ws?peer_id={}", hub.addr, watcher.id)
         .into_client_request()
         .unwrap();
@@ -185,7 +191,7 @@ async fn websocket_message_about(hub: &TestHub, cookie: Option<&str>, label: &st
 async fn websockets_show_emails_to_a_signed_in_admin_only() {
     let hub = hub_with_admin().await;
     let (cookie, _) = sign_in(&hub).await;
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     publish(&hub, &mut alice, PresenceType::Online, "Alice", true).await;
 
     assert_public(&websocket_message_about(&hub, None, "Alice").await);
@@ -207,7 +213,7 @@ async fn another_instance_keeps_the_email_for_its_admin_and_from_its_public() {
     let url = format!("{}/events", second.url);
     let mut anonymous = SseClient::connect(&url, None).await;
 
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     publish(&first, &mut alice, PresenceType::Online, "Alice", true).await;
     assert_public(&message_about(&mut anonymous, "Alice").await);
     let (cookie, _) = sign_in(&second).await;
@@ -219,13 +225,13 @@ async fn another_instance_keeps_the_email_for_its_admin_and_from_its_public() {
 async fn streams_an_admin_opened_carry_no_emails_once_the_admin_signs_out() {
     let hub = hub_with_admin().await;
     let (cookie, csrf) = sign_in(&hub).await;
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     let mut sse = SseClient::connect_with(
         &format!("{}/events?changes=1", hub.url),
         &[("Cookie", cookie.as_str())],
     )
     .await;
-    let watcher = TestPeer::new();
+    let watcher = TestIdentity::new();
     let mut request = format!("ws://{}/ws?peer_id={}", hub.addr, watcher.id)
         .into_client_request()
         .unwrap();

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::hub_admin::{PASSWORD, sign_in};
-use crate::support::{TestHub, TestPeer, eventually, no_redirects};
+use crate::support::{TestHub, TestIdentity, eventually, no_redirects};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -30,7 +30,7 @@ fn record_logs(logs: &LogBuffer) -> tracing::subscriber::DefaultGuard {
 }
 
 /// The short form the log uses: the first 8 and last 6 characters.
-fn short(peer: &TestPeer) -> String {
+fn short(peer: &TestIdentity) -> String {
     format!("{}…{}", &peer.id[..8], &peer.id[peer.id.len() - 6..])
 }
 
@@ -43,7 +43,7 @@ fn field<'a>(record: &'a LogRecord, name: &str) -> Option<&'a str> {
 }
 
 /// INFO records saying `message` about `peer`, with `label` (as the log quotes it).
-fn said(logs: &LogBuffer, peer: &TestPeer, message: &str) -> Vec<Arc<LogRecord>> {
+fn said(logs: &LogBuffer, peer: &TestIdentity, message: &str) -> Vec<Arc<LogRecord>> {
     logs.snapshot()
         .into_iter()
         .filter(|r| r.level == "INFO" && r.message == message)
@@ -51,7 +51,7 @@ fn said(logs: &LogBuffer, peer: &TestPeer, message: &str) -> Vec<Arc<LogRecord>>
         .collect()
 }
 
-async fn publish(hub: &TestHub, peer: &mut TestPeer, kind: PresenceType, label: &str) -> u16 {
+async fn publish(hub: &TestHub, peer: &mut TestIdentity, kind: PresenceType, label: &str) -> u16 {
     hub.publish(peer.json(kind, label)).await.0
 }
 
@@ -61,7 +61,7 @@ async fn joins_and_leaves_are_logged_with_the_short_peer_id_and_label() {
     let _recording = record_logs(&logs);
     let hub = TestHub::spawn().await;
 
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     assert_eq!(
         publish(&hub, &mut alice, PresenceType::Online, "Alice").await,
         204
@@ -84,7 +84,7 @@ async fn joins_and_leaves_are_logged_with_the_short_peer_id_and_label() {
 
     // Expiry, on a hub with a short TTL.
     let forgetful = TestHub::spawn_with(|_| {}, |o| o.ttl = Duration::from_millis(300)).await;
-    let mut bob = TestPeer::new();
+    let mut bob = TestIdentity::new();
     assert_eq!(
         publish(&forgetful, &mut bob, PresenceType::Online, "Bob").await,
         204
@@ -97,7 +97,7 @@ async fn joins_and_leaves_are_logged_with_the_short_peer_id_and_label() {
         "the expiry is logged"
     );
 
-    let mut carol = TestPeer::new();
+    let mut carol = TestIdentity::new();
     assert_eq!(
         publish(&hub, &mut carol, PresenceType::Online, "Carol").await,
         204
@@ -108,7 +108,7 @@ async fn joins_and_leaves_are_logged_with_the_short_peer_id_and_label() {
         1
     );
 
-    let mut dave = TestPeer::new();
+    let mut dave = TestIdentity::new();
     let url = format!("ws://{}/ws?peer_id={}", hub.addr, dave.id);
     let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     socket
@@ -140,7 +140,7 @@ async fn a_ban_is_logged_when_applied_and_at_the_first_refusal_only() {
     let hub = TestHub::spawn_with(|c| c.presence.admin_password = Secret::new(hash), |_| {}).await;
     let (cookie, csrf) = sign_in(&hub).await;
 
-    let mut carol = TestPeer::new();
+    let mut carol = TestIdentity::new();
     assert_eq!(
         publish(&hub, &mut carol, PresenceType::Online, "Carol").await,
         204

@@ -7,7 +7,7 @@ use goop2::services::hub::presence::PresenceType;
 use goop2::store::hub::HubStore;
 use serde_json::Value;
 
-use crate::support::{HubProcess, SseClient, TestHub, TestPeer, binary_hub_dir, eventually};
+use crate::support::{HubProcess, SseClient, TestHub, TestIdentity, binary_hub_dir, eventually};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -19,7 +19,7 @@ async fn instances_sharing_a_peer_db_see_each_others_peers_within_a_second() {
     let second = TestHub::spawn_with(|c| c.presence.peer_db_path = db.clone(), |_| {}).await;
     let mut watcher = SseClient::connect(&format!("{}/events?changes=1", second.url), None).await;
 
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     let published = Instant::now();
     assert_eq!(
         first
@@ -38,7 +38,7 @@ async fn instances_sharing_a_peer_db_see_each_others_peers_within_a_second() {
     assert_eq!(second.peers().await.len(), 1);
 
     // A change made through the second instance reaches the first.
-    let mut bob = TestPeer::new();
+    let mut bob = TestIdentity::new();
     assert_eq!(
         second
             .publish(bob.json(PresenceType::Online, "Bob"))
@@ -81,8 +81,8 @@ async fn live_peers_survive_kill_9_and_subscribers_resynchronize() {
 
     let hub = HubProcess::start(dir.path());
     let client = reqwest::Client::new();
-    let mut alice = TestPeer::new();
-    let mut bob = TestPeer::new();
+    let mut alice = TestIdentity::new();
+    let mut bob = TestIdentity::new();
     for (peer, label) in [(&mut alice, "Alice"), (&mut bob, "Bob")] {
         let response = client
             .post(format!("{}/publish", hub.url))
@@ -192,7 +192,7 @@ async fn healthz_reports_an_unwritable_peer_db() {
             std::fs::write(&file, vec![0xA5u8; 8192]).unwrap();
         }
     }
-    let mut peer = TestPeer::new();
+    let mut peer = TestIdentity::new();
     assert_eq!(
         hub.publish(peer.json(PresenceType::Online, "P")).await.0,
         204
@@ -221,7 +221,7 @@ async fn sigterm_ends_streams_with_a_retry_hint_flushes_and_exits_cleanly() {
 
     let mut hub = HubProcess::start(dir.path());
     let mut events = SseClient::connect(&format!("{}/events", hub.url), None).await;
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     let status = reqwest::Client::new()
         .post(format!("{}/publish", hub.url))
         .body(alice.json(PresenceType::Online, "Alice"))
@@ -281,7 +281,7 @@ async fn publishes_succeed_while_another_process_holds_the_database_write_lock()
         .execute(&mut locker)
         .await
         .unwrap();
-    let mut alice = TestPeer::new();
+    let mut alice = TestIdentity::new();
     let started = Instant::now();
     for label in ["Alice", "Alice 2", "Alice 3"] {
         assert_eq!(

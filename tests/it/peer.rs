@@ -8,7 +8,7 @@ use goop2::modes::peer::{self, RunningPeer};
 use goop2::services::presence::peer_table::{PeerState, Source};
 use goop2::telemetry::LogBuffer;
 
-use crate::support::{eventually, free_port};
+use crate::support::{TestPeer, eventually, free_port};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -470,24 +470,11 @@ async fn a_peer_known_only_through_a_hub_stays_online_for_many_ttls_and_leaves_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_of_two_network_tags_met_through_a_hub_stay_connected_and_read_each_other() {
-    let hub = crate::support::TestHub::spawn_with(|_| {}, |_| {}).await;
-    let wan = hub.url.clone();
+    let hub = crate::support::TestHub::spawn().await;
     // Another network tag each, as a production peer with its own tag has: the hub is how
     // they meet.
-    let (a_dir, a_config) = peer_dir("Ann", |c| {
-        c.presence.rendezvous_wan = wan.clone();
-        c.p2p.mdns_tag = unique_tag();
-    });
-    let (d_dir, d_config) = peer_dir("Dan", |c| {
-        c.presence.rendezvous_wan = wan.clone();
-        c.p2p.mdns_tag = unique_tag();
-    });
-    let ann = peer::start(a_dir.path(), &a_config, LogBuffer::new(10))
-        .await
-        .unwrap();
-    let dan = peer::start(d_dir.path(), &d_config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let ann = TestPeer::spawn("Ann", |c| c.presence.rendezvous_wan = hub.url.clone()).await;
+    let dan = TestPeer::spawn("Dan", |c| c.presence.rendezvous_wan = hub.url.clone()).await;
     let (ann_id, dan_id) = (ann.peer_id, dan.peer_id);
     assert!(eventually(WAIT, async || sees(&ann, dan_id, PeerState::Online).await).await);
     assert!(eventually(WAIT, async || sees(&dan, ann_id, PeerState::Online).await).await);

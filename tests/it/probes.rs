@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{TestHub, TestPeer, no_redirects};
+use crate::support::{TestHub, TestIdentity, no_redirects};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -49,7 +49,7 @@ fn status_of(answer: &str) -> Option<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_presence_bodies_are_refused_and_add_no_one() {
     let hub = TestHub::spawn().await;
-    let mut peer = TestPeer::new();
+    let mut peer = TestIdentity::new();
     let good = serde_json::to_value(peer.signed(PresenceType::Online, "x")).unwrap();
     let with = |edit: &dyn Fn(&mut Value)| {
         let mut value = good.clone();

@@ -133,18 +133,58 @@ pub async fn post_with(client: &reqwest::Client, url: &str, body: String) -> (u1
     (status, json)
 }
 
-/// A peer identity that signs presence with strictly increasing timestamps.
+/// A peer running in this process from a directory of its own (made by `goop2 init`), with a
+/// console on a free loopback port and a network tag of its own (so it meets only the peers a
+/// test introduces). Derefs to the [`RunningPeer`](goop2::modes::peer::RunningPeer).
 pub struct TestPeer {
+    pub running: goop2::modes::peer::RunningPeer,
+    /// Removed when the peer is dropped.
+    _dir: tempfile::TempDir,
+}
+
+impl TestPeer {
+    /// Starts peer `label` with `edit` applied to its goop.json.
+    pub async fn spawn(label: &str, edit: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
+        let mut config = Config::load_dir(dir.path()).unwrap().config;
+        config.viewer.http_addr = "127.0.0.1:0".into();
+        config.presence.rendezvous_port = Some(0);
+        config.p2p.mdns_tag = format!("peer-{}", rand::random::<u32>());
+        edit(&mut config);
+        config.save(&dir.path().join("goop.json")).unwrap();
+        let running = goop2::modes::peer::start(dir.path(), &config, LogBuffer::new(100))
+            .await
+            .unwrap();
+        TestPeer { running, _dir: dir }
+    }
+
+    /// Stops the peer as its owner would.
+    pub async fn shutdown(self) {
+        self.running.shutdown().await;
+    }
+}
+
+impl std::ops::Deref for TestPeer {
+    type Target = goop2::modes::peer::RunningPeer;
+
+    fn deref(&self) -> &Self::Target {
+        &self.running
+    }
+}
+
+/// A peer identity that signs presence with strictly increasing timestamps.
+pub struct TestIdentity {
     pub keypair: Keypair,
     pub id: String,
     last_ts: i64,
 }
 
-impl TestPeer {
+impl TestIdentity {
     pub fn new() -> Self {
         let keypair = Keypair::generate_ed25519();
         let id = keypair.public().to_peer_id().to_base58();
-        TestPeer {
+        TestIdentity {
             keypair,
             id,
             last_ts: 0,
