@@ -1,7 +1,8 @@
 //! Who may use an owner's web interface (the peer's console, a hub's settings viewer).
 //!
-//! With a password (`viewer.admin_password`) every page needs a session, except the login page
-//! and static assets. Without one the interface must be bound to loopback, and it answers only
+//! With a password (`viewer.admin_password`) the owner's pages need a session ([`guard`]); the
+//! login page, the static files and (in the console) what a sandboxed site calls with its token
+//! are routed outside that guard, never picked out of it by path. Without one the interface must be bound to loopback, and it answers only
 //! requests that name a loopback host and did not come through a proxy — so neither another
 //! machine nor a web page using DNS rebinding can reach it.
 
@@ -31,8 +32,6 @@ pub struct OwnerAccess {
     pub theme: Theme,
     /// Where a fresh session lands.
     pub home: &'static str,
-    /// Paths whose handlers authorise requests themselves (with a token), without a session.
-    pub token_paths: Option<fn(&str) -> bool>,
 }
 
 impl OwnerAccess {
@@ -50,7 +49,6 @@ impl OwnerAccess {
             brand,
             theme: config.viewer.color_theme(),
             home,
-            token_paths: None,
         }
     }
 
@@ -89,33 +87,35 @@ pub fn check_bind(addr: &SocketAddr, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Middleware applying the rules (use with `middleware::from_fn_with_state`).
+/// Middleware for every route of an interface: without a password it answers only requests
+/// from this machine (use with `middleware::from_fn_with_state`).
+pub async fn local_only(
+    State(access): State<OwnerAccess>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if access.auth.is_none() && !is_local_request(request.headers()) {
+        return (
+            StatusCode::FORBIDDEN,
+            format!(
+                "This {} has no password, so it answers only local requests. Set \
+                 viewer.admin_password (see `goop2 hash-password`) to use it from elsewhere.",
+                access.name
+            ),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Middleware for the owner's routes: with a password they need a session; a page without one
+/// is sent to the login, an API call gets 401. (The login page, the static files and what a
+/// site calls with its token are routed outside it.)
 pub async fn guard(State(access): State<OwnerAccess>, request: Request, next: Next) -> Response {
-    if access.auth.is_none() {
-        if !is_local_request(request.headers()) {
-            return (
-                StatusCode::FORBIDDEN,
-                format!(
-                    "This {} has no password, so it answers only local requests. Set \
-                     viewer.admin_password (see `goop2 hash-password`) to use it from elsewhere.",
-                    access.name
-                ),
-            )
-                .into_response();
-        }
+    if access.csrf_for(request.headers()).is_some() {
         return next.run(request).await;
     }
-    let path = request.uri().path();
-    // Site data calls come without cookies; their handlers check the site's token instead.
-    let public = path == "/login"
-        || path.starts_with("/assets/")
-        || access
-            .token_paths
-            .is_some_and(|is_token_path| is_token_path(path));
-    if public || access.csrf_for(request.headers()).is_some() {
-        return next.run(request).await;
-    }
-    if wants_json(request.headers()) || path.starts_with("/api/") {
+    if wants_json(request.headers()) || request.uri().path().starts_with("/api/") {
         return (
             StatusCode::UNAUTHORIZED,
             axum::Json(serde_json::json!({"error": "sign in first"})),

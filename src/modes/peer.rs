@@ -288,10 +288,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
                 .filter(|inside| !inside.is_empty())
                 .map(|inside| inside.trim_matches('/').to_owned()),
             logs: logs_for_console,
-            access: OwnerAccess {
-                token_paths: Some(console::is_site_callable),
-                ..OwnerAccess::new(config, "console", "Goop² console", "/")
-            },
+            access: OwnerAccess::new(config, "console", "Goop² console", "/"),
             site_tokens: console::SiteTokens::default(),
             proxies: TrustedProxies(Arc::new(config.presence.trusted_proxy_nets())),
             stop: stopped.clone(),

@@ -22,25 +22,23 @@ use crate::services::data::{Caller, DataError, DataRequest, MAX_REQUEST_BYTES, f
 /// The header a site's pages send their token in.
 pub const TOKEN_HEADER: &str = "x-goop-site-token";
 
-pub fn routes() -> Router<ConsoleApp> {
+/// The owner's own database, for the console's pages.
+pub fn owner_routes() -> Router<ConsoleApp> {
     Router::new()
         .route("/api/data/{op}", post(own_data))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+}
+
+/// What a peer's sandboxed site may call: its data, through this peer, with the token its page
+/// was given (or the owner's session), which the handlers check themselves.
+pub fn site_routes() -> Router<ConsoleApp> {
+    Router::new()
         .route("/api/p/{id}/data/{op}", post(peer_data).options(preflight))
         .route(
             "/api/p/{id}/data/lua/{kind}",
             post(peer_lua).options(preflight),
         )
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-}
-
-/// True for the paths a peer's site may call with its token (the guard lets them through to
-/// the handlers here, which check the token or the session themselves).
-pub fn is_site_callable(path: &str) -> bool {
-    path.starts_with("/sdk/")
-        || path
-            .strip_prefix("/api/p/")
-            .and_then(|rest| rest.split_once('/'))
-            .is_some_and(|(_, rest)| rest.starts_with("data/"))
 }
 
 fn answer(result: Result<Value, DataError>, cors: bool) -> Response {

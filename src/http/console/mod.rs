@@ -18,7 +18,6 @@ mod settings;
 mod site_token;
 mod sites;
 
-pub use data::is_site_callable;
 pub use notice::Notices;
 pub use site_token::SiteTokens;
 
@@ -192,34 +191,39 @@ impl FromRef<ConsoleApp> for AdminAuth {
 
 /// Every console route, behind the access rules and the cross-site rule.
 pub fn router(app: ConsoleApp) -> Router {
-    Router::new()
+    let guard = middleware::from_fn_with_state(app.access.clone(), access::guard);
+    let local_only = middleware::from_fn_with_state(app.access.clone(), access::local_only);
+    // The owner's pages and APIs: a session, and only the console's own pages may call them.
+    let owner = Router::new()
         .merge(peers::routes())
         .merge(edit::routes())
-        .merge(data::routes())
+        .merge(data::owner_routes())
         .merge(database::routes())
         .merge(lua::routes())
-        .merge(sites::routes())
+        .merge(sites::visit_routes())
         .merge(logs::routes())
         .merge(settings::routes())
-        .merge(crate::http::assets::routes())
-        .merge(crate::http::owner_login::routes())
-        .route_layer(middleware::from_fn_with_state(
-            app.access.clone(),
-            access::guard,
-        ))
         .route_layer(middleware::from_fn(refuse_cross_site))
+        // Peer sites' files: the owner's to browse, loaded by sandboxed pages of no origin.
+        .merge(sites::file_routes())
+        .route_layer(guard);
+    // Signing in and out: the console's own pages, before there is a session.
+    let login =
+        crate::http::owner_login::routes().route_layer(middleware::from_fn(refuse_cross_site));
+    // What a sandboxed site may call (with its token) and anyone may load (the static files).
+    let open = data::site_routes().merge(crate::http::assets::routes());
+    Router::new()
+        .merge(owner)
+        .merge(login)
+        .merge(open)
+        .route_layer(local_only)
         .with_state(app)
 }
 
-/// Only the console's own pages may call the console: a request another origin started —
+/// Only the console's own pages may call the owner's routes: a request another origin started —
 /// including a sandboxed peer site, whose origin is opaque — is refused unless it is a plain
-/// navigation. Sites themselves (`/p/…`) may load their own files.
+/// navigation. (Sites' own files and what they call with their token are routed outside it.)
 async fn refuse_cross_site(request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    // Sites load their own files; their data calls carry a token the handlers check.
-    if path.starts_with("/p/") || path.starts_with("/assets/") || data::is_site_callable(path) {
-        return next.run(request).await;
-    }
     let headers = request.headers();
     let host = headers
         .get(header::HOST)

@@ -27,11 +27,17 @@ const SITE_POLICY: &str = "sandbox allow-scripts allow-forms allow-popups allow-
      style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; \
      frame-ancestors 'self'; base-uri 'self'; form-action 'self'";
 
-pub fn routes() -> Router<ConsoleApp> {
+/// A peer's site files at `/p/<id>/…`, as its sandboxed pages load them.
+pub fn file_routes() -> Router<ConsoleApp> {
     Router::new()
         .route("/p/{id}", get(add_slash))
         .route("/p/{id}/", get(show_index))
         .route("/p/{id}/{*path}", get(show_file))
+}
+
+/// The console's page that frames a site under a bar, at `/visit/<id>/…`.
+pub fn visit_routes() -> Router<ConsoleApp> {
+    Router::new()
         .route("/visit/{id}", get(add_visit_slash))
         .route("/visit/{id}/", get(visit_index))
         .route("/visit/{id}/{*path}", get(visit_file))

@@ -82,15 +82,21 @@ impl FromRef<ViewerApp> for AdminAuth {
 
 /// Every viewer route, behind the access rules.
 pub fn router(app: ViewerApp) -> Router {
-    Router::new()
+    let owner = Router::new()
         .merge(settings::routes())
         .merge(logs::routes())
-        .merge(crate::http::assets::routes())
-        .merge(crate::http::owner_login::routes())
         .route("/", axum::routing::get(|| async { Redirect::to("/self") }))
         .route_layer(middleware::from_fn_with_state(
             app.access.clone(),
             access::guard,
+        ));
+    Router::new()
+        .merge(owner)
+        .merge(crate::http::owner_login::routes())
+        .merge(crate::http::assets::routes())
+        .route_layer(middleware::from_fn_with_state(
+            app.access.clone(),
+            access::local_only,
         ))
         .with_state(app)
 }
