@@ -274,6 +274,7 @@ impl Node {
             unheard_listeners,
             listening: Vec::new(),
             identified: HashMap::new(),
+            new_port_dials: HashSet::new(),
             connections: HashMap::new(),
         };
         tokio::spawn(task.run(command_rx, verdicts));
@@ -443,6 +444,9 @@ struct NodeTask {
     listening: Vec<oneshot::Sender<Vec<Multiaddr>>>,
     /// Identify answers of connected peers.
     identified: HashMap<PeerId, identify::Info>,
+    /// Dials made again from a new port, until they connect or fail (bounded by the pending
+    /// dials).
+    new_port_dials: HashSet<libp2p::swarm::ConnectionId>,
     /// Open connections' remote addresses, when they opened and whether we dialled them, per
     /// peer.
     connections: HashMap<PeerId, HashMap<libp2p::swarm::ConnectionId, (Multiaddr, Instant, bool)>>,
@@ -580,6 +584,36 @@ impl NodeTask {
         }
     }
 
+    /// A TCP dial from the listening port (kept so that NATs see one port) fails at once with
+    /// "Address already in use" when the machine still holds an older connection between the
+    /// same two ports; libp2p gives up there. Those addresses are dialled once more from a port
+    /// of their own (not again if that dial was the retry).
+    fn dial_again_from_a_new_port(
+        &mut self,
+        retried: bool,
+        peer: PeerId,
+        errors: &[(Multiaddr, libp2p::TransportError<std::io::Error>)],
+    ) {
+        let in_use: Vec<Multiaddr> = errors
+            .iter()
+            .filter(|(_, error)| format!("{error:?}").contains("AddrInUse"))
+            .map(|(addr, _)| addr.clone())
+            .collect();
+        if retried || in_use.is_empty() {
+            return;
+        }
+        tracing::debug!(peer.id = %peer, "the dial's port was in use; dialling from a new port");
+        let dial = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+            .addresses(in_use)
+            .allocate_new_port()
+            .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        let connection = dial.connection_id();
+        if self.swarm.dial(dial).is_ok() {
+            self.new_port_dials.insert(connection);
+        }
+    }
+
     /// What a peer said over Identify. A peer of another network tag that we dialled because
     /// mDNS found it is let go: the tag scopes LAN auto-discovery, and its own node lets go of
     /// the connection it dialled us on. Met any other way (a hub, a favourite, a deliberate dial,
@@ -709,6 +743,7 @@ impl NodeTask {
                 num_established,
                 ..
             } => {
+                self.new_port_dials.remove(&connection_id);
                 let open = self.connections.entry(peer_id).or_default();
                 // We dial a peer only when not connected to it, so a new connection beside an
                 // older one means the peer no longer knows that one: it restarted, or lost it.
@@ -727,6 +762,17 @@ impl NodeTask {
                 if num_established.get() == 1 {
                     self.emit(NodeEvent::Connected(peer_id));
                 }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id: Some(peer),
+                error: libp2p::swarm::DialError::Transport(errors),
+            } => {
+                let retried = self.new_port_dials.remove(&connection_id);
+                self.dial_again_from_a_new_port(retried, peer, &errors);
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, .. } => {
+                self.new_port_dials.remove(&connection_id);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
