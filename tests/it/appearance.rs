@@ -8,7 +8,7 @@ use goop2::telemetry::LogBuffer;
 use serde_json::json;
 
 use crate::console::{console, peer_dir};
-use crate::support::{TestHub, hidden, no_redirects};
+use crate::support::{TestHub, get_page, hidden, no_redirects};
 
 async fn lone_peer(edit: impl FnOnce(&mut Config)) -> (RunningPeer, tempfile::TempDir) {
     let (dir, config) = peer_dir("Looks", edit);
@@ -16,11 +16,6 @@ async fn lone_peer(edit: impl FnOnce(&mut Config)) -> (RunningPeer, tempfile::Te
         .await
         .unwrap();
     (running, dir)
-}
-
-async fn page(url: String) -> String {
-    let response = no_redirects().get(url).send().await.unwrap();
-    response.text().await.unwrap()
 }
 
 #[test]
@@ -38,7 +33,7 @@ async fn every_console_page_carries_the_configured_theme_and_the_switch_script()
     let base = console(&running);
     let me = running.peer_id.to_base58();
     for path in ["/", "/self", "/database", "/edit", "/logs", "/lua"] {
-        let html = page(format!("{base}{path}")).await;
+        let html = get_page(&format!("{base}{path}")).await;
         assert!(
             html.contains(r#"<html lang="en" data-theme="light">"#),
             "{path}: {html}"
@@ -53,7 +48,7 @@ async fn every_console_page_carries_the_configured_theme_and_the_switch_script()
         );
     }
     // The page shown when a site cannot be shown follows the theme too.
-    let missing = page(format!("{base}/p/{me}/no-such-page.html")).await;
+    let missing = get_page(&format!("{base}/p/{me}/no-such-page.html")).await;
     assert!(missing.contains(r#"data-theme="light""#), "{missing}");
     let script = no_redirects()
         .get(format!("{base}/assets/theme.js"))
@@ -76,7 +71,7 @@ async fn the_login_page_and_a_hubs_settings_viewer_follow_the_theme_too() {
         c.viewer.admin_password = goop2::config::Secret::new(hash);
     })
     .await;
-    let login = page(format!("{}/login", console(&running))).await;
+    let login = get_page(&format!("{}/login", console(&running))).await;
     assert!(login.contains(r#"data-theme="light""#), "{login}");
     running.shutdown().await;
 
@@ -89,7 +84,7 @@ async fn the_login_page_and_a_hubs_settings_viewer_follow_the_theme_too() {
     )
     .await;
     for path in ["/self", "/logs"] {
-        let html = page(format!("{}{path}", hub.viewer_url())).await;
+        let html = get_page(&format!("{}{path}", hub.viewer_url())).await;
         assert!(
             html.contains(r#"<html lang="en" data-theme="light">"#),
             "{path}: {html}"
@@ -101,7 +96,7 @@ async fn the_login_page_and_a_hubs_settings_viewer_follow_the_theme_too() {
 async fn the_settings_page_shows_a_placeholder_until_an_avatar_is_uploaded() {
     let (running, _dir) = lone_peer(|_| {}).await;
     let base = console(&running);
-    let before = page(format!("{base}/self")).await;
+    let before = get_page(&format!("{base}/self")).await;
     assert!(before.contains(r#"data-theme="dark""#), "the default theme");
     assert!(before.contains(r#"id="no-avatar""#), "{before}");
     assert!(
@@ -127,7 +122,7 @@ async fn the_settings_page_shows_a_placeholder_until_an_avatar_is_uploaded() {
         .await
         .unwrap();
     assert_eq!(uploaded.status().as_u16(), 303);
-    let after = page(format!("{base}/self")).await;
+    let after = get_page(&format!("{base}/self")).await;
     assert!(
         after.contains(r#"<img class="avatar" src="/self/avatar""#),
         "{after}"
@@ -158,13 +153,13 @@ async fn counts_read_one_row_and_two_rows() {
         assert_eq!(inserted.status().as_u16(), 200);
     };
     insert().await;
-    let one = page(format!("{base}/database/t/notes")).await;
+    let one = get_page(&format!("{base}/database/t/notes")).await;
     assert!(
         one.contains(r#"<small class="muted">1 row</small>"#),
         "{one}"
     );
     insert().await;
-    let two = page(format!("{base}/database/t/notes")).await;
+    let two = get_page(&format!("{base}/database/t/notes")).await;
     assert!(
         two.contains(r#"<small class="muted">2 rows</small>"#),
         "{two}"

@@ -8,10 +8,9 @@ use goop2::services::hub::presence::{Presence, PresenceError, PresenceType};
 use goop2::services::node::protocols::{FetchError, Served};
 use goop2::services::node::{Node, NodeEvent, NodeOptions};
 use goop2::services::site::Site;
-use libp2p::Multiaddr;
 use tokio::sync::mpsc::Receiver;
 
-use crate::support::eventually;
+use crate::support::{eventually, loopback_tcp};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -42,16 +41,6 @@ async fn spawn(tag: &str) -> (Node, Receiver<NodeEvent>, Keypair) {
         .await
         .unwrap();
     (node, events, keypair)
-}
-
-/// The node's TCP address with its peer ID appended.
-async fn tcp_addr(node: &Node) -> Multiaddr {
-    let addrs = node.listen_addrs().await.unwrap();
-    let tcp = addrs
-        .into_iter()
-        .find(|a| a.to_string().contains("/tcp/"))
-        .expect("a TCP listener");
-    format!("{tcp}/p2p/{}", node.peer_id()).parse().unwrap()
 }
 
 async fn next_event(
@@ -94,7 +83,7 @@ async fn publish(node: &Node, message: &Presence) {
 async fn signed_presence_travels_over_gossipsub_and_forgeries_are_dropped() {
     let (alice, _alice_events, alice_key) = spawn("goop-mdns").await;
     let (bob, mut bob_events, _) = spawn("goop-mdns").await;
-    alice.dial(tcp_addr(&bob).await).await.unwrap();
+    alice.dial(loopback_tcp(&bob).await).await.unwrap();
     next_event(
         &mut bob_events,
         |e| matches!(e, NodeEvent::Connected(p) if *p == alice.peer_id()),
@@ -151,7 +140,7 @@ async fn a_peer_of_another_network_tag_dialled_on_purpose_is_kept_both_ways() {
     let (home, mut home_events, _) = spawn("goop-mdns").await;
     let (away, _away_events, _) = spawn("another-network").await;
     let away_id = away.peer_id();
-    away.dial(tcp_addr(&home).await).await.unwrap();
+    away.dial(loopback_tcp(&home).await).await.unwrap();
     next_event(
         &mut home_events,
         |e| matches!(e, NodeEvent::Connected(p) if *p == away_id),
@@ -230,7 +219,7 @@ async fn the_site_protocol_serves_files_and_refuses_what_is_not_public() {
         .await
         .unwrap();
     let (alice, mut alice_events, _) = spawn("goop-mdns").await;
-    alice.dial(tcp_addr(&bob).await).await.unwrap();
+    alice.dial(loopback_tcp(&bob).await).await.unwrap();
     next_event(&mut alice_events, |e| matches!(e, NodeEvent::Connected(_))).await;
     let peer = bob.peer_id();
 
@@ -284,7 +273,7 @@ async fn a_page_with_many_files_fetched_at_once_gets_every_one() {
     // once and resets any more, so the fetching side must queue rather than fail.
     let (bob, _fixture) = bob_serving_the_fixture().await;
     let (alice, mut alice_events, _) = spawn("goop-mdns").await;
-    alice.dial(tcp_addr(&bob).await).await.unwrap();
+    alice.dial(loopback_tcp(&bob).await).await.unwrap();
     next_event(&mut alice_events, |e| matches!(e, NodeEvent::Connected(_))).await;
     let peer = bob.peer_id();
     for _ in 0..3 {
@@ -318,7 +307,7 @@ async fn one_peer_that_stops_reading_cannot_take_every_stream() {
     let (greedy, mut greedy_events, _) = spawn("goop-mdns").await;
     let (polite, mut polite_events, _) = spawn("goop-mdns").await;
     for (node, events) in [(&greedy, &mut greedy_events), (&polite, &mut polite_events)] {
-        node.dial(tcp_addr(&bob).await).await.unwrap();
+        node.dial(loopback_tcp(&bob).await).await.unwrap();
         next_event(events, |e| matches!(e, NodeEvent::Connected(_))).await;
     }
     let peer = bob.peer_id();
