@@ -8,7 +8,7 @@
 //! budget of dials ([`vouched`]). Behaviours: Identify (its protocol version carries
 //! the `p2p.mdns_tag`, which scopes LAN auto-discovery: a peer of another tag that mDNS alone
 //! vouched for is let go once it says so, one met through a hub, a favourite or a deliberate dial
-//! is kept, apart from gossip, and a client that is no goop2 peer is never let go for its
+//! is kept with its gossip refused, and a client that is no goop2 peer is never let go for its
 //! version), Ping, mDNS, and
 //! GossipSub for presence — where a message is delivered, and forwarded to the rest of the
 //! mesh, only once [`gossip`] has validated it (a rate per neighbour, the hub's rules for
@@ -617,8 +617,8 @@ impl NodeTask {
     /// What a peer said over Identify. A peer of another network tag that we dialled because
     /// mDNS found it is let go: the tag scopes LAN auto-discovery, and its own node lets go of
     /// the connection it dialled us on. Met any other way (a hub, a favourite, a deliberate dial,
-    /// its own dial) it stays, but its gossip is not ours: the presence it sends is refused and
-    /// ours is not sent to it. A client that is no goop2 peer is kept whatever its version.
+    /// its own dial) it stays, but its gossip is not ours: the presence it sends is refused (and
+    /// it refuses ours, by the same rule). A client that is no goop2 peer is kept whatever its version.
     fn identified(
         &mut self,
         connection: libp2p::swarm::ConnectionId,
