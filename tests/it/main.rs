@@ -36,5 +36,6 @@ mod node_budget;
 mod peer;
 mod peer_table;
 mod probes;
+mod sessions;
 mod support;
 mod viewer;

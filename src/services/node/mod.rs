@@ -12,7 +12,8 @@
 //! version), Ping, mDNS, and
 //! GossipSub for presence — where a message is delivered, and forwarded to the rest of the
 //! mesh, only once [`gossip`] has validated it (a rate per neighbour, the hub's rules for
-//! signatures, bounds and freshness). The `/goop/*` stream protocols live in [`protocols`].
+//! signatures, bounds and freshness). The `/goop/*` stream protocols, and the seam through which services add
+//! theirs, live in [`protocols`].
 
 pub mod budget;
 pub mod gossip;
@@ -144,7 +145,7 @@ impl Node {
     pub async fn start(
         keypair: Keypair,
         options: NodeOptions,
-        served: protocols::Served,
+        protocols: impl Into<protocols::Protocols>,
     ) -> anyhow::Result<(Node, mpsc::Receiver<NodeEvent>)> {
         let peer_id = keypair.public().to_peer_id();
         let tag = options.mdns_tag.clone();
@@ -221,9 +222,9 @@ impl Node {
             .build();
 
         let control = swarm.behaviour().stream.new_control();
-        protocols::serve(
+        protocols::start(
             control.clone(),
-            served,
+            protocols.into(),
             peer_addresses,
             known,
             open_streams.clone(),
@@ -364,13 +365,31 @@ impl Node {
         protocols::open_stream(&mut self.control.clone(), peer, protocol).await
     }
 
+    /// Opens a long-lived session of `protocol` with `peer` (see [`protocols::sessions`]),
+    /// dialling it if needed and known, within 20 s.
+    pub async fn open_session(
+        &self,
+        peer: PeerId,
+        protocol: libp2p::StreamProtocol,
+        limits: protocols::SessionLimits,
+    ) -> Result<protocols::Session, protocols::FetchError> {
+        protocols::open_session(
+            &mut self.control.clone(),
+            &self.outbound,
+            peer,
+            protocol,
+            limits,
+        )
+        .await
+    }
+
     /// Sends a data request to `peer` over `/goop/data/1.0.0`; the answer is the wire reply.
     pub async fn fetch_data(
         &self,
         peer: PeerId,
         request: &crate::services::data::DataRequest,
     ) -> Result<serde_json::Value, protocols::FetchError> {
-        protocols::fetch_data(&mut self.control.clone(), &self.outbound, peer, request).await
+        protocols::data::fetch(&mut self.control.clone(), &self.outbound, peer, request).await
     }
 
     /// Fetches a file of `peer`'s site over `/goop/site/1.0.0`.
@@ -379,7 +398,7 @@ impl Node {
         peer: PeerId,
         path: &str,
     ) -> Result<protocols::SiteReply, protocols::FetchError> {
-        protocols::fetch_site(&mut self.control.clone(), &self.outbound, peer, path).await
+        protocols::site::fetch(&mut self.control.clone(), &self.outbound, peer, path).await
     }
 
     /// Fetches `peer`'s avatar over `/goop/avatar/1.0.0`.
@@ -387,12 +406,12 @@ impl Node {
         &self,
         peer: PeerId,
     ) -> Result<Option<Vec<u8>>, protocols::FetchError> {
-        protocols::fetch_avatar(&mut self.control.clone(), &self.outbound, peer).await
+        protocols::avatar::fetch(&mut self.control.clone(), &self.outbound, peer).await
     }
 
     /// Asks `peer` for its label over `/goop/content/1.0.0` (the reachability probe).
     pub async fn fetch_content(&self, peer: PeerId) -> Result<String, protocols::FetchError> {
-        protocols::fetch_content(&mut self.control.clone(), &self.outbound, peer).await
+        protocols::content::fetch(&mut self.control.clone(), &self.outbound, peer).await
     }
 }
 
