@@ -2,14 +2,11 @@
 //! hubs (an embedded one with `presence.rendezvous_host`, and `presence.rendezvous_wan`), and the
 //! PeerTable that merges what it hears.
 
-use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use libp2p::Multiaddr;
-use libp2p::multiaddr::Protocol;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -25,18 +22,16 @@ use crate::identity::{self, PeerId};
 use crate::modes::rendezvous::{self, RunningHub};
 use crate::services::data::DataService;
 use crate::services::data::limits::InsertLimits;
-use crate::services::hub::presence::{Presence, PresenceType};
-use crate::services::hub::unix_ms;
 use crate::services::node::budget::{AddressLimits, NodeLimits};
 use crate::services::node::protocols::Served;
 use crate::services::node::vouched::{DialLimits, Reach};
-use crate::services::node::{GossipLimits, Node, NodeEvent, NodeOptions};
+use crate::services::node::{GossipLimits, Node, NodeOptions};
 use crate::services::presence::cache::PeerBook;
 use crate::services::presence::hub_client::{
     Announcement, HubClient, HubClientOptions, HubEvent, parse_hub_url,
 };
 use crate::services::presence::peer_table::{PeerTable, Source, TableOptions};
-use crate::services::presence::reachability;
+use crate::services::presence::{lan, merge, reachability};
 use crate::services::site::Site;
 use crate::services::site_files::SiteFiles;
 use crate::store::peer::PeerStore;
@@ -205,7 +200,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         email: config.profile.email.clone(),
         avatar_hash: crate::services::avatar::hash_of(dir),
         active_template: None,
-        addrs: announced_addrs(&listen, peer_id, include_loopback),
+        addrs: lan::announced_addrs(&listen, peer_id, include_loopback),
     };
     let (announce_tx, announcements) = watch::channel(announcement);
     let announce_tx = Arc::new(announce_tx);
@@ -225,7 +220,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     {
         let node = node.clone();
         tasks.push(tokio::spawn(async move {
-            dial_vouched(&node, &known.peer_id, &known.addrs, Reach::Loopback).await;
+            merge::dial_vouched(&node, &known.peer_id, &known.addrs, Reach::Loopback).await;
         }));
     }
     tasks.push(reachability::spawn(
@@ -317,18 +312,18 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         tracing::info!(addr = %bound, "console on http://{bound}/");
         console_addr = Some(bound);
     }
-    let merge_task = tokio::spawn(merge_presence(
+    let merge_task = tokio::spawn(merge::merge(
         node.clone(),
         table.clone(),
         node_events,
         hub_events,
-        AddressBook {
+        merge::AddressBook {
             peer_id,
             include_loopback,
             announcement: announce_tx.clone(),
         },
     ));
-    tasks.push(tokio::spawn(gossip_presence(
+    tasks.push(tokio::spawn(lan::publish_on_lan(
         node.clone(),
         keypair,
         announcements,
@@ -409,107 +404,6 @@ fn local_url(addr: SocketAddr) -> url::Url {
         .expect("a socket address makes a URL")
 }
 
-/// The addresses worth telling others: no link-local, loopback only when asked, with our peer ID.
-pub fn announced_addrs(
-    listen: &[Multiaddr],
-    peer_id: PeerId,
-    include_loopback: bool,
-) -> Vec<String> {
-    listen
-        .iter()
-        .filter(|addr| {
-            addr.iter().all(|part| match part {
-                Protocol::Ip4(ip) => {
-                    !ip.is_link_local()
-                        && !ip.is_unspecified()
-                        && (include_loopback || !ip.is_loopback())
-                }
-                Protocol::Ip6(ip) => {
-                    (ip.segments()[0] & 0xffc0) != 0xfe80
-                        && !ip.is_unspecified()
-                        && (include_loopback || !ip.is_loopback())
-                }
-                _ => true,
-            })
-        })
-        .map(|addr| format!("{addr}/p2p/{peer_id}"))
-        .take(crate::services::hub::presence::MAX_ADDRS)
-        .collect()
-}
-
-/// What keeps the announced addresses true to the node's listen addresses.
-struct AddressBook {
-    peer_id: PeerId,
-    include_loopback: bool,
-    announcement: Arc<watch::Sender<Announcement>>,
-}
-
-/// Feeds the PeerTable from the node and the hubs, dials peers the hubs tell about, and
-/// re-announces when the node's addresses change.
-async fn merge_presence(
-    node: Node,
-    table: PeerTable,
-    mut node_events: mpsc::Receiver<NodeEvent>,
-    mut hub_events: mpsc::Receiver<(Source, Reach, HubEvent)>,
-    addresses: AddressBook,
-) {
-    let mut hubs_open = true;
-    // Peers with a connection to this one (bounded by the node's connection limits): their
-    // presence is vouched for, whoever relays it.
-    let mut connected: HashSet<PeerId> = HashSet::new();
-    loop {
-        tokio::select! {
-            event = node_events.recv() => match event {
-                Some(NodeEvent::Presence { presence, via }) => {
-                    let vouched = via == presence.peer_id || connected.contains(&presence.peer_id);
-                    table.observe_gossip(presence.presence, vouched).await;
-                }
-                Some(NodeEvent::Connected(peer)) => {
-                    connected.insert(peer);
-                }
-                Some(NodeEvent::Disconnected(peer)) => {
-                    connected.remove(&peer);
-                }
-                Some(NodeEvent::PresenceRefused { via, reason }) => {
-                    tracing::debug!(peer.id = %via, "dropped gossip presence: {reason}");
-                }
-                Some(NodeEvent::ListenAddrsChanged(listen)) => {
-                    let addrs =
-                        announced_addrs(&listen, addresses.peer_id, addresses.include_loopback);
-                    // Publishers send an `update` as soon as the announcement changes.
-                    addresses.announcement.send_if_modified(|announcement| {
-                        if announcement.addrs == addrs {
-                            return false;
-                        }
-                        tracing::info!(addrs = ?addrs, "the listen addresses changed; announcing");
-                        announcement.addrs = addrs;
-                        true
-                    });
-                }
-                Some(_) => {}
-                None => return,
-            },
-            // Without hubs (or once they are all gone) only the LAN is left.
-            event = hub_events.recv(), if hubs_open => match event {
-                Some((source, reach, HubEvent::Presence(presence))) => {
-                    if presence.kind != PresenceType::Offline {
-                        let addrs = presence.addrs.as_deref().unwrap_or_default();
-                        dial_vouched(&node, &presence.peer_id, addrs, reach).await;
-                    }
-                    table.observe(*presence, source).await;
-                }
-                // Until the hub says it again, what it said holds for a while only.
-                Some((source, _, HubEvent::Reset | HubEvent::Disconnected { .. })) => {
-                    table.source_unconfirmed(source).await
-                }
-                Some((source, _, HubEvent::Resumed)) => table.source_confirmed(source).await,
-                Some(_) => {}
-                None => hubs_open = false,
-            },
-        }
-    }
-}
-
 /// The node's connection and dial limits from `p2p`.
 fn node_limits(p2p: &crate::config::P2p) -> NodeLimits {
     let defaults = NodeLimits::default();
@@ -526,73 +420,6 @@ fn node_limits(p2p: &crate::config::P2p) -> NodeLimits {
             per_second: p2p.dials_per_second,
         },
         ..defaults
-    }
-}
-
-/// Knows `peer_id`, keeps those of `addrs` that name it and lie within `reach` as where it
-/// may be dialled, and dials it there unless connected.
-async fn dial_vouched(node: &Node, peer_id: &str, addrs: &[String], reach: Reach) {
-    let Ok(peer) = peer_id.parse::<PeerId>() else {
-        return;
-    };
-    let vouched: Vec<Multiaddr> = addrs
-        .iter()
-        .filter_map(|addr| addr.parse::<Multiaddr>().ok())
-        .filter(|addr| {
-            addr.iter()
-                .any(|p| matches!(p, Protocol::P2p(id) if id == peer))
-                && reach.permits(addr)
-        })
-        .collect();
-    // Known even without an address to dial: its connections are not strangers'.
-    let dialable = !vouched.is_empty();
-    if node.vouch(peer, vouched).await.is_ok()
-        && dialable
-        && let Err(err) = node.dial_peer(peer).await
-    {
-        // The dial budget may be spent; the reachability prober dials it later.
-        tracing::debug!(peer.id = %peer, "not dialled now: {err:#}");
-    }
-}
-
-/// Publishes signed presence on the LAN: `online`, an `update` per heartbeat and per change,
-/// `offline` when stopped.
-async fn gossip_presence(
-    node: Node,
-    keypair: libp2p_identity::Keypair,
-    mut announcements: watch::Receiver<Announcement>,
-    heartbeat: Duration,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let peer_id = keypair.public().to_peer_id();
-    let mut last_ts = 0i64;
-    let mut kind = PresenceType::Online;
-    let mut tick = tokio::time::interval(heartbeat);
-    loop {
-        let offline = tokio::select! {
-            _ = tick.tick() => false,
-            Ok(()) = announcements.changed() => false,
-            _ = stopped.wait_for(|s| *s) => true,
-        };
-        let announcement = announcements.borrow().clone();
-        let mut presence =
-            Presence::new(if offline { PresenceType::Offline } else { kind }, peer_id);
-        presence.content = Some(announcement.content);
-        if !announcement.email.is_empty() {
-            presence.email = Some(announcement.email);
-        }
-        presence.addrs = Some(announcement.addrs);
-        presence.goop_client_version = Some(env!("CARGO_PKG_VERSION").into());
-        last_ts = unix_ms().max(last_ts + 1);
-        presence.ts = Some(last_ts);
-        presence.sign(&keypair);
-        // With nobody subscribed yet the publish fails; the next heartbeat tries again.
-        if node.publish_presence(&presence).await.is_ok() {
-            kind = PresenceType::Update;
-        }
-        if offline {
-            return;
-        }
     }
 }
 

@@ -4,6 +4,8 @@
 
 pub mod cache;
 pub mod hub_client;
+pub mod lan;
+pub mod merge;
 pub mod peer_table;
 pub mod reachability;
 pub mod tls;

@@ -1,0 +1,83 @@
+//! This peer's presence on the LAN: signed `online`, `update` and `offline` messages published
+//! on the GossipSub presence topic, and the addresses worth announcing (to the LAN and to hubs).
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use tokio::sync::watch;
+
+use crate::identity::PeerId;
+use crate::services::hub::presence::{Presence, PresenceType};
+use crate::services::hub::unix_ms;
+use crate::services::node::Node;
+use crate::services::presence::hub_client::Announcement;
+
+/// The addresses worth telling others: no link-local, loopback only when asked, with our peer ID.
+pub fn announced_addrs(
+    listen: &[Multiaddr],
+    peer_id: PeerId,
+    include_loopback: bool,
+) -> Vec<String> {
+    listen
+        .iter()
+        .filter(|addr| {
+            addr.iter().all(|part| match part {
+                Protocol::Ip4(ip) => {
+                    !ip.is_link_local()
+                        && !ip.is_unspecified()
+                        && (include_loopback || !ip.is_loopback())
+                }
+                Protocol::Ip6(ip) => {
+                    (ip.segments()[0] & 0xffc0) != 0xfe80
+                        && !ip.is_unspecified()
+                        && (include_loopback || !ip.is_loopback())
+                }
+                _ => true,
+            })
+        })
+        .map(|addr| format!("{addr}/p2p/{peer_id}"))
+        .take(crate::services::hub::presence::MAX_ADDRS)
+        .collect()
+}
+
+/// Publishes signed presence on the LAN: `online`, an `update` per heartbeat and per change,
+/// `offline` when stopped.
+pub async fn publish_on_lan(
+    node: Node,
+    keypair: libp2p_identity::Keypair,
+    mut announcements: watch::Receiver<Announcement>,
+    heartbeat: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let peer_id = keypair.public().to_peer_id();
+    let mut last_ts = 0i64;
+    let mut kind = PresenceType::Online;
+    let mut tick = tokio::time::interval(heartbeat);
+    loop {
+        let offline = tokio::select! {
+            _ = tick.tick() => false,
+            Ok(()) = announcements.changed() => false,
+            _ = stopped.wait_for(|s| *s) => true,
+        };
+        let announcement = announcements.borrow().clone();
+        let mut presence =
+            Presence::new(if offline { PresenceType::Offline } else { kind }, peer_id);
+        presence.content = Some(announcement.content);
+        if !announcement.email.is_empty() {
+            presence.email = Some(announcement.email);
+        }
+        presence.addrs = Some(announcement.addrs);
+        presence.goop_client_version = Some(env!("CARGO_PKG_VERSION").into());
+        last_ts = unix_ms().max(last_ts + 1);
+        presence.ts = Some(last_ts);
+        presence.sign(&keypair);
+        // With nobody subscribed yet the publish fails; the next heartbeat tries again.
+        if node.publish_presence(&presence).await.is_ok() {
+            kind = PresenceType::Update;
+        }
+        if offline {
+            return;
+        }
+    }
+}
