@@ -8,6 +8,7 @@ pub mod console;
 pub mod error;
 pub mod forms;
 pub mod hub;
+pub mod layers;
 pub mod logs;
 pub mod owner_login;
 pub mod security;

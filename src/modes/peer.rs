@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::http::access::OwnerAccess;
 use crate::http::client_ip::TrustedProxies;
 use crate::http::console::{self, ConsoleApp};
-use crate::http::security::with_security_headers;
+use crate::http::layers::{self, RequestLog};
 use crate::http::server::ServerLimits;
 use crate::identity::{self, PeerId};
 use crate::modes::rendezvous::{self, RunningHub};
@@ -298,7 +298,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
                 announcement: announce_tx.clone(),
             },
         };
-        let routes = with_security_headers(console::router(app));
+        let routes = layers::common(console::router(app), RequestLog::Every);
         let mut until = stopped.clone();
         tasks.push(tokio::spawn(crate::http::server::serve(
             listener,
