@@ -28,7 +28,7 @@ use crate::services::node::vouched::{DialLimits, Reach};
 use crate::services::node::{GossipLimits, Node, NodeOptions};
 use crate::services::presence::cache::PeerBook;
 use crate::services::presence::hub_client::{
-    Announcement, HubClient, HubClientOptions, HubEvent, parse_hub_url,
+    Announcement, HubClient, HubClientOptions, LinkEvent, parse_hub_url,
 };
 use crate::services::presence::peer_table::{PeerTable, Source, TableOptions};
 use crate::services::presence::{lan, merge, reachability};
@@ -243,7 +243,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         None => None,
     };
     let mut hub_clients = Vec::new();
-    let (hub_events_tx, hub_events) = mpsc::channel::<(Source, Reach, HubEvent)>(1024);
+    let (hub_events_tx, hub_events) = mpsc::channel::<(Source, Reach, LinkEvent)>(1024);
     for url in hub_urls {
         let source = Source::Hub(url.to_string());
         // How wide the addresses this hub may have the node dial are.

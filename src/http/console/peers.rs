@@ -43,7 +43,7 @@ pub fn routes() -> Router<ConsoleApp> {
 }
 
 /// A peer as a row.
-pub struct PeerRow {
+pub struct PeerListItem {
     pub peer_id: String,
     pub short_id: String,
     pub label: String,
@@ -59,9 +59,9 @@ pub struct PeerRow {
     pub addrs: Vec<String>,
 }
 
-impl PeerRow {
+impl PeerListItem {
     fn from_entry(entry: &PeerEntry) -> Self {
-        PeerRow {
+        PeerListItem {
             peer_id: entry.peer_id.clone(),
             short_id: short_id(&entry.peer_id),
             label: entry.label.clone(),
@@ -104,7 +104,7 @@ fn reach_text(reachability: &Reachability) -> String {
 #[template(path = "console_peers.html")]
 struct PeersPage {
     frame: Frame,
-    peers: Vec<PeerRow>,
+    peers: Vec<PeerListItem>,
     hubs: Vec<super::HubRow>,
     notice: Option<String>,
     /// How many peers are known in all.
@@ -141,7 +141,7 @@ async fn list_peers(
         notice: app.notices.open(query.notice),
         hubs: app.hub_rows(),
         frame: app.frame(&headers),
-        peers: listed.peers.iter().map(PeerRow::from_entry).collect(),
+        peers: listed.peers.iter().map(PeerListItem::from_entry).collect(),
         total: listed.total,
         page: wanted,
         pages,
@@ -155,7 +155,7 @@ async fn list_peers(
 #[template(path = "console_peer.html")]
 struct PeerPage {
     frame: Frame,
-    peer: PeerRow,
+    peer: PeerListItem,
     /// What it said over Identify, while connected.
     details: Option<PeerDetails>,
 }
@@ -179,7 +179,7 @@ async fn show_peer(
     }
     PeerPage {
         frame: app.frame(&headers),
-        peer: PeerRow::from_entry(&entry),
+        peer: PeerListItem::from_entry(&entry),
         details,
     }
     .into_response()

@@ -18,7 +18,7 @@ use serde_json::Value;
 use std::sync::Arc;
 
 use super::HubApp;
-use super::dashboard::{PeerRow, ago};
+use super::dashboard::{DashboardPeer, ago};
 use crate::http::client_ip::ClientIp;
 use crate::http::error::HttpError;
 use crate::http::session::{self, AdminSession, LoginRefused};
@@ -56,7 +56,7 @@ struct LoginPage {
 }
 
 struct AdminPeer {
-    row: PeerRow,
+    row: DashboardPeer,
     email: String,
 }
 
@@ -103,7 +103,7 @@ async fn show_admin(State(app): State<HubApp>, headers: HeaderMap) -> Response {
             .peers()
             .iter()
             .map(|record| AdminPeer {
-                row: PeerRow::from_record(record, now_ms),
+                row: DashboardPeer::from_record(record, now_ms),
                 email: record.presence.email.clone().unwrap_or_default(),
             })
             .collect(),
