@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
 use super::{ConsoleApp, Frame};
+use crate::http::error::HttpError;
 use crate::services::data::{Caller, DataError, DataRequest, SYSTEM_COLUMNS};
 
 /// Rows per page.
@@ -61,6 +62,11 @@ fn csrf_refused() -> Response {
 
 fn status_of(error: &DataError) -> StatusCode {
     StatusCode::from_u16(error.code()).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
+/// The error page for an operation that failed where no page of the editor can show it.
+fn error_page(error: &DataError) -> Response {
+    HttpError::page(status_of(error), error.to_string()).into_response()
 }
 
 #[derive(Deserialize)]
@@ -480,7 +486,7 @@ async fn table_error(
     .await
     {
         Ok(page) => (status_of(&error), page).into_response(),
-        Err(err) => (status_of(&err), err.to_string()).into_response(),
+        Err(err) => error_page(&err),
     }
 }
 
@@ -545,7 +551,7 @@ async fn insert_row(
     }
     let description = match owner(&app, json!({"op": "describe", "table": table})).await {
         Ok(description) => description,
-        Err(err) => return (status_of(&err), err.to_string()).into_response(),
+        Err(err) => return error_page(&err),
     };
     let row = row_from_form(&description, &form, false);
     match owner(&app, json!({"op": "insert", "table": table, "data": row})).await {
@@ -611,7 +617,7 @@ async fn show_row(
 ) -> Response {
     match row_page(&app, &headers, &table, id, None).await {
         Ok(page) => page.into_response(),
-        Err(err) => (status_of(&err), err.to_string()).into_response(),
+        Err(err) => error_page(&err),
     }
 }
 
@@ -629,7 +635,7 @@ async fn save_row(
     }
     let description = match owner(&app, json!({"op": "describe", "table": table})).await {
         Ok(description) => description,
-        Err(err) => return (status_of(&err), err.to_string()).into_response(),
+        Err(err) => return error_page(&err),
     };
     let row = row_from_form(&description, &form, true);
     match owner(
@@ -645,7 +651,7 @@ async fn save_row(
             let status = status_of(&err);
             match row_page(&app, &headers, &table, id, Some((row, err.to_string()))).await {
                 Ok(page) => (status, page).into_response(),
-                Err(err) => (status_of(&err), err.to_string()).into_response(),
+                Err(err) => error_page(&err),
             }
         }
     }
@@ -756,7 +762,8 @@ async fn change_table(
             "rows": limit_value(&form.rows),
             "bytes": limit_value(&form.bytes)}}),
         other => {
-            return (StatusCode::BAD_REQUEST, format!("unknown action `{other}`")).into_response();
+            return HttpError::page(StatusCode::BAD_REQUEST, format!("unknown action `{other}`"))
+                .into_response();
         }
     };
     match owner(&app, request).await {
@@ -820,7 +827,7 @@ fn download(body: Vec<u8>, content_type: &'static str, file: String) -> Response
 async fn export_csv(State(app): State<ConsoleApp>, Path(table): Path<String>) -> Response {
     let (columns, rows) = match all_rows(&app, &table).await {
         Ok(found) => found,
-        Err(err) => return (status_of(&err), err.to_string()).into_response(),
+        Err(err) => return error_page(&err),
     };
     let mut writer = csv::Writer::from_writer(Vec::new());
     let mut result = writer.write_record(&columns);
@@ -835,7 +842,7 @@ async fn export_csv(State(app): State<ConsoleApp>, Path(table): Path<String>) ->
         .and_then(|()| writer.into_inner().map_err(|e| e.to_string()))
     {
         Ok(body) => download(body, "text/csv; charset=utf-8", format!("{table}.csv")),
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err).into_response(),
+        Err(err) => HttpError::page(StatusCode::INTERNAL_SERVER_ERROR, err).into_response(),
     }
 }
 
@@ -846,7 +853,7 @@ async fn export_json(State(app): State<ConsoleApp>, Path(table): Path<String>) -
             "application/json",
             format!("{table}.json"),
         ),
-        Err(err) => (status_of(&err), err.to_string()).into_response(),
+        Err(err) => error_page(&err),
     }
 }
 
@@ -877,7 +884,7 @@ async fn import_csv(
     }
     let description = match owner(&app, json!({"op": "describe", "table": table})).await {
         Ok(description) => description,
-        Err(err) => return (status_of(&err), err.to_string()).into_response(),
+        Err(err) => return error_page(&err),
     };
     let kinds: HashMap<String, String> = description["columns"]
         .as_array()
@@ -975,6 +982,6 @@ async fn import_csv(
     .await
     {
         Ok(page) => page.into_response(),
-        Err(err) => (status_of(&err), err.to_string()).into_response(),
+        Err(err) => error_page(&err),
     }
 }

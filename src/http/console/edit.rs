@@ -455,14 +455,12 @@ struct PathQuery {
 
 fn api_error(error: EditError) -> Response {
     match error {
-        EditError::Conflict { path, current } => (
+        EditError::Conflict { path, current } => HttpError::new(
             StatusCode::PRECONDITION_FAILED,
-            Json(json!({
-                "error": format!("{path} changed since it was read"),
-                "etag": current,
-            })),
+            format!("{path} changed since it was read"),
         )
-            .into_response(),
+        .with("etag", current)
+        .into_response(),
         EditError::Exists(path) => HttpError::new(
             StatusCode::PRECONDITION_FAILED,
             format!("{path} already exists"),

@@ -12,6 +12,7 @@ use axum::{Form, Router};
 use serde::Deserialize;
 
 use super::{ConsoleApp, Frame};
+use crate::http::error::HttpError;
 use crate::services::lua::{FunctionInfo, is_plain_name};
 use crate::services::site_files::Expect;
 
@@ -118,7 +119,8 @@ async fn run_function(
         return csrf_refused();
     }
     let Some(engine) = app.data.lua_engine() else {
-        return (StatusCode::NOT_FOUND, "Lua is not enabled (lua.enabled)").into_response();
+        return HttpError::page(StatusCode::NOT_FOUND, "Lua is not enabled (lua.enabled)")
+            .into_response();
     };
     let owner = engine.owner();
     let started = std::time::Instant::now();
@@ -207,12 +209,12 @@ async fn new_function(
         return csrf_refused();
     }
     let Some(path) = script_path(&app, form.kind, form.name.trim()) else {
-        return (
+        return HttpError::page(
             StatusCode::BAD_REQUEST,
             "name a function or command with letters, digits, `_` or `-` (Lua must be enabled, \
              with its scripts inside the site folder)",
         )
-            .into_response();
+        .into_response();
     };
     let starter = match form.kind {
         Kind::Function => STARTER,
@@ -244,8 +246,10 @@ async fn new_function(
                 .finish();
             Redirect::to(&format!("/edit/file?{query}")).into_response()
         }
-        Ok(Err(err)) => (StatusCode::CONFLICT, err.to_string()).into_response(),
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+        Ok(Err(err)) => HttpError::page(StatusCode::CONFLICT, err.to_string()).into_response(),
+        Err(err) => {
+            HttpError::page(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response()
+        }
     }
 }
 
@@ -258,7 +262,8 @@ async fn delete_function(
         return csrf_refused();
     }
     let Some(path) = script_path(&app, form.kind, &form.name) else {
-        return (StatusCode::BAD_REQUEST, "not a function or command name").into_response();
+        return HttpError::page(StatusCode::BAD_REQUEST, "not a function or command name")
+            .into_response();
     };
     let files = app.site_files.clone();
     match tokio::task::spawn_blocking(move || files.delete(&path, None, false)).await {
@@ -269,7 +274,9 @@ async fn delete_function(
             app.notices
                 .redirect("/lua", &format!("{} deleted.", form.name))
         }
-        Ok(Err(err)) => (StatusCode::NOT_FOUND, err.to_string()).into_response(),
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+        Ok(Err(err)) => HttpError::page(StatusCode::NOT_FOUND, err.to_string()).into_response(),
+        Err(err) => {
+            HttpError::page(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response()
+        }
     }
 }

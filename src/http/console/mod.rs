@@ -30,6 +30,7 @@ use tokio::sync::watch;
 
 use crate::http::access::{self, OwnerAccess};
 use crate::http::client_ip::TrustedProxies;
+use crate::http::error::HttpError;
 use crate::http::session::AdminAuth;
 use crate::identity::PeerId;
 use crate::services::node::Node;
@@ -225,11 +226,12 @@ pub fn router(app: ConsoleApp) -> Router {
 /// navigation. (Sites' own files and what they call with their token are routed outside it.)
 async fn refuse_cross_site(request: Request, next: Next) -> Response {
     if !from_own_pages(request.headers(), request.method()) {
-        return (
+        return HttpError::new(
             StatusCode::FORBIDDEN,
             "the console answers only its own pages",
         )
-            .into_response();
+        .for_caller(request.headers(), request.uri().path())
+        .into_response();
     }
     next.run(request).await
 }

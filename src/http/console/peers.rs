@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{ConsoleApp, Frame};
+use crate::http::error::HttpError;
 use crate::http::text::short_id;
 use crate::services::node::PeerDetails;
 use crate::services::presence::peer_table::{
@@ -166,7 +167,8 @@ async fn show_peer(
     headers: HeaderMap,
 ) -> Response {
     let Some(entry) = app.table.entry(&id).await else {
-        return (StatusCode::NOT_FOUND, "this peer is not known here").into_response();
+        return HttpError::page(StatusCode::NOT_FOUND, "this peer is not known here")
+            .into_response();
     };
     let mut entry = entry;
     let mut details = None;
@@ -221,14 +223,16 @@ async fn set_favorite(
             };
             app.notices.redirect("/", notice)
         }
-        Ok(false) => (StatusCode::NOT_FOUND, "this peer is not known here").into_response(),
+        Ok(false) => {
+            HttpError::page(StatusCode::NOT_FOUND, "this peer is not known here").into_response()
+        }
         Err(err) => {
             tracing::error!("cannot store a favourite: {err}");
-            (
+            HttpError::page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot store the favourite in data.db: {err}"),
             )
-                .into_response()
+            .into_response()
         }
     }
 }

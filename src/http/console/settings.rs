@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::{ConsoleApp, Frame};
 use crate::config::{self, Config};
+use crate::http::error::HttpError;
 use crate::http::forms::parse_number;
 use crate::services::avatar::{self, AvatarError};
 
@@ -137,7 +138,10 @@ async fn show_settings(
 ) -> Response {
     let config = match Config::load(&app.config_path) {
         Ok(loaded) => loaded.config,
-        Err(err) => return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+        Err(err) => {
+            return HttpError::page(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+                .into_response();
+        }
     };
     let mut form = SettingsForm::from_config(&config);
     form.fingerprint = config::fingerprint(&app.config_path);
@@ -235,7 +239,7 @@ async fn save_settings(
 /// The stored avatar, for the settings page.
 async fn show_avatar(State(app): State<ConsoleApp>) -> Response {
     let Some(path) = avatar::find(&app.dir) else {
-        return (StatusCode::NOT_FOUND, "no avatar").into_response();
+        return HttpError::page(StatusCode::NOT_FOUND, "no avatar").into_response();
     };
     let mime = if path.extension().is_some_and(|e| e == "png") {
         "image/png"
@@ -244,7 +248,7 @@ async fn show_avatar(State(app): State<ConsoleApp>) -> Response {
     };
     match tokio::fs::read(&path).await {
         Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, mime)], bytes).into_response(),
-        Err(_) => (StatusCode::NOT_FOUND, "no avatar").into_response(),
+        Err(_) => HttpError::page(StatusCode::NOT_FOUND, "no avatar").into_response(),
     }
 }
 
@@ -296,7 +300,8 @@ async fn upload_avatar(
             .into_response();
     }
     let Some(image) = image else {
-        return (StatusCode::BAD_REQUEST, "the form has no avatar file").into_response();
+        return HttpError::page(StatusCode::BAD_REQUEST, "the form has no avatar file")
+            .into_response();
     };
     let dir = app.dir.clone();
     let stored = tokio::task::spawn_blocking(move || avatar::store(&dir, &image))

@@ -157,7 +157,7 @@ fn check_csrf(session: &Session, submitted: &str) -> Result<(), HttpError> {
     if session.csrf_matches(submitted) {
         Ok(())
     } else {
-        Err(HttpError::new(
+        Err(HttpError::page(
             StatusCode::FORBIDDEN,
             "the form's CSRF token is missing or stale; reload the page and try again",
         ))
@@ -187,8 +187,12 @@ struct PeerForm {
 }
 
 fn parse_peer(text: &str) -> Result<PeerId, HttpError> {
-    PeerId::from_str(text.trim())
-        .map_err(|e| HttpError::bad_request(format!("{text:?} is not a peer ID: {e}")))
+    PeerId::from_str(text.trim()).map_err(|e| {
+        HttpError::page(
+            StatusCode::BAD_REQUEST,
+            format!("{text:?} is not a peer ID: {e}"),
+        )
+    })
 }
 
 /// Back to the peer list, which tells the administrator `notice`.
@@ -366,16 +370,19 @@ async fn upload_template(
     let mut csrf = String::new();
     let mut name = String::new();
     let mut bundle: Option<Bytes> = None;
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| HttpError::bad_request(format!("the upload form is malformed: {e}")))?
-    {
+    while let Some(field) = form.next_field().await.map_err(|e| {
+        HttpError::page(
+            StatusCode::BAD_REQUEST,
+            format!("the upload form is malformed: {e}"),
+        )
+    })? {
         let field_name = field.name().unwrap_or_default().to_owned();
-        let data = field
-            .bytes()
-            .await
-            .map_err(|e| HttpError::bad_request(format!("the upload could not be read: {e}")))?;
+        let data = field.bytes().await.map_err(|e| {
+            HttpError::page(
+                StatusCode::BAD_REQUEST,
+                format!("the upload could not be read: {e}"),
+            )
+        })?;
         match field_name.as_str() {
             "csrf" => csrf = String::from_utf8_lossy(&data).into_owned(),
             "name" => name = String::from_utf8_lossy(&data).trim().to_owned(),
@@ -384,13 +391,14 @@ async fn upload_template(
         }
     }
     check_csrf(&session, &csrf)?;
-    let bundle = bundle.ok_or_else(|| HttpError::bad_request("the form has no bundle file"))?;
+    let bundle = bundle
+        .ok_or_else(|| HttpError::page(StatusCode::BAD_REQUEST, "the form has no bundle file"))?;
     let store = app.templates.clone();
     let installed = tokio::task::spawn_blocking(move || {
         store.install(&bundle, Some(name.as_str()).filter(|n| !n.is_empty()))
     })
     .await
-    .map_err(|_| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "the upload failed"))?;
+    .map_err(|_| HttpError::page(StatusCode::INTERNAL_SERVER_ERROR, "the upload failed"))?;
     match installed {
         Ok(name) => Ok(templates_with(
             &app,
@@ -421,7 +429,7 @@ async fn delete_template(
     let name = form.name.clone();
     let result = tokio::task::spawn_blocking(move || store.delete(&name))
         .await
-        .map_err(|_| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "the delete failed"))?;
+        .map_err(|_| HttpError::page(StatusCode::INTERNAL_SERVER_ERROR, "the delete failed"))?;
     Ok(match result {
         Ok(()) => templates_with(&app, &session, format!("Deleted template {}.", form.name)),
         Err(err) => templates_with(&app, &session, err.to_string()),
