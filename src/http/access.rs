@@ -53,20 +53,13 @@ impl OwnerAccess {
         }
     }
 
-    /// The CSRF token forms of this request must carry, or `None` without a valid session.
+    /// The CSRF token forms of this request must carry, or `None` without a valid session
+    /// (checked by [`crate::http::csrf`]).
     pub fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
         match &self.auth {
             Some(auth) => auth.session_from(headers).map(|s| s.csrf),
             None => Some(self.open_csrf.clone()),
         }
-    }
-
-    /// True when a submitted form's CSRF token is this request's (constant-time).
-    pub fn form_allowed(&self, headers: &HeaderMap, submitted: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        self.csrf_for(headers).is_some_and(|csrf| {
-            !csrf.is_empty() && bool::from(csrf.as_bytes().ct_eq(submitted.as_bytes()))
-        })
     }
 
     /// The `AdminAuth` extractors use: the real one, or a disabled one.

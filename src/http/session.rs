@@ -1,5 +1,5 @@
-//! Administrator sessions over HTTP: the login cookie, the `AdminSession` extractor that pages
-//! and APIs take as an argument, and CSRF checks on state-changing forms.
+//! Administrator sessions over HTTP: the login cookie and the `AdminSession` extractor that pages
+//! and APIs take as an argument. The session's CSRF token is checked by [`crate::http::csrf`].
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -7,16 +7,17 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
 use super::{ConsoleApp, Frame};
+use crate::http::csrf::CsrfForm;
 use crate::http::error::HttpError;
 use crate::services::data::{Caller, DataError, DataRequest, SYSTEM_COLUMNS};
 
@@ -50,14 +51,6 @@ async fn owner(app: &ConsoleApp, request: Value) -> Result<Value, DataError> {
     let request: DataRequest = serde_json::from_value(request)
         .map_err(|e| DataError::BadRequest(format!("bad form: {e}")))?;
     app.data.handle(&Caller::Owner, request).await
-}
-
-fn csrf_refused() -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        "The form's CSRF token is missing or stale; reload the page.",
-    )
-        .into_response()
 }
 
 fn status_of(error: &DataError) -> StatusCode {
@@ -202,8 +195,6 @@ async fn show_tables(
 
 #[derive(Deserialize)]
 struct CreateForm {
-    #[serde(default)]
-    csrf: String,
     name: String,
     #[serde(default)]
     columns: String,
@@ -216,11 +207,8 @@ struct CreateForm {
 async fn create_table(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Form(form): Form<CreateForm>,
+    CsrfForm(form): CsrfForm<CreateForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let columns: Vec<&str> = form
         .columns
         .lines()
@@ -240,19 +228,14 @@ async fn create_table(
 
 #[derive(Deserialize)]
 struct SqlForm {
-    #[serde(default)]
-    csrf: String,
     sql: String,
 }
 
 async fn run_sql(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Form(form): Form<SqlForm>,
+    CsrfForm(form): CsrfForm<SqlForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     match owner(&app, json!({"op": "sql", "sql": form.sql})).await {
         Ok(result) => {
             let rows = result["rows"].as_array().cloned().unwrap_or_default();
@@ -541,14 +524,8 @@ async fn insert_row(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
     Path(table): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
+    CsrfForm(form): CsrfForm<HashMap<String, String>>,
 ) -> Response {
-    if !app
-        .access
-        .form_allowed(&headers, form.get("csrf").map_or("", |s| s))
-    {
-        return csrf_refused();
-    }
     let description = match owner(&app, json!({"op": "describe", "table": table})).await {
         Ok(description) => description,
         Err(err) => return error_page(&err),
@@ -625,14 +602,8 @@ async fn save_row(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
     Path((table, id)): Path<(String, i64)>,
-    Form(form): Form<HashMap<String, String>>,
+    CsrfForm(form): CsrfForm<HashMap<String, String>>,
 ) -> Response {
-    if !app
-        .access
-        .form_allowed(&headers, form.get("csrf").map_or("", |s| s))
-    {
-        return csrf_refused();
-    }
     let description = match owner(&app, json!({"op": "describe", "table": table})).await {
         Ok(description) => description,
         Err(err) => return error_page(&err),
@@ -657,21 +628,12 @@ async fn save_row(
     }
 }
 
-#[derive(Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 async fn delete_row(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
     Path((table, id)): Path<(String, i64)>,
-    Form(form): Form<CsrfForm>,
+    _: CsrfForm,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     match owner(&app, json!({"op": "delete", "table": table, "id": id})).await {
         Ok(_) => app.notices.redirect(
             &format!("/database/t/{table}"),
@@ -683,8 +645,6 @@ async fn delete_row(
 
 #[derive(Deserialize)]
 struct ChangeForm {
-    #[serde(default)]
-    csrf: String,
     /// rename | drop | add-column | drop-column | policy | limits
     action: String,
     #[serde(default)]
@@ -730,11 +690,8 @@ async fn change_table(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
     Path(table): Path<String>,
-    Form(form): Form<ChangeForm>,
+    CsrfForm(form): CsrfForm<ChangeForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let request = match form.action.as_str() {
         "rename" => json!({"op": "rename-table", "table": table, "name": form.name.trim()}),
         "drop" => {
@@ -860,8 +817,6 @@ async fn export_json(State(app): State<ConsoleApp>, Path(table): Path<String>) -
 #[derive(Deserialize)]
 struct ImportForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     csv: String,
     /// `preview` or `import`.
     #[serde(default)]
@@ -872,11 +827,8 @@ async fn import_csv(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
     Path(table): Path<String>,
-    Form(form): Form<ImportForm>,
+    CsrfForm(form): CsrfForm<ImportForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let fail = |message: String| DataError::BadRequest(message);
     if form.csv.len() > MAX_IMPORT_BYTES {
         let err = fail(format!("the CSV is larger than {MAX_IMPORT_BYTES} bytes"));

@@ -4,14 +4,15 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
+use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
 use serde::Deserialize;
 
 use super::{ConsoleApp, Frame};
+use crate::http::csrf::CsrfForm;
 use crate::http::error::HttpError;
 use crate::services::lua::{FunctionInfo, is_plain_name};
 use crate::services::site_files::Expect;
@@ -78,14 +79,6 @@ async fn show_functions(
     page(&app, &headers, app.notices.open(query.notice), None)
 }
 
-fn csrf_refused() -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        "The form's CSRF token is missing or stale; reload the page.",
-    )
-        .into_response()
-}
-
 /// A function (`functions/<name>.lua`) or a chat command (`<name>.lua`).
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -97,8 +90,6 @@ enum Kind {
 
 #[derive(Deserialize)]
 struct RunForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     kind: Kind,
     name: String,
@@ -113,11 +104,8 @@ struct RunForm {
 async fn run_function(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Form(form): Form<RunForm>,
+    CsrfForm(form): CsrfForm<RunForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let Some(engine) = app.data.lua_engine() else {
         return HttpError::page(StatusCode::NOT_FOUND, "Lua is not enabled (lua.enabled)")
             .into_response();
@@ -179,8 +167,6 @@ async fn run_function(
 #[derive(Deserialize)]
 struct NameForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     kind: Kind,
     name: String,
 }
@@ -202,12 +188,8 @@ function handle(args)\n  return 'Hello, ' .. goop.peer.label .. '! You said: ' .
 
 async fn new_function(
     State(app): State<ConsoleApp>,
-    headers: HeaderMap,
-    Form(form): Form<NameForm>,
+    CsrfForm(form): CsrfForm<NameForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let Some(path) = script_path(&app, form.kind, form.name.trim()) else {
         return HttpError::page(
             StatusCode::BAD_REQUEST,
@@ -255,12 +237,8 @@ async fn new_function(
 
 async fn delete_function(
     State(app): State<ConsoleApp>,
-    headers: HeaderMap,
-    Form(form): Form<NameForm>,
+    CsrfForm(form): CsrfForm<NameForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let Some(path) = script_path(&app, form.kind, &form.name) else {
         return HttpError::page(StatusCode::BAD_REQUEST, "not a function or command name")
             .into_response();

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 
 use crate::http::access::{self, OwnerAccess};
 use crate::http::client_ip::TrustedProxies;
+use crate::http::csrf::CsrfSource;
 use crate::http::error::HttpError;
 use crate::http::session::AdminAuth;
 use crate::identity::PeerId;
@@ -169,6 +170,12 @@ impl ConsoleApp {
             protected: self.access.auth.is_some(),
             theme: self.access.theme.as_str(),
         }
+    }
+}
+
+impl CsrfSource for ConsoleApp {
+    fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
+        self.access.csrf_for(headers)
     }
 }
 

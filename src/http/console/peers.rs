@@ -10,12 +10,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Json, Router};
 use futures_util::stream;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{ConsoleApp, Frame};
+use crate::http::csrf::CsrfForm;
 use crate::http::error::HttpError;
 use crate::http::text::short_id;
 use crate::services::node::PeerDetails;
@@ -189,8 +190,6 @@ async fn show_peer(
 
 #[derive(serde::Deserialize)]
 struct FavoriteForm {
-    #[serde(default)]
-    csrf: String,
     /// `1` to mark, anything else to unmark.
     #[serde(default)]
     favorite: String,
@@ -199,16 +198,8 @@ struct FavoriteForm {
 async fn set_favorite(
     State(app): State<ConsoleApp>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<FavoriteForm>,
+    CsrfForm(form): CsrfForm<FavoriteForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "The form's CSRF token is missing or stale; reload the page.",
-        )
-            .into_response();
-    }
     let favorite = form.favorite == "1";
     match app.book.set_favorite(&id, favorite).await {
         Ok(true) => {
