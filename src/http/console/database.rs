@@ -7,16 +7,18 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
 use super::{ConsoleApp, Frame};
+use crate::http::csrf::CsrfForm;
+use crate::http::error::HttpError;
 use crate::services::data::{Caller, DataError, DataRequest, SYSTEM_COLUMNS};
 
 /// Rows per page.
@@ -51,16 +53,13 @@ async fn owner(app: &ConsoleApp, request: Value) -> Result<Value, DataError> {
     app.data.handle(&Caller::Owner, request).await
 }
 
-fn csrf_refused() -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        "The form's CSRF token is missing or stale; reload the page.",
-    )
-        .into_response()
-}
-
 fn status_of(error: &DataError) -> StatusCode {
     StatusCode::from_u16(error.code()).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
+/// The error page for an operation that failed where no page of the editor can show it.
+fn error_page(error: &DataError) -> Response {
+    HttpError::page(status_of(error), error.to_string()).into_response()
 }
 
 #[derive(Deserialize)]
@@ -196,8 +195,6 @@ async fn show_tables(
 
 #[derive(Deserialize)]
 struct CreateForm {
-    #[serde(default)]
-    csrf: String,
     name: String,
     #[serde(default)]
     columns: String,
@@ -210,11 +207,8 @@ struct CreateForm {
 async fn create_table(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Form(form): Form<CreateForm>,
+    CsrfForm(form): CsrfForm<CreateForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let columns: Vec<&str> = form
         .columns
         .lines()
@@ -234,19 +228,14 @@ async fn create_table(
 
 #[derive(Deserialize)]
 struct SqlForm {
-    #[serde(default)]
-    csrf: String,
     sql: String,
 }
 
 async fn run_sql(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Form(form): Form<SqlForm>,
+    CsrfForm(form): CsrfForm<SqlForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     match owner(&app, json!({"op": "sql", "sql": form.sql})).await {
         Ok(result) => {
             let rows = result["rows"].as_array().cloned().unwrap_or_default();
@@ -480,7 +469,7 @@ async fn table_error(
     .await
     {
         Ok(page) => (status_of(&error), page).into_response(),
-        Err(err) => (status_of(&err), err.to_string()).into_response(),
+        Err(err) => error_page(&err),
     }
 }
 
@@ -535,17 +524,11 @@ async fn insert_row(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
     Path(table): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
+    CsrfForm(form): CsrfForm<HashMap<String, String>>,
 ) -> Response {
-    if !app
-        .access
-        .form_allowed(&headers, form.get("csrf").map_or("", |s| s))
-    {
-        return csrf_refused();
-    }
     let description = match owner(&app, json!({"op": "describe", "table": table})).await {
         Ok(description) => description,
-        Err(err) => return (status_of(&err), err.to_string()).into_response(),
+        Err(err) => return error_page(&err),
     };
     let row = row_from_form(&description, &form, false);
     match owner(&app, json!({"op": "insert", "table": table, "data": row})).await {
@@ -611,7 +594,7 @@ async fn show_row(
 ) -> Response {
     match row_page(&app, &headers, &table, id, None).await {
         Ok(page) => page.into_response(),
-        Err(err) => (status_of(&err), err.to_string()).into_response(),
+        Err(err) => error_page(&err),
     }
 }
 
@@ -619,17 +602,11 @@ async fn save_row(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
     Path((table, id)): Path<(String, i64)>,
-    Form(form): Form<HashMap<String, String>>,
+    CsrfForm(form): CsrfForm<HashMap<String, String>>,
 ) -> Response {
-    if !app
-        .access
-        .form_allowed(&headers, form.get("csrf").map_or("", |s| s))
-    {
-        return csrf_refused();
-    }
     let description = match owner(&app, json!({"op": "describe", "table": table})).await {
         Ok(description) => description,
-        Err(err) => return (status_of(&err), err.to_string()).into_response(),
+        Err(err) => return error_page(&err),
     };
     let row = row_from_form(&description, &form, true);
     match owner(
@@ -645,27 +622,18 @@ async fn save_row(
             let status = status_of(&err);
             match row_page(&app, &headers, &table, id, Some((row, err.to_string()))).await {
                 Ok(page) => (status, page).into_response(),
-                Err(err) => (status_of(&err), err.to_string()).into_response(),
+                Err(err) => error_page(&err),
             }
         }
     }
-}
-
-#[derive(Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 async fn delete_row(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
     Path((table, id)): Path<(String, i64)>,
-    Form(form): Form<CsrfForm>,
+    _: CsrfForm,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     match owner(&app, json!({"op": "delete", "table": table, "id": id})).await {
         Ok(_) => app.notices.redirect(
             &format!("/database/t/{table}"),
@@ -677,8 +645,6 @@ async fn delete_row(
 
 #[derive(Deserialize)]
 struct ChangeForm {
-    #[serde(default)]
-    csrf: String,
     /// rename | drop | add-column | drop-column | policy | limits
     action: String,
     #[serde(default)]
@@ -724,11 +690,8 @@ async fn change_table(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
     Path(table): Path<String>,
-    Form(form): Form<ChangeForm>,
+    CsrfForm(form): CsrfForm<ChangeForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let request = match form.action.as_str() {
         "rename" => json!({"op": "rename-table", "table": table, "name": form.name.trim()}),
         "drop" => {
@@ -756,7 +719,8 @@ async fn change_table(
             "rows": limit_value(&form.rows),
             "bytes": limit_value(&form.bytes)}}),
         other => {
-            return (StatusCode::BAD_REQUEST, format!("unknown action `{other}`")).into_response();
+            return HttpError::page(StatusCode::BAD_REQUEST, format!("unknown action `{other}`"))
+                .into_response();
         }
     };
     match owner(&app, request).await {
@@ -820,7 +784,7 @@ fn download(body: Vec<u8>, content_type: &'static str, file: String) -> Response
 async fn export_csv(State(app): State<ConsoleApp>, Path(table): Path<String>) -> Response {
     let (columns, rows) = match all_rows(&app, &table).await {
         Ok(found) => found,
-        Err(err) => return (status_of(&err), err.to_string()).into_response(),
+        Err(err) => return error_page(&err),
     };
     let mut writer = csv::Writer::from_writer(Vec::new());
     let mut result = writer.write_record(&columns);
@@ -835,7 +799,7 @@ async fn export_csv(State(app): State<ConsoleApp>, Path(table): Path<String>) ->
         .and_then(|()| writer.into_inner().map_err(|e| e.to_string()))
     {
         Ok(body) => download(body, "text/csv; charset=utf-8", format!("{table}.csv")),
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err).into_response(),
+        Err(err) => HttpError::page(StatusCode::INTERNAL_SERVER_ERROR, err).into_response(),
     }
 }
 
@@ -846,14 +810,12 @@ async fn export_json(State(app): State<ConsoleApp>, Path(table): Path<String>) -
             "application/json",
             format!("{table}.json"),
         ),
-        Err(err) => (status_of(&err), err.to_string()).into_response(),
+        Err(err) => error_page(&err),
     }
 }
 
 #[derive(Deserialize)]
 struct ImportForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     csv: String,
     /// `preview` or `import`.
@@ -865,11 +827,8 @@ async fn import_csv(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
     Path(table): Path<String>,
-    Form(form): Form<ImportForm>,
+    CsrfForm(form): CsrfForm<ImportForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let fail = |message: String| DataError::BadRequest(message);
     if form.csv.len() > MAX_IMPORT_BYTES {
         let err = fail(format!("the CSV is larger than {MAX_IMPORT_BYTES} bytes"));
@@ -877,7 +836,7 @@ async fn import_csv(
     }
     let description = match owner(&app, json!({"op": "describe", "table": table})).await {
         Ok(description) => description,
-        Err(err) => return (status_of(&err), err.to_string()).into_response(),
+        Err(err) => return error_page(&err),
     };
     let kinds: HashMap<String, String> = description["columns"]
         .as_array()
@@ -975,6 +934,6 @@ async fn import_csv(
     .await
     {
         Ok(page) => page.into_response(),
-        Err(err) => (status_of(&err), err.to_string()).into_response(),
+        Err(err) => error_page(&err),
     }
 }

@@ -10,12 +10,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Json, Router};
 use futures_util::stream;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{ConsoleApp, Frame};
+use crate::http::csrf::CsrfForm;
+use crate::http::error::HttpError;
 use crate::http::text::short_id;
 use crate::services::node::PeerDetails;
 use crate::services::presence::peer_table::{
@@ -166,7 +168,8 @@ async fn show_peer(
     headers: HeaderMap,
 ) -> Response {
     let Some(entry) = app.table.entry(&id).await else {
-        return (StatusCode::NOT_FOUND, "this peer is not known here").into_response();
+        return HttpError::page(StatusCode::NOT_FOUND, "this peer is not known here")
+            .into_response();
     };
     let mut entry = entry;
     let mut details = None;
@@ -187,8 +190,6 @@ async fn show_peer(
 
 #[derive(serde::Deserialize)]
 struct FavoriteForm {
-    #[serde(default)]
-    csrf: String,
     /// `1` to mark, anything else to unmark.
     #[serde(default)]
     favorite: String,
@@ -197,16 +198,8 @@ struct FavoriteForm {
 async fn set_favorite(
     State(app): State<ConsoleApp>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<FavoriteForm>,
+    CsrfForm(form): CsrfForm<FavoriteForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "The form's CSRF token is missing or stale; reload the page.",
-        )
-            .into_response();
-    }
     let favorite = form.favorite == "1";
     match app.book.set_favorite(&id, favorite).await {
         Ok(true) => {
@@ -221,14 +214,16 @@ async fn set_favorite(
             };
             app.notices.redirect("/", notice)
         }
-        Ok(false) => (StatusCode::NOT_FOUND, "this peer is not known here").into_response(),
+        Ok(false) => {
+            HttpError::page(StatusCode::NOT_FOUND, "this peer is not known here").into_response()
+        }
         Err(err) => {
             tracing::error!("cannot store a favourite: {err}");
-            (
+            HttpError::page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot store the favourite in data.db: {err}"),
             )
-                .into_response()
+            .into_response()
         }
     }
 }
