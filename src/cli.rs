@@ -81,6 +81,28 @@ pub enum Command {
         /// process, and print the ratio.
         #[arg(long)]
         baseline: bool,
+        /// Instead: a community of this many peers, each from an address of its own, holding a
+        /// stream, heartbeating, changing its label and coming and going (--duration and
+        /// --hub-pid apply; --subscribers, --publishers, --rate and --streams-per-address do
+        /// not).
+        #[arg(long)]
+        community: Option<usize>,
+        /// The community's stream: a WebSocket both ways, or an event stream plus POST.
+        #[arg(long, value_enum, default_value = "ws")]
+        transport: crate::modes::community::Transport,
+        /// Seconds between one community peer's heartbeats.
+        #[arg(long, default_value_t = 20)]
+        heartbeat: u64,
+        /// Mean seconds between one community peer's label changes (0: never).
+        #[arg(long, default_value_t = 600)]
+        change_every: u64,
+        /// Mean seconds between one community peer leaving and coming back (0: never).
+        #[arg(long, default_value_t = 600)]
+        churn_every: u64,
+        /// End the community run with every peer dropping its connection at once and coming
+        /// back, and time how long until all are seen online again.
+        #[arg(long)]
+        storm: bool,
     },
     /// Site fetch over libp2p between two local nodes against a plain TCP copy of the same file,
     /// in one run.

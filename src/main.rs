@@ -56,7 +56,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             streams_per_address,
             hub_pid,
             baseline,
+            community,
+            transport,
+            heartbeat,
+            change_every,
+            churn_every,
+            storm,
         } => {
+            if let Some(peers) = community {
+                let options = modes::community::CommunityOptions {
+                    url,
+                    peers,
+                    transport,
+                    duration: std::time::Duration::from_secs(duration),
+                    heartbeat: std::time::Duration::from_secs(heartbeat),
+                    change_every: std::time::Duration::from_secs(change_every),
+                    churn_every: std::time::Duration::from_secs(churn_every),
+                    storm,
+                    hub_pid,
+                };
+                let report = runtime()?.block_on(modes::community::run(options))?;
+                print!("{}", report.render());
+                return Ok(());
+            }
             let options = modes::loadtest::LoadOptions {
                 url,
                 subscribers,

@@ -144,24 +144,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     if options.publishers == 0 || options.rate == 0 {
         bail!("--publishers and --rate must be at least 1");
     }
-    let url = url::Url::parse(&options.url).context("the hub URL does not parse")?;
-    if url.scheme() != "http" {
-        bail!("loadtest speaks plain http; run it next to the hub, e.g. http://127.0.0.1:8787");
-    }
-    let host = url.host_str().context("the hub URL has no host")?;
-    let hub_ip: IpAddr = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .or_else(|_| {
-            if host == "localhost" {
-                Ok(IpAddr::from([127, 0, 0, 1]))
-            } else {
-                Err(())
-            }
-        })
-        .map_err(|_| anyhow::anyhow!("use the hub's IP address (a loopback one) in the URL"))?;
-    let hub = SocketAddr::new(hub_ip, url.port_or_known_default().unwrap_or(80));
+    let (hub, hub_ip) = hub_address(&options.url)?;
     let _ = rlimit::increase_nofile_limit(u64::MAX);
 
     let total = (options.rate as u64 * options.duration.as_secs().max(1)) as usize;
@@ -283,6 +266,32 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     })
 }
 
+/// The hub's socket address and IP from its base URL (plain http, an IP address or
+/// `localhost`).
+pub(crate) fn hub_address(url: &str) -> anyhow::Result<(SocketAddr, IpAddr)> {
+    let url = url::Url::parse(url).context("the hub URL does not parse")?;
+    if url.scheme() != "http" {
+        bail!("loadtest speaks plain http; run it next to the hub, e.g. http://127.0.0.1:8787");
+    }
+    let host = url.host_str().context("the hub URL has no host")?;
+    let hub_ip: IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .or_else(|_| {
+            if host == "localhost" {
+                Ok(IpAddr::from([127, 0, 0, 1]))
+            } else {
+                Err(())
+            }
+        })
+        .map_err(|_| anyhow::anyhow!("use the hub's IP address (a loopback one) in the URL"))?;
+    Ok((
+        SocketAddr::new(hub_ip, url.port_or_known_default().unwrap_or(80)),
+        hub_ip,
+    ))
+}
+
 fn ensure_slash(url: &str) -> String {
     if url.ends_with('/') {
         url.to_owned()
@@ -293,7 +302,7 @@ fn ensure_slash(url: &str) -> String {
 
 /// The `index`-th source address: 127.0.0.1, 127.0.0.2, … 127.0.0.254, 127.0.1.1, … — every
 /// index its own address, none ending in .0 or .255 (IPv6 hubs use ::1 only).
-fn source_address(hub: IpAddr, index: usize) -> IpAddr {
+pub(crate) fn source_address(hub: IpAddr, index: usize) -> IpAddr {
     match hub {
         IpAddr::V4(_) => {
             let last = (index % 254) as u8 + 1;
@@ -436,7 +445,7 @@ async fn publish_loop(
     (latencies, attempted, errors)
 }
 
-fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
+pub(crate) fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
     if sorted.is_empty() {
         return None;
     }

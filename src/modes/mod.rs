@@ -3,6 +3,7 @@
 pub mod bench_data;
 pub mod bench_lua;
 pub mod bench_site;
+pub mod community;
 pub mod hash_password;
 pub mod init;
 pub mod loadtest;
