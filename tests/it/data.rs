@@ -1038,3 +1038,148 @@ async fn each_caller_gets_a_steady_share_of_requests() {
     run(&data, &peer(CAROL), count.clone()).await.unwrap();
     run(&data, &Caller::Owner, count).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_request_with_several_problems_is_told_the_first_in_a_fixed_order() {
+    // Rights to the op first, then Lua being off, then the table (missing, system, unknown) and
+    // its policy, and only then the request's own fields, in the order each op reads them.
+    let (data, _dir) = service().await;
+    notes_table(&data, json!({"insert": "local"})).await;
+    let owner = &Caller::Owner;
+    let bob = &peer(BOB);
+    for (caller, request, code, message) in [
+        (
+            bob,
+            json!({"op": "create-table"}),
+            403,
+            "`create-table` is for the peer's owner only",
+        ),
+        (
+            bob,
+            json!({"op": "drop-table"}),
+            403,
+            "`drop-table` is for the peer's owner only",
+        ),
+        (
+            bob,
+            json!({"op": "sql"}),
+            403,
+            "`sql` is for the peer's owner only",
+        ),
+        (owner, json!({}), 400, "`op` is missing"),
+        (owner, json!({"op": "insert"}), 400, "`table` is missing"),
+        (
+            owner,
+            json!({"op": "insert", "table": "nope"}),
+            404,
+            "there is no table `nope`",
+        ),
+        (
+            owner,
+            json!({"op": "insert", "table": "_tables"}),
+            403,
+            "is a system table",
+        ),
+        (
+            bob,
+            json!({"op": "insert", "table": "notes"}),
+            403,
+            "(policy: local)",
+        ),
+        (
+            owner,
+            json!({"op": "insert", "table": "notes"}),
+            400,
+            "`data` is missing",
+        ),
+        (
+            owner,
+            json!({"op": "update", "table": "notes"}),
+            400,
+            "`id` (the row's _id) is missing",
+        ),
+        (
+            owner,
+            json!({"op": "update", "table": "notes", "id": 1}),
+            400,
+            "`data` is missing",
+        ),
+        (
+            owner,
+            json!({"op": "delete", "table": "nope"}),
+            404,
+            "there is no table `nope`",
+        ),
+        (bob, json!({"op": "lua-call"}), 501, "lua is not enabled"),
+        (
+            owner,
+            json!({"op": "create-table"}),
+            400,
+            "`schema` is missing",
+        ),
+        (owner, json!({"op": "sql"}), 400, "`sql` is missing"),
+        (
+            owner,
+            json!({"op": "rename-table", "table": "nope"}),
+            404,
+            "there is no table `nope`",
+        ),
+        (
+            owner,
+            json!({"op": "rename-table", "table": "notes"}),
+            400,
+            "`name` (the new name) is missing",
+        ),
+        (
+            owner,
+            json!({"op": "drop-column", "table": "notes"}),
+            400,
+            "`name` (the column) is missing",
+        ),
+        (
+            owner,
+            json!({"op": "add-column", "table": "_tables", "column": "x BOGUS"}),
+            403,
+            "is a system table",
+        ),
+        (
+            owner,
+            json!({"op": "add-column", "table": "notes", "column": "x BOGUS"}),
+            400,
+            "unknown type `bogus`",
+        ),
+        (
+            owner,
+            json!({"op": "set-policy", "table": "nope", "access": {"read": "x"}}),
+            404,
+            "there is no table `nope`",
+        ),
+        (
+            owner,
+            json!({"op": "set-policy", "table": "notes", "access": {"read": "x"}}),
+            400,
+            "access: unknown variant `x`",
+        ),
+        (
+            owner,
+            json!({"op": "set-limits", "table": "notes"}),
+            400,
+            "`limits` is missing",
+        ),
+        (
+            owner,
+            json!({"op": "set-limits", "table": "nope", "limits": 5}),
+            404,
+            "there is no table `nope`",
+        ),
+    ] {
+        let refusal = run(&data, caller, request.clone())
+            .await
+            .expect_err(&request.to_string());
+        assert_eq!(refusal.code(), code, "{request}: {refusal}");
+        assert!(
+            refusal.to_string().contains(message),
+            "{request}: {refusal}"
+        );
+    }
+}

@@ -159,22 +159,51 @@ pub(super) fn parse_own_limits(input: &Json) -> Result<TableLimits, DataError> {
             KEYS.join(", ")
         )));
     }
-    let value = |key: &str| match object.get(key) {
-        None | Some(Json::Null) => Ok(None),
-        Some(value) => match value.as_i64() {
-            Some(n) if (1..=MAX_OWN_LIMIT).contains(&n) => Ok(Some(n)),
-            _ => Err(DataError::BadRequest(format!(
-                "limits.{key} ({value}) must be a whole number from 1 to {MAX_OWN_LIMIT}, or \
-                 null for the peer's default"
-            ))),
-        },
-    };
+    let value = |key: &str| own_limit(key, object.get(key).unwrap_or(&Json::Null));
     Ok(TableLimits {
         max_rows_per_caller: value("rows_per_caller")?,
         max_bytes_per_caller: value("bytes_per_caller")?,
         max_rows: value("rows")?,
         max_bytes: value("bytes")?,
     })
+}
+
+/// The table's own quotas as the owner typed them in the console's form, `[rows_per_caller,
+/// bytes_per_caller, rows, bytes]`: `1_000` and `1,000` read as 1000, empty is the peer's
+/// default; each checked (and named when wrong) as `set-limits` checks it.
+pub fn own_limits_from_form(texts: [&str; 4]) -> Result<TableLimits, DataError> {
+    let value = |key: &str, text: &str| {
+        let text = text.trim().replace(['_', ','], "");
+        let typed = if text.is_empty() {
+            Json::Null
+        } else {
+            text.parse::<i64>()
+                .map(Json::from)
+                .unwrap_or_else(|_| Json::from(text))
+        };
+        own_limit(key, &typed)
+    };
+    let [rows_per_caller, bytes_per_caller, rows, bytes] = texts;
+    Ok(TableLimits {
+        max_rows_per_caller: value("rows_per_caller", rows_per_caller)?,
+        max_bytes_per_caller: value("bytes_per_caller", bytes_per_caller)?,
+        max_rows: value("rows", rows)?,
+        max_bytes: value("bytes", bytes)?,
+    })
+}
+
+/// One quota: a positive whole number, or null for the peer's default.
+fn own_limit(key: &str, value: &Json) -> Result<Option<i64>, DataError> {
+    match value {
+        Json::Null => Ok(None),
+        value => match value.as_i64() {
+            Some(n) if (1..=MAX_OWN_LIMIT).contains(&n) => Ok(Some(n)),
+            _ => Err(DataError::BadRequest(format!(
+                "limits.{key} ({value}) must be a whole number from 1 to {MAX_OWN_LIMIT}, or \
+                 null for the peer's default"
+            ))),
+        },
+    }
 }
 
 /// Peer IDs the rate limiter remembers before it forgets those whose bucket is full again.
