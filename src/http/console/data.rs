@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::ConsoleApp;
 use crate::identity::PeerId;
-use crate::services::data::{Caller, DataError, DataRequest, MAX_REQUEST_BYTES, from_reply, reply};
+use crate::services::data::{Caller, DataError, DataRequest, MAX_REQUEST_BYTES, reply};
 
 /// The header a site's pages send their token in.
 pub const TOKEN_HEADER: &str = "x-goop-site-token";
@@ -187,7 +187,7 @@ async fn proxy(
         return answer(app.data.handle(&Caller::Owner, request).await, from_site);
     }
     match app.node.fetch_data(peer, &request).await {
-        Ok(wire) => answer(from_reply(&wire), from_site),
+        Ok(reply) => answer(reply, from_site),
         Err(error) => {
             let mut response = (
                 StatusCode::BAD_GATEWAY,

@@ -131,6 +131,9 @@ impl From<sqlx::Error> for DataError {
     }
 }
 
+/// A peer's answer to a data request: its data, or its refusal.
+pub type DataAnswer = Result<Json, DataError>;
+
 /// The wire form of a result: `{"ok": true, "data": …}` or `{"ok": false, "error": …, "code": …}`.
 pub fn reply(result: &Result<Json, DataError>) -> Json {
     match result {
@@ -140,7 +143,7 @@ pub fn reply(result: &Result<Json, DataError>) -> Json {
 }
 
 /// Reads a wire reply back into a result.
-pub fn from_reply(reply: &Json) -> Result<Json, DataError> {
+pub fn from_reply(reply: &Json) -> DataAnswer {
     if reply["ok"] == true {
         return Ok(reply.get("data").cloned().unwrap_or(Json::Null));
     }
