@@ -15,7 +15,7 @@ use axum::routing::get;
 
 use super::ConsoleApp;
 use crate::identity::PeerId;
-use crate::services::node::protocols::FetchError;
+use crate::services::node::protocols::{FetchError, SiteRefusal};
 use crate::services::presence::peer_table::PeerState;
 use crate::services::site::SiteError;
 
@@ -283,16 +283,20 @@ async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
     } else {
         match app.node.fetch_site(peer, &request_path).await {
             Ok(reply) => (reply.mime, reply.body),
-            Err(FetchError::Refused(reason)) => {
-                let status = match reason.as_str() {
-                    "forbidden" => StatusCode::FORBIDDEN,
-                    "not found" => StatusCode::NOT_FOUND,
-                    _ => StatusCode::BAD_GATEWAY,
-                };
-                let message = match reason.as_str() {
-                    "forbidden" => format!("This site does not share {request_path}."),
-                    "not found" => format!("This site has no page {request_path}."),
-                    other => format!("The peer would not send {request_path}: {other}."),
+            Err(FetchError::Refused(refusal)) => {
+                let (status, message) = match refusal {
+                    SiteRefusal::Forbidden => (
+                        StatusCode::FORBIDDEN,
+                        format!("This site does not share {request_path}."),
+                    ),
+                    SiteRefusal::NotFound => (
+                        StatusCode::NOT_FOUND,
+                        format!("This site has no page {request_path}."),
+                    ),
+                    other => (
+                        StatusCode::BAD_GATEWAY,
+                        format!("The peer would not send {request_path}: {other}."),
+                    ),
                 };
                 return error_page(&app, status, &id, &request_path, message);
             }
