@@ -77,7 +77,7 @@ pub async fn run(ops: usize, callers: usize) -> anyhow::Result<DataBench> {
         store.data(),
         server_id.to_base58(),
         watch::channel(String::new()).1,
-        Arc::new(|_: &str| Box::pin(async { None })),
+        Arc::new(|_: &crate::identity::PeerId| Box::pin(async { None })),
     )
     // What is measured is the data path, not the limits on visitors.
     .with_limits(InsertLimits::unlimited());
@@ -111,7 +111,7 @@ pub async fn run(ops: usize, callers: usize) -> anyhow::Result<DataBench> {
         },
     )
     .await?;
-    let visitor = Caller::Peer(client.peer_id().to_base58());
+    let visitor = Caller::Peer(client.peer_id());
 
     let query = request(
         json!({"op": "query", "table": "posts", "where": "stars >= ?",

@@ -89,7 +89,7 @@ pub async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
         store.data(),
         server_id,
         watch::channel(String::new()).1,
-        Arc::new(|_: &str| Box::pin(async { None })),
+        Arc::new(|_: &crate::identity::PeerId| Box::pin(async { None })),
     )
     // The benchmark measures the call path, not the limits on other peers.
     .with_limits(crate::services::data::limits::InsertLimits::unlimited())
@@ -121,7 +121,7 @@ pub async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
     )
     .await?;
     let server_peer = server.peer_id();
-    let visitor = Caller::Peer(client.peer_id().to_base58());
+    let visitor = Caller::Peer(client.peer_id());
 
     let trivial = request(json!({"op": "lua-call", "function": "trivial"}));
     let lookup = request(json!({"op": "lua-call", "function": "lookup", "params": {"id": 7}}));

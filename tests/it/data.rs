@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
+use goop2::identity::PeerId;
 use goop2::services::data::{Caller, DataError, DataRequest, DataService};
 use goop2::store::peer::PeerStore;
 use serde_json::{Value, json};
 
 const ME: &str = "12D3KooWOwnerOwnerOwnerOwnerOwnerOwnerOwnerOwner";
-pub const BOB: &str = "12D3KooWBobBobBobBobBobBobBobBobBobBobBobBobBob";
-const CAROL: &str = "12D3KooWCarolCarolCarolCarolCarolCarolCarolCa";
+pub const BOB: &str = "12D3KooWQN9sZuzTnKgEagUUYUsdQYSjSHG3dqpCizptWpwjbZXT";
+const CAROL: &str = "12D3KooWDpUje6VWr3ub6CvmstneM8bDd6YPWBQMV1gngGshFQuw";
 
 pub async fn service() -> (DataService, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -20,8 +21,8 @@ pub async fn service() -> (DataService, tempfile::TempDir) {
         store.data(),
         ME.into(),
         own_email,
-        Arc::new(|peer: &str| {
-            let known = (peer == BOB).then(|| goop2::services::data::PeerIdentity {
+        Arc::new(|peer: &PeerId| {
+            let known = (peer.to_base58() == BOB).then(|| goop2::services::data::PeerIdentity {
                 label: "Bob".into(),
                 verified_email: Some("bob@example.org".to_owned()),
             });
@@ -40,7 +41,7 @@ pub async fn run(data: &DataService, caller: &Caller, value: Value) -> Result<Va
 }
 
 pub fn peer(id: &str) -> Caller {
-    Caller::Peer(id.into())
+    Caller::Peer(id.parse().expect("a peer ID"))
 }
 
 pub async fn notes_table(data: &DataService, access: Value) {

@@ -53,7 +53,7 @@ async fn fill(dir: &Path, rows: usize, text: &str) {
         store.data(),
         "12D3KooWSelf".into(),
         email,
-        Arc::new(|_: &str| Box::pin(async { None })),
+        Arc::new(|_: &goop2::identity::PeerId| Box::pin(async { None })),
     );
     let request = |value: Value| serde_json::from_value(value).unwrap();
     data.handle(

@@ -632,7 +632,7 @@ pub async fn data_with_scores(
         store.data(),
         "12D3KooWSelf".into(),
         email,
-        std::sync::Arc::new(|_: &str| Box::pin(async { None })),
+        std::sync::Arc::new(|_: &goop2::identity::PeerId| Box::pin(async { None })),
     );
     let create = json!({"op": "create-table", "schema": {"name": "scores", "columns": ["who TEXT NOT NULL", "points INTEGER"]}});
     data.handle(

@@ -19,6 +19,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::Value as Json;
 
 use super::DataError;
+use crate::identity::PeerId;
 use crate::store::data::{TableLimits, Usage};
 
 /// The peer's limits on other peers' inserts (goop.json's `data` section).
@@ -105,7 +106,7 @@ impl Quotas {
     pub fn check(
         &self,
         table: &str,
-        caller: &str,
+        caller: &PeerId,
         mine: Usage,
         all: Usage,
         row_bytes: i64,
@@ -212,8 +213,8 @@ const RATE_KEYS_KEPT: usize = 4096;
 /// The rate limiter and the turn other peers' inserts take, shared by every clone of the service.
 pub(super) struct InsertGuard {
     pub(super) limits: InsertLimits,
-    rate: Option<DefaultKeyedRateLimiter<String>>,
-    requests: Option<DefaultKeyedRateLimiter<String>>,
+    rate: Option<DefaultKeyedRateLimiter<PeerId>>,
+    requests: Option<DefaultKeyedRateLimiter<PeerId>>,
     clock: DefaultClock,
     /// Other peers' quota checks and inserts, one at a time, so that two inserts cannot both pass
     /// a quota that has room for one.
@@ -241,7 +242,7 @@ impl InsertGuard {
     }
 
     /// Takes one request from `caller`'s bucket, or says how long until it may ask again.
-    pub(super) fn check_requests(&self, caller: &str) -> Result<(), DataError> {
+    pub(super) fn check_requests(&self, caller: &PeerId) -> Result<(), DataError> {
         self.take(&self.requests, caller, || {
             format!(
                 "{} requests per second (bursts of {}) to this peer's data",
@@ -252,7 +253,7 @@ impl InsertGuard {
     }
 
     /// Takes one insert from `caller`'s bucket, or says how long until it may insert again.
-    pub(super) fn check_rate(&self, caller: &str) -> Result<(), DataError> {
+    pub(super) fn check_rate(&self, caller: &PeerId) -> Result<(), DataError> {
         self.take(&self.rate, caller, || {
             format!(
                 "{} inserts per second (bursts of {}) into this peer's tables",
@@ -266,8 +267,8 @@ impl InsertGuard {
     /// the `rule` and the wait.
     fn take(
         &self,
-        bucket: &Option<DefaultKeyedRateLimiter<String>>,
-        caller: &str,
+        bucket: &Option<DefaultKeyedRateLimiter<PeerId>>,
+        caller: &PeerId,
         rule: impl FnOnce() -> String,
     ) -> Result<(), DataError> {
         let Some(bucket) = bucket else {
@@ -276,7 +277,7 @@ impl InsertGuard {
         if bucket.len() > RATE_KEYS_KEPT {
             bucket.retain_recent();
         }
-        bucket.check_key(&caller.to_owned()).map_err(|not_until| {
+        bucket.check_key(caller).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
             DataError::TooMany(format!(
                 "rate: caller {caller} may make at most {}; try again in {} ms",

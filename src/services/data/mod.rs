@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use serde_json::{Value as Json, json};
 
+use crate::identity::PeerId;
 use crate::store::data::{DataStore, StoreError, TableRecord};
 use limits::{InsertGuard, InsertLimits};
 pub use op::{Action, DataOp, DataRequest, Filter, OpKind, Query};
@@ -42,7 +43,7 @@ pub enum Caller {
     /// This peer's owner.
     Owner,
     /// Another peer, by its peer ID.
-    Peer(String),
+    Peer(PeerId),
 }
 
 /// The columns the peer keeps in every user table.
@@ -160,7 +161,7 @@ pub fn from_reply(reply: &Json) -> DataAnswer {
 
 /// What this peer knows of another: its announced label, and its email if a hub vouched for it.
 pub type PeerLookup = Arc<
-    dyn Fn(&str) -> futures_util::future::BoxFuture<'static, Option<PeerIdentity>> + Send + Sync,
+    dyn Fn(&PeerId) -> futures_util::future::BoxFuture<'static, Option<PeerIdentity>> + Send + Sync,
 >;
 
 pub use crate::services::presence::peer_table::PeerIdentity;
@@ -335,7 +336,7 @@ impl DataService {
             Caller::Peer(peer) => {
                 let known = (self.lookup)(peer).await.unwrap_or_default();
                 LuaCaller {
-                    id: peer.clone(),
+                    id: peer.to_base58(),
                     label: known.label,
                     email: known.verified_email.unwrap_or_default(),
                     owner: false,
@@ -428,7 +429,7 @@ impl DataService {
         match policy {
             Policy::Open => Ok(None),
             Policy::Owner if action == Action::Insert => Ok(None),
-            Policy::Owner => Ok(Some(peer.clone())),
+            Policy::Owner => Ok(Some(peer.to_base58())),
             Policy::Local => Err(DataError::Forbidden(format!(
                 "only this peer may {verb} `{}` (policy: local)",
                 record.name

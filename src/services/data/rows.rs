@@ -171,7 +171,7 @@ impl DataService {
         let (owner, email) = match caller {
             Caller::Owner => (self.me.clone(), self.own_email.borrow().clone()),
             Caller::Peer(peer) => (
-                peer.clone(),
+                peer.to_base58(),
                 (self.lookup)(peer)
                     .await
                     .and_then(|known| known.verified_email)
@@ -188,7 +188,7 @@ impl DataService {
         values.push(("_owner".into(), SqlValue::Text(owner)));
         values.push(("_owner_email".into(), SqlValue::Text(email)));
         let _turn = self.turn(&store).await?;
-        let (mine, all) = store.usage(&record.name, peer).await?;
+        let (mine, all) = store.usage(&record.name, &peer.to_base58()).await?;
         self.guard.limits.for_table(&record.limits).check(
             &record.name,
             peer,
@@ -230,7 +230,7 @@ impl DataService {
                 // Whatever the values replace, they must fit as if they were added: a visitor
                 // cannot grow small rows past the byte quotas.
                 let turn = self.turn(&store).await?;
-                let (mine, all) = store.usage(&record.name, peer).await?;
+                let (mine, all) = store.usage(&record.name, &peer.to_base58()).await?;
                 let grown = values.iter().map(|(_, value)| value.stored_bytes()).sum();
                 let quotas = self.guard.limits.for_table(&record.limits);
                 let counted = |usage: Usage| Usage {
@@ -273,7 +273,7 @@ impl DataService {
     ) -> Result<RoleAnswer, DataError> {
         let (role, peer_id) = match caller {
             Caller::Owner => (Role::Owner, self.me.clone()),
-            Caller::Peer(peer) => (Role::Visitor, peer.clone()),
+            Caller::Peer(peer) => (Role::Visitor, peer.to_base58()),
         };
         let mut answer = RoleAnswer {
             role,

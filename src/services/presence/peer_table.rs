@@ -308,9 +308,9 @@ impl PeerTable {
     }
 
     /// The label of a known peer and its email if a hub vouched for it.
-    pub async fn identity(&self, peer_id: &str) -> Option<PeerIdentity> {
+    pub async fn identity(&self, peer_id: &PeerId) -> Option<PeerIdentity> {
         let (reply, answer) = oneshot::channel();
-        let command = Command::Identity(peer_id.to_owned(), reply);
+        let command = Command::Identity(peer_id.to_base58(), reply);
         self.commands.send(command).await.ok()?;
         answer.await.ok().flatten()
     }

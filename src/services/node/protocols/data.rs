@@ -33,7 +33,7 @@ pub(super) async fn serve(
     let (read, write) = futures_util::AsyncReadExt::split(stream);
     let mut write = write.compat_write();
     let mut reader = BufReader::new(read.compat());
-    let caller = Caller::Peer(peer.to_base58());
+    let caller = Caller::Peer(peer);
     loop {
         let mut line = Vec::new();
         let read = tokio::time::timeout(
