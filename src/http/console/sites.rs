@@ -93,7 +93,7 @@ async fn visit(
             format!("{id:?} is not a peer ID"),
         );
     };
-    let entry = app.table.entry(&id).await;
+    let entry = app.table.entry(&peer).await;
     let is_self = peer == app.peer_id;
     let (label, verified, state) = match (&entry, is_self) {
         (_, true) => (app.label.borrow().clone(), false, "online"),
@@ -220,7 +220,7 @@ fn error_page_with_detail(
 
 /// Why a peer's site cannot be shown, in words: who the peer is, whether it is online and when
 /// it was last heard of.
-async fn unreachable_message(app: &ConsoleApp, peer: &str) -> String {
+async fn unreachable_message(app: &ConsoleApp, peer: &PeerId) -> String {
     let Some(entry) = app.table.entry(peer).await else {
         return "This peer is not answering, and this console has not heard of it: it may be \
                 offline, or on a network this peer does not reach."
@@ -306,7 +306,7 @@ async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
                     StatusCode::BAD_GATEWAY,
                     &id,
                     &request_path,
-                    unreachable_message(&app, &id).await,
+                    unreachable_message(&app, &peer).await,
                     Some(error.to_string()),
                 );
             }
