@@ -75,7 +75,7 @@ pub async fn run(ops: usize, callers: usize) -> anyhow::Result<DataBench> {
     let server_id = server_key.public().to_peer_id();
     let data = DataService::new(
         store.data(),
-        server_id.to_base58(),
+        server_id,
         watch::channel(String::new()).1,
         Arc::new(|_: &crate::identity::PeerId| Box::pin(async { None })),
     )

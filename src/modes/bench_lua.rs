@@ -87,7 +87,7 @@ pub async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
     );
     let data = DataService::new(
         store.data(),
-        server_id,
+        server_key.public().to_peer_id(),
         watch::channel(String::new()).1,
         Arc::new(|_: &crate::identity::PeerId| Box::pin(async { None })),
     )

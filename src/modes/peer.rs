@@ -98,7 +98,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let limits = &config.data;
     let mut data = DataService::new(
         store.data(),
-        peer_id.to_base58(),
+        peer_id,
         own_email.clone(),
         peer_lookup(table.clone()),
     )

@@ -8,7 +8,7 @@ use goop2::services::data::{Caller, DataError, DataRequest, DataService};
 use goop2::store::peer::PeerStore;
 use serde_json::{Value, json};
 
-const ME: &str = "12D3KooWOwnerOwnerOwnerOwnerOwnerOwnerOwnerOwner";
+const ME: &str = "12D3KooWQQjgKbDFL6cPWbKicnBWv2Gae79aHvU7ZuxfQrVCBcZ1";
 pub const BOB: &str = "12D3KooWQN9sZuzTnKgEagUUYUsdQYSjSHG3dqpCizptWpwjbZXT";
 const CAROL: &str = "12D3KooWDpUje6VWr3ub6CvmstneM8bDd6YPWBQMV1gngGshFQuw";
 
@@ -19,7 +19,7 @@ pub async fn service() -> (DataService, tempfile::TempDir) {
     std::mem::forget(_tx);
     let data = DataService::new(
         store.data(),
-        ME.into(),
+        ME.parse().unwrap(),
         own_email,
         Arc::new(|peer: &PeerId| {
             let known = (peer.to_base58() == BOB).then(|| goop2::services::data::PeerIdentity {

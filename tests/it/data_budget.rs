@@ -51,7 +51,7 @@ async fn fill(dir: &Path, rows: usize, text: &str) {
     let (_email_tx, email) = tokio::sync::watch::channel(String::new());
     let data = DataService::new(
         store.data(),
-        "12D3KooWSelf".into(),
+        goop2::identity::PeerId::random(),
         email,
         Arc::new(|_: &goop2::identity::PeerId| Box::pin(async { None })),
     );

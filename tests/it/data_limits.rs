@@ -363,7 +363,7 @@ async fn usage_follows_every_writer_and_tables_older_than_it_are_counted_at_open
         std::mem::forget(_tx);
         DataService::new(
             store.data(),
-            "12D3KooWSelf".into(),
+            goop2::identity::PeerId::random(),
             email,
             std::sync::Arc::new(|_: &goop2::identity::PeerId| Box::pin(async { None })),
         )

@@ -17,7 +17,7 @@ async fn store() -> (PeerStore, DataService, tempfile::TempDir) {
     std::mem::forget(_tx);
     let data = DataService::new(
         store.data(),
-        "12D3KooWSelf".into(),
+        goop2::identity::PeerId::random(),
         email,
         Arc::new(|_: &goop2::identity::PeerId| Box::pin(async { None })),
     );

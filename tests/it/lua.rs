@@ -630,7 +630,7 @@ pub async fn data_with_scores(
     let (_tx, email) = tokio::sync::watch::channel(String::new());
     let data = goop2::services::data::DataService::new(
         store.data(),
-        "12D3KooWSelf".into(),
+        goop2::identity::PeerId::random(),
         email,
         std::sync::Arc::new(|_: &goop2::identity::PeerId| Box::pin(async { None })),
     );

@@ -171,7 +171,7 @@ pub use crate::services::presence::peer_table::PeerIdentity;
 pub struct DataService {
     store: DataStore,
     /// This peer's ID (the `_owner` of the owner's rows).
-    me: String,
+    me: PeerId,
     /// The owner's email, for the owner's rows.
     own_email: Arc<tokio::sync::watch::Receiver<String>>,
     lookup: PeerLookup,
@@ -195,7 +195,7 @@ const MAX_CACHED_TABLES: usize = 256;
 impl DataService {
     pub fn new(
         store: DataStore,
-        me: String,
+        me: PeerId,
         own_email: tokio::sync::watch::Receiver<String>,
         lookup: PeerLookup,
     ) -> Self {

@@ -169,7 +169,7 @@ impl DataService {
         self.allow(caller, record, Action::Insert)?;
         let mut values = schema::check_row(schema, data, true).map_err(DataError::BadRequest)?;
         let (owner, email) = match caller {
-            Caller::Owner => (self.me.clone(), self.own_email.borrow().clone()),
+            Caller::Owner => (self.me.to_base58(), self.own_email.borrow().clone()),
             Caller::Peer(peer) => (
                 peer.to_base58(),
                 (self.lookup)(peer)
@@ -272,13 +272,13 @@ impl DataService {
         table: Option<&str>,
     ) -> Result<RoleAnswer, DataError> {
         let (role, peer_id) = match caller {
-            Caller::Owner => (Role::Owner, self.me.clone()),
+            Caller::Owner => (Role::Owner, self.me.to_base58()),
             Caller::Peer(peer) => (Role::Visitor, peer.to_base58()),
         };
         let mut answer = RoleAnswer {
             role,
             peer_id,
-            host_id: self.me.clone(),
+            host_id: self.me.to_base58(),
             permissions: None,
         };
         if let Some(table) = table {
@@ -307,7 +307,7 @@ impl DataService {
         dry_run: bool,
     ) -> Result<Vec<Result<Option<i64>, String>>, DataError> {
         let table = self.table(&self.store, table).await?;
-        let email = self.own_email.borrow().clone();
+        let (me, email) = (self.me.to_base58(), self.own_email.borrow().clone());
         let mut outcomes = Vec::with_capacity(rows.len());
         for row in rows {
             let mut values = match schema::check_row(&table.schema, row, true) {
@@ -321,7 +321,7 @@ impl DataService {
                 outcomes.push(Ok(None));
                 continue;
             }
-            values.push(("_owner".into(), SqlValue::Text(self.me.clone())));
+            values.push(("_owner".into(), SqlValue::Text(me.clone())));
             values.push(("_owner_email".into(), SqlValue::Text(email.clone())));
             match self.store.insert(&table.record.name, &values).await {
                 Ok(id) => outcomes.push(Ok(Some(id))),
