@@ -141,7 +141,7 @@ pub struct Config {
     pub identity: IdentitySettings,
     pub paths: Paths,
     pub p2p: P2p,
-    pub presence: Presence,
+    pub presence: PresenceSettings,
     pub viewer: Viewer,
     pub lua: Lua,
     pub data: DataSettings,
@@ -242,13 +242,13 @@ impl Default for P2p {
 /// `presence`: heartbeats, rendezvous hubs and the hub this directory may host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Presence {
+pub struct PresenceSettings {
     pub topic: String,
     pub ttl_seconds: u32,
     pub heartbeat_seconds: u32,
     pub rendezvous_host: bool,
     /// The hub's port; absent means "the platform's `PORT`, else 8787" (see
-    /// [`Presence::hub_port`]). Absent stays absent when the file is saved.
+    /// [`PresenceSettings::hub_port`]). Absent stays absent when the file is saved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rendezvous_port: Option<u16>,
     /// The port `goop2 rendezvous` took from the environment; never saved.
@@ -284,9 +284,9 @@ pub struct Presence {
     pub extra: Map<String, Value>,
 }
 
-impl Default for Presence {
+impl Default for PresenceSettings {
     fn default() -> Self {
-        Presence {
+        PresenceSettings {
             topic: "goop.presence.v1".into(),
             ttl_seconds: 20,
             heartbeat_seconds: 5,
@@ -314,7 +314,7 @@ impl Default for Presence {
     }
 }
 
-impl Presence {
+impl PresenceSettings {
     /// The port the hub listens on: `rendezvous_port` when set, else the port taken from the
     /// environment, else [`DEFAULT_RENDEZVOUS_PORT`].
     pub fn hub_port(&self) -> u16 {

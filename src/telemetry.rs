@@ -14,9 +14,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Records kept in memory by default.
@@ -171,9 +173,32 @@ pub struct LogBufferLayer {
     buffer: LogBuffer,
 }
 
-impl<S: Subscriber> Layer<S> for LogBufferLayer {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+/// The fields of a span, kept with it so that the events inside carry them.
+struct SpanFields(Vec<(String, String)>);
+
+impl<S> Layer<S> for LogBufferLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut visitor = FieldCollector::default();
+        attrs.record(&mut visitor);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(SpanFields(visitor.fields));
+        }
+    }
+
+    /// An event's record holds the fields of the spans it happened in (outermost first), then
+    /// its own.
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut visitor = FieldCollector::default();
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
+                    visitor.fields.extend(fields.iter().cloned());
+                }
+            }
+        }
         event.record(&mut visitor);
         let meta = event.metadata();
         self.buffer.push(

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::http::access::OwnerAccess;
 use crate::http::client_ip::TrustedProxies;
 use crate::http::console::{self, ConsoleApp};
-use crate::http::security::with_security_headers;
+use crate::http::layers::{self, RequestLog};
 use crate::http::server::ServerLimits;
 use crate::identity::{self, PeerId};
 use crate::modes::rendezvous::{self, RunningHub};
@@ -28,7 +28,7 @@ use crate::services::node::vouched::{DialLimits, Reach};
 use crate::services::node::{GossipLimits, Node, NodeOptions};
 use crate::services::presence::cache::PeerBook;
 use crate::services::presence::hub_client::{
-    Announcement, HubClient, HubClientOptions, HubEvent, parse_hub_url,
+    Announcement, HubClient, HubClientOptions, LinkEvent, parse_hub_url,
 };
 use crate::services::presence::peer_table::{PeerTable, Source, TableOptions};
 use crate::services::presence::{lan, merge, reachability};
@@ -243,7 +243,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         None => None,
     };
     let mut hub_clients = Vec::new();
-    let (hub_events_tx, hub_events) = mpsc::channel::<(Source, Reach, HubEvent)>(1024);
+    let (hub_events_tx, hub_events) = mpsc::channel::<(Source, Reach, LinkEvent)>(1024);
     for url in hub_urls {
         let source = Source::Hub(url.to_string());
         // How wide the addresses this hub may have the node dial are.
@@ -298,7 +298,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
                 announcement: announce_tx.clone(),
             },
         };
-        let routes = with_security_headers(console::router(app));
+        let routes = layers::common(console::router(app), RequestLog::Every);
         let mut until = stopped.clone();
         tasks.push(tokio::spawn(crate::http::server::serve(
             listener,

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::config::{self, Config};
 use crate::http::client_ip::TrustedProxies;
 use crate::http::hub::{DirectEvents, HubApp, router};
+use crate::http::layers::{self, RequestLog};
 use crate::http::server::{self, ServerLimits};
 use crate::http::session::AdminAuth;
 use crate::http::viewer::{self, ViewerApp};
@@ -106,7 +107,7 @@ pub async fn start_with_options(
     };
     let logs_for_viewer = logs;
     let direct_app = app.clone();
-    let routes = crate::http::security::with_security_headers(router(app));
+    let routes = layers::common(router(app), RequestLog::Slow);
     let limits = ServerLimits {
         max_connections: hub.options().max_streams + OTHER_DESCRIPTORS as usize,
         write_stall_timeout: hub.options().write_stall_timeout,
@@ -142,7 +143,7 @@ pub async fn start_with_options(
             format!("http://{hub_addr}/"),
             stopped.clone(),
         );
-        let routes = crate::http::security::with_security_headers(viewer::router(app));
+        let routes = layers::common(viewer::router(app), RequestLog::Every);
         servers.push(tokio::spawn(server::serve(
             listener,
             routes,

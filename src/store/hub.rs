@@ -16,7 +16,7 @@ pub const TOMBSTONE_MS: i64 = 10 * 60 * 1000;
 
 /// One peer row.
 #[derive(Debug, Clone, FromRow, PartialEq, Eq)]
-pub struct PeerRow {
+pub struct StoredPeer {
     pub peer_id: String,
     pub presence: String,
     pub signed: bool,
@@ -33,7 +33,7 @@ pub struct PeerRow {
 #[derive(Debug, Clone)]
 pub enum PeerWrite {
     /// The peer is online with this state (`version` and `instance` are filled in on write).
-    Upsert(PeerRow),
+    Upsert(StoredPeer),
     /// The peer left.
     Offline {
         peer_id: String,
@@ -145,8 +145,8 @@ impl HubStore {
         version: i64,
         instance: &str,
         limit: i64,
-    ) -> Result<Vec<PeerRow>, sqlx::Error> {
-        sqlx::query_as::<_, PeerRow>(
+    ) -> Result<Vec<StoredPeer>, sqlx::Error> {
+        sqlx::query_as::<_, StoredPeer>(
             "SELECT * FROM peers WHERE version > ?1 AND instance != ?2 ORDER BY version LIMIT ?3",
         )
         .bind(version)
@@ -164,8 +164,8 @@ impl HubStore {
     }
 
     /// Peers still online (not expired) at `now_ms`, for a restart.
-    pub async fn live_peers(&self, now_ms: i64) -> Result<Vec<PeerRow>, sqlx::Error> {
-        sqlx::query_as::<_, PeerRow>(
+    pub async fn live_peers(&self, now_ms: i64) -> Result<Vec<StoredPeer>, sqlx::Error> {
+        sqlx::query_as::<_, StoredPeer>(
             "SELECT * FROM peers WHERE online = 1 AND expires_ms > ?1 ORDER BY version",
         )
         .bind(now_ms)

@@ -1105,3 +1105,89 @@ async fn a_subscriber_holds_no_part_of_the_snapshot_once_it_is_sent() {
     );
     drop(open);
 }
+
+/// The response head of `GET path` read off a raw socket (the event stream never ends).
+async fn raw_head(hub: &TestHub, path: &str, headers: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = hub.url.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut byte))
+            .await
+            .expect("a response head within 5 s")
+            .unwrap();
+        assert_eq!(
+            read,
+            1,
+            "the head ended early: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap().to_ascii_lowercase()
+}
+
+fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+        .map(str::trim)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_direct_event_stream_carries_the_security_headers_of_every_other_route() {
+    let hub = TestHub::spawn().await;
+    let routed = raw_head(&hub, "/healthz", "Connection: close\r\n").await;
+    let direct = raw_head(&hub, "/events", "").await;
+    assert!(direct.starts_with("http/1.1 200"), "{direct}");
+    assert_eq!(
+        header_value(&direct, "content-type"),
+        Some("text/event-stream")
+    );
+    for name in [
+        "x-content-type-options",
+        "x-frame-options",
+        "referrer-policy",
+        "content-security-policy",
+    ] {
+        assert!(header_value(&routed, name).is_some(), "{name} in {routed}");
+        assert_eq!(
+            header_value(&direct, name),
+            header_value(&routed, name),
+            "{name}"
+        );
+    }
+    // An event stream is never compressed, whatever the client accepts.
+    let accepted = raw_head(&hub, "/events", "Accept-Encoding: gzip\r\n").await;
+    assert_eq!(header_value(&accepted, "content-encoding"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_and_json_are_compressed_for_clients_that_accept_it() {
+    let hub = TestHub::spawn().await;
+    let mut peer = TestIdentity::new();
+    hub.publish(peer.json(PresenceType::Online, "Alice")).await;
+    for path in ["/", "/peers.json"] {
+        let plain = raw_head(&hub, path, "Connection: close\r\n").await;
+        assert_eq!(header_value(&plain, "content-encoding"), None, "{path}");
+        let gzip = raw_head(&hub, path, "Accept-Encoding: gzip\r\nConnection: close\r\n").await;
+        assert_eq!(
+            header_value(&gzip, "content-encoding"),
+            Some("gzip"),
+            "{path}: {gzip}"
+        );
+    }
+    // A body of a few bytes is not worth it.
+    let health = raw_head(
+        &hub,
+        "/healthz",
+        "Accept-Encoding: gzip\r\nConnection: close\r\n",
+    )
+    .await;
+    assert_eq!(header_value(&health, "content-encoding"), None);
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use goop2::identity::Keypair;
 use goop2::services::hub::presence::PresenceType;
 use goop2::services::presence::hub_client::{
-    Announcement, HubClient, HubClientOptions, HubEvent, HubLink, Transport,
+    Announcement, HubClient, HubClientOptions, HubLink, LinkEvent, Transport,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -22,7 +22,10 @@ fn announcement(label: &str) -> Announcement {
     }
 }
 
-async fn next(events: &mut mpsc::Receiver<HubEvent>, pred: impl Fn(&HubEvent) -> bool) -> HubEvent {
+async fn next(
+    events: &mut mpsc::Receiver<LinkEvent>,
+    pred: impl Fn(&LinkEvent) -> bool,
+) -> LinkEvent {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let event = tokio::time::timeout_at(deadline, events.recv())
@@ -59,7 +62,7 @@ async fn announces_and_listens(websocket: bool) {
     };
     next(
         &mut events,
-        |e| matches!(e, HubEvent::Connected(t) if *t == expected),
+        |e| matches!(e, LinkEvent::Connected(t) if *t == expected),
     )
     .await;
     assert!(
@@ -78,11 +81,11 @@ async fn announces_and_listens(websocket: bool) {
     );
     match next(
         &mut events,
-        |e| matches!(e, HubEvent::Presence(p) if p.peer_id == bob.id),
+        |e| matches!(e, LinkEvent::Presence(p) if p.peer_id == bob.id),
     )
     .await
     {
-        HubEvent::Presence(presence) => {
+        LinkEvent::Presence(presence) => {
             assert_eq!(presence.content.as_deref(), Some("Bob"));
             assert_eq!(presence.signed, Some(true));
         }
@@ -135,8 +138,8 @@ async fn an_unreachable_hub_does_not_stop_the_client_and_it_connects_when_the_hu
 
     let mut waits = Vec::new();
     for _ in 0..3 {
-        if let HubEvent::Disconnected { retry_in, .. } =
-            next(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await
+        if let LinkEvent::Disconnected { retry_in, .. } =
+            next(&mut events, |e| matches!(e, LinkEvent::Disconnected { .. })).await
         {
             waits.push(retry_in);
         }
@@ -147,7 +150,7 @@ async fn an_unreachable_hub_does_not_stop_the_client_and_it_connects_when_the_hu
     );
 
     let hub = TestHub::spawn_with(|c| c.presence.rendezvous_port = Some(port), |_| {}).await;
-    next(&mut events, |e| matches!(e, HubEvent::Connected(_))).await;
+    next(&mut events, |e| matches!(e, LinkEvent::Connected(_))).await;
     assert!(
         eventually(WAIT, async || label_on_hub(&hub, &me).await.as_deref()
             == Some("Patient"))
@@ -164,8 +167,8 @@ async fn a_full_hub_is_retried_after_its_retry_after() {
     let options = HubClientOptions::new(hub.url.parse().unwrap(), Duration::from_secs(5));
     let (client, mut events) =
         HubClient::spawn(options, Keypair::generate_ed25519(), announcements);
-    match next(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await {
-        HubEvent::Disconnected { reason, retry_in } => {
+    match next(&mut events, |e| matches!(e, LinkEvent::Disconnected { .. })).await {
+        LinkEvent::Disconnected { reason, retry_in } => {
             assert_eq!(
                 retry_in,
                 Duration::from_secs(10),
@@ -261,7 +264,7 @@ async fn a_cut_event_stream_resumes_with_last_event_id_and_misses_nothing() {
     options.max_backoff = Duration::from_millis(300);
     let (client, mut events) = HubClient::spawn(options, keypair, announcements);
     next(&mut events, |e| {
-        matches!(e, HubEvent::Connected(Transport::EventStream))
+        matches!(e, LinkEvent::Connected(Transport::EventStream))
     })
     .await;
 
@@ -272,7 +275,7 @@ async fn a_cut_event_stream_resumes_with_last_event_id_and_misses_nothing() {
     );
     next(
         &mut events,
-        |e| matches!(e, HubEvent::Presence(p) if p.peer_id == bob.id),
+        |e| matches!(e, LinkEvent::Presence(p) if p.peer_id == bob.id),
     )
     .await;
     let first = proxy.event_requests();
@@ -285,7 +288,7 @@ async fn a_cut_event_stream_resumes_with_last_event_id_and_misses_nothing() {
 
     // The stream is cut; meanwhile the hub hears news the client must not miss.
     proxy.cut();
-    next(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await;
+    next(&mut events, |e| matches!(e, LinkEvent::Disconnected { .. })).await;
     let mut carol = TestIdentity::new();
     assert_eq!(
         hub.publish(carol.json(PresenceType::Online, "Carol"))
@@ -303,18 +306,18 @@ async fn a_cut_event_stream_resumes_with_last_event_id_and_misses_nothing() {
 
     // After the reconnect, exactly what was missed arrives, in order, with no reset.
     next(&mut events, |e| {
-        matches!(e, HubEvent::Connected(Transport::EventStream))
+        matches!(e, LinkEvent::Connected(Transport::EventStream))
     })
     .await;
     let mut replayed = Vec::new();
     while replayed.len() < 2 {
         match next(&mut events, |e| {
-            matches!(e, HubEvent::Presence(_) | HubEvent::Reset)
+            matches!(e, LinkEvent::Presence(_) | LinkEvent::Reset)
         })
         .await
         {
-            HubEvent::Reset => panic!("the hub could not resume the stream"),
-            HubEvent::Presence(p) if p.peer_id == carol.id || p.peer_id == bob.id => {
+            LinkEvent::Reset => panic!("the hub could not resume the stream"),
+            LinkEvent::Presence(p) if p.peer_id == carol.id || p.peer_id == bob.id => {
                 replayed.push(p.content.unwrap_or_default())
             }
             _ => {}
@@ -388,7 +391,7 @@ async fn over_tls(websocket: bool) {
     };
     next(
         &mut events,
-        |e| matches!(e, HubEvent::Connected(t) if *t == expected),
+        |e| matches!(e, LinkEvent::Connected(t) if *t == expected),
     )
     .await;
     assert!(
@@ -403,7 +406,7 @@ async fn over_tls(websocket: bool) {
     );
     next(
         &mut events,
-        |e| matches!(e, HubEvent::Presence(p) if p.peer_id == bob.id),
+        |e| matches!(e, LinkEvent::Presence(p) if p.peer_id == bob.id),
     )
     .await;
     client.stop().await;
@@ -434,15 +437,15 @@ async fn a_hub_certificate_nobody_vouches_for_is_refused() {
     options.initial_backoff = Duration::from_millis(100);
     options.max_backoff = Duration::from_millis(200);
     let (client, mut events) = HubClient::spawn(options, keypair, announcements);
-    match next(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await {
-        HubEvent::Disconnected { reason, .. } => {
+    match next(&mut events, |e| matches!(e, LinkEvent::Disconnected { .. })).await {
+        LinkEvent::Disconnected { reason, .. } => {
             assert!(reason.to_lowercase().contains("certificate"), "{reason}")
         }
         _ => unreachable!(),
     }
     // Neither transport got through.
     for _ in 0..3 {
-        next(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await;
+        next(&mut events, |e| matches!(e, LinkEvent::Disconnected { .. })).await;
     }
     assert!(label_on_hub(&hub, &me).await.is_none());
     drop(client);
@@ -505,7 +508,7 @@ async fn a_server_that_is_not_a_hub_is_named_as_such_and_logged_once() {
         HubClient::spawn(options, Keypair::generate_ed25519(), announcements);
     let status = client.status();
     for _ in 0..5 {
-        next(&mut events, |e| matches!(e, HubEvent::Disconnected { .. })).await;
+        next(&mut events, |e| matches!(e, LinkEvent::Disconnected { .. })).await;
     }
     let now = status.borrow().clone();
     match &now.link {
@@ -531,7 +534,7 @@ async fn a_ban_is_shown_with_its_end_and_logged_once() {
     let options = HubClientOptions::new(hub.url.parse().unwrap(), Duration::from_millis(100));
     let (client, mut events) = HubClient::spawn(options, keypair, announcements);
     let status = client.status();
-    next(&mut events, |e| matches!(e, HubEvent::Connected(_))).await;
+    next(&mut events, |e| matches!(e, LinkEvent::Connected(_))).await;
     assert!(
         matches!(
             status.borrow().link,

@@ -220,3 +220,79 @@ async fn refused_logins_are_logged_once_a_minute_not_once_each() {
         "each wrong password, the first refusal"
     );
 }
+
+/// Request records: those of `route`, with their span's fields.
+fn requests(logs: &LogBuffer, route: &str) -> Vec<Arc<LogRecord>> {
+    logs.snapshot()
+        .into_iter()
+        .filter(|r| r.target == "goop2::http::request" && field(r, "route") == Some(route))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_request_has_a_span_with_method_route_status_and_latency() {
+    let logs = LogBuffer::new(10_000);
+    let _recording = record_logs(&logs);
+    let hub = TestHub::spawn().await;
+    let mut alice = TestIdentity::new();
+    assert_eq!(
+        publish(&hub, &mut alice, PresenceType::Online, "Alice").await,
+        204
+    );
+    let published = requests(&logs, "/publish");
+    assert_eq!(published.len(), 1, "{published:?}");
+    let record = &published[0];
+    assert_eq!(field(record, "method"), Some("POST"));
+    assert_eq!(field(record, "status"), Some("204"));
+    assert!(field(record, "latency_ms").is_some_and(|ms| ms.parse::<u64>().is_ok()));
+    // A hub's heartbeats would bury everything else at INFO.
+    assert_eq!(record.level, "DEBUG");
+
+    // The route's pattern is logged, never the path with its names or IDs.
+    let manifest = reqwest::get(format!(
+        "{}/api/templates/secret-{}/manifest.json",
+        hub.url, alice.id
+    ))
+    .await
+    .unwrap();
+    let refused = manifest.status().as_u16();
+    assert!(refused >= 400, "{refused}");
+    let asked = requests(&logs, "/api/templates/{name}/manifest.json");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(
+        field(&asked[0], "status"),
+        Some(refused.to_string().as_str())
+    );
+    let unknown = reqwest::get(format!("{}/no/such/{}", hub.url, alice.id))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+    assert_eq!(requests(&logs, "(none)").len(), 1);
+    for record in logs.snapshot() {
+        assert!(!record.line().contains(&alice.id), "{}", record.line());
+    }
+}
+
+#[tokio::test]
+async fn a_consoles_requests_are_logged_at_info_and_shown_in_its_log() {
+    let logs = LogBuffer::new(10_000);
+    let _recording = record_logs(&logs);
+    let (dir, config) = crate::console::peer_dir("Alice", |_| {});
+    let alice = goop2::modes::peer::start(dir.path(), &config, logs.clone())
+        .await
+        .unwrap();
+    let base = crate::console::console(&alice);
+    let page = reqwest::get(format!("{base}/")).await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let home = requests(&logs, "/");
+    assert_eq!(home.len(), 1, "{home:?}");
+    assert_eq!(home[0].level, "INFO");
+    assert_eq!(field(&home[0], "method"), Some("GET"));
+    assert_eq!(field(&home[0], "status"), Some("200"));
+    let shown = crate::support::get_text(&format!("{base}/logs?level=info")).await;
+    assert!(
+        shown.contains("goop2::http::request: request method=GET route=/ status=200"),
+        "{shown}"
+    );
+    alice.shutdown().await;
+}

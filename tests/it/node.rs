@@ -10,7 +10,7 @@ use goop2::services::node::{Node, NodeEvent, NodeOptions};
 use goop2::services::site::Site;
 use tokio::sync::mpsc::Receiver;
 
-use crate::support::{eventually, loopback_tcp};
+use crate::support::{eventually, loopback_tcp, nothing_served};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -23,15 +23,6 @@ fn options(tag: &str) -> NodeOptions {
         presence_topic: "goop.presence.v1".into(),
         limits: Default::default(),
         gossip: Default::default(),
-    }
-}
-
-fn nothing_served(label: &str) -> Served {
-    Served {
-        site: None,
-        label: tokio::sync::watch::channel(label.to_owned()).1,
-        avatar: None,
-        data: None,
     }
 }
 

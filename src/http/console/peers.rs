@@ -10,12 +10,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Json, Router};
 use futures_util::stream;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{ConsoleApp, Frame};
+use crate::http::csrf::CsrfForm;
+use crate::http::error::HttpError;
 use crate::http::text::short_id;
 use crate::identity::PeerId;
 use crate::services::node::PeerDetails;
@@ -44,7 +46,7 @@ pub fn routes() -> Router<ConsoleApp> {
 }
 
 /// A peer as a row.
-pub struct PeerRow {
+pub struct PeerListItem {
     pub peer_id: String,
     pub short_id: String,
     pub label: String,
@@ -60,9 +62,9 @@ pub struct PeerRow {
     pub addrs: Vec<String>,
 }
 
-impl PeerRow {
+impl PeerListItem {
     fn from_entry(entry: &PeerEntry) -> Self {
-        PeerRow {
+        PeerListItem {
             peer_id: entry.peer_id.clone(),
             short_id: short_id(&entry.peer_id),
             label: entry.label.clone(),
@@ -105,7 +107,7 @@ fn reach_text(reachability: &Reachability) -> String {
 #[template(path = "console_peers.html")]
 struct PeersPage {
     frame: Frame,
-    peers: Vec<PeerRow>,
+    peers: Vec<PeerListItem>,
     hubs: Vec<super::HubRow>,
     notice: Option<String>,
     /// How many peers are known in all.
@@ -142,7 +144,7 @@ async fn list_peers(
         notice: app.notices.open(query.notice),
         hubs: app.hub_rows(),
         frame: app.frame(&headers),
-        peers: listed.peers.iter().map(PeerRow::from_entry).collect(),
+        peers: listed.peers.iter().map(PeerListItem::from_entry).collect(),
         total: listed.total,
         page: wanted,
         pages,
@@ -156,7 +158,7 @@ async fn list_peers(
 #[template(path = "console_peer.html")]
 struct PeerPage {
     frame: Frame,
-    peer: PeerRow,
+    peer: PeerListItem,
     /// What it said over Identify, while connected.
     details: Option<PeerDetails>,
 }
@@ -167,10 +169,12 @@ async fn show_peer(
     headers: HeaderMap,
 ) -> Response {
     let Ok(peer) = id.parse::<PeerId>() else {
-        return (StatusCode::NOT_FOUND, "this peer is not known here").into_response();
+        return HttpError::page(StatusCode::NOT_FOUND, "this peer is not known here")
+            .into_response();
     };
     let Some(mut entry) = app.table.entry(&peer).await else {
-        return (StatusCode::NOT_FOUND, "this peer is not known here").into_response();
+        return HttpError::page(StatusCode::NOT_FOUND, "this peer is not known here")
+            .into_response();
     };
     // A fresh probe for the page, which the list then shows too.
     let fresh = reachability::probe(&app.node, peer).await;
@@ -179,7 +183,7 @@ async fn show_peer(
     let details = app.node.peer_details(peer).await.ok().flatten();
     PeerPage {
         frame: app.frame(&headers),
-        peer: PeerRow::from_entry(&entry),
+        peer: PeerListItem::from_entry(&entry),
         details,
     }
     .into_response()
@@ -187,8 +191,6 @@ async fn show_peer(
 
 #[derive(serde::Deserialize)]
 struct FavoriteForm {
-    #[serde(default)]
-    csrf: String,
     /// `1` to mark, anything else to unmark.
     #[serde(default)]
     favorite: String,
@@ -197,19 +199,12 @@ struct FavoriteForm {
 async fn set_favorite(
     State(app): State<ConsoleApp>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<FavoriteForm>,
+    CsrfForm(form): CsrfForm<FavoriteForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "The form's CSRF token is missing or stale; reload the page.",
-        )
-            .into_response();
-    }
     let favorite = form.favorite == "1";
     let Ok(peer) = id.parse::<PeerId>() else {
-        return (StatusCode::NOT_FOUND, "this peer is not known here").into_response();
+        return HttpError::page(StatusCode::NOT_FOUND, "this peer is not known here")
+            .into_response();
     };
     match app.book.set_favorite(&peer, favorite).await {
         Ok(true) => {
@@ -224,14 +219,16 @@ async fn set_favorite(
             };
             app.notices.redirect("/", notice)
         }
-        Ok(false) => (StatusCode::NOT_FOUND, "this peer is not known here").into_response(),
+        Ok(false) => {
+            HttpError::page(StatusCode::NOT_FOUND, "this peer is not known here").into_response()
+        }
         Err(err) => {
             tracing::error!("cannot store a favourite: {err}");
-            (
+            HttpError::page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot store the favourite in data.db: {err}"),
             )
-                .into_response()
+            .into_response()
         }
     }
 }

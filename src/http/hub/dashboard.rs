@@ -22,12 +22,12 @@ pub fn routes() -> Router<HubApp> {
 struct DashboardPage {
     hub_name: String,
     connect_url: String,
-    peers: Vec<PeerRow>,
+    peers: Vec<DashboardPeer>,
     recent: Vec<ChangeRow>,
 }
 
 /// A peer as a table row.
-pub struct PeerRow {
+pub struct DashboardPeer {
     pub peer_id: String,
     pub short_id: String,
     pub label: String,
@@ -38,10 +38,10 @@ pub struct PeerRow {
     pub last_seen_ago: String,
 }
 
-impl PeerRow {
+impl DashboardPeer {
     pub fn from_record(record: &PeerRecord, now_ms: i64) -> Self {
         let presence = &record.presence;
-        PeerRow {
+        DashboardPeer {
             peer_id: presence.peer_id.clone(),
             short_id: short_id(&presence.peer_id),
             label: presence.content.clone().unwrap_or_default(),
@@ -89,7 +89,7 @@ async fn show_dashboard(State(app): State<HubApp>, headers: HeaderMap) -> impl I
             .hub
             .peers()
             .iter()
-            .map(|r| PeerRow::from_record(r, now_ms))
+            .map(|r| DashboardPeer::from_record(r, now_ms))
             .collect(),
         recent: app
             .hub

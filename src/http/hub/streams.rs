@@ -32,6 +32,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::HubApp;
 use crate::http::client_ip::ClientIp;
 use crate::http::error::HttpError;
+use crate::http::security;
 use crate::http::server::{Connection, DirectRoute, RawRequest};
 use crate::http::session::AdminAuth;
 use crate::http::stall::StallGuard;
@@ -456,13 +457,14 @@ async fn serve_direct_events(app: HubApp, request: RawRequest, mut io: StallGuar
         Ok(slot) => slot,
         Err(refused) => {
             let error = HttpError::from(refused);
-            let body = serde_json::json!({ "error": error.message }).to_string();
+            let body = error.json_body().to_string();
             let head = format!(
                 "HTTP/1.1 {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-                 retry-after: {}\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n",
+                 retry-after: {}\r\n{}connection: close\r\n\r\n",
                 error.status,
                 body.len(),
-                error.retry_after_seconds.unwrap_or(10)
+                error.retry_after_seconds.unwrap_or(10),
+                security::HEADER_LINES,
             );
             let _ = io.write_all(head.as_bytes()).await;
             let _ = io.write_all(body.as_bytes()).await;
@@ -480,9 +482,12 @@ async fn serve_direct_events(app: HubApp, request: RawRequest, mut io: StallGuar
     let frames = sse_frames(app.hub.clone(), subscription, viewer, slot);
     tokio::pin!(frames);
     // The body ends when the connection closes, as HTTP/1.1 allows without a length.
-    let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
-                 x-accel-buffering: no\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n";
-    if io.write_all(head).await.is_err() {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+         x-accel-buffering: no\r\n{}connection: close\r\n\r\n",
+        security::HEADER_LINES
+    );
+    if io.write_all(head.as_bytes()).await.is_err() {
         return;
     }
     let mut probe = [0u8; 64];

@@ -28,7 +28,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
 use crate::config::Config;
-use crate::store::hub::{HubStore, PeerRow, PeerWrite};
+use crate::store::hub::{HubStore, PeerWrite, StoredPeer};
 use event::encode_event;
 pub use event::{Audience, Frames, HubEvent};
 use limits::{PublishLimiter, StreamCaps, StreamRefused, StreamSlot};
@@ -488,7 +488,7 @@ impl Hub {
     }
 
     /// Applies a change another instance wrote to the shared database.
-    pub fn merge_remote(&self, row: &PeerRow) {
+    pub fn merge_remote(&self, row: &StoredPeer) {
         let Ok(peer_id) = row.peer_id.parse::<PeerId>() else {
             return;
         };
@@ -840,8 +840,8 @@ impl Hub {
 }
 
 impl PeerRecord {
-    fn to_row(&self, event: &HubEvent, expires_ms: i64) -> PeerRow {
-        PeerRow {
+    fn to_row(&self, event: &HubEvent, expires_ms: i64) -> StoredPeer {
+        StoredPeer {
             peer_id: self.presence.peer_id.clone(),
             presence: String::from_utf8_lossy(&event.frames(Audience::Admin).json).into_owned(),
             signed: self.signed,
@@ -857,7 +857,7 @@ impl PeerRecord {
 }
 
 /// A registry entry from a database row, expiring at the row's time.
-fn record_from_row(row: &PeerRow, now: Instant, now_ms: i64) -> Option<(PeerId, PeerRecord)> {
+fn record_from_row(row: &StoredPeer, now: Instant, now_ms: i64) -> Option<(PeerId, PeerRecord)> {
     let peer_id = row.peer_id.parse::<PeerId>().ok()?;
     let presence: Presence = serde_json::from_str(&row.presence).ok()?;
     let left = Duration::from_millis((row.expires_ms - now_ms).max(0) as u64);

@@ -178,7 +178,7 @@ pub async fn run_poller(
     persistence: Arc<Persistence>,
     mut version: i64,
     mut stop: watch::Receiver<bool>,
-    apply: impl Fn(crate::store::hub::PeerRow) + Send,
+    apply: impl Fn(crate::store::hub::StoredPeer) + Send,
 ) {
     let mut ticker = tokio::time::interval(POLL_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

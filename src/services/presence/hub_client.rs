@@ -74,7 +74,7 @@ pub enum Transport {
 
 /// What the client reports.
 #[derive(Debug, Clone)]
-pub enum HubEvent {
+pub enum LinkEvent {
     Connected(Transport),
     /// A presence message the hub forwarded (its `signed`/`verified` are the hub's word).
     Presence(Box<Presence>),
@@ -131,7 +131,7 @@ impl HubClient {
         options: HubClientOptions,
         keypair: Keypair,
         announcement: watch::Receiver<Announcement>,
-    ) -> (HubClient, mpsc::Receiver<HubEvent>) {
+    ) -> (HubClient, mpsc::Receiver<LinkEvent>) {
         let (events, event_rx) = mpsc::channel(EVENT_QUEUE);
         let (stop, stop_rx) = oneshot::channel();
         let (status, status_rx) = watch::channel(HubStatus {
@@ -189,7 +189,7 @@ struct ClientTask {
     keypair: Keypair,
     peer_id: libp2p_identity::PeerId,
     announcement: watch::Receiver<Announcement>,
-    events: mpsc::Sender<HubEvent>,
+    events: mpsc::Sender<LinkEvent>,
     last_ts: i64,
     last_event_id: Option<String>,
     /// Whether `online` was sent in this connection.
@@ -255,7 +255,7 @@ impl ClientTask {
                             retry_at_ms: now + wait.as_millis() as i64,
                         }
                     });
-                    self.emit(HubEvent::Disconnected {
+                    self.emit(LinkEvent::Disconnected {
                         reason,
                         retry_in: wait,
                     });
@@ -308,7 +308,7 @@ impl ClientTask {
         };
         tracing::info!(hub = %self.options.url, "connected to the hub {how}");
         self.logged_problem = None;
-        self.emit(HubEvent::Connected(transport));
+        self.emit(LinkEvent::Connected(transport));
     }
 
     /// The hub refused what we published: kept in the status, logged once per change.
@@ -331,7 +331,7 @@ impl ClientTask {
             .send_if_modified(|status| status.refused.take().is_some());
     }
 
-    fn emit(&self, event: HubEvent) {
+    fn emit(&self, event: LinkEvent) {
         if self.events.try_send(event).is_err() {
             tracing::debug!("hub events are not being read; dropping one");
         }
@@ -455,7 +455,7 @@ impl ClientTask {
     fn receive(&mut self, bytes: &[u8]) {
         match serde_json::from_slice::<Presence>(bytes) {
             Ok(presence) if presence.peer_id != self.peer_id.to_base58() => {
-                self.emit(HubEvent::Presence(Box::new(presence)))
+                self.emit(LinkEvent::Presence(Box::new(presence)))
             }
             Ok(_) => {}
             Err(_) => {
@@ -610,11 +610,11 @@ impl ClientTask {
             if *verdict_pending && !retry_only {
                 *verdict_pending = false;
                 if event.as_deref() != Some("reset") {
-                    self.emit(HubEvent::Resumed);
+                    self.emit(LinkEvent::Resumed);
                 }
             }
             if event.as_deref() == Some("reset") {
-                self.emit(HubEvent::Reset);
+                self.emit(LinkEvent::Reset);
             } else if !data.is_empty() {
                 self.receive(data.as_bytes());
             }

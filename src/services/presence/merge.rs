@@ -14,7 +14,7 @@ use crate::identity::PeerId;
 use crate::services::hub::presence::PresenceType;
 use crate::services::node::vouched::Reach;
 use crate::services::node::{Node, NodeEvent};
-use crate::services::presence::hub_client::{Announcement, HubEvent};
+use crate::services::presence::hub_client::{Announcement, LinkEvent};
 use crate::services::presence::lan::announced_addrs;
 use crate::services::presence::peer_table::{PeerTable, Source};
 
@@ -31,7 +31,7 @@ pub async fn merge(
     node: Node,
     table: PeerTable,
     mut node_events: mpsc::Receiver<NodeEvent>,
-    mut hub_events: mpsc::Receiver<(Source, Reach, HubEvent)>,
+    mut hub_events: mpsc::Receiver<(Source, Reach, LinkEvent)>,
     addresses: AddressBook,
 ) {
     let mut hubs_open = true;
@@ -72,7 +72,7 @@ pub async fn merge(
             },
             // Without hubs (or once they are all gone) only the LAN is left.
             event = hub_events.recv(), if hubs_open => match event {
-                Some((source, reach, HubEvent::Presence(presence))) => {
+                Some((source, reach, LinkEvent::Presence(presence))) => {
                     if presence.kind != PresenceType::Offline {
                         let addrs = presence.addrs.as_deref().unwrap_or_default();
                         dial_vouched(&node, &presence.peer_id, addrs, reach).await;
@@ -80,10 +80,10 @@ pub async fn merge(
                     table.observe(*presence, source).await;
                 }
                 // Until the hub says it again, what it said holds for a while only.
-                Some((source, _, HubEvent::Reset | HubEvent::Disconnected { .. })) => {
+                Some((source, _, LinkEvent::Reset | LinkEvent::Disconnected { .. })) => {
                     table.source_unconfirmed(source).await
                 }
-                Some((source, _, HubEvent::Resumed)) => table.source_confirmed(source).await,
+                Some((source, _, LinkEvent::Resumed)) => table.source_confirmed(source).await,
                 Some(_) => {}
                 None => hubs_open = false,
             },

@@ -2,7 +2,7 @@
 //! sortable; insert, edit and delete through forms built from the schema; create, rename and drop
 //! tables; add and drop columns; policies; the table's own quotas on other peers' rows; a
 //! read-only SQL box; CSV and JSON export; CSV import with a preview and a report per row. Every page works without JavaScript; every change is a
-//! CSRF-checked form and calls the `DataService`'s typed methods as the owner — the same checks
+//! CSRF-checked form ([`CsrfForm`]) and calls the `DataService`'s typed methods as the owner — the same checks
 //! as the JSON API, so the messages are the same.
 //!
 //! This module holds the list of tables (with the new-table form and the SQL box) and what the
@@ -15,15 +15,17 @@ mod transfer;
 
 use askama::Template;
 use askama_web::WebTemplate;
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ConsoleApp, Frame};
+use crate::http::csrf::CsrfForm;
+use crate::http::error::HttpError;
 use crate::services::data::schema::{self, ColumnType, TableSchema};
 use crate::services::data::{Caller, DataError, Row, TableDescription};
 
@@ -60,21 +62,13 @@ pub fn routes() -> Router<ConsoleApp> {
 /// The editor acts as the peer's owner.
 const OWNER: &Caller = &Caller::Owner;
 
-fn csrf_refused() -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        "The form's CSRF token is missing or stale; reload the page.",
-    )
-        .into_response()
-}
-
 fn status_of(error: &DataError) -> StatusCode {
     StatusCode::from_u16(error.code()).unwrap_or(StatusCode::BAD_REQUEST)
 }
 
-/// An error as a plain page under its status (when not even the table's page can be shown).
-fn plain_error(error: &DataError) -> Response {
-    (status_of(error), error.to_string()).into_response()
+/// The error page for an operation that failed where no page of the editor can show it.
+fn error_page(error: &DataError) -> Response {
+    HttpError::page(status_of(error), error.to_string()).into_response()
 }
 
 #[derive(Deserialize)]
@@ -256,8 +250,6 @@ async fn show_tables(
 
 #[derive(Deserialize)]
 struct CreateForm {
-    #[serde(default)]
-    csrf: String,
     name: String,
     #[serde(default)]
     columns: String,
@@ -285,11 +277,8 @@ impl CreateForm {
 async fn create_table(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Form(form): Form<CreateForm>,
+    CsrfForm(form): CsrfForm<CreateForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let created = match form.schema() {
         Ok(schema) => app.data.create_table(schema).await,
         Err(err) => Err(err),
@@ -302,19 +291,14 @@ async fn create_table(
 
 #[derive(Deserialize)]
 struct SqlForm {
-    #[serde(default)]
-    csrf: String,
     sql: String,
 }
 
 async fn run_sql(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Form(form): Form<SqlForm>,
+    CsrfForm(form): CsrfForm<SqlForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     match app.data.sql(&form.sql).await {
         Ok(found) => {
             let result = grid(&found.rows, None, found.truncated);

@@ -5,18 +5,14 @@ use std::collections::HashMap;
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::table::table_error;
-use super::{
-    ConsoleApp, Field, Frame, OWNER, cell_of, csrf_refused, fields_of, plain_error, status_of,
-    typed,
-};
+use super::{ConsoleApp, Field, Frame, OWNER, cell_of, error_page, fields_of, status_of, typed};
+use crate::http::csrf::CsrfForm;
 use crate::services::data::{DataError, Filter, Query, Row, SYSTEM_COLUMNS, TableDescription};
 
 /// Form fields `col:<name>` as typed row values; empty fields are left out (or null when
@@ -47,17 +43,11 @@ pub(super) async fn insert_row(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
     Path(table): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
+    CsrfForm(form): CsrfForm<HashMap<String, String>>,
 ) -> Response {
-    if !app
-        .access
-        .form_allowed(&headers, form.get("csrf").map_or("", |s| s))
-    {
-        return csrf_refused();
-    }
     let description = match app.data.describe(OWNER, &table).await {
         Ok(description) => description,
-        Err(err) => return plain_error(&err),
+        Err(err) => return error_page(&err),
     };
     let row = row_from_form(&description, &form, false);
     let data = Value::Object(row.clone());
@@ -122,7 +112,7 @@ pub(super) async fn show_row(
 ) -> Response {
     match row_page(&app, &headers, &table, id, None).await {
         Ok(page) => page.into_response(),
-        Err(err) => plain_error(&err),
+        Err(err) => error_page(&err),
     }
 }
 
@@ -130,17 +120,11 @@ pub(super) async fn save_row(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
     Path((table, id)): Path<(String, i64)>,
-    Form(form): Form<HashMap<String, String>>,
+    CsrfForm(form): CsrfForm<HashMap<String, String>>,
 ) -> Response {
-    if !app
-        .access
-        .form_allowed(&headers, form.get("csrf").map_or("", |s| s))
-    {
-        return csrf_refused();
-    }
     let description = match app.data.describe(OWNER, &table).await {
         Ok(description) => description,
-        Err(err) => return plain_error(&err),
+        Err(err) => return error_page(&err),
     };
     let row = row_from_form(&description, &form, true);
     let data = Value::Object(row.clone());
@@ -152,27 +136,18 @@ pub(super) async fn save_row(
             let status = status_of(&err);
             match row_page(&app, &headers, &table, id, Some((row, err.to_string()))).await {
                 Ok(page) => (status, page).into_response(),
-                Err(err) => plain_error(&err),
+                Err(err) => error_page(&err),
             }
         }
     }
-}
-
-#[derive(Deserialize)]
-pub(super) struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 pub(super) async fn delete_row(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
     Path((table, id)): Path<(String, i64)>,
-    Form(form): Form<CsrfForm>,
+    _: CsrfForm,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     match app.data.delete(OWNER, &table, id).await {
         Ok(_) => app.notices.redirect(
             &format!("/database/t/{table}"),

@@ -4,16 +4,17 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{
-    ConsoleApp, Field, Frame, Grid, OWNER, cell_of, csrf_refused, fields_of, grid, plain_error,
-    status_of, tables_error,
+    ConsoleApp, Field, Frame, Grid, OWNER, cell_of, error_page, fields_of, grid, status_of,
+    tables_error,
 };
+use crate::http::csrf::CsrfForm;
+use crate::http::error::HttpError;
 use crate::services::data::limits::own_limits_from_form;
 use crate::services::data::schema::{self, Access};
 use crate::services::data::{DataError, Filter, OwnLimits, Row};
@@ -202,14 +203,12 @@ pub(super) async fn table_error(
     .await
     {
         Ok(page) => (status_of(&error), page).into_response(),
-        Err(err) => plain_error(&err),
+        Err(err) => error_page(&err),
     }
 }
 
 #[derive(Deserialize)]
 pub(super) struct ChangeForm {
-    #[serde(default)]
-    csrf: String,
     /// rename | drop | add-column | drop-column | policy | limits
     action: String,
     #[serde(default)]
@@ -242,11 +241,8 @@ pub(super) async fn change_table(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
     Path(table): Path<String>,
-    Form(form): Form<ChangeForm>,
+    CsrfForm(form): CsrfForm<ChangeForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let data = &app.data;
     let changed = match form.action.as_str() {
         "rename" => data.rename_table(&table, form.name.trim()).await.map(drop),
@@ -290,7 +286,8 @@ pub(super) async fn change_table(
             }
         }
         other => {
-            return (StatusCode::BAD_REQUEST, format!("unknown action `{other}`")).into_response();
+            return HttpError::page(StatusCode::BAD_REQUEST, format!("unknown action `{other}`"))
+                .into_response();
         }
     };
     match changed {

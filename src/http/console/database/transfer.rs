@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +10,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::table::{ImportReport, TableQuery, table_error, table_page};
-use super::{ConsoleApp, MAX_IMPORT_BYTES, OWNER, cell_of, csrf_refused, plain_error, typed};
+use super::{ConsoleApp, MAX_IMPORT_BYTES, OWNER, cell_of, error_page, typed};
+use crate::http::csrf::CsrfForm;
+use crate::http::error::HttpError;
 use crate::services::data::{DataError, Query, Row, SYSTEM_COLUMNS};
 
 /// Rows in one CSV import at most.
@@ -63,7 +64,7 @@ pub(super) async fn export_csv(
 ) -> Response {
     let (columns, rows) = match all_rows(&app, &table).await {
         Ok(found) => found,
-        Err(err) => return plain_error(&err),
+        Err(err) => return error_page(&err),
     };
     let mut writer = csv::Writer::from_writer(Vec::new());
     let mut result = writer.write_record(&columns);
@@ -78,7 +79,7 @@ pub(super) async fn export_csv(
         .and_then(|()| writer.into_inner().map_err(|e| e.to_string()))
     {
         Ok(body) => download(body, "text/csv; charset=utf-8", format!("{table}.csv")),
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err).into_response(),
+        Err(err) => HttpError::page(StatusCode::INTERNAL_SERVER_ERROR, err).into_response(),
     }
 }
 
@@ -92,14 +93,12 @@ pub(super) async fn export_json(
             "application/json",
             format!("{table}.json"),
         ),
-        Err(err) => plain_error(&err),
+        Err(err) => error_page(&err),
     }
 }
 
 #[derive(Deserialize)]
 pub(super) struct ImportForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     csv: String,
     /// `preview` or `import`.
@@ -111,11 +110,8 @@ pub(super) async fn import_csv(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
     Path(table): Path<String>,
-    Form(form): Form<ImportForm>,
+    CsrfForm(form): CsrfForm<ImportForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let fail = |message: String| DataError::BadRequest(message);
     if form.csv.len() > MAX_IMPORT_BYTES {
         let err = fail(format!("the CSV is larger than {MAX_IMPORT_BYTES} bytes"));
@@ -123,7 +119,7 @@ pub(super) async fn import_csv(
     }
     let description = match app.data.describe(OWNER, &table).await {
         Ok(description) => description,
-        Err(err) => return plain_error(&err),
+        Err(err) => return error_page(&err),
     };
     let kinds: HashMap<&str, _> = description
         .columns
@@ -220,6 +216,6 @@ pub(super) async fn import_csv(
     .await
     {
         Ok(page) => page.into_response(),
-        Err(err) => plain_error(&err),
+        Err(err) => error_page(&err),
     }
 }
