@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::services::data::limits::InsertLimits;
-use crate::services::data::{Caller, DataRequest, DataService, from_reply};
+use crate::services::data::{Caller, DataRequest, DataService};
 use crate::services::node::protocols::Served;
 
 use crate::store::peer::PeerStore;
@@ -75,9 +75,9 @@ pub async fn run(ops: usize, callers: usize) -> anyhow::Result<DataBench> {
     let server_id = server_key.public().to_peer_id();
     let data = DataService::new(
         store.data(),
-        server_id.to_base58(),
+        server_id,
         watch::channel(String::new()).1,
-        Arc::new(|_: &str| Box::pin(async { None })),
+        Arc::new(|_: &crate::identity::PeerId| Box::pin(async { None })),
     )
     // What is measured is the data path, not the limits on visitors.
     .with_limits(InsertLimits::unlimited());
@@ -111,7 +111,7 @@ pub async fn run(ops: usize, callers: usize) -> anyhow::Result<DataBench> {
         },
     )
     .await?;
-    let visitor = Caller::Peer(client.peer_id().to_base58());
+    let visitor = Caller::Peer(client.peer_id());
 
     let query = request(
         json!({"op": "query", "table": "posts", "where": "stars >= ?",
@@ -121,7 +121,9 @@ pub async fn run(ops: usize, callers: usize) -> anyhow::Result<DataBench> {
         "data": {"title": "benchmark", "body": "y".repeat(200), "stars": 3}}));
 
     // Warm up, and check that both paths answer as they should.
-    let rows = from_reply(&client.fetch_data(server_id, &query).await?)
+    let rows = client
+        .fetch_data(server_id, &query)
+        .await?
         .map_err(|e| anyhow::anyhow!("remote query failed: {e}"))?;
     if rows.as_array().map(Vec::len) != Some(20) {
         bail!("a remote query returned {rows}");
@@ -132,8 +134,8 @@ pub async fn run(ops: usize, callers: usize) -> anyhow::Result<DataBench> {
         move || {
             let (client, request) = (client.clone(), request.clone());
             async move {
-                let wire = client.fetch_data(server_id, &request).await?;
-                from_reply(&wire).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let answer = client.fetch_data(server_id, &request).await?;
+                answer.map_err(|e| anyhow::anyhow!("{e}"))?;
                 Ok(())
             }
         }

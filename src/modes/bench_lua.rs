@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::bench_data::{Figures, measure};
-use crate::services::data::{Caller, DataRequest, DataService, from_reply};
+use crate::services::data::{Caller, DataRequest, DataService};
 use crate::services::lua::{LuaEngine, LuaLimits, LuaSetup};
 use crate::services::node::protocols::Served;
 use crate::store::peer::PeerStore;
@@ -87,9 +87,9 @@ pub async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
     );
     let data = DataService::new(
         store.data(),
-        server_id,
+        server_key.public().to_peer_id(),
         watch::channel(String::new()).1,
-        Arc::new(|_: &str| Box::pin(async { None })),
+        Arc::new(|_: &crate::identity::PeerId| Box::pin(async { None })),
     )
     // The benchmark measures the call path, not the limits on other peers.
     .with_limits(crate::services::data::limits::InsertLimits::unlimited())
@@ -121,12 +121,14 @@ pub async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
     )
     .await?;
     let server_peer = server.peer_id();
-    let visitor = Caller::Peer(client.peer_id().to_base58());
+    let visitor = Caller::Peer(client.peer_id());
 
     let trivial = request(json!({"op": "lua-call", "function": "trivial"}));
     let lookup = request(json!({"op": "lua-call", "function": "lookup", "params": {"id": 7}}));
     let noop = request(json!({"op": "role"}));
-    let checked = from_reply(&client.fetch_data(server_peer, &lookup).await?)
+    let checked = client
+        .fetch_data(server_peer, &lookup)
+        .await?
         .map_err(|e| anyhow::anyhow!("the lookup function failed: {e}"))?;
     if checked[0]["title"] != "post 6" {
         bail!("the lookup function returned {checked}");
@@ -148,7 +150,9 @@ pub async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
         move || {
             let (client, request) = (client.clone(), request.clone());
             async move {
-                from_reply(&client.fetch_data(server_peer, &request).await?)
+                client
+                    .fetch_data(server_peer, &request)
+                    .await?
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 Ok(())
             }

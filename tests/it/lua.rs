@@ -630,9 +630,9 @@ pub async fn data_with_scores(
     let (_tx, email) = tokio::sync::watch::channel(String::new());
     let data = goop2::services::data::DataService::new(
         store.data(),
-        "12D3KooWSelf".into(),
+        goop2::identity::PeerId::random(),
         email,
-        std::sync::Arc::new(|_: &str| Box::pin(async { None })),
+        std::sync::Arc::new(|_: &goop2::identity::PeerId| Box::pin(async { None })),
     );
     let create = json!({"op": "create-table", "schema": {"name": "scores", "columns": ["who TEXT NOT NULL", "points INTEGER"]}});
     data.handle(

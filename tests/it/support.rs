@@ -368,7 +368,7 @@ pub async fn lists(
     eventually(Duration::from_secs(15), async || {
         viewer
             .table
-            .entry(peer_id)
+            .entry(&peer_id.parse().expect("a peer ID"))
             .await
             .is_some_and(|entry| entry.state == state)
     })

@@ -21,7 +21,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::{ConsoleApp, from_own_pages};
 use crate::identity::PeerId;
-use crate::services::data::{Caller, DataError, DataRequest, MAX_REQUEST_BYTES, from_reply, reply};
+use crate::services::data::{Caller, DataError, DataRequest, MAX_REQUEST_BYTES, reply};
 
 /// The header a site's pages send their token in.
 pub const TOKEN_HEADER: &str = "x-goop-site-token";
@@ -175,7 +175,7 @@ async fn proxy(
         return answer(app.data.handle(&Caller::Owner, request).await);
     }
     match app.node.fetch_data(peer, &request).await {
-        Ok(wire) => answer(from_reply(&wire)),
+        Ok(reply) => answer(reply),
         Err(error) => (
             StatusCode::BAD_GATEWAY,
             Json(json!({

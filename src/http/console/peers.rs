@@ -19,6 +19,7 @@ use super::{ConsoleApp, Frame};
 use crate::http::csrf::CsrfForm;
 use crate::http::error::HttpError;
 use crate::http::text::short_id;
+use crate::identity::PeerId;
 use crate::services::node::PeerDetails;
 use crate::services::presence::peer_table::{
     PeerChange, PeerEntry, PeerState, Reachability, Source,
@@ -167,19 +168,19 @@ async fn show_peer(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(entry) = app.table.entry(&id).await else {
+    let Ok(peer) = id.parse::<PeerId>() else {
         return HttpError::page(StatusCode::NOT_FOUND, "this peer is not known here")
             .into_response();
     };
-    let mut entry = entry;
-    let mut details = None;
-    if let Ok(peer) = id.parse() {
-        // A fresh probe for the page, which the list then shows too.
-        let fresh = reachability::probe(&app.node, peer).await;
-        app.table.set_reachability(&id, fresh.clone()).await;
-        entry.reachability = fresh;
-        details = app.node.peer_details(peer).await.ok().flatten();
-    }
+    let Some(mut entry) = app.table.entry(&peer).await else {
+        return HttpError::page(StatusCode::NOT_FOUND, "this peer is not known here")
+            .into_response();
+    };
+    // A fresh probe for the page, which the list then shows too.
+    let fresh = reachability::probe(&app.node, peer).await;
+    app.table.set_reachability(&peer, fresh.clone()).await;
+    entry.reachability = fresh;
+    let details = app.node.peer_details(peer).await.ok().flatten();
     PeerPage {
         frame: app.frame(&headers),
         peer: PeerListItem::from_entry(&entry),
@@ -201,10 +202,14 @@ async fn set_favorite(
     CsrfForm(form): CsrfForm<FavoriteForm>,
 ) -> Response {
     let favorite = form.favorite == "1";
-    match app.book.set_favorite(&id, favorite).await {
+    let Ok(peer) = id.parse::<PeerId>() else {
+        return HttpError::page(StatusCode::NOT_FOUND, "this peer is not known here")
+            .into_response();
+    };
+    match app.book.set_favorite(&peer, favorite).await {
         Ok(true) => {
             // A favourite is known to the node: its connections and streams are not strangers'.
-            if favorite && let Ok(peer) = id.parse() {
+            if favorite {
                 let _ = app.node.vouch(peer, Vec::new()).await;
             }
             let notice = if favorite {

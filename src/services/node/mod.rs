@@ -382,12 +382,13 @@ impl Node {
         .await
     }
 
-    /// Sends a data request to `peer` over `/goop/data/1.0.0`; the answer is the wire reply.
+    /// Sends a data request to `peer` over `/goop/data/1.0.0`: the peer's answer (its data or
+    /// its refusal), or why the exchange failed.
     pub async fn fetch_data(
         &self,
         peer: PeerId,
         request: &crate::services::data::DataRequest,
-    ) -> Result<serde_json::Value, protocols::FetchError> {
+    ) -> Result<crate::services::data::DataAnswer, protocols::FetchError> {
         protocols::data::fetch(&mut self.control.clone(), &self.outbound, peer, request).await
     }
 
