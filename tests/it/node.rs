@@ -14,7 +14,8 @@ use crate::support::{eventually, loopback_tcp};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn options(tag: &str) -> NodeOptions {
+/// A node on 127.0.0.1 (any port, no mDNS) of network tag `tag`.
+pub(crate) fn options(tag: &str) -> NodeOptions {
     NodeOptions {
         listen_ip: "127.0.0.1".parse().unwrap(),
         listen_port: 0,
@@ -26,7 +27,8 @@ fn options(tag: &str) -> NodeOptions {
     }
 }
 
-fn nothing_served(label: &str) -> Served {
+/// What a node serves that serves nothing but its label.
+pub(crate) fn nothing_served(label: &str) -> Served {
     Served {
         site: None,
         label: tokio::sync::watch::channel(label.to_owned()).1,
