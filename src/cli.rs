@@ -77,8 +77,8 @@ pub enum Command {
         /// The hub's process ID, to report its memory.
         #[arg(long)]
         hub_pid: Option<u32>,
-        /// Also run the same publish load against a plain hello-world server in a separate
-        /// process, and print the ratio.
+        /// Also run the same publish load against a plain hello-world server (in this process,
+        /// on worker threads of its own), and print the ratio.
         #[arg(long)]
         baseline: bool,
     },
@@ -112,10 +112,6 @@ pub enum Command {
         #[arg(long, default_value_t = 8)]
         callers: usize,
     },
-    /// A plain hello-world HTTP server (POST /publish answers 204), the baseline of
-    /// `loadtest --baseline`.
-    #[command(hide = true)]
-    BenchHello,
     /// Read a password (from the terminal, or the first line of standard input) and print its
     /// argon2id hash for `viewer.admin_password` or `presence.admin_password`.
     HashPassword,

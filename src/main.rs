@@ -69,7 +69,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             runtime()?.block_on(run_loadtest(options, baseline))?;
         }
-        Command::BenchHello => runtime()?.block_on(modes::loadtest::serve_hello())?,
         Command::BenchData { ops, callers } => {
             let bench = runtime()?.block_on(modes::bench_data::run(ops, callers))?;
             print!("{}", bench.render());
@@ -194,7 +193,8 @@ async fn run_loadtest(options: modes::loadtest::LoadOptions, baseline: bool) -> 
     let report = modes::loadtest::run(options.clone()).await?;
     println!("== hub {}\n{}", options.url, report.render());
     if baseline {
-        let (_server, url) = modes::loadtest::spawn_hello().await?;
+        let server = modes::loadtest::baseline::HelloServer::start()?;
+        let url = server.url().to_owned();
         let hello = modes::loadtest::run(modes::loadtest::LoadOptions {
             url: url.clone(),
             subscribers: 0,
