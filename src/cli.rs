@@ -82,36 +82,6 @@ pub enum Command {
         #[arg(long)]
         baseline: bool,
     },
-    /// Site fetch over libp2p between two local nodes against a plain TCP copy of the same file,
-    /// in one run.
-    BenchSite {
-        /// File size in MiB (1–50).
-        #[arg(long, default_value_t = 10)]
-        megabytes: usize,
-        /// Fetches each way (1–100).
-        #[arg(long, default_value_t = 10)]
-        rounds: u32,
-    },
-    /// The data API between two local peers over libp2p against the same operations run
-    /// in-process, in one run: a 20-row query and an insert, with concurrent callers.
-    BenchData {
-        /// Operations per workload (100–200,000).
-        #[arg(long, default_value_t = 20_000)]
-        ops: usize,
-        /// Concurrent callers (1–64).
-        #[arg(long, default_value_t = 8)]
-        callers: usize,
-    },
-    /// Lua function calls (trivial, and one doing a db query) in-process and over libp2p from a
-    /// second local peer, beside a no-op data operation, in one run.
-    BenchLua {
-        /// Calls per workload (100–200,000).
-        #[arg(long, default_value_t = 20_000)]
-        calls: usize,
-        /// Concurrent callers (1–64).
-        #[arg(long, default_value_t = 8)]
-        callers: usize,
-    },
     /// Read a password (from the terminal, or the first line of standard input) and print its
     /// argon2id hash for `viewer.admin_password` or `presence.admin_password`.
     HashPassword,

@@ -69,18 +69,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             runtime()?.block_on(run_loadtest(options, baseline))?;
         }
-        Command::BenchData { ops, callers } => {
-            let bench = runtime()?.block_on(modes::bench_data::run(ops, callers))?;
-            print!("{}", bench.render());
-        }
-        Command::BenchLua { calls, callers } => {
-            let bench = runtime()?.block_on(modes::bench_lua::run(calls, callers))?;
-            print!("{}", bench.render());
-        }
-        Command::BenchSite { megabytes, rounds } => {
-            let result = runtime()?.block_on(modes::bench_site::run(megabytes, rounds))?;
-            print!("{}", result.render());
-        }
     }
     Ok(())
 }

@@ -314,25 +314,6 @@ async fn the_wire_protocol_takes_many_requests_per_stream_and_bounds_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_data_benchmark_runs_every_workload_both_ways() {
-    let bench = goop2::modes::bench_data::run(200, 4).await.unwrap();
-    for figures in [
-        &bench.remote_query,
-        &bench.local_query,
-        &bench.remote_insert,
-        &bench.local_insert,
-    ] {
-        assert_eq!(figures.ops, 200);
-        assert!(figures.per_second() > 0.0 && figures.p50 <= figures.p99);
-    }
-    assert!(bench.render().contains("ratio remote / local: query "));
-    assert!(
-        goop2::modes::bench_data::run(10, 4).await.is_err(),
-        "bounded"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_concurrent_callers_than_a_peer_serves_at_once_wait_their_turn() {
     // A peer serves 8 data streams per caller at once and resets any more; 32 callers in one
     // node share them without a single failure.
