@@ -7,7 +7,7 @@
 #   cargo build --release && bash bench/peer.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/release/goop2
+bin=${CARGO_TARGET_DIR:-target}/release/goop2
 [[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
