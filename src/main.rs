@@ -64,7 +64,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             storm,
         } => {
             if let Some(peers) = community {
-                let options = modes::community::CommunityOptions {
+                let options = modes::loadtest::community::CommunityOptions {
                     url,
                     peers,
                     transport,
@@ -75,7 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     storm,
                     hub_pid,
                 };
-                let report = runtime()?.block_on(modes::community::run(options))?;
+                let report = runtime()?.block_on(modes::loadtest::community::run(options))?;
                 print!("{}", report.render());
                 return Ok(());
             }
@@ -90,19 +90,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 hub_pid,
             };
             runtime()?.block_on(run_loadtest(options, baseline))?;
-        }
-        Command::BenchHello => runtime()?.block_on(modes::loadtest::serve_hello())?,
-        Command::BenchData { ops, callers } => {
-            let bench = runtime()?.block_on(modes::bench_data::run(ops, callers))?;
-            print!("{}", bench.render());
-        }
-        Command::BenchLua { calls, callers } => {
-            let bench = runtime()?.block_on(modes::bench_lua::run(calls, callers))?;
-            print!("{}", bench.render());
-        }
-        Command::BenchSite { megabytes, rounds } => {
-            let result = runtime()?.block_on(modes::bench_site::run(megabytes, rounds))?;
-            print!("{}", result.render());
         }
     }
     Ok(())
@@ -216,7 +203,8 @@ async fn run_loadtest(options: modes::loadtest::LoadOptions, baseline: bool) -> 
     let report = modes::loadtest::run(options.clone()).await?;
     println!("== hub {}\n{}", options.url, report.render());
     if baseline {
-        let (_server, url) = modes::loadtest::spawn_hello().await?;
+        let server = modes::loadtest::baseline::HelloServer::start()?;
+        let url = server.url().to_owned();
         let hello = modes::loadtest::run(modes::loadtest::LoadOptions {
             url: url.clone(),
             subscribers: 0,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use goop2::modes::community::{self, CommunityOptions, Transport};
+use goop2::modes::loadtest::community::{self, CommunityOptions, Transport};
 
 use crate::support::TestHub;
 

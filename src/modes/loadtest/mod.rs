@@ -7,6 +7,9 @@
 //! subscriber has it. Subscribers connect from many 127.x.y.z source addresses so the hub's
 //! per-address stream cap does not stop them (loopback hubs only).
 
+pub mod baseline;
+pub mod community;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -461,41 +464,6 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
-}
-
-/// The baseline server: answers `POST /publish` with 204 after reading the body, nothing else.
-/// Prints `listening on http://<addr>` and serves until killed.
-pub async fn serve_hello() -> anyhow::Result<()> {
-    use axum::routing::post;
-    let router = axum::Router::new().route(
-        "/publish",
-        post(|_body: bytes::Bytes| async { axum::http::StatusCode::NO_CONTENT }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, router).await?;
-    Ok(())
-}
-
-/// Starts `goop2 bench-hello` as a child process and returns it with its URL.
-pub async fn spawn_hello() -> anyhow::Result<(tokio::process::Child, String)> {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("bench-hello")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await
-        .context("the baseline server did not start")??
-        .context("the baseline server exited")?;
-    let url = line
-        .strip_prefix("listening on ")
-        .context("unexpected output from the baseline server")?
-        .to_owned();
-    Ok((child, url))
 }
 
 #[cfg(test)]

@@ -294,7 +294,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     if options.heartbeat.is_zero() {
         bail!("--heartbeat must be at least 1 s");
     }
-    let (hub, hub_ip) = super::loadtest::hub_address(&options.url)?;
+    let (hub, hub_ip) = super::hub_address(&options.url)?;
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let ledger = Arc::new(Ledger {
         start: Instant::now(),
@@ -308,7 +308,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
         back: (0..options.peers).map(|_| AtomicU64::new(0)).collect(),
         back_count: AtomicU64::new(0),
     });
-    let rss = |pid: Option<u32>| pid.and_then(super::loadtest::rss_kib);
+    let rss = |pid: Option<u32>| pid.and_then(super::rss_kib);
     let hub_rss_before_kib = rss(options.hub_pid);
     let (phase_tx, phase) = watch::channel(Phase::Running);
     let mut peers = Vec::with_capacity(options.peers);
@@ -319,7 +319,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
             hub,
             // Every peer its own address, as in a real community (the hub's per-address
             // limits are for crowds behind one address).
-            source: super::loadtest::source_address(hub_ip, index),
+            source: super::source_address(hub_ip, index),
             options: options.clone(),
             ledger: ledger.clone(),
             last_ts: 0,
@@ -342,7 +342,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     let hub_rss_live_kib = rss(options.hub_pid);
 
     let probe_sources = (0..PROBE_ADDRESSES)
-        .map(|k| super::loadtest::source_address(hub_ip, options.peers + k))
+        .map(|k| super::source_address(hub_ip, options.peers + k))
         .collect();
     let prober = tokio::spawn(probe(hub, probe_sources, options.duration));
     tokio::time::sleep(options.duration).await;
@@ -382,8 +382,8 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
         hub_rss_live_kib,
         hub_rss_end_kib,
         publishes: sorted.len() as u64,
-        publish_p50: super::loadtest::percentile(&sorted, 0.50),
-        publish_p99: super::loadtest::percentile(&sorted, 0.99),
+        publish_p50: super::percentile(&sorted, 0.50),
+        publish_p99: super::percentile(&sorted, 0.99),
         changes: ledger.next_change.load(Ordering::Relaxed),
         receipts: ledger.receipts.load(Ordering::Relaxed),
         fanout_p50: ledger.delays.percentile(0.50),
