@@ -187,9 +187,10 @@ impl Ledger {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Reads label markers in `bytes`: changes (`lc <n>`) are timed, storm returns (`ls <i>`)
-    /// counted.
-    fn observe(&self, bytes: &[u8]) {
+    /// Reads label markers in `bytes`, heard on a link that connected at `since`: changes
+    /// (`lc <n>`) made since then are timed (older ones came in the snapshot, not live), storm
+    /// returns (`ls <i>`) counted.
+    fn observe(&self, bytes: &[u8], since: u64) {
         let now = self.micros();
         // The hub refused a publish sent over the WebSocket.
         if bytes.starts_with(b"{\"error\"") {
@@ -198,6 +199,7 @@ impl Ledger {
         }
         for n in numbers_after(bytes, b"\"content\":\"lc ") {
             if let Some(sent) = self.changes.get(n).map(|s| s.load(Ordering::Relaxed))
+                && sent >= since
                 && sent > 0
             {
                 self.delays.record(now.saturating_sub(sent));
@@ -595,6 +597,7 @@ impl SimulatedPeer {
         label: &mut String,
         phase: &mut watch::Receiver<Phase>,
     ) -> Ended {
+        let since = self.ledger.micros();
         let heartbeat = self.options.heartbeat;
         let start =
             tokio::time::Instant::now() + heartbeat.mul_f64(rand::random::<f64>().clamp(0.05, 1.0));
@@ -638,7 +641,7 @@ impl SimulatedPeer {
                 heard = read(link, &mut buffer) => heard,
             };
             match heard {
-                Some(bytes) => self.ledger.observe(&bytes),
+                Some(bytes) => self.ledger.observe(&bytes, since),
                 None => return Ended::Lost,
             }
         }
