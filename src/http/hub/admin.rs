@@ -304,6 +304,8 @@ async fn show_config(State(app): State<HubApp>, AdminSession(session): AdminSess
             *secret = crate::config::Secret::new("<redacted>");
         }
     }
+    let url = crate::config::redact_url_password(config.presence.peer_db_url.expose());
+    config.presence.peer_db_url = crate::config::Secret::new(url);
     ConfigPage {
         hub_name: app.hub.options().name.clone(),
         csrf: session.csrf,
@@ -332,10 +334,10 @@ async fn show_templates(
     State(app): State<HubApp>,
     AdminSession(session): AdminSession,
 ) -> TemplatesPage {
-    let store = app.templates.clone();
-    let listed = tokio::task::spawn_blocking(move || store.list())
-        .await
-        .unwrap_or_default();
+    let listed = app.templates.list().await.unwrap_or_else(|err| {
+        tracing::warn!("template store: {err}");
+        Vec::new()
+    });
     let text = |m: &Value, key: &str| m.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
     TemplatesPage {
         hub_name: app.hub.options().name.clone(),
@@ -385,12 +387,10 @@ async fn upload_template(
     }
     check_csrf(&session, &csrf)?;
     let bundle = bundle.ok_or_else(|| HttpError::bad_request("the form has no bundle file"))?;
-    let store = app.templates.clone();
-    let installed = tokio::task::spawn_blocking(move || {
-        store.install(&bundle, Some(name.as_str()).filter(|n| !n.is_empty()))
-    })
-    .await
-    .map_err(|_| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "the upload failed"))?;
+    let installed = app
+        .templates
+        .install(bundle, Some(name).filter(|n| !n.is_empty()))
+        .await;
     match installed {
         Ok(name) => Ok(templates_with(
             &app,
@@ -417,12 +417,7 @@ async fn delete_template(
     Form(form): Form<DeleteForm>,
 ) -> Result<Response, HttpError> {
     check_csrf(&session, &form.csrf)?;
-    let store = app.templates.clone();
-    let name = form.name.clone();
-    let result = tokio::task::spawn_blocking(move || store.delete(&name))
-        .await
-        .map_err(|_| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "the delete failed"))?;
-    Ok(match result {
+    Ok(match app.templates.delete(&form.name).await {
         Ok(()) => templates_with(&app, &session, format!("Deleted template {}.", form.name)),
         Err(err) => templates_with(&app, &session, err.to_string()),
     })
