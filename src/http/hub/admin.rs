@@ -223,7 +223,11 @@ async fn ban_peer(
     let notice = match app.hub.ban(peer, Duration::from_secs(minutes * 60)).await {
         Ok(()) => format!("Banned {peer} for {minutes} min."),
         Err(problem) => {
-            format!("Banned {peer} for {minutes} min, but only until the hub restarts: {problem}.")
+            format!(
+                "Banned {peer} for {minutes} min on this instance; it is not in the database yet \
+                 ({problem}): it reaches other instances and survives a restart once the \
+                 database takes it."
+            )
         }
     };
     Ok(back_with(&app, &session, notice))
@@ -240,7 +244,8 @@ async fn unban_peer(
         Ok(true) => format!("Lifted the ban on {peer}."),
         Ok(false) => format!("{peer} was not banned."),
         Err(problem) => format!(
-            "Lifted the ban on {peer} until the hub restarts; it comes back then: {problem}."
+            "Lifted the ban on {peer} on this instance; that is not in the database yet \
+             ({problem}): other instances and a restart keep the ban until the database takes it."
         ),
     };
     Ok(back_with(&app, &session, notice))
