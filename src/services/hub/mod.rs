@@ -1318,3 +1318,38 @@ pub fn unix_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::EventId;
+
+    #[test]
+    fn event_ids_name_a_ring_place_and_with_a_shared_database_a_version() {
+        assert_eq!(
+            EventId::parse("a1b2-17"),
+            Some(EventId {
+                epoch: "a1b2",
+                offset: 17,
+                shared: None
+            })
+        );
+        assert_eq!(
+            EventId::parse(" a1b2-17-c0ffee-420 "),
+            Some(EventId {
+                epoch: "a1b2",
+                offset: 17,
+                shared: Some(("c0ffee", 420))
+            })
+        );
+        for bad in [
+            "",
+            "a1b2",
+            "a1b2-x",
+            "a1b2-17-c0ffee",
+            "a1b2-17-c0ffee-x",
+            "a-1-b-2-c",
+        ] {
+            assert_eq!(EventId::parse(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! `presence.peer_db_url`).
 //!
 //! Publishes never wait for the database: the registry hands each change to a bounded queue,
-//! and one writer task commits them in batches (the last change per peer wins within a batch).
+//! and one writer task commits them in batches, gathered for 20 ms (the last change per peer
+//! wins within a batch).
 //! A reader brings in what other instances wrote — woken by NOTIFY with PostgreSQL, every
 //! 250 ms with SQLite, and at least every second either way. On start, peers still inside their
 //! TTL and bans in force are restored.
@@ -30,6 +31,8 @@ pub const POLL_EVERY: Duration = Duration::from_millis(250);
 const FALLBACK_EVERY: Duration = Duration::from_secs(1);
 /// Most changes written in one transaction.
 const BATCH: usize = 2048;
+/// How long the writer lets changes gather before a transaction.
+const LINGER: Duration = Duration::from_millis(20);
 /// Longest pause between two tries of a failed write or a lost connection.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long a change an administrator waits for (a ban) may wait for the database.
@@ -169,6 +172,18 @@ pub async fn run_writer(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
+        // A burst becomes one transaction rather than one each: the database's work (and with
+        // PostgreSQL the NOTIFY every other instance answers with a read) is per transaction.
+        // Nobody waits on this but a flush, which goes at once.
+        if batch.len() < BATCH && !batch.iter().any(|q| matches!(q, Queued::Flush(_))) {
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < BATCH {
+                match receiver.try_recv() {
+                    Ok(queued) => batch.push(queued),
+                    Err(_) => break,
+                }
+            }
+        }
         let mut flushes = Vec::new();
         let mut writes = Vec::with_capacity(batch.len());
         for queued in batch.drain(..) {
@@ -180,6 +195,7 @@ pub async fn run_writer(
         let mut writes = coalesce(writes);
         let mut backoff = Duration::from_millis(100);
         let mut failed = false;
+        let mut refusals = 0;
         while !writes.is_empty() {
             let result = store.write(&persistence.instance, &writes).await;
             persistence.record_write(&result);
@@ -195,7 +211,21 @@ pub async fn run_writer(
                     writes = coalesce(registry.unwritten());
                     tracing::info!(changes = writes.len(), "writing what the outage held back");
                 }
-                Err(_) => {
+                Err(err) => {
+                    // A database that takes other writes but refuses this batch again and again
+                    // refuses something in it: trying it forever would stop every write behind
+                    // it, so its changes go one by one, leaving out what is refused.
+                    if store.check_writable().await.is_ok() {
+                        refusals += 1;
+                        if refusals >= 3 {
+                            tracing::error!(
+                                changes = writes.len(),
+                                "the peer database refuses a batch; writing it change by change: {err}"
+                            );
+                            write_one_by_one(&store, &persistence, &registry, writes).await;
+                            break;
+                        }
+                    }
                     failed = true;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -206,6 +236,29 @@ pub async fn run_writer(
             let _ = done.send(());
         }
     }
+}
+
+/// Writes each change in a transaction of its own, leaving out (and counting) those the
+/// database refuses.
+async fn write_one_by_one(
+    store: &HubStore,
+    persistence: &Persistence,
+    registry: &impl Registry,
+    writes: Vec<PeerWrite>,
+) {
+    for write in writes {
+        match store
+            .write(&persistence.instance, std::slice::from_ref(&write))
+            .await
+        {
+            Ok(written) => registry.written(written),
+            Err(err) => {
+                tracing::error!("a change the peer database refuses was left out: {err}");
+                persistence.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    persistence.record_write(&Ok::<(), StoreError>(()));
 }
 
 /// Keeps the last upsert or offline per peer, in order; bans pass through.

@@ -57,65 +57,22 @@ pub(super) async fn write(
     .await?;
     let mut peer_version = peer_top - peer_count;
     let mut ban_version = ban_top - ban_count;
-    let mut written = Vec::new();
+    // One statement per kind of change, the rows as arrays: a batch costs three round trips
+    // whatever its size (a batch holds one change per peer, so no row is touched twice).
+    let mut upserts = Upserts::default();
+    let mut offline = Offlines::default();
+    let mut bans = Bans::default();
     for write in writes {
         match write {
             PeerWrite::Upsert(row) => {
                 peer_version += 1;
-                let applied = sqlx::query(
-                    "INSERT INTO peers (peer_id, presence, signed, verified, first_seen_ms, \
-                     last_seen_ms, online, expires_ms, instance, version) \
-                     VALUES ($1, $2, $3, $4, $5, $6, true, $7, $8, $9) \
-                     ON CONFLICT (peer_id) DO UPDATE SET presence = excluded.presence, \
-                     signed = excluded.signed, verified = excluded.verified, \
-                     first_seen_ms = LEAST(peers.first_seen_ms, excluded.first_seen_ms), \
-                     last_seen_ms = excluded.last_seen_ms, online = true, \
-                     expires_ms = excluded.expires_ms, instance = excluded.instance, \
-                     version = excluded.version \
-                     WHERE excluded.last_seen_ms >= peers.last_seen_ms",
-                )
-                .bind(&row.peer_id)
-                .bind(&row.presence)
-                .bind(row.signed)
-                .bind(row.verified)
-                .bind(row.first_seen_ms)
-                .bind(row.last_seen_ms)
-                .bind(row.expires_ms)
-                .bind(instance)
-                .bind(peer_version)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if applied > 0 {
-                    written.push(Written {
-                        peer_id: row.peer_id.clone(),
-                        version: peer_version,
-                        last_seen_ms: row.last_seen_ms,
-                        online: true,
-                    });
-                }
+                upserts.push(row, peer_version);
             }
             PeerWrite::Offline { peer_id, at_ms } => {
                 peer_version += 1;
-                let applied = sqlx::query(
-                    "UPDATE peers SET online = false, last_seen_ms = $2, instance = $3, \
-                     version = $4 WHERE peer_id = $1 AND online AND last_seen_ms <= $2",
-                )
-                .bind(peer_id)
-                .bind(at_ms)
-                .bind(instance)
-                .bind(peer_version)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if applied > 0 {
-                    written.push(Written {
-                        peer_id: peer_id.clone(),
-                        version: peer_version,
-                        last_seen_ms: *at_ms,
-                        online: false,
-                    });
-                }
+                offline.peer_id.push(peer_id.clone());
+                offline.at_ms.push(*at_ms);
+                offline.version.push(peer_version);
             }
             PeerWrite::Ban { peer_id, until_ms }
             | PeerWrite::Unban {
@@ -123,20 +80,92 @@ pub(super) async fn write(
                 at_ms: until_ms,
             } => {
                 ban_version += 1;
-                sqlx::query(
-                    "INSERT INTO bans (peer_id, until_ms, instance, version) \
-                     VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (peer_id) DO UPDATE SET until_ms = excluded.until_ms, \
-                     instance = excluded.instance, version = excluded.version",
-                )
-                .bind(peer_id)
-                .bind(until_ms)
-                .bind(instance)
-                .bind(ban_version)
-                .execute(&mut *tx)
-                .await?;
+                bans.peer_id.push(peer_id.clone());
+                bans.until_ms.push(*until_ms);
+                bans.version.push(ban_version);
             }
         }
+    }
+    let mut written = Vec::new();
+    if !upserts.peer_id.is_empty() {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "INSERT INTO peers (peer_id, presence, signed, verified, first_seen_ms, last_seen_ms, \
+             online, expires_ms, instance, version) \
+             SELECT peer_id, presence, signed, verified, first_seen_ms, last_seen_ms, true, \
+             expires_ms, $9, version FROM UNNEST($1::text[], $2::text[], $3::bool[], \
+             $4::bool[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[]) \
+             AS t(peer_id, presence, signed, verified, first_seen_ms, last_seen_ms, expires_ms, \
+             version) \
+             ON CONFLICT (peer_id) DO UPDATE SET presence = excluded.presence, \
+             signed = excluded.signed, verified = excluded.verified, \
+             first_seen_ms = LEAST(peers.first_seen_ms, excluded.first_seen_ms), \
+             last_seen_ms = excluded.last_seen_ms, online = true, \
+             expires_ms = excluded.expires_ms, instance = excluded.instance, \
+             version = excluded.version \
+             WHERE excluded.last_seen_ms >= peers.last_seen_ms \
+             RETURNING peer_id, version, last_seen_ms",
+        )
+        .bind(&upserts.peer_id)
+        .bind(&upserts.presence)
+        .bind(&upserts.signed)
+        .bind(&upserts.verified)
+        .bind(&upserts.first_seen_ms)
+        .bind(&upserts.last_seen_ms)
+        .bind(&upserts.expires_ms)
+        .bind(&upserts.version)
+        .bind(instance)
+        .fetch_all(&mut *tx)
+        .await?;
+        written.extend(
+            rows.into_iter()
+                .map(|(peer_id, version, last_seen_ms)| Written {
+                    peer_id,
+                    version,
+                    last_seen_ms,
+                    online: true,
+                }),
+        );
+    }
+    if !offline.peer_id.is_empty() {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "UPDATE peers SET online = false, last_seen_ms = t.at_ms, instance = $4, \
+             version = t.version \
+             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS t(peer_id, at_ms, version) \
+             WHERE peers.peer_id = t.peer_id AND peers.online AND peers.last_seen_ms <= t.at_ms \
+             RETURNING peers.peer_id, peers.version, peers.last_seen_ms",
+        )
+        .bind(&offline.peer_id)
+        .bind(&offline.at_ms)
+        .bind(&offline.version)
+        .bind(instance)
+        .fetch_all(&mut *tx)
+        .await?;
+        written.extend(
+            rows.into_iter()
+                .map(|(peer_id, version, last_seen_ms)| Written {
+                    peer_id,
+                    version,
+                    last_seen_ms,
+                    online: false,
+                }),
+        );
+    }
+    if !bans.peer_id.is_empty() {
+        // Bans pass through unmerged: the last one per peer wins.
+        sqlx::query(
+            "INSERT INTO bans (peer_id, until_ms, instance, version) \
+             SELECT DISTINCT ON (peer_id) peer_id, until_ms, $4, version \
+             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS t(peer_id, until_ms, version) \
+             ORDER BY peer_id, version DESC \
+             ON CONFLICT (peer_id) DO UPDATE SET until_ms = excluded.until_ms, \
+             instance = excluded.instance, version = excluded.version",
+        )
+        .bind(&bans.peer_id)
+        .bind(&bans.until_ms)
+        .bind(&bans.version)
+        .bind(instance)
+        .execute(&mut *tx)
+        .await?;
     }
     // Delivered at commit, to every instance listening (this one ignores its own).
     sqlx::query("SELECT pg_notify($1, $2)")
@@ -146,6 +175,46 @@ pub(super) async fn write(
         .await?;
     tx.commit().await?;
     Ok(written)
+}
+
+/// Upserts of one batch, column by column.
+#[derive(Default)]
+struct Upserts {
+    peer_id: Vec<String>,
+    presence: Vec<String>,
+    signed: Vec<bool>,
+    verified: Vec<bool>,
+    first_seen_ms: Vec<i64>,
+    last_seen_ms: Vec<i64>,
+    expires_ms: Vec<i64>,
+    version: Vec<i64>,
+}
+
+impl Upserts {
+    fn push(&mut self, row: &StoredPeer, version: i64) {
+        self.peer_id.push(row.peer_id.clone());
+        self.presence.push(row.presence.clone());
+        self.signed.push(row.signed);
+        self.verified.push(row.verified);
+        self.first_seen_ms.push(row.first_seen_ms);
+        self.last_seen_ms.push(row.last_seen_ms);
+        self.expires_ms.push(row.expires_ms);
+        self.version.push(version);
+    }
+}
+
+#[derive(Default)]
+struct Offlines {
+    peer_id: Vec<String>,
+    at_ms: Vec<i64>,
+    version: Vec<i64>,
+}
+
+#[derive(Default)]
+struct Bans {
+    peer_id: Vec<String>,
+    until_ms: Vec<i64>,
+    version: Vec<i64>,
 }
 
 pub(super) async fn changes_since(
