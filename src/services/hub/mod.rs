@@ -515,6 +515,7 @@ impl Hub {
         let now_ms = unix_ms();
         let bans = store.bans(now_ms).await?;
         let mut restored = 0;
+        let mut expired = Vec::new();
         {
             let mut state = self.lock();
             let now = Instant::now();
@@ -535,8 +536,16 @@ impl Hub {
                 if row.online && row.expires_ms > now_ms {
                     restored += 1;
                     state.peers.insert(peer_id, record);
-                } else {
-                    state.depart(peer_id, row.last_seen_ms, &record);
+                } else if row.online {
+                    // Expired while no instance was there to say so: this one writes the
+                    // tombstone (below) and tells resuming streams.
+                    state.depart(peer_id, row.expires_ms, &record);
+                    expired.push(PeerWrite::Offline {
+                        peer_id: row.peer_id.clone(),
+                        at_ms: row.expires_ms,
+                    });
+                } else if let Some(shared) = &mut state.shared {
+                    shared.note_tombstone(peer_id, &row);
                 }
             }
             for (peer, until_ms) in bans {
@@ -552,6 +561,9 @@ impl Hub {
         let (persistence, queue) = Persistence::new(self.inner.epoch.clone(), store.kind());
         if self.inner.persistence.set(persistence.clone()).is_err() {
             return Ok(());
+        }
+        for write in expired {
+            persistence.enqueue(write);
         }
         let registry = || RegistryLink(Arc::downgrade(&self.inner));
         tokio::spawn(persist::run_writer(
@@ -618,12 +630,10 @@ impl Hub {
                 self.emit(state, &offline, true, now);
                 state.depart(peer_id, row.last_seen_ms, &gone);
             }
-            if let Some(departure) = state
-                .shared
-                .as_mut()
-                .and_then(|s| s.departures.get_mut(&peer_id))
-            {
-                departure.version = Some(departure.version.unwrap_or(0).max(row.version));
+            // Remembered even for a peer this instance never saw online: a stream that saw it
+            // on another instance and resumes here must hear that it left.
+            if let Some(shared) = &mut state.shared {
+                shared.note_tombstone(peer_id, row);
             }
             return;
         }
@@ -1214,6 +1224,30 @@ impl HubState {
 }
 
 impl SharedPosition {
+    /// Gives a departure the version of its tombstone row, remembering it if it is new here.
+    fn note_tombstone(&mut self, peer_id: PeerId, row: &StoredPeer) {
+        match self.departures.get_mut(&peer_id) {
+            Some(departure) => {
+                departure.version = Some(departure.version.unwrap_or(0).max(row.version));
+            }
+            None => {
+                self.departures.insert(
+                    peer_id,
+                    Departure {
+                        version: Some(row.version),
+                        at_ms: row.last_seen_ms,
+                        signed: row.signed,
+                        verified: row.verified,
+                    },
+                );
+                self.departure_order.push_back((peer_id, row.last_seen_ms));
+                if self.departure_order.len() > MAX_DEPARTURES {
+                    self.forget_oldest_departure();
+                }
+            }
+        }
+    }
+
     /// Forgets the oldest departure; resuming from before it now takes a snapshot.
     fn forget_oldest_departure(&mut self) {
         let Some((peer_id, at_ms)) = self.departure_order.pop_front() else {
