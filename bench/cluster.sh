@@ -9,10 +9,10 @@
 #   eval "$(bash .ci/postgres)"          # or export GOOP2_TEST_POSTGRES=postgres://…/postgres
 #   bash bench/cluster.sh [memory|direct|one|three|all]
 #
-# GOOP2_BIN overrides the binary (default target/release/goop2).
+# GOOP2_BIN overrides the binary (default: release/goop2 under CARGO_TARGET_DIR, else target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${GOOP2_BIN:-target/release/goop2}
+bin=${GOOP2_BIN:-${CARGO_TARGET_DIR:-target}/release/goop2}
 [[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 1; }
 [[ -n ${GOOP2_TEST_POSTGRES:-} ]] || {
   echo "needs PostgreSQL: eval \"\$(bash .ci/postgres)\" (after apt-get install postgresql)" >&2

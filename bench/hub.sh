@@ -6,7 +6,7 @@
 #   cargo build --release && bash bench/hub.sh [in-memory|database|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/release/goop2
+bin=${CARGO_TARGET_DIR:-target}/release/goop2
 [[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 1; }
 which=${1:-all}
 work=$(mktemp -d)

@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
 # Peer benchmarks: site fetch over libp2p against a plain TCP copy (in one run), the data API
-# over libp2p against the same operations in-process (in one run), the time from
-# starting `goop2 peer` to its console answering, and an idle peer's memory.
+# over libp2p against the same operations in-process (in one run), Lua calls beside a no-op data
+# op (in one run) — the cargo benches in benches/ — then the time from starting `goop2 peer` to
+# its console answering, and an idle peer's memory.
 #
 #   cargo build --release && bash bench/peer.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/release/goop2
+bin=${CARGO_TARGET_DIR:-target}/release/goop2
 [[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 echo "== site fetch: a 10 MiB file, 10 rounds, libp2p vs plain TCP"
-$bin bench-site --megabytes 10 --rounds 10
+cargo bench --quiet --bench site -- --megabytes 10 --rounds 10
 
 echo "== data API: 20-row query and insert, 8 callers, libp2p vs in-process"
-$bin bench-data --ops 20000 --callers 8
+cargo bench --quiet --bench data -- --ops 20000 --callers 8
 
 echo "== Lua: trivial and one-query functions, in-process and over libp2p, beside a no-op data op"
-$bin bench-lua --calls 20000 --callers 8
+cargo bench --quiet --bench lua -- --calls 20000 --callers 8
 
 echo "== start-up and idle memory of a peer (embedded defaults, console on 127.0.0.1:18990)"
 $bin init "$work/peer" --label "Bench peer" >/dev/null

@@ -77,45 +77,33 @@ pub enum Command {
         /// The hub's process ID, to report its memory.
         #[arg(long)]
         hub_pid: Option<u32>,
-        /// Also run the same publish load against a plain hello-world server in a separate
-        /// process, and print the ratio.
+        /// Also run the same publish load against a plain hello-world server (in this process,
+        /// on worker threads of its own), and print the ratio.
         #[arg(long)]
         baseline: bool,
+        /// Instead: a community of this many peers, each from an address of its own, holding a
+        /// stream, heartbeating, changing its label and coming and going (--duration and
+        /// --hub-pid apply; --subscribers, --publishers, --rate and --streams-per-address do
+        /// not).
+        #[arg(long)]
+        community: Option<usize>,
+        /// The community's stream: a WebSocket both ways, or an event stream plus POST.
+        #[arg(long, value_enum, default_value = "ws")]
+        transport: crate::modes::loadtest::community::Transport,
+        /// Seconds between one community peer's heartbeats.
+        #[arg(long, default_value_t = 20)]
+        heartbeat: u64,
+        /// Mean seconds between one community peer's label changes (0: never).
+        #[arg(long, default_value_t = 600)]
+        change_every: u64,
+        /// Mean seconds between one community peer leaving and coming back (0: never).
+        #[arg(long, default_value_t = 600)]
+        churn_every: u64,
+        /// End the community run with every peer dropping its connection at once and coming
+        /// back, and time how long until all are seen online again.
+        #[arg(long)]
+        storm: bool,
     },
-    /// Site fetch over libp2p between two local nodes against a plain TCP copy of the same file,
-    /// in one run.
-    BenchSite {
-        /// File size in MiB (1–50).
-        #[arg(long, default_value_t = 10)]
-        megabytes: usize,
-        /// Fetches each way (1–100).
-        #[arg(long, default_value_t = 10)]
-        rounds: u32,
-    },
-    /// The data API between two local peers over libp2p against the same operations run
-    /// in-process, in one run: a 20-row query and an insert, with concurrent callers.
-    BenchData {
-        /// Operations per workload (100–200,000).
-        #[arg(long, default_value_t = 20_000)]
-        ops: usize,
-        /// Concurrent callers (1–64).
-        #[arg(long, default_value_t = 8)]
-        callers: usize,
-    },
-    /// Lua function calls (trivial, and one doing a db query) in-process and over libp2p from a
-    /// second local peer, beside a no-op data operation, in one run.
-    BenchLua {
-        /// Calls per workload (100–200,000).
-        #[arg(long, default_value_t = 20_000)]
-        calls: usize,
-        /// Concurrent callers (1–64).
-        #[arg(long, default_value_t = 8)]
-        callers: usize,
-    },
-    /// A plain hello-world HTTP server (POST /publish answers 204), the baseline of
-    /// `loadtest --baseline`.
-    #[command(hide = true)]
-    BenchHello,
     /// Read a password (from the terminal, or the first line of standard input) and print its
     /// argon2id hash for `viewer.admin_password` or `presence.admin_password`.
     HashPassword,

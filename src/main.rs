@@ -56,7 +56,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             streams_per_address,
             hub_pid,
             baseline,
+            community,
+            transport,
+            heartbeat,
+            change_every,
+            churn_every,
+            storm,
         } => {
+            if let Some(peers) = community {
+                let options = modes::loadtest::community::CommunityOptions {
+                    url,
+                    peers,
+                    transport,
+                    duration: std::time::Duration::from_secs(duration),
+                    heartbeat: std::time::Duration::from_secs(heartbeat),
+                    change_every: std::time::Duration::from_secs(change_every),
+                    churn_every: std::time::Duration::from_secs(churn_every),
+                    storm,
+                    hub_pid,
+                };
+                let report = runtime()?.block_on(modes::loadtest::community::run(options))?;
+                print!("{}", report.render());
+                return Ok(());
+            }
             let options = modes::loadtest::LoadOptions {
                 url,
                 subscribers,
@@ -68,19 +90,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 hub_pid,
             };
             runtime()?.block_on(run_loadtest(options, baseline))?;
-        }
-        Command::BenchHello => runtime()?.block_on(modes::loadtest::serve_hello())?,
-        Command::BenchData { ops, callers } => {
-            let bench = runtime()?.block_on(modes::bench_data::run(ops, callers))?;
-            print!("{}", bench.render());
-        }
-        Command::BenchLua { calls, callers } => {
-            let bench = runtime()?.block_on(modes::bench_lua::run(calls, callers))?;
-            print!("{}", bench.render());
-        }
-        Command::BenchSite { megabytes, rounds } => {
-            let result = runtime()?.block_on(modes::bench_site::run(megabytes, rounds))?;
-            print!("{}", result.render());
         }
     }
     Ok(())
@@ -194,7 +203,8 @@ async fn run_loadtest(options: modes::loadtest::LoadOptions, baseline: bool) -> 
     let report = modes::loadtest::run(options.clone()).await?;
     println!("== hub {}\n{}", options.url, report.render());
     if baseline {
-        let (_server, url) = modes::loadtest::spawn_hello().await?;
+        let server = modes::loadtest::baseline::HelloServer::start()?;
+        let url = server.url().to_owned();
         let hello = modes::loadtest::run(modes::loadtest::LoadOptions {
             url: url.clone(),
             subscribers: 0,

@@ -14,6 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::config::{Config, Theme};
+use crate::http::error::{HttpError, is_api_call};
 use crate::http::session::AdminAuth;
 use crate::services::auth::random_token;
 
@@ -52,20 +53,13 @@ impl OwnerAccess {
         }
     }
 
-    /// The CSRF token forms of this request must carry, or `None` without a valid session.
+    /// The CSRF token forms of this request must carry, or `None` without a valid session
+    /// (checked by [`crate::http::csrf`]).
     pub fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
         match &self.auth {
             Some(auth) => auth.session_from(headers).map(|s| s.csrf),
             None => Some(self.open_csrf.clone()),
         }
-    }
-
-    /// True when a submitted form's CSRF token is this request's (constant-time).
-    pub fn form_allowed(&self, headers: &HeaderMap, submitted: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        self.csrf_for(headers).is_some_and(|csrf| {
-            !csrf.is_empty() && bool::from(csrf.as_bytes().ct_eq(submitted.as_bytes()))
-        })
     }
 
     /// The `AdminAuth` extractors use: the real one, or a disabled one.
@@ -95,7 +89,7 @@ pub async fn local_only(
     next: Next,
 ) -> Response {
     if access.auth.is_none() && !is_local_request(request.headers()) {
-        return (
+        return HttpError::new(
             StatusCode::FORBIDDEN,
             format!(
                 "This {} has no password, so it answers only local requests. Set \
@@ -103,7 +97,8 @@ pub async fn local_only(
                 access.name
             ),
         )
-            .into_response();
+        .for_caller(request.headers(), request.uri().path())
+        .into_response();
     }
     next.run(request).await
 }
@@ -115,21 +110,10 @@ pub async fn guard(State(access): State<OwnerAccess>, request: Request, next: Ne
     if access.csrf_for(request.headers()).is_some() {
         return next.run(request).await;
     }
-    if wants_json(request.headers()) || request.uri().path().starts_with("/api/") {
-        return (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(serde_json::json!({"error": "sign in first"})),
-        )
-            .into_response();
+    if is_api_call(request.headers(), request.uri().path()) {
+        return HttpError::new(StatusCode::UNAUTHORIZED, "sign in first").into_response();
     }
     Redirect::to("/login").into_response()
-}
-
-fn wants_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("application/json"))
 }
 
 /// A request from a browser on this machine: a loopback `Host` and no proxy headers.

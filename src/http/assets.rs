@@ -9,6 +9,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::http::error::HttpError;
+
 #[derive(rust_embed::Embed)]
 #[folder = "web/"]
 #[include = "assets/*"]
@@ -34,7 +36,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 
 fn serve(path: &str, request: &HeaderMap) -> Response {
     let Some(file) = Web::get(path) else {
-        return (StatusCode::NOT_FOUND, format!("no file /{path}")).into_response();
+        return HttpError::page(StatusCode::NOT_FOUND, format!("no file /{path}")).into_response();
     };
     let hash = file.metadata.sha256_hash();
     let etag = format!("\"{}\"", hex(&hash[..16]));

@@ -5,6 +5,7 @@ pub mod access;
 pub mod assets;
 pub mod client_ip;
 pub mod console;
+pub mod csrf;
 pub mod error;
 pub mod forms;
 pub mod hub;

@@ -4,7 +4,7 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{FromRef, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -12,12 +12,13 @@ use serde::Deserialize;
 
 use crate::http::access::OwnerAccess;
 use crate::http::client_ip::{ClientIp, TrustedProxies};
+use crate::http::csrf::{CsrfForm, CsrfSource};
 use crate::http::session::{self, AdminAuth, AdminSession};
 
 /// The login routes for an interface whose state offers its access rules.
 pub fn routes<S>() -> Router<S>
 where
-    S: Clone + Send + Sync + 'static,
+    S: Clone + Send + Sync + CsrfSource + 'static,
     OwnerAccess: FromRef<S>,
     TrustedProxies: FromRef<S>,
     AdminAuth: FromRef<S>,
@@ -84,27 +85,14 @@ where
     }
 }
 
-#[derive(Deserialize)]
-struct LogoutForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 async fn log_out<S>(
     State(state): State<S>,
     AdminSession(session): AdminSession,
-    Form(form): Form<LogoutForm>,
+    _: CsrfForm,
 ) -> Response
 where
     OwnerAccess: FromRef<S>,
 {
-    if !session.csrf_matches(&form.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "The form's CSRF token is missing or stale.",
-        )
-            .into_response();
-    }
     let access = OwnerAccess::from_ref(&state);
     if let Some(auth) = &access.auth {
         auth.sessions.remove(&session.token);

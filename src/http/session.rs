@@ -1,5 +1,5 @@
-//! Administrator sessions over HTTP: the login cookie, the `AdminSession` extractor that pages
-//! and APIs take as an argument, and CSRF checks on state-changing forms.
+//! Administrator sessions over HTTP: the login cookie and the `AdminSession` extractor that pages
+//! and APIs take as an argument. The session's CSRF token is checked by [`crate::http::csrf`].
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::config::Secret;
+use crate::http::error::{HttpError, wants_json};
 use crate::services::auth::{self, ChecksBusy, LoginLimiter, Session, SessionStore, Throttled};
 
 /// Seconds a login refused as busy is told to wait.
@@ -204,11 +205,11 @@ where
         let auth = AdminAuth::from_ref(state);
         match auth.session_from(&parts.headers) {
             Some(session) => Ok(AdminSession(session)),
-            None if wants_json(&parts.headers) => Err((
+            None if wants_json(&parts.headers) => Err(HttpError::new(
                 StatusCode::UNAUTHORIZED,
-                axum::Json(serde_json::json!({"error": "sign in as the administrator first"})),
+                "sign in as the administrator first",
             )
-                .into_response()),
+            .into_response()),
             None => Err(Redirect::to(auth.login_path).into_response()),
         }
     }
@@ -229,13 +230,6 @@ where
             AdminAuth::from_ref(state).session_from(&parts.headers),
         ))
     }
-}
-
-fn wants_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("application/json") && !accept.contains("text/html"))
 }
 
 /// The value of cookie `name` in the request.

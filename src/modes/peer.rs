@@ -98,7 +98,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let limits = &config.data;
     let mut data = DataService::new(
         store.data(),
-        peer_id.to_base58(),
+        peer_id,
         own_email.clone(),
         peer_lookup(table.clone()),
     )
@@ -425,9 +425,9 @@ fn node_limits(p2p: &crate::config::P2p) -> NodeLimits {
 
 /// The data API's view of the PeerTable: a peer's label, and its email if a hub vouched for it.
 fn peer_lookup(table: PeerTable) -> crate::services::data::PeerLookup {
-    Arc::new(move |peer: &str| {
+    Arc::new(move |peer: &PeerId| {
         let table = table.clone();
-        let peer = peer.to_owned();
+        let peer = *peer;
         Box::pin(async move { table.identity(&peer).await })
     })
 }

@@ -178,18 +178,12 @@ pub const SESSION_IDLE: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at once; the least recently used goes first.
 pub const MAX_SESSIONS: usize = 256;
 
-/// A signed-in administrator: the cookie token and the CSRF token of its forms.
+/// A signed-in administrator: the cookie token and the CSRF token of its forms (checked over
+/// HTTP by `http::csrf`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub token: String,
     pub csrf: String,
-}
-
-impl Session {
-    /// True when `submitted` is this session's CSRF token (constant-time).
-    pub fn csrf_matches(&self, submitted: &str) -> bool {
-        self.csrf.as_bytes().ct_eq(submitted.as_bytes()).into()
-    }
 }
 
 /// In-memory sessions with idle expiry and a bounded count. Cloning shares the store.

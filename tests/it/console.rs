@@ -1,5 +1,5 @@
 //! The peer's browser console over real HTTP: peers, peer pages, sandboxed sites, the
-//! cross-site rule, access rules.
+//! cross-site rule, access rules, refusals (the error page, the JSON error shape, CORS).
 
 use std::time::Duration;
 
@@ -309,6 +309,103 @@ async fn the_console_refuses_requests_other_origins_start() {
         .await
         .unwrap();
     assert_eq!(same_origin.status().as_u16(), 200);
+    peer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_form_gets_the_error_page_and_a_refused_api_call_the_json_error_shape() {
+    let (dir, config) = peer_dir("Refusing", |_| {});
+    let peer = peer::start(dir.path(), &config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let base = console(&peer);
+    let refusal = "The CSRF token is missing or stale; reload the page and try again.";
+
+    let form = no_redirects()
+        .post(format!("{base}/edit/new"))
+        .form(&[("path", "x.txt"), ("kind", "file")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status().as_u16(), 403);
+    assert!(
+        form.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = form.text().await.unwrap();
+    assert!(html.contains("<h1>403 Forbidden</h1>"), "{html}");
+    assert!(html.contains(refusal), "{html}");
+
+    let api = no_redirects()
+        .put(format!("{base}/api/site/file?path=x.txt"))
+        .header("if-none-match", "*")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status().as_u16(), 403);
+    let body: serde_json::Value = api.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({"error": refusal, "code": 403}));
+
+    // The cross-site rule answers an API call in JSON and a page with the page.
+    let api = no_redirects()
+        .get(format!("{base}/api/peers"))
+        .header("Origin", "null")
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = api.json().await.unwrap();
+    assert_eq!(body["code"], 403);
+    let page = no_redirects()
+        .post(format!("{base}/lua/run"))
+        .header("Origin", "null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 403);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("<h1>403 Forbidden</h1>")
+    );
+
+    // A site's preflight to the data proxy: only what the SDK needs, for an opaque origin.
+    let me = peer.peer_id.to_base58();
+    let preflight = no_redirects()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{base}/api/p/{me}/data/insert"),
+        )
+        .header("origin", "null")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type, x-goop-site-token",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status().as_u16(), 204);
+    let header = |name: &str| preflight.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(header("access-control-allow-origin"), "null");
+    assert_eq!(header("access-control-allow-methods"), "POST");
+    assert_eq!(
+        header("access-control-allow-headers"),
+        "content-type,x-goop-site-token"
+    );
+    assert_eq!(header("access-control-max-age"), "600");
+    // The console's own pages need no CORS, and get none.
+    let own = no_redirects()
+        .post(format!("{base}/api/p/{me}/data/tables"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status().as_u16(), 200);
+    assert!(!own.headers().contains_key("access-control-allow-origin"));
     peer.shutdown().await;
 }
 

@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
+use goop2::identity::PeerId;
 use goop2::services::data::{Caller, DataError, DataRequest, DataService};
 use goop2::store::peer::PeerStore;
 use serde_json::{Value, json};
 
-const ME: &str = "12D3KooWOwnerOwnerOwnerOwnerOwnerOwnerOwnerOwner";
-pub const BOB: &str = "12D3KooWBobBobBobBobBobBobBobBobBobBobBobBobBob";
-const CAROL: &str = "12D3KooWCarolCarolCarolCarolCarolCarolCarolCa";
+const ME: &str = "12D3KooWQQjgKbDFL6cPWbKicnBWv2Gae79aHvU7ZuxfQrVCBcZ1";
+pub const BOB: &str = "12D3KooWQN9sZuzTnKgEagUUYUsdQYSjSHG3dqpCizptWpwjbZXT";
+const CAROL: &str = "12D3KooWDpUje6VWr3ub6CvmstneM8bDd6YPWBQMV1gngGshFQuw";
 
 pub async fn service() -> (DataService, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -18,10 +19,10 @@ pub async fn service() -> (DataService, tempfile::TempDir) {
     std::mem::forget(_tx);
     let data = DataService::new(
         store.data(),
-        ME.into(),
+        ME.parse().unwrap(),
         own_email,
-        Arc::new(|peer: &str| {
-            let known = (peer == BOB).then(|| goop2::services::data::PeerIdentity {
+        Arc::new(|peer: &PeerId| {
+            let known = (peer.to_base58() == BOB).then(|| goop2::services::data::PeerIdentity {
                 label: "Bob".into(),
                 verified_email: Some("bob@example.org".to_owned()),
             });
@@ -40,7 +41,7 @@ pub async fn run(data: &DataService, caller: &Caller, value: Value) -> Result<Va
 }
 
 pub fn peer(id: &str) -> Caller {
-    Caller::Peer(id.into())
+    Caller::Peer(id.parse().expect("a peer ID"))
 }
 
 pub async fn notes_table(data: &DataService, access: Value) {
@@ -1037,4 +1038,149 @@ async fn each_caller_gets_a_steady_share_of_requests() {
     // Another caller and the owner are served meanwhile.
     run(&data, &peer(CAROL), count.clone()).await.unwrap();
     run(&data, &Caller::Owner, count).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_with_several_problems_is_told_the_first_in_a_fixed_order() {
+    // Rights to the op first, then Lua being off, then the table (missing, system, unknown) and
+    // its policy, and only then the request's own fields, in the order each op reads them.
+    let (data, _dir) = service().await;
+    notes_table(&data, json!({"insert": "local"})).await;
+    let owner = &Caller::Owner;
+    let bob = &peer(BOB);
+    for (caller, request, code, message) in [
+        (
+            bob,
+            json!({"op": "create-table"}),
+            403,
+            "`create-table` is for the peer's owner only",
+        ),
+        (
+            bob,
+            json!({"op": "drop-table"}),
+            403,
+            "`drop-table` is for the peer's owner only",
+        ),
+        (
+            bob,
+            json!({"op": "sql"}),
+            403,
+            "`sql` is for the peer's owner only",
+        ),
+        (owner, json!({}), 400, "`op` is missing"),
+        (owner, json!({"op": "insert"}), 400, "`table` is missing"),
+        (
+            owner,
+            json!({"op": "insert", "table": "nope"}),
+            404,
+            "there is no table `nope`",
+        ),
+        (
+            owner,
+            json!({"op": "insert", "table": "_tables"}),
+            403,
+            "is a system table",
+        ),
+        (
+            bob,
+            json!({"op": "insert", "table": "notes"}),
+            403,
+            "(policy: local)",
+        ),
+        (
+            owner,
+            json!({"op": "insert", "table": "notes"}),
+            400,
+            "`data` is missing",
+        ),
+        (
+            owner,
+            json!({"op": "update", "table": "notes"}),
+            400,
+            "`id` (the row's _id) is missing",
+        ),
+        (
+            owner,
+            json!({"op": "update", "table": "notes", "id": 1}),
+            400,
+            "`data` is missing",
+        ),
+        (
+            owner,
+            json!({"op": "delete", "table": "nope"}),
+            404,
+            "there is no table `nope`",
+        ),
+        (bob, json!({"op": "lua-call"}), 501, "lua is not enabled"),
+        (
+            owner,
+            json!({"op": "create-table"}),
+            400,
+            "`schema` is missing",
+        ),
+        (owner, json!({"op": "sql"}), 400, "`sql` is missing"),
+        (
+            owner,
+            json!({"op": "rename-table", "table": "nope"}),
+            404,
+            "there is no table `nope`",
+        ),
+        (
+            owner,
+            json!({"op": "rename-table", "table": "notes"}),
+            400,
+            "`name` (the new name) is missing",
+        ),
+        (
+            owner,
+            json!({"op": "drop-column", "table": "notes"}),
+            400,
+            "`name` (the column) is missing",
+        ),
+        (
+            owner,
+            json!({"op": "add-column", "table": "_tables", "column": "x BOGUS"}),
+            403,
+            "is a system table",
+        ),
+        (
+            owner,
+            json!({"op": "add-column", "table": "notes", "column": "x BOGUS"}),
+            400,
+            "unknown type `bogus`",
+        ),
+        (
+            owner,
+            json!({"op": "set-policy", "table": "nope", "access": {"read": "x"}}),
+            404,
+            "there is no table `nope`",
+        ),
+        (
+            owner,
+            json!({"op": "set-policy", "table": "notes", "access": {"read": "x"}}),
+            400,
+            "access: unknown variant `x`",
+        ),
+        (
+            owner,
+            json!({"op": "set-limits", "table": "notes"}),
+            400,
+            "`limits` is missing",
+        ),
+        (
+            owner,
+            json!({"op": "set-limits", "table": "nope", "limits": 5}),
+            404,
+            "there is no table `nope`",
+        ),
+    ] {
+        let refusal = run(&data, caller, request.clone())
+            .await
+            .expect_err(&request.to_string());
+        assert_eq!(refusal.code(), code, "{request}: {refusal}");
+        assert!(
+            refusal.to_string().contains(message),
+            "{request}: {refusal}"
+        );
+    }
 }

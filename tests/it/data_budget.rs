@@ -51,9 +51,9 @@ async fn fill(dir: &Path, rows: usize, text: &str) {
     let (_email_tx, email) = tokio::sync::watch::channel(String::new());
     let data = DataService::new(
         store.data(),
-        "12D3KooWSelf".into(),
+        goop2::identity::PeerId::random(),
         email,
-        Arc::new(|_: &str| Box::pin(async { None })),
+        Arc::new(|_: &goop2::identity::PeerId| Box::pin(async { None })),
     );
     let request = |value: Value| serde_json::from_value(value).unwrap();
     data.handle(

@@ -355,7 +355,7 @@ async fn usage_follows_every_writer_and_tables_older_than_it_are_counted_at_open
     use goop2::store::data::Usage;
     use goop2::store::peer::PeerStore;
 
-    const BOB: &str = "12D3KooWBobBobBobBobBobBobBobBobBobBobBobBobBob";
+    const BOB: &str = "12D3KooWQN9sZuzTnKgEagUUYUsdQYSjSHG3dqpCizptWpwjbZXT";
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.db");
     let service = |store: &PeerStore| {
@@ -363,9 +363,9 @@ async fn usage_follows_every_writer_and_tables_older_than_it_are_counted_at_open
         std::mem::forget(_tx);
         DataService::new(
             store.data(),
-            "12D3KooWSelf".into(),
+            goop2::identity::PeerId::random(),
             email,
-            std::sync::Arc::new(|_: &str| Box::pin(async { None })),
+            std::sync::Arc::new(|_: &goop2::identity::PeerId| Box::pin(async { None })),
         )
     };
     let run = async |data: &DataService, caller: &Caller, request: Value| {
@@ -373,7 +373,7 @@ async fn usage_follows_every_writer_and_tables_older_than_it_are_counted_at_open
             .await
             .unwrap()
     };
-    let bob = Caller::Peer(BOB.into());
+    let bob = Caller::Peer(BOB.parse().unwrap());
     let store = PeerStore::open(&path).await.unwrap();
     let data = service(&store);
     run(&data, &Caller::Owner, json!({"op": "create-table", "schema": {"name": "posts", "columns": ["title TEXT", "stars INTEGER"], "access": {"update": "open"}}})).await;

@@ -1,9 +1,16 @@
 //! The data API between two running peers, over HTTP and libp2p: the console's proxy, the
-//! caller being the connection's peer, site tokens, the wire protocol's bounds.
+//! caller being the connection's peer, site tokens, the wire protocol's bounds, many callers at
+//! once.
 
 use futures_util::{AsyncReadExt, AsyncWriteExt};
+use goop2::identity::{Keypair, PeerId};
 use goop2::modes::peer::{self, RunningPeer};
+use goop2::services::data::limits::InsertLimits;
+use goop2::services::data::{Caller, DataRequest, DataService};
+use goop2::services::node::Node;
+use goop2::services::node::protocols::Served;
 use goop2::services::presence::peer_table::PeerState;
+use goop2::store::peer::PeerStore;
 use goop2::telemetry::LogBuffer;
 use serde_json::{Value, json};
 
@@ -307,29 +314,106 @@ async fn the_wire_protocol_takes_many_requests_per_stream_and_bounds_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_data_benchmark_runs_every_workload_both_ways() {
-    let bench = goop2::modes::bench_data::run(200, 4).await.unwrap();
-    for figures in [
-        &bench.remote_query,
-        &bench.local_query,
-        &bench.remote_insert,
-        &bench.local_insert,
-    ] {
-        assert_eq!(figures.ops, 200);
-        assert!(figures.per_second() > 0.0 && figures.p50 <= figures.p99);
-    }
-    assert!(bench.render().contains("ratio remote / local: query "));
-    assert!(
-        goop2::modes::bench_data::run(10, 4).await.is_err(),
-        "bounded"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_concurrent_callers_than_a_peer_serves_at_once_wait_their_turn() {
     // A peer serves 8 data streams per caller at once and resets any more; 32 callers in one
     // node share them without a single failure.
-    let bench = goop2::modes::bench_data::run(400, 32).await.unwrap();
-    assert_eq!(bench.remote_query.ops, 400);
-    assert_eq!(bench.remote_insert.ops, 400);
+    let (host, visitor, _store) = data_host_and_visitor().await;
+    let query = json!({"op": "query", "table": "posts", "where": "stars >= ?", "args": [0],
+        "order": "_id DESC", "limit": 20});
+    let insert = json!({"op": "insert", "table": "posts",
+        "data": {"title": "one more", "body": "y".repeat(200), "stars": 3}});
+    let remote_queries = answered(&visitor, host.peer_id(), query, 400, 32).await;
+    let remote_inserts = answered(&visitor, host.peer_id(), insert, 400, 32).await;
+    assert_eq!(remote_queries, 400);
+    assert_eq!(remote_inserts, 400);
+}
+
+/// Two nodes on loopback, the visitor connected to the host; the host serves a `data.db` with a
+/// `posts` table of 200 rows that anyone may read and add to, without limits on other peers'
+/// inserts (so that a caller's hundreds of inserts meet no rate or quota).
+async fn data_host_and_visitor() -> (Node, Node, (PeerStore, tempfile::TempDir)) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PeerStore::open(&dir.path().join("data.db")).await.unwrap();
+    let host_key = Keypair::generate_ed25519();
+    let data = DataService::new(
+        store.data(),
+        host_key.public().to_peer_id(),
+        tokio::sync::watch::channel(String::new()).1,
+        std::sync::Arc::new(|_: &PeerId| Box::pin(async { None })),
+    )
+    .with_limits(InsertLimits::unlimited());
+    let request = |value: Value| -> DataRequest { serde_json::from_value(value).unwrap() };
+    data.handle(
+        &Caller::Owner,
+        request(json!({"op": "create-table", "schema": {
+            "name": "posts",
+            "columns": ["title TEXT NOT NULL", "body TEXT", "stars INTEGER DEFAULT 0"],
+            "access": {"read": "open", "insert": "open"}
+        }})),
+    )
+    .await
+    .unwrap();
+    for i in 0..200 {
+        data.handle(
+            &Caller::Owner,
+            request(json!({"op": "insert", "table": "posts",
+                "data": {"title": format!("post {i}"), "body": "x".repeat(200), "stars": i % 5}})),
+        )
+        .await
+        .unwrap();
+    }
+    let served = Served {
+        data: Some(data),
+        ..crate::support::nothing_served("host")
+    };
+    let (host, _) = Node::start(host_key, crate::node::options("goop-data"), served)
+        .await
+        .unwrap();
+    let (visitor, _) = Node::start(
+        Keypair::generate_ed25519(),
+        crate::node::options("goop-data"),
+        crate::support::nothing_served("visitor"),
+    )
+    .await
+    .unwrap();
+    visitor
+        .dial(crate::support::loopback_tcp(&host).await)
+        .await
+        .unwrap();
+    (host, visitor, (store, dir))
+}
+
+/// Sends `request` `total` times from `visitor` to `host` over `/goop/data/1.0.0`, from
+/// `callers` tasks each sending its share one after another; how many were answered without
+/// error (each error is printed).
+async fn answered(
+    visitor: &Node,
+    host: PeerId,
+    request: Value,
+    total: usize,
+    callers: usize,
+) -> usize {
+    let request: DataRequest = serde_json::from_value(request).unwrap();
+    let tasks = (0..callers).map(|caller| {
+        let (visitor, request) = (visitor.clone(), request.clone());
+        let share = total / callers + usize::from(caller < total % callers);
+        tokio::spawn(async move {
+            let mut answered = 0;
+            for _ in 0..share {
+                match visitor.fetch_data(host, &request).await {
+                    Ok(answer) => match answer {
+                        Ok(_) => answered += 1,
+                        Err(error) => eprintln!("refused: {error}"),
+                    },
+                    Err(error) => eprintln!("not answered: {error}"),
+                }
+            }
+            answered
+        })
+    });
+    futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|task| task.unwrap())
+        .sum()
 }

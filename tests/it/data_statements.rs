@@ -17,9 +17,9 @@ async fn store() -> (PeerStore, DataService, tempfile::TempDir) {
     std::mem::forget(_tx);
     let data = DataService::new(
         store.data(),
-        "12D3KooWSelf".into(),
+        goop2::identity::PeerId::random(),
         email,
-        Arc::new(|_: &str| Box::pin(async { None })),
+        Arc::new(|_: &goop2::identity::PeerId| Box::pin(async { None })),
     );
     let access = json!({"read": "local", "insert": "local", "update": "local", "delete": "local"});
     owner(&data, json!({"op": "create-table", "schema": {"name": "posts", "columns": ["title TEXT"], "access": access}}))

@@ -9,7 +9,6 @@ use goop2::config::Config;
 use goop2::identity::Keypair;
 use goop2::modes::peer;
 use goop2::services::hub::unix_ms;
-use goop2::services::node::protocols::Served;
 use goop2::services::node::vouched::DialLimits;
 use goop2::services::node::{Node, NodeOptions};
 use goop2::store::peer::{CachedPeer, PeerStore};
@@ -136,20 +135,11 @@ fn options(limits: goop2::services::node::budget::NodeLimits) -> NodeOptions {
     }
 }
 
-fn served(label: &str) -> Served {
-    Served {
-        site: None,
-        label: tokio::sync::watch::channel(label.to_owned()).1,
-        avatar: None,
-        data: None,
-    }
-}
-
 async fn node(limits: goop2::services::node::budget::NodeLimits) -> Node {
     let (node, _events) = Node::start(
         Keypair::generate_ed25519(),
         options(limits),
-        served("a peer"),
+        crate::support::nothing_served("a peer"),
     )
     .await
     .unwrap();

@@ -391,6 +391,7 @@ async fn a_stopped_peers_captured_presence_replayed_keeps_it_offline() {
 
     let bob_id = bob.peer_id.to_base58();
     let carol_id = carol.peer_id.to_base58();
+    let (bob_peer, carol_peer) = (bob.peer_id, carol.peer_id);
     assert!(lists(&victim, &bob_id, PeerState::Online).await);
     assert!(lists(&victim, &carol_id, PeerState::Online).await);
     // The attacker captures one of Bob's heartbeats.
@@ -408,7 +409,7 @@ async fn a_stopped_peers_captured_presence_replayed_keeps_it_offline() {
     bob.shutdown().await;
     assert!(lists(&victim, &bob_id, PeerState::Offline).await);
     assert!(
-        eventually(WAIT, async || victim.table.entry(&bob_id).await.is_none()).await,
+        eventually(WAIT, async || victim.table.entry(&bob_peer).await.is_none()).await,
         "the victim forgets Bob after the grace"
     );
 
@@ -419,7 +420,7 @@ async fn a_stopped_peers_captured_presence_replayed_keeps_it_offline() {
         assert!(attacker.publish(captured.clone()).await);
         assert!(attacker.publish(old.clone()).await);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let listed = victim.table.entry(&bob_id).await;
+        let listed = victim.table.entry(&bob_peer).await;
         assert!(
             listed
                 .as_ref()
@@ -429,7 +430,7 @@ async fn a_stopped_peers_captured_presence_replayed_keeps_it_offline() {
     }
     // Carol, who is still there, is listed all along.
     assert_eq!(
-        victim.table.entry(&carol_id).await.map(|e| e.state),
+        victim.table.entry(&carol_peer).await.map(|e| e.state),
         Some(PeerState::Online)
     );
     carol.shutdown().await;

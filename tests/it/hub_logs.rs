@@ -289,12 +289,7 @@ async fn a_consoles_requests_are_logged_at_info_and_shown_in_its_log() {
     assert_eq!(home[0].level, "INFO");
     assert_eq!(field(&home[0], "method"), Some("GET"));
     assert_eq!(field(&home[0], "status"), Some("200"));
-    let shown = reqwest::get(format!("{base}/logs?level=info"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let shown = crate::support::get_text(&format!("{base}/logs?level=info")).await;
     assert!(
         shown.contains("goop2::http::request: request method=GET route=/ status=200"),
         "{shown}"

@@ -1,7 +1,9 @@
-//! `goop2 loadtest` against a real hub: small, bounded runs whose numbers must add up.
+//! `goop2 loadtest` against a real hub and against its hello-world baseline: small, bounded runs
+//! whose numbers must add up.
 
 use std::time::Duration;
 
+use goop2::modes::loadtest::baseline::HelloServer;
 use goop2::modes::loadtest::{self, LoadOptions};
 
 use crate::support::TestHub;
@@ -51,6 +53,39 @@ async fn the_load_tool_measures_publishes_and_fan_out() {
             .publishes
             .load(std::sync::atomic::Ordering::Relaxed)
             >= report.accepted
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_baseline_server_takes_the_publish_load_and_stops_when_dropped() {
+    let baseline = HelloServer::start().unwrap();
+    let report = loadtest::run(LoadOptions {
+        url: baseline.url().to_owned(),
+        subscribers: 0,
+        publishers: 2,
+        rate: 20,
+        duration: Duration::from_secs(1),
+        changes_only: true,
+        streams_per_address: 10,
+        hub_pid: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.errors, 0);
+    assert_eq!(report.accepted, report.attempted);
+    assert!(
+        (15..=20).contains(&report.accepted),
+        "20/s for 1 s: {}",
+        report.accepted
+    );
+    let addr = baseline.url().trim_start_matches("http://").to_owned();
+    drop(baseline);
+    assert!(
+        crate::support::eventually(Duration::from_secs(5), async || {
+            tokio::net::TcpStream::connect(&addr).await.is_err()
+        })
+        .await,
+        "nothing listens once the server is dropped"
     );
 }
 

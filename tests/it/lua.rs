@@ -452,31 +452,6 @@ async fn scripts_read_and_change_the_sites_tables_and_nothing_else() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_lua_benchmark_runs_every_workload() {
-    let bench = goop2::modes::bench_lua::run(100, 4).await.unwrap();
-    for figures in [
-        &bench.trivial_local,
-        &bench.query_local,
-        &bench.noop_local,
-        &bench.trivial_remote,
-        &bench.query_remote,
-        &bench.noop_remote,
-    ] {
-        assert_eq!(figures.ops, 100);
-        assert!(figures.per_second() > 0.0);
-    }
-    assert!(
-        bench
-            .render()
-            .contains("ratio trivial call / no-op data op")
-    );
-    assert!(
-        goop2::modes::bench_lua::run(10, 4).await.is_err(),
-        "bounded"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_commands_answer_bang_messages_with_text() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path()).unwrap();
@@ -630,9 +605,9 @@ pub async fn data_with_scores(
     let (_tx, email) = tokio::sync::watch::channel(String::new());
     let data = goop2::services::data::DataService::new(
         store.data(),
-        "12D3KooWSelf".into(),
+        goop2::identity::PeerId::random(),
         email,
-        std::sync::Arc::new(|_: &str| Box::pin(async { None })),
+        std::sync::Arc::new(|_: &goop2::identity::PeerId| Box::pin(async { None })),
     );
     let create = json!({"op": "create-table", "schema": {"name": "scores", "columns": ["who TEXT NOT NULL", "points INTEGER"]}});
     data.handle(

@@ -4,6 +4,7 @@
 mod appearance;
 mod browser;
 mod cli;
+mod community;
 mod config;
 mod console;
 mod data;

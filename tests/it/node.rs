@@ -10,11 +10,12 @@ use goop2::services::node::{Node, NodeEvent, NodeOptions};
 use goop2::services::site::Site;
 use tokio::sync::mpsc::Receiver;
 
-use crate::support::{eventually, loopback_tcp};
+use crate::support::{eventually, loopback_tcp, nothing_served};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn options(tag: &str) -> NodeOptions {
+/// A node on 127.0.0.1 (any port, no mDNS) of network tag `tag`.
+pub(crate) fn options(tag: &str) -> NodeOptions {
     NodeOptions {
         listen_ip: "127.0.0.1".parse().unwrap(),
         listen_port: 0,
@@ -23,15 +24,6 @@ fn options(tag: &str) -> NodeOptions {
         presence_topic: "goop.presence.v1".into(),
         limits: Default::default(),
         gossip: Default::default(),
-    }
-}
-
-fn nothing_served(label: &str) -> Served {
-    Served {
-        site: None,
-        label: tokio::sync::watch::channel(label.to_owned()).1,
-        avatar: None,
-        data: None,
     }
 }
 
@@ -347,16 +339,4 @@ async fn one_peer_that_stops_reading_cannot_take_every_stream() {
             }
         }
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_site_benchmark_moves_whole_files_both_ways() {
-    let result = goop2::modes::bench_site::run(1, 2).await.unwrap();
-    assert_eq!((result.bytes, result.rounds), (1024 * 1024, 2));
-    assert!(result.libp2p > Duration::ZERO && result.tcp > Duration::ZERO);
-    assert!(result.render().contains("ratio libp2p / TCP: "));
-    assert!(
-        goop2::modes::bench_site::run(0, 1).await.is_err(),
-        "bounded"
-    );
 }

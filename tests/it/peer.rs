@@ -31,7 +31,7 @@ fn unique_tag() -> String {
 }
 
 async fn sees(peer: &RunningPeer, other: goop2::identity::PeerId, state: PeerState) -> bool {
-    let entry = peer.table.entry(&other.to_base58()).await;
+    let entry = peer.table.entry(&other).await;
     entry.is_some_and(|entry| entry.state == state)
 }
 

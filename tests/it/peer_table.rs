@@ -237,11 +237,8 @@ async fn restored_peers_are_offline_until_heard_and_favourites_outlive_expiry() 
     assert_eq!(peers[0].state, PeerState::Offline);
 
     // Unmarked, it expires like anyone.
-    assert!(table.set_favorite(&alice.to_base58(), false).await);
-    assert!(
-        !table.set_favorite(&bob.to_base58(), true).await,
-        "Bob is gone"
-    );
+    assert!(table.set_favorite(&alice, false).await);
+    assert!(!table.set_favorite(&bob, true).await, "Bob is gone");
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert!(table.snapshot().await.is_empty());
 }
@@ -256,7 +253,7 @@ async fn reachability_results_are_announced() {
     // Once the table has answered, the observation is behind us.
     assert_eq!(table.snapshot().await.len(), 1);
     let mut changes = table.watch();
-    let id = alice.to_base58();
+    let id = alice;
     table
         .set_reachability(&id, Reachability::Reachable { rtt_ms: 3 })
         .await;
@@ -387,7 +384,7 @@ async fn a_lost_hub_link_holds_its_word_for_a_while_and_a_resumed_stream_confirm
 async fn an_offline_peer_forgets_its_reachability_and_late_probes_do_not_revive_it() {
     let table = PeerTable::start(PeerId::random(), options(150, 60_000));
     let hal = Keypair::generate_ed25519().public().to_peer_id();
-    let id = hal.to_base58();
+    let id = hal;
     table
         .observe(
             message(&hal, PresenceType::Online, "Hal", 1),
@@ -426,14 +423,7 @@ async fn only_emails_a_hub_vouched_for_leave_the_table() {
     claim.ts = claim.ts.map(|ts| ts + 1);
     table.observe(claim.clone(), hub()).await;
     assert_eq!(entry(&table, &ivy).await.email, "", "not verified");
-    assert_eq!(
-        table
-            .identity(&ivy.to_base58())
-            .await
-            .unwrap()
-            .verified_email,
-        None
-    );
+    assert_eq!(table.identity(&ivy).await.unwrap().verified_email, None);
     claim.ts = claim.ts.map(|ts| ts + 1);
     claim.verified = Some(true);
     table.observe(claim, hub()).await;

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 use goop2::identity::Keypair;
-use goop2::services::node::protocols::{Protocols, Served, Session, SessionError, SessionLimits};
+use goop2::services::node::protocols::{Protocols, Session, SessionError, SessionLimits};
 use goop2::services::node::{Node, NodeOptions};
 use libp2p::{PeerId, StreamProtocol};
 use serde_json::json;
 use tokio::sync::mpsc::Receiver;
 
-use crate::support::loopback_tcp;
+use crate::support::{loopback_tcp, nothing_served};
 
 const ECHO: StreamProtocol = StreamProtocol::new("/goop-test/echo/1.0.0");
 const TALK: StreamProtocol = StreamProtocol::new("/goop-test/talk/1.0.0");
@@ -30,15 +30,6 @@ fn options() -> NodeOptions {
     }
 }
 
-fn served(label: &str) -> Served {
-    Served {
-        site: None,
-        label: tokio::sync::watch::channel(label.to_owned()).1,
-        avatar: None,
-        data: None,
-    }
-}
-
 async fn start(protocols: Protocols) -> Node {
     Node::start(Keypair::generate_ed25519(), options(), protocols)
         .await
@@ -48,7 +39,7 @@ async fn start(protocols: Protocols) -> Node {
 
 /// A node that takes sessions of [`TALK`] within `limits`, and one that dialled it.
 async fn talking_pair(limits: SessionLimits) -> (Node, Receiver<Session>, Node) {
-    let mut protocols = Protocols::standard(served("bob"));
+    let mut protocols = Protocols::standard(nothing_served("bob"));
     let sessions = protocols.sessions(TALK, limits);
     let bob = start(protocols).await;
     let alice = start(Protocols::new()).await;
@@ -65,7 +56,7 @@ async fn taken(sessions: &mut Receiver<Session>) -> Session {
 
 #[tokio::test]
 async fn a_service_adds_a_request_protocol_beside_the_standard_ones() {
-    let mut protocols = Protocols::standard(served("bob"));
+    let mut protocols = Protocols::standard(nothing_served("bob"));
     protocols.serve(
         ECHO,
         |peer: PeerId, mut stream: libp2p::Stream| async move {

@@ -175,6 +175,16 @@ impl std::ops::Deref for TestPeer {
     }
 }
 
+/// What a bare node serves in tests: no site, no avatar, no database, only `label`.
+pub fn nothing_served(label: &str) -> goop2::services::node::protocols::Served {
+    goop2::services::node::protocols::Served {
+        site: None,
+        label: tokio::sync::watch::channel(label.to_owned()).1,
+        avatar: None,
+        data: None,
+    }
+}
+
 /// A peer identity that signs presence with strictly increasing timestamps.
 pub struct TestIdentity {
     pub keypair: Keypair,
@@ -365,7 +375,7 @@ pub async fn lists(
     eventually(Duration::from_secs(15), async || {
         viewer
             .table
-            .entry(peer_id)
+            .entry(&peer_id.parse().expect("a peer ID"))
             .await
             .is_some_and(|entry| entry.state == state)
     })

@@ -7,17 +7,21 @@
 //! the token its pages were served with ([`super::site_token`]). The console's own pages use
 //! their session. Operation errors answer 4xx with the message; an unreachable peer answers 502.
 
+use std::time::Duration;
+
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::ConsoleApp;
+use super::{ConsoleApp, from_own_pages};
 use crate::identity::PeerId;
-use crate::services::data::{Caller, DataError, DataRequest, MAX_REQUEST_BYTES, from_reply, reply};
+use crate::services::data::{Caller, DataError, DataRequest, MAX_REQUEST_BYTES, reply};
 
 /// The header a site's pages send their token in.
 pub const TOKEN_HEADER: &str = "x-goop-site-token";
@@ -33,33 +37,40 @@ pub fn owner_routes() -> Router<ConsoleApp> {
 /// was given (or the owner's session), which the handlers check themselves.
 pub fn site_routes() -> Router<ConsoleApp> {
     Router::new()
-        .route("/api/p/{id}/data/{op}", post(peer_data).options(preflight))
-        .route(
-            "/api/p/{id}/data/lua/{kind}",
-            post(peer_lua).options(preflight),
-        )
+        .route("/api/p/{id}/data/{op}", post(peer_data))
+        .route("/api/p/{id}/data/lua/{kind}", post(peer_lua))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(site_cors())
+        .layer(middleware::from_fn(preflight_without_content))
 }
 
-fn answer(result: Result<Value, DataError>, cors: bool) -> Response {
-    let status = match &result {
-        Ok(_) => StatusCode::OK,
-        Err(error) => StatusCode::from_u16(error.code()).unwrap_or(StatusCode::BAD_REQUEST),
-    };
-    let mut response = (status, Json(reply(&result))).into_response();
-    if cors {
-        allow_site(response.headers_mut());
+/// CORS for a site's calls: a sandboxed page (origin `null`) may read the answers — its token,
+/// not ambient credentials, is what authorises them — and its preflight allows `POST` with
+/// `content-type` and the token header, nothing more.
+fn site_cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list([HeaderValue::from_static("null")]))
+        .allow_methods([Method::POST])
+        .allow_headers([header::CONTENT_TYPE, HeaderName::from_static(TOKEN_HEADER)])
+        .max_age(Duration::from_secs(600))
+}
+
+/// A preflight is answered `204 No Content`, as it always was here (tower-http says `200`).
+async fn preflight_without_content(request: Request, next: Next) -> Response {
+    let preflight = request.method() == Method::OPTIONS;
+    let mut response = next.run(request).await;
+    if preflight && response.status() == StatusCode::OK {
+        *response.status_mut() = StatusCode::NO_CONTENT;
     }
     response
 }
 
-/// Lets a sandboxed page (origin `null`) read the answer; its token is what authorised it.
-fn allow_site(headers: &mut HeaderMap) {
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("null"),
-    );
-    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+fn answer(result: Result<Value, DataError>) -> Response {
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(error) => StatusCode::from_u16(error.code()).unwrap_or(StatusCode::BAD_REQUEST),
+    };
+    (status, Json(reply(&result))).into_response()
 }
 
 fn parse_request(op: &str, body: &Bytes) -> Result<DataRequest, DataError> {
@@ -87,48 +98,27 @@ async fn own_data(
     body: Bytes,
 ) -> Response {
     if !console_page(&app, &headers) {
-        return answer(
-            Err(DataError::Forbidden(
-                "the owner's data API answers the console's own pages only".into(),
-            )),
-            false,
-        );
+        return answer(Err(DataError::Forbidden(
+            "the owner's data API answers the console's own pages only".into(),
+        )));
     }
     let result = match parse_request(&op, &body) {
         Ok(request) => app.data.handle(&Caller::Owner, request).await,
         Err(error) => Err(error),
     };
-    answer(result, false)
+    answer(result)
 }
 
-/// A request from the console's own pages: same origin, with a session (or no password).
+/// A request from the console's own pages, with a session (or no password).
 fn console_page(app: &ConsoleApp, headers: &HeaderMap) -> bool {
-    let fetch_site = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("same-origin");
-    let origin_ok = match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        None => true,
-        Some(origin) => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            origin
-                .split_once("://")
-                .is_some_and(|(_, rest)| rest == host)
-        }
-    };
-    matches!(fetch_site, "same-origin" | "none")
-        && origin_ok
-        && app.access.csrf_for(headers).is_some()
+    from_own_pages(headers, &Method::POST) && app.access.csrf_for(headers).is_some()
 }
 
 /// Who may use `/api/p/<id>/data/…`: the console's pages, or a page of `<id>`'s own site.
-fn authorise(app: &ConsoleApp, headers: &HeaderMap, id: &str) -> Result<bool, DataError> {
+fn authorise(app: &ConsoleApp, headers: &HeaderMap, id: &str) -> Result<(), DataError> {
     if let Some(token) = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
         return if app.site_tokens.check(token, id) {
-            Ok(true)
+            Ok(())
         } else {
             Err(DataError::Forbidden(format!(
                 "this page may not use the data of {id}: a site reaches only its own peer"
@@ -136,7 +126,7 @@ fn authorise(app: &ConsoleApp, headers: &HeaderMap, id: &str) -> Result<bool, Da
         };
     }
     if console_page(app, headers) {
-        return Ok(false);
+        return Ok(());
     }
     Err(DataError::Forbidden(
         "sign in to the console, or call from a page of this peer's site".into(),
@@ -168,60 +158,32 @@ async fn proxy(
     op: String,
     body: Bytes,
 ) -> Response {
-    let from_site = match authorise(&app, &headers, &id) {
-        Ok(from_site) => from_site,
-        Err(error) => return answer(Err(error), true),
-    };
+    if let Err(error) = authorise(&app, &headers, &id) {
+        return answer(Err(error));
+    }
     let request = match parse_request(&op, &body) {
         Ok(request) => request,
-        Err(error) => return answer(Err(error), from_site),
+        Err(error) => return answer(Err(error)),
     };
     let Ok(peer) = id.parse::<PeerId>() else {
-        return answer(
-            Err(DataError::BadRequest(format!("{id:?} is not a peer ID"))),
-            from_site,
-        );
+        return answer(Err(DataError::BadRequest(format!(
+            "{id:?} is not a peer ID"
+        ))));
     };
     if peer == app.peer_id {
         // This peer's own site: its visitor is its owner.
-        return answer(app.data.handle(&Caller::Owner, request).await, from_site);
+        return answer(app.data.handle(&Caller::Owner, request).await);
     }
     match app.node.fetch_data(peer, &request).await {
-        Ok(wire) => answer(from_reply(&wire), from_site),
-        Err(error) => {
-            let mut response = (
-                StatusCode::BAD_GATEWAY,
-                Json(json!({
-                    "ok": false,
-                    "error": format!("cannot reach peer {id}: {error}"),
-                    "code": 502,
-                })),
-            )
-                .into_response();
-            if from_site {
-                allow_site(response.headers_mut());
-            }
-            response
-        }
+        Ok(reply) => answer(reply),
+        Err(error) => (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({
+                "ok": false,
+                "error": format!("cannot reach peer {id}: {error}"),
+                "code": 502,
+            })),
+        )
+            .into_response(),
     }
-}
-
-/// CORS preflight of a site's data call: allowed methods and headers, nothing more.
-async fn preflight() -> Response {
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    let headers = response.headers_mut();
-    allow_site(headers);
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("content-type, x-goop-site-token"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("600"),
-    );
-    response
 }

@@ -9,15 +9,16 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Multipart, Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{ConsoleApp, Frame};
+use crate::http::csrf::{CsrfForm, CsrfHeader, CsrfMultipart};
 use crate::http::error::HttpError;
 use crate::services::site::MAX_FILE_BYTES;
 use crate::services::site_files::{EditError, Entry, Expect};
@@ -74,14 +75,6 @@ fn status_of(error: &EditError) -> StatusCode {
         EditError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         EditError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
-}
-
-fn csrf_refused() -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        "The form's CSRF token is missing or stale; reload the page.",
-    )
-        .into_response()
 }
 
 #[derive(Template, WebTemplate)]
@@ -203,8 +196,6 @@ async fn show_file(
 
 #[derive(Deserialize)]
 struct SaveForm {
-    #[serde(default)]
-    csrf: String,
     path: String,
     #[serde(default)]
     etag: String,
@@ -217,11 +208,8 @@ struct SaveForm {
 async fn save_file(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Form(form): Form<SaveForm>,
+    CsrfForm(form): CsrfForm<SaveForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     // Browsers send a textarea with CRLF line ends; a file that had LF keeps LF.
     let content = if form.eol == "crlf" {
         form.content.clone()
@@ -290,8 +278,6 @@ async fn save_file(
 
 #[derive(Deserialize)]
 struct NewForm {
-    #[serde(default)]
-    csrf: String,
     path: String,
     /// `file` or `folder`.
     kind: String,
@@ -300,11 +286,8 @@ struct NewForm {
 async fn create(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Form(form): Form<NewForm>,
+    CsrfForm(form): CsrfForm<NewForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let files = app.site_files.clone();
     let path = form.path.clone();
     let folder = form.kind == "folder";
@@ -331,8 +314,6 @@ async fn create(
 
 #[derive(Deserialize)]
 struct RenameForm {
-    #[serde(default)]
-    csrf: String,
     from: String,
     to: String,
 }
@@ -340,11 +321,8 @@ struct RenameForm {
 async fn rename(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Form(form): Form<RenameForm>,
+    CsrfForm(form): CsrfForm<RenameForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let files = app.site_files.clone();
     let (from, to) = (form.from.clone(), form.to.clone());
     match blocking(move || files.rename(&from, &to)).await {
@@ -355,8 +333,6 @@ async fn rename(
 
 #[derive(Deserialize)]
 struct DeleteForm {
-    #[serde(default)]
-    csrf: String,
     path: String,
     /// The file's ETag as the page saw it; empty to delete whatever is there.
     #[serde(default)]
@@ -369,11 +345,8 @@ struct DeleteForm {
 async fn delete(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Form(form): Form<DeleteForm>,
+    CsrfForm(form): CsrfForm<DeleteForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let files = app.site_files.clone();
     let path = form.path.clone();
     let etag = (!form.etag.is_empty()).then(|| form.etag.clone());
@@ -390,39 +363,12 @@ async fn delete(
 async fn upload(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    mut multipart: Multipart,
+    CsrfMultipart(form): CsrfMultipart,
 ) -> Response {
-    let mut csrf = String::new();
-    let mut folder = String::new();
-    let mut file: Option<(String, Bytes)> = None;
-    loop {
-        match multipart.next_field().await {
-            Ok(Some(field)) => {
-                let name = field.name().unwrap_or_default().to_owned();
-                let file_name = field.file_name().map(ToOwned::to_owned);
-                let data = match field.bytes().await {
-                    Ok(data) => data,
-                    Err(err) => {
-                        return (StatusCode::BAD_REQUEST, format!("bad upload: {err}"))
-                            .into_response();
-                    }
-                };
-                match name.as_str() {
-                    "csrf" => csrf = String::from_utf8_lossy(&data).into_owned(),
-                    "folder" => folder = String::from_utf8_lossy(&data).into_owned(),
-                    "file" => file = file_name.map(|n| (n, data)),
-                    _ => {}
-                }
-            }
-            Ok(None) => break,
-            Err(err) => {
-                return (StatusCode::BAD_REQUEST, format!("bad upload: {err}")).into_response();
-            }
-        }
-    }
-    if !app.access.form_allowed(&headers, &csrf) {
-        return csrf_refused();
-    }
+    let folder = form.text("folder");
+    let file = form
+        .part("file")
+        .and_then(|part| Some((part.file_name.clone()?, part.data.clone())));
     let Some((name, data)) = file.filter(|(name, _)| !name.is_empty()) else {
         return tree_error(
             &app,
@@ -455,14 +401,12 @@ struct PathQuery {
 
 fn api_error(error: EditError) -> Response {
     match error {
-        EditError::Conflict { path, current } => (
+        EditError::Conflict { path, current } => HttpError::new(
             StatusCode::PRECONDITION_FAILED,
-            Json(json!({
-                "error": format!("{path} changed since it was read"),
-                "etag": current,
-            })),
+            format!("{path} changed since it was read"),
         )
-            .into_response(),
+        .with("etag", current)
+        .into_response(),
         EditError::Exists(path) => HttpError::new(
             StatusCode::PRECONDITION_FAILED,
             format!("{path} already exists"),
@@ -470,14 +414,6 @@ fn api_error(error: EditError) -> Response {
         .into_response(),
         other => HttpError::new(status_of(&other), other.to_string()).into_response(),
     }
-}
-
-fn api_csrf_allowed(app: &ConsoleApp, headers: &HeaderMap) -> bool {
-    let token = headers
-        .get("x-csrf-token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    app.access.form_allowed(headers, token)
 }
 
 fn quoted(etag: &str) -> HeaderValue {
@@ -526,14 +462,11 @@ async fn api_read(State(app): State<ConsoleApp>, Query(query): Query<PathQuery>)
 
 async fn api_write(
     State(app): State<ConsoleApp>,
+    _: CsrfHeader,
     headers: HeaderMap,
     Query(query): Query<PathQuery>,
     body: Bytes,
 ) -> Response {
-    if !api_csrf_allowed(&app, &headers) {
-        return HttpError::new(StatusCode::FORBIDDEN, "X-CSRF-Token is missing or stale")
-            .into_response();
-    }
     let expect = match (
         condition(&headers, header::IF_MATCH),
         condition(&headers, header::IF_NONE_MATCH),
@@ -569,13 +502,10 @@ struct DeleteQuery {
 
 async fn api_delete(
     State(app): State<ConsoleApp>,
+    _: CsrfHeader,
     headers: HeaderMap,
     Query(query): Query<DeleteQuery>,
 ) -> Response {
-    if !api_csrf_allowed(&app, &headers) {
-        return HttpError::new(StatusCode::FORBIDDEN, "X-CSRF-Token is missing or stale")
-            .into_response();
-    }
     let etag = condition(&headers, header::IF_MATCH).filter(|e| e != "*");
     let recursive = query.recursive == "1";
     let files = app.site_files.clone();

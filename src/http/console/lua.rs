@@ -4,14 +4,16 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
+use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
 use serde::Deserialize;
 
 use super::{ConsoleApp, Frame};
+use crate::http::csrf::CsrfForm;
+use crate::http::error::HttpError;
 use crate::services::lua::{FunctionInfo, is_plain_name};
 use crate::services::site_files::Expect;
 
@@ -77,14 +79,6 @@ async fn show_functions(
     page(&app, &headers, app.notices.open(query.notice), None)
 }
 
-fn csrf_refused() -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        "The form's CSRF token is missing or stale; reload the page.",
-    )
-        .into_response()
-}
-
 /// A function (`functions/<name>.lua`) or a chat command (`<name>.lua`).
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -96,8 +90,6 @@ enum Kind {
 
 #[derive(Deserialize)]
 struct RunForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     kind: Kind,
     name: String,
@@ -112,13 +104,11 @@ struct RunForm {
 async fn run_function(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Form(form): Form<RunForm>,
+    CsrfForm(form): CsrfForm<RunForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let Some(engine) = app.data.lua_engine() else {
-        return (StatusCode::NOT_FOUND, "Lua is not enabled (lua.enabled)").into_response();
+        return HttpError::page(StatusCode::NOT_FOUND, "Lua is not enabled (lua.enabled)")
+            .into_response();
     };
     let owner = engine.owner();
     let started = std::time::Instant::now();
@@ -177,8 +167,6 @@ async fn run_function(
 #[derive(Deserialize)]
 struct NameForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     kind: Kind,
     name: String,
 }
@@ -200,19 +188,15 @@ function handle(args)\n  return 'Hello, ' .. goop.peer.label .. '! You said: ' .
 
 async fn new_function(
     State(app): State<ConsoleApp>,
-    headers: HeaderMap,
-    Form(form): Form<NameForm>,
+    CsrfForm(form): CsrfForm<NameForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let Some(path) = script_path(&app, form.kind, form.name.trim()) else {
-        return (
+        return HttpError::page(
             StatusCode::BAD_REQUEST,
             "name a function or command with letters, digits, `_` or `-` (Lua must be enabled, \
              with its scripts inside the site folder)",
         )
-            .into_response();
+        .into_response();
     };
     let starter = match form.kind {
         Kind::Function => STARTER,
@@ -244,21 +228,20 @@ async fn new_function(
                 .finish();
             Redirect::to(&format!("/edit/file?{query}")).into_response()
         }
-        Ok(Err(err)) => (StatusCode::CONFLICT, err.to_string()).into_response(),
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+        Ok(Err(err)) => HttpError::page(StatusCode::CONFLICT, err.to_string()).into_response(),
+        Err(err) => {
+            HttpError::page(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response()
+        }
     }
 }
 
 async fn delete_function(
     State(app): State<ConsoleApp>,
-    headers: HeaderMap,
-    Form(form): Form<NameForm>,
+    CsrfForm(form): CsrfForm<NameForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return csrf_refused();
-    }
     let Some(path) = script_path(&app, form.kind, &form.name) else {
-        return (StatusCode::BAD_REQUEST, "not a function or command name").into_response();
+        return HttpError::page(StatusCode::BAD_REQUEST, "not a function or command name")
+            .into_response();
     };
     let files = app.site_files.clone();
     match tokio::task::spawn_blocking(move || files.delete(&path, None, false)).await {
@@ -269,7 +252,9 @@ async fn delete_function(
             app.notices
                 .redirect("/lua", &format!("{} deleted.", form.name))
         }
-        Ok(Err(err)) => (StatusCode::NOT_FOUND, err.to_string()).into_response(),
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+        Ok(Err(err)) => HttpError::page(StatusCode::NOT_FOUND, err.to_string()).into_response(),
+        Err(err) => {
+            HttpError::page(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response()
+        }
     }
 }

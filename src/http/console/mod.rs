@@ -23,13 +23,15 @@ pub use site_token::SiteTokens;
 
 use axum::Router;
 use axum::extract::{FromRef, Request};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
 use crate::http::access::{self, OwnerAccess};
 use crate::http::client_ip::TrustedProxies;
+use crate::http::csrf::CsrfSource;
+use crate::http::error::HttpError;
 use crate::http::session::AdminAuth;
 use crate::identity::PeerId;
 use crate::services::node::Node;
@@ -171,6 +173,12 @@ impl ConsoleApp {
     }
 }
 
+impl CsrfSource for ConsoleApp {
+    fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
+        self.access.csrf_for(headers)
+    }
+}
+
 impl FromRef<ConsoleApp> for OwnerAccess {
     fn from_ref(app: &ConsoleApp) -> Self {
         app.access.clone()
@@ -224,36 +232,36 @@ pub fn router(app: ConsoleApp) -> Router {
 /// including a sandboxed peer site, whose origin is opaque — is refused unless it is a plain
 /// navigation. (Sites' own files and what they call with their token are routed outside it.)
 async fn refuse_cross_site(request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let foreign_origin = headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|origin| {
-            origin
-                .split_once("://")
-                .map(|(_, rest)| rest)
-                .is_none_or(|rest| rest != host)
-        });
-    let fetch_site = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let navigation = headers
-        .get("sec-fetch-mode")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|mode| mode == "navigate")
-        && request.method() == Method::GET;
-    let cross_site = matches!(fetch_site, "cross-site" | "same-site") && !navigation;
-    if foreign_origin || cross_site {
-        return (
+    if !from_own_pages(request.headers(), request.method()) {
+        return HttpError::new(
             StatusCode::FORBIDDEN,
             "the console answers only its own pages",
         )
-            .into_response();
+        .for_caller(request.headers(), request.uri().path())
+        .into_response();
     }
     next.run(request).await
+}
+
+/// True when the console's own pages started the request, or it is a plain navigation (a link
+/// followed from elsewhere): any `Origin` is the console's own (the `Host` it was asked at), and
+/// `Sec-Fetch-Site` (when the browser sends it) says `same-origin` or `none`. A sandboxed
+/// site's `Origin` is `null`, so it never passes.
+pub(super) fn from_own_pages(headers: &HeaderMap, method: &Method) -> bool {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let same_origin = match headers.get(header::ORIGIN) {
+        None => true,
+        Some(origin) => origin
+            .to_str()
+            .ok()
+            .and_then(|origin| origin.split_once("://"))
+            .is_some_and(|(_, authority)| Some(authority) == text(header::HOST)),
+    };
+    let navigation = text(HeaderName::from_static("sec-fetch-mode")) == Some("navigate")
+        && method == Method::GET;
+    let same_site = matches!(
+        text(HeaderName::from_static("sec-fetch-site")),
+        None | Some("same-origin" | "none")
+    );
+    same_origin && (same_site || navigation)
 }

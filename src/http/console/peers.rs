@@ -10,13 +10,16 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Json, Router};
 use futures_util::stream;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{ConsoleApp, Frame};
+use crate::http::csrf::CsrfForm;
+use crate::http::error::HttpError;
 use crate::http::text::short_id;
+use crate::identity::PeerId;
 use crate::services::node::PeerDetails;
 use crate::services::presence::peer_table::{
     PeerChange, PeerEntry, PeerState, Reachability, Source,
@@ -165,18 +168,19 @@ async fn show_peer(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(entry) = app.table.entry(&id).await else {
-        return (StatusCode::NOT_FOUND, "this peer is not known here").into_response();
+    let Ok(peer) = id.parse::<PeerId>() else {
+        return HttpError::page(StatusCode::NOT_FOUND, "this peer is not known here")
+            .into_response();
     };
-    let mut entry = entry;
-    let mut details = None;
-    if let Ok(peer) = id.parse() {
-        // A fresh probe for the page, which the list then shows too.
-        let fresh = reachability::probe(&app.node, peer).await;
-        app.table.set_reachability(&id, fresh.clone()).await;
-        entry.reachability = fresh;
-        details = app.node.peer_details(peer).await.ok().flatten();
-    }
+    let Some(mut entry) = app.table.entry(&peer).await else {
+        return HttpError::page(StatusCode::NOT_FOUND, "this peer is not known here")
+            .into_response();
+    };
+    // A fresh probe for the page, which the list then shows too.
+    let fresh = reachability::probe(&app.node, peer).await;
+    app.table.set_reachability(&peer, fresh.clone()).await;
+    entry.reachability = fresh;
+    let details = app.node.peer_details(peer).await.ok().flatten();
     PeerPage {
         frame: app.frame(&headers),
         peer: PeerListItem::from_entry(&entry),
@@ -187,8 +191,6 @@ async fn show_peer(
 
 #[derive(serde::Deserialize)]
 struct FavoriteForm {
-    #[serde(default)]
-    csrf: String,
     /// `1` to mark, anything else to unmark.
     #[serde(default)]
     favorite: String,
@@ -197,21 +199,17 @@ struct FavoriteForm {
 async fn set_favorite(
     State(app): State<ConsoleApp>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<FavoriteForm>,
+    CsrfForm(form): CsrfForm<FavoriteForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "The form's CSRF token is missing or stale; reload the page.",
-        )
-            .into_response();
-    }
     let favorite = form.favorite == "1";
-    match app.book.set_favorite(&id, favorite).await {
+    let Ok(peer) = id.parse::<PeerId>() else {
+        return HttpError::page(StatusCode::NOT_FOUND, "this peer is not known here")
+            .into_response();
+    };
+    match app.book.set_favorite(&peer, favorite).await {
         Ok(true) => {
             // A favourite is known to the node: its connections and streams are not strangers'.
-            if favorite && let Ok(peer) = id.parse() {
+            if favorite {
                 let _ = app.node.vouch(peer, Vec::new()).await;
             }
             let notice = if favorite {
@@ -221,14 +219,16 @@ async fn set_favorite(
             };
             app.notices.redirect("/", notice)
         }
-        Ok(false) => (StatusCode::NOT_FOUND, "this peer is not known here").into_response(),
+        Ok(false) => {
+            HttpError::page(StatusCode::NOT_FOUND, "this peer is not known here").into_response()
+        }
         Err(err) => {
             tracing::error!("cannot store a favourite: {err}");
-            (
+            HttpError::page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot store the favourite in data.db: {err}"),
             )
-                .into_response()
+            .into_response()
         }
     }
 }

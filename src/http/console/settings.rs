@@ -5,15 +5,17 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{DefaultBodyLimit, Multipart, Query, State};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::{Form, Router};
 use serde::Deserialize;
 
 use super::{ConsoleApp, Frame};
 use crate::config::{self, Config};
+use crate::http::csrf::{CsrfForm, CsrfMultipart};
+use crate::http::error::HttpError;
 use crate::http::forms::parse_number;
 use crate::services::avatar::{self, AvatarError};
 
@@ -31,7 +33,6 @@ pub fn routes() -> Router<ConsoleApp> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct SettingsForm {
-    csrf: String,
     fingerprint: String,
     label: String,
     email: String,
@@ -137,7 +138,10 @@ async fn show_settings(
 ) -> Response {
     let config = match Config::load(&app.config_path) {
         Ok(loaded) => loaded.config,
-        Err(err) => return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+        Err(err) => {
+            return HttpError::page(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+                .into_response();
+        }
     };
     let mut form = SettingsForm::from_config(&config);
     form.fingerprint = config::fingerprint(&app.config_path);
@@ -151,15 +155,8 @@ async fn show_settings(
 async fn save_settings(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Form(form): Form<SettingsForm>,
+    CsrfForm(form): CsrfForm<SettingsForm>,
 ) -> Response {
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "The form's CSRF token is missing or stale; reload the page.",
-        )
-            .into_response();
-    }
     if form.fingerprint != config::fingerprint(&app.config_path) {
         let message = format!(
             "{} changed on disk since this page was opened; reload it to see the new contents",
@@ -235,7 +232,7 @@ async fn save_settings(
 /// The stored avatar, for the settings page.
 async fn show_avatar(State(app): State<ConsoleApp>) -> Response {
     let Some(path) = avatar::find(&app.dir) else {
-        return (StatusCode::NOT_FOUND, "no avatar").into_response();
+        return HttpError::page(StatusCode::NOT_FOUND, "no avatar").into_response();
     };
     let mime = if path.extension().is_some_and(|e| e == "png") {
         "image/png"
@@ -244,59 +241,21 @@ async fn show_avatar(State(app): State<ConsoleApp>) -> Response {
     };
     match tokio::fs::read(&path).await {
         Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, mime)], bytes).into_response(),
-        Err(_) => (StatusCode::NOT_FOUND, "no avatar").into_response(),
+        Err(_) => HttpError::page(StatusCode::NOT_FOUND, "no avatar").into_response(),
     }
 }
 
 /// Stores an uploaded avatar (PNG or JPEG, at most 256 KiB) and announces its hash.
+///
+/// A refused image is answered with the checker's message alone, as plain text — the body this
+/// form's clients have always read, and the one refusal that is not the error page.
 async fn upload_avatar(
     State(app): State<ConsoleApp>,
-    headers: HeaderMap,
-    mut form: Multipart,
+    CsrfMultipart(form): CsrfMultipart,
 ) -> Response {
-    let mut csrf = String::new();
-    let mut image: Option<bytes::Bytes> = None;
-    loop {
-        match form.next_field().await {
-            Ok(Some(field)) => {
-                let name = field.name().unwrap_or_default().to_owned();
-                let Ok(data) = field.bytes().await else {
-                    return (
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        AvatarError::TooLarge.to_string(),
-                    )
-                        .into_response();
-                };
-                match name.as_str() {
-                    "csrf" => csrf = String::from_utf8_lossy(&data).into_owned(),
-                    "avatar" => image = Some(data),
-                    _ => {}
-                }
-            }
-            Ok(None) => break,
-            Err(err) => {
-                let status = if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    StatusCode::PAYLOAD_TOO_LARGE
-                } else {
-                    StatusCode::BAD_REQUEST
-                };
-                return (
-                    status,
-                    format!("the upload could not be read: {}", err.body_text()),
-                )
-                    .into_response();
-            }
-        }
-    }
-    if !app.access.form_allowed(&headers, &csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "The form's CSRF token is missing or stale; reload the page.",
-        )
+    let Some(image) = form.part("avatar").map(|part| part.data.clone()) else {
+        return HttpError::page(StatusCode::BAD_REQUEST, "the form has no avatar file")
             .into_response();
-    }
-    let Some(image) = image else {
-        return (StatusCode::BAD_REQUEST, "the form has no avatar file").into_response();
     };
     let dir = app.dir.clone();
     let stored = tokio::task::spawn_blocking(move || avatar::store(&dir, &image))

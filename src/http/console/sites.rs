@@ -15,7 +15,7 @@ use axum::routing::get;
 
 use super::ConsoleApp;
 use crate::identity::PeerId;
-use crate::services::node::protocols::FetchError;
+use crate::services::node::protocols::{FetchError, SiteRefusal};
 use crate::services::presence::peer_table::PeerState;
 use crate::services::site::SiteError;
 
@@ -93,7 +93,7 @@ async fn visit(
             format!("{id:?} is not a peer ID"),
         );
     };
-    let entry = app.table.entry(&id).await;
+    let entry = app.table.entry(&peer).await;
     let is_self = peer == app.peer_id;
     let (label, verified, state) = match (&entry, is_self) {
         (_, true) => (app.label.borrow().clone(), false, "online"),
@@ -220,7 +220,7 @@ fn error_page_with_detail(
 
 /// Why a peer's site cannot be shown, in words: who the peer is, whether it is online and when
 /// it was last heard of.
-async fn unreachable_message(app: &ConsoleApp, peer: &str) -> String {
+async fn unreachable_message(app: &ConsoleApp, peer: &PeerId) -> String {
     let Some(entry) = app.table.entry(peer).await else {
         return "This peer is not answering, and this console has not heard of it: it may be \
                 offline, or on a network this peer does not reach."
@@ -283,16 +283,20 @@ async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
     } else {
         match app.node.fetch_site(peer, &request_path).await {
             Ok(reply) => (reply.mime, reply.body),
-            Err(FetchError::Refused(reason)) => {
-                let status = match reason.as_str() {
-                    "forbidden" => StatusCode::FORBIDDEN,
-                    "not found" => StatusCode::NOT_FOUND,
-                    _ => StatusCode::BAD_GATEWAY,
-                };
-                let message = match reason.as_str() {
-                    "forbidden" => format!("This site does not share {request_path}."),
-                    "not found" => format!("This site has no page {request_path}."),
-                    other => format!("The peer would not send {request_path}: {other}."),
+            Err(FetchError::Refused(refusal)) => {
+                let (status, message) = match refusal {
+                    SiteRefusal::Forbidden => (
+                        StatusCode::FORBIDDEN,
+                        format!("This site does not share {request_path}."),
+                    ),
+                    SiteRefusal::NotFound => (
+                        StatusCode::NOT_FOUND,
+                        format!("This site has no page {request_path}."),
+                    ),
+                    other => (
+                        StatusCode::BAD_GATEWAY,
+                        format!("The peer would not send {request_path}: {other}."),
+                    ),
                 };
                 return error_page(&app, status, &id, &request_path, message);
             }
@@ -302,7 +306,7 @@ async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
                     StatusCode::BAD_GATEWAY,
                     &id,
                     &request_path,
-                    unreachable_message(&app, &id).await,
+                    unreachable_message(&app, &peer).await,
                     Some(error.to_string()),
                 );
             }

@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{DefaultBodyLimit, Multipart, Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
-use bytes::Bytes;
 use libp2p_identity::PeerId;
 use serde::Deserialize;
 use serde_json::Value;
@@ -20,6 +19,7 @@ use std::sync::Arc;
 use super::HubApp;
 use super::dashboard::{DashboardPeer, ago};
 use crate::http::client_ip::ClientIp;
+use crate::http::csrf::{CsrfForm, CsrfMultipart};
 use crate::http::error::HttpError;
 use crate::http::session::{self, AdminSession, LoginRefused};
 use crate::services::auth::Session;
@@ -147,48 +147,32 @@ async fn log_in(
     }
 }
 
-#[derive(Deserialize)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
-fn check_csrf(session: &Session, submitted: &str) -> Result<(), HttpError> {
-    if session.csrf_matches(submitted) {
-        Ok(())
-    } else {
-        Err(HttpError::new(
-            StatusCode::FORBIDDEN,
-            "the form's CSRF token is missing or stale; reload the page and try again",
-        ))
-    }
-}
-
 async fn log_out(
     State(app): State<HubApp>,
     AdminSession(session): AdminSession,
-    Form(form): Form<CsrfForm>,
-) -> Result<Response, HttpError> {
-    check_csrf(&session, &form.csrf)?;
+    _: CsrfForm,
+) -> Response {
     app.admin.sessions.remove(&session.token);
     let mut response = Redirect::to("/admin").into_response();
     response
         .headers_mut()
         .insert(header::SET_COOKIE, session::cleared_cookie());
-    Ok(response)
+    response
 }
 
 #[derive(Deserialize)]
 struct PeerForm {
-    #[serde(default)]
-    csrf: String,
     peer_id: String,
     minutes: Option<u64>,
 }
 
 fn parse_peer(text: &str) -> Result<PeerId, HttpError> {
-    PeerId::from_str(text.trim())
-        .map_err(|e| HttpError::bad_request(format!("{text:?} is not a peer ID: {e}")))
+    PeerId::from_str(text.trim()).map_err(|e| {
+        HttpError::page(
+            StatusCode::BAD_REQUEST,
+            format!("{text:?} is not a peer ID: {e}"),
+        )
+    })
 }
 
 /// Back to the peer list, which tells the administrator `notice`.
@@ -199,9 +183,8 @@ fn back_with(app: &HubApp, session: &Session, notice: String) -> Response {
 async fn kick_peer(
     State(app): State<HubApp>,
     AdminSession(session): AdminSession,
-    Form(form): Form<PeerForm>,
+    CsrfForm(form): CsrfForm<PeerForm>,
 ) -> Result<Response, HttpError> {
-    check_csrf(&session, &form.csrf)?;
     let peer = parse_peer(&form.peer_id)?;
     // The hub logs kicks, bans and lifted bans itself.
     let notice = if app.hub.kick(&peer) {
@@ -215,9 +198,8 @@ async fn kick_peer(
 async fn ban_peer(
     State(app): State<HubApp>,
     AdminSession(session): AdminSession,
-    Form(form): Form<PeerForm>,
+    CsrfForm(form): CsrfForm<PeerForm>,
 ) -> Result<Response, HttpError> {
-    check_csrf(&session, &form.csrf)?;
     let peer = parse_peer(&form.peer_id)?;
     let minutes = form.minutes.unwrap_or(60).clamp(1, 366 * 24 * 60);
     let notice = match app.hub.ban(peer, Duration::from_secs(minutes * 60)).await {
@@ -236,9 +218,8 @@ async fn ban_peer(
 async fn unban_peer(
     State(app): State<HubApp>,
     AdminSession(session): AdminSession,
-    Form(form): Form<PeerForm>,
+    CsrfForm(form): CsrfForm<PeerForm>,
 ) -> Result<Response, HttpError> {
-    check_csrf(&session, &form.csrf)?;
     let peer = parse_peer(&form.peer_id)?;
     let notice = match app.hub.unban(&peer).await {
         Ok(true) => format!("Lifted the ban on {peer}."),
@@ -368,30 +349,12 @@ fn templates_with(app: &HubApp, session: &Session, notice: String) -> Response {
 async fn upload_template(
     State(app): State<HubApp>,
     AdminSession(session): AdminSession,
-    mut form: Multipart,
+    CsrfMultipart(form): CsrfMultipart,
 ) -> Result<Response, HttpError> {
-    let mut csrf = String::new();
-    let mut name = String::new();
-    let mut bundle: Option<Bytes> = None;
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| HttpError::bad_request(format!("the upload form is malformed: {e}")))?
-    {
-        let field_name = field.name().unwrap_or_default().to_owned();
-        let data = field
-            .bytes()
-            .await
-            .map_err(|e| HttpError::bad_request(format!("the upload could not be read: {e}")))?;
-        match field_name.as_str() {
-            "csrf" => csrf = String::from_utf8_lossy(&data).into_owned(),
-            "name" => name = String::from_utf8_lossy(&data).trim().to_owned(),
-            "bundle" => bundle = Some(data),
-            _ => {}
-        }
-    }
-    check_csrf(&session, &csrf)?;
-    let bundle = bundle.ok_or_else(|| HttpError::bad_request("the form has no bundle file"))?;
+    let name = form.text("name").trim().to_owned();
+    let bundle = form.part("bundle").map(|part| part.data.clone());
+    let bundle = bundle
+        .ok_or_else(|| HttpError::page(StatusCode::BAD_REQUEST, "the form has no bundle file"))?;
     let installed = app
         .templates
         .install(bundle, Some(name).filter(|n| !n.is_empty()))
@@ -411,17 +374,14 @@ async fn upload_template(
 
 #[derive(Deserialize)]
 struct DeleteForm {
-    #[serde(default)]
-    csrf: String,
     name: String,
 }
 
 async fn delete_template(
     State(app): State<HubApp>,
     AdminSession(session): AdminSession,
-    Form(form): Form<DeleteForm>,
+    CsrfForm(form): CsrfForm<DeleteForm>,
 ) -> Result<Response, HttpError> {
-    check_csrf(&session, &form.csrf)?;
     Ok(match app.templates.delete(&form.name).await {
         Ok(()) => templates_with(&app, &session, format!("Deleted template {}.", form.name)),
         Err(err) => templates_with(&app, &session, err.to_string()),

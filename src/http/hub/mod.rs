@@ -12,11 +12,13 @@ pub use streams::DirectEvents;
 
 use axum::Router;
 use axum::extract::FromRef;
+use axum::http::HeaderMap;
 
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::http::client_ip::TrustedProxies;
+use crate::http::csrf::CsrfSource;
 use crate::http::session::AdminAuth;
 use crate::services::hub::Hub;
 use crate::services::hub::templates::Templates;
@@ -37,6 +39,13 @@ pub struct HubApp {
 impl FromRef<HubApp> for AdminAuth {
     fn from_ref(app: &HubApp) -> Self {
         app.admin.clone()
+    }
+}
+
+/// The administrator's forms carry the session's token; without a session nothing passes.
+impl CsrfSource for HubApp {
+    fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
+        self.admin.session_from(headers).map(|session| session.csrf)
     }
 }
 

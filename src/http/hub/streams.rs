@@ -457,7 +457,7 @@ async fn serve_direct_events(app: HubApp, request: RawRequest, mut io: StallGuar
         Ok(slot) => slot,
         Err(refused) => {
             let error = HttpError::from(refused);
-            let body = serde_json::json!({ "error": error.message }).to_string();
+            let body = error.json_body().to_string();
             let head = format!(
                 "HTTP/1.1 {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
                  retry-after: {}\r\n{}connection: close\r\n\r\n",

@@ -10,6 +10,7 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::ViewerApp;
+use crate::http::csrf::CsrfSource;
 use crate::http::logs::LogView;
 
 pub fn routes() -> Router<ViewerApp> {

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::http::access::{self, OwnerAccess};
 use crate::http::client_ip::TrustedProxies;
+use crate::http::csrf::CsrfSource;
 use crate::http::session::AdminAuth;
 use crate::telemetry::LogBuffer;
 
@@ -55,9 +56,10 @@ impl ViewerApp {
             stop,
         }
     }
+}
 
-    /// The CSRF token forms of this request must carry, or `None` without a valid session.
-    pub fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
+impl CsrfSource for ViewerApp {
+    fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
         self.access.csrf_for(headers)
     }
 }

@@ -4,15 +4,16 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
+use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::{Form, Router};
 use serde::Deserialize;
 
 use super::ViewerApp;
 use crate::config::Config;
+use crate::http::csrf::{CsrfForm, CsrfSource};
 use crate::http::forms::parse_number;
 
 pub fn routes() -> Router<ViewerApp> {
@@ -23,7 +24,6 @@ pub fn routes() -> Router<ViewerApp> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct SettingsForm {
-    csrf: String,
     fingerprint: String,
     label: String,
     email: String,
@@ -194,16 +194,9 @@ async fn show_settings(
 async fn save_settings(
     State(app): State<ViewerApp>,
     headers: HeaderMap,
-    Form(form): Form<SettingsForm>,
+    CsrfForm(form): CsrfForm<SettingsForm>,
 ) -> Response {
     let csrf = app.csrf_for(&headers).unwrap_or_default();
-    if !app.access.form_allowed(&headers, &form.csrf) {
-        return (
-            StatusCode::FORBIDDEN,
-            "The form's CSRF token is missing or stale; reload the page and try again.",
-        )
-            .into_response();
-    }
     let page = |form: SettingsForm, status: StatusCode, problems: Vec<String>| {
         (
             status,

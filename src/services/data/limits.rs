@@ -19,6 +19,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::Value as Json;
 
 use super::DataError;
+use crate::identity::PeerId;
 use crate::store::data::{TableLimits, Usage};
 
 /// The peer's limits on other peers' inserts (goop.json's `data` section).
@@ -105,7 +106,7 @@ impl Quotas {
     pub fn check(
         &self,
         table: &str,
-        caller: &str,
+        caller: &PeerId,
         mine: Usage,
         all: Usage,
         row_bytes: i64,
@@ -159,16 +160,7 @@ pub(super) fn parse_own_limits(input: &Json) -> Result<TableLimits, DataError> {
             KEYS.join(", ")
         )));
     }
-    let value = |key: &str| match object.get(key) {
-        None | Some(Json::Null) => Ok(None),
-        Some(value) => match value.as_i64() {
-            Some(n) if (1..=MAX_OWN_LIMIT).contains(&n) => Ok(Some(n)),
-            _ => Err(DataError::BadRequest(format!(
-                "limits.{key} ({value}) must be a whole number from 1 to {MAX_OWN_LIMIT}, or \
-                 null for the peer's default"
-            ))),
-        },
-    };
+    let value = |key: &str| own_limit(key, object.get(key).unwrap_or(&Json::Null));
     Ok(TableLimits {
         max_rows_per_caller: value("rows_per_caller")?,
         max_bytes_per_caller: value("bytes_per_caller")?,
@@ -177,14 +169,52 @@ pub(super) fn parse_own_limits(input: &Json) -> Result<TableLimits, DataError> {
     })
 }
 
+/// The table's own quotas as the owner typed them in the console's form, `[rows_per_caller,
+/// bytes_per_caller, rows, bytes]`: `1_000` and `1,000` read as 1000, empty is the peer's
+/// default; each checked (and named when wrong) as `set-limits` checks it.
+pub fn own_limits_from_form(texts: [&str; 4]) -> Result<TableLimits, DataError> {
+    let value = |key: &str, text: &str| {
+        let text = text.trim().replace(['_', ','], "");
+        let typed = if text.is_empty() {
+            Json::Null
+        } else {
+            text.parse::<i64>()
+                .map(Json::from)
+                .unwrap_or_else(|_| Json::from(text))
+        };
+        own_limit(key, &typed)
+    };
+    let [rows_per_caller, bytes_per_caller, rows, bytes] = texts;
+    Ok(TableLimits {
+        max_rows_per_caller: value("rows_per_caller", rows_per_caller)?,
+        max_bytes_per_caller: value("bytes_per_caller", bytes_per_caller)?,
+        max_rows: value("rows", rows)?,
+        max_bytes: value("bytes", bytes)?,
+    })
+}
+
+/// One quota: a positive whole number, or null for the peer's default.
+fn own_limit(key: &str, value: &Json) -> Result<Option<i64>, DataError> {
+    match value {
+        Json::Null => Ok(None),
+        value => match value.as_i64() {
+            Some(n) if (1..=MAX_OWN_LIMIT).contains(&n) => Ok(Some(n)),
+            _ => Err(DataError::BadRequest(format!(
+                "limits.{key} ({value}) must be a whole number from 1 to {MAX_OWN_LIMIT}, or \
+                 null for the peer's default"
+            ))),
+        },
+    }
+}
+
 /// Peer IDs the rate limiter remembers before it forgets those whose bucket is full again.
 const RATE_KEYS_KEPT: usize = 4096;
 
 /// The rate limiter and the turn other peers' inserts take, shared by every clone of the service.
 pub(super) struct InsertGuard {
     pub(super) limits: InsertLimits,
-    rate: Option<DefaultKeyedRateLimiter<String>>,
-    requests: Option<DefaultKeyedRateLimiter<String>>,
+    rate: Option<DefaultKeyedRateLimiter<PeerId>>,
+    requests: Option<DefaultKeyedRateLimiter<PeerId>>,
     clock: DefaultClock,
     /// Other peers' quota checks and inserts, one at a time, so that two inserts cannot both pass
     /// a quota that has room for one.
@@ -212,7 +242,7 @@ impl InsertGuard {
     }
 
     /// Takes one request from `caller`'s bucket, or says how long until it may ask again.
-    pub(super) fn check_requests(&self, caller: &str) -> Result<(), DataError> {
+    pub(super) fn check_requests(&self, caller: &PeerId) -> Result<(), DataError> {
         self.take(&self.requests, caller, || {
             format!(
                 "{} requests per second (bursts of {}) to this peer's data",
@@ -223,7 +253,7 @@ impl InsertGuard {
     }
 
     /// Takes one insert from `caller`'s bucket, or says how long until it may insert again.
-    pub(super) fn check_rate(&self, caller: &str) -> Result<(), DataError> {
+    pub(super) fn check_rate(&self, caller: &PeerId) -> Result<(), DataError> {
         self.take(&self.rate, caller, || {
             format!(
                 "{} inserts per second (bursts of {}) into this peer's tables",
@@ -237,8 +267,8 @@ impl InsertGuard {
     /// the `rule` and the wait.
     fn take(
         &self,
-        bucket: &Option<DefaultKeyedRateLimiter<String>>,
-        caller: &str,
+        bucket: &Option<DefaultKeyedRateLimiter<PeerId>>,
+        caller: &PeerId,
         rule: impl FnOnce() -> String,
     ) -> Result<(), DataError> {
         let Some(bucket) = bucket else {
@@ -247,7 +277,7 @@ impl InsertGuard {
         if bucket.len() > RATE_KEYS_KEPT {
             bucket.retain_recent();
         }
-        bucket.check_key(&caller.to_owned()).map_err(|not_until| {
+        bucket.check_key(caller).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
             DataError::TooMany(format!(
                 "rate: caller {caller} may make at most {}; try again in {} ms",

@@ -10,28 +10,32 @@
 //! inserts are held to a rate and to quotas per table ([`limits`]). Another peer's request runs
 //! on the visitors' connections, never the owner's, and its statements stop at its time budget
 //! (`data.timeout_seconds`), or as soon as its future is dropped (the caller gone).
+//!
+//! The wire requests are decoded once ([`op`]) into a [`DataOp`]; [`DataService::handle`] runs
+//! one and serialises its result for the wire. In-process callers (the console's database
+//! editor) call the typed methods — rows in [`rows`], tables and their schemas in [`tables`] —
+//! and get typed results.
 
 pub mod limits;
+pub mod op;
+pub mod rows;
 pub mod schema;
+pub mod tables;
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
-use crate::store::data::filter::{self, Where};
-use crate::store::data::{
-    DataStore, MAX_ROWS, Select, SqlValue, StoreError, TableLimits, TableRecord,
-};
+use crate::identity::PeerId;
+use crate::store::data::{DataStore, StoreError, TableRecord};
 use limits::{InsertGuard, InsertLimits};
+pub use op::{Action, DataOp, DataRequest, Filter, OpKind, Query};
+pub use rows::{Permission, Permissions, Role, RoleAnswer, Row};
 use schema::{Access, Policy, TableSchema};
+pub use tables::{MAX_SQL_ROWS, OwnLimits, SQL_BUDGET, SqlRows, TableDescription, TableSummary};
 
 /// Longest request line of the protocol.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// Rows a query returns when it does not say.
-const DEFAULT_LIMIT: i64 = 100;
-/// Values `args` may hold.
-const MAX_ARGS: usize = 1000;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,56 +43,7 @@ pub enum Caller {
     /// This peer's owner.
     Owner,
     /// Another peer, by its peer ID.
-    Peer(String),
-}
-
-/// One request (the JSON line of `/goop/data/1.0.0`; the body of `/api/data/<op>` without `op`).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataRequest {
-    #[serde(default)]
-    pub op: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub table: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Json>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<i64>,
-    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
-    pub filter: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub args: Vec<Json>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub columns: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub offset: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub order: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub function: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub params: Option<Json>,
-    /// `create-table`: the schema.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schema: Option<Json>,
-    /// `rename-table`: the new name; `drop-column`: the column.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// `add-column`: the column (an object or a plain definition).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub column: Option<Json>,
-    /// `set-policy`: `{read, insert, update, delete}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access: Option<Json>,
-    /// `sql`: one read-only statement.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sql: Option<String>,
-    /// `set-limits`: the table's own quotas (`max_rows_per_caller`, `max_bytes_per_caller`,
-    /// `max_rows`, `max_bytes`; null or absent: the peer's default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<Json>,
+    Peer(PeerId),
 }
 
 /// The columns the peer keeps in every user table.
@@ -99,11 +54,6 @@ pub const SYSTEM_COLUMNS: [&str; 5] = [
     "_created_at",
     "_updated_at",
 ];
-
-/// Rows the owner's read-only SQL returns at most.
-pub const MAX_SQL_ROWS: usize = 1000;
-/// How long one statement of the owner's read-only SQL may run before SQLite stops it.
-pub const SQL_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why an operation failed; each maps to an HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -182,6 +132,9 @@ impl From<sqlx::Error> for DataError {
     }
 }
 
+/// A peer's answer to a data request: its data, or its refusal.
+pub type DataAnswer = Result<Json, DataError>;
+
 /// The wire form of a result: `{"ok": true, "data": …}` or `{"ok": false, "error": …, "code": …}`.
 pub fn reply(result: &Result<Json, DataError>) -> Json {
     match result {
@@ -191,7 +144,7 @@ pub fn reply(result: &Result<Json, DataError>) -> Json {
 }
 
 /// Reads a wire reply back into a result.
-pub fn from_reply(reply: &Json) -> Result<Json, DataError> {
+pub fn from_reply(reply: &Json) -> DataAnswer {
     if reply["ok"] == true {
         return Ok(reply.get("data").cloned().unwrap_or(Json::Null));
     }
@@ -208,7 +161,7 @@ pub fn from_reply(reply: &Json) -> Result<Json, DataError> {
 
 /// What this peer knows of another: its announced label, and its email if a hub vouched for it.
 pub type PeerLookup = Arc<
-    dyn Fn(&str) -> futures_util::future::BoxFuture<'static, Option<PeerIdentity>> + Send + Sync,
+    dyn Fn(&PeerId) -> futures_util::future::BoxFuture<'static, Option<PeerIdentity>> + Send + Sync,
 >;
 
 pub use crate::services::presence::peer_table::PeerIdentity;
@@ -218,7 +171,7 @@ pub use crate::services::presence::peer_table::PeerIdentity;
 pub struct DataService {
     store: DataStore,
     /// This peer's ID (the `_owner` of the owner's rows).
-    me: String,
+    me: PeerId,
     /// The owner's email, for the owner's rows.
     own_email: Arc<tokio::sync::watch::Receiver<String>>,
     lookup: PeerLookup,
@@ -239,19 +192,10 @@ struct Table {
 /// Schemas kept parsed at most (the cache starts over beyond).
 const MAX_CACHED_TABLES: usize = 256;
 
-/// What an operation does, for the policy check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    Read,
-    Insert,
-    Update,
-    Delete,
-}
-
 impl DataService {
     pub fn new(
         store: DataStore,
-        me: String,
+        me: PeerId,
         own_email: tokio::sync::watch::Receiver<String>,
         lookup: PeerLookup,
     ) -> Self {
@@ -288,77 +232,147 @@ impl DataService {
         self
     }
 
-    /// Runs one operation for `caller`. Another peer's runs on the visitors' connections within
-    /// its time budget; dropping the future stops the statement it runs.
+    /// Runs one wire request for `caller`: another peer's is first held to its request rate,
+    /// then the request is decoded and run. Another peer's runs on the visitors' connections
+    /// within its time budget; dropping the future stops the statement it runs.
     pub async fn handle(&self, caller: &Caller, request: DataRequest) -> Result<Json, DataError> {
-        let store = match caller {
-            Caller::Owner => self.store.clone(),
-            Caller::Peer(id) => {
-                // Another peer's every request costs this peer work: each caller gets a steady
-                // share, and a request a bounded time.
-                self.guard.check_requests(id)?;
-                self.store.for_visitor(self.guard.limits.timeout)
-            }
-        };
-        let store = &store;
-        match request.op.as_str() {
-            "tables" => self.tables(store).await,
-            "describe" => {
-                let table = self.table(store, &request).await?;
-                Ok(self.describe(&table.record, &table.schema))
-            }
-            "query" => self.query(caller, store, &request, false).await,
-            "query-one" => self.query(caller, store, &request, true).await,
-            "count" => self.count(caller, store, &request).await,
-            "insert" => self.insert(caller, store, &request).await,
-            "update" => self.update(caller, store, &request).await,
-            "delete" => self.delete(caller, store, &request).await,
-            "role" => self.role(caller, store, &request).await,
-            "lua-call" | "lua-list" => self.lua(caller, &request).await,
-            "create-table" | "drop-table" | "rename-table" | "add-column" | "drop-column"
-            | "set-policy" | "set-limits" | "sql" => {
-                if *caller != Caller::Owner {
-                    return Err(DataError::Forbidden(format!(
-                        "`{}` is for the peer's owner only",
-                        request.op
-                    )));
-                }
-                self.owner_op(&request).await
-            }
-            "" => Err(DataError::BadRequest("`op` is missing".into())),
-            other => Err(DataError::BadRequest(format!(
-                "unknown op `{other}`; ops: tables, describe, query, query-one, count, insert, \
-                 update, delete, role, lua-call, lua-list; for the owner: create-table, \
-                 drop-table, rename-table, add-column, drop-column, set-policy, set-limits, sql"
-            ))),
+        if let Caller::Peer(id) = caller {
+            // Another peer's every request costs this peer work: each caller gets a steady
+            // share, and a request a bounded time.
+            self.guard.check_requests(id)?;
+        }
+        match DataOp::decode(request) {
+            Ok(op) => self.run(caller, op).await,
+            Err(undecoded) => Err(self.refusal(caller, undecoded).await),
         }
     }
 
-    async fn tables(&self, store: &DataStore) -> Result<Json, DataError> {
-        let tables = store.tables().await?;
-        Ok(Json::Array(
-            tables
-                .iter()
-                .map(|record| {
-                    json!({
-                        "name": record.name,
-                        "access": access_of(record),
-                    })
-                })
-                .collect(),
-        ))
+    /// Runs one operation for `caller`, its result as the wire's `data`.
+    pub async fn run(&self, caller: &Caller, op: DataOp) -> Result<Json, DataError> {
+        let kind = op.kind();
+        owner_only(caller, kind)?;
+        match op {
+            DataOp::Tables => wire(self.tables(caller).await),
+            DataOp::Describe { table } => wire(self.describe(caller, &table).await),
+            DataOp::Query(query) => wire(self.query(caller, &query).await),
+            DataOp::QueryOne(query) => wire(self.query_one(caller, &query).await),
+            DataOp::Count { table, filter } => wire(self.count(caller, &table, &filter).await),
+            DataOp::Insert { table, data } => {
+                let id = self.insert(caller, &table, &data).await?;
+                Ok(json!({ "_id": id }))
+            }
+            DataOp::Update { table, id, data } => {
+                let updated = self.update(caller, &table, id, &data).await?;
+                Ok(json!({ "updated": updated }))
+            }
+            DataOp::Delete { table, id } => {
+                let deleted = self.delete(caller, &table, id).await?;
+                Ok(json!({ "deleted": deleted }))
+            }
+            DataOp::Role { table } => wire(self.role(caller, table.as_deref()).await),
+            DataOp::LuaCall { function, params } => self.lua_call(caller, &function, params).await,
+            DataOp::LuaList => wire(self.lua_list()),
+            DataOp::CreateTable { schema } => wire(self.create_table(schema).await),
+            DataOp::DropTable { table } => {
+                let dropped = self.drop_table(&table).await?;
+                Ok(json!({ "dropped": dropped }))
+            }
+            DataOp::RenameTable { table, new_name } => {
+                let renamed = self.rename_table(&table, &new_name).await?;
+                Ok(json!({ "renamed": renamed, "to": new_name }))
+            }
+            DataOp::AddColumn { table, column } => wire(self.add_column(&table, column).await),
+            DataOp::DropColumn { table, column } => wire(self.drop_column(&table, &column).await),
+            DataOp::SetPolicy { table, access } => {
+                let name = self.set_policy(&table, access).await?;
+                Ok(json!({ "name": name, "access": access }))
+            }
+            DataOp::SetLimits { table, limits } => wire(self.set_limits(&table, limits).await),
+            DataOp::Sql { sql } => wire(self.sql(&sql).await),
+        }
     }
 
-    /// The registered table a request names, with its schema (read through `store` when it is
-    /// not cached).
-    async fn table(
-        &self,
-        store: &DataStore,
-        request: &DataRequest,
-    ) -> Result<Arc<Table>, DataError> {
-        let Some(name) = request.table.as_deref() else {
-            return Err(DataError::BadRequest("`table` is missing".into()));
+    /// The error of a request that did not decode, after whatever the API reports before it:
+    /// the caller's rights to the op, Lua being off, and the table it names and its policy.
+    async fn refusal(&self, caller: &Caller, undecoded: op::Undecoded) -> DataError {
+        let Some(kind) = undecoded.kind else {
+            return undecoded.problem;
         };
+        if let Err(earlier) = owner_only(caller, kind) {
+            return earlier;
+        }
+        if kind.is_lua() && self.lua.is_none() {
+            return lua_disabled();
+        }
+        if let (true, Some(table)) = (kind.names_table(), &undecoded.table) {
+            let store = self.store_for(caller);
+            let earlier = match self.table(&store, table).await {
+                Ok(found) => match kind.action() {
+                    Some(action) => self.allow(caller, &found.record, action).err(),
+                    None => None,
+                },
+                Err(earlier) => Some(earlier),
+            };
+            if let Some(earlier) = earlier {
+                return earlier;
+            }
+        }
+        undecoded.problem
+    }
+
+    /// Calls the peer's Lua function `function` with `params` as `caller`; its result.
+    pub async fn lua_call(
+        &self,
+        caller: &Caller,
+        function: &str,
+        params: Json,
+    ) -> Result<Json, DataError> {
+        use crate::services::lua::{LuaCaller, LuaError};
+        let Some(engine) = &self.lua else {
+            return Err(lua_disabled());
+        };
+        let who = match caller {
+            Caller::Owner => engine.owner(),
+            Caller::Peer(peer) => {
+                let known = (self.lookup)(peer).await.unwrap_or_default();
+                LuaCaller {
+                    id: peer.to_base58(),
+                    label: known.label,
+                    email: known.verified_email.unwrap_or_default(),
+                    owner: false,
+                }
+            }
+        };
+        match engine.call(function, params, who).await {
+            Ok(outcome) => Ok(outcome.result),
+            Err(error @ LuaError::NoSuchFunction(_)) => Err(DataError::NotFound(error.to_string())),
+            Err(error @ LuaError::TooLarge) => Err(DataError::TooLarge(error.to_string())),
+            Err(error @ LuaError::Forbidden(_)) => Err(DataError::Forbidden(error.to_string())),
+            Err(error @ LuaError::RateLimited(_)) => Err(DataError::TooMany(error.to_string())),
+            Err(error) => Err(DataError::BadRequest(error.to_string())),
+        }
+    }
+
+    /// The peer's Lua functions.
+    pub fn lua_list(&self) -> Result<Vec<crate::services::lua::FunctionInfo>, DataError> {
+        self.lua
+            .as_ref()
+            .map(|engine| engine.list())
+            .ok_or_else(lua_disabled)
+    }
+
+    /// The connections `caller`'s statements run on: the visitors', within one request's time
+    /// budget from now, for another peer.
+    fn store_for(&self, caller: &Caller) -> DataStore {
+        match caller {
+            Caller::Owner => self.store.clone(),
+            Caller::Peer(_) => self.store.for_visitor(self.guard.limits.timeout),
+        }
+    }
+
+    /// The registered table `name`, with its schema (read through `store` when it is not
+    /// cached). System tables are never reachable.
+    async fn table(&self, store: &DataStore, name: &str) -> Result<Arc<Table>, DataError> {
         if name.starts_with('_') || name.to_ascii_lowercase().starts_with("sqlite_") {
             return Err(DataError::Forbidden(format!(
                 "`{name}` is a system table; it is not reachable through the data API"
@@ -415,7 +429,7 @@ impl DataService {
         match policy {
             Policy::Open => Ok(None),
             Policy::Owner if action == Action::Insert => Ok(None),
-            Policy::Owner => Ok(Some(peer.clone())),
+            Policy::Owner => Ok(Some(peer.to_base58())),
             Policy::Local => Err(DataError::Forbidden(format!(
                 "only this peer may {verb} `{}` (policy: local)",
                 record.name
@@ -427,557 +441,26 @@ impl DataService {
             ))),
         }
     }
-
-    fn columns_of(schema: &TableSchema) -> Vec<String> {
-        let mut columns: Vec<String> = SYSTEM_COLUMNS.into_iter().map(str::to_owned).collect();
-        columns.extend(schema.columns.iter().map(|c| c.name.clone()));
-        columns
-    }
-
-    /// The checked filter and its bound arguments.
-    fn filter_of(
-        request: &DataRequest,
-        columns: &[String],
-    ) -> Result<(Option<Where>, Vec<SqlValue>), DataError> {
-        if request.args.len() > MAX_ARGS {
-            return Err(DataError::BadRequest(format!(
-                "`args` holds at most {MAX_ARGS} values"
-            )));
-        }
-        let args = request
-            .args
-            .iter()
-            .enumerate()
-            .map(|(index, value)| arg_value(index, value))
-            .collect::<Result<Vec<_>, _>>()?;
-        let filter = match request.filter.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(text) => {
-                Some(filter::parse_where(text, columns).map_err(|e| DataError::BadRequest(e.0))?)
-            }
-        };
-        let wanted = filter.as_ref().map_or(0, |f| f.placeholders);
-        if wanted != args.len() {
-            return Err(DataError::BadRequest(format!(
-                "the filter has {wanted} `?` placeholders but `args` holds {} values",
-                args.len()
-            )));
-        }
-        Ok((filter, args))
-    }
-
-    async fn query(
-        &self,
-        caller: &Caller,
-        store: &DataStore,
-        request: &DataRequest,
-        one: bool,
-    ) -> Result<Json, DataError> {
-        let table = self.table(store, request).await?;
-        let (record, schema) = (&table.record, &table.schema);
-        let owner = self.allow(caller, record, Action::Read)?;
-        let all = Self::columns_of(schema);
-        let mut columns = Vec::new();
-        for wanted in &request.columns {
-            match all.iter().find(|c| c.eq_ignore_ascii_case(wanted)) {
-                Some(column) => columns.push(column.clone()),
-                None => {
-                    return Err(DataError::BadRequest(format!(
-                        "unknown column `{wanted}`; this table has: {}",
-                        all.join(", ")
-                    )));
-                }
-            }
-        }
-        if columns.is_empty() {
-            // Named, never `*`: a statement cached before a column change would misread rows.
-            columns = all.clone();
-        }
-        let (filter, args) = Self::filter_of(request, &all)?;
-        let order = match request.order.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(text) => {
-                Some(filter::parse_order(text, &all).map_err(|e| DataError::BadRequest(e.0))?)
-            }
-        };
-        let limit = if one {
-            1
-        } else {
-            match request.limit {
-                None => DEFAULT_LIMIT,
-                Some(limit) if (1..=MAX_ROWS).contains(&limit) => limit,
-                Some(limit) => {
-                    return Err(DataError::BadRequest(format!(
-                        "limit {limit} is out of range: ask for 1 to {MAX_ROWS} rows"
-                    )));
-                }
-            }
-        };
-        let offset = request.offset.unwrap_or(0);
-        if offset < 0 {
-            return Err(DataError::BadRequest("offset must not be negative".into()));
-        }
-        let rows = store
-            .select(&Select {
-                table: record.name.clone(),
-                columns,
-                filter,
-                owner,
-                args,
-                order,
-                limit,
-                offset,
-            })
-            .await?;
-        Ok(if one {
-            rows.into_iter().next().map_or(Json::Null, Json::Object)
-        } else {
-            Json::Array(rows.into_iter().map(Json::Object).collect())
-        })
-    }
-
-    async fn count(
-        &self,
-        caller: &Caller,
-        store: &DataStore,
-        request: &DataRequest,
-    ) -> Result<Json, DataError> {
-        let table = self.table(store, request).await?;
-        let (record, schema) = (&table.record, &table.schema);
-        let owner = self.allow(caller, record, Action::Read)?;
-        let (filter, args) = Self::filter_of(request, &Self::columns_of(schema))?;
-        let count = store
-            .count(&record.name, filter.as_ref(), owner.as_deref(), &args)
-            .await?;
-        Ok(Json::from(count))
-    }
-
-    async fn insert(
-        &self,
-        caller: &Caller,
-        store: &DataStore,
-        request: &DataRequest,
-    ) -> Result<Json, DataError> {
-        let table = self.table(store, request).await?;
-        let (record, schema) = (&table.record, &table.schema);
-        self.allow(caller, record, Action::Insert)?;
-        let data = request
-            .data
-            .as_ref()
-            .ok_or_else(|| DataError::BadRequest("`data` is missing".into()))?;
-        let mut values = schema::check_row(schema, data, true).map_err(DataError::BadRequest)?;
-        let (owner, email) = match caller {
-            Caller::Owner => (self.me.clone(), self.own_email.borrow().clone()),
-            Caller::Peer(peer) => (
-                peer.clone(),
-                (self.lookup)(peer)
-                    .await
-                    .and_then(|known| known.verified_email)
-                    .unwrap_or_default(),
-            ),
-        };
-        let Caller::Peer(peer) = caller else {
-            values.push(("_owner".into(), SqlValue::Text(owner)));
-            values.push(("_owner_email".into(), SqlValue::Text(email)));
-            let id = store.insert(&record.name, &values).await?;
-            return Ok(json!({ "_id": id }));
-        };
-        self.guard.check_rate(peer)?;
-        let row_bytes = values.iter().map(|(_, value)| value.stored_bytes()).sum();
-        values.push(("_owner".into(), SqlValue::Text(owner)));
-        values.push(("_owner_email".into(), SqlValue::Text(email)));
-        let _turn = self.turn(store).await?;
-        let (mine, all) = store.usage(&record.name, peer).await?;
-        self.guard.limits.for_table(&record.limits).check(
-            &record.name,
-            peer,
-            mine,
-            all,
-            row_bytes,
-        )?;
-        let id = store.insert(&record.name, &values).await?;
-        Ok(json!({ "_id": id }))
-    }
-
-    /// Other peers' quota checks and writes take turns; waiting for one counts against the
-    /// request's budget.
-    async fn turn(&self, store: &DataStore) -> Result<tokio::sync::MutexGuard<'_, ()>, DataError> {
-        let Some(deadline) = store.deadline() else {
-            return Ok(self.guard.turn.lock().await);
-        };
-        tokio::time::timeout_at(deadline.into(), self.guard.turn.lock())
-            .await
-            .map_err(|_| StoreError::Busy(self.guard.limits.timeout).into())
-    }
-
-    async fn update(
-        &self,
-        caller: &Caller,
-        store: &DataStore,
-        request: &DataRequest,
-    ) -> Result<Json, DataError> {
-        let table = self.table(store, request).await?;
-        let (record, schema) = (&table.record, &table.schema);
-        let owner = self.allow(caller, record, Action::Update)?;
-        let id = request
-            .id
-            .ok_or_else(|| DataError::BadRequest("`id` (the row's _id) is missing".into()))?;
-        let data = request
-            .data
-            .as_ref()
-            .ok_or_else(|| DataError::BadRequest("`data` is missing".into()))?;
-        let values = schema::check_row(schema, data, false).map_err(DataError::BadRequest)?;
-        let _turn = match caller {
-            Caller::Owner => None,
-            Caller::Peer(peer) => {
-                // Whatever the values replace, they must fit as if they were added: a visitor
-                // cannot grow small rows past the byte quotas.
-                let turn = self.turn(store).await?;
-                let (mine, all) = store.usage(&record.name, peer).await?;
-                let grown = values.iter().map(|(_, value)| value.stored_bytes()).sum();
-                let quotas = self.guard.limits.for_table(&record.limits);
-                let counted = |usage: crate::store::data::Usage| crate::store::data::Usage {
-                    // The row exists already: it is not one more.
-                    rows: usage.rows - 1,
-                    ..usage
-                };
-                quotas.check(&record.name, peer, counted(mine), counted(all), grown)?;
-                Some(turn)
-            }
-        };
-        let changed = store
-            .update(&record.name, id, &values, owner.as_deref())
-            .await?;
-        if changed == 0 {
-            return Err(no_such_row(&record.name, id, owner.is_some()));
-        }
-        Ok(json!({ "updated": changed }))
-    }
-
-    async fn delete(
-        &self,
-        caller: &Caller,
-        store: &DataStore,
-        request: &DataRequest,
-    ) -> Result<Json, DataError> {
-        let table = self.table(store, request).await?;
-        let (record, _) = (&table.record, &table.schema);
-        let owner = self.allow(caller, record, Action::Delete)?;
-        let id = request
-            .id
-            .ok_or_else(|| DataError::BadRequest("`id` (the row's _id) is missing".into()))?;
-        let deleted = store.delete(&record.name, id, owner.as_deref()).await?;
-        if deleted == 0 {
-            return Err(no_such_row(&record.name, id, owner.is_some()));
-        }
-        Ok(json!({ "deleted": deleted }))
-    }
-
-    /// Who the caller is here, and what it may do with a table when one is named.
-    async fn role(
-        &self,
-        caller: &Caller,
-        store: &DataStore,
-        request: &DataRequest,
-    ) -> Result<Json, DataError> {
-        let (role, id) = match caller {
-            Caller::Owner => ("owner", self.me.clone()),
-            Caller::Peer(peer) => ("visitor", peer.clone()),
-        };
-        let mut answer = json!({ "role": role, "peerId": id, "hostId": self.me });
-        if request.table.is_some() {
-            let table = self.table(store, request).await?;
-            let (record, _) = (&table.record, &table.schema);
-            let may = |action| match self.allow(caller, record, action) {
-                Ok(None) => "all",
-                Ok(Some(_)) => "own",
-                Err(_) => "none",
-            };
-            answer["permissions"] = json!({
-                "read": may(Action::Read),
-                "insert": may(Action::Insert),
-                "update": may(Action::Update),
-                "delete": may(Action::Delete),
-            });
-        }
-        Ok(answer)
-    }
-
-    /// `lua-call` (`function`, `params`) and `lua-list`.
-    async fn lua(&self, caller: &Caller, request: &DataRequest) -> Result<Json, DataError> {
-        use crate::services::lua::{LuaCaller, LuaError};
-        let Some(engine) = &self.lua else {
-            return Err(DataError::NotEnabled(
-                "lua is not enabled on this peer".into(),
-            ));
-        };
-        if request.op == "lua-list" {
-            return Ok(serde_json::to_value(engine.list()).unwrap_or_default());
-        }
-        let name = request
-            .function
-            .as_deref()
-            .ok_or_else(|| DataError::BadRequest("`function` is missing".into()))?;
-        let who = match caller {
-            Caller::Owner => engine.owner(),
-            Caller::Peer(peer) => {
-                let known = (self.lookup)(peer).await.unwrap_or_default();
-                LuaCaller {
-                    id: peer.clone(),
-                    label: known.label,
-                    email: known.verified_email.unwrap_or_default(),
-                    owner: false,
-                }
-            }
-        };
-        let params = request
-            .params
-            .clone()
-            .unwrap_or(Json::Object(Default::default()));
-        match engine.call(name, params, who).await {
-            Ok(outcome) => Ok(outcome.result),
-            Err(error @ LuaError::NoSuchFunction(_)) => Err(DataError::NotFound(error.to_string())),
-            Err(error @ LuaError::TooLarge) => Err(DataError::TooLarge(error.to_string())),
-            Err(error @ LuaError::Forbidden(_)) => Err(DataError::Forbidden(error.to_string())),
-            Err(error @ LuaError::RateLimited(_)) => Err(DataError::TooMany(error.to_string())),
-            Err(error) => Err(DataError::BadRequest(error.to_string())),
-        }
-    }
-
-    /// Checks rows for `table` and, unless `dry_run`, inserts the good ones as the owner; one
-    /// outcome per row (the new `_id`, or what is wrong with it).
-    pub async fn import_rows(
-        &self,
-        table: &str,
-        rows: &[Json],
-        dry_run: bool,
-    ) -> Result<Vec<Result<Option<i64>, String>>, DataError> {
-        let request = DataRequest {
-            table: Some(table.to_owned()),
-            ..DataRequest::default()
-        };
-        let table = self.table(&self.store, &request).await?;
-        let email = self.own_email.borrow().clone();
-        let mut outcomes = Vec::with_capacity(rows.len());
-        for row in rows {
-            let mut values = match schema::check_row(&table.schema, row, true) {
-                Ok(values) => values,
-                Err(problem) => {
-                    outcomes.push(Err(problem));
-                    continue;
-                }
-            };
-            if dry_run {
-                outcomes.push(Ok(None));
-                continue;
-            }
-            values.push(("_owner".into(), SqlValue::Text(self.me.clone())));
-            values.push(("_owner_email".into(), SqlValue::Text(email.clone())));
-            match self.store.insert(&table.record.name, &values).await {
-                Ok(id) => outcomes.push(Ok(Some(id))),
-                Err(StoreError::Constraint(message)) => outcomes.push(Err(message)),
-                Err(other) => return Err(other.into()),
-            }
-        }
-        Ok(outcomes)
-    }
-
-    /// The owner's schema operations and read-only SQL.
-    async fn owner_op(&self, request: &DataRequest) -> Result<Json, DataError> {
-        if request.op == "create-table" {
-            return self.create_table(request).await;
-        }
-        if request.op == "sql" {
-            let sql = request
-                .sql
-                .as_deref()
-                .ok_or_else(|| DataError::BadRequest("`sql` is missing".into()))?;
-            let deadline = std::time::Instant::now() + SQL_BUDGET;
-            let (rows, truncated) = self
-                .store
-                .read_only_query(sql, MAX_SQL_ROWS, deadline)
-                .await
-                .map_err(|error| match error {
-                    StoreError::OutOfTime => DataError::BadRequest(format!(
-                        "the statement ran out of its time budget ({} s) and was stopped",
-                        SQL_BUDGET.as_secs()
-                    )),
-                    other => other.into(),
-                })?;
-            return Ok(json!({ "rows": rows, "truncated": truncated }));
-        }
-        let table = self.table(&self.store, request).await?;
-        let name = table.record.name.clone();
-        let mut schema = table.schema.clone();
-        let result = match request.op.as_str() {
-            "drop-table" => {
-                self.store.drop_table(&name).await?;
-                json!({ "dropped": name })
-            }
-            "rename-table" => {
-                let new = request.name.as_deref().ok_or_else(|| {
-                    DataError::BadRequest("`name` (the new name) is missing".into())
-                })?;
-                schema::check_name(new, "table").map_err(DataError::BadRequest)?;
-                if self.store.table(new).await?.is_some()
-                    || !self.store.columns(new).await?.is_empty()
-                {
-                    return Err(DataError::BadRequest(format!(
-                        "a table `{new}` already exists"
-                    )));
-                }
-                schema.name = new.to_owned();
-                self.store
-                    .rename_table(&name, new, &schema_json(&schema)?)
-                    .await?;
-                json!({ "renamed": name, "to": new })
-            }
-            "add-column" => {
-                let input = request
-                    .column
-                    .as_ref()
-                    .ok_or_else(|| DataError::BadRequest("`column` is missing".into()))?;
-                let column = schema::parse_column(input).map_err(DataError::BadRequest)?;
-                if schema.columns.len() >= schema::MAX_COLUMNS {
-                    return Err(DataError::BadRequest(format!(
-                        "`{name}` already has {} columns of its own; at most {} are allowed",
-                        schema.columns.len(),
-                        schema::MAX_COLUMNS
-                    )));
-                }
-                if schema
-                    .columns
-                    .iter()
-                    .any(|c| c.name.eq_ignore_ascii_case(&column.name))
-                {
-                    return Err(DataError::BadRequest(format!(
-                        "`{name}` already has a column `{}`",
-                        column.name
-                    )));
-                }
-                if column.required && column.default.is_none() {
-                    return Err(DataError::BadRequest(format!(
-                        "a required column added to a table with rows needs a default; give `{}` one",
-                        column.name
-                    )));
-                }
-                let definition = schema::column_def(&column);
-                schema.columns.push(column);
-                self.store
-                    .add_column(&name, &definition, &schema_json(&schema)?)
-                    .await?;
-                self.describe(&table.record, &schema)
-            }
-            "drop-column" => {
-                let column = request.name.as_deref().ok_or_else(|| {
-                    DataError::BadRequest("`name` (the column) is missing".into())
-                })?;
-                let Some(index) = schema.columns.iter().position(|c| c.name == column) else {
-                    return Err(DataError::BadRequest(format!(
-                        "`{name}` has no column `{column}` that can be dropped"
-                    )));
-                };
-                if schema.columns.len() == 1 {
-                    return Err(DataError::BadRequest(
-                        "a table keeps at least one column of its own; drop the table instead"
-                            .into(),
-                    ));
-                }
-                schema.columns.remove(index);
-                self.store
-                    .drop_column(&name, column, &schema_json(&schema)?)
-                    .await?;
-                self.describe(&table.record, &schema)
-            }
-            "set-policy" => {
-                let input = request
-                    .access
-                    .clone()
-                    .ok_or_else(|| DataError::BadRequest("`access` is missing".into()))?;
-                let access: Access = serde_json::from_value(input)
-                    .map_err(|e| DataError::BadRequest(format!("access: {e}")))?;
-                schema.access = access;
-                self.store
-                    .set_policies(
-                        &name,
-                        [
-                            access.read.as_str(),
-                            access.insert.as_str(),
-                            access.update.as_str(),
-                            access.delete.as_str(),
-                        ],
-                        &schema_json(&schema)?,
-                    )
-                    .await?;
-                json!({ "name": name, "access": access })
-            }
-            "set-limits" => {
-                let input = request
-                    .limits
-                    .as_ref()
-                    .ok_or_else(|| DataError::BadRequest("`limits` is missing".into()))?;
-                let own = limits::parse_own_limits(input)?;
-                self.store.set_limits(&name, own).await?;
-                let record = TableRecord {
-                    limits: own,
-                    ..table.record.clone()
-                };
-                self.describe(&record, &schema)
-            }
-            other => {
-                return Err(DataError::BadRequest(format!("unknown op `{other}`")));
-            }
-        };
-        self.forget_tables();
-        tracing::info!(table = %name, op = %request.op, "table changed");
-        Ok(result)
-    }
-
-    async fn create_table(&self, request: &DataRequest) -> Result<Json, DataError> {
-        let input = request
-            .schema
-            .as_ref()
-            .ok_or_else(|| DataError::BadRequest("`schema` is missing".into()))?;
-        let schema = schema::parse_schema(input).map_err(DataError::BadRequest)?;
-        if self.store.table(&schema.name).await?.is_some()
-            || !self.store.columns(&schema.name).await?.is_empty()
-        {
-            return Err(DataError::BadRequest(format!(
-                "a table `{}` already exists",
-                schema.name
-            )));
-        }
-        let record = TableRecord {
-            name: schema.name.clone(),
-            schema: serde_json::to_string(&schema)
-                .map_err(|e| DataError::Internal(e.to_string()))?,
-            read_policy: schema.access.read.as_str().into(),
-            insert_policy: schema.access.insert.as_str().into(),
-            update_policy: schema.access.update.as_str().into(),
-            delete_policy: schema.access.delete.as_str().into(),
-            created_ms: crate::services::hub::unix_ms(),
-            limits: TableLimits::default(),
-        };
-        let columns: Vec<_> = schema.columns.iter().map(schema::column_def).collect();
-        self.store.create_table(&record, &columns).await?;
-        self.forget_tables();
-        tracing::info!(table = %schema.name, "table created");
-        Ok(self.describe(&record, &schema))
-    }
 }
 
-fn schema_json(schema: &TableSchema) -> Result<String, DataError> {
-    serde_json::to_string(schema).map_err(|e| DataError::Internal(e.to_string()))
+/// Schema changes and SQL are for the peer's owner only.
+fn owner_only(caller: &Caller, kind: OpKind) -> Result<(), DataError> {
+    if kind.owner_only() && *caller != Caller::Owner {
+        return Err(DataError::Forbidden(format!(
+            "`{}` is for the peer's owner only",
+            kind.name()
+        )));
+    }
+    Ok(())
 }
 
-fn no_such_row(table: &str, id: i64, owned_only: bool) -> DataError {
-    if owned_only {
-        DataError::NotFound(format!(
-            "`{table}` has no row with _id {id} that belongs to you"
-        ))
-    } else {
-        DataError::NotFound(format!("`{table}` has no row with _id {id}"))
-    }
+fn lua_disabled() -> DataError {
+    DataError::NotEnabled("lua is not enabled on this peer".into())
+}
+
+/// A typed result as the wire's `data`.
+fn wire<T: serde::Serialize>(result: Result<T, DataError>) -> Result<Json, DataError> {
+    result.map(|value| serde_json::to_value(value).unwrap_or_default())
 }
 
 fn access_of(record: &TableRecord) -> Access {
@@ -988,44 +471,4 @@ fn access_of(record: &TableRecord) -> Access {
         update: parse(&record.update_policy),
         delete: parse(&record.delete_policy),
     }
-}
-
-impl DataService {
-    /// A table as `describe` shows it: columns, policies, and the quotas on other peers' rows in
-    /// force (`limits`) with the table's own settings (`own_limits`, null where the peer's
-    /// default applies).
-    fn describe(&self, record: &TableRecord, schema: &TableSchema) -> Json {
-        let own = record.limits;
-        json!({
-            "name": record.name,
-            "columns": schema.columns,
-            "system": SYSTEM_COLUMNS,
-            "access": access_of(record),
-            "limits": self.guard.limits.for_table(&own),
-            "own_limits": {
-                "rows_per_caller": own.max_rows_per_caller,
-                "bytes_per_caller": own.max_bytes_per_caller,
-                "rows": own.max_rows,
-                "bytes": own.max_bytes,
-            },
-        })
-    }
-}
-
-/// A filter argument as a bound value.
-fn arg_value(index: usize, value: &Json) -> Result<SqlValue, DataError> {
-    Ok(match value {
-        Json::Null => SqlValue::Null,
-        Json::Bool(b) => SqlValue::Integer(i64::from(*b)),
-        Json::Number(n) => match n.as_i64() {
-            Some(i) => SqlValue::Integer(i),
-            None => SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Json::String(s) => SqlValue::Text(s.clone()),
-        _ => {
-            return Err(DataError::BadRequest(format!(
-                "args[{index}] must be a string, number, boolean or null"
-            )));
-        }
-    })
 }

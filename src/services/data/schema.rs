@@ -73,6 +73,26 @@ fn owner() -> Policy {
     Policy::Owner
 }
 
+impl Access {
+    /// The policies of `[read, insert, update, delete]` by name, each checked (and named when
+    /// wrong) as the JSON form `{read, insert, update, delete}` is.
+    pub fn from_names(names: [&str; 4]) -> Result<Access, String> {
+        use serde::de::IntoDeserializer;
+        let policy = |name: &str| {
+            let text: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+                name.into_deserializer();
+            Policy::deserialize(text).map_err(|e| e.to_string())
+        };
+        let [read, insert, update, delete] = names;
+        Ok(Access {
+            read: policy(read)?,
+            insert: policy(insert)?,
+            update: policy(update)?,
+            delete: policy(delete)?,
+        })
+    }
+}
+
 impl Default for Access {
     fn default() -> Self {
         Access {
@@ -100,6 +120,21 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
+    /// The type's name in schemas.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnType::Text => "text",
+            ColumnType::Integer => "integer",
+            ColumnType::Real => "real",
+            ColumnType::Blob => "blob",
+            ColumnType::Guid => "guid",
+            ColumnType::Datetime => "datetime",
+            ColumnType::Date => "date",
+            ColumnType::Time => "time",
+            ColumnType::Enum => "enum",
+        }
+    }
+
     fn storage(self) -> StorageType {
         match self {
             ColumnType::Integer => StorageType::Integer,
@@ -153,7 +188,53 @@ pub fn parse_schema(input: &Json) -> Result<TableSchema, String> {
             ));
         }
     }
-    let name = match object.get("name").and_then(Json::as_str) {
+    let access = match object.get("access") {
+        None => Ok(Access::default()),
+        Some(value) => serde_json::from_value::<Access>(value.clone()).map_err(|e| e.to_string()),
+    };
+    let columns = object.get("columns").and_then(Json::as_array);
+    assemble(
+        problems,
+        object.get("name").and_then(Json::as_str),
+        access,
+        columns.map(Vec::as_slice),
+        |item| match item {
+            Json::String(text) => parse_plain_column(text),
+            Json::Object(_) => {
+                serde_json::from_value::<ColumnSchema>(item.clone()).map_err(|e| e.to_string())
+            }
+            _ => Err("a column is an object or a string like \"title TEXT\"".into()),
+        },
+    )
+}
+
+/// A schema as the console's form gives it: a name, one plain definition per column
+/// (`title TEXT NOT NULL`), and the policies of `[read, insert, update, delete]` by name;
+/// checked and reported as [`parse_schema`] does.
+pub fn schema_from_form(
+    name: &str,
+    definitions: &[&str],
+    policies: [&str; 4],
+) -> Result<TableSchema, String> {
+    assemble(
+        Vec::new(),
+        Some(name),
+        Access::from_names(policies),
+        Some(definitions),
+        |text| parse_plain_column(text),
+    )
+}
+
+/// Checks a schema's parts, adding every problem to `problems`: the name (`None`: missing),
+/// the policies, and the columns (`None`: missing), each parsed by `parse`.
+fn assemble<T>(
+    mut problems: Vec<String>,
+    name: Option<&str>,
+    access: Result<Access, String>,
+    columns: Option<&[T]>,
+    parse: impl Fn(&T) -> Result<ColumnSchema, String>,
+) -> Result<TableSchema, String> {
+    let name = match name {
         Some(name) => name.to_owned(),
         None => {
             problems.push("`name` is missing or not a string".into());
@@ -165,40 +246,29 @@ pub fn parse_schema(input: &Json) -> Result<TableSchema, String> {
     {
         problems.push(problem);
     }
-    let access = match object.get("access") {
-        None => Access::default(),
-        Some(value) => match serde_json::from_value::<Access>(value.clone()) {
-            Ok(access) => access,
-            Err(err) => {
-                problems.push(format!("access: {err}"));
-                Access::default()
-            }
-        },
-    };
-    let mut columns = Vec::new();
-    match object.get("columns").and_then(Json::as_array) {
+    let access = access.unwrap_or_else(|problem| {
+        problems.push(format!("access: {problem}"));
+        Access::default()
+    });
+    let mut checked = Vec::new();
+    match columns {
         None => problems.push("`columns` is missing or not an array".into()),
-        Some(list) if list.is_empty() => problems.push("`columns` is empty".into()),
+        Some([]) => problems.push("`columns` is empty".into()),
         Some(list) if list.len() > MAX_COLUMNS => {
             problems.push(format!("at most {MAX_COLUMNS} columns are allowed"));
         }
         Some(list) => {
             for (index, item) in list.iter().enumerate() {
-                let parsed = match item {
-                    Json::String(text) => parse_plain_column(text),
-                    Json::Object(_) => serde_json::from_value::<ColumnSchema>(item.clone())
-                        .map_err(|e| e.to_string()),
-                    _ => Err("a column is an object or a string like \"title TEXT\"".into()),
-                };
-                match parsed.and_then(|column| check_column(column).map_err(|p| p.join("; "))) {
-                    Ok(column) => columns.push(column),
+                match parse(item).and_then(|column| check_column(column).map_err(|p| p.join("; ")))
+                {
+                    Ok(column) => checked.push(column),
                     Err(problem) => problems.push(format!("columns[{index}]: {problem}")),
                 }
             }
         }
     }
     let mut seen: Vec<String> = Vec::new();
-    for column in &columns {
+    for column in &checked {
         let lower = column.name.to_ascii_lowercase();
         if seen.contains(&lower) {
             problems.push(format!("column `{}` appears twice", column.name));
@@ -208,7 +278,7 @@ pub fn parse_schema(input: &Json) -> Result<TableSchema, String> {
     if problems.is_empty() {
         Ok(TableSchema {
             name,
-            columns,
+            columns: checked,
             access,
         })
     } else {
@@ -226,6 +296,12 @@ pub fn parse_column(input: &Json) -> Result<ColumnSchema, String> {
         _ => return Err("a column is an object or a string like \"title TEXT\"".into()),
     };
     check_column(column).map_err(|problems| problems.join("; "))
+}
+
+/// Parses and checks one plain column definition (`notes TEXT DEFAULT ''`), as `add-column`
+/// does.
+pub fn parse_definition(text: &str) -> Result<ColumnSchema, String> {
+    check_column(parse_plain_column(text)?).map_err(|problems| problems.join("; "))
 }
 
 /// Table and column names: a letter, then letters, digits or `_`, at most 63 characters; never a
@@ -550,6 +626,61 @@ fn check_keys(schema: &TableSchema, object: &Map<String, Json>, problems: &mut V
                 "unknown column `{key}`; the columns are: {}",
                 names.join(", ")
             ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_consoles_form_is_checked_and_named_as_the_json_schema_is() {
+        let cases: [(&str, &[&str], [&str; 4]); 4] = [
+            (
+                "notes",
+                &["title TEXT NOT NULL", "stars INTEGER DEFAULT 0"],
+                ["open", "owner", "owner", "local"],
+            ),
+            (
+                "_notes",
+                &["title TEXT", "title TEXT", "x BOGUS"],
+                ["open", "everyone", "owner", "nobody"],
+            ),
+            ("notes", &[], ["", "owner", "owner", "owner"]),
+            (
+                "9lives",
+                &["views integer DEFAULT 'x'"],
+                ["open", "owner", "group", "open"],
+            ),
+        ];
+        for (name, columns, [read, insert, update, delete]) in cases {
+            let json = serde_json::json!({
+                "name": name,
+                "columns": columns,
+                "access": {"read": read, "insert": insert, "update": update, "delete": delete},
+            });
+            assert_eq!(
+                schema_from_form(name, columns, [read, insert, update, delete]),
+                parse_schema(&json),
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_plain_column_definition_is_checked_as_add_column_checks_it() {
+        for text in [
+            "notes TEXT DEFAULT ''",
+            "notes",
+            "_x TEXT",
+            "n INTEGER NOT NULL",
+        ] {
+            assert_eq!(
+                parse_definition(text),
+                parse_column(&Json::from(text)),
+                "{text}"
+            );
         }
     }
 }

@@ -19,21 +19,20 @@ pub mod budget;
 pub mod gossip;
 pub mod protocols;
 mod resubscribe;
+mod task;
 pub mod vouched;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use futures_util::StreamExt;
 use libp2p::gossipsub::{
     self, IdentTopic, MessageAuthenticity, PeerScoreParams, PeerScoreThresholds, TopicScoreParams,
     ValidationMode,
 };
-use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify, mdns, noise, ping, tcp, yamux};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{Multiaddr, PeerId, SwarmBuilder, identify, mdns, noise, ping, tcp, yamux};
 use libp2p_identity::Keypair;
 use tokio::sync::{mpsc, oneshot};
 
@@ -262,7 +261,7 @@ impl Node {
         let (to_validate, pending) = mpsc::channel(gossip::VALIDATION_QUEUE);
         let (verdict_tx, verdicts) = mpsc::channel(gossip::VALIDATION_QUEUE);
         gossip::spawn_validator(pending, verdict_tx);
-        let task = NodeTask {
+        let task = task::NodeTask {
             limiter: gossip::SourceLimiter::new(options.gossip),
             to_validate,
             dropped_events: 0,
@@ -383,12 +382,13 @@ impl Node {
         .await
     }
 
-    /// Sends a data request to `peer` over `/goop/data/1.0.0`; the answer is the wire reply.
+    /// Sends a data request to `peer` over `/goop/data/1.0.0`: the peer's answer (its data or
+    /// its refusal), or why the exchange failed.
     pub async fn fetch_data(
         &self,
         peer: PeerId,
         request: &crate::services::data::DataRequest,
-    ) -> Result<serde_json::Value, protocols::FetchError> {
+    ) -> Result<crate::services::data::DataAnswer, protocols::FetchError> {
         protocols::data::fetch(&mut self.control.clone(), &self.outbound, peer, request).await
     }
 
@@ -449,407 +449,4 @@ fn protocol_version(tag: &str) -> String {
 fn network_tag(protocol_version: &str) -> Option<&str> {
     let rest = protocol_version.strip_prefix("/goop2/")?;
     rest.split_once('/').map(|(_, tag)| tag)
-}
-
-struct NodeTask {
-    swarm: Swarm<Behaviour>,
-    topic: IdentTopic,
-    tag: String,
-    events: mpsc::Sender<NodeEvent>,
-    listen_addrs: Vec<Multiaddr>,
-    /// Listeners (TCP, QUIC) that have not yet said where they listen.
-    unheard_listeners: HashSet<libp2p::core::transport::ListenerId>,
-    /// Callers waiting until every listener has said where it listens.
-    listening: Vec<oneshot::Sender<Vec<Multiaddr>>>,
-    /// Identify answers of connected peers.
-    identified: HashMap<PeerId, identify::Info>,
-    /// Dials made again from a new port, until they connect or fail (bounded by the pending
-    /// dials).
-    new_port_dials: HashSet<libp2p::swarm::ConnectionId>,
-    /// Open connections' remote addresses, when they opened and whether we dialled them, per
-    /// peer.
-    connections: HashMap<PeerId, HashMap<libp2p::swarm::ConnectionId, (Multiaddr, Instant, bool)>>,
-    /// The presence each neighbour may still send.
-    limiter: gossip::SourceLimiter,
-    /// Presence waiting for the validator.
-    to_validate: mpsc::Sender<gossip::Pending>,
-    /// Events dropped since the last warning, and when it was given (one warning per minute).
-    dropped_events: u64,
-    last_drop_warning: Option<Instant>,
-}
-
-/// How often a consumer that falls behind is warned about.
-const DROP_WARNING_EVERY: Duration = Duration::from_secs(60);
-
-impl NodeTask {
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut verdicts: mpsc::Receiver<gossip::Verdict>,
-    ) {
-        let done = loop {
-            tokio::select! {
-                command = commands.recv() => match command {
-                    Some(Command::Shutdown(done)) => break Some(done),
-                    Some(command) => self.handle_command(command),
-                    None => break None,
-                },
-                Some(verdict) = verdicts.recv() => self.judge(verdict),
-                event = self.swarm.select_next_some() => self.handle_event(event),
-            }
-        };
-        if let Some(done) = done {
-            let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-            for peer in peers {
-                let _ = self.swarm.disconnect_peer_id(peer);
-            }
-            // The closes go out while the swarm is polled; the caller bounds the wait.
-            while self.swarm.connected_peers().next().is_some() {
-                let event = self.swarm.select_next_some().await;
-                self.handle_event(event);
-            }
-            let _ = done.send(());
-        }
-        tracing::debug!("libp2p node stopped");
-    }
-
-    fn handle_command(&mut self, command: Command) {
-        match command {
-            Command::Shutdown(done) => {
-                let _ = done.send(());
-            }
-            Command::ListenAddrs(reply) => {
-                if !self.unheard_listeners.is_empty() {
-                    self.listening.push(reply);
-                } else {
-                    let _ = reply.send(self.listen_addrs.clone());
-                }
-            }
-            Command::Dial(addr, reply) => {
-                if let Some(Protocol::P2p(peer)) = addr.iter().last() {
-                    self.swarm
-                        .behaviour_mut()
-                        .vouched
-                        .vouch(peer, [addr.clone()]);
-                }
-                let result = self
-                    .swarm
-                    .dial(addr.clone())
-                    .with_context(|| format!("cannot dial {addr}"));
-                let _ = reply.send(result);
-            }
-            Command::Vouch(peer, addrs, reply) => {
-                self.swarm.behaviour_mut().vouched.vouch(peer, addrs);
-                let _ = reply.send(());
-            }
-            Command::DialPeer(peer, reply) => {
-                let dial = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                    .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
-                    .build();
-                let result = match self.swarm.dial(dial) {
-                    Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => Ok(()),
-                    Err(e) => Err(anyhow::Error::new(e).context(format!("cannot dial {peer}"))),
-                };
-                let _ = reply.send(result);
-            }
-            Command::Publish(bytes, reply) => {
-                let result = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .inner
-                    .publish(self.topic.clone(), bytes)
-                    .map(|_| ())
-                    .map_err(|e| anyhow::anyhow!("cannot publish presence: {e}"));
-                let _ = reply.send(result);
-            }
-            Command::Details(peer, reply) => {
-                let details = self.identified.get(&peer).map(|info| PeerDetails {
-                    agent_version: info.agent_version.clone(),
-                    protocol_version: info.protocol_version.clone(),
-                    protocols: info.protocols.iter().map(ToString::to_string).collect(),
-                    listen_addrs: info.listen_addrs.clone(),
-                    connected_via: self
-                        .connections
-                        .get(&peer)
-                        .map(|open| open.values().map(|(addr, ..)| addr.clone()).collect())
-                        .unwrap_or_default(),
-                });
-                let _ = reply.send(details);
-            }
-            Command::GossipScore(peer, reply) => {
-                let _ = reply.send(self.swarm.behaviour().gossipsub.inner.peer_score(&peer));
-            }
-            Command::ConnectedPeers(reply) => {
-                let peers: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
-                let _ = reply.send(peers.into_iter().collect());
-            }
-        }
-    }
-
-    /// `listener` said where it listens, or closed. Those waiting for the listen addresses get
-    /// them once every listener has (so a peer announces TCP and QUIC from its first presence);
-    /// after that, each change is an event.
-    fn heard_from(&mut self, listener: libp2p::core::transport::ListenerId) {
-        let first = self.unheard_listeners.remove(&listener);
-        if !self.unheard_listeners.is_empty() {
-            return;
-        }
-        for waiting in self.listening.drain(..) {
-            let _ = waiting.send(self.listen_addrs.clone());
-        }
-        if !first {
-            self.emit(NodeEvent::ListenAddrsChanged(self.listen_addrs.clone()));
-        }
-    }
-
-    /// A TCP dial from the listening port (kept so that NATs see one port) fails at once with
-    /// "Address already in use" when the machine still holds an older connection between the
-    /// same two ports; libp2p gives up there. Those addresses are dialled once more from a port
-    /// of their own (not again if that dial was the retry).
-    fn dial_again_from_a_new_port(
-        &mut self,
-        retried: bool,
-        peer: PeerId,
-        errors: &[(Multiaddr, libp2p::TransportError<std::io::Error>)],
-    ) {
-        let in_use: Vec<Multiaddr> = errors
-            .iter()
-            .filter(|(_, error)| format!("{error:?}").contains("AddrInUse"))
-            .map(|(addr, _)| addr.clone())
-            .collect();
-        if retried || in_use.is_empty() {
-            return;
-        }
-        tracing::debug!(peer.id = %peer, "the dial's port was in use; dialling from a new port");
-        let dial = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-            .addresses(in_use)
-            .allocate_new_port()
-            .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
-            .build();
-        let connection = dial.connection_id();
-        if self.swarm.dial(dial).is_ok() {
-            self.new_port_dials.insert(connection);
-        }
-    }
-
-    /// What a peer said over Identify. A peer of another network tag that we dialled because
-    /// mDNS found it is let go: the tag scopes LAN auto-discovery, and its own node lets go of
-    /// the connection it dialled us on. Met any other way (a hub, a favourite, a deliberate dial,
-    /// its own dial) it stays, but its gossip is not ours: the presence it sends is refused (and
-    /// it refuses ours, by the same rule). A client that is no goop2 peer is kept whatever its version.
-    fn identified(
-        &mut self,
-        connection: libp2p::swarm::ConnectionId,
-        peer: PeerId,
-        info: identify::Info,
-    ) {
-        let theirs = network_tag(&info.protocol_version);
-        if theirs.is_some_and(|tag| tag != self.tag) {
-            let dialled = self
-                .connections
-                .get(&peer)
-                .and_then(|open| open.get(&connection))
-                .is_some_and(|(.., dialled)| *dialled);
-            if dialled && self.swarm.behaviour().vouched.only_on_lan(&peer) {
-                tracing::debug!(
-                    peer.id = %peer,
-                    theirs = %info.protocol_version,
-                    "a LAN peer of another network tag; letting it go"
-                );
-                self.swarm.close_connection(connection);
-                return;
-            }
-            self.swarm
-                .behaviour_mut()
-                .gossipsub
-                .inner
-                .blacklist_peer(&peer);
-        }
-        if self.swarm.is_connected(&peer) {
-            // Bounded by the connection limits: one entry per connected peer.
-            self.identified.insert(peer, info);
-        }
-    }
-
-    fn emit(&mut self, event: NodeEvent) {
-        // Nobody listening (a benchmark's node) is fine; a listener that fell behind is not,
-        // but one warning a minute says so (a flood must not flood the log too).
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
-            self.dropped_events += 1;
-            let now = Instant::now();
-            if self
-                .last_drop_warning
-                .is_none_or(|last| now.duration_since(last) >= DROP_WARNING_EVERY)
-            {
-                tracing::warn!(
-                    dropped = self.dropped_events,
-                    "node events are not being read; dropping them"
-                );
-                self.dropped_events = 0;
-                self.last_drop_warning = Some(now);
-            }
-        }
-    }
-
-    /// Tells GossipSub what the validator decided, and the consumer what was heard.
-    fn judge(&mut self, verdict: gossip::Verdict) {
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .inner
-            .report_message_validation_result(
-                &verdict.id,
-                &verdict.source,
-                verdict.outcome.acceptance(),
-            );
-        match verdict.outcome {
-            gossip::Outcome::Accept(presence) => self.emit(NodeEvent::Presence {
-                presence,
-                via: verdict.source,
-            }),
-            gossip::Outcome::Reject(reason) | gossip::Outcome::Ignore(reason) => {
-                self.emit(NodeEvent::PresenceRefused {
-                    via: verdict.source,
-                    reason,
-                })
-            }
-        }
-    }
-
-    /// Settles at once what needs no validator (a neighbour over its rate, a full queue: not
-    /// news, no penalty), and hands the rest to the validator.
-    fn validate(&mut self, id: gossipsub::MessageId, source: PeerId, data: Vec<u8>) {
-        if self.limiter.allow(source) {
-            let pending = gossip::Pending {
-                id: id.clone(),
-                source,
-                data,
-            };
-            if self.to_validate.try_send(pending).is_ok() {
-                return;
-            }
-        }
-        self.judge(gossip::Verdict {
-            id,
-            source,
-            outcome: gossip::Outcome::Ignore(PresenceError::RateLimited {
-                retry_after_seconds: 1,
-            }),
-        });
-    }
-
-    fn handle_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
-        match event {
-            SwarmEvent::NewListenAddr {
-                listener_id,
-                address,
-            } => {
-                tracing::info!(%address, "libp2p listening");
-                self.listen_addrs.push(address);
-                self.heard_from(listener_id);
-            }
-            SwarmEvent::ListenerClosed { listener_id, .. } => self.heard_from(listener_id),
-            SwarmEvent::ExpiredListenAddr { address, .. } => {
-                tracing::info!(%address, "libp2p no longer listening");
-                self.listen_addrs.retain(|addr| *addr != address);
-                self.emit(NodeEvent::ListenAddrsChanged(self.listen_addrs.clone()));
-            }
-            SwarmEvent::ConnectionEstablished {
-                peer_id,
-                connection_id,
-                endpoint,
-                num_established,
-                ..
-            } => {
-                self.new_port_dials.remove(&connection_id);
-                let open = self.connections.entry(peer_id).or_default();
-                // We dial a peer only when not connected to it, so a new connection beside an
-                // older one means the peer no longer knows that one: it restarted, or lost it.
-                // Close it (a dead QUIC connection would otherwise linger until its idle
-                // timeout and swallow what is sent on it). Two dials crossing each other open
-                // both at nearly the same moment; those are left alone.
-                let now = Instant::now();
-                for (old, (_, opened, _)) in open.iter() {
-                    if now.duration_since(*opened) > CROSSING_DIALS {
-                        tracing::debug!(peer.id = %peer_id, "closing a connection the peer replaced");
-                        self.swarm.close_connection(*old);
-                    }
-                }
-                let remote = endpoint.get_remote_address().clone();
-                open.insert(connection_id, (remote, now, endpoint.is_dialer()));
-                if num_established.get() == 1 {
-                    self.emit(NodeEvent::Connected(peer_id));
-                }
-            }
-            SwarmEvent::OutgoingConnectionError {
-                connection_id,
-                peer_id: Some(peer),
-                error: libp2p::swarm::DialError::Transport(errors),
-            } => {
-                let retried = self.new_port_dials.remove(&connection_id);
-                self.dial_again_from_a_new_port(retried, peer, &errors);
-            }
-            SwarmEvent::OutgoingConnectionError { connection_id, .. } => {
-                self.new_port_dials.remove(&connection_id);
-            }
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                connection_id,
-                num_established,
-                ..
-            } => {
-                if let Some(open) = self.connections.get_mut(&peer_id) {
-                    open.remove(&connection_id);
-                }
-                if num_established == 0 {
-                    self.connections.remove(&peer_id);
-                    self.identified.remove(&peer_id);
-                    let gossip = &mut self.swarm.behaviour_mut().gossipsub.inner;
-                    gossip.remove_blacklisted_peer(&peer_id);
-                    self.limiter.forget(&peer_id);
-                    self.emit(NodeEvent::Disconnected(peer_id));
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
-                connection_id,
-                peer_id,
-                info,
-            })) => self.identified(connection_id, peer_id, info),
-            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
-                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
-                for (peer_id, addr) in found {
-                    self.emit(NodeEvent::Discovered(peer_id, addr.clone()));
-                    by_peer.entry(peer_id).or_default().push(addr);
-                }
-                // A peer on the LAN is known, and may be dialled where mDNS found it.
-                for (peer_id, addrs) in &by_peer {
-                    self.swarm
-                        .behaviour_mut()
-                        .vouched
-                        .vouch_on_lan(*peer_id, addrs.iter().cloned());
-                }
-                // One dial per peer, racing its addresses: one connection, not one per address.
-                for (peer_id, addrs) in by_peer {
-                    let dial = libp2p::swarm::dial_opts::DialOpts::peer_id(peer_id)
-                        .addresses(addrs)
-                        .condition(
-                            libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing,
-                        )
-                        .build();
-                    let _ = self.swarm.dial(dial);
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
-                propagation_source,
-                message_id,
-                message,
-            })) => {
-                // Only presence signed by the peer it names is believed; who relayed it says
-                // nothing about who wrote it.
-                self.validate(message_id, propagation_source, message.data);
-            }
-            _ => {}
-        }
-    }
 }

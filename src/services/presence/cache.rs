@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::peer_table::{KnownPeer, PeerChange, PeerEntry, PeerTable};
+use crate::identity::PeerId;
 use crate::services::hub::unix_ms;
 use crate::services::until_stopped;
 use crate::store::peer::{CachedPeer, PeerStore};
@@ -57,12 +58,16 @@ impl PeerBook {
     }
 
     /// Marks or unmarks a known peer as a favourite; false when the peer is not known.
-    pub async fn set_favorite(&self, peer_id: &str, favorite: bool) -> Result<bool, sqlx::Error> {
+    pub async fn set_favorite(
+        &self,
+        peer_id: &PeerId,
+        favorite: bool,
+    ) -> Result<bool, sqlx::Error> {
         if !self.table.set_favorite(peer_id, favorite).await {
             return Ok(false);
         }
         self.store
-            .set_favorite(peer_id, favorite, unix_ms())
+            .set_favorite(&peer_id.to_base58(), favorite, unix_ms())
             .await?;
         Ok(true)
     }

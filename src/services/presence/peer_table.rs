@@ -292,9 +292,9 @@ impl PeerTable {
     }
 
     /// Marks or unmarks a known peer as a favourite; false when the peer is not known.
-    pub async fn set_favorite(&self, peer_id: &str, favorite: bool) -> bool {
+    pub async fn set_favorite(&self, peer_id: &PeerId, favorite: bool) -> bool {
         let (reply, answer) = oneshot::channel();
-        let command = Command::SetFavorite(peer_id.to_owned(), favorite, reply);
+        let command = Command::SetFavorite(peer_id.to_base58(), favorite, reply);
         if self.commands.send(command).await.is_err() {
             return false;
         }
@@ -302,15 +302,15 @@ impl PeerTable {
     }
 
     /// Records the result of a reachability probe.
-    pub async fn set_reachability(&self, peer_id: &str, reachability: Reachability) {
-        let command = Command::SetReachability(peer_id.to_owned(), reachability);
+    pub async fn set_reachability(&self, peer_id: &PeerId, reachability: Reachability) {
+        let command = Command::SetReachability(peer_id.to_base58(), reachability);
         let _ = self.commands.send(command).await;
     }
 
     /// The label of a known peer and its email if a hub vouched for it.
-    pub async fn identity(&self, peer_id: &str) -> Option<PeerIdentity> {
+    pub async fn identity(&self, peer_id: &PeerId) -> Option<PeerIdentity> {
         let (reply, answer) = oneshot::channel();
-        let command = Command::Identity(peer_id.to_owned(), reply);
+        let command = Command::Identity(peer_id.to_base58(), reply);
         self.commands.send(command).await.ok()?;
         answer.await.ok().flatten()
     }
@@ -339,9 +339,9 @@ impl PeerTable {
     }
 
     /// One known peer.
-    pub async fn entry(&self, peer_id: &str) -> Option<PeerEntry> {
+    pub async fn entry(&self, peer_id: &PeerId) -> Option<PeerEntry> {
         let (reply, answer) = oneshot::channel();
-        let command = Command::Entry(peer_id.to_owned(), reply);
+        let command = Command::Entry(peer_id.to_base58(), reply);
         self.commands.send(command).await.ok()?;
         answer.await.ok().flatten()
     }

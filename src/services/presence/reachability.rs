@@ -30,8 +30,8 @@ pub fn spawn(
         let mut changes = table.watch();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut probes: JoinSet<(String, Reachability)> = JoinSet::new();
-        let mut in_flight: HashSet<String> = HashSet::new();
+        let mut probes: JoinSet<(PeerId, Reachability)> = JoinSet::new();
+        let mut in_flight: HashSet<PeerId> = HashSet::new();
         loop {
             let targets: Vec<String> = tokio::select! {
                 () = until_stopped(&mut stop) => return,
@@ -61,15 +61,15 @@ pub fn spawn(
                 }
             };
             for peer_id in targets {
-                if in_flight.len() >= CONCURRENT_PROBES || in_flight.contains(&peer_id) {
-                    continue;
-                }
                 let Ok(peer) = peer_id.parse::<PeerId>() else {
                     continue;
                 };
-                in_flight.insert(peer_id.clone());
+                if in_flight.len() >= CONCURRENT_PROBES || in_flight.contains(&peer) {
+                    continue;
+                }
+                in_flight.insert(peer);
                 let node = node.clone();
-                probes.spawn(async move { (peer_id, probe(&node, peer).await) });
+                probes.spawn(async move { (peer, probe(&node, peer).await) });
             }
         }
     })

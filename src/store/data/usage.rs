@@ -4,6 +4,8 @@
 //! writer counts (the data API, site scripts, the console's forms and imports) and a count is one
 //! indexed read, never a scan of the table.
 
+use std::collections::HashMap;
+
 use sqlx::{AssertSqlSafe, FromRow, Row, Sqlite, Transaction};
 
 use super::{DataStore, SqlValue, StoreError, quote_ident};
@@ -69,6 +71,19 @@ impl DataStore {
                 bytes: row.try_get(3)?,
             },
         ))
+    }
+
+    /// The rows every user table holds, by table name (a table without rows is absent): one
+    /// read of `_usage`, never a scan of the tables.
+    pub async fn row_counts(&self) -> Result<HashMap<String, i64>, StoreError> {
+        let mut connection = self.lease().await?;
+        let counts = sqlx::query_as::<_, (String, i64)>(
+            "SELECT tbl, SUM(row_count) FROM _usage GROUP BY tbl",
+        )
+        .fetch_all(&mut *connection)
+        .await;
+        connection.finish();
+        Ok(counts.map_err(|e| self.failed(e))?.into_iter().collect())
     }
 
     /// Sets a table's own limits (`None`: the peer's default).

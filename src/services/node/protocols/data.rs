@@ -13,7 +13,7 @@ use tokio_util::compat::{FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt};
 
 use super::outbound::{FRESH_RETRIES, Outbound, retry_pause};
 use super::{FetchError, ended, unreachable, within_stall_limit};
-use crate::services::data::DataService;
+use crate::services::data::{DataAnswer, DataService, from_reply};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/goop/data/1.0.0");
 
@@ -33,7 +33,7 @@ pub(super) async fn serve(
     let (read, write) = futures_util::AsyncReadExt::split(stream);
     let mut write = write.compat_write();
     let mut reader = BufReader::new(read.compat());
-    let caller = Caller::Peer(peer.to_base58());
+    let caller = Caller::Peer(peer);
     loop {
         let mut line = Vec::new();
         let read = tokio::time::timeout(
@@ -131,13 +131,14 @@ async fn exchange(stream: &mut libp2p::Stream, line: &[u8]) -> Exchange {
     }
 }
 
-/// Sends one data request to `peer` and reads its answer, on a pooled stream when one is open.
+/// Sends one data request to `peer` and reads its answer, on a pooled stream when one is open:
+/// the peer's data or its refusal, once the exchange itself went through.
 pub async fn fetch(
     control: &mut Control,
     outbound: &Outbound,
     peer: PeerId,
     request: &crate::services::data::DataRequest,
-) -> Result<serde_json::Value, FetchError> {
+) -> Result<DataAnswer, FetchError> {
     let mut line = serde_json::to_vec(request).map_err(|e| FetchError::Malformed(e.to_string()))?;
     line.push(b'\n');
     let slot = outbound.slot(peer, PROTOCOL).await?;
@@ -150,8 +151,9 @@ pub async fn fetch(
         match exchange(&mut stream, &line).await {
             Exchange::Answer(answer) => {
                 outbound.put(peer, stream);
-                return serde_json::from_slice(&answer)
-                    .map_err(|e| FetchError::Malformed(e.to_string()));
+                let reply = serde_json::from_slice(&answer)
+                    .map_err(|e| FetchError::Malformed(e.to_string()))?;
+                return Ok(from_reply(&reply));
             }
             // A pooled stream the peer had closed: the request never arrived; use a new one.
             Exchange::Closed(_) if pooled => continue,

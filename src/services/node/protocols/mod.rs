@@ -40,7 +40,7 @@ pub use admission::OpenStreams;
 use admission::{Admission, Budget};
 pub use outbound::{Outbound, open_stream};
 pub use sessions::{Session, SessionError, SessionLimits, SessionReceiver, SessionSender};
-pub use site::SiteReply;
+pub use site::{SiteRefusal, SiteReply};
 
 use crate::services::node::budget::PeerAddresses;
 use crate::services::node::vouched::KnownPeers;
@@ -253,9 +253,9 @@ pub async fn open_session(
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    /// The peer answered `ERR <reason>`.
+    /// The peer would not send a site file (it answered `ERR <reason>`).
     #[error("the peer refused: {0}")]
-    Refused(String),
+    Refused(SiteRefusal),
     #[error("the peer could not be reached: {0}")]
     Unreachable(String),
     /// The stream ended before a single byte of answer.

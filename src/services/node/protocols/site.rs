@@ -10,7 +10,7 @@ use super::outbound::{Outbound, one_shot, release_at_end};
 use super::{
     FetchError, REQUEST_LIMIT, REQUEST_TIMEOUT, lost, read_header, unreachable, within_stall_limit,
 };
-use crate::services::site::{MAX_FILE_BYTES, Site};
+use crate::services::site::{MAX_FILE_BYTES, Site, SiteError};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/goop/site/1.0.0");
 
@@ -23,6 +23,68 @@ const COPY_BUFFER: usize = 256 * 1024;
 pub struct SiteReply {
     pub mime: String,
     pub body: Vec<u8>,
+}
+
+/// Why a peer would not send a site file: the reason of its `ERR <reason>` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteRefusal {
+    /// `forbidden`: the path is not shared (server-side code, dotfiles, outside the site).
+    Forbidden,
+    /// `not found` (also: the peer has no site).
+    NotFound,
+    /// `too large`: over [`MAX_FILE_BYTES`].
+    TooLarge,
+    /// `bad request`: the request was not one `GET <path>` line.
+    BadRequest,
+    /// Any other reason, as the peer gave it.
+    Other(String),
+}
+
+impl SiteRefusal {
+    /// The refusal an `ERR` line gives.
+    pub fn parse(reason: &str) -> SiteRefusal {
+        match reason {
+            "forbidden" => SiteRefusal::Forbidden,
+            "not found" => SiteRefusal::NotFound,
+            "too large" => SiteRefusal::TooLarge,
+            "bad request" => SiteRefusal::BadRequest,
+            other => SiteRefusal::Other(other.to_owned()),
+        }
+    }
+
+    /// The reason as the wire says it.
+    pub fn reason(&self) -> &str {
+        match self {
+            SiteRefusal::Forbidden => "forbidden",
+            SiteRefusal::NotFound => "not found",
+            SiteRefusal::TooLarge => "too large",
+            SiteRefusal::BadRequest => "bad request",
+            SiteRefusal::Other(reason) => reason,
+        }
+    }
+}
+
+impl std::fmt::Display for SiteRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl From<SiteError> for SiteRefusal {
+    fn from(error: SiteError) -> Self {
+        match error {
+            SiteError::Forbidden => SiteRefusal::Forbidden,
+            SiteError::NotFound => SiteRefusal::NotFound,
+            SiteError::TooLarge => SiteRefusal::TooLarge,
+        }
+    }
+}
+
+/// A refusal is equal to its reason as the wire says it.
+impl PartialEq<&str> for SiteRefusal {
+    fn eq(&self, reason: &&str) -> bool {
+        self.reason() == *reason
+    }
 }
 
 /// Answers one `GET` from `site` (or `ERR not found` without one).
@@ -42,12 +104,17 @@ pub(super) async fn serve(
         }
         _ => None,
     };
+    let refuse = |refusal: SiteRefusal| format!("ERR {refusal}\n");
     let Some(path) = path else {
-        write.write_all(b"ERR bad request\n").await?;
+        write
+            .write_all(refuse(SiteRefusal::BadRequest).as_bytes())
+            .await?;
         return write.shutdown().await;
     };
     let Some(site) = &site else {
-        write.write_all(b"ERR not found\n").await?;
+        write
+            .write_all(refuse(SiteRefusal::NotFound).as_bytes())
+            .await?;
         return write.shutdown().await;
     };
     match site.resolve(&path) {
@@ -70,7 +137,7 @@ pub(super) async fn serve(
             tracing::debug!(peer.id = %peer, path, bytes = copied, "served a site file");
         }
         Err(error) => {
-            write.write_all(format!("ERR {error}\n").as_bytes()).await?;
+            write.write_all(refuse(error.into()).as_bytes()).await?;
         }
     }
     write.shutdown().await
@@ -99,7 +166,7 @@ pub async fn fetch(
             let mut reader = BufReader::with_capacity(COPY_BUFFER, read.compat());
             let header = read_header(&mut reader).await?;
             if let Some(reason) = header.strip_prefix("ERR ") {
-                return Err(FetchError::Refused(reason.to_owned()));
+                return Err(FetchError::Refused(SiteRefusal::parse(reason)));
             }
             let mut parts = header.strip_prefix("OK ").unwrap_or("").split(' ');
             let (Some(mime), Some(size)) = (parts.next(), parts.next()) else {

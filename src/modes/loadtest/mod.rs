@@ -7,6 +7,9 @@
 //! subscriber has it. Subscribers connect from many 127.x.y.z source addresses so the hub's
 //! per-address stream cap does not stop them (loopback hubs only).
 
+pub mod baseline;
+pub mod community;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -144,24 +147,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     if options.publishers == 0 || options.rate == 0 {
         bail!("--publishers and --rate must be at least 1");
     }
-    let url = url::Url::parse(&options.url).context("the hub URL does not parse")?;
-    if url.scheme() != "http" {
-        bail!("loadtest speaks plain http; run it next to the hub, e.g. http://127.0.0.1:8787");
-    }
-    let host = url.host_str().context("the hub URL has no host")?;
-    let hub_ip: IpAddr = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .or_else(|_| {
-            if host == "localhost" {
-                Ok(IpAddr::from([127, 0, 0, 1]))
-            } else {
-                Err(())
-            }
-        })
-        .map_err(|_| anyhow::anyhow!("use the hub's IP address (a loopback one) in the URL"))?;
-    let hub = SocketAddr::new(hub_ip, url.port_or_known_default().unwrap_or(80));
+    let (hub, hub_ip) = hub_address(&options.url)?;
     let _ = rlimit::increase_nofile_limit(u64::MAX);
 
     let total = (options.rate as u64 * options.duration.as_secs().max(1)) as usize;
@@ -283,6 +269,32 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     })
 }
 
+/// The hub's socket address and IP from its base URL (plain http, an IP address or
+/// `localhost`).
+pub(crate) fn hub_address(url: &str) -> anyhow::Result<(SocketAddr, IpAddr)> {
+    let url = url::Url::parse(url).context("the hub URL does not parse")?;
+    if url.scheme() != "http" {
+        bail!("loadtest speaks plain http; run it next to the hub, e.g. http://127.0.0.1:8787");
+    }
+    let host = url.host_str().context("the hub URL has no host")?;
+    let hub_ip: IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .or_else(|_| {
+            if host == "localhost" {
+                Ok(IpAddr::from([127, 0, 0, 1]))
+            } else {
+                Err(())
+            }
+        })
+        .map_err(|_| anyhow::anyhow!("use the hub's IP address (a loopback one) in the URL"))?;
+    Ok((
+        SocketAddr::new(hub_ip, url.port_or_known_default().unwrap_or(80)),
+        hub_ip,
+    ))
+}
+
 fn ensure_slash(url: &str) -> String {
     if url.ends_with('/') {
         url.to_owned()
@@ -293,7 +305,7 @@ fn ensure_slash(url: &str) -> String {
 
 /// The `index`-th source address: 127.0.0.1, 127.0.0.2, … 127.0.0.254, 127.0.1.1, … — every
 /// index its own address, none ending in .0 or .255 (IPv6 hubs use ::1 only).
-fn source_address(hub: IpAddr, index: usize) -> IpAddr {
+pub(crate) fn source_address(hub: IpAddr, index: usize) -> IpAddr {
     match hub {
         IpAddr::V4(_) => {
             let last = (index % 254) as u8 + 1;
@@ -436,7 +448,7 @@ async fn publish_loop(
     (latencies, attempted, errors)
 }
 
-fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
+pub(crate) fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
     if sorted.is_empty() {
         return None;
     }
@@ -452,41 +464,6 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
-}
-
-/// The baseline server: answers `POST /publish` with 204 after reading the body, nothing else.
-/// Prints `listening on http://<addr>` and serves until killed.
-pub async fn serve_hello() -> anyhow::Result<()> {
-    use axum::routing::post;
-    let router = axum::Router::new().route(
-        "/publish",
-        post(|_body: bytes::Bytes| async { axum::http::StatusCode::NO_CONTENT }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, router).await?;
-    Ok(())
-}
-
-/// Starts `goop2 bench-hello` as a child process and returns it with its URL.
-pub async fn spawn_hello() -> anyhow::Result<(tokio::process::Child, String)> {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("bench-hello")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await
-        .context("the baseline server did not start")??
-        .context("the baseline server exited")?;
-    let url = line
-        .strip_prefix("listening on ")
-        .context("unexpected output from the baseline server")?
-        .to_owned();
-    Ok((child, url))
 }
 
 #[cfg(test)]

@@ -1,33 +1,61 @@
-//! `goop2 bench-lua`: Lua function calls — a trivial function and one doing a `goop.db.query` —
-//! in-process and over libp2p from a second local peer, beside a no-op data operation (`role`)
-//! over the same path, in one run. Bounded: a fixed number of calls per workload.
+//! `cargo bench --bench lua -- [--calls N] [--callers C]`: Lua function calls — a trivial
+//! function and one doing a `goop.db.query` — in-process and over libp2p from a second local
+//! peer, beside a no-op data operation (`role`) over the same path, in one run. Bounded: a fixed
+//! number of calls per workload.
+
+mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::bail;
+use clap::Parser;
+use common::{Figures, measure, request};
+use goop2::identity::Keypair;
+use goop2::services::data::limits::InsertLimits;
+use goop2::services::data::{Caller, DataRequest, DataService};
+use goop2::services::lua::{LuaEngine, LuaLimits, LuaSetup};
+use goop2::services::node::protocols::Served;
+use goop2::store::peer::PeerStore;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::bench_data::{Figures, measure};
-use crate::services::data::{Caller, DataRequest, DataService, from_reply};
-use crate::services::lua::{LuaEngine, LuaLimits, LuaSetup};
-use crate::services::node::protocols::Served;
-use crate::store::peer::PeerStore;
+/// Lua function calls (trivial, and one doing a db query) in-process and over libp2p from a
+/// second local peer, beside a no-op data operation, in one run.
+#[derive(Debug, Parser)]
+#[command(name = "cargo bench --bench lua --")]
+struct Arguments {
+    /// Calls per workload (100–200,000).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(100..=200_000))]
+    calls: usize,
+    /// Concurrent callers (1–64).
+    #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    callers: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let arguments = common::arguments(Arguments {
+        calls: 100,
+        callers: 4,
+    });
+    let bench = common::runtime()?.block_on(run(arguments.calls, arguments.callers))?;
+    print!("{}", bench.render());
+    Ok(())
+}
 
 /// What one run measured.
-#[derive(Debug, Clone)]
-pub struct LuaBench {
-    pub callers: usize,
-    pub trivial_local: Figures,
-    pub query_local: Figures,
-    pub noop_local: Figures,
-    pub trivial_remote: Figures,
-    pub query_remote: Figures,
-    pub noop_remote: Figures,
+struct LuaBench {
+    callers: usize,
+    trivial_local: Figures,
+    query_local: Figures,
+    noop_local: Figures,
+    trivial_remote: Figures,
+    query_remote: Figures,
+    noop_remote: Figures,
 }
 
 impl LuaBench {
-    pub fn render(&self) -> String {
+    fn render(&self) -> String {
         format!(
             "{} concurrent callers\n{}\n{}\n{}\n{}\n{}\n{}\nratio trivial call / no-op data op: in-process {:.2}, libp2p {:.2}\n",
             self.callers,
@@ -43,15 +71,8 @@ impl LuaBench {
     }
 }
 
-fn request(value: serde_json::Value) -> DataRequest {
-    serde_json::from_value(value).expect("a well-formed benchmark request")
-}
-
 /// Runs `calls` calls of each workload with `callers` concurrent callers.
-pub async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
-    if !(100..=200_000).contains(&calls) || !(1..=64).contains(&callers) {
-        bail!("100 to 200,000 calls and 1 to 64 callers");
-    }
+async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
     let dir = tempfile::tempdir()?;
     let functions = dir.path().join("lua/functions");
     std::fs::create_dir_all(&functions)?;
@@ -64,14 +85,14 @@ pub async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
         "function call(request)\n  return goop.db.query('SELECT _id, title FROM posts WHERE _id = ?', request.params.id)\nend\n",
     )?;
     let store = PeerStore::open(&dir.path().join("data.db")).await?;
-    let server_key = libp2p_identity::Keypair::generate_ed25519();
+    let server_key = Keypair::generate_ed25519();
     let server_id = server_key.public().to_peer_id().to_base58();
     let (_stop, stopped) = watch::channel(false);
     let engine = LuaEngine::start(
         LuaSetup {
             script_dir: dir.path().join("lua"),
             limits: LuaLimits {
-                timeout: std::time::Duration::from_secs(5),
+                timeout: Duration::from_secs(5),
                 max_memory: 10 * 1024 * 1024,
                 per_caller_per_minute: u32::MAX,
                 global_per_minute: u32::MAX,
@@ -87,12 +108,12 @@ pub async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
     );
     let data = DataService::new(
         store.data(),
-        server_id,
+        server_key.public().to_peer_id(),
         watch::channel(String::new()).1,
-        Arc::new(|_: &str| Box::pin(async { None })),
+        Arc::new(|_: &goop2::identity::PeerId| Box::pin(async { None })),
     )
     // The benchmark measures the call path, not the limits on other peers.
-    .with_limits(crate::services::data::limits::InsertLimits::unlimited())
+    .with_limits(InsertLimits::unlimited())
     .with_lua(engine);
     data.handle(
         &Caller::Owner,
@@ -112,21 +133,23 @@ pub async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot fill the table: {e}"))?;
     }
-    let (server, client) = super::bench_site::local_pair(
+    let (server, client) = common::local_pair(
         server_key,
         Served {
             data: Some(data.clone()),
-            ..super::bench_site::served_nothing()
+            ..common::served_nothing()
         },
     )
     .await?;
     let server_peer = server.peer_id();
-    let visitor = Caller::Peer(client.peer_id().to_base58());
+    let visitor = Caller::Peer(client.peer_id());
 
     let trivial = request(json!({"op": "lua-call", "function": "trivial"}));
     let lookup = request(json!({"op": "lua-call", "function": "lookup", "params": {"id": 7}}));
     let noop = request(json!({"op": "role"}));
-    let checked = from_reply(&client.fetch_data(server_peer, &lookup).await?)
+    let checked = client
+        .fetch_data(server_peer, &lookup)
+        .await?
         .map_err(|e| anyhow::anyhow!("the lookup function failed: {e}"))?;
     if checked[0]["title"] != "post 6" {
         bail!("the lookup function returned {checked}");
@@ -148,7 +171,9 @@ pub async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
         move || {
             let (client, request) = (client.clone(), request.clone());
             async move {
-                from_reply(&client.fetch_data(server_peer, &request).await?)
+                client
+                    .fetch_data(server_peer, &request)
+                    .await?
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 Ok(())
             }

@@ -1,56 +1,57 @@
-//! `goop2 bench-data`: the data API between two local peers over libp2p (`/goop/data/1.0.0`)
-//! against the same operations run in-process, in one run — a 20-row `query` and an `insert`,
-//! each with a number of concurrent callers. Bounded: a fixed number of operations per workload.
+//! `cargo bench --bench data -- [--ops N] [--callers C]`: the data API between two local peers
+//! over libp2p (`/goop/data/1.0.0`) against the same operations run in-process, in one run — a
+//! 20-row `query` and an `insert`, each with a number of concurrent callers; ops/s, p50, p99 and
+//! the remote/local ratios. Bounded: a fixed number of operations per workload.
+
+mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use clap::Parser;
+use common::{Figures, measure, request};
+use goop2::identity::Keypair;
+use goop2::services::data::limits::InsertLimits;
+use goop2::services::data::{Caller, DataRequest, DataService};
+use goop2::services::node::protocols::Served;
+use goop2::store::peer::PeerStore;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::services::data::limits::InsertLimits;
-use crate::services::data::{Caller, DataRequest, DataService, from_reply};
-use crate::services::node::protocols::Served;
-
-use crate::store::peer::PeerStore;
-
-/// One workload's figures.
-#[derive(Debug, Clone)]
-pub struct Figures {
-    pub ops: usize,
-    pub elapsed: Duration,
-    pub p50: Duration,
-    pub p99: Duration,
+/// The data API between two local peers over libp2p against the same operations run
+/// in-process, in one run: a 20-row query and an insert, with concurrent callers.
+#[derive(Debug, Parser)]
+#[command(name = "cargo bench --bench data --")]
+struct Arguments {
+    /// Operations per workload (100–200,000).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(100..=200_000))]
+    ops: usize,
+    /// Concurrent callers (1–64).
+    #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    callers: usize,
 }
 
-impl Figures {
-    pub fn per_second(&self) -> f64 {
-        self.ops as f64 / self.elapsed.as_secs_f64()
-    }
-
-    pub(crate) fn line(&self, name: &str) -> String {
-        format!(
-            "{name:<28} {:>9.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
-            self.per_second(),
-            self.p50.as_secs_f64() * 1000.0,
-            self.p99.as_secs_f64() * 1000.0
-        )
-    }
+fn main() -> anyhow::Result<()> {
+    let arguments = common::arguments(Arguments {
+        ops: 200,
+        callers: 4,
+    });
+    let bench = common::runtime()?.block_on(run(arguments.ops, arguments.callers))?;
+    print!("{}", bench.render());
+    Ok(())
 }
 
 /// What one run measured.
-#[derive(Debug, Clone)]
-pub struct DataBench {
-    pub callers: usize,
-    pub remote_query: Figures,
-    pub local_query: Figures,
-    pub remote_insert: Figures,
-    pub local_insert: Figures,
+struct DataBench {
+    callers: usize,
+    remote_query: Figures,
+    local_query: Figures,
+    remote_insert: Figures,
+    local_insert: Figures,
 }
 
 impl DataBench {
-    pub fn render(&self) -> String {
+    fn render(&self) -> String {
         format!(
             "{} concurrent callers\n{}\n{}\n{}\n{}\nratio remote / local: query {:.2}, insert {:.2}\n",
             self.callers,
@@ -65,19 +66,16 @@ impl DataBench {
 }
 
 /// Runs `ops` operations of each workload with `callers` concurrent callers.
-pub async fn run(ops: usize, callers: usize) -> anyhow::Result<DataBench> {
-    if !(100..=200_000).contains(&ops) || !(1..=64).contains(&callers) {
-        bail!("100 to 200,000 operations and 1 to 64 callers");
-    }
+async fn run(ops: usize, callers: usize) -> anyhow::Result<DataBench> {
     let dir = tempfile::tempdir()?;
     let store = PeerStore::open(&dir.path().join("data.db")).await?;
-    let server_key = libp2p_identity::Keypair::generate_ed25519();
+    let server_key = Keypair::generate_ed25519();
     let server_id = server_key.public().to_peer_id();
     let data = DataService::new(
         store.data(),
-        server_id.to_base58(),
+        server_id,
         watch::channel(String::new()).1,
-        Arc::new(|_: &str| Box::pin(async { None })),
+        Arc::new(|_: &goop2::identity::PeerId| Box::pin(async { None })),
     )
     // What is measured is the data path, not the limits on visitors.
     .with_limits(InsertLimits::unlimited());
@@ -103,15 +101,15 @@ pub async fn run(ops: usize, callers: usize) -> anyhow::Result<DataBench> {
         .map_err(|e| anyhow::anyhow!("cannot fill the table: {e}"))?;
     }
 
-    let (_server, client) = super::bench_site::local_pair(
+    let (_server, client) = common::local_pair(
         server_key,
         Served {
             data: Some(data.clone()),
-            ..super::bench_site::served_nothing()
+            ..common::served_nothing()
         },
     )
     .await?;
-    let visitor = Caller::Peer(client.peer_id().to_base58());
+    let visitor = Caller::Peer(client.peer_id());
 
     let query = request(
         json!({"op": "query", "table": "posts", "where": "stars >= ?",
@@ -121,7 +119,9 @@ pub async fn run(ops: usize, callers: usize) -> anyhow::Result<DataBench> {
         "data": {"title": "benchmark", "body": "y".repeat(200), "stars": 3}}));
 
     // Warm up, and check that both paths answer as they should.
-    let rows = from_reply(&client.fetch_data(server_id, &query).await?)
+    let rows = client
+        .fetch_data(server_id, &query)
+        .await?
         .map_err(|e| anyhow::anyhow!("remote query failed: {e}"))?;
     if rows.as_array().map(Vec::len) != Some(20) {
         bail!("a remote query returned {rows}");
@@ -132,8 +132,8 @@ pub async fn run(ops: usize, callers: usize) -> anyhow::Result<DataBench> {
         move || {
             let (client, request) = (client.clone(), request.clone());
             async move {
-                let wire = client.fetch_data(server_id, &request).await?;
-                from_reply(&wire).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let answer = client.fetch_data(server_id, &request).await?;
+                answer.map_err(|e| anyhow::anyhow!("{e}"))?;
                 Ok(())
             }
         }
@@ -161,45 +161,5 @@ pub async fn run(ops: usize, callers: usize) -> anyhow::Result<DataBench> {
         local_query,
         remote_insert,
         local_insert,
-    })
-}
-
-fn request(value: serde_json::Value) -> DataRequest {
-    serde_json::from_value(value).expect("a well-formed benchmark request")
-}
-
-/// Runs `ops` calls of `op` spread over `callers` tasks; latency of each call.
-pub(crate) async fn measure<F, Fut>(ops: usize, callers: usize, op: F) -> anyhow::Result<Figures>
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for caller in 0..callers {
-        let share = ops / callers + usize::from(caller < ops % callers);
-        let op = op.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(share);
-            for _ in 0..share {
-                let begun = Instant::now();
-                op().await?;
-                latencies.push(begun.elapsed());
-            }
-            Ok::<_, anyhow::Error>(latencies)
-        }));
-    }
-    let mut latencies = Vec::with_capacity(ops);
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Ok(Figures {
-        ops,
-        elapsed,
-        p50: at(0.50),
-        p99: at(0.99),
     })
 }

@@ -1,24 +1,47 @@
-//! `goop2 bench-site`: site fetch over libp2p between two local nodes, against a plain TCP copy
-//! of the same file on loopback, in one run. Bounded: a fixed number of rounds.
+//! `cargo bench --bench site -- [--megabytes N] [--rounds R]`: a site file fetched over libp2p
+//! (`/goop/site/1.0.0`) between two local nodes, against a plain TCP copy of the same file on
+//! loopback, in one run; both rates and their ratio. Bounded: a fixed number of rounds.
 
-use std::net::IpAddr;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+use clap::Parser;
+use goop2::identity::Keypair;
+use goop2::services::node::protocols::Served;
+use goop2::services::site::Site;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
 
-use crate::services::node::protocols::Served;
-use crate::services::node::{Node, NodeOptions};
-use crate::services::site::Site;
+/// Site fetch over libp2p between two local nodes against a plain TCP copy of the same file, in
+/// one run.
+#[derive(Debug, Parser)]
+#[command(name = "cargo bench --bench site --")]
+struct Arguments {
+    /// File size in MiB (1–50).
+    #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=50))]
+    megabytes: usize,
+    /// Fetches each way (1–100).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+}
+
+fn main() -> anyhow::Result<()> {
+    let arguments = common::arguments(Arguments {
+        megabytes: 1,
+        rounds: 2,
+    });
+    let bench = common::runtime()?.block_on(run(arguments.megabytes, arguments.rounds))?;
+    print!("{}", bench.render());
+    Ok(())
+}
 
 /// What one run measured.
-#[derive(Debug, Clone)]
-pub struct SiteBench {
-    pub bytes: usize,
-    pub rounds: u32,
-    pub libp2p: Duration,
-    pub tcp: Duration,
+struct SiteBench {
+    bytes: usize,
+    rounds: u32,
+    libp2p: Duration,
+    tcp: Duration,
 }
 
 impl SiteBench {
@@ -26,7 +49,7 @@ impl SiteBench {
         (self.bytes as f64 * self.rounds as f64) / (1024.0 * 1024.0) / elapsed.as_secs_f64()
     }
 
-    pub fn render(&self) -> String {
+    fn render(&self) -> String {
         format!(
             "{} rounds of a {} MiB file\nlibp2p /goop/site/1.0.0: {:.1} MiB/s\nplain TCP copy: {:.1} MiB/s\nratio libp2p / TCP: {:.2}\n",
             self.rounds,
@@ -38,65 +61,18 @@ impl SiteBench {
     }
 }
 
-/// What a benchmark node serves by default: nothing but a label.
-pub(crate) fn served_nothing() -> Served {
-    Served {
-        site: None,
-        label: watch::channel(String::from("bench")).1,
-        avatar: None,
-        data: None,
-    }
-}
-
-/// Two nodes on 127.0.0.1 (no mDNS), the client already connected to the server.
-pub(crate) async fn local_pair(
-    server_key: libp2p_identity::Keypair,
-    served: Served,
-) -> anyhow::Result<(Node, Node)> {
-    let options = NodeOptions {
-        listen_ip: IpAddr::from([127, 0, 0, 1]),
-        listen_port: 0,
-        mdns: false,
-        mdns_tag: "bench".into(),
-        presence_topic: "goop.presence.v1".into(),
-        limits: Default::default(),
-        gossip: Default::default(),
-    };
-    // The nodes live as long as their handles; their events are not needed.
-    let (server, _) = Node::start(server_key, options.clone(), served).await?;
-    let (client, _) = Node::start(
-        libp2p_identity::Keypair::generate_ed25519(),
-        options,
-        served_nothing(),
-    )
-    .await?;
-    let tcp_addr = server
-        .listen_addrs()
-        .await?
-        .into_iter()
-        .find(|a| a.to_string().contains("/tcp/"))
-        .context("no TCP listener")?;
-    client
-        .dial(format!("{tcp_addr}/p2p/{}", server.peer_id()).parse()?)
-        .await?;
-    Ok((server, client))
-}
-
 /// Runs `rounds` fetches of a `megabytes` MiB file both ways.
-pub async fn run(megabytes: usize, rounds: u32) -> anyhow::Result<SiteBench> {
-    if !(1..=50).contains(&megabytes) || !(1..=100).contains(&rounds) {
-        bail!("1 to 50 MiB and 1 to 100 rounds");
-    }
+async fn run(megabytes: usize, rounds: u32) -> anyhow::Result<SiteBench> {
     let dir = tempfile::tempdir()?;
     let bytes = megabytes * 1024 * 1024;
     let content: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
     std::fs::write(dir.path().join("big.bin"), &content)?;
 
-    let (server, client) = local_pair(
-        libp2p_identity::Keypair::generate_ed25519(),
+    let (server, client) = common::local_pair(
+        Keypair::generate_ed25519(),
         Served {
             site: Some(Site::new(dir.path().to_owned())),
-            ..served_nothing()
+            ..common::served_nothing()
         },
     )
     .await?;

@@ -1,0 +1,710 @@
+//! `goop2 loadtest <hub> --community N`: a hub under the load a real community puts on it. N
+//! simulated peers each hold the stream our peers hold — a WebSocket carrying both ways, or an
+//! event stream (`?changes=1`) plus `POST /publish` — publish signed `online`, an `update` every
+//! heartbeat, change their label now and then, and leave and come back (churn). A prober
+//! publishes beside them to time `/publish` under that load. At the end, optionally, every
+//! peer drops its connection at once and comes back (a reconnect storm).
+//!
+//! Reported: hub memory per live peer, publish p50/p99, the delay from a label change to each
+//! peer that received it (p50/p99), the storm's length, and errors. Bounded in peers and time;
+//! it stops by itself.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use futures_util::{SinkExt, StreamExt};
+use libp2p_identity::Keypair;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::services::hub::presence::{Presence, PresenceType};
+use crate::services::hub::unix_ms;
+
+/// Hard bounds, whatever the command line says.
+pub const MAX_PEERS: usize = 20_000;
+pub const MAX_DURATION: Duration = Duration::from_secs(600);
+/// How long every peer has to connect and say `online`.
+const CONNECT_WAIT: Duration = Duration::from_secs(60);
+/// How long a reconnect storm may take before it is reported unfinished.
+const STORM_WAIT: Duration = Duration::from_secs(120);
+/// The prober's publishes, one every this long, from this many addresses in turn.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+const PROBE_ADDRESSES: usize = 20;
+/// Label changes remembered for fan-out timing.
+const MAX_CHANGES: usize = 1 << 20;
+/// Delay histogram: 100 µs buckets up to 30 s.
+const BUCKET_MICROS: u64 = 100;
+const BUCKETS: usize = 300_000;
+
+/// How simulated peers reach the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// `/ws`: publishes and events on one WebSocket, as our peers connect first.
+    Ws,
+    /// `/events?changes=1` plus `POST /publish`: the fallback.
+    Sse,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct CommunityOptions {
+    pub url: String,
+    pub peers: usize,
+    pub transport: Transport,
+    pub duration: Duration,
+    pub heartbeat: Duration,
+    /// Mean time between one peer's label changes.
+    pub change_every: Duration,
+    /// Mean time between one peer leaving and coming back.
+    pub churn_every: Duration,
+    /// End with a reconnect storm.
+    pub storm: bool,
+    /// Read the hub's resident memory from `/proc/<pid>/status`.
+    pub hub_pid: Option<u32>,
+}
+
+/// What was measured.
+#[derive(Debug, Clone, Default)]
+pub struct CommunityReport {
+    pub peers: usize,
+    /// Peers online with their stream open once all had connected.
+    pub live: usize,
+    pub hub_rss_before_kib: Option<u64>,
+    pub hub_rss_live_kib: Option<u64>,
+    pub hub_rss_end_kib: Option<u64>,
+    pub publishes: u64,
+    pub publish_p50: Option<Duration>,
+    pub publish_p99: Option<Duration>,
+    pub changes: u64,
+    /// Label changes received, all peers together.
+    pub receipts: u64,
+    pub fanout_p50: Option<Duration>,
+    pub fanout_p99: Option<Duration>,
+    pub churned: u64,
+    /// From every peer dropping its connection to the last one seen online again.
+    pub storm: Option<Duration>,
+    /// Peers back at the end of the storm's wait (all of them when it finished).
+    pub storm_back: usize,
+    pub errors: u64,
+}
+
+impl CommunityReport {
+    /// Hub memory per live peer, in KiB.
+    pub fn kib_per_peer(&self) -> Option<f64> {
+        let (before, live) = (self.hub_rss_before_kib?, self.hub_rss_live_kib?);
+        (self.live > 0).then(|| (live as f64 - before as f64) / self.live as f64)
+    }
+
+    /// The report as the command prints it.
+    pub fn render(&self) -> String {
+        let ms = |d: Option<Duration>| {
+            d.map_or("n/a".to_owned(), |d| {
+                format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+            })
+        };
+        let mut out = format!(
+            "community: {} peers, {} live\n\
+             publish latency (prober, under load): p50 {}, p99 {} ({} publishes)\n\
+             label changes: {} sent, {} receipts; change to peer: p50 {}, p99 {}\n\
+             churn: {} peers left and came back\n\
+             errors: {}\n",
+            self.peers,
+            self.live,
+            ms(self.publish_p50),
+            ms(self.publish_p99),
+            self.publishes,
+            self.changes,
+            self.receipts,
+            ms(self.fanout_p50),
+            ms(self.fanout_p99),
+            self.churned,
+            self.errors,
+        );
+        if let (Some(before), Some(live), Some(end)) = (
+            self.hub_rss_before_kib,
+            self.hub_rss_live_kib,
+            self.hub_rss_end_kib,
+        ) {
+            out += &format!(
+                "hub RSS: {before} KiB before, {live} KiB with every peer live, {end} KiB at the end\n"
+            );
+            if let Some(per) = self.kib_per_peer() {
+                out += &format!("hub memory per live peer: {per:.2} KiB\n");
+            }
+        }
+        match self.storm {
+            Some(storm) => {
+                out += &format!(
+                    "reconnect storm: all {} peers back in {:.2} s\n",
+                    self.storm_back,
+                    storm.as_secs_f64()
+                )
+            }
+            None if self.storm_back > 0 => {
+                out += &format!(
+                    "reconnect storm: only {} of {} peers back within {} s\n",
+                    self.storm_back,
+                    self.live,
+                    STORM_WAIT.as_secs()
+                )
+            }
+            None => {}
+        }
+        out
+    }
+}
+
+/// Shared bookkeeping.
+struct Ledger {
+    start: Instant,
+    /// Microseconds after `start` when change `n` was published (0: not yet).
+    changes: Vec<AtomicU64>,
+    next_change: AtomicU64,
+    /// Change-to-peer delays.
+    delays: Histogram,
+    receipts: AtomicU64,
+    /// Peers online with an open stream.
+    live: AtomicU64,
+    churned: AtomicU64,
+    errors: AtomicU64,
+    /// Peers seen online again since the storm began, one flag each.
+    back: Vec<AtomicU64>,
+    back_count: AtomicU64,
+}
+
+impl Ledger {
+    fn micros(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64 + 1
+    }
+
+    fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads label markers in `bytes`, heard on a link that connected at `since`: changes
+    /// (`lc <n>`) made since then are timed (older ones came in the snapshot, not live), storm
+    /// returns (`ls <i>`) counted.
+    fn observe(&self, bytes: &[u8], since: u64) {
+        let now = self.micros();
+        // The hub refused a publish sent over the WebSocket.
+        if bytes.starts_with(b"{\"error\"") {
+            self.error();
+            return;
+        }
+        for n in numbers_after(bytes, b"\"content\":\"lc ") {
+            if let Some(sent) = self.changes.get(n).map(|s| s.load(Ordering::Relaxed))
+                && sent >= since
+                && sent > 0
+            {
+                self.delays.record(now.saturating_sub(sent));
+                self.receipts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for index in numbers_after(bytes, b"\"content\":\"ls ") {
+            if let Some(flag) = self.back.get(index)
+                && flag.swap(1, Ordering::Relaxed) == 0
+            {
+                self.back_count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A lock-free histogram of delays.
+struct Histogram(Vec<AtomicU64>);
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram((0..BUCKETS).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    fn record(&self, micros: u64) {
+        let bucket = ((micros / BUCKET_MICROS) as usize).min(BUCKETS - 1);
+        self.0[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn percentile(&self, q: f64) -> Option<Duration> {
+        let counts: Vec<u64> = self.0.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let wanted = ((total as f64 * q).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (bucket, count) in counts.iter().enumerate() {
+            seen += count;
+            if seen >= wanted {
+                return Some(Duration::from_micros((bucket as u64 + 1) * BUCKET_MICROS));
+            }
+        }
+        None
+    }
+}
+
+/// The numbers that follow each `marker` in `bytes`.
+fn numbers_after<'a>(bytes: &'a [u8], marker: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        loop {
+            let at = bytes[from..]
+                .windows(marker.len())
+                .position(|w| w == marker)?;
+            let start = from + at + marker.len();
+            let end = bytes[start..]
+                .iter()
+                .position(|b| !b.is_ascii_digit())
+                .map_or(bytes.len(), |p| start + p);
+            from = end;
+            if let Ok(n) = std::str::from_utf8(&bytes[start..end])
+                .unwrap_or("")
+                .parse()
+            {
+                return Some(n);
+            }
+        }
+    })
+}
+
+/// What each simulated peer is told about the run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// Heartbeats, changes and churn.
+    Running,
+    /// Drop the connection now and come back at once.
+    Storm,
+    /// Say `offline` and stop.
+    Done,
+}
+
+/// Runs the community and returns the measurements.
+pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
+    if options.peers == 0 || options.peers > MAX_PEERS {
+        bail!("--community takes 1 to {MAX_PEERS} peers");
+    }
+    if options.duration.is_zero() || options.duration > MAX_DURATION {
+        bail!(
+            "--duration must be between 1 and {} s",
+            MAX_DURATION.as_secs()
+        );
+    }
+    if options.heartbeat.is_zero() {
+        bail!("--heartbeat must be at least 1 s");
+    }
+    let (hub, hub_ip) = super::hub_address(&options.url)?;
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let ledger = Arc::new(Ledger {
+        start: Instant::now(),
+        changes: (0..MAX_CHANGES).map(|_| AtomicU64::new(0)).collect(),
+        next_change: AtomicU64::new(0),
+        delays: Histogram::new(),
+        receipts: AtomicU64::new(0),
+        live: AtomicU64::new(0),
+        churned: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        back: (0..options.peers).map(|_| AtomicU64::new(0)).collect(),
+        back_count: AtomicU64::new(0),
+    });
+    let rss = |pid: Option<u32>| pid.and_then(super::rss_kib);
+    let hub_rss_before_kib = rss(options.hub_pid);
+    let (phase_tx, phase) = watch::channel(Phase::Running);
+    let mut peers = Vec::with_capacity(options.peers);
+    for index in 0..options.peers {
+        let peer = SimulatedPeer {
+            index,
+            keypair: Keypair::generate_ed25519(),
+            hub,
+            // Every peer its own address, as in a real community (the hub's per-address
+            // limits are for crowds behind one address).
+            source: super::source_address(hub_ip, index),
+            options: options.clone(),
+            ledger: ledger.clone(),
+            last_ts: 0,
+        };
+        peers.push(tokio::spawn(peer.run(phase.clone())));
+        if index % 250 == 249 {
+            // Let the accept queue drain.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let deadline = Instant::now() + CONNECT_WAIT;
+    while (ledger.live.load(Ordering::Relaxed) as usize) < options.peers
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let live = ledger.live.load(Ordering::Relaxed) as usize;
+    // Snapshots and first writes settle before memory is read.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let hub_rss_live_kib = rss(options.hub_pid);
+
+    let probe_sources = (0..PROBE_ADDRESSES)
+        .map(|k| super::source_address(hub_ip, options.peers + k))
+        .collect();
+    let prober = tokio::spawn(probe(hub, probe_sources, options.duration));
+    tokio::time::sleep(options.duration).await;
+    let latencies = prober.await.unwrap_or_default();
+
+    let (mut storm, mut storm_back) = (None, 0);
+    if options.storm {
+        let began = Instant::now();
+        phase_tx.send_replace(Phase::Storm);
+        let deadline = began + STORM_WAIT;
+        while (ledger.back_count.load(Ordering::Relaxed) as usize) < live
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        storm_back = ledger.back_count.load(Ordering::Relaxed) as usize;
+        if storm_back >= live {
+            storm = Some(began.elapsed());
+        }
+    }
+    let hub_rss_end_kib = rss(options.hub_pid);
+    phase_tx.send_replace(Phase::Done);
+    for peer in peers {
+        if tokio::time::timeout(Duration::from_secs(10), peer)
+            .await
+            .is_err()
+        {
+            ledger.error();
+        }
+    }
+    let mut sorted = latencies;
+    sorted.sort_unstable();
+    Ok(CommunityReport {
+        peers: options.peers,
+        live,
+        hub_rss_before_kib,
+        hub_rss_live_kib,
+        hub_rss_end_kib,
+        publishes: sorted.len() as u64,
+        publish_p50: super::percentile(&sorted, 0.50),
+        publish_p99: super::percentile(&sorted, 0.99),
+        changes: ledger.next_change.load(Ordering::Relaxed),
+        receipts: ledger.receipts.load(Ordering::Relaxed),
+        fanout_p50: ledger.delays.percentile(0.50),
+        fanout_p99: ledger.delays.percentile(0.99),
+        churned: ledger.churned.load(Ordering::Relaxed),
+        storm,
+        storm_back,
+        errors: ledger.errors.load(Ordering::Relaxed),
+    })
+}
+
+/// Publishes an `update` every [`PROBE_EVERY`] for `duration` and times each answer; each
+/// publish comes from the next of `sources` under an identity of its own, so the hub's
+/// per-address rate never refuses one.
+async fn probe(hub: SocketAddr, sources: Vec<IpAddr>, duration: Duration) -> Vec<Duration> {
+    let publish = format!("http://{hub}/publish");
+    let probers: Vec<(reqwest::Client, Keypair)> = sources
+        .into_iter()
+        .filter_map(|source| {
+            let client = reqwest::Client::builder()
+                .local_address(source)
+                .build()
+                .ok()?;
+            Some((client, Keypair::generate_ed25519()))
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut last_ts = 0;
+    let end = Instant::now() + duration;
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    for (client, keypair) in probers.iter().cycle() {
+        tick.tick().await;
+        if Instant::now() >= end {
+            break;
+        }
+        let mut presence = Presence::new(PresenceType::Update, keypair.public().to_peer_id());
+        presence.content = Some("prober".into());
+        last_ts = unix_ms().max(last_ts + 1);
+        presence.ts = Some(last_ts);
+        presence.sign(keypair);
+        let body = serde_json::to_vec(&presence).expect("serializes");
+        let sent = Instant::now();
+        if let Ok(response) = client.post(&publish).body(body).send().await
+            && response.status().as_u16() == 204
+        {
+            latencies.push(sent.elapsed());
+        }
+    }
+    latencies
+}
+
+/// One member of the community.
+struct SimulatedPeer {
+    index: usize,
+    keypair: Keypair,
+    hub: SocketAddr,
+    source: IpAddr,
+    options: CommunityOptions,
+    ledger: Arc<Ledger>,
+    last_ts: i64,
+}
+
+/// A peer's link: where it publishes and hears.
+enum Link {
+    Ws(Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
+    /// The event stream; publishes go over `client`.
+    Sse(TcpStream, reqwest::Client),
+}
+
+/// Why a link's loop ended.
+enum Ended {
+    Churn,
+    Storm,
+    Done,
+    Lost,
+}
+
+impl SimulatedPeer {
+    async fn run(mut self, mut phase: watch::Receiver<Phase>) {
+        let mut label = format!("lp {}", self.index);
+        let mut first = true;
+        loop {
+            let Some(mut link) = self.connect().await else {
+                self.ledger.error();
+                if *phase.borrow() == Phase::Done {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            // Seen now: `hold` waits for the next change of phase only.
+            match *phase.borrow_and_update() {
+                Phase::Storm => label = format!("ls {}", self.index),
+                Phase::Done => return,
+                Phase::Running => {}
+            }
+            if !self.publish(&mut link, PresenceType::Online, &label).await {
+                self.ledger.error();
+                continue;
+            }
+            if first {
+                self.ledger.live.fetch_add(1, Ordering::Relaxed);
+                first = false;
+            }
+            match self.hold(&mut link, &mut label, &mut phase).await {
+                Ended::Churn => {
+                    self.publish(&mut link, PresenceType::Offline, &label).await;
+                    drop(link);
+                    self.ledger.churned.fetch_add(1, Ordering::Relaxed);
+                    let away = Duration::from_millis(500 + rand::random::<u64>() % 2000);
+                    tokio::time::sleep(away).await;
+                }
+                // Dropped without a word, as a hub restart would: back at once.
+                Ended::Storm => drop(link),
+                Ended::Done => {
+                    self.publish(&mut link, PresenceType::Offline, &label).await;
+                    return;
+                }
+                Ended::Lost => {
+                    self.ledger.error();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Option<Link> {
+        let socket = match self.hub {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .ok()?;
+        socket.bind(SocketAddr::new(self.source, 0)).ok()?;
+        let mut stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(self.hub))
+            .await
+            .ok()?
+            .ok()?;
+        let peer_id = self.keypair.public().to_peer_id();
+        match self.options.transport {
+            Transport::Ws => {
+                let url = format!("ws://{}/ws?peer_id={peer_id}&changes=1", self.hub);
+                // Small buffers, as a peer's link needs: thousands of these share the machine.
+                let config = WebSocketConfig::default()
+                    .read_buffer_size(4096)
+                    .write_buffer_size(0);
+                let (socket, _) = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    tokio_tungstenite::client_async_with_config(url, stream, Some(config)),
+                )
+                .await
+                .ok()?
+                .ok()?;
+                Some(Link::Ws(Box::new(socket)))
+            }
+            Transport::Sse => {
+                let request = format!(
+                    "GET /events?changes=1 HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+                    self.hub
+                );
+                stream.write_all(request.as_bytes()).await.ok()?;
+                let mut head = [0u8; 12];
+                tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut head))
+                    .await
+                    .ok()?
+                    .ok()?;
+                if &head != b"HTTP/1.1 200" {
+                    return None;
+                }
+                let client = reqwest::Client::builder()
+                    .local_address(self.source)
+                    .pool_max_idle_per_host(1)
+                    .build()
+                    .ok()?;
+                Some(Link::Sse(stream, client))
+            }
+        }
+    }
+
+    /// Publishes one signed message; false when the hub refused it or the link failed.
+    async fn publish(&mut self, link: &mut Link, kind: PresenceType, label: &str) -> bool {
+        let mut presence = Presence::new(kind, self.keypair.public().to_peer_id());
+        presence.content = Some(label.to_owned());
+        presence.addrs = Some(vec![format!(
+            "/ip4/127.0.0.1/tcp/{}",
+            10_000 + self.index % 50_000
+        )]);
+        presence.goop_client_version = Some(env!("CARGO_PKG_VERSION").into());
+        self.last_ts = unix_ms().max(self.last_ts + 1);
+        presence.ts = Some(self.last_ts);
+        presence.sign(&self.keypair);
+        let body = serde_json::to_string(&presence).expect("serializes");
+        match link {
+            Link::Ws(socket) => socket.send(Message::Text(body.into())).await.is_ok(),
+            Link::Sse(_, client) => {
+                let url = format!("http://{}/publish", self.hub);
+                matches!(
+                    client.post(url).body(body).send().await,
+                    Ok(response) if response.status().as_u16() == 204
+                )
+            }
+        }
+    }
+
+    /// Heartbeats, label changes and reading until the peer churns, the run says otherwise or
+    /// the link is lost.
+    async fn hold(
+        &mut self,
+        link: &mut Link,
+        label: &mut String,
+        phase: &mut watch::Receiver<Phase>,
+    ) -> Ended {
+        let since = self.ledger.micros();
+        let heartbeat = self.options.heartbeat;
+        let start =
+            tokio::time::Instant::now() + heartbeat.mul_f64(rand::random::<f64>().clamp(0.05, 1.0));
+        let mut beat = tokio::time::interval_at(start, heartbeat);
+        // Once the storm has begun, peers only come back and keep their heartbeat: changes and
+        // churn would blur what is timed.
+        let calm = *phase.borrow() != Phase::Running;
+        let every = |mean: Duration| if calm { Duration::ZERO } else { mean };
+        let change = sleep_for(every(self.options.change_every));
+        let churn = sleep_for(every(self.options.churn_every));
+        tokio::pin!(change, churn);
+        let mut buffer = vec![0u8; 4096];
+        loop {
+            let heard = tokio::select! {
+                _ = phase.changed() => match *phase.borrow_and_update() {
+                    Phase::Running => continue,
+                    Phase::Storm => return Ended::Storm,
+                    Phase::Done => return Ended::Done,
+                },
+                _ = beat.tick() => {
+                    let text = label.clone();
+                    if !self.publish(link, PresenceType::Update, &text).await {
+                        self.ledger.error();
+                    }
+                    continue;
+                }
+                _ = &mut change => {
+                    let n = self.ledger.next_change.fetch_add(1, Ordering::Relaxed) as usize;
+                    if n < MAX_CHANGES {
+                        *label = format!("lc {n}");
+                        self.ledger.changes[n].store(self.ledger.micros(), Ordering::Relaxed);
+                        let text = label.clone();
+                        if !self.publish(link, PresenceType::Update, &text).await {
+                            self.ledger.error();
+                        }
+                    }
+                    change.set(sleep_for(every(self.options.change_every)));
+                    continue;
+                }
+                _ = &mut churn => return Ended::Churn,
+                heard = read(link, &mut buffer) => heard,
+            };
+            match heard {
+                Some(bytes) => self.ledger.observe(&bytes, since),
+                None => return Ended::Lost,
+            }
+        }
+    }
+}
+
+/// What the hub sent next; `None` once the link is gone.
+async fn read(link: &mut Link, buffer: &mut [u8]) -> Option<Vec<u8>> {
+    match link {
+        Link::Ws(socket) => loop {
+            match socket.next().await? {
+                Ok(Message::Text(text)) => return Some(text.as_bytes().to_vec()),
+                Ok(Message::Binary(bytes)) => return Some(bytes.to_vec()),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        },
+        Link::Sse(stream, _) => match stream.read(buffer).await {
+            Ok(0) | Err(_) => None,
+            Ok(read) => Some(buffer[..read].to_vec()),
+        },
+    }
+}
+
+/// A sleep until the next event of a process with `mean` time between events (exponential:
+/// peers change and leave at any time, not in step); never, for a zero mean.
+fn sleep_for(mean: Duration) -> std::pin::Pin<Box<tokio::time::Sleep>> {
+    if mean.is_zero() {
+        return Box::pin(tokio::time::sleep(Duration::from_secs(86_400 * 365)));
+    }
+    let uniform = rand::random::<f64>().max(f64::MIN_POSITIVE);
+    let wait = mean.mul_f64((-uniform.ln()).min(50.0));
+    Box::pin(tokio::time::sleep(wait))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_read_wherever_they_are() {
+        let frame =
+            br#"{"type":"update","content":"lc 17"}data: {"content":"ls 4"}{"content":"lc 2x"}"#;
+        assert_eq!(
+            numbers_after(frame, b"\"content\":\"lc ").collect::<Vec<_>>(),
+            [17, 2]
+        );
+        assert_eq!(
+            numbers_after(frame, b"\"content\":\"ls ").collect::<Vec<_>>(),
+            [4]
+        );
+    }
+
+    #[test]
+    fn the_histogram_gives_percentiles_to_its_resolution() {
+        let histogram = Histogram::new();
+        for micros in [50, 150, 250, 10_000] {
+            histogram.record(micros);
+        }
+        assert_eq!(histogram.percentile(0.5), Some(Duration::from_micros(200)));
+        assert_eq!(
+            histogram.percentile(1.0),
+            Some(Duration::from_micros(10_100))
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! `goop2 loadtest --community` against a real hub: a small community whose numbers must add
+//! up — every peer live, every label change heard by the peers online, churn and a reconnect
+//! storm survived, over both kinds of stream.
+
+use std::time::Duration;
+
+use goop2::modes::loadtest::community::{self, CommunityOptions, Transport};
+
+use crate::support::TestHub;
+
+const PEERS: usize = 40;
+
+async fn run(transport: Transport) -> community::CommunityReport {
+    let hub = TestHub::spawn().await;
+    community::run(CommunityOptions {
+        url: hub.url.clone(),
+        peers: PEERS,
+        transport,
+        duration: Duration::from_secs(4),
+        heartbeat: Duration::from_secs(1),
+        change_every: Duration::from_secs(2),
+        churn_every: Duration::from_secs(3),
+        storm: true,
+        hub_pid: Some(std::process::id()),
+    })
+    .await
+    .unwrap()
+}
+
+fn check(report: &community::CommunityReport) {
+    let text = report.render();
+    assert_eq!(report.live, PEERS, "{text}");
+    assert_eq!(report.errors, 0, "{text}");
+    assert!(report.changes >= PEERS as u64, "{text}");
+    // Each change reaches the peers online when it is made: most of the community.
+    assert!(
+        report.receipts >= report.changes * (PEERS as u64 / 2),
+        "{text}"
+    );
+    assert!(
+        report.fanout_p50.is_some() && report.fanout_p99 >= report.fanout_p50,
+        "{text}"
+    );
+    assert!(report.churned > 0, "{text}");
+    assert!(report.publishes > 10, "{text}");
+    assert_eq!(report.storm_back, PEERS, "{text}");
+    assert!(report.storm.is_some(), "{text}");
+    assert!(report.kib_per_peer().is_some(), "{text}");
+    assert!(text.contains("hub memory per live peer: "), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_community_over_websockets_is_measured_whole() {
+    check(&run(Transport::Ws).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_community_over_event_streams_and_posts_is_measured_whole() {
+    check(&run(Transport::Sse).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_community_run_is_bounded() {
+    let options = CommunityOptions {
+        url: "http://127.0.0.1:1".into(),
+        peers: community::MAX_PEERS + 1,
+        transport: Transport::Ws,
+        duration: Duration::from_secs(1),
+        heartbeat: Duration::from_secs(1),
+        change_every: Duration::ZERO,
+        churn_every: Duration::ZERO,
+        storm: false,
+        hub_pid: None,
+    };
+    let error = community::run(options.clone()).await.unwrap_err();
+    assert!(
+        error.to_string().contains("--community takes 1 to"),
+        "{error}"
+    );
+    let error = community::run(CommunityOptions {
+        peers: 1,
+        duration: Duration::from_secs(601),
+        ..options
+    })
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("--duration"), "{error}");
+}
