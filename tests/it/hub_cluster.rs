@@ -275,6 +275,21 @@ async fn kill_9_of_an_instance_during_publishes_loses_no_acknowledged_publish() 
         failed += 30 - acknowledged;
         if round == 8 {
             instances[1].kill();
+            // What the kill took before the next beats repair it: acknowledged states that no
+            // survivor has (written behind the answer, not yet committed). Reported, not
+            // asserted: a peer's next heartbeat restores them, as checked below.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let survivor = instances[0].peers().await;
+            let behind = publishers
+                .acknowledged
+                .iter()
+                .filter(|(id, label)| {
+                    !survivor
+                        .iter()
+                        .any(|p| p["peerId"] == id.as_str() && p["content"] == label.as_str())
+                })
+                .count();
+            eprintln!("acknowledged states missing on a survivor right after the kill: {behind}");
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
