@@ -585,15 +585,8 @@ impl Hub {
         Ok(())
     }
 
-    /// Applies a change another instance wrote to the shared database.
-    pub fn merge_remote(&self, row: &StoredPeer) {
-        let mut state = self.lock();
-        self.merge_row(&mut state, row);
-        if let Some(shared) = &mut state.shared {
-            shared.applied = shared.applied.max(row.version);
-        }
-    }
-
+    /// Applies a change another instance wrote to the shared database (the reader moves the
+    /// applied position once a page of rows is merged).
     fn merge_row(&self, state: &mut HubState, row: &StoredPeer) {
         let Ok(peer_id) = row.peer_id.parse::<PeerId>() else {
             return;
