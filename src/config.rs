@@ -259,6 +259,9 @@ pub struct PresenceSettings {
     pub rendezvous_only: bool,
     pub admin_password: Secret,
     pub peer_db_path: String,
+    /// PostgreSQL shared by several hub instances (`postgres://user:password@host/db`); its
+    /// password is never shown: see [`redact_url_password`].
+    pub peer_db_url: Secret,
     pub templates_dir: String,
     pub allow_unsigned: bool,
     /// Reverse proxies (IP addresses or CIDR ranges) whose `X-Forwarded-For` is believed.
@@ -298,6 +301,7 @@ impl Default for PresenceSettings {
             rendezvous_only: false,
             admin_password: Secret::default(),
             peer_db_path: String::new(),
+            peer_db_url: Secret::default(),
             templates_dir: "templates".into(),
             allow_unsigned: false,
             trusted_proxies: Vec::new(),
@@ -710,6 +714,20 @@ impl Config {
                 presence.rendezvous_wan
             ),
         );
+        let url = presence.peer_db_url.expose();
+        check(
+            url.is_empty()
+                || url::Url::parse(url)
+                    .is_ok_and(|u| matches!(u.scheme(), "postgres" | "postgresql") && u.has_host()),
+            format!(
+                "presence.peer_db_url ({:?}) must be empty or a PostgreSQL URL such as \"postgres://goop:password@127.0.0.1/goop\"",
+                redact_url_password(url)
+            ),
+        );
+        check(
+            url.is_empty() || presence.peer_db_path.is_empty(),
+            "presence.peer_db_path and presence.peer_db_url are two ways to share peer state: set one of them".into(),
+        );
         check(
             !presence.templates_dir.trim().is_empty(),
             "presence.templates_dir must not be empty; the default is \"templates\"".into(),
@@ -983,6 +1001,19 @@ fn looks_like_email(text: &str) -> bool {
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// `url` with its password replaced by `<redacted>`: the form of a database URL that may appear
+/// in logs, errors and pages. Text that does not parse is redacted whole unless it has no `@`.
+pub fn redact_url_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => match parsed.password() {
+            Some(password) => url.replacen(&format!(":{password}@"), ":<redacted>@", 1),
+            None => url.to_owned(),
+        },
+        Err(_) if url.contains('@') => "<redacted>".into(),
+        Err(_) => url.to_owned(),
+    }
 }
 
 fn is_http_url(text: &str) -> bool {

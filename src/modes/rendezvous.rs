@@ -18,7 +18,7 @@ use crate::http::layers::{self, RequestLog};
 use crate::http::server::{self, ServerLimits};
 use crate::http::session::AdminAuth;
 use crate::http::viewer::{self, ViewerApp};
-use crate::services::hub::templates::TemplateStore;
+use crate::services::hub::templates::{TemplateStore, Templates};
 use crate::services::hub::{Hub, HubOptions};
 use crate::store::hub::HubStore;
 use crate::telemetry::LogBuffer;
@@ -84,25 +84,24 @@ pub async fn start_with_options(
     })?;
     let hub_addr = server::local_addr(&listener);
     let hub = Hub::start(options);
-    if !presence.peer_db_path.is_empty() {
-        let path = Config::resolve(dir, &presence.peer_db_path);
-        let store = HubStore::open(&path)
+    let store = open_store(dir, config).await?;
+    if let Some(store) = &store {
+        hub.attach_store(store.clone())
             .await
-            .with_context(|| format!("cannot open the peer database {}", path.display()))?;
-        hub.attach_store(store)
-            .await
-            .with_context(|| format!("cannot read the peer database {}", path.display()))?;
-        tracing::info!(path = %path.display(), "sharing peer state through the peer database");
+            .with_context(|| format!("cannot read the peer database ({})", store.kind()))?;
     }
     let app = HubApp {
         hub: hub.clone(),
         proxies: TrustedProxies(Arc::new(presence.trusted_proxy_nets())),
         logs: logs.clone(),
         admin: AdminAuth::new(presence.admin_password.clone(), "/admin"),
-        templates: Arc::new(TemplateStore::new(Config::resolve(
-            dir,
-            &presence.templates_dir,
-        ))),
+        templates: match &store {
+            Some(store) if store.holds_templates() => Templates::Database(store.clone()),
+            _ => Templates::Directory(Arc::new(TemplateStore::new(Config::resolve(
+                dir,
+                &presence.templates_dir,
+            )))),
+        },
         config: Arc::new(config.clone()),
     };
     let logs_for_viewer = logs;
@@ -181,6 +180,31 @@ impl RunningHub {
         }
         tracing::info!("rendezvous hub stopped");
     }
+}
+
+/// The shared peer database goop.json names, if any: PostgreSQL (`presence.peer_db_url`) or a
+/// SQLite file (`presence.peer_db_path`). The URL's password never reaches a log line or an
+/// error.
+async fn open_store(dir: &Path, config: &Config) -> anyhow::Result<Option<HubStore>> {
+    let presence = &config.presence;
+    let url = presence.peer_db_url.expose();
+    if !url.is_empty() {
+        let shown = config::redact_url_password(url);
+        let store = HubStore::connect(url).await.with_context(|| {
+            format!("cannot open the peer database (presence.peer_db_url {shown})")
+        })?;
+        tracing::info!(url = %shown, "sharing peer state, bans and templates through PostgreSQL");
+        return Ok(Some(store));
+    }
+    if !presence.peer_db_path.is_empty() {
+        let path = Config::resolve(dir, &presence.peer_db_path);
+        let store = HubStore::open(&path)
+            .await
+            .with_context(|| format!("cannot open the peer database {}", path.display()))?;
+        tracing::info!(path = %path.display(), "sharing peer state through the peer database");
+        return Ok(Some(store));
+    }
+    Ok(None)
 }
 
 /// Descriptors kept for everything but streams: the listener, connections being read, files.

@@ -332,7 +332,7 @@ async fn logs_and_config_are_for_the_admin_only_and_secrets_stay_hidden() {
     assert!(!config.contains("$argon2"), "the hash is not shown");
 }
 
-fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
+pub fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
     for (path, bytes) in entries {
         let mut header = tar::Header::new_gnu();
@@ -381,7 +381,13 @@ fn hostile_tar_gz(name: &str, kind: tar::EntryType, link: Option<&str>) -> Vec<u
     gz.finish().unwrap()
 }
 
-async fn upload(hub: &TestHub, cookie: &str, csrf: &str, bundle: Vec<u8>, name: &str) -> String {
+pub async fn upload(
+    hub: &TestHub,
+    cookie: &str,
+    csrf: &str,
+    bundle: Vec<u8>,
+    name: &str,
+) -> String {
     let form = reqwest::multipart::Form::new()
         .text("csrf", csrf.to_owned())
         .text("name", name.to_owned())

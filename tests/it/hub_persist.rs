@@ -151,8 +151,31 @@ async fn live_peers_survive_kill_9_and_subscribers_resynchronize() {
         "with her original last-seen time"
     );
 
-    // A subscriber from before the crash is told to start over, and gets Alice in the snapshot.
+    // A subscriber from before the crash resumes from its place in the database (its id
+    // names it): no reset, Alice online and nothing that contradicts what it knew.
     let mut events = SseClient::connect(&format!("{}/events", restarted.url), Some(&old_id)).await;
+    let mut missed = Vec::new();
+    while let Some(event) = events.next(Duration::from_millis(500)).await {
+        assert_ne!(event.event.as_deref(), Some("reset"));
+        missed.push(event.json());
+    }
+    assert!(
+        missed
+            .iter()
+            .any(|e| e["peerId"] == alice.id.as_str() && e["type"] == "online"),
+        "{missed:?}"
+    );
+    assert!(
+        missed
+            .iter()
+            .filter(|e| e["peerId"] == bob.id.as_str())
+            .all(|e| e["type"] == "offline"),
+        "{missed:?}"
+    );
+    // An id of the instance that died, without a database position, starts over.
+    let epoch_only = old_id.split('-').take(2).collect::<Vec<_>>().join("-");
+    let mut events =
+        SseClient::connect(&format!("{}/events", restarted.url), Some(&epoch_only)).await;
     assert_eq!(
         events.next(WAIT).await.unwrap().event.as_deref(),
         Some("reset")
@@ -309,4 +332,81 @@ async fn publishes_succeed_while_another_process_holds_the_database_write_lock()
         })
         .await
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_db_from_before_versions_and_shared_bans_is_upgraded_in_place() {
+    use sqlx::sqlite::SqliteConnectOptions;
+    use std::str::FromStr;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("peers.db");
+    // The database as the first migration left it, with a peer and a ban in it.
+    let first = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/hub-sqlite/0001_peers.sql"
+        ),
+        first.path().join("0001_peers.sql"),
+    )
+    .unwrap();
+    let options = SqliteConnectOptions::from_str("sqlite://")
+        .unwrap()
+        .filename(&db)
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::migrate::Migrator::new(first.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let now = goop2::services::hub::unix_ms();
+    let mut alice = TestIdentity::new();
+    let presence = alice.json(PresenceType::Online, "Alice");
+    sqlx::query("INSERT INTO peers VALUES (?1, ?2, 1, 0, ?3, ?3, 1, ?4, 'old', 41)")
+        .bind(&alice.id)
+        .bind(&presence)
+        .bind(now)
+        .bind(now + 60_000)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mallory = TestIdentity::new();
+    sqlx::query("INSERT INTO bans VALUES (?1, ?2)")
+        .bind(&mallory.id)
+        .bind(now + 3_600_000)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let store = HubStore::open(&db).await.unwrap();
+    let live = store.live_peers(now).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].peer_id, alice.id);
+    assert_eq!(store.bans(now).await.unwrap()[0].0, mallory.id);
+    let versions = store.versions().await.unwrap();
+    assert_eq!(
+        versions.peer_version, 41,
+        "versions go on from the old ones"
+    );
+    // A hub on the upgraded file has both, and its writes take newer versions.
+    let hub = TestHub::spawn_with(
+        |c| c.presence.peer_db_path = db.display().to_string(),
+        |_| {},
+    )
+    .await;
+    assert_eq!(hub.peers().await.len(), 1);
+    assert_eq!(hub.hub().bans().len(), 1);
+    assert_eq!(
+        hub.publish(alice.json(PresenceType::Update, "Alice again"))
+            .await
+            .0,
+        204
+    );
+    hub.hub().flush().await;
+    let rows = store.changes_since(41, "nobody", 10).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].presence.contains("Alice again"));
 }

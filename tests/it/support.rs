@@ -16,6 +16,8 @@ use goop2::services::hub::presence::{Presence, PresenceType};
 use goop2::telemetry::LogBuffer;
 use serde_json::Value;
 
+pub mod postgres;
+
 /// A hub started through the same entry point as `goop2 rendezvous`.
 pub struct TestHub {
     pub running: Option<RunningHub>,
@@ -263,12 +265,17 @@ impl SseClient {
 
     /// Connects with extra request headers.
     pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Self {
+        Self::try_connect_with(url, headers).await.unwrap()
+    }
+
+    /// Like [`SseClient::connect_with`], with the connection's failure as an error.
+    pub async fn try_connect_with(url: &str, headers: &[(&str, &str)]) -> reqwest::Result<Self> {
         let mut request = reqwest::Client::new().get(url);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = request.send().await.unwrap();
-        SseClient {
+        let response = request.send().await?;
+        Ok(SseClient {
             status: response.status().as_u16(),
             headers: response.headers().clone(),
             stream: response.bytes_stream().boxed(),
@@ -276,7 +283,7 @@ impl SseClient {
             comments: 0,
             last_retry: None,
             ended: false,
-        }
+        })
     }
 
     /// The next event with data or a name, or `None` when the stream ends or `wait` passes.
@@ -453,6 +460,8 @@ pub fn binary_hub_dir_with(edit: impl FnOnce(&mut Config)) -> tempfile::TempDir 
 pub struct HubProcess {
     pub child: Child,
     pub url: String,
+    /// Everything it has written to standard output so far.
+    pub output: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl HubProcess {
@@ -466,10 +475,17 @@ impl HubProcess {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let (found, addr) = std::sync::mpsc::channel();
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let output_for_reader = output.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                {
+                    let mut output = output_for_reader.lock().unwrap();
+                    output.push_str(&line);
+                    output.push('\n');
+                }
                 if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
                     let _ = found.send(rest.split_whitespace().next().unwrap_or("").to_owned());
                     sent = true;
@@ -482,7 +498,13 @@ impl HubProcess {
         HubProcess {
             child,
             url: format!("http://{addr}"),
+            output,
         }
+    }
+
+    /// What the process has logged so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
     }
 }
 

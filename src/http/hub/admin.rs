@@ -205,7 +205,11 @@ async fn ban_peer(
     let notice = match app.hub.ban(peer, Duration::from_secs(minutes * 60)).await {
         Ok(()) => format!("Banned {peer} for {minutes} min."),
         Err(problem) => {
-            format!("Banned {peer} for {minutes} min, but only until the hub restarts: {problem}.")
+            format!(
+                "Banned {peer} for {minutes} min on this instance; it is not in the database yet \
+                 ({problem}): it reaches other instances and survives a restart once the \
+                 database takes it."
+            )
         }
     };
     Ok(back_with(&app, &session, notice))
@@ -221,7 +225,8 @@ async fn unban_peer(
         Ok(true) => format!("Lifted the ban on {peer}."),
         Ok(false) => format!("{peer} was not banned."),
         Err(problem) => format!(
-            "Lifted the ban on {peer} until the hub restarts; it comes back then: {problem}."
+            "Lifted the ban on {peer} on this instance; that is not in the database yet \
+             ({problem}): other instances and a restart keep the ban until the database takes it."
         ),
     };
     Ok(back_with(&app, &session, notice))
@@ -285,6 +290,8 @@ async fn show_config(State(app): State<HubApp>, AdminSession(session): AdminSess
             *secret = crate::config::Secret::new("<redacted>");
         }
     }
+    let url = crate::config::redact_url_password(config.presence.peer_db_url.expose());
+    config.presence.peer_db_url = crate::config::Secret::new(url);
     ConfigPage {
         hub_name: app.hub.options().name.clone(),
         csrf: session.csrf,
@@ -313,10 +320,10 @@ async fn show_templates(
     State(app): State<HubApp>,
     AdminSession(session): AdminSession,
 ) -> TemplatesPage {
-    let store = app.templates.clone();
-    let listed = tokio::task::spawn_blocking(move || store.list())
-        .await
-        .unwrap_or_default();
+    let listed = app.templates.list().await.unwrap_or_else(|err| {
+        tracing::warn!("template store: {err}");
+        Vec::new()
+    });
     let text = |m: &Value, key: &str| m.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
     TemplatesPage {
         hub_name: app.hub.options().name.clone(),
@@ -348,12 +355,10 @@ async fn upload_template(
     let bundle = form.part("bundle").map(|part| part.data.clone());
     let bundle = bundle
         .ok_or_else(|| HttpError::page(StatusCode::BAD_REQUEST, "the form has no bundle file"))?;
-    let store = app.templates.clone();
-    let installed = tokio::task::spawn_blocking(move || {
-        store.install(&bundle, Some(name.as_str()).filter(|n| !n.is_empty()))
-    })
-    .await
-    .map_err(|_| HttpError::page(StatusCode::INTERNAL_SERVER_ERROR, "the upload failed"))?;
+    let installed = app
+        .templates
+        .install(bundle, Some(name).filter(|n| !n.is_empty()))
+        .await;
     match installed {
         Ok(name) => Ok(templates_with(
             &app,
@@ -377,12 +382,7 @@ async fn delete_template(
     AdminSession(session): AdminSession,
     CsrfForm(form): CsrfForm<DeleteForm>,
 ) -> Result<Response, HttpError> {
-    let store = app.templates.clone();
-    let name = form.name.clone();
-    let result = tokio::task::spawn_blocking(move || store.delete(&name))
-        .await
-        .map_err(|_| HttpError::page(StatusCode::INTERNAL_SERVER_ERROR, "the delete failed"))?;
-    Ok(match result {
+    Ok(match app.templates.delete(&form.name).await {
         Ok(()) => templates_with(&app, &session, format!("Deleted template {}.", form.name)),
         Err(err) => templates_with(&app, &session, err.to_string()),
     })

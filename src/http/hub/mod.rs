@@ -21,7 +21,7 @@ use crate::http::client_ip::TrustedProxies;
 use crate::http::csrf::CsrfSource;
 use crate::http::session::AdminAuth;
 use crate::services::hub::Hub;
-use crate::services::hub::templates::TemplateStore;
+use crate::services::hub::templates::Templates;
 use crate::telemetry::LogBuffer;
 
 /// What hub handlers share. Cloning is cheap.
@@ -31,7 +31,7 @@ pub struct HubApp {
     pub proxies: TrustedProxies,
     pub logs: LogBuffer,
     pub admin: AdminAuth,
-    pub templates: Arc<TemplateStore>,
+    pub templates: Templates,
     /// The configuration the hub started with, for the admin's config page.
     pub config: Arc<Config>,
 }

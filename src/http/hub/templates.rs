@@ -31,32 +31,27 @@ impl From<TemplateError> for HttpError {
                     "the template store could not be read",
                 );
             }
+            TemplateError::Unavailable(err) => {
+                tracing::warn!("template store: {err}");
+                return HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the template store is unavailable; try again shortly",
+                );
+            }
         };
         HttpError::new(status, error.to_string())
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, TemplateError> + Send + 'static,
-) -> Result<T, HttpError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|_| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request failed"))?
-        .map_err(HttpError::from)
-}
-
 async fn list_templates(State(app): State<HubApp>) -> Result<Json<Vec<Value>>, HttpError> {
-    let store = app.templates.clone();
-    Ok(Json(blocking(move || Ok(store.list())).await?))
+    Ok(Json(app.templates.list().await?))
 }
 
 async fn show_manifest(
     State(app): State<HubApp>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
-    let store = app.templates.clone();
-    let manifest = blocking(move || store.manifest(&name)).await?;
-    Ok(Json(Value::Object(manifest)))
+    Ok(Json(Value::Object(app.templates.manifest(&name).await?)))
 }
 
 async fn download_bundle(
@@ -64,9 +59,8 @@ async fn download_bundle(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    let store = app.templates.clone();
     let file_name = format!("{name}.tar.gz");
-    let bundle = blocking(move || store.bundle(&name)).await?;
+    let bundle = app.templates.bundle(&name).await?;
     let etag = HeaderValue::from_str(&bundle.etag).expect("hex in quotes");
     if headers
         .get(header::IF_NONE_MATCH)

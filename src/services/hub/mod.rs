@@ -28,7 +28,9 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
 use crate::config::Config;
-use crate::store::hub::{HubStore, PeerWrite, StoredPeer};
+use crate::store::hub::{
+    HubStore, PeerWrite, StoreError, StoredBan, StoredPeer, TOMBSTONE_MS, Written,
+};
 use event::encode_event;
 pub use event::{Audience, Frames, HubEvent};
 use limits::{PublishLimiter, StreamCaps, StreamRefused, StreamSlot};
@@ -44,6 +46,9 @@ pub const DEFAULT_RING_CAPACITY: usize = 16_384;
 pub const DEFAULT_SUBSCRIBER_QUEUE: usize = 1024;
 /// Joins and leaves remembered for the dashboard.
 const RECENT_CHANGES: usize = 50;
+/// Departures remembered (with a shared database) so that a stream from another instance can
+/// resume here; past this, older ones are forgotten and resuming from before them resets.
+const MAX_DEPARTURES: usize = 65_536;
 
 /// How a hub behaves; built from `goop.json` with [`HubOptions::from_config`].
 #[derive(Debug, Clone)]
@@ -122,6 +127,10 @@ pub struct PeerRecord {
     /// The WebSocket session that carried the last message, if any.
     #[serde(skip)]
     session: Option<u64>,
+    /// The database version of the row holding this state; `None` until this instance's
+    /// write of it is committed.
+    #[serde(skip)]
+    version: Option<i64>,
 }
 
 /// A join or leave, for the dashboard.
@@ -173,6 +182,64 @@ struct HubState {
     last_ts: HashMap<PeerId, (i64, Instant)>,
     bans: HashMap<PeerId, Ban>,
     recent: VecDeque<RecentChange>,
+    /// With a shared database: how far this instance has read it, and what left since.
+    shared: Option<SharedPosition>,
+}
+
+/// Where this instance stands in the shared database, which gives event ids a meaning on
+/// every instance (see [`EventId`]).
+struct SharedPosition {
+    /// The database's name, in event ids.
+    cluster: String,
+    /// Every row up to this version is merged into the registry (or was written by this
+    /// instance, after its subscribers saw the change).
+    applied: i64,
+    /// Resuming from a version below this one needs a snapshot: rows pruned from the database,
+    /// departures forgotten here, or written before this instance started.
+    horizon: i64,
+    /// Peers that left, with the version of their tombstone (`None` until written), so a
+    /// stream resuming from another instance is told.
+    departures: HashMap<PeerId, Departure>,
+    /// Departures oldest first, to forget them in order (entries may be stale).
+    departure_order: VecDeque<(PeerId, i64)>,
+}
+
+struct Departure {
+    version: Option<i64>,
+    at_ms: i64,
+    signed: bool,
+    verified: bool,
+}
+
+/// A `Last-Event-ID`: `<epoch>-<offset>` names a place in one instance's ring; with a shared
+/// database `-<cluster>-<version>` follows, the database version the stream had seen up to,
+/// which any instance of that database can resume from.
+#[derive(Debug, PartialEq, Eq)]
+struct EventId<'a> {
+    epoch: &'a str,
+    offset: u64,
+    shared: Option<(&'a str, i64)>,
+}
+
+impl<'a> EventId<'a> {
+    fn parse(text: &'a str) -> Option<Self> {
+        let mut parts = text.trim().split('-');
+        let epoch = parts.next()?;
+        let offset = parts.next()?.parse().ok()?;
+        let shared = match (parts.next(), parts.next()) {
+            (None, _) => None,
+            (Some(cluster), Some(version)) => Some((cluster, version.parse().ok()?)),
+            (Some(_), None) => return None,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(EventId {
+            epoch,
+            offset,
+            shared,
+        })
+    }
 }
 
 /// A peer refused until `until`.
@@ -240,6 +307,7 @@ impl Hub {
                     last_ts: HashMap::new(),
                     bans: HashMap::new(),
                     recent: VecDeque::with_capacity(RECENT_CHANGES),
+                    shared: None,
                 }),
                 all,
                 changes,
@@ -372,6 +440,7 @@ impl Hub {
             let gone = state.peers.remove(&peer_id);
             if let Some(gone) = &gone {
                 state.remember(now_ms, PresenceType::Offline, &gone.presence);
+                state.depart(peer_id, now_ms, gone);
             }
             self.emit(&mut state, &presence, true, now);
             self.persist(|| PeerWrite::Offline {
@@ -394,11 +463,13 @@ impl Hub {
                 record.last_seen_ms = now_ms;
                 record.expires = now + self.inner.options.ttl;
                 record.session = session;
+                record.version = None;
                 change
             }
             None => {
                 joined = true;
                 state.remember(now_ms, PresenceType::Online, &presence);
+                state.arrive(&peer_id);
                 state.peers.insert(
                     peer_id,
                     PeerRecord {
@@ -409,6 +480,7 @@ impl Hub {
                         last_seen_ms: now_ms,
                         expires: now + self.inner.options.ttl,
                         session,
+                        version: None,
                     },
                 );
                 true
@@ -417,7 +489,7 @@ impl Hub {
         let event = self.emit(&mut state, &presence, change, now);
         if let Some(record) = state.peers.get(&peer_id) {
             let ttl_ms = self.inner.options.ttl.as_millis() as i64;
-            self.persist(|| PeerWrite::Upsert(record.to_row(&event, now_ms + ttl_ms)));
+            self.persist(|| PeerWrite::Upsert(record.to_row(Some(&event), now_ms + ttl_ms)));
         }
         drop(state);
         if joined {
@@ -433,25 +505,48 @@ impl Hub {
         }
     }
 
-    /// Connects the hub to its shared database: restores the peers still inside their TTL and
-    /// the bans in force, then keeps writing changes and reading other instances' changes.
-    pub async fn attach_store(&self, store: HubStore) -> Result<(), sqlx::Error> {
+    /// Connects the hub to its shared database: restores the peers still inside their TTL, the
+    /// departures the database still remembers and the bans in force, then keeps writing
+    /// changes and reading other instances' changes.
+    pub async fn attach_store(&self, store: HubStore) -> Result<(), StoreError> {
+        // The counters first: rows read after them can only be newer.
+        let versions = store.versions().await?;
+        let rows = store.all_peers().await?;
         let now_ms = unix_ms();
-        let version = store.latest_version().await?;
-        let live = store.live_peers(now_ms).await?;
         let bans = store.bans(now_ms).await?;
-        let restored = live.len();
+        let mut restored = 0;
+        let mut expired = Vec::new();
         {
             let mut state = self.lock();
             let now = Instant::now();
-            for row in live {
+            state.shared = Some(SharedPosition {
+                cluster: store.cluster().to_owned(),
+                applied: versions.peer_version,
+                horizon: versions.pruned_version,
+                departures: HashMap::new(),
+                departure_order: VecDeque::new(),
+            });
+            for row in rows {
                 let Some((peer_id, record)) = record_from_row(&row, now, now_ms) else {
                     continue;
                 };
                 if let Some(ts) = record.presence.ts {
                     state.last_ts.insert(peer_id, (ts, now));
                 }
-                state.peers.insert(peer_id, record);
+                if row.online && row.expires_ms > now_ms {
+                    restored += 1;
+                    state.peers.insert(peer_id, record);
+                } else if row.online {
+                    // Expired while no instance was there to say so: this one writes the
+                    // tombstone (below) and tells resuming streams.
+                    state.depart(peer_id, row.expires_ms, &record);
+                    expired.push(PeerWrite::Offline {
+                        peer_id: row.peer_id.clone(),
+                        at_ms: row.expires_ms,
+                    });
+                } else if let Some(shared) = &mut state.shared {
+                    shared.note_tombstone(peer_id, &row);
+                }
             }
             for (peer, until_ms) in bans {
                 if let Ok(peer_id) = peer.parse::<PeerId>() {
@@ -463,40 +558,59 @@ impl Hub {
         if restored > 0 {
             tracing::info!(peers = restored, "restored peers from the peer database");
         }
-        let (persistence, queue) = Persistence::new(self.inner.epoch.clone());
+        let (persistence, queue) = Persistence::new(self.inner.epoch.clone(), store.kind());
         if self.inner.persistence.set(persistence.clone()).is_err() {
             return Ok(());
         }
+        for write in expired {
+            persistence.enqueue(write);
+        }
+        let registry = || RegistryLink(Arc::downgrade(&self.inner));
         tokio::spawn(persist::run_writer(
             store.clone(),
             persistence.clone(),
             queue,
+            registry(),
         ));
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(persist::run_poller(
+        tokio::spawn(persist::run_reader(
             store,
             persistence,
-            version,
-            self.inner.shutdown.subscribe(),
-            move |row| {
-                if let Some(inner) = weak.upgrade() {
-                    Hub { inner }.merge_remote(&row);
-                }
+            persist::ReadPosition {
+                peer_version: versions.peer_version,
+                ban_version: versions.ban_version,
             },
+            self.inner.shutdown.subscribe(),
+            registry(),
         ));
         Ok(())
     }
 
-    /// Applies a change another instance wrote to the shared database.
-    pub fn merge_remote(&self, row: &StoredPeer) {
+    /// Applies a change another instance wrote to the shared database (the reader moves the
+    /// applied position once a page of rows is merged).
+    fn merge_row(&self, state: &mut HubState, row: &StoredPeer) {
         let Ok(peer_id) = row.peer_id.parse::<PeerId>() else {
             return;
         };
         let now = Instant::now();
         let now_ms = unix_ms();
-        let mut state = self.lock();
-        let local_seen = state.peers.get(&peer_id).map(|p| p.last_seen_ms);
-        if local_seen.is_some_and(|seen| seen > row.last_seen_ms) {
+        // Newer here already: by the peer's own clock first (two instances may take two
+        // messages in the same millisecond), then by when an instance took it. A tombstone
+        // keeps the last online message, not the offline one: it goes by time alone.
+        let row_ts = match row.online {
+            true => serde_json::from_str::<Presence>(&row.presence)
+                .ok()
+                .and_then(|p| p.ts),
+            false => None,
+        };
+        let local = state
+            .peers
+            .get(&peer_id)
+            .map(|p| (p.presence.ts, p.last_seen_ms));
+        let newer_here = |(ts, seen): (Option<i64>, i64)| match row.online {
+            true => (ts, seen) > (row_ts, row.last_seen_ms),
+            false => seen > row.last_seen_ms,
+        };
+        if local.is_some_and(newer_here) {
             return;
         }
         if !row.online || row.expires_ms <= now_ms {
@@ -506,7 +620,13 @@ impl Hub {
                 offline.ts = Some(row.last_seen_ms);
                 offline.signed = Some(gone.signed);
                 offline.verified = Some(gone.verified);
-                self.emit(&mut state, &offline, true, now);
+                self.emit(state, &offline, true, now);
+                state.depart(peer_id, row.last_seen_ms, &gone);
+            }
+            // Remembered even for a peer this instance never saw online: a stream that saw it
+            // on another instance and resumes here must hear that it left.
+            if let Some(shared) = &mut state.shared {
+                shared.note_tombstone(peer_id, row);
             }
             return;
         }
@@ -520,16 +640,107 @@ impl Hub {
         let change = match state.peers.get(&peer_id) {
             Some(existing) => {
                 record.first_seen_ms = existing.first_seen_ms;
+                record.session = existing.session;
                 !existing.presence.same_announcement(&record.presence)
             }
             None => {
                 state.remember(now_ms, PresenceType::Online, &record.presence);
+                state.arrive(&peer_id);
                 true
             }
         };
         let presence = record.presence.clone();
         state.peers.insert(peer_id, record);
-        self.emit(&mut state, &presence, change, now);
+        self.emit(state, &presence, change, now);
+    }
+
+    /// Applies ban rows other instances wrote: a ban in force removes the peer here too.
+    fn merge_bans(&self, rows: Vec<StoredBan>) {
+        let now = Instant::now();
+        let now_ms = unix_ms();
+        let mut notes = Vec::new();
+        {
+            let mut state = self.lock();
+            for row in rows {
+                let Ok(peer_id) = row.peer_id.parse::<PeerId>() else {
+                    continue;
+                };
+                if row.until_ms > now_ms {
+                    let left = Duration::from_millis((row.until_ms - now_ms) as u64);
+                    state.bans.insert(peer_id, Ban::until(now + left));
+                    let label = self
+                        .remove_peer(&mut state, &peer_id)
+                        .map(|gone| label_for_log(&gone.presence))
+                        .unwrap_or_default();
+                    notes.push((peer_id, label, true));
+                } else if state.bans.remove(&peer_id).is_some() {
+                    notes.push((peer_id, String::new(), false));
+                }
+            }
+        }
+        for (peer, label, banned) in notes {
+            let peer = short_peer_id(&peer.to_base58());
+            if banned {
+                tracing::info!(%peer, ?label, "peer banned through another instance");
+            } else {
+                tracing::info!(%peer, "ban lifted through another instance");
+            }
+        }
+    }
+
+    /// Notes the versions this instance's writes took.
+    fn note_written(&self, written: Vec<Written>) {
+        let mut state = self.lock();
+        let HubState { peers, shared, .. } = &mut *state;
+        for write in written {
+            let Ok(peer_id) = write.peer_id.parse::<PeerId>() else {
+                continue;
+            };
+            if write.online {
+                if let Some(record) = peers.get_mut(&peer_id)
+                    && record.version.is_none()
+                    && record.last_seen_ms == write.last_seen_ms
+                {
+                    record.version = Some(write.version);
+                }
+            } else if let Some(departure) =
+                shared.as_mut().and_then(|s| s.departures.get_mut(&peer_id))
+                && departure.version.is_none()
+                && departure.at_ms == write.last_seen_ms
+            {
+                departure.version = Some(write.version);
+            }
+        }
+    }
+
+    /// Every change this instance holds that is not known to be in the database.
+    fn unwritten(&self) -> Vec<PeerWrite> {
+        let ttl_ms = self.inner.options.ttl.as_millis() as i64;
+        let state = self.lock();
+        let now = Instant::now();
+        let now_ms = unix_ms();
+        let mut writes: Vec<PeerWrite> = state
+            .peers
+            .values()
+            .filter(|record| record.version.is_none())
+            .map(|record| {
+                let left = record.expires.saturating_duration_since(now).as_millis() as i64;
+                PeerWrite::Upsert(record.to_row(None, now_ms + left.min(ttl_ms)))
+            })
+            .collect();
+        if let Some(shared) = &state.shared {
+            writes.extend(
+                shared
+                    .departures
+                    .iter()
+                    .filter(|(_, departure)| departure.version.is_none())
+                    .map(|(peer_id, departure)| PeerWrite::Offline {
+                        peer_id: peer_id.to_base58(),
+                        at_ms: departure.at_ms,
+                    }),
+            );
+        }
+        writes
     }
 
     /// Removes a peer now, as if it had gone offline. Returns false if it was not online.
@@ -594,6 +805,7 @@ impl Hub {
         }
         self.persist_durably(PeerWrite::Unban {
             peer_id: peer_id.to_base58(),
+            at_ms: unix_ms(),
         })
         .await?;
         Ok(lifted)
@@ -660,7 +872,9 @@ impl Hub {
         // Subscribing under the lock: every event is either in the replay or live, never both.
         let live = sender.subscribe();
         let stopping = *self.inner.shutdown.borrow();
-        let resume = last_event_id.and_then(|id| self.replay(&state, id, changes_only));
+        let resume = last_event_id
+            .and_then(EventId::parse)
+            .and_then(|id| self.resume(&state, &id, changes_only));
         let (reset, initial) = match resume {
             Some(events) => (false, events),
             None => (last_event_id.is_some(), self.snapshot(&state)),
@@ -737,10 +951,30 @@ impl Hub {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn replay(&self, state: &HubState, id: &str, changes_only: bool) -> Option<Vec<Arc<HubEvent>>> {
-        let (epoch, offset) = id.trim().rsplit_once('-')?;
-        let offset: u64 = offset.parse().ok()?;
-        if epoch != self.inner.epoch || offset >= state.next_offset {
+    /// What a stream that last saw `id` missed: from this instance's ring when the id is its
+    /// own and the gap is held, else from the shared database's position when the id has one
+    /// this instance can answer for; `None` when only a snapshot will do.
+    fn resume(
+        &self,
+        state: &HubState,
+        id: &EventId<'_>,
+        changes_only: bool,
+    ) -> Option<Vec<Arc<HubEvent>>> {
+        if id.epoch == self.inner.epoch
+            && let Some(events) = self.replay(state, id.offset, changes_only)
+        {
+            return Some(events);
+        }
+        self.catch_up(state, id.shared?)
+    }
+
+    fn replay(
+        &self,
+        state: &HubState,
+        offset: u64,
+        changes_only: bool,
+    ) -> Option<Vec<Arc<HubEvent>>> {
+        if offset >= state.next_offset {
             return None;
         }
         let oldest = state.ring.front().map_or(state.next_offset, |e| e.offset);
@@ -758,9 +992,62 @@ impl Hub {
         )
     }
 
+    /// A stream that had seen every database row up to `version` (on any instance): the
+    /// current state of each peer whose row is newer or not yet written, and the departures
+    /// since. Rows this instance has not read yet reach the stream live when it reads them.
+    fn catch_up(
+        &self,
+        state: &HubState,
+        (cluster, version): (&str, i64),
+    ) -> Option<Vec<Arc<HubEvent>>> {
+        let shared = state.shared.as_ref()?;
+        if cluster != shared.cluster || version < shared.horizon {
+            return None;
+        }
+        let newer = |v: Option<i64>| v.is_none_or(|v| v > version);
+        let head = state.next_offset - 1;
+        let id = self.event_id(state, head);
+        let now = Instant::now();
+        let mut events: Vec<Arc<HubEvent>> = shared
+            .departures
+            .iter()
+            .filter(|(_, departure)| newer(departure.version))
+            .map(|(peer_id, departure)| {
+                let mut offline = Presence::new(PresenceType::Offline, *peer_id);
+                offline.ts = Some(departure.at_ms);
+                offline.signed = Some(departure.signed);
+                offline.verified = Some(departure.verified);
+                Arc::new(encode_event(head, id.clone(), &offline, true, now))
+            })
+            .collect();
+        events.extend(
+            state
+                .peers
+                .values()
+                .filter(|record| newer(record.version))
+                .map(|record| {
+                    let mut presence = record.presence.clone();
+                    presence.kind = PresenceType::Online;
+                    Arc::new(encode_event(head, id.clone(), &presence, true, now))
+                }),
+        );
+        Some(events)
+    }
+
+    /// The SSE id of the event at `offset`: with a shared database, the database position too.
+    fn event_id(&self, state: &HubState, offset: u64) -> String {
+        match &state.shared {
+            Some(shared) => format!(
+                "{}-{offset}-{}-{}",
+                self.inner.epoch, shared.cluster, shared.applied
+            ),
+            None => format!("{}-{offset}", self.inner.epoch),
+        }
+    }
+
     fn snapshot(&self, state: &HubState) -> Vec<Arc<HubEvent>> {
         let head = state.next_offset - 1;
-        let id = format!("{}-{head}", self.inner.epoch);
+        let id = self.event_id(state, head);
         let now = Instant::now();
         state
             .peers
@@ -782,7 +1069,7 @@ impl Hub {
     ) -> Arc<HubEvent> {
         let offset = state.next_offset;
         state.next_offset += 1;
-        let id = format!("{}-{offset}", self.inner.epoch);
+        let id = self.event_id(state, offset);
         let event = Arc::new(encode_event(offset, id, presence, change, accepted_at));
         if state.ring.len() >= self.inner.options.ring_capacity {
             state.ring.pop_front();
@@ -801,6 +1088,7 @@ impl Hub {
         let gone = state.peers.remove(peer_id)?;
         let now_ms = unix_ms();
         state.remember(now_ms, PresenceType::Offline, &gone.presence);
+        state.depart(*peer_id, now_ms, &gone);
         let mut offline = Presence::new(PresenceType::Offline, *peer_id);
         offline.ts = Some(now_ms);
         offline.signed = Some(gone.signed);
@@ -832,6 +1120,9 @@ impl Hub {
         let HubState { last_ts, peers, .. } = &mut *state;
         last_ts.retain(|peer, (_, seen)| peers.contains_key(peer) || now - *seen < keep);
         state.bans.retain(|_, ban| ban.until > now);
+        if let Some(shared) = &mut state.shared {
+            shared.forget_departures_before(unix_ms() - TOMBSTONE_MS);
+        }
         drop(state);
         for note in notes {
             note.log();
@@ -840,10 +1131,18 @@ impl Hub {
 }
 
 impl PeerRecord {
-    fn to_row(&self, event: &HubEvent, expires_ms: i64) -> StoredPeer {
+    /// The row for this state; `event` is its event when there is one, whose full form is the
+    /// message as JSON already.
+    fn to_row(&self, event: Option<&HubEvent>, expires_ms: i64) -> StoredPeer {
+        let presence = match event {
+            Some(event) => {
+                String::from_utf8_lossy(&event.frames(Audience::Admin).json).into_owned()
+            }
+            None => serde_json::to_string(&self.presence).expect("a presence always serializes"),
+        };
         StoredPeer {
             peer_id: self.presence.peer_id.clone(),
-            presence: String::from_utf8_lossy(&event.frames(Audience::Admin).json).into_owned(),
+            presence,
             signed: self.signed,
             verified: self.verified,
             first_seen_ms: self.first_seen_ms,
@@ -871,11 +1170,39 @@ fn record_from_row(row: &StoredPeer, now: Instant, now_ms: i64) -> Option<(PeerI
             last_seen_ms: row.last_seen_ms,
             expires: now + left,
             session: None,
+            version: Some(row.version),
         },
     ))
 }
 
 impl HubState {
+    /// Notes that a peer left (with a shared database, for streams resuming from elsewhere).
+    fn depart(&mut self, peer_id: PeerId, at_ms: i64, gone: &PeerRecord) {
+        let Some(shared) = &mut self.shared else {
+            return;
+        };
+        shared.departures.insert(
+            peer_id,
+            Departure {
+                version: None,
+                at_ms,
+                signed: gone.signed,
+                verified: gone.verified,
+            },
+        );
+        shared.departure_order.push_back((peer_id, at_ms));
+        if shared.departure_order.len() > MAX_DEPARTURES {
+            shared.forget_oldest_departure();
+        }
+    }
+
+    /// Notes that a peer is online again: its record now tells its story.
+    fn arrive(&mut self, peer_id: &PeerId) {
+        if let Some(shared) = &mut self.shared {
+            shared.departures.remove(peer_id);
+        }
+    }
+
     fn remember(&mut self, ts_ms: i64, kind: PresenceType, presence: &Presence) {
         if self.recent.len() >= RECENT_CHANGES {
             self.recent.pop_front();
@@ -886,6 +1213,96 @@ impl HubState {
             peer_id: presence.peer_id.clone(),
             label: presence.content.clone().unwrap_or_default(),
         });
+    }
+}
+
+impl SharedPosition {
+    /// Gives a departure the version of its tombstone row, remembering it if it is new here.
+    fn note_tombstone(&mut self, peer_id: PeerId, row: &StoredPeer) {
+        match self.departures.get_mut(&peer_id) {
+            Some(departure) => {
+                departure.version = Some(departure.version.unwrap_or(0).max(row.version));
+            }
+            None => {
+                self.departures.insert(
+                    peer_id,
+                    Departure {
+                        version: Some(row.version),
+                        at_ms: row.last_seen_ms,
+                        signed: row.signed,
+                        verified: row.verified,
+                    },
+                );
+                self.departure_order.push_back((peer_id, row.last_seen_ms));
+                if self.departure_order.len() > MAX_DEPARTURES {
+                    self.forget_oldest_departure();
+                }
+            }
+        }
+    }
+
+    /// Forgets the oldest departure; resuming from before it now takes a snapshot.
+    fn forget_oldest_departure(&mut self) {
+        let Some((peer_id, at_ms)) = self.departure_order.pop_front() else {
+            return;
+        };
+        if self
+            .departures
+            .get(&peer_id)
+            .is_some_and(|departure| departure.at_ms == at_ms)
+        {
+            let departure = self.departures.remove(&peer_id).expect("checked");
+            self.horizon = self.horizon.max(departure.version.unwrap_or(self.applied));
+        }
+    }
+
+    fn forget_departures_before(&mut self, before_ms: i64) {
+        while self
+            .departure_order
+            .front()
+            .is_some_and(|(_, at_ms)| *at_ms < before_ms)
+        {
+            self.forget_oldest_departure();
+        }
+    }
+}
+
+/// The writer's and reader's way back into the hub; holds it weakly, so that dropping every
+/// `Hub` stops them.
+struct RegistryLink(Weak<HubInner>);
+
+impl RegistryLink {
+    fn hub(&self) -> Option<Hub> {
+        self.0.upgrade().map(|inner| Hub { inner })
+    }
+}
+
+impl persist::Registry for RegistryLink {
+    fn written(&self, written: Vec<Written>) {
+        if let Some(hub) = self.hub() {
+            hub.note_written(written);
+        }
+    }
+
+    fn unwritten(&self) -> Vec<PeerWrite> {
+        self.hub().map(|hub| hub.unwritten()).unwrap_or_default()
+    }
+
+    fn merge_peers(&self, rows: Vec<StoredPeer>) {
+        let Some(hub) = self.hub() else { return };
+        let mut state = hub.lock();
+        for row in &rows {
+            hub.merge_row(&mut state, row);
+        }
+        if let (Some(shared), Some(last)) = (&mut state.shared, rows.last()) {
+            shared.applied = shared.applied.max(last.version);
+        }
+    }
+
+    fn merge_bans(&self, rows: Vec<StoredBan>) {
+        if let Some(hub) = self.hub() {
+            hub.merge_bans(rows);
+        }
     }
 }
 
@@ -927,4 +1344,39 @@ pub fn unix_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventId;
+
+    #[test]
+    fn event_ids_name_a_ring_place_and_with_a_shared_database_a_version() {
+        assert_eq!(
+            EventId::parse("a1b2-17"),
+            Some(EventId {
+                epoch: "a1b2",
+                offset: 17,
+                shared: None
+            })
+        );
+        assert_eq!(
+            EventId::parse(" a1b2-17-c0ffee-420 "),
+            Some(EventId {
+                epoch: "a1b2",
+                offset: 17,
+                shared: Some(("c0ffee", 420))
+            })
+        );
+        for bad in [
+            "",
+            "a1b2",
+            "a1b2-x",
+            "a1b2-17-c0ffee",
+            "a1b2-17-c0ffee-x",
+            "a-1-b-2-c",
+        ] {
+            assert_eq!(EventId::parse(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -1,26 +1,42 @@
-//! Persistence of hub state in a shared SQLite file (`presence.peer_db_path`).
+//! Persistence of hub state in the shared database (`presence.peer_db_path` or
+//! `presence.peer_db_url`).
 //!
 //! Publishes never wait for the database: the registry hands each change to a bounded queue,
-//! and one writer task commits them in batches (the last change per peer wins within a batch).
-//! A poller brings in what other instances wrote, so instances sharing the file see each other's
-//! peers within half a second. On start, peers still inside their TTL are restored.
+//! and one writer task commits them in batches, gathered for 20 ms (the last change per peer
+//! wins within a batch).
+//! A reader brings in what other instances wrote — woken by NOTIFY with PostgreSQL, every
+//! 250 ms with SQLite, and at least every second either way. On start, peers still inside their
+//! TTL and bans in force are restored.
+//!
+//! When the database goes away, publishes go on from memory: the writer keeps its batch and
+//! tries again, changes beyond the queue are dropped (and counted), and `/healthz` says why.
+//! Once a write succeeds again the writer writes every change the registry still holds
+//! unwritten — the dropped ones included — and the reader reads everything it missed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::store::hub::{HubStore, PeerWrite};
+use crate::store::hub::{HubStore, PeerWrite, StoreError, StoredBan, StoredPeer, Written};
 
 /// Changes waiting to be written; beyond this, changes are dropped (and counted) rather than
-/// slowing publishers. The next heartbeat of each peer writes its state again.
+/// slowing publishers. They are written again once the writer catches up (see [`run_writer`]).
 pub const QUEUE: usize = 16_384;
-/// How often other instances' changes are read.
+/// How often SQLite is read for other instances' changes.
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
+/// How often the database is read even without a notification (PostgreSQL), and checked.
+const FALLBACK_EVERY: Duration = Duration::from_secs(1);
 /// Most changes written in one transaction.
 const BATCH: usize = 2048;
+/// How long the writer lets changes gather before a transaction.
+const LINGER: Duration = Duration::from_millis(20);
+/// Longest pause between two tries of a failed write or a lost connection.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a change an administrator waits for (a ban) may wait for the database.
+const DURABLE_WAIT: Duration = Duration::from_secs(5);
 
 /// What the writer task receives.
 pub enum Queued {
@@ -32,20 +48,25 @@ pub enum Queued {
 /// The hub's link to its database.
 pub struct Persistence {
     pub instance: String,
+    /// "SQLite" or "PostgreSQL".
+    pub kind: &'static str,
     queue: mpsc::Sender<Queued>,
-    healthy: AtomicBool,
-    last_error: Mutex<Option<String>>,
+    /// Why the last write (or writability check) failed, until one succeeds.
+    write_error: Mutex<Option<String>>,
+    /// Why the last read failed, until one succeeds.
+    read_error: Mutex<Option<String>>,
     pub dropped: AtomicU64,
 }
 
 impl Persistence {
-    pub fn new(instance: String) -> (Arc<Self>, mpsc::Receiver<Queued>) {
+    pub fn new(instance: String, kind: &'static str) -> (Arc<Self>, mpsc::Receiver<Queued>) {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let persistence = Arc::new(Persistence {
             instance,
+            kind,
             queue,
-            healthy: AtomicBool::new(true),
-            last_error: Mutex::new(None),
+            write_error: Mutex::new(None),
+            read_error: Mutex::new(None),
             dropped: AtomicU64::new(0),
         });
         (persistence, receiver)
@@ -62,16 +83,26 @@ impl Persistence {
     }
 
     /// Queues a change, waiting for room, and returns once it is committed: for changes an
-    /// administrator is told are done (bans), which must not be dropped like a heartbeat.
+    /// administrator is told are done (bans), which must not be dropped like a heartbeat. While
+    /// the database is away it gives up waiting after a few seconds with the reason; the change
+    /// stays queued and is written when the database is back.
     pub async fn write_durably(&self, write: PeerWrite) -> Result<(), String> {
         if self.queue.send(Queued::Write(write)).await.is_err() {
             return Err("the peer database writer has stopped".into());
         }
-        self.flush().await;
+        if tokio::time::timeout(DURABLE_WAIT, self.flush())
+            .await
+            .is_err()
+        {
+            return Err(self
+                .health()
+                .err()
+                .unwrap_or_else(|| "the peer database is slow to answer".into()));
+        }
         self.health()
     }
 
-    /// Waits until every change queued so far is committed (or the writer has given up).
+    /// Waits until every change queued so far is committed (or the writer has stopped).
     pub async fn flush(&self) {
         let (done, committed) = oneshot::channel();
         if self.queue.send(Queued::Flush(done)).await.is_ok() {
@@ -79,32 +110,57 @@ impl Persistence {
         }
     }
 
-    /// `Err` with the reason while the database refuses writes.
+    /// `Err` with the reason while the database refuses writes or reads.
     pub fn health(&self) -> Result<(), String> {
-        if self.healthy.load(Ordering::Relaxed) {
-            Ok(())
-        } else {
-            Err(self
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-                .unwrap_or_else(|| "the peer database is not writable".into()))
+        let lock = |m: &Mutex<Option<String>>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match lock(&self.write_error).or_else(|| lock(&self.read_error)) {
+            Some(reason) => Err(reason),
+            None => Ok(()),
         }
     }
 
-    fn record(&self, result: &Result<(), sqlx::Error>) {
+    fn record_write<T>(&self, result: &Result<T, StoreError>) {
+        self.record(
+            &self.write_error,
+            result,
+            "the peer database is not writable",
+        );
+    }
+
+    fn record_read<T>(&self, result: &Result<T, StoreError>) {
+        self.record(&self.read_error, result, "the peer database cannot be read");
+    }
+
+    /// Logs the first failure of a run of them, and the recovery.
+    fn record<T>(&self, slot: &Mutex<Option<String>>, result: &Result<T, StoreError>, what: &str) {
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
         match result {
-            Ok(()) => self.healthy.store(true, Ordering::Relaxed),
-            Err(err) => {
-                let message = format!("the peer database is not writable: {err}");
-                if self.healthy.swap(false, Ordering::Relaxed) {
-                    tracing::error!("{message}");
+            Ok(_) => {
+                if slot.take().is_some() {
+                    tracing::info!(database = self.kind, "the peer database is back");
                 }
-                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
+            }
+            Err(err) => {
+                let message = format!("{what}: {err}");
+                if slot.is_none() {
+                    tracing::error!(database = self.kind, "{message}");
+                }
+                *slot = Some(message);
             }
         }
     }
+}
+
+/// What the writer needs from the registry.
+pub trait Registry: Send + Sync + 'static {
+    /// Changes committed, with their versions.
+    fn written(&self, written: Vec<Written>);
+    /// Every change the registry holds that is not known to be written (after an outage).
+    fn unwritten(&self) -> Vec<PeerWrite>;
+    /// Rows other instances wrote, in version order.
+    fn merge_peers(&self, rows: Vec<StoredPeer>);
+    /// Ban rows other instances wrote, in version order.
+    fn merge_bans(&self, rows: Vec<StoredBan>);
 }
 
 /// Writes queued changes until the queue closes and is drained.
@@ -112,9 +168,22 @@ pub async fn run_writer(
     store: HubStore,
     persistence: Arc<Persistence>,
     mut receiver: mpsc::Receiver<Queued>,
+    registry: impl Registry,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
+        // A burst becomes one transaction rather than one each: the database's work (and with
+        // PostgreSQL the NOTIFY every other instance answers with a read) is per transaction.
+        // Nobody waits on this but a flush, which goes at once.
+        if batch.len() < BATCH && !batch.iter().any(|q| matches!(q, Queued::Flush(_))) {
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < BATCH {
+                match receiver.try_recv() {
+                    Ok(queued) => batch.push(queued),
+                    Err(_) => break,
+                }
+            }
+        }
         let mut flushes = Vec::new();
         let mut writes = Vec::with_capacity(batch.len());
         for queued in batch.drain(..) {
@@ -123,20 +192,43 @@ pub async fn run_writer(
                 Queued::Flush(done) => flushes.push(done),
             }
         }
-        let writes = coalesce(writes);
-        let mut attempt = 0;
+        let mut writes = coalesce(writes);
+        let mut backoff = Duration::from_millis(100);
+        let mut failed = false;
+        let mut refusals = 0;
         while !writes.is_empty() {
             let result = store.write(&persistence.instance, &writes).await;
-            persistence.record(&result);
+            persistence.record_write(&result);
             match result {
-                Ok(()) => break,
-                Err(_) if attempt < 20 => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                Ok(written) => {
+                    registry.written(written);
+                    if !failed {
+                        break;
+                    }
+                    // Back after an outage: what was dropped meanwhile is still unwritten in
+                    // the registry.
+                    failed = false;
+                    writes = coalesce(registry.unwritten());
+                    tracing::info!(changes = writes.len(), "writing what the outage held back");
                 }
                 Err(err) => {
-                    tracing::error!(changes = writes.len(), "giving up on a batch: {err}");
-                    break;
+                    // A database that takes other writes but refuses this batch again and again
+                    // refuses something in it: trying it forever would stop every write behind
+                    // it, so its changes go one by one, leaving out what is refused.
+                    if store.check_writable().await.is_ok() {
+                        refusals += 1;
+                        if refusals >= 3 {
+                            tracing::error!(
+                                changes = writes.len(),
+                                "the peer database refuses a batch; writing it change by change: {err}"
+                            );
+                            write_one_by_one(&store, &persistence, &registry, writes).await;
+                            break;
+                        }
+                    }
+                    failed = true;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
@@ -144,6 +236,29 @@ pub async fn run_writer(
             let _ = done.send(());
         }
     }
+}
+
+/// Writes each change in a transaction of its own, leaving out (and counting) those the
+/// database refuses.
+async fn write_one_by_one(
+    store: &HubStore,
+    persistence: &Persistence,
+    registry: &impl Registry,
+    writes: Vec<PeerWrite>,
+) {
+    for write in writes {
+        match store
+            .write(&persistence.instance, std::slice::from_ref(&write))
+            .await
+        {
+            Ok(written) => registry.written(written),
+            Err(err) => {
+                tracing::error!("a change the peer database refuses was left out: {err}");
+                persistence.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    persistence.record_write(&Ok::<(), StoreError>(()));
 }
 
 /// Keeps the last upsert or offline per peer, in order; bans pass through.
@@ -172,52 +287,112 @@ fn coalesce(writes: Vec<PeerWrite>) -> Vec<PeerWrite> {
         .collect()
 }
 
-/// Polls for other instances' changes and hands them to `apply` until `stop` turns true.
-pub async fn run_poller(
+/// Where the reader has read up to.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadPosition {
+    pub peer_version: i64,
+    pub ban_version: i64,
+}
+
+/// Reads other instances' changes and hands them to the registry until `stop` turns true.
+pub async fn run_reader(
     store: HubStore,
     persistence: Arc<Persistence>,
-    mut version: i64,
+    mut position: ReadPosition,
     mut stop: watch::Receiver<bool>,
-    apply: impl Fn(crate::store::hub::StoredPeer) + Send,
+    registry: impl Registry,
 ) {
-    let mut ticker = tokio::time::interval(POLL_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = Duration::from_millis(100);
     let mut ticks: u64 = 0;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+        let wakeups = store.wakeups(&persistence.instance, POLL_EVERY).await;
+        persistence.record_read(&wakeups);
+        let mut wakeups = match wakeups {
+            Ok(wakeups) => wakeups,
+            Err(_) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stopped(&mut stop) => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        // Whatever happened while not listening.
+        read_changes(&store, &persistence, &mut position, &registry).await;
+        let mut fallback = tokio::time::interval(FALLBACK_EVERY);
+        fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            match store
-                .changes_since(version, &persistence.instance, 1000)
-                .await
-            {
-                Ok(rows) => {
-                    let full = rows.len() == 1000;
-                    for row in rows {
-                        version = version.max(row.version);
-                        apply(row);
-                    }
-                    if !full {
+            tokio::select! {
+                wake = wakeups.next() => {
+                    if let Err(err) = wake {
+                        persistence.record_read::<()>(&Err(err));
                         break;
                     }
                 }
-                Err(err) => {
-                    tracing::warn!("reading the peer database failed: {err}");
-                    break;
+                _ = fallback.tick() => {
+                    ticks += 1;
+                    // About once a minute: drop old tombstones; every few seconds: check the
+                    // database still takes writes (the writer may have nothing to write).
+                    let now = super::unix_ms();
+                    if ticks.is_multiple_of(60) {
+                        let result = store.prune(now).await;
+                        persistence.record_write(&result);
+                    } else if ticks.is_multiple_of(5) {
+                        let result = store.check_writable().await;
+                        persistence.record_write(&result);
+                    }
                 }
+                _ = stopped(&mut stop) => return,
+            }
+            if !read_changes(&store, &persistence, &mut position, &registry).await {
+                break;
             }
         }
-        ticks += 1;
-        // About once a minute: drop old tombstones, and check the file still takes writes.
-        if ticks.is_multiple_of(240) {
-            let now = super::unix_ms();
-            let result = store.prune(now).await;
-            persistence.record(&result);
-        } else if ticks.is_multiple_of(20) {
-            let result = store.check_writable().await;
-            persistence.record(&result);
+    }
+}
+
+/// Resolves once `stop` turns true (holding no borrow of it across an await).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Reads every row above `position`; false when the database failed.
+async fn read_changes(
+    store: &HubStore,
+    persistence: &Persistence,
+    position: &mut ReadPosition,
+    registry: &impl Registry,
+) -> bool {
+    const PAGE: i64 = 1000;
+    loop {
+        let rows = store
+            .changes_since(position.peer_version, &persistence.instance, PAGE)
+            .await;
+        persistence.record_read(&rows);
+        let Ok(rows) = rows else { return false };
+        let full = rows.len() as i64 == PAGE;
+        if let Some(last) = rows.last() {
+            position.peer_version = position.peer_version.max(last.version);
+        }
+        if !rows.is_empty() {
+            registry.merge_peers(rows);
+        }
+        if !full {
+            break;
         }
     }
+    let bans = store
+        .ban_changes_since(position.ban_version, &persistence.instance)
+        .await;
+    persistence.record_read(&bans);
+    let Ok(bans) = bans else { return false };
+    if let Some(last) = bans.last() {
+        position.ban_version = position.ban_version.max(last.version);
+    }
+    if !bans.is_empty() {
+        registry.merge_bans(bans);
+    }
+    true
 }

@@ -4,12 +4,16 @@
 //! Every bundle that comes in is checked before anything touches the store: only regular files
 //! and directories, relative paths without `..`, bounded counts and sizes, a JSON manifest. A
 //! directory that is broken on disk is skipped in listings with a log line.
+//!
+//! With a PostgreSQL peer database the templates live in it instead ([`Templates::Database`]):
+//! instances on several hosts share no directory. An upload is checked the same way, then kept
+//! as one normalised bundle.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
@@ -18,6 +22,8 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+
+use crate::store::hub::{HubStore, StoreError, StoredTemplate};
 
 /// Largest `manifest.json`.
 pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024;
@@ -41,6 +47,164 @@ pub enum TemplateError {
     Refused(String),
     #[error("the template store failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the template store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for TemplateError {
+    fn from(error: StoreError) -> Self {
+        TemplateError::Unavailable(error.to_string())
+    }
+}
+
+/// Where the hub keeps its templates.
+#[derive(Clone)]
+pub enum Templates {
+    /// `presence.templates_dir`.
+    Directory(Arc<TemplateStore>),
+    /// The shared PostgreSQL database.
+    Database(HubStore),
+}
+
+impl Templates {
+    /// Every readable template's manifest with its store name added as `dir`, by name.
+    pub async fn list(&self) -> Result<Vec<Value>, TemplateError> {
+        match self {
+            Templates::Directory(store) => {
+                let store = store.clone();
+                blocking(move || Ok(store.list())).await
+            }
+            Templates::Database(db) => Ok(db
+                .template_manifests()
+                .await?
+                .into_iter()
+                .filter_map(|(name, text)| match parse_manifest(text.as_bytes()) {
+                    Ok(mut manifest) => {
+                        manifest.insert("dir".into(), Value::String(name));
+                        Some(Value::Object(manifest))
+                    }
+                    Err(err) => {
+                        tracing::warn!(template = %name, "skipping a broken template: {err}");
+                        None
+                    }
+                })
+                .collect()),
+        }
+    }
+
+    /// The manifest of one template as stored.
+    pub async fn manifest(&self, name: &str) -> Result<Map<String, Value>, TemplateError> {
+        check_name(name)?;
+        match self {
+            Templates::Directory(store) => {
+                let (store, name) = (store.clone(), name.to_owned());
+                blocking(move || store.manifest(&name)).await
+            }
+            Templates::Database(db) => match db.template_manifest(name).await? {
+                Some(text) => parse_manifest(text.as_bytes()),
+                None => Err(TemplateError::NotFound(name.to_owned())),
+            },
+        }
+    }
+
+    /// The template as a tar.gz bundle.
+    pub async fn bundle(&self, name: &str) -> Result<Bundle, TemplateError> {
+        check_name(name)?;
+        match self {
+            Templates::Directory(store) => {
+                let (store, name) = (store.clone(), name.to_owned());
+                blocking(move || store.bundle(&name)).await
+            }
+            Templates::Database(db) => match db.template(name).await? {
+                Some(stored) => Ok(Bundle {
+                    bytes: Bytes::from(stored.bundle),
+                    etag: stored.etag,
+                }),
+                None => Err(TemplateError::NotFound(name.to_owned())),
+            },
+        }
+    }
+
+    /// Checks an upload and installs it (see [`TemplateStore::install`]); returns the name.
+    /// Acknowledged once durable: synced to disk, or committed.
+    pub async fn install(
+        &self,
+        upload: Bytes,
+        name: Option<String>,
+    ) -> Result<String, TemplateError> {
+        match self {
+            Templates::Directory(store) => {
+                let store = store.clone();
+                blocking(move || store.install(&upload, name.as_deref())).await
+            }
+            Templates::Database(db) => {
+                let stored = blocking(move || {
+                    let (name, files) = check_upload(&upload, name.as_deref())?;
+                    pack(name, files)
+                })
+                .await?;
+                db.put_template(&stored, super::unix_ms()).await?;
+                tracing::info!(template = %stored.name, "template installed");
+                Ok(stored.name)
+            }
+        }
+    }
+
+    /// Removes a template.
+    pub async fn delete(&self, name: &str) -> Result<(), TemplateError> {
+        check_name(name)?;
+        match self {
+            Templates::Directory(store) => {
+                let (store, name) = (store.clone(), name.to_owned());
+                blocking(move || store.delete(&name)).await
+            }
+            Templates::Database(db) => {
+                if !db.delete_template(name).await? {
+                    return Err(TemplateError::NotFound(name.to_owned()));
+                }
+                tracing::info!(template = %name, "template deleted");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Runs file I/O or compression off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, TemplateError> + Send + 'static,
+) -> Result<T, TemplateError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| TemplateError::Unavailable(e.to_string()))?
+}
+
+/// A checked upload as one bundle: its files in name order, plain modes, no times, so the same
+/// template always packs to the same bytes.
+fn pack(name: String, files: Vec<(PathBuf, Vec<u8>)>) -> Result<StoredTemplate, TemplateError> {
+    let mut files = files;
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let manifest = files
+        .iter()
+        .find(|(path, _)| path == Path::new("manifest.json"))
+        .map(|(_, bytes)| String::from_utf8_lossy(bytes).into_owned())
+        .unwrap_or_default();
+    let mut archive = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
+    for (path, bytes) in &files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        archive.append_data(&mut header, path, bytes.as_slice())?;
+    }
+    let bundle = archive.into_inner()?.finish()?;
+    let digest = Sha256::digest(&bundle);
+    Ok(StoredTemplate {
+        name,
+        manifest,
+        etag: format!("\"{}\"", hex(&digest[..16])),
+        bundle,
+    })
 }
 
 fn refused(message: impl Into<String>) -> TemplateError {
@@ -163,24 +327,7 @@ impl TemplateStore {
     /// Checks an uploaded tar.gz and installs it as `name` (or the bundle's top directory, or
     /// its manifest's name), replacing a template of that name. Returns the name used.
     pub fn install(&self, upload: &[u8], name: Option<&str>) -> Result<String, TemplateError> {
-        if upload.len() > MAX_UPLOAD_BYTES {
-            return Err(refused(format!(
-                "it is larger than {} MiB",
-                MAX_UPLOAD_BYTES / (1024 * 1024)
-            )));
-        }
-        let (files, top) = read_bundle(upload)?;
-        let manifest_bytes = files
-            .iter()
-            .find(|(path, _)| path == Path::new("manifest.json"))
-            .map(|(_, bytes)| bytes.as_slice())
-            .ok_or_else(|| refused("it has no manifest.json at its root"))?;
-        let manifest = parse_manifest(manifest_bytes)?;
-        let name = match name.filter(|n| !n.is_empty()) {
-            Some(name) => name.to_owned(),
-            None => top.unwrap_or_else(|| slug(manifest["name"].as_str().unwrap_or_default())),
-        };
-        check_name(&name)?;
+        let (name, files) = check_upload(upload, name)?;
 
         fs::create_dir_all(&self.dir)?;
         let staging = self
@@ -247,6 +394,34 @@ impl TemplateStore {
         tracing::info!(template = %name, "template deleted");
         Ok(())
     }
+}
+
+/// Checks an upload: its size, its entries, its manifest and the name it goes under (`name`, or
+/// the bundle's top directory, or its manifest's name). Returns the name and the files.
+#[allow(clippy::type_complexity)]
+fn check_upload(
+    upload: &[u8],
+    name: Option<&str>,
+) -> Result<(String, Vec<(PathBuf, Vec<u8>)>), TemplateError> {
+    if upload.len() > MAX_UPLOAD_BYTES {
+        return Err(refused(format!(
+            "it is larger than {} MiB",
+            MAX_UPLOAD_BYTES / (1024 * 1024)
+        )));
+    }
+    let (files, top) = read_bundle(upload)?;
+    let manifest_bytes = files
+        .iter()
+        .find(|(path, _)| path == Path::new("manifest.json"))
+        .map(|(_, bytes)| bytes.as_slice())
+        .ok_or_else(|| refused("it has no manifest.json at its root"))?;
+    let manifest = parse_manifest(manifest_bytes)?;
+    let name = match name.filter(|n| !n.is_empty()) {
+        Some(name) => name.to_owned(),
+        None => top.unwrap_or_else(|| slug(manifest["name"].as_str().unwrap_or_default())),
+    };
+    check_name(&name)?;
+    Ok((name, files))
 }
 
 /// Syncs `root` and every directory under it, so the entries written in them are durable.
