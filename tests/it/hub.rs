@@ -1037,12 +1037,9 @@ async fn sse_holding(hub: &str, from: std::net::IpAddr, events: usize) -> tokio:
             .unwrap();
         assert!(read > 0, "the hub closed the stream after {seen} events");
         tail.extend_from_slice(&buffer[..read]);
-        seen += tail
-            .windows(5)
-            .filter(|w| w == b"\nid: " || w == b"\r\nid:")
-            .count();
+        seen += tail.windows(7).filter(|w| w == b"\ndata: ").count();
         // Keep only what could begin a marker cut in two.
-        tail.drain(..tail.len().saturating_sub(4));
+        tail.drain(..tail.len().saturating_sub(6));
     }
     stream
 }
@@ -1190,4 +1187,88 @@ async fn pages_and_json_are_compressed_for_clients_that_accept_it() {
     )
     .await;
     assert_eq!(header_value(&health, "content-encoding"), None);
+}
+
+/// The value of the gauge `name` in the hub's `/metrics`.
+async fn gauge(hub: &TestHub, name: &str) -> u64 {
+    let metrics = hub.metrics().await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_holds_a_page_of_the_snapshot_however_many_peers_are_online() {
+    use goop2::services::hub::presence::Presence;
+    use goop2::services::hub::snapshot::SNAPSHOT_PAGE;
+    let hub = TestHub::spawn_with(|c| c.presence.max_streams_per_ip = 100, |_| {}).await;
+    // 3,000 peers online with labels of 3,000 bytes: a 9 MiB snapshot, more than a socket's
+    // buffers hold for a subscriber that does not read.
+    const PEERS: usize = 3000;
+    for n in 0..PEERS {
+        let label = format!("{n:04}{}", "x".repeat(2996));
+        let body = TestIdentity::new().json(PresenceType::Online, &label);
+        let checked = Presence::parse_and_check(body.as_bytes()).unwrap();
+        hub.hub().apply(checked).unwrap();
+    }
+    let head = format!("{}-{PEERS}", hub.hub().epoch());
+
+    // Twenty subscribers ask for the stream and read nothing.
+    const STALLED: u64 = 20;
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        use tokio::io::AsyncWriteExt;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(hub.addr).await.unwrap();
+        let request = format!("GET /events HTTP/1.1\r\nHost: {}\r\n\r\n", hub.addr);
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    assert!(
+        eventually(WAIT, async || hub.hub().open_streams() == STALLED as usize).await,
+        "{} streams open",
+        hub.hub().open_streams()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = gauge(&hub, "goop_hub_snapshot_frames_held").await;
+    assert!(
+        held > 0,
+        "the subscribers are stalled halfway through the snapshot"
+    );
+    assert!(
+        held <= STALLED * SNAPSHOT_PAGE as u64,
+        "{held} snapshot frames held by {STALLED} subscribers, with {PEERS} peers online"
+    );
+
+    // A subscriber that reads is sent every peer once, then the snapshot's position.
+    let mut reader = SseClient::connect(&format!("{}/events", hub.url), None).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..PEERS {
+        let event = reader.next(WAIT).await.expect("the whole snapshot");
+        assert_eq!(
+            event.id, None,
+            "a snapshot frame is not a position to resume from"
+        );
+        let message = event.json();
+        assert_eq!(message["type"], "online");
+        seen.insert(message["content"].as_str().unwrap()[..4].to_owned());
+    }
+    assert_eq!(seen.len(), PEERS);
+    assert!(reader.next(Duration::from_millis(300)).await.is_none());
+    assert_eq!(reader.last_id.as_deref(), Some(head.as_str()));
+
+    // Subscribers that leave let go of their pages.
+    drop(stalled);
+    drop(reader);
+    assert!(
+        eventually(WAIT, async || gauge(&hub, "goop_hub_snapshot_frames_held")
+            .await
+            == 0)
+        .await,
+        "frames still held after every subscriber left"
+    );
 }

@@ -104,8 +104,10 @@ async fn live_peers_survive_kill_9_and_subscribers_resynchronize() {
         204
     );
     let mut events = SseClient::connect(&format!("{}/events", hub.url), None).await;
-    let before = events.next(WAIT).await.unwrap();
-    let old_id = before.id.clone().unwrap();
+    events.next(WAIT).await.unwrap();
+    // The snapshot's position follows its last frame.
+    events.next(Duration::from_millis(300)).await;
+    let old_id = events.last_id.clone().unwrap();
     let peers_before: Vec<Value> = client
         .get(format!("{}/peers.json", hub.url))
         .send()

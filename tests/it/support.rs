@@ -252,6 +252,9 @@ pub struct SseClient {
     buffer: BytesMut,
     pub comments: usize,
     pub last_retry: Option<String>,
+    /// The stream's position as an `EventSource` keeps it: the last `id:` read, whether or not
+    /// its frame carried data.
+    pub last_id: Option<String>,
     pub ended: bool,
 }
 
@@ -282,6 +285,7 @@ impl SseClient {
             buffer: BytesMut::new(),
             comments: 0,
             last_retry: None,
+            last_id: None,
             ended: false,
         })
     }
@@ -302,6 +306,7 @@ impl SseClient {
                         self.last_retry = Some(v.to_owned());
                     } else if let Some(v) = line.strip_prefix("id: ") {
                         event.id = Some(v.to_owned());
+                        self.last_id = Some(v.to_owned());
                     } else if let Some(v) = line.strip_prefix("event: ") {
                         event.event = Some(v.to_owned());
                     } else if let Some(v) = line.strip_prefix("data: ") {

@@ -2,6 +2,8 @@
 //!
 //! Both start with a snapshot of the peers online (or, for a reconnecting SSE client whose
 //! `Last-Event-ID` is still in the ring, exactly the events it missed), then forward live events.
+//! The snapshot is read from the registry a page at a time as it is written (see
+//! [`crate::services::hub::snapshot`]); on SSE its position (`id:`) follows its last frame.
 //! Frames are the bytes the hub serialized once; a stream that falls behind is closed. Only a
 //! request with a live admin session gets the frames with emails, and only while that session
 //! lives: after the admin signs out, the same stream carries public frames.
@@ -38,6 +40,7 @@ use crate::http::session::AdminAuth;
 use crate::http::stall::StallGuard;
 use crate::services::hub::limits::StreamSlot;
 use crate::services::hub::presence::{MAX_BODY_BYTES, Presence, PresenceError};
+use crate::services::hub::snapshot::{Snapshot, SnapshotPage};
 use crate::services::hub::{Audience, Hub, HubEvent, Signal, Subscription};
 
 const KEEPALIVE_FRAME: &[u8] = b": keep-alive\n\n";
@@ -50,6 +53,8 @@ const WS_READ_BUFFER: usize = 4 * 1024;
 /// Pings a WebSocket client may send per [`PING_WINDOW`]; more closes the socket (1008).
 const MAX_PINGS_PER_WINDOW: u32 = 20;
 const PING_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a closing WebSocket waits for the client's answering close.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 const RESTART_FRAME: &[u8] = b"retry: 1000\n: the hub is restarting\n\n";
 
 pub fn routes() -> Router<HubApp> {
@@ -133,8 +138,13 @@ async fn stream_events(
 struct SseStream {
     hub: Hub,
     viewer: Viewer,
+    /// Frames of the hub's own (retry, reset, replayed events, the snapshot's id).
     pending: VecDeque<Bytes>,
+    /// The snapshot still to send, and the page of it being written.
+    snapshot: Option<Snapshot>,
+    page: Option<(SnapshotPage, Audience)>,
     subscription: Subscription,
+    /// The stream ends once `pending` is written.
     finished: bool,
     _slot: StreamSlot,
 }
@@ -155,34 +165,56 @@ fn sse_frames(
         )));
     }
     let audience = viewer.audience();
-    // The snapshot's frames, serialized once for every subscriber, are queued; the events
-    // themselves are let go at once, so a subscriber holds no part of the snapshot once it is
-    // written (holding them kept each peer's event of that moment alive for the stream's life:
-    // ≈0.75 KiB per online peer per subscriber).
+    // Replayed events are let go once their frames are queued: the ring holds them anyway.
     pending.extend(
         std::mem::take(&mut subscription.initial)
             .iter()
             .map(|e| e.frames(audience).sse.clone()),
     );
+    let snapshot = subscription.snapshot.take();
     let finished = subscription.stopping;
-    if finished {
+    if finished && snapshot.is_none() {
         pending.push_back(Bytes::from_static(RESTART_FRAME));
     }
     let state = SseStream {
         hub,
         viewer,
         pending,
+        snapshot,
+        page: None,
         subscription,
         finished,
         _slot: slot,
     };
     stream::unfold(state, |mut s| async move {
-        if let Some(frame) = s.pending.pop_front() {
-            if s.pending.is_empty() {
-                // A large snapshot's queue should not stay allocated for the stream's lifetime.
-                s.pending = VecDeque::new();
+        loop {
+            if let Some(frame) = s.pending.pop_front() {
+                return Some((Ok(frame), s));
             }
-            return Some((Ok(frame), s));
+            if let Some((page, audience)) = &mut s.page {
+                if let Some(event) = page.pop() {
+                    let frame = event.frames(*audience).sse.clone();
+                    return Some((Ok(frame), s));
+                }
+                s.page = None;
+            }
+            let Some(snapshot) = &mut s.snapshot else {
+                break;
+            };
+            match snapshot.next_page() {
+                Some(page) => s.page = Some((page, s.viewer.audience())),
+                None => {
+                    // The snapshot's position, now that all of it is out.
+                    s.pending
+                        .push_back(Bytes::from(format!("id: {}\n\n", snapshot.id())));
+                    if s.finished {
+                        s.pending.push_back(Bytes::from_static(RESTART_FRAME));
+                    }
+                    s.snapshot = None;
+                    // The queue held the whole replay once; it need not stay that large.
+                    s.pending.shrink_to_fit();
+                }
+            }
         }
         if s.finished {
             return None;
@@ -291,6 +323,16 @@ impl WsSession {
                 return;
             }
         }
+        if let Some(mut snapshot) = subscription.snapshot.take() {
+            while let Some(mut page) = snapshot.next_page() {
+                let audience = self.viewer.audience();
+                while let Some(event) = page.pop() {
+                    if socket.send(text_frame(&event, audience)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
         let every = self.hub.options().ws_ping;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut last_pong = Instant::now();
@@ -358,12 +400,23 @@ impl WsSession {
             }
         };
         if let Some((code, reason)) = close {
-            let _ = socket
-                .send(Message::Close(Some(CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from(reason),
-                })))
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            };
+            if socket.send(Message::Close(Some(frame))).await.is_ok() {
+                // Closing a socket with unread bytes resets it, and the reset can overtake the
+                // close frame: read (and drop) what the client still sends until it answers the
+                // close, for a bounded time.
+                let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                    while let Some(Ok(message)) = socket.recv().await {
+                        if matches!(message, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                })
                 .await;
+            }
         }
         // The socket was this peer's presence: closing it takes the peer offline, unless it has
         // published through another connection since.

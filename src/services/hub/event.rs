@@ -27,12 +27,13 @@ pub struct HubEvent {
     pub accepted_at: Instant,
 }
 
-/// One message, encoded for both kinds of stream.
+/// One message, encoded for both kinds of stream. Both views share one buffer: the JSON is a
+/// slice of the SSE frame, so an event held in the ring costs its bytes once.
 #[derive(Debug)]
 pub struct Frames {
     /// The message as JSON (the WebSocket frame).
     pub json: Bytes,
-    /// `id: …\ndata: …\n\n` (the SSE frame).
+    /// `id: …\ndata: …\n\n` (the SSE frame); without the `id:` line in a snapshot.
     pub sse: Bytes,
 }
 
@@ -61,6 +62,23 @@ pub(super) fn encode_event(
     change: bool,
     accepted_at: Instant,
 ) -> HubEvent {
+    encode(offset, Some(&id), presence, change, accepted_at)
+}
+
+/// Encodes a peer's current state for snapshots: SSE frames without an `id:` line (a snapshot
+/// is one position in the stream, whose id follows its last frame), shared by every subscriber
+/// that is sent the snapshot until the peer's state changes.
+pub(super) fn encode_snapshot_event(presence: &Presence) -> HubEvent {
+    encode(0, None, presence, true, Instant::now())
+}
+
+fn encode(
+    offset: u64,
+    id: Option<&str>,
+    presence: &Presence,
+    change: bool,
+    accepted_at: Instant,
+) -> HubEvent {
     let (public, full) = if presence.email.is_some() {
         let public = Presence {
             email: None,
@@ -68,11 +86,11 @@ pub(super) fn encode_event(
             ..presence.clone()
         };
         (
-            encode_frames(&id, &public),
-            Some(Box::new(encode_frames(&id, presence))),
+            encode_frames(id, &public),
+            Some(Box::new(encode_frames(id, presence))),
         )
     } else {
-        (encode_frames(&id, presence), None)
+        (encode_frames(id, presence), None)
     };
     HubEvent {
         offset,
@@ -83,16 +101,22 @@ pub(super) fn encode_event(
     }
 }
 
-fn encode_frames(id: &str, presence: &Presence) -> Frames {
-    let json = serde_json::to_vec(presence).expect("a presence message always serializes");
-    let mut sse = Vec::with_capacity(json.len() + id.len() + 16);
-    sse.extend_from_slice(b"id: ");
-    sse.extend_from_slice(id.as_bytes());
-    sse.extend_from_slice(b"\ndata: ");
-    sse.extend_from_slice(&json);
+fn encode_frames(id: Option<&str>, presence: &Presence) -> Frames {
+    let mut sse = Vec::with_capacity(512);
+    if let Some(id) = id {
+        sse.extend_from_slice(b"id: ");
+        sse.extend_from_slice(id.as_bytes());
+        sse.extend_from_slice(b"\n");
+    }
+    sse.extend_from_slice(b"data: ");
+    let start = sse.len();
+    serde_json::to_writer(&mut sse, presence).expect("a presence message always serializes");
+    let end = sse.len();
     sse.extend_from_slice(b"\n\n");
+    sse.shrink_to_fit();
+    let sse = Bytes::from(sse);
     Frames {
-        json: Bytes::from(json),
-        sse: Bytes::from(sse),
+        json: sse.slice(start..end),
+        sse,
     }
 }

@@ -36,6 +36,8 @@ pub struct HubMetrics {
     /// Shared with the connection loop, which cuts off clients whose writes stall.
     pub dropped_slow_subscribers: Arc<AtomicU64>,
     pub refused_streams: AtomicU64,
+    /// Snapshot frames read from the registry and not yet written by their subscribers.
+    pub snapshot_frames_held: AtomicU64,
     rejects: [AtomicU64; REJECT_REASONS.len()],
     /// Observations per bucket (not cumulative: one atomic add per observation; the
     /// Prometheus cumulative counts are summed when rendering).
@@ -106,6 +108,12 @@ impl HubMetrics {
             "goop_hub_event_ring_events",
             "Events held for Last-Event-ID replay.",
             gauges.ring_events as u64,
+        );
+        gauge(
+            &mut out,
+            "goop_hub_snapshot_frames_held",
+            "Snapshot frames read for subscribers and not yet written to them.",
+            load(&self.snapshot_frames_held),
         );
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
             let _ = writeln!(

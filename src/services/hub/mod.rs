@@ -16,9 +16,10 @@ pub mod limits;
 pub mod metrics;
 pub mod persist;
 pub mod presence;
+pub mod snapshot;
 pub mod templates;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -131,6 +132,9 @@ pub struct PeerRecord {
     /// write of it is committed.
     #[serde(skip)]
     version: Option<i64>,
+    /// This state as snapshots send it, encoded when a snapshot first needs it.
+    #[serde(skip)]
+    snapshot: Option<Arc<HubEvent>>,
 }
 
 /// A join or leave, for the dashboard.
@@ -147,8 +151,11 @@ pub struct RecentChange {
 pub struct Subscription {
     /// True when the requested resume point was unknown: send `event: reset` first.
     pub reset: bool,
-    /// Snapshot or replayed events to send before live ones.
+    /// Replayed events to send before live ones.
     pub initial: Vec<Arc<HubEvent>>,
+    /// The peers online, to send (page by page) before live events when the stream did not
+    /// resume.
+    pub snapshot: Option<snapshot::Snapshot>,
     pub live: broadcast::Receiver<Signal>,
     /// Already true when the hub was stopping as the subscription began.
     pub stopping: bool,
@@ -175,7 +182,7 @@ struct HubInner {
 }
 
 struct HubState {
-    peers: HashMap<PeerId, PeerRecord>,
+    peers: BTreeMap<PeerId, PeerRecord>,
     ring: VecDeque<Arc<HubEvent>>,
     next_offset: u64,
     /// Last accepted `ts` per peer, kept after the peer leaves so old messages cannot replay.
@@ -301,7 +308,7 @@ impl Hub {
             inner: Arc::new(HubInner {
                 epoch: format!("{:x}", rand::random::<u64>() >> 16),
                 state: Mutex::new(HubState {
-                    peers: HashMap::new(),
+                    peers: BTreeMap::new(),
                     ring: VecDeque::with_capacity(options.ring_capacity.min(4096)),
                     next_offset: 1,
                     last_ts: HashMap::new(),
@@ -464,6 +471,7 @@ impl Hub {
                 record.expires = now + self.inner.options.ttl;
                 record.session = session;
                 record.version = None;
+                record.snapshot = None;
                 change
             }
             None => {
@@ -481,6 +489,7 @@ impl Hub {
                         expires: now + self.inner.options.ttl,
                         session,
                         version: None,
+                        snapshot: None,
                     },
                 );
                 true
@@ -875,13 +884,18 @@ impl Hub {
         let resume = last_event_id
             .and_then(EventId::parse)
             .and_then(|id| self.resume(&state, &id, changes_only));
-        let (reset, initial) = match resume {
-            Some(events) => (false, events),
-            None => (last_event_id.is_some(), self.snapshot(&state)),
+        let (reset, initial, snapshot) = match resume {
+            Some(events) => (false, events, None),
+            None => {
+                let id = self.event_id(&state, state.next_offset - 1);
+                let snapshot = snapshot::Snapshot::new(self.clone(), id);
+                (last_event_id.is_some(), Vec::new(), Some(snapshot))
+            }
         };
         Subscription {
             reset,
             initial,
+            snapshot,
             live,
             stopping,
         }
@@ -1045,18 +1059,16 @@ impl Hub {
         }
     }
 
-    fn snapshot(&self, state: &HubState) -> Vec<Arc<HubEvent>> {
-        let head = state.next_offset - 1;
-        let id = self.event_id(state, head);
-        let now = Instant::now();
+    /// Up to `max` peers online after `after`, in peer ID order, with their snapshot frames.
+    fn snapshot_page(&self, after: Option<&PeerId>, max: usize) -> Vec<(PeerId, Arc<HubEvent>)> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut state = self.lock();
         state
             .peers
-            .values()
-            .map(|record| {
-                let mut presence = record.presence.clone();
-                presence.kind = PresenceType::Online;
-                Arc::new(encode_event(head, id.clone(), &presence, true, now))
-            })
+            .range_mut((start, Bound::Unbounded))
+            .take(max)
+            .map(|(peer, record)| (*peer, record.snapshot_event()))
             .collect()
     }
 
@@ -1131,6 +1143,17 @@ impl Hub {
 }
 
 impl PeerRecord {
+    /// This state as a snapshot sends it (as `online`), encoded once per state.
+    fn snapshot_event(&mut self) -> Arc<HubEvent> {
+        self.snapshot
+            .get_or_insert_with(|| {
+                let mut presence = self.presence.clone();
+                presence.kind = PresenceType::Online;
+                Arc::new(event::encode_snapshot_event(&presence))
+            })
+            .clone()
+    }
+
     /// The row for this state; `event` is its event when there is one, whose full form is the
     /// message as JSON already.
     fn to_row(&self, event: Option<&HubEvent>, expires_ms: i64) -> StoredPeer {
@@ -1171,6 +1194,7 @@ fn record_from_row(row: &StoredPeer, now: Instant, now_ms: i64) -> Option<(PeerI
             expires: now + left,
             session: None,
             version: Some(row.version),
+            snapshot: None,
         },
     ))
 }
