@@ -14,9 +14,9 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -32,6 +32,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::HubApp;
 use crate::http::client_ip::ClientIp;
 use crate::http::error::HttpError;
+use crate::http::json_api::ApiQuery;
 use crate::http::security;
 use crate::http::server::{Connection, DirectRoute, RawRequest};
 use crate::http::session::AdminAuth;
@@ -104,7 +105,7 @@ impl Viewer {
 async fn stream_events(
     State(app): State<HubApp>,
     ClientIp(ip): ClientIp,
-    Query(params): Query<StreamParams>,
+    ApiQuery(params): ApiQuery<StreamParams>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let slot = app.hub.open_stream(ip)?;
@@ -223,7 +224,7 @@ fn note_dropped(hub: &Hub) {
 async fn open_websocket(
     State(app): State<HubApp>,
     ClientIp(ip): ClientIp,
-    Query(params): Query<StreamParams>,
+    ApiQuery(params): ApiQuery<StreamParams>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, HttpError> {
