@@ -9,6 +9,7 @@ pub mod csrf;
 pub mod error;
 pub mod forms;
 pub mod hub;
+pub mod json_api;
 pub mod layers;
 pub mod logs;
 pub mod owner_login;

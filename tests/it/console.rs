@@ -409,6 +409,76 @@ async fn a_refused_form_gets_the_error_page_and_a_refused_api_call_the_json_erro
     peer.shutdown().await;
 }
 
+/// A refusal's status and JSON body, which must be the JSON error shape (`code` is the status)
+/// with an `error` that names `problem`.
+async fn json_refusal(response: reqwest::Response, problem: &str) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let text = response.text().await.unwrap();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{status} {content_type}: {text}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["code"], status, "{body}");
+    let error = body["error"].as_str().unwrap_or_else(|| panic!("{body}"));
+    assert!(error.contains(problem), "{problem:?} in {body}");
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_calls_the_console_cannot_read_are_refused_in_the_json_error_shape() {
+    let (dir, config) = peer_dir("Unreadable", |_| {});
+    let peer = peer::start(dir.path(), &config, LogBuffer::new(10))
+        .await
+        .unwrap();
+    let base = console(&peer);
+    let client = no_redirects();
+    let get = |path: &str| client.get(format!("{base}{path}"));
+
+    // A query parameter that is not a number, or one that is missing.
+    let (status, _) =
+        json_refusal(get("/api/peers?limit=many").send().await.unwrap(), "limit").await;
+    assert_eq!(status, 400);
+    let by_accept = get("/peers?limit=many")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = json_refusal(by_accept, "limit").await;
+    assert_eq!(status, 400);
+    let (status, _) =
+        json_refusal(get("/api/logs?after=soon").send().await.unwrap(), "after").await;
+    assert_eq!(status, 400);
+    let (status, _) = json_refusal(get("/api/site/file").send().await.unwrap(), "path").await;
+    assert_eq!(status, 400);
+
+    // The data API answers with its own reply, which carries the same members.
+    let huge = client
+        .post(format!("{base}/api/data/query"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 70 * 1024])
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_refusal(huge, "length limit").await;
+    assert_eq!(status, 413);
+    assert_eq!(body["ok"], false, "{body}");
+    let not_utf8 = client
+        .post(format!("{base}/api/p/%FF/data/tables"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_refusal(not_utf8, "URL").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["ok"], false, "{body}");
+    peer.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_console_off_loopback_needs_a_password_and_with_one_needs_a_session() {
     let (dir, config) = peer_dir("Exposed", |c| c.viewer.http_addr = "0.0.0.0:0".into());

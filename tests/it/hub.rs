@@ -601,6 +601,26 @@ async fn a_websocket_needs_a_valid_peer_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_calls_the_hub_cannot_read_are_refused_in_the_json_error_shape() {
+    let hub = TestHub::spawn().await;
+    for (path, problem) in [
+        // A query string that does not decode: the same parameter twice.
+        ("/ws?peer_id=a&peer_id=b", "peer_id"),
+        // A path segment that is not UTF-8.
+        ("/api/templates/%FF/manifest.json", "URL"),
+    ] {
+        let response = reqwest::get(format!("{}{path}", hub.url)).await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{path}: {status} is not JSON: {text}"));
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["code"], 400, "{path}: {body}");
+        assert!(error_of(&body).contains(problem), "{path}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_subscriber_is_cut_off_while_others_keep_up() {
     let hub = TestHub::spawn_with(
         |_| {},

@@ -6,20 +6,25 @@
 //! A peer's site (opaque origin, no cookies) reaches only its own peer's proxy: it must present
 //! the token its pages were served with ([`super::site_token`]). The console's own pages use
 //! their session. Operation errors answer 4xx with the message; an unreachable peer answers 502.
+//! A request that cannot be read at all (a body over [`MAX_REQUEST_BYTES`], a path segment that
+//! is not UTF-8) gets the same reply, with the status and message of [`crate::http::json_api`].
 
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::{ConsoleApp, from_own_pages};
+use crate::http::error::HttpError;
+use crate::http::json_api::{ApiBody, ApiPath};
 use crate::identity::PeerId;
 use crate::services::data::{Caller, DataError, DataRequest, MAX_REQUEST_BYTES, reply};
 
@@ -73,6 +78,39 @@ fn answer(result: Result<Value, DataError>) -> Response {
     (status, Json(reply(&result))).into_response()
 }
 
+/// A data call as the handlers read it: its path parameters (`P`) and its body. What axum cannot
+/// read is answered as the data API's reply rather than [`HttpError`]'s JSON error shape, since
+/// the reply is the API's contract; the status and message are the same.
+struct DataCall<P> {
+    path: P,
+    body: Bytes,
+}
+
+impl<P, S> FromRequest<S> for DataCall<P>
+where
+    P: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let unreadable = |error: HttpError| {
+            answer(Err(DataError::from_code(
+                error.status.as_u16(),
+                error.message,
+            )))
+        };
+        let (mut parts, body) = request.into_parts();
+        let ApiPath(path) = ApiPath::from_request_parts(&mut parts, state)
+            .await
+            .map_err(unreadable)?;
+        let ApiBody(body) = ApiBody::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(unreadable)?;
+        Ok(DataCall { path, body })
+    }
+}
+
 fn parse_request(op: &str, body: &Bytes) -> Result<DataRequest, DataError> {
     let mut request: DataRequest = if body.iter().all(u8::is_ascii_whitespace) {
         DataRequest::default()
@@ -94,8 +132,7 @@ fn parse_request(op: &str, body: &Bytes) -> Result<DataRequest, DataError> {
 async fn own_data(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Path(op): Path<String>,
-    body: Bytes,
+    DataCall { path: op, body }: DataCall<String>,
 ) -> Response {
     if !console_page(&app, &headers) {
         return answer(Err(DataError::Forbidden(
@@ -136,8 +173,10 @@ fn authorise(app: &ConsoleApp, headers: &HeaderMap, id: &str) -> Result<(), Data
 async fn peer_data(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Path((id, op)): Path<(String, String)>,
-    body: Bytes,
+    DataCall {
+        path: (id, op),
+        body,
+    }: DataCall<(String, String)>,
 ) -> Response {
     proxy(app, headers, id, op, body).await
 }
@@ -145,8 +184,10 @@ async fn peer_data(
 async fn peer_lua(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    Path((id, kind)): Path<(String, String)>,
-    body: Bytes,
+    DataCall {
+        path: (id, kind),
+        body,
+    }: DataCall<(String, String)>,
 ) -> Response {
     proxy(app, headers, id, format!("lua-{kind}"), body).await
 }

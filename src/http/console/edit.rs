@@ -8,7 +8,6 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +19,7 @@ use serde_json::json;
 use super::{ConsoleApp, Frame};
 use crate::http::csrf::{CsrfForm, CsrfHeader, CsrfMultipart};
 use crate::http::error::HttpError;
+use crate::http::json_api::{ApiBody, ApiQuery};
 use crate::services::site::MAX_FILE_BYTES;
 use crate::services::site_files::{EditError, Entry, Expect};
 
@@ -436,7 +436,7 @@ async fn api_list(State(app): State<ConsoleApp>) -> Response {
     }
 }
 
-async fn api_read(State(app): State<ConsoleApp>, Query(query): Query<PathQuery>) -> Response {
+async fn api_read(State(app): State<ConsoleApp>, ApiQuery(query): ApiQuery<PathQuery>) -> Response {
     let files = app.site_files.clone();
     match blocking(move || files.read(&query.path)).await {
         Ok(content) => {
@@ -464,8 +464,8 @@ async fn api_write(
     State(app): State<ConsoleApp>,
     _: CsrfHeader,
     headers: HeaderMap,
-    Query(query): Query<PathQuery>,
-    body: Bytes,
+    ApiQuery(query): ApiQuery<PathQuery>,
+    ApiBody(body): ApiBody,
 ) -> Response {
     let expect = match (
         condition(&headers, header::IF_MATCH),
@@ -504,7 +504,7 @@ async fn api_delete(
     State(app): State<ConsoleApp>,
     _: CsrfHeader,
     headers: HeaderMap,
-    Query(query): Query<DeleteQuery>,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
 ) -> Response {
     let etag = condition(&headers, header::IF_MATCH).filter(|e| e != "*");
     let recursive = query.recursive == "1";

@@ -11,6 +11,7 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::{ConsoleApp, Frame};
+use crate::http::json_api::ApiQuery;
 use crate::http::logs::LogView;
 
 pub fn routes() -> Router<ConsoleApp> {
@@ -48,7 +49,7 @@ async fn show_logs(
 /// `?level=WARN` keeps that level and above, `?after=N` only records after sequence number N.
 async fn logs_json(
     State(app): State<ConsoleApp>,
-    Query(query): Query<LogQuery>,
+    ApiQuery(query): ApiQuery<LogQuery>,
 ) -> axum::Json<Vec<std::sync::Arc<crate::telemetry::LogRecord>>> {
     let minimum = query
         .level

@@ -5,8 +5,9 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,7 +18,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{ConsoleApp, Frame};
 use crate::http::csrf::CsrfForm;
-use crate::http::error::HttpError;
+use crate::http::error::{HttpError, wants_json};
+use crate::http::json_api::ApiQuery;
 use crate::http::text::short_id;
 use crate::identity::PeerId;
 use crate::services::node::PeerDetails;
@@ -238,15 +240,14 @@ async fn set_favorite(
 async fn peers_by_accept(
     State(app): State<ConsoleApp>,
     headers: HeaderMap,
-    query: Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
-    let wants_json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("application/json") && !accept.contains("text/html"));
-    match wants_json {
-        true => peers_json(State(app), query).await.into_response(),
-        false => list_peers(State(app), headers, query).await.into_response(),
+    match (query, wants_json(&headers)) {
+        (Ok(Query(query)), true) => peers_json(State(app), ApiQuery(query)).await,
+        (Ok(query), false) => list_peers(State(app), headers, query).await.into_response(),
+        (Err(rejection), true) => HttpError::from(rejection).into_response(),
+        // The page keeps axum's refusal, as `/` does.
+        (Err(rejection), false) => rejection.into_response(),
     }
 }
 
@@ -264,7 +265,10 @@ async fn hubs_json(
 
 /// `limit` peers (default [`API_DEFAULT_LIMIT`], at most [`API_MAX_LIMIT`]) from `offset`, in
 /// the console's order; `X-Total-Count` says how many there are.
-async fn peers_json(State(app): State<ConsoleApp>, Query(query): Query<ListQuery>) -> Response {
+async fn peers_json(
+    State(app): State<ConsoleApp>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Response {
     let limit = query
         .limit
         .unwrap_or(API_DEFAULT_LIMIT)

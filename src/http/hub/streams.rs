@@ -16,9 +16,9 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -34,6 +34,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::HubApp;
 use crate::http::client_ip::ClientIp;
 use crate::http::error::HttpError;
+use crate::http::json_api::ApiQuery;
 use crate::http::security;
 use crate::http::server::{Connection, DirectRoute, RawRequest};
 use crate::http::session::AdminAuth;
@@ -109,7 +110,7 @@ impl Viewer {
 async fn stream_events(
     State(app): State<HubApp>,
     ClientIp(ip): ClientIp,
-    Query(params): Query<StreamParams>,
+    ApiQuery(params): ApiQuery<StreamParams>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let slot = app.hub.open_stream(ip)?;
@@ -255,7 +256,7 @@ fn note_dropped(hub: &Hub) {
 async fn open_websocket(
     State(app): State<HubApp>,
     ClientIp(ip): ClientIp,
-    Query(params): Query<StreamParams>,
+    ApiQuery(params): ApiQuery<StreamParams>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, HttpError> {

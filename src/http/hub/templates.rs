@@ -1,7 +1,7 @@
 //! The template store API: `GET /api/templates`, `/api/templates/{name}/manifest.json`,
 //! `/api/templates/{name}/bundle` (tar.gz with an ETag).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::HubApp;
 use crate::http::error::HttpError;
+use crate::http::json_api::ApiPath;
 use crate::services::hub::templates::TemplateError;
 
 pub fn routes() -> Router<HubApp> {
@@ -49,14 +50,14 @@ async fn list_templates(State(app): State<HubApp>) -> Result<Json<Vec<Value>>, H
 
 async fn show_manifest(
     State(app): State<HubApp>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, HttpError> {
     Ok(Json(Value::Object(app.templates.manifest(&name).await?)))
 }
 
 async fn download_bundle(
     State(app): State<HubApp>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let file_name = format!("{name}.tar.gz");
