@@ -606,6 +606,8 @@ async fn api_calls_the_hub_cannot_read_are_refused_in_the_json_error_shape() {
     for (path, problem) in [
         // A query string that does not decode: the same parameter twice.
         ("/ws?peer_id=a&peer_id=b", "peer_id"),
+        // The same on the event stream, served off the socket as a connection's first request.
+        ("/events?changes=1&changes=1", "changes"),
         // A path segment that is not UTF-8.
         ("/api/templates/%FF/manifest.json", "URL"),
     ] {

@@ -501,28 +501,19 @@ impl DirectRoute for DirectEvents {
 
 async fn serve_direct_events(app: HubApp, request: RawRequest, mut io: StallGuard<Connection>) {
     let ip = app.proxies.client_ip(request.remote.ip(), &request.headers);
-    let params: StreamParams =
-        serde_urlencoded::from_str(request.query().unwrap_or("")).unwrap_or(StreamParams {
-            changes: None,
-            peer_id: None,
-            last_event_id: None,
-        });
+    // Refused as the routed handler refuses it (`ApiQuery`), with the same message.
+    let params: StreamParams = match serde_urlencoded::from_str(request.query().unwrap_or("")) {
+        Ok(params) => params,
+        Err(error) => {
+            let message = format!("Failed to deserialize query string: {error}");
+            refuse(&mut io, HttpError::bad_request(message)).await;
+            return;
+        }
+    };
     let slot = match app.hub.open_stream(ip) {
         Ok(slot) => slot,
         Err(refused) => {
-            let error = HttpError::from(refused);
-            let body = error.json_body().to_string();
-            let head = format!(
-                "HTTP/1.1 {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-                 retry-after: {}\r\n{}connection: close\r\n\r\n",
-                error.status,
-                body.len(),
-                error.retry_after_seconds.unwrap_or(10),
-                security::HEADER_LINES,
-            );
-            let _ = io.write_all(head.as_bytes()).await;
-            let _ = io.write_all(body.as_bytes()).await;
-            let _ = io.shutdown().await;
+            refuse(&mut io, HttpError::from(refused)).await;
             return;
         }
     };
@@ -562,5 +553,24 @@ async fn serve_direct_events(app: HubApp, request: RawRequest, mut io: StallGuar
             },
         }
     }
+    let _ = io.shutdown().await;
+}
+
+/// Answers a directly served request with `error` in the JSON error shape and closes.
+async fn refuse(io: &mut StallGuard<Connection>, error: HttpError) {
+    let body = error.json_body().to_string();
+    let retry_after = error
+        .retry_after_seconds
+        .map(|seconds| format!("retry-after: {seconds}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         {retry_after}{}connection: close\r\n\r\n",
+        error.status,
+        body.len(),
+        security::HEADER_LINES,
+    );
+    let _ = io.write_all(head.as_bytes()).await;
+    let _ = io.write_all(body.as_bytes()).await;
     let _ = io.shutdown().await;
 }
