@@ -10,13 +10,21 @@
 //! The registry lives behind one mutex rather than in an actor task: each publish holds it for a
 //! few microseconds (signatures are checked before it is taken) and never across an `.await`,
 //! which keeps the hot path free of a channel round trip.
+//!
+//! This module holds the registry and what changes it (publishes, expiry, bans); [`stream`]
+//! decides where a new subscriber starts, [`snapshot`] reads the registry for it page by page,
+//! [`shared`] restores, writes and merges the registry through a database, and [`options`]
+//! says how the hub behaves.
 
 pub mod event;
 pub mod limits;
 pub mod metrics;
+mod options;
 pub mod persist;
 pub mod presence;
+mod shared;
 pub mod snapshot;
+mod stream;
 pub mod templates;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -28,79 +36,21 @@ use libp2p_identity::PeerId;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
-use crate::config::Config;
-use crate::store::hub::{
-    HubStore, PeerWrite, StoreError, StoredBan, StoredPeer, TOMBSTONE_MS, Written,
-};
+use crate::store::hub::{PeerWrite, TOMBSTONE_MS};
 use event::encode_event;
 pub use event::{Audience, Frames, HubEvent};
 use limits::{PublishLimiter, StreamCaps, StreamRefused, StreamSlot};
 use metrics::{Gauges, HubMetrics};
+pub use options::{DEFAULT_RING_CAPACITY, DEFAULT_SUBSCRIBER_QUEUE, HubOptions};
 use persist::Persistence;
 use presence::{
     CheckedPresence, MAX_CLOCK_SKEW_MS, Presence, PresenceError, PresenceType, short_peer_id,
 };
+use shared::SharedPosition;
+pub use stream::Subscription;
 
-/// Events kept for replay after a reconnect.
-pub const DEFAULT_RING_CAPACITY: usize = 16_384;
-/// Events a subscriber may lag behind before it is cut off.
-pub const DEFAULT_SUBSCRIBER_QUEUE: usize = 1024;
 /// Joins and leaves remembered for the dashboard.
 const RECENT_CHANGES: usize = 50;
-/// Departures remembered (with a shared database) so that a stream from another instance can
-/// resume here; past this, older ones are forgotten and resuming from before them resets.
-const MAX_DEPARTURES: usize = 65_536;
-
-/// How a hub behaves; built from `goop.json` with [`HubOptions::from_config`].
-#[derive(Debug, Clone)]
-pub struct HubOptions {
-    /// Shown on the dashboard.
-    pub name: String,
-    pub ttl: Duration,
-    pub allow_unsigned: bool,
-    pub ring_capacity: usize,
-    pub subscriber_queue: usize,
-    /// How often expired peers are removed.
-    pub sweep_interval: Duration,
-    pub publish_burst: u32,
-    pub publish_per_second: u32,
-    pub max_streams: usize,
-    pub max_streams_per_ip: usize,
-    /// How long a write to a client may make no progress before it is cut off.
-    pub write_stall_timeout: Duration,
-    /// Time a client has to send a complete request head.
-    pub header_read_timeout: Duration,
-    /// Longest silence on a stream before a keep-alive.
-    pub keepalive: Duration,
-    /// WebSocket ping period; a socket that has not answered for three periods is closed.
-    pub ws_ping: Duration,
-}
-
-impl HubOptions {
-    pub fn from_config(config: &Config) -> Self {
-        let presence = &config.presence;
-        HubOptions {
-            name: if config.profile.label.is_empty() {
-                "Goop² rendezvous".into()
-            } else {
-                config.profile.label.clone()
-            },
-            ttl: Duration::from_secs(presence.ttl_seconds.into()),
-            allow_unsigned: presence.allow_unsigned,
-            ring_capacity: DEFAULT_RING_CAPACITY,
-            subscriber_queue: DEFAULT_SUBSCRIBER_QUEUE,
-            sweep_interval: Duration::from_millis(250),
-            publish_burst: presence.publish_burst,
-            publish_per_second: presence.publish_per_second,
-            max_streams: presence.max_streams as usize,
-            max_streams_per_ip: presence.max_streams_per_ip as usize,
-            write_stall_timeout: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(10),
-            keepalive: Duration::from_secs(15),
-            ws_ping: Duration::from_secs(15),
-        }
-    }
-}
 
 /// What subscribers receive: an event, or a word from the hub itself. Keep-alives and the
 /// shutdown notice travel through the same channel as events so an idle subscriber waits on
@@ -146,21 +96,6 @@ pub struct RecentChange {
     pub label: String,
 }
 
-/// Where a new subscriber starts.
-#[derive(Debug)]
-pub struct Subscription {
-    /// True when the requested resume point was unknown: send `event: reset` first.
-    pub reset: bool,
-    /// Replayed events to send before live ones.
-    pub initial: Vec<Arc<HubEvent>>,
-    /// The peers online, to send (page by page) before live events when the stream did not
-    /// resume.
-    pub snapshot: Option<snapshot::Snapshot>,
-    pub live: broadcast::Receiver<Signal>,
-    /// Already true when the hub was stopping as the subscription began.
-    pub stopping: bool,
-}
-
 /// The hub. Cloning is cheap; all clones share one registry.
 #[derive(Clone)]
 pub struct Hub {
@@ -191,62 +126,6 @@ struct HubState {
     recent: VecDeque<RecentChange>,
     /// With a shared database: how far this instance has read it, and what left since.
     shared: Option<SharedPosition>,
-}
-
-/// Where this instance stands in the shared database, which gives event ids a meaning on
-/// every instance (see [`EventId`]).
-struct SharedPosition {
-    /// The database's name, in event ids.
-    cluster: String,
-    /// Every row up to this version is merged into the registry (or was written by this
-    /// instance, after its subscribers saw the change).
-    applied: i64,
-    /// Resuming from a version below this one needs a snapshot: rows pruned from the database,
-    /// departures forgotten here, or written before this instance started.
-    horizon: i64,
-    /// Peers that left, with the version of their tombstone (`None` until written), so a
-    /// stream resuming from another instance is told.
-    departures: HashMap<PeerId, Departure>,
-    /// Departures oldest first, to forget them in order (entries may be stale).
-    departure_order: VecDeque<(PeerId, i64)>,
-}
-
-struct Departure {
-    version: Option<i64>,
-    at_ms: i64,
-    signed: bool,
-    verified: bool,
-}
-
-/// A `Last-Event-ID`: `<epoch>-<offset>` names a place in one instance's ring; with a shared
-/// database `-<cluster>-<version>` follows, the database version the stream had seen up to,
-/// which any instance of that database can resume from.
-#[derive(Debug, PartialEq, Eq)]
-struct EventId<'a> {
-    epoch: &'a str,
-    offset: u64,
-    shared: Option<(&'a str, i64)>,
-}
-
-impl<'a> EventId<'a> {
-    fn parse(text: &'a str) -> Option<Self> {
-        let mut parts = text.trim().split('-');
-        let epoch = parts.next()?;
-        let offset = parts.next()?.parse().ok()?;
-        let shared = match (parts.next(), parts.next()) {
-            (None, _) => None,
-            (Some(cluster), Some(version)) => Some((cluster, version.parse().ok()?)),
-            (Some(_), None) => return None,
-        };
-        if parts.next().is_some() {
-            return None;
-        }
-        Some(EventId {
-            epoch,
-            offset,
-            shared,
-        })
-    }
 }
 
 /// A peer refused until `until`.
@@ -514,244 +393,6 @@ impl Hub {
         }
     }
 
-    /// Connects the hub to its shared database: restores the peers still inside their TTL, the
-    /// departures the database still remembers and the bans in force, then keeps writing
-    /// changes and reading other instances' changes.
-    pub async fn attach_store(&self, store: HubStore) -> Result<(), StoreError> {
-        // The counters first: rows read after them can only be newer.
-        let versions = store.versions().await?;
-        let rows = store.all_peers().await?;
-        let now_ms = unix_ms();
-        let bans = store.bans(now_ms).await?;
-        let mut restored = 0;
-        let mut expired = Vec::new();
-        {
-            let mut state = self.lock();
-            let now = Instant::now();
-            state.shared = Some(SharedPosition {
-                cluster: store.cluster().to_owned(),
-                applied: versions.peer_version,
-                horizon: versions.pruned_version,
-                departures: HashMap::new(),
-                departure_order: VecDeque::new(),
-            });
-            for row in rows {
-                let Some((peer_id, record)) = record_from_row(&row, now, now_ms) else {
-                    continue;
-                };
-                if let Some(ts) = record.presence.ts {
-                    state.last_ts.insert(peer_id, (ts, now));
-                }
-                if row.online && row.expires_ms > now_ms {
-                    restored += 1;
-                    state.peers.insert(peer_id, record);
-                } else if row.online {
-                    // Expired while no instance was there to say so: this one writes the
-                    // tombstone (below) and tells resuming streams.
-                    state.depart(peer_id, row.expires_ms, &record);
-                    expired.push(PeerWrite::Offline {
-                        peer_id: row.peer_id.clone(),
-                        at_ms: row.expires_ms,
-                    });
-                } else if let Some(shared) = &mut state.shared {
-                    shared.note_tombstone(peer_id, &row);
-                }
-            }
-            for (peer, until_ms) in bans {
-                if let Ok(peer_id) = peer.parse::<PeerId>() {
-                    let left = Duration::from_millis((until_ms - now_ms).max(0) as u64);
-                    state.bans.insert(peer_id, Ban::until(now + left));
-                }
-            }
-        }
-        if restored > 0 {
-            tracing::info!(peers = restored, "restored peers from the peer database");
-        }
-        let (persistence, queue) = Persistence::new(self.inner.epoch.clone(), store.kind());
-        if self.inner.persistence.set(persistence.clone()).is_err() {
-            return Ok(());
-        }
-        for write in expired {
-            persistence.enqueue(write);
-        }
-        let registry = || RegistryLink(Arc::downgrade(&self.inner));
-        tokio::spawn(persist::run_writer(
-            store.clone(),
-            persistence.clone(),
-            queue,
-            registry(),
-        ));
-        tokio::spawn(persist::run_reader(
-            store,
-            persistence,
-            persist::ReadPosition {
-                peer_version: versions.peer_version,
-                ban_version: versions.ban_version,
-            },
-            self.inner.shutdown.subscribe(),
-            registry(),
-        ));
-        Ok(())
-    }
-
-    /// Applies a change another instance wrote to the shared database (the reader moves the
-    /// applied position once a page of rows is merged).
-    fn merge_row(&self, state: &mut HubState, row: &StoredPeer) {
-        let Ok(peer_id) = row.peer_id.parse::<PeerId>() else {
-            return;
-        };
-        let now = Instant::now();
-        let now_ms = unix_ms();
-        // Newer here already: by the peer's own clock first (two instances may take two
-        // messages in the same millisecond), then by when an instance took it. A tombstone
-        // keeps the last online message, not the offline one: it goes by time alone.
-        let row_ts = match row.online {
-            true => serde_json::from_str::<Presence>(&row.presence)
-                .ok()
-                .and_then(|p| p.ts),
-            false => None,
-        };
-        let local = state
-            .peers
-            .get(&peer_id)
-            .map(|p| (p.presence.ts, p.last_seen_ms));
-        let newer_here = |(ts, seen): (Option<i64>, i64)| match row.online {
-            true => (ts, seen) > (row_ts, row.last_seen_ms),
-            false => seen > row.last_seen_ms,
-        };
-        if local.is_some_and(newer_here) {
-            return;
-        }
-        if !row.online || row.expires_ms <= now_ms {
-            if let Some(gone) = state.peers.remove(&peer_id) {
-                state.remember(now_ms, PresenceType::Offline, &gone.presence);
-                let mut offline = Presence::new(PresenceType::Offline, peer_id);
-                offline.ts = Some(row.last_seen_ms);
-                offline.signed = Some(gone.signed);
-                offline.verified = Some(gone.verified);
-                self.emit(state, &offline, true, now);
-                state.depart(peer_id, row.last_seen_ms, &gone);
-            }
-            // Remembered even for a peer this instance never saw online: a stream that saw it
-            // on another instance and resumes here must hear that it left.
-            if let Some(shared) = &mut state.shared {
-                shared.note_tombstone(peer_id, row);
-            }
-            return;
-        }
-        let Some((_, mut record)) = record_from_row(row, now, now_ms) else {
-            return;
-        };
-        if let Some(ts) = record.presence.ts {
-            let last = state.last_ts.entry(peer_id).or_insert((ts, now));
-            last.0 = last.0.max(ts);
-        }
-        let change = match state.peers.get(&peer_id) {
-            Some(existing) => {
-                record.first_seen_ms = existing.first_seen_ms;
-                record.session = existing.session;
-                !existing.presence.same_announcement(&record.presence)
-            }
-            None => {
-                state.remember(now_ms, PresenceType::Online, &record.presence);
-                state.arrive(&peer_id);
-                true
-            }
-        };
-        let presence = record.presence.clone();
-        state.peers.insert(peer_id, record);
-        self.emit(state, &presence, change, now);
-    }
-
-    /// Applies ban rows other instances wrote: a ban in force removes the peer here too.
-    fn merge_bans(&self, rows: Vec<StoredBan>) {
-        let now = Instant::now();
-        let now_ms = unix_ms();
-        let mut notes = Vec::new();
-        {
-            let mut state = self.lock();
-            for row in rows {
-                let Ok(peer_id) = row.peer_id.parse::<PeerId>() else {
-                    continue;
-                };
-                if row.until_ms > now_ms {
-                    let left = Duration::from_millis((row.until_ms - now_ms) as u64);
-                    state.bans.insert(peer_id, Ban::until(now + left));
-                    let label = self
-                        .remove_peer(&mut state, &peer_id)
-                        .map(|gone| label_for_log(&gone.presence))
-                        .unwrap_or_default();
-                    notes.push((peer_id, label, true));
-                } else if state.bans.remove(&peer_id).is_some() {
-                    notes.push((peer_id, String::new(), false));
-                }
-            }
-        }
-        for (peer, label, banned) in notes {
-            let peer = short_peer_id(&peer.to_base58());
-            if banned {
-                tracing::info!(%peer, ?label, "peer banned through another instance");
-            } else {
-                tracing::info!(%peer, "ban lifted through another instance");
-            }
-        }
-    }
-
-    /// Notes the versions this instance's writes took.
-    fn note_written(&self, written: Vec<Written>) {
-        let mut state = self.lock();
-        let HubState { peers, shared, .. } = &mut *state;
-        for write in written {
-            let Ok(peer_id) = write.peer_id.parse::<PeerId>() else {
-                continue;
-            };
-            if write.online {
-                if let Some(record) = peers.get_mut(&peer_id)
-                    && record.version.is_none()
-                    && record.last_seen_ms == write.last_seen_ms
-                {
-                    record.version = Some(write.version);
-                }
-            } else if let Some(departure) =
-                shared.as_mut().and_then(|s| s.departures.get_mut(&peer_id))
-                && departure.version.is_none()
-                && departure.at_ms == write.last_seen_ms
-            {
-                departure.version = Some(write.version);
-            }
-        }
-    }
-
-    /// Every change this instance holds that is not known to be in the database.
-    fn unwritten(&self) -> Vec<PeerWrite> {
-        let ttl_ms = self.inner.options.ttl.as_millis() as i64;
-        let state = self.lock();
-        let now = Instant::now();
-        let now_ms = unix_ms();
-        let mut writes: Vec<PeerWrite> = state
-            .peers
-            .values()
-            .filter(|record| record.version.is_none())
-            .map(|record| {
-                let left = record.expires.saturating_duration_since(now).as_millis() as i64;
-                PeerWrite::Upsert(record.to_row(None, now_ms + left.min(ttl_ms)))
-            })
-            .collect();
-        if let Some(shared) = &state.shared {
-            writes.extend(
-                shared
-                    .departures
-                    .iter()
-                    .filter(|(_, departure)| departure.version.is_none())
-                    .map(|(peer_id, departure)| PeerWrite::Offline {
-                        peer_id: peer_id.to_base58(),
-                        at_ms: departure.at_ms,
-                    }),
-            );
-        }
-        writes
-    }
-
     /// Removes a peer now, as if it had gone offline. Returns false if it was not online.
     pub fn kick(&self, peer_id: &PeerId) -> bool {
         let gone = self.remove_peer(&mut self.lock(), peer_id);
@@ -820,13 +461,6 @@ impl Hub {
         Ok(lifted)
     }
 
-    async fn persist_durably(&self, write: PeerWrite) -> Result<(), String> {
-        match self.inner.persistence.get() {
-            Some(persistence) => persistence.write_durably(write).await,
-            None => Ok(()),
-        }
-    }
-
     /// Current bans with their remaining time.
     pub fn bans(&self) -> Vec<(PeerId, Duration)> {
         let now = Instant::now();
@@ -866,39 +500,6 @@ impl Hub {
                 .refused_streams
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         })
-    }
-
-    /// Starts a subscription. `last_event_id` is the SSE `Last-Event-ID` of a reconnecting
-    /// client: when it is in the ring, exactly the missed events are replayed; otherwise the
-    /// client gets `reset` and a snapshot of the peers online.
-    pub fn subscribe(&self, last_event_id: Option<&str>, changes_only: bool) -> Subscription {
-        let sender = if changes_only {
-            &self.inner.changes
-        } else {
-            &self.inner.all
-        };
-        let state = self.lock();
-        // Subscribing under the lock: every event is either in the replay or live, never both.
-        let live = sender.subscribe();
-        let stopping = *self.inner.shutdown.borrow();
-        let resume = last_event_id
-            .and_then(EventId::parse)
-            .and_then(|id| self.resume(&state, &id, changes_only));
-        let (reset, initial, snapshot) = match resume {
-            Some(events) => (false, events, None),
-            None => {
-                let id = self.event_id(&state, state.next_offset - 1);
-                let snapshot = snapshot::Snapshot::new(self.clone(), id);
-                (last_event_id.is_some(), Vec::new(), Some(snapshot))
-            }
-        };
-        Subscription {
-            reset,
-            initial,
-            snapshot,
-            live,
-            stopping,
-        }
     }
 
     /// Asks every stream to end (with a reconnect hint) and stops the expiry task.
@@ -963,113 +564,6 @@ impl Hub {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// What a stream that last saw `id` missed: from this instance's ring when the id is its
-    /// own and the gap is held, else from the shared database's position when the id has one
-    /// this instance can answer for; `None` when only a snapshot will do.
-    fn resume(
-        &self,
-        state: &HubState,
-        id: &EventId<'_>,
-        changes_only: bool,
-    ) -> Option<Vec<Arc<HubEvent>>> {
-        if id.epoch == self.inner.epoch
-            && let Some(events) = self.replay(state, id.offset, changes_only)
-        {
-            return Some(events);
-        }
-        self.catch_up(state, id.shared?)
-    }
-
-    fn replay(
-        &self,
-        state: &HubState,
-        offset: u64,
-        changes_only: bool,
-    ) -> Option<Vec<Arc<HubEvent>>> {
-        if offset >= state.next_offset {
-            return None;
-        }
-        let oldest = state.ring.front().map_or(state.next_offset, |e| e.offset);
-        // Events after `offset` must all still be held.
-        if offset + 1 < oldest {
-            return None;
-        }
-        Some(
-            state
-                .ring
-                .iter()
-                .filter(|e| e.offset > offset && (e.change || !changes_only))
-                .cloned()
-                .collect(),
-        )
-    }
-
-    /// A stream that had seen every database row up to `version` (on any instance): the
-    /// current state of each peer whose row is newer or not yet written, and the departures
-    /// since. Rows this instance has not read yet reach the stream live when it reads them.
-    fn catch_up(
-        &self,
-        state: &HubState,
-        (cluster, version): (&str, i64),
-    ) -> Option<Vec<Arc<HubEvent>>> {
-        let shared = state.shared.as_ref()?;
-        if cluster != shared.cluster || version < shared.horizon {
-            return None;
-        }
-        let newer = |v: Option<i64>| v.is_none_or(|v| v > version);
-        let head = state.next_offset - 1;
-        let id = self.event_id(state, head);
-        let now = Instant::now();
-        let mut events: Vec<Arc<HubEvent>> = shared
-            .departures
-            .iter()
-            .filter(|(_, departure)| newer(departure.version))
-            .map(|(peer_id, departure)| {
-                let mut offline = Presence::new(PresenceType::Offline, *peer_id);
-                offline.ts = Some(departure.at_ms);
-                offline.signed = Some(departure.signed);
-                offline.verified = Some(departure.verified);
-                Arc::new(encode_event(head, id.clone(), &offline, true, now))
-            })
-            .collect();
-        events.extend(
-            state
-                .peers
-                .values()
-                .filter(|record| newer(record.version))
-                .map(|record| {
-                    let mut presence = record.presence.clone();
-                    presence.kind = PresenceType::Online;
-                    Arc::new(encode_event(head, id.clone(), &presence, true, now))
-                }),
-        );
-        Some(events)
-    }
-
-    /// The SSE id of the event at `offset`: with a shared database, the database position too.
-    fn event_id(&self, state: &HubState, offset: u64) -> String {
-        match &state.shared {
-            Some(shared) => format!(
-                "{}-{offset}-{}-{}",
-                self.inner.epoch, shared.cluster, shared.applied
-            ),
-            None => format!("{}-{offset}", self.inner.epoch),
-        }
-    }
-
-    /// Up to `max` peers online after `after`, in peer ID order, with their snapshot frames.
-    fn snapshot_page(&self, after: Option<&PeerId>, max: usize) -> Vec<(PeerId, Arc<HubEvent>)> {
-        use std::ops::Bound;
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut state = self.lock();
-        state
-            .peers
-            .range_mut((start, Bound::Unbounded))
-            .take(max)
-            .map(|(peer, record)| (*peer, record.snapshot_event()))
-            .collect()
     }
 
     fn emit(
@@ -1153,80 +647,9 @@ impl PeerRecord {
             })
             .clone()
     }
-
-    /// The row for this state; `event` is its event when there is one, whose full form is the
-    /// message as JSON already.
-    fn to_row(&self, event: Option<&HubEvent>, expires_ms: i64) -> StoredPeer {
-        let presence = match event {
-            Some(event) => {
-                String::from_utf8_lossy(&event.frames(Audience::Admin).json).into_owned()
-            }
-            None => serde_json::to_string(&self.presence).expect("a presence always serializes"),
-        };
-        StoredPeer {
-            peer_id: self.presence.peer_id.clone(),
-            presence,
-            signed: self.signed,
-            verified: self.verified,
-            first_seen_ms: self.first_seen_ms,
-            last_seen_ms: self.last_seen_ms,
-            online: true,
-            expires_ms,
-            instance: String::new(),
-            version: 0,
-        }
-    }
-}
-
-/// A registry entry from a database row, expiring at the row's time.
-fn record_from_row(row: &StoredPeer, now: Instant, now_ms: i64) -> Option<(PeerId, PeerRecord)> {
-    let peer_id = row.peer_id.parse::<PeerId>().ok()?;
-    let presence: Presence = serde_json::from_str(&row.presence).ok()?;
-    let left = Duration::from_millis((row.expires_ms - now_ms).max(0) as u64);
-    Some((
-        peer_id,
-        PeerRecord {
-            presence,
-            signed: row.signed,
-            verified: row.verified,
-            first_seen_ms: row.first_seen_ms,
-            last_seen_ms: row.last_seen_ms,
-            expires: now + left,
-            session: None,
-            version: Some(row.version),
-            snapshot: None,
-        },
-    ))
 }
 
 impl HubState {
-    /// Notes that a peer left (with a shared database, for streams resuming from elsewhere).
-    fn depart(&mut self, peer_id: PeerId, at_ms: i64, gone: &PeerRecord) {
-        let Some(shared) = &mut self.shared else {
-            return;
-        };
-        shared.departures.insert(
-            peer_id,
-            Departure {
-                version: None,
-                at_ms,
-                signed: gone.signed,
-                verified: gone.verified,
-            },
-        );
-        shared.departure_order.push_back((peer_id, at_ms));
-        if shared.departure_order.len() > MAX_DEPARTURES {
-            shared.forget_oldest_departure();
-        }
-    }
-
-    /// Notes that a peer is online again: its record now tells its story.
-    fn arrive(&mut self, peer_id: &PeerId) {
-        if let Some(shared) = &mut self.shared {
-            shared.departures.remove(peer_id);
-        }
-    }
-
     fn remember(&mut self, ts_ms: i64, kind: PresenceType, presence: &Presence) {
         if self.recent.len() >= RECENT_CHANGES {
             self.recent.pop_front();
@@ -1237,96 +660,6 @@ impl HubState {
             peer_id: presence.peer_id.clone(),
             label: presence.content.clone().unwrap_or_default(),
         });
-    }
-}
-
-impl SharedPosition {
-    /// Gives a departure the version of its tombstone row, remembering it if it is new here.
-    fn note_tombstone(&mut self, peer_id: PeerId, row: &StoredPeer) {
-        match self.departures.get_mut(&peer_id) {
-            Some(departure) => {
-                departure.version = Some(departure.version.unwrap_or(0).max(row.version));
-            }
-            None => {
-                self.departures.insert(
-                    peer_id,
-                    Departure {
-                        version: Some(row.version),
-                        at_ms: row.last_seen_ms,
-                        signed: row.signed,
-                        verified: row.verified,
-                    },
-                );
-                self.departure_order.push_back((peer_id, row.last_seen_ms));
-                if self.departure_order.len() > MAX_DEPARTURES {
-                    self.forget_oldest_departure();
-                }
-            }
-        }
-    }
-
-    /// Forgets the oldest departure; resuming from before it now takes a snapshot.
-    fn forget_oldest_departure(&mut self) {
-        let Some((peer_id, at_ms)) = self.departure_order.pop_front() else {
-            return;
-        };
-        if self
-            .departures
-            .get(&peer_id)
-            .is_some_and(|departure| departure.at_ms == at_ms)
-        {
-            let departure = self.departures.remove(&peer_id).expect("checked");
-            self.horizon = self.horizon.max(departure.version.unwrap_or(self.applied));
-        }
-    }
-
-    fn forget_departures_before(&mut self, before_ms: i64) {
-        while self
-            .departure_order
-            .front()
-            .is_some_and(|(_, at_ms)| *at_ms < before_ms)
-        {
-            self.forget_oldest_departure();
-        }
-    }
-}
-
-/// The writer's and reader's way back into the hub; holds it weakly, so that dropping every
-/// `Hub` stops them.
-struct RegistryLink(Weak<HubInner>);
-
-impl RegistryLink {
-    fn hub(&self) -> Option<Hub> {
-        self.0.upgrade().map(|inner| Hub { inner })
-    }
-}
-
-impl persist::Registry for RegistryLink {
-    fn written(&self, written: Vec<Written>) {
-        if let Some(hub) = self.hub() {
-            hub.note_written(written);
-        }
-    }
-
-    fn unwritten(&self) -> Vec<PeerWrite> {
-        self.hub().map(|hub| hub.unwritten()).unwrap_or_default()
-    }
-
-    fn merge_peers(&self, rows: Vec<StoredPeer>) {
-        let Some(hub) = self.hub() else { return };
-        let mut state = hub.lock();
-        for row in &rows {
-            hub.merge_row(&mut state, row);
-        }
-        if let (Some(shared), Some(last)) = (&mut state.shared, rows.last()) {
-            shared.applied = shared.applied.max(last.version);
-        }
-    }
-
-    fn merge_bans(&self, rows: Vec<StoredBan>) {
-        if let Some(hub) = self.hub() {
-            hub.merge_bans(rows);
-        }
     }
 }
 
@@ -1368,39 +701,4 @@ pub fn unix_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::EventId;
-
-    #[test]
-    fn event_ids_name_a_ring_place_and_with_a_shared_database_a_version() {
-        assert_eq!(
-            EventId::parse("a1b2-17"),
-            Some(EventId {
-                epoch: "a1b2",
-                offset: 17,
-                shared: None
-            })
-        );
-        assert_eq!(
-            EventId::parse(" a1b2-17-c0ffee-420 "),
-            Some(EventId {
-                epoch: "a1b2",
-                offset: 17,
-                shared: Some(("c0ffee", 420))
-            })
-        );
-        for bad in [
-            "",
-            "a1b2",
-            "a1b2-x",
-            "a1b2-17-c0ffee",
-            "a1b2-17-c0ffee-x",
-            "a-1-b-2-c",
-        ] {
-            assert_eq!(EventId::parse(bad), None, "{bad:?}");
-        }
-    }
 }

@@ -1,0 +1,240 @@
+//! Where a new subscriber starts: `Last-Event-ID` parsing, replay from this instance's ring,
+//! catch-up from a shared database's position, or (when neither can answer) a reset and a
+//! snapshot read page by page (see [`super::snapshot`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use libp2p_identity::PeerId;
+use tokio::sync::broadcast;
+
+use super::event::encode_event;
+use super::presence::{Presence, PresenceType};
+use super::{Hub, HubEvent, HubState, Signal, snapshot};
+
+/// Where a new subscriber starts.
+#[derive(Debug)]
+pub struct Subscription {
+    /// True when the requested resume point was unknown: send `event: reset` first.
+    pub reset: bool,
+    /// Replayed events to send before live ones.
+    pub initial: Vec<Arc<HubEvent>>,
+    /// The peers online, to send (page by page) before live events when the stream did not
+    /// resume.
+    pub snapshot: Option<snapshot::Snapshot>,
+    pub live: broadcast::Receiver<Signal>,
+    /// Already true when the hub was stopping as the subscription began.
+    pub stopping: bool,
+}
+
+/// A `Last-Event-ID`: `<epoch>-<offset>` names a place in one instance's ring; with a shared
+/// database `-<cluster>-<version>` follows, the database version the stream had seen up to,
+/// which any instance of that database can resume from.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct EventId<'a> {
+    epoch: &'a str,
+    offset: u64,
+    shared: Option<(&'a str, i64)>,
+}
+
+impl<'a> EventId<'a> {
+    pub(super) fn parse(text: &'a str) -> Option<Self> {
+        let mut parts = text.trim().split('-');
+        let epoch = parts.next()?;
+        let offset = parts.next()?.parse().ok()?;
+        let shared = match (parts.next(), parts.next()) {
+            (None, _) => None,
+            (Some(cluster), Some(version)) => Some((cluster, version.parse().ok()?)),
+            (Some(_), None) => return None,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(EventId {
+            epoch,
+            offset,
+            shared,
+        })
+    }
+}
+
+impl Hub {
+    /// Starts a subscription. `last_event_id` is the SSE `Last-Event-ID` of a reconnecting
+    /// client: when it is in the ring, exactly the missed events are replayed; otherwise the
+    /// client gets `reset` and a snapshot of the peers online.
+    pub fn subscribe(&self, last_event_id: Option<&str>, changes_only: bool) -> Subscription {
+        let sender = if changes_only {
+            &self.inner.changes
+        } else {
+            &self.inner.all
+        };
+        let state = self.lock();
+        // Subscribing under the lock: every event is either in the replay or live, never both.
+        let live = sender.subscribe();
+        let stopping = *self.inner.shutdown.borrow();
+        let resume = last_event_id
+            .and_then(EventId::parse)
+            .and_then(|id| self.resume(&state, &id, changes_only));
+        let (reset, initial, snapshot) = match resume {
+            Some(events) => (false, events, None),
+            None => {
+                let id = self.event_id(&state, state.next_offset - 1);
+                let snapshot = snapshot::Snapshot::new(self.clone(), id);
+                (last_event_id.is_some(), Vec::new(), Some(snapshot))
+            }
+        };
+        Subscription {
+            reset,
+            initial,
+            snapshot,
+            live,
+            stopping,
+        }
+    }
+
+    /// What a stream that last saw `id` missed: from this instance's ring when the id is its
+    /// own and the gap is held, else from the shared database's position when the id has one
+    /// this instance can answer for; `None` when only a snapshot will do.
+    pub(super) fn resume(
+        &self,
+        state: &HubState,
+        id: &EventId<'_>,
+        changes_only: bool,
+    ) -> Option<Vec<Arc<HubEvent>>> {
+        if id.epoch == self.inner.epoch
+            && let Some(events) = self.replay(state, id.offset, changes_only)
+        {
+            return Some(events);
+        }
+        self.catch_up(state, id.shared?)
+    }
+
+    pub(super) fn replay(
+        &self,
+        state: &HubState,
+        offset: u64,
+        changes_only: bool,
+    ) -> Option<Vec<Arc<HubEvent>>> {
+        if offset >= state.next_offset {
+            return None;
+        }
+        let oldest = state.ring.front().map_or(state.next_offset, |e| e.offset);
+        // Events after `offset` must all still be held.
+        if offset + 1 < oldest {
+            return None;
+        }
+        Some(
+            state
+                .ring
+                .iter()
+                .filter(|e| e.offset > offset && (e.change || !changes_only))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// A stream that had seen every database row up to `version` (on any instance): the
+    /// current state of each peer whose row is newer or not yet written, and the departures
+    /// since. Rows this instance has not read yet reach the stream live when it reads them.
+    pub(super) fn catch_up(
+        &self,
+        state: &HubState,
+        (cluster, version): (&str, i64),
+    ) -> Option<Vec<Arc<HubEvent>>> {
+        let shared = state.shared.as_ref()?;
+        if cluster != shared.cluster || version < shared.horizon {
+            return None;
+        }
+        let newer = |v: Option<i64>| v.is_none_or(|v| v > version);
+        let head = state.next_offset - 1;
+        let id = self.event_id(state, head);
+        let now = Instant::now();
+        let mut events: Vec<Arc<HubEvent>> = shared
+            .departures
+            .iter()
+            .filter(|(_, departure)| newer(departure.version))
+            .map(|(peer_id, departure)| {
+                let mut offline = Presence::new(PresenceType::Offline, *peer_id);
+                offline.ts = Some(departure.at_ms);
+                offline.signed = Some(departure.signed);
+                offline.verified = Some(departure.verified);
+                Arc::new(encode_event(head, id.clone(), &offline, true, now))
+            })
+            .collect();
+        events.extend(
+            state
+                .peers
+                .values()
+                .filter(|record| newer(record.version))
+                .map(|record| {
+                    let mut presence = record.presence.clone();
+                    presence.kind = PresenceType::Online;
+                    Arc::new(encode_event(head, id.clone(), &presence, true, now))
+                }),
+        );
+        Some(events)
+    }
+
+    /// The SSE id of the event at `offset`: with a shared database, the database position too.
+    pub(super) fn event_id(&self, state: &HubState, offset: u64) -> String {
+        match &state.shared {
+            Some(shared) => format!(
+                "{}-{offset}-{}-{}",
+                self.inner.epoch, shared.cluster, shared.applied
+            ),
+            None => format!("{}-{offset}", self.inner.epoch),
+        }
+    }
+
+    /// Up to `max` peers online after `after`, in peer ID order, with their snapshot frames.
+    pub(super) fn snapshot_page(
+        &self,
+        after: Option<&PeerId>,
+        max: usize,
+    ) -> Vec<(PeerId, Arc<HubEvent>)> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut state = self.lock();
+        state
+            .peers
+            .range_mut((start, Bound::Unbounded))
+            .take(max)
+            .map(|(peer, record)| (*peer, record.snapshot_event()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventId;
+
+    #[test]
+    pub(super) fn event_ids_name_a_ring_place_and_with_a_shared_database_a_version() {
+        assert_eq!(
+            EventId::parse("a1b2-17"),
+            Some(EventId {
+                epoch: "a1b2",
+                offset: 17,
+                shared: None
+            })
+        );
+        assert_eq!(
+            EventId::parse(" a1b2-17-c0ffee-420 "),
+            Some(EventId {
+                epoch: "a1b2",
+                offset: 17,
+                shared: Some(("c0ffee", 420))
+            })
+        );
+        for bad in [
+            "",
+            "a1b2",
+            "a1b2-x",
+            "a1b2-17-c0ffee",
+            "a1b2-17-c0ffee-x",
+            "a-1-b-2-c",
+        ] {
+            assert_eq!(EventId::parse(bad), None, "{bad:?}");
+        }
+    }
+}
