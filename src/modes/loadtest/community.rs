@@ -187,10 +187,11 @@ impl Ledger {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Reads label markers in `bytes`, heard on a link that connected at `since`: changes
-    /// (`lc <n>`) made since then are timed (older ones came in the snapshot, not live), storm
-    /// returns (`ls <i>`) counted.
-    fn observe(&self, bytes: &[u8], since: u64) {
+    /// Reads label markers in `bytes`, heard on a link whose snapshot was all read at `since`
+    /// (`None` while it is still being read): changes (`lc <n>`) made since then are timed —
+    /// older ones came in the snapshot or queued behind it, which is the cost of connecting and
+    /// is what the storm measures — and storm returns (`ls <i>`) counted.
+    fn observe(&self, bytes: &[u8], since: Option<u64>) {
         let now = self.micros();
         // The hub refused a publish sent over the WebSocket.
         if bytes.starts_with(b"{\"error\"") {
@@ -198,7 +199,8 @@ impl Ledger {
             return;
         }
         for n in numbers_after(bytes, b"\"content\":\"lc ") {
-            if let Some(sent) = self.changes.get(n).map(|s| s.load(Ordering::Relaxed))
+            if let Some(since) = since
+                && let Some(sent) = self.changes.get(n).map(|s| s.load(Ordering::Relaxed))
                 && sent >= since
                 && sent > 0
             {
@@ -597,7 +599,10 @@ impl SimulatedPeer {
         label: &mut String,
         phase: &mut watch::Receiver<Phase>,
     ) -> Ended {
-        let since = self.ledger.micros();
+        // When the snapshot has been read: on SSE the first `id:` (snapshot frames have none),
+        // on a WebSocket the hub's echo of this peer's own `online`, which was queued behind it.
+        let mut since = None;
+        let me = self.keypair.public().to_peer_id().to_base58();
         let heartbeat = self.options.heartbeat;
         let start =
             tokio::time::Instant::now() + heartbeat.mul_f64(rand::random::<f64>().clamp(0.05, 1.0));
@@ -640,10 +645,19 @@ impl SimulatedPeer {
                 _ = &mut churn => return Ended::Churn,
                 heard = read(link, &mut buffer) => heard,
             };
-            match heard {
-                Some(bytes) => self.ledger.observe(&bytes, since),
-                None => return Ended::Lost,
+            let Some(bytes) = heard else {
+                return Ended::Lost;
+            };
+            if since.is_none() {
+                let marker = match link {
+                    Link::Ws(_) => me.as_bytes(),
+                    Link::Sse(..) => b"id: ".as_slice(),
+                };
+                if memchr::memmem::find(&bytes, marker).is_some() {
+                    since = Some(self.ledger.micros());
+                }
             }
+            self.ledger.observe(&bytes, since);
         }
     }
 }
