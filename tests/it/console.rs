@@ -13,20 +13,6 @@ use crate::support::{PeerDir, SseClient, TestPeer, eventually, hidden, no_redire
 
 const WAIT: Duration = Duration::from_secs(15);
 
-pub fn peer_dir(label: &str, edit: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Config) {
-    let dir = tempfile::tempdir().unwrap();
-    goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
-    let mut config = Config::load_dir(dir.path()).unwrap().config;
-    config.viewer.http_addr = "127.0.0.1:0".into();
-    config.presence.rendezvous_port = Some(0);
-    config.presence.ttl_seconds = 6;
-    config.presence.heartbeat_seconds = 1;
-    config.p2p.mdns_tag = format!("console-{}", rand::random::<u32>());
-    edit(&mut config);
-    config.save(&dir.path().join("goop.json")).unwrap();
-    (dir, config)
-}
-
 /// Alice (embedded hub, console) and Bob (joins Alice's hub), once Alice sees Bob.
 async fn alice_and_bob() -> (TestPeer, TestPeer) {
     let alice = TestPeer::spawn("Alice", |c| {
