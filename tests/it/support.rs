@@ -160,9 +160,11 @@ impl PeerDir {
         self.dir.path()
     }
 
-    /// The goop.json in the directory, as it is now.
+    /// The goop.json in the directory as it is now, read without the checks `goop2 peer` makes
+    /// (a test may start a peer from settings the loader refuses).
     pub fn config(&self) -> Config {
-        Config::load_dir(self.path()).unwrap().config
+        let text = std::fs::read(self.path().join("goop.json")).unwrap();
+        serde_json::from_slice(&text).unwrap()
     }
 }
 
