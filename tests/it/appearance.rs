@@ -3,19 +3,17 @@
 //! switch are checked in Chromium, in `browser::screens`.)
 
 use goop2::config::{Config, Theme};
-use goop2::modes::peer::{self, RunningPeer};
-use goop2::telemetry::LogBuffer;
 use serde_json::json;
 
-use crate::console::{console, peer_dir};
-use crate::support::{TestHub, get_page, hidden, no_redirects};
+use crate::console::console;
+use crate::support::{TestHub, TestPeer, get_page, hidden, no_redirects, short_ttl};
 
-async fn lone_peer(edit: impl FnOnce(&mut Config)) -> (RunningPeer, tempfile::TempDir) {
-    let (dir, config) = peer_dir("Looks", edit);
-    let running = peer::start(dir.path(), &config, LogBuffer::new(10))
-        .await
-        .unwrap();
-    (running, dir)
+async fn lone_peer(edit: impl FnOnce(&mut Config)) -> TestPeer {
+    TestPeer::spawn("Looks", |c| {
+        short_ttl(c, 6);
+        edit(c);
+    })
+    .await
 }
 
 #[test]
@@ -29,7 +27,7 @@ fn the_theme_is_dark_unless_goop_json_says_light() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_console_page_carries_the_configured_theme_and_the_switch_script() {
-    let (running, _dir) = lone_peer(|c| c.viewer.theme = "light".into()).await;
+    let running = lone_peer(|c| c.viewer.theme = "light".into()).await;
     let base = console(&running);
     let me = running.peer_id.to_base58();
     for path in ["/", "/self", "/database", "/edit", "/logs", "/lua"] {
@@ -66,7 +64,7 @@ async fn every_console_page_carries_the_configured_theme_and_the_switch_script()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_login_page_and_a_hubs_settings_viewer_follow_the_theme_too() {
     let hash = goop2::services::auth::hash_password("a password").unwrap();
-    let (running, _dir) = lone_peer(|c| {
+    let running = lone_peer(|c| {
         c.viewer.theme = "light".into();
         c.viewer.admin_password = goop2::config::Secret::new(hash);
     })
@@ -94,7 +92,7 @@ async fn the_login_page_and_a_hubs_settings_viewer_follow_the_theme_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_settings_page_shows_a_placeholder_until_an_avatar_is_uploaded() {
-    let (running, _dir) = lone_peer(|_| {}).await;
+    let running = lone_peer(|_| {}).await;
     let base = console(&running);
     let before = get_page(&format!("{base}/self")).await;
     assert!(before.contains(r#"data-theme="dark""#), "the default theme");
@@ -133,7 +131,7 @@ async fn the_settings_page_shows_a_placeholder_until_an_avatar_is_uploaded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_read_one_row_and_two_rows() {
-    let (running, _dir) = lone_peer(|_| {}).await;
+    let running = lone_peer(|_| {}).await;
     let base = console(&running);
     let client = reqwest::Client::new();
     let created = client
@@ -203,7 +201,7 @@ async fn counts_read_one_row_and_two_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_files_have_one_route_with_their_type_an_etag_and_304() {
-    let (peer, _dir) = lone_peer(|_| {}).await;
+    let peer = lone_peer(|_| {}).await;
     let base = console(&peer);
     let client = reqwest::Client::new();
     for (path, content_type) in [

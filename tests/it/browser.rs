@@ -10,7 +10,7 @@ use goop2::services::auth;
 use goop2::services::hub::presence::PresenceType;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::support::{TestHub, TestIdentity};
+use crate::support::{PeerDir, TestHub, TestIdentity, TestPeer, short_ttl};
 
 mod screens;
 mod sdk;
@@ -83,51 +83,42 @@ async fn the_dashboard_updates_live_and_the_admin_signs_in_with_a_real_browser()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_peer_site_cannot_reach_the_console_or_other_sites() {
     use goop2::config::Config;
-    use goop2::modes::peer;
     use goop2::services::presence::peer_table::PeerState;
-    use goop2::telemetry::LogBuffer;
 
     require_browser_tooling();
     let password = "owner password";
     let tag = format!("browser-{}", rand::random::<u32>());
     // Peers of this test's own network.
     let dir_of = |label: &str, edit: &dyn Fn(&mut Config)| {
-        crate::console::peer_dir(label, |c| {
+        PeerDir::new(label, |c| {
+            short_ttl(c, 6);
             c.viewer.http_addr = String::new();
             c.p2p.mdns_tag = tag.clone();
             edit(c);
         })
     };
     let hash = auth::hash_password(password).unwrap();
-    let (owner_dir, owner_config) = dir_of("Owner", &|c| {
+    let owner = TestPeer::start(dir_of("Owner", &|c| {
         c.presence.rendezvous_host = true;
         c.viewer.http_addr = "127.0.0.1:0".into();
         c.viewer.admin_password = Secret::new(hash.clone());
-    });
-    let owner = peer::start(owner_dir.path(), &owner_config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    }))
+    .await;
     let hub = format!("http://{}", owner.hub.as_ref().unwrap().hub_addr);
-    let (mallory_dir, mallory_config) =
-        dir_of("Mallory", &|c| c.presence.rendezvous_wan = hub.clone());
+    let mallory_dir = dir_of("Mallory", &|c| c.presence.rendezvous_wan = hub.clone());
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/hostile_site.html"),
         mallory_dir.path().join("site/index.html"),
     )
     .unwrap();
-    let mallory = peer::start(mallory_dir.path(), &mallory_config, LogBuffer::new(10))
-        .await
-        .unwrap();
-    let (friend_dir, friend_config) =
-        dir_of("Friend", &|c| c.presence.rendezvous_wan = hub.clone());
+    let mallory = TestPeer::start(mallory_dir).await;
+    let friend_dir = dir_of("Friend", &|c| c.presence.rendezvous_wan = hub.clone());
     std::fs::write(
         friend_dir.path().join("site/index.html"),
         "<p>private notes</p>",
     )
     .unwrap();
-    let friend = peer::start(friend_dir.path(), &friend_config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let friend = TestPeer::start(friend_dir).await;
     for id in [mallory.peer_id.to_base58(), friend.peer_id.to_base58()] {
         assert!(crate::support::lists(&owner, &id, PeerState::Online).await);
     }
@@ -175,29 +166,27 @@ async fn a_hostile_peer_site_cannot_reach_the_console_or_other_sites() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_in_owner_sees_a_peer_arrive_live_opens_its_site_and_edits_their_own() {
     use goop2::config::Config;
-    use goop2::modes::peer;
-    use goop2::telemetry::LogBuffer;
 
     require_browser_tooling();
     let password = "owner password";
     let tag = format!("live-{}", rand::random::<u32>());
     // Peers of this test's own network.
     let dir_of = |label: &str, edit: &dyn Fn(&mut Config)| {
-        crate::console::peer_dir(label, |c| {
+        PeerDir::new(label, |c| {
+            short_ttl(c, 6);
             c.viewer.http_addr = String::new();
             c.p2p.mdns_tag = tag.clone();
             edit(c);
         })
     };
     let hash = auth::hash_password(password).unwrap();
-    let (owner_dir, owner_config) = dir_of("Owner", &|c| {
+    let owner = TestPeer::start(dir_of("Owner", &|c| {
         c.presence.rendezvous_host = true;
         c.viewer.http_addr = "127.0.0.1:0".into();
         c.viewer.admin_password = Secret::new(hash.clone());
-    });
-    let owner = peer::start(owner_dir.path(), &owner_config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    }))
+    .await;
+    let owner_dir = owner.dir();
     let hub = format!("http://{}", owner.hub.as_ref().unwrap().hub_addr);
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console_live.mjs");
@@ -227,15 +216,13 @@ async fn a_signed_in_owner_sees_a_peer_arrive_live_opens_its_site_and_edits_thei
     assert_eq!(next_line().await, "READY");
 
     // Bob starts only now, while the owner watches.
-    let (bob_dir, bob_config) = dir_of("Bob", &|c| c.presence.rendezvous_wan = hub.clone());
+    let bob_dir = dir_of("Bob", &|c| c.presence.rendezvous_wan = hub.clone());
     std::fs::write(
         bob_dir.path().join("site/index.html"),
         "<h1>Bob's page</h1>",
     )
     .unwrap();
-    let bob = peer::start(bob_dir.path(), &bob_config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let bob = TestPeer::start(bob_dir).await;
     stdin
         .write_all(format!("{} Bob\n", bob.peer_id).as_bytes())
         .await
@@ -271,20 +258,19 @@ async fn a_signed_in_owner_sees_a_peer_arrive_live_opens_its_site_and_edits_thei
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_signs_a_peers_guestbook_through_goop_data_js() {
     use goop2::config::Config;
-    use goop2::modes::peer;
     use goop2::services::presence::peer_table::PeerState;
-    use goop2::telemetry::LogBuffer;
 
     require_browser_tooling();
     let tag = format!("guestbook-{}", rand::random::<u32>());
     // Peers of this test's own network.
     let dir_of = |label: &str, edit: &dyn Fn(&mut Config)| {
-        crate::console::peer_dir(label, |c| {
+        PeerDir::new(label, |c| {
+            short_ttl(c, 6);
             c.p2p.mdns_tag = tag.clone();
             edit(c);
         })
     };
-    let (host_dir, host_config) = dir_of("Host", &|c| {
+    let host_dir = dir_of("Host", &|c| {
         c.presence.rendezvous_host = true;
         c.lua.enabled = true;
     });
@@ -300,9 +286,7 @@ async fn a_visitor_signs_a_peers_guestbook_through_goop_data_js() {
         host_dir.path().join("site/index.html"),
     )
     .unwrap();
-    let host = peer::start(host_dir.path(), &host_config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let host = TestPeer::start(host_dir).await;
     let host_console = format!("http://{}", host.console_addr.unwrap());
     let client = reqwest::Client::new();
     let created = client
@@ -323,11 +307,10 @@ async fn a_visitor_signs_a_peers_guestbook_through_goop_data_js() {
     assert_eq!(owners.status().as_u16(), 200);
 
     let hub = format!("http://{}", host.hub.as_ref().unwrap().hub_addr);
-    let (visitor_dir, visitor_config) =
-        dir_of("Visitor", &|c| c.presence.rendezvous_wan = hub.clone());
-    let visitor = peer::start(visitor_dir.path(), &visitor_config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let visitor = TestPeer::start(dir_of("Visitor", &|c| {
+        c.presence.rendezvous_wan = hub.clone()
+    }))
+    .await;
     let host_id = host.peer_id.to_base58();
     assert!(crate::support::lists(&visitor, &host_id, PeerState::Online).await);
 
@@ -393,19 +376,8 @@ async fn a_visitor_signs_a_peers_guestbook_through_goop_data_js() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_editor_creates_edits_deletes_and_imports_in_a_browser() {
-    use goop2::config::Config;
-    use goop2::modes::peer;
-    use goop2::telemetry::LogBuffer;
-
     require_browser_tooling();
-    let dir = tempfile::tempdir().unwrap();
-    goop2::modes::init::run(dir.path(), Some("Editor".into())).unwrap();
-    let mut config = Config::load_dir(dir.path()).unwrap().config;
-    config.viewer.http_addr = "127.0.0.1:0".into();
-    config.p2p.mdns_tag = format!("editor-{}", rand::random::<u32>());
-    let running = peer::start(dir.path(), &config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let running = TestPeer::spawn("Editor", |_| {}).await;
     let console = format!("http://{}", running.console_addr.unwrap());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/database_editor.mjs");
     let output = tokio::process::Command::new("node")

@@ -4,49 +4,35 @@
 use std::time::Duration;
 
 use goop2::config::{Config, Secret};
-use goop2::modes::peer::{self, RunningPeer};
+use goop2::modes::peer::RunningPeer;
 use goop2::services::auth;
 use goop2::services::presence::peer_table::PeerState;
 use goop2::telemetry::LogBuffer;
 
-use crate::support::{SseClient, eventually, hidden, no_redirects};
+use crate::support::{PeerDir, SseClient, TestPeer, eventually, hidden, no_redirects, short_ttl};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-pub fn peer_dir(label: &str, edit: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Config) {
-    let dir = tempfile::tempdir().unwrap();
-    goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
-    let mut config = Config::load_dir(dir.path()).unwrap().config;
-    config.viewer.http_addr = "127.0.0.1:0".into();
-    config.presence.rendezvous_port = Some(0);
-    config.presence.ttl_seconds = 6;
-    config.presence.heartbeat_seconds = 1;
-    config.p2p.mdns_tag = format!("console-{}", rand::random::<u32>());
-    edit(&mut config);
-    config.save(&dir.path().join("goop.json")).unwrap();
-    (dir, config)
-}
-
 /// Alice (embedded hub, console) and Bob (joins Alice's hub), once Alice sees Bob.
-async fn alice_and_bob() -> (RunningPeer, RunningPeer, Vec<tempfile::TempDir>) {
-    let (a_dir, a_config) = peer_dir("Alice", |c| c.presence.rendezvous_host = true);
-    let alice = peer::start(a_dir.path(), &a_config, LogBuffer::new(100))
-        .await
-        .unwrap();
+async fn alice_and_bob() -> (TestPeer, TestPeer) {
+    let alice = TestPeer::spawn("Alice", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_host = true;
+    })
+    .await;
     let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
-    let tag = a_config.p2p.mdns_tag.clone();
-    let (b_dir, b_config) = peer_dir("Bob", |c| {
+    let tag = alice.dir().config().p2p.mdns_tag;
+    let b_dir = PeerDir::new("Bob", |c| {
+        short_ttl(c, 6);
         c.presence.rendezvous_wan = hub;
         c.p2p.mdns_tag = tag;
         c.viewer.http_addr = String::new();
     });
     std::fs::write(b_dir.path().join("site/index.html"), "<h1>Bob's page</h1>").unwrap();
-    let bob = peer::start(b_dir.path(), &b_config, LogBuffer::new(100))
-        .await
-        .unwrap();
+    let bob = TestPeer::start(b_dir).await;
     let bob_id = bob.peer_id.to_base58();
     assert!(crate::support::lists(&alice, &bob_id, PeerState::Online).await);
-    (alice, bob, vec![a_dir, b_dir])
+    (alice, bob)
 }
 
 pub fn console(peer: &RunningPeer) -> String {
@@ -55,7 +41,7 @@ pub fn console(peer: &RunningPeer) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_lists_peers_and_shows_their_sites_sandboxed() {
-    let (alice, bob, _dirs) = alice_and_bob().await;
+    let (alice, bob) = alice_and_bob().await;
     let base = console(&alice);
     let bob_id = bob.peer_id.to_base58();
 
@@ -151,7 +137,7 @@ async fn the_console_lists_peers_and_shows_their_sites_sandboxed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn favourites_and_known_peers_survive_a_restart_and_reachability_is_probed() {
-    let (alice, bob, dirs) = alice_and_bob().await;
+    let (alice, bob) = alice_and_bob().await;
     let base = console(&alice);
     let bob_id = bob.peer_id.to_base58();
 
@@ -211,13 +197,10 @@ async fn favourites_and_known_peers_survive_a_restart_and_reachability_is_probed
     assert!(entry(alice.table.snapshot().await).unwrap().favorite);
 
     bob.shutdown().await;
-    alice.shutdown().await;
+    let a_dir = alice.shutdown().await;
 
     // Alice again, alone: Bob is listed from data.db, offline, still a favourite.
-    let config = Config::load_dir(dirs[0].path()).unwrap().config;
-    let alice = peer::start(dirs[0].path(), &config, LogBuffer::new(100))
-        .await
-        .unwrap();
+    let alice = TestPeer::start(a_dir).await;
     let bob_again = entry(alice.table.snapshot().await).expect("Bob remembered");
     assert_eq!(bob_again.label, "Bob");
     assert!(bob_again.favorite);
@@ -236,10 +219,7 @@ async fn favourites_and_known_peers_survive_a_restart_and_reachability_is_probed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_peer_gets_a_clear_error_page() {
-    let (dir, config) = peer_dir("Lonely", |_| {});
-    let lonely = peer::start(dir.path(), &config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let lonely = TestPeer::spawn("Lonely", |c| short_ttl(c, 6)).await;
     let nobody = goop2::identity::PeerId::random();
     let response = no_redirects()
         .get(format!("{}/p/{nobody}/", console(&lonely)))
@@ -272,10 +252,7 @@ async fn an_unreachable_peer_gets_a_clear_error_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_refuses_requests_other_origins_start() {
-    let (dir, config) = peer_dir("Guarded", |_| {});
-    let peer = peer::start(dir.path(), &config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let peer = TestPeer::spawn("Guarded", |c| short_ttl(c, 6)).await;
     let base = console(&peer);
     // A sandboxed site's fetch carries `Origin: null`.
     let from_site = no_redirects()
@@ -314,10 +291,7 @@ async fn the_console_refuses_requests_other_origins_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_form_gets_the_error_page_and_a_refused_api_call_the_json_error_shape() {
-    let (dir, config) = peer_dir("Refusing", |_| {});
-    let peer = peer::start(dir.path(), &config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let peer = TestPeer::spawn("Refusing", |c| short_ttl(c, 6)).await;
     let base = console(&peer);
     let refusal = "The CSRF token is missing or stale; reload the page and try again.";
 
@@ -481,8 +455,11 @@ async fn api_calls_the_console_cannot_read_are_refused_in_the_json_error_shape()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_console_off_loopback_needs_a_password_and_with_one_needs_a_session() {
-    let (dir, config) = peer_dir("Exposed", |c| c.viewer.http_addr = "0.0.0.0:0".into());
-    let error = peer::start(dir.path(), &config, LogBuffer::new(10))
+    let dir = PeerDir::new("Exposed", |c| {
+        short_ttl(c, 6);
+        c.viewer.http_addr = "0.0.0.0:0".into();
+    });
+    let error = TestPeer::try_start(dir, LogBuffer::new(10))
         .await
         .err()
         .expect("refused");
@@ -493,10 +470,11 @@ async fn a_console_off_loopback_needs_a_password_and_with_one_needs_a_session() 
     );
 
     let hash = auth::hash_password("console secret").unwrap();
-    let (dir, config) = peer_dir("Locked", |c| c.viewer.admin_password = Secret::new(hash));
-    let peer = peer::start(dir.path(), &config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let peer = TestPeer::spawn("Locked", |c| {
+        short_ttl(c, 6);
+        c.viewer.admin_password = Secret::new(hash);
+    })
+    .await;
     let base = console(&peer);
     let anonymous = no_redirects().get(format!("{base}/")).send().await.unwrap();
     assert_eq!(anonymous.status().as_u16(), 303);
@@ -529,23 +507,23 @@ async fn a_console_off_loopback_needs_a_password_and_with_one_needs_a_session() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_peer_list_updates_live() {
-    let (a_dir, a_config) = peer_dir("Alice", |c| c.presence.rendezvous_host = true);
-    let alice = peer::start(a_dir.path(), &a_config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let alice = TestPeer::spawn("Alice", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_host = true;
+    })
+    .await;
     let mut events =
         SseClient::connect(&format!("{}/api/peers/events", console(&alice)), None).await;
     assert_eq!(events.status, 200);
     let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
-    let tag = a_config.p2p.mdns_tag.clone();
-    let (b_dir, b_config) = peer_dir("Carol", |c| {
+    let tag = alice.dir().config().p2p.mdns_tag;
+    let carol = TestPeer::spawn("Carol", |c| {
+        short_ttl(c, 6);
         c.presence.rendezvous_wan = hub;
         c.p2p.mdns_tag = tag;
         c.viewer.http_addr = String::new();
-    });
-    let carol = peer::start(b_dir.path(), &b_config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    })
+    .await;
     let update = events
         .wait_for(WAIT, |e| e.json()["change"] == "updated")
         .await
@@ -564,13 +542,11 @@ async fn the_peer_list_updates_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_page_filters_by_level_and_tails_live() {
-    let (dir, config) = peer_dir("Logger", |_| {});
+    let dir = PeerDir::new("Logger", |c| short_ttl(c, 6));
     let logs = LogBuffer::new(100);
     logs.push("INFO", "goop2::test", "an ordinary day".into(), vec![]);
     logs.push("ERROR", "goop2::test", "something broke".into(), vec![]);
-    let peer = peer::start(dir.path(), &config, logs.clone())
-        .await
-        .unwrap();
+    let peer = TestPeer::start_with_logs(dir, logs.clone()).await;
     let base = console(&peer);
 
     let page = no_redirects()
@@ -625,13 +601,14 @@ fn settings(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_save_atomically_and_the_label_is_announced_at_once() {
-    let (dir, config) = peer_dir("Alice", |c| c.presence.rendezvous_host = true);
-    let alice = peer::start(dir.path(), &config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let alice = TestPeer::spawn("Alice", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_host = true;
+    })
+    .await;
     let base = console(&alice);
     let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
-    let path = dir.path().join("goop.json");
+    let path = alice.dir().path().join("goop.json");
 
     let html = no_redirects()
         .get(format!("{base}/self"))
@@ -752,7 +729,7 @@ async fn upload_avatar(base: &str, csrf: &str, image: Vec<u8>) -> reqwest::Respo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uploaded_avatar_is_checked_served_to_peers_and_announced() {
-    let (alice, bob, _dirs) = alice_and_bob().await;
+    let (alice, bob) = alice_and_bob().await;
     let base = console(&alice);
     let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
     let html = no_redirects()
@@ -829,10 +806,11 @@ async fn an_uploaded_avatar_is_checked_served_to_peers_and_announced() {
 async fn the_console_shows_each_hub_with_how_its_link_stands() {
     let mut hub = crate::support::TestHub::spawn().await;
     let hub_url = hub.url.clone();
-    let (dir, config) = peer_dir("Alice", |c| c.presence.rendezvous_wan = hub_url.clone());
-    let alice = peer::start(dir.path(), &config, LogBuffer::new(100))
-        .await
-        .unwrap();
+    let alice = TestPeer::spawn("Alice", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_wan = hub_url.clone();
+    })
+    .await;
     let console = format!("http://{}", alice.console_addr.unwrap());
     let state = async || {
         let hubs: serde_json::Value = reqwest::get(format!("{console}/api/hubs"))
@@ -874,7 +852,7 @@ async fn the_console_shows_each_hub_with_how_its_link_stands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_left_is_named_offline_on_its_error_page() {
-    let (alice, bob, _dirs) = alice_and_bob().await;
+    let (alice, bob) = alice_and_bob().await;
     let bob_id = bob.peer_id.to_base58();
     bob.shutdown().await;
     assert!(crate::support::lists(&alice, &bob_id, PeerState::Offline).await);
@@ -894,7 +872,7 @@ async fn a_peer_that_left_is_named_offline_on_its_error_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_viewer_api_of_the_original_lists_peers_by_accept_header_and_logs_as_json() {
-    let (alice, bob, _dirs) = alice_and_bob().await;
+    let (alice, bob) = alice_and_bob().await;
     let base = console(&alice);
     let client = no_redirects();
     let json: serde_json::Value = client
@@ -963,10 +941,8 @@ async fn the_viewer_api_of_the_original_lists_peers_by_accept_header_and_logs_as
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_pages_show_only_notices_the_console_wrote() {
-    let (dir, config) = peer_dir("Alice", |_| {});
-    let alice = peer::start(dir.path(), &config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let alice = TestPeer::spawn("Alice", |c| short_ttl(c, 6)).await;
+    let config = alice.dir().config();
     let base = console(&alice);
     let planted = "Your hub asks you to paste your password here";
     for page in ["/", "/self", "/edit", "/database", "/lua"] {
@@ -1024,7 +1000,7 @@ async fn console_pages_show_only_notices_the_console_wrote() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visited_site_is_framed_under_a_bar_that_says_whose_it_is() {
-    let (alice, bob, _dirs) = alice_and_bob().await;
+    let (alice, bob) = alice_and_bob().await;
     let base = console(&alice);
     let bob_id = bob.peer_id.to_base58();
     let page = no_redirects()

@@ -645,7 +645,7 @@ async fn filters_that_try_to_escape_are_refused_by_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_inserts_survive_kill_9() {
     use std::io::BufRead;
-    let (dir, _config) = crate::console::peer_dir("Durable", |_| {});
+    let dir = crate::support::PeerDir::new("Durable", |c| crate::support::short_ttl(c, 6));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_goop2"))
         .args(["peer", dir.path().to_str().unwrap()])
         .env("RUST_LOG", "warn")

@@ -9,15 +9,16 @@ use std::time::{Duration, Instant};
 
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 use goop2::config::Config;
-use goop2::modes::peer::{self, RunningPeer};
+use goop2::modes::peer::RunningPeer;
 use goop2::services::data::{Caller, DataService};
 use goop2::store::peer::PeerStore;
-use goop2::telemetry::LogBuffer;
 use libp2p::{PeerId, StreamProtocol};
 use serde_json::{Value, json};
 
-use crate::console::{console, peer_dir};
-use crate::support::{PeerProcess, free_port, loopback_tcp, no_redirects, peak_rss_kib};
+use crate::console::console;
+use crate::support::{
+    PeerDir, PeerProcess, TestPeer, free_port, loopback_tcp, no_redirects, peak_rss_kib, short_ttl,
+};
 
 const DATA: StreamProtocol = StreamProtocol::new("/goop/data/1.0.0");
 
@@ -77,38 +78,32 @@ async fn fill(dir: &Path, rows: usize, text: &str) {
 
 /// Alice (console; `data.timeout_seconds` as given, written into goop.json as an owner would)
 /// with the slow table, and Bob connected to her.
-async fn alice_and_bob(timeout_seconds: u32) -> (RunningPeer, RunningPeer, Vec<tempfile::TempDir>) {
-    let (a_dir, _) = peer_dir("Alice", |_| {});
+async fn alice_and_bob(timeout_seconds: u32) -> (TestPeer, TestPeer) {
+    let a_dir = PeerDir::new("Alice", |c| short_ttl(c, 6));
     let file = a_dir.path().join("goop.json");
     let mut raw: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     raw["data"]["timeout_seconds"] = json!(timeout_seconds);
     std::fs::write(&file, serde_json::to_vec_pretty(&raw).unwrap()).unwrap();
-    let a_config = Config::load_dir(a_dir.path()).unwrap().config;
     fill(a_dir.path(), SLOW_ROWS, &slow_text()).await;
-    let alice = peer::start(a_dir.path(), &a_config, LogBuffer::new(100))
-        .await
-        .unwrap();
-    let bob = visitor(&a_config).await;
-    bob.0
-        .node
+    let alice = TestPeer::start(a_dir).await;
+    let bob = visitor(&alice.dir().config()).await;
+    bob.node
         .dial(loopback_tcp(&alice.node).await)
         .await
         .unwrap();
-    settle(&bob.0, alice.peer_id).await;
-    (alice, bob.0, vec![a_dir, bob.1])
+    settle(&bob, alice.peer_id).await;
+    (alice, bob)
 }
 
 /// Bob, on the network of the peer configured as `host` (a peer of another network tag is let
 /// go after Identify), without a console.
-async fn visitor(host: &Config) -> (RunningPeer, tempfile::TempDir) {
-    let (dir, config) = peer_dir("Bob", |c| {
+async fn visitor(host: &Config) -> TestPeer {
+    TestPeer::spawn("Bob", |c| {
+        short_ttl(c, 6);
         c.viewer.http_addr = String::new();
         c.p2p.mdns_tag = host.p2p.mdns_tag.clone();
-    });
-    let bob = peer::start(dir.path(), &config, LogBuffer::new(100))
-        .await
-        .unwrap();
-    (bob, dir)
+    })
+    .await
 }
 
 /// A `/goop/data/1.0.0` stream from `from` to `to`, its request sent. The peers also find each
@@ -181,7 +176,7 @@ async fn own(alice: &RunningPeer, op: &str, body: Value, wait: Duration) -> Opti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitors_slow_filter_ends_at_its_time_budget_with_a_clear_error() {
-    let (alice, bob, _dirs) = alice_and_bob(1).await;
+    let (alice, bob) = alice_and_bob(1).await;
     let budget = Duration::from_secs(1);
     // Three at once: more than the visitors' connections, so some also wait for one.
     let started = Instant::now();
@@ -217,7 +212,7 @@ async fn a_visitors_slow_filter_ends_at_its_time_budget_with_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owners_console_answers_while_visitors_keep_the_database_busy() {
     // A generous budget: the visitors' statements run all through the owner's requests.
-    let (alice, bob, _dirs) = alice_and_bob(30).await;
+    let (alice, bob) = alice_and_bob(30).await;
     let mut streams = Vec::new();
     for _ in 0..6 {
         streams.push(send(&bob, alice.peer_id, &slow_query()).await);
@@ -253,7 +248,7 @@ async fn the_owners_console_answers_while_visitors_keep_the_database_busy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_that_leaves_stops_its_statements() {
     // A generous budget: only the caller's leaving can stop its statements early.
-    let (alice, bob, _dirs) = alice_and_bob(30).await;
+    let (alice, bob) = alice_and_bob(30).await;
     let mut streams = Vec::new();
     for _ in 0..4 {
         streams.push(send(&bob, alice.peer_id, &slow_query()).await);
@@ -285,13 +280,14 @@ async fn a_visitor_that_leaves_stops_its_statements() {
 async fn a_query_of_many_large_rows_is_refused_without_reading_them_all() {
     // 1,000 rows of 64 KiB: 64 MiB, where an answer holds at most 1 MiB.
     let p2p_port = free_port();
-    let (dir, config) = peer_dir("Alice", |c| {
+    let dir = PeerDir::new("Alice", |c| {
+        short_ttl(c, 6);
         c.viewer.http_addr = String::new();
         c.p2p.listen_port = p2p_port;
     });
     fill(dir.path(), 1000, &"x".repeat(64 * 1024)).await;
     let alice = PeerProcess::start(dir.path());
-    let (bob, _bob_dir) = visitor(&config).await;
+    let bob = visitor(&dir.config()).await;
     let address = format!("/ip4/127.0.0.1/tcp/{p2p_port}/p2p/{}", alice.peer_id);
     bob.node.dial(address.parse().unwrap()).await.unwrap();
     settle(&bob, alice.peer_id).await;

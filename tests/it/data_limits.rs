@@ -3,48 +3,42 @@
 //! goop.json and overrides from the database editor; a refusal names the limit, and other
 //! visitors are still served.
 
-use goop2::config::Config;
-use goop2::modes::peer::{self, RunningPeer};
+use goop2::modes::peer::RunningPeer;
 use goop2::services::presence::peer_table::PeerState;
-use goop2::telemetry::LogBuffer;
 use serde_json::{Value, json};
 
-use crate::console::{console, peer_dir};
-use crate::support::{get_page, hidden, no_redirects};
+use crate::console::console;
+use crate::support::{PeerDir, TestPeer, get_page, hidden, no_redirects, short_ttl};
 
 /// Alice (embedded hub; her goop.json's `data` section as given) and two visitors, Bob and Carol,
 /// once they all see each other.
-async fn alice_and_visitors(
-    data: Value,
-) -> (RunningPeer, [RunningPeer; 2], Vec<tempfile::TempDir>) {
-    let (a_dir, _) = peer_dir("Alice", |c| c.presence.rendezvous_host = true);
+async fn alice_and_visitors(data: Value) -> (TestPeer, [TestPeer; 2]) {
+    let a_dir = PeerDir::new("Alice", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_host = true;
+    });
     // The limits are written into goop.json as an owner would, and read back from it.
     let file = a_dir.path().join("goop.json");
     let mut raw: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     raw["data"] = data;
     std::fs::write(&file, serde_json::to_vec_pretty(&raw).unwrap()).unwrap();
-    let a_config = Config::load_dir(a_dir.path()).unwrap().config;
-    let alice = peer::start(a_dir.path(), &a_config, LogBuffer::new(100))
-        .await
-        .unwrap();
+    let alice = TestPeer::start(a_dir).await;
     let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
-    let mut dirs = vec![a_dir];
+    let tag = alice.dir().config().p2p.mdns_tag;
     let mut visitors = Vec::new();
     for label in ["Bob", "Carol"] {
-        let (dir, config) = peer_dir(label, |c| {
+        let running = TestPeer::spawn(label, |c| {
+            short_ttl(c, 6);
             c.presence.rendezvous_wan = hub.clone();
-            c.p2p.mdns_tag = a_config.p2p.mdns_tag.clone();
-        });
-        let running = peer::start(dir.path(), &config, LogBuffer::new(100))
-            .await
-            .unwrap();
+            c.p2p.mdns_tag = tag.clone();
+        })
+        .await;
         let id = alice.peer_id.to_base58();
         assert!(crate::support::lists(&running, &id, PeerState::Online).await);
         visitors.push(running);
-        dirs.push(dir);
     }
-    let [bob, carol] = <[RunningPeer; 2]>::try_from(visitors).ok().unwrap();
-    (alice, [bob, carol], dirs)
+    let [bob, carol] = <[TestPeer; 2]>::try_from(visitors).ok().unwrap();
+    (alice, [bob, carol])
 }
 
 async fn post(url: &str, body: Value) -> (u16, Value) {
@@ -130,7 +124,7 @@ fn error(answer: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visitors_are_held_to_the_quotas_of_goop_json_and_of_the_editor() {
-    let (alice, [bob, carol], _dirs) = alice_and_visitors(json!({
+    let (alice, [bob, carol]) = alice_and_visitors(json!({
         "insert_per_second": 1000,
         "insert_burst": 1000,
         "max_rows_per_caller": 3,
@@ -294,7 +288,7 @@ async fn visitors_are_held_to_the_quotas_of_goop_json_and_of_the_editor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_past_the_insert_rate_waits_while_another_is_served() {
-    let (alice, [bob, carol], _dirs) = alice_and_visitors(json!({
+    let (alice, [bob, carol]) = alice_and_visitors(json!({
         "insert_per_second": 1,
         "insert_burst": 5,
     }))

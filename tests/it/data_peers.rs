@@ -4,22 +4,21 @@
 
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 use goop2::identity::{Keypair, PeerId};
-use goop2::modes::peer::{self, RunningPeer};
 use goop2::services::data::limits::InsertLimits;
 use goop2::services::data::{Caller, DataRequest, DataService};
 use goop2::services::node::Node;
 use goop2::services::node::protocols::Served;
 use goop2::services::presence::peer_table::PeerState;
 use goop2::store::peer::PeerStore;
-use goop2::telemetry::LogBuffer;
 use serde_json::{Value, json};
 
-use crate::console::{console, peer_dir};
-use crate::support::no_redirects;
+use crate::console::console;
+use crate::support::{PeerDir, TestPeer, no_redirects, short_ttl};
 
 /// Alice (embedded hub, console, a guestbook table) and Bob (console), once they see each other.
-async fn alice_and_bob() -> (RunningPeer, RunningPeer, Vec<tempfile::TempDir>) {
-    let (a_dir, a_config) = peer_dir("Alice", |c| {
+async fn alice_and_bob() -> (TestPeer, TestPeer) {
+    let a_dir = PeerDir::new("Alice", |c| {
+        short_ttl(c, 6);
         c.presence.rendezvous_host = true;
         c.lua.enabled = true;
     });
@@ -35,18 +34,15 @@ async fn alice_and_bob() -> (RunningPeer, RunningPeer, Vec<tempfile::TempDir>) {
         "<!DOCTYPE html><html><head><title>Guestbook</title></head><body>hi</body></html>",
     )
     .unwrap();
-    let alice = peer::start(a_dir.path(), &a_config, LogBuffer::new(100))
-        .await
-        .unwrap();
+    let alice = TestPeer::start(a_dir).await;
     let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
-    let tag = a_config.p2p.mdns_tag.clone();
-    let (b_dir, b_config) = peer_dir("Bob", |c| {
+    let tag = alice.dir().config().p2p.mdns_tag;
+    let bob = TestPeer::spawn("Bob", |c| {
+        short_ttl(c, 6);
         c.presence.rendezvous_wan = hub;
         c.p2p.mdns_tag = tag;
-    });
-    let bob = peer::start(b_dir.path(), &b_config, LogBuffer::new(100))
-        .await
-        .unwrap();
+    })
+    .await;
     for (viewer, other) in [(&alice, bob.peer_id), (&bob, alice.peer_id)] {
         let id = other.to_base58();
         assert!(crate::support::lists(viewer, &id, PeerState::Online).await);
@@ -58,7 +54,7 @@ async fn alice_and_bob() -> (RunningPeer, RunningPeer, Vec<tempfile::TempDir>) {
     )
     .await;
     assert_eq!(created.0, 200, "{}", created.1);
-    (alice, bob, vec![a_dir, b_dir])
+    (alice, bob)
 }
 
 async fn post(url: &str, body: Value, token: Option<&str>) -> (u16, Value) {
@@ -94,7 +90,7 @@ async fn site_token(console: &str, peer: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_writes_into_the_hosts_database_as_itself() {
-    let (alice, bob, dirs) = alice_and_bob().await;
+    let (alice, bob) = alice_and_bob().await;
     let (a_id, b_id) = (alice.peer_id.to_base58(), bob.peer_id.to_base58());
     let bob_console = console(&bob);
     let token = site_token(&bob_console, &a_id).await;
@@ -119,7 +115,7 @@ async fn a_visitor_writes_into_the_hosts_database_as_itself() {
     .await;
     assert_eq!(rows.1["data"][0]["_owner"], b_id, "{}", rows.1);
     assert_eq!(rows.1["data"][0]["message"], "hello from Bob");
-    let db = dirs[0].path().join("data.db");
+    let db = alice.dir().path().join("data.db");
     assert!(db.is_file());
 
     // Alice's own row cannot be changed by Bob; his own can.
@@ -242,7 +238,7 @@ async fn a_visitor_writes_into_the_hosts_database_as_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wire_protocol_takes_many_requests_per_stream_and_bounds_each() {
-    let (alice, bob, _dirs) = alice_and_bob().await;
+    let (alice, bob) = alice_and_bob().await;
     let protocol = libp2p::StreamProtocol::new("/goop/data/1.0.0");
     let mut stream = bob
         .node

@@ -1,12 +1,10 @@
 //! The database editor's forms and downloads over real HTTP: CSRF, confirmation before a drop,
 //! rename, columns, policies, exports, and a visitor's row as the host sees it.
 
-use goop2::modes::peer;
-use goop2::telemetry::LogBuffer;
 use serde_json::{Value, json};
 
-use crate::console::{console, peer_dir};
-use crate::support::{get_page, hidden, no_redirects};
+use crate::console::console;
+use crate::support::{TestPeer, get_page, hidden, no_redirects, short_ttl};
 
 async fn api(base: &str, op: &str, body: Value) -> Value {
     no_redirects()
@@ -22,10 +20,7 @@ async fn api(base: &str, op: &str, body: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_changes_need_the_form_token_and_a_drop_needs_the_name_typed() {
-    let (dir, config) = peer_dir("Editor", |_| {});
-    let running = peer::start(dir.path(), &config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let running = TestPeer::spawn("Editor", |c| short_ttl(c, 6)).await;
     let base = console(&running);
     api(
         &base,
@@ -179,10 +174,7 @@ async fn table_changes_need_the_form_token_and_a_drop_needs_the_name_typed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_statement_in_the_sql_box_is_stopped_at_its_budget() {
-    let (dir, config) = peer_dir("Editor", |_| {});
-    let running = peer::start(dir.path(), &config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let running = TestPeer::spawn("Editor", |c| short_ttl(c, 6)).await;
     let base = console(&running);
     let page = get_page(&format!("{base}/database")).await;
     let csrf = hidden(&page, "csrf");

@@ -5,17 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use goop2::config::Config;
 use goop2::identity::Keypair;
-use goop2::modes::peer;
 use goop2::services::hub::unix_ms;
 use goop2::services::node::vouched::DialLimits;
 use goop2::services::node::{Node, NodeOptions};
 use goop2::store::peer::{CachedPeer, PeerStore};
-use goop2::telemetry::LogBuffer;
 use libp2p::{Multiaddr, PeerId};
 
-use crate::support::eventually;
+use crate::support::{PeerDir, TestPeer, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -60,14 +57,11 @@ fn random_peer() -> PeerId {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_peer_dials_its_favourites_and_no_address_gossip_left_in_its_cache() {
-    let dir = tempfile::tempdir().unwrap();
-    goop2::modes::init::run(dir.path(), Some("Victim".into())).unwrap();
-    let mut config = Config::load_dir(dir.path()).unwrap().config;
-    config.viewer.http_addr = String::new();
-    config.presence.rendezvous_host = false;
-    config.presence.rendezvous_wan = String::new();
-    config.p2p.mdns_tag = format!("dials-{}", rand::random::<u32>());
-    config.save(&dir.path().join("goop.json")).unwrap();
+    let dir = PeerDir::new("Victim", |c| {
+        c.viewer.http_addr = String::new();
+        c.presence.rendezvous_host = false;
+        c.presence.rendezvous_wan = String::new();
+    });
 
     // Last run's cache: 1,000 peers pointing at one trap, and a favourite at another.
     let crowd = Trap::start().await;
@@ -106,9 +100,7 @@ async fn a_restarted_peer_dials_its_favourites_and_no_address_gossip_left_in_its
         store.close().await;
     }
 
-    let running = peer::start(dir.path(), &config, LogBuffer::new(100))
-        .await
-        .unwrap();
+    let running = TestPeer::start(dir).await;
     assert!(
         eventually(WAIT, async || friend_trap.connects() > 0).await,
         "the favourite was not dialled"

@@ -2,20 +2,15 @@
 //! conflicts between two tabs, line ends, create/rename/delete/upload, path and symlink
 //! refusals, the API's preconditions.
 
-use goop2::modes::peer::{self, RunningPeer};
 use goop2::services::site_files::{EditError, Expect, SiteFiles, etag_of};
-use goop2::telemetry::LogBuffer;
 
-use crate::console::{console, peer_dir};
-use crate::support::{hidden, no_redirects};
+use crate::console::console;
+use crate::support::{TestPeer, hidden, no_redirects, short_ttl};
 
-async fn one_peer() -> (RunningPeer, tempfile::TempDir, String) {
-    let (dir, config) = peer_dir("Editor", |_| {});
-    let peer = peer::start(dir.path(), &config, LogBuffer::new(100))
-        .await
-        .unwrap();
+async fn one_peer() -> (TestPeer, String) {
+    let peer = TestPeer::spawn("Editor", |c| short_ttl(c, 6)).await;
     let base = console(&peer);
-    (peer, dir, base)
+    (peer, base)
 }
 
 async fn page(url: &str) -> (u16, String) {
@@ -25,7 +20,8 @@ async fn page(url: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tabs_cannot_overwrite_each_other_silently() {
-    let (peer, dir, base) = one_peer().await;
+    let (peer, base) = one_peer().await;
+    let dir = peer.dir();
     let index = dir.path().join("site/index.html");
     let (status, tree) = page(&format!("{base}/edit")).await;
     assert_eq!(status, 200);
@@ -98,7 +94,8 @@ async fn two_tabs_cannot_overwrite_each_other_silently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_and_folders_are_created_renamed_uploaded_and_deleted() {
-    let (peer, dir, base) = one_peer().await;
+    let (peer, base) = one_peer().await;
+    let dir = peer.dir();
     let site = dir.path().join("site");
     let (_, tree) = page(&format!("{base}/edit")).await;
     let csrf = hidden(&tree, "csrf");
@@ -193,7 +190,8 @@ async fn files_and_folders_are_created_renamed_uploaded_and_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_needs_preconditions_and_a_csrf_token() {
-    let (peer, dir, base) = one_peer().await;
+    let (peer, base) = one_peer().await;
+    let dir = peer.dir();
     let (_, tree) = page(&format!("{base}/edit")).await;
     let csrf = hidden(&tree, "csrf");
     let url = format!("{base}/api/site/file?path=data/notes.txt");

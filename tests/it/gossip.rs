@@ -3,27 +3,25 @@
 //! peer's captured presence. Each time a well-behaved peer keeps working, and the victim's
 //! table, memory and log stay bounded.
 
-use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use goop2::config::Config;
 use goop2::identity::Keypair;
-use goop2::modes::peer::{self, RunningPeer};
 use goop2::services::hub::presence::{Presence, PresenceType};
 use goop2::services::hub::unix_ms;
 use goop2::services::node::protocols::Served;
 use goop2::services::node::{GossipLimits, Node, NodeEvent, NodeOptions};
 use goop2::services::presence::peer_table::PeerState;
 use goop2::store::peer::{CachedPeer, PeerStore};
-use goop2::telemetry::LogBuffer;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, SwarmBuilder, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::support::{
-    PeerProcess, eventually, free_port, get_text, lists, loopback_tcp, peak_rss_kib,
+    PeerDir, PeerProcess, TestPeer, eventually, free_port, get_text, lists, loopback_tcp,
+    peak_rss_kib, short_ttl,
 };
 
 const TOPIC: &str = "goop.presence.v1";
@@ -348,25 +346,13 @@ async fn one_neighbour_is_heard_at_its_rate_and_no_faster() {
     assert!(over_rate > 0, "the rest was refused as over the rate");
 }
 
-/// A peer directory for tests: no console, short TTL, its own network tag.
-fn peer_dir(label: &str, tag: &str, edit: impl FnOnce(&mut Config)) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
-    let mut config = Config::load_dir(dir.path()).unwrap().config;
-    config.viewer.http_addr = String::new();
-    config.presence.ttl_seconds = 2;
-    config.presence.heartbeat_seconds = 1;
-    config.p2p.mdns_tag = tag.into();
-    edit(&mut config);
-    config.save(&dir.path().join("goop.json")).unwrap();
-    dir
-}
-
-async fn start_peer(dir: &Path) -> RunningPeer {
-    let config = Config::load_dir(dir).unwrap().config;
-    peer::start(dir, &config, LogBuffer::new(100))
-        .await
-        .unwrap()
+/// What the peers of these tests share: no console, a 2 s TTL, the network tag `tag`.
+fn lan_peer(tag: &str) -> impl Fn(&mut Config) + Copy {
+    move |c| {
+        short_ttl(c, 2);
+        c.viewer.http_addr = String::new();
+        c.p2p.mdns_tag = tag.into();
+    }
 }
 
 fn unique_tag() -> String {
@@ -376,12 +362,12 @@ fn unique_tag() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_peers_captured_presence_replayed_keeps_it_offline() {
     let tag = unique_tag();
-    let victim_dir = peer_dir("Victim", &tag, |_| {});
-    let bob_dir = peer_dir("Bob", &tag, |_| {});
-    let carol_dir = peer_dir("Carol", &tag, |_| {});
-    let victim = start_peer(victim_dir.path()).await;
-    let bob = start_peer(bob_dir.path()).await;
-    let carol = start_peer(carol_dir.path()).await;
+    let victim_dir = PeerDir::new("Victim", lan_peer(&tag));
+    let bob_dir = PeerDir::new("Bob", lan_peer(&tag));
+    let carol_dir = PeerDir::new("Carol", lan_peer(&tag));
+    let victim = TestPeer::start(victim_dir).await;
+    let bob = TestPeer::start(bob_dir).await;
+    let carol = TestPeer::start(carol_dir).await;
     let victim_addr = loopback_tcp(&victim.node).await;
     bob.node.dial(victim_addr.clone()).await.unwrap();
     carol.node.dial(victim_addr.clone()).await.unwrap();
@@ -401,7 +387,7 @@ async fn a_stopped_peers_captured_presence_replayed_keeps_it_offline() {
         })
         .await
         .expect("Bob's presence reaches the attacker");
-    let bob_key = goop2::identity::load_or_create(&bob_dir.path().join("data/identity.key"))
+    let bob_key = goop2::identity::load_or_create(&bob.dir().path().join("data/identity.key"))
         .unwrap()
         .keypair;
 
@@ -450,7 +436,8 @@ async fn a_flood_of_fake_peers_is_bounded_and_a_known_peer_keeps_its_place() {
     let tag = unique_tag();
     let console_port = free_port();
     let p2p_port = free_port();
-    let victim_dir = peer_dir("Victim", &tag, |c| {
+    let victim_dir = PeerDir::new("Victim", |c| {
+        lan_peer(&tag)(c);
         c.viewer.http_addr = format!("127.0.0.1:{console_port}");
         c.p2p.listen_port = p2p_port;
         c.presence.ttl_seconds = 20;
@@ -485,8 +472,7 @@ async fn a_flood_of_fake_peers_is_bounded_and_a_known_peer_keeps_its_place() {
         .unwrap();
 
     // A well-behaved peer on the victim's LAN.
-    let friend_dir = peer_dir("Friend", &tag, |_| {});
-    let friend = start_peer(friend_dir.path()).await;
+    let friend = TestPeer::spawn("Friend", lan_peer(&tag)).await;
     let friend_id = friend.peer_id.to_base58();
     friend.node.dial(victim_addr.clone()).await.unwrap();
     let client = reqwest::Client::new();

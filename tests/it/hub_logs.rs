@@ -14,7 +14,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::hub_admin::{PASSWORD, sign_in};
-use crate::support::{TestHub, TestIdentity, eventually, no_redirects};
+use crate::support::{
+    PeerDir, TestHub, TestIdentity, TestPeer, eventually, no_redirects, short_ttl,
+};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -277,10 +279,8 @@ async fn every_request_has_a_span_with_method_route_status_and_latency() {
 async fn a_consoles_requests_are_logged_at_info_and_shown_in_its_log() {
     let logs = LogBuffer::new(10_000);
     let _recording = record_logs(&logs);
-    let (dir, config) = crate::console::peer_dir("Alice", |_| {});
-    let alice = goop2::modes::peer::start(dir.path(), &config, logs.clone())
-        .await
-        .unwrap();
+    let dir = PeerDir::new("Alice", |c| short_ttl(c, 6));
+    let alice = TestPeer::start_with_logs(dir, logs.clone()).await;
     let base = crate::console::console(&alice);
     let page = reqwest::get(format!("{base}/")).await.unwrap();
     assert_eq!(page.status().as_u16(), 200);

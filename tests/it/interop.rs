@@ -7,14 +7,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use goop2::modes::peer;
 use goop2::services::presence::peer_table::{PeerState, Source};
-use goop2::telemetry::LogBuffer;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::console::peer_dir;
-use crate::support::eventually;
+use crate::support::{PeerDir, TestPeer, eventually, short_ttl};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_js_libp2p_node_identifies_exchanges_signed_presence_and_fetches_a_site_file() {
@@ -23,14 +20,16 @@ async fn a_js_libp2p_node_identifies_exchanges_signed_presence_and_fetches_a_sit
         scripts.join("node_modules/libp2p").is_dir(),
         "js-libp2p is not installed: run `npm ci --prefix tests/interop` (.ci/run does)"
     );
-    let (dir, config) = peer_dir("Rusty", |c| c.viewer.http_addr = String::new());
+    let dir = PeerDir::new("Rusty", |c| {
+        short_ttl(c, 6);
+        c.viewer.http_addr = String::new();
+    });
+    let config = dir.config();
     let file: Vec<u8> = (0..3 * 1024 * 1024u32)
         .map(|i| (i * 7 % 251) as u8)
         .collect();
     std::fs::write(dir.path().join("site/big.bin"), &file).unwrap();
-    let running = peer::start(dir.path(), &config, LogBuffer::new(100))
-        .await
-        .unwrap();
+    let running = TestPeer::start(dir).await;
     let listen = running.node.listen_addrs().await.unwrap();
     let tcp = listen
         .iter()

@@ -3,18 +3,17 @@
 
 use std::time::Duration;
 
-use goop2::modes::peer;
-use goop2::telemetry::LogBuffer;
-
-use crate::console::{console, peer_dir};
-use crate::support::{eventually, hidden, no_redirects};
+use crate::console::console;
+use crate::support::{TestPeer, eventually, hidden, no_redirects, short_ttl};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lua_page_creates_runs_reports_and_deletes_functions() {
-    let (dir, config) = peer_dir("Scripted", |c| c.lua.enabled = true);
-    let running = peer::start(dir.path(), &config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let running = TestPeer::spawn("Scripted", |c| {
+        short_ttl(c, 6);
+        c.lua.enabled = true;
+    })
+    .await;
+    let dir = running.dir();
     let base = console(&running);
     let page = |url: String| async move {
         let response = no_redirects().get(url).send().await.unwrap();

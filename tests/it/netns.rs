@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use goop2::config::Config;
 
+use crate::support::PeerDir;
+
 /// Two namespaces and a veth pair between them, removed on drop.
 struct Link {
     namespaces: [String; 2],
@@ -127,17 +129,16 @@ impl Drop for NsPeer {
     }
 }
 
-fn peer_dir(label: &str, tag: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
-    let mut config = Config::load_dir(dir.path()).unwrap().config;
-    config.viewer.http_addr = String::new();
-    config.presence.rendezvous_host = false;
-    config.presence.rendezvous_wan = String::new();
-    config.presence.heartbeat_seconds = 1;
-    config.p2p.mdns_tag = tag.into();
-    config.save(&dir.path().join("goop.json")).unwrap();
-    dir
+/// What the peers of this test share: no console, no hub, a heartbeat every second, the
+/// network tag `tag`.
+fn lan_only(tag: &str) -> impl FnOnce(&mut Config) {
+    move |c| {
+        c.viewer.http_addr = String::new();
+        c.presence.rendezvous_host = false;
+        c.presence.rendezvous_wan = String::new();
+        c.presence.heartbeat_seconds = 1;
+        c.p2p.mdns_tag = tag.into();
+    }
 }
 
 #[test]
@@ -149,9 +150,12 @@ fn mdns_finds_a_peer_in_another_network_namespace() {
         )
     });
     let tag = format!("netns-{}", rand::random::<u32>());
-    let (ann_dir, bea_dir) = (peer_dir("Ann", &tag), peer_dir("Bea", &tag));
+    let (ann_dir, bea_dir) = (
+        PeerDir::new("Ann", lan_only(&tag)),
+        PeerDir::new("Bea", lan_only(&tag)),
+    );
     // A third peer with another network tag must stay out.
-    let other_dir = peer_dir("Outsider", "another-network");
+    let other_dir = PeerDir::new("Outsider", lan_only("another-network"));
     let ann = NsPeer::start(&link.namespaces[0], ann_dir.path());
     let bea = NsPeer::start(&link.namespaces[1], bea_dir.path());
     let outsider = NsPeer::start(&link.namespaces[1], other_dir.path());

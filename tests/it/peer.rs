@@ -8,22 +8,14 @@ use goop2::modes::peer::{self, RunningPeer};
 use goop2::services::presence::peer_table::{PeerState, Source};
 use goop2::telemetry::LogBuffer;
 
-use crate::support::{TestPeer, eventually, free_port};
+use crate::support::{PeerDir, TestPeer, eventually, free_port, short_ttl};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A peer directory made the way `goop2 init` makes one, adjusted by `edit`.
-fn peer_dir(label: &str, edit: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Config) {
-    let dir = tempfile::tempdir().unwrap();
-    goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
-    let mut config = Config::load_dir(dir.path()).unwrap().config;
-    config.viewer.http_addr = String::new();
-    config.presence.rendezvous_port = Some(0);
-    config.presence.ttl_seconds = 4;
-    config.presence.heartbeat_seconds = 1;
-    edit(&mut config);
-    config.save(&dir.path().join("goop.json")).unwrap();
-    (dir, config)
+/// What the peers of these tests start from: no console, a 4 s TTL.
+fn quiet(c: &mut Config) {
+    c.viewer.http_addr = String::new();
+    short_ttl(c, 4);
 }
 
 fn unique_tag() -> String {
@@ -38,23 +30,21 @@ async fn sees(peer: &RunningPeer, other: goop2::identity::PeerId, state: PeerSta
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_find_each_other_through_an_embedded_hub_and_read_each_others_sites() {
     let tag = unique_tag();
-    let (a_dir, a_config) = peer_dir("Alice", |c| {
+    let alice = TestPeer::spawn("Alice", |c| {
+        quiet(c);
         c.presence.rendezvous_host = true;
         c.p2p.mdns_tag = tag.clone();
-    });
-    let alice = peer::start(a_dir.path(), &a_config, LogBuffer::new(100))
-        .await
-        .unwrap();
+    })
+    .await;
     let hub_url = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
 
-    let (b_dir, b_config) = peer_dir("Bob", |c| {
+    let b_dir = PeerDir::new("Bob", |c| {
+        quiet(c);
         c.presence.rendezvous_wan = hub_url.clone();
         c.p2p.mdns_tag = tag.clone();
     });
     std::fs::write(b_dir.path().join("site/index.html"), "<h1>Bob's page</h1>").unwrap();
-    let bob = peer::start(b_dir.path(), &b_config, LogBuffer::new(100))
-        .await
-        .unwrap();
+    let bob = TestPeer::start(b_dir).await;
 
     assert!(
         eventually(WAIT, async || sees(&alice, bob.peer_id, PeerState::Online)
@@ -127,19 +117,16 @@ async fn three_peers_meet_at_a_standalone_hub_and_a_killed_one_goes_offline() {
     let tag = unique_tag();
     let wan = hub.url.clone();
     let join = |c: &mut Config| {
+        quiet(c);
         c.presence.rendezvous_wan = wan.clone();
         c.p2p.mdns_tag = tag.clone();
         c.presence.ttl_seconds = 3;
     };
-    let (a_dir, a_config) = peer_dir("Ann", join);
-    let (c_dir, c_config) = peer_dir("Cid", join);
-    let (b_dir, _) = peer_dir("Ben", join);
-    let ann = peer::start(a_dir.path(), &a_config, LogBuffer::new(10))
-        .await
-        .unwrap();
-    let cid = peer::start(c_dir.path(), &c_config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let a_dir = PeerDir::new("Ann", join);
+    let c_dir = PeerDir::new("Cid", join);
+    let b_dir = PeerDir::new("Ben", join);
+    let ann = TestPeer::start(a_dir).await;
+    let cid = TestPeer::start(c_dir).await;
 
     // Ben runs as the real binary, so he can be killed without a goodbye.
     let ben = PeerProcess::start(b_dir.path());
@@ -174,14 +161,12 @@ async fn three_peers_meet_at_a_standalone_hub_and_a_killed_one_goes_offline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_url_that_cannot_be_used_does_not_keep_the_peer_from_starting() {
-    let (dir, config) = peer_dir("Tls", |c| {
+    let dir = PeerDir::new("Tls", |c| {
+        quiet(c);
         c.presence.rendezvous_wan = "ftp://127.0.0.1/".into();
-        c.p2p.mdns_tag = unique_tag();
     });
     let logs = LogBuffer::new(100);
-    let tls = peer::start(dir.path(), &config, logs.clone())
-        .await
-        .unwrap();
+    let tls = TestPeer::start_with_logs(dir, logs.clone()).await;
     assert!(
         tls.node.listen_addrs().await.unwrap().len() >= 2,
         "TCP and QUIC listen"
@@ -293,23 +278,20 @@ async fn long_running_peers_keep_hearing_a_peer_that_restarts_again_and_again() 
     let tag = unique_tag();
     let wan = hub.url.clone();
     let join = |c: &mut Config| {
+        quiet(c);
         c.presence.rendezvous_wan = wan.clone();
         c.p2p.mdns_tag = tag.clone();
         c.presence.ttl_seconds = 3;
     };
-    let (a_dir, a_config) = peer_dir("Ann", join);
-    let (c_dir, c_config) = peer_dir("Cid", join);
+    let a_dir = PeerDir::new("Ann", join);
+    let c_dir = PeerDir::new("Cid", join);
     let console_port = free_port();
-    let (b_dir, _) = peer_dir("Ben", |c| {
+    let b_dir = PeerDir::new("Ben", |c| {
         join(c);
         c.viewer.http_addr = format!("127.0.0.1:{console_port}");
     });
-    let ann = peer::start(a_dir.path(), &a_config, LogBuffer::new(10))
-        .await
-        .unwrap();
-    let cid = peer::start(c_dir.path(), &c_config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let ann = TestPeer::start(a_dir).await;
+    let cid = TestPeer::start(c_dir).await;
 
     // Stopped politely, killed, and politely again; each time started again at once.
     for (round, signal) in ["-INT", "-KILL", "-INT", "-KILL"].into_iter().enumerate() {
@@ -384,11 +366,11 @@ async fn a_peer_hosting_its_own_hub_and_joined_to_another_starts_and_serves_both
     let wan = crate::support::TestHub::spawn().await;
     let hub_port = free_port();
     let console_port = free_port();
-    let (dir, _) = peer_dir("Host", |c| {
+    let dir = PeerDir::new("Host", |c| {
+        quiet(c);
         c.presence.rendezvous_host = true;
         c.presence.rendezvous_port = Some(hub_port);
         c.presence.rendezvous_wan = wan.url.clone();
-        c.p2p.mdns_tag = unique_tag();
         c.viewer.http_addr = format!("127.0.0.1:{console_port}");
     });
     let host = PeerProcess::start(dir.path());
@@ -428,22 +410,18 @@ async fn a_peer_known_only_through_a_hub_stays_online_for_many_ttls_and_leaves_w
     .await;
     // Two networks: nothing reaches Ann about Dan but the hub.
     let wan = hub.url.clone();
-    let (a_dir, a_config) = peer_dir("Ann", |c| {
+    let a_dir = PeerDir::new("Ann", |c| {
+        quiet(c);
         c.presence.rendezvous_wan = wan.clone();
-        c.p2p.mdns_tag = unique_tag();
         c.presence.ttl_seconds = 2;
     });
-    let (d_dir, d_config) = peer_dir("Dan", |c| {
+    let d_dir = PeerDir::new("Dan", |c| {
+        quiet(c);
         c.presence.rendezvous_wan = wan.clone();
-        c.p2p.mdns_tag = unique_tag();
         c.presence.ttl_seconds = 2;
     });
-    let ann = peer::start(a_dir.path(), &a_config, LogBuffer::new(10))
-        .await
-        .unwrap();
-    let dan = peer::start(d_dir.path(), &d_config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let ann = TestPeer::start(a_dir).await;
+    let dan = TestPeer::start(d_dir).await;
     let dan_id = dan.peer_id;
     assert!(eventually(WAIT, async || sees(&ann, dan_id, PeerState::Online).await).await);
     // Four TTLs later Dan is still online at Ann, through the hub alone.
@@ -496,8 +474,8 @@ async fn a_peer_stops_on_sigterm_while_endless_statements_and_scripts_run() {
     const ENDLESS: &str =
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
     let console_port = free_port();
-    let (dir, _) = peer_dir("Runaway", |c| {
-        c.p2p.mdns_tag = unique_tag();
+    let dir = PeerDir::new("Runaway", |c| {
+        quiet(c);
         c.viewer.http_addr = format!("127.0.0.1:{console_port}");
         c.lua.enabled = true;
         // The longest budget there is: nothing here ends by itself before the test gives up.

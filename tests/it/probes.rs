@@ -8,17 +8,15 @@ use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use goop2::modes::peer;
 use goop2::services::data::{Caller, DataError};
 use goop2::services::hub::presence::PresenceType;
 use goop2::services::hub::templates::TemplateStore;
 use goop2::services::lua::LuaError;
-use goop2::telemetry::LogBuffer;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{TestHub, TestIdentity, no_redirects};
+use crate::support::{TestHub, TestIdentity, TestPeer, no_redirects, short_ttl};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -160,10 +158,7 @@ async fn malformed_presence_bodies_are_refused_and_add_no_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_and_oversized_request_heads_get_an_error_not_a_crash() {
     let hub = TestHub::spawn().await;
-    let (dir, config) = crate::console::peer_dir("Probed", |_| {});
-    let peer = peer::start(dir.path(), &config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let peer = TestPeer::spawn("Probed", |c| short_ttl(c, 6)).await;
     let console = peer.console_addr.unwrap();
     let many_headers: String = (0..300).map(|i| format!("X-H{i}: v\r\n")).collect();
     let probes: Vec<(&str, Vec<u8>)> = vec![
@@ -253,10 +248,7 @@ async fn odd_and_oversized_request_heads_get_an_error_not_a_crash() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_less_console_answers_only_loopback_hosts_and_its_own_pages() {
-    let (dir, config) = crate::console::peer_dir("Local", |_| {});
-    let peer = peer::start(dir.path(), &config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let peer = TestPeer::spawn("Local", |c| short_ttl(c, 6)).await;
     let addr = peer.console_addr.unwrap();
     let port = addr.port();
     let get = |host: String, extra: &'static [(&'static str, &'static str)]| async move {

@@ -135,18 +135,16 @@ pub async fn post_with(client: &reqwest::Client, url: &str, body: String) -> (u1
     (status, json)
 }
 
-/// A peer running in this process from a directory of its own (made by `goop2 init`), with a
-/// console on a free loopback port and a network tag of its own (so it meets only the peers a
-/// test introduces). Derefs to the [`RunningPeer`](goop2::modes::peer::RunningPeer).
-pub struct TestPeer {
-    pub running: goop2::modes::peer::RunningPeer,
-    /// Removed when the peer is dropped.
-    _dir: tempfile::TempDir,
+/// A peer directory made by `goop2 init`, with a console on a free loopback port, an embedded
+/// hub (if `edit` turns one on) on a free port and a network tag of its own (so its peer meets
+/// only the peers a test introduces); `edit` is applied after those and saved to goop.json.
+/// Removed when dropped.
+pub struct PeerDir {
+    dir: tempfile::TempDir,
 }
 
-impl TestPeer {
-    /// Starts peer `label` with `edit` applied to its goop.json.
-    pub async fn spawn(label: &str, edit: impl FnOnce(&mut Config)) -> Self {
+impl PeerDir {
+    pub fn new(label: &str, edit: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
         let mut config = Config::load_dir(dir.path()).unwrap().config;
@@ -155,15 +153,64 @@ impl TestPeer {
         config.p2p.mdns_tag = format!("peer-{}", rand::random::<u32>());
         edit(&mut config);
         config.save(&dir.path().join("goop.json")).unwrap();
-        let running = goop2::modes::peer::start(dir.path(), &config, LogBuffer::new(100))
-            .await
-            .unwrap();
-        TestPeer { running, _dir: dir }
+        PeerDir { dir }
     }
 
-    /// Stops the peer as its owner would.
-    pub async fn shutdown(self) {
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The goop.json in the directory as it is now, read without the checks `goop2 peer` makes
+    /// (a test may start a peer from settings the loader refuses).
+    pub fn config(&self) -> Config {
+        let text = std::fs::read(self.path().join("goop.json")).unwrap();
+        serde_json::from_slice(&text).unwrap()
+    }
+}
+
+/// A TTL of `seconds` and a heartbeat every second: peers are seen to come and go quickly.
+pub fn short_ttl(config: &mut Config, seconds: u32) {
+    config.presence.ttl_seconds = seconds;
+    config.presence.heartbeat_seconds = 1;
+}
+
+/// A peer running in this process from a [`PeerDir`] of its own. Derefs to the
+/// [`RunningPeer`](goop2::modes::peer::RunningPeer).
+pub struct TestPeer {
+    pub running: goop2::modes::peer::RunningPeer,
+    dir: PeerDir,
+}
+
+impl TestPeer {
+    /// Starts peer `label` in a new [`PeerDir`] with `edit` applied to its goop.json.
+    pub async fn spawn(label: &str, edit: impl FnOnce(&mut Config)) -> Self {
+        Self::start(PeerDir::new(label, edit)).await
+    }
+
+    /// Starts the peer of `dir` from its goop.json as it is now, logging into a buffer of its own.
+    pub async fn start(dir: PeerDir) -> Self {
+        Self::start_with_logs(dir, LogBuffer::new(100)).await
+    }
+
+    /// Like [`TestPeer::start`], logging into `logs`.
+    pub async fn start_with_logs(dir: PeerDir, logs: LogBuffer) -> Self {
+        Self::try_start(dir, logs).await.unwrap()
+    }
+
+    /// Like [`TestPeer::start_with_logs`], with the peer's refusal to start as an error.
+    pub async fn try_start(dir: PeerDir, logs: LogBuffer) -> anyhow::Result<Self> {
+        let running = goop2::modes::peer::start(dir.path(), &dir.config(), logs).await?;
+        Ok(TestPeer { running, dir })
+    }
+
+    pub fn dir(&self) -> &PeerDir {
+        &self.dir
+    }
+
+    /// Stops the peer as its owner would; its directory is handed back, to start it again.
+    pub async fn shutdown(self) -> PeerDir {
         self.running.shutdown().await;
+        self.dir
     }
 }
 

@@ -4,11 +4,11 @@
 use std::path::Path;
 
 use goop2::config::{Config, Secret};
-use goop2::modes::peer;
 use goop2::services::auth;
 use goop2::services::presence::peer_table::PeerState;
-use goop2::telemetry::LogBuffer;
 use serde_json::{Value, json};
+
+use crate::support::{PeerDir, TestPeer, short_ttl};
 
 const PHONE_WIDTH: u64 = 390;
 
@@ -19,26 +19,26 @@ async fn console_and_hub_pages_fit_a_phone_and_the_theme_switch_is_kept_per_brow
     let hash = auth::hash_password(password).unwrap();
     let tag = format!("screens-{}", rand::random::<u32>());
     let dir_of = |label: &str, edit: &dyn Fn(&mut Config)| {
-        crate::console::peer_dir(label, |c| {
+        PeerDir::new(label, |c| {
+            short_ttl(c, 6);
             c.p2p.mdns_tag = tag.clone();
             edit(c);
         })
     };
-    let (owner_dir, owner_config) = dir_of("Owner of a peer with a long-winded name", &|c| {
+    let owner = TestPeer::start(dir_of("Owner of a peer with a long-winded name", &|c| {
         c.presence.rendezvous_host = true;
         c.presence.admin_password = Secret::new(hash.clone());
-    });
-    let owner = peer::start(owner_dir.path(), &owner_config, LogBuffer::new(100))
-        .await
-        .unwrap();
+    }))
+    .await;
     let hub = format!("http://{}", owner.hub.as_ref().unwrap().hub_addr);
-    let (bob_dir, bob_config) = dir_of("Bob, whose label is also rather long for a phone", &|c| {
-        c.presence.rendezvous_wan = hub.clone();
-        c.viewer.http_addr = String::new();
-    });
-    let bob = peer::start(bob_dir.path(), &bob_config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let bob = TestPeer::start(dir_of(
+        "Bob, whose label is also rather long for a phone",
+        &|c| {
+            c.presence.rendezvous_wan = hub.clone();
+            c.viewer.http_addr = String::new();
+        },
+    ))
+    .await;
     let bob_id = bob.peer_id.to_base58();
     assert!(crate::support::lists(&owner, &bob_id, PeerState::Online).await);
 

@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use goop2::config::Config;
-use goop2::modes::peer;
 use goop2::services::presence::peer_table::PeerState;
-use goop2::telemetry::LogBuffer;
 use serde_json::{Value, json};
+
+use crate::support::{PeerDir, TestPeer, short_ttl};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_using_the_original_sdk_names_works_for_its_owner_and_a_visitor() {
@@ -15,20 +15,19 @@ async fn a_site_using_the_original_sdk_names_works_for_its_owner_and_a_visitor()
     let tag = format!("original-sdk-{}", rand::random::<u32>());
     // Peers of this test's own network.
     let dir_of = |label: &str, edit: &dyn Fn(&mut Config)| {
-        crate::console::peer_dir(label, |c| {
+        PeerDir::new(label, |c| {
+            short_ttl(c, 6);
             c.p2p.mdns_tag = tag.clone();
             edit(c);
         })
     };
-    let (host_dir, host_config) = dir_of("Host", &|c| c.presence.rendezvous_host = true);
+    let host_dir = dir_of("Host", &|c| c.presence.rendezvous_host = true);
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/original_sdk.html"),
         host_dir.path().join("site/original_sdk.html"),
     )
     .unwrap();
-    let host = peer::start(host_dir.path(), &host_config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let host = TestPeer::start(host_dir).await;
     let host_console = format!("http://{}", host.console_addr.unwrap());
     let client = reqwest::Client::new();
     let created = client
@@ -44,11 +43,10 @@ async fn a_site_using_the_original_sdk_names_works_for_its_owner_and_a_visitor()
     assert_eq!(created.status().as_u16(), 200);
 
     let hub = format!("http://{}", host.hub.as_ref().unwrap().hub_addr);
-    let (visitor_dir, visitor_config) =
-        dir_of("Visitor", &|c| c.presence.rendezvous_wan = hub.clone());
-    let visitor = peer::start(visitor_dir.path(), &visitor_config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let visitor = TestPeer::start(dir_of("Visitor", &|c| {
+        c.presence.rendezvous_wan = hub.clone()
+    }))
+    .await;
     let host_id = host.peer_id.to_base58();
     assert!(crate::support::lists(&visitor, &host_id, PeerState::Online).await);
 
