@@ -43,7 +43,9 @@ pub async fn merge(
             event = node_events.recv() => match event {
                 Some(NodeEvent::Presence { presence, via }) => {
                     let vouched = via == presence.peer_id || connected.contains(&presence.peer_id);
-                    table.observe_gossip(presence.presence, vouched).await;
+                    table
+                        .observe_gossip(presence.peer_id, presence.presence, vouched)
+                        .await;
                 }
                 Some(NodeEvent::Connected(peer)) => {
                     connected.insert(peer);
