@@ -220,7 +220,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     {
         let node = node.clone();
         tasks.push(tokio::spawn(async move {
-            merge::dial_vouched(&node, &known.peer_id, &known.addrs, Reach::Loopback).await;
+            merge::dial_vouched(&node, known.peer_id, &known.addrs, Reach::Loopback).await;
         }));
     }
     tasks.push(reachability::spawn(

@@ -236,7 +236,7 @@ async fn a_signed_in_owner_sees_a_peer_arrive_live_opens_its_site_and_edits_thei
             .snapshot()
             .await
             .iter()
-            .any(|e| e.peer_id == bob.peer_id.to_base58() && e.favorite)
+            .any(|e| e.peer_id == bob.peer_id && e.favorite)
     );
     assert_eq!(next_line().await, "SITE");
     assert_eq!(next_line().await, "EDITED");

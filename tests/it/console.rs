@@ -192,7 +192,7 @@ async fn favourites_and_known_peers_survive_a_restart_and_reachability_is_probed
         .unwrap();
     assert_eq!(marked.status().as_u16(), 303);
     let entry = |peers: Vec<goop2::services::presence::peer_table::PeerEntry>| {
-        peers.into_iter().find(|p| p.peer_id == bob_id)
+        peers.into_iter().find(|p| p.peer_id.to_base58() == bob_id)
     };
     assert!(entry(alice.table.snapshot().await).unwrap().favorite);
 

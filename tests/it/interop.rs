@@ -100,7 +100,7 @@ async fn a_js_libp2p_node_identifies_exchanges_signed_presence_and_fetches_a_sit
     assert!(
         eventually(Duration::from_secs(15), async || {
             running.table.snapshot().await.iter().any(|e| {
-                e.peer_id == js_id
+                e.peer_id.to_base58() == js_id
                     && e.label == "js-libp2p peer"
                     && e.state == PeerState::Online
                     && e.sources.contains(&Source::Gossip)

@@ -63,7 +63,7 @@ async fn two_peers_find_each_other_through_an_embedded_hub_and_read_each_others_
         .snapshot()
         .await
         .into_iter()
-        .find(|e| e.peer_id == bob.peer_id.to_base58())
+        .find(|e| e.peer_id == bob.peer_id)
         .unwrap();
     assert_eq!(entry.label, "Bob");
     assert!(!entry.addrs.is_empty(), "Bob announced where to reach him");
@@ -254,7 +254,7 @@ impl Drop for PeerProcess {
 
 /// Whether `viewer` hears `other` on the LAN (GossipSub) right now.
 async fn hears_on_the_lan(viewer: &RunningPeer, other: goop2::identity::PeerId) -> bool {
-    let id = other.to_base58();
+    let id = other;
     viewer
         .table
         .snapshot()
@@ -313,7 +313,7 @@ async fn long_running_peers_keep_hearing_a_peer_that_restarts_again_and_again() 
                 .snapshot()
                 .await
                 .into_iter()
-                .find(|e| e.peer_id == ben.peer_id.to_base58())
+                .find(|e| e.peer_id == ben.peer_id)
                 .and_then(|e| e.addrs.into_iter().find(|a| a.contains("/quic-v1/")))
                 .expect("Ben announces a QUIC address");
             viewer.node.dial(quic.parse().unwrap()).await.unwrap();
@@ -432,7 +432,7 @@ async fn a_peer_known_only_through_a_hub_stays_online_for_many_ttls_and_leaves_w
             .snapshot()
             .await
             .into_iter()
-            .find(|e| e.peer_id == dan_id.to_base58())
+            .find(|e| e.peer_id == dan_id)
             .expect("Dan stays listed");
         assert_eq!(entry.state, PeerState::Online, "{entry:?}");
         assert!(

@@ -1,5 +1,6 @@
 //! The PeerTable: merging sources, who may say "verified", each source's liveness rule on its
-//! own (LAN only, hub only, both), expiry, stale and replayed messages.
+//! own (LAN only, hub only, both), expiry, stale and replayed messages, messages whose peer ID
+//! cannot be read, and the list's order.
 
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ fn message(peer: &PeerId, kind: PresenceType, label: &str, ts: i64) -> Presence 
 }
 
 async fn entry(table: &PeerTable, peer: &PeerId) -> PeerEntry {
-    let id = peer.to_base58();
+    let id = *peer;
     table
         .snapshot()
         .await
@@ -120,7 +121,7 @@ async fn stale_messages_are_ignored_and_offline_is_immediate() {
         match next_change(&mut changes).await {
             PeerChange::Updated(entry) => assert_eq!(entry.sources.len(), 1, "{entry:?}"),
             change => {
-                assert_eq!(change, PeerChange::Offline(bob.to_base58()));
+                assert_eq!(change, PeerChange::Offline(bob));
                 break;
             }
         }
@@ -144,19 +145,13 @@ async fn quiet_peers_go_offline_after_the_ttl_and_are_removed_after_the_grace() 
         PeerChange::Updated(entry) => assert_eq!(entry.label, "Carol"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        next_change(&mut changes).await,
-        PeerChange::Offline(carol.to_base58())
-    );
+    assert_eq!(next_change(&mut changes).await, PeerChange::Offline(carol));
     match next_change(&mut changes).await {
         PeerChange::Updated(entry) => assert!(entry.sources.is_empty(), "{entry:?}"),
         other => panic!("{other:?}"),
     }
     assert!(started.elapsed() >= Duration::from_millis(200));
-    assert_eq!(
-        next_change(&mut changes).await,
-        PeerChange::Removed(carol.to_base58())
-    );
+    assert_eq!(next_change(&mut changes).await, PeerChange::Removed(carol));
     assert!(started.elapsed() >= Duration::from_millis(500));
     assert!(table.snapshot().await.is_empty());
 }
@@ -192,7 +187,7 @@ async fn restored_peers_are_offline_until_heard_and_favourites_outlive_expiry() 
     let alice = Keypair::generate_ed25519().public().to_peer_id();
     let bob = Keypair::generate_ed25519().public().to_peer_id();
     let known = |peer: &PeerId, label: &str, favorite: bool| KnownPeer {
-        peer_id: peer.to_base58(),
+        peer_id: *peer,
         label: label.into(),
         email: String::new(),
         avatar_hash: None,
@@ -223,7 +218,7 @@ async fn restored_peers_are_offline_until_heard_and_favourites_outlive_expiry() 
         .snapshot()
         .await
         .into_iter()
-        .find(|p| p.peer_id == alice.to_base58())
+        .find(|p| p.peer_id == alice)
         .unwrap();
     assert_eq!(alice_now.state, PeerState::Online);
     assert_eq!(alice_now.label, "Alice 2");
@@ -233,7 +228,7 @@ async fn restored_peers_are_offline_until_heard_and_favourites_outlive_expiry() 
     tokio::time::sleep(Duration::from_millis(900)).await;
     let peers = table.snapshot().await;
     assert_eq!(peers.len(), 1, "{peers:?}");
-    assert_eq!(peers[0].peer_id, alice.to_base58());
+    assert_eq!(peers[0].peer_id, alice);
     assert_eq!(peers[0].state, PeerState::Offline);
 
     // Unmarked, it expires like anyone.
@@ -303,10 +298,7 @@ async fn a_peer_only_a_hub_lists_stays_online_until_the_hub_says_offline() {
     let mut gone = Presence::new(PresenceType::Offline, dora);
     gone.ts = Some(1); // the hub's own clock may be behind the peer's: its word still counts
     table.observe(gone, hub()).await;
-    assert_eq!(
-        next_change(&mut changes).await,
-        PeerChange::Offline(dora.to_base58())
-    );
+    assert_eq!(next_change(&mut changes).await, PeerChange::Offline(dora));
     assert_eq!(entry(&table, &dora).await.state, PeerState::Offline);
 }
 
@@ -451,11 +443,46 @@ async fn replayed_or_stale_gossip_keeps_nobody_alive() {
     let old = message(&kay, PresenceType::Online, "Kay", -6 * 60 * 1000);
     table.observe(old, Source::Gossip).await;
     assert!(
-        table
-            .snapshot()
-            .await
-            .iter()
-            .all(|e| e.peer_id != kay.to_base58()),
+        table.snapshot().await.iter().all(|e| e.peer_id != kay),
         "an old message lists nobody"
     );
+}
+
+#[tokio::test]
+async fn a_message_whose_peer_id_is_not_one_lists_nobody() {
+    let table = PeerTable::start(PeerId::random(), options(60_000, 60_000));
+    let mut forged = message(&PeerId::random(), PresenceType::Online, "Nobody", 1);
+    forged.peer_id = "not-a-peer-id".into();
+    table.observe(forged.clone(), hub()).await;
+    table.observe(forged, Source::Gossip).await;
+    let lea = Keypair::generate_ed25519().public().to_peer_id();
+    table
+        .observe(message(&lea, PresenceType::Online, "Lea", 1), hub())
+        .await;
+    let peers = table.snapshot().await;
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    let json = serde_json::to_value(&peers[0]).unwrap();
+    assert_eq!(
+        json["peer_id"],
+        lea.to_base58(),
+        "JSON carries the base58 text"
+    );
+}
+
+#[tokio::test]
+async fn peers_of_one_label_are_listed_in_the_order_of_their_ids_text() {
+    // Two IDs whose bytes and whose text sort the other way round: 00 02 00 00 is "1f…",
+    // 00 02 ff ff is "12…".
+    let low = PeerId::from_bytes(&[0x00, 0x02, 0x00, 0x00]).unwrap();
+    let high = PeerId::from_bytes(&[0x00, 0x02, 0xff, 0xff]).unwrap();
+    assert!(low.to_bytes() < high.to_bytes());
+    assert!(low.to_base58() > high.to_base58());
+    let table = PeerTable::start(PeerId::random(), options(60_000, 60_000));
+    for peer in [&low, &high] {
+        table
+            .observe(message(peer, PresenceType::Online, "Same", 1), hub())
+            .await;
+    }
+    let listed: Vec<PeerId> = table.snapshot().await.iter().map(|e| e.peer_id).collect();
+    assert_eq!(listed, [high, low]);
 }

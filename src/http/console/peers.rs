@@ -49,7 +49,7 @@ pub fn routes() -> Router<ConsoleApp> {
 
 /// A peer as a row.
 pub struct PeerListItem {
-    pub peer_id: String,
+    pub peer_id: PeerId,
     pub short_id: String,
     pub label: String,
     pub online: bool,
@@ -67,8 +67,8 @@ pub struct PeerListItem {
 impl PeerListItem {
     fn from_entry(entry: &PeerEntry) -> Self {
         PeerListItem {
-            peer_id: entry.peer_id.clone(),
-            short_id: short_id(&entry.peer_id),
+            peer_id: entry.peer_id,
+            short_id: short_id(&entry.peer_id.to_base58()),
             label: entry.label.clone(),
             online: entry.state == PeerState::Online,
             verified: entry.verified,
@@ -287,8 +287,12 @@ async fn peer_events(State(app): State<ConsoleApp>) -> Response {
     let events = stream::unfold(app.table.watch(), |mut changes| async move {
         let value = match changes.recv().await {
             Ok(PeerChange::Updated(entry)) => json!({"change": "updated", "peer": entry}),
-            Ok(PeerChange::Offline(id)) => json!({"change": "offline", "peerId": id}),
-            Ok(PeerChange::Removed(id)) => json!({"change": "removed", "peerId": id}),
+            Ok(PeerChange::Offline(id)) => {
+                json!({"change": "offline", "peerId": id.to_base58()})
+            }
+            Ok(PeerChange::Removed(id)) => {
+                json!({"change": "removed", "peerId": id.to_base58()})
+            }
             // Behind: the page reloads its list.
             Err(RecvError::Lagged(_)) => json!({"change": "reload"}),
             Err(RecvError::Closed) => return None,

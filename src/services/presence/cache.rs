@@ -42,14 +42,22 @@ impl PeerBook {
             .cached_peers()
             .await?
             .into_iter()
-            .map(|peer| KnownPeer {
-                favorite: favorites.contains(&peer.peer_id),
-                addrs: serde_json::from_str(&peer.addrs).unwrap_or_default(),
-                peer_id: peer.peer_id,
-                label: peer.label,
-                email: peer.email,
-                avatar_hash: peer.avatar_hash,
-                verified: peer.verified,
+            .filter_map(|peer| {
+                // Rows are written from the table's own entries; one that is not a peer ID
+                // (edited by hand, say) names nobody the table could list.
+                let Ok(peer_id) = peer.peer_id.parse::<PeerId>() else {
+                    tracing::debug!("data.db remembers {:?}, not a peer ID", peer.peer_id);
+                    return None;
+                };
+                Some(KnownPeer {
+                    favorite: favorites.contains(&peer.peer_id),
+                    addrs: serde_json::from_str(&peer.addrs).unwrap_or_default(),
+                    peer_id,
+                    label: peer.label,
+                    email: peer.email,
+                    avatar_hash: peer.avatar_hash,
+                    verified: peer.verified,
+                })
             })
             .collect();
         table.restore(known).await;
@@ -75,7 +83,7 @@ impl PeerBook {
 
 fn cached(entry: &PeerEntry, now_ms: i64) -> CachedPeer {
     CachedPeer {
-        peer_id: entry.peer_id.clone(),
+        peer_id: entry.peer_id.to_base58(),
         label: entry.label.clone(),
         email: entry.email.clone(),
         avatar_hash: entry.avatar_hash.clone(),
@@ -91,7 +99,7 @@ async fn write_behind(
     mut changes: tokio::sync::broadcast::Receiver<PeerChange>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut pending: HashMap<String, CachedPeer> = HashMap::new();
+    let mut pending: HashMap<PeerId, CachedPeer> = HashMap::new();
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     loop {
         let stopping = tokio::select! {
@@ -100,7 +108,7 @@ async fn write_behind(
                 // strangers: a flood of them must not push the peers we know out of the cache.
                 Ok(PeerChange::Updated(entry)) => {
                     if !entry.sources.is_empty() && !entry.stranger {
-                        pending.insert(entry.peer_id.clone(), cached(&entry, unix_ms()));
+                        pending.insert(entry.peer_id, cached(&entry, unix_ms()));
                     }
                     continue;
                 }
@@ -109,7 +117,7 @@ async fn write_behind(
                     let now = unix_ms();
                     for entry in table.snapshot().await {
                         if !entry.sources.is_empty() && !entry.stranger {
-                            pending.insert(entry.peer_id.clone(), cached(&entry, now));
+                            pending.insert(entry.peer_id, cached(&entry, now));
                         }
                     }
                     continue;

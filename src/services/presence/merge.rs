@@ -16,7 +16,7 @@ use crate::services::node::vouched::Reach;
 use crate::services::node::{Node, NodeEvent};
 use crate::services::presence::hub_client::{Announcement, LinkEvent};
 use crate::services::presence::lan::announced_addrs;
-use crate::services::presence::peer_table::{PeerTable, Source};
+use crate::services::presence::peer_table::{PeerTable, Source, read_peer_id};
 
 /// What keeps the announced addresses true to the node's listen addresses.
 pub struct AddressBook {
@@ -43,7 +43,9 @@ pub async fn merge(
             event = node_events.recv() => match event {
                 Some(NodeEvent::Presence { presence, via }) => {
                     let vouched = via == presence.peer_id || connected.contains(&presence.peer_id);
-                    table.observe_gossip(presence.presence, vouched).await;
+                    table
+                        .observe_gossip(presence.peer_id, presence.presence, vouched)
+                        .await;
                 }
                 Some(NodeEvent::Connected(peer)) => {
                     connected.insert(peer);
@@ -73,11 +75,15 @@ pub async fn merge(
             // Without hubs (or once they are all gone) only the LAN is left.
             event = hub_events.recv(), if hubs_open => match event {
                 Some((source, reach, LinkEvent::Presence(presence))) => {
+                    // The hub's word as it came: its peer ID is read once, here.
+                    let Some(peer) = read_peer_id(&presence, &source) else {
+                        continue;
+                    };
                     if presence.kind != PresenceType::Offline {
                         let addrs = presence.addrs.as_deref().unwrap_or_default();
-                        dial_vouched(&node, &presence.peer_id, addrs, reach).await;
+                        dial_vouched(&node, peer, addrs, reach).await;
                     }
-                    table.observe(*presence, source).await;
+                    table.observe_peer(peer, *presence, source).await;
                 }
                 // Until the hub says it again, what it said holds for a while only.
                 Some((source, _, LinkEvent::Reset | LinkEvent::Disconnected { .. })) => {
@@ -91,12 +97,9 @@ pub async fn merge(
     }
 }
 
-/// Knows `peer_id`, keeps those of `addrs` that name it and lie within `reach` as where it
-/// may be dialled, and dials it there unless connected.
-pub async fn dial_vouched(node: &Node, peer_id: &str, addrs: &[String], reach: Reach) {
-    let Ok(peer) = peer_id.parse::<PeerId>() else {
-        return;
-    };
+/// Knows `peer`, keeps those of `addrs` that name it and lie within `reach` as where it may be
+/// dialled, and dials it there unless connected.
+pub async fn dial_vouched(node: &Node, peer: PeerId, addrs: &[String], reach: Reach) {
     let vouched: Vec<Multiaddr> = addrs
         .iter()
         .filter_map(|addr| addr.parse::<Multiaddr>().ok())

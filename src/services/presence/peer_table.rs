@@ -23,6 +23,11 @@
 //! entries, are the first to go when room is needed (offline ones first, then the one heard of
 //! least recently), are never remembered across restarts, and are logged at DEBUG only. Labels
 //! are logged shortened, once per change of state, never per message.
+//!
+//! Peers are known by their [`PeerId`]. Presence carries it as text, which is read once, where a
+//! message enters ([`PeerTable::observe`], or the caller that read it for its own use); a
+//! message whose peer ID cannot be read is dropped, logged at DEBUG. The console's JSON shows
+//! the base58 text.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -72,7 +77,9 @@ pub enum PeerState {
 /// One peer as the table knows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PeerEntry {
-    pub peer_id: String,
+    /// Serialized as its base58 text, as presence carries it.
+    #[serde(serialize_with = "serialize_peer_id")]
+    pub peer_id: PeerId,
     pub label: String,
     /// The email a hub vouched for (`verified`); empty otherwise.
     pub email: String,
@@ -152,8 +159,8 @@ pub struct PeerIdentity {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PeerChange {
     Updated(PeerEntry),
-    Offline(String),
-    Removed(String),
+    Offline(PeerId),
+    Removed(PeerId),
 }
 
 /// Timing of the table.
@@ -199,7 +206,7 @@ const LOGGED_LABEL_CHARS: usize = 64;
 /// A peer known from an earlier run.
 #[derive(Debug, Clone)]
 pub struct KnownPeer {
-    pub peer_id: String,
+    pub peer_id: PeerId,
     pub label: String,
     pub email: String,
     pub avatar_hash: Option<String>,
@@ -209,17 +216,17 @@ pub struct KnownPeer {
 }
 
 enum Command {
-    /// A message, from where, and whether something vouches for its peer.
-    Observe(Box<Presence>, Source, bool),
+    /// A message of a peer, from where, and whether something vouches for the peer.
+    Observe(PeerId, Box<Presence>, Source, bool),
     Restore(Vec<KnownPeer>),
-    SetFavorite(String, bool, oneshot::Sender<bool>),
-    SetReachability(String, Reachability),
-    Identity(String, oneshot::Sender<Option<PeerIdentity>>),
+    SetFavorite(PeerId, bool, oneshot::Sender<bool>),
+    SetReachability(PeerId, Reachability),
+    Identity(PeerId, oneshot::Sender<Option<PeerIdentity>>),
     SourceUnconfirmed(Source),
     SourceConfirmed(Source),
     Snapshot(oneshot::Sender<Vec<PeerEntry>>),
     Page(usize, usize, oneshot::Sender<PeerPage>),
-    Entry(String, oneshot::Sender<Option<PeerEntry>>),
+    Entry(PeerId, oneshot::Sender<Option<PeerEntry>>),
 }
 
 /// A slice of the list, in the order of [`PeerTable::snapshot`].
@@ -243,7 +250,7 @@ impl PeerTable {
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let (changes, _) = broadcast::channel(CHANGE_QUEUE);
         let task = TableTask {
-            me: me.to_base58(),
+            me,
             options,
             peers: HashMap::new(),
             live: HashMap::new(),
@@ -254,20 +261,29 @@ impl PeerTable {
     }
 
     /// Merges a presence message heard from `source`, which vouches for the peer (a hub, or
-    /// the peer's own word on its own connection). Waits only if the table is backed up.
+    /// the peer's own word on its own connection), as it came: its peer ID is read here, and a
+    /// message whose peer ID cannot be read is dropped. Waits only if the table is backed up.
     pub async fn observe(&self, presence: Presence, source: Source) {
+        if let Some(peer_id) = read_peer_id(&presence, &source) {
+            self.observe_peer(peer_id, presence, source).await;
+        }
+    }
+
+    /// [`PeerTable::observe`] for a message whose peer ID, `peer_id`, the caller has read.
+    pub async fn observe_peer(&self, peer_id: PeerId, presence: Presence, source: Source) {
         let _ = self
             .commands
-            .send(Command::Observe(Box::new(presence), source, true))
+            .send(Command::Observe(peer_id, Box::new(presence), source, true))
             .await;
     }
 
-    /// Merges a presence message a neighbour relayed over gossip: unless `vouched` (the peer is
-    /// connected to us, or sent it itself), the peer is a stranger.
-    pub async fn observe_gossip(&self, presence: Presence, vouched: bool) {
+    /// Merges a presence message of `peer_id` a neighbour relayed over gossip: unless `vouched`
+    /// (the peer is connected to us, or sent it itself), the peer is a stranger.
+    pub async fn observe_gossip(&self, peer_id: PeerId, presence: Presence, vouched: bool) {
         let _ = self
             .commands
             .send(Command::Observe(
+                peer_id,
                 Box::new(presence),
                 Source::Gossip,
                 vouched,
@@ -294,7 +310,7 @@ impl PeerTable {
     /// Marks or unmarks a known peer as a favourite; false when the peer is not known.
     pub async fn set_favorite(&self, peer_id: &PeerId, favorite: bool) -> bool {
         let (reply, answer) = oneshot::channel();
-        let command = Command::SetFavorite(peer_id.to_base58(), favorite, reply);
+        let command = Command::SetFavorite(*peer_id, favorite, reply);
         if self.commands.send(command).await.is_err() {
             return false;
         }
@@ -303,14 +319,14 @@ impl PeerTable {
 
     /// Records the result of a reachability probe.
     pub async fn set_reachability(&self, peer_id: &PeerId, reachability: Reachability) {
-        let command = Command::SetReachability(peer_id.to_base58(), reachability);
+        let command = Command::SetReachability(*peer_id, reachability);
         let _ = self.commands.send(command).await;
     }
 
     /// The label of a known peer and its email if a hub vouched for it.
     pub async fn identity(&self, peer_id: &PeerId) -> Option<PeerIdentity> {
         let (reply, answer) = oneshot::channel();
-        let command = Command::Identity(peer_id.to_base58(), reply);
+        let command = Command::Identity(*peer_id, reply);
         self.commands.send(command).await.ok()?;
         answer.await.ok().flatten()
     }
@@ -341,7 +357,7 @@ impl PeerTable {
     /// One known peer.
     pub async fn entry(&self, peer_id: &PeerId) -> Option<PeerEntry> {
         let (reply, answer) = oneshot::channel();
-        let command = Command::Entry(peer_id.to_base58(), reply);
+        let command = Command::Entry(*peer_id, reply);
         self.commands.send(command).await.ok()?;
         answer.await.ok().flatten()
     }
@@ -353,10 +369,10 @@ impl PeerTable {
 }
 
 struct TableTask {
-    me: String,
+    me: PeerId,
     options: TableOptions,
-    peers: HashMap<String, PeerEntry>,
-    live: HashMap<String, Liveness>,
+    peers: HashMap<PeerId, PeerEntry>,
+    live: HashMap<PeerId, Liveness>,
     changes: broadcast::Sender<PeerChange>,
 }
 
@@ -367,8 +383,8 @@ impl TableTask {
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Observe(presence, source, vouched)) => {
-                        self.observe(*presence, source, vouched)
+                    Some(Command::Observe(peer_id, presence, source, vouched)) => {
+                        self.observe(peer_id, *presence, source, vouched)
                     }
                     Some(Command::Restore(peers)) => self.restore(peers),
                     Some(Command::SetFavorite(peer_id, favorite, reply)) => {
@@ -420,19 +436,19 @@ impl TableTask {
         }
     }
 
-    fn observe(&mut self, presence: Presence, source: Source, vouched: bool) {
-        if presence.peer_id == self.me || presence.kind == PresenceType::Punch {
+    fn observe(&mut self, peer_id: PeerId, presence: Presence, source: Source, vouched: bool) {
+        if peer_id == self.me || presence.kind == PresenceType::Punch {
             return;
         }
         let now = Instant::now();
         let ts = presence.ts.unwrap_or(0);
         let offline = presence.kind == PresenceType::Offline;
-        if !self.peers.contains_key(&presence.peer_id) && offline {
+        if !self.peers.contains_key(&peer_id) && offline {
             return;
         }
         if source == Source::Gossip && ts != 0 {
             // The peer's own word, in its own order: only something newer and fresh is news.
-            let newest = self.live.get(&presence.peer_id).map_or(0, |l| l.gossip_ts);
+            let newest = self.live.get(&peer_id).map_or(0, |l| l.gossip_ts);
             if ts <= newest
                 || ts.abs_diff(crate::services::hub::unix_ms()) > MAX_GOSSIP_SKEW_MS.unsigned_abs()
             {
@@ -440,13 +456,13 @@ impl TableTask {
             }
         }
         let vouched = vouched || matches!(source, Source::Hub(_));
-        if !self.peers.contains_key(&presence.peer_id) && !self.make_room(vouched) {
+        if !self.peers.contains_key(&peer_id) && !self.make_room(vouched) {
             tracing::debug!("the peer list is full; a peer was not listed");
             return;
         }
         let live = self
             .live
-            .entry(presence.peer_id.clone())
+            .entry(peer_id)
             .or_insert_with(|| Liveness::offline(now));
         live.heard = Some(now);
         match &source {
@@ -463,24 +479,21 @@ impl TableTask {
                 }
             }
         }
-        let entry = self
-            .peers
-            .entry(presence.peer_id.clone())
-            .or_insert_with(|| PeerEntry {
-                peer_id: presence.peer_id.clone(),
-                label: String::new(),
-                email: String::new(),
-                avatar_hash: None,
-                active_template: None,
-                addrs: Vec::new(),
-                verified: false,
-                state: PeerState::Offline,
-                favorite: false,
-                reachability: Reachability::Unknown,
-                sources: BTreeSet::new(),
-                ts: 0,
-                stranger: true,
-            });
+        let entry = self.peers.entry(peer_id).or_insert_with(|| PeerEntry {
+            peer_id,
+            label: String::new(),
+            email: String::new(),
+            avatar_hash: None,
+            active_template: None,
+            addrs: Vec::new(),
+            verified: false,
+            state: PeerState::Offline,
+            favorite: false,
+            reachability: Reachability::Unknown,
+            sources: BTreeSet::new(),
+            ts: 0,
+            stranger: true,
+        });
         let before = entry.clone();
         // Once vouched for, a peer stays so while it is listed.
         entry.stranger &= !vouched;
@@ -504,12 +517,12 @@ impl TableTask {
             Source::Gossip => "LAN",
             Source::Hub(url) => url.as_str(),
         };
-        self.settle(&presence.peer_id, before, via, now);
+        self.settle(peer_id, before, via, now);
     }
 
     /// Sets the peer's state and sources from its liveness and announces what changed.
-    fn settle(&mut self, peer_id: &str, before: PeerEntry, via: &str, now: Instant) {
-        let (Some(entry), Some(live)) = (self.peers.get_mut(peer_id), self.live.get_mut(peer_id))
+    fn settle(&mut self, peer_id: PeerId, before: PeerEntry, via: &str, now: Instant) {
+        let (Some(entry), Some(live)) = (self.peers.get_mut(&peer_id), self.live.get_mut(&peer_id))
         else {
             return;
         };
@@ -537,9 +550,7 @@ impl TableTask {
                 } else {
                     tracing::info!(peer.id = %entry.peer_id, label = %label, "peer offline");
                 }
-                let _ = self
-                    .changes
-                    .send(PeerChange::Offline(entry.peer_id.clone()));
+                let _ = self.changes.send(PeerChange::Offline(entry.peer_id));
             }
             _ => {}
         }
@@ -559,7 +570,7 @@ impl TableTask {
                 continue;
             }
             let entry = PeerEntry {
-                peer_id: known.peer_id.clone(),
+                peer_id: known.peer_id,
                 label: known.label,
                 email: if known.verified {
                     known.email
@@ -581,14 +592,13 @@ impl TableTask {
                 break;
             }
             let _ = self.changes.send(PeerChange::Updated(entry.clone()));
-            self.live
-                .insert(known.peer_id.clone(), Liveness::offline(now));
+            self.live.insert(known.peer_id, Liveness::offline(now));
             self.peers.insert(known.peer_id, entry);
         }
     }
 
     /// Changes one entry and announces it if anything changed; false when the peer is unknown.
-    fn update(&mut self, peer_id: &str, change: impl FnOnce(&mut PeerEntry)) -> bool {
+    fn update(&mut self, peer_id: &PeerId, change: impl FnOnce(&mut PeerEntry)) -> bool {
         let Some(entry) = self.peers.get_mut(peer_id) else {
             return false;
         };
@@ -633,20 +643,20 @@ impl TableTask {
                             .values()
                             .any(|held| held.is_some_and(|until| until <= now));
                     if lapsed {
-                        settle.push(peer_id.clone());
+                        settle.push(*peer_id);
                     }
                 }
                 (PeerState::Offline, Some(since))
                     if now.duration_since(since) >= remove_after && !entry.favorite =>
                 {
-                    removed.push(peer_id.clone());
+                    removed.push(*peer_id);
                 }
                 _ => {}
             }
         }
         for peer_id in settle {
             if let Some(before) = self.peers.get(&peer_id).cloned() {
-                self.settle(&peer_id, before, "", now);
+                self.settle(peer_id, before, "", now);
             }
         }
         for peer_id in removed {
@@ -665,13 +675,13 @@ impl TableTask {
         if !stranger_full && self.peers.len() < self.options.max_peers {
             return true;
         }
-        let heard = |id: &String| self.live.get(id).and_then(|live| live.heard);
+        let heard = |id: &PeerId| self.live.get(id).and_then(|live| live.heard);
         let stranger = self
             .peers
             .values()
             .filter(|e| e.stranger && !e.favorite)
             .min_by_key(|e| (e.state == PeerState::Online, heard(&e.peer_id)))
-            .map(|e| e.peer_id.clone());
+            .map(|e| e.peer_id);
         let victim = match (stranger, vouched) {
             (Some(id), _) => Some(id),
             (None, true) => self
@@ -679,7 +689,7 @@ impl TableTask {
                 .values()
                 .filter(|e| e.state == PeerState::Offline && !e.favorite)
                 .min_by_key(|e| heard(&e.peer_id))
-                .map(|e| e.peer_id.clone()),
+                .map(|e| e.peer_id),
             (None, false) => None,
         };
         let Some(victim) = victim else {
@@ -694,12 +704,12 @@ impl TableTask {
     /// Every entry in the list's order: online first, then by label.
     fn sorted(&self) -> Vec<&PeerEntry> {
         let mut peers: Vec<&PeerEntry> = self.peers.values().collect();
+        // Peers of the same state and label in the order of their IDs' text, as the list has
+        // always shown them: a `PeerId`'s own order (by its bytes) is not always the same.
         peers.sort_by(|a, b| {
-            (a.state != PeerState::Online, &a.label, &a.peer_id).cmp(&(
-                b.state != PeerState::Online,
-                &b.label,
-                &b.peer_id,
-            ))
+            (a.state != PeerState::Online, &a.label)
+                .cmp(&(b.state != PeerState::Online, &b.label))
+                .then_with(|| a.peer_id.to_base58().cmp(&b.peer_id.to_base58()))
         });
         peers
     }
@@ -720,6 +730,27 @@ impl TableTask {
                 .collect(),
         }
     }
+}
+
+/// The peer ID of a presence message from `source`, read from its text; `None`, logged, when it
+/// is not one (the message is then dropped).
+pub fn read_peer_id(presence: &Presence, source: &Source) -> Option<PeerId> {
+    match presence.peer_id.parse::<PeerId>() {
+        Ok(peer_id) => Some(peer_id),
+        Err(err) => {
+            let text = logged_label(&presence.peer_id);
+            tracing::debug!(source = ?source, "dropped presence of {text:?}: not a peer ID: {err}");
+            None
+        }
+    }
+}
+
+/// A `PeerId` as its base58 text, the form presence, pages and `data.db` carry.
+fn serialize_peer_id<S: serde::Serializer>(
+    peer_id: &PeerId,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(peer_id)
 }
 
 /// A label as a log line shows it: at most [`LOGGED_LABEL_CHARS`] characters.

@@ -33,7 +33,7 @@ pub fn spawn(
         let mut probes: JoinSet<(PeerId, Reachability)> = JoinSet::new();
         let mut in_flight: HashSet<PeerId> = HashSet::new();
         loop {
-            let targets: Vec<String> = tokio::select! {
+            let targets: Vec<PeerId> = tokio::select! {
                 () = until_stopped(&mut stop) => return,
                 _ = tick.tick() => table
                     .snapshot()
@@ -60,10 +60,7 @@ pub fn spawn(
                     Vec::new()
                 }
             };
-            for peer_id in targets {
-                let Ok(peer) = peer_id.parse::<PeerId>() else {
-                    continue;
-                };
+            for peer in targets {
                 if in_flight.len() >= CONCURRENT_PROBES || in_flight.contains(&peer) {
                     continue;
                 }
