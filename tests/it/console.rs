@@ -405,10 +405,7 @@ async fn json_refusal(response: reqwest::Response, problem: &str) -> (u16, serde
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_calls_the_console_cannot_read_are_refused_in_the_json_error_shape() {
-    let (dir, config) = peer_dir("Unreadable", |_| {});
-    let peer = peer::start(dir.path(), &config, LogBuffer::new(10))
-        .await
-        .unwrap();
+    let peer = TestPeer::spawn("Unreadable", |c| short_ttl(c, 6)).await;
     let base = console(&peer);
     let client = no_redirects();
     let get = |path: &str| client.get(format!("{base}{path}"));

@@ -87,7 +87,12 @@ impl DataStore {
     /// `ALTER TABLE <table> <change>` and the new schema JSON, in one transaction; the usage
     /// triggers (which name every column, so SQLite would refuse to drop one) are made again for
     /// the new columns, and the usage counted again.
-    pub(super) async fn alter(&self, table: &str, change: String, schema: &str) -> Result<(), StoreError> {
+    pub(super) async fn alter(
+        &self,
+        table: &str,
+        change: String,
+        schema: &str,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         usage::untrack_usage(&mut tx, table).await?;
         sqlx::query(AssertSqlSafe(format!(
