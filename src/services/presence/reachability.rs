@@ -1,8 +1,10 @@
 //! Reachability: every online peer in the PeerTable is probed over `/goop/content/1.0.0` when it
 //! appears and then periodically; the result (round-trip time or the reason it failed) goes back
-//! into the table, so the console shows it live.
+//! into the table, so the console shows it live. A first probe that fails is tried again after
+//! 2 s and 4 s: a peer that has just been announced may still be being dialled, and the next
+//! periodic probe is up to half a minute away.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast::error::RecvError;
@@ -18,6 +20,10 @@ use crate::services::until_stopped;
 const CONCURRENT_PROBES: usize = 8;
 /// A probe that takes longer counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long after a failed first probe it is tried again (doubling each time).
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// How many times a failed first probe is tried again.
+const FIRST_RETRIES: u32 = 2;
 
 /// Starts probing every `every` until `stop`.
 pub fn spawn(
@@ -32,6 +38,8 @@ pub fn spawn(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut probes: JoinSet<(PeerId, Reachability)> = JoinSet::new();
         let mut in_flight: HashSet<PeerId> = HashSet::new();
+        // Peers whose first probe (or its retries) is in flight, with the retries made so far.
+        let mut first: HashMap<PeerId, u32> = HashMap::new();
         loop {
             let targets: Vec<PeerId> = tokio::select! {
                 () = until_stopped(&mut stop) => return,
@@ -47,6 +55,9 @@ pub fn spawn(
                         if entry.state == PeerState::Online
                             && entry.reachability == Reachability::Unknown =>
                     {
+                        if first.len() < CONCURRENT_PROBES * 4 {
+                            first.entry(entry.peer_id).or_insert(0);
+                        }
                         vec![entry.peer_id]
                     }
                     Ok(_) | Err(RecvError::Lagged(_)) => Vec::new(),
@@ -55,7 +66,23 @@ pub fn spawn(
                 Some(done) = probes.join_next() => {
                     if let Ok((peer_id, reachability)) = done {
                         in_flight.remove(&peer_id);
+                        let failed = matches!(reachability, Reachability::Unreachable { .. });
                         table.set_reachability(&peer_id, reachability).await;
+                        match first.get_mut(&peer_id) {
+                            Some(retries) if failed && *retries < FIRST_RETRIES => {
+                                let wait = FIRST_RETRY * 2u32.pow(*retries);
+                                *retries += 1;
+                                in_flight.insert(peer_id);
+                                let node = node.clone();
+                                probes.spawn(async move {
+                                    tokio::time::sleep(wait).await;
+                                    (peer_id, probe(&node, peer_id).await)
+                                });
+                            }
+                            _ => {
+                                first.remove(&peer_id);
+                            }
+                        }
                     }
                     Vec::new()
                 }
