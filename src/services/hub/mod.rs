@@ -637,7 +637,7 @@ impl Hub {
 }
 
 impl PeerRecord {
-    /// This state as a snapshot sends it (as `online`), encoded once per state.
+    /// This state as a snapshot sends it (as `online`), encoded once per accepted message.
     fn snapshot_event(&mut self) -> Arc<HubEvent> {
         self.snapshot
             .get_or_insert_with(|| {

@@ -3,7 +3,8 @@
 //! of peers online.
 //!
 //! Each peer's snapshot frames are encoded once, when a snapshot first needs them after the
-//! peer's state changed, and shared by every subscriber until it changes again. A page holds at
+//! peer's last accepted message (a heartbeat included), and shared by every subscriber until
+//! its next one. A page holds at
 //! most [`SNAPSHOT_PAGE`] of them; the hub counts the frames all pages hold
 //! (`goop_hub_snapshot_frames_held`).
 //!
