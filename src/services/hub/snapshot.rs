@@ -51,21 +51,11 @@ impl Snapshot {
         if self.done {
             return None;
         }
-        let events = self.hub.snapshot_page(self.after.as_ref(), SNAPSHOT_PAGE);
-        if events.len() < SNAPSHOT_PAGE {
-            self.done = true;
-        }
-        let (last, events) = events.into_iter().fold(
-            (None, VecDeque::with_capacity(SNAPSHOT_PAGE)),
-            |(_, mut events), (peer, event)| {
-                events.push_back(event);
-                (Some(peer), events)
-            },
-        );
-        self.after = last.or(self.after);
-        if events.is_empty() {
-            return None;
-        }
+        let page = self.hub.snapshot_page(self.after.as_ref(), SNAPSHOT_PAGE);
+        self.done = page.len() < SNAPSHOT_PAGE;
+        let (last, _) = page.last()?;
+        self.after = Some(*last);
+        let events = page.into_iter().map(|(_, event)| event).collect();
         Some(SnapshotPage::new(self.hub.clone(), events))
     }
 
