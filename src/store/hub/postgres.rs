@@ -116,15 +116,7 @@ pub(super) async fn write(
         .bind(instance)
         .fetch_all(&mut *tx)
         .await?;
-        written.extend(
-            rows.into_iter()
-                .map(|(peer_id, version, last_seen_ms)| Written {
-                    peer_id,
-                    version,
-                    last_seen_ms,
-                    online: true,
-                }),
-        );
+        written.extend(committed(rows, true));
     }
     if !offline.peer_id.is_empty() {
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
@@ -140,15 +132,7 @@ pub(super) async fn write(
         .bind(instance)
         .fetch_all(&mut *tx)
         .await?;
-        written.extend(
-            rows.into_iter()
-                .map(|(peer_id, version, last_seen_ms)| Written {
-                    peer_id,
-                    version,
-                    last_seen_ms,
-                    online: false,
-                }),
-        );
+        written.extend(committed(rows, false));
     }
     if !bans.peer_id.is_empty() {
         // Bans pass through unmerged: the last one per peer wins.
@@ -358,4 +342,15 @@ pub(super) async fn delete_template(pool: &PgPool, name: &str) -> Result<bool, s
         .execute(pool)
         .await
         .map(|r| r.rows_affected() > 0)
+}
+
+/// The rows a statement's `RETURNING peer_id, version, last_seen_ms` gave back, as writes.
+fn committed(rows: Vec<(String, i64, i64)>, online: bool) -> impl Iterator<Item = Written> {
+    rows.into_iter()
+        .map(move |(peer_id, version, last_seen_ms)| Written {
+            peer_id,
+            version,
+            last_seen_ms,
+            online,
+        })
 }
