@@ -17,6 +17,12 @@ async fn instances_sharing_a_peer_db_see_each_others_peers_within_a_second() {
     let db = shared.path().join("peers.db").display().to_string();
     let first = TestHub::spawn_with(|c| c.presence.peer_db_path = db.clone(), |_| {}).await;
     let second = TestHub::spawn_with(|c| c.presence.peer_db_path = db.clone(), |_| {}).await;
+    instances_share_presence(&first, &second).await;
+}
+
+/// Two instances of one peer database: a publish on either is seen on the other within a
+/// second, a departure reaches the other, and a replay through the other is refused.
+pub async fn instances_share_presence(first: &TestHub, second: &TestHub) {
     let mut watcher = SseClient::connect(&format!("{}/events?changes=1", second.url), None).await;
 
     let mut alice = TestIdentity::new();

@@ -28,62 +28,7 @@ async fn a_subscriber_on_one_instance_sees_a_publish_on_another_within_a_second(
     let db = TestDatabase::create().await;
     let first = instance(&db.url).await;
     let second = instance(&db.url).await;
-    let mut watcher = SseClient::connect(&format!("{}/events?changes=1", second.url), None).await;
-
-    let mut alice = TestIdentity::new();
-    let published = Instant::now();
-    assert_eq!(
-        first
-            .publish(alice.json(PresenceType::Online, "Alice"))
-            .await
-            .0,
-        204
-    );
-    let online = watcher.next_of_type("online").await;
-    let lag = published.elapsed();
-    assert_eq!(online["peerId"], alice.id.as_str());
-    assert!(
-        lag < Duration::from_secs(1),
-        "the other instance saw the peer after {lag:?}"
-    );
-    assert_eq!(second.peers().await.len(), 1);
-
-    // A change made through the second instance reaches the first.
-    let mut bob = TestIdentity::new();
-    assert_eq!(
-        second
-            .publish(bob.json(PresenceType::Online, "Bob"))
-            .await
-            .0,
-        204
-    );
-    assert!(eventually(WAIT, async || first.peers().await.len() == 2).await);
-
-    // Leaving through one instance removes the peer from the other.
-    assert_eq!(
-        first
-            .publish(alice.json(PresenceType::Offline, "Alice"))
-            .await
-            .0,
-        204
-    );
-    let offline = watcher.next_of_type("offline").await;
-    assert_eq!(offline["peerId"], alice.id.as_str());
-    let remaining = second.peers().await;
-    assert_eq!(remaining.len(), 1);
-    assert_eq!(remaining[0]["peerId"], bob.id.as_str());
-
-    // A replay of Alice's old message through the other instance is refused too.
-    let mut stale = alice.unsigned(PresenceType::Online, "Alice");
-    stale.ts = Some(stale.ts.unwrap() - 10_000);
-    stale.sign(&alice.keypair);
-    assert_eq!(
-        second
-            .publish(serde_json::to_string(&stale).unwrap())
-            .await
-            .0,
-        401
-    );
+    crate::hub_persist::instances_share_presence(&first, &second).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
