@@ -198,11 +198,10 @@ fn pack(name: String, files: Vec<(PathBuf, Vec<u8>)>) -> Result<StoredTemplate, 
         archive.append_data(&mut header, path, bytes.as_slice())?;
     }
     let bundle = archive.into_inner()?.finish()?;
-    let digest = Sha256::digest(&bundle);
     Ok(StoredTemplate {
         name,
         manifest,
-        etag: format!("\"{}\"", hex(&digest[..16])),
+        etag: etag_of(&bundle),
         bundle,
     })
 }
@@ -314,8 +313,7 @@ impl TemplateStore {
             archive.append_data(&mut header, &file.relative, fs::File::open(&file.absolute)?)?;
         }
         let bytes = Bytes::from(archive.into_inner()?.finish()?);
-        let digest = Sha256::digest(&bytes);
-        let etag = format!("\"{}\"", hex(&digest[..16]));
+        let etag = etag_of(&bytes);
         let bundle = Bundle { bytes, etag };
         self.cache
             .lock()
@@ -633,6 +631,11 @@ fn fingerprint(files: &[FileEntry]) -> u64 {
     }
     let digest = hasher.finalize();
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// A bundle's ETag: the first 16 bytes of its SHA-256, in hex, quoted.
+fn etag_of(bundle: &[u8]) -> String {
+    format!("\"{}\"", hex(&Sha256::digest(bundle)[..16]))
 }
 
 fn hex(bytes: &[u8]) -> String {
