@@ -5,8 +5,8 @@
 //! and one writer task commits them in batches, gathered for 20 ms (the last change per peer
 //! wins within a batch).
 //! A reader brings in what other instances wrote — woken by NOTIFY with PostgreSQL, every
-//! 250 ms with SQLite, and at least every second either way. On start, peers still inside their
-//! TTL and bans in force are restored.
+//! 250 ms with SQLite, and at least every second either way. Restoring the registry at start is
+//! [`super::shared`]'s (`Hub::attach_store`); this module is the writer and the reader.
 //!
 //! When the database goes away, publishes go on from memory: the writer keeps its batch and
 //! tries again, changes beyond the queue are dropped (and counted), and `/healthz` says why.
