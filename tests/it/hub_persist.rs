@@ -3,6 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use goop2::services::hub::COMMIT_WAIT;
 use goop2::services::hub::presence::PresenceType;
 use goop2::store::hub::HubStore;
 use serde_json::Value;
@@ -114,6 +115,13 @@ async fn live_peers_survive_kill_9_and_subscribers_resynchronize() {
     // The snapshot's position follows its last frame.
     events.next(Duration::from_millis(300)).await;
     let old_id = events.last_id.clone().unwrap();
+    // What the subscriber misses: Alice's new label.
+    publish(
+        &client,
+        &hub.url,
+        alice.json(PresenceType::Update, "Alice renamed"),
+    )
+    .await;
     let peers_before: Vec<Value> = client
         .get(format!("{}/peers.json", hub.url))
         .send()
@@ -123,20 +131,16 @@ async fn live_peers_survive_kill_9_and_subscribers_resynchronize() {
         .await
         .unwrap();
 
-    // Presence is written behind the acknowledgement; wait until the database has it.
+    // A publish is acknowledged once the database has it.
     let store = HubStore::open(&dir.path().join("data/peers.db"))
         .await
         .unwrap();
-    assert!(
-        eventually(WAIT, async || {
-            let live = store
-                .live_peers(goop2::services::hub::unix_ms())
-                .await
-                .unwrap();
-            live.len() == 1 && live[0].peer_id == alice.id
-        })
+    let live = store
+        .live_peers(goop2::services::hub::unix_ms())
         .await
-    );
+        .unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].peer_id, alice.id);
 
     let mut hub = hub;
     hub.child.kill().unwrap(); // SIGKILL: no chance to flush or say goodbye
@@ -160,7 +164,7 @@ async fn live_peers_survive_kill_9_and_subscribers_resynchronize() {
     );
 
     // A subscriber from before the crash resumes from its place in the database (its id
-    // names it): no reset, Alice online and nothing that contradicts what it knew.
+    // names it): no reset, Alice's new label and nothing that contradicts what it knew.
     let mut events = SseClient::connect(&format!("{}/events", restarted.url), Some(&old_id)).await;
     let mut missed = Vec::new();
     while let Some(event) = events.next(Duration::from_millis(500)).await {
@@ -170,7 +174,7 @@ async fn live_peers_survive_kill_9_and_subscribers_resynchronize() {
     assert!(
         missed
             .iter()
-            .any(|e| e["peerId"] == alice.id.as_str() && e["type"] == "online"),
+            .any(|e| e["peerId"] == alice.id.as_str() && e["content"] == "Alice renamed"),
         "{missed:?}"
     );
     assert!(
@@ -205,6 +209,84 @@ async fn live_peers_survive_kill_9_and_subscribers_resynchronize() {
         .unwrap()
         .status();
     assert_eq!(status.as_u16(), 401);
+}
+
+/// Publishes one message and expects it acknowledged.
+async fn publish(client: &reqwest::Client, url: &str, body: String) {
+    let status = client
+        .post(format!("{url}/publish"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_changes_resumed_after_a_restart_hears_of_changes_not_of_heartbeats() {
+    let dir = binary_hub_dir(120, "data/peers.db");
+    let hub = HubProcess::start(dir.path());
+    let client = reqwest::Client::new();
+    let mut peers: Vec<TestIdentity> = (0..5).map(|_| TestIdentity::new()).collect();
+    for (index, peer) in peers.iter_mut().enumerate() {
+        let body = peer.json(PresenceType::Online, &format!("peer {index}"));
+        publish(&client, &hub.url, body).await;
+    }
+    let mut events = SseClient::connect(&format!("{}/events?changes=1", hub.url), None).await;
+    let mut snapshot = 0;
+    while events.next(Duration::from_millis(500)).await.is_some() {
+        snapshot += 1;
+    }
+    assert_eq!(snapshot, 5);
+    let old_id = events.last_id.clone().unwrap();
+    // Heartbeats from everyone (twice), a new label from peer 0, and peer 1 leaves.
+    for round in 0..2 {
+        for (index, peer) in peers.iter_mut().enumerate().skip(1) {
+            let body = peer.json(PresenceType::Update, &format!("peer {index}"));
+            publish(&client, &hub.url, body).await;
+        }
+        let label = if round == 0 {
+            "peer 0"
+        } else {
+            "peer 0, renamed"
+        };
+        let body = peers[0].json(PresenceType::Update, label);
+        publish(&client, &hub.url, body).await;
+    }
+    let body = peers[1].json(PresenceType::Offline, "peer 1");
+    publish(&client, &hub.url, body).await;
+
+    let mut hub = hub;
+    hub.child.kill().unwrap();
+    hub.child.wait().unwrap();
+    drop(hub);
+    let restarted = HubProcess::start(dir.path());
+    let mut events = SseClient::connect(
+        &format!("{}/events?changes=1", restarted.url),
+        Some(&old_id),
+    )
+    .await;
+    let mut missed = Vec::new();
+    while let Some(event) = events.next(Duration::from_millis(500)).await {
+        assert_ne!(event.event.as_deref(), Some("reset"));
+        let json = event.json();
+        missed.push(format!("{} {}", json["type"], json["content"]));
+    }
+    missed.sort();
+    assert_eq!(
+        missed,
+        ["\"offline\" null", "\"online\" \"peer 0, renamed\""],
+        "only the rename and the departure, not the peers that sent heartbeats"
+    );
+
+    // A stream of every event resumes with every peer whose row moved.
+    let mut all = SseClient::connect(&format!("{}/events", restarted.url), Some(&old_id)).await;
+    let mut count = 0;
+    while all.next(Duration::from_millis(500)).await.is_some() {
+        count += 1;
+    }
+    assert_eq!(count, 5, "four peers online and one departure");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,16 +395,21 @@ async fn publishes_succeed_while_another_process_holds_the_database_write_lock()
         .await
         .unwrap();
     let mut alice = TestIdentity::new();
-    let started = Instant::now();
+    // The first publish waits for its commit, at most COMMIT_WAIT; the ones after it are
+    // answered from memory until the writer commits again.
+    let mut waits = Vec::new();
     for label in ["Alice", "Alice 2", "Alice 3"] {
+        let started = Instant::now();
         assert_eq!(
             hub.publish(alice.json(PresenceType::Update, label)).await.0,
             204
         );
+        waits.push(started.elapsed());
     }
+    assert!(waits[0] < COMMIT_WAIT + Duration::from_secs(1), "{waits:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "publishes did not wait for the lock"
+        waits[1..].iter().all(|w| *w < Duration::from_millis(500)),
+        "publishes after the first did not wait for the lock: {waits:?}"
     );
     assert_eq!(hub.peers().await[0]["content"], "Alice 3");
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -1,4 +1,5 @@
-//! `POST /publish`: one presence message per request, answered with 204.
+//! `POST /publish`: one presence message per request, answered with 204 once the hub's
+//! database (when it has one) holds it.
 
 use std::time::Duration;
 
@@ -38,5 +39,6 @@ async fn publish_presence(
             }
         })?;
     app.hub.publish(&bytes)?;
+    app.hub.committed().await;
     Ok(StatusCode::NO_CONTENT)
 }

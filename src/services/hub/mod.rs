@@ -51,6 +51,9 @@ pub use stream::Subscription;
 
 /// Joins and leaves remembered for the dashboard.
 const RECENT_CHANGES: usize = 50;
+/// Longest a publish waits for its commit before it is acknowledged anyway (see
+/// [`Hub::committed`]).
+pub const COMMIT_WAIT: Duration = Duration::from_millis(500);
 
 /// What subscribers receive: an event, or a word from the hub itself. Keep-alives and the
 /// shutdown notice travel through the same channel as events so an idle subscriber waits on
@@ -82,6 +85,11 @@ pub struct PeerRecord {
     /// write of it is committed.
     #[serde(skip)]
     version: Option<i64>,
+    /// The database version at which what the peer announces last changed (or it came
+    /// online); `None` while such a change is not yet committed. A stream that resumes from a
+    /// version hears only of the peers whose announcement changed since.
+    #[serde(skip)]
+    changed_version: Option<i64>,
     /// This state as snapshots send it, encoded when a snapshot first needs it.
     #[serde(skip)]
     snapshot: Option<Arc<HubEvent>>,
@@ -350,6 +358,9 @@ impl Hub {
                 record.expires = now + self.inner.options.ttl;
                 record.session = session;
                 record.version = None;
+                if change {
+                    record.changed_version = None;
+                }
                 record.snapshot = None;
                 change
             }
@@ -368,6 +379,7 @@ impl Hub {
                         expires: now + self.inner.options.ttl,
                         session,
                         version: None,
+                        changed_version: None,
                         snapshot: None,
                     },
                 );
@@ -521,6 +533,16 @@ impl Hub {
     pub async fn flush(&self) {
         if let Some(persistence) = self.inner.persistence.get() {
             persistence.flush().await;
+        }
+    }
+
+    /// Waits until what has been published so far is committed to the database, when there is
+    /// one, so that an acknowledged publish survives `kill -9`. While the database refuses or
+    /// does not answer writes it does not wait (publishes go on from memory and are written
+    /// once it is back, and `/healthz` says why); nor past [`COMMIT_WAIT`].
+    pub async fn committed(&self) {
+        if let Some(persistence) = self.inner.persistence.get() {
+            persistence.committed(COMMIT_WAIT).await;
         }
     }
 

@@ -1,9 +1,11 @@
 //! Persistence of hub state in the shared database (`presence.peer_db_path` or
 //! `presence.peer_db_url`).
 //!
-//! Publishes never wait for the database: the registry hands each change to a bounded queue,
-//! and one writer task commits them in batches, gathered for 20 ms (the last change per peer
-//! wins within a batch).
+//! The registry hands each change to a bounded queue, and one writer task commits them in
+//! batches, gathered for up to 20 ms (the last change per peer wins within a batch). A publish
+//! acknowledged over HTTP waits for its commit ([`Persistence::committed`]), which ends the
+//! gathering at once; a database that is away or slow never holds publishes for longer than
+//! that wait.
 //! A reader brings in what other instances wrote — woken by NOTIFY with PostgreSQL, every
 //! 250 ms with SQLite, and at least every second either way. Restoring the registry at start is
 //! [`super::shared`]'s (`Hub::attach_store`); this module is the writer and the reader.
@@ -14,13 +16,13 @@
 //! unwritten — the dropped ones included — and the reader reads everything it missed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::store::hub::{HubStore, PeerWrite, StoreError, StoredBan, StoredPeer, Written};
+use crate::store::hub::{Committed, HubStore, PeerWrite, StoreError, StoredBan, StoredPeer};
 
 /// Changes waiting to be written; beyond this, changes are dropped (and counted) rather than
 /// slowing publishers. They are written again once the writer catches up (see [`run_writer`]).
@@ -56,6 +58,11 @@ pub struct Persistence {
     /// Why the last read failed, until one succeeds.
     read_error: Mutex<Option<String>>,
     pub dropped: AtomicU64,
+    /// Set when a publisher gave up waiting for a commit, until the next commit: publishers
+    /// meanwhile are answered from memory without waiting.
+    behind: AtomicBool,
+    /// True while the database refuses writes (`write_error` is set).
+    refusing: watch::Sender<bool>,
 }
 
 impl Persistence {
@@ -68,6 +75,8 @@ impl Persistence {
             write_error: Mutex::new(None),
             read_error: Mutex::new(None),
             dropped: AtomicU64::new(0),
+            behind: AtomicBool::new(false),
+            refusing: watch::Sender::new(false),
         });
         (persistence, receiver)
     }
@@ -110,6 +119,25 @@ impl Persistence {
         }
     }
 
+    /// Waits, at most `wait`, until every change queued so far is committed — unless the
+    /// database refuses writes or a wait already ran out since the last commit: while the
+    /// database is away, publishes go on from memory.
+    pub async fn committed(&self, wait: Duration) {
+        let mut refusing = self.refusing.subscribe();
+        if *refusing.borrow_and_update() || self.behind.load(Ordering::Relaxed) {
+            return;
+        }
+        tokio::select! {
+            done = tokio::time::timeout(wait, self.flush()) => {
+                if done.is_err() {
+                    self.behind.store(true, Ordering::Relaxed);
+                }
+            }
+            // The write this waits for failed: the database is away.
+            _ = refusing.wait_for(|refusing| *refusing) => {}
+        }
+    }
+
     /// `Err` with the reason while the database refuses writes or reads.
     pub fn health(&self) -> Result<(), String> {
         let lock = |m: &Mutex<Option<String>>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -125,6 +153,9 @@ impl Persistence {
             result,
             "the peer database is not writable",
         );
+        self.refusing.send_if_modified(|refusing| {
+            std::mem::replace(refusing, result.is_err()) != result.is_err()
+        });
     }
 
     fn record_read<T>(&self, result: &Result<T, StoreError>) {
@@ -153,8 +184,8 @@ impl Persistence {
 
 /// What the writer needs from the registry.
 pub trait Registry: Send + Sync + 'static {
-    /// Changes committed, with their versions.
-    fn written(&self, written: Vec<Written>);
+    /// A batch committed: its changes with their versions.
+    fn written(&self, committed: Committed);
     /// Every change the registry holds that is not known to be written (after an outage).
     fn unwritten(&self) -> Vec<PeerWrite>;
     /// Rows other instances wrote, in version order.
@@ -174,14 +205,16 @@ pub async fn run_writer(
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         // A burst becomes one transaction rather than one each: the database's work (and with
         // PostgreSQL the NOTIFY every other instance answers with a read) is per transaction.
-        // Nobody waits on this but a flush, which goes at once.
-        if batch.len() < BATCH && !batch.iter().any(|q| matches!(q, Queued::Flush(_))) {
-            tokio::time::sleep(LINGER).await;
-            while batch.len() < BATCH {
-                match receiver.try_recv() {
-                    Ok(queued) => batch.push(queued),
-                    Err(_) => break,
+        // A flush (somebody waiting for the commit) ends the gathering at once.
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut flushing = batch.iter().any(|q| matches!(q, Queued::Flush(_)));
+        while !flushing && batch.len() < BATCH {
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Some(queued)) => {
+                    flushing = matches!(queued, Queued::Flush(_));
+                    batch.push(queued);
                 }
+                Ok(None) | Err(_) => break,
             }
         }
         let mut flushes = Vec::new();
@@ -200,8 +233,9 @@ pub async fn run_writer(
             let result = store.write(&persistence.instance, &writes).await;
             persistence.record_write(&result);
             match result {
-                Ok(written) => {
-                    registry.written(written);
+                Ok(committed) => {
+                    persistence.behind.store(false, Ordering::Relaxed);
+                    registry.written(committed);
                     if !failed {
                         break;
                     }
@@ -251,7 +285,7 @@ async fn write_one_by_one(
             .write(&persistence.instance, std::slice::from_ref(&write))
             .await
         {
-            Ok(written) => registry.written(written),
+            Ok(committed) => registry.written(committed),
             Err(err) => {
                 tracing::error!("a change the peer database refuses was left out: {err}");
                 persistence.dropped.fetch_add(1, Ordering::Relaxed);

@@ -11,6 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use libp2p_identity::{Keypair, PeerId, PublicKey};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// Largest request body `/publish` reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -333,12 +334,37 @@ impl Presence {
     /// True when `other` announces the same thing (label, addresses, profile); heartbeats that
     /// change nothing are not "changes".
     pub fn same_announcement(&self, other: &Presence) -> bool {
-        self.content == other.content
-            && self.email == other.email
-            && self.avatar_hash == other.avatar_hash
-            && self.active_template == other.active_template
-            && self.addrs == other.addrs
-            && self.goop_client_version == other.goop_client_version
+        self.announcement() == other.announcement()
+    }
+
+    /// A digest of what this message announces, equal for two messages exactly when
+    /// [`Presence::same_announcement`] holds: the database compares it to tell a change from a
+    /// heartbeat.
+    pub fn announcement_digest(&self) -> String {
+        let json = serde_json::to_vec(&self.announcement()).expect("strings always serialize");
+        BASE64.encode(&Sha256::digest(&json)[..16])
+    }
+
+    /// The fields an announcement consists of.
+    #[allow(clippy::type_complexity)]
+    fn announcement(
+        &self,
+    ) -> (
+        &Option<String>,
+        &Option<String>,
+        &Option<String>,
+        &Option<String>,
+        &Option<Vec<String>>,
+        &Option<String>,
+    ) {
+        (
+            &self.content,
+            &self.email,
+            &self.avatar_hash,
+            &self.active_template,
+            &self.addrs,
+            &self.goop_client_version,
+        )
     }
 }
 

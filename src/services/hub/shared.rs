@@ -1,8 +1,7 @@
-//! The registry's life in a database: restoring it at start, writing changes behind the
-//! acknowledgement, merging what other instances of a shared database wrote, and the position
+//! The registry's life in a database: restoring it at start, writing changes, merging what other instances of a shared database wrote, and the position
 //! (database version) that lets a stream resume on any instance.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use super::event::HubEvent;
 use super::persist::{self, Persistence};
 use super::presence::{Presence, PresenceType, short_peer_id};
 use super::{Audience, Ban, Hub, HubInner, HubState, PeerRecord, label_for_log, unix_ms};
-use crate::store::hub::{HubStore, PeerWrite, StoreError, StoredBan, StoredPeer, Written};
+use crate::store::hub::{Committed, HubStore, PeerWrite, StoreError, StoredBan, StoredPeer};
 
 /// Departures remembered (with a shared database) so that a stream from another instance can
 /// resume here; past this, older ones are forgotten and resuming from before them resets.
@@ -26,6 +25,9 @@ pub(super) struct SharedPosition {
     /// Every row up to this version is merged into the registry (or was written by this
     /// instance, after its subscribers saw the change).
     pub(super) applied: i64,
+    /// Version ranges this instance wrote above `applied`, first to last: once the rows
+    /// below one are applied, so is the range (no other instance wrote inside it).
+    pub(super) own: BTreeMap<i64, i64>,
     /// Resuming from a version below this one needs a snapshot: rows pruned from the database,
     /// departures forgotten here, or written before this instance started.
     pub(super) horizon: i64,
@@ -63,12 +65,33 @@ pub(super) fn record_from_row(
             expires: now + left,
             session: None,
             version: Some(row.version),
+            changed_version: Some(row.changed_version),
             snapshot: None,
         },
     ))
 }
 
 impl SharedPosition {
+    /// Every row up to `version` is now applied here.
+    pub(super) fn advance(&mut self, version: i64) {
+        self.applied = self.applied.max(version);
+        while let Some((&first, &last)) = self.own.first_key_value() {
+            if first > self.applied + 1 {
+                break;
+            }
+            self.applied = self.applied.max(last);
+            self.own.remove(&first);
+        }
+    }
+
+    /// This instance committed the versions `first..=last`.
+    pub(super) fn note_own(&mut self, (first, last): (i64, i64)) {
+        if last > self.applied {
+            self.own.insert(first, last);
+            self.advance(self.applied);
+        }
+    }
+
     /// Gives a departure the version of its tombstone row, remembering it if it is new here.
     pub(super) fn note_tombstone(&mut self, peer_id: PeerId, row: &StoredPeer) {
         match self.departures.get_mut(&peer_id) {
@@ -130,9 +153,9 @@ impl RegistryLink {
 }
 
 impl persist::Registry for RegistryLink {
-    fn written(&self, written: Vec<Written>) {
+    fn written(&self, committed: Committed) {
         if let Some(hub) = self.hub() {
-            hub.note_written(written);
+            hub.note_written(committed);
         }
     }
 
@@ -147,7 +170,7 @@ impl persist::Registry for RegistryLink {
             hub.merge_row(&mut state, row);
         }
         if let (Some(shared), Some(last)) = (&mut state.shared, rows.last()) {
-            shared.applied = shared.applied.max(last.version);
+            shared.advance(last.version);
         }
     }
 
@@ -176,6 +199,7 @@ impl Hub {
             state.shared = Some(SharedPosition {
                 cluster: store.cluster().to_owned(),
                 applied: versions.peer_version,
+                own: BTreeMap::new(),
                 horizon: versions.pruned_version,
                 departures: HashMap::new(),
                 departure_order: VecDeque::new(),
@@ -343,10 +367,13 @@ impl Hub {
     }
 
     /// Notes the versions this instance's writes took.
-    pub(super) fn note_written(&self, written: Vec<Written>) {
+    pub(super) fn note_written(&self, committed: Committed) {
         let mut state = self.lock();
         let HubState { peers, shared, .. } = &mut *state;
-        for write in written {
+        if let (Some(shared), Some(versions)) = (shared.as_mut(), committed.peer_versions) {
+            shared.note_own(versions);
+        }
+        for write in committed.written {
             let Ok(peer_id) = write.peer_id.parse::<PeerId>() else {
                 continue;
             };
@@ -356,6 +383,7 @@ impl Hub {
                     && record.last_seen_ms == write.last_seen_ms
                 {
                     record.version = Some(write.version);
+                    record.changed_version = Some(write.changed_version);
                 }
             } else if let Some(departure) =
                 shared.as_mut().and_then(|s| s.departures.get_mut(&peer_id))
@@ -426,6 +454,8 @@ impl PeerRecord {
             expires_ms,
             instance: String::new(),
             version: 0,
+            announcement: self.presence.announcement_digest(),
+            changed_version: 0,
         }
     }
 }

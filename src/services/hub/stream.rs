@@ -106,7 +106,7 @@ impl Hub {
         {
             return Some(events);
         }
-        self.catch_up(state, id.shared?)
+        self.catch_up(state, id.shared?, changes_only)
     }
 
     pub(super) fn replay(
@@ -134,12 +134,14 @@ impl Hub {
     }
 
     /// A stream that had seen every database row up to `version` (on any instance): the
-    /// current state of each peer whose row is newer or not yet written, and the departures
-    /// since. Rows this instance has not read yet reach the stream live when it reads them.
+    /// current state of each peer whose row is newer or not yet written — for a stream of
+    /// changes only, whose announcement changed since — and the departures since. Rows this
+    /// instance has not read yet reach the stream live when it reads them.
     pub(super) fn catch_up(
         &self,
         state: &HubState,
         (cluster, version): (&str, i64),
+        changes_only: bool,
     ) -> Option<Vec<Arc<HubEvent>>> {
         let shared = state.shared.as_ref()?;
         if cluster != shared.cluster || version < shared.horizon {
@@ -165,7 +167,12 @@ impl Hub {
             state
                 .peers
                 .values()
-                .filter(|record| newer(record.version))
+                .filter(|record| {
+                    newer(match changes_only {
+                        true => record.changed_version,
+                        false => record.version,
+                    })
+                })
                 .map(|record| {
                     let mut presence = record.presence.clone();
                     presence.kind = PresenceType::Online;

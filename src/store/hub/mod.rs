@@ -47,6 +47,13 @@ pub struct StoredPeer {
     pub expires_ms: i64,
     pub instance: String,
     pub version: i64,
+    /// A digest of what the peer announces ([`Presence::announcement_digest`]).
+    ///
+    /// [`Presence::announcement_digest`]: crate::services::hub::presence::Presence::announcement_digest
+    pub announcement: String,
+    /// The version at which the announcement last changed, the peer came online or went
+    /// offline (filled in on write, like `version`).
+    pub changed_version: i64,
 }
 
 /// One ban row; a ban whose `until_ms` has passed (or was lifted) no longer applies.
@@ -83,8 +90,19 @@ pub enum PeerWrite {
 pub struct Written {
     pub peer_id: String,
     pub version: i64,
+    pub changed_version: i64,
     pub last_seen_ms: i64,
     pub online: bool,
+}
+
+/// What one committed batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// The peer changes that took effect, with their versions.
+    pub written: Vec<Written>,
+    /// The peer versions the batch took, first and last (whether or not each took effect):
+    /// no other instance wrote a row with a version in between.
+    pub peer_versions: Option<(i64, i64)>,
 }
 
 /// The counters of `hub_meta`.
@@ -251,12 +269,11 @@ impl HubStore {
     }
 
     /// Applies a batch of writes in one transaction, as `instance`, and tells other instances.
-    /// Returns the peer changes that took effect, with their versions.
     pub async fn write(
         &self,
         instance: &str,
         writes: &[PeerWrite],
-    ) -> Result<Vec<Written>, StoreError> {
+    ) -> Result<Committed, StoreError> {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::write(pool, instance, writes).await,
             Backend::Postgres(pool) => postgres::write(pool, instance, writes).await,

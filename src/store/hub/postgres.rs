@@ -7,7 +7,9 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
-use super::{CHANNEL, PeerWrite, StoredBan, StoredPeer, StoredTemplate, Versions, Written, counts};
+use super::{
+    CHANNEL, Committed, PeerWrite, StoredBan, StoredPeer, StoredTemplate, Versions, Written, counts,
+};
 
 /// Migrations of the PostgreSQL hub database, embedded in the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/hub-postgres");
@@ -43,7 +45,7 @@ pub(super) async fn write(
     pool: &PgPool,
     instance: &str,
     writes: &[PeerWrite],
-) -> Result<Vec<Written>, sqlx::Error> {
+) -> Result<Committed, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let (peer_count, ban_count) = counts(writes);
     // The row lock taken here is held until commit: writers commit their versions in order.
@@ -88,22 +90,26 @@ pub(super) async fn write(
     }
     let mut written = Vec::new();
     if !upserts.peer_id.is_empty() {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
             "INSERT INTO peers (peer_id, presence, signed, verified, first_seen_ms, last_seen_ms, \
-             online, expires_ms, instance, version) \
+             online, expires_ms, instance, version, announcement, changed_version) \
              SELECT peer_id, presence, signed, verified, first_seen_ms, last_seen_ms, true, \
-             expires_ms, $9, version FROM UNNEST($1::text[], $2::text[], $3::bool[], \
-             $4::bool[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[]) \
+             expires_ms, $9, version, announcement, version FROM UNNEST($1::text[], \
+             $2::text[], $3::bool[], $4::bool[], $5::bigint[], $6::bigint[], $7::bigint[], \
+             $8::bigint[], $10::text[]) \
              AS t(peer_id, presence, signed, verified, first_seen_ms, last_seen_ms, expires_ms, \
-             version) \
+             version, announcement) \
              ON CONFLICT (peer_id) DO UPDATE SET presence = excluded.presence, \
              signed = excluded.signed, verified = excluded.verified, \
              first_seen_ms = LEAST(peers.first_seen_ms, excluded.first_seen_ms), \
              last_seen_ms = excluded.last_seen_ms, online = true, \
              expires_ms = excluded.expires_ms, instance = excluded.instance, \
-             version = excluded.version \
+             version = excluded.version, announcement = excluded.announcement, \
+             changed_version = CASE WHEN NOT peers.online \
+             OR peers.announcement <> excluded.announcement \
+             THEN excluded.version ELSE peers.changed_version END \
              WHERE excluded.last_seen_ms >= peers.last_seen_ms \
-             RETURNING peer_id, version, last_seen_ms",
+             RETURNING peer_id, version, last_seen_ms, changed_version",
         )
         .bind(&upserts.peer_id)
         .bind(&upserts.presence)
@@ -114,17 +120,18 @@ pub(super) async fn write(
         .bind(&upserts.expires_ms)
         .bind(&upserts.version)
         .bind(instance)
+        .bind(&upserts.announcement)
         .fetch_all(&mut *tx)
         .await?;
         written.extend(committed(rows, true));
     }
     if !offline.peer_id.is_empty() {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
             "UPDATE peers SET online = false, last_seen_ms = t.at_ms, instance = $4, \
-             version = t.version \
+             version = t.version, changed_version = t.version \
              FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS t(peer_id, at_ms, version) \
              WHERE peers.peer_id = t.peer_id AND peers.online AND peers.last_seen_ms <= t.at_ms \
-             RETURNING peers.peer_id, peers.version, peers.last_seen_ms",
+             RETURNING peers.peer_id, peers.version, peers.last_seen_ms, peers.changed_version",
         )
         .bind(&offline.peer_id)
         .bind(&offline.at_ms)
@@ -158,7 +165,10 @@ pub(super) async fn write(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(written)
+    Ok(Committed {
+        written,
+        peer_versions: (peer_count > 0).then_some((peer_top - peer_count + 1, peer_top)),
+    })
 }
 
 /// Upserts of one batch, column by column.
@@ -172,6 +182,7 @@ struct Upserts {
     last_seen_ms: Vec<i64>,
     expires_ms: Vec<i64>,
     version: Vec<i64>,
+    announcement: Vec<String>,
 }
 
 impl Upserts {
@@ -184,6 +195,7 @@ impl Upserts {
         self.last_seen_ms.push(row.last_seen_ms);
         self.expires_ms.push(row.expires_ms);
         self.version.push(version);
+        self.announcement.push(row.announcement.clone());
     }
 }
 
@@ -209,7 +221,7 @@ pub(super) async fn changes_since(
 ) -> Result<Vec<StoredPeer>, sqlx::Error> {
     sqlx::query_as::<_, StoredPeer>(
         "SELECT peer_id, presence, signed, verified, first_seen_ms, last_seen_ms, online, \
-         expires_ms, instance, version FROM peers \
+         expires_ms, instance, version, announcement, changed_version FROM peers \
          WHERE version > $1 AND instance <> $2 ORDER BY version LIMIT $3",
     )
     .bind(version)
@@ -243,7 +255,7 @@ pub(super) async fn versions(pool: &PgPool) -> Result<Versions, sqlx::Error> {
 pub(super) async fn all_peers(pool: &PgPool) -> Result<Vec<StoredPeer>, sqlx::Error> {
     sqlx::query_as::<_, StoredPeer>(
         "SELECT peer_id, presence, signed, verified, first_seen_ms, last_seen_ms, online, \
-         expires_ms, instance, version FROM peers ORDER BY version",
+         expires_ms, instance, version, announcement, changed_version FROM peers ORDER BY version",
     )
     .fetch_all(pool)
     .await
@@ -345,12 +357,14 @@ pub(super) async fn delete_template(pool: &PgPool, name: &str) -> Result<bool, s
 }
 
 /// The rows a statement's `RETURNING peer_id, version, last_seen_ms` gave back, as writes.
-fn committed(rows: Vec<(String, i64, i64)>, online: bool) -> impl Iterator<Item = Written> {
-    rows.into_iter()
-        .map(move |(peer_id, version, last_seen_ms)| Written {
+fn committed(rows: Vec<(String, i64, i64, i64)>, online: bool) -> impl Iterator<Item = Written> {
+    rows.into_iter().map(
+        move |(peer_id, version, last_seen_ms, changed_version)| Written {
             peer_id,
             version,
+            changed_version,
             last_seen_ms,
             online,
-        })
+        },
+    )
 }

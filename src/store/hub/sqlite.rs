@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{PeerWrite, StoredBan, StoredPeer, Versions, Written, counts};
+use super::{Committed, PeerWrite, StoredBan, StoredPeer, Versions, Written, counts};
 
 /// Migrations of the SQLite hub database, embedded in the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/hub-sqlite");
@@ -42,7 +42,7 @@ pub(super) async fn write(
     pool: &SqlitePool,
     instance: &str,
     writes: &[PeerWrite],
-) -> Result<Vec<Written>, sqlx::Error> {
+) -> Result<Committed, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let (peer_count, ban_count) = counts(writes);
     // Writing first takes the write lock, so the versions are ours until commit.
@@ -61,17 +61,22 @@ pub(super) async fn write(
         match write {
             PeerWrite::Upsert(row) => {
                 peer_version += 1;
-                let applied = sqlx::query(
+                let changed: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO peers (peer_id, presence, signed, verified, first_seen_ms, \
-                     last_seen_ms, online, expires_ms, instance, version) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9) \
+                     last_seen_ms, online, expires_ms, instance, version, announcement, \
+                     changed_version) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9, ?10, ?9) \
                      ON CONFLICT (peer_id) DO UPDATE SET presence = excluded.presence, \
                      signed = excluded.signed, verified = excluded.verified, \
                      first_seen_ms = MIN(peers.first_seen_ms, excluded.first_seen_ms), \
                      last_seen_ms = excluded.last_seen_ms, online = 1, \
                      expires_ms = excluded.expires_ms, instance = excluded.instance, \
-                     version = excluded.version \
-                     WHERE excluded.last_seen_ms >= peers.last_seen_ms",
+                     version = excluded.version, announcement = excluded.announcement, \
+                     changed_version = CASE WHEN peers.online = 0 \
+                     OR peers.announcement <> excluded.announcement \
+                     THEN excluded.version ELSE peers.changed_version END \
+                     WHERE excluded.last_seen_ms >= peers.last_seen_ms \
+                     RETURNING changed_version",
                 )
                 .bind(&row.peer_id)
                 .bind(&row.presence)
@@ -82,13 +87,14 @@ pub(super) async fn write(
                 .bind(row.expires_ms)
                 .bind(instance)
                 .bind(peer_version)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if applied > 0 {
+                .bind(&row.announcement)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(changed_version) = changed {
                     written.push(Written {
                         peer_id: row.peer_id.clone(),
                         version: peer_version,
+                        changed_version,
                         last_seen_ms: row.last_seen_ms,
                         online: true,
                     });
@@ -97,8 +103,8 @@ pub(super) async fn write(
             PeerWrite::Offline { peer_id, at_ms } => {
                 peer_version += 1;
                 let applied = sqlx::query(
-                    "UPDATE peers SET online = 0, last_seen_ms = ?2, instance = ?3, version = ?4 \
-                     WHERE peer_id = ?1 AND online = 1 AND last_seen_ms <= ?2",
+                    "UPDATE peers SET online = 0, last_seen_ms = ?2, instance = ?3, version = ?4, \
+                     changed_version = ?4 WHERE peer_id = ?1 AND online = 1 AND last_seen_ms <= ?2",
                 )
                 .bind(peer_id)
                 .bind(at_ms)
@@ -111,6 +117,7 @@ pub(super) async fn write(
                     written.push(Written {
                         peer_id: peer_id.clone(),
                         version: peer_version,
+                        changed_version: peer_version,
                         last_seen_ms: *at_ms,
                         online: false,
                     });
@@ -138,7 +145,10 @@ pub(super) async fn write(
         }
     }
     tx.commit().await?;
-    Ok(written)
+    Ok(Committed {
+        written,
+        peer_versions: (peer_count > 0).then_some((peer_top - peer_count + 1, peer_top)),
+    })
 }
 
 pub(super) async fn changes_since(
@@ -149,7 +159,7 @@ pub(super) async fn changes_since(
 ) -> Result<Vec<StoredPeer>, sqlx::Error> {
     sqlx::query_as::<_, StoredPeer>(
         "SELECT peer_id, presence, signed, verified, first_seen_ms, last_seen_ms, online, \
-         expires_ms, instance, version FROM peers \
+         expires_ms, instance, version, announcement, changed_version FROM peers \
          WHERE version > ?1 AND instance != ?2 ORDER BY version LIMIT ?3",
     )
     .bind(version)
@@ -183,7 +193,7 @@ pub(super) async fn versions(pool: &SqlitePool) -> Result<Versions, sqlx::Error>
 pub(super) async fn all_peers(pool: &SqlitePool) -> Result<Vec<StoredPeer>, sqlx::Error> {
     sqlx::query_as::<_, StoredPeer>(
         "SELECT peer_id, presence, signed, verified, first_seen_ms, last_seen_ms, online, \
-         expires_ms, instance, version FROM peers ORDER BY version",
+         expires_ms, instance, version, announcement, changed_version FROM peers ORDER BY version",
     )
     .fetch_all(pool)
     .await
