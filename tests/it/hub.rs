@@ -24,6 +24,10 @@ async fn a_signed_publish_is_listed_and_streamed() {
     assert_eq!(events.status, 200);
     assert_eq!(events.headers["content-type"], "text/event-stream");
     assert_eq!(events.headers["x-accel-buffering"], "no");
+    // The (empty) snapshot's position: what follows is live. (A peer that publishes while a
+    // snapshot is still being read may come in it, as a frame without an id, and live after.)
+    events.next(Duration::from_millis(300)).await;
+    assert!(events.last_id.is_some());
 
     let mut alice = TestIdentity::new();
     let (status, body) = hub.publish(alice.json(PresenceType::Online, "Alice")).await;
@@ -1292,5 +1296,125 @@ async fn a_subscriber_holds_a_page_of_the_snapshot_however_many_peers_are_online
             == 0)
         .await,
         "frames still held after every subscriber left"
+    );
+}
+
+/// The next text message on a WebSocket, as JSON; `None` if none comes within `wait`.
+async fn next_json<S>(socket: &mut S, wait: Duration) -> Option<Value>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .ok()??;
+        if let Ok(Message::Text(text)) = frame {
+            return Some(serde_json::from_str(&text).unwrap());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_that_asks_for_positions_resumes_with_only_what_it_missed() {
+    let hub = TestHub::spawn_with(|_| {}, |o| o.keepalive = Duration::from_millis(300)).await;
+    let mut others: Vec<TestIdentity> = (0..3).map(|_| TestIdentity::new()).collect();
+    for (index, peer) in others.iter_mut().enumerate() {
+        hub.publish(peer.json(PresenceType::Online, &format!("peer {index}")))
+            .await;
+    }
+    let alice = TestIdentity::new();
+    let base = format!("ws://{}/ws?peer_id={}&changes=1", hub.addr, alice.id);
+
+    // A first connection: the snapshot, then its position.
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{base}&positions=1"))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            next_json(&mut socket, WAIT).await.unwrap()["type"],
+            "online"
+        );
+    }
+    let first = next_json(&mut socket, WAIT).await.unwrap();
+    assert_eq!(first["type"], "position", "{first}");
+    // A change, then with the keep-alive the position after it.
+    hub.publish(others[0].json(PresenceType::Update, "peer 0, renamed"))
+        .await;
+    assert_eq!(
+        next_json(&mut socket, WAIT).await.unwrap()["content"],
+        "peer 0, renamed"
+    );
+    let after = next_json(&mut socket, WAIT).await.unwrap();
+    assert_eq!(after["type"], "position", "{after}");
+    assert_ne!(after["id"], first["id"]);
+    // Nothing new: no further position.
+    assert_eq!(
+        next_json(&mut socket, Duration::from_millis(800)).await,
+        None
+    );
+    drop(socket);
+
+    // Missed while away: one rename and one departure (and heartbeats, which a stream of
+    // changes does not carry).
+    hub.publish(others[1].json(PresenceType::Update, "peer 1, renamed"))
+        .await;
+    hub.publish(others[2].json(PresenceType::Update, "peer 2"))
+        .await;
+    hub.publish(others[2].json(PresenceType::Offline, "peer 2"))
+        .await;
+    let id = after["id"].as_str().unwrap();
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("{base}&positions=1&last_event_id={id}"))
+            .await
+            .unwrap();
+    let mut missed = Vec::new();
+    loop {
+        let message = next_json(&mut socket, WAIT).await.unwrap();
+        if message["type"] == "position" {
+            break;
+        }
+        missed.push(format!("{} {}", message["type"], message["content"]));
+    }
+    assert_eq!(
+        missed,
+        ["\"update\" \"peer 1, renamed\"", "\"offline\" \"peer 2\""],
+        "exactly what was missed, then the position"
+    );
+
+    // A position the hub cannot resume from: reset first, then the snapshot.
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("{base}&positions=1&last_event_id=nowhere-7"))
+            .await
+            .unwrap();
+    assert_eq!(next_json(&mut socket, WAIT).await.unwrap()["type"], "reset");
+    for _ in 0..2 {
+        assert_eq!(
+            next_json(&mut socket, WAIT).await.unwrap()["type"],
+            "online"
+        );
+    }
+    assert_eq!(
+        next_json(&mut socket, WAIT).await.unwrap()["type"],
+        "position"
+    );
+
+    // Without `positions=1` a client is sent presence only, as before.
+    let (mut socket, _) = tokio_tungstenite::connect_async(&base).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            next_json(&mut socket, WAIT).await.unwrap()["type"],
+            "online"
+        );
+    }
+    hub.publish(others[0].json(PresenceType::Update, "peer 0, again"))
+        .await;
+    assert_eq!(
+        next_json(&mut socket, WAIT).await.unwrap()["content"],
+        "peer 0, again"
+    );
+    assert_eq!(
+        next_json(&mut socket, Duration::from_millis(800)).await,
+        None
     );
 }

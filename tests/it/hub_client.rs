@@ -242,11 +242,16 @@ impl CuttableProxy {
 
     /// The request heads of event-stream requests, in order.
     fn event_requests(&self) -> Vec<String> {
+        self.requests("GET /events")
+    }
+
+    /// The request heads that start with `start`, in order.
+    fn requests(&self, start: &str) -> Vec<String> {
         self.heads
             .lock()
             .unwrap()
             .iter()
-            .filter(|head| head.starts_with("GET /events"))
+            .filter(|head| head.starts_with(start))
             .cloned()
             .collect()
     }
@@ -329,6 +334,74 @@ async fn a_cut_event_stream_resumes_with_last_event_id_and_misses_nothing() {
     assert!(
         last.contains("last-event-id: "),
         "the reconnect names the last event it saw: {last}"
+    );
+    client.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_websocket_resumes_from_the_position_the_hub_sent_and_misses_nothing() {
+    // Positions come with the keep-alive: a short one, so the client has a recent one.
+    let hub = TestHub::spawn_with(|_| {}, |o| o.keepalive = Duration::from_millis(200)).await;
+    let proxy = CuttableProxy::start(hub.addr).await;
+    let keypair = Keypair::generate_ed25519();
+    let (_keep, announcements) = watch::channel(announcement("Resumer"));
+    let mut options = HubClientOptions::new(proxy.url.parse().unwrap(), Duration::from_secs(5));
+    options.initial_backoff = Duration::from_millis(100);
+    options.max_backoff = Duration::from_millis(300);
+    let (client, mut events) = HubClient::spawn(options, keypair, announcements);
+    next(&mut events, |e| {
+        matches!(e, LinkEvent::Connected(Transport::WebSocket))
+    })
+    .await;
+    let mut bob = TestIdentity::new();
+    hub.publish(bob.json(PresenceType::Online, "Bob")).await;
+    next(
+        &mut events,
+        |e| matches!(e, LinkEvent::Presence(p) if p.peer_id == bob.id),
+    )
+    .await;
+    let first = proxy.requests("GET /ws");
+    assert_eq!(first.len(), 1);
+    assert!(!first[0].contains("last_event_id="), "{}", first[0]);
+    // Long enough for a keep-alive to bring the position after Bob.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    proxy.cut();
+    next(&mut events, |e| matches!(e, LinkEvent::Disconnected { .. })).await;
+    let mut carol = TestIdentity::new();
+    hub.publish(carol.json(PresenceType::Online, "Carol")).await;
+    hub.publish(bob.json(PresenceType::Update, "Bob, renamed"))
+        .await;
+    proxy.reopen();
+
+    next(&mut events, |e| {
+        matches!(e, LinkEvent::Connected(Transport::WebSocket))
+    })
+    .await;
+    // The hub resumed (no reset, no snapshot): exactly what was missed, in order.
+    let mut seen = Vec::new();
+    let mut resumed = false;
+    while seen.len() < 2 {
+        match next(&mut events, |e| {
+            matches!(
+                e,
+                LinkEvent::Presence(_) | LinkEvent::Reset | LinkEvent::Resumed
+            )
+        })
+        .await
+        {
+            LinkEvent::Reset => panic!("the hub could not resume the stream"),
+            LinkEvent::Resumed => resumed = true,
+            LinkEvent::Presence(p) => seen.push(p.content.unwrap_or_default()),
+            _ => {}
+        }
+    }
+    assert!(resumed, "the client noted that the hub resumed");
+    assert_eq!(seen, ["Carol", "Bob, renamed"]);
+    let last = proxy.requests("GET /ws").pop().unwrap();
+    assert!(
+        last.contains("positions=1") && last.contains("last_event_id="),
+        "the reconnect names its position: {last}"
     );
     client.stop().await;
 }

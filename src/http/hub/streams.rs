@@ -70,12 +70,23 @@ struct StreamParams {
     peer_id: Option<String>,
     /// For clients that cannot set the `Last-Event-ID` header (WebSocket).
     last_event_id: Option<String>,
+    /// WebSocket only: send the stream's position now and then, to resume from (see
+    /// [`WsSession::run`]).
+    positions: Option<String>,
 }
 
 impl StreamParams {
     fn changes_only(&self) -> bool {
-        matches!(self.changes.as_deref(), Some("1" | "true" | "yes"))
+        is_yes(self.changes.as_deref())
     }
+
+    fn positions(&self) -> bool {
+        is_yes(self.positions.as_deref())
+    }
+}
+
+fn is_yes(value: Option<&str>) -> bool {
+    matches!(value, Some("1" | "true" | "yes"))
 }
 
 /// Who is watching a stream: a request with a live admin session sees emails, everybody else the
@@ -297,6 +308,7 @@ async fn open_websocket(
                 ip,
                 peer_id,
                 viewer,
+                positions: params.positions(),
                 _slot: slot,
             };
             session.run(socket, subscription).await;
@@ -308,13 +320,32 @@ struct WsSession {
     ip: IpAddr,
     peer_id: PeerId,
     viewer: Viewer,
+    /// Whether the client asked for its stream positions (`positions=1`).
+    positions: bool,
     _slot: StreamSlot,
 }
 
 impl WsSession {
+    /// Serves one WebSocket: what the subscription starts with, then live events both ways.
+    ///
+    /// A client that asked for positions (`positions=1`) is also sent `{"type":"reset"}` first
+    /// when the `last_event_id` it gave could not be resumed from (a snapshot follows), and
+    /// `{"type":"position","id":…}` once what the subscription started with is sent (so its
+    /// first message says whether the stream resumed) and then with the keep-alive, when events
+    /// arrived since: an id to reconnect with (`last_event_id=`), which replays only what was
+    /// missed after it. Presence messages are the same bytes for every client.
     async fn run(mut self, mut socket: WebSocket, mut subscription: Subscription) {
         let session = self.hub.next_session_id();
         let mut published = false;
+        // The last event sent and the position last told, for `positions=1`.
+        let mut last_event: Option<Arc<HubEvent>> = None;
+        let mut told: Option<String> = None;
+        if self.positions && subscription.reset {
+            let reset = Message::Text(Utf8Bytes::from_static(r#"{"type":"reset"}"#));
+            if socket.send(reset).await.is_err() {
+                return;
+            }
+        }
         for event in std::mem::take(&mut subscription.initial) {
             if socket
                 .send(text_frame(&event, self.viewer.audience()))
@@ -333,6 +364,16 @@ impl WsSession {
                     }
                 }
             }
+        }
+        if self.positions {
+            if socket
+                .send(position_frame(&subscription.position))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            told = Some(std::mem::take(&mut subscription.position));
         }
         let every = self.hub.options().ws_ping;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -380,9 +421,18 @@ impl WsSession {
                         if socket.send(frame).await.is_err() {
                             break None;
                         }
+                        if self.positions {
+                            last_event = Some(event);
+                        }
                     }
-                    // WebSocket liveness is the ping below.
-                    Ok(Signal::KeepAlive) => {}
+                    // WebSocket liveness is the ping below; the keep-alive tells positions.
+                    Ok(Signal::KeepAlive) => {
+                        if self.positions
+                            && tell_position(&mut socket, &last_event, &mut told).await.is_err()
+                        {
+                            break None;
+                        }
+                    }
                     Ok(Signal::Shutdown) => break Some((1012, "the hub is restarting")),
                     Err(RecvError::Lagged(_)) => {
                         note_dropped(&self.hub);
@@ -467,6 +517,27 @@ impl PingBudget {
         self.count += 1;
         self.count <= MAX_PINGS_PER_WINDOW
     }
+}
+
+/// Sends the position of `last_event` unless it is the one last told.
+async fn tell_position(
+    socket: &mut WebSocket,
+    last_event: &Option<Arc<HubEvent>>,
+    told: &mut Option<String>,
+) -> Result<(), axum::Error> {
+    let Some(id) = last_event.as_deref().and_then(HubEvent::id) else {
+        return Ok(());
+    };
+    if told.as_deref() == Some(id) {
+        return Ok(());
+    }
+    *told = Some(id.to_owned());
+    socket.send(position_frame(id)).await
+}
+
+fn position_frame(id: &str) -> Message {
+    let json = serde_json::json!({ "type": "position", "id": id }).to_string();
+    Message::Text(json.into())
 }
 
 fn text_frame(event: &Arc<HubEvent>, audience: Audience) -> Message {

@@ -327,6 +327,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
             options: options.clone(),
             ledger: ledger.clone(),
             last_ts: 0,
+            position: None,
         };
         peers.push(tokio::spawn(peer.run(phase.clone())));
         if index % 250 == 249 {
@@ -448,6 +449,9 @@ struct SimulatedPeer {
     options: CommunityOptions,
     ledger: Arc<Ledger>,
     last_ts: i64,
+    /// The last stream position the hub gave (SSE `id:`, a WebSocket's `position`), which the
+    /// peer reconnects with, as our peers do.
+    position: Option<String>,
 }
 
 /// A peer's link: where it publishes and hears.
@@ -528,7 +532,14 @@ impl SimulatedPeer {
         let peer_id = self.keypair.public().to_peer_id();
         match self.options.transport {
             Transport::Ws => {
-                let url = format!("ws://{}/ws?peer_id={peer_id}&changes=1", self.hub);
+                let mut url = format!(
+                    "ws://{}/ws?peer_id={peer_id}&changes=1&positions=1",
+                    self.hub
+                );
+                if let Some(position) = &self.position {
+                    url.push_str("&last_event_id=");
+                    url.push_str(position);
+                }
                 // Small buffers, as a peer's link needs: thousands of these share the machine.
                 let config = WebSocketConfig::default()
                     .read_buffer_size(4096)
@@ -543,8 +554,12 @@ impl SimulatedPeer {
                 Some(Link::Ws(Box::new(socket)))
             }
             Transport::Sse => {
+                let resume = match &self.position {
+                    Some(position) => format!("Last-Event-ID: {position}\r\n"),
+                    None => String::new(),
+                };
                 let request = format!(
-                    "GET /events?changes=1 HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+                    "GET /events?changes=1 HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{resume}\r\n",
                     self.hub
                 );
                 stream.write_all(request.as_bytes()).await.ok()?;
@@ -657,6 +672,9 @@ impl SimulatedPeer {
                     since = Some(self.ledger.micros());
                 }
             }
+            if let Some(position) = last_position(&bytes) {
+                self.position = Some(position);
+            }
             self.ledger.observe(&bytes, since);
         }
     }
@@ -680,6 +698,22 @@ async fn read(link: &mut Link, buffer: &mut [u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// The last stream position in what the hub sent: an SSE `id:` line, or a WebSocket's
+/// `{"type":"position","id":…}`. (An SSE read may end inside a line; the id is only taken up to
+/// a newline.)
+fn last_position(bytes: &[u8]) -> Option<String> {
+    let (marker, end): (&[u8], u8) = if bytes.starts_with(b"{") {
+        (b"{\"type\":\"position\",\"id\":\"", b'"')
+    } else {
+        (b"id: ", b'\n')
+    };
+    let start = memchr::memmem::rfind(bytes, marker)? + marker.len();
+    let len = memchr::memchr(end, &bytes[start..])?;
+    std::str::from_utf8(&bytes[start..start + len])
+        .ok()
+        .map(str::to_owned)
+}
+
 /// A sleep until the next event of a process with `mean` time between events (exponential:
 /// peers change and leave at any time, not in step); never, for a zero mean.
 fn sleep_for(mean: Duration) -> std::pin::Pin<Box<tokio::time::Sleep>> {
@@ -694,6 +728,16 @@ fn sleep_for(mean: Duration) -> std::pin::Pin<Box<tokio::time::Sleep>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_are_read_from_either_stream() {
+        let sse = b"data: {}\n\nid: e1-4\ndata: {}\n\nid: e1-5\ndata: {\"x\"";
+        assert_eq!(last_position(sse).as_deref(), Some("e1-5"));
+        assert_eq!(last_position(b"id: e1-6").as_deref(), None, "cut mid-line");
+        let ws = br#"{"type":"position","id":"e1-7-c0-9"}"#;
+        assert_eq!(last_position(ws).as_deref(), Some("e1-7-c0-9"));
+        assert_eq!(last_position(br#"{"type":"online","peerId":"x"}"#), None);
+    }
 
     #[test]
     fn markers_are_read_wherever_they_are() {

@@ -45,6 +45,13 @@ pub enum Audience {
 }
 
 impl HubEvent {
+    /// The event's stream position (its SSE `id:`); `None` for a snapshot frame.
+    pub fn id(&self) -> Option<&str> {
+        let line = self.public.sse.strip_prefix(b"id: ")?;
+        let end = memchr::memchr(b'\n', line)?;
+        std::str::from_utf8(&line[..end]).ok()
+    }
+
     /// The frames `audience` may see.
     pub fn frames(&self, audience: Audience) -> &Frames {
         match (audience, &self.full) {

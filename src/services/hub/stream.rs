@@ -23,6 +23,8 @@ pub struct Subscription {
     /// resume.
     pub snapshot: Option<snapshot::Snapshot>,
     pub live: broadcast::Receiver<Signal>,
+    /// The stream position once `initial` or `snapshot` is sent.
+    pub position: String,
     /// Already true when the hub was stopping as the subscription began.
     pub stopping: bool,
 }
@@ -75,11 +77,11 @@ impl Hub {
         let resume = last_event_id
             .and_then(EventId::parse)
             .and_then(|id| self.resume(&state, &id, changes_only));
+        let position = self.event_id(&state, state.next_offset - 1);
         let (reset, initial, snapshot) = match resume {
             Some(events) => (false, events, None),
             None => {
-                let id = self.event_id(&state, state.next_offset - 1);
-                let snapshot = snapshot::Snapshot::new(self.clone(), id);
+                let snapshot = snapshot::Snapshot::new(self.clone(), position.clone());
                 (last_event_id.is_some(), Vec::new(), Some(snapshot))
             }
         };
@@ -88,6 +90,7 @@ impl Hub {
             initial,
             snapshot,
             live,
+            position,
             stopping,
         }
     }

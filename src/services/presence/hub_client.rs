@@ -2,8 +2,9 @@
 //! (`online`, then an `update` every heartbeat and whenever the announcement changes, `offline`
 //! when stopped) and passes on what the hub streams about everyone else.
 //!
-//! The WebSocket (`/ws`) carries both directions when the hub has it; otherwise the client falls
-//! back to `GET /events?changes=1` (resumed with `Last-Event-ID`) plus `POST /publish`. After a
+//! The WebSocket (`/ws`) carries both directions when the hub has it (resumed with the position
+//! the hub sends, `positions=1`); otherwise the client falls back to `GET /events?changes=1`
+//! (resumed with `Last-Event-ID`) plus `POST /publish`. After a
 //! failure it waits with exponential backoff and jitter, or as long as the hub's `Retry-After`
 //! asks, and tries again — a hub that is down never stops the peer.
 //!
@@ -379,7 +380,13 @@ impl ClientTask {
         let _ = url.set_scheme(scheme);
         url.query_pairs_mut()
             .append_pair("peer_id", &self.peer_id.to_base58())
-            .append_pair("changes", "1");
+            .append_pair("changes", "1")
+            .append_pair("positions", "1");
+        if let Some(id) = &self.last_event_id {
+            url.query_pairs_mut().append_pair("last_event_id", id);
+        }
+        // Whether the hub resumed is known from its first message.
+        let mut verdict_pending = self.last_event_id.is_some();
         let started = tokio::time::Instant::now();
         let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
         config.max_message_size = Some(MAX_MESSAGE_BYTES);
@@ -432,7 +439,12 @@ impl ClientTask {
                     }
                 }
                 incoming = socket.next() => match incoming {
-                    Some(Ok(Message::Text(text))) => self.receive(text.as_bytes()),
+                    Some(Ok(Message::Text(text))) => {
+                        if std::mem::take(&mut verdict_pending) && !is_reset(text.as_bytes()) {
+                            self.emit(LinkEvent::Resumed);
+                        }
+                        self.receive(text.as_bytes());
+                    }
                     Some(Ok(Message::Close(_))) | None => break "the hub closed the connection".into(),
                     Some(Err(err)) => break format!("the connection failed: {err}"),
                     Some(Ok(_)) => {}
@@ -451,7 +463,8 @@ impl ClientTask {
         failed(reason, None, started.elapsed() > Duration::from_secs(30))
     }
 
-    /// A message from the hub: presence, or an in-band error about what we sent.
+    /// A message from the hub: presence, a WebSocket's stream position or reset, or an in-band
+    /// error about what we sent.
     fn receive(&mut self, bytes: &[u8]) {
         match serde_json::from_slice::<Presence>(bytes) {
             Ok(presence) if presence.peer_id != self.peer_id.to_base58() => {
@@ -459,9 +472,23 @@ impl ClientTask {
             }
             Ok(_) => {}
             Err(_) => {
-                if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
-                    && let Some(error) = value.get("error").and_then(|e| e.as_str())
-                {
+                let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+                    return;
+                };
+                match value.get("type").and_then(|t| t.as_str()) {
+                    Some("position") => {
+                        if let Some(id) = value.get("id").and_then(|i| i.as_str()) {
+                            self.last_event_id = Some(id.to_owned());
+                        }
+                        return;
+                    }
+                    Some("reset") => {
+                        self.emit(LinkEvent::Reset);
+                        return;
+                    }
+                    _ => {}
+                }
+                if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
                     let banned_for = (value.get("reason").and_then(|r| r.as_str())
                         == Some("banned"))
                     .then(|| value.get("retry_after").and_then(|s| s.as_u64()))
@@ -624,6 +651,12 @@ impl ClientTask {
         }
         Ok(())
     }
+}
+
+/// Whether a WebSocket message is the hub's `{"type":"reset"}`.
+fn is_reset(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .is_ok_and(|value| value.get("type").and_then(|t| t.as_str()) == Some("reset"))
 }
 
 /// An error with its causes, which is where the useful part (a TLS or DNS failure) is.
