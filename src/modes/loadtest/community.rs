@@ -91,6 +91,9 @@ pub struct CommunityReport {
     pub storm: Option<Duration>,
     /// Peers back at the end of the storm's wait (all of them when it finished).
     pub storm_back: usize,
+    /// Reconnects that resumed where they were cut, and those the hub reset (a whole snapshot).
+    pub resumed: u64,
+    pub resets: u64,
     pub errors: u64,
 }
 
@@ -113,6 +116,7 @@ impl CommunityReport {
              publish latency (prober, under load): p50 {}, p99 {} ({} publishes)\n\
              label changes: {} sent, {} receipts; change to peer: p50 {}, p99 {}\n\
              churn: {} peers left and came back\n\
+             reconnects: {} resumed, {} reset (sent a whole snapshot)\n\
              errors: {}\n",
             self.peers,
             self.live,
@@ -124,6 +128,8 @@ impl CommunityReport {
             ms(self.fanout_p50),
             ms(self.fanout_p99),
             self.churned,
+            self.resumed,
+            self.resets,
             self.errors,
         );
         if let (Some(before), Some(live), Some(end)) = (
@@ -173,6 +179,8 @@ struct Ledger {
     live: AtomicU64,
     churned: AtomicU64,
     errors: AtomicU64,
+    resumed: AtomicU64,
+    resets: AtomicU64,
     /// Peers seen online again since the storm began, one flag each.
     back: Vec<AtomicU64>,
     back_count: AtomicU64,
@@ -193,6 +201,11 @@ impl Ledger {
     /// is what the storm measures — and storm returns (`ls <i>`) counted.
     fn observe(&self, bytes: &[u8], since: Option<u64>) {
         let now = self.micros();
+        if memchr::memmem::find(bytes, b"event: reset\n").is_some()
+            || bytes.starts_with(br#"{"type":"reset"}"#)
+        {
+            self.resets.fetch_add(1, Ordering::Relaxed);
+        }
         // The hub refused a publish sent over the WebSocket.
         if bytes.starts_with(b"{\"error\"") {
             self.error();
@@ -309,6 +322,8 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
         live: AtomicU64::new(0),
         churned: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        resumed: AtomicU64::new(0),
+        resets: AtomicU64::new(0),
         back: (0..options.peers).map(|_| AtomicU64::new(0)).collect(),
         back_count: AtomicU64::new(0),
     });
@@ -396,6 +411,11 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
         churned: ledger.churned.load(Ordering::Relaxed),
         storm,
         storm_back,
+        resumed: ledger
+            .resumed
+            .load(Ordering::Relaxed)
+            .saturating_sub(ledger.resets.load(Ordering::Relaxed)),
+        resets: ledger.resets.load(Ordering::Relaxed),
         errors: ledger.errors.load(Ordering::Relaxed),
     })
 }
@@ -495,6 +515,9 @@ impl SimulatedPeer {
             if first {
                 self.ledger.live.fetch_add(1, Ordering::Relaxed);
                 first = false;
+            } else if self.position.is_some() {
+                // Counted as resumed here; a reset the hub sends is counted back out.
+                self.ledger.resumed.fetch_add(1, Ordering::Relaxed);
             }
             match self.hold(&mut link, &mut label, &mut phase).await {
                 Ended::Churn => {
