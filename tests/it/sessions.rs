@@ -232,6 +232,45 @@ async fn a_line_over_the_limit_ends_the_session_and_names_the_limit() {
 }
 
 #[tokio::test]
+async fn a_session_that_refused_a_line_can_still_say_why_before_it_ends() {
+    let limits = SessionLimits {
+        max_line_bytes: 1024,
+        ..SessionLimits::default()
+    };
+    let (bob, mut sessions, alice) = talking_pair(limits).await;
+    let mut opened = alice
+        .open_session(bob.peer_id(), TALK, SessionLimits::default())
+        .await
+        .unwrap();
+    opened.sender.send("y".repeat(2000)).await.unwrap();
+    let mut accepted = taken(&mut sessions).await;
+    let ended = tokio::time::timeout(WAIT, accepted.receiver.recv()).await;
+    assert_eq!(ended.unwrap(), Err(SessionError::LineTooLong(1024)));
+    // Bob answers with the reason; Alice reads it, then the end of the session.
+    accepted
+        .sender
+        .send(r#"{"type":"error","reason":"line longer than 1024 bytes"}"#)
+        .await
+        .unwrap();
+    let reason = tokio::time::timeout(WAIT, opened.receiver.recv())
+        .await
+        .unwrap();
+    assert_eq!(
+        reason,
+        Ok(Some(
+            br#"{"type":"error","reason":"line longer than 1024 bytes"}"#.to_vec()
+        ))
+    );
+    let end = tokio::time::timeout(WAIT, opened.receiver.recv())
+        .await
+        .unwrap();
+    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+    // Whatever Bob sends after the farewell is refused.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(accepted.sender.send("late").await.is_err());
+}
+
+#[tokio::test]
 async fn a_quiet_session_ends_at_its_idle_deadline() {
     let limits = SessionLimits {
         idle_timeout: Duration::from_secs(1),

@@ -224,6 +224,23 @@ async fn read_lines<R: tokio::io::AsyncRead + Unpin, H>(
     let _ = incoming.send(Err(end)).await;
 }
 
+/// How long a session whose reading failed still writes what its handler sends.
+const FAREWELL: Duration = Duration::from_secs(1);
+
+/// Writes the lines queued within [`FAREWELL`] (until every sender is gone), then ends the
+/// stream.
+async fn farewell<W: tokio::io::AsyncWrite + Unpin>(
+    write: &mut W,
+    outgoing: &mut mpsc::Receiver<Vec<u8>>,
+) -> std::io::Result<()> {
+    let deadline = tokio::time::Instant::now() + FAREWELL;
+    while let Ok(Some(mut line)) = tokio::time::timeout_at(deadline, outgoing.recv()).await {
+        line.push(b'\n');
+        write.write_all(&line).await?;
+    }
+    write.shutdown().await
+}
+
 async fn write_lines<W: tokio::io::AsyncWrite + Unpin, H>(
     peer: PeerId,
     mut write: W,
@@ -234,9 +251,14 @@ async fn write_lines<W: tokio::io::AsyncWrite + Unpin, H>(
     let written: std::io::Result<()> = async {
         loop {
             let line = tokio::select! {
-                line = outgoing.recv() => line,
+                line = outgoing.recv() => Some(line),
                 // (Once reading has ended well, the watch is gone and this never matches.)
-                Ok(_) = failed.wait_for(|f| *f) => return Ok(()),
+                Ok(_) = failed.wait_for(|f| *f) => None,
+            };
+            let Some(line) = line else {
+                // Reading failed (a line too long, a silent peer): what the handler still
+                // sends in answer — the reason — goes out for a moment, then the end.
+                return within_stall_limit(farewell(&mut write, &mut outgoing)).await;
             };
             let Some(mut line) = line else {
                 // Every sender is gone: the peer reads the end.
