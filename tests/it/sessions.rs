@@ -188,18 +188,24 @@ async fn a_receiver_that_does_not_read_makes_the_sender_wait_and_loses_nothing()
     assert_eq!(sent.load(std::sync::atomic::Ordering::SeqCst), LINES);
 }
 
-#[tokio::test]
-async fn a_line_over_the_limit_ends_the_session_and_names_the_limit() {
+/// Bob takes lines of up to 1 KiB; Alice, who dialled him, opens a session to him allowing
+/// herself longer ones.
+async fn a_strict_bob() -> (Node, Receiver<Session>, Node, Session, SessionLimits) {
     let limits = SessionLimits {
         max_line_bytes: 1024,
         ..SessionLimits::default()
     };
-    let (bob, mut sessions, alice) = talking_pair(limits).await;
-    // Alice allows herself longer lines than Bob takes.
-    let mut opened = alice
+    let (bob, sessions, alice) = talking_pair(limits).await;
+    let opened = alice
         .open_session(bob.peer_id(), TALK, SessionLimits::default())
         .await
         .unwrap();
+    (bob, sessions, alice, opened, limits)
+}
+
+#[tokio::test]
+async fn a_line_over_the_limit_ends_the_session_and_names_the_limit() {
+    let (bob, mut sessions, alice, mut opened, limits) = a_strict_bob().await;
     opened.sender.send("fine").await.unwrap();
     opened.sender.send("y".repeat(2000)).await.unwrap();
     let mut accepted = taken(&mut sessions).await;
@@ -233,15 +239,7 @@ async fn a_line_over_the_limit_ends_the_session_and_names_the_limit() {
 
 #[tokio::test]
 async fn a_session_that_refused_a_line_can_still_say_why_before_it_ends() {
-    let limits = SessionLimits {
-        max_line_bytes: 1024,
-        ..SessionLimits::default()
-    };
-    let (bob, mut sessions, alice) = talking_pair(limits).await;
-    let mut opened = alice
-        .open_session(bob.peer_id(), TALK, SessionLimits::default())
-        .await
-        .unwrap();
+    let (_bob, mut sessions, _alice, mut opened, _) = a_strict_bob().await;
     opened.sender.send("y".repeat(2000)).await.unwrap();
     let mut accepted = taken(&mut sessions).await;
     let ended = tokio::time::timeout(WAIT, accepted.receiver.recv()).await;
