@@ -87,6 +87,18 @@ pub struct Presence {
     pub signed: Option<bool>,
 }
 
+/// What a presence message announces: every field but its type, time, signature and the hub's
+/// marks.
+#[derive(Serialize, PartialEq)]
+struct Announcement<'a> {
+    content: &'a Option<String>,
+    email: &'a Option<String>,
+    avatar_hash: &'a Option<String>,
+    active_template: &'a Option<String>,
+    addrs: &'a Option<Vec<String>>,
+    goop_client_version: &'a Option<String>,
+}
+
 /// Why a presence message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PresenceError {
@@ -346,25 +358,15 @@ impl Presence {
     }
 
     /// The fields an announcement consists of.
-    #[allow(clippy::type_complexity)]
-    fn announcement(
-        &self,
-    ) -> (
-        &Option<String>,
-        &Option<String>,
-        &Option<String>,
-        &Option<String>,
-        &Option<Vec<String>>,
-        &Option<String>,
-    ) {
-        (
-            &self.content,
-            &self.email,
-            &self.avatar_hash,
-            &self.active_template,
-            &self.addrs,
-            &self.goop_client_version,
-        )
+    fn announcement(&self) -> Announcement<'_> {
+        Announcement {
+            content: &self.content,
+            email: &self.email,
+            avatar_hash: &self.avatar_hash,
+            active_template: &self.active_template,
+            addrs: &self.addrs,
+            goop_client_version: &self.goop_client_version,
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! The registry's life in a database: restoring it at start, writing changes, merging what other instances of a shared database wrote, and the position
-//! (database version) that lets a stream resume on any instance.
+//! The registry's life in a database: restoring it at start, writing changes, merging what
+//! other instances of a shared database wrote, and the position (database version) that lets a
+//! stream resume on any instance.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Weak};

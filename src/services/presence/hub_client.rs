@@ -440,10 +440,13 @@ impl ClientTask {
                 }
                 incoming = socket.next() => match incoming {
                     Some(Ok(Message::Text(text))) => {
-                        if std::mem::take(&mut verdict_pending) && !is_reset(text.as_bytes()) {
+                        let message = HubMessage::parse(text.as_bytes());
+                        if std::mem::take(&mut verdict_pending)
+                            && !matches!(message, HubMessage::Reset)
+                        {
                             self.emit(LinkEvent::Resumed);
                         }
-                        self.receive(text.as_bytes());
+                        self.receive(message);
                     }
                     Some(Ok(Message::Close(_))) | None => break "the hub closed the connection".into(),
                     Some(Err(err)) => break format!("the connection failed: {err}"),
@@ -463,40 +466,16 @@ impl ClientTask {
         failed(reason, None, started.elapsed() > Duration::from_secs(30))
     }
 
-    /// A message from the hub: presence, a WebSocket's stream position or reset, or an in-band
-    /// error about what we sent.
-    fn receive(&mut self, bytes: &[u8]) {
-        match serde_json::from_slice::<Presence>(bytes) {
-            Ok(presence) if presence.peer_id != self.peer_id.to_base58() => {
-                self.emit(LinkEvent::Presence(Box::new(presence)))
+    /// Acts on a message from the hub.
+    fn receive(&mut self, message: HubMessage) {
+        match message {
+            HubMessage::Presence(presence) if presence.peer_id != self.peer_id.to_base58() => {
+                self.emit(LinkEvent::Presence(presence))
             }
-            Ok(_) => {}
-            Err(_) => {
-                let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
-                    return;
-                };
-                match value.get("type").and_then(|t| t.as_str()) {
-                    Some("position") => {
-                        if let Some(id) = value.get("id").and_then(|i| i.as_str()) {
-                            self.last_event_id = Some(id.to_owned());
-                        }
-                        return;
-                    }
-                    Some("reset") => {
-                        self.emit(LinkEvent::Reset);
-                        return;
-                    }
-                    _ => {}
-                }
-                if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
-                    let banned_for = (value.get("reason").and_then(|r| r.as_str())
-                        == Some("banned"))
-                    .then(|| value.get("retry_after").and_then(|s| s.as_u64()))
-                    .flatten();
-                    let error = error.to_owned();
-                    self.refused(&error, banned_for);
-                }
-            }
+            HubMessage::Presence(_) | HubMessage::Other => {}
+            HubMessage::Position(id) => self.last_event_id = Some(id),
+            HubMessage::Reset => self.emit(LinkEvent::Reset),
+            HubMessage::Refusal { error, banned_for } => self.refused(&error, banned_for),
         }
     }
 
@@ -643,7 +622,7 @@ impl ClientTask {
             if event.as_deref() == Some("reset") {
                 self.emit(LinkEvent::Reset);
             } else if !data.is_empty() {
-                self.receive(data.as_bytes());
+                self.receive(HubMessage::parse(data.as_bytes()));
             }
         }
         if buffer.len() > MAX_MESSAGE_BYTES {
@@ -653,10 +632,40 @@ impl ClientTask {
     }
 }
 
-/// Whether a WebSocket message is the hub's `{"type":"reset"}`.
-fn is_reset(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(bytes)
-        .is_ok_and(|value| value.get("type").and_then(|t| t.as_str()) == Some("reset"))
+/// What a hub sends: presence, a WebSocket's stream position or reset, or an in-band refusal of
+/// what we sent.
+enum HubMessage {
+    Presence(Box<Presence>),
+    Position(String),
+    Reset,
+    Refusal {
+        error: String,
+        banned_for: Option<u64>,
+    },
+    Other,
+}
+
+impl HubMessage {
+    fn parse(bytes: &[u8]) -> HubMessage {
+        if let Ok(presence) = serde_json::from_slice::<Presence>(bytes) {
+            return HubMessage::Presence(Box::new(presence));
+        }
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+            return HubMessage::Other;
+        };
+        let text = |key: &str| value.get(key).and_then(|v| v.as_str());
+        match (text("type"), text("id"), text("error")) {
+            (Some("position"), Some(id), _) => HubMessage::Position(id.to_owned()),
+            (Some("reset"), _, _) => HubMessage::Reset,
+            (_, _, Some(error)) => HubMessage::Refusal {
+                error: error.to_owned(),
+                banned_for: (text("reason") == Some("banned"))
+                    .then(|| value.get("retry_after").and_then(|s| s.as_u64()))
+                    .flatten(),
+            },
+            _ => HubMessage::Other,
+        }
+    }
 }
 
 /// An error with its causes, which is where the useful part (a TLS or DNS failure) is.
