@@ -22,8 +22,9 @@ use crate::identity::{self, PeerId};
 use crate::modes::rendezvous::{self, RunningHub};
 use crate::services::data::DataService;
 use crate::services::data::limits::InsertLimits;
+use crate::services::mq::{Mq, MqOptions};
 use crate::services::node::budget::{AddressLimits, NodeLimits};
-use crate::services::node::protocols::Served;
+use crate::services::node::protocols::{Protocols, Served, mq as mq_wire};
 use crate::services::node::vouched::{DialLimits, Reach};
 use crate::services::node::{GossipLimits, Node, NodeOptions};
 use crate::services::presence::cache::PeerBook;
@@ -52,6 +53,8 @@ pub struct RunningPeer {
     pub label: Arc<watch::Sender<String>>,
     /// Favourites and last-known peers.
     pub book: PeerBook,
+    /// Messages to and from other peers.
+    pub mq: Mq,
     stop: watch::Sender<bool>,
     hub_clients: Vec<HubClient>,
     /// Tasks that end once they see the stop (the gossip task says `offline` first).
@@ -152,6 +155,8 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         avatar: Some(dir.to_owned()),
         data: Some(data.clone()),
     };
+    let mut protocols = Protocols::standard(served);
+    let mq_sessions = protocols.sessions(mq_wire::PROTOCOL, mq_wire::limits());
     let (node, node_events) = Node::start(
         keypair.clone(),
         NodeOptions {
@@ -166,9 +171,11 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
                 per_second: config.presence.gossip_per_second,
             },
         },
-        served,
+        protocols,
     )
     .await?;
+    let mq = Mq::new(node.clone(), MqOptions::default(), stopped.clone());
+    mq.serve(mq_sessions);
 
     // The hubs this peer talks to.
     let mut hub_urls = Vec::new();
@@ -339,6 +346,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         announcement: announce_tx,
         label: label_tx,
         book,
+        mq,
         stop,
         hub_clients,
         tasks,

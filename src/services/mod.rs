@@ -1,6 +1,6 @@
 //! Application logic, independent of HTTP: authentication, the hub, the libp2p node, presence,
-//! the site (as visitors see it and as its owner edits it), the avatar and sandboxed Lua; groups
-//! as they arrive. Nothing here imports axum or askama, and SQL stays in `store`.
+//! the site (as visitors see it and as its owner edits it), the avatar, sandboxed Lua and the
+//! message transport between peers. Nothing here imports axum or askama, and SQL stays in `store`.
 
 pub mod auth;
 pub mod avatar;
@@ -8,6 +8,7 @@ pub mod client_key;
 pub mod data;
 pub mod hub;
 pub mod lua;
+pub mod mq;
 pub mod node;
 pub mod presence;
 pub mod site;

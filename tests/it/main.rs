@@ -33,6 +33,7 @@ mod lua;
 mod lua_console;
 mod lua_http;
 mod lua_limits;
+mod mq;
 mod netns;
 mod node;
 mod node_budget;

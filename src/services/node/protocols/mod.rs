@@ -6,6 +6,7 @@
 //! | `/goop/content/1.0.0` | [`content`] | none | label + `\n` (also the reachability probe) |
 //! | `/goop/avatar/1.0.0` | [`avatar`] | none | `OK <size>\n<image>` (PNG or JPEG) or `NONE\n` |
 //! | `/goop/data/1.0.0` | [`data`] | one JSON line per request | one JSON line `{ok, data, error, code}` each |
+//! | `/goop/mq/1.0.0` | [`mq`] | NDJSON `{type:"msg", id, seq, topic, payload}` | NDJSON `{type:"ack", id, seq}` each |
 //!
 //! A service adds a protocol to a [`Protocols`] before the node starts: [`Protocols::serve`]
 //! for streams that each carry a request and its answer (the handler gets the stream and the
@@ -22,6 +23,7 @@ mod admission;
 pub mod avatar;
 pub mod content;
 pub mod data;
+pub mod mq;
 mod outbound;
 pub mod sessions;
 pub mod site;
