@@ -17,6 +17,7 @@
 //! re-exported here, so callers name `config::X`.
 
 mod aliases;
+mod chat;
 mod data;
 mod file;
 mod lua;
@@ -33,6 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use chat::ChatSettings;
 pub use data::DataSettings;
 pub use file::{fingerprint, write_atomically, write_atomically_with_mode};
 pub use lua::Lua;
@@ -100,6 +102,7 @@ pub struct Config {
     pub viewer: Viewer,
     pub lua: Lua,
     pub data: DataSettings,
+    pub chat: ChatSettings,
     /// Top-level keys this version does not know; kept so saving never drops them.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -44,6 +44,8 @@ const INTEGER_RANGES: &[(&str, &str, i64, i64)] = &[
     ("data", "max_bytes_per_caller", 1, 1 << 50),
     ("data", "max_rows_per_table", 1, 1 << 50),
     ("data", "max_bytes_per_table", 1, 1 << 50),
+    ("chat", "history_per_peer", 1, 1_000_000),
+    ("chat", "broadcasts_per_minute", 1, 10_000),
 ];
 
 impl Config {

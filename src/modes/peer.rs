@@ -20,6 +20,7 @@ use crate::http::layers::{self, RequestLog};
 use crate::http::server::ServerLimits;
 use crate::identity::{self, PeerId};
 use crate::modes::rendezvous::{self, RunningHub};
+use crate::services::chat::{Chat, ChatOptions};
 use crate::services::data::DataService;
 use crate::services::data::limits::InsertLimits;
 use crate::services::mq::{Mq, MqOptions};
@@ -55,6 +56,8 @@ pub struct RunningPeer {
     pub book: PeerBook,
     /// Messages to and from other peers.
     pub mq: Mq,
+    /// Direct and broadcast chat.
+    pub chat: Chat,
     stop: watch::Sender<bool>,
     hub_clients: Vec<HubClient>,
     /// Tasks that end once they see the stop (the gossip task says `offline` first).
@@ -117,7 +120,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         max_rows_per_table: limits.max_rows_per_table as i64,
         max_bytes_per_table: limits.max_bytes_per_table as i64,
     });
-    if config.lua.enabled {
+    let lua = if config.lua.enabled {
         use crate::services::lua::{LuaEngine, LuaLimits, LuaSetup, http};
         let http = match config.lua.http_enabled {
             true => Some(
@@ -144,8 +147,11 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             },
             stopped.clone(),
         );
-        data = data.with_lua(engine);
-    }
+        data = data.with_lua(engine.clone());
+        Some(engine)
+    } else {
+        None
+    };
     let served = Served {
         site: Some(
             Site::new(Config::resolve(dir, &config.paths.site_root))
@@ -175,6 +181,21 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     )
     .await?;
     let mq = Mq::new(node.clone(), MqOptions::default(), stopped.clone());
+    let chat = Chat::start(
+        store.chat(),
+        mq.clone(),
+        table.clone(),
+        lua,
+        ChatOptions {
+            history_per_peer: config.chat.history_per_peer,
+            broadcasts_per_minute: config.chat.broadcasts_per_minute,
+            own_broadcasts_per_minute: config.chat.broadcasts_per_minute,
+            ..ChatOptions::default()
+        },
+        stopped.clone(),
+    )
+    .await
+    .context("cannot read the conversations from data.db")?;
     mq.serve(mq_sessions);
 
     // The hubs this peer talks to.
@@ -280,6 +301,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             node: node.clone(),
             table: table.clone(),
             book: book.clone(),
+            chat: chat.clone(),
             site: Site::new(Config::resolve(dir, &config.paths.site_root))
                 .hiding(Config::resolve(dir, &config.lua.script_dir)),
             site_files: SiteFiles::new(Config::resolve(dir, &config.paths.site_root)),
@@ -347,6 +369,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         label: label_tx,
         book,
         mq,
+        chat,
         stop,
         hub_clients,
         tasks,

@@ -1,5 +1,6 @@
 //! The peer's own database, `<dir>/data.db`: SQLite in WAL mode. System tables start with `_`;
 //! this module holds the ones the peer itself needs (`_meta`, `_peer_cache`, `_favorites`);
+//! chat and the block list are in [`super::chat`];
 //! user tables and `_tables` are in [`super::data`].
 //!
 //! Three pools reach the file: the owner's connections; read-only ones for SQL written by others
@@ -182,6 +183,11 @@ impl PeerStore {
             self.visitors.clone(),
             self.stopping.clone(),
         )
+    }
+
+    /// The conversations and the block list in the same database.
+    pub fn chat(&self) -> super::chat::ChatStore {
+        super::chat::ChatStore::new(self.pool.clone())
     }
 
     /// The Lua scripts' key-value stores in the same database.

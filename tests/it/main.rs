@@ -3,6 +3,7 @@
 
 mod appearance;
 mod browser;
+mod chat;
 mod cli;
 mod community;
 mod config;

@@ -43,6 +43,7 @@
     tr.appendChild(favorite(peer));
     const label = cell("", "label");
     label.appendChild(link("/peer/" + encodeURIComponent(peer.peer_id), peer.label || ""));
+    badge(label, peer.peer_id);
     tr.appendChild(label);
     const id = document.createElement("td");
     const code = document.createElement("code");
@@ -64,6 +65,33 @@
     tr.appendChild(site);
     return tr;
   }
+  // Unread messages per peer, as the page was rendered, then as chat says.
+  const unread = {};
+  tbody.querySelectorAll("tr").forEach(function (tr) {
+    const b = tr.querySelector(".badge.unread");
+    if (b) unread[tr.dataset.peerId] = Number(b.textContent);
+  });
+  function badge(labelCell, id) {
+    const old = labelCell.querySelector(".badge.unread");
+    if (old) { old.previousSibling && old.previousSibling.nodeType === 3 && old.previousSibling.remove(); old.remove(); }
+    if (!unread[id]) return;
+    const a = link("/peer/" + encodeURIComponent(id) + "#chat", String(unread[id]));
+    a.className = "badge unread";
+    a.title = "unread messages";
+    labelCell.appendChild(document.createTextNode(" "));
+    labelCell.appendChild(a);
+  }
+  const chat = new EventSource("/api/chat/events");
+  chat.onmessage = function (event) {
+    let msg;
+    try { msg = JSON.parse(event.data); } catch (_) { return; }
+    let id;
+    if (msg.kind === "message" && !msg.message.outgoing) { id = msg.message.peer_id; unread[id] = (unread[id] || 0) + 1; }
+    else if (msg.kind === "read") { id = msg.peer_id; delete unread[id]; }
+    else return;
+    const tr = find(id);
+    if (tr) badge(tr.querySelector(".label"), id);
+  };
   const pageSize = Number(tbody.dataset.pageSize) || 100;
   const source = new EventSource("/api/peers/events");
   source.onopen = function () { if (status) { status.dataset.state = "live"; status.textContent = "live"; } };

@@ -7,6 +7,7 @@
 //! and the console refuses cross-site requests that are not plain navigations, so a hostile
 //! site can neither read nor change anything of the console's.
 
+mod chat;
 mod data;
 mod database;
 mod edit;
@@ -50,6 +51,8 @@ pub struct ConsoleApp {
     pub node: Node,
     pub table: PeerTable,
     pub book: PeerBook,
+    /// Direct and broadcast chat.
+    pub chat: crate::services::chat::Chat,
     /// The data API of this peer.
     pub data: crate::services::data::DataService,
     /// Tokens that let each peer site reach its own peer's data.
@@ -204,6 +207,7 @@ pub fn router(app: ConsoleApp) -> Router {
     // The owner's pages and APIs: a session, and only the console's own pages may call them.
     let owner = Router::new()
         .merge(peers::routes())
+        .merge(chat::routes())
         .merge(edit::routes())
         .merge(data::owner_routes())
         .merge(database::routes())

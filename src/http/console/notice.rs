@@ -36,12 +36,16 @@ impl Notices {
         format!("{}.{text}", self.tag(text))
     }
 
-    /// A redirect to `path` whose page shows `text`.
+    /// A redirect to `path` (which may end in a `#fragment`) whose page shows `text`.
     pub fn redirect(&self, path: &str, text: &str) -> Response {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("notice", &self.seal(text))
             .finish();
-        Redirect::to(&format!("{path}?{query}")).into_response()
+        let (path, fragment) = match path.split_once('#') {
+            Some((path, fragment)) => (path, format!("#{fragment}")),
+            None => (path, String::new()),
+        };
+        Redirect::to(&format!("{path}?{query}{fragment}")).into_response()
     }
 
     /// The text of a notice this console wrote; anything else is not shown.

@@ -1,6 +1,6 @@
 //! `/` (the peers this peer knows, live, [`PAGE_SIZE`] to a page), `/peer/{id}` (one peer: what
 //! it announced, what it said over Identify, a fresh reachability probe),
-//! `POST /peer/{id}/favorite`, `/api/peers` and `/api/peers/events` (the same as JSON, by
+//! and its conversation (see [`super::chat`]), `POST /peer/{id}/favorite`, `/api/peers` and `/api/peers/events` (the same as JSON, by
 //! `limit` and `offset` with the count in `X-Total-Count`, and as a live stream).
 
 use askama::Template;
@@ -110,6 +110,8 @@ fn reach_text(reachability: &Reachability) -> String {
 struct PeersPage {
     frame: Frame,
     peers: Vec<PeerListItem>,
+    /// Unread messages per peer.
+    unread: std::collections::HashMap<String, i64>,
     hubs: Vec<super::HubRow>,
     notice: Option<String>,
     /// How many peers are known in all.
@@ -142,7 +144,12 @@ async fn list_peers(
         .page((wanted - 1).saturating_mul(PAGE_SIZE), PAGE_SIZE)
         .await;
     let pages = listed.total.div_ceil(PAGE_SIZE).max(1);
+    let unread = app.chat.unread().await.unwrap_or_else(|err| {
+        tracing::error!("cannot count unread messages: {err}");
+        Default::default()
+    });
     PeersPage {
+        unread,
         notice: app.notices.open(query.notice),
         hubs: app.hub_rows(),
         frame: app.frame(&headers),
@@ -163,12 +170,17 @@ struct PeerPage {
     peer: PeerListItem,
     /// What it said over Identify, while connected.
     details: Option<PeerDetails>,
+    notice: Option<String>,
+    /// The conversation, newest last.
+    messages: Vec<super::chat::MessageItem>,
+    blocked: bool,
 }
 
 async fn show_peer(
     State(app): State<ConsoleApp>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    Query(query): Query<ListQuery>,
 ) -> Response {
     let Ok(peer) = id.parse::<PeerId>() else {
         return HttpError::page(StatusCode::NOT_FOUND, "this peer is not known here")
@@ -183,10 +195,14 @@ async fn show_peer(
     app.table.set_reachability(&peer, fresh.clone()).await;
     entry.reachability = fresh;
     let details = app.node.peer_details(peer).await.ok().flatten();
+    let (messages, blocked) = super::chat::conversation(&app, &peer).await;
     PeerPage {
         frame: app.frame(&headers),
         peer: PeerListItem::from_entry(&entry),
         details,
+        notice: app.notices.open(query.notice),
+        messages,
+        blocked,
     }
     .into_response()
 }
