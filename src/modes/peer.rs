@@ -20,6 +20,7 @@ use crate::http::layers::{self, RequestLog};
 use crate::http::server::ServerLimits;
 use crate::identity::{self, PeerId};
 use crate::modes::rendezvous::{self, RunningHub};
+use crate::services::blocklist::BlockList;
 use crate::services::chat::{Chat, ChatOptions};
 use crate::services::data::DataService;
 use crate::services::data::limits::InsertLimits;
@@ -101,6 +102,9 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let label_tx = Arc::new(label_tx);
     let (email_tx, own_email) = watch::channel(config.profile.email.clone());
     let email_tx = Arc::new(email_tx);
+    let blocked = BlockList::load(store.chat())
+        .await
+        .context("cannot read the blocked peers from data.db")?;
     let limits = &config.data;
     let mut data = DataService::new(
         store.data(),
@@ -119,7 +123,8 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         max_bytes_per_caller: limits.max_bytes_per_caller as i64,
         max_rows_per_table: limits.max_rows_per_table as i64,
         max_bytes_per_table: limits.max_bytes_per_table as i64,
-    });
+    })
+    .with_block_list(blocked.clone());
     let lua = if config.lua.enabled {
         use crate::services::lua::{LuaEngine, LuaLimits, LuaSetup, http};
         let http = match config.lua.http_enabled {
@@ -183,6 +188,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let mq = Mq::new(node.clone(), MqOptions::default(), stopped.clone());
     let chat = Chat::start(
         store.chat(),
+        blocked,
         mq.clone(),
         table.clone(),
         lua,

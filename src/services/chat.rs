@@ -7,9 +7,9 @@
 //! a crash of the receiver; a message that could not be delivered is stored as `failed` with
 //! the reason. Everything that happens is also published on [`Chat::events`] for live pages.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use libp2p::PeerId;
@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::services::blocklist::BlockList;
 use crate::services::hub::unix_ms;
 use crate::services::lua::{LuaCaller, LuaEngine};
 use crate::services::mq::{Incoming, Mq, MqError};
@@ -124,7 +125,7 @@ struct Inner {
     lua: Option<LuaEngine>,
     options: ChatOptions,
     events: broadcast::Sender<ChatEvent>,
-    blocked: RwLock<HashSet<PeerId>>,
+    blocked: BlockList,
     recent: Mutex<VecDeque<Broadcast>>,
     heard: DefaultKeyedRateLimiter<PeerId>,
     own: DefaultDirectRateLimiter,
@@ -139,6 +140,7 @@ impl Chat {
     /// the last run as not delivered.
     pub async fn start(
         store: ChatStore,
+        blocked: BlockList,
         mq: Mq,
         table: PeerTable,
         lua: Option<LuaEngine>,
@@ -148,12 +150,6 @@ impl Chat {
         store
             .fail_unfinished("the peer stopped before the message was delivered")
             .await?;
-        let blocked = store
-            .blocked()
-            .await?
-            .iter()
-            .filter_map(|id| id.parse().ok())
-            .collect();
         let direct = mq.subscribe(TOPIC);
         let broadcasts = mq.subscribe(BROADCAST_TOPIC);
         let chat = Chat {
@@ -163,7 +159,7 @@ impl Chat {
                 table,
                 lua,
                 events: broadcast::channel(256).0,
-                blocked: RwLock::new(blocked),
+                blocked,
                 recent: Mutex::new(VecDeque::new()),
                 heard: RateLimiter::keyed(per_minute(options.broadcasts_per_minute)),
                 own: RateLimiter::direct(per_minute(options.own_broadcasts_per_minute)),
@@ -321,31 +317,17 @@ impl Chat {
     }
 
     pub fn is_blocked(&self, peer: &PeerId) -> bool {
-        let blocked = self.inner.blocked.read().expect("not poisoned");
-        blocked.contains(peer)
+        self.inner.blocked.contains(peer)
     }
 
     /// Blocks or unblocks `peer`.
     pub async fn set_blocked(&self, peer: PeerId, blocked: bool) -> Result<(), ChatError> {
-        let id = peer.to_base58();
-        match blocked {
-            true => self.inner.store.block(&id, unix_ms()).await?,
-            false => self.inner.store.unblock(&id).await?,
-        }
-        let mut set = self.inner.blocked.write().expect("not poisoned");
-        match blocked {
-            true => set.insert(peer),
-            false => set.remove(&peer),
-        };
-        Ok(())
+        Ok(self.inner.blocked.set(peer, blocked).await?)
     }
 
     /// The blocked peers.
     pub fn blocked(&self) -> Vec<PeerId> {
-        let blocked = self.inner.blocked.read().expect("not poisoned");
-        let mut peers: Vec<PeerId> = blocked.iter().copied().collect();
-        peers.sort_by_key(|peer| peer.to_base58());
-        peers
+        self.inner.blocked.peers()
     }
 
     fn checked_text<'a>(&self, text: &'a str) -> Result<&'a str, ChatError> {

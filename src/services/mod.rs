@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod avatar;
+pub mod blocklist;
 pub mod chat;
 pub mod client_key;
 pub mod data;

@@ -171,10 +171,30 @@ async fn a_blocked_peer_cannot_message_until_unblocked() {
     assert!(history(&bob, &alice).await.is_empty(), "nothing kept");
     // Bob cannot write to whom he blocked either, until he unblocks.
     assert_eq!(send(&bob, &alice, "hm").await.0, 409);
+    // Nor does Bob's data API or any function of his answer Alice.
+    let (status, refused) = post(
+        &format!("{}/api/p/{}/data/tables", console(&alice), bob.peer_id),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not take requests from you"),
+        "{refused}"
+    );
 
     assert_eq!(post(&block, json!({"blocked": false})).await.0, 204);
     let (_, sent) = send(&alice, &bob, "hello again").await;
     assert_eq!(sent["status"], "delivered", "{sent}");
+    let (status, tables) = post(
+        &format!("{}/api/p/{}/data/tables", console(&alice), bob.peer_id),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{tables}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,6 +181,8 @@ pub struct DataService {
     tables: Arc<std::sync::RwLock<std::collections::HashMap<String, Arc<Table>>>>,
     /// The limits on other peers' inserts.
     guard: Arc<InsertGuard>,
+    /// Peers the owner blocked: none of their requests is served.
+    blocked: Option<crate::services::blocklist::BlockList>,
 }
 
 /// A registered table and its parsed schema.
@@ -207,6 +209,7 @@ impl DataService {
             lua: None,
             tables: Arc::default(),
             guard: Arc::new(InsertGuard::new(InsertLimits::default())),
+            blocked: None,
         }
     }
 
@@ -232,11 +235,26 @@ impl DataService {
         self
     }
 
+    /// Refuses every request of the peers on `blocked`.
+    pub fn with_block_list(mut self, blocked: crate::services::blocklist::BlockList) -> Self {
+        self.blocked = Some(blocked);
+        self
+    }
+
     /// Runs one wire request for `caller`: another peer's is first held to its request rate,
     /// then the request is decoded and run. Another peer's runs on the visitors' connections
     /// within its time budget; dropping the future stops the statement it runs.
     pub async fn handle(&self, caller: &Caller, request: DataRequest) -> Result<Json, DataError> {
         if let Caller::Peer(id) = caller {
+            if self
+                .blocked
+                .as_ref()
+                .is_some_and(|blocked| blocked.contains(id))
+            {
+                return Err(DataError::Forbidden(
+                    "this peer does not take requests from you".into(),
+                ));
+            }
             // Another peer's every request costs this peer work: each caller gets a steady
             // share, and a request a bounded time.
             self.guard.check_requests(id)?;
