@@ -20,6 +20,7 @@ mod aliases;
 mod chat;
 mod data;
 mod file;
+mod groups;
 mod lua;
 mod p2p;
 mod presence;
@@ -37,6 +38,7 @@ use serde_json::{Map, Value};
 pub use chat::ChatSettings;
 pub use data::DataSettings;
 pub use file::{fingerprint, write_atomically, write_atomically_with_mode};
+pub use groups::GroupSettings;
 pub use lua::Lua;
 pub use p2p::P2p;
 pub use presence::{DEFAULT_RENDEZVOUS_PORT, PORT_VARIABLE, PresenceSettings};
@@ -103,6 +105,7 @@ pub struct Config {
     pub lua: Lua,
     pub data: DataSettings,
     pub chat: ChatSettings,
+    pub groups: GroupSettings,
     /// Top-level keys this version does not know; kept so saving never drops them.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -46,6 +46,9 @@ const INTEGER_RANGES: &[(&str, &str, i64, i64)] = &[
     ("data", "max_bytes_per_table", 1, 1 << 50),
     ("chat", "history_per_peer", 1, 1_000_000),
     ("chat", "broadcasts_per_minute", 1, 10_000),
+    ("groups", "max_hosted", 1, 100_000),
+    ("groups", "max_members", 1, 10_000),
+    ("groups", "max_joined", 1, 100_000),
 ];
 
 impl Config {

@@ -24,6 +24,7 @@ use crate::services::blocklist::BlockList;
 use crate::services::chat::{Chat, ChatOptions};
 use crate::services::data::DataService;
 use crate::services::data::limits::InsertLimits;
+use crate::services::groups::{GroupOptions, GroupSetup, Groups};
 use crate::services::mq::{Mq, MqOptions};
 use crate::services::node::budget::{AddressLimits, NodeLimits};
 use crate::services::node::protocols::{Protocols, Served, mq as mq_wire};
@@ -59,6 +60,8 @@ pub struct RunningPeer {
     pub mq: Mq,
     /// Direct and broadcast chat.
     pub chat: Chat,
+    /// Groups hosted and joined.
+    pub groups: Groups,
     stop: watch::Sender<bool>,
     hub_clients: Vec<HubClient>,
     /// Tasks that end once they see the stop (the gossip task says `offline` first).
@@ -188,7 +191,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let mq = Mq::new(node.clone(), MqOptions::default(), stopped.clone());
     let chat = Chat::start(
         store.chat(),
-        blocked,
+        blocked.clone(),
         mq.clone(),
         table.clone(),
         lua,
@@ -202,6 +205,23 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     )
     .await
     .context("cannot read the conversations from data.db")?;
+    let groups = Groups::start(
+        GroupSetup {
+            store: store.groups(),
+            mq: mq.clone(),
+            table: table.clone(),
+            blocked: blocked.clone(),
+            options: GroupOptions {
+                max_hosted: config.groups.max_hosted as usize,
+                max_members: config.groups.max_members as usize,
+                max_joined: config.groups.max_joined as usize,
+                ..GroupOptions::default()
+            },
+        },
+        stopped.clone(),
+    )
+    .await
+    .context("cannot read the groups from data.db")?;
     mq.serve(mq_sessions);
 
     // The hubs this peer talks to.
@@ -308,6 +328,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             table: table.clone(),
             book: book.clone(),
             chat: chat.clone(),
+            groups: groups.clone(),
             site: Site::new(Config::resolve(dir, &config.paths.site_root))
                 .hiding(Config::resolve(dir, &config.lua.script_dir)),
             site_files: SiteFiles::new(Config::resolve(dir, &config.paths.site_root)),
@@ -376,6 +397,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         book,
         mq,
         chat,
+        groups,
         stop,
         hub_clients,
         tasks,

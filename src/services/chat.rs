@@ -36,6 +36,9 @@ pub struct ChatOptions {
     pub history_in_all: u32,
     /// Longest message text.
     pub max_text_bytes: usize,
+    /// Direct messages one peer may send us per second, and in a burst.
+    pub direct_per_second: u32,
+    pub direct_burst: u32,
     /// Broadcasts one peer may send us per minute (a burst of as many).
     pub broadcasts_per_minute: u32,
     /// Broadcasts this peer may send per minute.
@@ -52,6 +55,8 @@ impl Default for ChatOptions {
             history_per_peer: 1000,
             history_in_all: 100_000,
             max_text_bytes: 4096,
+            direct_per_second: 5,
+            direct_burst: 20,
             broadcasts_per_minute: 10,
             own_broadcasts_per_minute: 10,
             recent_broadcasts: 100,
@@ -128,6 +133,7 @@ struct Inner {
     blocked: BlockList,
     recent: Mutex<VecDeque<Broadcast>>,
     heard: DefaultKeyedRateLimiter<PeerId>,
+    direct: DefaultKeyedRateLimiter<PeerId>,
     own: DefaultDirectRateLimiter,
 }
 
@@ -162,6 +168,14 @@ impl Chat {
                 blocked,
                 recent: Mutex::new(VecDeque::new()),
                 heard: RateLimiter::keyed(per_minute(options.broadcasts_per_minute)),
+                direct: RateLimiter::keyed(
+                    Quota::per_second(
+                        NonZeroU32::new(options.direct_per_second.max(1)).expect("at least one"),
+                    )
+                    .allow_burst(
+                        NonZeroU32::new(options.direct_burst.max(1)).expect("at least one"),
+                    ),
+                ),
                 own: RateLimiter::direct(per_minute(options.own_broadcasts_per_minute)),
                 options,
             }),
@@ -384,6 +398,9 @@ impl Chat {
         } = message;
         if self.is_blocked(&from) {
             return reply.refuse("blocked");
+        }
+        if self.inner.direct.check_key(&from).is_err() {
+            return reply.refuse("rate limited");
         }
         let text = match self.text_of(&payload) {
             Ok(text) => text,

@@ -8,6 +8,7 @@ pub mod blocklist;
 pub mod chat;
 pub mod client_key;
 pub mod data;
+pub mod groups;
 pub mod hub;
 pub mod lua;
 pub mod mq;

@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod data;
 pub mod deadline;
+pub mod groups;
 pub mod hub;
 pub mod lua_kv;
 pub mod peer;

@@ -1,6 +1,6 @@
 //! The peer's own database, `<dir>/data.db`: SQLite in WAL mode. System tables start with `_`;
 //! this module holds the ones the peer itself needs (`_meta`, `_peer_cache`, `_favorites`);
-//! chat and the block list are in [`super::chat`];
+//! chat and the block list are in [`super::chat`], groups in [`super::groups`];
 //! user tables and `_tables` are in [`super::data`].
 //!
 //! Three pools reach the file: the owner's connections; read-only ones for SQL written by others
@@ -188,6 +188,11 @@ impl PeerStore {
     /// The conversations and the block list in the same database.
     pub fn chat(&self) -> super::chat::ChatStore {
         super::chat::ChatStore::new(self.pool.clone())
+    }
+
+    /// The groups hosted and joined, in the same database.
+    pub fn groups(&self) -> super::groups::GroupStore {
+        super::groups::GroupStore::new(self.pool.clone())
     }
 
     /// The Lua scripts' key-value stores in the same database.

@@ -17,6 +17,7 @@ mod database_editor;
 mod dials;
 mod edit;
 mod gossip;
+mod groups;
 mod hardening;
 mod hub;
 mod hub_admin;

@@ -11,6 +11,7 @@ mod chat;
 mod data;
 mod database;
 mod edit;
+mod groups;
 mod logs;
 mod lua;
 mod notice;
@@ -53,6 +54,8 @@ pub struct ConsoleApp {
     pub book: PeerBook,
     /// Direct and broadcast chat.
     pub chat: crate::services::chat::Chat,
+    /// Groups hosted and joined.
+    pub groups: crate::services::groups::Groups,
     /// The data API of this peer.
     pub data: crate::services::data::DataService,
     /// Tokens that let each peer site reach its own peer's data.
@@ -208,6 +211,7 @@ pub fn router(app: ConsoleApp) -> Router {
     let owner = Router::new()
         .merge(peers::routes())
         .merge(chat::routes())
+        .merge(groups::routes())
         .merge(edit::routes())
         .merge(data::owner_routes())
         .merge(database::routes())

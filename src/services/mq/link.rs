@@ -137,10 +137,7 @@ impl Link {
         for message in over {
             let tries = message.tries;
             let why = match message.deadline <= now {
-                true => format!(
-                    "no acknowledgement within {} s after {tries} tries",
-                    options.deadline.as_secs()
-                ),
+                true => format!("no acknowledgement before its deadline, after {tries} tries"),
                 false => format!("no acknowledgement after {tries} tries"),
             };
             message.finish(Err(MqError::NotAcknowledged(why)));
@@ -165,10 +162,9 @@ impl Link {
         match opened {
             Ok(Ok(session)) => self.session = Some(session),
             Ok(Err(err)) => self.fail_all(MqError::Unreachable(err.to_string())),
-            Err(_) => self.fail_all(MqError::Unreachable(format!(
-                "no stream within {} s",
-                self.inner.options.deadline.as_secs()
-            ))),
+            Err(_) => self.fail_all(MqError::Unreachable(
+                "no stream before the messages' deadline".into(),
+            )),
         }
     }
 

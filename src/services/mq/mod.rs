@@ -47,7 +47,8 @@ pub struct MqOptions {
     pub idle_close: Duration,
     /// Peers with a link at once.
     pub max_links: usize,
-    /// Messages a peer may send per second, and in a burst.
+    /// Messages a peer may send per second, and in a burst, all topics together (a group's
+    /// host relays every member's messages; topics bound their own kinds further).
     pub inbound_per_second: u32,
     pub inbound_burst: u32,
     /// Messages a subscriber has not taken yet, per subscription.
@@ -66,8 +67,8 @@ impl Default for MqOptions {
             deadline: Duration::from_secs(30),
             idle_close: Duration::from_secs(30),
             max_links: 1024,
-            inbound_per_second: 20,
-            inbound_burst: 50,
+            inbound_per_second: 200,
+            inbound_burst: 400,
             subscriber_queue: 256,
             answer_wait: Duration::from_secs(4),
         }
@@ -215,6 +216,18 @@ impl Mq {
         topic: &str,
         payload: Json,
     ) -> Result<oneshot::Receiver<Result<(), MqError>>, MqError> {
+        self.enqueue_within(peer, topic, payload, self.inner.options.deadline)
+    }
+
+    /// [`Mq::enqueue`] with a deadline of its own (shorter for a liveness check, which had
+    /// better fail fast than be retried).
+    pub fn enqueue_within(
+        &self,
+        peer: PeerId,
+        topic: &str,
+        payload: Json,
+        deadline: Duration,
+    ) -> Result<oneshot::Receiver<Result<(), MqError>>, MqError> {
         valid_topic(topic).map_err(MqError::InvalidTopic)?;
         if peer == self.inner.node.peer_id() {
             return Err(MqError::ToSelf);
@@ -233,7 +246,7 @@ impl Mq {
             topic: topic.to_owned(),
             payload,
             done,
-            deadline: tokio::time::Instant::now() + self.inner.options.deadline,
+            deadline: tokio::time::Instant::now() + deadline,
             tries: 0,
         };
         let mut links = self.inner.links.lock().expect("not poisoned");

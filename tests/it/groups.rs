@@ -1,0 +1,530 @@
+//! Host-relayed groups between real peers met through a hub, over `/goop/mq/1.0.0` on
+//! loopback: joining, relays with the sender set by the host, state, roles, limits, invitations,
+//! what non-members and forgers meet, a member that stops reading, and a host killed and
+//! restarted.
+
+use std::time::Duration;
+
+use goop2::identity::Keypair;
+use goop2::services::mq::{Mq, MqError, MqOptions};
+use goop2::services::node::protocols::Protocols;
+use goop2::services::node::protocols::mq as wire;
+use goop2::services::node::{Node, NodeOptions};
+use goop2::services::presence::peer_table::PeerState;
+use serde_json::{Value, json};
+
+use crate::console::console;
+use crate::support::{
+    PeerDir, PeerProcess, SseClient, TestPeer, free_port, lists, loopback_tcp, short_ttl,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Alice hosts the hub; Bob and Carol (on another LAN tag: known through the hub only) use it.
+async fn three_peers() -> (TestPeer, TestPeer, TestPeer) {
+    let alice = TestPeer::spawn("Alice", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_host = true;
+    })
+    .await;
+    let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
+    let bob = TestPeer::spawn("Bob", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_wan = hub.clone();
+    })
+    .await;
+    let carol = TestPeer::spawn("Carol", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_wan = hub;
+    })
+    .await;
+    for (a, b) in [(&alice, &bob), (&alice, &carol), (&bob, &carol)] {
+        assert!(lists(a, &b.peer_id.to_base58(), PeerState::Online).await);
+        assert!(lists(b, &a.peer_id.to_base58(), PeerState::Online).await);
+    }
+    (alice, bob, carol)
+}
+
+async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn groups_of(base: &str) -> Value {
+    reqwest::get(format!("{base}/api/groups"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn create(host: &TestPeer, group: Value) -> Value {
+    let (status, meta) = post(&console(host), "/api/groups", group).await;
+    assert_eq!(status, 200, "{meta}");
+    meta
+}
+
+async fn join(member: &TestPeer, host: &TestPeer, group: &str) -> (u16, Value) {
+    post(
+        &console(member),
+        "/api/groups/join",
+        json!({"host": host.peer_id.to_base58(), "group": group}),
+    )
+    .await
+}
+
+async fn events(peer: &TestPeer) -> SseClient {
+    SseClient::connect(&format!("{}/api/groups/events", console(peer)), None).await
+}
+
+/// The next event of `kind` (skipping others), within 10 s.
+async fn next_event(stream: &mut SseClient, kind: &str) -> Value {
+    let kind = format!(r#""kind":"{kind}""#);
+    let event = stream.wait_for(WAIT, |e| e.data.contains(&kind)).await;
+    serde_json::from_str(&event.data).unwrap()
+}
+
+fn member_ids(members: &Value) -> Vec<String> {
+    members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["peer_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_and_the_host_relays_messages_and_state_from_the_connection() {
+    let (alice, bob, carol) = three_peers().await;
+    create(&alice, json!({"id": "chess-1", "name": "Chess", "app_type": "chess", "roles": ["player", "spectator"]})).await;
+    let mut bob_hears = events(&bob).await;
+    let mut carol_hears = events(&carol).await;
+    let mut alice_hears = events(&alice).await;
+
+    let (status, joined) = join(&bob, &alice, "chess-1").await;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["connected"], true);
+    assert_eq!(joined["role"], "player", "the first role is the default");
+    assert_eq!(joined["name"], "Chess");
+    assert_eq!(
+        member_ids(&joined["members"]),
+        [alice.peer_id.to_base58(), bob.peer_id.to_base58()]
+    );
+    let (status, joined) = join(&carol, &alice, "chess-1").await;
+    assert_eq!(status, 200, "{joined}");
+    // Bob hears Carol came.
+    let members = loop {
+        let event = next_event(&mut bob_hears, "members").await;
+        if event["members"].as_array().unwrap().len() == 3 {
+            break event;
+        }
+    };
+    assert!(member_ids(&members["members"]).contains(&carol.peer_id.to_base58()));
+
+    // Bob's message reaches Carol and the host, from Bob — whatever the payload claims.
+    let (status, body) = post(
+        &console(&bob),
+        "/api/groups/send",
+        json!({"host": alice.peer_id.to_base58(), "group": "chess-1", "payload": {"move": "e2e4", "from": carol.peer_id.to_base58()}}),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    for stream in [&mut carol_hears, &mut alice_hears] {
+        let msg = next_event(stream, "msg").await;
+        assert_eq!(msg["from"], bob.peer_id.to_base58());
+        assert_eq!(msg["group"], "chess-1");
+        assert_eq!(msg["host"], alice.peer_id.to_base58());
+        assert_eq!(msg["payload"]["move"], "e2e4");
+    }
+    // The host's own message reaches both.
+    let (status, _) = post(
+        &console(&alice),
+        "/api/groups/send",
+        json!({"host": alice.peer_id.to_base58(), "group": "chess-1", "payload": "your move"}),
+    )
+    .await;
+    assert_eq!(status, 204);
+    for stream in [&mut bob_hears, &mut carol_hears] {
+        let msg = next_event(stream, "msg").await;
+        assert_eq!(msg["from"], alice.peer_id.to_base58());
+        assert_eq!(msg["payload"], "your move");
+    }
+    // State from a member is kept by the host and relayed.
+    let (status, _) = post(
+        &console(&carol),
+        "/api/groups/state",
+        json!({"host": alice.peer_id.to_base58(), "group": "chess-1", "state": {"board": "after e4"}}),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let state = next_event(&mut bob_hears, "state").await;
+    assert_eq!(state["from"], carol.peer_id.to_base58());
+    assert_eq!(state["state"], json!({"board": "after e4"}));
+    let hosted = groups_of(&console(&alice)).await;
+    assert_eq!(hosted["hosted"][0]["state"], json!({"board": "after e4"}));
+
+    // Roles: the host gives Carol another one; everyone sees it.
+    let (status, body) = post(
+        &console(&alice),
+        "/api/groups/chess-1/role",
+        json!({"peer": carol.peer_id.to_base58(), "role": "spectator"}),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let members = loop {
+        let event = next_event(&mut bob_hears, "members").await;
+        if event.to_string().contains("spectator") {
+            break event;
+        }
+    };
+    let carol_role = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["peer_id"] == carol.peer_id.to_base58())
+        .unwrap()["role"]
+        .clone();
+    assert_eq!(carol_role, "spectator");
+    assert_eq!(
+        alice
+            .groups
+            .role_of("chess-1", carol.peer_id)
+            .await
+            .as_deref(),
+        Some("spectator")
+    );
+    let (status, body) = post(
+        &console(&alice),
+        "/api/groups/chess-1/role",
+        json!({"peer": carol.peer_id.to_base58(), "role": "king"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not one of the group's roles")
+    );
+
+    // Bob leaves: the others hear it, and he no longer lists the group.
+    let (status, _) = post(
+        &console(&bob),
+        "/api/groups/leave",
+        json!({"host": alice.peer_id.to_base58(), "group": "chess-1"}),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let members = loop {
+        let event = next_event(&mut carol_hears, "members").await;
+        if event["members"].as_array().unwrap().len() == 2 {
+            break event;
+        }
+    };
+    assert!(!member_ids(&members["members"]).contains(&bob.peer_id.to_base58()));
+    assert_eq!(groups_of(&console(&bob)).await["joined"], json!([]));
+
+    // The host closes it: Carol hears so.
+    let (status, _) = post(&console(&alice), "/api/groups/chess-1/close", json!({})).await;
+    assert_eq!(status, 204);
+    let closed = next_event(&mut carol_hears, "closed").await;
+    assert_eq!(closed["group"], "chess-1");
+    assert_eq!(closed["reason"], "closed by the host");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_group_an_invite_only_group_kicks_and_bans_are_enforced_by_the_host() {
+    let (alice, bob, carol) = three_peers().await;
+    create(&alice, json!({"id": "duel", "max_members": 1})).await;
+    assert_eq!(join(&bob, &alice, "duel").await.0, 200);
+    let (status, body) = join(&carol, &alice, "duel").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"], "the host refused: full");
+    let (status, body) = join(&carol, &alice, "nope").await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (409, "the host refused: not_found")
+    );
+
+    // Invite-only: Carol needs an invitation, which she accepts in her console.
+    create(
+        &alice,
+        json!({"id": "secret", "invite_only": true, "persistent": true}),
+    )
+    .await;
+    let (status, body) = join(&carol, &alice, "secret").await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (409, "the host refused: not_invited")
+    );
+    let mut carol_hears = events(&carol).await;
+    let (status, body) = post(
+        &console(&alice),
+        "/api/groups/secret/invite",
+        json!({"peer": carol.peer_id.to_base58()}),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let invite = next_event(&mut carol_hears, "invite").await;
+    assert_eq!(invite["group"], "secret");
+    let invites = groups_of(&console(&carol)).await["invites"].clone();
+    assert_eq!(invites[0]["group_id"], "secret");
+    let (status, body) = post(
+        &console(&carol),
+        "/api/groups/answer",
+        json!({"host": alice.peer_id.to_base58(), "group": "secret", "accept": true}),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let joined = groups_of(&console(&carol)).await;
+    assert_eq!(joined["joined"][0]["id"], "secret");
+    assert_eq!(joined["joined"][0]["connected"], true);
+    assert_eq!(joined["invites"], json!([]));
+
+    // Kicked: Carol hears she was removed; banned: she cannot come back.
+    let (status, _) = post(
+        &console(&alice),
+        "/api/groups/secret/kick",
+        json!({"peer": carol.peer_id.to_base58(), "ban": true}),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let closed = next_event(&mut carol_hears, "closed").await;
+    assert_eq!(closed["reason"], "banned by the host");
+    let (status, body) = join(&carol, &alice, "secret").await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (409, "the host refused: banned")
+    );
+    let hosted = groups_of(&console(&alice)).await["hosted"].clone();
+    let secret = hosted
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == "secret")
+        .unwrap();
+    assert_eq!(secret["banned"], json!([carol.peer_id.to_base58()]));
+
+    // Bad input names the problem.
+    let (status, body) = post(&console(&alice), "/api/groups", json!({"id": "bad id"})).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("1 to 64 letters"),
+        "{body}"
+    );
+    let (status, body) = post(&console(&alice), "/api/groups", json!({"id": "duel"})).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("exists already"),
+        "{body}"
+    );
+    let (status, body) = post(&console(&bob), "/api/groups/join", json!({"host": "x"})).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("the body must be"),
+        "{body}"
+    );
+}
+
+fn bare_options() -> NodeOptions {
+    NodeOptions {
+        listen_ip: "127.0.0.1".parse().unwrap(),
+        listen_port: 0,
+        mdns: false,
+        mdns_tag: "goop-mdns".into(),
+        presence_topic: "goop.presence.v1".into(),
+        limits: Default::default(),
+        gossip: Default::default(),
+    }
+}
+
+/// A bare node with the transport but no group service: it sends what it likes, and takes
+/// (never reads) the streams others open to it.
+async fn stranger(
+    to: &TestPeer,
+) -> (
+    Node,
+    Mq,
+    tokio::sync::mpsc::Receiver<goop2::services::node::protocols::Session>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    let mut protocols = Protocols::new();
+    let sessions = protocols.sessions(wire::PROTOCOL, wire::limits());
+    let node = Node::start(Keypair::generate_ed25519(), bare_options(), protocols)
+        .await
+        .unwrap()
+        .0;
+    node.dial(loopback_tcp(&to.node).await).await.unwrap();
+    to.node.vouch(node.peer_id(), Vec::new()).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mq = Mq::new(node.clone(), MqOptions::default(), stopped);
+    (node, mq, sessions, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_members_and_non_hosts_are_refused_and_counted() {
+    let (alice, bob, _carol) = three_peers().await;
+    create(&alice, json!({"id": "club"})).await;
+    assert_eq!(join(&bob, &alice, "club").await.0, 200);
+    let (_node, mallory, _streams, _stop) = stranger(&alice).await;
+
+    // Not a member: its message to the host is refused, and nothing is relayed.
+    let mut bob_hears = events(&bob).await;
+    let refused = mallory
+        .send(alice.peer_id, "group:club:msg", json!("spam"))
+        .await;
+    assert_eq!(refused, Err(MqError::Refused("not_member".into())));
+    // Nor may it pretend to be the host of Bob's group.
+    let (_node2, mallory_to_bob, _s2, _stop2) = stranger(&bob).await;
+    let refused = mallory_to_bob
+        .send(bob.peer_id, "group:club:close", json!({"reason": "fake"}))
+        .await;
+    assert_eq!(refused, Err(MqError::Refused("not_member".into())));
+    let refused = mallory_to_bob
+        .send(bob.peer_id, "group:club:members", json!({"members": []}))
+        .await;
+    assert_eq!(refused, Err(MqError::Refused("not_member".into())));
+    assert_eq!(alice.groups.stats().await.dropped, 1);
+    assert_eq!(bob.groups.stats().await.dropped, 2);
+    // Bob is still in the group, and hears the host.
+    post(
+        &console(&alice),
+        "/api/groups/send",
+        json!({"host": alice.peer_id.to_base58(), "group": "club", "payload": "still here"}),
+    )
+    .await;
+    let msg = next_event(&mut bob_hears, "msg").await;
+    assert_eq!(msg["payload"], "still here");
+    assert_eq!(
+        groups_of(&console(&bob)).await["joined"][0]["connected"],
+        true
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stops_reading_is_dropped_while_the_others_keep_up() {
+    let (alice, bob, _carol) = three_peers().await;
+    create(&alice, json!({"id": "feed"})).await;
+    assert_eq!(join(&bob, &alice, "feed").await.0, 200);
+    // The stalled member joins, then never reads what the host sends it.
+    let (_node, stalled, _never_read, _stop) = stranger(&alice).await;
+    stalled
+        .send(alice.peer_id, "group:feed:join", json!({}))
+        .await
+        .unwrap();
+    let mut bob_hears = events(&bob).await;
+    // More than the stalled member's queue and window hold, within the transport's burst.
+    let sent = 400;
+    let client = reqwest::Client::new();
+    for n in 0..sent {
+        let response = client
+            .post(format!("{}/api/groups/send", console(&alice)))
+            .json(&json!({"host": alice.peer_id.to_base58(), "group": "feed", "payload": n}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+    let mut heard = 0;
+    while heard < sent {
+        let msg = next_event(&mut bob_hears, "msg").await;
+        assert_eq!(msg["payload"], heard, "in order, none lost");
+        heard += 1;
+    }
+    let stats = alice.groups.stats().await;
+    assert_eq!(stats.dropped_slow, 1, "{stats:?}");
+    let hosted = groups_of(&console(&alice)).await["hosted"][0].clone();
+    assert_eq!(
+        member_ids(&hosted["members"]),
+        [alice.peer_id.to_base58(), bob.peer_id.to_base58()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_notice_a_killed_host_and_rejoin_when_it_is_back() {
+    // Bob hosts the hub; Alice is a peer process with a persistent group.
+    let bob = TestPeer::spawn("Bob", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_host = true;
+    })
+    .await;
+    let hub = format!("http://{}", bob.hub.as_ref().unwrap().hub_addr);
+    let console_port = free_port();
+    let p2p_port = free_port();
+    let alice_dir = PeerDir::new("Alice", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_wan = hub;
+        c.viewer.http_addr = format!("127.0.0.1:{console_port}");
+        c.p2p.listen_port = p2p_port;
+    });
+    let alice_console = format!("http://127.0.0.1:{console_port}");
+    let mut alice = PeerProcess::start(alice_dir.path());
+    assert!(lists(&bob, &alice.peer_id.to_base58(), PeerState::Online).await);
+    let (status, body) = post(
+        &alice_console,
+        "/api/groups",
+        json!({"id": "study", "name": "Study group", "persistent": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(
+        &console(&bob),
+        "/api/groups/join",
+        json!({"host": alice.peer_id.to_base58(), "group": "study"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = post(
+        &alice_console,
+        "/api/groups/state",
+        json!({"host": alice.peer_id.to_base58(), "group": "study", "state": {"chapter": 3}}),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let mut bob_hears = events(&bob).await;
+
+    alice.child.kill().unwrap();
+    alice.child.wait().unwrap();
+    let killed = std::time::Instant::now();
+    let offline = bob_hears
+        .wait_for(Duration::from_secs(20), |e| {
+            e.data.contains(r#""kind":"host_offline""#)
+        })
+        .await;
+    let noticed = killed.elapsed();
+    assert!(offline.data.contains("study"));
+    assert!(
+        noticed <= Duration::from_secs(15),
+        "noticed after {noticed:?}"
+    );
+    assert_eq!(
+        groups_of(&console(&bob)).await["joined"][0]["connected"],
+        false
+    );
+
+    // Back: Bob rejoins by himself, and the group kept its members and state.
+    let alice = PeerProcess::start(alice_dir.path());
+    let welcome = bob_hears
+        .wait_for(Duration::from_secs(40), |e| {
+            e.data.contains(r#""kind":"welcome""#)
+        })
+        .await;
+    let welcome: Value = serde_json::from_str(&welcome.data).unwrap();
+    assert_eq!(welcome["group"], "study");
+    assert_eq!(welcome["state"], json!({"chapter": 3}));
+    let hosted = groups_of(&alice_console).await["hosted"][0].clone();
+    assert_eq!(hosted["name"], "Study group");
+    assert_eq!(
+        member_ids(&hosted["members"]),
+        [alice.peer_id.to_base58(), bob.peer_id.to_base58()]
+    );
+    drop(alice);
+}
