@@ -24,7 +24,7 @@ use crate::services::blocklist::BlockList;
 use crate::services::chat::{Chat, ChatOptions};
 use crate::services::data::DataService;
 use crate::services::data::limits::InsertLimits;
-use crate::services::groups::{GroupOptions, GroupSetup, Groups};
+use crate::services::groups::{GroupDirectory, GroupOptions, GroupSetup, Groups};
 use crate::services::mq::{Mq, MqOptions};
 use crate::services::node::budget::{AddressLimits, NodeLimits};
 use crate::services::node::protocols::{Protocols, Served, mq as mq_wire};
@@ -105,6 +105,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let label_tx = Arc::new(label_tx);
     let (email_tx, own_email) = watch::channel(config.profile.email.clone());
     let email_tx = Arc::new(email_tx);
+    let directory = GroupDirectory::default();
     let blocked = BlockList::load(store.chat())
         .await
         .context("cannot read the blocked peers from data.db")?;
@@ -127,7 +128,8 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         max_rows_per_table: limits.max_rows_per_table as i64,
         max_bytes_per_table: limits.max_bytes_per_table as i64,
     })
-    .with_block_list(blocked.clone());
+    .with_block_list(blocked.clone())
+    .with_groups(directory.clone());
     let lua = if config.lua.enabled {
         use crate::services::lua::{LuaEngine, LuaLimits, LuaSetup, http};
         let http = match config.lua.http_enabled {
@@ -211,6 +213,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             mq: mq.clone(),
             table: table.clone(),
             blocked: blocked.clone(),
+            directory,
             options: GroupOptions {
                 max_hosted: config.groups.max_hosted as usize,
                 max_members: config.groups.max_members as usize,

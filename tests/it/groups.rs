@@ -528,3 +528,127 @@ async fn members_notice_a_killed_host_and_rejoin_when_it_is_back() {
     );
     drop(alice);
 }
+
+async fn remote(caller: &TestPeer, host: &TestPeer, op: &str, body: Value) -> (u16, Value) {
+    post(
+        &console(caller),
+        &format!("/api/p/{}/data/{op}", host.peer_id),
+        body,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_policy_admits_members_with_the_rights_of_their_role() {
+    let (alice, bob, carol) = three_peers().await;
+    create(&alice, json!({"id": "quiz", "name": "Friday quiz", "app_type": "quiz", "roles": ["student", "teacher"]})).await;
+    create(&alice, json!({"id": "staff", "invite_only": true})).await;
+    let (status, body) = post(
+        &console(&alice),
+        "/api/data/create-table",
+        json!({"schema": {
+            "name": "answers",
+            "columns": ["answer TEXT NOT NULL"],
+            "access": {
+                "read": "group", "insert": "group", "update": "group", "delete": "owner",
+                "group": {"id": "quiz", "roles": {"teacher": ["read", "insert", "update"], "student": ["insert"]}}
+            }
+        }}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(join(&bob, &alice, "quiz").await.0, 200);
+
+    // A student may insert, not read.
+    let (status, body) = remote(
+        &bob,
+        &alice,
+        "insert",
+        json!({"table": "answers", "data": {"answer": "42"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = remote(&bob, &alice, "query", json!({"table": "answers"})).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("your role `student` in group `quiz` may not read"),
+        "{body}"
+    );
+    // Not a member: nothing.
+    let (status, body) = remote(
+        &carol,
+        &alice,
+        "insert",
+        json!({"table": "answers", "data": {"answer": "7"}}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("only members of group `quiz`"),
+        "{body}"
+    );
+    // A teacher reads everyone's.
+    let (status, _) = post(
+        &console(&alice),
+        "/api/groups/quiz/role",
+        json!({"peer": bob.peer_id.to_base58(), "role": "teacher"}),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, body) = remote(&bob, &alice, "query", json!({"table": "answers"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][0]["answer"], "42");
+    assert_eq!(body["data"][0]["_owner"], bob.peer_id.to_base58());
+    // Removed from the group: admitted no more.
+    let (status, _) = post(
+        &console(&alice),
+        "/api/groups/quiz/kick",
+        json!({"peer": bob.peer_id.to_base58()}),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = remote(&bob, &alice, "query", json!({"table": "answers"})).await;
+    assert_eq!(status, 403);
+
+    // Anyone may list the open groups; the invite-only one is not shown.
+    let (status, body) = remote(&carol, &alice, "query", json!({"table": "_groups"})).await;
+    assert_eq!(status, 200, "{body}");
+    let listed = body["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{body}");
+    assert_eq!(listed[0]["id"], "quiz");
+    assert_eq!(listed[0]["name"], "Friday quiz");
+    assert_eq!(listed[0]["app_type"], "quiz");
+    assert_eq!(listed[0]["host"], alice.peer_id.to_base58());
+    let (status, body) = remote(
+        &carol,
+        &alice,
+        "query",
+        json!({"table": "_groups", "where": "id = ?", "args": ["quiz"]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    // The stored groups themselves stay out of reach.
+    let (status, _) = remote(&carol, &alice, "query", json!({"table": "_group_members"})).await;
+    assert_eq!(status, 403);
+    // A binding that names no group id is refused with the reason.
+    let (status, body) = post(
+        &console(&alice),
+        "/api/data/set-policy",
+        json!({"table": "answers", "access": {"read": "group", "group": {"id": "no such id!"}}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not a group id"),
+        "{body}"
+    );
+}

@@ -6,7 +6,10 @@
 //! closed; `owner` means its own rows (reads see only them, updates and deletes touch only them);
 //! `group` needs a group membership; `open` is every row. Inserts are checked against the schema
 //! and stamped `_owner` = the caller and `_owner_email` = the caller's email only if a hub vouched
-//! for that peer. Schema changes and `_` tables are never reachable by other peers. Other peers'
+//! for that peer. Schema changes and `_` tables are never reachable by other peers, but for a
+//! read-only view `_groups` of the open groups this peer hosts (no state, no members, no
+//! invite-only group). A `group` policy admits the members of the table's group
+//! (`access.group`), with the operations their role is given there. Other peers'
 //! inserts are held to a rate and to quotas per table ([`limits`]). Another peer's request runs
 //! on the visitors' connections, never the owner's, and its statements stop at its time budget
 //! (`data.timeout_seconds`), or as soon as its future is dropped (the caller gone).
@@ -183,6 +186,8 @@ pub struct DataService {
     guard: Arc<InsertGuard>,
     /// Peers the owner blocked: none of their requests is served.
     blocked: Option<crate::services::blocklist::BlockList>,
+    /// The members of this peer's groups, for the `group` policy, and its open groups.
+    groups: Option<crate::services::groups::GroupDirectory>,
 }
 
 /// A registered table and its parsed schema.
@@ -210,6 +215,7 @@ impl DataService {
             tables: Arc::default(),
             guard: Arc::new(InsertGuard::new(InsertLimits::default())),
             blocked: None,
+            groups: None,
         }
     }
 
@@ -232,6 +238,13 @@ impl DataService {
     /// The same service, answering `lua-call` and `lua-list` with `engine`.
     pub fn with_lua(mut self, engine: crate::services::lua::LuaEngine) -> Self {
         self.lua = Some(engine);
+        self
+    }
+
+    /// Admits the members of this peer's groups to the tables of `group` policy, and lists
+    /// its open groups as `_groups`.
+    pub fn with_groups(mut self, groups: crate::services::groups::GroupDirectory) -> Self {
+        self.groups = Some(groups);
         self
     }
 
@@ -302,7 +315,7 @@ impl DataService {
             DataOp::AddColumn { table, column } => wire(self.add_column(&table, column).await),
             DataOp::DropColumn { table, column } => wire(self.drop_column(&table, &column).await),
             DataOp::SetPolicy { table, access } => {
-                let name = self.set_policy(&table, access).await?;
+                let name = self.set_policy(&table, access.clone()).await?;
                 Ok(json!({ "name": name, "access": access }))
             }
             DataOp::SetLimits { table, limits } => wire(self.set_limits(&table, limits).await),
@@ -326,7 +339,7 @@ impl DataService {
             let store = self.store_for(caller);
             let earlier = match self.table(&store, table).await {
                 Ok(found) => match kind.action() {
-                    Some(action) => self.allow(caller, &found.record, action).err(),
+                    Some(action) => self.allow(caller, &found, action).err(),
                     None => None,
                 },
                 Err(earlier) => Some(earlier),
@@ -431,12 +444,13 @@ impl DataService {
     fn allow(
         &self,
         caller: &Caller,
-        record: &TableRecord,
+        table: &Table,
         action: Action,
     ) -> Result<Option<String>, DataError> {
         let Caller::Peer(peer) = caller else {
             return Ok(None);
         };
+        let record = &table.record;
         let access = access_of(record);
         let (policy, verb) = match action {
             Action::Read => (access.read, "read"),
@@ -452,11 +466,44 @@ impl DataService {
                 "only this peer may {verb} `{}` (policy: local)",
                 record.name
             ))),
-            Policy::Group => Err(DataError::Forbidden(format!(
-                "only members of this peer's groups may {verb} `{}` (policy: group), and you \
-                 are not one",
-                record.name
-            ))),
+            Policy::Group => {
+                let Some(group) = &table.schema.access.group else {
+                    return Err(DataError::Forbidden(format!(
+                        "only members of this peer's group may {verb} `{}` (policy: group), and \
+                         no group is set for it",
+                        record.name
+                    )));
+                };
+                let role = self
+                    .groups
+                    .as_ref()
+                    .and_then(|groups| groups.role_of(&group.id, peer));
+                let Some(role) = role else {
+                    return Err(DataError::Forbidden(format!(
+                        "only members of group `{}` may {verb} `{}` (policy: group), and you \
+                         are not one",
+                        group.id, record.name
+                    )));
+                };
+                let right = match action {
+                    Action::Read => schema::Right::Read,
+                    Action::Insert => schema::Right::Insert,
+                    Action::Update => schema::Right::Update,
+                    Action::Delete => schema::Right::Delete,
+                };
+                let allowed = group.roles.is_empty()
+                    || group
+                        .roles
+                        .get(&role)
+                        .is_some_and(|rights| rights.contains(&right));
+                match allowed {
+                    true => Ok(None),
+                    false => Err(DataError::Forbidden(format!(
+                        "your role `{role}` in group `{}` may not {verb} `{}`",
+                        group.id, record.name
+                    ))),
+                }
+            }
         }
     }
 }
@@ -488,5 +535,6 @@ fn access_of(record: &TableRecord) -> Access {
         insert: parse(&record.insert_policy),
         update: parse(&record.update_policy),
         delete: parse(&record.delete_policy),
+        group: None,
     }
 }

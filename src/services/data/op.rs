@@ -451,6 +451,8 @@ impl DataOp {
                 DataOp::SetPolicy {
                     table,
                     access: serde_json::from_value::<Access>(input)
+                        .map_err(|e| e.to_string())
+                        .and_then(Access::checked)
                         .map_err(|e| bad(format!("access: {e}")))?,
                 }
             }

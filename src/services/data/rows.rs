@@ -58,6 +58,9 @@ pub struct RoleAnswer {
     pub permissions: Option<Permissions>,
 }
 
+/// The one system table other peers may read: the open groups this peer hosts.
+pub const OPEN_GROUPS: &str = "_groups";
+
 impl DataService {
     /// Rows of a table the caller may read (its own only, under an `owner` read policy).
     pub async fn query(&self, caller: &Caller, query: &Query) -> Result<Vec<Row>, DataError> {
@@ -79,10 +82,13 @@ impl DataService {
         query: &Query,
         one: bool,
     ) -> Result<Vec<Row>, DataError> {
+        if query.table == OPEN_GROUPS {
+            return self.open_groups(query, one);
+        }
         let store = self.store_for(caller);
         let table = self.table(&store, &query.table).await?;
         let (record, schema) = (&table.record, &table.schema);
-        let owner = self.allow(caller, record, Action::Read)?;
+        let owner = self.allow(caller, &table, Action::Read)?;
         let all = columns_of(schema);
         let mut columns = Vec::new();
         for wanted in &query.columns {
@@ -138,6 +144,58 @@ impl DataService {
             .await?)
     }
 
+    /// `_groups`: the open groups this peer hosts, whole (no filter, no order), a slice of them
+    /// by `limit` and `offset`, with the columns asked for.
+    fn open_groups(&self, query: &Query, one: bool) -> Result<Vec<Row>, DataError> {
+        use crate::services::groups::GROUP_COLUMNS;
+        let given = |text: &Option<String>| text.as_deref().is_some_and(|t| !t.trim().is_empty());
+        if given(&query.filter.condition) || given(&query.order) {
+            return Err(DataError::BadRequest(format!(
+                "`{OPEN_GROUPS}` lists the open groups whole: no `where` or `order` (filter them \
+                 in the page)"
+            )));
+        }
+        for wanted in &query.columns {
+            if !GROUP_COLUMNS.contains(&wanted.as_str()) {
+                return Err(DataError::BadRequest(format!(
+                    "unknown column `{wanted}`; `{OPEN_GROUPS}` has: {}",
+                    GROUP_COLUMNS.join(", ")
+                )));
+            }
+        }
+        let limit = match (one, query.limit) {
+            (true, _) => 1,
+            (false, None) => DEFAULT_LIMIT,
+            (false, Some(limit)) if (1..=MAX_ROWS).contains(&limit) => limit,
+            (false, Some(limit)) => {
+                return Err(DataError::BadRequest(format!(
+                    "limit {limit} is out of range: ask for 1 to {MAX_ROWS} rows"
+                )));
+            }
+        };
+        let offset = query.offset.unwrap_or(0);
+        if offset < 0 {
+            return Err(DataError::BadRequest("offset must not be negative".into()));
+        }
+        let rows = self
+            .groups
+            .as_ref()
+            .map(|groups| groups.open_groups())
+            .unwrap_or_default();
+        Ok(rows
+            .into_iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .map(|row| match query.columns.is_empty() {
+                true => row,
+                false => row
+                    .into_iter()
+                    .filter(|(column, _)| query.columns.contains(column))
+                    .collect(),
+            })
+            .collect())
+    }
+
     /// How many rows of `table` the caller may read match `filter`.
     pub async fn count(
         &self,
@@ -148,7 +206,7 @@ impl DataService {
         let store = self.store_for(caller);
         let table = self.table(&store, table).await?;
         let (record, schema) = (&table.record, &table.schema);
-        let owner = self.allow(caller, record, Action::Read)?;
+        let owner = self.allow(caller, &table, Action::Read)?;
         let (filter, args) = filter_of(filter, &columns_of(schema))?;
         Ok(store
             .count(&record.name, filter.as_ref(), owner.as_deref(), &args)
@@ -166,7 +224,7 @@ impl DataService {
         let store = self.store_for(caller);
         let table = self.table(&store, table).await?;
         let (record, schema) = (&table.record, &table.schema);
-        self.allow(caller, record, Action::Insert)?;
+        self.allow(caller, &table, Action::Insert)?;
         let mut values = schema::check_row(schema, data, true).map_err(DataError::BadRequest)?;
         let (owner, email) = match caller {
             Caller::Owner => (self.me.to_base58(), self.own_email.borrow().clone()),
@@ -222,7 +280,7 @@ impl DataService {
         let store = self.store_for(caller);
         let table = self.table(&store, table).await?;
         let (record, schema) = (&table.record, &table.schema);
-        let owner = self.allow(caller, record, Action::Update)?;
+        let owner = self.allow(caller, &table, Action::Update)?;
         let values = schema::check_row(schema, data, false).map_err(DataError::BadRequest)?;
         let _turn = match caller {
             Caller::Owner => None,
@@ -257,7 +315,7 @@ impl DataService {
         let store = self.store_for(caller);
         let table = self.table(&store, table).await?;
         let record = &table.record;
-        let owner = self.allow(caller, record, Action::Delete)?;
+        let owner = self.allow(caller, &table, Action::Delete)?;
         let deleted = store.delete(&record.name, id, owner.as_deref()).await?;
         if deleted == 0 {
             return Err(no_such_row(&record.name, id, owner.is_some()));
@@ -283,7 +341,7 @@ impl DataService {
         };
         if let Some(table) = table {
             let table = self.table(&self.store_for(caller), table).await?;
-            let may = |action| match self.allow(caller, &table.record, action) {
+            let may = |action| match self.allow(caller, &table, action) {
                 Ok(None) => Permission::All,
                 Ok(Some(_)) => Permission::Own,
                 Err(_) => Permission::None,

@@ -51,8 +51,8 @@ impl Policy {
     }
 }
 
-/// The policies of a table, per operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The policies of a table, per operation, and the group the `group` policy admits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Access {
     #[serde(default = "open")]
@@ -63,6 +63,30 @@ pub struct Access {
     pub update: Policy,
     #[serde(default = "owner")]
     pub delete: Policy,
+    /// Whose members the `group` policy admits, with what rights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupAccess>,
+}
+
+/// The group of a table with a `group` policy: members of hosted group `id` are admitted to
+/// the operations whose policy is `group`; with `roles`, only to those their role lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupAccess {
+    pub id: String,
+    /// Role → the operations it may do; empty: every member may do every `group` operation.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub roles: std::collections::BTreeMap<String, Vec<Right>>,
+}
+
+/// An operation a role may be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Right {
+    Read,
+    Insert,
+    Update,
+    Delete,
 }
 
 fn open() -> Policy {
@@ -74,6 +98,28 @@ fn owner() -> Policy {
 }
 
 impl Access {
+    /// Checks what serde cannot: the group's id and role names.
+    pub fn checked(self) -> Result<Access, String> {
+        if let Some(group) = &self.group {
+            if !crate::services::groups::valid_id(&group.id) {
+                return Err(format!(
+                    "group.id {:?} is not a group id (1 to 64 letters, digits, '.', '_' or '-')",
+                    group.id
+                ));
+            }
+            if let Some(role) = group
+                .roles
+                .keys()
+                .find(|role| role.is_empty() || role.len() > 32)
+            {
+                return Err(format!(
+                    "group.roles: {role:?} is not a role name (1 to 32 bytes)"
+                ));
+            }
+        }
+        Ok(self)
+    }
+
     /// The policies of `[read, insert, update, delete]` by name, each checked (and named when
     /// wrong) as the JSON form `{read, insert, update, delete}` is.
     pub fn from_names(names: [&str; 4]) -> Result<Access, String> {
@@ -89,6 +135,7 @@ impl Access {
             insert: policy(insert)?,
             update: policy(update)?,
             delete: policy(delete)?,
+            group: None,
         })
     }
 }
@@ -100,6 +147,7 @@ impl Default for Access {
             insert: Policy::Owner,
             update: Policy::Owner,
             delete: Policy::Owner,
+            group: None,
         }
     }
 }
@@ -190,7 +238,9 @@ pub fn parse_schema(input: &Json) -> Result<TableSchema, String> {
     }
     let access = match object.get("access") {
         None => Ok(Access::default()),
-        Some(value) => serde_json::from_value::<Access>(value.clone()).map_err(|e| e.to_string()),
+        Some(value) => serde_json::from_value::<Access>(value.clone())
+            .map_err(|e| e.to_string())
+            .and_then(Access::checked),
     };
     let columns = object.get("columns").and_then(Json::as_array);
     assemble(

@@ -231,7 +231,7 @@ impl DataService {
         let table = self.table(&self.store, table).await?;
         let name = table.record.name.clone();
         let mut schema = table.schema.clone();
-        schema.access = access;
+        schema.access = access.clone();
         self.store
             .set_policies(
                 &name,

@@ -50,6 +50,7 @@ pub(super) struct Actor {
     invitations: mpsc::Receiver<Incoming>,
     outcomes: mpsc::Sender<Outcome>,
     outcomes_rx: mpsc::Receiver<Outcome>,
+    directory: super::GroupDirectory,
 }
 
 struct Hosted {
@@ -165,6 +166,7 @@ impl Actor {
             table,
             blocked,
             options,
+            directory,
         } = setup;
         store.delete_ephemeral().await?;
         let mut hosted = HashMap::new();
@@ -229,6 +231,7 @@ impl Actor {
             stats: GroupStats::default(),
             outcomes,
             outcomes_rx,
+            directory,
         })
     }
 
@@ -239,19 +242,56 @@ impl Actor {
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.publish();
         loop {
-            tokio::select! {
+            // Whether who belongs where may have changed (messages and pings change nothing
+            // the directory shows but the count of members online, which the tick refreshes).
+            let changed = tokio::select! {
                 command = commands.recv() => match command {
-                    Some(command) => self.command(command).await,
+                    Some(command) => { self.command(command).await; true }
                     None => return,
                 },
-                Some(message) = self.incoming.recv() => self.heard(message).await,
-                Some(message) = self.invitations.recv() => self.invited(message).await,
-                Some(outcome) = self.outcomes_rx.recv() => self.outcome(outcome).await,
-                _ = tick.tick() => self.tick().await,
+                Some(message) = self.incoming.recv() => {
+                    let busy = parse_topic(&message.topic)
+                        .is_some_and(|(_, kind)| matches!(kind, "msg" | "ping" | "pong" | "state"));
+                    self.heard(message).await;
+                    !busy
+                }
+                Some(message) = self.invitations.recv() => { self.invited(message).await; false }
+                Some(outcome) = self.outcomes_rx.recv() => { self.outcome(outcome).await; false }
+                _ = tick.tick() => { self.tick().await; true }
                 _ = crate::services::until_stopped(&mut stop) => return,
+            };
+            if changed {
+                self.publish();
             }
         }
+    }
+
+    /// Publishes the roles and the open groups for the services that read them.
+    fn publish(&self) {
+        let mut published = super::directory::Published::default();
+        for (id, group) in &self.hosted {
+            let mut roles: HashMap<PeerId, String> = group
+                .places
+                .iter()
+                .filter(|(_, place)| place.status == Status::Member)
+                .map(|(peer, place)| (*peer, place.role.clone()))
+                .collect();
+            roles.insert(self.me, HOST_ROLE.to_owned());
+            published.roles.insert(id.clone(), roles);
+            if !group.meta.invite_only {
+                published.open.push(super::directory::row(
+                    &group.meta,
+                    group.online.len() + 1,
+                    &self.me,
+                ));
+            }
+        }
+        published
+            .open
+            .sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        self.directory.publish(published);
     }
 
     fn emit(&self, event: GroupEvent) {
@@ -1065,7 +1105,14 @@ impl Actor {
     }
 
     /// Sends a member's message to the host; the caller hears the host's answer.
-    fn forward_to_host(&mut self, host: PeerId, id: &str, kind: &str, payload: Json, reply: Reply<()>) {
+    fn forward_to_host(
+        &mut self,
+        host: PeerId,
+        id: &str,
+        kind: &str,
+        payload: Json,
+        reply: Reply<()>,
+    ) {
         let connected = self
             .joined
             .get(&(host, id.to_owned()))

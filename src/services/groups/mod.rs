@@ -29,6 +29,9 @@
 //! All state is owned by one task ([`actor`]); [`Groups`] is its handle.
 
 mod actor;
+mod directory;
+
+pub use directory::{GROUP_COLUMNS, GroupDirectory};
 
 use std::time::Duration;
 
@@ -275,6 +278,8 @@ pub struct GroupSetup {
     pub table: PeerTable,
     pub blocked: BlockList,
     pub options: GroupOptions,
+    /// Where the task publishes roles and open groups for other services.
+    pub directory: GroupDirectory,
 }
 
 impl Groups {

@@ -142,7 +142,7 @@ pub(super) async fn table_page(
             },
         )
         .await?;
-    let access = description.access;
+    let access = description.access.clone();
     let policies = [
         ("read", access.read),
         ("insert", access.insert),
