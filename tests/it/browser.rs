@@ -422,3 +422,77 @@ async fn the_database_editor_creates_edits_deletes_and_imports_in_a_browser() {
     assert_eq!(described["data"]["access"]["insert"], "local");
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitors_site_joins_its_hosts_group_and_two_consoles_chat_live() {
+    use goop2::services::presence::peer_table::PeerState;
+
+    require_browser_tooling();
+    let host_dir = PeerDir::new("Host", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_host = true;
+    });
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/group_site.html"),
+        host_dir.path().join("site/index.html"),
+    )
+    .unwrap();
+    let host = TestPeer::start(host_dir).await;
+    let host_console = format!("http://{}", host.console_addr.unwrap());
+    let hub = format!("http://{}", host.hub.as_ref().unwrap().hub_addr);
+    let visitor = TestPeer::spawn("Visitor", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_wan = hub;
+    })
+    .await;
+    let (host_id, visitor_id) = (host.peer_id.to_base58(), visitor.peer_id.to_base58());
+    assert!(crate::support::lists(&visitor, &host_id, PeerState::Online).await);
+    assert!(crate::support::lists(&host, &visitor_id, PeerState::Online).await);
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{host_console}/api/groups"))
+        .json(&serde_json::json!({"id": "lobby", "name": "The lobby"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 200);
+    let mut host_hears =
+        crate::support::SseClient::connect(&format!("{host_console}/api/groups/events"), None)
+            .await;
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/group_site.mjs");
+    let output = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(format!("http://{}", visitor.console_addr.unwrap()))
+        .arg(&host_id)
+        .arg(&host_console)
+        .arg(&visitor_id)
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
+    assert_eq!(report["joined"]["group"], "lobby", "{report}");
+    assert_eq!(report["joined"]["text"], "in The lobby as member");
+    assert_eq!(report["joined"]["members"], 2, "the host and the visitor");
+    assert_eq!(
+        report["navigations"], 1,
+        "the chat arrived without a reload"
+    );
+    // The page's message reached the host, from the visitor's own peer.
+    let said = host_hears
+        .wait_for(Duration::from_secs(10), |e| {
+            e.data.contains("hello from the page")
+        })
+        .await;
+    let said: serde_json::Value = serde_json::from_str(&said.data).unwrap();
+    assert_eq!(said["from"], visitor_id.as_str());
+    assert_eq!(said["group"], "lobby");
+    visitor.shutdown().await;
+    host.shutdown().await;
+}

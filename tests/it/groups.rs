@@ -652,3 +652,67 @@ async fn a_group_policy_admits_members_with_the_rights_of_their_role() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_reaches_only_its_own_peers_groups() {
+    let (alice, bob, carol) = three_peers().await;
+    create(&alice, json!({"id": "lobby"})).await;
+    create(&carol, json!({"id": "lobby"})).await;
+    // Bob shows Alice's site: its page carries a token for Alice.
+    let page = crate::support::get_page(&format!("{}/p/{}/", console(&bob), alice.peer_id)).await;
+    let token = crate::support::meta(&page, "goop-site-token");
+    assert!(!token.is_empty());
+    let client = reqwest::Client::new();
+    let call = |host: String, op: &'static str, token: Option<String>| {
+        let client = client.clone();
+        let base = console(&bob);
+        async move {
+            let mut request = client
+                .post(format!("{base}/api/p/{host}/groups/{op}"))
+                .header("origin", "null")
+                .json(&json!({"group": "lobby"}));
+            if let Some(token) = token {
+                request = request.header("x-goop-site-token", token);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, joined) = call(alice.peer_id.to_base58(), "join", Some(token.clone())).await;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["host"], alice.peer_id.to_base58());
+    // Alice's token does not open Carol's groups, and a sandboxed page without one gets nothing.
+    let (status, body) = call(carol.peer_id.to_base58(), "join", Some(token)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("a site reaches only its own peer")
+    );
+    let (status, _) = call(carol.peer_id.to_base58(), "join", None).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        groups_of(&console(&bob)).await["joined"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // The event stream wants the token too.
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/api/p/{}/groups/events",
+            console(&bob),
+            carol.peer_id
+        ))
+        .header("origin", "null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+}

@@ -92,7 +92,10 @@
     });
   });
   const source = new EventSource("/api/chat/events");
-  source.onopen = function () { if (status) { status.dataset.state = "live"; status.textContent = "live"; } };
+  source.onopen = function () {
+    if (status) { status.dataset.state = "live"; status.textContent = "live"; }
+    if (section) section.dataset.live = "yes";
+  };
   source.onerror = function () { if (status) { status.dataset.state = "reconnecting"; status.textContent = "reconnecting…"; } };
   source.onmessage = function (event) {
     let msg;

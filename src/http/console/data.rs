@@ -52,16 +52,16 @@ pub fn site_routes() -> Router<ConsoleApp> {
 /// CORS for a site's calls: a sandboxed page (origin `null`) may read the answers — its token,
 /// not ambient credentials, is what authorises them — and its preflight allows `POST` with
 /// `content-type` and the token header, nothing more.
-fn site_cors() -> CorsLayer {
+pub(super) fn site_cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::list([HeaderValue::from_static("null")]))
-        .allow_methods([Method::POST])
+        .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::CONTENT_TYPE, HeaderName::from_static(TOKEN_HEADER)])
         .max_age(Duration::from_secs(600))
 }
 
 /// A preflight is answered `204 No Content`, as it always was here (tower-http says `200`).
-async fn preflight_without_content(request: Request, next: Next) -> Response {
+pub(super) async fn preflight_without_content(request: Request, next: Next) -> Response {
     let preflight = request.method() == Method::OPTIONS;
     let mut response = next.run(request).await;
     if preflight && response.status() == StatusCode::OK {
@@ -153,21 +153,30 @@ fn console_page(app: &ConsoleApp, headers: &HeaderMap) -> bool {
 
 /// Who may use `/api/p/<id>/data/…`: the console's pages, or a page of `<id>`'s own site.
 fn authorise(app: &ConsoleApp, headers: &HeaderMap, id: &str) -> Result<(), DataError> {
-    if let Some(token) = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
-        return if app.site_tokens.check(token, id) {
-            Ok(())
-        } else {
-            Err(DataError::Forbidden(format!(
-                "this page may not use the data of {id}: a site reaches only its own peer"
-            )))
+    let token = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
+    authorise_site(app, headers, token, id).map_err(DataError::Forbidden)
+}
+
+/// Who may act for `<id>`'s site under `/api/p/<id>/…`: a page of that site, with its token
+/// (`token`, from the header or, for an event stream, the query), or the console's own pages.
+pub(super) fn authorise_site(
+    app: &ConsoleApp,
+    headers: &HeaderMap,
+    token: Option<&str>,
+    id: &str,
+) -> Result<(), String> {
+    if let Some(token) = token {
+        return match app.site_tokens.check(token, id) {
+            true => Ok(()),
+            false => Err(format!(
+                "this page may not act for {id}: a site reaches only its own peer"
+            )),
         };
     }
     if console_page(app, headers) {
         return Ok(());
     }
-    Err(DataError::Forbidden(
-        "sign in to the console, or call from a page of this peer's site".into(),
-    ))
+    Err("sign in to the console, or call from a page of this peer's site".into())
 }
 
 async fn peer_data(

@@ -17,6 +17,7 @@ mod lua;
 mod notice;
 mod peers;
 mod settings;
+mod site_live;
 mod site_token;
 mod sites;
 
@@ -227,7 +228,9 @@ pub fn router(app: ConsoleApp) -> Router {
     let login =
         crate::http::owner_login::routes().route_layer(middleware::from_fn(refuse_cross_site));
     // What a sandboxed site may call (with its token) and anyone may load (the static files).
-    let open = data::site_routes().merge(crate::http::assets::routes());
+    let open = data::site_routes()
+        .merge(site_live::routes())
+        .merge(crate::http::assets::routes());
     Router::new()
         .merge(owner)
         .merge(login)
