@@ -103,6 +103,7 @@ async fn run(calls: usize, callers: usize) -> anyhow::Result<LuaBench> {
             kv: None,
             db: Some(store.data()),
             http: None,
+            groups: Default::default(),
         },
         stopped,
     );

@@ -130,6 +130,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     })
     .with_block_list(blocked.clone())
     .with_groups(directory.clone());
+    let groups_slot = crate::services::lua::GroupsSlot::default();
     let lua = if config.lua.enabled {
         use crate::services::lua::{LuaEngine, LuaLimits, LuaSetup, http};
         let http = match config.lua.http_enabled {
@@ -154,6 +155,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
                 kv: config.lua.kv_enabled.then(|| store.lua_kv()),
                 db: Some(store.data()),
                 http,
+                groups: groups_slot.clone(),
             },
             stopped.clone(),
         );
@@ -225,6 +227,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     )
     .await
     .context("cannot read the groups from data.db")?;
+    let _ = groups_slot.set(groups.clone());
     mq.serve(mq_sessions);
 
     // The hubs this peer talks to.

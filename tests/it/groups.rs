@@ -716,3 +716,101 @@ async fn a_site_reaches_only_its_own_peers_groups() {
         .unwrap();
     assert_eq!(response.status(), 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_function_hosts_a_game_through_goop_group() {
+    let alice = TestPeer::spawn("Alice", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_host = true;
+        c.lua.enabled = true;
+    })
+    .await;
+    let functions = alice.dir().path().join("site/lua/functions");
+    std::fs::create_dir_all(&functions).unwrap();
+    std::fs::write(
+        functions.join("game.lua"),
+        r#"function call(request)
+  local p = request.params
+  if p.action == "start" then
+    local g = goop.group.create({ id = "game-" .. p.n, name = "Game " .. p.n, invite_only = true })
+    goop.group.invite(g.id, goop.peer.id)
+    return { id = g.id, invite_only = g.invite_only }
+  elseif p.action == "members" then
+    return { members = goop.group.members(p.id), me = goop.group.is_member(p.id), checked = pcall(goop.group.is_member, p.id, "not-a-peer") }
+  elseif p.action == "say" then
+    goop.group.send(p.id, { text = "from lua" })
+    return { ok = true }
+  elseif p.action == "close" then
+    goop.group.close(p.id)
+    return { ok = true }
+  end
+end
+"#,
+    )
+    .unwrap();
+    let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
+    let bob = TestPeer::spawn("Bob", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_wan = hub;
+    })
+    .await;
+    assert!(lists(&bob, &alice.peer_id.to_base58(), PeerState::Online).await);
+    assert!(lists(&alice, &bob.peer_id.to_base58(), PeerState::Online).await);
+    let mut bob_hears = events(&bob).await;
+    let game = async |params: Value| {
+        let (status, body) = remote(
+            &bob,
+            &alice,
+            "lua/call",
+            json!({"function": "game", "params": params}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"].clone()
+    };
+
+    // The engine finds a new script within a second or so.
+    let mut started = Value::Null;
+    for _ in 0..40 {
+        let (status, body) = remote(
+            &bob,
+            &alice,
+            "lua/call",
+            json!({"function": "game", "params": {"action": "start", "n": 1}}),
+        )
+        .await;
+        if status == 200 {
+            started = body["data"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(started, json!({"id": "game-1", "invite_only": true}));
+    let invite = next_event(&mut bob_hears, "invite").await;
+    assert_eq!(invite["group"], "game-1");
+    let (status, body) = post(
+        &console(&bob),
+        "/api/groups/answer",
+        json!({"host": alice.peer_id.to_base58(), "group": "game-1", "accept": true}),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+
+    let members = game(json!({"action": "members", "id": "game-1"})).await;
+    assert_eq!(
+        member_ids(&members["members"]),
+        [alice.peer_id.to_base58(), bob.peer_id.to_base58()]
+    );
+    assert_eq!(members["me"], true, "the caller is a member");
+    assert_eq!(
+        members["checked"], false,
+        "an ID that is no peer is an error"
+    );
+    game(json!({"action": "say", "id": "game-1"})).await;
+    let said = next_event(&mut bob_hears, "msg").await;
+    assert_eq!(said["payload"], json!({"text": "from lua"}));
+    assert_eq!(said["from"], alice.peer_id.to_base58());
+    game(json!({"action": "close", "id": "game-1"})).await;
+    let closed = next_event(&mut bob_hears, "closed").await;
+    assert_eq!(closed["group"], "game-1");
+}

@@ -69,6 +69,7 @@ pub fn setup(dir: &Path, timeout_ms: u64, per_caller: u32, global: u32) -> LuaSe
         kv: None,
         db: None,
         http: None,
+        groups: Default::default(),
     }
 }
 

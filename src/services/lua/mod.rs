@@ -207,7 +207,12 @@ pub struct LuaSetup {
     pub db: Option<crate::store::data::DataStore>,
     /// `goop.http`, unless `lua.http_enabled` is off.
     pub http: Option<http::LuaHttp>,
+    /// `goop.group`: the peer's groups, once they run (they start after the engine).
+    pub groups: GroupsSlot,
 }
+
+/// Where the peer's groups are put once they run.
+pub type GroupsSlot = Arc<std::sync::OnceLock<crate::services::groups::Groups>>;
 
 /// This peer as `goop.self`.
 #[derive(Clone)]
@@ -245,6 +250,7 @@ pub struct LuaEngine {
     db: Option<crate::store::data::DataStore>,
     /// `goop.http`, unless `lua.http_enabled` is off.
     http: Option<http::LuaHttp>,
+    groups: GroupsSlot,
     /// Set once the engine is stopped; running calls see it at their next look at the budget.
     stopping: Arc<AtomicBool>,
 }
@@ -256,6 +262,7 @@ impl LuaEngine {
             kv: setup.kv,
             db: setup.db,
             http: setup.http,
+            groups: setup.groups,
             rates: Arc::new(RateLimits::new(&setup.limits)),
             limits: setup.limits,
             me: SelfProfile {
@@ -415,6 +422,7 @@ impl LuaEngine {
                 .as_ref()
                 .map(|db| db.cancelled_by(cancelled.clone())),
             http: self.http.clone(),
+            groups: self.groups.get().cloned(),
             runtime: tokio::runtime::Handle::current(),
             stopping: self.stopping.clone(),
             cancelled,

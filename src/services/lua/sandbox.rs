@@ -54,6 +54,8 @@ pub(super) struct Run {
     pub db: Option<crate::store::data::DataStore>,
     /// `goop.http`, unless `lua.http_enabled` is off.
     pub http: Option<super::http::LuaHttp>,
+    /// `goop.group`, in data functions.
+    pub groups: Option<crate::services::groups::Groups>,
     /// The runtime the stores are reached through from this blocking thread.
     pub runtime: tokio::runtime::Handle,
     /// Set when the peer stops: every running call ends at its next look at the budget.
@@ -458,6 +460,107 @@ fn db_table(lua: &Lua, run: &Run, budget: &Budget) -> mlua::Result<Table> {
     Ok(db)
 }
 
+/// `goop.group.create/close/invite/members/send/is_member`: the groups this peer hosts, from
+/// data functions; each call ends at the call's deadline.
+fn group_table(lua: &Lua, run: &Run, budget: &Budget) -> mlua::Result<Table> {
+    use crate::services::groups::{GroupError, Groups, NewGroup};
+    let table = lua.create_table()?;
+    let groups = match (&run.entry, run.groups.clone()) {
+        (Entry::Call(_), Some(groups)) => Ok(groups),
+        (Entry::Call(_), None) => Err("this peer has no groups"),
+        (Entry::Handle(_), _) => Err("goop.group is for data functions; chat commands have none"),
+    };
+    let names = ["create", "close", "invite", "members", "send", "is_member"];
+    let groups = match groups {
+        Ok(groups) => groups,
+        Err(message) => {
+            let missing =
+                lua.create_function(move |_, _: mlua::MultiValue| -> mlua::Result<()> {
+                    Err(mlua::Error::runtime(message))
+                })?;
+            for name in names {
+                table.set(name, missing.clone())?;
+            }
+            return Ok(table);
+        }
+    };
+    /// Runs `call` on the runtime within the deadline.
+    fn within<T>(
+        run: &tokio::runtime::Handle,
+        budget: &Budget,
+        call: impl std::future::Future<Output = Result<T, GroupError>>,
+    ) -> mlua::Result<T> {
+        let deadline = tokio::time::Instant::from_std(budget.deadline);
+        match run.block_on(async { tokio::time::timeout_at(deadline, call).await }) {
+            Ok(result) => result.map_err(|e| mlua::Error::runtime(e.to_string())),
+            Err(_) => {
+                budget.timed_out.store(true, Ordering::Relaxed);
+                Err(mlua::Error::runtime("out of time"))
+            }
+        }
+    }
+    fn peer(id: &str) -> mlua::Result<libp2p::PeerId> {
+        id.parse()
+            .map_err(|_| mlua::Error::runtime(format!("{id:?} is not a peer ID")))
+    }
+    let caller = run.caller.id.clone();
+    let setup = |groups: &Groups| (groups.clone(), run.runtime.clone(), budget.clone());
+
+    let (g, rt, b) = setup(&groups);
+    table.set(
+        "create",
+        lua.create_function(move |lua, options: Value| {
+            let new: NewGroup = lua.from_value(options)?;
+            let meta = within(&rt, &b, g.create(new))?;
+            lua.to_value(&meta)
+        })?,
+    )?;
+    let (g, rt, b) = setup(&groups);
+    table.set(
+        "close",
+        lua.create_function(move |_, id: String| within(&rt, &b, g.close(&id)))?,
+    )?;
+    let (g, rt, b) = setup(&groups);
+    table.set(
+        "invite",
+        lua.create_function(move |_, (id, who): (String, String)| {
+            let who = peer(&who)?;
+            within(&rt, &b, g.invite(&id, who))
+        })?,
+    )?;
+    let (g, rt, b) = setup(&groups);
+    table.set(
+        "members",
+        lua.create_function(move |lua, id: String| {
+            let hosted = within(&rt, &b, async { Ok(g.hosted().await) })?;
+            let group = hosted
+                .into_iter()
+                .find(|group| group.meta.id == id)
+                .ok_or_else(|| mlua::Error::runtime(format!("there is no group {id:?}")))?;
+            lua.to_value(&group.members)
+        })?,
+    )?;
+    let (g, rt, b) = setup(&groups);
+    table.set(
+        "send",
+        lua.create_function(move |lua, (id, payload): (String, Value)| {
+            let payload: Json = lua.from_value(payload)?;
+            let me = g.peer_id();
+            within(&rt, &b, g.send(me, &id, payload))
+        })?,
+    )?;
+    let (g, rt, b) = setup(&groups);
+    table.set(
+        "is_member",
+        lua.create_function(move |_, (id, who): (String, Option<String>)| {
+            let who = peer(who.as_deref().unwrap_or(&caller))?;
+            let role = within(&rt, &b, async { Ok(g.role_of(&id, who).await) })?;
+            Ok(role.is_some())
+        })?,
+    )?;
+    Ok(table)
+}
+
 /// Request headers from a script's table of name → value.
 fn http_headers(headers: Option<Table>) -> mlua::Result<Vec<(String, String)>> {
     let Some(headers) = headers else {
@@ -627,6 +730,7 @@ fn install_goop(
     api.set("kv", kv_table(lua, run, budget)?)?;
     api.set("db", db_table(lua, run, budget)?)?;
     api.set("http", http_table(lua, run, budget.deadline)?)?;
+    api.set("group", group_table(lua, run, budget)?)?;
     let commands = run.commands.clone();
     api.set(
         "commands",
