@@ -16,6 +16,8 @@ CREATE TABLE _groups (
     default_role  TEXT NOT NULL DEFAULT 'member',
     -- The group's shared state (JSON), sent to members who join.
     state         TEXT NOT NULL DEFAULT 'null',
+    -- Messages the host keeps and sends to those who join (a chat room's history); 0: none.
+    history       INTEGER NOT NULL DEFAULT 0,
     created_ms    INTEGER NOT NULL
 );
 

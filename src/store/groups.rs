@@ -17,6 +17,7 @@ pub struct GroupRow {
     pub roles: String,
     pub default_role: String,
     pub state: String,
+    pub history: i64,
     pub created_ms: i64,
 }
 
@@ -56,8 +57,8 @@ impl GroupStore {
     pub async fn create(&self, group: &GroupRow) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO _groups (id, name, app_type, context, max_members, persistent, \
-             invite_only, roles, default_role, state, created_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             invite_only, roles, default_role, state, history, created_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )
         .bind(&group.id)
         .bind(&group.name)
@@ -69,6 +70,7 @@ impl GroupStore {
         .bind(&group.roles)
         .bind(&group.default_role)
         .bind(&group.state)
+        .bind(group.history)
         .bind(group.created_ms)
         .execute(&self.pool)
         .await?;
@@ -79,7 +81,7 @@ impl GroupStore {
     pub async fn groups(&self) -> Result<Vec<GroupRow>, sqlx::Error> {
         sqlx::query_as(
             "SELECT id, name, app_type, context, max_members, persistent, invite_only, roles, \
-             default_role, state, created_ms FROM _groups ORDER BY created_ms, id",
+             default_role, state, history, created_ms FROM _groups ORDER BY created_ms, id",
         )
         .fetch_all(&self.pool)
         .await

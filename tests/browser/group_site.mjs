@@ -50,8 +50,26 @@ try {
   await hostPage.waitForFunction(() => Array.from(document.querySelectorAll("#messages li .status")).some((s) => s.textContent === "delivered"), null, { timeout: 15000 });
   await visitorPage.waitForFunction(() => Array.from(document.querySelectorAll("#messages li")).some((li) => li.textContent.includes("ping from the host console")), null, { timeout: 15000 });
   const reloaded = await visitorPage.evaluate(() => performance.getEntriesByType("navigation").length);
+
+  // The group as a chat room in both consoles: the visitor's page shows what was said before it
+  // opened, and what the host says now, live.
+  const hostRoom = await browser.newPage();
+  hostRoom.on("pageerror", (e) => errors.push(String(e)));
+  const visitorRoom = await browser.newPage();
+  visitorRoom.on("pageerror", (e) => errors.push(String(e)));
+  await visitorRoom.goto(`${visitorConsole}/groups/${host}/${joined.group}`);
+  await visitorRoom.waitForSelector("#room[data-live=yes]", { timeout: 15000 });
+  const history = await visitorRoom.evaluate(() => Array.from(document.querySelectorAll("#messages li .text")).map((t) => t.textContent));
+  await hostRoom.goto(`${hostConsole}/groups/${host}/${joined.group}`);
+  await hostRoom.fill("#room input[name=text]", "the room is open");
+  await hostRoom.click("#room form.chat-form button");
+  await visitorRoom.waitForFunction(() => Array.from(document.querySelectorAll("#messages li")).some((li) => li.textContent.includes("the room is open")), null, { timeout: 15000 });
+  await visitorRoom.fill("#room input[name=text]", "glad to be here");
+  await visitorRoom.click("#room form.chat-form button");
+  await hostRoom.waitForFunction(() => Array.from(document.querySelectorAll("#messages li")).some((li) => li.textContent.includes("glad to be here")), null, { timeout: 15000 });
+  const roomNavigations = await visitorRoom.evaluate(() => performance.getEntriesByType("navigation").length);
   if (errors.length) fail("page errors: " + errors.join("; "));
-  console.log(JSON.stringify({ joined: joined, navigations: reloaded }));
+  console.log(JSON.stringify({ joined: joined, navigations: reloaded, history: history, roomNavigations: roomNavigations }));
 } catch (error) {
   fail(String(error && error.stack || error));
 } finally {

@@ -451,7 +451,7 @@ async fn a_visitors_site_joins_its_hosts_group_and_two_consoles_chat_live() {
     let client = reqwest::Client::new();
     let created = client
         .post(format!("{host_console}/api/groups"))
-        .json(&serde_json::json!({"id": "lobby", "name": "The lobby"}))
+        .json(&serde_json::json!({"id": "lobby", "name": "The lobby", "history": 100}))
         .send()
         .await
         .unwrap();
@@ -483,6 +483,15 @@ async fn a_visitors_site_joins_its_hosts_group_and_two_consoles_chat_live() {
     assert_eq!(
         report["navigations"], 1,
         "the chat arrived without a reload"
+    );
+    assert_eq!(
+        report["history"],
+        serde_json::json!(["welcome, visitor", "hello from the page"]),
+        "the room showed what was said before it opened"
+    );
+    assert_eq!(
+        report["roomNavigations"], 1,
+        "the room is live without reloads"
     );
     // The page's message reached the host, from the visitor's own peer.
     let said = host_hears

@@ -152,11 +152,18 @@ async fn members_join_and_the_host_relays_messages_and_state_from_the_connection
     )
     .await;
     assert_eq!(status, 204);
-    for stream in [&mut bob_hears, &mut carol_hears] {
-        let msg = next_event(stream, "msg").await;
-        assert_eq!(msg["from"], alice.peer_id.to_base58());
-        assert_eq!(msg["payload"], "your move");
-    }
+    // Bob's own pages heard his message too, as his (in whichever order with the host's).
+    let mut heard = [
+        next_event(&mut bob_hears, "msg").await,
+        next_event(&mut bob_hears, "msg").await,
+    ];
+    heard.sort_by_key(|msg| msg["from"] != bob.peer_id.to_base58());
+    assert_eq!(heard[0]["payload"]["move"], "e2e4");
+    assert_eq!(heard[1]["from"], alice.peer_id.to_base58());
+    assert_eq!(heard[1]["payload"], "your move");
+    let msg = next_event(&mut carol_hears, "msg").await;
+    assert_eq!(msg["from"], alice.peer_id.to_base58());
+    assert_eq!(msg["payload"], "your move");
     // State from a member is kept by the host and relayed.
     let (status, _) = post(
         &console(&carol),
@@ -813,4 +820,71 @@ end
     game(json!({"action": "close", "id": "game-1"})).await;
     let closed = next_event(&mut bob_hears, "closed").await;
     assert_eq!(closed["group"], "game-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_room_keeps_its_last_messages_for_those_who_join_later() {
+    let (alice, bob, carol) = three_peers().await;
+    // Created from the page, as an owner would.
+    let base = console(&alice);
+    let page = crate::support::get_page(&format!("{base}/groups")).await;
+    let csrf = crate::support::hidden(&page, "csrf");
+    let client = crate::support::no_redirects();
+    let response = client
+        .post(format!("{base}/groups"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "Town square"),
+            ("id", "square"),
+            ("room", "1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let hosted = groups_of(&base).await["hosted"][0].clone();
+    assert_eq!(
+        (
+            hosted["app_type"].as_str(),
+            hosted["history"].as_array().map(Vec::len)
+        ),
+        (Some("chat"), Some(0))
+    );
+    assert_eq!(join(&bob, &alice, "square").await.0, 200);
+    // Bob says something from his room page's form; Alice from the API.
+    let bob_base = console(&bob);
+    let room = format!("{bob_base}/groups/{}/square", alice.peer_id);
+    let page = crate::support::get_page(&room).await;
+    let csrf = crate::support::hidden(&page, "csrf");
+    let response = client
+        .post(format!("{room}/say"))
+        .form(&[("csrf", csrf.as_str()), ("text", "first!")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let (status, _) = post(&base, "/api/groups/send", json!({"host": alice.peer_id.to_base58(), "group": "square", "payload": {"text": "welcome all"}})).await;
+    assert_eq!(status, 204);
+
+    // Carol comes later and is told what was said.
+    let (status, joined) = join(&carol, &alice, "square").await;
+    assert_eq!(status, 200, "{joined}");
+    let said: Vec<&str> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["payload"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(said, ["first!", "welcome all"]);
+    assert_eq!(joined["history"][0]["from"], bob.peer_id.to_base58());
+    let page = crate::support::get_page(&format!(
+        "{}/groups/{}/square",
+        console(&carol),
+        alice.peer_id
+    ))
+    .await;
+    assert!(
+        page.contains("first!") && page.contains("welcome all"),
+        "{page}"
+    );
 }

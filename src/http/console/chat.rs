@@ -192,9 +192,9 @@ async fn label_of(app: &ConsoleApp, id: &str) -> String {
 }
 
 #[derive(Deserialize)]
-struct TextForm {
+pub(super) struct TextForm {
     #[serde(default)]
-    text: String,
+    pub text: String,
 }
 
 async fn send_form(

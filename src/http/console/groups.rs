@@ -33,6 +33,8 @@ pub fn routes() -> Router<ConsoleApp> {
         .route("/groups/{id}/invite", post(invite_form))
         .route("/groups/{id}/kick", post(kick_form))
         .route("/groups/{id}/close", post(close_form))
+        .route("/groups/{host}/{id}", get(room_page))
+        .route("/groups/{host}/{id}/say", post(say_form))
         .route("/groups/{host}/{id}/leave", post(leave_form))
         .route("/groups/{host}/{id}/answer", post(answer_form))
         .route("/api/groups", get(groups_json).post(create_json))
@@ -315,7 +317,13 @@ struct CreateForm {
     /// Comma-separated; the first is the default.
     #[serde(default)]
     roles: String,
+    /// A chat room: keeps the last messages for those who join.
+    #[serde(default)]
+    room: Option<String>,
 }
+
+/// Messages a chat room created from the page keeps.
+const ROOM_HISTORY: u32 = 100;
 
 async fn create_form(
     State(app): State<ConsoleApp>,
@@ -335,10 +343,16 @@ async fn create_form(
             }
         },
     };
+    let room = form.room.is_some();
+    let app_type = match (form.app_type.trim(), room) {
+        ("", true) => "chat".to_owned(),
+        (other, _) => other.to_owned(),
+    };
     let new = NewGroup {
         id: Some(form.id.trim().to_owned()).filter(|id| !id.is_empty()),
         name: form.name,
-        app_type: form.app_type.trim().to_owned(),
+        app_type,
+        history: if room { ROOM_HISTORY } else { 0 },
         max_members,
         persistent: form.persistent.is_some(),
         invite_only: form.invite_only.is_some(),
@@ -480,6 +494,93 @@ async fn answer_form(
         Err(_) => Err(GroupError::Invalid(format!("{host:?} is not a peer ID"))),
     };
     back(&app, outcome)
+}
+
+/// One group's page: who is in it, its last messages, and a form to say something.
+#[derive(Template, WebTemplate)]
+#[template(path = "console_room.html")]
+struct RoomPage {
+    frame: Frame,
+    notice: Option<String>,
+    host: String,
+    group: JoinedGroup,
+    /// The last messages as lines: who (short) and text.
+    lines: Vec<(String, String)>,
+    /// The group keeps its last messages for those who join.
+    keeps_history: bool,
+}
+
+impl RoomPage {
+    fn short(&self, id: &str) -> String {
+        short_id(id)
+    }
+}
+
+/// The text of a message, as a room shows it: its `text`, or the JSON.
+fn line_of(message: &Value, me: &str) -> (String, String) {
+    let from = message["from"].as_str().unwrap_or_default();
+    let who = match from == me {
+        true => "you".to_owned(),
+        false => short_id(from),
+    };
+    let payload = &message["payload"];
+    let text = match payload.get("text").and_then(Value::as_str) {
+        Some(text) => text.to_owned(),
+        None => payload.to_string(),
+    };
+    (who, text)
+}
+
+async fn room_page(
+    State(app): State<ConsoleApp>,
+    headers: HeaderMap,
+    Path((host, id)): Path<(String, String)>,
+    Query(query): Query<NoticeQuery>,
+) -> Result<RoomPage, HttpError> {
+    let host_id = peer_of(&host).map_err(HttpError::on_page)?;
+    let me = app.peer_id.to_base58();
+    let group = match host_id == app.peer_id {
+        true => super::site_live::own_group(&app, &id).await,
+        false => app
+            .groups
+            .joined()
+            .await
+            .into_iter()
+            .find(|joined| joined.host == host && joined.id == id)
+            .ok_or_else(|| GroupError::NotFound(id.clone())),
+    }
+    .map_err(|e| HttpError::from(e).on_page())?;
+    Ok(RoomPage {
+        notice: app.notices.open(query.notice),
+        frame: app.frame(&headers),
+        lines: group.history.iter().map(|m| line_of(m, &me)).collect(),
+        keeps_history: group.meta.as_ref().is_some_and(|meta| meta.history > 0),
+        host,
+        group,
+    })
+}
+
+async fn say_form(
+    State(app): State<ConsoleApp>,
+    Path((host, id)): Path<(String, String)>,
+    CsrfForm(form): CsrfForm<super::chat::TextForm>,
+) -> Response {
+    let path = format!("/groups/{host}/{id}");
+    let text = form.text.trim();
+    let outcome = match (host.parse::<PeerId>(), text.is_empty()) {
+        (Err(_), _) => Err(GroupError::Invalid(format!("{host:?} is not a peer ID"))),
+        (_, true) => Err(GroupError::Invalid("a message may not be empty".into())),
+        (Ok(host), false) => app
+            .groups
+            .send(host, &id, json!({ "text": text }))
+            .await
+            .map(|()| "Sent.".to_owned()),
+    };
+    let text = match outcome {
+        Ok(text) => text,
+        Err(err) => err.to_string(),
+    };
+    app.notices.redirect(&path, &text)
 }
 
 impl GroupsPage {

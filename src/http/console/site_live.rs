@@ -126,7 +126,7 @@ async fn group_call(
 }
 
 /// A group this peer hosts, as its own pages join it (the host is in it already).
-async fn own_group(app: &ConsoleApp, id: &str) -> Result<JoinedGroup, GroupError> {
+pub(super) async fn own_group(app: &ConsoleApp, id: &str) -> Result<JoinedGroup, GroupError> {
     let group = app
         .groups
         .hosted()
@@ -144,6 +144,7 @@ async fn own_group(app: &ConsoleApp, id: &str) -> Result<JoinedGroup, GroupError
         members: group.members,
         state: group.state,
         meta: Some(group.meta),
+        history: group.history,
     })
 }
 

@@ -3,7 +3,7 @@
 //! network: messages are queued on the transport, and what becomes of pings and joins comes
 //! back as an [`Outcome`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use libp2p::PeerId;
@@ -62,6 +62,39 @@ struct Hosted {
     online: HashMap<PeerId, Instant>,
     /// Someone joined since the group began (an ephemeral group ends with its last member).
     had_members: bool,
+    /// The last messages, when the group keeps some.
+    recent: VecDeque<Json>,
+}
+
+impl Hosted {
+    fn new(meta: GroupMeta, state: Json) -> Hosted {
+        Hosted {
+            meta,
+            state,
+            places: HashMap::new(),
+            online: HashMap::new(),
+            had_members: false,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Keeps a relayed message in the group's history.
+    fn remember(&mut self, relayed: &Json) {
+        keep(&mut self.recent, relayed, self.meta.history);
+    }
+}
+
+/// Appends `message` with its time to `history`, keeping at most `max`.
+fn keep(history: &mut VecDeque<Json>, message: &Json, max: u32) {
+    if max == 0 {
+        return;
+    }
+    let mut message = message.clone();
+    message["at_ms"] = json!(unix_ms());
+    history.push_back(message);
+    while history.len() > max as usize {
+        history.pop_front();
+    }
 }
 
 #[derive(Clone)]
@@ -114,6 +147,8 @@ struct Joined {
     stored: bool,
     /// Callers waiting for the welcome, since when.
     waiting: Vec<(Instant, Reply<JoinedGroup>)>,
+    /// The last messages, from the welcome on.
+    history: VecDeque<Json>,
 }
 
 impl Joined {
@@ -131,6 +166,7 @@ impl Joined {
             host_offline: false,
             stored: false,
             waiting: Vec::new(),
+            history: VecDeque::new(),
         }
     }
 
@@ -145,6 +181,7 @@ impl Joined {
             members: self.members.clone(),
             state: self.state.clone(),
             meta: self.meta.clone(),
+            history: self.history.iter().cloned().collect(),
         }
     }
 }
@@ -153,6 +190,8 @@ impl Joined {
 pub(super) enum Outcome {
     Ping(PeerId, String, Result<(), MqError>),
     Join(PeerId, String, Result<(), MqError>),
+    /// The host took our message: it is ours in the group's history, and our pages hear it.
+    Sent(PeerId, String, Json),
 }
 
 impl Actor {
@@ -171,13 +210,10 @@ impl Actor {
         store.delete_ephemeral().await?;
         let mut hosted = HashMap::new();
         for row in store.groups().await? {
-            let group = Hosted {
-                meta: meta_of(&row),
-                state: serde_json::from_str(&row.state).unwrap_or(Json::Null),
-                places: HashMap::new(),
-                online: HashMap::new(),
-                had_members: false,
-            };
+            let group = Hosted::new(
+                meta_of(&row),
+                serde_json::from_str(&row.state).unwrap_or(Json::Null),
+            );
             hosted.insert(row.id, group);
         }
         for member in store.members().await? {
@@ -457,6 +493,12 @@ impl Actor {
                 "default_role {default_role:?} is not one of the roles {roles:?}"
             )));
         }
+        if new.history > super::MAX_HISTORY {
+            return Err(GroupError::Invalid(format!(
+                "history is at most {} messages",
+                super::MAX_HISTORY
+            )));
+        }
         if new.max_members as usize > options.max_members {
             return Err(GroupError::Invalid(format!(
                 "max_members is at most {} on this peer (0 means that many)",
@@ -473,6 +515,7 @@ impl Actor {
             invite_only: new.invite_only,
             roles,
             default_role,
+            history: new.history,
         };
         self.store
             .create(&GroupRow {
@@ -486,19 +529,12 @@ impl Actor {
                 roles: json!(meta.roles).to_string(),
                 default_role: meta.default_role.clone(),
                 state: "null".into(),
+                history: meta.history.into(),
                 created_ms: unix_ms(),
             })
             .await?;
-        self.hosted.insert(
-            id,
-            Hosted {
-                meta: meta.clone(),
-                state: Json::Null,
-                places: HashMap::new(),
-                online: HashMap::new(),
-                had_members: false,
-            },
-        );
+        self.hosted
+            .insert(id, Hosted::new(meta.clone(), Json::Null));
         Ok(meta)
     }
 
@@ -689,6 +725,7 @@ impl Actor {
                     invited: of(Status::Invited),
                     banned: of(Status::Banned),
                     state: group.state.clone(),
+                    history: group.recent.iter().cloned().collect(),
                 }
             })
             .collect();
@@ -798,6 +835,7 @@ impl Actor {
                     "role": place.role,
                     "members": self.members_of(group),
                     "state": group.state,
+                    "history": group.recent,
                 });
                 if let Err(err) = self.mq.enqueue(from, &topic(id, "welcome"), welcome) {
                     tracing::debug!(peer.id = %from, "cannot welcome a member: {err}");
@@ -834,6 +872,7 @@ impl Actor {
                 let group = self.hosted.get_mut(id).expect("looked up above");
                 group.online.insert(from, Instant::now());
                 let relayed = json!({ "from": from.to_base58(), "payload": payload });
+                group.remember(&relayed);
                 if self.relay(id, Some(from), "msg", &relayed) > 0 {
                     self.members_changed(id);
                 }
@@ -988,6 +1027,21 @@ impl Actor {
         let (host, id, result, joining) = match outcome {
             Outcome::Ping(host, id, result) => (host, id, result, false),
             Outcome::Join(host, id, result) => (host, id, result, true),
+            Outcome::Sent(host, id, payload) => {
+                let me = self.me.to_base58();
+                if let Some(entry) = self.joined.get_mut(&(host, id.clone())) {
+                    let max = entry.meta.as_ref().map_or(0, |meta| meta.history);
+                    let ours = json!({ "from": me, "payload": payload });
+                    keep(&mut entry.history, &ours, max.min(super::MAX_HISTORY));
+                }
+                self.emit(GroupEvent::Msg {
+                    host: host.to_base58(),
+                    group: id,
+                    from: me,
+                    payload,
+                });
+                return;
+            }
         };
         let key = (host, id);
         let Some(entry) = self.joined.get_mut(&key) else {
@@ -1085,6 +1139,9 @@ impl Actor {
                 true => {
                     let me = self.me;
                     let relayed = json!({ "from": me.to_base58(), "payload": payload });
+                    if let Some(group) = self.hosted.get_mut(id) {
+                        group.remember(&relayed);
+                    }
                     if self.relay(id, None, "msg", &relayed) > 0 {
                         self.members_changed(id);
                     }
@@ -1123,6 +1180,8 @@ impl Actor {
             ))));
             return;
         }
+        let ours = (kind == "msg").then(|| (host, id.to_owned(), payload.clone()));
+        let outcomes = self.outcomes.clone();
         let sent = self.mq.enqueue(host, &topic(id, kind), payload);
         tokio::spawn(async move {
             let outcome = match sent {
@@ -1138,6 +1197,9 @@ impl Actor {
                 Err(MqError::TooLarge) => Err(GroupError::Invalid(MqError::TooLarge.to_string())),
                 Err(err) => Err(GroupError::Unreachable(err.to_string())),
             };
+            if let (Ok(()), Some((host, id, payload))) = (&outcome, ours) {
+                let _ = outcomes.send(Outcome::Sent(host, id, payload)).await;
+            }
             let _ = reply.send(outcome);
         });
     }
@@ -1187,6 +1249,10 @@ impl Actor {
                 entry.role = role.clone();
                 entry.members = members.clone();
                 entry.state = payload["state"].clone();
+                entry.history = payload["history"]
+                    .as_array()
+                    .map(|history| history.iter().cloned().collect())
+                    .unwrap_or_default();
                 if let Some(meta) = &meta {
                     entry.name = meta.name.clone();
                     entry.app_type = meta.app_type.clone();
@@ -1237,6 +1303,8 @@ impl Actor {
             }
             "msg" => {
                 reply.accept();
+                let max = entry.meta.as_ref().map_or(0, |meta| meta.history);
+                keep(&mut entry.history, &payload, max.min(super::MAX_HISTORY));
                 let from = payload["from"].as_str().unwrap_or_default().to_owned();
                 self.emit(GroupEvent::Msg {
                     host: h,
@@ -1423,6 +1491,7 @@ fn meta_of(row: &GroupRow) -> GroupMeta {
         invite_only: row.invite_only,
         roles: serde_json::from_str(&row.roles).unwrap_or_default(),
         default_role: row.default_role.clone(),
+        history: row.history.clamp(0, super::MAX_HISTORY.into()) as u32,
     }
 }
 

@@ -98,7 +98,13 @@ pub struct GroupMeta {
     pub roles: Vec<String>,
     #[serde(default)]
     pub default_role: String,
+    /// Messages the host keeps and sends to those who join (a chat room's history); 0: none.
+    #[serde(default)]
+    pub history: u32,
 }
+
+/// Messages a group keeps at most.
+pub const MAX_HISTORY: u32 = 500;
 
 /// A group to create.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -116,6 +122,8 @@ pub struct NewGroup {
     pub roles: Vec<String>,
     /// The role members get (the first role when absent).
     pub default_role: Option<String>,
+    /// Messages kept for those who join (at most [`MAX_HISTORY`]); a chat room keeps some.
+    pub history: u32,
 }
 
 /// A member as the group shows it.
@@ -137,6 +145,8 @@ pub struct HostedGroup {
     pub invited: Vec<String>,
     pub banned: Vec<String>,
     pub state: Json,
+    /// The last messages, oldest first (`{"from", "payload", "at_ms"}`), when the group keeps some.
+    pub history: Vec<Json>,
 }
 
 /// A group of another host this peer belongs to.
@@ -152,6 +162,8 @@ pub struct JoinedGroup {
     pub members: Vec<Member>,
     pub state: Json,
     pub meta: Option<GroupMeta>,
+    /// The last messages, oldest first, when the group keeps some.
+    pub history: Vec<Json>,
 }
 
 /// What happens in the groups, for live pages and the browser SDK.
