@@ -85,7 +85,6 @@ fn node_options() -> NodeOptions {
             per_address: AddressLimits {
                 established: 1000,
                 pending: 1000,
-                ..AddressLimits::default()
             },
             ..NodeLimits::default()
         },
@@ -219,6 +218,8 @@ async fn direct(arguments: &Arguments, stop: &watch::Receiver<bool>) -> anyhow::
 
 /// One fan-out run's figures.
 struct FanOut {
+    /// Members the host dropped because their queue was full.
+    dropped: u64,
     deliveries: usize,
     expected: usize,
     elapsed: Duration,
@@ -233,12 +234,13 @@ impl FanOut {
 
     fn line(&self, name: &str) -> String {
         format!(
-            "group fan-out, {name:<26} {:>8.0} deliveries/s ({} of {})   relay p50 {:>6.2} ms   p99 {:>6.2} ms",
+            "group fan-out, {name:<26} {:>8.0} deliveries/s ({} of {})   relay p50 {:>6.2} ms   p99 {:>6.2} ms   dropped as slow: {}",
             self.per_second(),
             self.deliveries,
             self.expected,
             self.p50.as_secs_f64() * 1000.0,
-            self.p99.as_secs_f64() * 1000.0
+            self.p99.as_secs_f64() * 1000.0,
+            self.dropped,
         )
     }
 }
@@ -355,6 +357,7 @@ async fn fan_out(
             .unwrap_or_default()
     };
     Ok(FanOut {
+        dropped: groups.stats().await.dropped_slow,
         deliveries: seen.len(),
         expected,
         elapsed,

@@ -25,6 +25,7 @@ use crate::services::chat::{Chat, ChatOptions};
 use crate::services::data::DataService;
 use crate::services::data::limits::InsertLimits;
 use crate::services::groups::{GroupDirectory, GroupOptions, GroupSetup, Groups};
+use crate::services::mq::apps::Apps;
 use crate::services::mq::{Mq, MqOptions};
 use crate::services::node::budget::{AddressLimits, NodeLimits};
 use crate::services::node::protocols::{Protocols, Served, mq as mq_wire};
@@ -228,6 +229,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     .await
     .context("cannot read the groups from data.db")?;
     let _ = groups_slot.set(groups.clone());
+    let apps = Apps::start(mq.clone(), blocked.clone(), stopped.clone());
     mq.serve(mq_sessions);
 
     // The hubs this peer talks to.
@@ -335,6 +337,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             book: book.clone(),
             chat: chat.clone(),
             groups: groups.clone(),
+            apps: apps.clone(),
             site: Site::new(Config::resolve(dir, &config.paths.site_root))
                 .hiding(Config::resolve(dir, &config.lua.script_dir)),
             site_files: SiteFiles::new(Config::resolve(dir, &config.paths.site_root)),

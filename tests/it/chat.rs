@@ -341,3 +341,59 @@ async fn the_pages_send_and_block_without_javascript_and_bad_input_is_named() {
     let page = crate::support::get_page(&format!("{base}/peer/{}", bob.peer_id)).await;
     assert!(page.contains("You blocked this peer"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sites_own_topics_reach_a_listening_page_of_the_other_peer() {
+    let (alice, bob) = alice_and_bob(|_| {}).await;
+    let send = format!("{}/api/mq/send", console(&bob));
+    let move_ =
+        json!({"peer": alice.peer_id.to_base58(), "topic": "app.chess", "payload": {"move": "e4"}});
+    // Nobody listens at Alice's: Bob hears so.
+    let (status, body) = post(&send, move_.clone()).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no page of this peer listens"),
+        "{body}"
+    );
+    // A page of Alice's listens now.
+    let mut page = SseClient::connect(&format!("{}/api/mq/events", console(&alice)), None).await;
+    let (status, body) = post(&send, move_).await;
+    assert_eq!(status, 204, "{body}");
+    let heard = page
+        .wait_for(Duration::from_secs(10), |e| e.data.contains("app.chess"))
+        .await;
+    let heard: Value = serde_json::from_str(&heard.data).unwrap();
+    assert_eq!(heard["from"], bob.peer_id.to_base58());
+    assert_eq!(heard["payload"], json!({"move": "e4"}));
+    // A site's topics are its own: not chat's, not the groups'.
+    let (status, body) = post(
+        &send,
+        json!({"peer": alice.peer_id.to_base58(), "topic": "chat", "payload": {"text": "sneaky"}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("start with \"app.\""),
+        "{body}"
+    );
+    // Alice's site, shown in Bob's console, sends with its token to Alice only.
+    let site = crate::support::get_page(&format!("{}/p/{}/", console(&bob), alice.peer_id)).await;
+    let token = crate::support::meta(&site, "goop-site-token");
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/p/{}/mq/send", console(&bob), alice.peer_id))
+        .header("origin", "null")
+        .header("x-goop-site-token", &token)
+        .json(&json!({"topic": "app.chess", "payload": {"move": "d4"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    page.wait_for(Duration::from_secs(10), |e| e.data.contains("d4"))
+        .await;
+}

@@ -474,6 +474,9 @@ async fn leave_form(
 struct AnswerForm {
     #[serde(default)]
     accept: String,
+    /// `1`: accept this host's invitations from now on without asking.
+    #[serde(default)]
+    always: String,
 }
 
 async fn answer_form(
@@ -483,6 +486,12 @@ async fn answer_form(
 ) -> Response {
     let accept = form.accept == "1";
     let outcome = match host.parse::<PeerId>() {
+        Ok(host) if form.always == "1" => match app.groups.set_auto_join(host, true).await {
+            Ok(()) => app.groups.answer_invite(host, &id, true).await.map(|()| {
+                format!("Joined {id}; this host's invitations are accepted from now on.")
+            }),
+            Err(err) => Err(err),
+        },
         Ok(host) => app
             .groups
             .answer_invite(host, &id, accept)

@@ -14,6 +14,7 @@ mod edit;
 mod groups;
 mod logs;
 mod lua;
+mod mq;
 mod notice;
 mod peers;
 mod settings;
@@ -57,6 +58,8 @@ pub struct ConsoleApp {
     pub chat: crate::services::chat::Chat,
     /// Groups hosted and joined.
     pub groups: crate::services::groups::Groups,
+    /// Sites' own message topics (`app.*`).
+    pub apps: crate::services::mq::apps::Apps,
     /// The data API of this peer.
     pub data: crate::services::data::DataService,
     /// Tokens that let each peer site reach its own peer's data.
@@ -213,6 +216,7 @@ pub fn router(app: ConsoleApp) -> Router {
         .merge(peers::routes())
         .merge(chat::routes())
         .merge(groups::routes())
+        .merge(mq::routes())
         .merge(edit::routes())
         .merge(data::owner_routes())
         .merge(database::routes())

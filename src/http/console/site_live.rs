@@ -3,10 +3,11 @@
 //! them, and chats with `<id>` — as the visitor's own peer, with the token its page was served
 //! with (as the data proxy: [`super::data`]), or from the console's own pages.
 //!
-//! `POST /api/p/<id>/groups/<join|leave|send|state|joined>` and
-//! `POST /api/p/<id>/chat/<send|messages>` answer JSON (errors in the one JSON error shape);
-//! `GET /api/p/<id>/groups/events?token=…` and `GET /api/p/<id>/chat/events?token=…` stream
-//! what concerns `<id>` only (an event stream cannot send headers, so the token comes in the
+//! `POST /api/p/<id>/groups/<join|leave|send|state|joined>`,
+//! `POST /api/p/<id>/chat/<send|messages>` and `POST /api/p/<id>/mq/send` (a site's own `app.*`
+//! topics, to `<id>`) answer JSON (errors in the one JSON error shape);
+//! `GET /api/p/<id>/groups|chat|mq/events?token=…` stream what concerns `<id>` only (all app
+//! messages on the owner's own site) (an event stream cannot send headers, so the token comes in the
 //! query).
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -38,6 +39,8 @@ pub fn routes() -> Router<ConsoleApp> {
         .route("/api/p/{id}/groups/{op}", post(group_call))
         .route("/api/p/{id}/chat/events", get(chat_events))
         .route("/api/p/{id}/chat/{op}", post(chat_call))
+        .route("/api/p/{id}/mq/events", get(app_events))
+        .route("/api/p/{id}/mq/send", post(app_send))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(site_cors())
         .layer(middleware::from_fn(preflight_without_content))
@@ -264,4 +267,45 @@ async fn chat_events(
         }
     });
     Ok(crate::http::sse::respond(events, app.stop.clone()))
+}
+
+#[derive(Deserialize)]
+struct AppSend {
+    topic: String,
+    #[serde(default)]
+    payload: Value,
+}
+
+/// A site's message on one of its own topics, to its peer.
+async fn app_send(
+    State(app): State<ConsoleApp>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiBody(body): ApiBody,
+) -> Result<StatusCode, HttpError> {
+    let peer = site_peer(&app, &headers, None, &id)?;
+    let sent: AppSend = serde_json::from_slice(&body).map_err(|err| {
+        HttpError::bad_request(format!(
+            "the body must be {{\"topic\", \"payload\"}}: {err}"
+        ))
+    })?;
+    if peer == app.peer_id {
+        return Err(HttpError::bad_request(
+            "this is your own site: its pages hear app messages; they send them to other peers",
+        ));
+    }
+    app.apps.send(peer, &sent.topic, sent.payload).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The app messages of `<id>` (every one, on the owner's own site).
+async fn app_events(
+    State(app): State<ConsoleApp>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<TokenQuery>,
+) -> Result<Response, HttpError> {
+    let peer = site_peer(&app, &headers, query.token.as_deref(), &id)?;
+    let only = (peer != app.peer_id).then_some(id);
+    Ok(super::mq::stream_of(&app, only))
 }

@@ -12,6 +12,7 @@
 //! subscriber — registered with [`Mq::subscribe`] — decides whether the message is taken
 //! ([`Reply`]). The sender of every [`Incoming`] is the stream's authenticated peer.
 
+pub mod apps;
 mod inbox;
 mod link;
 
