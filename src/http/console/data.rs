@@ -45,17 +45,17 @@ pub fn site_routes() -> Router<ConsoleApp> {
         .route("/api/p/{id}/data/{op}", post(peer_data))
         .route("/api/p/{id}/data/lua/{kind}", post(peer_lua))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .layer(site_cors())
+        .layer(site_cors([Method::POST]))
         .layer(middleware::from_fn(preflight_without_content))
 }
 
 /// CORS for a site's calls: a sandboxed page (origin `null`) may read the answers — its token,
-/// not ambient credentials, is what authorises them — and its preflight allows `POST` with
+/// not ambient credentials, is what authorises them — and its preflight allows `methods` (`POST` for calls, `GET` for event streams) with
 /// `content-type` and the token header, nothing more.
-pub(super) fn site_cors() -> CorsLayer {
+pub(super) fn site_cors(methods: impl Into<tower_http::cors::AllowMethods>) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::list([HeaderValue::from_static("null")]))
-        .allow_methods([Method::GET, Method::POST])
+        .allow_methods(methods)
         .allow_headers([header::CONTENT_TYPE, HeaderName::from_static(TOKEN_HEADER)])
         .max_age(Duration::from_secs(600))
 }

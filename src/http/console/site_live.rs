@@ -11,7 +11,7 @@
 //! query).
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
@@ -42,7 +42,8 @@ pub fn routes() -> Router<ConsoleApp> {
         .route("/api/p/{id}/mq/events", get(app_events))
         .route("/api/p/{id}/mq/send", post(app_send))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(site_cors())
+        // Event streams are GETs; the calls are POSTs.
+        .layer(site_cors([Method::GET, Method::POST]))
         .layer(middleware::from_fn(preflight_without_content))
 }
 
