@@ -9,7 +9,10 @@
   const messages = document.getElementById("messages");
   const status = document.getElementById("live-status");
   function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; }
-  function short(id) { return id.length > 16 ? id.slice(0, 8) + "…" + id.slice(-6) : id; }
+  // Labels of the members the page was rendered with; a newcomer shows by its short ID.
+  const labels = {};
+  document.querySelectorAll("#members .member").forEach(function (m) { labels[m.dataset.peerId] = m.dataset.label; });
+  function short(id) { return labels[id] || (id.length > 16 ? id.slice(0, 8) + "…" + id.slice(-6) : id); }
   function show(from, payload) {
     const mine = from === me;
     const li = el("li", mine ? "outgoing" : "incoming");

@@ -178,7 +178,7 @@ fn page_error(error: ChatError) -> HttpError {
 }
 
 /// The label a peer announced, or its short ID when it is not known.
-async fn label_of(app: &ConsoleApp, id: &str) -> String {
+pub(super) async fn label_of(app: &ConsoleApp, id: &str) -> String {
     if id == app.peer_id.to_base58() {
         return app.label.borrow().clone();
     }

@@ -266,6 +266,29 @@ struct GroupsPage {
     hosted: Vec<HostedGroup>,
     joined: Vec<JoinedGroup>,
     invites: Vec<SubscriptionRow>,
+    /// The label of every peer the page names.
+    labels: Labels,
+}
+
+/// Labels of the peers a page names, by peer ID (their short ID when they are not known).
+#[derive(Default)]
+struct Labels(std::collections::HashMap<String, String>);
+
+impl Labels {
+    async fn of(app: &ConsoleApp, ids: Vec<String>) -> Labels {
+        let mut labels = std::collections::HashMap::new();
+        for id in ids {
+            if !labels.contains_key(&id) {
+                let label = super::chat::label_of(app, &id).await;
+                labels.insert(id, label);
+            }
+        }
+        Labels(labels)
+    }
+
+    fn get(&self, id: &str) -> String {
+        self.0.get(id).cloned().unwrap_or_else(|| short_id(id))
+    }
 }
 
 #[derive(Deserialize)]
@@ -278,16 +301,34 @@ async fn groups_page(
     headers: HeaderMap,
     Query(query): Query<NoticeQuery>,
 ) -> Result<GroupsPage, HttpError> {
+    let hosted = app.groups.hosted().await;
+    let joined = app.groups.joined().await;
+    let invites = app
+        .groups
+        .invites()
+        .await
+        .map_err(|e| HttpError::from(e).on_page())?;
+    let named = hosted
+        .iter()
+        .flat_map(|g| {
+            g.members
+                .iter()
+                .chain(&g.away)
+                .map(|m| m.peer_id.as_str())
+                .chain(g.invited.iter().chain(&g.banned).map(String::as_str))
+        })
+        .chain(joined.iter().map(|j| j.host.as_str()))
+        .chain(invites.iter().map(|i| i.host_peer_id.as_str()))
+        .map(str::to_owned)
+        .collect();
+    let labels = Labels::of(&app, named).await;
     Ok(GroupsPage {
         notice: app.notices.open(query.notice),
         frame: app.frame(&headers),
-        hosted: app.groups.hosted().await,
-        joined: app.groups.joined().await,
-        invites: app
-            .groups
-            .invites()
-            .await
-            .map_err(|e| HttpError::from(e).on_page())?,
+        hosted,
+        joined,
+        invites,
+        labels,
     })
 }
 
@@ -517,20 +558,21 @@ struct RoomPage {
     lines: Vec<(String, String)>,
     /// The group keeps its last messages for those who join.
     keeps_history: bool,
+    labels: Labels,
 }
 
 impl RoomPage {
-    fn short(&self, id: &str) -> String {
-        short_id(id)
+    fn name(&self, id: &str) -> String {
+        self.labels.get(id)
     }
 }
 
-/// The text of a message, as a room shows it: its `text`, or the JSON.
-fn line_of(message: &Value, me: &str) -> (String, String) {
+/// The text of a message, as a room shows it: who (`you`, a label) and its `text` (or the JSON).
+fn line_of(message: &Value, me: &str, labels: &Labels) -> (String, String) {
     let from = message["from"].as_str().unwrap_or_default();
     let who = match from == me {
         true => "you".to_owned(),
-        false => short_id(from),
+        false => labels.get(from),
     };
     let payload = &message["payload"];
     let text = match payload.get("text").and_then(Value::as_str) {
@@ -559,10 +601,21 @@ async fn room_page(
             .ok_or_else(|| GroupError::NotFound(id.clone())),
     }
     .map_err(|e| HttpError::from(e).on_page())?;
+    let named = std::iter::once(host.as_str())
+        .chain(group.members.iter().map(|m| m.peer_id.as_str()))
+        .chain(group.history.iter().filter_map(|m| m["from"].as_str()))
+        .map(str::to_owned)
+        .collect();
+    let labels = Labels::of(&app, named).await;
     Ok(RoomPage {
         notice: app.notices.open(query.notice),
         frame: app.frame(&headers),
-        lines: group.history.iter().map(|m| line_of(m, &me)).collect(),
+        lines: group
+            .history
+            .iter()
+            .map(|m| line_of(m, &me, &labels))
+            .collect(),
+        labels,
         keeps_history: group.meta.as_ref().is_some_and(|meta| meta.history > 0),
         host,
         group,
@@ -593,7 +646,7 @@ async fn say_form(
 }
 
 impl GroupsPage {
-    fn short(&self, id: &str) -> String {
-        short_id(id)
+    fn name(&self, id: &str) -> String {
+        self.labels.get(id)
     }
 }
