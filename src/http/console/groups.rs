@@ -278,9 +278,9 @@ impl Labels {
     async fn of(app: &ConsoleApp, ids: Vec<String>) -> Labels {
         let mut labels = std::collections::HashMap::new();
         for id in ids {
-            if !labels.contains_key(&id) {
-                let label = super::chat::label_of(app, &id).await;
-                labels.insert(id, label);
+            if let std::collections::hash_map::Entry::Vacant(entry) = labels.entry(id) {
+                let label = super::chat::label_of(app, entry.key()).await;
+                entry.insert(label);
             }
         }
         Labels(labels)
