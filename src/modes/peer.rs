@@ -230,6 +230,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     .context("cannot read the groups from data.db")?;
     let _ = groups_slot.set(groups.clone());
     let apps = Apps::start(mq.clone(), blocked.clone(), stopped.clone());
+    let identity_requests = mq.subscribe(crate::services::mq::identity::TOPIC);
     mq.serve(mq_sessions);
 
     // The hubs this peer talks to.
@@ -265,6 +266,13 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         addrs: lan::announced_addrs(&listen, peer_id, include_loopback),
     };
     let (announce_tx, announcements) = watch::channel(announcement);
+    crate::services::mq::identity::serve(
+        mq.clone(),
+        identity_requests,
+        announcements.clone(),
+        blocked.clone(),
+        stopped.clone(),
+    );
     let announce_tx = Arc::new(announce_tx);
 
     let mut tasks = Vec::new();

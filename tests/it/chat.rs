@@ -397,3 +397,25 @@ async fn a_sites_own_topics_reach_a_listening_page_of_the_other_peer() {
     page.wait_for(Duration::from_secs(10), |e| e.data.contains("d4"))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_asked_who_it_is_answers_with_what_it_announces_but_its_email() {
+    let (alice, bob) = alice_and_bob(|_| {}).await;
+    let mut answers = bob.mq.subscribe("identity.response");
+    bob.mq
+        .send(alice.peer_id, "identity", json!({}))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), answers.recv())
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    assert_eq!(answer.from, alice.peer_id);
+    assert_eq!(answer.payload["peerId"], alice.peer_id.to_base58());
+    assert_eq!(answer.payload["content"], "Alice");
+    assert_eq!(
+        answer.payload["goopClientVersion"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(answer.payload.get("email").is_none(), "{}", answer.payload);
+}

@@ -13,6 +13,7 @@
 //! ([`Reply`]). The sender of every [`Incoming`] is the stream's authenticated peer.
 
 pub mod apps;
+pub mod identity;
 mod inbox;
 mod link;
 
