@@ -63,12 +63,12 @@ fn main() -> anyhow::Result<()> {
     common::runtime()?.block_on(run(arguments))
 }
 
-/// The bounds of a benchmark node's transport: no rate limit to speak of.
+/// The bounds of a benchmark node's transport: no rate limit to speak of, the rest as a peer
+/// has them (a member that stops reading fills its queue of 256 and is dropped).
 fn unlimited() -> MqOptions {
     MqOptions {
         inbound_per_second: 10_000_000,
         inbound_burst: 10_000_000,
-        queue_per_peer: 1024,
         ..MqOptions::default()
     }
 }

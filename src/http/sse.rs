@@ -30,6 +30,33 @@ where
         .into_response()
 }
 
+/// The messages of a broadcast channel that `keep` passes, each as one JSON event, as an SSE
+/// response ended by `stop`; a reader that fell behind is sent `{"kind": "reload"}` (its page
+/// reloads what it shows) and goes on from the newest.
+pub fn json_events<T, F>(
+    events: tokio::sync::broadcast::Receiver<T>,
+    keep: F,
+    stop: watch::Receiver<bool>,
+) -> Response
+where
+    T: Clone + serde::Serialize + Send + 'static,
+    F: Fn(&T) -> bool + Send + 'static,
+{
+    use tokio::sync::broadcast::error::RecvError;
+    let events = futures_util::stream::unfold((events, keep), |(mut events, keep)| async move {
+        loop {
+            let value = match events.recv().await {
+                Ok(event) if keep(&event) => serde_json::json!(event),
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => serde_json::json!({"kind": "reload"}),
+                Err(RecvError::Closed) => return None,
+            };
+            return Some((Event::default().data(value.to_string()), (events, keep)));
+        }
+    });
+    respond(events, stop)
+}
+
 /// The event that tells a reader it fell behind and `missed` events were skipped.
 pub fn lagged(missed: u64) -> Event {
     Event::default()

@@ -375,9 +375,16 @@ impl Chat {
         mut stop: watch::Receiver<bool>,
         kind: Kind,
     ) {
+        // The rate limits of peers long quiet are forgotten now and then.
+        let mut tidy = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             let message = tokio::select! {
                 message = incoming.recv() => message,
+                _ = tidy.tick() => {
+                    self.inner.heard.retain_recent();
+                    self.inner.direct.retain_recent();
+                    continue;
+                }
                 _ = stop.wait_for(|s| *s) => None,
             };
             let Some(message) = message else { return };
@@ -426,6 +433,13 @@ impl Chat {
             )
             .await;
         match stored {
+            // Stored too late: the sender was told the message was not taken, so it is not kept.
+            Ok(Some(row)) if reply.is_expired() => {
+                if let Err(err) = inner.store.remove(row.id).await {
+                    tracing::error!("cannot remove a chat message stored too late: {err}");
+                }
+                return;
+            }
             Ok(Some(row)) => {
                 reply.accept();
                 let _ = inner.events.send(ChatEvent::Message { message: row });

@@ -92,6 +92,15 @@ impl ChatStore {
         Ok(row)
     }
 
+    /// Removes one message.
+    pub async fn remove(&self, id: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM _chat_messages WHERE id = ?1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records what became of an outgoing message.
     pub async fn set_status(
         &self,

@@ -258,7 +258,7 @@ async fn a_full_group_an_invite_only_group_kicks_and_bans_are_enforced_by_the_ho
     let (status, body) = join(&carol, &alice, "nope").await;
     assert_eq!(
         (status, body["error"].as_str().unwrap()),
-        (409, "the host refused: not_found")
+        (404, "the host refused: not_found")
     );
 
     // Invite-only: Carol needs an invitation, which she accepts in her console.
@@ -342,15 +342,7 @@ async fn a_full_group_an_invite_only_group_kicks_and_bans_are_enforced_by_the_ho
 }
 
 fn bare_options() -> NodeOptions {
-    NodeOptions {
-        listen_ip: "127.0.0.1".parse().unwrap(),
-        listen_port: 0,
-        mdns: false,
-        mdns_tag: "goop-mdns".into(),
-        presence_topic: "goop.presence.v1".into(),
-        limits: Default::default(),
-        gossip: Default::default(),
-    }
+    crate::support::loopback_node_options()
 }
 
 /// A bare node with the transport but no group service: it sends what it likes, and takes

@@ -18,15 +18,7 @@ use crate::support::{loopback_tcp, nothing_served};
 const WAIT: Duration = Duration::from_secs(10);
 
 fn options() -> NodeOptions {
-    NodeOptions {
-        listen_ip: "127.0.0.1".parse().unwrap(),
-        listen_port: 0,
-        mdns: false,
-        mdns_tag: "goop-mdns".into(),
-        presence_topic: "goop.presence.v1".into(),
-        limits: Default::default(),
-        gossip: Default::default(),
-    }
+    crate::support::loopback_node_options()
 }
 
 /// A node with the transport, as a peer wires it, and the stop that ends it.
@@ -123,6 +115,7 @@ async fn messages_arrive_in_order_acknowledged_from_the_connections_peer() {
         assert_eq!(incoming.from, alice.node.peer_id());
         assert_eq!(incoming.topic, "test.order");
         assert_eq!(incoming.payload, json!({ "n": n }), "in the order sent");
+        incoming.reply.accept();
     }
     for done in sent {
         assert_eq!(done.await.unwrap(), Ok(()));
@@ -502,7 +495,9 @@ async fn a_subscriber_that_does_not_keep_up_makes_its_topic_busy_not_the_others(
     );
     let answering = tokio::spawn(async move {
         let incoming = fine.recv().await.unwrap();
-        incoming.payload
+        let payload = incoming.payload.clone();
+        incoming.reply.accept();
+        payload
     });
     alice
         .mq
@@ -546,4 +541,24 @@ async fn an_idle_link_closes_its_stream() {
     assert_eq!(next_line(&mut stream).await, None);
     assert_eq!(alice.mq.links(), 0);
     let _ = alice.stop;
+}
+
+#[tokio::test]
+async fn a_message_its_subscriber_drops_unanswered_is_refused_not_delivered() {
+    let alice = messenger(MqOptions::default()).await;
+    let bob = messenger(MqOptions::default()).await;
+    let mut careless = bob.mq.subscribe("careless");
+    connect(&alice.node, &bob.node).await;
+    tokio::spawn(async move {
+        // Takes the message and drops it without a word (a subscriber that stopped).
+        let _ = careless.recv().await;
+    });
+    assert_eq!(
+        alice
+            .mq
+            .send(bob.node.peer_id(), "careless", json!("lost?"))
+            .await,
+        Err(MqError::Refused("not taken".into()))
+    );
+    let _ = (alice.stop, bob.stop);
 }

@@ -19,15 +19,7 @@ const TALK: StreamProtocol = StreamProtocol::new("/goop-test/talk/1.0.0");
 const WAIT: Duration = Duration::from_secs(10);
 
 fn options() -> NodeOptions {
-    NodeOptions {
-        listen_ip: "127.0.0.1".parse().unwrap(),
-        listen_port: 0,
-        mdns: false,
-        mdns_tag: "goop-mdns".into(),
-        presence_topic: "goop.presence.v1".into(),
-        limits: Default::default(),
-        gossip: Default::default(),
-    }
+    crate::support::loopback_node_options()
 }
 
 async fn start(protocols: Protocols) -> Node {

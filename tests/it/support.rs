@@ -222,6 +222,19 @@ impl std::ops::Deref for TestPeer {
     }
 }
 
+/// A bare node's options in tests: 127.0.0.1, a port of its own, no mDNS, default limits.
+pub fn loopback_node_options() -> goop2::services::node::NodeOptions {
+    goop2::services::node::NodeOptions {
+        listen_ip: "127.0.0.1".parse().unwrap(),
+        listen_port: 0,
+        mdns: false,
+        mdns_tag: "goop-mdns".into(),
+        presence_topic: "goop.presence.v1".into(),
+        limits: Default::default(),
+        gossip: Default::default(),
+    }
+}
+
 /// What a bare node serves in tests: no site, no avatar, no database, only `label`.
 pub fn nothing_served(label: &str) -> goop2::services::node::protocols::Served {
     goop2::services::node::protocols::Served {

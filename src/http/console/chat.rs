@@ -9,13 +9,10 @@ use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::response::sse::Event;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
 use super::{ConsoleApp, Frame};
 use crate::http::csrf::CsrfForm;
@@ -360,15 +357,7 @@ async fn broadcast_json(
 /// "message": {…}}`, `{"kind": "read", "peer_id"}`, `{"kind": "broadcast", "broadcast": {…}}`,
 /// and `{"kind": "reload"}` when the stream fell behind.
 async fn chat_events(State(app): State<ConsoleApp>) -> Response {
-    let events = stream::unfold(app.chat.events(), |mut events| async move {
-        let value = match events.recv().await {
-            Ok(event) => json!(event),
-            Err(RecvError::Lagged(_)) => json!({"kind": "reload"}),
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Event::default().data(value.to_string()), events))
-    });
-    crate::http::sse::respond(events, app.stop.clone())
+    crate::http::sse::json_events(app.chat.events(), |_| true, app.stop.clone())
 }
 
 /// The conversation with `peer` for its page (marked read, as the owner now sees it).

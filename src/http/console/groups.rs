@@ -8,14 +8,11 @@ use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::response::sse::Event;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::stream;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
 use super::{ConsoleApp, Frame};
 use crate::http::csrf::CsrfForm;
@@ -56,6 +53,10 @@ impl From<GroupError> for HttpError {
         let status = match &error {
             GroupError::Invalid(_) => StatusCode::BAD_REQUEST,
             GroupError::NotFound(_) => StatusCode::NOT_FOUND,
+            GroupError::Refused(reason) if reason == "not_found" => StatusCode::NOT_FOUND,
+            GroupError::Refused(reason) if reason == "rate limited" => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             GroupError::Refused(_) => StatusCode::CONFLICT,
             GroupError::Unreachable(_) => StatusCode::BAD_GATEWAY,
             GroupError::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -245,15 +246,7 @@ async fn role_json(
 /// [`crate::services::groups::GroupEvent`]), and `{"kind": "reload"}` when the stream fell
 /// behind.
 async fn group_events(State(app): State<ConsoleApp>) -> Response {
-    let events = stream::unfold(app.groups.events(), |mut events| async move {
-        let value = match events.recv().await {
-            Ok(event) => json!(event),
-            Err(RecvError::Lagged(_)) => json!({"kind": "reload"}),
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Event::default().data(value.to_string()), events))
-    });
-    crate::http::sse::respond(events, app.stop.clone())
+    crate::http::sse::json_events(app.groups.events(), |_| true, app.stop.clone())
 }
 
 // ---- the page ----

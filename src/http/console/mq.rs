@@ -6,12 +6,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::response::sse::Event;
 use axum::routing::{get, post};
-use futures_util::stream;
 use serde::Deserialize;
-use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
+use serde_json::Value;
 
 use super::ConsoleApp;
 use crate::http::error::HttpError;
@@ -32,6 +29,8 @@ impl From<MqError> for HttpError {
             MqError::InvalidTopic(_) | MqError::TooLarge | MqError::ToSelf => {
                 StatusCode::BAD_REQUEST
             }
+            MqError::Refused(reason) if reason == "rate limited" => StatusCode::TOO_MANY_REQUESTS,
+            MqError::Refused(reason) if reason == "busy" => StatusCode::SERVICE_UNAVAILABLE,
             MqError::Refused(_) => StatusCode::CONFLICT,
             MqError::QueueFull | MqError::TooManyPeers => StatusCode::TOO_MANY_REQUESTS,
             MqError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
@@ -69,18 +68,8 @@ async fn send(
 /// App messages as Server-Sent Events (`{"from", "topic", "payload", "at_ms"}`), those of peer
 /// `only` alone when it is given.
 pub(super) fn stream_of(app: &ConsoleApp, only: Option<String>) -> Response {
-    let events = stream::unfold((app.apps.events(), only), |(mut events, only)| async move {
-        loop {
-            let value = match events.recv().await {
-                Ok(message) if keep(&message, only.as_deref()) => json!(message),
-                Ok(_) => continue,
-                Err(RecvError::Lagged(_)) => json!({"kind": "reload"}),
-                Err(RecvError::Closed) => return None,
-            };
-            return Some((Event::default().data(value.to_string()), (events, only)));
-        }
-    });
-    crate::http::sse::respond(events, app.stop.clone())
+    let about = move |message: &AppMessage| keep(message, only.as_deref());
+    crate::http::sse::json_events(app.apps.events(), about, app.stop.clone())
 }
 
 fn keep(message: &AppMessage, only: Option<&str>) -> bool {

@@ -13,14 +13,11 @@
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware;
-use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::stream;
 use serde::Deserialize;
-use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
+use serde_json::Value;
 
 use super::ConsoleApp;
 use super::data::{TOKEN_HEADER, authorise_site, preflight_without_content, site_cors};
@@ -179,18 +176,12 @@ async fn group_events(
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, HttpError> {
     site_peer(&app, &headers, query.token.as_deref(), &id)?;
-    let events = stream::unfold((app.groups.events(), id), |(mut events, id)| async move {
-        loop {
-            let value = match events.recv().await {
-                Ok(event) if host_of(&event) == id => json!(event),
-                Ok(_) => continue,
-                Err(RecvError::Lagged(_)) => json!({"kind": "reload"}),
-                Err(RecvError::Closed) => return None,
-            };
-            return Some((Event::default().data(value.to_string()), (events, id)));
-        }
-    });
-    Ok(crate::http::sse::respond(events, app.stop.clone()))
+    let about = move |event: &GroupEvent| host_of(event) == id;
+    Ok(crate::http::sse::json_events(
+        app.groups.events(),
+        about,
+        app.stop.clone(),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -252,22 +243,12 @@ async fn chat_events(
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, HttpError> {
     site_peer(&app, &headers, query.token.as_deref(), &id)?;
-    let events = stream::unfold((app.chat.events(), id), |(mut events, id)| async move {
-        loop {
-            let value = match events.recv().await {
-                Ok(event @ (ChatEvent::Message { .. } | ChatEvent::Status { .. }))
-                    if chat_peer(&event) == Some(id.as_str()) =>
-                {
-                    json!(event)
-                }
-                Ok(_) => continue,
-                Err(RecvError::Lagged(_)) => json!({"kind": "reload"}),
-                Err(RecvError::Closed) => return None,
-            };
-            return Some((Event::default().data(value.to_string()), (events, id)));
-        }
-    });
-    Ok(crate::http::sse::respond(events, app.stop.clone()))
+    let about = move |event: &ChatEvent| chat_peer(event) == Some(id.as_str());
+    Ok(crate::http::sse::json_events(
+        app.chat.events(),
+        about,
+        app.stop.clone(),
+    ))
 }
 
 #[derive(Deserialize)]

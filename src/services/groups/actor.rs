@@ -18,6 +18,7 @@ use super::{
 use crate::services::blocklist::BlockList;
 use crate::services::hub::unix_ms;
 use crate::services::mq::{Incoming, Mq, MqError};
+use crate::services::node::protocols::mq::MAX_PAYLOAD_BYTES;
 use crate::services::presence::peer_table::{PeerState, PeerTable};
 use crate::store::groups::{GroupRow, GroupStore, MemberRow, SubscriptionRow};
 
@@ -790,6 +791,57 @@ impl Actor {
         }
     }
 
+    /// Open groups keep no place for members who are away with the default role: anyone may
+    /// join them again, and a crowd of passers-by does not pile up in `_group_members`.
+    async fn forget_the_away(&mut self) {
+        let mut gone = Vec::new();
+        for (id, group) in &mut self.hosted {
+            if group.meta.invite_only {
+                continue;
+            }
+            let default_role = &group.meta.default_role;
+            let online = &group.online;
+            group.places.retain(|peer, place| {
+                let away = place.status == Status::Member
+                    && &place.role == default_role
+                    && !online.contains_key(peer);
+                if away {
+                    gone.push((id.clone(), peer.to_base58()));
+                }
+                !away
+            });
+        }
+        for (id, peer) in gone {
+            if let Err(err) = self.store.remove_member(&id, &peer).await {
+                tracing::error!("cannot forget a group member: {err}");
+            }
+        }
+    }
+
+    /// The welcome of a member with `role`: the group, its members and state, and as much of
+    /// its history (the newest) as fits a message.
+    fn welcome(&self, group: &Hosted, role: &str) -> Json {
+        let mut welcome = json!({
+            "group": group.meta,
+            "role": role,
+            "members": self.members_of(group),
+            "state": group.state,
+            "history": [],
+        });
+        let mut room = MAX_PAYLOAD_BYTES.saturating_sub(json_len(&welcome) + 16);
+        let mut history = VecDeque::new();
+        for message in group.recent.iter().rev() {
+            let size = json_len(message) + 1;
+            if size > room {
+                break;
+            }
+            room -= size;
+            history.push_front(message.clone());
+        }
+        welcome["history"] = json!(history);
+        welcome
+    }
+
     /// A member's message to a group this peer hosts.
     async fn host_heard(&mut self, id: &str, kind: &str, message: Incoming) {
         let from = message.from;
@@ -825,21 +877,24 @@ impl Actor {
                     return message.reply.refuse("the host cannot store members now");
                 }
                 let group = self.hosted.get_mut(id).expect("looked up above");
-                group.places.insert(from, place.clone());
+                let previous = group.places.insert(from, place.clone());
                 group.online.insert(from, Instant::now());
+                let group = self.hosted.get(id).expect("looked up above");
+                let welcome = self.welcome(group, &place.role);
+                if let Err(err) = self.mq.enqueue(from, &topic(id, "welcome"), welcome) {
+                    // Not welcomed, not in: the joiner hears why.
+                    tracing::debug!(peer.id = %from, "cannot welcome a member: {err}");
+                    let group = self.hosted.get_mut(id).expect("looked up above");
+                    group.online.remove(&from);
+                    match previous {
+                        Some(previous) => group.places.insert(from, previous),
+                        None => group.places.remove(&from),
+                    };
+                    return message.reply.refuse("the host cannot welcome you now");
+                }
+                let group = self.hosted.get_mut(id).expect("looked up above");
                 group.had_members = true;
                 message.reply.accept();
-                let group = self.hosted.get(id).expect("looked up above");
-                let welcome = json!({
-                    "group": group.meta,
-                    "role": place.role,
-                    "members": self.members_of(group),
-                    "state": group.state,
-                    "history": group.recent,
-                });
-                if let Err(err) = self.mq.enqueue(from, &topic(id, "welcome"), welcome) {
-                    tracing::debug!(peer.id = %from, "cannot welcome a member: {err}");
-                }
                 self.members_changed(id);
             }
             "leave" => {
@@ -868,10 +923,13 @@ impl Actor {
             }
             "msg" if online => {
                 let Incoming { payload, reply, .. } = message;
+                let relayed = json!({ "from": from.to_base58(), "payload": &payload });
+                if json_len(&relayed) > MAX_PAYLOAD_BYTES {
+                    return reply.refuse("too large to relay");
+                }
                 reply.accept();
                 let group = self.hosted.get_mut(id).expect("looked up above");
                 group.online.insert(from, Instant::now());
-                let relayed = json!({ "from": from.to_base58(), "payload": payload });
                 group.remember(&relayed);
                 if self.relay(id, Some(from), "msg", &relayed) > 0 {
                     self.members_changed(id);
@@ -885,7 +943,10 @@ impl Actor {
             }
             "state" if online => {
                 let Incoming { payload, reply, .. } = message;
-                if json_len(&payload) > self.options.max_state_bytes {
+                let relayed = json!({ "from": from.to_base58(), "state": &payload });
+                if json_len(&payload) > self.options.max_state_bytes
+                    || json_len(&relayed) > MAX_PAYLOAD_BYTES
+                {
                     return reply.refuse("state too large");
                 }
                 if let Err(err) = self.store.set_state(id, &payload.to_string()).await {
@@ -1135,10 +1196,16 @@ impl Actor {
 
     fn send(&mut self, host: PeerId, id: &str, payload: Json, reply: Reply<()>) {
         if host == self.me {
+            let me = self.me;
+            let relayed = json!({ "from": me.to_base58(), "payload": payload });
+            if json_len(&relayed) > MAX_PAYLOAD_BYTES {
+                let _ = reply.send(Err(GroupError::Invalid(format!(
+                    "a group message is at most {MAX_PAYLOAD_BYTES} bytes of JSON with its sender"
+                ))));
+                return;
+            }
             let outcome = match self.hosted.contains_key(id) {
                 true => {
-                    let me = self.me;
-                    let relayed = json!({ "from": me.to_base58(), "payload": payload });
                     if let Some(group) = self.hosted.get_mut(id) {
                         group.remember(&relayed);
                     }
@@ -1188,14 +1255,10 @@ impl Actor {
                 Ok(done) => match done.await {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(MqError::Refused(reason))) => Err(GroupError::Refused(reason)),
-                    Ok(Err(MqError::TooLarge)) => {
-                        Err(GroupError::Invalid(MqError::TooLarge.to_string()))
-                    }
-                    Ok(Err(err)) => Err(GroupError::Unreachable(err.to_string())),
+                    Ok(Err(err)) => Err(sending_failed(err)),
                     Err(_) => Err(GroupError::Stopped),
                 },
-                Err(MqError::TooLarge) => Err(GroupError::Invalid(MqError::TooLarge.to_string())),
-                Err(err) => Err(GroupError::Unreachable(err.to_string())),
+                Err(err) => Err(sending_failed(err)),
             };
             if let (Ok(()), Some((host, id, payload))) = (&outcome, ours) {
                 let _ = outcomes.send(Outcome::Sent(host, id, payload)).await;
@@ -1205,7 +1268,8 @@ impl Actor {
     }
 
     async fn set_state(&mut self, host: PeerId, id: &str, state: Json, reply: Reply<()>) {
-        if json_len(&state) > self.options.max_state_bytes {
+        let wrapped = json_len(&state) + 80;
+        if json_len(&state) > self.options.max_state_bytes || wrapped > MAX_PAYLOAD_BYTES {
             let _ = reply.send(Err(GroupError::Invalid(format!(
                 "a group's state is at most {} bytes of JSON",
                 self.options.max_state_bytes
@@ -1230,6 +1294,10 @@ impl Actor {
     /// A host's message to a group this peer joined.
     async fn member_heard(&mut self, id: &str, kind: &str, message: Incoming) {
         let host = message.from;
+        if self.blocked.contains(&host) {
+            self.stats.dropped += 1;
+            return message.reply.refuse("banned");
+        }
         let key = (host, id.to_owned());
         let Some(entry) = self.joined.get_mut(&key) else {
             self.stats.dropped += 1;
@@ -1435,8 +1503,15 @@ impl Actor {
             self.members_changed(&id);
             self.end_if_empty(&id).await;
         }
+        self.forget_the_away().await;
         // Members ping their hosts, and rejoin those that are back.
-        let keys: Vec<(PeerId, String)> = self.joined.keys().cloned().collect();
+        // Groups of a host the owner blocked are not pinged or rejoined.
+        let keys: Vec<(PeerId, String)> = self
+            .joined
+            .keys()
+            .filter(|(host, _)| !self.blocked.contains(host))
+            .cloned()
+            .collect();
         for key in keys {
             let Some(entry) = self.joined.get_mut(&key) else {
                 continue;
@@ -1476,6 +1551,21 @@ impl Actor {
             if since.is_none_or(|since| since >= every) {
                 self.send_join(&key.0, &key.1);
             }
+        }
+    }
+}
+
+/// Why a message to a host was not delivered, as a group error.
+fn sending_failed(error: MqError) -> GroupError {
+    match error {
+        MqError::Refused(reason) => GroupError::Refused(reason),
+        MqError::TooLarge | MqError::InvalidTopic(_) | MqError::ToSelf => {
+            GroupError::Invalid(error.to_string())
+        }
+        MqError::QueueFull | MqError::TooManyPeers => GroupError::Limit(error.to_string()),
+        MqError::Stopped => GroupError::Stopped,
+        MqError::Unreachable(_) | MqError::NotAcknowledged(_) => {
+            GroupError::Unreachable(error.to_string())
         }
     }
 }

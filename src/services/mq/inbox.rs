@@ -31,11 +31,13 @@ pub struct Incoming {
     pub id: String,
     pub topic: String,
     pub payload: Json,
-    /// Says whether the message is taken; dropping it takes it.
+    /// Says whether the message is taken; dropping it refuses it (`not taken`).
     pub reply: Reply,
 }
 
-/// The answer to one [`Incoming`]: dropped without a word, the message counts as taken.
+/// The answer to one [`Incoming`]: dropped without a word (a subscriber that stopped with
+/// messages queued), the message is refused, so its sender never hears "delivered" of a message
+/// nobody took.
 #[derive(Debug)]
 pub struct Reply {
     answer: Option<oneshot::Sender<Result<(), String>>>,
@@ -66,10 +68,13 @@ impl Reply {
 impl Drop for Reply {
     fn drop(&mut self) {
         if let Some(answer) = self.answer.take() {
-            let _ = answer.send(Ok(()));
+            let _ = answer.send(Err(NOT_TAKEN.into()));
         }
     }
 }
+
+/// The refusal of a message its subscriber dropped unanswered.
+const NOT_TAKEN: &str = "not taken";
 
 /// The inbox's shared state.
 pub(super) struct Inbox {
@@ -143,6 +148,26 @@ impl Inbox {
     fn seen_before(&self, peer: &PeerId, id: &str) -> bool {
         let seen = self.seen.lock().expect("not poisoned");
         seen.get(peer).is_some_and(|seen| seen.ids.contains(id))
+    }
+
+    fn forget(&self, peer: &PeerId, id: &str) {
+        let mut seen = self.seen.lock().expect("not poisoned");
+        if let Some(entry) = seen.get_mut(peer) {
+            entry.ids.remove(id);
+            entry.order.retain(|(_, seen)| seen != id);
+        }
+    }
+
+    /// Forgets what is old: the ids past their time, the rate limits of peers long quiet.
+    pub(super) fn tidy(&self) {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().expect("not poisoned");
+        seen.retain(|_, s| {
+            s.forget_old(now);
+            !s.order.is_empty()
+        });
+        drop(seen);
+        self.limiter.retain_recent();
     }
 
     fn remember(&self, peer: PeerId, id: String) {
@@ -255,6 +280,7 @@ async fn receive(
         return Err("rate limited".into());
     }
     if inbox.seen_before(&from, &id) {
+        // Taken before, or being taken: a retry (its acknowledgement was lost, or late).
         counts.duplicates.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
@@ -266,6 +292,9 @@ async fn receive(
         counts.unknown_topic.fetch_add(1, Ordering::Relaxed);
         return Err("unknown topic".into());
     };
+    // Remembered while it is being taken, so that a retry on another stream is not delivered
+    // again meanwhile; forgotten if it is not taken.
+    inbox.remember(from, id.clone());
     let (answer, answered) = oneshot::channel();
     let incoming = Incoming {
         from,
@@ -277,6 +306,7 @@ async fn receive(
         },
     };
     if let Err(err) = subscriber.try_send(incoming) {
+        inbox.forget(&from, &id);
         counts.busy.fetch_add(1, Ordering::Relaxed);
         return Err(match err {
             mpsc::error::TrySendError::Full(_) => "busy".into(),
@@ -285,9 +315,10 @@ async fn receive(
     }
     let outcome = match tokio::time::timeout(inbox.answer_wait, answered).await {
         Ok(Ok(outcome)) => outcome,
-        // The subscriber went away with the message: taken as far as anyone can tell.
-        Ok(Err(_)) => Ok(()),
+        // The subscriber went away with the message.
+        Ok(Err(_)) => Err(NOT_TAKEN.into()),
         Err(_) => {
+            inbox.forget(&from, &id);
             counts.busy.fetch_add(1, Ordering::Relaxed);
             return Err("busy".into());
         }
@@ -295,9 +326,9 @@ async fn receive(
     match &outcome {
         Ok(()) => {
             counts.delivered.fetch_add(1, Ordering::Relaxed);
-            inbox.remember(from, id);
         }
         Err(_) => {
+            inbox.forget(&from, &id);
             counts.refused.fetch_add(1, Ordering::Relaxed);
         }
     }

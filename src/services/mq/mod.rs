@@ -179,9 +179,15 @@ impl Mq {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let mut stop = inner.stop.clone();
+            // What peers leave behind (remembered ids, rate limits) is tidied now and then.
+            let mut tidy = tokio::time::interval(Duration::from_secs(60));
             loop {
                 let session = tokio::select! {
                     session = sessions.recv() => session,
+                    _ = tidy.tick() => {
+                        inner.inbox.tidy();
+                        continue;
+                    }
                     _ = stop.wait_for(|s| *s) => None,
                 };
                 let Some(session) = session else { return };
