@@ -21,11 +21,12 @@ use crate::http::server::ServerLimits;
 use crate::identity::{self, PeerId};
 use crate::modes::rendezvous::{self, RunningHub};
 use crate::services::blocklist::BlockList;
-use crate::services::chat::{Chat, ChatOptions};
+use crate::services::chat::{Chat, ChatOptions, ChatSetup};
 use crate::services::data::DataService;
 use crate::services::data::limits::InsertLimits;
 use crate::services::groups::{GroupDirectory, GroupOptions, GroupSetup, Groups};
 use crate::services::mq::apps::Apps;
+use crate::services::mq::identity::Identities;
 use crate::services::mq::{Mq, MqOptions};
 use crate::services::node::budget::{AddressLimits, NodeLimits};
 use crate::services::node::protocols::{Protocols, Served, mq as mq_wire};
@@ -194,17 +195,21 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     )
     .await?;
     let mq = Mq::new(node.clone(), MqOptions::default(), stopped.clone());
+    let identities = Identities::start(mq.clone(), stopped.clone());
     let chat = Chat::start(
-        store.chat(),
-        blocked.clone(),
-        mq.clone(),
-        table.clone(),
-        lua,
-        ChatOptions {
-            history_per_peer: config.chat.history_per_peer,
-            broadcasts_per_minute: config.chat.broadcasts_per_minute,
-            own_broadcasts_per_minute: config.chat.broadcasts_per_minute,
-            ..ChatOptions::default()
+        ChatSetup {
+            store: store.chat(),
+            blocked: blocked.clone(),
+            mq: mq.clone(),
+            table: table.clone(),
+            identities: identities.clone(),
+            lua,
+            options: ChatOptions {
+                history_per_peer: config.chat.history_per_peer,
+                broadcasts_per_minute: config.chat.broadcasts_per_minute,
+                own_broadcasts_per_minute: config.chat.broadcasts_per_minute,
+                ..ChatOptions::default()
+            },
         },
         stopped.clone(),
     )
@@ -346,6 +351,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             chat: chat.clone(),
             groups: groups.clone(),
             apps: apps.clone(),
+            identities: identities.clone(),
             site: Site::new(Config::resolve(dir, &config.paths.site_root))
                 .hiding(Config::resolve(dir, &config.lua.script_dir)),
             site_files: SiteFiles::new(Config::resolve(dir, &config.paths.site_root)),

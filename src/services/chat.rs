@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use crate::services::blocklist::BlockList;
 use crate::services::hub::unix_ms;
 use crate::services::lua::{LuaCaller, LuaEngine};
+use crate::services::mq::identity::Identities;
 use crate::services::mq::{Incoming, Mq, MqError};
 use crate::services::presence::peer_table::{PeerState, PeerTable};
 use crate::store::chat::{ChatRow, ChatStore, NewChat};
@@ -127,6 +128,7 @@ struct Inner {
     store: ChatStore,
     mq: Mq,
     table: PeerTable,
+    identities: Identities,
     lua: Option<LuaEngine>,
     options: ChatOptions,
     events: broadcast::Sender<ChatEvent>,
@@ -141,18 +143,32 @@ fn per_minute(n: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(n.max(1)).expect("at least one"))
 }
 
+/// What chat needs.
+pub struct ChatSetup {
+    pub store: ChatStore,
+    pub blocked: BlockList,
+    pub mq: Mq,
+    /// Who peers are (their labels, for Lua chat commands; whether presence names them).
+    pub table: PeerTable,
+    pub identities: Identities,
+    /// The owner's chat commands, with `lua.enabled`.
+    pub lua: Option<LuaEngine>,
+    pub options: ChatOptions,
+}
+
 impl Chat {
     /// Chat on `mq`: takes the chat topics from now on, and records messages left `sending` by
     /// the last run as not delivered.
-    pub async fn start(
-        store: ChatStore,
-        blocked: BlockList,
-        mq: Mq,
-        table: PeerTable,
-        lua: Option<LuaEngine>,
-        options: ChatOptions,
-        stop: watch::Receiver<bool>,
-    ) -> Result<Chat, sqlx::Error> {
+    pub async fn start(setup: ChatSetup, stop: watch::Receiver<bool>) -> Result<Chat, sqlx::Error> {
+        let ChatSetup {
+            store,
+            blocked,
+            mq,
+            table,
+            identities,
+            lua,
+            options,
+        } = setup;
         store
             .fail_unfinished("the peer stopped before the message was delivered")
             .await?;
@@ -163,6 +179,7 @@ impl Chat {
                 store,
                 mq,
                 table,
+                identities,
                 lua,
                 events: broadcast::channel(256).0,
                 blocked,
@@ -443,6 +460,10 @@ impl Chat {
             Ok(Some(row)) => {
                 reply.accept();
                 let _ = inner.events.send(ChatEvent::Message { message: row });
+                // A peer no presence names is asked who it is.
+                if inner.table.identity(&from).await.is_none() {
+                    inner.identities.ask(from);
+                }
             }
             // Stored before: the sender did not hear so.
             Ok(None) => reply.accept(),

@@ -104,6 +104,17 @@ impl GroupStore {
         Ok(done.rows_affected())
     }
 
+    /// A hosted group's new name and context (JSON text).
+    pub async fn set_meta(&self, id: &str, name: &str, context: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE _groups SET name = ?2, context = ?3 WHERE id = ?1")
+            .bind(id)
+            .bind(name)
+            .bind(context)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_state(&self, id: &str, state: &str) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE _groups SET state = ?2 WHERE id = ?1")
             .bind(id)

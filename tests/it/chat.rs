@@ -419,3 +419,62 @@ async fn a_peer_asked_who_it_is_answers_with_what_it_announces_but_its_email() {
     );
     assert!(answer.payload.get("email").is_none(), "{}", answer.payload);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_no_presence_names_is_asked_who_it_is() {
+    use goop2::services::mq::{Mq, MqError, MqOptions};
+    use goop2::services::node::Node;
+    use goop2::services::node::protocols::{Protocols, mq as wire};
+
+    let (alice, _bob) = alice_and_bob(|_| {}).await;
+    // A peer with the transport that no hub and no LAN announced.
+    let mut protocols = Protocols::new();
+    let sessions = protocols.sessions(wire::PROTOCOL, wire::limits());
+    let node = Node::start(
+        goop2::identity::Keypair::generate_ed25519(),
+        crate::support::loopback_node_options(),
+        protocols,
+    )
+    .await
+    .unwrap()
+    .0;
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let stranger = Mq::new(node.clone(), MqOptions::default(), stopped);
+    let mut asked = stranger.subscribe("identity");
+    stranger.serve(sessions);
+    alice.node.vouch(node.peer_id(), Vec::new()).await.unwrap();
+    node.dial(crate::support::loopback_tcp(&alice.node).await)
+        .await
+        .unwrap();
+    // An answer nobody asked for is refused.
+    assert_eq!(
+        stranger
+            .send(
+                alice.peer_id,
+                "identity.response",
+                json!({"content": "Impostor"})
+            )
+            .await,
+        Err(MqError::Refused("not asked".into()))
+    );
+    stranger
+        .send(alice.peer_id, "chat", json!({"text": "hello from nowhere"}))
+        .await
+        .unwrap();
+    let question = tokio::time::timeout(Duration::from_secs(10), asked.recv())
+        .await
+        .expect("Alice asks who wrote")
+        .unwrap();
+    assert_eq!(question.from, alice.peer_id);
+    question.reply.accept();
+    stranger
+        .send(
+            alice.peer_id,
+            "identity.response",
+            json!({"content": "Stranger Sam"}),
+        )
+        .await
+        .unwrap();
+    let page = crate::support::get_page(&format!("{}/chat", console(&alice))).await;
+    assert!(page.contains("Stranger Sam"), "{page}");
+}

@@ -180,7 +180,11 @@ pub(super) async fn label_of(app: &ConsoleApp, id: &str) -> String {
         return app.label.borrow().clone();
     }
     let known = match id.parse::<PeerId>() {
-        Ok(peer) => app.table.identity(&peer).await.map(|i| i.label),
+        Ok(peer) => match app.table.identity(&peer).await {
+            Some(identity) => Some(identity.label),
+            // A peer no presence names may have said its name when asked.
+            None => app.identities.name(&peer),
+        },
         Err(_) => None,
     };
     known

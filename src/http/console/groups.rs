@@ -46,6 +46,7 @@ pub fn routes() -> Router<ConsoleApp> {
         .route("/api/groups/{id}/invite", post(invite_json))
         .route("/api/groups/{id}/kick", post(kick_json))
         .route("/api/groups/{id}/role", post(role_json))
+        .route("/api/groups/{id}/meta", post(meta_json))
 }
 
 impl From<GroupError> for HttpError {
@@ -240,6 +241,24 @@ async fn role_json(
         .set_role(&id, peer_of(&who.peer)?, &who.role)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct MetaBody {
+    name: Option<String>,
+    context: Option<Value>,
+}
+
+/// Renames a hosted group or changes its context: `{"name"?, "context"?}`; the new meta.
+async fn meta_json(
+    State(app): State<ConsoleApp>,
+    ApiPath(id): ApiPath<String>,
+    ApiBody(bytes): ApiBody,
+) -> Result<Json<Value>, HttpError> {
+    let meta: MetaBody = body(&bytes, "{\"name\"?, \"context\"?}")?;
+    Ok(Json(json!(
+        app.groups.set_meta(&id, meta.name, meta.context).await?
+    )))
 }
 
 /// What happens in the groups as Server-Sent Events (see

@@ -60,6 +60,8 @@ pub struct ConsoleApp {
     pub groups: crate::services::groups::Groups,
     /// Sites' own message topics (`app.*`).
     pub apps: crate::services::mq::apps::Apps,
+    /// The names peers gave when asked who they are.
+    pub identities: crate::services::mq::identity::Identities,
     /// The data API of this peer.
     pub data: crate::services::data::DataService,
     /// Tokens that let each peer site reach its own peer's data.

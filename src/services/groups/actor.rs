@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::{
     Command, GroupError, GroupEvent, GroupMeta, GroupOptions, GroupSetup, GroupStats, HostedGroup,
-    JoinedGroup, Member, NewGroup, Reply, parse_topic, topic, valid_id,
+    JoinedGroup, Member, NewGroup, Reply, parse_topic, topic_of, valid_id,
 };
 use crate::services::blocklist::BlockList;
 use crate::services::hub::unix_ms;
@@ -48,10 +48,14 @@ pub(super) struct Actor {
     auto_join: HashSet<PeerId>,
     stats: GroupStats,
     incoming: mpsc::Receiver<Incoming>,
+    /// The same messages of chat rooms (`chat.room:*`).
+    rooms: mpsc::Receiver<Incoming>,
     invitations: mpsc::Receiver<Incoming>,
     outcomes: mpsc::Sender<Outcome>,
     outcomes_rx: mpsc::Receiver<Outcome>,
     directory: super::GroupDirectory,
+    /// When the host last pinged its members.
+    pinged_members: Option<Instant>,
 }
 
 struct Hosted {
@@ -193,6 +197,8 @@ pub(super) enum Outcome {
     Join(PeerId, String, Result<(), MqError>),
     /// The host took our message: it is ours in the group's history, and our pages hear it.
     Sent(PeerId, String, Json),
+    /// What became of the host's ping of a member of its group.
+    MemberPing(String, PeerId, Result<(), MqError>),
 }
 
 impl Actor {
@@ -255,6 +261,7 @@ impl Actor {
         Ok(Actor {
             me: mq.peer_id(),
             incoming: mq.subscribe("group:*"),
+            rooms: mq.subscribe("chat.room:*"),
             invitations: mq.subscribe("group.invite"),
             store,
             mq,
@@ -269,6 +276,7 @@ impl Actor {
             outcomes,
             outcomes_rx,
             directory,
+            pinged_members: None,
         })
     }
 
@@ -289,6 +297,12 @@ impl Actor {
                     None => return,
                 },
                 Some(message) = self.incoming.recv() => {
+                    let busy = parse_topic(&message.topic)
+                        .is_some_and(|(_, kind)| matches!(kind, "msg" | "ping" | "pong" | "state"));
+                    self.heard(message).await;
+                    !busy
+                }
+                Some(message) = self.rooms.recv() => {
                     let busy = parse_topic(&message.topic)
                         .is_some_and(|(_, kind)| matches!(kind, "msg" | "ping" | "pong" | "state"));
                     self.heard(message).await;
@@ -349,6 +363,9 @@ impl Actor {
             }
             Command::SetRole(id, peer, role, reply) => {
                 let _ = reply.send(self.set_role(&id, peer, &role).await);
+            }
+            Command::SetMeta(id, name, context, reply) => {
+                let _ = reply.send(self.set_meta(&id, name, context).await);
             }
             Command::Hosted(reply) => {
                 let _ = reply.send(self.hosted_view());
@@ -550,10 +567,11 @@ impl Actor {
             .hosted
             .remove(id)
             .ok_or_else(|| GroupError::NotFound(id.to_owned()))?;
+        let close = topic_of(Some(&group.meta), id, "close");
         for member in group.online.keys() {
             let _ = self
                 .mq
-                .enqueue(*member, &topic(id, "close"), json!({ "reason": reason }));
+                .enqueue(*member, &close, json!({ "reason": reason }));
         }
         self.store.delete(id).await?;
         self.emit(GroupEvent::Closed {
@@ -638,12 +656,58 @@ impl Actor {
                 true => "banned by the host",
                 false => "removed by the host",
             };
-            let _ = self
-                .mq
-                .enqueue(peer, &topic(id, "close"), json!({ "reason": reason }));
+            let close = self
+                .hosted
+                .get(id)
+                .map(|group| topic_of(Some(&group.meta), id, "close"))
+                .unwrap_or_else(|| topic_of(None, id, "close"));
+            let _ = self.mq.enqueue(peer, &close, json!({ "reason": reason }));
             self.members_changed(id);
         }
         Ok(())
+    }
+
+    async fn set_meta(
+        &mut self,
+        id: &str,
+        name: Option<String>,
+        context: Option<Json>,
+    ) -> Result<GroupMeta, GroupError> {
+        let group = self.hosted_group(id)?;
+        let name = match name.as_deref().map(str::trim) {
+            Some("") => {
+                return Err(GroupError::Invalid(
+                    "a group's name may not be empty".into(),
+                ));
+            }
+            Some(name) if name.len() > MAX_NAME_BYTES => {
+                return Err(GroupError::Invalid(format!(
+                    "a group name is at most {MAX_NAME_BYTES} bytes"
+                )));
+            }
+            Some(name) => name.to_owned(),
+            None => group.meta.name.clone(),
+        };
+        let context = context.unwrap_or_else(|| group.meta.context.clone());
+        if json_len(&context) > MAX_CONTEXT_BYTES {
+            return Err(GroupError::Invalid(format!(
+                "context is at most {MAX_CONTEXT_BYTES} bytes of JSON"
+            )));
+        }
+        self.store.set_meta(id, &name, &context.to_string()).await?;
+        let group = self.hosted_group(id)?;
+        group.meta.name = name;
+        group.meta.context = context;
+        let meta = group.meta.clone();
+        if self.relay(id, None, "meta", &json!(meta)) > 0 {
+            self.members_changed(id);
+        }
+        self.emit(GroupEvent::Meta {
+            host: self.me.to_base58(),
+            group: id.to_owned(),
+            meta: meta.clone(),
+        });
+        Ok(meta)
     }
 
     async fn set_role(&mut self, id: &str, peer: PeerId, role: &str) -> Result<(), GroupError> {
@@ -740,7 +804,7 @@ impl Actor {
         let Some(group) = self.hosted.get(id) else {
             return 0;
         };
-        let topic = topic(id, kind);
+        let topic = topic_of(Some(&group.meta), id, kind);
         let mut slow = Vec::new();
         for member in group.online.keys() {
             if Some(*member) == except {
@@ -881,7 +945,8 @@ impl Actor {
                 group.online.insert(from, Instant::now());
                 let group = self.hosted.get(id).expect("looked up above");
                 let welcome = self.welcome(group, &place.role);
-                if let Err(err) = self.mq.enqueue(from, &topic(id, "welcome"), welcome) {
+                let to = topic_of(Some(&group.meta), id, "welcome");
+                if let Err(err) = self.mq.enqueue(from, &to, welcome) {
                     // Not welcomed, not in: the joiner hears why.
                     tracing::debug!(peer.id = %from, "cannot welcome a member: {err}");
                     let group = self.hosted.get_mut(id).expect("looked up above");
@@ -1041,9 +1106,12 @@ impl Actor {
         };
         entry.last_try = Some(Instant::now());
         entry.in_flight = true;
-        let sent = self
-            .mq
-            .enqueue_within(*host, &topic(id, "join"), json!({}), JOIN_WAIT);
+        let sent = self.mq.enqueue_within(
+            *host,
+            &topic_of(entry.meta.as_ref(), id, "join"),
+            json!({}),
+            JOIN_WAIT,
+        );
         self.watch(sent, {
             let (host, id) = (*host, id.to_owned());
             move |result| Outcome::Join(host, id, result)
@@ -1058,7 +1126,7 @@ impl Actor {
         entry.in_flight = true;
         let sent = self.mq.enqueue_within(
             *host,
-            &topic(id, "ping"),
+            &topic_of(entry.meta.as_ref(), id, "ping"),
             json!({}),
             self.options.ping_every,
         );
@@ -1087,6 +1155,27 @@ impl Actor {
     async fn outcome(&mut self, outcome: Outcome) {
         let (host, id, result, joining) = match outcome {
             Outcome::Ping(host, id, result) => (host, id, result, false),
+            Outcome::MemberPing(id, member, result) => {
+                // A member that does not answer is gone; one that answers is heard.
+                let Some(group) = self.hosted.get_mut(&id) else {
+                    return;
+                };
+                match result {
+                    Ok(()) => {
+                        if let Some(heard) = group.online.get_mut(&member) {
+                            *heard = Instant::now();
+                        }
+                    }
+                    Err(_) => {
+                        if group.online.remove(&member).is_some() {
+                            self.stats.dropped_silent += 1;
+                            self.members_changed(&id);
+                            self.end_if_empty(&id).await;
+                        }
+                    }
+                }
+                return;
+            }
             Outcome::Join(host, id, result) => (host, id, result, true),
             Outcome::Sent(host, id, payload) => {
                 let me = self.me.to_base58();
@@ -1189,7 +1278,12 @@ impl Actor {
         if !self.joined.contains_key(&key) {
             return Err(GroupError::NotFound(id.to_owned()));
         }
-        let _ = self.mq.enqueue(host, &topic(id, "leave"), json!({}));
+        let leave = topic_of(
+            self.joined.get(&key).and_then(|e| e.meta.as_ref()),
+            id,
+            "leave",
+        );
+        let _ = self.mq.enqueue(host, &leave, json!({}));
         self.forget(&key, "left").await;
         Ok(())
     }
@@ -1249,7 +1343,14 @@ impl Actor {
         }
         let ours = (kind == "msg").then(|| (host, id.to_owned(), payload.clone()));
         let outcomes = self.outcomes.clone();
-        let sent = self.mq.enqueue(host, &topic(id, kind), payload);
+        let to = topic_of(
+            self.joined
+                .get(&(host, id.to_owned()))
+                .and_then(|entry| entry.meta.as_ref()),
+            id,
+            kind,
+        );
+        let sent = self.mq.enqueue(host, &to, payload);
         tokio::spawn(async move {
             let outcome = match sent {
                 Ok(done) => match done.await {
@@ -1413,7 +1514,8 @@ impl Actor {
                     .to_owned();
                 self.forget(&key, &reason).await;
             }
-            "pong" => reply.accept(),
+            // The host's ping: we are here.
+            "pong" | "ping" => reply.accept(),
             _ => reply.refuse("unknown group message type"),
         }
     }
@@ -1427,6 +1529,7 @@ impl Actor {
         };
         let from_our_host = self.joined.contains_key(&(message.from, id.to_owned()));
         match kind {
+            "ping" if from_our_host => self.member_heard(id, kind, message).await,
             "join" | "leave" | "ping" => self.host_heard(id, kind, message).await,
             "welcome" | "members" | "close" | "meta" | "pong" => {
                 self.member_heard(id, kind, message).await
@@ -1504,6 +1607,23 @@ impl Actor {
             self.end_if_empty(&id).await;
         }
         self.forget_the_away().await;
+        // Hosts ping their members (a member that does not answer is dropped at once).
+        if self
+            .pinged_members
+            .is_none_or(|at| now.duration_since(at) >= self.options.ping_every)
+        {
+            self.pinged_members = Some(now);
+            for (id, group) in &self.hosted {
+                let ping = topic_of(Some(&group.meta), id, "ping");
+                for member in group.online.keys() {
+                    let sent =
+                        self.mq
+                            .enqueue_within(*member, &ping, json!({}), self.options.ping_every);
+                    let (id, member) = (id.clone(), *member);
+                    self.watch(sent, move |result| Outcome::MemberPing(id, member, result));
+                }
+            }
+        }
         // Members ping their hosts, and rejoin those that are back.
         // Groups of a host the owner blocked are not pinged or rejoined.
         let keys: Vec<(PeerId, String)> = self

@@ -12,9 +12,14 @@
 //! | `state` | member → host | the group's new state; host → members `{"from", "state"}` |
 //! | `leave` | member | `{}` |
 //! | `close` | host | `{"reason"}`: the group ended, or this member was removed |
-//! | `ping` / `pong` | member / host | `{}`; a ping of a peer not online in the group is refused `not_member` |
+//! | `ping` | member → host | `{}`; refused `not_member` when the member is not online in the group |
+//! | `ping` | host → member | `{}`; a member that does not acknowledge it is dropped |
+//! | `pong` | host | `{}` (taken, for peers that answer pings with it) |
 //! | `meta` | host | the group's meta when it changes |
 //! | `group.invite` | host | `{"group": meta}` |
+//!
+//! A chat room (app type `chat`, with history) uses `chat.room:<id>:<type>` for the same
+//! messages; either prefix is taken for any group.
 //!
 //! An error is the refusal of the message's acknowledgement, so the sender hears it at once.
 //! Members accept `welcome`, `members`, `state`, `meta` and `close` only from the host (the
@@ -22,8 +27,9 @@
 //!
 //! Fan-out never waits: a relay is queued on each member's link, and a member whose queue is
 //! full is dropped from the group (it rejoins when it can). Members ping the host every
-//! [`GroupOptions::ping_every`]: a host that does not answer is reported offline after at most
-//! two pings, and a member the host has not heard for [`GroupOptions::lost_after`] is dropped.
+//! [`GroupOptions::ping_every`], and the host pings its members as often: a host that does not
+//! answer is reported offline after at most two pings, a member that does not answer the host's
+//! ping is dropped, and so is one the host has not heard for [`GroupOptions::lost_after`].
 //! Members rejoin by themselves when the host is back, and at start-up.
 //!
 //! All state is owned by one task ([`actor`]); [`Groups`] is its handle.
@@ -101,6 +107,14 @@ pub struct GroupMeta {
     /// Messages the host keeps and sends to those who join (a chat room's history); 0: none.
     #[serde(default)]
     pub history: u32,
+}
+
+impl GroupMeta {
+    /// A chat room: a group of app type `chat` that keeps history. Its topics are
+    /// `chat.room:<id>:<type>`.
+    pub fn is_room(&self) -> bool {
+        self.app_type == "chat" && self.history > 0
+    }
 }
 
 /// Messages a group keeps at most.
@@ -262,6 +276,7 @@ enum Command {
     Invite(String, PeerId, Reply<()>),
     Kick(String, PeerId, bool, Reply<()>),
     SetRole(String, PeerId, String, Reply<()>),
+    SetMeta(String, Option<String>, Option<Json>, Reply<GroupMeta>),
     Hosted(oneshot::Sender<Vec<HostedGroup>>),
     Joined(oneshot::Sender<Vec<JoinedGroup>>),
     Join(PeerId, String, Reply<JoinedGroup>),
@@ -366,6 +381,17 @@ impl Groups {
             .await
     }
 
+    /// Renames a hosted group or changes its context; its members hear the new meta.
+    pub async fn set_meta(
+        &self,
+        id: &str,
+        name: Option<String>,
+        context: Option<Json>,
+    ) -> Result<GroupMeta, GroupError> {
+        self.ask(|reply| Command::SetMeta(id.to_owned(), name, context, reply))
+            .await
+    }
+
     /// The groups this peer hosts.
     pub async fn hosted(&self) -> Vec<HostedGroup> {
         self.query(Command::Hosted).await.unwrap_or_default()
@@ -446,9 +472,21 @@ fn topic(id: &str, kind: &str) -> String {
     format!("group:{id}:{kind}")
 }
 
-/// The group and the kind of a group topic.
+/// The topic of message `kind` of group `id` with `meta`: a chat room's is
+/// `chat.room:<id>:<kind>`, any other group's (or one whose meta is not known yet)
+/// `group:<id>:<kind>`.
+fn topic_of(meta: Option<&GroupMeta>, id: &str, kind: &str) -> String {
+    match meta.is_some_and(GroupMeta::is_room) {
+        true => format!("chat.room:{id}:{kind}"),
+        false => topic(id, kind),
+    }
+}
+
+/// The group and the kind of a group topic (`group:` or `chat.room:`).
 fn parse_topic(topic: &str) -> Option<(&str, &str)> {
-    let rest = topic.strip_prefix("group:")?;
+    let rest = topic
+        .strip_prefix("group:")
+        .or_else(|| topic.strip_prefix("chat.room:"))?;
     let (id, kind) = rest.rsplit_once(':')?;
     valid_id(id).then_some((id, kind))
 }
@@ -468,6 +506,7 @@ mod tests {
         assert_eq!(parse_topic("group:bad id:msg"), None);
         assert_eq!(parse_topic("group::msg"), None);
         assert_eq!(parse_topic("chat"), None);
+        assert_eq!(parse_topic("chat.room:lobby:msg"), Some(("lobby", "msg")));
         assert!(valid_id(&"x".repeat(64)) && !valid_id(&"x".repeat(65)));
     }
 }
