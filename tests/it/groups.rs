@@ -608,14 +608,24 @@ async fn a_group_policy_admits_members_with_the_rights_of_their_role() {
             .contains("only members of group `quiz`"),
         "{body}"
     );
-    // A teacher reads everyone's.
-    let (status, _) = post(
-        &console(&alice),
-        "/api/groups/quiz/role",
-        json!({"peer": bob.peer_id.to_base58(), "role": "teacher"}),
-    )
-    .await;
-    assert_eq!(status, 204);
+    // A teacher reads everyone's: the owner makes Bob one on the Groups page.
+    let page = crate::support::get_page(&format!("{}/groups", console(&alice))).await;
+    assert!(
+        page.contains(r#"<option value="teacher">teacher</option>"#),
+        "a role picker"
+    );
+    let csrf = crate::support::hidden(&page, "csrf");
+    let response = crate::support::no_redirects()
+        .post(format!("{}/groups/quiz/role", console(&alice)))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("peer", &bob.peer_id.to_base58()),
+            ("role", "teacher"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
     let (status, body) = remote(&bob, &alice, "query", json!({"table": "answers"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"][0]["answer"], "42");

@@ -29,6 +29,7 @@ pub fn routes() -> Router<ConsoleApp> {
         .route("/groups/join", post(join_form))
         .route("/groups/{id}/invite", post(invite_form))
         .route("/groups/{id}/kick", post(kick_form))
+        .route("/groups/{id}/role", post(role_form))
         .route("/groups/{id}/close", post(close_form))
         .route("/groups/{host}/{id}", get(room_page))
         .route("/groups/{host}/{id}/say", post(say_form))
@@ -467,6 +468,39 @@ async fn invite_form(
             .invite(&id, peer)
             .await
             .map(|()| format!("Invited {}.", short_id(&peer.to_base58()))),
+        Err(_) => Err(GroupError::Invalid(format!(
+            "{:?} is not a peer ID",
+            form.peer
+        ))),
+    };
+    back(&app, outcome)
+}
+
+#[derive(Deserialize)]
+struct RoleForm {
+    #[serde(default)]
+    peer: String,
+    #[serde(default)]
+    role: String,
+}
+
+async fn role_form(
+    State(app): State<ConsoleApp>,
+    Path(id): Path<String>,
+    CsrfForm(form): CsrfForm<RoleForm>,
+) -> Response {
+    let outcome = match form.peer.trim().parse::<PeerId>() {
+        Ok(peer) => app
+            .groups
+            .set_role(&id, peer, form.role.trim())
+            .await
+            .map(|()| {
+                format!(
+                    "{} is now {}.",
+                    short_id(&peer.to_base58()),
+                    form.role.trim()
+                )
+            }),
         Err(_) => Err(GroupError::Invalid(format!(
             "{:?} is not a peer ID",
             form.peer
