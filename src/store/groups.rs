@@ -206,8 +206,14 @@ impl GroupStore {
         .await
     }
 
-    /// Keeps an invitation, at most `keep` of them (the oldest go).
-    pub async fn add_invite(&self, row: &SubscriptionRow, keep: u32) -> Result<(), sqlx::Error> {
+    /// Keeps an invitation: at most `per_host` of one host's and `keep` in all (the oldest go),
+    /// so that one host cannot push out everyone else's.
+    pub async fn add_invite(
+        &self,
+        row: &SubscriptionRow,
+        per_host: u32,
+        keep: u32,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT OR REPLACE INTO _group_invites (host_peer_id, group_id, group_name, app_type, \
@@ -218,6 +224,15 @@ impl GroupStore {
         .bind(&row.group_name)
         .bind(&row.app_type)
         .bind(row.subscribed_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM _group_invites WHERE host_peer_id = ?1 AND rowid NOT IN \
+             (SELECT rowid FROM _group_invites WHERE host_peer_id = ?1 \
+             ORDER BY received_ms DESC LIMIT ?2)",
+        )
+        .bind(&row.host_peer_id)
+        .bind(per_host)
         .execute(&mut *tx)
         .await?;
         sqlx::query(

@@ -982,3 +982,37 @@ async fn a_host_notices_a_member_that_is_gone_by_its_own_pings() {
         "noticed after {noticed:?}"
     );
 }
+
+#[tokio::test]
+async fn one_host_cannot_push_out_everyone_elses_invitations() {
+    use goop2::store::groups::SubscriptionRow;
+    let dir = tempfile::tempdir().unwrap();
+    let store = goop2::store::peer::PeerStore::open(&dir.path().join("data.db"))
+        .await
+        .unwrap();
+    let groups = store.groups();
+    let invite = |host: &str, n: i64| SubscriptionRow {
+        host_peer_id: host.into(),
+        group_id: format!("g{n}"),
+        group_name: format!("Group {n}"),
+        app_type: String::new(),
+        role: String::new(),
+        subscribed_ms: n,
+    };
+    groups
+        .add_invite(&invite("friend", 0), 10, 100)
+        .await
+        .unwrap();
+    for n in 1..=50 {
+        groups
+            .add_invite(&invite("flooder", n), 10, 100)
+            .await
+            .unwrap();
+    }
+    let kept = groups.invites().await.unwrap();
+    let of = |host: &str| kept.iter().filter(|i| i.host_peer_id == host).count();
+    assert_eq!(of("flooder"), 10, "the newest ten of one host");
+    assert_eq!(of("friend"), 1, "the others' are kept");
+    assert!(kept.iter().any(|i| i.group_id == "g50") && !kept.iter().any(|i| i.group_id == "g40"));
+    store.close().await;
+}

@@ -26,6 +26,8 @@ use crate::store::groups::{GroupRow, GroupStore, MemberRow, SubscriptionRow};
 const JOIN_WAIT: Duration = Duration::from_secs(10);
 /// How often a member tries to rejoin a host that is not listed online.
 const REJOIN_AWAY: Duration = Duration::from_secs(30);
+/// Invitations of one host kept at most (of [`GroupOptions::max_invites`] in all).
+const INVITES_PER_HOST: u32 = 10;
 /// The role the host has in its own groups.
 pub const HOST_ROLE: &str = "host";
 /// Longest group name, app type, role and context.
@@ -563,17 +565,18 @@ impl Actor {
     }
 
     async fn close(&mut self, id: &str, reason: &str) -> Result<(), GroupError> {
-        let group = self
-            .hosted
-            .remove(id)
-            .ok_or_else(|| GroupError::NotFound(id.to_owned()))?;
+        if !self.hosted.contains_key(id) {
+            return Err(GroupError::NotFound(id.to_owned()));
+        }
+        // Stored first: a group the database still holds is not told it ended.
+        self.store.delete(id).await?;
+        let group = self.hosted.remove(id).expect("looked up above");
         let close = topic_of(Some(&group.meta), id, "close");
         for member in group.online.keys() {
             let _ = self
                 .mq
                 .enqueue(*member, &close, json!({ "reason": reason }));
         }
-        self.store.delete(id).await?;
         self.emit(GroupEvent::Closed {
             host: self.me.to_base58(),
             group: id.to_owned(),
@@ -628,29 +631,21 @@ impl Actor {
 
     async fn kick(&mut self, id: &str, peer: PeerId, ban: bool) -> Result<(), GroupError> {
         let group = self.hosted_group(id)?;
-        let was_online = group.online.remove(&peer).is_some();
-        let place = match ban {
-            true => {
-                let place = Place {
-                    role: group.meta.default_role.clone(),
-                    status: Status::Banned,
-                };
-                group.places.insert(peer, place.clone());
-                Some(place)
-            }
-            false => {
-                group.places.remove(&peer);
-                None
-            }
-        };
-        match place {
-            Some(place) => {
-                self.store
-                    .set_member(&member_row(id, &peer, &place))
-                    .await?
-            }
+        let banned = ban.then(|| Place {
+            role: group.meta.default_role.clone(),
+            status: Status::Banned,
+        });
+        // Stored first: memory never says what the database does not.
+        match &banned {
+            Some(place) => self.store.set_member(&member_row(id, &peer, place)).await?,
             None => self.store.remove_member(id, &peer.to_base58()).await?,
         }
+        let group = self.hosted_group(id)?;
+        let was_online = group.online.remove(&peer).is_some();
+        match banned {
+            Some(place) => group.places.insert(peer, place),
+            None => group.places.remove(&peer),
+        };
         if was_online {
             let reason = match ban {
                 true => "banned by the host",
@@ -1571,7 +1566,11 @@ impl Actor {
             role: String::new(),
             subscribed_ms: unix_ms(),
         };
-        if let Err(err) = self.store.add_invite(&row, self.options.max_invites).await {
+        let stored = self
+            .store
+            .add_invite(&row, INVITES_PER_HOST, self.options.max_invites)
+            .await;
+        if let Err(err) = stored {
             tracing::error!("cannot store an invitation: {err}");
             return message
                 .reply
