@@ -18,7 +18,9 @@ try {
   const page = await browser.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
-  const submit = async (form) => Promise.all([page.waitForLoadState("load"), page.click(`${form} button[type=submit]`)]);
+  // A click that loads another page: wait for that page, not for the one already loaded.
+  const navigate = async (selector) => Promise.all([page.waitForNavigation({ waitUntil: "load" }), page.click(selector)]);
+  const submit = async (form) => navigate(`${form} button[type=submit]`);
   const cells = async () => page.$$eval("#rows tbody tr", (rows) => rows.map((r) => Array.from(r.cells).map((c) => c.textContent.trim())));
 
   await page.goto(consoleUrl + "/database");
@@ -42,13 +44,13 @@ try {
   let rows = await cells();
   expect(rows.length === 1 && rows[0].includes("Dune") && rows[0].includes("412"), `after insert: ${JSON.stringify(rows)}`);
 
-  await Promise.all([page.waitForLoadState("load"), page.click("#rows tbody tr a:text-is('edit')")]);
+  await navigate("#rows tbody tr a:text-is('edit')");
   await page.fill("#edit input[name='col:pages']", "500");
   await submit("#edit");
   rows = await cells();
   expect(rows[0].includes("500"), `after edit: ${JSON.stringify(rows)}`);
 
-  await Promise.all([page.waitForLoadState("load"), page.click("#rows tbody tr button:text-is('delete')")]);
+  await navigate("#rows tbody tr button:text-is('delete')");
   expect((await cells()).length === 0, "after delete");
 
   await page.fill("#import textarea[name=csv]", "title,pages\nAlpha,1\n,2\nGamma,three\nDelta,4\n");

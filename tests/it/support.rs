@@ -581,7 +581,7 @@ impl Drop for HubProcess {
 }
 
 /// How long a peer process may take to start or to stop.
-const PROCESS_WAIT: Duration = Duration::from_secs(15);
+const PROCESS_WAIT: Duration = Duration::from_secs(30);
 
 /// `goop2 peer` as a process, its log in a file.
 pub struct PeerProcess {

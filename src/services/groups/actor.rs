@@ -1163,7 +1163,7 @@ impl Actor {
                     }
                     Err(_) => {
                         if group.online.remove(&member).is_some() {
-                            self.stats.dropped_silent += 1;
+                            self.stats.dropped_unanswered += 1;
                             self.members_changed(&id);
                             self.end_if_empty(&id).await;
                         }

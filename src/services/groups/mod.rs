@@ -265,6 +265,8 @@ pub struct GroupStats {
     pub dropped_slow: u64,
     /// Members dropped because they stopped pinging.
     pub dropped_silent: u64,
+    /// Members dropped because they did not answer the host's ping.
+    pub dropped_unanswered: u64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, GroupError>>;
