@@ -352,6 +352,9 @@ async fn the_changes_stream_leaves_out_pure_heartbeats() {
     let hub = TestHub::spawn().await;
     let mut all = SseClient::connect(&format!("{}/events", hub.url), None).await;
     let mut changes = SseClient::connect(&format!("{}/events?changes=1", hub.url), None).await;
+    // Both streams' (empty) snapshots are out: every publish below arrives live, once.
+    all.past_snapshot(WAIT).await;
+    changes.past_snapshot(WAIT).await;
     let mut alice = TestIdentity::new();
     for (kind, label) in [
         (PresenceType::Online, "Alice"),

@@ -350,6 +350,21 @@ impl SseClient {
         })
     }
 
+    /// Reads until the stream has told its first position (`id:`, which the hub sends once its
+    /// snapshot is out), within `wait`: what is published from then on arrives live only.
+    pub async fn past_snapshot(&mut self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.last_id.is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no position within {wait:?}"
+            );
+            if let Some(event) = self.next(Duration::from_millis(50)).await {
+                panic!("an event before the snapshot's position: {}", event.data);
+            }
+        }
+    }
+
     /// The next event with data or a name, or `None` when the stream ends or `wait` passes.
     pub async fn next(&mut self, wait: Duration) -> Option<SseEvent> {
         let deadline = tokio::time::Instant::now() + wait;
