@@ -43,15 +43,7 @@ async fn send(from: &TestPeer, to: &TestPeer, text: &str) -> (u16, Value) {
 }
 
 async fn post(url: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    crate::support::post_with(&reqwest::Client::new(), url, body.to_string()).await
 }
 
 async fn get(url: &str) -> Value {

@@ -46,15 +46,8 @@ async fn three_peers() -> (TestPeer, TestPeer, TestPeer) {
 }
 
 async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    let url = format!("{base}{path}");
+    crate::support::post_with(&reqwest::Client::new(), &url, body.to_string()).await
 }
 
 async fn groups_of(base: &str) -> Value {

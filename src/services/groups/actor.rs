@@ -1350,7 +1350,6 @@ impl Actor {
             let outcome = match sent {
                 Ok(done) => match done.await {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(MqError::Refused(reason))) => Err(GroupError::Refused(reason)),
                     Ok(Err(err)) => Err(sending_failed(err)),
                     Err(_) => Err(GroupError::Stopped),
                 },
