@@ -40,6 +40,7 @@ use crate::services::presence::peer_table::{PeerTable, Source, TableOptions};
 use crate::services::presence::{lan, merge, reachability};
 use crate::services::site::Site;
 use crate::services::site_files::SiteFiles;
+use crate::services::sitetemplates::{SitePaths, SiteTemplates, TemplateSetup};
 use crate::store::peer::PeerStore;
 use crate::telemetry::LogBuffer;
 
@@ -133,7 +134,9 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     .with_block_list(blocked.clone())
     .with_groups(directory.clone());
     let groups_slot = crate::services::lua::GroupsSlot::default();
-    let lua = if config.lua.enabled {
+    // The Lua engine starts now with `lua.enabled`, or later when a template with functions is
+    // applied.
+    let start_lua: crate::services::sitetemplates::LuaStarter = {
         use crate::services::lua::{LuaEngine, LuaLimits, LuaSetup, http};
         let http = match config.lua.http_enabled {
             true => Some(
@@ -142,25 +145,38 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             ),
             false => None,
         };
-        let engine = LuaEngine::start(
-            LuaSetup {
-                script_dir: Config::resolve(dir, &config.lua.script_dir),
-                limits: LuaLimits {
-                    timeout: Duration::from_secs(config.lua.timeout_seconds.into()),
-                    max_memory: config.lua.max_memory_mb as usize * 1024 * 1024,
-                    per_caller_per_minute: config.lua.rate_limit_per_peer,
-                    global_per_minute: config.lua.rate_limit_global,
+        let script_dir = Config::resolve(dir, &config.lua.script_dir);
+        let limits = LuaLimits {
+            timeout: Duration::from_secs(config.lua.timeout_seconds.into()),
+            max_memory: config.lua.max_memory_mb as usize * 1024 * 1024,
+            per_caller_per_minute: config.lua.rate_limit_per_peer,
+            global_per_minute: config.lua.rate_limit_global,
+        };
+        let self_id = peer_id.to_base58();
+        let (self_label, self_email) = (label.clone(), own_email.clone());
+        let kv = config.lua.kv_enabled.then(|| store.lua_kv());
+        let db = store.data();
+        let groups = groups_slot.clone();
+        let stopped = stopped.clone();
+        Arc::new(move || {
+            LuaEngine::start(
+                LuaSetup {
+                    script_dir: script_dir.clone(),
+                    limits: limits.clone(),
+                    self_id: self_id.clone(),
+                    self_label: self_label.clone(),
+                    self_email: self_email.clone(),
+                    kv: kv.clone(),
+                    db: Some(db.clone()),
+                    http: http.clone(),
+                    groups: groups.clone(),
                 },
-                self_id: peer_id.to_base58(),
-                self_label: label.clone(),
-                self_email: own_email.clone(),
-                kv: config.lua.kv_enabled.then(|| store.lua_kv()),
-                db: Some(store.data()),
-                http,
-                groups: groups_slot.clone(),
-            },
-            stopped.clone(),
-        );
+                stopped.clone(),
+            )
+        })
+    };
+    let lua = if config.lua.enabled {
+        let engine = start_lua();
         data = data.with_lua(engine.clone());
         Some(engine)
     } else {
@@ -271,6 +287,33 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         addrs: lan::announced_addrs(&listen, peer_id, include_loopback),
     };
     let (announce_tx, announcements) = watch::channel(announcement);
+    let announce_tx = Arc::new(announce_tx);
+    let site_root = Config::resolve(dir, &config.paths.site_root);
+    let templates = SiteTemplates::new(TemplateSetup {
+        paths: SitePaths {
+            previous: site_root.with_file_name(format!(
+                "{}-previous",
+                site_root
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "site".into())
+            )),
+            site_root,
+            lua_dir: Config::resolve(dir, &config.lua.script_dir),
+        },
+        installed: dir.join("templates"),
+        config_path: dir.join(crate::config::FILE_NAME),
+        data: data.clone(),
+        groups: groups.clone(),
+        lua: start_lua,
+        announcement: announce_tx.clone(),
+        hubs: hub_urls.clone(),
+    });
+    match templates.active().await {
+        Ok(Some(active)) => announce_tx.send_modify(|a| a.active_template = Some(active.name)),
+        Ok(None) => {}
+        Err(error) => tracing::warn!("the active template could not be read: {error}"),
+    }
     crate::services::mq::identity::serve(
         mq.clone(),
         identity_requests,
@@ -278,7 +321,6 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         blocked.clone(),
         stopped.clone(),
     );
-    let announce_tx = Arc::new(announce_tx);
 
     let mut tasks = Vec::new();
     let (book, book_task) = PeerBook::start(store.clone(), table.clone(), stopped.clone())
@@ -369,6 +411,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             config_path: dir.join(crate::config::FILE_NAME),
             dir: dir.to_owned(),
             data: data.clone(),
+            templates: templates.clone(),
             hubs: hub_clients.iter().map(HubClient::status).collect(),
             notices: console::Notices::default(),
             live: console::LiveSettings {

@@ -18,7 +18,7 @@ use crate::http::layers::{self, RequestLog};
 use crate::http::server::{self, ServerLimits};
 use crate::http::session::AdminAuth;
 use crate::http::viewer::{self, ViewerApp};
-use crate::services::hub::templates::{TemplateStore, Templates};
+use crate::services::sitetemplates::store::{TemplateStore, Templates};
 use crate::services::hub::{Hub, HubOptions};
 use crate::store::hub::HubStore;
 use crate::telemetry::LogBuffer;

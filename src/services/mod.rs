@@ -16,6 +16,7 @@ pub mod node;
 pub mod presence;
 pub mod site;
 pub mod site_files;
+pub mod sitetemplates;
 
 /// Resolves once `stop` says true (or its sender is gone): the stop signal of long-running tasks.
 pub(crate) async fn until_stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {

@@ -10,7 +10,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use goop2::services::data::{Caller, DataError};
 use goop2::services::hub::presence::PresenceType;
-use goop2::services::hub::templates::TemplateStore;
+use goop2::services::sitetemplates::store::TemplateStore;
 use goop2::services::lua::LuaError;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

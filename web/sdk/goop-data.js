@@ -327,13 +327,14 @@
     "exists", "count", "aggregate", "insert", "update", "remove", "updateWhere", "deleteWhere",
     "upsert", "describe", "role"];
 
-  /** {myId, hostId, isOwner}: who is looking, whose site this is. */
+  /** {myId, hostId, isOwner, myLabel}: who is looking (and the label they announce), whose site this is. */
   async function peer() {
     const me = meta("goop-self");
     const host = meta("goop-host") || hostId;
-    if (me && host) return { myId: me, hostId: host, isOwner: me === host };
+    const label = meta("goop-self-label") || "";
+    if (me && host) return { myId: me, hostId: host, isOwner: me === host, myLabel: label };
     const role = await call("role");
-    return { myId: role.peerId, hostId: role.hostId, isOwner: role.role === "owner" };
+    return { myId: role.peerId, hostId: role.hostId, isOwner: role.role === "owner", myLabel: label };
   }
 
   global.Goop = Object.assign(global.Goop || {}, { data: data, peer: peer, GoopError: GoopError });

@@ -21,6 +21,7 @@ mod settings;
 mod site_live;
 mod site_token;
 mod sites;
+mod templates;
 
 pub use notice::Notices;
 pub use site_token::SiteTokens;
@@ -64,6 +65,8 @@ pub struct ConsoleApp {
     pub identities: crate::services::mq::identity::Identities,
     /// The data API of this peer.
     pub data: crate::services::data::DataService,
+    /// App templates: the gallery, applying one, export and import.
+    pub templates: crate::services::sitetemplates::SiteTemplates,
     /// Tokens that let each peer site reach its own peer's data.
     pub site_tokens: SiteTokens,
     pub site: Site,
@@ -223,6 +226,7 @@ pub fn router(app: ConsoleApp) -> Router {
         .merge(data::owner_routes())
         .merge(database::routes())
         .merge(lua::routes())
+        .merge(templates::routes())
         .merge(sites::visit_routes())
         .merge(logs::routes())
         .merge(settings::routes())

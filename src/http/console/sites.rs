@@ -132,12 +132,24 @@ const PATH_PART: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMER
     .remove(b'_')
     .remove(b'~');
 
-/// Puts the page's data token and the two peer IDs into an HTML page, as `<meta>` tags right
-/// after its doctype (or first), where the data SDK finds them.
-fn with_site_token(body: Vec<u8>, token: &str, me: &str, host: &str) -> Vec<u8> {
+/// Puts the page's data token, the two peer IDs and the visitor's own label into an HTML page,
+/// as `<meta>` tags right after its doctype (or first), where the data SDK finds them.
+fn with_site_token(body: Vec<u8>, token: &str, me: &str, host: &str, label: &str) -> Vec<u8> {
+    let label: String = label
+        .chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '\'' => "&#39;".to_owned(),
+            other => other.to_string(),
+        })
+        .collect();
     let tags = format!(
         "<meta name=\"goop-site-token\" content=\"{token}\"><meta name=\"goop-self\" \
-         content=\"{me}\"><meta name=\"goop-host\" content=\"{host}\">"
+         content=\"{me}\"><meta name=\"goop-host\" content=\"{host}\">\
+         <meta name=\"goop-self-label\" content=\"{label}\">"
     );
     let start = body
         .iter()
@@ -318,6 +330,7 @@ async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
             &app.site_tokens.issue(&id),
             &app.peer_id.to_base58(),
             &id,
+            &app.label.borrow(),
         )
     } else {
         body

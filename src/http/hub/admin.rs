@@ -23,7 +23,7 @@ use crate::http::csrf::{CsrfForm, CsrfMultipart};
 use crate::http::error::HttpError;
 use crate::http::session::{self, AdminSession, LoginRefused};
 use crate::services::auth::Session;
-use crate::services::hub::templates::MAX_UPLOAD_BYTES;
+use crate::services::sitetemplates::store::MAX_UPLOAD_BYTES;
 use crate::services::hub::unix_ms;
 use crate::telemetry::LogRecord;
 

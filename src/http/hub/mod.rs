@@ -21,7 +21,7 @@ use crate::http::client_ip::TrustedProxies;
 use crate::http::csrf::CsrfSource;
 use crate::http::session::AdminAuth;
 use crate::services::hub::Hub;
-use crate::services::hub::templates::Templates;
+use crate::services::sitetemplates::store::Templates;
 use crate::telemetry::LogBuffer;
 
 /// What hub handlers share. Cloning is cheap.

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::HubApp;
 use crate::http::error::HttpError;
 use crate::http::json_api::ApiPath;
-use crate::services::hub::templates::TemplateError;
+use crate::services::sitetemplates::store::TemplateError;
 
 pub fn routes() -> Router<HubApp> {
     Router::new()

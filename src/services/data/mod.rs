@@ -178,8 +178,9 @@ pub struct DataService {
     /// The owner's email, for the owner's rows.
     own_email: Arc<tokio::sync::watch::Receiver<String>>,
     lookup: PeerLookup,
-    /// The peer's Lua functions, when `lua.enabled`.
-    lua: Option<crate::services::lua::LuaEngine>,
+    /// The peer's Lua functions, once enabled (at start with `lua.enabled`, or when a template
+    /// that ships functions is applied).
+    lua: Arc<std::sync::OnceLock<crate::services::lua::LuaEngine>>,
     /// Registered tables by name, parsed once.
     tables: Arc<std::sync::RwLock<std::collections::HashMap<String, Arc<Table>>>>,
     /// The limits on other peers' inserts.
@@ -211,7 +212,7 @@ impl DataService {
             me,
             own_email: Arc::new(own_email),
             lookup,
-            lua: None,
+            lua: Arc::default(),
             tables: Arc::default(),
             guard: Arc::new(InsertGuard::new(InsertLimits::default())),
             blocked: None,
@@ -232,13 +233,19 @@ impl DataService {
 
     /// The Lua engine, when Lua is enabled.
     pub fn lua_engine(&self) -> Option<&crate::services::lua::LuaEngine> {
-        self.lua.as_ref()
+        self.lua.get()
     }
 
     /// The same service, answering `lua-call` and `lua-list` with `engine`.
-    pub fn with_lua(mut self, engine: crate::services::lua::LuaEngine) -> Self {
-        self.lua = Some(engine);
+    pub fn with_lua(self, engine: crate::services::lua::LuaEngine) -> Self {
+        self.enable_lua(engine);
         self
+    }
+
+    /// Answers `lua-call` and `lua-list` with `engine` from now on (every clone of this
+    /// service); false when an engine was already set.
+    pub fn enable_lua(&self, engine: crate::services::lua::LuaEngine) -> bool {
+        self.lua.set(engine).is_ok()
     }
 
     /// Admits the members of this peer's groups to the tables of `group` policy, and lists
@@ -332,7 +339,7 @@ impl DataService {
         if let Err(earlier) = owner_only(caller, kind) {
             return earlier;
         }
-        if kind.is_lua() && self.lua.is_none() {
+        if kind.is_lua() && self.lua.get().is_none() {
             return lua_disabled();
         }
         if let (true, Some(table)) = (kind.names_table(), &undecoded.table) {
@@ -359,7 +366,7 @@ impl DataService {
         params: Json,
     ) -> Result<Json, DataError> {
         use crate::services::lua::{LuaCaller, LuaError};
-        let Some(engine) = &self.lua else {
+        let Some(engine) = self.lua.get() else {
             return Err(lua_disabled());
         };
         let who = match caller {
@@ -387,7 +394,7 @@ impl DataService {
     /// The peer's Lua functions.
     pub fn lua_list(&self) -> Result<Vec<crate::services::lua::FunctionInfo>, DataError> {
         self.lua
-            .as_ref()
+            .get()
             .map(|engine| engine.list())
             .ok_or_else(lua_disabled)
     }

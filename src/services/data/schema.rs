@@ -428,7 +428,8 @@ fn parse_plain_column(text: &str) -> Result<ColumnSchema, String> {
     Ok(column)
 }
 
-fn parse_literal(text: &str) -> Result<Json, String> {
+/// A literal of a `DEFAULT` clause: `NULL`, a number or `'text'`.
+pub fn parse_literal(text: &str) -> Result<Json, String> {
     let text = text.trim();
     if text.eq_ignore_ascii_case("null") {
         return Ok(Json::Null);

@@ -10,7 +10,8 @@ use super::limits::Quotas;
 use super::rows::Row;
 use super::schema::{self, Access, ColumnSchema, TableSchema};
 use super::{Caller, DataError, DataService, SYSTEM_COLUMNS, access_of};
-use crate::store::data::{StoreError, TableLimits, TableRecord};
+use crate::store::data::replace::{NewTable, Replacement};
+use crate::store::data::{SqlValue, StoreError, TableLimits, TableRecord};
 
 /// Rows the owner's read-only SQL returns at most.
 pub const MAX_SQL_ROWS: usize = 1000;
@@ -111,21 +112,85 @@ impl DataService {
                 schema.name
             )));
         }
-        let record = TableRecord {
-            name: schema.name.clone(),
-            schema: schema_json(&schema)?,
-            read_policy: schema.access.read.as_str().into(),
-            insert_policy: schema.access.insert.as_str().into(),
-            update_policy: schema.access.update.as_str().into(),
-            delete_policy: schema.access.delete.as_str().into(),
-            created_ms: crate::services::hub::unix_ms(),
-            limits: TableLimits::default(),
-        };
+        let record = record_for(&schema, TableLimits::default())?;
         let columns: Vec<_> = schema.columns.iter().map(schema::column_def).collect();
         self.store.create_table(&record, &columns).await?;
         self.forget_tables();
         tracing::info!(table = %schema.name, "table created");
         Ok(self.description(&record, &schema))
+    }
+
+    /// Drops `drop`, then creates each table of `create` with its rows (a row without `_owner`
+    /// is this peer's) and sets `meta`, in one transaction: all of it happens or none.
+    pub async fn replace_tables(
+        &self,
+        drop: Vec<String>,
+        create: Vec<(TableSchema, TableLimits, Vec<Vec<(String, SqlValue)>>)>,
+        meta: Vec<(String, Option<String>)>,
+    ) -> Result<(), DataError> {
+        let mut tables = Vec::new();
+        for (schema, limits, rows) in create {
+            tables.push(NewTable {
+                record: record_for(&schema, limits)?,
+                columns: schema.columns.iter().map(schema::column_def).collect(),
+                rows,
+            });
+        }
+        let result = self
+            .store
+            .replace_tables(&Replacement {
+                drop,
+                create: tables,
+                owner: self.me.to_base58(),
+                meta,
+            })
+            .await;
+        self.forget_tables();
+        result.map_err(|error| match error {
+            StoreError::Constraint(message) => {
+                DataError::BadRequest(format!("a row was refused: {message}"))
+            }
+            other => other.into(),
+        })
+    }
+
+    /// A `_meta` value of the database.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, DataError> {
+        Ok(self.store.meta(key).await?)
+    }
+
+    /// A table's schema and own limits, for the owner.
+    pub async fn schema_of(&self, table: &str) -> Result<(TableSchema, TableLimits), DataError> {
+        let table = self.table(&self.store, table).await?;
+        Ok((table.schema.clone(), table.record.limits))
+    }
+
+    /// Every row of a table in `_id` order, the owner's view, at most `max` (more is an error
+    /// naming the table).
+    pub async fn all_rows(&self, table: &str, max: usize) -> Result<Vec<Row>, DataError> {
+        let mut rows: Vec<Row> = Vec::new();
+        loop {
+            let after = rows
+                .last()
+                .and_then(|row| row.get("_id"))
+                .and_then(|id| id.as_i64())
+                .unwrap_or(0);
+            let mut query = super::op::Query::table(table);
+            query.filter = super::op::Filter::new("_id > ?", vec![after.into()]);
+            query.order = Some("_id".into());
+            query.limit = Some(crate::store::data::MAX_ROWS);
+            let page = self.query(&Caller::Owner, &query).await?;
+            let done = (page.len() as i64) < crate::store::data::MAX_ROWS;
+            rows.extend(page);
+            if rows.len() > max {
+                return Err(DataError::BadRequest(format!(
+                    "`{table}` has more than {max} rows"
+                )));
+            }
+            if done {
+                return Ok(rows);
+            }
+        }
     }
 
     /// Drops a table and its rows; its name.
@@ -287,6 +352,20 @@ impl DataService {
         self.forget_tables();
         tracing::info!(table = %table, op = %op, "table changed");
     }
+}
+
+/// The `_tables` entry of a new table.
+fn record_for(schema: &TableSchema, limits: TableLimits) -> Result<TableRecord, DataError> {
+    Ok(TableRecord {
+        name: schema.name.clone(),
+        schema: schema_json(schema)?,
+        read_policy: schema.access.read.as_str().into(),
+        insert_policy: schema.access.insert.as_str().into(),
+        update_policy: schema.access.update.as_str().into(),
+        delete_policy: schema.access.delete.as_str().into(),
+        created_ms: crate::services::hub::unix_ms(),
+        limits,
+    })
 }
 
 fn schema_json(schema: &TableSchema) -> Result<String, DataError> {

@@ -25,7 +25,6 @@ pub mod presence;
 mod shared;
 pub mod snapshot;
 mod stream;
-pub mod templates;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;

@@ -30,7 +30,7 @@ use serde_json::Value as Json;
 use tokio::sync::watch;
 
 /// Largest script file compiled.
-const MAX_SCRIPT_BYTES: u64 = 256 * 1024;
+pub const MAX_SCRIPT_BYTES: u64 = 256 * 1024;
 /// Functions (and, apart, commands) discovered at most.
 const MAX_FUNCTIONS: usize = 200;
 /// Longest reply of a chat command; longer ones are cut.
@@ -529,6 +529,21 @@ impl ScriptSet {
 }
 
 /// A name a script may have: 1 to 64 letters, digits, `_` or `-`.
+/// Checks that `source` compiles as a script of this sandbox; the first line of the compiler's
+/// message otherwise.
+pub fn check_source(file: &str, source: &str) -> Result<(), String> {
+    if source.len() as u64 > MAX_SCRIPT_BYTES {
+        return Err(format!("{file} is larger than {MAX_SCRIPT_BYTES} bytes"));
+    }
+    sandbox::compile(file, source).map(|_| ())
+}
+
+/// Runs a script that only computes a value (no `goop`, no database) within `limits`' time and
+/// memory, and returns what its chunk returns as JSON.
+pub fn evaluate(file: &str, source: &str, limits: &LuaLimits) -> Result<Json, LuaError> {
+    sandbox::evaluate(file, source, limits)
+}
+
 pub fn is_plain_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64

@@ -771,3 +771,58 @@ fn install_goop(
     lua.globals().raw_set("goop", goop)?;
     Ok(())
 }
+
+/// Runs a script that only computes a value (a template's `seed.lua`): the safe libraries and
+/// [`PRELUDE`]'s guards, no `goop`, the same time and memory limits as a call. Returns what the
+/// chunk returns, as JSON.
+pub(super) fn evaluate(file: &str, source: &str, limits: &LuaLimits) -> Result<Json, LuaError> {
+    let started = Instant::now();
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let budget = Budget {
+        deadline: started + limits.timeout,
+        timed_out: timed_out.clone(),
+        stopping: Arc::new(AtomicBool::new(false)),
+        cancelled: crate::store::deadline::Stopping::default(),
+        max_bytes: limits.max_memory,
+    };
+    let result = (|| -> mlua::Result<Json> {
+        let lua = Lua::new_with(
+            StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::OS,
+            LuaOptions::new(),
+        )?;
+        lua.set_memory_limit(limits.max_memory)?;
+        let hook_budget = budget.clone();
+        lua.set_hook(
+            HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+            move |_, _| hook_budget.check().map(|()| VmState::Continue),
+        )?;
+        restrict_globals(&lua, &budget)?;
+        let prelude: Function = lua
+            .load(PRELUDE)
+            .set_name("=goop")
+            .set_mode(ChunkMode::Text)
+            .into_function()?;
+        let plain = lua.create_function(|_, value: Value| Ok(matches!(value, Value::Table(t) if t.metatable().is_none())))?;
+        prelude.call::<Value>((lua.create_table()?, plain, limits.max_memory))?;
+        let value: Value = lua
+            .load(source)
+            .set_name(format!("={file}"))
+            .set_mode(ChunkMode::Text)
+            .eval()?;
+        lua.from_value(value)
+    })();
+    let memory_mb = limits.max_memory / (1024 * 1024);
+    match result {
+        _ if timed_out.load(Ordering::Relaxed) => Err(LuaError::Timeout(limits.timeout.as_secs())),
+        Ok(value) => Ok(value),
+        Err(mlua::Error::MemoryError(_)) => Err(LuaError::Memory(memory_mb)),
+        Err(other) => {
+            let message = other.to_string();
+            if message.contains("not enough memory") {
+                Err(LuaError::Memory(memory_mb))
+            } else {
+                Err(LuaError::Script(first_line(&message)))
+            }
+        }
+    }
+}

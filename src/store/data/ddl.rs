@@ -43,17 +43,7 @@ impl DataStore {
     /// Drops a table and its registry entry.
     pub async fn drop_table(&self, name: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(AssertSqlSafe(format!("DROP TABLE {}", quote_ident(name))))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM _tables WHERE name = ?1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM _usage WHERE tbl = ?1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        drop_in(&mut tx, name).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -136,4 +126,23 @@ impl DataStore {
             .fetch_all(&self.pool)
             .await
     }
+}
+
+/// Drops a table, its registry entry and its usage inside `tx`.
+pub(super) async fn drop_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    name: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(AssertSqlSafe(format!("DROP TABLE {}", quote_ident(name))))
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM _tables WHERE name = ?1")
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM _usage WHERE tbl = ?1")
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

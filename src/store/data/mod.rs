@@ -6,6 +6,7 @@
 //! apart from the owner's, and stop at the request's deadline ([`DataStore::for_visitor`]).
 
 mod ddl;
+pub mod replace;
 pub mod filter;
 mod statements;
 pub mod usage;
@@ -379,43 +380,8 @@ impl DataStore {
         record: &TableRecord,
         columns: &[ColumnDef],
     ) -> Result<(), StoreError> {
-        let table = quote_ident(&record.name);
-        let mut definitions = vec![
-            "\"_id\" INTEGER PRIMARY KEY AUTOINCREMENT".to_owned(),
-            "\"_owner\" TEXT NOT NULL".to_owned(),
-            "\"_owner_email\" TEXT".to_owned(),
-            "\"_created_at\" TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
-                .to_owned(),
-            "\"_updated_at\" TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
-                .to_owned(),
-        ];
-        for column in columns {
-            definitions.push(column_sql(column));
-        }
         let mut tx = self.pool.begin().await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "CREATE TABLE {table} ({})",
-            definitions.join(", ")
-        )))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(AssertSqlSafe(updated_at_trigger(&record.name)))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO _tables (name, schema, read_policy, insert_policy, update_policy, \
-             delete_policy, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .bind(&record.name)
-        .bind(&record.schema)
-        .bind(&record.read_policy)
-        .bind(&record.insert_policy)
-        .bind(&record.update_policy)
-        .bind(&record.delete_policy)
-        .bind(record.created_ms)
-        .execute(&mut *tx)
-        .await?;
-        usage::track_usage(&mut tx, &record.name).await?;
+        create_in(&mut tx, record, columns).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -588,6 +554,56 @@ async fn set_schema(
 }
 
 /// The trigger that keeps `_updated_at` current.
+/// Creates a user table (system columns, `_updated_at` trigger, `_tables` entry with its own
+/// limits, usage tracking) inside `tx`.
+pub(super) async fn create_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    record: &TableRecord,
+    columns: &[ColumnDef],
+) -> Result<(), StoreError> {
+    let table = quote_ident(&record.name);
+    let mut definitions = vec![
+        "\"_id\" INTEGER PRIMARY KEY AUTOINCREMENT".to_owned(),
+        "\"_owner\" TEXT NOT NULL".to_owned(),
+        "\"_owner_email\" TEXT".to_owned(),
+        "\"_created_at\" TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))".to_owned(),
+        "\"_updated_at\" TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))".to_owned(),
+    ];
+    for column in columns {
+        definitions.push(column_sql(column));
+    }
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE TABLE {table} ({})",
+        definitions.join(", ")
+    )))
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(AssertSqlSafe(updated_at_trigger(&record.name)))
+        .execute(&mut **tx)
+        .await?;
+    let limits = record.limits;
+    sqlx::query(
+        "INSERT INTO _tables (name, schema, read_policy, insert_policy, update_policy, \
+         delete_policy, created_ms, max_rows_per_caller, max_bytes_per_caller, max_rows, \
+         max_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .bind(&record.name)
+    .bind(&record.schema)
+    .bind(&record.read_policy)
+    .bind(&record.insert_policy)
+    .bind(&record.update_policy)
+    .bind(&record.delete_policy)
+    .bind(record.created_ms)
+    .bind(limits.max_rows_per_caller)
+    .bind(limits.max_bytes_per_caller)
+    .bind(limits.max_rows)
+    .bind(limits.max_bytes)
+    .execute(&mut **tx)
+    .await?;
+    usage::track_usage(tx, &record.name).await?;
+    Ok(())
+}
+
 fn updated_at_trigger(table: &str) -> String {
     let quoted = quote_ident(table);
     format!(

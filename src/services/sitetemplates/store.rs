@@ -1,5 +1,6 @@
-//! The hub's template store: site templates (HTML, JS, schema, `manifest.json`) that peers list
-//! and download as tar.gz bundles, and that the operator uploads and deletes.
+//! A store of templates: on a hub, the site templates (HTML, JS, schemas, `manifest.json`) that
+//! peers list and download as tar.gz bundles and that the operator uploads and deletes; on a
+//! peer, the templates its owner installed. Both keep one folder per template.
 //!
 //! Every bundle that comes in is checked before anything touches the store: only regular files
 //! and directories, relative paths without `..`, bounded counts and sizes, a JSON manifest. A
@@ -9,7 +10,7 @@
 //! instances on several hosts share no directory. An upload is checked the same way, then kept
 //! as one normalised bundle.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -33,6 +34,8 @@ pub const MAX_UPLOAD_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_UNPACKED_BYTES: u64 = 64 * 1024 * 1024;
 /// Most files and directories in one template.
 pub const MAX_ENTRIES: usize = 2000;
+/// Largest file in a template.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Why a template operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +146,7 @@ impl Templates {
                     pack(name, files)
                 })
                 .await?;
-                db.put_template(&stored, super::unix_ms()).await?;
+                db.put_template(&stored, crate::services::hub::unix_ms()).await?;
                 tracing::info!(template = %stored.name, "template installed");
                 Ok(stored.name)
             }
@@ -181,23 +184,12 @@ async fn blocking<T: Send + 'static>(
 /// A checked upload as one bundle: its files in name order, plain modes, no times, so the same
 /// template always packs to the same bytes.
 fn pack(name: String, files: Vec<(PathBuf, Vec<u8>)>) -> Result<StoredTemplate, TemplateError> {
-    let mut files = files;
-    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let files = by_path(&files);
     let manifest = files
-        .iter()
-        .find(|(path, _)| path == Path::new("manifest.json"))
-        .map(|(_, bytes)| String::from_utf8_lossy(bytes).into_owned())
+        .get("manifest.json")
+        .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
         .unwrap_or_default();
-    let mut archive = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
-    for (path, bytes) in &files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        header.set_entry_type(tar::EntryType::Regular);
-        archive.append_data(&mut header, path, bytes.as_slice())?;
-    }
-    let bundle = archive.into_inner()?.finish()?;
+    let bundle = pack_files(&files)?;
     Ok(StoredTemplate {
         name,
         manifest,
@@ -419,6 +411,7 @@ fn check_upload(
         None => top.unwrap_or_else(|| slug(manifest["name"].as_str().unwrap_or_default())),
     };
     check_name(&name)?;
+    super::template::Template::from_files(by_path(&files)).map_err(refused)?;
     Ok((name, files))
 }
 
@@ -437,7 +430,8 @@ fn sync_directories(root: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn valid_name(name: &str) -> bool {
+/// 1 to 64 lowercase letters, digits, `-` or `_`, starting with a letter or digit.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.as_bytes()[0].is_ascii_alphanumeric()
@@ -454,7 +448,8 @@ fn check_name(name: &str) -> Result<(), TemplateError> {
     }
 }
 
-fn slug(text: &str) -> String {
+/// A store name made of a manifest's name.
+pub fn slug(text: &str) -> String {
     let mut slug = String::new();
     for c in text.chars().flat_map(char::to_lowercase) {
         if c.is_ascii_alphanumeric() {
@@ -481,6 +476,47 @@ fn parse_manifest(bytes: &[u8]) -> Result<Map<String, Value>, TemplateError> {
         Some(Value::String(name)) if !name.trim().is_empty() => Ok(manifest),
         _ => Err(refused("manifest.json needs a non-empty \"name\"")),
     }
+}
+
+/// Unpacks a tar.gz archive into memory, refusing anything unsafe (see [`read_bundle`]), by
+/// `/`-separated path.
+pub fn read_archive(upload: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, TemplateError> {
+    if upload.len() > MAX_UPLOAD_BYTES {
+        return Err(refused(format!(
+            "it is larger than {} MiB",
+            MAX_UPLOAD_BYTES / (1024 * 1024)
+        )));
+    }
+    let (files, _) = read_bundle(upload)?;
+    Ok(by_path(&files))
+}
+
+fn by_path(files: &[(PathBuf, Vec<u8>)]) -> BTreeMap<String, Vec<u8>> {
+    files
+        .iter()
+        .map(|(path, bytes)| {
+            let key = path
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            (key, bytes.clone())
+        })
+        .collect()
+}
+
+/// Files as a tar.gz archive (sorted, regular files, mode 0644, no times).
+pub fn pack_files(files: &BTreeMap<String, Vec<u8>>) -> std::io::Result<Vec<u8>> {
+    let mut archive = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
+    for (path, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        archive.append_data(&mut header, path, bytes.as_slice())?;
+    }
+    archive.into_inner()?.finish()
 }
 
 /// Unpacks an upload into memory, refusing anything unsafe. Returns the files (relative paths)
@@ -534,6 +570,12 @@ fn read_bundle(upload: &[u8]) -> Result<(Vec<(PathBuf, Vec<u8>)>, Option<String>
             }
         }
         let size = entry.header().size().unwrap_or(u64::MAX);
+        if size > MAX_FILE_BYTES {
+            return Err(refused(format!(
+                "entry {shown:?} is larger than {} MiB",
+                MAX_FILE_BYTES / (1024 * 1024)
+            )));
+        }
         total = total.saturating_add(size);
         if total > MAX_UNPACKED_BYTES {
             return Err(refused(format!(

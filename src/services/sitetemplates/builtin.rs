@@ -1,0 +1,33 @@
+//! The templates built into the binary (`web/apps/<name>/`): blog, corkboard, guestbook, …
+
+use std::collections::BTreeMap;
+
+#[derive(rust_embed::Embed)]
+#[folder = "web/apps/"]
+struct Apps;
+
+/// The names of the built-in templates, sorted.
+pub fn names() -> Vec<String> {
+    let mut names: Vec<String> = Apps::iter()
+        .filter_map(|path| {
+            path.strip_suffix("/manifest.json")
+                .filter(|name| !name.contains('/'))
+                .map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The files of built-in template `name`, by path inside it.
+pub fn files(name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+    let prefix = format!("{name}/");
+    let files: BTreeMap<String, Vec<u8>> = Apps::iter()
+        .filter_map(|path| {
+            let inside = path.strip_prefix(&prefix)?.to_owned();
+            let file = Apps::get(&path)?;
+            Some((inside, file.data.into_owned()))
+        })
+        .collect();
+    files.contains_key("manifest.json").then_some(files)
+}
