@@ -301,7 +301,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             site_root,
             lua_dir: Config::resolve(dir, &config.lua.script_dir),
         },
-        installed: dir.join("templates"),
+        installed: dir.join("apps"),
         config_path: dir.join(crate::config::FILE_NAME),
         data: data.clone(),
         groups: groups.clone(),

@@ -18,8 +18,8 @@ use crate::http::layers::{self, RequestLog};
 use crate::http::server::{self, ServerLimits};
 use crate::http::session::AdminAuth;
 use crate::http::viewer::{self, ViewerApp};
-use crate::services::sitetemplates::store::{TemplateStore, Templates};
 use crate::services::hub::{Hub, HubOptions};
+use crate::services::sitetemplates::store::{TemplateStore, Templates};
 use crate::store::hub::HubStore;
 use crate::telemetry::LogBuffer;
 

@@ -44,4 +44,5 @@ mod peer_table;
 mod probes;
 mod sessions;
 mod support;
+mod templates;
 mod viewer;

@@ -231,12 +231,18 @@ async fn import(State(app): State<ConsoleApp>, CsrfMultipart(form): CsrfMultipar
 
 async fn install(State(app): State<ConsoleApp>, CsrfMultipart(form): CsrfMultipart) -> Response {
     let Some(archive) = form.part("archive").filter(|p| !p.data.is_empty()) else {
-        return app
-            .notices
-            .redirect("/templates", "Choose a template archive (.tar.gz) to install.");
+        return app.notices.redirect(
+            "/templates",
+            "Choose a template archive (.tar.gz) to install.",
+        );
     };
     let name = Some(form.text("name").trim().to_owned()).filter(|n| !n.is_empty());
-    installed(&app, app.templates.install_archive(archive.data.to_vec(), name).await)
+    installed(
+        &app,
+        app.templates
+            .install_archive(archive.data.to_vec(), name)
+            .await,
+    )
 }
 
 fn installed(app: &ConsoleApp, result: Result<String, TemplateError>) -> Response {

@@ -23,8 +23,8 @@ use crate::http::csrf::{CsrfForm, CsrfMultipart};
 use crate::http::error::HttpError;
 use crate::http::session::{self, AdminSession, LoginRefused};
 use crate::services::auth::Session;
-use crate::services::sitetemplates::store::MAX_UPLOAD_BYTES;
 use crate::services::hub::unix_ms;
+use crate::services::sitetemplates::store::MAX_UPLOAD_BYTES;
 use crate::telemetry::LogRecord;
 
 pub fn routes() -> Router<HubApp> {

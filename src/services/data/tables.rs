@@ -48,6 +48,9 @@ pub struct OwnLimits {
     pub bytes: Option<i64>,
 }
 
+/// A row to insert: column values, with `_owner` and the times when they are given.
+pub type NewRow = Vec<(String, SqlValue)>;
+
 /// What the owner's read-only SQL found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SqlRows {
@@ -125,7 +128,7 @@ impl DataService {
     pub async fn replace_tables(
         &self,
         drop: Vec<String>,
-        create: Vec<(TableSchema, TableLimits, Vec<Vec<(String, SqlValue)>>)>,
+        create: Vec<(TableSchema, TableLimits, Vec<NewRow>)>,
         meta: Vec<(String, Option<String>)>,
     ) -> Result<(), DataError> {
         let mut tables = Vec::new();

@@ -802,7 +802,9 @@ pub(super) fn evaluate(file: &str, source: &str, limits: &LuaLimits) -> Result<J
             .set_name("=goop")
             .set_mode(ChunkMode::Text)
             .into_function()?;
-        let plain = lua.create_function(|_, value: Value| Ok(matches!(value, Value::Table(t) if t.metatable().is_none())))?;
+        let plain = lua.create_function(|_, value: Value| {
+            Ok(matches!(value, Value::Table(t) if t.metatable().is_none()))
+        })?;
         prelude.call::<Value>((lua.create_table()?, plain, limits.max_memory))?;
         let value: Value = lua
             .load(source)

@@ -126,7 +126,10 @@ impl Staged {
             if let Some(old) = &old
                 && let Err(e) = fs::rename(target, old)
             {
-                failure = Some(format!("{} could not be moved aside: {e}", target.display()));
+                failure = Some(format!(
+                    "{} could not be moved aside: {e}",
+                    target.display()
+                ));
                 break;
             }
             if let Err(e) = fs::rename(staged, target) {
@@ -223,7 +226,9 @@ pub fn read_tree(root: &Path, skip: Option<&Path>) -> Result<BTreeMap<String, Ve
             let kind = entry.file_type().map_err(|e| e.to_string())?;
             let shown = relative.to_string_lossy().into_owned();
             if kind.is_symlink() {
-                return Err(format!("{shown} is a link; only files and folders can be exported"));
+                return Err(format!(
+                    "{shown} is a link; only files and folders can be exported"
+                ));
             } else if kind.is_dir() {
                 pending.push(relative);
             } else if kind.is_file() {

@@ -134,8 +134,7 @@ impl Manifest {
                     "group_config.type {kind:?} is not `persistent` or `ephemeral`"
                 ));
             }
-            if group.roles.len() > 16 || group.roles.iter().any(|r| r.is_empty() || r.len() > 32)
-            {
+            if group.roles.len() > 16 || group.roles.iter().any(|r| r.is_empty() || r.len() > 32) {
                 problems.push("group_config.roles: at most 16 names of 1 to 32 bytes".into());
             }
             if let (Some(min), Some(max)) = (group.min_members, group.max_members)
@@ -187,10 +186,9 @@ mod tests {
 
     #[test]
     fn every_problem_of_a_manifest_is_named() {
-        let error = Manifest::parse(
-            br#"{"name": "", "group_config": {"type": "forever", "id": "a b"}}"#,
-        )
-        .unwrap_err();
+        let error =
+            Manifest::parse(br#"{"name": "", "group_config": {"type": "forever", "id": "a b"}}"#)
+                .unwrap_err();
         assert!(error.contains("`name` is empty"), "{error}");
         assert!(error.contains("group_config.type \"forever\""), "{error}");
         assert!(error.contains("group_config.id \"a b\""), "{error}");

@@ -355,7 +355,10 @@ impl SiteTemplates {
             .await?
             .map_err(TemplateError::Refused)?;
 
-        let created_group = match self.ensure_group(&template.manifest, group.as_deref()).await {
+        let created_group = match self
+            .ensure_group(&template.manifest, group.as_deref())
+            .await
+        {
             Ok(created) => created,
             Err(error) => {
                 blocking(move || staged.discard()).await?;
@@ -581,8 +584,8 @@ impl SiteTemplates {
         name: Option<String>,
     ) -> Result<String, TemplateError> {
         let dir = self.inner.store.dir().to_owned();
-        let name = blocking(move || TemplateStore::new(dir).install(&archive, name.as_deref()))
-            .await??;
+        let name =
+            blocking(move || TemplateStore::new(dir).install(&archive, name.as_deref())).await??;
         Ok(name)
     }
 
@@ -611,18 +614,26 @@ impl SiteTemplates {
     }
 
     /// The templates a hub offers (their manifests, with `dir` their name in its store).
-    pub async fn hub_templates(&self, hub: &url::Url) -> Result<Vec<serde_json::Value>, TemplateError> {
+    pub async fn hub_templates(
+        &self,
+        hub: &url::Url,
+    ) -> Result<Vec<serde_json::Value>, TemplateError> {
         let url = hub
             .join("/api/templates")
             .map_err(|e| refused(e.to_string()))?;
         let bytes = self.download(&url, 1024 * 1024).await?;
-        let list: Vec<serde_json::Value> = serde_json::from_slice(&bytes)
-            .map_err(|e| TemplateError::Unavailable(format!("{hub} answered no template list: {e}")))?;
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&bytes).map_err(|e| {
+            TemplateError::Unavailable(format!("{hub} answered no template list: {e}"))
+        })?;
         Ok(list.into_iter().take(1000).collect())
     }
 
     /// Downloads template `name` from a hub's store and installs it; the name used.
-    pub async fn install_from_hub(&self, hub: &url::Url, name: &str) -> Result<String, TemplateError> {
+    pub async fn install_from_hub(
+        &self,
+        hub: &url::Url,
+        name: &str,
+    ) -> Result<String, TemplateError> {
         if !store::valid_name(name) {
             return Err(TemplateError::BadName(name.to_owned()));
         }

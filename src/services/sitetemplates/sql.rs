@@ -37,7 +37,9 @@ pub fn translate(sql: &str) -> Result<Vec<TableSchema>, String> {
             return Err(fail("CREATE TABLE … AS SELECT is not accepted".into()));
         }
         if let Some(constraint) = create.constraints.first() {
-            return Err(fail(format!("the constraint `{constraint}` is not accepted")));
+            return Err(fail(format!(
+                "the constraint `{constraint}` is not accepted"
+            )));
         }
         let mut columns = Vec::new();
         for definition in &create.columns {
@@ -81,7 +83,7 @@ pub fn translate(sql: &str) -> Result<Vec<TableSchema>, String> {
                     }
                 }
             }
-            columns.push(Json::from(serde_json::to_value(&out).unwrap_or(Json::Null)));
+            columns.push(serde_json::to_value(&out).unwrap_or(Json::Null));
         }
         let parsed = schema::parse_schema(&serde_json::json!({
             "name": name,

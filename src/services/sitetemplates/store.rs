@@ -146,7 +146,8 @@ impl Templates {
                     pack(name, files)
                 })
                 .await?;
-                db.put_template(&stored, crate::services::hub::unix_ms()).await?;
+                db.put_template(&stored, crate::services::hub::unix_ms())
+                    .await?;
                 tracing::info!(template = %stored.name, "template installed");
                 Ok(stored.name)
             }

@@ -40,7 +40,7 @@ pub struct TemplateTable {
 /// A row to insert when the template is applied: checked column values, with the system
 /// columns an export kept (`_owner`, `_owner_email`, `_created_at`, `_updated_at`); a seed row
 /// has none and belongs to the owner.
-pub type NewRow = Vec<(String, SqlValue)>;
+pub use crate::services::data::tables::NewRow;
 
 /// A checked template.
 #[derive(Debug, Clone)]
@@ -88,7 +88,8 @@ impl Template {
                     listed.push(path.clone());
                 }
                 Json::Object(_) => add(
-                    table_schema(entry).map_err(|e| format!("manifest.json: schemas[{index}]: {e}"))?,
+                    table_schema(entry)
+                        .map_err(|e| format!("manifest.json: schemas[{index}]: {e}"))?,
                     "manifest.json",
                 )?,
                 _ => {
@@ -158,8 +159,9 @@ impl Template {
                 }
             };
             for (table, list) in by_table {
-                let schema = find(&tables, &table)
-                    .ok_or_else(|| format!("seed.lua: there is no table `{table}` in the template"))?;
+                let schema = find(&tables, &table).ok_or_else(|| {
+                    format!("seed.lua: there is no table `{table}` in the template")
+                })?;
                 let list = rows_of(&list, &format!("seed.lua: {table}"))?;
                 for (index, row) in list.iter().enumerate() {
                     let values = schema::check_row(schema, row, true)
@@ -290,15 +292,13 @@ fn table_schema(value: &Json) -> Result<TemplateTable, String> {
 
 /// An exported row: its columns checked against the schema, its system columns kept.
 fn exported_row(schema: &TableSchema, row: &Json) -> Result<NewRow, String> {
-    let mut object = row
-        .as_object()
-        .cloned()
-        .ok_or("a row is a JSON object")?;
+    let mut object = row.as_object().cloned().ok_or("a row is a JSON object")?;
     object.remove("_id");
     let mut system = Vec::new();
     for name in ["_owner", "_owner_email", "_created_at", "_updated_at"] {
         match object.remove(name) {
             None | Some(Json::Null) if name != "_owner" => {}
+            Some(Json::String(text)) if text.is_empty() && name != "_owner" => {}
             Some(Json::String(text)) if !text.is_empty() && text.len() <= 256 => {
                 system.push((name.to_owned(), SqlValue::Text(text)));
             }
@@ -398,14 +398,21 @@ mod tests {
             Template::from_files(files(&list)).unwrap_err()
         };
         let error = with(("lua/functions/bad.lua", "function call( end"));
-        assert!(error.contains("lua/functions/bad.lua does not compile"), "{error}");
-        let error = with(("schemas/t.json", r#"{"name": "t", "columns": ["a WIDGET"]}"#));
+        assert!(
+            error.contains("lua/functions/bad.lua does not compile"),
+            "{error}"
+        );
+        let error = with((
+            "schemas/t.json",
+            r#"{"name": "t", "columns": ["a WIDGET"]}"#,
+        ));
         assert!(error.contains("unknown type `widget`"), "{error}");
         let error = with(("seed.lua", "return { nothere = { {} } }"));
         assert!(error.contains("no table `nothere`"), "{error}");
         let error = with(("seed.lua", "while true do end"));
         assert!(error.contains("seed.lua failed"), "{error}");
-        let error = Template::from_files(files(&[("manifest.json", r#"{"name": "x"}"#)])).unwrap_err();
+        let error =
+            Template::from_files(files(&[("manifest.json", r#"{"name": "x"}"#)])).unwrap_err();
         assert!(error.contains("no index.html"), "{error}");
     }
 }

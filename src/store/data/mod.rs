@@ -6,8 +6,8 @@
 //! apart from the owner's, and stop at the request's deadline ([`DataStore::for_visitor`]).
 
 mod ddl;
-pub mod replace;
 pub mod filter;
+pub mod replace;
 mod statements;
 pub mod usage;
 

@@ -28,12 +28,10 @@ pub struct Replacement {
 impl DataStore {
     /// A `_meta` value.
     pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT value FROM _meta WHERE key = ?1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT value FROM _meta WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// Drops, creates and fills tables and sets `_meta`, all in one transaction.

@@ -1,0 +1,633 @@
+//! App templates through the console of real peers: applying a built-in template and switching
+//! between templates (the previous template's tables go, the owner's stay, a name clash is
+//! refused before anything changes), an apply the database refuses half-way leaving the site as
+//! it was, hostile bundles refused with their reason, a site exported with its rows and imported
+//! on another peer, and a template installed from a hub's store.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use goop2::services::presence::peer_table::PeerState;
+use serde_json::{Value, json};
+
+use crate::console::console;
+use crate::support::{TestPeer, hidden, lists, no_redirects, short_ttl};
+
+/// The console's answer to a form: the notice it redirects with (or the page's text).
+async fn form(base: &str, path: &str, fields: &[(&str, &str)]) -> String {
+    let page = no_redirects()
+        .get(format!("{base}/templates"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut fields: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    fields.push(("csrf".into(), hidden(&page, "csrf")));
+    let response = no_redirects()
+        .post(format!("{base}{path}"))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    notice_of(base, response).await
+}
+
+/// A multipart upload of `archive` (as field `archive`) with `fields`.
+async fn upload(base: &str, path: &str, archive: Vec<u8>, fields: &[(&str, &str)]) -> String {
+    let page = no_redirects()
+        .get(format!("{base}/templates"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut multipart = reqwest::multipart::Form::new()
+        .text("csrf", hidden(&page, "csrf"))
+        .part(
+            "archive",
+            reqwest::multipart::Part::bytes(archive).file_name("bundle.tar.gz"),
+        );
+    for (name, value) in fields {
+        multipart = multipart.text(name.to_string(), value.to_string());
+    }
+    let response = no_redirects()
+        .post(format!("{base}{path}"))
+        .multipart(multipart)
+        .send()
+        .await
+        .unwrap();
+    notice_of(base, response).await
+}
+
+async fn notice_of(base: &str, response: reqwest::Response) -> String {
+    if response.status().as_u16() != 303 {
+        return format!(
+            "HTTP {}: {}",
+            response.status(),
+            response.text().await.unwrap()
+        );
+    }
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let html = reqwest::get(format!("{base}{location}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    html.split("id=\"notice\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</p>").next())
+        .unwrap_or_default()
+        .replace("&#39;", "'")
+        .replace("&quot;", "\"")
+}
+
+async fn api(base: &str, op: &str, body: Value) -> (u16, Value) {
+    crate::support::post_with(
+        &reqwest::Client::new(),
+        &format!("{base}/api/data/{op}"),
+        body.to_string(),
+    )
+    .await
+}
+
+async fn tables(base: &str) -> Vec<String> {
+    let (status, list) = api(base, "tables", json!({})).await;
+    assert_eq!(status, 200, "{list}");
+    let mut names: Vec<String> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn plan(base: &str, key: &str) -> String {
+    reqwest::get(format!("{base}/templates/apply?key={key}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A template folder: a board of cards, with a Lua function and seed rows.
+fn write_cards_template(root: &Path) {
+    let file = |path: &str, text: &str| {
+        let target = root.join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, text).unwrap();
+    };
+    file(
+        "manifest.json",
+        r#"{"name": "Cards", "description": "A board of cards", "icon": "🃏", "version": "0.2.0"}"#,
+    );
+    file(
+        "schemas/cards.json",
+        r#"{"name": "cards", "columns": [{"name": "title", "type": "text", "required": true}, {"name": "pinned", "type": "integer", "default": 0}]}"#,
+    );
+    file("index.html", "<!doctype html><h1>Cards</h1>");
+    file(
+        "lua/functions/count.lua",
+        "--- Counts the cards.\nfunction call(request)\n  return { cards = goop.db.scalar('SELECT COUNT(*) FROM cards') }\nend\n",
+    );
+    file(
+        "seed.lua",
+        "local rows = {}\nfor i = 1, 3 do rows[i] = { title = 'card ' .. i } end\nreturn { cards = rows }\n",
+    );
+}
+
+fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut archive = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    for (path, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        archive.append_data(&mut header, path, *bytes).unwrap();
+    }
+    archive.into_inner().unwrap().finish().unwrap()
+}
+
+/// An archive with one entry of `kind` at a path `tar::Builder` would refuse to write.
+fn hostile_tar_gz(path: &str, kind: tar::EntryType, link: Option<&str>) -> Vec<u8> {
+    let mut header = tar::Header::new_old();
+    header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+    header.set_mode(0o644);
+    header.set_size(if kind == tar::EntryType::Regular {
+        4
+    } else {
+        0
+    });
+    header.set_entry_type(kind);
+    if let Some(link) = link {
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+    }
+    header.set_cksum();
+    let mut raw = header.as_bytes().to_vec();
+    if kind == tar::EntryType::Regular {
+        let mut block = b"evil".to_vec();
+        block.resize(512, 0);
+        raw.extend(block);
+    }
+    raw.extend([0u8; 1024]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&raw).unwrap();
+    gz.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_switch_a_to_b_to_a_keeping_the_owners_own_tables() {
+    let alice = TestPeer::spawn("Alice", |c| short_ttl(c, 6)).await;
+    let base = console(&alice);
+    let (status, made) = api(
+        &base,
+        "create-table",
+        json!({"schema": {"name": "notes", "columns": ["text TEXT"]}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    api(
+        &base,
+        "insert",
+        json!({"table": "notes", "data": {"text": "mine"}}),
+    )
+    .await;
+
+    let gallery = reqwest::get(format!("{base}/templates"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        gallery.contains("data-key=\"builtin/guestbook\""),
+        "{gallery}"
+    );
+    let shown = plan(&base, "builtin/guestbook").await;
+    assert!(shown.contains("No table is dropped."), "{shown}");
+    assert!(
+        shown.contains("These tables are created: entries."),
+        "{shown}"
+    );
+    let notice = form(&base, "/templates/apply", &[("key", "builtin/guestbook")]).await;
+    assert_eq!(notice, "Applied Guestbook.");
+    let site = alice.dir().path().join("site");
+    assert!(
+        std::fs::read_to_string(site.join("index.html"))
+            .unwrap()
+            .contains("<title>Guestbook</title>")
+    );
+    assert!(site.join("app.js").is_file());
+    assert_eq!(tables(&base).await, ["entries", "notes"]);
+    assert_eq!(
+        alice.announcement.borrow().active_template.as_deref(),
+        Some("guestbook"),
+        "the active template is announced"
+    );
+    let (status, _) = api(
+        &base,
+        "insert",
+        json!({"table": "entries", "data": {"name": "Alice", "message": "first"}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // B: a template installed from a folder, with seed rows and a Lua function; Lua was off.
+    let folder = tempfile::tempdir().unwrap();
+    write_cards_template(folder.path());
+    let notice = form(
+        &base,
+        "/templates/install-folder",
+        &[("folder", folder.path().to_str().unwrap())],
+    )
+    .await;
+    assert_eq!(
+        notice,
+        "Installed template cards; apply it from the gallery."
+    );
+    assert!(
+        alice
+            .dir()
+            .path()
+            .join("apps/cards/manifest.json")
+            .is_file()
+    );
+    let shown = plan(&base, "installed/cards").await;
+    assert!(
+        shown.contains("<span data-table=\"entries\">entries (1 row)</span>"),
+        "the plan names what is dropped: {shown}"
+    );
+    assert!(shown.contains("Lua is turned on"), "{shown}");
+    let notice = form(&base, "/templates/apply", &[("key", "installed/cards")]).await;
+    assert_eq!(
+        notice,
+        "Applied Cards. Dropped entries. Lua is now on (lua.enabled)."
+    );
+    assert_eq!(tables(&base).await, ["cards", "notes"]);
+    let (status, counted) = api(
+        &base,
+        "lua-call",
+        json!({"function": "count", "params": {}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{counted}");
+    assert_eq!(counted["data"]["cards"], 3, "the seed rows are there");
+    let config = std::fs::read_to_string(alice.dir().path().join("goop.json")).unwrap();
+    assert!(
+        config.contains("\"enabled\": true"),
+        "Lua stays on after a restart: {config}"
+    );
+    assert!(
+        alice.dir().path().join("site-previous/app.js").is_file(),
+        "the replaced site is kept"
+    );
+
+    // Back to A: B's tables go, the owner's notes stay with their row.
+    let notice = form(&base, "/templates/apply", &[("key", "builtin/guestbook")]).await;
+    assert_eq!(notice, "Applied Guestbook. Dropped cards.");
+    assert_eq!(tables(&base).await, ["entries", "notes"]);
+    let (_, notes) = api(&base, "query", json!({"table": "notes"})).await;
+    assert_eq!(notes["data"][0]["text"], "mine");
+    assert!(!site.join("lua/functions/count.lua").exists());
+
+    // An owner's table with a name the template needs: refused, nothing changes.
+    api(&base, "drop-table", json!({"table": "notes"})).await;
+    let (status, _) = api(
+        &base,
+        "create-table",
+        json!({"schema": {"name": "cards", "columns": ["x TEXT"]}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let shown = plan(&base, "installed/cards").await;
+    assert!(shown.contains("id=\"conflicts\""), "{shown}");
+    assert!(!shown.contains("id=\"apply\""), "{shown}");
+    let notice = form(&base, "/templates/apply", &[("key", "installed/cards")]).await;
+    assert!(
+        notice.starts_with("Nothing was changed: ") && notice.contains("cards"),
+        "{notice}"
+    );
+    assert!(
+        std::fs::read_to_string(site.join("index.html"))
+            .unwrap()
+            .contains("<title>Guestbook</title>")
+    );
+    assert_eq!(tables(&base).await, ["cards", "entries"]);
+    alice.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_the_database_refuses_half_way_leaves_the_previous_site() {
+    let alice = TestPeer::spawn("Alice", |c| short_ttl(c, 6)).await;
+    let base = console(&alice);
+    let site = alice.dir().path().join("site");
+    let before = std::fs::read_to_string(site.join("index.html")).unwrap();
+
+    // Another connection holds the database's write lock past the peer's busy timeout.
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(alice.dir().path().join("data.db"))
+        .busy_timeout(Duration::from_secs(1));
+    let mut holder = sqlx::ConnectOptions::connect(&options).await.unwrap();
+    sqlx::Executor::execute(&mut holder, "BEGIN IMMEDIATE")
+        .await
+        .unwrap();
+    let notice = tokio::time::timeout(
+        Duration::from_secs(60),
+        form(&base, "/templates/apply", &[("key", "builtin/guestbook")]),
+    )
+    .await
+    .expect("the apply gives up");
+    sqlx::Executor::execute(&mut holder, "ROLLBACK")
+        .await
+        .unwrap();
+    assert!(notice.starts_with("Nothing was changed: "), "{notice}");
+    assert_eq!(
+        std::fs::read_to_string(site.join("index.html")).unwrap(),
+        before,
+        "the previous site is back"
+    );
+    assert!(!site.join("app.js").exists());
+    assert!(tables(&base).await.is_empty());
+    let gallery = reqwest::get(format!("{base}/templates"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(gallery.contains("No template is applied"), "{gallery}");
+    let leftovers: Vec<String> = std::fs::read_dir(alice.dir().path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with(".site"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Once the lock is gone the same apply works.
+    let notice = form(&base, "/templates/apply", &[("key", "builtin/guestbook")]).await;
+    assert_eq!(notice, "Applied Guestbook.");
+    alice.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bundles_are_refused_with_their_reason_and_nothing_changes() {
+    let alice = TestPeer::spawn("Alice", |c| short_ttl(c, 6)).await;
+    let base = console(&alice);
+    form(&base, "/templates/apply", &[("key", "builtin/guestbook")]).await;
+    let site = alice.dir().path().join("site");
+    let before = std::fs::read_to_string(site.join("index.html")).unwrap();
+    let manifest: &[u8] = br#"{"name": "Evil"}"#;
+    let page: &[u8] = b"<h1>evil</h1>";
+    let zeros = vec![0u8; 70 * 1024 * 1024];
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            hostile_tar_gz("../escape.html", tar::EntryType::Regular, None),
+            "leaves the template with '..'",
+        ),
+        (
+            hostile_tar_gz("/etc/owned", tar::EntryType::Regular, None),
+            "has an absolute path",
+        ),
+        (
+            hostile_tar_gz("link", tar::EntryType::Symlink, Some("/etc/passwd")),
+            "is a link",
+        ),
+        (
+            hostile_tar_gz("dev", tar::EntryType::Char, None),
+            "only files and directories are allowed",
+        ),
+        (
+            tar_gz(&[("manifest.json", manifest), ("big.bin", &zeros)]),
+            "is larger than 16 MiB",
+        ),
+        (
+            tar_gz(&[("manifest.json", b"{\"name\": 7}"), ("index.html", page)]),
+            "manifest.json",
+        ),
+        (
+            tar_gz(&[
+                ("manifest.json", manifest),
+                ("index.html", page),
+                (
+                    "schemas/t.json",
+                    br#"{"name": "t", "columns": ["a WIDGET"]}"#,
+                ),
+            ]),
+            "unknown type `widget`",
+        ),
+        (
+            tar_gz(&[
+                ("manifest.json", manifest),
+                ("index.html", page),
+                ("lua/functions/f.lua", b"function call( end"),
+            ]),
+            "lua/functions/f.lua does not compile",
+        ),
+        (
+            tar_gz(&[
+                ("manifest.json", manifest),
+                ("index.html", page),
+                ("schema.sql", b"CREATE TABLE t (a TEXT); DROP TABLE _meta"),
+            ]),
+            "only hold CREATE TABLE",
+        ),
+        (b"not gzip at all".to_vec(), "tar.gz archive"),
+    ];
+    for (archive, reason) in cases {
+        let notice = upload(
+            &base,
+            "/templates/install",
+            archive.clone(),
+            &[("name", "evil")],
+        )
+        .await;
+        assert!(
+            notice.starts_with("Not installed: the bundle was refused: ")
+                && notice.contains(reason),
+            "expected {reason:?} in {notice:?}"
+        );
+        let notice = upload(&base, "/templates/import", archive, &[("confirm", "yes")]).await;
+        assert!(
+            notice.starts_with("Nothing was changed: ") && notice.contains(reason),
+            "expected {reason:?} in {notice:?}"
+        );
+    }
+    let apps = alice.dir().path().join("apps");
+    let left: Vec<_> = std::fs::read_dir(&apps)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing was installed: {left:?}");
+    assert!(!alice.dir().path().join("escape.html").exists());
+    assert_eq!(
+        std::fs::read_to_string(site.join("index.html")).unwrap(),
+        before
+    );
+    assert_eq!(tables(&base).await, ["entries"]);
+    alice.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_exported_with_its_rows_imports_on_another_peer() {
+    let alice = TestPeer::spawn("Alice", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_host = true;
+    })
+    .await;
+    let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
+    let bob = TestPeer::spawn("Bob", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_wan = hub.clone();
+    })
+    .await;
+    let (a_base, b_base) = (console(&alice), console(&bob));
+    let a_id = alice.peer_id.to_base58();
+    form(&a_base, "/templates/apply", &[("key", "builtin/guestbook")]).await;
+    assert!(lists(&bob, &a_id, PeerState::Online).await);
+
+    // Bob signs Alice's guestbook through his own peer, as a page of her site would.
+    let page = no_redirects()
+        .get(format!("{b_base}/p/{a_id}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<title>Guestbook</title>"));
+    assert_eq!(crate::support::meta(&page, "goop-self-label"), "Bob");
+    let token = crate::support::meta(&page, "goop-site-token");
+    let signed = no_redirects()
+        .post(format!("{b_base}/api/p/{a_id}/data/insert"))
+        .header("x-goop-site-token", token)
+        .header("origin", "null")
+        .header("sec-fetch-site", "cross-site")
+        .json(&json!({"table": "entries", "data": {"name": "Bob", "message": "hello Alice"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status().as_u16(), 200);
+
+    let export = |with_data: bool| {
+        let url = format!(
+            "{a_base}/templates/export{}",
+            if with_data { "?data=1" } else { "" }
+        );
+        async move {
+            let response = reqwest::get(url).await.unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+            assert!(
+                response.headers()["content-disposition"]
+                    .to_str()
+                    .unwrap()
+                    .contains("alice-site")
+            );
+            response.bytes().await.unwrap().to_vec()
+        }
+    };
+    let archive = export(true).await;
+    let files = goop2::services::sitetemplates::store::read_archive(&archive).unwrap();
+    let names: Vec<&String> = files.keys().collect();
+    assert!(
+        names.contains(&&"data/entries.json".to_string()),
+        "{names:?}"
+    );
+    assert!(names.contains(&&"schemas/entries.json".to_string()));
+    assert!(!export(false).await.is_empty());
+
+    let carol = TestPeer::spawn("Carol", |c| short_ttl(c, 6)).await;
+    let c_base = console(&carol);
+    let notice = upload(&c_base, "/templates/import", archive.clone(), &[]).await;
+    assert!(notice.contains("tick the box"), "{notice}");
+    let notice = upload(&c_base, "/templates/import", archive, &[("confirm", "yes")]).await;
+    assert_eq!(notice, "Imported Guestbook with 1 row(s).");
+    let (_, rows) = api(&c_base, "query", json!({"table": "entries"})).await;
+    assert_eq!(rows["data"][0]["message"], "hello Alice");
+    assert_eq!(
+        rows["data"][0]["_owner"],
+        bob.peer_id.to_base58(),
+        "the signer stays the signer"
+    );
+    assert_eq!(
+        std::fs::read(carol.dir().path().join("site/app.js")).unwrap(),
+        std::fs::read(alice.dir().path().join("site/app.js")).unwrap()
+    );
+    assert_eq!(
+        carol.announcement.borrow().active_template.as_deref(),
+        Some("guestbook")
+    );
+    carol.shutdown().await;
+    bob.shutdown().await;
+    alice.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_lists_and_installs_a_template_a_hub_offers() {
+    let alice = TestPeer::spawn("Alice", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_host = true;
+    })
+    .await;
+    let hub = format!("http://{}/", alice.hub.as_ref().unwrap().hub_addr);
+    // The hub's operator puts a template in its store.
+    write_cards_template(&alice.dir().path().join("templates/cards"));
+    let bob = TestPeer::spawn("Bob", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_wan = hub.clone();
+    })
+    .await;
+    let base = console(&bob);
+    let gallery = reqwest::get(format!("{base}/templates"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let encoded: String = url::form_urlencoded::byte_serialize(hub.as_bytes()).collect();
+    assert!(
+        gallery.contains("Browse the store of http://127.0.0.1:"),
+        "{gallery}"
+    );
+    let store = reqwest::get(format!("{base}/templates/store?hub={encoded}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(store.contains("data-name=\"cards\""), "{store}");
+    assert!(store.contains("A board of cards"), "{store}");
+    let notice = form(
+        &base,
+        "/templates/store",
+        &[("hub", hub.as_str()), ("name", "cards")],
+    )
+    .await;
+    assert_eq!(
+        notice,
+        "Installed template cards; apply it from the gallery."
+    );
+    let notice = form(
+        &base,
+        "/templates/store",
+        &[("hub", "http://127.0.0.1:1/"), ("name", "cards")],
+    )
+    .await;
+    assert!(notice.contains("is not a hub this peer uses"), "{notice}");
+    let notice = form(&base, "/templates/apply", &[("key", "installed/cards")]).await;
+    assert!(notice.starts_with("Applied Cards."), "{notice}");
+    assert_eq!(tables(&base).await, ["cards"]);
+    bob.shutdown().await;
+    alice.shutdown().await;
+}
