@@ -1184,3 +1184,61 @@ async fn a_request_with_several_problems_is_told_the_first_in_a_fixed_order() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_unique_set_lets_each_peer_vote_once_per_link() {
+    let (data, _dir) = service().await;
+    let bob = Caller::Peer(BOB.parse().unwrap());
+    let carol = Caller::Peer(CAROL.parse().unwrap());
+    run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "create-table", "schema": {
+            "name": "votes",
+            "columns": ["link INTEGER NOT NULL", "value INTEGER NOT NULL"],
+            "unique": [["_owner", "link"]]
+        }}),
+    )
+    .await
+    .unwrap();
+    let vote =
+        |link: i64| json!({"op": "insert", "table": "votes", "data": {"link": link, "value": 1}});
+    run(&data, &bob, vote(1)).await.unwrap();
+    run(&data, &bob, vote(2)).await.unwrap();
+    run(&data, &carol, vote(1)).await.unwrap();
+    let again = run(&data, &bob, vote(1)).await.unwrap_err();
+    assert!(
+        matches!(&again, DataError::BadRequest(m) if m.contains("UNIQUE")),
+        "{again:?}"
+    );
+    let described = run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "describe", "table": "votes"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        described["unique"],
+        json!([["_owner", "link"]]),
+        "{described}"
+    );
+    let dropped = run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "drop-column", "table": "votes", "name": "link"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{dropped:?}").contains("unique set"), "{dropped:?}");
+    for bad in [json!([["nope"]]), json!([[]]), json!("link")] {
+        let refused = run(
+            &data,
+            &Caller::Owner,
+            json!({"op": "create-table", "schema": {"name": "v2", "columns": ["link INTEGER"], "unique": bad}}),
+        )
+        .await
+        .unwrap_err();
+        assert!(format!("{refused:?}").contains("unique"), "{refused:?}");
+    }
+}

@@ -219,7 +219,16 @@ pub struct TableSchema {
     pub columns: Vec<ColumnSchema>,
     #[serde(default)]
     pub access: Access,
+    /// Sets of columns (`_owner` among them if need be) no two rows may share: one vote per
+    /// peer and link is `["_owner", "link"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unique: Vec<Vec<String>>,
 }
+
+/// Unique sets a table may have.
+const MAX_UNIQUE: usize = 4;
+/// Columns one unique set may name.
+const MAX_UNIQUE_COLUMNS: usize = 4;
 
 /// Parses and checks a schema: `{"name", "columns": [...], "access"?}` where each column is an
 /// object (`{"name", "type", "required"?, "default"?, "auto"?, "values"?}`) or a plain definition
@@ -230,9 +239,9 @@ pub fn parse_schema(input: &Json) -> Result<TableSchema, String> {
     };
     let mut problems = Vec::new();
     for key in object.keys() {
-        if !matches!(key.as_str(), "name" | "columns" | "access") {
+        if !matches!(key.as_str(), "name" | "columns" | "access" | "unique") {
             problems.push(format!(
-                "unknown key `{key}` (expected name, columns, access)"
+                "unknown key `{key}` (expected name, columns, access, unique)"
             ));
         }
     }
@@ -243,7 +252,7 @@ pub fn parse_schema(input: &Json) -> Result<TableSchema, String> {
             .and_then(Access::checked),
     };
     let columns = object.get("columns").and_then(Json::as_array);
-    assemble(
+    let mut schema = assemble(
         problems,
         object.get("name").and_then(Json::as_str),
         access,
@@ -255,7 +264,36 @@ pub fn parse_schema(input: &Json) -> Result<TableSchema, String> {
             }
             _ => Err("a column is an object or a string like \"title TEXT\"".into()),
         },
-    )
+    )?;
+    if let Some(unique) = object.get("unique") {
+        schema.unique = parse_unique(unique, &schema.columns)?;
+    }
+    Ok(schema)
+}
+
+/// `unique`: a list of column-name lists, each naming the table's columns or `_owner`.
+fn parse_unique(value: &Json, columns: &[ColumnSchema]) -> Result<Vec<Vec<String>>, String> {
+    let shape = || {
+        format!(
+            "unique: a list of at most {MAX_UNIQUE} lists of 1 to {MAX_UNIQUE_COLUMNS} column names, like [[\"_owner\", \"link\"]]"
+        )
+    };
+    let sets: Vec<Vec<String>> = serde_json::from_value(value.clone()).map_err(|_| shape())?;
+    if sets.len() > MAX_UNIQUE
+        || sets
+            .iter()
+            .any(|set| set.is_empty() || set.len() > MAX_UNIQUE_COLUMNS)
+    {
+        return Err(shape());
+    }
+    for name in sets.iter().flatten() {
+        if name != "_owner" && !columns.iter().any(|c| &c.name == name) {
+            return Err(format!(
+                "unique: `{name}` is not a column of the table (nor `_owner`)"
+            ));
+        }
+    }
+    Ok(sets)
 }
 
 /// A schema as the console's form gives it: a name, one plain definition per column
@@ -330,6 +368,7 @@ fn assemble<T>(
             name,
             columns: checked,
             access,
+            unique: Vec::new(),
         })
     } else {
         Err(problems.join("; "))

@@ -35,6 +35,9 @@ pub struct TableDescription {
     /// The columns the peer keeps in every table.
     pub system: [&'static str; 5],
     pub access: Access,
+    /// Column sets no two rows may share.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unique: Vec<Vec<String>>,
     pub limits: Quotas,
     pub own_limits: OwnLimits,
 }
@@ -95,6 +98,7 @@ impl DataService {
             columns: schema.columns.clone(),
             system: SYSTEM_COLUMNS,
             access: access_of(record),
+            unique: schema.unique.clone(),
             limits: self.guard.limits.for_table(&own),
             own_limits: OwnLimits {
                 rows_per_caller: own.max_rows_per_caller,
@@ -117,7 +121,9 @@ impl DataService {
         }
         let record = record_for(&schema, TableLimits::default())?;
         let columns: Vec<_> = schema.columns.iter().map(schema::column_def).collect();
-        self.store.create_table(&record, &columns).await?;
+        self.store
+            .create_table(&record, &columns, &schema.unique)
+            .await?;
         self.forget_tables();
         tracing::info!(table = %schema.name, "table created");
         Ok(self.description(&record, &schema))
@@ -136,6 +142,7 @@ impl DataService {
             tables.push(NewTable {
                 record: record_for(&schema, limits)?,
                 columns: schema.columns.iter().map(schema::column_def).collect(),
+                unique: schema.unique.clone(),
                 rows,
             });
         }
@@ -285,6 +292,11 @@ impl DataService {
             return Err(DataError::BadRequest(
                 "a table keeps at least one column of its own; drop the table instead".into(),
             ));
+        }
+        if schema.unique.iter().flatten().any(|c| c == column) {
+            return Err(DataError::BadRequest(format!(
+                "`{column}` is part of a unique set of `{name}`; it cannot be dropped"
+            )));
         }
         schema.columns.remove(index);
         self.store

@@ -379,9 +379,10 @@ impl DataStore {
         &self,
         record: &TableRecord,
         columns: &[ColumnDef],
+        unique: &[Vec<String>],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        create_in(&mut tx, record, columns).await?;
+        create_in(&mut tx, record, columns, unique).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -554,12 +555,13 @@ async fn set_schema(
 }
 
 /// The trigger that keeps `_updated_at` current.
-/// Creates a user table (system columns, `_updated_at` trigger, `_tables` entry with its own
-/// limits, usage tracking) inside `tx`.
+/// Creates a user table (system columns, `_updated_at` trigger, unique indexes, `_tables` entry
+/// with its own limits, usage tracking) inside `tx`.
 pub(super) async fn create_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     record: &TableRecord,
     columns: &[ColumnDef],
+    unique: &[Vec<String>],
 ) -> Result<(), StoreError> {
     let table = quote_ident(&record.name);
     let mut definitions = vec![
@@ -581,6 +583,21 @@ pub(super) async fn create_in(
     sqlx::query(AssertSqlSafe(updated_at_trigger(&record.name)))
         .execute(&mut **tx)
         .await?;
+    for (index, set) in unique.iter().enumerate() {
+        let columns: Vec<String> = set.iter().map(|c| quote_ident(c)).collect();
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE UNIQUE INDEX {} ON {table} ({})",
+            // Index names outlive a rename: the creation time keeps a later table of the same
+            // name from meeting them.
+            quote_ident(&format!(
+                "_unique_{}_{}_{index}",
+                record.name, record.created_ms
+            )),
+            columns.join(", ")
+        )))
+        .execute(&mut **tx)
+        .await?;
+    }
     let limits = record.limits;
     sqlx::query(
         "INSERT INTO _tables (name, schema, read_policy, insert_policy, update_policy, \

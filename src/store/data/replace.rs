@@ -9,6 +9,8 @@ use super::*;
 pub struct NewTable {
     pub record: TableRecord,
     pub columns: Vec<ColumnDef>,
+    /// Column sets no two rows may share.
+    pub unique: Vec<Vec<String>>,
     /// Column values per row; a row without `_owner` gets `owner`.
     pub rows: Vec<Vec<(String, SqlValue)>>,
 }
@@ -41,7 +43,7 @@ impl DataStore {
             ddl::drop_in(&mut tx, name).await?;
         }
         for table in &change.create {
-            create_in(&mut tx, &table.record, &table.columns).await?;
+            create_in(&mut tx, &table.record, &table.columns, &table.unique).await?;
             for row in &table.rows {
                 let mut values = row.clone();
                 if !values.iter().any(|(name, _)| name == "_owner") {
