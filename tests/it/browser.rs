@@ -505,3 +505,143 @@ async fn a_visitors_site_joins_its_hosts_group_and_two_consoles_chat_live() {
     visitor.shutdown().await;
     host.shutdown().await;
 }
+
+/// Where the template screenshots go: `docs/screenshots/` when `GOOP_UPDATE_SCREENSHOTS` is set
+/// (the README's gallery), else a temporary folder.
+fn screenshot_dir() -> (std::path::PathBuf, Option<tempfile::TempDir>) {
+    if std::env::var_os("GOOP_UPDATE_SCREENSHOTS").is_some() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        (dir, None)
+    } else {
+        let temp = tempfile::tempdir().unwrap();
+        (temp.path().to_owned(), Some(temp))
+    }
+}
+
+/// A host (with its hub) and a visitor that lists it, each with a console, on a network of
+/// their own.
+async fn host_and_visitor(tag: &str) -> (TestPeer, TestPeer) {
+    use goop2::services::presence::peer_table::PeerState;
+    let tag = format!("{tag}-{}", rand::random::<u32>());
+    let host = TestPeer::start(PeerDir::new("Host", |c| {
+        short_ttl(c, 6);
+        c.p2p.mdns_tag = tag.clone();
+        c.presence.rendezvous_host = true;
+    }))
+    .await;
+    let hub = format!("http://{}", host.hub.as_ref().unwrap().hub_addr);
+    let visitor = TestPeer::start(PeerDir::new("Visitor", |c| {
+        short_ttl(c, 6);
+        c.p2p.mdns_tag = tag.clone();
+        c.presence.rendezvous_wan = hub;
+    }))
+    .await;
+    assert!(crate::support::lists(&visitor, &host.peer_id.to_base58(), PeerState::Online).await);
+    (host, visitor)
+}
+
+/// Runs tests/browser/templates.mjs for `steps`; its JSON report.
+async fn template_flows(host: &TestPeer, visitor: &TestPeer, steps: &[&str]) -> serde_json::Value {
+    let (shots, _temp) = screenshot_dir();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/templates.mjs");
+    let output = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(format!("http://{}", visitor.console_addr.unwrap()))
+        .arg(host.peer_id.to_base58())
+        .arg(format!("http://{}", host.console_addr.unwrap()))
+        .arg(visitor.peer_id.to_base58())
+        .arg(&shots)
+        .args(steps)
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for step in steps {
+        assert!(shots.join(format!("{step}.png")).is_file(), "{step}.png");
+    }
+    serde_json::from_str(report.trim()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guestbook_corkboard_and_blog_templates_work_for_owner_and_visitor() {
+    require_browser_tooling();
+    let (host, visitor) = host_and_visitor("templates").await;
+    let report = template_flows(&host, &visitor, &["guestbook", "corkboard", "blog"]).await;
+    let visitor_id = visitor.peer_id.to_base58();
+
+    let guestbook = &report["guestbook"];
+    assert_eq!(
+        guestbook["prefilled"], "Visitor",
+        "the visitor's label fills the name"
+    );
+    assert_eq!(guestbook["emptyShown"], true);
+    assert_eq!(guestbook["entry"]["owner"], visitor_id.as_str());
+    assert!(
+        guestbook["entry"]["badge"]
+            .as_str()
+            .unwrap()
+            .contains(&visitor_id[..8])
+    );
+    assert_eq!(guestbook["ownerCanModerate"], true);
+
+    let corkboard = &report["corkboard"];
+    assert!(
+        corkboard["applied"]
+            .as_str()
+            .unwrap()
+            .contains("Dropped entries"),
+        "{corkboard}"
+    );
+    assert!(
+        corkboard["ownerEmpty"]
+            .as_str()
+            .unwrap()
+            .contains("Your corkboard is empty")
+    );
+    let notes = corkboard["notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 2, "{corkboard}");
+    assert_eq!(notes[0]["title"], "Street party Saturday");
+    assert!(notes[0]["category"].as_str().unwrap().contains("cat-event"));
+    assert_eq!(
+        notes[0]["removable"], true,
+        "the visitor may unpin their own note"
+    );
+    assert_eq!(notes[1]["removable"], false, "but not the host's");
+    assert_eq!(corkboard["filtered"], 1);
+
+    let blog = &report["blog"];
+    assert_eq!(blog["seeded"], 1, "the welcome post");
+    let titles: Vec<&str> = blog["visitorTitles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        titles,
+        ["Notes from the garden", "Hello from my peer"],
+        "no draft"
+    );
+    assert_eq!(blog["visitorHasOwnerNav"], false);
+    let rendered = &blog["rendered"];
+    assert_eq!(rendered["strong"], "tomatoes");
+    assert_eq!(rendered["items"], serde_json::json!(["basil", "mint"]));
+    assert_eq!(rendered["scripts"], 0, "markup stays text: {rendered}");
+    assert_eq!(rendered["owned"], 0, "no script ran");
+    assert_eq!(rendered["text"], true, "the markup is shown as text");
+    assert_eq!(
+        rendered["links"],
+        serde_json::json!(["https://example.org/"]),
+        "a javascript: link is not a link"
+    );
+    assert_eq!(blog["comment"]["owner"], visitor_id.as_str());
+    assert_eq!(blog["commentsAfterModeration"], 0);
+    visitor.shutdown().await;
+    host.shutdown().await;
+}
