@@ -25,6 +25,16 @@ async function page(url) {
 }
 const wait = { timeout: 20000 };
 
+/** Waits for `selector` on `p`; on a timeout, says what the page's status line said. */
+async function expect(p, selector) {
+  try {
+    await p.waitForSelector(selector, wait);
+  } catch (error) {
+    const said = await p.evaluate(() => (document.getElementById("status") || {}).textContent).catch(() => null);
+    throw new Error(`${selector} did not appear on ${p.url()}; the page said: ${said}`);
+  }
+}
+
 /** Applies a built-in template through the host console's pages, as its owner would. */
 async function apply(name) {
   const owner = await browser.newPage();
@@ -149,7 +159,133 @@ async function blog() {
   await own.close();
 }
 
-const steps = { guestbook, corkboard, blog };
+
+async function quiz() {
+  report.quiz = { applied: await apply("quiz") };
+  const own = await page(`${hostConsole}/p/${host}/`);
+  await own.fill("#add-question input[name=text]", "Capital of the Netherlands?");
+  await own.fill("#add-question textarea[name=options]", "*Amsterdam\nRotterdam\nUtrecht");
+  await own.click("#add-question button");
+  await own.waitForFunction(() => document.querySelectorAll("#question-list > li").length === 4, null, wait);
+  const site = await page(`${visitorConsole}/p/${host}/`);
+  report.quiz.questions = await site.evaluate(() => document.querySelectorAll("#answer-questions > li").length);
+  const q = await site.evaluate(() => Array.from(document.querySelectorAll("#answer-questions > li")).map((li) => li.dataset.id));
+  await site.check(`input[name=q${q[0]}][value="1"]`);
+  await site.check(`input[name=q${q[1]}][value="0"]`);
+  await site.check(`input[name=q${q[1]}][value="2"]`);
+  await site.fill(`textarea[name=q${q[2]}]`, "a shared recipe book");
+  await site.check(`input[name=q${q[3]}][value="0"]`);
+  await site.click("#send-answers");
+  await expect(site, "#my-score");
+  report.quiz.score = await site.getAttribute("#my-score", "data-score");
+  report.quiz.leaderboard = await site.evaluate(() => Array.from(document.querySelectorAll("#leaderboard tr")).map((tr) => tr.dataset.peer));
+  await site.screenshot({ path: `${shots}/quiz.png`, fullPage: true });
+  report.quiz.second = await site.evaluate(async () => {
+    try { await Goop.data.insert("responses", { name: "again", answers: "{}" }); return "accepted"; } catch (e) { return e.message; }
+  });
+  await site.reload();
+  await site.waitForSelector("body[data-ready=yes]");
+  report.quiz.afterReload = await site.textContent("#status");
+  await own.click("nav [data-tab=results]");
+  await own.waitForSelector("#leaderboard", wait);
+  report.quiz.ownerSees = await own.evaluate(() => document.querySelector("#summary .big").textContent);
+  await site.close();
+  await own.close();
+}
+
+async function linkboard() {
+  report.linkboard = { applied: await apply("linkboard") };
+  const site = await page(`${visitorConsole}/p/${host}/`);
+  await site.fill("#submit input[name=url]", "https://example.org/p2p");
+  await site.fill("#submit input[name=title]", "Peer-to-peer, explained");
+  await site.fill("#submit input[name=tags]", "p2p, reading");
+  await site.click("#submit button");
+  await site.waitForSelector(".link", wait);
+  await site.click(".link [data-vote=up]");
+  await site.waitForSelector(".link[data-score='1']", wait);
+  report.linkboard.second = await site.evaluate(async () => {
+    const id = Number(document.querySelector(".link").dataset.id);
+    try { await Goop.data.insert("votes", { link_id: id, value: 1 }); return "accepted"; } catch (e) { return e.message; }
+  });
+  const own = await page(`${hostConsole}/p/${host}/`);
+  await own.click(".link [data-vote=down]");
+  await own.waitForSelector(".link[data-score='0']", wait);
+  await own.fill("#submit input[name=url]", "https://example.org/other");
+  await own.fill("#submit input[name=title]", "Another link");
+  await own.click("#submit button");
+  await own.click(".link:has-text('Another link') [data-vote=up]");
+  await own.waitForSelector(".link[data-score='1']", wait);
+  await site.reload();
+  await site.waitForSelector("body[data-ready=yes]");
+  report.linkboard.ranked = await site.evaluate(() => Array.from(document.querySelectorAll(".link")).map((l) => [l.querySelector(".title a").textContent, Number(l.dataset.score)]));
+  await site.screenshot({ path: `${shots}/linkboard.png` });
+  await site.close();
+  await own.close();
+}
+
+async function wiki() {
+  report.wiki = { applied: await apply("wiki") };
+  const site = await page(`${visitorConsole}/p/${host}/`);
+  report.wiki.home = await site.textContent("h1.page-title");
+  await site.click("a.wiki-link.missing");
+  await site.waitForSelector("#edit-form", wait);
+  await site.fill("#edit-form textarea", "Press **Edit** on any page. Back to [[Home]].");
+  await site.fill("#edit-form input[name=summary]", "how to edit");
+  await site.click("#edit-form button");
+  await site.waitForFunction(() => document.body.dataset.route === "page" && document.querySelector("h1.page-title").textContent === "How to edit", null, wait);
+  await site.goto(`${visitorConsole}/p/${host}/#/edit/Home`);
+  await site.waitForSelector("#edit-form", wait);
+  await site.fill("#edit-form textarea", "Welcome! Read [[How to edit]] first.");
+  await site.fill("#edit-form input[name=summary]", "shorter");
+  await site.click("#edit-form button");
+  await site.waitForFunction(() => document.body.dataset.route === "page", null, wait);
+  await site.goto(`${visitorConsole}/p/${host}/#/history/Home`);
+  await site.waitForSelector("#history", wait);
+  report.wiki.history = await site.evaluate(() => Array.from(document.querySelectorAll("#history tr[data-owner]")).map((tr) => tr.dataset.owner));
+  await site.goto(`${visitorConsole}/p/${host}/#/page/Home`);
+  await site.waitForFunction(() => document.querySelector(".prose") && document.querySelector(".prose").textContent.includes("Welcome!"), null, wait);
+  report.wiki.linkMissing = await site.evaluate(() => document.querySelector("a.wiki-link").classList.contains("missing"));
+  await site.screenshot({ path: `${shots}/wiki.png` });
+  await site.close();
+}
+
+async function kanban() {
+  report.kanban = { applied: await apply("kanban") };
+  const own = await page(`${hostConsole}/p/${host}/`);
+  await own.waitForSelector("#board:not([hidden])", wait);
+  const site = await page(`${visitorConsole}/p/${host}/`);
+  await site.click("#join-button");
+  await site.waitForSelector("#board:not([hidden])", wait);
+  report.kanban.role = await site.getAttribute("body", "data-role");
+  report.kanban.viewerSees = await site.getAttribute("#board", "data-cards");
+  report.kanban.viewerMove = await site.evaluate(async () => {
+    const card = document.querySelector(".card");
+    try { await Goop.data.update("cards", Number(card.dataset.id), { lane: "done" }); return "accepted"; } catch (e) { return e.status + " " + e.message; }
+  });
+  const given = await fetch(`${hostConsole}/api/groups/kanban/role`, {
+    method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ peer: visitor, role: "member" }),
+  });
+  if (given.status >= 300) fail("the role was not given: " + given.status + " " + await given.text());
+  await site.reload();
+  await site.waitForSelector("#board:not([hidden])", wait);
+  report.kanban.roleAfter = await site.getAttribute("body", "data-role");
+  if (report.kanban.roleAfter !== "member") fail("the visitor's role after the owner made it a member: " + JSON.stringify(report.kanban));
+  const moved = await site.evaluate(() => document.querySelector("[data-lane=todo] .card").dataset.id);
+  await site.click(`[data-lane=todo] .card[data-id="${moved}"] [data-move=doing]`);
+  await site.waitForSelector(`[data-lane=doing] .card[data-id="${moved}"]`, wait);
+  // The owner's open board hears of it in the group and shows it without a reload.
+  await own.waitForSelector(`[data-lane=doing] .card[data-id="${moved}"]`, wait);
+  report.kanban.ownerNavigations = await own.evaluate(() => performance.getEntriesByType("navigation").length);
+  await site.fill("#add-card input[name=title]", "Write the minutes");
+  await site.click("#add-card button");
+  await own.waitForSelector(".card:has-text('Write the minutes')", wait);
+  await site.screenshot({ path: `${shots}/kanban.png` });
+  await site.close();
+  await own.close();
+}
+
+const steps = { guestbook, corkboard, blog, quiz, linkboard, wiki, kanban };
 try {
   for (const name of wanted) {
     if (!steps[name]) fail("no step " + name);

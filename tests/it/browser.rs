@@ -645,3 +645,66 @@ async fn the_guestbook_corkboard_and_blog_templates_work_for_owner_and_visitor()
     visitor.shutdown().await;
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quiz_link_board_wiki_and_kanban_templates_work_for_owner_and_visitor() {
+    require_browser_tooling();
+    let (host, visitor) = host_and_visitor("templates").await;
+    let report = template_flows(&host, &visitor, &["quiz", "linkboard", "wiki", "kanban"]).await;
+    let visitor_id = visitor.peer_id.to_base58();
+
+    let quiz = &report["quiz"];
+    assert!(
+        quiz["applied"].as_str().unwrap().contains("Lua is now on"),
+        "{quiz}"
+    );
+    assert_eq!(quiz["questions"], 4, "three seeded and one added");
+    assert_eq!(quiz["score"], "3", "{quiz}");
+    assert_eq!(
+        quiz["leaderboard"],
+        serde_json::json!([visitor_id.as_str()])
+    );
+    let second = quiz["second"].as_str().unwrap();
+    assert_ne!(second, "accepted", "one response per peer");
+    assert_eq!(quiz["afterReload"], "You have answered this quiz.");
+    assert_eq!(quiz["ownerSees"], "1 response");
+
+    let links = &report["linkboard"];
+    let second = links["second"].as_str().unwrap();
+    assert!(
+        second.contains("UNIQUE"),
+        "a second vote is refused: {second}"
+    );
+    assert_eq!(
+        links["ranked"],
+        serde_json::json!([["Another link", 1], ["Peer-to-peer, explained", 0]]),
+        "{links}"
+    );
+
+    let wiki = &report["wiki"];
+    assert_eq!(wiki["home"], "Home");
+    assert_eq!(
+        wiki["history"],
+        serde_json::json!([visitor_id.as_str(), host.peer_id.to_base58()]),
+        "the visitor's edit, then the seeded first version"
+    );
+    assert_eq!(
+        wiki["linkMissing"], false,
+        "the page it links to exists now"
+    );
+
+    let kanban = &report["kanban"];
+    assert_eq!(kanban["role"], "viewer");
+    assert_eq!(kanban["viewerSees"], "3");
+    assert!(
+        kanban["viewerMove"].as_str().unwrap().starts_with("403"),
+        "a viewer may not move a card: {kanban}"
+    );
+    assert_eq!(kanban["roleAfter"], "member");
+    assert_eq!(
+        kanban["ownerNavigations"], 1,
+        "the owner's board updated live"
+    );
+    visitor.shutdown().await;
+    host.shutdown().await;
+}

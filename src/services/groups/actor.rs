@@ -1457,6 +1457,11 @@ impl Actor {
                 reply.accept();
                 let members: Vec<Member> =
                     serde_json::from_value(payload["members"].clone()).unwrap_or_default();
+                // The host may have given this peer another role.
+                let me = self.me.to_base58();
+                if let Some(mine) = members.iter().find(|m| m.peer_id == me) {
+                    entry.role = mine.role.clone();
+                }
                 entry.members = members.clone();
                 self.emit(GroupEvent::Members {
                     host: h,
