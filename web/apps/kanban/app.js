@@ -105,9 +105,9 @@
     document.getElementById("who").textContent = me.isOwner ? "You own this board" : "You are a " + role;
     document.body.classList.toggle("viewer", role === "viewer");
     document.body.dataset.role = role;
+    await refresh();
     document.getElementById("join").hidden = true;
     board.hidden = false;
-    await refresh();
   }
 
   const joined = me.isOwner || (await Goop.group.subscriptions().catch(() => [])).some((g) => g.id === GROUP);
