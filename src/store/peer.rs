@@ -55,6 +55,8 @@ pub struct PeerStore {
     visitors: SqlitePool,
     /// Set by [`PeerStore::close`]: statements still running on any pool stop.
     stopping: super::deadline::Stopping,
+    /// When user tables last changed shape.
+    epoch: super::data::SchemaEpoch,
 }
 
 impl PeerStore {
@@ -69,34 +71,53 @@ impl PeerStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let stopping = super::deadline::Stopping::default();
-        let pool = super::deadline::interruptible(SqlitePoolOptions::new(), stopping.clone())
-            .max_connections(OWNER_CONNECTIONS)
-            .connect_with(options.clone())
-            .await?;
+        let epoch = super::data::SchemaEpoch::default();
+        // Connections that knew user tables in an older shape are closed instead of used.
+        let current = |options: SqlitePoolOptions| {
+            let epoch = epoch.clone();
+            options.before_acquire(move |_, meta| {
+                let fresh = epoch.knows_current_shape(meta.age);
+                Box::pin(async move { Ok(fresh) })
+            })
+        };
+        let pool = current(super::deadline::interruptible(
+            SqlitePoolOptions::new(),
+            stopping.clone(),
+        ))
+        .max_connections(OWNER_CONNECTIONS)
+        .connect_with(options.clone())
+        .await?;
         MIGRATOR.run(&pool).await?;
-        let read_only = super::deadline::interruptible(SqlitePoolOptions::new(), stopping.clone())
-            .max_connections(READ_ONLY_CONNECTIONS)
-            .idle_timeout(Duration::from_secs(60))
-            // Every use leases the connection, which reaches its worker first anyway.
-            .test_before_acquire(false)
-            .connect_lazy_with(
-                SqliteConnectOptions::new()
-                    .filename(path)
-                    .read_only(true)
-                    .pragma("query_only", "ON")
-                    .busy_timeout(Duration::from_secs(5)),
-            );
+        let read_only = current(super::deadline::interruptible(
+            SqlitePoolOptions::new(),
+            stopping.clone(),
+        ))
+        .max_connections(READ_ONLY_CONNECTIONS)
+        .idle_timeout(Duration::from_secs(60))
+        // Every use leases the connection, which reaches its worker first anyway.
+        .test_before_acquire(false)
+        .connect_lazy_with(
+            SqliteConnectOptions::new()
+                .filename(path)
+                .read_only(true)
+                .pragma("query_only", "ON")
+                .busy_timeout(Duration::from_secs(5)),
+        );
         // Other peers' writes go here too: the data API's own checked statements.
-        let visitors = super::deadline::interruptible(SqlitePoolOptions::new(), stopping.clone())
-            .max_connections(VISITOR_CONNECTIONS)
-            .idle_timeout(Duration::from_secs(60))
-            .test_before_acquire(false)
-            .connect_lazy_with(options);
+        let visitors = current(super::deadline::interruptible(
+            SqlitePoolOptions::new(),
+            stopping.clone(),
+        ))
+        .max_connections(VISITOR_CONNECTIONS)
+        .idle_timeout(Duration::from_secs(60))
+        .test_before_acquire(false)
+        .connect_lazy_with(options);
         let store = PeerStore {
             pool,
             read_only,
             visitors,
             stopping,
+            epoch,
         };
         store.data().track_usage_of_every_table().await?;
         Ok(store)
@@ -182,6 +203,7 @@ impl PeerStore {
             self.read_only.clone(),
             self.visitors.clone(),
             self.stopping.clone(),
+            self.epoch.clone(),
         )
     }
 

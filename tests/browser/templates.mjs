@@ -15,9 +15,11 @@ const browser = await chromium.launch({
          "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
 const errors = [];
+const log = [];
 async function page(url) {
   const p = await browser.newPage({ viewport: { width: 1100, height: 800 } });
   p.on("pageerror", (e) => errors.push(url + ": " + String(e)));
+  p.on("request", (r) => { if (r.url().includes("/lua/")) log.push(url.slice(0, 30) + " " + r.postData()); });
   p.on("dialog", (d) => d.accept());
   await p.goto(url);
   await p.waitForSelector("body[data-ready=yes]", { timeout: 20000 });
@@ -31,7 +33,8 @@ async function expect(p, selector) {
     await p.waitForSelector(selector, wait);
   } catch (error) {
     const said = await p.evaluate(() => (document.getElementById("status") || {}).textContent).catch(() => null);
-    throw new Error(`${selector} did not appear on ${p.url()}; the page said: ${said}`);
+    const games = await fetch(`${hostConsole}/api/data/query`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ table: "games" }) }).then((r) => r.text()).catch(() => "");
+    throw new Error(`${selector} did not appear on ${p.url()}; the page said: ${said}; games: ${games}; log: ${JSON.stringify(log)}`);
   }
 }
 
@@ -285,7 +288,83 @@ async function kanban() {
   await own.close();
 }
 
-const steps = { guestbook, corkboard, blog, quiz, linkboard, wiki, kanban };
+/** Waits until `p`'s board shows `attribute` = `value` (after a live update). */
+async function boardShows(p, attribute, value) {
+  await p.waitForFunction(([a, v]) => document.getElementById("board").dataset[a] === v, [attribute, value], wait);
+}
+
+async function tictactoe() {
+  report.tictactoe = { applied: await apply("tictactoe") };
+  const own = await page(`${hostConsole}/p/${host}/`);
+  await own.click("#new-game");
+  await own.waitForFunction(() => /^#game\/\d+$/.test(location.hash), null, wait);
+  await expect(own, "#game-state[data-status=open]");
+  const site = await page(`${visitorConsole}/p/${host}/`);
+  await expect(site, "#open-games [data-action=join]");
+  await site.click("#open-games [data-action=join]");
+  await expect(site, "#game-state[data-status=playing]");
+  await expect(own, "#game-state[data-status=playing]");
+  const plays = [[own, 1], [site, 4], [own, 2], [site, 5], [own, 3]];
+  for (const [p, cell] of plays) {
+    await p.waitForSelector(`[data-cell="${cell}"]:not([disabled])`, wait);
+    await p.click(`[data-cell="${cell}"]`);
+  }
+  await expect(site, "#game-state[data-status=won]");
+  await expect(own, "#game-state[data-status=won]");
+  report.tictactoe.board = await site.getAttribute("#board", "data-board");
+  report.tictactoe.winner = await site.getAttribute("#game-state", "data-winner");
+  report.tictactoe.ownerSays = await own.textContent("#game-state");
+  report.tictactoe.taken = await site.evaluate(async () => {
+    const id = Number(location.hash.split("/")[1]);
+    try { await Goop.data.call("game", { action: "move", game: id, cell: 9 }); return "accepted"; } catch (e) { return e.message; }
+  });
+  await site.screenshot({ path: `${shots}/tictactoe.png` });
+  await site.close();
+  await own.close();
+}
+
+async function chess() {
+  report.chess = { applied: await apply("chess") };
+  const own = await page(`${hostConsole}/p/${host}/`);
+  await own.click("#new-game");
+  await own.waitForFunction(() => /^#game\/\d+$/.test(location.hash), null, wait);
+  await expect(own, "#game-state[data-status=open]");
+  const site = await page(`${visitorConsole}/p/${host}/`);
+  await expect(site, "#open-games [data-action=join]");
+  await site.click("#open-games [data-action=join]");
+  await expect(site, "#game-state[data-status=playing]");
+  await expect(own, "#game-state[data-status=playing]");
+  const play = async (p, from, to) => {
+    await p.waitForSelector(`[data-square=${from}]`, wait);
+    await p.waitForFunction(() => document.getElementById("game-state").textContent.startsWith("Your move"), null, wait);
+    await p.click(`[data-square=${from}]`);
+    await p.waitForSelector(`[data-square=${to}].target`, wait);
+    await p.click(`[data-square=${to}]`);
+  };
+  await play(own, "f2", "f3");
+  await play(site, "e7", "e5");
+  await play(own, "g2", "g4");
+  // An illegal move sent straight to the host is refused there.
+  await site.waitForFunction(() => document.getElementById("game-state").textContent.startsWith("Your move"), null, wait);
+  report.chess.illegal = await site.evaluate(async () => {
+    const id = Number(location.hash.split("/")[1]);
+    try { await Goop.data.call("game", { action: "move", game: id, move: "d8d4" }); return "accepted"; } catch (e) { return e.message; }
+  });
+  await play(site, "d8", "h4");
+  await expect(site, "#game-state[data-status=won]");
+  await expect(own, "#game-state[data-status=won]");
+  report.chess.result = await own.getAttribute("#game-state", "data-result");
+  report.chess.winner = await own.getAttribute("#game-state", "data-winner");
+  report.chess.text = await site.textContent("#game-state");
+  report.chess.fen = await site.getAttribute("#board", "data-fen");
+  report.chess.moves = await site.evaluate(() => Array.from(document.querySelectorAll("#move-list li")).map((li) => li.textContent));
+  report.chess.ownerNavigations = await own.evaluate(() => performance.getEntriesByType("navigation").length);
+  await site.screenshot({ path: `${shots}/chess.png` });
+  await site.close();
+  await own.close();
+}
+
+const steps = { guestbook, corkboard, blog, quiz, linkboard, wiki, kanban, tictactoe, chess };
 try {
   for (const name of wanted) {
     if (!steps[name]) fail("no step " + name);

@@ -708,3 +708,49 @@ async fn the_quiz_link_board_wiki_and_kanban_templates_work_for_owner_and_visito
     visitor.shutdown().await;
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tic_tac_toe_and_chess_are_played_live_between_two_consoles() {
+    require_browser_tooling();
+    let (host, visitor) = host_and_visitor("games").await;
+    let report = template_flows(&host, &visitor, &["chess", "tictactoe"]).await;
+    let (host_id, visitor_id) = (host.peer_id.to_base58(), visitor.peer_id.to_base58());
+
+    let ttt = &report["tictactoe"];
+    assert_eq!(ttt["board"], "xxxoo....", "{ttt}");
+    assert_eq!(ttt["winner"], host_id.as_str());
+    assert_eq!(ttt["ownerSays"], "You win!");
+    assert!(
+        ttt["taken"].as_str().unwrap().contains("not being played"),
+        "{ttt}"
+    );
+
+    let chess = &report["chess"];
+    assert!(
+        chess["illegal"]
+            .as_str()
+            .unwrap()
+            .contains("illegal move d8d4"),
+        "{chess}"
+    );
+    assert_eq!(chess["result"], "checkmate");
+    assert_eq!(chess["winner"], visitor_id.as_str());
+    assert!(
+        chess["text"].as_str().unwrap().starts_with("Checkmate!"),
+        "{chess}"
+    );
+    assert_eq!(
+        chess["fen"],
+        "rnb1kbnr/pppp1ppp/8/4p3/6Pq/5P2/PPPPP2P/RNBQKBNR w KQkq - 1 3"
+    );
+    assert_eq!(
+        chess["moves"],
+        serde_json::json!(["f2f3", "e7e5", "g2g4", "d8h4"])
+    );
+    assert_eq!(
+        chess["ownerNavigations"], 1,
+        "the owner's board followed live"
+    );
+    visitor.shutdown().await;
+    host.shutdown().await;
+}

@@ -1242,3 +1242,50 @@ async fn a_unique_set_lets_each_peer_vote_once_per_link() {
         assert!(format!("{refused:?}").contains("unique"), "{refused:?}");
     }
 }
+
+#[tokio::test]
+async fn a_table_made_again_under_its_name_is_read_with_its_new_columns() {
+    let (data, _dir) = service().await;
+    let owner = &Caller::Owner;
+    let make = |columns: Value| json!({"op": "create-table", "schema": {"name": "games", "columns": columns}});
+    run(&data, owner, make(json!(["white TEXT", "status TEXT"])))
+        .await
+        .unwrap();
+    run(
+        &data,
+        owner,
+        json!({"op": "insert", "table": "games", "data": {"white": "w", "status": "won"}}),
+    )
+    .await
+    .unwrap();
+    let read = json!({"op": "query", "table": "games", "where": "_id = ?", "args": [1]});
+    let rows = run(&data, owner, read.clone()).await.unwrap();
+    assert_eq!(rows[0]["status"], "won");
+    let sql = "SELECT * FROM games WHERE _id = 1";
+    // Statements written by others run on read-only connections of their own.
+    for _ in 0..4 {
+        assert_eq!(data.sql(sql).await.unwrap().rows[0]["status"], "won");
+    }
+    run(&data, owner, json!({"op": "drop-table", "table": "games"}))
+        .await
+        .unwrap();
+    run(
+        &data,
+        owner,
+        make(json!(["x TEXT", "board TEXT", "status TEXT"])),
+    )
+    .await
+    .unwrap();
+    run(&data, owner, json!({"op": "insert", "table": "games", "data": {"x": "p", "board": ".........", "status": "open"}}))
+        .await
+        .unwrap();
+    let rows = run(&data, owner, read).await.unwrap();
+    assert_eq!(rows[0]["status"], "open", "{rows}");
+    assert_eq!(rows[0]["board"], ".........", "{rows}");
+    assert!(rows[0].get("white").is_none(), "{rows}");
+    for _ in 0..4 {
+        let rows = data.sql(sql).await.unwrap().rows;
+        assert_eq!(rows[0]["status"], "open", "{rows:?}");
+        assert!(rows[0].get("white").is_none(), "{rows:?}");
+    }
+}

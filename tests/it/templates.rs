@@ -631,3 +631,225 @@ async fn the_store_lists_and_installs_a_template_a_hub_offers() {
     bob.shutdown().await;
     alice.shutdown().await;
 }
+
+/// Alice hosts (and refereed) a game of her site's Lua function `game`; Bob plays through his
+/// own peer. Answers `(status, data or error)`.
+struct Table {
+    a_base: String,
+    b_base: String,
+    a_id: String,
+    token: String,
+}
+
+impl Table {
+    async fn owner(&self, params: Value) -> (u16, Value) {
+        let (status, answer) = api(
+            &self.a_base,
+            "lua-call",
+            json!({"function": "game", "params": params}),
+        )
+        .await;
+        (
+            status,
+            if status == 200 {
+                answer["data"].clone()
+            } else {
+                answer["error"].clone()
+            },
+        )
+    }
+
+    async fn visitor(&self, params: Value) -> (u16, Value) {
+        let response = no_redirects()
+            .post(format!("{}/api/p/{}/data/lua/call", self.b_base, self.a_id))
+            .header("x-goop-site-token", &self.token)
+            .header("origin", "null")
+            .header("sec-fetch-site", "cross-site")
+            .json(&json!({"function": "game", "params": params}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        (
+            status,
+            if status == 200 {
+                answer["data"].clone()
+            } else {
+                answer["error"].clone()
+            },
+        )
+    }
+}
+
+fn legal(moves: &Value) -> Vec<String> {
+    let mut list: Vec<String> = moves["moves"]
+        .as_array()
+        .map(|m| m.iter().map(|m| m.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    list.sort();
+    list
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chess_host_checks_every_move_and_finds_mate_and_stalemate() {
+    let alice = TestPeer::spawn("Alice", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_host = true;
+    })
+    .await;
+    let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
+    let bob = TestPeer::spawn("Bob", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_wan = hub;
+    })
+    .await;
+    let (a_base, b_base) = (console(&alice), console(&bob));
+    let a_id = alice.peer_id.to_base58();
+    let notice = form(&a_base, "/templates/apply", &[("key", "builtin/chess")]).await;
+    assert_eq!(notice, "Applied Chess. Lua is now on (lua.enabled).");
+    assert!(lists(&bob, &a_id, PeerState::Online).await);
+    let page = no_redirects()
+        .get(format!("{b_base}/p/{a_id}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let table = Table {
+        token: crate::support::meta(&page, "goop-site-token"),
+        a_base,
+        b_base,
+        a_id,
+    };
+    let bob_id = bob.peer_id.to_base58();
+
+    let (status, made) = table
+        .owner(json!({"action": "create", "name": "Alice"}))
+        .await;
+    assert_eq!(status, 200, "{made}");
+    let game = made["game"].as_i64().unwrap();
+    let (_, joined) = table.visitor(json!({"action": "join", "game": game})).await;
+    assert_eq!(joined["status"], "playing", "{joined}");
+    assert_eq!(joined["black"], bob_id.as_str());
+    let (_, again) = table.visitor(json!({"action": "join", "game": game})).await;
+    assert!(again.as_str().unwrap().contains("not open"), "{again}");
+    let (_, moves) = table.owner(json!({"action": "legal", "game": game})).await;
+    assert_eq!(legal(&moves).len(), 20, "the twenty first moves");
+
+    let (status, early) = table
+        .visitor(json!({"action": "move", "game": game, "move": "e7e5"}))
+        .await;
+    assert_ne!(status, 200);
+    assert!(early.as_str().unwrap().contains("not your turn"), "{early}");
+    let (status, illegal) = table
+        .owner(json!({"action": "move", "game": game, "move": "e2e5"}))
+        .await;
+    assert_ne!(status, 200);
+    assert!(
+        illegal.as_str().unwrap().contains("illegal move e2e5"),
+        "{illegal}"
+    );
+
+    // Fool's mate.
+    for (by_owner, mv) in [
+        (true, "f2f3"),
+        (false, "e7e5"),
+        (true, "g2g4"),
+        (false, "d8h4"),
+    ] {
+        let params = json!({"action": "move", "game": game, "move": mv});
+        let (status, after) = if by_owner {
+            table.owner(params).await
+        } else {
+            table.visitor(params).await
+        };
+        assert_eq!(status, 200, "{mv}: {after}");
+    }
+    let (_, over) = table.owner(json!({"action": "legal", "game": game})).await;
+    assert!(legal(&over).is_empty());
+    let (_, rows) = api(
+        &table.a_base,
+        "query",
+        json!({"table": "games", "where": "_id = ?", "args": [game]}),
+    )
+    .await;
+    let row = &rows["data"][0];
+    assert_eq!(row["status"], "won");
+    assert_eq!(row["result"], "checkmate");
+    assert_eq!(row["winner"], bob_id.as_str());
+    let (_, history) = api(
+        &table.a_base,
+        "count",
+        json!({"table": "moves", "where": "game = ?", "args": [game]}),
+    )
+    .await;
+    assert_eq!(history["data"], 4, "{history}");
+    let (status, late) = table
+        .owner(json!({"action": "move", "game": game, "move": "e2e4"}))
+        .await;
+    assert_ne!(status, 200);
+    assert!(
+        late.as_str().unwrap().contains("not being played"),
+        "{late}"
+    );
+
+    // Positions set up by the owner: stalemate, castling, en passant, promotion.
+    let set_up = async |fen: &str| {
+        let (status, made) = table.owner(json!({"action": "create", "fen": fen})).await;
+        assert_eq!(status, 200, "{made}");
+        let game = made["game"].as_i64().unwrap();
+        let (_, joined) = table.visitor(json!({"action": "join", "game": game})).await;
+        assert_eq!(joined["status"], "playing");
+        game
+    };
+    let (status, refused) = table
+        .visitor(json!({"action": "create", "fen": "4k3/8/8/8/8/8/8/4K3 w - - 0 1"}))
+        .await;
+    assert_ne!(status, 200);
+    assert!(refused.as_str().unwrap().contains("owner"), "{refused}");
+
+    let stale = set_up("7k/8/6K1/8/8/8/5Q2/8 w - - 0 1").await;
+    let (_, after) = table
+        .owner(json!({"action": "move", "game": stale, "move": "f2f7"}))
+        .await;
+    assert_eq!(after["status"], "draw", "{after}");
+    assert_eq!(after["result"], "stalemate");
+
+    let castle = set_up("r3k2r/8/8/8/8/8/8/R3K2R w KQkq - 0 1").await;
+    let (_, moves) = table
+        .owner(json!({"action": "legal", "game": castle}))
+        .await;
+    let moves = legal(&moves);
+    assert!(
+        moves.contains(&"e1g1".to_owned()) && moves.contains(&"e1c1".to_owned()),
+        "{moves:?}"
+    );
+    let (_, after) = table
+        .owner(json!({"action": "move", "game": castle, "move": "e1g1"}))
+        .await;
+    assert_eq!(after["fen"], "r3k2r/8/8/8/8/8/8/R4RK1 b kq - 1 1");
+
+    let passant = set_up("4k3/8/8/3pP3/8/8/8/4K3 w - d6 0 1").await;
+    let (_, after) = table
+        .owner(json!({"action": "move", "game": passant, "move": "e5d6"}))
+        .await;
+    assert_eq!(after["fen"], "4k3/8/3P4/8/8/8/8/4K3 b - - 0 1", "{after}");
+    assert_eq!(
+        after["status"], "playing",
+        "a king and a pawn may still mate"
+    );
+
+    let promote = set_up("4k3/P7/8/8/8/8/8/4K3 w - - 0 1").await;
+    let (_, after) = table
+        .owner(json!({"action": "move", "game": promote, "move": "a7a8"}))
+        .await;
+    assert_eq!(
+        after["fen"], "Q3k3/8/8/8/8/8/8/4K3 b - - 0 1",
+        "a queen by default"
+    );
+    assert_eq!(after["check"], true);
+    alice.shutdown().await;
+    bob.shutdown().await;
+}

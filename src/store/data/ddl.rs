@@ -37,6 +37,7 @@ impl DataStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.epoch.changed();
         Ok(())
     }
 
@@ -45,6 +46,7 @@ impl DataStore {
         let mut tx = self.pool.begin().await?;
         drop_in(&mut tx, name).await?;
         tx.commit().await?;
+        self.epoch.changed();
         Ok(())
     }
 
@@ -95,6 +97,7 @@ impl DataStore {
         usage::track_usage(&mut tx, table).await?;
         set_schema(&mut tx, table, schema).await?;
         tx.commit().await?;
+        self.epoch.changed();
         Ok(())
     }
 

@@ -13,6 +13,7 @@ pub mod usage;
 
 pub use usage::{TableLimits, Usage};
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value as Json};
@@ -235,6 +236,40 @@ fn row_json(row: &SqliteRow) -> Result<Map<String, Json>, sqlx::Error> {
     Ok(object)
 }
 
+/// When user tables last changed shape. A connection opened before that is not used again:
+/// SQLite re-reads a changed schema only once a statement runs, after sqlx has taken the
+/// statement's columns, so a `SELECT *` prepared on a connection that knew the old shape would
+/// read the new table with the old columns.
+#[derive(Clone, Debug)]
+pub struct SchemaEpoch {
+    base: Instant,
+    /// Nanoseconds after `base` of the last change.
+    changed: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for SchemaEpoch {
+    fn default() -> Self {
+        SchemaEpoch {
+            base: Instant::now(),
+            changed: Arc::default(),
+        }
+    }
+}
+
+impl SchemaEpoch {
+    /// Records a change of shape now.
+    pub fn changed(&self) {
+        let now = self.base.elapsed().as_nanos() as u64;
+        self.changed.store(now, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a connection `age` old was opened after the last change.
+    pub fn knows_current_shape(&self, age: Duration) -> bool {
+        let opened = self.base.elapsed().saturating_sub(age).as_nanos() as u64;
+        opened > self.changed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// The user tables of a peer database.
 #[derive(Clone)]
 pub struct DataStore {
@@ -252,6 +287,8 @@ pub struct DataStore {
     budget: Option<(Instant, Duration)>,
     /// Set when the caller of the statements written by others has gone.
     cancelled: super::deadline::Stopping,
+    /// Moved on by every change to a table's shape.
+    epoch: SchemaEpoch,
 }
 
 impl DataStore {
@@ -260,6 +297,7 @@ impl DataStore {
         read_only: SqlitePool,
         visitors: SqlitePool,
         stopping: super::deadline::Stopping,
+        epoch: SchemaEpoch,
     ) -> Self {
         DataStore {
             pool,
@@ -268,6 +306,7 @@ impl DataStore {
             stopping,
             budget: None,
             cancelled: super::deadline::Stopping::default(),
+            epoch,
         }
     }
 
@@ -384,6 +423,7 @@ impl DataStore {
         let mut tx = self.pool.begin().await?;
         create_in(&mut tx, record, columns, unique).await?;
         tx.commit().await?;
+        self.epoch.changed();
         Ok(())
     }
 

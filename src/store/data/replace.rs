@@ -84,6 +84,7 @@ impl DataStore {
             }
         }
         tx.commit().await?;
+        self.epoch.changed();
         Ok(())
     }
 }
