@@ -346,7 +346,7 @@ pub fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
 
 /// A bundle with one entry whose header says exactly `name` and `kind`, bypassing the tar
 /// crate's own path checks, as an attacker's tool would.
-fn hostile_tar_gz(name: &str, kind: tar::EntryType, link: Option<&str>) -> Vec<u8> {
+pub fn hostile_tar_gz(name: &str, kind: tar::EntryType, link: Option<&str>) -> Vec<u8> {
     let mut raw = Vec::new();
     let mut header = tar::Header::new_old();
     header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());

@@ -4,7 +4,6 @@
 //! it was, hostile bundles refused with their reason, a site exported with its rows and imported
 //! on another peer, and a template installed from a hub's store.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use goop2::services::presence::peer_table::PeerState;
 use serde_json::{Value, json};
 
 use crate::console::console;
+use crate::hub_admin::{hostile_tar_gz, tar_gz};
 use crate::support::{TestPeer, hidden, lists, no_redirects, short_ttl};
 
 /// The console's answer to a form: the notice it redirects with (or the page's text).
@@ -144,49 +144,6 @@ fn write_cards_template(root: &Path) {
         "seed.lua",
         "local rows = {}\nfor i = 1, 3 do rows[i] = { title = 'card ' .. i } end\nreturn { cards = rows }\n",
     );
-}
-
-fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut archive = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::default(),
-    ));
-    for (path, bytes) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        archive.append_data(&mut header, path, *bytes).unwrap();
-    }
-    archive.into_inner().unwrap().finish().unwrap()
-}
-
-/// An archive with one entry of `kind` at a path `tar::Builder` would refuse to write.
-fn hostile_tar_gz(path: &str, kind: tar::EntryType, link: Option<&str>) -> Vec<u8> {
-    let mut header = tar::Header::new_old();
-    header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
-    header.set_mode(0o644);
-    header.set_size(if kind == tar::EntryType::Regular {
-        4
-    } else {
-        0
-    });
-    header.set_entry_type(kind);
-    if let Some(link) = link {
-        header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
-    }
-    header.set_cksum();
-    let mut raw = header.as_bytes().to_vec();
-    if kind == tar::EntryType::Regular {
-        let mut block = b"evil".to_vec();
-        block.resize(512, 0);
-        raw.extend(block);
-    }
-    raw.extend([0u8; 1024]);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&raw).unwrap();
-    gz.finish().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -574,60 +531,90 @@ async fn a_site_exported_with_its_rows_imports_on_another_peer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_store_lists_and_installs_a_template_a_hub_offers() {
-    let alice = TestPeer::spawn("Alice", |c| {
-        short_ttl(c, 6);
-        c.presence.rendezvous_host = true;
-    })
-    .await;
-    let hub = format!("http://{}/", alice.hub.as_ref().unwrap().hub_addr);
-    // The hub's operator puts a template in its store.
-    write_cards_template(&alice.dir().path().join("templates/cards"));
-    let bob = TestPeer::spawn("Bob", |c| {
-        short_ttl(c, 6);
-        c.presence.rendezvous_wan = hub.clone();
-    })
-    .await;
-    let base = console(&bob);
-    let gallery = reqwest::get(format!("{base}/templates"))
+async fn a_site_published_to_a_hubs_store_is_installed_by_another_peer() {
+    let hub = crate::hub_admin::hub_with_admin().await;
+    let hub_url = format!("{}/", hub.url);
+    let peer = |label: &'static str| {
+        let hub_url = hub_url.clone();
+        TestPeer::spawn(label, move |c| {
+            short_ttl(c, 6);
+            c.presence.rendezvous_wan = hub_url;
+        })
+    };
+    let (alice, bob) = (peer("Alice").await, peer("Bob").await);
+    let (a_base, b_base) = (console(&alice), console(&bob));
+
+    // Alice makes a site of her own template and publishes it through the hub's admin upload.
+    let folder = tempfile::tempdir().unwrap();
+    write_cards_template(folder.path());
+    let path = folder.path().to_str().unwrap();
+    form(&a_base, "/templates/install-folder", &[("folder", path)]).await;
+    form(&a_base, "/templates/apply", &[("key", "installed/cards")]).await;
+    let archive = reqwest::get(format!("{a_base}/templates/export?data=1"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let (cookie, csrf) = crate::hub_admin::sign_in(&hub).await;
+    let notice = crate::hub_admin::upload(&hub, &cookie, &csrf, archive, "cards-board").await;
+    assert_eq!(notice, "Installed template cards-board.");
+
+    let gallery = reqwest::get(format!("{b_base}/templates"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    let encoded: String = url::form_urlencoded::byte_serialize(hub.as_bytes()).collect();
     assert!(
-        gallery.contains("Browse the store of http://127.0.0.1:"),
+        gallery.contains(&format!("Browse the store of {hub_url}")),
         "{gallery}"
     );
-    let store = reqwest::get(format!("{base}/templates/store?hub={encoded}"))
+    let encoded: String = url::form_urlencoded::byte_serialize(hub_url.as_bytes()).collect();
+    let store = reqwest::get(format!("{b_base}/templates/store?hub={encoded}"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    assert!(store.contains("data-name=\"cards\""), "{store}");
+    assert!(store.contains("data-name=\"cards-board\""), "{store}");
     assert!(store.contains("A board of cards"), "{store}");
     let notice = form(
-        &base,
+        &b_base,
         "/templates/store",
-        &[("hub", hub.as_str()), ("name", "cards")],
+        &[("hub", hub_url.as_str()), ("name", "cards-board")],
     )
     .await;
     assert_eq!(
         notice,
-        "Installed template cards; apply it from the gallery."
+        "Installed template cards-board; apply it from the gallery."
     );
     let notice = form(
-        &base,
+        &b_base,
         "/templates/store",
         &[("hub", "http://127.0.0.1:1/"), ("name", "cards")],
     )
     .await;
     assert!(notice.contains("is not a hub this peer uses"), "{notice}");
-    let notice = form(&base, "/templates/apply", &[("key", "installed/cards")]).await;
+    let notice = form(
+        &b_base,
+        "/templates/apply",
+        &[("key", "installed/cards-board")],
+    )
+    .await;
     assert!(notice.starts_with("Applied Cards."), "{notice}");
-    assert_eq!(tables(&base).await, ["cards"]);
+    assert_eq!(tables(&b_base).await, ["cards"]);
+    let (_, counted) = api(
+        &b_base,
+        "lua-call",
+        json!({"function": "count", "params": {}}),
+    )
+    .await;
+    assert_eq!(
+        counted["data"]["cards"], 3,
+        "the rows came along: {counted}"
+    );
     bob.shutdown().await;
     alice.shutdown().await;
 }
