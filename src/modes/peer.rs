@@ -182,11 +182,39 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     } else {
         None
     };
+    // Pages an app template makes on request (its feed) come from its Lua functions, made as
+    // the visitor who asked.
+    let site = Site::new(Config::resolve(dir, &config.paths.site_root))
+        .hiding(Config::resolve(dir, &config.lua.script_dir))
+        .with_generator({
+            let data = data.clone();
+            Arc::new(move |visitor, function, path| {
+                let data = data.clone();
+                Box::pin(async move {
+                    let caller = match visitor {
+                        Some(peer) => crate::services::data::Caller::Peer(peer),
+                        None => crate::services::data::Caller::Owner,
+                    };
+                    match data
+                        .lua_call(&caller, &function, serde_json::json!({ "path": path }))
+                        .await
+                    {
+                        Ok(serde_json::Value::String(text)) => Ok(text.into_bytes()),
+                        Ok(other) => Err(format!(
+                            "{function} returned {}, not the page's text",
+                            match other {
+                                serde_json::Value::Null => "nothing",
+                                serde_json::Value::Object(_) => "a table",
+                                _ => "a value",
+                            }
+                        )),
+                        Err(error) => Err(error.to_string()),
+                    }
+                })
+            })
+        });
     let served = Served {
-        site: Some(
-            Site::new(Config::resolve(dir, &config.paths.site_root))
-                .hiding(Config::resolve(dir, &config.lua.script_dir)),
-        ),
+        site: Some(site.clone()),
         label,
         avatar: Some(dir.to_owned()),
         data: Some(data.clone()),
@@ -308,9 +336,13 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         lua: start_lua,
         announcement: announce_tx.clone(),
         hubs: hub_urls.clone(),
+        site: site.clone(),
     });
     match templates.active().await {
-        Ok(Some(active)) => announce_tx.send_modify(|a| a.active_template = Some(active.name)),
+        Ok(Some(active)) => {
+            site.set_generated(active.generated.clone());
+            announce_tx.send_modify(|a| a.active_template = Some(active.name));
+        }
         Ok(None) => {}
         Err(error) => tracing::warn!("the active template could not be read: {error}"),
     }
@@ -394,8 +426,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             groups: groups.clone(),
             apps: apps.clone(),
             identities: identities.clone(),
-            site: Site::new(Config::resolve(dir, &config.paths.site_root))
-                .hiding(Config::resolve(dir, &config.lua.script_dir)),
+            site: site.clone(),
             site_files: SiteFiles::new(Config::resolve(dir, &config.paths.site_root)),
             lua_dir: Config::resolve(dir, &config.lua.script_dir)
                 .strip_prefix(Config::resolve(dir, &config.paths.site_root))

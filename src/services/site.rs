@@ -3,9 +3,29 @@
 //! Refused: anything under `lua/` or the configured Lua script folder wherever it is (server-side
 //! code), dotfiles and dot-directories, `..`, and symlinks that lead outside the site root; files
 //! above [`MAX_FILE_BYTES`]. A directory maps to its `index.html`.
+//!
+//! A few paths may be made on request instead of read from disk (an app template's Atom feed):
+//! the active template names them and the Lua function that makes each, and [`Site::generate`]
+//! asks the peer's [`Generator`] for the page, as the visitor who asked.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use futures_util::future::BoxFuture;
+use libp2p::PeerId;
+
+/// Largest page made on request.
+pub const MAX_GENERATED_BYTES: usize = 1024 * 1024;
+
+/// Makes a page on request: `(visitor, function, path)` → the page's bytes. `None` as the visitor
+/// is the owner.
+pub type Generator = Arc<
+    dyn Fn(Option<PeerId>, String, String) -> BoxFuture<'static, Result<Vec<u8>, String>>
+        + Send
+        + Sync,
+>;
 
 /// Largest file served.
 pub const MAX_FILE_BYTES: u64 = 50 * 1024 * 1024;
@@ -29,12 +49,24 @@ pub struct SiteFile {
     pub mime: String,
 }
 
-/// The site root of a peer.
-#[derive(Debug, Clone)]
+/// The site root of a peer. Clones share the pages made on request.
+#[derive(Clone)]
 pub struct Site {
     root: PathBuf,
     /// Folders never served, wherever they are (`lua.script_dir`).
     hidden: Vec<PathBuf>,
+    /// Paths made on request, by the Lua function that makes each.
+    generated: Arc<RwLock<BTreeMap<String, String>>>,
+    generator: Arc<OnceLock<Generator>>,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site")
+            .field("root", &self.root)
+            .field("hidden", &self.hidden)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Site {
@@ -42,7 +74,59 @@ impl Site {
         Site {
             root,
             hidden: Vec::new(),
+            generated: Arc::default(),
+            generator: Arc::default(),
         }
+    }
+
+    /// Makes the pages named by [`Site::set_generated`] with `generator` (set once).
+    pub fn with_generator(self, generator: Generator) -> Self {
+        let _ = self.generator.set(generator);
+        self
+    }
+
+    /// The paths (`feed.atom`) made on request and the function that makes each, replacing the
+    /// ones before.
+    pub fn set_generated(&self, paths: BTreeMap<String, String>) {
+        *self.generated.write().unwrap_or_else(|e| e.into_inner()) = paths;
+    }
+
+    /// The page at `request_path` if it is made on request: `None` when it is not one; else its
+    /// MIME type and bytes, or why there is none.
+    pub async fn generate(
+        &self,
+        visitor: Option<PeerId>,
+        request_path: &str,
+    ) -> Option<Result<(String, Vec<u8>), SiteError>> {
+        let path = request_path.split(['?', '#']).next().unwrap_or("");
+        let path = percent_encoding::percent_decode_str(path)
+            .decode_utf8()
+            .ok()?
+            .trim_start_matches('/')
+            .to_owned();
+        let function = self
+            .generated
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&path)
+            .cloned()?;
+        let Some(generator) = self.generator.get() else {
+            return Some(Err(SiteError::NotFound));
+        };
+        let mime = mime_guess::from_path(&path)
+            .first_or_octet_stream()
+            .essence_str()
+            .to_owned();
+        Some(
+            match generator(visitor, function.clone(), path.clone()).await {
+                Ok(body) if body.len() <= MAX_GENERATED_BYTES => Ok((mime, body)),
+                Ok(_) => Err(SiteError::TooLarge),
+                Err(error) => {
+                    tracing::warn!(path = %path, function = %function, "a page made on request failed: {error}");
+                    Err(SiteError::NotFound)
+                }
+            },
+        )
     }
 
     /// The same site, never serving anything inside `folder`.

@@ -840,3 +840,79 @@ async fn the_chess_host_checks_every_move_and_finds_mate_and_stalemate() {
     alice.shutdown().await;
     bob.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blog_makes_its_atom_feed_for_a_visitor_on_request() {
+    let alice = TestPeer::spawn("Alice <&>", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_host = true;
+    })
+    .await;
+    let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
+    let bob = TestPeer::spawn("Bob", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_wan = hub;
+    })
+    .await;
+    let (a_base, b_base) = (console(&alice), console(&bob));
+    let a_id = alice.peer_id.to_base58();
+    let notice = form(&a_base, "/templates/apply", &[("key", "builtin/blog")]).await;
+    assert!(notice.starts_with("Applied Blog."), "{notice}");
+    let (status, _) = api(
+        &a_base,
+        "insert",
+        json!({"table": "posts", "data": {"title": "Tags & <script>", "body": "x < y", "tags": "a, b"}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(lists(&bob, &a_id, PeerState::Online).await);
+
+    for base in [&b_base, &a_base] {
+        let response = reqwest::get(format!("{base}/p/{a_id}/feed.atom"))
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{base}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/atom+xml",
+            "{base}"
+        );
+        let feed = response.text().await.unwrap();
+        assert!(feed.starts_with("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">"), "{feed}");
+        assert!(
+            feed.contains("<title>Alice &lt;&amp;&gt;&apos;s blog</title>"),
+            "{feed}"
+        );
+        assert!(
+            feed.contains("<title>Tags &amp; &lt;script&gt;</title>"),
+            "{feed}"
+        );
+        assert!(
+            feed.contains("<content type=\"text\">x &lt; y</content>"),
+            "{feed}"
+        );
+        assert!(feed.contains("<category term=\"b\"/>"), "{feed}");
+        assert!(
+            feed.contains("<title>Hello from my peer</title>"),
+            "the seeded post: {feed}"
+        );
+        let newest = feed.find("Tags &amp;").unwrap();
+        assert!(
+            newest < feed.find("Hello from my peer").unwrap(),
+            "newest first"
+        );
+    }
+    // Only the paths the template names are made on request.
+    let missing = reqwest::get(format!("{b_base}/p/{a_id}/other.atom"))
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    // Another template, and the feed is gone with the blog.
+    form(&a_base, "/templates/apply", &[("key", "builtin/guestbook")]).await;
+    let gone = reqwest::get(format!("{b_base}/p/{a_id}/feed.atom"))
+        .await
+        .unwrap();
+    assert_eq!(gone.status().as_u16(), 404);
+    bob.shutdown().await;
+    alice.shutdown().await;
+}

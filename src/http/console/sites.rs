@@ -271,7 +271,24 @@ async fn serve(app: ConsoleApp, id: String, path: String) -> Response {
             format!("{id:?} is not a peer ID"),
         );
     };
-    let (mime, body) = if peer == app.peer_id {
+    let made = match peer == app.peer_id {
+        true => app.site.generate(None, &request_path).await,
+        false => None,
+    };
+    let (mime, body) = if let Some(made) = made {
+        match made {
+            Ok(found) => found,
+            Err(error) => {
+                return error_page(
+                    &app,
+                    StatusCode::NOT_FOUND,
+                    &id,
+                    &request_path,
+                    error.to_string(),
+                );
+            }
+        }
+    } else if peer == app.peer_id {
         let site = app.site.clone();
         let lookup = request_path.clone();
         let file = tokio::task::spawn_blocking(move || {

@@ -33,6 +33,10 @@ pub struct Manifest {
     /// Table schemas: objects, or paths of JSON files in the bundle.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schemas: Vec<Json>,
+    /// Pages the peer makes on request with one of the template's Lua functions, by path
+    /// (`{"feed.atom": "feed"}`): the function gets `{path}` and returns the page's text.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub generated: std::collections::BTreeMap<String, String>,
     /// Anything else the manifest says (author, homepage, …), kept as it is.
     #[serde(flatten)]
     pub extra: Map<String, Json>,
@@ -115,6 +119,28 @@ impl Manifest {
         bounded(&mut problems, "category", &self.category, 32);
         if let Some(role) = &self.default_role {
             bounded(&mut problems, "default_role", role, 32);
+        }
+        if self.generated.len() > 16 {
+            problems.push("`generated` names more than 16 pages".into());
+        }
+        for (path, function) in &self.generated {
+            let plain = !path.is_empty()
+                && path.len() <= 200
+                && path
+                    .split('/')
+                    .all(|part| !part.is_empty() && !part.starts_with('.'))
+                && !path.starts_with("lua/")
+                && path
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+            if !plain {
+                problems.push(format!(
+                    "generated: {path:?} is not a plain path of the site (letters, digits, -, _, . and /)"
+                ));
+            }
+            if !crate::services::lua::is_plain_name(function) {
+                problems.push(format!("generated: {function:?} is not a function name"));
+            }
         }
         if self.schemas.len() > 64 {
             problems.push("`schemas` lists more than 64 tables".into());

@@ -99,6 +99,9 @@ pub struct Active {
     /// Its group, when it needs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Pages made on request by its Lua functions (`feed.atom` → `feed`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub generated: BTreeMap<String, String>,
 }
 
 /// What applying a template would do, shown before it is done.
@@ -138,6 +141,8 @@ pub struct TemplateSetup {
     pub announcement: Arc<watch::Sender<Announcement>>,
     /// The hubs whose stores the owner may browse.
     pub hubs: Vec<url::Url>,
+    /// The site, told which of its pages the active template makes on request.
+    pub site: crate::services::site::Site,
 }
 
 /// The templates of one peer. Cloning is cheap.
@@ -346,6 +351,7 @@ impl SiteTemplates {
             version: template.manifest.version.clone(),
             tables: plan.create.clone(),
             group: group.clone(),
+            generated: template.manifest.generated.clone(),
         };
         let record = serde_json::to_string(&active).unwrap_or_default();
 
@@ -398,6 +404,7 @@ impl SiteTemplates {
             return Err(data_failed(error));
         }
         blocking(move || swapped.keep()).await?;
+        setup.site.set_generated(active.generated.clone());
 
         let lua_enabled = match setup.data.lua_engine() {
             Some(engine) => {
@@ -514,6 +521,7 @@ impl SiteTemplates {
             require_email: false,
             default_role: None,
             schemas: Vec::new(),
+            generated: BTreeMap::new(),
             extra: Default::default(),
         });
         manifest.schemas.clear();

@@ -137,6 +137,13 @@ impl Template {
                 site.insert(path.clone(), bytes.clone());
             }
         }
+        for (path, function) in &manifest.generated {
+            if !lua.contains_key(&format!("functions/{function}.lua")) {
+                return Err(format!(
+                    "manifest.json: generated: {path} is made by {function}, but there is no lua/functions/{function}.lua"
+                ));
+            }
+        }
         if !site.contains_key("index.html") {
             return Err("the bundle has no index.html: a site needs its first page".into());
         }

@@ -117,6 +117,19 @@ pub(super) async fn serve(
             .await?;
         return write.shutdown().await;
     };
+    if let Some(made) = site.generate(Some(peer), &path).await {
+        match made {
+            Ok((mime, body)) => {
+                within_stall_limit(
+                    write.write_all(format!("OK {mime} {}\n", body.len()).as_bytes()),
+                )
+                .await?;
+                within_stall_limit(write.write_all(&body)).await?;
+            }
+            Err(error) => write.write_all(refuse(error.into()).as_bytes()).await?,
+        }
+        return write.shutdown().await;
+    }
     match site.resolve(&path) {
         Ok(file) => {
             let mut source = tokio::fs::File::open(&file.path).await?.take(file.size);
