@@ -293,8 +293,8 @@ async function boardShows(p, attribute, value) {
   await p.waitForFunction(([a, v]) => document.getElementById("board").dataset[a] === v, [attribute, value], wait);
 }
 
-async function tictactoe() {
-  report.tictactoe = { applied: await apply("tictactoe") };
+/** The host opens a game from its lobby and the visitor joins it from theirs: both pages. */
+async function startGame() {
   const own = await page(`${hostConsole}/p/${host}/`);
   await own.click("#new-game");
   await own.waitForFunction(() => /^#game\/\d+$/.test(location.hash), null, wait);
@@ -304,6 +304,12 @@ async function tictactoe() {
   await site.click("#open-games [data-action=join]");
   await expect(site, "#game-state[data-status=playing]");
   await expect(own, "#game-state[data-status=playing]");
+  return { own, site };
+}
+
+async function tictactoe() {
+  report.tictactoe = { applied: await apply("tictactoe") };
+  const { own, site } = await startGame();
   const plays = [[own, 1], [site, 4], [own, 2], [site, 5], [own, 3]];
   for (const [p, cell] of plays) {
     await p.waitForSelector(`[data-cell="${cell}"]:not([disabled])`, wait);
@@ -325,15 +331,7 @@ async function tictactoe() {
 
 async function chess() {
   report.chess = { applied: await apply("chess") };
-  const own = await page(`${hostConsole}/p/${host}/`);
-  await own.click("#new-game");
-  await own.waitForFunction(() => /^#game\/\d+$/.test(location.hash), null, wait);
-  await expect(own, "#game-state[data-status=open]");
-  const site = await page(`${visitorConsole}/p/${host}/`);
-  await expect(site, "#open-games [data-action=join]");
-  await site.click("#open-games [data-action=join]");
-  await expect(site, "#game-state[data-status=playing]");
-  await expect(own, "#game-state[data-status=playing]");
+  const { own, site } = await startGame();
   const play = async (p, from, to) => {
     await p.waitForSelector(`[data-square=${from}]`, wait);
     await p.waitForFunction(() => document.getElementById("game-state").textContent.startsWith("Your move"), null, wait);

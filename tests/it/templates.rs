@@ -12,18 +12,11 @@ use serde_json::{Value, json};
 
 use crate::console::console;
 use crate::hub_admin::{hostile_tar_gz, tar_gz};
-use crate::support::{TestPeer, hidden, lists, no_redirects, short_ttl};
+use crate::support::{TestPeer, get_page, get_text, hidden, lists, no_redirects, short_ttl};
 
 /// The console's answer to a form: the notice it redirects with (or the page's text).
 async fn form(base: &str, path: &str, fields: &[(&str, &str)]) -> String {
-    let page = no_redirects()
-        .get(format!("{base}/templates"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_page(&format!("{base}/templates")).await;
     let mut fields: Vec<(String, String)> = fields
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -40,14 +33,7 @@ async fn form(base: &str, path: &str, fields: &[(&str, &str)]) -> String {
 
 /// A multipart upload of `archive` (as field `archive`) with `fields`.
 async fn upload(base: &str, path: &str, archive: Vec<u8>, fields: &[(&str, &str)]) -> String {
-    let page = no_redirects()
-        .get(format!("{base}/templates"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_page(&format!("{base}/templates")).await;
     let mut multipart = reqwest::multipart::Form::new()
         .text("csrf", hidden(&page, "csrf"))
         .part(
@@ -75,12 +61,7 @@ async fn notice_of(base: &str, response: reqwest::Response) -> String {
         );
     }
     let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let html = reqwest::get(format!("{base}{location}"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get_text(&format!("{base}{location}")).await;
     html.split("id=\"notice\">")
         .nth(1)
         .and_then(|rest| rest.split("</p>").next())
@@ -112,12 +93,24 @@ async fn tables(base: &str) -> Vec<String> {
 }
 
 async fn plan(base: &str, key: &str) -> String {
-    reqwest::get(format!("{base}/templates/apply?key={key}"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    get_text(&format!("{base}/templates/apply?key={key}")).await
+}
+
+/// Alice, who hosts a hub, and Bob, who uses it; Bob lists Alice.
+async fn alice_and_bob() -> (TestPeer, TestPeer) {
+    let alice = TestPeer::spawn("Alice", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_host = true;
+    })
+    .await;
+    let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
+    let bob = TestPeer::spawn("Bob", |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_wan = hub;
+    })
+    .await;
+    assert!(lists(&bob, &alice.peer_id.to_base58(), PeerState::Online).await);
+    (alice, bob)
 }
 
 /// A template folder: a board of cards, with a Lua function and seed rows.
@@ -164,12 +157,7 @@ async fn templates_switch_a_to_b_to_a_keeping_the_owners_own_tables() {
     )
     .await;
 
-    let gallery = reqwest::get(format!("{base}/templates"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let gallery = get_text(&format!("{base}/templates")).await;
     assert!(
         gallery.contains("data-key=\"builtin/guestbook\""),
         "{gallery}"
@@ -319,12 +307,7 @@ async fn an_apply_the_database_refuses_half_way_leaves_the_previous_site() {
     );
     assert!(!site.join("app.js").exists());
     assert!(tables(&base).await.is_empty());
-    let gallery = reqwest::get(format!("{base}/templates"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let gallery = get_text(&format!("{base}/templates")).await;
     assert!(gallery.contains("No template is applied"), "{gallery}");
     let leftovers: Vec<String> = std::fs::read_dir(alice.dir().path())
         .unwrap()
@@ -438,31 +421,13 @@ async fn hostile_bundles_are_refused_with_their_reason_and_nothing_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_exported_with_its_rows_imports_on_another_peer() {
-    let alice = TestPeer::spawn("Alice", |c| {
-        short_ttl(c, 6);
-        c.presence.rendezvous_host = true;
-    })
-    .await;
-    let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
-    let bob = TestPeer::spawn("Bob", |c| {
-        short_ttl(c, 6);
-        c.presence.rendezvous_wan = hub.clone();
-    })
-    .await;
+    let (alice, bob) = alice_and_bob().await;
     let (a_base, b_base) = (console(&alice), console(&bob));
     let a_id = alice.peer_id.to_base58();
     form(&a_base, "/templates/apply", &[("key", "builtin/guestbook")]).await;
-    assert!(lists(&bob, &a_id, PeerState::Online).await);
 
     // Bob signs Alice's guestbook through his own peer, as a page of her site would.
-    let page = no_redirects()
-        .get(format!("{b_base}/p/{a_id}/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_page(&format!("{b_base}/p/{a_id}/")).await;
     assert!(page.contains("<title>Guestbook</title>"));
     assert_eq!(crate::support::meta(&page, "goop-self-label"), "Bob");
     let token = crate::support::meta(&page, "goop-site-token");
@@ -561,23 +526,13 @@ async fn a_site_published_to_a_hubs_store_is_installed_by_another_peer() {
     let notice = crate::hub_admin::upload(&hub, &cookie, &csrf, archive, "cards-board").await;
     assert_eq!(notice, "Installed template cards-board.");
 
-    let gallery = reqwest::get(format!("{b_base}/templates"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let gallery = get_text(&format!("{b_base}/templates")).await;
     assert!(
         gallery.contains(&format!("Browse the store of {hub_url}")),
         "{gallery}"
     );
     let encoded: String = url::form_urlencoded::byte_serialize(hub_url.as_bytes()).collect();
-    let store = reqwest::get(format!("{b_base}/templates/store?hub={encoded}"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let store = get_text(&format!("{b_base}/templates/store?hub={encoded}")).await;
     assert!(store.contains("data-name=\"cards-board\""), "{store}");
     assert!(store.contains("A board of cards"), "{store}");
     let notice = form(
@@ -680,30 +635,12 @@ fn legal(moves: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chess_host_checks_every_move_and_finds_mate_and_stalemate() {
-    let alice = TestPeer::spawn("Alice", |c| {
-        short_ttl(c, 6);
-        c.presence.rendezvous_host = true;
-    })
-    .await;
-    let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
-    let bob = TestPeer::spawn("Bob", |c| {
-        short_ttl(c, 6);
-        c.presence.rendezvous_wan = hub;
-    })
-    .await;
+    let (alice, bob) = alice_and_bob().await;
     let (a_base, b_base) = (console(&alice), console(&bob));
     let a_id = alice.peer_id.to_base58();
     let notice = form(&a_base, "/templates/apply", &[("key", "builtin/chess")]).await;
     assert_eq!(notice, "Applied Chess. Lua is now on (lua.enabled).");
-    assert!(lists(&bob, &a_id, PeerState::Online).await);
-    let page = no_redirects()
-        .get(format!("{b_base}/p/{a_id}/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_page(&format!("{b_base}/p/{a_id}/")).await;
     let table = Table {
         token: crate::support::meta(&page, "goop-site-token"),
         a_base,
