@@ -1,6 +1,6 @@
 //! App templates: a site, its tables, Lua functions and starting rows, applied to a peer in
 //! one step. The templates built into the binary, the ones the owner installed
-//! (`<dir>/templates/`, from a hub's store, an archive or a folder), and a site exported as one
+//! (`<dir>/apps/`, from a hub's store, an archive or a folder), and a site exported as one
 //! archive and imported on another peer.
 //!
 //! Applying is all or nothing: the template is checked whole ([`template::Template`]), its files

@@ -107,7 +107,10 @@ enum Exchange {
     Failed(FetchError),
 }
 
-async fn exchange(stream: &mut libp2p::Stream, line: &[u8]) -> Exchange {
+/// Sends one request on `stream` and reads its answer. A pooled stream that cannot be written
+/// to at all — its connection gone since it was put back (the peer restarted) — sent nothing:
+/// that is `Closed`, so another stream is tried.
+async fn exchange(stream: &mut libp2p::Stream, line: &[u8], pooled: bool) -> Exchange {
     use futures_util::AsyncWriteExt as _;
     if let Err(err) = within_stall_limit(async {
         stream.write_all(line).await?;
@@ -115,7 +118,7 @@ async fn exchange(stream: &mut libp2p::Stream, line: &[u8]) -> Exchange {
     })
     .await
     {
-        return match ended(&err) {
+        return match pooled || ended(&err) {
             true => Exchange::Closed(err),
             false => Exchange::Failed(unreachable(err)),
         };
@@ -148,7 +151,7 @@ pub async fn fetch(
             Some(stream) => (stream, true),
             None => (slot.open(control).await?, false),
         };
-        match exchange(&mut stream, &line).await {
+        match exchange(&mut stream, &line, pooled).await {
             Exchange::Answer(answer) => {
                 outbound.put(peer, stream);
                 let reply = serde_json::from_slice(&answer)
