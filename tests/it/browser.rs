@@ -665,7 +665,15 @@ async fn the_quiz_link_board_wiki_and_kanban_templates_work_for_owner_and_visito
         serde_json::json!([visitor_id.as_str()])
     );
     let second = quiz["second"].as_str().unwrap();
-    assert_ne!(second, "accepted", "one response per peer");
+    assert!(
+        second.contains("answered already"),
+        "one response per peer: {second}"
+    );
+    let direct = quiz["direct"].as_str().unwrap();
+    assert!(
+        direct.starts_with("403"),
+        "responses go through the host's rules: {direct}"
+    );
     assert_eq!(quiz["afterReload"], "You have answered this quiz.");
     assert_eq!(quiz["ownerSees"], "1 response");
 

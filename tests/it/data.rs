@@ -1289,3 +1289,34 @@ async fn a_table_made_again_under_its_name_is_read_with_its_new_columns() {
         assert!(rows[0].get("white").is_none(), "{rows:?}");
     }
 }
+
+#[tokio::test]
+async fn a_table_that_requires_an_email_takes_rows_only_from_peers_a_hub_vouched_for() {
+    let (data, _dir) = service().await;
+    run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "create-table", "schema": {
+            "name": "signups", "columns": ["note TEXT"], "require_email": true
+        }}),
+    )
+    .await
+    .unwrap();
+    let insert = json!({"op": "insert", "table": "signups", "data": {"note": "hi"}});
+    run(&data, &peer(BOB), insert.clone()).await.unwrap();
+    let refused = run(&data, &peer(CAROL), insert.clone()).await.unwrap_err();
+    assert!(
+        matches!(&refused, DataError::Forbidden(m) if m.contains("email a hub vouched for")),
+        "{refused:?}"
+    );
+    run(&data, &Caller::Owner, insert).await.unwrap();
+    let rows = run(
+        &data,
+        &Caller::Owner,
+        json!({"op": "query", "table": "signups", "order": "_id"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows[0]["_owner_email"], "bob@example.org");
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+}

@@ -363,6 +363,7 @@ fn template_bundle_bombs_are_refused_and_leave_nothing_behind() {
         let mut raw = Vec::new();
         let path = "d/".repeat(45) + "x";
         tar_entry(&mut raw, &path, tar::EntryType::Regular, 1, b"x");
+        tar_entry(&mut raw, "index.html", tar::EntryType::Regular, 2, b"hi");
         with_manifest(raw)
     };
     let lying = {

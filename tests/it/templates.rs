@@ -574,8 +574,8 @@ async fn a_site_published_to_a_hubs_store_is_installed_by_another_peer() {
     alice.shutdown().await;
 }
 
-/// Alice hosts (and refereed) a game of her site's Lua function `game`; Bob plays through his
-/// own peer. Answers `(status, data or error)`.
+/// Alice's site's Lua functions (`game` by default), called by Alice as its owner and by Bob
+/// through his own peer. Answers `(status, data or error)`.
 struct Table {
     a_base: String,
     b_base: String,
@@ -602,12 +602,17 @@ impl Table {
     }
 
     async fn visitor(&self, params: Value) -> (u16, Value) {
+        self.visitor_call("game", params).await
+    }
+
+    /// Bob calls Alice's Lua function `function` through his own peer.
+    async fn visitor_call(&self, function: &str, params: Value) -> (u16, Value) {
         let response = no_redirects()
             .post(format!("{}/api/p/{}/data/lua/call", self.b_base, self.a_id))
             .header("x-goop-site-token", &self.token)
             .header("origin", "null")
             .header("sec-fetch-site", "cross-site")
-            .json(&json!({"function": "game", "params": params}))
+            .json(&json!({"function": function, "params": params}))
             .send()
             .await
             .unwrap();
@@ -850,6 +855,64 @@ async fn the_blog_makes_its_atom_feed_for_a_visitor_on_request() {
         .await
         .unwrap();
     assert_eq!(gone.status().as_u16(), 404);
+    bob.shutdown().await;
+    alice.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quiz_host_holds_answers_to_its_timer_and_to_being_open() {
+    let (alice, bob) = alice_and_bob().await;
+    let (a_base, b_base) = (console(&alice), console(&bob));
+    let a_id = alice.peer_id.to_base58();
+    form(&a_base, "/templates/apply", &[("key", "builtin/quiz")]).await;
+    let page = get_page(&format!("{b_base}/p/{a_id}/")).await;
+    let table = Table {
+        token: crate::support::meta(&page, "goop-site-token"),
+        a_base: a_base.clone(),
+        b_base,
+        a_id,
+    };
+    let quiz = async |params: Value| {
+        let (status, answer) = table.visitor_call("quiz", params).await;
+        (status, answer.to_string())
+    };
+    let settings = async |changes: Value| {
+        let (status, answer) = api(
+            &a_base,
+            "update",
+            json!({"table": "settings", "id": 1, "data": changes}),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    };
+
+    settings(json!({"open": 0})).await;
+    let (status, closed) = quiz(json!({"action": "start"})).await;
+    assert_ne!(status, 200);
+    assert!(closed.contains("this quiz is closed"), "{closed}");
+
+    settings(json!({"open": 1, "time_limit": 1})).await;
+    let (status, begun) = quiz(json!({"action": "start"})).await;
+    assert_eq!(status, 200, "{begun}");
+    assert!(begun.contains("\"time_limit\":1"), "{begun}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (status, late) = quiz(json!({"action": "submit", "answers": {"1": [1]}})).await;
+    assert_ne!(status, 200);
+    assert!(late.contains("the time is up"), "{late}");
+
+    settings(json!({"time_limit": 0})).await;
+    let (status, bad) = quiz(json!({"action": "submit", "answers": {"1": [7]}})).await;
+    assert_ne!(status, 200);
+    assert!(bad.contains("has no choice 7"), "{bad}");
+    let (status, done) =
+        quiz(json!({"action": "submit", "name": "Bob", "answers": {"1": [1], "3": "fun"}})).await;
+    assert_eq!(status, 200, "{done}");
+    let (status, again) = quiz(json!({"action": "submit", "answers": {"1": [1]}})).await;
+    assert_ne!(status, 200);
+    assert!(again.contains("answered already"), "{again}");
+    let (_, rows) = api(&a_base, "query", json!({"table": "responses"})).await;
+    assert_eq!(rows["data"].as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows["data"][0]["_owner"], bob.peer_id.to_base58());
     bob.shutdown().await;
     alice.shutdown().await;
 }

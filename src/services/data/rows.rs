@@ -241,6 +241,12 @@ impl DataService {
             values.push(("_owner_email".into(), SqlValue::Text(email)));
             return Ok(store.insert(&record.name, &values).await?);
         };
+        if schema.require_email && email.is_empty() {
+            return Err(DataError::Forbidden(format!(
+                "`{}` takes rows only from peers whose email a hub vouched for: set profile.email and announce it through a hub",
+                record.name
+            )));
+        }
         self.guard.check_rate(peer)?;
         let row_bytes = values.iter().map(|(_, value)| value.stored_bytes()).sum();
         values.push(("_owner".into(), SqlValue::Text(owner)));

@@ -223,6 +223,10 @@ pub struct TableSchema {
     /// peer and link is `["_owner", "link"]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unique: Vec<Vec<String>>,
+    /// Other peers insert only when a hub vouched for their email (a template's
+    /// `require_email`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_email: bool,
 }
 
 /// Unique sets a table may have.
@@ -239,9 +243,12 @@ pub fn parse_schema(input: &Json) -> Result<TableSchema, String> {
     };
     let mut problems = Vec::new();
     for key in object.keys() {
-        if !matches!(key.as_str(), "name" | "columns" | "access" | "unique") {
+        if !matches!(
+            key.as_str(),
+            "name" | "columns" | "access" | "unique" | "require_email"
+        ) {
             problems.push(format!(
-                "unknown key `{key}` (expected name, columns, access, unique)"
+                "unknown key `{key}` (expected name, columns, access, unique, require_email)"
             ));
         }
     }
@@ -267,6 +274,11 @@ pub fn parse_schema(input: &Json) -> Result<TableSchema, String> {
     )?;
     if let Some(unique) = object.get("unique") {
         schema.unique = parse_unique(unique, &schema.columns)?;
+    }
+    match object.get("require_email") {
+        None => {}
+        Some(Json::Bool(required)) => schema.require_email = *required,
+        Some(_) => return Err("require_email must be true or false".into()),
     }
     Ok(schema)
 }
@@ -369,6 +381,7 @@ fn assemble<T>(
             columns: checked,
             access,
             unique: Vec::new(),
+            require_email: false,
         })
     } else {
         Err(problems.join("; "))

@@ -121,6 +121,11 @@ impl Template {
         if tables.len() > 64 {
             return Err("a template brings at most 64 tables".into());
         }
+        if manifest.require_email {
+            for table in &mut tables {
+                table.schema.require_email = true;
+            }
+        }
 
         let mut lua = BTreeMap::new();
         let mut site = BTreeMap::new();

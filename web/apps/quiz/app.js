@@ -1,7 +1,8 @@
 // The quiz: questions and settings everyone reads, the answer key only the owner reads, and one
-// response per visitor peer (the `responses` table is unique on `_owner` and holds one row per
-// caller). Scores, counts and the leaderboard come from the owner's Lua function `results`, which
-// alone sees every response.
+// response per visitor peer, handed in through the owner's Lua function `quiz` (which holds it
+// to the quiz being open, to the timer, and to one per peer; the `responses` table is unique on
+// `_owner` as well). Scores, counts and the leaderboard come from the Lua function `results`,
+// which alone sees every response.
 (async function () {
   "use strict";
   const status = document.getElementById("status");
@@ -129,20 +130,24 @@
       return li;
     }));
     document.getElementById("send-answers").disabled = !!preview;
-    const limit = settings ? settings.time_limit : 0;
     const clock = document.getElementById("timer");
-    clock.hidden = !limit || preview;
-    const started = Date.now();
-    if (limit && !preview) {
-      clearInterval(timer);
-      const tick = () => {
-        const left = Math.max(0, limit - Math.floor((Date.now() - started) / 1000));
-        clock.textContent = String(left);
-        clock.classList.toggle("low", left <= 5);
-        if (left === 0) { clearInterval(timer); form.requestSubmit(); }
-      };
-      tick();
-      timer = setInterval(tick, 250);
+    clock.hidden = true;
+    clearInterval(timer);
+    if (!preview) {
+      // The owner's peer starts the clock and holds the answers to it.
+      Goop.data.call("quiz", { action: "start" }).then((begun) => {
+        if (begun.left === null || begun.left === undefined) return;
+        const until = Date.now() + begun.left * 1000;
+        clock.hidden = false;
+        const tick = () => {
+          const left = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+          clock.textContent = String(left);
+          clock.classList.toggle("low", left <= 5);
+          if (left === 0) { clearInterval(timer); form.requestSubmit(); }
+        };
+        tick();
+        timer = setInterval(tick, 250);
+      }).catch((e) => say(e.message, true));
     }
     form.onsubmit = async (event) => {
       event.preventDefault();
@@ -154,12 +159,11 @@
         else answers[q._id] = Array.from(form.querySelectorAll(`input[name=q${q._id}]:checked`)).map((i) => Number(i.value));
       });
       try {
-        await Goop.data.insert("responses", { name: form.elements.name.value.trim() || "anonymous",
-          answers: JSON.stringify(answers), seconds: Math.round((Date.now() - started) / 1000) });
+        await Goop.data.call("quiz", { action: "submit", name: form.elements.name.value.trim(), answers: answers });
         say("Thank you! Your answers are in.");
         await results();
       } catch (e) {
-        say(e.status === 507 || /UNIQUE/.test(e.message) ? "You have answered already: one response per peer." : e.message, true);
+        say(e.message, true);
       }
     };
   }
