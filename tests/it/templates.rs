@@ -129,6 +129,7 @@ fn write_cards_template(root: &Path) {
         r#"{"name": "cards", "columns": [{"name": "title", "type": "text", "required": true}, {"name": "pinned", "type": "integer", "default": 0}]}"#,
     );
     file("index.html", "<!doctype html><h1>Cards</h1>");
+    std::fs::write(root.join("preview.png"), b"\x89PNG the gallery's picture").unwrap();
     file(
         "lua/functions/count.lua",
         "--- Counts the cards.\nfunction call(request)\n  return { cards = goop.db.scalar('SELECT COUNT(*) FROM cards') }\nend\n",
@@ -223,6 +224,10 @@ async fn templates_switch_a_to_b_to_a_keeping_the_owners_own_tables() {
         "Applied Cards. Dropped entries. Lua is now on (lua.enabled)."
     );
     assert_eq!(tables(&base).await, ["cards", "notes"]);
+    assert!(
+        !site.join("preview.png").exists(),
+        "the preview is the gallery's, not the site's"
+    );
     let (status, counted) = api(
         &base,
         "lua-call",

@@ -22,6 +22,7 @@ pub fn routes() -> Router<ConsoleApp> {
     Router::new()
         .route("/templates", get(show_gallery))
         .route("/templates/apply", get(show_plan).post(apply))
+        .route("/templates/preview", get(preview))
         .route("/templates/export", get(export))
         .route(
             "/templates/import",
@@ -140,6 +141,31 @@ async fn show_plan(
         }
         .into_response(),
         Err(error) => HttpError::page(failure(&error), error.to_string()).into_response(),
+    }
+}
+
+async fn preview(State(app): State<ConsoleApp>, Query(query): Query<KeyQuery>) -> Response {
+    let picture = match Source::parse(&query.key) {
+        Ok(source) => app.templates.preview(&source).await,
+        Err(_) => None,
+    };
+    match picture {
+        Some(bytes) => (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("image/png")),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("max-age=300"),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        None => HttpError::page(
+            StatusCode::NOT_FOUND,
+            format!("{} has no preview", query.key),
+        )
+        .into_response(),
     }
 }
 

@@ -1,10 +1,22 @@
-//! The templates built into the binary (`web/apps/<name>/`): blog, corkboard, guestbook, …
+//! The templates built into the binary (`web/apps/<name>/`): blog, corkboard, guestbook, …, with
+//! their previews (`docs/screenshots/<name>.png`, taken by the browser tests).
 
 use std::collections::BTreeMap;
 
 #[derive(rust_embed::Embed)]
 #[folder = "web/apps/"]
 struct Apps;
+
+/// The browser tests' screenshots of the built-in templates, shown as their previews.
+#[derive(rust_embed::Embed)]
+#[folder = "docs/screenshots/"]
+#[include = "*.png"]
+struct Previews;
+
+/// The preview picture (PNG) of built-in template `name`.
+pub fn preview(name: &str) -> Option<Vec<u8>> {
+    Previews::get(&format!("{name}.png")).map(|file| file.data.into_owned())
+}
 
 /// The names of the built-in templates, sorted.
 pub fn names() -> Vec<String> {

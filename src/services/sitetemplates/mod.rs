@@ -83,6 +83,8 @@ pub struct Listed {
     pub name: String,
     pub manifest: Manifest,
     pub builtin: bool,
+    /// It has a preview picture.
+    pub preview: bool,
 }
 
 /// The template applied last, as `_meta` records it.
@@ -207,6 +209,7 @@ impl SiteTemplates {
                 match files.get("manifest.json").map(|m| Manifest::parse(m)) {
                     Some(Ok(manifest)) => listed.push(Listed {
                         key: Source::Builtin(name.clone()).key(),
+                        preview: builtin::preview(&name).is_some(),
                         name,
                         manifest,
                         builtin: true,
@@ -214,12 +217,13 @@ impl SiteTemplates {
                     _ => tracing::error!(template = %name, "a built-in template is broken"),
                 }
             }
-            for manifest in TemplateStore::new(store).list() {
+            for manifest in TemplateStore::new(store.clone()).list() {
                 let name = manifest["dir"].as_str().unwrap_or_default().to_owned();
                 let bytes = serde_json::to_vec(&manifest).unwrap_or_default();
                 if let Ok(manifest) = Manifest::parse(&bytes) {
                     listed.push(Listed {
                         key: Source::Installed(name.clone()).key(),
+                        preview: store.join(&name).join(template::PREVIEW).is_file(),
                         name,
                         manifest,
                         builtin: false,
@@ -248,6 +252,28 @@ impl SiteTemplates {
                     files::read_tree(&root, None).map_err(TemplateError::Refused)
                 })
                 .await?
+            }
+        }
+    }
+
+    /// A template's preview picture (PNG), at most 2 MiB.
+    pub async fn preview(&self, source: &Source) -> Option<Vec<u8>> {
+        match source {
+            Source::Builtin(name) => builtin::preview(name),
+            Source::Installed(name) => {
+                if !store::valid_name(name) {
+                    return None;
+                }
+                let path = self.inner.store.dir().join(name).join(template::PREVIEW);
+                blocking(move || {
+                    let meta = std::fs::symlink_metadata(&path).ok()?;
+                    (meta.is_file() && meta.len() <= 2 * 1024 * 1024)
+                        .then(|| std::fs::read(&path).ok())
+                        .flatten()
+                })
+                .await
+                .ok()
+                .flatten()
             }
         }
     }

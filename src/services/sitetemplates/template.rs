@@ -12,6 +12,7 @@
 //! schema.sql           legacy: CREATE TABLE statements only
 //! lua/…                copied to `lua.script_dir` (functions under lua/functions/)
 //! seed.lua             returns {table = {row, …}, …}
+//! preview.png          the picture the gallery shows
 //! data/<t>.json        exported rows (with their _owner and times)
 //! ```
 
@@ -27,7 +28,9 @@ use crate::store::data::{SqlValue, TableLimits};
 pub const MAX_ROWS: usize = 50_000;
 
 /// The file names a bundle reserves; everything else is the site.
-const RESERVED_FILES: [&str; 3] = ["manifest.json", "schema.sql", "seed.lua"];
+const RESERVED_FILES: [&str; 4] = ["manifest.json", "schema.sql", "seed.lua", PREVIEW];
+/// A template's preview picture in the gallery.
+pub const PREVIEW: &str = "preview.png";
 const RESERVED_DIRS: [&str; 3] = ["schemas/", "lua/", "data/"];
 
 /// A table a template brings.
