@@ -211,7 +211,7 @@ async function linkboard() {
   await site.waitForSelector(".link[data-score='1']", wait);
   report.linkboard.second = await site.evaluate(async () => {
     const id = Number(document.querySelector(".link").dataset.id);
-    try { await Goop.data.insert("votes", { link_id: id, value: 1 }); return "accepted"; } catch (e) { return e.message; }
+    try { await Goop.data.insert("votes", { link_id: id, value: "up" }); return "accepted"; } catch (e) { return e.message; }
   });
   const own = await page(`${hostConsole}/p/${host}/`);
   await own.click(".link [data-vote=down]");

@@ -464,8 +464,13 @@ async fn a_site_exported_with_its_rows_imports_on_another_peer() {
             response.bytes().await.unwrap().to_vec()
         }
     };
+    std::fs::write(alice.dir().path().join("site/.env"), "SECRET=1").unwrap();
     let archive = export(true).await;
     let files = goop2::services::sitetemplates::store::read_archive(&archive).unwrap();
+    assert!(
+        !files.contains_key(".env"),
+        "what visitors never see stays out"
+    );
     let names: Vec<&String> = files.keys().collect();
     assert!(
         names.contains(&&"data/entries.json".to_string()),
@@ -864,6 +869,11 @@ async fn the_blog_makes_its_atom_feed_for_a_visitor_on_request() {
     alice.shutdown().await;
 }
 
+/// What the quiz's `results` tells Bob.
+async fn quiz_results(table: &Table) -> (u16, Value) {
+    table.visitor_call("results", json!({})).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quiz_host_holds_answers_to_its_timer_and_to_being_open() {
     let (alice, bob) = alice_and_bob().await;
@@ -891,6 +901,12 @@ async fn the_quiz_host_holds_answers_to_its_timer_and_to_being_open() {
         assert_eq!(status, 200, "{answer}");
     };
 
+    let (status, early) = quiz_results(&table).await;
+    assert_eq!(status, 200, "{early}");
+    assert!(
+        early.get("questions").is_none() && early.get("leaderboard").is_none(),
+        "no answers before answering: {early}"
+    );
     settings(json!({"open": 0})).await;
     let (status, closed) = quiz(json!({"action": "start"})).await;
     assert_ne!(status, 200);
@@ -915,6 +931,9 @@ async fn the_quiz_host_holds_answers_to_its_timer_and_to_being_open() {
     let (status, again) = quiz(json!({"action": "submit", "answers": {"1": [1]}})).await;
     assert_ne!(status, 200);
     assert!(again.contains("answered already"), "{again}");
+    let (_, after) = quiz_results(&table).await;
+    assert_eq!(after["mine"]["score"], 1, "{after}");
+    assert!(after["questions"][0]["correct"].is_array(), "{after}");
     let (_, rows) = api(&a_base, "query", json!({"table": "responses"})).await;
     assert_eq!(rows["data"].as_array().unwrap().len(), 1, "{rows}");
     assert_eq!(rows["data"][0]["_owner"], bob.peer_id.to_base58());

@@ -120,7 +120,7 @@ async fn show_plan(
     let result = async {
         let source = Source::parse(&query.key)?;
         let template = app.templates.load(&source).await?;
-        let plan = app.templates.plan(&template).await?;
+        let plan = app.templates.plan(&template, source.name()).await?;
         let listed = app
             .templates
             .gallery()

@@ -182,25 +182,29 @@ impl Swapped {
         }
     }
 
-    /// Keeps the new files; the replaced site goes to `site-previous/` (replacing the one kept
-    /// before), replaced Lua scripts outside the site are removed.
+    /// Keeps the new files; the replaced site goes to `site-previous/` and replaced Lua scripts
+    /// outside the site to `site-previous-lua/` (each replacing the one kept before).
     pub fn keep(self) {
-        let mut first = true;
-        for (_, old) in self.swaps {
+        for (index, (_, old)) in self.swaps.into_iter().enumerate() {
             let Some(old) = old else {
-                first = false;
                 continue;
             };
-            if first {
-                let _ = fs::remove_dir_all(&self.previous);
-                if let Err(e) = fs::rename(&old, &self.previous) {
-                    tracing::warn!("the previous site could not be kept: {e}");
-                    let _ = fs::remove_dir_all(&old);
+            let kept = match index {
+                0 => self.previous.clone(),
+                _ => {
+                    let mut name = self.previous.as_os_str().to_owned();
+                    name.push("-lua");
+                    PathBuf::from(name)
                 }
-            } else {
+            };
+            let _ = fs::remove_dir_all(&kept);
+            if let Err(e) = fs::rename(&old, &kept) {
+                tracing::warn!(
+                    "the replaced files could not be kept in {}: {e}",
+                    kept.display()
+                );
                 let _ = fs::remove_dir_all(&old);
             }
-            first = false;
         }
     }
 }

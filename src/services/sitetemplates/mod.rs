@@ -279,9 +279,13 @@ impl SiteTemplates {
     }
 
     /// A template, checked.
+    /// Rows a template brings in `data/` are the owner's: only an import keeps who wrote them.
     pub async fn load(&self, source: &Source) -> Result<Template, TemplateError> {
         let files = self.files(source).await?;
-        blocking(move || Template::from_files(files).map_err(TemplateError::Refused)).await?
+        let mut template =
+            blocking(move || Template::from_files(files).map_err(TemplateError::Refused)).await??;
+        template.rows_as_the_owners();
+        Ok(template)
     }
 
     /// The template applied last.
@@ -296,8 +300,8 @@ impl SiteTemplates {
         Ok(text.and_then(|text| serde_json::from_str(&text).ok()))
     }
 
-    /// What applying `template` would do.
-    pub async fn plan(&self, template: &Template) -> Result<Plan, TemplateError> {
+    /// What applying `template`, under `name`, would do.
+    pub async fn plan(&self, template: &Template, name: &str) -> Result<Plan, TemplateError> {
         let data = &self.inner.setup.data;
         let previous = self.active().await?.map(|a| a.tables).unwrap_or_default();
         let existing: Vec<String> = data
@@ -331,7 +335,7 @@ impl SiteTemplates {
             create,
             conflicts,
             enables_lua: template.has_functions() && data.lua_engine().is_none(),
-            group: template.manifest.group_id(&slug(&template.manifest.name)),
+            group: template.manifest.group_id(name),
         })
     }
 
@@ -349,12 +353,29 @@ impl SiteTemplates {
             Template::from_files(files).map_err(TemplateError::Refused)
         })
         .await??;
-        let name = slug(&template.manifest.name);
+        let name = match slug(&template.manifest.name) {
+            name if name.is_empty() => "site".to_owned(),
+            name => name,
+        };
         self.apply_template(format!("import/{name}"), name, template)
             .await
     }
 
+    /// Applies `template` in a task of its own: a caller that goes away (the browser closed,
+    /// the console stopping) does not stop it half-way.
     async fn apply_template(
+        &self,
+        key: String,
+        name: String,
+        template: Template,
+    ) -> Result<Applied, TemplateError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.apply_now(key, name, template).await })
+            .await
+            .map_err(|e| TemplateError::Unavailable(format!("applying stopped: {e}")))?
+    }
+
+    async fn apply_now(
         &self,
         key: String,
         name: String,
@@ -362,7 +383,7 @@ impl SiteTemplates {
     ) -> Result<Applied, TemplateError> {
         let _busy = self.inner.busy.lock().await;
         let setup = &self.inner.setup;
-        let plan = self.plan(&template).await?;
+        let plan = self.plan(&template, &name).await?;
         if !plan.conflicts.is_empty() {
             return Err(refused(format!(
                 "this peer already has its own table(s) {}, which the template needs; rename or drop them first",
@@ -533,21 +554,40 @@ impl SiteTemplates {
             },
             None => None,
         };
+        // An imported site, or a template removed since: what the active record says.
         let mut manifest = manifest.unwrap_or_else(|| Manifest {
             name: active
                 .as_ref()
                 .map(|a| a.title.clone())
                 .unwrap_or_else(|| format!("{label}'s site")),
             description: String::new(),
-            version: "1.0.0".into(),
+            version: active
+                .as_ref()
+                .map(|a| a.version.clone())
+                .unwrap_or_else(|| "1.0.0".into()),
             icon: String::new(),
             category: String::new(),
-            requires_groups: false,
-            group_config: None,
+            requires_groups: active.as_ref().is_some_and(|a| a.group.is_some()),
+            group_config: active.as_ref().and_then(|a| a.group.clone()).map(|id| {
+                manifest::GroupConfig {
+                    id: Some(id),
+                    kind: None,
+                    min_members: None,
+                    max_members: None,
+                    roles: Vec::new(),
+                    default_role: None,
+                    invite_only: false,
+                    history: 0,
+                    msg_types: Vec::new(),
+                }
+            }),
             require_email: false,
             default_role: None,
             schemas: Vec::new(),
-            generated: BTreeMap::new(),
+            generated: active
+                .as_ref()
+                .map(|a| a.generated.clone())
+                .unwrap_or_default(),
             extra: Default::default(),
         });
         manifest.schemas.clear();
@@ -556,6 +596,7 @@ impl SiteTemplates {
             .tables(&crate::services::data::Caller::Owner)
             .await
             .map_err(data_failed)?;
+        let mut rows_left = template::MAX_ROWS;
         for table in tables {
             let (schema, limits) = data.schema_of(&table.name).await.map_err(data_failed)?;
             let json = template::schema_json(&template::TemplateTable { schema, limits });
@@ -565,9 +606,16 @@ impl SiteTemplates {
             );
             if with_data {
                 let rows = data
-                    .all_rows(&table.name, template::MAX_ROWS)
+                    .all_rows(&table.name, rows_left)
                     .await
-                    .map_err(data_failed)?;
+                    .map_err(|e| match e {
+                        DataError::BadRequest(_) => refused(format!(
+                            "the tables hold more than the {} rows an archive may bring; export without them",
+                            template::MAX_ROWS
+                        )),
+                        other => data_failed(other),
+                    })?;
+                rows_left -= rows.len();
                 bundle.insert(
                     format!("data/{}.json", table.name),
                     serde_json::to_vec(&template::exported_rows(&rows)).unwrap_or_default(),
@@ -585,8 +633,12 @@ impl SiteTemplates {
                 .strip_prefix(&paths.site_root)
                 .ok()
                 .map(Path::to_path_buf);
+            // What visitors never see (dotfiles: .git, .env) stays out of the archive too.
             let site = files::read_tree(&paths.site_root, inside.as_deref())
-                .map_err(TemplateError::Refused)?;
+                .map_err(TemplateError::Refused)?
+                .into_iter()
+                .filter(|(path, _)| !path.split('/').any(|part| part.starts_with('.')))
+                .collect::<BTreeMap<_, _>>();
             let lua = files::read_tree(&paths.lua_dir, None).map_err(TemplateError::Refused)?;
             for (path, bytes) in site {
                 if bundle.contains_key(&path)
@@ -595,6 +647,7 @@ impl SiteTemplates {
                     || path.starts_with("lua/")
                     || path == "schema.sql"
                     || path == "seed.lua"
+                    || path == template::PREVIEW
                 {
                     return Err(refused(format!(
                         "the site file {path} has a name an archive keeps for itself; rename it to export the site"

@@ -223,6 +223,16 @@ impl Template {
         })
     }
 
+    /// Makes every row the owner's: rows of a template (from a store, or built in) may not speak
+    /// for other peers; only an import of an exported site keeps who wrote them.
+    pub fn rows_as_the_owners(&mut self) {
+        for (_, rows) in &mut self.rows {
+            for row in rows {
+                row.retain(|(name, _)| !name.starts_with('_'));
+            }
+        }
+    }
+
     /// The template ships Lua data functions.
     pub fn has_functions(&self) -> bool {
         self.lua

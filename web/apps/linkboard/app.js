@@ -1,5 +1,5 @@
 // The link board: links in `links`, votes in `votes` (one row per peer and link, kept unique by
-// the table), ranked by score then age. Everyone votes through their own peer.
+// the table, each "up" or "down"), ranked by score then age. Everyone votes through their own peer.
 (async function () {
   "use strict";
   const list = document.getElementById("links");
@@ -32,14 +32,14 @@
     li.dataset.id = link._id;
     li.dataset.score = score;
     const votes = el("div", "votes");
-    const up = el("button", mine && mine.value === 1 ? "on" : "", "▲");
+    const up = el("button", mine && mine.value === "up" ? "on" : "", "▲");
     up.title = "vote up";
     up.dataset.vote = "up";
-    up.addEventListener("click", () => vote(link, 1, mine));
-    const down = el("button", mine && mine.value === -1 ? "on" : "", "▼");
+    up.addEventListener("click", () => vote(link, "up", mine));
+    const down = el("button", mine && mine.value === "down" ? "on" : "", "▼");
     down.title = "vote down";
     down.dataset.vote = "down";
-    down.addEventListener("click", () => vote(link, -1, mine));
+    down.addEventListener("click", () => vote(link, "down", mine));
     votes.append(up, el("span", "score", String(score)), down);
     const body = el("div");
     const title = el("div", "title");
@@ -82,7 +82,7 @@
     const scores = new Map();
     const mine = new Map();
     votes.forEach((v) => {
-      scores.set(v.link_id, (scores.get(v.link_id) || 0) + v.value);
+      scores.set(v.link_id, (scores.get(v.link_id) || 0) + (v.value === "up" ? 1 : -1));
       if (v._owner === me.myId) mine.set(v.link_id, v);
     });
     links.sort((a, b) => (scores.get(b._id) || 0) - (scores.get(a._id) || 0) || b._id - a._id);

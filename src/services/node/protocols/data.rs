@@ -118,7 +118,9 @@ async fn exchange(stream: &mut libp2p::Stream, line: &[u8], pooled: bool) -> Exc
     })
     .await
     {
-        return match pooled || ended(&err) {
+        // A stall (`TimedOut`) may have sent the request already: that is not retried.
+        let nothing_sent = pooled && err.kind() != std::io::ErrorKind::TimedOut;
+        return match nothing_sent || ended(&err) {
             true => Exchange::Closed(err),
             false => Exchange::Failed(unreachable(err)),
         };

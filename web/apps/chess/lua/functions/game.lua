@@ -365,7 +365,7 @@ call = goop.route({
     local winner_id = winner == "w" and g.white or winner == "b" and g.black or ""
     local ply = goop.db.scalar("SELECT COUNT(*) FROM moves WHERE game = ?", g._id) + 1
     local check = in_check(after, after.side) and 1 or 0
-    local changed = goop.db.exec("UPDATE games SET state = ?, status = ?, result = ?, winner = ?, in_check = ? WHERE _id = ? AND state = ?",
+    local changed = goop.db.exec("UPDATE games SET state = ?, status = ?, result = ?, winner = ?, in_check = ? WHERE _id = ? AND state = ? AND status = 'playing'",
       to_fen(after), status, result or "", winner_id, check, g._id, g.state)
     if changed ~= 1 then error("the game changed meanwhile; look again") end
     goop.db.exec("INSERT INTO moves (_owner, game, ply, move, by) VALUES (?, ?, ?, ?, ?)", me, g._id, ply, uci(chosen), me)

@@ -32,10 +32,10 @@ call = goop.route({
     if s.open ~= 1 then error("this quiz is closed") end
     if answered(me) then error("you have answered already: one response per peer") end
     local started = goop.db.scalar("SELECT started FROM attempts WHERE _owner = ?", me)
-    local seconds = started and (os.time() - started) or 0
-    if s.time_limit > 0 then
-      if not started then error("start the quiz first") end
-      if seconds > s.time_limit + GRACE then error("the time is up: answers came after " .. seconds .. " s") end
+    if not started then error("start the quiz first") end
+    local seconds = os.time() - started
+    if s.time_limit > 0 and seconds > s.time_limit + GRACE then
+      error("the time is up: answers came after " .. seconds .. " s")
     end
     if type(p.answers) ~= "table" then error("answers must be an object of question numbers") end
     local questions = {}

@@ -51,7 +51,10 @@ function call(request)
   end)
   local scored = 0
   for _ in pairs(key) do scored = scored + 1 end
-  local show = goop.peer.id == goop.self.id or settings.show_results == 1
+  -- A visitor sees the counts, the answers and the leaderboard only once they have answered (or
+  -- the quiz is closed), never before: the correct answers are among them.
+  local owner = goop.peer.id == goop.self.id
+  local show = owner or (settings.show_results == 1 and (mine ~= nil or settings.open ~= 1))
   local out = { responses = #responses, out_of = scored, mine = mine, mode = settings.mode }
   if show then
     for _, q in ipairs(questions) do

@@ -67,7 +67,7 @@ call = goop.route({
     if status == "playing" and not board:find(".", 1, true) then status = "draw" end
     local turn = g.turn == "x" and "o" or "x"
     local ply = goop.db.scalar("SELECT COUNT(*) FROM moves WHERE game = ?", g._id) + 1
-    local changed = goop.db.exec("UPDATE games SET board = ?, turn = ?, status = ?, winner = ?, line = ? WHERE _id = ? AND board = ?",
+    local changed = goop.db.exec("UPDATE games SET board = ?, turn = ?, status = ?, winner = ?, line = ? WHERE _id = ? AND board = ? AND status = 'playing'",
       board, turn, status, winner, line, g._id, g.board)
     if changed ~= 1 then error("the game changed meanwhile; look again") end
     goop.db.exec("INSERT INTO moves (_owner, game, ply, cell, by) VALUES (?, ?, ?, ?, ?)", me, g._id, ply, cell, me)
