@@ -789,6 +789,29 @@ async fn the_chess_host_checks_every_move_and_finds_mate_and_stalemate() {
         "a queen by default"
     );
     assert_eq!(after["check"], true);
+
+    // Another template: the chess group goes with the chess tables.
+    let hosts_chess = async || {
+        alice
+            .groups
+            .hosted()
+            .await
+            .iter()
+            .any(|group| group.meta.id == "chess")
+    };
+    assert!(hosts_chess().await);
+    let shown = plan(&table.a_base, "builtin/guestbook").await;
+    assert!(shown.contains("id=\"closes\""), "{shown}");
+    form(
+        &table.a_base,
+        "/templates/apply",
+        &[("key", "builtin/guestbook")],
+    )
+    .await;
+    assert!(
+        !hosts_chess().await,
+        "the previous template's group is closed"
+    );
     alice.shutdown().await;
     bob.shutdown().await;
 }

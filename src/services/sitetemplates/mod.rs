@@ -119,6 +119,8 @@ pub struct Plan {
     pub enables_lua: bool,
     /// The group the template creates.
     pub group: Option<String>,
+    /// The previous template's group, closed because the new one does not use it.
+    pub closes: Option<String>,
 }
 
 /// What an apply did.
@@ -303,7 +305,9 @@ impl SiteTemplates {
     /// What applying `template`, under `name`, would do.
     pub async fn plan(&self, template: &Template, name: &str) -> Result<Plan, TemplateError> {
         let data = &self.inner.setup.data;
-        let previous = self.active().await?.map(|a| a.tables).unwrap_or_default();
+        let active = self.active().await?;
+        let previous_group = active.as_ref().and_then(|a| a.group.clone());
+        let previous = active.map(|a| a.tables).unwrap_or_default();
         let existing: Vec<String> = data
             .tables(&crate::services::data::Caller::Owner)
             .await
@@ -335,6 +339,8 @@ impl SiteTemplates {
             create,
             conflicts,
             enables_lua: template.has_functions() && data.lua_engine().is_none(),
+            closes: previous_group
+                .filter(|old| template.manifest.group_id(name).as_ref() != Some(old)),
             group: template.manifest.group_id(name),
         })
     }
@@ -470,6 +476,11 @@ impl SiteTemplates {
         setup.announcement.send_modify(|announcement| {
             announcement.active_template = Some(name.clone());
         });
+        if let Some(old) = &plan.closes
+            && let Err(error) = setup.groups.close(old).await
+        {
+            tracing::warn!(group = %old, "the previous template's group stays: {error}");
+        }
         tracing::info!(template = %key, rows, "template applied");
         Ok(Applied {
             active,
