@@ -13,20 +13,7 @@ use crate::support::{SseClient, TestPeer, hidden, lists, no_redirects, short_ttl
 
 /// Alice (who hosts the hub) and Bob, each listing the other; with `edit` applied to Bob.
 async fn alice_and_bob(edit_bob: impl FnOnce(&mut goop2::config::Config)) -> (TestPeer, TestPeer) {
-    let alice = TestPeer::spawn("Alice", |c| {
-        short_ttl(c, 6);
-        c.presence.rendezvous_host = true;
-    })
-    .await;
-    let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
-    let bob = TestPeer::spawn("Bob", |c| {
-        short_ttl(c, 6);
-        c.presence.rendezvous_wan = hub;
-        edit_bob(c);
-    })
-    .await;
-    see_each_other(&alice, &bob).await;
-    (alice, bob)
+    crate::support::host_and_guest("Alice", "Bob", edit_bob).await
 }
 
 async fn see_each_other(a: &TestPeer, b: &TestPeer) {

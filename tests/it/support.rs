@@ -696,3 +696,28 @@ pub async fn loopback_tcp(node: &goop2::services::node::Node) -> libp2p::Multiad
         .expect("a loopback TCP listener");
     format!("{tcp}/p2p/{}", node.peer_id()).parse().unwrap()
 }
+
+/// A peer labelled `host` that hosts a hub and one labelled `guest` that uses it (with
+/// `edit_guest` applied), each listing the other.
+pub async fn host_and_guest(
+    host: &str,
+    guest: &str,
+    edit_guest: impl FnOnce(&mut Config),
+) -> (TestPeer, TestPeer) {
+    use goop2::services::presence::peer_table::PeerState;
+    let host = TestPeer::spawn(host, |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_host = true;
+    })
+    .await;
+    let hub = format!("http://{}", host.hub.as_ref().unwrap().hub_addr);
+    let guest = TestPeer::spawn(guest, |c| {
+        short_ttl(c, 6);
+        c.presence.rendezvous_wan = hub;
+        edit_guest(c);
+    })
+    .await;
+    assert!(lists(&host, &guest.peer_id.to_base58(), PeerState::Online).await);
+    assert!(lists(&guest, &host.peer_id.to_base58(), PeerState::Online).await);
+    (host, guest)
+}

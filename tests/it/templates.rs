@@ -7,12 +7,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use goop2::services::presence::peer_table::PeerState;
 use serde_json::{Value, json};
 
 use crate::console::console;
 use crate::hub_admin::{hostile_tar_gz, tar_gz};
-use crate::support::{TestPeer, get_page, get_text, hidden, lists, no_redirects, short_ttl};
+use crate::support::{TestPeer, get_page, get_text, hidden, no_redirects, short_ttl};
 
 /// The console's answer to a form: the notice it redirects with (or the page's text).
 async fn form(base: &str, path: &str, fields: &[(&str, &str)]) -> String {
@@ -96,21 +95,9 @@ async fn plan(base: &str, key: &str) -> String {
     get_text(&format!("{base}/templates/apply?key={key}")).await
 }
 
-/// Alice, who hosts a hub, and Bob, who uses it; Bob lists Alice.
+/// Alice, who hosts a hub, and Bob, who uses it; each lists the other.
 async fn alice_and_bob() -> (TestPeer, TestPeer) {
-    let alice = TestPeer::spawn("Alice", |c| {
-        short_ttl(c, 6);
-        c.presence.rendezvous_host = true;
-    })
-    .await;
-    let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
-    let bob = TestPeer::spawn("Bob", |c| {
-        short_ttl(c, 6);
-        c.presence.rendezvous_wan = hub;
-    })
-    .await;
-    assert!(lists(&bob, &alice.peer_id.to_base58(), PeerState::Online).await);
-    (alice, bob)
+    crate::support::host_and_guest("Alice", "Bob", |_| {}).await
 }
 
 /// A template folder: a board of cards, with a Lua function and seed rows.
@@ -818,17 +805,7 @@ async fn the_chess_host_checks_every_move_and_finds_mate_and_stalemate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_blog_makes_its_atom_feed_for_a_visitor_on_request() {
-    let alice = TestPeer::spawn("Alice <&>", |c| {
-        short_ttl(c, 6);
-        c.presence.rendezvous_host = true;
-    })
-    .await;
-    let hub = format!("http://{}", alice.hub.as_ref().unwrap().hub_addr);
-    let bob = TestPeer::spawn("Bob", |c| {
-        short_ttl(c, 6);
-        c.presence.rendezvous_wan = hub;
-    })
-    .await;
+    let (alice, bob) = crate::support::host_and_guest("Alice <&>", "Bob", |_| {}).await;
     let (a_base, b_base) = (console(&alice), console(&bob));
     let a_id = alice.peer_id.to_base58();
     let notice = form(&a_base, "/templates/apply", &[("key", "builtin/blog")]).await;
@@ -840,7 +817,6 @@ async fn the_blog_makes_its_atom_feed_for_a_visitor_on_request() {
     )
     .await;
     assert_eq!(status, 200);
-    assert!(lists(&bob, &a_id, PeerState::Online).await);
 
     for base in [&b_base, &a_base] {
         let response = reqwest::get(format!("{base}/p/{a_id}/feed.atom"))
