@@ -175,13 +175,9 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             )
         })
     };
-    let lua = if config.lua.enabled {
-        let engine = start_lua();
-        data = data.with_lua(engine.clone());
-        Some(engine)
-    } else {
-        None
-    };
+    if config.lua.enabled {
+        data = data.with_lua(start_lua());
+    }
     // Pages an app template makes on request (its feed) come from its Lua functions, made as
     // the visitor who asked.
     let site = Site::new(Config::resolve(dir, &config.paths.site_root))
@@ -247,7 +243,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
             mq: mq.clone(),
             table: table.clone(),
             identities: identities.clone(),
-            lua,
+            lua: data.lua_slot(),
             options: ChatOptions {
                 history_per_peer: config.chat.history_per_peer,
                 broadcasts_per_minute: config.chat.broadcasts_per_minute,

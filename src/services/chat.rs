@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::services::blocklist::BlockList;
 use crate::services::hub::unix_ms;
-use crate::services::lua::{LuaCaller, LuaEngine};
+use crate::services::lua::{LuaCaller, LuaEngine, LuaSlot};
 use crate::services::mq::identity::Identities;
 use crate::services::mq::{Incoming, Mq, MqError};
 use crate::services::presence::peer_table::{PeerState, PeerTable};
@@ -129,7 +129,7 @@ struct Inner {
     mq: Mq,
     table: PeerTable,
     identities: Identities,
-    lua: Option<LuaEngine>,
+    lua: LuaSlot,
     options: ChatOptions,
     events: broadcast::Sender<ChatEvent>,
     blocked: BlockList,
@@ -151,8 +151,8 @@ pub struct ChatSetup {
     /// Who peers are (their labels, for Lua chat commands; whether presence names them).
     pub table: PeerTable,
     pub identities: Identities,
-    /// The owner's chat commands, with `lua.enabled`.
-    pub lua: Option<LuaEngine>,
+    /// The owner's chat commands, once Lua runs.
+    pub lua: LuaSlot,
     pub options: ChatOptions,
 }
 
@@ -472,7 +472,7 @@ impl Chat {
                 return reply.refuse("the receiver cannot store messages now");
             }
         }
-        if let Some(lua) = &inner.lua
+        if let Some(lua) = inner.lua.get()
             && text.trim_start().starts_with('!')
         {
             let chat = self.clone();

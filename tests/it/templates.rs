@@ -939,3 +939,41 @@ async fn the_quiz_host_holds_answers_to_its_timer_and_to_being_open() {
     bob.shutdown().await;
     alice.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_templates_chat_command_answers_at_once_when_applying_it_turned_lua_on() {
+    let (alice, bob) = alice_and_bob().await;
+    let (a_base, b_base) = (console(&alice), console(&bob));
+    let folder = tempfile::tempdir().unwrap();
+    write_cards_template(folder.path());
+    std::fs::write(
+        folder.path().join("lua/hello.lua"),
+        "function handle(args)\n  return 'hello from the cards, ' .. goop.peer.label\nend\n",
+    )
+    .unwrap();
+    let path = folder.path().to_str().unwrap();
+    form(&a_base, "/templates/install-folder", &[("folder", path)]).await;
+    let notice = form(&a_base, "/templates/apply", &[("key", "installed/cards")]).await;
+    assert!(notice.contains("Lua is now on"), "{notice}");
+
+    let url = format!("{b_base}/api/chat/{}", alice.peer_id);
+    let (status, sent) = crate::support::post_with(
+        &reqwest::Client::new(),
+        &url,
+        json!({"text": "!hello"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{sent}");
+    let answered = crate::support::eventually(Duration::from_secs(10), async || {
+        let history: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["outgoing"] == false && m["text"] == "hello from the cards, Bob")
+    })
+    .await;
+    assert!(answered, "the command answered without a restart");
+    bob.shutdown().await;
+    alice.shutdown().await;
+}

@@ -180,7 +180,7 @@ pub struct DataService {
     lookup: PeerLookup,
     /// The peer's Lua functions, once enabled (at start with `lua.enabled`, or when a template
     /// that ships functions is applied).
-    lua: Arc<std::sync::OnceLock<crate::services::lua::LuaEngine>>,
+    lua: crate::services::lua::LuaSlot,
     /// Registered tables by name, parsed once.
     tables: Arc<std::sync::RwLock<std::collections::HashMap<String, Arc<Table>>>>,
     /// The limits on other peers' inserts.
@@ -240,6 +240,11 @@ impl DataService {
     pub fn with_lua(self, engine: crate::services::lua::LuaEngine) -> Self {
         self.enable_lua(engine);
         self
+    }
+
+    /// Where the engine is, for the peer's other users of it (chat commands).
+    pub fn lua_slot(&self) -> crate::services::lua::LuaSlot {
+        self.lua.clone()
     }
 
     /// Answers `lua-call` and `lua-list` with `engine` from now on (every clone of this

@@ -211,6 +211,10 @@ pub struct LuaSetup {
     pub groups: GroupsSlot,
 }
 
+/// Where the peer's Lua engine is put once it runs (at start with `lua.enabled`, or when a
+/// template that ships functions is applied); shared by the data API and chat commands.
+pub type LuaSlot = Arc<std::sync::OnceLock<LuaEngine>>;
+
 /// Where the peer's groups are put once they run.
 pub type GroupsSlot = Arc<std::sync::OnceLock<crate::services::groups::Groups>>;
 
