@@ -76,3 +76,20 @@ impl From<BytesRejection> for HttpError {
         HttpError::new(rejection.status(), rejection.body_text())
     }
 }
+
+/// A JSON body read as `T`; a body that is not one is refused naming the `shape` it must have.
+pub fn json_body<T: DeserializeOwned>(bytes: &[u8], shape: &str) -> Result<T, HttpError> {
+    serde_json::from_slice(bytes)
+        .map_err(|err| HttpError::bad_request(format!("the body must be {shape}: {err}")))
+}
+
+/// [`json_body`], with an empty body (or only white space) read as `T::default()`.
+pub fn json_body_or_default<T: DeserializeOwned + Default>(
+    bytes: &[u8],
+    shape: &str,
+) -> Result<T, HttpError> {
+    match bytes.iter().all(u8::is_ascii_whitespace) {
+        true => Ok(T::default()),
+        false => json_body(bytes, shape),
+    }
+}

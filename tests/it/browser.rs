@@ -29,6 +29,32 @@ fn require_browser_tooling() {
     );
 }
 
+/// Runs `tests/browser/<script>` with node and `args`; its standard output, once it exited
+/// successfully (else the test fails with both outputs).
+async fn run_node(script: &str, args: Vec<std::ffi::OsString>) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser")
+        .join(script);
+    let output = tokio::process::Command::new("node")
+        .arg(&path)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    report
+}
+
+/// One argument of a script.
+fn arg(value: impl AsRef<std::ffi::OsStr>) -> std::ffi::OsString {
+    value.as_ref().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_updates_live_and_the_admin_signs_in_with_a_real_browser() {
     require_browser_tooling();
@@ -123,22 +149,16 @@ async fn a_hostile_peer_site_cannot_reach_the_console_or_other_sites() {
         assert!(crate::support::lists(&owner, &id, PeerState::Online).await);
     }
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/hostile_site.mjs");
-    let output = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(format!("http://{}", owner.console_addr.unwrap()))
-        .arg(password)
-        .arg(mallory.peer_id.to_base58())
-        .arg(friend.peer_id.to_base58())
-        .output()
-        .await
-        .unwrap();
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let report = run_node(
+        "hostile_site.mjs",
+        vec![
+            arg(format!("http://{}", owner.console_addr.unwrap())),
+            arg(password),
+            arg(mallory.peer_id.to_base58()),
+            arg(friend.peer_id.to_base58()),
+        ],
+    )
+    .await;
     let report: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
     for attempt in [
         "console API",
@@ -314,20 +334,14 @@ async fn a_visitor_signs_a_peers_guestbook_through_goop_data_js() {
     let host_id = host.peer_id.to_base58();
     assert!(crate::support::lists(&visitor, &host_id, PeerState::Online).await);
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/guestbook.mjs");
-    let output = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(format!("http://{}", visitor.console_addr.unwrap()))
-        .arg(&host_id)
-        .output()
-        .await
-        .unwrap();
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let report = run_node(
+        "guestbook.mjs",
+        vec![
+            arg(format!("http://{}", visitor.console_addr.unwrap())),
+            arg(&host_id),
+        ],
+    )
+    .await;
     let report: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
     let visitor_id = visitor.peer_id.to_base58();
     assert_eq!(report["visitor"], visitor_id.as_str());
@@ -379,19 +393,7 @@ async fn the_database_editor_creates_edits_deletes_and_imports_in_a_browser() {
     require_browser_tooling();
     let running = TestPeer::spawn("Editor", |_| {}).await;
     let console = format!("http://{}", running.console_addr.unwrap());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/database_editor.mjs");
-    let output = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(&console)
-        .output()
-        .await
-        .unwrap();
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_node("database_editor.mjs", vec![arg(&console)]).await;
     // What the browser did is in data.db.
     let rows: serde_json::Value = reqwest::Client::new()
         .post(format!("{console}/api/data/query"))
@@ -460,22 +462,16 @@ async fn a_visitors_site_joins_its_hosts_group_and_two_consoles_chat_live() {
         crate::support::SseClient::connect(&format!("{host_console}/api/groups/events"), None)
             .await;
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/group_site.mjs");
-    let output = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(format!("http://{}", visitor.console_addr.unwrap()))
-        .arg(&host_id)
-        .arg(&host_console)
-        .arg(&visitor_id)
-        .output()
-        .await
-        .unwrap();
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let report = run_node(
+        "group_site.mjs",
+        vec![
+            arg(format!("http://{}", visitor.console_addr.unwrap())),
+            arg(&host_id),
+            arg(&host_console),
+            arg(&visitor_id),
+        ],
+    )
+    .await;
     let report: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
     assert_eq!(report["joined"]["group"], "lobby", "{report}");
     assert_eq!(report["joined"]["text"], "in The lobby as member");
@@ -544,24 +540,21 @@ async fn host_and_visitor(tag: &str) -> (TestPeer, TestPeer) {
 /// Runs tests/browser/templates.mjs for `steps`; its JSON report.
 async fn template_flows(host: &TestPeer, visitor: &TestPeer, steps: &[&str]) -> serde_json::Value {
     let (shots, _temp) = screenshot_dir();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/templates.mjs");
-    let output = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(format!("http://{}", visitor.console_addr.unwrap()))
-        .arg(host.peer_id.to_base58())
-        .arg(format!("http://{}", host.console_addr.unwrap()))
-        .arg(visitor.peer_id.to_base58())
-        .arg(&shots)
-        .args(steps)
-        .output()
-        .await
-        .unwrap();
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let report = run_node(
+        "templates.mjs",
+        [
+            vec![
+                arg(format!("http://{}", visitor.console_addr.unwrap())),
+                arg(host.peer_id.to_base58()),
+                arg(format!("http://{}", host.console_addr.unwrap())),
+                arg(visitor.peer_id.to_base58()),
+                arg(&shots),
+            ],
+            steps.iter().map(arg).collect(),
+        ]
+        .concat(),
+    )
+    .await;
     for step in steps {
         assert!(shots.join(format!("{step}.png")).is_file(), "{step}.png");
     }

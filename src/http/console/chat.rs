@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::{ConsoleApp, Frame};
 use crate::http::csrf::CsrfForm;
 use crate::http::error::HttpError;
-use crate::http::json_api::{ApiBody, ApiPath, ApiQuery};
+use crate::http::json_api::{ApiBody, ApiPath, ApiQuery, json_body};
 use crate::http::text::short_id;
 use crate::identity::PeerId;
 use crate::services::chat::{Broadcast, ChatError};
@@ -285,11 +285,7 @@ struct TextBody {
 }
 
 fn text_body(body: &[u8]) -> Result<String, HttpError> {
-    serde_json::from_slice::<TextBody>(body)
-        .map(|body| body.text)
-        .map_err(|err| {
-            HttpError::bad_request(format!("the body must be {{\"text\": \"…\"}}: {err}"))
-        })
+    json_body::<TextBody>(body, "{\"text\": \"…\"}").map(|body| body.text)
 }
 
 /// Sends a message: the stored message, whose `status` is `delivered`, or `failed` with the
@@ -324,11 +320,7 @@ async fn block_json(
     ApiBody(body): ApiBody,
 ) -> Result<StatusCode, HttpError> {
     let peer = peer_of(&id)?;
-    let body: BlockBody = serde_json::from_slice(&body).map_err(|err| {
-        HttpError::bad_request(format!(
-            "the body must be {{\"blocked\": true|false}}: {err}"
-        ))
-    })?;
+    let body: BlockBody = json_body(&body, "{\"blocked\": true|false}")?;
     app.chat.set_blocked(peer, body.blocked).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,13 +11,12 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{ConsoleApp, Frame};
 use crate::http::csrf::CsrfForm;
 use crate::http::error::HttpError;
-use crate::http::json_api::{ApiBody, ApiPath};
+use crate::http::json_api::{ApiBody, ApiPath, json_body};
 use crate::http::text::short_id;
 use crate::identity::PeerId;
 use crate::services::groups::{GroupError, HostedGroup, JoinedGroup, NewGroup};
@@ -78,11 +77,6 @@ fn peer_of(id: &str) -> Result<PeerId, HttpError> {
         .map_err(|_| HttpError::bad_request(format!("{id:?} is not a peer ID")))
 }
 
-fn body<T: DeserializeOwned>(bytes: &[u8], shape: &str) -> Result<T, HttpError> {
-    serde_json::from_slice(bytes)
-        .map_err(|err| HttpError::bad_request(format!("the body must be {shape}: {err}")))
-}
-
 // ---- JSON ----
 
 /// `{"hosted": [...], "joined": [...], "invites": [...]}`.
@@ -99,7 +93,7 @@ async fn create_json(
     State(app): State<ConsoleApp>,
     ApiBody(bytes): ApiBody,
 ) -> Result<Json<Value>, HttpError> {
-    let new: NewGroup = body(&bytes, "a group: {\"name\", \"id\", \"app_type\", …}")?;
+    let new: NewGroup = json_body(&bytes, "a group: {\"name\", \"id\", \"app_type\", …}")?;
     Ok(Json(json!(app.groups.create(new).await?)))
 }
 
@@ -115,7 +109,7 @@ async fn join_json(
     State(app): State<ConsoleApp>,
     ApiBody(bytes): ApiBody,
 ) -> Result<Json<JoinedGroup>, HttpError> {
-    let at: GroupRef = body(&bytes, GROUP_REF)?;
+    let at: GroupRef = json_body(&bytes, GROUP_REF)?;
     Ok(Json(app.groups.join(peer_of(&at.host)?, &at.group).await?))
 }
 
@@ -123,7 +117,7 @@ async fn leave_json(
     State(app): State<ConsoleApp>,
     ApiBody(bytes): ApiBody,
 ) -> Result<StatusCode, HttpError> {
-    let at: GroupRef = body(&bytes, GROUP_REF)?;
+    let at: GroupRef = json_body(&bytes, GROUP_REF)?;
     app.groups.leave(peer_of(&at.host)?, &at.group).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -142,7 +136,7 @@ async fn send_json(
     State(app): State<ConsoleApp>,
     ApiBody(bytes): ApiBody,
 ) -> Result<StatusCode, HttpError> {
-    let sent: Carried = body(&bytes, "{\"host\", \"group\", \"payload\"}")?;
+    let sent: Carried = json_body(&bytes, "{\"host\", \"group\", \"payload\"}")?;
     app.groups
         .send(peer_of(&sent.host)?, &sent.group, sent.payload)
         .await?;
@@ -153,7 +147,7 @@ async fn state_json(
     State(app): State<ConsoleApp>,
     ApiBody(bytes): ApiBody,
 ) -> Result<StatusCode, HttpError> {
-    let sent: Carried = body(&bytes, "{\"host\", \"group\", \"state\"}")?;
+    let sent: Carried = json_body(&bytes, "{\"host\", \"group\", \"state\"}")?;
     app.groups
         .set_state(peer_of(&sent.host)?, &sent.group, sent.state)
         .await?;
@@ -171,7 +165,7 @@ async fn answer_json(
     State(app): State<ConsoleApp>,
     ApiBody(bytes): ApiBody,
 ) -> Result<StatusCode, HttpError> {
-    let answer: Answer = body(&bytes, "{\"host\", \"group\", \"accept\": true|false}")?;
+    let answer: Answer = json_body(&bytes, "{\"host\", \"group\", \"accept\": true|false}")?;
     app.groups
         .answer_invite(peer_of(&answer.host)?, &answer.group, answer.accept)
         .await?;
@@ -188,7 +182,7 @@ async fn auto_join_json(
     State(app): State<ConsoleApp>,
     ApiBody(bytes): ApiBody,
 ) -> Result<StatusCode, HttpError> {
-    let auto: AutoJoin = body(&bytes, "{\"host\", \"auto\": true|false}")?;
+    let auto: AutoJoin = json_body(&bytes, "{\"host\", \"auto\": true|false}")?;
     app.groups
         .set_auto_join(peer_of(&auto.host)?, auto.auto)
         .await?;
@@ -217,7 +211,7 @@ async fn invite_json(
     ApiPath(id): ApiPath<String>,
     ApiBody(bytes): ApiBody,
 ) -> Result<StatusCode, HttpError> {
-    let who: PeerBody = body(&bytes, "{\"peer\": \"<peer ID>\"}")?;
+    let who: PeerBody = json_body(&bytes, "{\"peer\": \"<peer ID>\"}")?;
     app.groups.invite(&id, peer_of(&who.peer)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -227,7 +221,7 @@ async fn kick_json(
     ApiPath(id): ApiPath<String>,
     ApiBody(bytes): ApiBody,
 ) -> Result<StatusCode, HttpError> {
-    let who: PeerBody = body(&bytes, "{\"peer\": \"<peer ID>\", \"ban\": false}")?;
+    let who: PeerBody = json_body(&bytes, "{\"peer\": \"<peer ID>\", \"ban\": false}")?;
     app.groups.kick(&id, peer_of(&who.peer)?, who.ban).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -237,7 +231,7 @@ async fn role_json(
     ApiPath(id): ApiPath<String>,
     ApiBody(bytes): ApiBody,
 ) -> Result<StatusCode, HttpError> {
-    let who: PeerBody = body(&bytes, "{\"peer\": \"<peer ID>\", \"role\": \"…\"}")?;
+    let who: PeerBody = json_body(&bytes, "{\"peer\": \"<peer ID>\", \"role\": \"…\"}")?;
     app.groups
         .set_role(&id, peer_of(&who.peer)?, &who.role)
         .await?;
@@ -256,7 +250,7 @@ async fn meta_json(
     ApiPath(id): ApiPath<String>,
     ApiBody(bytes): ApiBody,
 ) -> Result<Json<Value>, HttpError> {
-    let meta: MetaBody = body(&bytes, "{\"name\"?, \"context\"?}")?;
+    let meta: MetaBody = json_body(&bytes, "{\"name\"?, \"context\"?}")?;
     Ok(Json(json!(
         app.groups.set_meta(&id, meta.name, meta.context).await?
     )))

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::ConsoleApp;
 use crate::http::error::HttpError;
-use crate::http::json_api::ApiBody;
+use crate::http::json_api::{ApiBody, json_body};
 use crate::identity::PeerId;
 use crate::services::mq::MqError;
 use crate::services::mq::apps::AppMessage;
@@ -52,11 +52,7 @@ async fn send(
     State(app): State<ConsoleApp>,
     ApiBody(body): ApiBody,
 ) -> Result<StatusCode, HttpError> {
-    let sent: Send = serde_json::from_slice(&body).map_err(|err| {
-        HttpError::bad_request(format!(
-            "the body must be {{\"peer\", \"topic\", \"payload\"}}: {err}"
-        ))
-    })?;
+    let sent: Send = json_body(&body, "{\"peer\", \"topic\", \"payload\"}")?;
     let peer: PeerId = sent
         .peer
         .parse()

@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::ConsoleApp;
 use super::data::{TOKEN_HEADER, authorise_site, preflight_without_content, site_cors};
 use crate::http::error::HttpError;
-use crate::http::json_api::ApiBody;
+use crate::http::json_api::{ApiBody, json_body, json_body_or_default};
 use crate::identity::PeerId;
 use crate::services::chat::ChatEvent;
 use crate::services::groups::{GroupError, GroupEvent, JoinedGroup};
@@ -73,14 +73,7 @@ async fn group_call(
     ApiBody(body): ApiBody,
 ) -> Result<Response, HttpError> {
     let host = site_peer(&app, &headers, None, &id)?;
-    let call: GroupCall = match body.iter().all(u8::is_ascii_whitespace) {
-        true => GroupCall::default(),
-        false => serde_json::from_slice(&body).map_err(|err| {
-            HttpError::bad_request(format!(
-                "the body must be {{\"group\", \"payload\"?, \"state\"?}}: {err}"
-            ))
-        })?,
-    };
+    let call: GroupCall = json_body_or_default(&body, "{\"group\", \"payload\"?, \"state\"?}")?;
     let groups = &app.groups;
     let done = StatusCode::NO_CONTENT.into_response();
     Ok(match op.as_str() {
@@ -199,12 +192,7 @@ async fn chat_call(
     ApiBody(body): ApiBody,
 ) -> Result<Response, HttpError> {
     let peer = site_peer(&app, &headers, None, &id)?;
-    let call: ChatCall = match body.iter().all(u8::is_ascii_whitespace) {
-        true => ChatCall::default(),
-        false => serde_json::from_slice(&body).map_err(|err| {
-            HttpError::bad_request(format!("the body must be {{\"text\"}}: {err}"))
-        })?,
-    };
+    let call: ChatCall = json_body_or_default(&body, "{\"text\"}")?;
     if peer == app.peer_id {
         return Err(HttpError::bad_request(
             "this is your own site: there is nobody to chat with here",
@@ -266,11 +254,7 @@ async fn app_send(
     ApiBody(body): ApiBody,
 ) -> Result<StatusCode, HttpError> {
     let peer = site_peer(&app, &headers, None, &id)?;
-    let sent: AppSend = serde_json::from_slice(&body).map_err(|err| {
-        HttpError::bad_request(format!(
-            "the body must be {{\"topic\", \"payload\"}}: {err}"
-        ))
-    })?;
+    let sent: AppSend = json_body(&body, "{\"topic\", \"payload\"}")?;
     if peer == app.peer_id {
         return Err(HttpError::bad_request(
             "this is your own site: its pages hear app messages; they send them to other peers",
