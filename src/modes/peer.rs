@@ -182,33 +182,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     // the visitor who asked.
     let site = Site::new(Config::resolve(dir, &config.paths.site_root))
         .hiding(Config::resolve(dir, &config.lua.script_dir))
-        .with_generator({
-            let data = data.clone();
-            Arc::new(move |visitor, function, path| {
-                let data = data.clone();
-                Box::pin(async move {
-                    let caller = match visitor {
-                        Some(peer) => crate::services::data::Caller::Peer(peer),
-                        None => crate::services::data::Caller::Owner,
-                    };
-                    match data
-                        .lua_call(&caller, &function, serde_json::json!({ "path": path }))
-                        .await
-                    {
-                        Ok(serde_json::Value::String(text)) => Ok(text.into_bytes()),
-                        Ok(other) => Err(format!(
-                            "{function} returned {}, not the page's text",
-                            match other {
-                                serde_json::Value::Null => "nothing",
-                                serde_json::Value::Object(_) => "a table",
-                                _ => "a value",
-                            }
-                        )),
-                        Err(error) => Err(error.to_string()),
-                    }
-                })
-            })
-        });
+        .with_generator(crate::services::sitetemplates::page_maker(data.clone()));
     let served = Served {
         site: Some(site.clone()),
         label,

@@ -8,7 +8,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::store::{MAX_ENTRIES, MAX_UNPACKED_BYTES};
+use super::store::{Links, TemplateError, collect_files};
 
 /// Where the site and the Lua scripts are.
 #[derive(Debug, Clone)]
@@ -209,49 +209,24 @@ impl Swapped {
     }
 }
 
-/// The regular files under `root` by `/`-separated path, never following links (a link is an
-/// error naming it), within the bundle caps; `skip` (a path inside) is left out.
-pub fn read_tree(root: &Path, skip: Option<&Path>) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let mut files = BTreeMap::new();
-    let mut total = 0u64;
-    let mut pending = vec![PathBuf::new()];
+/// The regular files under `root` by `/`-separated path, never following links (a link is
+/// refused, naming it), within the bundle caps; `skip` (a path inside) is left out.
+pub fn read_tree(
+    root: &Path,
+    skip: Option<&Path>,
+) -> Result<BTreeMap<String, Vec<u8>>, TemplateError> {
     if !root.exists() {
-        return Ok(files);
+        return Ok(BTreeMap::new());
     }
-    while let Some(relative_dir) = pending.pop() {
-        let entries = fs::read_dir(root.join(&relative_dir))
-            .map_err(|e| format!("{} cannot be read: {e}", root.join(&relative_dir).display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| e.to_string())?;
-            let relative = relative_dir.join(entry.file_name());
-            if skip.is_some_and(|skip| relative == skip) {
-                continue;
-            }
-            let kind = entry.file_type().map_err(|e| e.to_string())?;
-            let shown = relative.to_string_lossy().into_owned();
-            if kind.is_symlink() {
-                return Err(format!(
-                    "{shown} is a link; only files and folders can be exported"
-                ));
-            } else if kind.is_dir() {
-                pending.push(relative);
-            } else if kind.is_file() {
-                let bytes = fs::read(entry.path()).map_err(|e| format!("{shown}: {e}"))?;
-                total += bytes.len() as u64;
-                if total > MAX_UNPACKED_BYTES || files.len() >= MAX_ENTRIES {
-                    return Err(format!(
-                        "the site is larger than a bundle may be ({} MiB, {MAX_ENTRIES} files)",
-                        MAX_UNPACKED_BYTES / (1024 * 1024)
-                    ));
-                }
-                let key = relative
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect::<Vec<_>>()
-                    .join("/");
-                files.insert(key, bytes);
-            }
-        }
+    let mut files = BTreeMap::new();
+    for entry in collect_files(root, skip, Links::Refuse)? {
+        let key = entry
+            .relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/");
+        files.insert(key, fs::read(&entry.absolute)?);
     }
     Ok(files)
 }

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 pub use files::SitePaths;
 use manifest::Manifest;
+pub use store::slug;
 use store::{TemplateError, TemplateStore};
 use template::Template;
 
@@ -132,6 +133,35 @@ pub struct Applied {
     pub lua_enabled: bool,
 }
 
+/// Makes the pages a template names in `generated` with the peer's Lua functions: the function
+/// is called as the visitor who asked (the owner when `None`), with `{path}`, and the text it
+/// returns is the page.
+pub fn page_maker(data: DataService) -> crate::services::site::Generator {
+    use crate::services::data::Caller;
+    use serde_json::Value;
+    Arc::new(move |visitor, function, path| {
+        let data = data.clone();
+        Box::pin(async move {
+            let caller = visitor.map_or(Caller::Owner, Caller::Peer);
+            match data
+                .lua_call(&caller, &function, serde_json::json!({ "path": path }))
+                .await
+            {
+                Ok(Value::String(text)) => Ok(text.into_bytes()),
+                Ok(other) => Err(format!(
+                    "{function} returned {}, not the page's text",
+                    match other {
+                        Value::Null => "nothing",
+                        Value::Object(_) => "a table",
+                        _ => "a value",
+                    }
+                )),
+                Err(error) => Err(error.to_string()),
+            }
+        })
+    })
+}
+
 /// What the templates service works with.
 pub struct TemplateSetup {
     pub paths: SitePaths,
@@ -157,7 +187,7 @@ pub struct SiteTemplates {
 
 struct Inner {
     setup: TemplateSetup,
-    store: TemplateStore,
+    store: Arc<TemplateStore>,
     /// One apply or import at a time.
     busy: tokio::sync::Mutex<()>,
     http: reqwest::Client,
@@ -184,7 +214,7 @@ async fn blocking<T: Send + 'static>(
 
 impl SiteTemplates {
     pub fn new(setup: TemplateSetup) -> SiteTemplates {
-        let store = TemplateStore::new(setup.installed.clone());
+        let store = Arc::new(TemplateStore::new(setup.installed.clone()));
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured((*crate::services::presence::tls::client_config()).clone())
             .timeout(HUB_TIMEOUT)
@@ -203,7 +233,7 @@ impl SiteTemplates {
     /// Built-in templates, then installed ones; a broken installed one is left out with a log
     /// line.
     pub async fn gallery(&self) -> Vec<Listed> {
-        let store = self.inner.store.dir().to_owned();
+        let store = self.inner.store.clone();
         blocking(move || {
             let mut listed = Vec::new();
             for name in builtin::names() {
@@ -219,13 +249,13 @@ impl SiteTemplates {
                     _ => tracing::error!(template = %name, "a built-in template is broken"),
                 }
             }
-            for manifest in TemplateStore::new(store.clone()).list() {
+            for manifest in store.list() {
                 let name = manifest["dir"].as_str().unwrap_or_default().to_owned();
                 let bytes = serde_json::to_vec(&manifest).unwrap_or_default();
                 if let Ok(manifest) = Manifest::parse(&bytes) {
                     listed.push(Listed {
                         key: Source::Installed(name.clone()).key(),
-                        preview: store.join(&name).join(template::PREVIEW).is_file(),
+                        preview: store.dir().join(&name).join(template::PREVIEW).is_file(),
                         name,
                         manifest,
                         builtin: false,
@@ -251,7 +281,7 @@ impl SiteTemplates {
                     if !store::valid_name(&name) || !root.join("manifest.json").is_file() {
                         return Err(TemplateError::NotFound(name));
                     }
-                    files::read_tree(&root, None).map_err(TemplateError::Refused)
+                    files::read_tree(&root, None)
                 })
                 .await?
             }
@@ -645,12 +675,11 @@ impl SiteTemplates {
                 .ok()
                 .map(Path::to_path_buf);
             // What visitors never see (dotfiles: .git, .env) stays out of the archive too.
-            let site = files::read_tree(&paths.site_root, inside.as_deref())
-                .map_err(TemplateError::Refused)?
+            let site = files::read_tree(&paths.site_root, inside.as_deref())?
                 .into_iter()
                 .filter(|(path, _)| !path.split('/').any(|part| part.starts_with('.')))
                 .collect::<BTreeMap<_, _>>();
-            let lua = files::read_tree(&paths.lua_dir, None).map_err(TemplateError::Refused)?;
+            let lua = files::read_tree(&paths.lua_dir, None)?;
             for (path, bytes) in site {
                 if bundle.contains_key(&path)
                     || path.starts_with("schemas/")
@@ -681,10 +710,8 @@ impl SiteTemplates {
         archive: Vec<u8>,
         name: Option<String>,
     ) -> Result<String, TemplateError> {
-        let dir = self.inner.store.dir().to_owned();
-        let name =
-            blocking(move || TemplateStore::new(dir).install(&archive, name.as_deref())).await??;
-        Ok(name)
+        let store = self.inner.store.clone();
+        blocking(move || store.install(&archive, name.as_deref())).await?
     }
 
     /// Installs the template in folder `folder` of this machine.
@@ -693,7 +720,7 @@ impl SiteTemplates {
             if !folder.is_dir() {
                 return Err(refused(format!("{} is not a folder", folder.display())));
             }
-            files::read_tree(&folder, None).map_err(TemplateError::Refused)
+            files::read_tree(&folder, None)
         })
         .await??;
         let archive = store::pack_files(&files)?;
@@ -702,8 +729,8 @@ impl SiteTemplates {
 
     /// Removes an installed template.
     pub async fn uninstall(&self, name: String) -> Result<(), TemplateError> {
-        let dir = self.inner.store.dir().to_owned();
-        blocking(move || TemplateStore::new(dir).delete(&name)).await?
+        let store = self.inner.store.clone();
+        blocking(move || store.delete(&name)).await?
     }
 
     /// The hubs whose stores may be browsed.
@@ -775,9 +802,4 @@ impl SiteTemplates {
         }
         Ok(body)
     }
-}
-
-/// A template name made of a manifest's name: lowercase letters, digits and `-`.
-pub fn slug(text: &str) -> String {
-    store::slug(text)
 }

@@ -9,8 +9,7 @@ use sqlparser::ast::{ColumnOption, Expr, Statement, Value};
 use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::Parser;
 
-use super::template::column;
-use crate::services::data::schema::{self, Access, ColumnType, TableSchema};
+use crate::services::data::schema::{self, Access, ColumnSchema, ColumnType, TableSchema};
 
 /// Largest `schema.sql`.
 const MAX_SQL_BYTES: usize = 64 * 1024;
@@ -97,6 +96,18 @@ pub fn translate(sql: &str) -> Result<Vec<TableSchema>, String> {
         return Err("schema.sql holds no CREATE TABLE statement".into());
     }
     Ok(tables)
+}
+
+/// A column of `kind`, nothing else said.
+fn column(name: &str, kind: ColumnType) -> ColumnSchema {
+    ColumnSchema {
+        name: name.to_owned(),
+        kind,
+        required: false,
+        default: None,
+        auto: false,
+        values: None,
+    }
 }
 
 fn first_words(statement: &str) -> String {

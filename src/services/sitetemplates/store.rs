@@ -285,7 +285,7 @@ impl TemplateStore {
         if !root.join("manifest.json").is_file() {
             return Err(TemplateError::NotFound(name.to_owned()));
         }
-        let files = collect_files(&root)?;
+        let files = collect_files(&root, None, Links::Skip)?;
         let fingerprint = fingerprint(&files);
         if let Some((seen, bundle)) = self
             .cache
@@ -620,16 +620,31 @@ fn read_bundle(upload: &[u8]) -> Result<(Vec<(PathBuf, Vec<u8>)>, Option<String>
     Ok((files, None))
 }
 
-struct FileEntry {
-    relative: PathBuf,
-    absolute: PathBuf,
-    len: u64,
+/// A regular file of a folder being read.
+pub(super) struct FileEntry {
+    pub relative: PathBuf,
+    pub absolute: PathBuf,
+    pub len: u64,
     mtime: u64,
     mtime_nanos: u128,
 }
 
-/// Regular files under `root`, sorted, never following links.
-fn collect_files(root: &Path) -> Result<Vec<FileEntry>, TemplateError> {
+/// What reading a folder does with a symbolic link in it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Links {
+    /// Leaves it out.
+    Skip,
+    /// Refuses the folder, naming the link.
+    Refuse,
+}
+
+/// Regular files under `root` (but not `skip`, a path inside it), sorted, within the bundle
+/// caps, never following links.
+pub(super) fn collect_files(
+    root: &Path,
+    skip: Option<&Path>,
+    links: Links,
+) -> Result<Vec<FileEntry>, TemplateError> {
     let mut files = Vec::new();
     let mut pending = vec![PathBuf::new()];
     let mut total = 0u64;
@@ -638,7 +653,15 @@ fn collect_files(root: &Path) -> Result<Vec<FileEntry>, TemplateError> {
             let entry = entry?;
             let kind = entry.file_type()?;
             let relative = relative_dir.join(entry.file_name());
-            if kind.is_dir() {
+            if skip.is_some_and(|skip| relative == skip) {
+                continue;
+            }
+            if kind.is_symlink() && links == Links::Refuse {
+                return Err(refused(format!(
+                    "{} is a link; only files and folders can be read",
+                    relative.display()
+                )));
+            } else if kind.is_dir() {
                 pending.push(relative);
             } else if kind.is_file() {
                 let meta = entry.metadata()?;
@@ -649,7 +672,11 @@ fn collect_files(root: &Path) -> Result<Vec<FileEntry>, TemplateError> {
                     .unwrap_or_default();
                 total += meta.len();
                 if total > MAX_UNPACKED_BYTES || files.len() >= MAX_ENTRIES {
-                    return Err(refused("the template on disk exceeds the size limits"));
+                    return Err(refused(format!(
+                        "{} holds more than a bundle may ({} MiB, {MAX_ENTRIES} files)",
+                        root.display(),
+                        MAX_UNPACKED_BYTES / (1024 * 1024)
+                    )));
                 }
                 files.push(FileEntry {
                     absolute: entry.path(),

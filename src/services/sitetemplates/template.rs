@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value as Json};
 
 use super::manifest::Manifest;
-use crate::services::data::schema::{self, ColumnSchema, ColumnType, TableSchema};
+use crate::services::data::schema::{self, TableSchema};
 use crate::store::data::{SqlValue, TableLimits};
 
 /// Rows `seed.lua` and `data/` may bring in all.
@@ -367,18 +367,6 @@ pub fn schema_json(table: &TemplateTable) -> Json {
         object.insert("limits".into(), Json::Object(limits));
     }
     value
-}
-
-/// A column the legacy translation builds.
-pub(super) fn column(name: &str, kind: ColumnType) -> ColumnSchema {
-    ColumnSchema {
-        name: name.to_owned(),
-        kind,
-        required: false,
-        default: None,
-        auto: false,
-        values: None,
-    }
 }
 
 #[cfg(test)]
