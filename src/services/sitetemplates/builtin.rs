@@ -31,6 +31,11 @@ pub fn names() -> Vec<String> {
     names
 }
 
+/// The `manifest.json` of built-in template `name`.
+pub fn manifest(name: &str) -> Option<Vec<u8>> {
+    Apps::get(&format!("{name}/manifest.json")).map(|file| file.data.into_owned())
+}
+
 /// The files of built-in template `name`, by path inside it.
 pub fn files(name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
     let prefix = format!("{name}/");

@@ -237,8 +237,7 @@ impl SiteTemplates {
         blocking(move || {
             let mut listed = Vec::new();
             for name in builtin::names() {
-                let files = builtin::files(&name).unwrap_or_default();
-                match files.get("manifest.json").map(|m| Manifest::parse(m)) {
+                match builtin::manifest(&name).map(|m| Manifest::parse(&m)) {
                     Some(Ok(manifest)) => listed.push(Listed {
                         key: Source::Builtin(name.clone()).key(),
                         preview: builtin::preview(&name).is_some(),

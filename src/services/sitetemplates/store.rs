@@ -26,8 +26,6 @@ use sha2::{Digest, Sha256};
 
 use crate::store::hub::{HubStore, StoreError, StoredTemplate};
 
-/// Largest `manifest.json`.
-pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024;
 /// Largest upload (compressed).
 pub const MAX_UPLOAD_BYTES: usize = 16 * 1024 * 1024;
 /// Largest template, unpacked.
@@ -273,7 +271,8 @@ impl TemplateStore {
             Err(e) => return Err(e.into()),
         };
         let mut text = Vec::new();
-        file.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut text)?;
+        file.take(super::manifest::MAX_MANIFEST_BYTES as u64 + 1)
+            .read_to_end(&mut text)?;
         parse_manifest(&text)
     }
 
@@ -462,20 +461,13 @@ pub fn slug(text: &str) -> String {
     slug.trim_end_matches('-').chars().take(64).collect()
 }
 
+/// A manifest checked as peers check it ([`super::manifest::Manifest::parse`]), kept as the
+/// JSON object it is (listings show every key).
 fn parse_manifest(bytes: &[u8]) -> Result<Map<String, Value>, TemplateError> {
-    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(refused(format!(
-            "manifest.json is larger than {MAX_MANIFEST_BYTES} bytes"
-        )));
-    }
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| refused(format!("manifest.json is not valid JSON: {e}")))?;
-    let Value::Object(manifest) = value else {
-        return Err(refused("manifest.json must be a JSON object"));
-    };
-    match manifest.get("name") {
-        Some(Value::String(name)) if !name.trim().is_empty() => Ok(manifest),
-        _ => Err(refused("manifest.json needs a non-empty \"name\"")),
+    super::manifest::Manifest::parse(bytes).map_err(refused)?;
+    match serde_json::from_slice(bytes) {
+        Ok(Value::Object(manifest)) => Ok(manifest),
+        _ => Err(refused("manifest.json must be a JSON object")),
     }
 }
 
