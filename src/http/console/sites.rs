@@ -135,17 +135,10 @@ const PATH_PART: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMER
 /// Puts the page's data token, the two peer IDs and the visitor's own label into an HTML page,
 /// as `<meta>` tags right after its doctype (or first), where the data SDK finds them.
 fn with_site_token(body: Vec<u8>, token: &str, me: &str, host: &str, label: &str) -> Vec<u8> {
-    let label: String = label
-        .chars()
-        .map(|c| match c {
-            '&' => "&amp;".to_owned(),
-            '<' => "&lt;".to_owned(),
-            '>' => "&gt;".to_owned(),
-            '"' => "&quot;".to_owned(),
-            '\'' => "&#39;".to_owned(),
-            other => other.to_string(),
-        })
-        .collect();
+    // The pages' own escaping (askama's), so a label cannot leave the attribute.
+    let label = askama::filters::escape(label, askama::filters::Html)
+        .map(|escaped| escaped.to_string())
+        .unwrap_or_default();
     let tags = format!(
         "<meta name=\"goop-site-token\" content=\"{token}\"><meta name=\"goop-self\" \
          content=\"{me}\"><meta name=\"goop-host\" content=\"{host}\">\
