@@ -401,30 +401,13 @@ async fn a_peer_asked_who_it_is_answers_with_what_it_announces_but_its_email() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_no_presence_names_is_asked_who_it_is() {
-    use goop2::services::mq::{Mq, MqError, MqOptions};
-    use goop2::services::node::Node;
-    use goop2::services::node::protocols::{Protocols, mq as wire};
+    use goop2::services::mq::MqError;
 
     let (alice, _bob) = alice_and_bob(|_| {}).await;
     // A peer with the transport that no hub and no LAN announced.
-    let mut protocols = Protocols::new();
-    let sessions = protocols.sessions(wire::PROTOCOL, wire::limits());
-    let node = Node::start(
-        goop2::identity::Keypair::generate_ed25519(),
-        crate::support::loopback_node_options(),
-        protocols,
-    )
-    .await
-    .unwrap()
-    .0;
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let stranger = Mq::new(node.clone(), MqOptions::default(), stopped);
+    let (_node, stranger, sessions, _stop) = crate::support::mq_stranger(&alice).await;
     let mut asked = stranger.subscribe("identity");
     stranger.serve(sessions);
-    alice.node.vouch(node.peer_id(), Vec::new()).await.unwrap();
-    node.dial(crate::support::loopback_tcp(&alice.node).await)
-        .await
-        .unwrap();
     // An answer nobody asked for is refused.
     assert_eq!(
         stranger

@@ -5,18 +5,12 @@
 
 use std::time::Duration;
 
-use goop2::identity::Keypair;
-use goop2::services::mq::{Mq, MqError, MqOptions};
-use goop2::services::node::protocols::Protocols;
-use goop2::services::node::protocols::mq as wire;
-use goop2::services::node::{Node, NodeOptions};
+use goop2::services::mq::MqError;
 use goop2::services::presence::peer_table::PeerState;
 use serde_json::{Value, json};
 
 use crate::console::console;
-use crate::support::{
-    PeerDir, PeerProcess, SseClient, TestPeer, free_port, lists, loopback_tcp, short_ttl,
-};
+use crate::support::{PeerDir, PeerProcess, SseClient, TestPeer, free_port, lists, short_ttl};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -349,39 +343,12 @@ async fn a_full_group_an_invite_only_group_kicks_and_bans_are_enforced_by_the_ho
     );
 }
 
-fn bare_options() -> NodeOptions {
-    crate::support::loopback_node_options()
-}
-
-/// A bare node with the transport but no group service: it sends what it likes, and takes
-/// (never reads) the streams others open to it.
-async fn stranger(
-    to: &TestPeer,
-) -> (
-    Node,
-    Mq,
-    tokio::sync::mpsc::Receiver<goop2::services::node::protocols::Session>,
-    tokio::sync::watch::Sender<bool>,
-) {
-    let mut protocols = Protocols::new();
-    let sessions = protocols.sessions(wire::PROTOCOL, wire::limits());
-    let node = Node::start(Keypair::generate_ed25519(), bare_options(), protocols)
-        .await
-        .unwrap()
-        .0;
-    node.dial(loopback_tcp(&to.node).await).await.unwrap();
-    to.node.vouch(node.peer_id(), Vec::new()).await.unwrap();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mq = Mq::new(node.clone(), MqOptions::default(), stopped);
-    (node, mq, sessions, stop)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_members_and_non_hosts_are_refused_and_counted() {
     let (alice, bob, _carol) = three_peers().await;
     create(&alice, json!({"id": "club"})).await;
     assert_eq!(join(&bob, &alice, "club").await.0, 200);
-    let (_node, mallory, _streams, _stop) = stranger(&alice).await;
+    let (_node, mallory, _streams, _stop) = crate::support::mq_stranger(&alice).await;
 
     // Not a member: its message to the host is refused, and nothing is relayed.
     let mut bob_hears = events(&bob).await;
@@ -390,7 +357,7 @@ async fn non_members_and_non_hosts_are_refused_and_counted() {
         .await;
     assert_eq!(refused, Err(MqError::Refused("not_member".into())));
     // Nor may it pretend to be the host of Bob's group.
-    let (_node2, mallory_to_bob, _s2, _stop2) = stranger(&bob).await;
+    let (_node2, mallory_to_bob, _s2, _stop2) = crate::support::mq_stranger(&bob).await;
     let refused = mallory_to_bob
         .send(bob.peer_id, "group:club:close", json!({"reason": "fake"}))
         .await;
@@ -422,7 +389,7 @@ async fn a_member_that_stops_reading_is_dropped_while_the_others_keep_up() {
     create(&alice, json!({"id": "feed"})).await;
     assert_eq!(join(&bob, &alice, "feed").await.0, 200);
     // The stalled member joins, then never reads what the host sends it.
-    let (_node, stalled, _never_read, _stop) = stranger(&alice).await;
+    let (_node, stalled, _never_read, _stop) = crate::support::mq_stranger(&alice).await;
     stalled
         .send(alice.peer_id, "group:feed:join", json!({}))
         .await
@@ -914,18 +881,9 @@ async fn a_chat_room_speaks_on_chat_room_topics_and_takes_either() {
     .await;
     assert_eq!(join(&bob, &alice, "square").await.0, 200);
     // A bare peer with the transport joins on the room's own topic and hears the room on it.
-    let mut protocols = Protocols::new();
-    let sessions = protocols.sessions(wire::PROTOCOL, wire::limits());
-    let node = Node::start(Keypair::generate_ed25519(), bare_options(), protocols)
-        .await
-        .unwrap()
-        .0;
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let mq = Mq::new(node.clone(), MqOptions::default(), stopped);
+    let (_node, mq, sessions, _stop) = crate::support::mq_stranger(&alice).await;
     let mut heard = mq.subscribe("chat.room:*");
     mq.serve(sessions);
-    alice.node.vouch(node.peer_id(), Vec::new()).await.unwrap();
-    node.dial(loopback_tcp(&alice.node).await).await.unwrap();
     mq.send(alice.peer_id, "chat.room:square:join", json!({}))
         .await
         .unwrap();

@@ -721,3 +721,35 @@ pub async fn host_and_guest(
     assert!(lists(&guest, &host.peer_id.to_base58(), PeerState::Online).await);
     (host, guest)
 }
+
+/// A bare node with the message transport and nothing else, connected to `to` (which vouches
+/// for it): it sends what it likes; subscribe, then serve the returned sessions to hear back.
+pub async fn mq_stranger(
+    to: &TestPeer,
+) -> (
+    goop2::services::node::Node,
+    goop2::services::mq::Mq,
+    tokio::sync::mpsc::Receiver<goop2::services::node::protocols::Session>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    use goop2::services::node::protocols::{Protocols, mq as wire};
+    let mut protocols = Protocols::new();
+    let sessions = protocols.sessions(wire::PROTOCOL, wire::limits());
+    let node = goop2::services::node::Node::start(
+        Keypair::generate_ed25519(),
+        loopback_node_options(),
+        protocols,
+    )
+    .await
+    .unwrap()
+    .0;
+    node.dial(loopback_tcp(&to.node).await).await.unwrap();
+    to.node.vouch(node.peer_id(), Vec::new()).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mq = goop2::services::mq::Mq::new(
+        node.clone(),
+        goop2::services::mq::MqOptions::default(),
+        stopped,
+    );
+    (node, mq, sessions, stop)
+}
