@@ -7,10 +7,11 @@ use clap::{Parser, Subcommand};
 /// Goop², the ephemeral web: every participant runs a peer with a site, a database and an
 /// identity; rendezvous hubs let peers find each other.
 #[derive(Debug, Parser)]
-#[command(name = "goop2", version, about, arg_required_else_help = true)]
+#[command(name = "goop2", version, about)]
 pub struct Cli {
+    /// Without one: `launch`, with its defaults.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,6 +34,24 @@ pub enum Command {
         /// A rendezvous hub to join (presence.rendezvous_wan), e.g. https://rv.example.org.
         #[arg(long, value_name = "URL")]
         hub: Option<String>,
+        /// A built-in template (blog, guestbook, quiz, …) the peer applies when it first starts.
+        #[arg(long, value_name = "NAME")]
+        template: Option<String>,
+    },
+    /// The launcher (the default): a local web page listing the peers under a directory, to
+    /// create, start, stop, watch and delete them; each runs as a child process it supervises.
+    /// Its URL is printed, and opened in a browser ($BROWSER, else xdg-open) when there is one.
+    Launch {
+        /// The directory holding the peers, one sub-directory each (created if missing).
+        #[arg(long, default_value = "./peers")]
+        dir: PathBuf,
+        /// Where the launcher listens; by default 127.0.0.1 on a free port (or launcher.json's
+        /// `addr`).
+        #[arg(long, value_name = "ADDR")]
+        addr: Option<String>,
+        /// Print the URL only; open no browser.
+        #[arg(long)]
+        no_browser: bool,
     },
     /// Run a peer from a directory made by `goop2 init`: its site, its libp2p node, presence
     /// on the LAN and at hubs (and an embedded hub with presence.rendezvous_host), until SIGINT
@@ -43,12 +62,19 @@ pub enum Command {
         /// Create the directory with `goop2 init`'s defaults first if it has no goop.json.
         #[arg(long)]
         init: bool,
+        /// Run as a launcher's child: stop, as on SIGTERM, when standard input closes (the
+        /// launcher ended, however it ended).
+        #[arg(long, hide = true)]
+        supervised: bool,
     },
     /// Run a rendezvous hub from a directory (creating a rendezvous-only goop.json if there is
     /// none): presence registry, live streams and dashboard, until SIGINT or SIGTERM.
     Rendezvous {
         /// The hub's directory.
         dir: PathBuf,
+        /// As for `peer`.
+        #[arg(long, hide = true)]
+        supervised: bool,
     },
     /// Load a hub with signed publishes and SSE subscribers, and report throughput, publish
     /// latency, fan-out latency and the hub's memory. Bounded; stops by itself.

@@ -76,6 +76,23 @@ pub fn load_or_create(path: &Path) -> Result<Identity, IdentityError> {
     }
 }
 
+/// The peer ID of the key at `path` without creating one: `None` when there is no file yet.
+pub fn peer_id_of(path: &Path) -> Result<Option<PeerId>, IdentityError> {
+    match fs::read(path) {
+        Ok(bytes) => decode(&bytes)
+            .map(|keypair| Some(keypair.public().to_peer_id()))
+            .map_err(|reason| IdentityError::Corrupt {
+                path: path.to_owned(),
+                reason,
+            }),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(IdentityError::Unreadable {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 fn decode(bytes: &[u8]) -> Result<Keypair, String> {
     if bytes.is_empty() {
         return Err("the file is empty".into());

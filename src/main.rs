@@ -21,21 +21,33 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let command = cli.command.unwrap_or(Command::Launch {
+        dir: "./peers".into(),
+        addr: None,
+        no_browser: false,
+    });
+    match command {
+        Command::Launch {
+            dir,
+            addr,
+            no_browser,
+        } => run_launcher(dir, addr, !no_browser)?,
         Command::Init {
             dir,
             label,
             console,
             port,
             hub,
+            template,
         } => {
-            let options = modes::init::InitOptions {
+            let options = goop2::services::scaffold::InitOptions {
                 label,
                 console,
                 port,
                 hub,
+                template,
             };
-            let scaffold = modes::init::run_with(&dir, options)?;
+            let scaffold = goop2::services::scaffold::run_with(&dir, options)?;
             for note in &scaffold.notes {
                 println!("{note}");
             }
@@ -44,8 +56,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Starter page: {}", scaffold.site_index.display());
         }
         Command::HashPassword => println!("{}", modes::hash_password::run()?),
-        Command::Rendezvous { dir } => run_rendezvous(&dir)?,
-        Command::Peer { dir, init } => run_peer(&dir, init)?,
+        Command::Rendezvous { dir, supervised } => run_rendezvous(&dir, supervised)?,
+        Command::Peer {
+            dir,
+            init,
+            supervised,
+        } => run_peer(&dir, init, supervised)?,
         Command::Loadtest {
             url,
             subscribers,
@@ -95,10 +111,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_rendezvous(dir: &Path) -> anyhow::Result<()> {
+fn run_launcher(dir: std::path::PathBuf, addr: Option<String>, open: bool) -> anyhow::Result<()> {
+    let logs = LogBuffer::new(telemetry::DEFAULT_CAPACITY);
+    telemetry::init(&logs)?;
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let stop = StopSignals::watch(false)?;
+        let running = modes::launch::start(modes::launch::LaunchOptions {
+            dir,
+            addr,
+            program: std::env::current_exe().context("cannot find the path of this program")?,
+        })
+        .await?;
+        let url = running.url();
+        say(format_args!("Launcher: {url}"));
+        if open {
+            modes::launch::open_browser(&url);
+        }
+        stop.wait().await?;
+        tracing::info!("stopping the launcher and its peers");
+        running.shutdown().await;
+        Ok(())
+    })
+}
+
+fn run_rendezvous(dir: &Path, supervised: bool) -> anyhow::Result<()> {
     let logs = LogBuffer::new(telemetry::DEFAULT_CAPACITY);
     telemetry::init(&logs)?;
     let mut loaded = modes::rendezvous::prepare_dir(dir)?;
+    let mut lock = goop2::services::dirlock::DirLock::acquire(dir)?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
@@ -115,8 +156,9 @@ fn run_rendezvous(dir: &Path) -> anyhow::Result<()> {
         );
     }
     runtime()?.block_on(async {
-        let stop = StopSignals::watch()?;
+        let stop = StopSignals::watch(supervised)?;
         let running = modes::rendezvous::start(dir, &loaded.config, logs).await?;
+        describe(&mut lock, running.viewer_addr);
         stop.wait().await?;
         tracing::info!("stopping");
         running.shutdown().await;
@@ -124,10 +166,10 @@ fn run_rendezvous(dir: &Path) -> anyhow::Result<()> {
     })
 }
 
-fn run_peer(dir: &Path, init: bool) -> anyhow::Result<()> {
+fn run_peer(dir: &Path, init: bool, supervised: bool) -> anyhow::Result<()> {
     let logs = LogBuffer::new(telemetry::DEFAULT_CAPACITY);
     if init && !dir.join(goop2::config::FILE_NAME).exists() {
-        let scaffold = modes::init::run(dir, None)?;
+        let scaffold = goop2::services::scaffold::run(dir, None)?;
         for note in &scaffold.notes {
             eprintln!("{note}");
         }
@@ -137,6 +179,7 @@ fn run_peer(dir: &Path, init: bool) -> anyhow::Result<()> {
         );
     }
     let loaded = modes::peer::load_dir(dir)?;
+    let mut lock = goop2::services::dirlock::DirLock::acquire(dir)?;
     telemetry::init(&logs)?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
@@ -144,8 +187,9 @@ fn run_peer(dir: &Path, init: bool) -> anyhow::Result<()> {
     let runtime = runtime()?;
     let result = runtime.block_on(async {
         // Watched before anything is announced, so a signal right after is never missed.
-        let stop = StopSignals::watch()?;
+        let stop = StopSignals::watch(supervised)?;
         let running = modes::peer::start(dir, &loaded.config, logs).await?;
+        describe(&mut lock, running.console_addr);
         say(format_args!("Peer {} is running", running.peer_id));
         if let Some(addr) = running.console_addr {
             say(format_args!("Console: http://{addr}/"));
@@ -167,29 +211,59 @@ fn say(line: std::fmt::Arguments) {
     let _ = writeln!(std::io::stdout(), "{line}");
 }
 
-/// SIGINT (Ctrl-C) and SIGTERM, watched from creation on.
+/// Records the running process's console address in its directory's lock (for the launcher).
+fn describe(lock: &mut goop2::services::dirlock::DirLock, console: Option<std::net::SocketAddr>) {
+    let holder = goop2::services::dirlock::Holder {
+        pid: std::process::id(),
+        console: console.map(|addr| addr.to_string()),
+    };
+    if let Err(err) = lock.describe(&holder) {
+        tracing::warn!("cannot write {}: {err}", lock.path().display());
+    }
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, watched from creation on; for a launcher's child, also its
+/// standard input closing.
 struct StopSignals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    supervised: bool,
 }
 
 impl StopSignals {
-    fn watch() -> anyhow::Result<StopSignals> {
+    fn watch(supervised: bool) -> anyhow::Result<StopSignals> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(StopSignals {
             interrupt: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
             terminate: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            supervised,
         })
     }
 
     /// Resolves on the first of them.
     async fn wait(mut self) -> anyhow::Result<()> {
+        let parent_gone = async {
+            match self.supervised {
+                true => stdin_closed().await,
+                false => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
+            _ = parent_gone => tracing::info!("the launcher is gone"),
         }
         Ok(())
     }
+}
+
+/// Resolves when standard input reaches its end (or fails): the launcher holding its other end
+/// ended. What it sends is read and ignored.
+async fn stdin_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 256];
+    while let Ok(1..) = stdin.read(&mut buf).await {}
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod forms;
 pub mod hub;
 pub mod json_api;
+pub mod launcher;
 pub mod layers;
 pub mod logs;
 pub mod owner_login;

@@ -82,6 +82,33 @@ const TASKS_WAIT: Duration = Duration::from_secs(3);
 /// How often every online peer's reachability is probed again.
 const PROBE_EVERY: Duration = Duration::from_secs(30);
 
+/// Applies the template a new peer was created with (`goop2 init --template`, the launcher),
+/// once: the request is removed whether it worked or not, and the outcome logged.
+async fn apply_pending_template(dir: &Path, templates: &SiteTemplates) {
+    use crate::services::scaffold::PENDING_TEMPLATE;
+    use crate::services::sitetemplates::Source;
+    let path = dir.join(PENDING_TEMPLATE);
+    let Ok(key) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let outcome = match Source::parse(key.trim()) {
+        Ok(source) => templates.apply(&source).await.map(|_| source.key()),
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(key) => {
+            tracing::info!(template = %key, "applied the template this peer was created with")
+        }
+        Err(error) => tracing::error!(
+            "the template this peer was created with ({}) was not applied: {error}",
+            key.trim()
+        ),
+    }
+    if let Err(error) = std::fs::remove_file(&path) {
+        tracing::warn!("cannot remove {}: {error}", path.display());
+    }
+}
+
 /// Starts the peer of directory `dir`.
 pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Result<RunningPeer> {
     let identity = identity::load_or_create(&Config::resolve(dir, &config.identity.key_file))?;
@@ -316,6 +343,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         Ok(None) => {}
         Err(error) => tracing::warn!("the active template could not be read: {error}"),
     }
+    apply_pending_template(dir, &templates).await;
     crate::services::mq::identity::serve(
         mq.clone(),
         identity_requests,

@@ -59,6 +59,29 @@ pub struct PeerStore {
     epoch: super::data::SchemaEpoch,
 }
 
+/// A `_meta` value of the peer database at `path`, read without opening it for writing (the
+/// peer may be running): `None` when the file, the table or the key is missing.
+pub async fn read_meta_of(path: &Path, key: &str) -> Result<Option<String>, sqlx::Error> {
+    use sqlx::Connection;
+    if !path.exists() {
+        return Ok(None);
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(1));
+    let mut connection = sqlx::SqliteConnection::connect_with(&options).await?;
+    let value = sqlx::query_scalar("SELECT value FROM _meta WHERE key = ?1")
+        .bind(key)
+        .fetch_optional(&mut connection)
+        .await;
+    let _ = connection.close().await;
+    match value {
+        Err(sqlx::Error::Database(err)) if err.message().contains("no such table") => Ok(None),
+        other => other,
+    }
+}
+
 impl PeerStore {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {

@@ -138,12 +138,17 @@ fn version_prints_the_package_version() {
 }
 
 #[test]
-fn no_arguments_prints_help_and_fails() {
-    let out = goop2(&[], b"");
-    assert!(!out.status.success());
-    let help = text(&out.stderr);
-    assert!(help.contains("Usage: goop2 <COMMAND>"), "{help}");
-    assert!(help.contains("hash-password"), "{help}");
+fn help_lists_every_command_with_the_launcher_as_the_default() {
+    let out = goop2(&["--help"], b"");
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    assert!(help.contains("Usage: goop2 [COMMAND]"), "{help}");
+    for command in ["launch", "init", "peer", "rendezvous", "hash-password"] {
+        assert!(help.contains(command), "{command}: {help}");
+    }
+    // The flag a launcher gives its children is not for people.
+    let peer = text(&goop2(&["peer", "--help"], b"").stdout);
+    assert!(!peer.contains("supervised"), "{peer}");
 }
 
 #[test]

@@ -29,6 +29,7 @@ mod hub_persist;
 mod hub_postgres;
 mod identity;
 mod interop;
+mod launcher;
 mod loadtest;
 mod logs;
 mod lua;

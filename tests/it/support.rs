@@ -146,7 +146,7 @@ pub struct PeerDir {
 impl PeerDir {
     pub fn new(label: &str, edit: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        goop2::modes::init::run(dir.path(), Some(label.into())).unwrap();
+        goop2::services::scaffold::run(dir.path(), Some(label.into())).unwrap();
         let mut config = Config::load_dir(dir.path()).unwrap().config;
         config.viewer.http_addr = "127.0.0.1:0".into();
         config.presence.rendezvous_port = Some(0);
@@ -676,13 +676,42 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// A TCP port free on 127.0.0.1 right now.
+/// A port free on 127.0.0.1 right now, for TCP and UDP alike, for a process to bind later (and
+/// bind again after a restart). See [`free_ports`].
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports(1)
+}
+
+/// The first of `count` consecutive ports free on 127.0.0.1 right now, TCP and UDP alike, for
+/// processes to bind later. They are taken below the kernel's ephemeral range (32768 and up), so
+/// no outgoing connection of another test is given one in between, and no later call of this
+/// process hands them out again.
+pub fn free_ports(count: u16) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        (std::process::id() % u32::from(SPAN)) as u16 + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    let free = |port: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+    };
+    for _ in 0..SPAN {
+        let first = FIRST + NEXT.fetch_add(count, Ordering::SeqCst) % SPAN;
+        if first
+            .checked_add(count)
+            .is_some_and(|end| end <= FIRST + SPAN)
+            && (first..first + count).all(free)
+        {
+            return first;
+        }
+    }
+    panic!("no {count} free ports in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// A node's loopback TCP address with its peer ID.

@@ -43,6 +43,15 @@ const HUB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// Starts the Lua engine when a template ships functions and Lua is off.
 pub type LuaStarter = Arc<dyn Fn() -> LuaEngine + Send + Sync>;
 
+/// The short name of the template the peer database at `db_path` has active, read without
+/// disturbing a running peer; `None` without one (or when the file cannot be read).
+pub async fn active_name_of(db_path: &std::path::Path) -> Option<String> {
+    let text = crate::store::peer::read_meta_of(db_path, ACTIVE_KEY)
+        .await
+        .ok()??;
+    serde_json::from_str::<Active>(&text).ok().map(|a| a.name)
+}
+
 /// Where a template comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {

@@ -1,4 +1,6 @@
-//! `goop2 init <dir>`: scaffold a peer directory.
+//! A new peer directory (`goop2 init <dir>`, and the launcher's "new peer"): goop.json with every
+//! default written out, an identity key, a starter site, and optionally a built-in template the
+//! peer applies when it first starts (see [`PENDING_TEMPLATE`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -37,7 +39,13 @@ pub struct InitOptions {
     pub port: Option<u16>,
     /// `presence.rendezvous_wan`.
     pub hub: Option<String>,
+    /// A built-in template (its name) applied when the peer first starts.
+    pub template: Option<String>,
 }
+
+/// The file of a peer directory naming the template (`builtin/<name>`) to apply at the next
+/// start; the peer removes it once it has tried.
+pub const PENDING_TEMPLATE: &str = "apply-template";
 
 /// Creates `dir/goop.json` (defaults written out, label = `label` or the directory name), the
 /// identity key and `site/index.html`. Refuses when `goop.json` already exists; an existing
@@ -90,6 +98,15 @@ pub fn run_with(dir: &Path, options: InitOptions) -> anyhow::Result<Scaffold> {
         bail!("{}", problems.join("; "));
     }
 
+    if let Some(name) = &options.template
+        && !crate::services::sitetemplates::builtin::names().contains(name)
+    {
+        bail!(
+            "there is no built-in template {name:?}; the built-in templates are {}",
+            crate::services::sitetemplates::builtin::names().join(", ")
+        );
+    }
+
     let key_path = Config::resolve(dir, &config.identity.key_file);
     let identity = identity::load_or_create(&key_path)?;
 
@@ -100,6 +117,12 @@ pub fn run_with(dir: &Path, options: InitOptions) -> anyhow::Result<Scaffold> {
     if !site_index.exists() {
         fs::write(&site_index, STARTER_PAGE)
             .with_context(|| format!("cannot write {}", site_index.display()))?;
+    }
+
+    if let Some(name) = &options.template {
+        let pending = dir.join(PENDING_TEMPLATE);
+        fs::write(&pending, format!("builtin/{name}\n"))
+            .with_context(|| format!("cannot write {}", pending.display()))?;
     }
 
     // Written last: a goop.json means the directory is complete.
