@@ -158,6 +158,8 @@ fn run_rendezvous(dir: &Path, supervised: bool) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let stop = StopSignals::watch(supervised)?;
         let running = modes::rendezvous::start(dir, &loaded.config, logs).await?;
+        // SIGHUP is handled before the lock names the viewer: a launcher signals only then.
+        reload_theme_on_hangup(dir, running.viewer_theme.clone())?;
         describe(&mut lock, running.viewer_addr);
         stop.wait().await?;
         tracing::info!("stopping");
@@ -189,6 +191,8 @@ fn run_peer(dir: &Path, init: bool, supervised: bool) -> anyhow::Result<()> {
         // Watched before anything is announced, so a signal right after is never missed.
         let stop = StopSignals::watch(supervised)?;
         let running = modes::peer::start(dir, &loaded.config, logs).await?;
+        // SIGHUP is handled before the lock names the console: a launcher signals only then.
+        reload_theme_on_hangup(dir, running.theme.clone())?;
         describe(&mut lock, running.console_addr);
         say(format_args!("Peer {} is running", running.peer_id));
         if let Some(addr) = running.console_addr {
@@ -220,6 +224,32 @@ fn describe(lock: &mut goop2::services::dirlock::DirLock, console: Option<std::n
     if let Err(err) = lock.describe(&holder) {
         tracing::warn!("cannot write {}: {err}", lock.path().display());
     }
+}
+
+/// On SIGHUP, reads `viewer.theme` from goop.json again and shows it from the next page on (the
+/// launcher sends it after changing the theme of its peers).
+fn reload_theme_on_hangup(
+    dir: &Path,
+    theme: Option<goop2::http::access::LiveTheme>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let dir = dir.to_owned();
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match config::Config::load_dir(&dir) {
+                Ok(loaded) => {
+                    let chosen = loaded.config.viewer.color_theme();
+                    if let Some(theme) = &theme {
+                        theme.set(chosen);
+                    }
+                    tracing::info!(theme = chosen.as_str(), "SIGHUP: theme read again");
+                }
+                Err(err) => tracing::warn!("SIGHUP: goop.json not read again: {err}"),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, watched from creation on; for a launcher's child, also its

@@ -7,6 +7,8 @@
 //! machine nor a web page using DNS rebinding can reach it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -29,8 +31,8 @@ pub struct OwnerAccess {
     pub name: &'static str,
     /// Its name on pages.
     pub brand: &'static str,
-    /// How its pages look: `viewer.theme`.
-    pub theme: Theme,
+    /// How its pages look: `viewer.theme`, changed while running on SIGHUP.
+    pub theme: LiveTheme,
     /// Where a fresh session lands.
     pub home: &'static str,
 }
@@ -48,7 +50,7 @@ impl OwnerAccess {
             open_csrf: random_token(),
             name,
             brand,
-            theme: config.viewer.color_theme(),
+            theme: LiveTheme::new(config.viewer.color_theme()),
             home,
         }
     }
@@ -67,6 +69,33 @@ impl OwnerAccess {
         self.auth
             .clone()
             .unwrap_or_else(|| AdminAuth::new(Default::default(), "/login"))
+    }
+}
+
+/// The colour theme of an interface's pages, which its owner may change while it runs (the
+/// launcher's theme reaches running consoles this way). Cloning is cheap; clones share it.
+#[derive(Clone, Debug)]
+pub struct LiveTheme(Arc<AtomicBool>);
+
+impl LiveTheme {
+    pub fn new(theme: Theme) -> LiveTheme {
+        LiveTheme(Arc::new(AtomicBool::new(theme == Theme::Light)))
+    }
+
+    pub fn get(&self) -> Theme {
+        match self.0.load(Ordering::Relaxed) {
+            true => Theme::Light,
+            false => Theme::Dark,
+        }
+    }
+
+    pub fn set(&self, theme: Theme) {
+        self.0.store(theme == Theme::Light, Ordering::Relaxed);
+    }
+
+    /// Its name, for `data-theme`.
+    pub fn as_str(&self) -> &'static str {
+        self.get().as_str()
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::http::access::OwnerAccess;
+use crate::http::access::{LiveTheme, OwnerAccess};
 use crate::http::client_ip::TrustedProxies;
 use crate::http::console::{self, ConsoleApp};
 use crate::http::layers::{self, RequestLog};
@@ -53,6 +53,8 @@ pub struct RunningPeer {
     pub hub: Option<RunningHub>,
     /// The browser console, when `viewer.http_addr` is set.
     pub console_addr: Option<SocketAddr>,
+    /// The console's theme, to change while running.
+    pub theme: Option<LiveTheme>,
     /// What this peer announces; changing it publishes at once.
     pub announcement: Arc<watch::Sender<Announcement>>,
     /// The label `/goop/content/1.0.0` answers.
@@ -412,7 +414,10 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     }
     drop(hub_events_tx);
     let mut console_addr = None;
+    let mut theme = None;
     if let Some(listener) = console_listener {
+        let access = OwnerAccess::new(config, "console", "Goop² console", "/");
+        theme = Some(access.theme.clone());
         let bound = crate::http::server::local_addr(&listener);
         let app = ConsoleApp {
             peer_id,
@@ -433,7 +438,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
                 .filter(|inside| !inside.is_empty())
                 .map(|inside| inside.trim_matches('/').to_owned()),
             logs: logs_for_console,
-            access: OwnerAccess::new(config, "console", "Goop² console", "/"),
+            access,
             site_tokens: console::SiteTokens::default(),
             proxies: TrustedProxies(Arc::new(config.presence.trusted_proxy_nets())),
             stop: stopped.clone(),
@@ -487,6 +492,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         table,
         hub,
         console_addr,
+        theme,
         announcement: announce_tx,
         label: label_tx,
         book,

@@ -31,6 +31,8 @@ pub struct RunningHub {
     pub hub_addr: SocketAddr,
     /// The settings viewer, when `viewer.http_addr` is set.
     pub viewer_addr: Option<SocketAddr>,
+    /// The settings viewer's theme, to change while running.
+    pub viewer_theme: Option<crate::http::access::LiveTheme>,
     pub hub: Hub,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
@@ -129,6 +131,7 @@ pub async fn start_with_options(
     tracing::info!(addr = %hub_addr, "rendezvous hub listening on http://{hub_addr}");
 
     let mut viewer_addr = None;
+    let mut viewer_theme = None;
     if let Some(addr) = config.viewer.http_socket_addr() {
         crate::http::access::check_bind(&addr, config)?;
         let listener = TcpListener::bind(addr)
@@ -142,6 +145,7 @@ pub async fn start_with_options(
             format!("http://{hub_addr}/"),
             stopped.clone(),
         );
+        viewer_theme = Some(app.access.theme.clone());
         let routes = layers::common(viewer::router(app), RequestLog::Every);
         servers.push(tokio::spawn(server::serve(
             listener,
@@ -156,6 +160,7 @@ pub async fn start_with_options(
     Ok(RunningHub {
         hub_addr,
         viewer_addr,
+        viewer_theme,
         hub,
         stop,
         servers,

@@ -755,3 +755,27 @@ async fn tic_tac_toe_and_chess_are_played_live_between_two_consoles() {
     visitor.shutdown().await;
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launcher_creates_starts_opens_deletes_and_restores_peers_in_a_browser() {
+    require_browser_tooling();
+    let dir = crate::launcher::launcher_dir(serde_json::json!({}));
+    let launcher = crate::launcher::LauncherProcess::start(dir.path()).await;
+    let report = run_node("launcher.mjs", vec![arg(&launcher.base)]).await;
+    assert!(report.contains("\"ok\":true"), "{report}");
+    // What the page did is what the launcher has.
+    let state = launcher.state().await;
+    let names: Vec<&str> = state["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["reader", "web"]);
+    assert_eq!(state["theme"], "light");
+    assert_eq!(state["peers"][1]["label"], "Web <b>site</b>");
+    assert_eq!(state["peers"][1]["template"], "blog");
+    for peer in state["peers"].as_array().unwrap() {
+        assert_eq!(peer["process"]["phase"], "stopped", "{peer}");
+    }
+}

@@ -16,16 +16,16 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A `goop2 launch` process on a directory of its own, whose new peers take ports from a block
 /// of free ones.
-struct LauncherProcess {
+pub(crate) struct LauncherProcess {
     child: Child,
-    base: String,
+    pub base: String,
     client: reqwest::Client,
     csrf: String,
 }
 
 /// A fresh directory for a launcher, with `launcher.json` setting where ports start (and
 /// `extra` settings).
-fn launcher_dir(extra: Value) -> tempfile::TempDir {
+pub(crate) fn launcher_dir(extra: Value) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let first = free_ports(30);
     let mut settings = json!({"ports": {"console": first, "p2p": first + 10, "hub": first + 20}});
@@ -41,7 +41,7 @@ fn launcher_dir(extra: Value) -> tempfile::TempDir {
 }
 
 impl LauncherProcess {
-    async fn start(dir: &Path) -> LauncherProcess {
+    pub async fn start(dir: &Path) -> LauncherProcess {
         let mut launcher = Self::spawn(dir, &[]);
         launcher.csrf = page_csrf(&get_text(&launcher.base).await);
         launcher
@@ -93,7 +93,7 @@ impl LauncherProcess {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    async fn state(&self) -> Value {
+    pub async fn state(&self) -> Value {
         serde_json::from_str(&get_text(&format!("{}/api/peers", self.base)).await).unwrap()
     }
 
@@ -630,38 +630,58 @@ async fn a_rendezvous_hub_is_created_and_run_as_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_theme_applies_to_every_peers_console() {
+async fn the_theme_applies_to_every_peers_console_running_or_not() {
     let dir = launcher_dir(json!({}));
     let launcher = LauncherProcess::start(dir.path()).await;
-    launcher.create(json!({"name": "p1"})).await;
+    let p1 = launcher.create(json!({"name": "p1"})).await;
     launcher.create(json!({"name": "p2"})).await;
+    launcher.post("/api/peers/p1/start", json!({})).await;
+    let pid = pid_of(&launcher.wait_phase("p1", "running", WAIT).await);
+    let console = console_of(&p1);
+    let theme_of = async |url: &str| match reqwest::get(url).await {
+        Ok(response) if response.status().is_success() => {
+            let page = response.text().await.unwrap();
+            page.split("data-theme=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .map(str::to_owned)
+        }
+        _ => None,
+    };
+    assert!(
+        eventually(WAIT, async || {
+            launcher.peer("p1").await["elsewhere"].is_null()
+                && theme_of(&console).await.as_deref() == Some("dark")
+        })
+        .await
+    );
     let (status, body) = launcher.post("/api/theme", json!({"theme": "light"})).await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(body["refused"], json!([]));
     for name in ["p1", "p2"] {
         let config = goop2::config::Config::load_dir(&dir.path().join(name))
             .unwrap()
             .config;
         assert_eq!(config.viewer.theme, "light", "{name}");
     }
+    assert_eq!(theme_of(&launcher.base).await.as_deref(), Some("light"));
+    // The running console shows it without a restart.
     assert!(
-        get_text(&launcher.base)
-            .await
-            .contains("data-theme=\"light\"")
-    );
-    // A peer made later has it too, and its console shows it.
-    let p3 = launcher.create(json!({"name": "p3"})).await;
-    launcher.post("/api/peers/p3/start", json!({})).await;
-    launcher.wait_phase("p3", "running", WAIT).await;
-    let console = console_of(&p3);
-    assert!(
-        eventually(WAIT, async || {
-            reqwest::get(&console)
-                .await
-                .is_ok_and(|r| r.status().is_success())
+        eventually(Duration::from_secs(10), async || {
+            theme_of(&console).await.as_deref() == Some("light")
         })
         .await
     );
-    assert!(get_text(&console).await.contains("data-theme=\"light\""));
+    let p1_now = launcher.peer("p1").await;
+    assert_eq!(pid_of(&p1_now), pid, "the same process: {p1_now}");
+    assert_eq!(p1_now["process"]["phase"], "running");
+    assert_eq!(p1_now["process"]["restarts"], 0);
+    // A peer made later has it too.
+    launcher.create(json!({"name": "p3"})).await;
+    let config = goop2::config::Config::load_dir(&dir.path().join("p3"))
+        .unwrap()
+        .config;
+    assert_eq!(config.viewer.theme, "light");
     let (status, _) = launcher.post("/api/theme", json!({"theme": "pink"})).await;
     assert_eq!(status, 400);
 }

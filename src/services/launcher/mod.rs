@@ -719,7 +719,7 @@ impl Launcher {
     }
 
     /// Sets the theme of the launcher and of every peer's console (`viewer.theme` in each
-    /// goop.json); a console running now takes it at its next start. Returns the peers whose
+    /// goop.json); a running peer is told to read it again (SIGHUP). Returns the peers whose
     /// goop.json could not be changed, with why.
     pub async fn set_theme(&self, theme: &str) -> Result<Vec<String>, LauncherError> {
         if !config::THEMES.contains(&theme) {
@@ -748,6 +748,14 @@ impl Launcher {
                 });
             if let Err(err) = outcome {
                 refused.push(format!("{}: {err}", view.name));
+                continue;
+            }
+            // A running peer reads it again on SIGHUP, which it handles once its lock names
+            // its console (before, the signal would end it).
+            let holder = dirlock::holder(&self.inner.dir.join(&view.name));
+            if let Some(holder) = holder.filter(|h| h.console.is_some() && h.pid != 0) {
+                let pid = nix::unistd::Pid::from_raw(holder.pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP);
             }
         }
         self.touched();
