@@ -445,3 +445,25 @@ fn a_new_hub_directory_leaves_the_port_to_the_platform() {
     let written = fs::read_to_string(root.path().join("goop.json")).unwrap();
     assert!(!written.contains("rendezvous_port"), "{written}");
 }
+
+#[test]
+fn init_takes_a_built_in_template_for_the_first_start_and_refuses_an_unknown_one() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("blog");
+    let out = goop2(&["init", dir.to_str().unwrap(), "--template", "blog"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("apply-template")).unwrap(),
+        "builtin/blog\n"
+    );
+    let unknown = root.path().join("unknown");
+    let out = goop2(
+        &["init", unknown.to_str().unwrap(), "--template", "nope"],
+        b"",
+    );
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(said.contains("no built-in template \"nope\""), "{said}");
+    assert!(said.contains("guestbook"), "{said}");
+    assert!(!unknown.join("goop.json").exists());
+}
