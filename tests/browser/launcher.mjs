@@ -97,12 +97,28 @@ try {
   await page.waitForSelector("#flash.error");
   expect((await page.$$(row("reader"))).length === 1, "still there");
 
+  // A hub only: badged, and its button opens its settings, starting it first.
+  await page.fill("#create input[name=name]", "hub");
+  await page.check("#create input[name=rendezvous_only]");
+  await page.click("#create button[type=submit]");
+  await page.waitForSelector(row("hub"));
+  expect((await page.textContent(`${row("hub")} .badge.rendezvous`)) === "Rendezvous", "badge");
+  expect((await page.$$(`${row("hub")} button[name=start]`)).length === 0, "no Start for a hub");
+  const [settingsTab] = await Promise.all([
+    context.waitForEvent("page"),
+    page.click(`${row("hub")} button[name=configure]`),
+  ]);
+  await settingsTab.waitForURL(/\/self$/, { timeout: 30000 });
+  await settingsTab.waitForSelector("h1:text-is('Settings')", { timeout: 30000 });
+  await settingsTab.close();
+  await page.waitForSelector(`${row("hub")} .phase.running`, { timeout: 30000 });
+
   // The theme, for the launcher and every console.
   await page.selectOption("#theme", "light");
   await page.waitForFunction(() => document.documentElement.dataset.theme === "light");
 
   await page.click("#stop-all");
-  for (const name of ["web", "reader"]) {
+  for (const name of ["web", "reader", "hub"]) {
     await page.waitForSelector(`${row(name)} .phase.stopped`, { timeout: 30000 });
   }
   expect(errors.length === 0, `page errors: ${errors.join("; ")}`);

@@ -771,10 +771,11 @@ async fn the_launcher_creates_starts_opens_deletes_and_restores_peers_in_a_brows
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["reader", "web"]);
+    assert_eq!(names, ["hub", "reader", "web"]);
     assert_eq!(state["theme"], "light");
-    assert_eq!(state["peers"][1]["label"], "Web <b>site</b>");
-    assert_eq!(state["peers"][1]["template"], "blog");
+    assert_eq!(state["peers"][0]["kind"], "rendezvous");
+    assert_eq!(state["peers"][2]["label"], "Web <b>site</b>");
+    assert_eq!(state["peers"][2]["template"], "blog");
     for peer in state["peers"].as_array().unwrap() {
         assert_eq!(peer["process"]["phase"], "stopped", "{peer}");
     }

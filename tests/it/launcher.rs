@@ -282,6 +282,14 @@ async fn peers_are_created_started_stopped_restarted_deleted_and_restored() {
         .collect();
     assert_eq!(names, [json!("alice"), json!("bob")]);
 
+    // Each on a LAN tag of its own: they can meet only at Alice's hub.
+    for name in ["alice", "bob"] {
+        let path = dir.path().join(name).join("goop.json");
+        let mut config = goop2::config::Config::load(&path).unwrap().config;
+        config.p2p.mdns_tag = format!("{name}-{}", rand::random::<u32>());
+        config.save(&path).unwrap();
+    }
+
     // Started: both run as children; Bob meets Alice at her hub and reads her site, made from
     // the template she was created with.
     let (status, body) = launcher.post("/api/start-all", json!({})).await;

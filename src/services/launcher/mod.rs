@@ -12,6 +12,7 @@ pub mod supervisor;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -205,6 +206,9 @@ pub struct NewPeer {
     pub autostart: bool,
 }
 
+/// A peer's active template, and when its database had last changed when it was read.
+type ReadTemplate = (Option<SystemTime>, Option<String>);
+
 /// The launcher's state. Cloning is cheap.
 #[derive(Clone)]
 pub struct Launcher {
@@ -220,6 +224,8 @@ struct Inner {
     changes: watch::Sender<u64>,
     /// Serialises what changes the directory (create, delete, restore, settings).
     edits: tokio::sync::Mutex<()>,
+    /// Each peer's active template, as read when its database last changed.
+    templates: Mutex<HashMap<PathBuf, ReadTemplate>>,
 }
 
 impl Launcher {
@@ -236,6 +242,7 @@ impl Launcher {
                 children: Mutex::new(HashMap::new()),
                 changes: watch::channel(0).0,
                 edits: tokio::sync::Mutex::new(()),
+                templates: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -353,15 +360,42 @@ impl Launcher {
             }
             view.template = match std::fs::read_to_string(path.join(scaffold::PENDING_TEMPLATE)) {
                 Ok(pending) => Some(format!("{} (at the first start)", pending.trim())),
-                Err(_) => {
-                    crate::services::sitetemplates::active_name_of(
-                        &path.join(crate::store::peer::FILE_NAME),
-                    )
-                    .await
-                }
+                Err(_) => self.active_template(&path).await,
             };
         }
         view
+    }
+
+    /// The active template of the peer in `path`, read again only when its database changed.
+    async fn active_template(&self, path: &Path) -> Option<String> {
+        let db = path.join(crate::store::peer::FILE_NAME);
+        let changed = ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut file = db.clone().into_os_string();
+                file.push(suffix);
+                std::fs::metadata(file).and_then(|m| m.modified()).ok()
+            })
+            .max();
+        let cached = self
+            .inner
+            .templates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .cloned();
+        if let Some((when, name)) = cached
+            && when == changed
+        {
+            return name;
+        }
+        let name = crate::services::sitetemplates::active_name_of(&db).await;
+        self.inner
+            .templates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.to_owned(), (changed, name.clone()));
+        name
     }
 
     /// The directory of peer `name`, checking the name.
