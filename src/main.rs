@@ -155,17 +155,23 @@ fn run_rendezvous(dir: &Path, supervised: bool) -> anyhow::Result<()> {
             "the hub takes its port from PORT (goop.json leaves presence.rendezvous_port out)"
         );
     }
-    runtime()?.block_on(async {
+    let runtime = runtime()?;
+    let result = runtime.block_on(async {
         let stop = StopSignals::watch(supervised)?;
         let running = modes::rendezvous::start(dir, &loaded.config, logs).await?;
-        // SIGHUP is handled before the lock names the viewer: a launcher signals only then.
-        reload_theme_on_hangup(dir, running.viewer_theme.clone())?;
+        // A launcher's SIGHUP is handled before the lock names the viewer: it signals only then.
+        if supervised {
+            reload_theme_on_hangup(dir, running.viewer_theme.clone())?;
+        }
         describe(&mut lock, running.viewer_addr);
         stop.wait().await?;
         tracing::info!("stopping");
         running.shutdown().await;
         Ok(())
-    })
+    });
+    // Blocking work still running does not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
 
 fn run_peer(dir: &Path, init: bool, supervised: bool) -> anyhow::Result<()> {
@@ -191,8 +197,10 @@ fn run_peer(dir: &Path, init: bool, supervised: bool) -> anyhow::Result<()> {
         // Watched before anything is announced, so a signal right after is never missed.
         let stop = StopSignals::watch(supervised)?;
         let running = modes::peer::start(dir, &loaded.config, logs).await?;
-        // SIGHUP is handled before the lock names the console: a launcher signals only then.
-        reload_theme_on_hangup(dir, running.theme.clone())?;
+        // A launcher's SIGHUP is handled before the lock names the console: it signals only then.
+        if supervised {
+            reload_theme_on_hangup(dir, running.theme.clone())?;
+        }
         describe(&mut lock, running.console_addr);
         say(format_args!("Peer {} is running", running.peer_id));
         if let Some(addr) = running.console_addr {
@@ -226,8 +234,10 @@ fn describe(lock: &mut goop2::services::dirlock::DirLock, console: Option<std::n
     }
 }
 
-/// On SIGHUP, reads `viewer.theme` from goop.json again and shows it from the next page on (the
-/// launcher sends it after changing the theme of its peers).
+/// For a launcher's child: on SIGHUP, reads `viewer.theme` from goop.json again and shows it
+/// from the next page on (the launcher sends it after changing the theme of its peers, once the
+/// lock names the console). Read once more now, for a change made while the peer was starting.
+/// A peer run by hand keeps SIGHUP's usual meaning: its terminal is gone, so it stops.
 fn reload_theme_on_hangup(
     dir: &Path,
     theme: Option<goop2::http::access::LiveTheme>,
@@ -235,18 +245,22 @@ fn reload_theme_on_hangup(
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let dir = dir.to_owned();
+    let read_again = move |why: &str| match config::Config::load_dir(&dir) {
+        Ok(loaded) => {
+            let chosen = loaded.config.viewer.color_theme();
+            if let Some(theme) = &theme
+                && theme.get() != chosen
+            {
+                theme.set(chosen);
+                tracing::info!(theme = chosen.as_str(), "{why}: theme read again");
+            }
+        }
+        Err(err) => tracing::warn!("{why}: goop.json not read again: {err}"),
+    };
+    read_again("started");
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            match config::Config::load_dir(&dir) {
-                Ok(loaded) => {
-                    let chosen = loaded.config.viewer.color_theme();
-                    if let Some(theme) = &theme {
-                        theme.set(chosen);
-                    }
-                    tracing::info!(theme = chosen.as_str(), "SIGHUP: theme read again");
-                }
-                Err(err) => tracing::warn!("SIGHUP: goop.json not read again: {err}"),
-            }
+            read_again("SIGHUP");
         }
     });
     Ok(())
@@ -288,12 +302,23 @@ impl StopSignals {
 }
 
 /// Resolves when standard input reaches its end (or fails): the launcher holding its other end
-/// ended. What it sends is read and ignored.
+/// ended. What it sends is read and ignored. The read blocks on a thread of its own, which the
+/// runtime never waits for.
 async fn stdin_closed() {
-    use tokio::io::AsyncReadExt;
-    let mut stdin = tokio::io::stdin();
-    let mut buf = [0u8; 256];
-    while let Ok(1..) = stdin.read(&mut buf).await {}
+    let (ended, end) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 256];
+            while let Ok(1..) = std::io::stdin().read(&mut buf) {}
+            let _ = ended.send(());
+        });
+    if spawned.is_ok() {
+        let _ = end.await;
+    } else {
+        std::future::pending::<()>().await;
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

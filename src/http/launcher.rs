@@ -139,7 +139,7 @@ async fn snapshot(launcher: &Launcher) -> Value {
     let settings = launcher.settings();
     json!({
         "peers": launcher.peers().await,
-        "trash": launcher.trash(),
+        "trash": launcher.trash().await,
         "theme": settings.theme,
     })
 }

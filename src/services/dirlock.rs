@@ -2,7 +2,9 @@
 //! `<dir>/goop.lock` while they run, with their process ID and console address written in it, so
 //! a second process on the same directory is refused with a clear error, and the launcher tells
 //! a running peer from a stopped one whoever started it. The operating system releases the lock
-//! when the process ends, however it ends (`kill -9` included), so a stale file never counts.
+//! when the process ends, however it ends (`kill -9` included), so a stale file never counts;
+//! the file is emptied when the lock is released in order. Readers look with a shared lock, so
+//! two readers never mistake each other for a running process.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -109,10 +111,17 @@ impl DirLock {
     }
 }
 
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // Emptied while still held; the lock goes with the file.
+        let _ = self.file.set_len(0);
+    }
+}
+
 /// The process holding `dir`'s lock right now, or `None` when no process runs the directory.
 pub fn holder(dir: &Path) -> Option<Holder> {
     let mut file = File::open(dir.join(FILE_NAME)).ok()?;
-    match file.try_lock() {
+    match file.try_lock_shared() {
         // Nobody holds it: released at once (on drop).
         Ok(()) => None,
         Err(TryLockError::WouldBlock) => {
@@ -140,12 +149,23 @@ mod tests {
         .unwrap();
         let seen = holder(dir.path()).expect("held");
         assert_eq!(seen.pid, 42);
+        // Readers do not take it from each other.
+        let reader = File::open(dir.path().join(FILE_NAME)).unwrap();
+        assert!(
+            reader.try_lock_shared().is_err(),
+            "the holder's lock is exclusive"
+        );
         assert_eq!(seen.console.as_deref(), Some("127.0.0.1:8081"));
         // Another open file description of this same process is refused too.
         let err = DirLock::acquire(dir.path()).unwrap_err().to_string();
         assert!(err.contains("(pid 42) is running"), "{err}");
         drop(lock);
         assert_eq!(holder(dir.path()), None);
-        DirLock::acquire(dir.path()).unwrap();
+        assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap(), b"");
+        let _again = DirLock::acquire(dir.path()).unwrap();
+        // A reader looking right now does not make a holder of a stale word.
+        let looking = File::open(dir.path().join(FILE_NAME)).unwrap();
+        looking.try_lock_shared().unwrap_err();
+        assert_eq!(holder(dir.path()).map(|h| h.pid), Some(std::process::id()));
     }
 }

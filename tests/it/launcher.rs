@@ -126,6 +126,27 @@ impl LauncherProcess {
         }
     }
 
+    /// Peer `name`'s output, read live until it contains `needle`.
+    async fn output_until(&self, name: &str, needle: &str) -> String {
+        use futures_util::StreamExt;
+        let response = self
+            .client
+            .get(format!("{}/api/peers/{name}/logs", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let mut stream = response.bytes_stream();
+        let mut seen = String::new();
+        while !seen.contains(needle) {
+            match tokio::time::timeout(WAIT, stream.next()).await {
+                Ok(Some(Ok(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => panic!("no {needle:?} in {name}'s output: {seen}"),
+            }
+        }
+        seen
+    }
+
     /// Stops the launcher as its owner would (Ctrl-C); its children stop with it.
     fn stop(&mut self) {
         signal(self.child.id(), "-TERM");
@@ -327,28 +348,9 @@ async fn peers_are_created_started_stopped_restarted_deleted_and_restored() {
     assert_eq!(lock["pid"], alice["process"]["pid"]);
 
     // Its output is kept and streamed.
-    let response = launcher
-        .client
-        .get(format!("{}/api/peers/alice/logs", launcher.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let mut body = response.bytes_stream();
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !seen.contains("is running") && Instant::now() < deadline {
-        use futures_util::StreamExt;
-        match tokio::time::timeout(Duration::from_secs(5), body.next()).await {
-            Ok(Some(Ok(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
-            _ => break,
-        }
-    }
-    assert!(
-        seen.contains(&format!("Peer {alice_id} is running")),
-        "{seen}"
-    );
-    drop(body);
+    launcher
+        .output_until("alice", &format!("Peer {alice_id} is running"))
+        .await;
 
     // Stopped: the process is gone and the directory is free.
     let bob_pid = pid_of(&bob);
@@ -356,6 +358,10 @@ async fn peers_are_created_started_stopped_restarted_deleted_and_restored() {
     assert_eq!(status, 200, "{stopped}");
     assert_eq!(stopped["process"]["phase"], "stopped");
     assert!(!alive(bob_pid));
+    // It stopped on SIGTERM, cleanly, not killed.
+    launcher
+        .output_until("bob", "stopped; the process exited with status 0")
+        .await;
     assert!(goop2::services::dirlock::holder(&dir.path().join("bob")).is_none());
 
     // Restarted: a new process.
@@ -443,23 +449,10 @@ async fn a_crashing_peer_is_restarted_with_backoff_and_its_error_shown() {
     let second_retry = again["process"]["retry_at_ms"].as_i64().unwrap();
     assert!(second_retry - first_retry >= 2_500, "{crashed} {again}");
     // The crash is in its output too.
-    let logs = launcher
-        .client
-        .get(format!("{}/api/peers/crashy/logs", launcher.base))
-        .send()
-        .await
-        .unwrap();
-    let mut stream = logs.bytes_stream();
-    let mut seen = String::new();
-    while !seen.contains("exited with status 1") {
-        use futures_util::StreamExt;
-        match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
-            Ok(Some(Ok(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
-            _ => panic!("no crash in the output: {seen}"),
-        }
-    }
+    let seen = launcher
+        .output_until("crashy", "exited with status 1")
+        .await;
     assert!(seen.contains("cannot listen on"), "{seen}");
-    drop(stream);
     // The port is free again: the next try runs.
     drop(taken);
     let running = launcher.wait_phase("crashy", "running", WAIT).await;
@@ -559,6 +552,7 @@ async fn a_peer_run_by_hand_is_shown_running_and_left_alone() {
 async fn a_directory_that_is_not_a_peer_and_a_broken_goop_json_are_shown_not_started() {
     let dir = launcher_dir(json!({}));
     std::fs::create_dir(dir.path().join("photos")).unwrap();
+    std::fs::create_dir(dir.path().join("my photos")).unwrap();
     std::fs::create_dir(dir.path().join("broken")).unwrap();
     std::fs::write(dir.path().join("broken/goop.json"), "{\"viewer\": ").unwrap();
     let launcher = LauncherProcess::start(dir.path()).await;
@@ -569,6 +563,11 @@ async fn a_directory_that_is_not_a_peer_and_a_broken_goop_json_are_shown_not_sta
             .unwrap()
             .contains("not a peer directory"),
         "{photos}"
+    );
+    let spaced = launcher.peer("my photos").await;
+    assert!(
+        spaced["problem"].as_str().unwrap().contains("rename it"),
+        "{spaced}"
     );
     let broken = launcher.peer("broken").await;
     assert!(
@@ -615,7 +614,7 @@ async fn a_rendezvous_hub_is_created_and_run_as_one() {
         .await;
     assert_eq!(status, 400, "{body}");
     launcher.post("/api/peers/hub/start", json!({})).await;
-    launcher.wait_phase("hub", "running", WAIT).await;
+    let running = launcher.wait_phase("hub", "running", WAIT).await;
     let health = format!("http://127.0.0.1:{}/healthz", hub["hub_port"]);
     assert!(
         eventually(WAIT, async || {
@@ -635,6 +634,13 @@ async fn a_rendezvous_hub_is_created_and_run_as_one() {
         })
         .await
     );
+    // Stopped on SIGTERM, cleanly: a hub's child does not wait for its standard input.
+    let (status, stopped) = launcher.post("/api/peers/hub/stop", json!({})).await;
+    assert_eq!(status, 200, "{stopped}");
+    assert!(!alive(pid_of(&running)));
+    launcher
+        .output_until("hub", "stopped; the process exited with status 0")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -656,9 +662,11 @@ async fn the_theme_applies_to_every_peers_console_running_or_not() {
         }
         _ => None,
     };
+    // Up, and its lock names its console: from then on it takes the launcher's SIGHUP.
+    let lock = dir.path().join("p1/goop.lock");
     assert!(
         eventually(WAIT, async || {
-            launcher.peer("p1").await["elsewhere"].is_null()
+            std::fs::read_to_string(&lock).is_ok_and(|text| text.contains("console"))
                 && theme_of(&console).await.as_deref() == Some("dark")
         })
         .await

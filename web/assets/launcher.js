@@ -127,7 +127,7 @@
     box.checked = peer.autostart;
     box.disabled = !!peer.problem;
     box.addEventListener("change", () =>
-      act("/api/peers/" + peer.name + "/autostart", { on: box.checked }),
+      act("/api/peers/" + encodeURIComponent(peer.name) + "/autostart", { on: box.checked }),
     );
     auto.appendChild(box);
     tr.appendChild(auto);
@@ -135,16 +135,19 @@
     const actions = el("td");
     const on = running(peer);
     const ours = !peer.elsewhere;
+    const path = "/api/peers/" + encodeURIComponent(peer.name);
+    // A child crashing over and over, or given up on, can still be stopped for good.
+    const stoppable = ours && peer.process.phase !== "stopped";
     if (!peer.problem) {
       if (peer.kind === "rendezvous") {
         // As the seed has it: a hub's button opens its settings, starting it first if need be.
         actions.appendChild(button("Configure", () => configure(peer), "configure"));
       } else if (!on) {
-        actions.appendChild(button("Start", () => act("/api/peers/" + peer.name + "/start"), "start"));
+        actions.appendChild(button("Start", () => act(path + "/start"), "start"));
       }
-      if (on && ours) {
-        actions.appendChild(button("Stop", () => act("/api/peers/" + peer.name + "/stop"), "stop"));
-        actions.appendChild(button("Restart", () => act("/api/peers/" + peer.name + "/restart"), "restart"));
+      if (stoppable) {
+        actions.appendChild(button("Stop", () => act(path + "/stop"), "stop"));
+        actions.appendChild(button("Restart", () => act(path + "/restart"), "restart"));
       }
       if (on && peer.console && peer.kind === "peer") {
         const open = el("a", "Open console", "button");
@@ -164,7 +167,7 @@
     // Opened now, while the click still allows a new tab; pointed at the settings once up.
     const tab = window.open("about:blank", "_blank");
     if (!running(peer)) {
-      const started = await act("/api/peers/" + peer.name + "/start");
+      const started = await act("/api/peers/" + encodeURIComponent(peer.name) + "/start");
       if (!started) {
         if (tab) tab.close();
         return;
@@ -182,7 +185,7 @@
         "from where it can be restored. Type its name, " + peer.name + ", to confirm.",
     );
     if (typed === null) return;
-    act("/api/peers/" + peer.name + "/delete", { confirm: typed }, () => peer.name + " is in the trash.");
+    act("/api/peers/" + encodeURIComponent(peer.name) + "/delete", { confirm: typed }, () => peer.name + " is in the trash.");
   }
 
   function trashRow(item) {

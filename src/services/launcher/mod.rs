@@ -32,6 +32,10 @@ const MAX_NAME: usize = 40;
 const PORTS_TRIED: u16 = 1000;
 /// Peers listed at most (sub-directories beyond are not read).
 pub const MAX_PEERS: usize = 200;
+/// Deleted peers listed at most, the newest.
+pub const TRASH_SHOWN: usize = 100;
+/// Entries of the trash looked at at most.
+const TRASH_READ: usize = 10_000;
 
 /// Why a launcher operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -219,7 +223,10 @@ struct Inner {
     dir: PathBuf,
     program: PathBuf,
     settings: Mutex<Settings>,
-    children: Mutex<HashMap<String, Supervisor>>,
+    /// The supervisor of each peer started since the launcher began, with how it runs it.
+    children: Mutex<HashMap<String, (Kind, Supervisor)>>,
+    /// One lock a peer, held while it is started, stopped, restarted, deleted or restored.
+    lifecycles: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Counts changes of any child's state, for live pages.
     changes: watch::Sender<u64>,
     /// Serialises what changes the directory (create, delete, restore, settings).
@@ -240,6 +247,7 @@ impl Launcher {
                 program,
                 settings: Mutex::new(settings),
                 children: Mutex::new(HashMap::new()),
+                lifecycles: Mutex::new(HashMap::new()),
                 changes: watch::channel(0).0,
                 edits: tokio::sync::Mutex::new(()),
                 templates: Mutex::new(HashMap::new()),
@@ -303,65 +311,14 @@ impl Launcher {
         let process = self
             .children()
             .get(name)
-            .map(Supervisor::state)
+            .map(|(_, child)| child.state())
             .unwrap_or_else(ChildState::stopped);
-        let ours = matches!(process.phase, Phase::Running | Phase::Stopping);
-        let elsewhere = match ours {
-            true => None,
-            false => dirlock::holder(&path),
-        };
         let autostart = self.settings().autostart.iter().any(|n| n == name);
-        let mut view = PeerView {
-            name: name.to_owned(),
-            label: name.to_owned(),
-            peer_id: None,
-            kind: Kind::Peer,
-            console: None,
-            p2p_port: None,
-            hub_port: None,
-            joins: None,
-            template: None,
-            autostart,
-            process,
-            elsewhere,
-            problem: None,
-        };
-        let config_path = path.join(config::FILE_NAME);
-        if !config_path.exists() {
-            view.problem = Some(format!(
-                "not a peer directory: it has no {} (create peers here with the launcher or `goop2 init`)",
-                config::FILE_NAME
-            ));
-            return view;
-        }
-        let config = match Config::load(&config_path) {
-            Ok(loaded) => loaded.config,
-            Err(err) => {
-                view.problem = Some(err.to_string());
-                return view;
-            }
-        };
-        let presence = &config.presence;
-        view.label = config.profile.label.clone();
-        view.kind = match presence.rendezvous_only {
-            true => Kind::Rendezvous,
-            false => Kind::Peer,
-        };
-        view.console =
-            (!config.viewer.http_addr.is_empty()).then(|| config.viewer.http_addr.clone());
-        view.p2p_port = (view.kind == Kind::Peer).then_some(config.p2p.listen_port);
-        view.hub_port =
-            (presence.rendezvous_host || presence.rendezvous_only).then_some(presence.hub_port());
-        view.joins = (!presence.rendezvous_wan.is_empty()).then(|| presence.rendezvous_wan.clone());
-        if view.kind == Kind::Peer {
-            match crate::identity::peer_id_of(&Config::resolve(&path, &config.identity.key_file)) {
-                Ok(id) => view.peer_id = id.map(|id| id.to_base58()),
-                Err(err) => view.problem = Some(err.to_string()),
-            }
-            view.template = match std::fs::read_to_string(path.join(scaffold::PENDING_TEMPLATE)) {
-                Ok(pending) => Some(format!("{} (at the first start)", pending.trim())),
-                Err(_) => self.active_template(&path).await,
-            };
+        let name = name.to_owned();
+        let read = tokio::task::spawn_blocking(move || read_view(&path, name, process, autostart));
+        let mut view = read.await.expect("reading a peer's files does not panic");
+        if view.kind == Kind::Peer && view.problem.is_none() && view.template.is_none() {
+            view.template = self.active_template(&self.inner.dir.join(&view.name)).await;
         }
         view
     }
@@ -508,7 +465,8 @@ impl Launcher {
                 "to delete {name:?}, confirm with its name"
             )));
         }
-        self.stop(name).await?;
+        let _lifecycle = self.lifecycle(name).await;
+        self.stop_child(name).await?;
         let _edit = self.inner.edits.lock().await;
         if let Some(holder) = dirlock::holder(&path) {
             return Err(LauncherError::Conflict(format!(
@@ -519,7 +477,8 @@ impl Launcher {
         let trash = self.inner.dir.join(TRASH_DIR);
         std::fs::create_dir_all(&trash)
             .map_err(|err| failed(&format!("cannot create {}", trash.display()), err))?;
-        let id = format!("{name}-{}", crate::services::hub::unix_ms());
+        let deleted_ms = crate::services::hub::unix_ms();
+        let id = format!("{name}-{deleted_ms}");
         let target = trash.join(&id);
         let view = self.view(name).await;
         std::fs::rename(&path, &target)
@@ -533,55 +492,61 @@ impl Launcher {
             name: name.to_owned(),
             label: view.label,
             peer_id: view.peer_id,
-            deleted_ms: crate::services::hub::unix_ms(),
+            deleted_ms,
         })
     }
 
-    /// The peers in the trash, newest first.
-    pub fn trash(&self) -> Vec<Trashed> {
-        let mut trashed = Vec::new();
-        let Ok(entries) = std::fs::read_dir(self.inner.dir.join(TRASH_DIR)) else {
-            return trashed;
-        };
-        for entry in entries.flatten().take(MAX_PEERS * 5) {
-            let id = entry.file_name().to_string_lossy().into_owned();
-            let Some((name, ms)) = id.rsplit_once('-') else {
-                continue;
+    /// The newest [`TRASH_SHOWN`] peers in the trash, newest first.
+    pub async fn trash(&self) -> Vec<Trashed> {
+        let trash = self.inner.dir.join(TRASH_DIR);
+        let read = tokio::task::spawn_blocking(move || {
+            let Ok(entries) = std::fs::read_dir(&trash) else {
+                return Vec::new();
             };
-            let Ok(deleted_ms) = ms.parse::<i64>() else {
-                continue;
-            };
-            let config = Config::load(&entry.path().join(config::FILE_NAME))
-                .ok()
-                .map(|l| l.config);
-            let peer_id = config.as_ref().and_then(|c| {
-                crate::identity::peer_id_of(&Config::resolve(&entry.path(), &c.identity.key_file))
-                    .ok()
-                    .flatten()
-                    .map(|id| id.to_base58())
-            });
-            trashed.push(Trashed {
-                id: id.clone(),
-                name: name.to_owned(),
-                label: config.map_or_else(|| name.to_owned(), |c| c.profile.label),
-                peer_id,
-                deleted_ms,
-            });
-        }
-        trashed.sort_by_key(|t| std::cmp::Reverse(t.deleted_ms));
-        trashed
+            let mut found: Vec<(i64, String)> = entries
+                .flatten()
+                .take(TRASH_READ)
+                .filter_map(|entry| {
+                    let id = entry.file_name().to_string_lossy().into_owned();
+                    let deleted_ms = trash_time(&id)?;
+                    Some((deleted_ms, id))
+                })
+                .collect();
+            found.sort_by_key(|(ms, _)| std::cmp::Reverse(*ms));
+            found.truncate(TRASH_SHOWN);
+            found
+                .into_iter()
+                .map(|(deleted_ms, id)| read_trashed(&trash.join(&id), id, deleted_ms))
+                .collect()
+        });
+        read.await.unwrap_or_default()
+    }
+
+    /// The trashed peer `id`: found among the trash's entries, never made into a path first.
+    async fn trashed(&self, id: &str) -> Option<Trashed> {
+        let trash = self.inner.dir.join(TRASH_DIR);
+        let id = id.to_owned();
+        let read = tokio::task::spawn_blocking(move || {
+            let entry = std::fs::read_dir(&trash)
+                .ok()?
+                .flatten()
+                .find(|entry| entry.file_name().to_str() == Some(id.as_str()))?;
+            let deleted_ms = trash_time(&id)?;
+            Some(read_trashed(&entry.path(), id, deleted_ms))
+        });
+        read.await.ok().flatten()
     }
 
     /// Moves trashed peer `id` back under its name; ports another peer took since are
     /// replaced by free ones (said in the result).
     pub async fn restore(&self, id: &str) -> Result<(PeerView, Vec<String>), LauncherError> {
-        let _edit = self.inner.edits.lock().await;
         let trashed = self
-            .trash()
-            .into_iter()
-            .find(|t| t.id == id)
+            .trashed(id)
+            .await
             .ok_or_else(|| LauncherError::NotFound(format!("{TRASH_DIR}/{id}")))?;
         let path = self.peer_dir(&trashed.name)?;
+        let _lifecycle = self.lifecycle(&trashed.name).await;
+        let _edit = self.inner.edits.lock().await;
         if path.exists() {
             return Err(LauncherError::Conflict(format!(
                 "a peer named {:?} exists; rename or delete it first",
@@ -631,37 +596,60 @@ impl Launcher {
         Ok((self.view(&trashed.name).await, notes))
     }
 
-    /// The supervisor of peer `name`, made when first needed.
+    /// The supervisor of peer `name`, made when first needed, and made anew when the peer's
+    /// kind changed (a goop.json edited into a hub only) while it was not running.
     fn supervisor(&self, name: &str, view: &PeerView) -> Supervisor {
-        self.children()
-            .entry(name.to_owned())
-            .or_insert_with(|| {
-                let mode = match view.kind {
-                    Kind::Peer => "peer",
-                    Kind::Rendezvous => "rendezvous",
-                };
-                let spec = ChildSpec {
-                    program: self.inner.program.clone(),
-                    args: vec![
-                        mode.into(),
-                        self.inner.dir.join(name).into_os_string(),
-                        "--supervised".into(),
-                    ],
-                };
-                Supervisor::new(spec, self.inner.changes.clone())
-            })
-            .clone()
+        let mut children = self.children();
+        if let Some((kind, child)) = children.get(name)
+            && (*kind == view.kind
+                || matches!(child.state().phase, Phase::Running | Phase::Stopping))
+        {
+            return child.clone();
+        }
+        let mode = match view.kind {
+            Kind::Peer => "peer",
+            Kind::Rendezvous => "rendezvous",
+        };
+        let spec = ChildSpec {
+            program: self.inner.program.clone(),
+            args: vec![
+                mode.into(),
+                self.inner.dir.join(name).into_os_string(),
+                "--supervised".into(),
+            ],
+        };
+        let child = Supervisor::new(spec, self.inner.changes.clone());
+        children.insert(name.to_owned(), (view.kind, child.clone()));
+        child
     }
 
-    fn children(&self) -> std::sync::MutexGuard<'_, HashMap<String, Supervisor>> {
+    fn children(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Kind, Supervisor)>> {
         self.inner
             .children
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Peer `name`'s lifecycle lock: one start, stop, restart, delete or restore at a time.
+    async fn lifecycle(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .inner
+            .lifecycles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_owned())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
     /// Starts peer `name` as a child.
     pub async fn start(&self, name: &str) -> Result<PeerView, LauncherError> {
+        let _lifecycle = self.lifecycle(name).await;
+        self.start_child(name).await
+    }
+
+    async fn start_child(&self, name: &str) -> Result<PeerView, LauncherError> {
         let view = self.peer(name).await?;
         if let Some(problem) = &view.problem {
             return Err(LauncherError::Conflict(format!(
@@ -681,6 +669,11 @@ impl Launcher {
     /// Stops peer `name`'s child (waiting until it exited); a peer this launcher did not start
     /// is refused.
     pub async fn stop(&self, name: &str) -> Result<PeerView, LauncherError> {
+        let _lifecycle = self.lifecycle(name).await;
+        self.stop_child(name).await
+    }
+
+    async fn stop_child(&self, name: &str) -> Result<PeerView, LauncherError> {
         let view = self.peer(name).await?;
         if let Some(holder) = &view.elsewhere {
             return Err(LauncherError::Conflict(format!(
@@ -688,7 +681,7 @@ impl Launcher {
                 holder.pid
             )));
         }
-        let child = self.children().get(name).cloned();
+        let child = self.children().get(name).map(|(_, child)| child.clone());
         if let Some(child) = child {
             child.stop().await;
         }
@@ -697,9 +690,10 @@ impl Launcher {
 
     /// Stops peer `name`'s child if it runs, and starts it again.
     pub async fn restart(&self, name: &str) -> Result<PeerView, LauncherError> {
+        let _lifecycle = self.lifecycle(name).await;
         let view = self.peer(name).await?;
         if view.elsewhere.is_some() || view.problem.is_some() {
-            return self.start(name).await;
+            return self.start_child(name).await;
         }
         self.supervisor(name, &view).restart().await;
         Ok(self.view(name).await)
@@ -724,7 +718,7 @@ impl Launcher {
 
     /// Stops every child, all at once; resolves when all have exited.
     pub async fn stop_all(&self) {
-        let children: Vec<Supervisor> = self.children().values().cloned().collect();
+        let children: Vec<Supervisor> = self.children().values().map(|(_, c)| c.clone()).collect();
         futures_util::future::join_all(children.iter().map(Supervisor::stop)).await;
     }
 
@@ -787,8 +781,12 @@ impl Launcher {
             // A running peer reads it again on SIGHUP, which it handles once its lock names
             // its console (before, the signal would end it).
             let holder = dirlock::holder(&self.inner.dir.join(&view.name));
-            if let Some(holder) = holder.filter(|h| h.console.is_some() && h.pid != 0) {
-                let pid = nix::unistd::Pid::from_raw(holder.pid as i32);
+            let pid = holder
+                .filter(|h| h.console.is_some())
+                .and_then(|h| i32::try_from(h.pid).ok())
+                .filter(|pid| *pid > 1 && *pid as u32 != std::process::id());
+            if let Some(pid) = pid {
+                let pid = nix::unistd::Pid::from_raw(pid);
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP);
             }
         }
@@ -811,7 +809,105 @@ impl Launcher {
 
     /// The output of peer `name`'s child, across its runs.
     pub fn logs(&self, name: &str) -> Option<crate::telemetry::LogBuffer> {
-        self.children().get(name).map(|c| c.logs().clone())
+        self.children().get(name).map(|(_, c)| c.logs().clone())
+    }
+}
+
+/// A peer as its directory says (its goop.json, key, lock and pending template); the active
+/// template is left to the caller. Blocking file work: run it off the async threads.
+fn read_view(path: &Path, name: String, process: ChildState, autostart: bool) -> PeerView {
+    let ours = matches!(process.phase, Phase::Running | Phase::Stopping);
+    let elsewhere = match ours {
+        true => None,
+        false => dirlock::holder(path),
+    };
+    let mut view = PeerView {
+        label: name.clone(),
+        name,
+        peer_id: None,
+        kind: Kind::Peer,
+        console: None,
+        p2p_port: None,
+        hub_port: None,
+        joins: None,
+        template: None,
+        autostart,
+        process,
+        elsewhere,
+        problem: None,
+    };
+    if let Err(error) = valid_name(&view.name) {
+        view.problem = Some(format!(
+            "the launcher cannot manage this folder: {error}; rename it"
+        ));
+        return view;
+    }
+    let config_path = path.join(config::FILE_NAME);
+    if !config_path.exists() {
+        view.problem = Some(format!(
+            "not a peer directory: it has no {} (create peers here with the launcher or `goop2 init`)",
+            config::FILE_NAME
+        ));
+        return view;
+    }
+    let config = match Config::load(&config_path) {
+        Ok(loaded) => loaded.config,
+        Err(err) => {
+            view.problem = Some(err.to_string());
+            return view;
+        }
+    };
+    let presence = &config.presence;
+    view.label = config.profile.label.clone();
+    view.kind = match presence.rendezvous_only {
+        true => Kind::Rendezvous,
+        false => Kind::Peer,
+    };
+    view.console = (!config.viewer.http_addr.is_empty()).then(|| config.viewer.http_addr.clone());
+    view.p2p_port = (view.kind == Kind::Peer).then_some(config.p2p.listen_port);
+    view.hub_port =
+        (presence.rendezvous_host || presence.rendezvous_only).then_some(presence.hub_port());
+    view.joins = (!presence.rendezvous_wan.is_empty()).then(|| presence.rendezvous_wan.clone());
+    if view.kind == Kind::Peer {
+        match crate::identity::peer_id_of(&Config::resolve(path, &config.identity.key_file)) {
+            Ok(id) => view.peer_id = id.map(|id| id.to_base58()),
+            Err(err) => view.problem = Some(err.to_string()),
+        }
+        if let Ok(pending) = std::fs::read_to_string(path.join(scaffold::PENDING_TEMPLATE)) {
+            view.template = Some(format!("{} (at the first start)", pending.trim()));
+        }
+    }
+    view
+}
+
+/// When a trash entry `<name>-<ms>` was deleted.
+fn trash_time(id: &str) -> Option<i64> {
+    let (name, ms) = id.rsplit_once('-')?;
+    valid_name(name).ok()?;
+    ms.parse().ok()
+}
+
+/// A trash entry as the page shows it.
+fn read_trashed(path: &Path, id: String, deleted_ms: i64) -> Trashed {
+    let name = id
+        .rsplit_once('-')
+        .map_or(id.as_str(), |(n, _)| n)
+        .to_owned();
+    let config = Config::load(&path.join(config::FILE_NAME))
+        .ok()
+        .map(|l| l.config);
+    let peer_id = config.as_ref().and_then(|c| {
+        crate::identity::peer_id_of(&Config::resolve(path, &c.identity.key_file))
+            .ok()
+            .flatten()
+            .map(|id| id.to_base58())
+    });
+    Trashed {
+        label: config.map_or_else(|| name.clone(), |c| c.profile.label),
+        name,
+        id,
+        peer_id,
+        deleted_ms,
     }
 }
 

@@ -3,10 +3,11 @@
 //!
 //! A task owns the child. Its standard output and error are read line by line (each line at most
 //! [`MAX_LINE`] bytes) into a ring of the last [`LOG_LINES`] lines, which pages tail live. A child
-//! that exits while it should run is started again after a backoff that doubles from
-//! [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`]; after [`MAX_QUICK_CRASHES`] exits in a row that each
-//! came within [`QUICK`] of their start, the supervisor gives up and shows the last error the
-//! child printed. Stopping sends SIGTERM and, after [`STOP_WAIT`], SIGKILL.
+//! that exits while it should run is started again after a backoff that doubles with each crash
+//! from [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`] (a run of [`STABLE`] or more starts the count
+//! again); after [`MAX_QUICK_CRASHES`] exits in a row that each came within [`QUICK`] of their
+//! start, the supervisor gives up and shows the last error the child printed. Stopping sends
+//! SIGTERM and, after [`STOP_WAIT`], SIGKILL.
 //!
 //! The child's standard input is a pipe whose other end only this task holds: when the launcher
 //! ends, however it ends, the pipe closes and the child stops by itself (`--supervised`), so no
@@ -40,6 +41,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub const QUICK: Duration = Duration::from_secs(10);
 /// Quick crashes in a row after which the supervisor gives up.
 pub const MAX_QUICK_CRASHES: u32 = 5;
+/// A run this long before a crash makes the next wait the first one again.
+pub const STABLE: Duration = Duration::from_secs(120);
 
 /// How to start the child.
 #[derive(Debug, Clone)]
@@ -120,6 +123,7 @@ impl Supervisor {
             logs: logs.clone(),
             changed,
             child: None,
+            crashes: 0,
             quick_crashes: 0,
             last_error: watch::channel(None).0,
         };
@@ -178,6 +182,9 @@ struct Task {
     logs: LogBuffer,
     changed: watch::Sender<u64>,
     child: Option<Running>,
+    /// Crashes since the last stable run, for the backoff.
+    crashes: u32,
+    /// Crashes in a row that came quickly, for giving up.
     quick_crashes: u32,
     /// The last error line the child's output readers saw.
     last_error: watch::Sender<Option<String>>,
@@ -204,6 +211,7 @@ impl Task {
                     Some(Order::Start(done)) => {
                         retry_at = None;
                         if self.child.is_none() {
+                            self.crashes = 0;
                             self.quick_crashes = 0;
                             self.update(|s| s.restarts = 0);
                             self.spawn();
@@ -213,6 +221,7 @@ impl Task {
                     Some(Order::Restart(done)) => {
                         retry_at = None;
                         self.terminate().await;
+                        self.crashes = 0;
                         self.quick_crashes = 0;
                         self.update(|s| s.restarts = 0);
                         self.spawn();
@@ -241,9 +250,13 @@ impl Task {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     let error = self.last_error.borrow().clone();
                     self.logs.push("WARN", "launcher", format!("the process {exit}"), Vec::new());
+                    self.crashes = match lived < STABLE {
+                        true => self.crashes + 1,
+                        false => 1,
+                    };
                     self.quick_crashes = match lived < QUICK {
                         true => self.quick_crashes + 1,
-                        false => 1,
+                        false => 0,
                     };
                     if self.quick_crashes >= MAX_QUICK_CRASHES {
                         self.logs.push(
@@ -261,7 +274,7 @@ impl Task {
                         });
                         continue;
                     }
-                    let wait = backoff(self.quick_crashes);
+                    let wait = backoff(self.crashes);
                     retry_at = Some(Instant::now() + wait);
                     self.update(|s| {
                         s.phase = Phase::Restarting;

@@ -171,20 +171,43 @@ async fn within_open_deadline(
 
 /// Asks the stream layer for a stream, again each [`OPEN_ATTEMPT`]: a request made while a
 /// connection to the peer is coming up can be lost there (it waits for a dial the swarm skips,
-/// the peer being connected), and a new request goes over the connection.
+/// the peer being connected), and a new request goes over the connection. A negotiation cut
+/// short by its connection closing is tried again, at most [`CLOSED_RETRIES`] times: when two
+/// peers dial each other at once, one of the two connections closes, possibly under a stream
+/// being opened, while the other carries on.
 async fn ask_for_stream(
     control: &mut Control,
     peer: PeerId,
     protocol: StreamProtocol,
 ) -> Result<libp2p::Stream, FetchError> {
+    let mut closed = 0;
     loop {
         let attempt = control.open_stream(peer, protocol.clone());
-        if let Ok(opened) = tokio::time::timeout(OPEN_ATTEMPT, attempt).await {
-            return opened.map_err(unreachable);
+        match tokio::time::timeout(OPEN_ATTEMPT, attempt).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            // A dial that failed (`NotConnected`) or a peer too slow to answer is no closing
+            // connection: not tried again.
+            Ok(Err(libp2p_stream::OpenStreamError::Io(err)))
+                if closed < CLOSED_RETRIES
+                    && !matches!(
+                        err.kind(),
+                        std::io::ErrorKind::NotConnected | std::io::ErrorKind::TimedOut
+                    ) =>
+            {
+                closed += 1;
+                tracing::debug!(peer.id = %peer, "opening a stream failed ({err}); trying again");
+                tokio::time::sleep(retry_pause(closed)).await;
+            }
+            Ok(Err(err)) => return Err(unreachable(err)),
+            Err(_) => {
+                tracing::debug!(peer.id = %peer, "no stream after {OPEN_ATTEMPT:?}; asking again")
+            }
         }
-        tracing::debug!(peer.id = %peer, "no stream after {OPEN_ATTEMPT:?}; asking again");
     }
 }
+
+/// Times a stream whose connection closed during its negotiation is asked for again.
+const CLOSED_RETRIES: u32 = 2;
 
 /// The pause before the `failures`-th replacement of a stream the peer reset.
 pub(super) fn retry_pause(failures: u32) -> Duration {
