@@ -13,6 +13,9 @@ use super::{ConfigError, Secret};
 /// The hub's port when neither `presence.rendezvous_port` nor the environment says otherwise.
 pub const DEFAULT_RENDEZVOUS_PORT: u16 = 8787;
 
+/// The relay's port unless `presence.relay_port` says otherwise: libp2p's usual one.
+pub const DEFAULT_RELAY_PORT: u16 = 4001;
+
 /// The environment variable through which hosting platforms tell a service which port to
 /// listen on; `goop2 rendezvous` reads it when `goop.json` leaves the port out.
 pub const PORT_VARIABLE: &str = "PORT";
@@ -61,6 +64,24 @@ pub struct PresenceSettings {
     /// Of those, peers heard of only second-hand over gossip (no hub, favourite, earlier run or
     /// own connection vouches for them).
     pub max_gossip_strangers: u32,
+    /// Run a libp2p circuit relay beside the hub (`goop2 rendezvous`), for peers behind NAT.
+    pub relay_enabled: bool,
+    /// The relay's TCP and QUIC port, on every interface (0: any free one).
+    pub relay_port: u16,
+    /// Where peers reach the relay, as multiaddrs (`/ip4/203.0.113.7/tcp/4001`), when that is not
+    /// an address it listens on (behind a firewall's port forward or a NAT); empty: those.
+    pub relay_external_addrs: Vec<String>,
+    /// Relay reservations held at once, in total and per peer.
+    pub relay_max_reservations: u32,
+    pub relay_max_reservations_per_peer: u32,
+    /// How long a reservation lasts before its peer renews it.
+    pub relay_reservation_seconds: u32,
+    /// Circuits open at once, in total and per peer.
+    pub relay_max_circuits: u32,
+    pub relay_max_circuits_per_peer: u32,
+    /// How long one circuit may stay open, and how many bytes it may carry.
+    pub relay_circuit_seconds: u32,
+    pub relay_circuit_bytes: u64,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -91,6 +112,16 @@ impl Default for PresenceSettings {
             gossip_per_second: 20,
             max_peers: 2_000,
             max_gossip_strangers: 500,
+            relay_enabled: false,
+            relay_port: DEFAULT_RELAY_PORT,
+            relay_external_addrs: Vec::new(),
+            relay_max_reservations: 128,
+            relay_max_reservations_per_peer: 4,
+            relay_reservation_seconds: 3600,
+            relay_max_circuits: 16,
+            relay_max_circuits_per_peer: 4,
+            relay_circuit_seconds: 120,
+            relay_circuit_bytes: 128 * 1024,
             extra: Map::new(),
         }
     }

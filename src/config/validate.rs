@@ -31,6 +31,14 @@ const INTEGER_RANGES: &[(&str, &str, i64, i64)] = &[
     ("presence", "gossip_per_second", 1, 1_000_000),
     ("presence", "max_peers", 1, 1_000_000),
     ("presence", "max_gossip_strangers", 0, 1_000_000),
+    ("presence", "relay_port", 0, 65535),
+    ("presence", "relay_max_reservations", 1, 100_000),
+    ("presence", "relay_max_reservations_per_peer", 1, 100),
+    ("presence", "relay_reservation_seconds", 60, 86_400),
+    ("presence", "relay_max_circuits", 1, 100_000),
+    ("presence", "relay_max_circuits_per_peer", 1, 100),
+    ("presence", "relay_circuit_seconds", 1, 86_400),
+    ("presence", "relay_circuit_bytes", 1, 1_099_511_627_776),
     ("lua", "timeout_seconds", 1, 60),
     ("lua", "max_memory_mb", 1, 1024),
     ("lua", "rate_limit_per_peer", 1, 1_000_000),
@@ -184,6 +192,18 @@ impl Config {
             !presence.templates_dir.trim().is_empty(),
             "presence.templates_dir must not be empty; the default is \"templates\"".into(),
         );
+        for (index, entry) in presence.relay_external_addrs.iter().enumerate() {
+            check(
+                entry.parse::<libp2p::Multiaddr>().is_ok_and(|addr| {
+                    !addr
+                        .iter()
+                        .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                }),
+                format!(
+                    "presence.relay_external_addrs[{index}] ({entry:?}) must be a multiaddr without /p2p/, such as \"/ip4/203.0.113.7/tcp/4001\""
+                ),
+            );
+        }
         for (index, entry) in presence.trusted_proxies.iter().enumerate() {
             check(
                 parse_ip_or_net(entry).is_some(),

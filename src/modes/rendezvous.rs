@@ -19,6 +19,7 @@ use crate::http::server::{self, ServerLimits};
 use crate::http::session::AdminAuth;
 use crate::http::viewer::{self, ViewerApp};
 use crate::services::hub::{Hub, HubOptions};
+use crate::services::relay::{Relay, RelayLimits, RelayOptions};
 use crate::services::sitetemplates::store::{TemplateStore, Templates};
 use crate::store::hub::HubStore;
 use crate::telemetry::LogBuffer;
@@ -92,6 +93,11 @@ pub async fn start_with_options(
             .await
             .with_context(|| format!("cannot read the peer database ({})", store.kind()))?;
     }
+    let (stop, stopped) = watch::channel(false);
+    let relay = match presence.relay_enabled {
+        true => Some(start_relay(dir, config, stopped.clone()).await?),
+        false => None,
+    };
     let app = HubApp {
         hub: hub.clone(),
         proxies: TrustedProxies(Arc::new(presence.trusted_proxy_nets())),
@@ -105,6 +111,7 @@ pub async fn start_with_options(
             )))),
         },
         config: Arc::new(config.clone()),
+        relay,
     };
     let logs_for_viewer = logs;
     let direct_app = app.clone();
@@ -116,7 +123,6 @@ pub async fn start_with_options(
         stalls: Some(hub.metrics().dropped_slow_subscribers.clone()),
         ..ServerLimits::default()
     };
-    let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
@@ -185,6 +191,41 @@ impl RunningHub {
         }
         tracing::info!("rendezvous hub stopped");
     }
+}
+
+/// The circuit relay of `presence.relay_enabled`, with the directory's identity key, on every
+/// interface at `presence.relay_port`.
+async fn start_relay(
+    dir: &Path,
+    config: &Config,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<Relay> {
+    let presence = &config.presence;
+    let key = Config::resolve(dir, &config.identity.key_file);
+    let identity = crate::identity::load_or_create(&key)?;
+    let options = RelayOptions {
+        listen_ip: std::net::IpAddr::from([0, 0, 0, 0]),
+        port: presence.relay_port,
+        // Validated at load.
+        external_addrs: presence
+            .relay_external_addrs
+            .iter()
+            .filter_map(|addr| addr.parse().ok())
+            .collect(),
+        limits: RelayLimits {
+            max_reservations: presence.relay_max_reservations as usize,
+            max_reservations_per_peer: presence.relay_max_reservations_per_peer as usize,
+            reservation_seconds: presence.relay_reservation_seconds.into(),
+            max_circuits: presence.relay_max_circuits as usize,
+            max_circuits_per_peer: presence.relay_max_circuits_per_peer as usize,
+            circuit_seconds: presence.relay_circuit_seconds.into(),
+            circuit_bytes: presence.relay_circuit_bytes,
+        },
+        probe_private_addrs: false,
+    };
+    Relay::start(identity.keypair, options, stopped)
+        .await
+        .context("cannot start the circuit relay (presence.relay_enabled)")
 }
 
 /// The shared peer database goop.json names, if any: PostgreSQL (`presence.peer_db_url`) or a

@@ -16,6 +16,7 @@ pub mod lua;
 pub mod mq;
 pub mod node;
 pub mod presence;
+pub mod relay;
 pub mod scaffold;
 pub mod site;
 pub mod site_files;

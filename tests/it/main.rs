@@ -43,6 +43,7 @@ mod node_budget;
 mod peer;
 mod peer_table;
 mod probes;
+mod relay;
 mod sessions;
 mod support;
 mod templates;

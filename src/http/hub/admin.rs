@@ -73,6 +73,33 @@ struct AdminPage {
     notice: Option<String>,
     peers: Vec<AdminPeer>,
     bans: Vec<BanRow>,
+    relay: Option<RelayView>,
+}
+
+/// The circuit relay as the administrator sees it.
+struct RelayView {
+    peer_id: String,
+    addrs: Vec<String>,
+    limits: crate::services::relay::RelayLimits,
+    reservations: u64,
+    circuits: u64,
+    refused: u64,
+}
+
+impl RelayView {
+    fn of(relay: &crate::services::relay::Relay) -> RelayView {
+        use std::sync::atomic::Ordering::Relaxed;
+        let metrics = &relay.metrics;
+        RelayView {
+            peer_id: relay.peer_id.to_base58(),
+            addrs: relay.addrs.iter().map(ToString::to_string).collect(),
+            limits: relay.limits.clone(),
+            reservations: metrics.reservations.load(Relaxed),
+            circuits: metrics.circuits.load(Relaxed),
+            refused: metrics.reservations_refused.load(Relaxed)
+                + metrics.circuits_refused.load(Relaxed),
+        }
+    }
 }
 
 async fn show_admin(State(app): State<HubApp>, headers: HeaderMap) -> Response {
@@ -96,6 +123,7 @@ async fn show_admin(State(app): State<HubApp>, headers: HeaderMap) -> Response {
     let now_ms = unix_ms();
     AdminPage {
         hub_name,
+        relay: app.relay.as_ref().map(RelayView::of),
         notice: app.admin.sessions.take_notice(&session.token),
         csrf: session.csrf,
         peers: app

@@ -34,6 +34,8 @@ pub struct HubApp {
     pub templates: Templates,
     /// The configuration the hub started with, for the admin's config page.
     pub config: Arc<Config>,
+    /// The circuit relay beside the hub (`presence.relay_enabled`).
+    pub relay: Option<crate::services::relay::Relay>,
 }
 
 impl FromRef<HubApp> for AdminAuth {

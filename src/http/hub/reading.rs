@@ -1,4 +1,4 @@
-//! The public reading endpoints: `/peers.json`, `/healthz`, `/metrics`.
+//! The public reading endpoints: `/peers.json`, `/healthz`, `/metrics`, `/relay`.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -16,6 +16,23 @@ pub fn routes() -> Router<HubApp> {
         .route("/peers.json", get(list_peers))
         .route("/healthz", get(check_health))
         .route("/metrics", get(render_metrics))
+        .route("/relay", get(show_relay))
+}
+
+/// The hub's circuit relay: its peer ID and where peers reach it (404 without one).
+async fn show_relay(State(app): State<HubApp>) -> Response {
+    match &app.relay {
+        Some(relay) => Json(serde_json::json!({
+            "peer_id": relay.peer_id.to_base58(),
+            "addrs": relay.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        None => crate::http::error::HttpError::new(
+            StatusCode::NOT_FOUND,
+            "this hub runs no circuit relay (presence.relay_enabled)",
+        )
+        .into_response(),
+    }
 }
 
 /// One peer as `/peers.json` shows it to the public: no email.
@@ -74,7 +91,11 @@ async fn check_health(State(app): State<HubApp>) -> Response {
 }
 
 async fn render_metrics(State(app): State<HubApp>) -> Response {
-    let mut response = app.hub.render_metrics().into_response();
+    let mut text = app.hub.render_metrics();
+    if let Some(relay) = &app.relay {
+        text.push_str(&relay.metrics.render());
+    }
+    let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

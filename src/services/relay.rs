@@ -1,0 +1,344 @@
+//! The hub's circuit relay: a libp2p host of its own (TCP and QUIC, Noise, Yamux) running
+//! circuit relay v2, so that two peers behind home routers, which cannot dial each other, still
+//! reach each other through the hub (and then try to connect directly with DCUtR). It also
+//! answers Identify (which tells a peer the address the hub sees it at), Ping, and AutoNAT
+//! dial-back probes (which tell a peer whether others can reach it).
+//!
+//! Everything it holds is bounded by [`RelayLimits`]: reservations in total and per peer, how
+//! long one lasts, circuits in total and per peer, and each circuit's duration and bytes (the
+//! defaults are rust-libp2p's, whose per-peer and per-IP rates of new reservations and circuits
+//! also apply). A circuit over its time or bytes is closed by the relay.
+//!
+//! One task owns the swarm; [`Relay`] is the handle with its identity, its addresses and its
+//! counters, and the task stops when the hub stops.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, SwarmBuilder, autonat, identify, noise, ping, relay, tcp, yamux};
+use libp2p_identity::Keypair;
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// The Identify protocol version of the relay host.
+const PROTOCOL_VERSION: &str = "goop2-relay/1";
+/// How long an idle connection to the relay stays open; a reservation keeps its own open.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long starting may take to learn the addresses it listens on.
+const LISTEN_WAIT: Duration = Duration::from_secs(10);
+
+/// What the relay allows; the defaults are rust-libp2p's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RelayLimits {
+    pub max_reservations: usize,
+    pub max_reservations_per_peer: usize,
+    /// How long a reservation lasts before its peer must renew it.
+    pub reservation_seconds: u64,
+    pub max_circuits: usize,
+    pub max_circuits_per_peer: usize,
+    /// How long one circuit may stay open.
+    pub circuit_seconds: u64,
+    /// How many bytes one circuit may carry, each way together.
+    pub circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        let libp2p = relay::Config::default();
+        RelayLimits {
+            max_reservations: libp2p.max_reservations,
+            max_reservations_per_peer: libp2p.max_reservations_per_peer,
+            reservation_seconds: libp2p.reservation_duration.as_secs(),
+            max_circuits: libp2p.max_circuits,
+            max_circuits_per_peer: libp2p.max_circuits_per_peer,
+            circuit_seconds: libp2p.max_circuit_duration.as_secs(),
+            circuit_bytes: libp2p.max_circuit_bytes,
+        }
+    }
+}
+
+impl RelayLimits {
+    fn to_config(&self) -> relay::Config {
+        relay::Config {
+            max_reservations: self.max_reservations,
+            max_reservations_per_peer: self.max_reservations_per_peer,
+            reservation_duration: Duration::from_secs(self.reservation_seconds),
+            max_circuits: self.max_circuits,
+            max_circuits_per_peer: self.max_circuits_per_peer,
+            max_circuit_duration: Duration::from_secs(self.circuit_seconds),
+            max_circuit_bytes: self.circuit_bytes,
+            ..relay::Config::default()
+        }
+    }
+}
+
+/// How to run the relay.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    pub listen_ip: IpAddr,
+    /// TCP and QUIC port; 0 picks free ones.
+    pub port: u16,
+    /// The addresses peers reach the relay at (a public IP and port behind a firewall or NAT);
+    /// empty: the addresses it listens on.
+    pub external_addrs: Vec<Multiaddr>,
+    pub limits: RelayLimits,
+    /// Probe addresses that are not global too (AutoNAT); for LANs and tests.
+    pub probe_private_addrs: bool,
+}
+
+/// What the relay counts, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct RelayMetrics {
+    pub reservations: AtomicU64,
+    pub reservations_accepted: AtomicU64,
+    pub reservations_refused: AtomicU64,
+    pub circuits: AtomicU64,
+    pub circuits_accepted: AtomicU64,
+    pub circuits_refused: AtomicU64,
+    pub circuits_closed: AtomicU64,
+}
+
+impl RelayMetrics {
+    /// The counters in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let lines = [
+            (
+                "goop_relay_reservations",
+                "gauge",
+                "Reservations held now.",
+                get(&self.reservations),
+            ),
+            (
+                "goop_relay_reservations_accepted_total",
+                "counter",
+                "Reservations accepted (renewals included).",
+                get(&self.reservations_accepted),
+            ),
+            (
+                "goop_relay_reservations_refused_total",
+                "counter",
+                "Reservations refused (limits, rates).",
+                get(&self.reservations_refused),
+            ),
+            (
+                "goop_relay_circuits",
+                "gauge",
+                "Circuits open now.",
+                get(&self.circuits),
+            ),
+            (
+                "goop_relay_circuits_accepted_total",
+                "counter",
+                "Circuits opened.",
+                get(&self.circuits_accepted),
+            ),
+            (
+                "goop_relay_circuits_refused_total",
+                "counter",
+                "Circuits refused (limits, rates, no reservation).",
+                get(&self.circuits_refused),
+            ),
+            (
+                "goop_relay_circuits_closed_total",
+                "counter",
+                "Circuits closed (ended, or over their time or bytes).",
+                get(&self.circuits_closed),
+            ),
+        ];
+        let mut text = String::new();
+        for (name, kind, help, value) in lines {
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
+        }
+        text
+    }
+}
+
+/// The running relay. Cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    pub peer_id: PeerId,
+    /// Where peers reach it, each ending in `/p2p/<peer_id>`.
+    pub addrs: Vec<Multiaddr>,
+    pub limits: RelayLimits,
+    pub metrics: Arc<RelayMetrics>,
+}
+
+#[derive(NetworkBehaviour)]
+struct RelayBehaviour {
+    relay: relay::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    autonat: autonat::Behaviour,
+}
+
+impl Relay {
+    /// Starts the relay with identity `keypair`; it runs until `stop` says true.
+    pub async fn start(
+        keypair: Keypair,
+        options: RelayOptions,
+        mut stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Relay> {
+        let peer_id = keypair.public().to_peer_id();
+        let limits = options.limits.clone();
+        let mut swarm = SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .context("cannot set up the relay's TCP transport")?
+            .with_quic()
+            .with_behaviour(|key| RelayBehaviour {
+                relay: relay::Behaviour::new(peer_id, limits.to_config()),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    PROTOCOL_VERSION.into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::default(),
+                autonat: autonat::Behaviour::new(
+                    peer_id,
+                    autonat::Config {
+                        only_global_ips: !options.probe_private_addrs,
+                        ..autonat::Config::default()
+                    },
+                ),
+            })
+            .context("cannot set up the relay's behaviours")?
+            .with_swarm_config(|config| config.with_idle_connection_timeout(IDLE_TIMEOUT))
+            .build();
+        let ip = match options.listen_ip {
+            IpAddr::V4(ip) => Protocol::Ip4(ip),
+            IpAddr::V6(ip) => Protocol::Ip6(ip),
+        };
+        let tcp = Multiaddr::empty()
+            .with(ip.clone())
+            .with(Protocol::Tcp(options.port));
+        swarm
+            .listen_on(tcp.clone())
+            .with_context(|| format!("cannot listen on {tcp} (presence.relay_port)"))?;
+        // The TCP port picked, then QUIC on the same number.
+        let mut listening = Vec::new();
+        let deadline = tokio::time::Instant::now() + LISTEN_WAIT;
+        while listening.is_empty() {
+            let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+                .await
+                .context("the relay did not start listening")?;
+            match event {
+                SwarmEvent::NewListenAddr { address, .. } => listening.push(address),
+                SwarmEvent::ListenerClosed {
+                    reason: Err(err), ..
+                } => anyhow::bail!("the relay cannot listen on {tcp}: {err}"),
+                _ => {}
+            }
+        }
+        let port = listening.iter().find_map(|a| {
+            a.iter().find_map(|p| match p {
+                Protocol::Tcp(port) => Some(port),
+                _ => None,
+            })
+        });
+        if let Some(port) = port {
+            let quic = Multiaddr::empty()
+                .with(ip)
+                .with(Protocol::Udp(port))
+                .with(Protocol::QuicV1);
+            if let Err(err) = swarm.listen_on(quic.clone()) {
+                tracing::warn!("the relay does not listen on {quic} (QUIC): {err}");
+            }
+        }
+        // Give QUIC a moment to report its address too.
+        let settle = tokio::time::Instant::now() + Duration::from_millis(300);
+        while let Ok(event) = tokio::time::timeout_at(settle, swarm.select_next_some()).await {
+            if let SwarmEvent::NewListenAddr { address, .. } = event {
+                listening.push(address);
+            }
+        }
+        let external = match options.external_addrs.is_empty() {
+            false => options.external_addrs.clone(),
+            true => listening,
+        };
+        for addr in &external {
+            swarm.add_external_address(addr.clone());
+        }
+        let addrs: Vec<Multiaddr> = external
+            .into_iter()
+            .map(|addr| addr.with_p2p(peer_id).unwrap_or_else(|addr| addr))
+            .collect();
+        tracing::info!(relay.id = %peer_id, addrs = ?addrs, "circuit relay running");
+        let relay = Relay {
+            peer_id,
+            addrs,
+            limits: options.limits,
+            metrics: Arc::default(),
+        };
+        let metrics = relay.metrics.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = swarm.select_next_some() => count(&metrics, event),
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+            tracing::info!("circuit relay stopped");
+        });
+        Ok(relay)
+    }
+}
+
+/// Counts what the relay did.
+fn count(metrics: &RelayMetrics, event: SwarmEvent<RelayBehaviourEvent>) {
+    let SwarmEvent::Behaviour(RelayBehaviourEvent::Relay(event)) = event else {
+        return;
+    };
+    let add = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
+    let sub = |counter: &AtomicU64| {
+        let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    };
+    #[allow(deprecated)]
+    match event {
+        relay::Event::ReservationReqAccepted {
+            renewed,
+            src_peer_id,
+        } => {
+            add(&metrics.reservations_accepted);
+            if !renewed {
+                add(&metrics.reservations);
+                tracing::debug!(peer.id = %src_peer_id, "relay reservation accepted");
+            }
+        }
+        relay::Event::ReservationReqDenied { src_peer_id, .. } => {
+            add(&metrics.reservations_refused);
+            tracing::info!(peer.id = %src_peer_id, "relay reservation refused");
+        }
+        relay::Event::ReservationClosed { .. } | relay::Event::ReservationTimedOut { .. } => {
+            sub(&metrics.reservations)
+        }
+        relay::Event::CircuitReqAccepted { .. } => {
+            add(&metrics.circuits);
+            add(&metrics.circuits_accepted);
+        }
+        relay::Event::CircuitReqDenied {
+            src_peer_id,
+            dst_peer_id,
+            ..
+        } => {
+            add(&metrics.circuits_refused);
+            tracing::info!(from = %src_peer_id, to = %dst_peer_id, "relay circuit refused");
+        }
+        relay::Event::CircuitClosed { .. } => {
+            sub(&metrics.circuits);
+            add(&metrics.circuits_closed);
+        }
+        _ => {}
+    }
+}
