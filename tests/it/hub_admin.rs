@@ -21,18 +21,7 @@ pub async fn hub_with_admin() -> TestHub {
 
 /// Signs in; returns the cookie header value and the CSRF token of the admin page.
 pub async fn sign_in(hub: &TestHub) -> (String, String) {
-    let response = no_redirects()
-        .post(format!("{}/admin/login", hub.url))
-        .form(&[("password", PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 303);
-    let set_cookie = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let cookie = crate::support::hub_admin_cookie(&hub.url, PASSWORD).await;
     let page = admin_get(hub, &cookie, "/admin")
         .await
         .text()

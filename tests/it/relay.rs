@@ -213,20 +213,7 @@ async fn the_hubs_relay_carries_a_circuit_within_its_limits_and_says_so() {
     }
 
     // The administrator sees the relay and its limits.
-    let login = crate::support::no_redirects()
-        .post(format!("{}/admin/login", hub.url))
-        .form(&[("password", "relay admin pw")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status().as_u16(), 303);
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = crate::support::hub_admin_cookie(&hub.url, "relay admin pw").await;
     let admin = reqwest::Client::new()
         .get(format!("{}/admin", hub.url))
         .header("cookie", cookie)

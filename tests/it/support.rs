@@ -483,6 +483,24 @@ pub async fn sign_in(base: &str, password: &str) -> String {
         .to_owned()
 }
 
+/// Signs in to a hub's administration at `base`; returns the cookie.
+pub async fn hub_admin_cookie(base: &str, password: &str) -> String {
+    let response = no_redirects()
+        .post(format!("{base}/admin/login"))
+        .form(&[("password", password)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 303, "signing in to the hub");
+    response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 /// A client that reports redirects instead of following them.
 pub fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
