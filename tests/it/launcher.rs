@@ -601,9 +601,20 @@ async fn a_directory_that_is_not_a_peer_and_a_broken_goop_json_are_shown_not_sta
 async fn a_rendezvous_hub_is_created_and_run_as_one() {
     let dir = launcher_dir(json!({}));
     let launcher = LauncherProcess::start(dir.path()).await;
-    let hub = launcher
-        .create(json!({"name": "hub", "rendezvous_only": true}))
+    let (status, body) = launcher
+        .post("/api/peers", json!({"name": "nohub", "hub_password": "x"}))
         .await;
+    assert_eq!(status, 400, "{body}");
+    let hub = launcher
+        .create(json!({"name": "hub", "rendezvous_only": true, "hub_password": "hub admin pw"}))
+        .await;
+    let config = goop2::config::Config::load_dir(&dir.path().join("hub"))
+        .unwrap()
+        .config;
+    assert!(
+        config.presence.admin_password.is_argon2_hash(),
+        "only the hash is kept"
+    );
     assert_eq!(hub["kind"], "rendezvous");
     assert_eq!(hub["peer_id"], Value::Null);
     let (status, body) = launcher
@@ -624,6 +635,9 @@ async fn a_rendezvous_hub_is_created_and_run_as_one() {
         })
         .await
     );
+    // Its administrator signs in with the password given at creation.
+    let hub_url = format!("http://127.0.0.1:{}", hub["hub_port"]);
+    crate::support::hub_admin_cookie(&hub_url, "hub admin pw").await;
     // Its settings viewer answers where the launcher's "Configure" sends its owner.
     let settings = format!("{}/self", console_of(&hub));
     assert!(

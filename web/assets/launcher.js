@@ -264,6 +264,7 @@
       hub: form.hub.value.trim(),
       host_hub: form.host_hub.checked,
       rendezvous_only: form.rendezvous_only.checked,
+      hub_password: form.hub_password.value,
       autostart: form.autostart.checked,
     };
     act("/api/peers", body, (peer) => {

@@ -206,6 +206,8 @@ pub struct NewPeer {
     pub host_hub: bool,
     /// A hub only (`presence.rendezvous_only`), run with `goop2 rendezvous`.
     pub rendezvous_only: bool,
+    /// The password of the hub's `/admin` (stored as its argon2id hash); empty: no admin.
+    pub hub_password: String,
     /// Start it with the launcher.
     pub autostart: bool,
 }
@@ -371,6 +373,12 @@ impl Launcher {
                 "there is already a peer (or folder) named {name:?}"
             )));
         }
+        let runs_a_hub = new.host_hub || new.rendezvous_only;
+        if !new.hub_password.is_empty() && !runs_a_hub {
+            return Err(LauncherError::Invalid(
+                "a hub admin password is for a peer that hosts a hub, or a hub only".into(),
+            ));
+        }
         if new.rendezvous_only && !new.template.is_empty() {
             return Err(LauncherError::Invalid(
                 "a rendezvous-only hub has no site: leave the template empty".into(),
@@ -401,6 +409,14 @@ impl Launcher {
             hub: (!new.hub.trim().is_empty()).then(|| new.hub.trim().to_owned()),
             template: (!new.template.is_empty()).then(|| new.template.clone()),
         };
+        let hub_password = match new.hub_password.is_empty() {
+            true => None,
+            false => Some(
+                crate::services::auth::hash_password(&new.hub_password).map_err(|err| {
+                    LauncherError::Invalid(format!("the hub admin password: {err}"))
+                })?,
+            ),
+        };
         let made = scaffold::run_with(&staging, options).and_then(|scaffold| {
             let mut config = Config::load(&scaffold.config_path)?.config;
             config.viewer.theme = self.settings().theme;
@@ -410,6 +426,9 @@ impl Launcher {
             }
             if new.rendezvous_only {
                 config.presence.rendezvous_only = true;
+            }
+            if let Some(hash) = &hub_password {
+                config.presence.admin_password = config::Secret::new(hash.clone());
             }
             let problems = config.validate();
             if !problems.is_empty() {
