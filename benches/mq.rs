@@ -89,6 +89,7 @@ fn node_options() -> NodeOptions {
             ..NodeLimits::default()
         },
         gossip: Default::default(),
+        relay: None,
     }
 }
 

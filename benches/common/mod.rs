@@ -62,6 +62,7 @@ pub async fn local_pair(server_key: Keypair, served: Served) -> anyhow::Result<(
         presence_topic: "goop.presence.v1".into(),
         limits: Default::default(),
         gossip: Default::default(),
+        relay: None,
     };
     // The nodes live as long as their handles; their events are not needed.
     let (server, _) = Node::start(server_key, options.clone(), served).await?;

@@ -22,6 +22,9 @@ pub struct P2p {
     /// Dials the peer starts at once, then per second.
     pub dial_burst: u32,
     pub dials_per_second: u32,
+    /// Relay for other peers (circuit relay v2) within the `presence.relay_*` bounds, for
+    /// communities without a hub operator; a hub this peer hosts announces it at `/relay`.
+    pub relay_enabled: bool,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -37,6 +40,7 @@ impl Default for P2p {
             connections_per_address: 16,
             dial_burst: 64,
             dials_per_second: 16,
+            relay_enabled: false,
             extra: Map::new(),
         }
     }

@@ -233,6 +233,10 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
                 burst: config.presence.gossip_burst,
                 per_second: config.presence.gossip_per_second,
             },
+            relay: config
+                .p2p
+                .relay_enabled
+                .then(|| crate::services::relay::RelayLimits::of(&config.presence)),
         },
         protocols,
     )
@@ -285,7 +289,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let mut hub_urls = Vec::new();
     let logs_for_console = logs.clone();
     let hub = if config.presence.rendezvous_host {
-        let running = rendezvous::start_embedded(dir, config, logs).await?;
+        let running = rendezvous::start_embedded(dir, config, logs, node.relay().await?).await?;
         let local = local_url(running.hub_addr);
         hub_urls.push(local);
         Some(running)

@@ -65,10 +65,20 @@ pub async fn start_embedded(
     dir: &Path,
     config: &Config,
     logs: LogBuffer,
+    relay: Option<Relay>,
 ) -> anyhow::Result<RunningHub> {
     let mut config = config.clone();
     config.viewer.http_addr.clear();
-    start(dir, &config, logs).await
+    let options = HubOptions::from_config(&config);
+    start_hub(dir, &config, options, logs, HubRelay::Given(relay)).await
+}
+
+/// Where a hub's relay comes from.
+enum HubRelay {
+    /// Its own, with `presence.relay_enabled`.
+    FromConfig,
+    /// The node of the peer hosting it (`p2p.relay_enabled`), or none.
+    Given(Option<Relay>),
 }
 
 /// Like [`start`], with hub options adjusted beyond what `goop.json` sets (queue sizes).
@@ -77,6 +87,16 @@ pub async fn start_with_options(
     config: &Config,
     options: HubOptions,
     logs: LogBuffer,
+) -> anyhow::Result<RunningHub> {
+    start_hub(dir, config, options, logs, HubRelay::FromConfig).await
+}
+
+async fn start_hub(
+    dir: &Path,
+    config: &Config,
+    options: HubOptions,
+    logs: LogBuffer,
+    relay: HubRelay,
 ) -> anyhow::Result<RunningHub> {
     let presence = &config.presence;
     let mut options = options;
@@ -94,9 +114,12 @@ pub async fn start_with_options(
             .with_context(|| format!("cannot read the peer database ({})", store.kind()))?;
     }
     let (stop, stopped) = watch::channel(false);
-    let relay = match presence.relay_enabled {
-        true => Some(start_relay(dir, config, stopped.clone()).await?),
-        false => None,
+    let relay = match relay {
+        HubRelay::Given(relay) => relay,
+        HubRelay::FromConfig if presence.relay_enabled => {
+            Some(start_relay(dir, config, stopped.clone()).await?)
+        }
+        HubRelay::FromConfig => None,
     };
     let app = HubApp {
         hub: hub.clone(),
@@ -212,15 +235,7 @@ async fn start_relay(
             .iter()
             .filter_map(|addr| addr.parse().ok())
             .collect(),
-        limits: RelayLimits {
-            max_reservations: presence.relay_max_reservations as usize,
-            max_reservations_per_peer: presence.relay_max_reservations_per_peer as usize,
-            reservation_seconds: presence.relay_reservation_seconds.into(),
-            max_circuits: presence.relay_max_circuits as usize,
-            max_circuits_per_peer: presence.relay_max_circuits_per_peer as usize,
-            circuit_seconds: presence.relay_circuit_seconds.into(),
-            circuit_bytes: presence.relay_circuit_bytes,
-        },
+        limits: RelayLimits::of(presence),
         probe_private_addrs: false,
     };
     Relay::start(identity.keypair, options, stopped)

@@ -64,7 +64,21 @@ impl Default for RelayLimits {
 }
 
 impl RelayLimits {
-    fn to_config(&self) -> relay::Config {
+    /// The bounds goop.json sets (`presence.relay_*`), for the hub's relay and a peer's alike.
+    pub fn of(presence: &crate::config::PresenceSettings) -> RelayLimits {
+        RelayLimits {
+            max_reservations: presence.relay_max_reservations as usize,
+            max_reservations_per_peer: presence.relay_max_reservations_per_peer as usize,
+            reservation_seconds: presence.relay_reservation_seconds.into(),
+            max_circuits: presence.relay_max_circuits as usize,
+            max_circuits_per_peer: presence.relay_max_circuits_per_peer as usize,
+            circuit_seconds: presence.relay_circuit_seconds.into(),
+            circuit_bytes: presence.relay_circuit_bytes,
+        }
+    }
+
+    /// The relay behaviour's configuration.
+    pub fn to_config(&self) -> relay::Config {
         relay::Config {
             max_reservations: self.max_reservations,
             max_reservations_per_peer: self.max_reservations_per_peer,
@@ -285,7 +299,11 @@ impl Relay {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    event = swarm.select_next_some() => count(&metrics, event),
+                    event = swarm.select_next_some() => {
+                        if let SwarmEvent::Behaviour(RelayBehaviourEvent::Relay(event)) = event {
+                            count(&metrics, event);
+                        }
+                    }
                     _ = stop.wait_for(|s| *s) => break,
                 }
             }
@@ -295,11 +313,8 @@ impl Relay {
     }
 }
 
-/// Counts what the relay did.
-fn count(metrics: &RelayMetrics, event: SwarmEvent<RelayBehaviourEvent>) {
-    let SwarmEvent::Behaviour(RelayBehaviourEvent::Relay(event)) = event else {
-        return;
-    };
+/// Counts what a relay did (the hub's, or a peer's with `p2p.relay_enabled`).
+pub fn count(metrics: &RelayMetrics, event: relay::Event) {
     let add = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
     let sub = |counter: &AtomicU64| {
         let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));

@@ -124,6 +124,7 @@ fn options(limits: goop2::services::node::budget::NodeLimits) -> NodeOptions {
         presence_topic: "goop.presence.v1".into(),
         limits,
         gossip: Default::default(),
+        relay: None,
     }
 }
 

@@ -172,6 +172,7 @@ fn node_options(gossip: GossipLimits) -> NodeOptions {
         presence_topic: TOPIC.into(),
         limits: Default::default(),
         gossip,
+        relay: None,
     }
 }
 

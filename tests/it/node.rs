@@ -24,6 +24,7 @@ pub(crate) fn options(tag: &str) -> NodeOptions {
         presence_topic: "goop.presence.v1".into(),
         limits: Default::default(),
         gossip: Default::default(),
+        relay: None,
     }
 }
 

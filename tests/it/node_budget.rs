@@ -30,6 +30,7 @@ fn options(ip: [u8; 4]) -> NodeOptions {
         presence_topic: "goop.presence.v1".into(),
         limits: Default::default(),
         gossip: Default::default(),
+        relay: None,
     }
 }
 

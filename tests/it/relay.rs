@@ -254,3 +254,72 @@ async fn a_hub_without_a_relay_says_so_and_a_bad_relay_address_is_refused() {
         "{problems:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_relay_enabled_relays_for_others_and_its_hub_announces_it() {
+    let peer = crate::support::TestPeer::spawn("Relay", |config| {
+        config.p2p.relay_enabled = true;
+        config.presence.rendezvous_host = true;
+    })
+    .await;
+    let hub = format!("http://{}", peer.hub.as_ref().unwrap().hub_addr);
+    let announced: Value = serde_json::from_str(&get_text(&format!("{hub}/relay")).await).unwrap();
+    assert_eq!(announced["peer_id"], peer.peer_id.to_base58());
+    let relay: Multiaddr = announced["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().parse::<Multiaddr>().unwrap())
+        .find(|a| a.to_string().starts_with("/ip4/127.0.0.1/tcp/"))
+        .unwrap_or_else(|| panic!("a loopback TCP address: {announced}"));
+
+    let mut listener = client();
+    let listener_id = *listener.local_peer_id();
+    reserve(&mut listener, &relay)
+        .await
+        .expect("reserved at the peer");
+    let _listener = drive(listener);
+    let mut dialler = client();
+    dialler
+        .dial(
+            relay
+                .clone()
+                .with(Protocol::P2pCircuit)
+                .with(Protocol::P2p(listener_id)),
+        )
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, dialler.select_next_some())
+            .await
+            .expect("connected through the peer");
+        if let SwarmEvent::ConnectionEstablished {
+            peer_id, endpoint, ..
+        } = event
+            && peer_id == listener_id
+        {
+            assert!(endpoint.is_relayed(), "{endpoint:?}");
+            break;
+        }
+    }
+    let metrics = get_text(&format!("{hub}/metrics")).await;
+    assert_eq!(metric(&metrics, "goop_relay_reservations"), 1, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "goop_relay_circuits_accepted_total"),
+        1,
+        "{metrics}"
+    );
+
+    // Off by default: a peer relays for nobody.
+    let plain = crate::support::TestPeer::spawn("Plain", |config| {
+        config.presence.rendezvous_host = true;
+    })
+    .await;
+    let plain_hub = format!("http://{}", plain.hub.as_ref().unwrap().hub_addr);
+    let response = reqwest::get(format!("{plain_hub}/relay")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let mut refused = client();
+    let direct = crate::support::loopback_tcp(&plain.node).await;
+    let refusal = reserve(&mut refused, &direct).await;
+    assert!(refusal.is_err(), "{refusal:?}");
+}

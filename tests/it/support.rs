@@ -232,6 +232,7 @@ pub fn loopback_node_options() -> goop2::services::node::NodeOptions {
         presence_topic: "goop.presence.v1".into(),
         limits: Default::default(),
         gossip: Default::default(),
+        relay: None,
     }
 }
 

@@ -69,6 +69,8 @@ pub struct NodeOptions {
     pub limits: budget::NodeLimits,
     /// How much presence one neighbour may send.
     pub gossip: GossipLimits,
+    /// Relay for other peers (circuit relay v2) within these bounds (`p2p.relay_enabled`).
+    pub relay: Option<crate::services::relay::RelayLimits>,
 }
 
 /// What the network reports.
@@ -113,6 +115,7 @@ struct Behaviour {
     ping: ping::Behaviour,
     gossipsub: resubscribe::Resubscribing,
     mdns: libp2p::swarm::behaviour::toggle::Toggle<mdns::tokio::Behaviour>,
+    relay: libp2p::swarm::behaviour::toggle::Toggle<libp2p::relay::Behaviour>,
     stream: libp2p_stream::Behaviour,
 }
 
@@ -137,6 +140,11 @@ pub struct Node {
     control: libp2p_stream::Control,
     /// Data streams kept open between requests.
     outbound: protocols::Outbound,
+    /// The bounds and counters of the relay this node runs for others, if it does.
+    relay: Option<(
+        crate::services::relay::RelayLimits,
+        std::sync::Arc<crate::services::relay::RelayMetrics>,
+    )>,
 }
 
 impl Node {
@@ -157,6 +165,7 @@ impl Node {
         let book_open = open_streams.clone();
         let budget_addresses = peer_addresses.clone();
         let presence_topic = IdentTopic::new(options.presence_topic.clone());
+        let relay_limits = options.relay.clone();
         let mut swarm = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -213,6 +222,10 @@ impl Node {
                     ping: ping::Behaviour::default(),
                     gossipsub: resubscribe::Resubscribing::new(gossipsub),
                     mdns: mdns.into(),
+                    relay: relay_limits
+                        .as_ref()
+                        .map(|limits| libp2p::relay::Behaviour::new(peer_id, limits.to_config()))
+                        .into(),
                     stream: libp2p_stream::Behaviour::new(),
                 })
             })
@@ -258,6 +271,12 @@ impl Node {
 
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, event_rx) = mpsc::channel(EVENT_QUEUE);
+        let relay = options.relay.map(|limits| {
+            (
+                limits,
+                std::sync::Arc::new(crate::services::relay::RelayMetrics::default()),
+            )
+        });
         let (to_validate, pending) = mpsc::channel(gossip::VALIDATION_QUEUE);
         let (verdict_tx, verdicts) = mpsc::channel(gossip::VALIDATION_QUEUE);
         gossip::spawn_validator(pending, verdict_tx);
@@ -276,6 +295,7 @@ impl Node {
             identified: HashMap::new(),
             new_port_dials: HashSet::new(),
             connections: HashMap::new(),
+            relay: relay.clone(),
         };
         tokio::spawn(task.run(command_rx, verdicts));
         Ok((
@@ -284,6 +304,7 @@ impl Node {
                 commands,
                 control,
                 outbound: protocols::Outbound::new(open_streams),
+                relay,
             },
             event_rx,
         ))
@@ -291,6 +312,26 @@ impl Node {
 
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// The relay this node runs for other peers (`p2p.relay_enabled`): where it is reached (the
+    /// addresses it listens on) and its counters.
+    pub async fn relay(&self) -> anyhow::Result<Option<crate::services::relay::Relay>> {
+        let Some((limits, metrics)) = self.relay.clone() else {
+            return Ok(None);
+        };
+        let addrs = self
+            .listen_addrs()
+            .await?
+            .into_iter()
+            .map(|addr| addr.with_p2p(self.peer_id).unwrap_or_else(|addr| addr))
+            .collect();
+        Ok(Some(crate::services::relay::Relay {
+            peer_id: self.peer_id,
+            addrs,
+            limits,
+            metrics,
+        }))
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> anyhow::Result<T> {

@@ -21,6 +21,11 @@ use super::{
 };
 
 pub(super) struct NodeTask {
+    /// The bounds and counters of the relay this node runs for others, if it does.
+    pub(super) relay: Option<(
+        crate::services::relay::RelayLimits,
+        std::sync::Arc<crate::services::relay::RelayMetrics>,
+    )>,
     pub(super) swarm: Swarm<Behaviour>,
     pub(super) topic: IdentTopic,
     pub(super) tag: String,
@@ -316,6 +321,10 @@ impl NodeTask {
                 address,
             } => {
                 tracing::info!(%address, "libp2p listening");
+                // A relay hands its own addresses to the peers it holds reservations for.
+                if self.relay.is_some() {
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.listen_addrs.push(address);
                 self.heard_from(listener_id);
             }
@@ -379,6 +388,11 @@ impl NodeTask {
                     gossip.remove_blacklisted_peer(&peer_id);
                     self.limiter.forget(&peer_id);
                     self.emit(NodeEvent::Disconnected(peer_id));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
+                if let Some((_, metrics)) = &self.relay {
+                    crate::services::relay::count(metrics, event);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
