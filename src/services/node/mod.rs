@@ -9,7 +9,8 @@
 //! the `p2p.mdns_tag`, which scopes LAN auto-discovery: a peer of another tag that mDNS alone
 //! vouched for is let go once it says so, one met through a hub, a favourite or a deliberate dial
 //! is kept with its gossip refused, and a client that is no goop2 peer is never let go for its
-//! version), Ping, mDNS, and
+//! version), Ping, mDNS, with `p2p.relay_enabled` a circuit relay (v2) for other peers (see
+//! [`crate::services::relay`]), and
 //! GossipSub for presence — where a message is delivered, and forwarded to the rest of the
 //! mesh, only once [`gossip`] has validated it (a rate per neighbour, the hub's rules for
 //! signatures, bounds and freshness). The `/goop/*` stream protocols, and the seam through which services add
