@@ -75,6 +75,30 @@ async fn reserve(swarm: &mut Swarm<Client>, relay: &Multiaddr) -> Result<Multiad
     }
 }
 
+/// Dials `target` through the circuit of `relay` and waits for the connection, which must be a
+/// relayed one.
+async fn connect_through(swarm: &mut Swarm<Client>, relay: &Multiaddr, target: PeerId) {
+    let circuit = relay
+        .clone()
+        .with(Protocol::P2pCircuit)
+        .with(Protocol::P2p(target));
+    swarm.dial(circuit).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+            .await
+            .expect("connected through the relay");
+        if let SwarmEvent::ConnectionEstablished {
+            peer_id, endpoint, ..
+        } = event
+            && peer_id == target
+        {
+            assert!(endpoint.is_relayed(), "{endpoint:?}");
+            return;
+        }
+    }
+}
+
 /// Drives `swarm` in the background for the rest of the test.
 fn drive(mut swarm: Swarm<Client>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -162,25 +186,7 @@ async fn the_hubs_relay_carries_a_circuit_within_its_limits_and_says_so() {
 
     // The dialler reaches the listener through the circuit: a relayed connection.
     let mut dialler = client();
-    let target = relay
-        .clone()
-        .with(Protocol::P2pCircuit)
-        .with(Protocol::P2p(listener_id));
-    dialler.dial(target).unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let event = tokio::time::timeout_at(deadline, dialler.select_next_some())
-            .await
-            .expect("connected through the relay");
-        if let SwarmEvent::ConnectionEstablished {
-            peer_id, endpoint, ..
-        } = event
-            && peer_id == listener_id
-        {
-            assert!(endpoint.is_relayed(), "{endpoint:?}");
-            break;
-        }
-    }
+    connect_through(&mut dialler, &relay, listener_id).await;
     let mut control = dialler.behaviour().stream.new_control();
     let _dialler = drive(dialler);
     let mut stream = control.open_stream(listener_id, ECHO).await.unwrap();
@@ -280,28 +286,7 @@ async fn a_peer_with_relay_enabled_relays_for_others_and_its_hub_announces_it() 
         .expect("reserved at the peer");
     let _listener = drive(listener);
     let mut dialler = client();
-    dialler
-        .dial(
-            relay
-                .clone()
-                .with(Protocol::P2pCircuit)
-                .with(Protocol::P2p(listener_id)),
-        )
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let event = tokio::time::timeout_at(deadline, dialler.select_next_some())
-            .await
-            .expect("connected through the peer");
-        if let SwarmEvent::ConnectionEstablished {
-            peer_id, endpoint, ..
-        } = event
-            && peer_id == listener_id
-        {
-            assert!(endpoint.is_relayed(), "{endpoint:?}");
-            break;
-        }
-    }
+    connect_through(&mut dialler, &relay, listener_id).await;
     let metrics = get_text(&format!("{hub}/metrics")).await;
     assert_eq!(metric(&metrics, "goop_relay_reservations"), 1, "{metrics}");
     assert_eq!(

@@ -463,36 +463,26 @@ pub async fn lists(
     .await
 }
 
-/// Signs in to an owner interface (console, settings viewer) at `base`; returns the cookie.
+/// Signs in to an owner interface (console, settings viewer, launcher) at `base`; returns the
+/// cookie.
 pub async fn sign_in(base: &str, password: &str) -> String {
-    let login = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(format!("{base}/login"))
-        .form(&[("password", password)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status().as_u16(), 303, "signing in");
-    login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
+    login_cookie(&format!("{base}/login"), password).await
 }
 
 /// Signs in to a hub's administration at `base`; returns the cookie.
 pub async fn hub_admin_cookie(base: &str, password: &str) -> String {
+    login_cookie(&format!("{base}/admin/login"), password).await
+}
+
+/// POSTs `password` to login form `url`; the session cookie of its 303.
+async fn login_cookie(url: &str, password: &str) -> String {
     let response = no_redirects()
-        .post(format!("{base}/admin/login"))
+        .post(url)
         .form(&[("password", password)])
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 303, "signing in to the hub");
+    assert_eq!(response.status().as_u16(), 303, "signing in at {url}");
     response.headers()["set-cookie"]
         .to_str()
         .unwrap()

@@ -384,7 +384,7 @@ impl Launcher {
                 "a rendezvous-only hub has no site: leave the template empty".into(),
             ));
         }
-        let mut taken = self.ports_in_use(None);
+        let mut taken = self.ports_in_use();
         let first = self.settings().ports;
         let console = pick_port(first.console, &mut taken, false)?;
         let p2p = match new.rendezvous_only {
@@ -456,16 +456,13 @@ impl Launcher {
         Ok(self.view(&name).await)
     }
 
-    /// The ports the peers of the directory have (all but `except`).
-    fn ports_in_use(&self, except: Option<&str>) -> HashSet<u16> {
+    /// The ports the peers of the directory have.
+    fn ports_in_use(&self) -> HashSet<u16> {
         let mut taken = HashSet::new();
         let Ok(entries) = std::fs::read_dir(&self.inner.dir) else {
             return taken;
         };
         for entry in entries.flatten().take(MAX_PEERS * 2) {
-            if except.is_some_and(|e| entry.file_name().to_string_lossy() == e) {
-                continue;
-            }
             if let Ok(loaded) = Config::load(&entry.path().join(config::FILE_NAME)) {
                 taken.extend(config_ports(&loaded.config));
             }
@@ -577,7 +574,7 @@ impl Launcher {
         let config_path = source.join(config::FILE_NAME);
         if let Ok(loaded) = Config::load(&config_path) {
             let mut config = loaded.config;
-            let mut taken = self.ports_in_use(None);
+            let mut taken = self.ports_in_use();
             let first = self.settings().ports;
             let mut changed = false;
             if let Some(addr) = config.viewer.http_socket_addr()
