@@ -371,6 +371,16 @@ async fn peers_are_created_started_stopped_restarted_deleted_and_restored() {
     assert_eq!(restarted["process"]["phase"], "running");
     assert_ne!(pid_of(&restarted), alice_pid);
     assert!(!alive(alice_pid));
+    // Stopped from outside (SIGTERM): left stopped, not started again.
+    let outside = pid_of(&restarted);
+    signal(outside as u32, "-TERM");
+    let stopped = launcher.wait_phase("alice", "stopped", WAIT).await;
+    assert_eq!(stopped["process"]["last_exit"], "exited with status 0");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(launcher.peer("alice").await["process"]["phase"], "stopped");
+    let (status, _) = launcher.post("/api/peers/alice/start", json!({})).await;
+    assert_eq!(status, 200);
+    launcher.wait_phase("alice", "running", WAIT).await;
 
     // Deleted only when confirmed with its name; then in the trash, keys and all.
     let (status, body) = launcher.post("/api/peers/bob/delete", json!({})).await;

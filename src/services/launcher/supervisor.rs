@@ -3,11 +3,12 @@
 //!
 //! A task owns the child. Its standard output and error are read line by line (each line at most
 //! [`MAX_LINE`] bytes) into a ring of the last [`LOG_LINES`] lines, which pages tail live. A child
-//! that exits while it should run is started again after a backoff that doubles with each crash
+//! that fails while it should run is started again after a backoff that doubles with each crash
 //! from [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`] (a run of [`STABLE`] or more starts the count
 //! again); after [`MAX_QUICK_CRASHES`] exits in a row that each came within [`QUICK`] of their
 //! start, the supervisor gives up and shows the last error the child printed. Stopping sends
-//! SIGTERM and, after [`STOP_WAIT`], SIGKILL.
+//! SIGTERM and, after [`STOP_WAIT`], SIGKILL; a child that exits cleanly by itself (stopped from
+//! outside) is left stopped.
 //!
 //! The child's standard input is a pipe whose other end only this task holds: when the launcher
 //! ends, however it ends, the pipe closes and the child stops by itself (`--supervised`), so no
@@ -245,7 +246,20 @@ impl Task {
                 status = exited => {
                     let Some(running) = self.child.take() else { continue };
                     let lived = running.started.elapsed();
+                    let clean = status.as_ref().is_ok_and(|s| s.success());
                     let exit = describe_exit(status);
+                    if clean {
+                        // Stopped from outside (a SIGTERM of its owner's): not a crash, and
+                        // not started again against their will.
+                        self.logs.push("INFO", "launcher", format!("the process {exit} by itself"), Vec::new());
+                        self.update(|s| {
+                            s.phase = Phase::Stopped;
+                            s.pid = None;
+                            s.since_ms = None;
+                            s.last_exit = Some(exit);
+                        });
+                        continue;
+                    }
                     // Readers finish with the pipes; give them a moment to see the last line.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     let error = self.last_error.borrow().clone();
