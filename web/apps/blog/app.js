@@ -181,7 +181,14 @@
     ])) : [el("p", { className: "empty", text: "No drafts." })]));
   }
 
-  async function route() {
+  // One route at a time: a slow one that ends late never covers the page of a newer one.
+  let routing = Promise.resolve();
+  function route() {
+    routing = routing.catch(() => {}).then(render);
+    return routing;
+  }
+
+  async function render() {
     say("");
     const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
     try {

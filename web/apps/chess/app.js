@@ -166,7 +166,14 @@
     await showGame(current._id);
   });
 
-  async function route() {
+  // One route at a time: a slow one that ends late never covers the page of a newer one.
+  let routing = Promise.resolve();
+  function route() {
+    routing = routing.catch(() => {}).then(render);
+    return routing;
+  }
+
+  async function render() {
     const m = location.hash.match(/^#game\/(\d+)$/);
     try {
       if (m) await showGame(Number(m[1]));

@@ -100,7 +100,11 @@
     const m = location.hash.match(/^#tag\/(.+)$/);
     tag = m ? decodeURIComponent(m[1]) : "";
   }
-  window.addEventListener("hashchange", async () => { readHash(); await refresh(); });
+  // One tag at a time: a slow list that ends late never covers a newer one.
+  let switching = Promise.resolve();
+  window.addEventListener("hashchange", () => {
+    switching = switching.catch(() => {}).then(async () => { readHash(); await refresh(); });
+  });
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();

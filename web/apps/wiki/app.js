@@ -112,7 +112,14 @@
       tabs(r.page, "history"), el("pre", "old", r.body));
   }
 
-  async function route() {
+  // One route at a time: a slow one that ends late never covers the page of a newer one.
+  let routing = Promise.resolve();
+  function route() {
+    routing = routing.catch(() => {}).then(render);
+    return routing;
+  }
+
+  async function render() {
     say("");
     const parts = location.hash.replace(/^#\/?/, "").split("/");
     const name = parts[1] ? decodeURIComponent(parts.slice(1).join("/")) : "Home";
