@@ -371,8 +371,15 @@ async fn peers_are_created_started_stopped_restarted_deleted_and_restored() {
     assert_eq!(restarted["process"]["phase"], "running");
     assert_ne!(pid_of(&restarted), alice_pid);
     assert!(!alive(alice_pid));
-    // Stopped from outside (SIGTERM): left stopped, not started again.
+    // Stopped from outside (SIGTERM, once it is up): left stopped, not started again.
     let outside = pid_of(&restarted);
+    let lock = dir.path().join("alice/goop.lock");
+    assert!(
+        eventually(WAIT, async || {
+            std::fs::read_to_string(&lock).is_ok_and(|text| text.contains("console"))
+        })
+        .await
+    );
     signal(outside as u32, "-TERM");
     let stopped = launcher.wait_phase("alice", "stopped", WAIT).await;
     assert_eq!(stopped["process"]["last_exit"], "exited with status 0");

@@ -7,8 +7,8 @@
 //! from [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`] (a run of [`STABLE`] or more starts the count
 //! again); after [`MAX_QUICK_CRASHES`] exits in a row that each came within [`QUICK`] of their
 //! start, the supervisor gives up and shows the last error the child printed. Stopping sends
-//! SIGTERM and, after [`STOP_WAIT`], SIGKILL; a child that exits cleanly by itself (stopped from
-//! outside) is left stopped.
+//! SIGTERM and, after [`STOP_WAIT`], SIGKILL; a child stopped from outside (a clean exit, or
+//! SIGTERM or SIGINT) is left stopped.
 //!
 //! The child's standard input is a pipe whose other end only this task holds: when the launcher
 //! ends, however it ends, the pipe closes and the child stops by itself (`--supervised`), so no
@@ -246,7 +246,7 @@ impl Task {
                 status = exited => {
                     let Some(running) = self.child.take() else { continue };
                     let lived = running.started.elapsed();
-                    let clean = status.as_ref().is_ok_and(|s| s.success());
+                    let clean = status.as_ref().is_ok_and(stopped_from_outside);
                     let exit = describe_exit(status);
                     if clean {
                         // Stopped from outside (a SIGTERM of its owner's): not a crash, and
@@ -394,6 +394,21 @@ impl Task {
     }
 }
 
+/// True when a child ended as its owner stops it: a clean exit (SIGTERM handled), or SIGTERM or
+/// SIGINT arriving before it handled them. A crash, a failed start or SIGKILL (the kernel's out
+/// of memory killer) is none of these.
+fn stopped_from_outside(status: &std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    let by_owner = [
+        nix::sys::signal::Signal::SIGTERM as i32,
+        nix::sys::signal::Signal::SIGINT as i32,
+    ];
+    status.success()
+        || status
+            .signal()
+            .is_some_and(|signal| by_owner.contains(&signal))
+}
+
 /// The wait before the restart after `crashes` quick crashes in a row.
 fn backoff(crashes: u32) -> Duration {
     let doubled = FIRST_BACKOFF.saturating_mul(1 << crashes.saturating_sub(1).min(16));
@@ -443,6 +458,19 @@ async fn read_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_owners_stop_counts_as_stopped_from_outside() {
+        use std::os::unix::process::ExitStatusExt;
+        let status = std::process::ExitStatus::from_raw;
+        // Wait statuses: a signal in the low bits, an exit code in the next byte.
+        assert!(stopped_from_outside(&status(0)));
+        assert!(stopped_from_outside(&status(15)));
+        assert!(stopped_from_outside(&status(2)));
+        assert!(!stopped_from_outside(&status(9)));
+        assert!(!stopped_from_outside(&status(6)));
+        assert!(!stopped_from_outside(&status(1 << 8)));
+    }
 
     #[test]
     fn the_backoff_doubles_up_to_its_bound() {
