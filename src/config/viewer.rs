@@ -18,6 +18,14 @@ pub enum Theme {
 }
 
 impl Theme {
+    /// The theme of a validated name (`light`; anything else is the default, `dark`).
+    pub fn named(name: &str) -> Theme {
+        match name == Theme::Light.as_str() {
+            true => Theme::Light,
+            false => Theme::Dark,
+        }
+    }
+
     /// Its name in `goop.json` (and in the console's `data-theme` attribute).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -53,11 +61,7 @@ impl Default for Viewer {
 impl Viewer {
     /// The validated theme (validation allows only the names of [`THEMES`]).
     pub fn color_theme(&self) -> Theme {
-        if self.theme == Theme::Light.as_str() {
-            Theme::Light
-        } else {
-            Theme::Dark
-        }
+        Theme::named(&self.theme)
     }
 
     /// The validated console address, `None` when the console is disabled.

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::config::Theme;
 use crate::http::access::{self, LiveTheme, OwnerAccess};
 use crate::http::client_ip::TrustedProxies;
 use crate::http::csrf::{CsrfHeader, CsrfSource};
@@ -298,15 +299,8 @@ async fn theme(
 ) -> Result<Json<Value>, HttpError> {
     let ThemeChoice { theme } = json_body(&body, "{\"theme\": \"dark\"|\"light\"}")?;
     let refused = app.launcher.set_theme(&theme).await?;
-    app.access.theme.set(theme_named(&theme));
+    app.access.theme.set(Theme::named(&theme));
     Ok(Json(json!({ "theme": theme, "refused": refused })))
-}
-
-fn theme_named(name: &str) -> crate::config::Theme {
-    match name {
-        "light" => crate::config::Theme::Light,
-        _ => crate::config::Theme::Dark,
-    }
 }
 
 /// The access rules of the launcher: `launcher.json`'s password, else loopback only.
@@ -318,7 +312,7 @@ pub fn access(launcher: &Launcher) -> OwnerAccess {
         open_csrf: crate::services::auth::random_token(),
         name: "launcher",
         brand: "Goop² launcher",
-        theme: LiveTheme::new(theme_named(&settings.theme)),
+        theme: LiveTheme::new(Theme::named(&settings.theme)),
         home: "/",
     }
 }

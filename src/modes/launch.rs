@@ -3,7 +3,7 @@
 //! it stops, and by themselves when it is killed (their standard input closes).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -92,11 +92,6 @@ impl RunningLauncher {
     /// The page's address.
     pub fn url(&self) -> String {
         format!("http://{}/", self.addr)
-    }
-
-    /// The directory of the peers.
-    pub fn dir(&self) -> &Path {
-        self.launcher.dir()
     }
 
     /// Stops every child (SIGTERM, then SIGKILL after a bound) and the page.
