@@ -341,6 +341,15 @@ async fn a_rolling_restart_behind_nginx_loses_no_peer() {
         );
     }
 
+    // Every stream is open (it has seen every peer) before the first instance goes: a stream
+    // opened later could land on an instance already restarted and never need to move.
+    for subscriber in &subscribers {
+        let open = subscriber
+            .until(WAIT, |seen| publishers.missing_from(&view(seen)).is_empty())
+            .await;
+        assert!(open, "a subscriber's stream opened");
+    }
+
     let mut round = 1;
     for index in 0..instances.len() {
         instances[index].stop().await;
