@@ -37,7 +37,7 @@ use crate::services::presence::hub_client::{
     Announcement, HubClient, HubClientOptions, LinkEvent, parse_hub_url,
 };
 use crate::services::presence::peer_table::{PeerTable, Source, TableOptions};
-use crate::services::presence::{lan, merge, reachability};
+use crate::services::presence::{lan, merge, reachability, relays};
 use crate::services::site::Site;
 use crate::services::site_files::SiteFiles;
 use crate::services::sitetemplates::{SitePaths, SiteTemplates, TemplateSetup};
@@ -397,10 +397,21 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     };
     let mut hub_clients = Vec::new();
     let (hub_events_tx, hub_events) = mpsc::channel::<(Source, Reach, LinkEvent)>(1024);
+    let relay_http = reqwest::Client::builder()
+        .tls_backend_preconfigured((*crate::services::presence::tls::client_config()).clone())
+        .build()
+        .unwrap_or_default();
     for url in hub_urls {
         let source = Source::Hub(url.to_string());
         // How wide the addresses this hub may have the node dial are.
         let reach = url.host_str().map_or(Reach::Global, Reach::of_hub_host);
+        tasks.push(relays::spawn(
+            node.clone(),
+            relay_http.clone(),
+            url.clone(),
+            reach,
+            stopped.clone(),
+        ));
         let (client, mut events) = HubClient::spawn(
             HubClientOptions::new(url, heartbeat),
             keypair.clone(),

@@ -37,6 +37,7 @@ mod lua_console;
 mod lua_http;
 mod lua_limits;
 mod mq;
+mod nat;
 mod netns;
 mod node;
 mod node_budget;

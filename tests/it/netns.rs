@@ -19,7 +19,8 @@ struct Link {
     subnet: u32,
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+/// Runs `ip` with `args`; what it said on failure.
+pub fn ip(args: &[&str]) -> Result<(), String> {
     let output = Command::new("ip")
         .args(args)
         .output()
@@ -76,16 +77,21 @@ impl Drop for Link {
     }
 }
 
-/// A peer process in a namespace, killed on drop; its log lines arrive on `lines`.
-struct NsPeer {
-    child: Child,
+/// A `goop2` process in a namespace, killed on drop; its log lines arrive on `lines`.
+pub struct NsPeer {
+    pub child: Child,
     lines: mpsc::Receiver<String>,
 }
 
 impl NsPeer {
     fn start(ns: &str, dir: &std::path::Path) -> NsPeer {
+        NsPeer::run(ns, "peer", dir)
+    }
+
+    /// `goop2 <mode> <dir>` in namespace `ns`.
+    pub fn run(ns: &str, mode: &str, dir: &std::path::Path) -> NsPeer {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_goop2"), "peer"])
+            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_goop2"), mode])
             .arg(dir)
             .env(
                 "RUST_LOG",
@@ -107,8 +113,13 @@ impl NsPeer {
         NsPeer { child, lines }
     }
 
+    /// The log lines written since the last look.
+    pub fn drain(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// Waits for a log line containing every one of `parts`; returns what was seen otherwise.
-    fn wait_for(&self, parts: &[&str], wait: Duration) -> Result<String, Vec<String>> {
+    pub fn wait_for(&self, parts: &[&str], wait: Duration) -> Result<String, Vec<String>> {
         let deadline = Instant::now() + wait;
         let mut seen = Vec::new();
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {

@@ -43,6 +43,7 @@ pub fn routes() -> Router<ConsoleApp> {
         .route("/api/peers", get(peers_json))
         .route("/api/peers/events", get(peer_events))
         .route("/api/hubs", get(hubs_json))
+        .route("/api/network", get(network_json))
         // Browsers ask for it on every page without an icon of its own, peer sites included.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
 }
@@ -113,6 +114,8 @@ struct PeersPage {
     /// Unread messages per peer.
     unread: std::collections::HashMap<String, i64>,
     hubs: Vec<super::HubRow>,
+    /// How others reach this peer.
+    reach: Option<crate::services::node::nat::Reachability>,
     notice: Option<String>,
     /// How many peers are known in all.
     total: usize,
@@ -152,6 +155,7 @@ async fn list_peers(
         unread,
         notice: app.notices.open(query.notice),
         hubs: app.hub_rows(),
+        reach: app.node.reachability().await.ok(),
         frame: app.frame(&headers),
         peers: listed.peers.iter().map(PeerListItem::from_entry).collect(),
         total: listed.total,
@@ -277,6 +281,25 @@ async fn hubs_json(
             .map(|status| status.borrow().clone())
             .collect(),
     )
+}
+
+/// How others reach this peer and how it reaches each connected peer:
+/// `{"reachability": {"status", "public_addr", "summary", "relays": […]}, "links": {"<peer>":
+/// "direct" | "relayed" | "hole-punched"}}`.
+async fn network_json(State(app): State<ConsoleApp>) -> Response {
+    let (Ok(reachability), Ok(links)) = (app.node.reachability().await, app.node.links().await)
+    else {
+        return HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the libp2p node has stopped",
+        )
+        .into_response();
+    };
+    let links: serde_json::Map<String, serde_json::Value> = links
+        .into_iter()
+        .map(|(peer, link)| (peer.to_base58(), link.as_str().into()))
+        .collect();
+    Json(json!({"reachability": reachability, "links": links})).into_response()
 }
 
 /// `limit` peers (default [`API_DEFAULT_LIMIT`], at most [`API_MAX_LIMIT`]) from `offset`, in

@@ -105,6 +105,8 @@ struct SettingsPage {
     notice: Option<String>,
     problems: Vec<String>,
     hubs: Vec<super::HubRow>,
+    /// How others reach this peer.
+    reach: Option<crate::services::node::nat::Reachability>,
 }
 
 #[derive(Deserialize)]
@@ -114,7 +116,7 @@ struct Saved {
     avatar: Option<String>,
 }
 
-fn page(
+async fn page(
     app: &ConsoleApp,
     headers: &HeaderMap,
     form: SettingsForm,
@@ -128,6 +130,7 @@ fn page(
         notice,
         problems,
         hubs: app.hub_rows(),
+        reach: app.node.reachability().await.ok(),
     }
 }
 
@@ -149,7 +152,9 @@ async fn show_settings(
         .avatar
         .map(|_| "The new avatar is announced.".to_owned());
     let notice = app.notices.open(saved.notice).or(avatar_notice);
-    page(&app, &headers, form, notice, Vec::new()).into_response()
+    page(&app, &headers, form, notice, Vec::new())
+        .await
+        .into_response()
 }
 
 async fn save_settings(
@@ -164,7 +169,7 @@ async fn save_settings(
         );
         return (
             StatusCode::CONFLICT,
-            page(&app, &headers, form, None, vec![message]),
+            page(&app, &headers, form, None, vec![message]).await,
         )
             .into_response();
     }
@@ -173,7 +178,7 @@ async fn save_settings(
         Err(err) => {
             return (
                 StatusCode::CONFLICT,
-                page(&app, &headers, form, None, vec![err.to_string()]),
+                page(&app, &headers, form, None, vec![err.to_string()]).await,
             )
                 .into_response();
         }
@@ -183,7 +188,7 @@ async fn save_settings(
         Err(problems) => {
             return (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                page(&app, &headers, form, None, problems),
+                page(&app, &headers, form, None, problems).await,
             )
                 .into_response();
         }
@@ -192,7 +197,7 @@ async fn save_settings(
         tracing::error!("saving settings failed: {err}");
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
-            page(&app, &headers, form, None, vec![err.to_string()]),
+            page(&app, &headers, form, None, vec![err.to_string()]).await,
         )
             .into_response();
     }

@@ -10,7 +10,9 @@
 //! vouched for is let go once it says so, one met through a hub, a favourite or a deliberate dial
 //! is kept with its gossip refused, and a client that is no goop2 peer is never let go for its
 //! version), Ping, mDNS, with `p2p.relay_enabled` a circuit relay (v2) for other peers (see
-//! [`crate::services::relay`]), and
+//! [`crate::services::relay`]), NAT traversal ([`nat`]: an AutoNAT client, the relay client
+//! reserving a slot on the hubs' relays while this peer cannot be reached, DCUtR hole
+//! punching), and
 //! GossipSub for presence — where a message is delivered, and forwarded to the rest of the
 //! mesh, only once [`gossip`] has validated it (a rate per neighbour, the hub's rules for
 //! signatures, bounds and freshness). The `/goop/*` stream protocols, and the seam through which services add
@@ -18,6 +20,7 @@
 
 pub mod budget;
 pub mod gossip;
+pub mod nat;
 pub mod protocols;
 mod resubscribe;
 mod task;
@@ -33,7 +36,9 @@ use libp2p::gossipsub::{
     ValidationMode,
 };
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{Multiaddr, PeerId, SwarmBuilder, identify, mdns, noise, ping, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, SwarmBuilder, autonat, dcutr, identify, mdns, noise, ping, tcp, yamux,
+};
 use libp2p_identity::Keypair;
 use tokio::sync::{mpsc, oneshot};
 
@@ -105,6 +110,10 @@ pub struct PeerDetails {
     pub listen_addrs: Vec<Multiaddr>,
     /// The addresses of our open connections to it.
     pub connected_via: Vec<Multiaddr>,
+    /// How the best of those connections was made (hole-punched, direct, relayed).
+    pub link: Option<nat::LinkKind>,
+    /// Why the last hole punch with it failed, if it did.
+    pub punch_error: Option<String>,
 }
 
 #[derive(NetworkBehaviour)]
@@ -117,6 +126,9 @@ struct Behaviour {
     gossipsub: resubscribe::Resubscribing,
     mdns: libp2p::swarm::behaviour::toggle::Toggle<mdns::tokio::Behaviour>,
     relay: libp2p::swarm::behaviour::toggle::Toggle<libp2p::relay::Behaviour>,
+    relay_client: libp2p::relay::client::Behaviour,
+    dcutr: dcutr::Behaviour,
+    autonat: autonat::Behaviour,
     stream: libp2p_stream::Behaviour,
 }
 
@@ -129,6 +141,9 @@ enum Command {
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     Details(PeerId, oneshot::Sender<Option<PeerDetails>>),
     GossipScore(PeerId, oneshot::Sender<Option<f64>>),
+    UseRelay(PeerId, Vec<Multiaddr>, oneshot::Sender<()>),
+    Reachability(oneshot::Sender<nat::Reachability>),
+    Links(oneshot::Sender<HashMap<PeerId, nat::LinkKind>>),
     /// Close every connection, then answer.
     Shutdown(oneshot::Sender<()>),
 }
@@ -175,7 +190,8 @@ impl Node {
                 yamux::Config::default,
             )?
             .with_quic()
-            .with_behaviour(|key| {
+            .with_relay_client(noise::Config::new, yamux::Config::default)?
+            .with_behaviour(|key, relay_client| {
                 let gossip_config = gossipsub::ConfigBuilder::default()
                     .heartbeat_interval(Duration::from_secs(1))
                     .validation_mode(ValidationMode::Strict)
@@ -227,6 +243,9 @@ impl Node {
                         .as_ref()
                         .map(|limits| libp2p::relay::Behaviour::new(peer_id, limits.to_config()))
                         .into(),
+                    relay_client,
+                    dcutr: dcutr::Behaviour::new(peer_id),
+                    autonat: autonat::Behaviour::new(peer_id, nat::autonat_config()),
                     stream: libp2p_stream::Behaviour::new(),
                 })
             })
@@ -296,6 +315,8 @@ impl Node {
             identified: HashMap::new(),
             new_port_dials: HashSet::new(),
             connections: HashMap::new(),
+            external_addrs: Vec::new(),
+            traversal: nat::Traversal::default(),
             relay: relay.clone(),
         };
         tokio::spawn(task.run(command_rx, verdicts));
@@ -367,6 +388,23 @@ impl Node {
     /// being dialled already.
     pub async fn dial_peer(&self, peer: PeerId) -> anyhow::Result<()> {
         self.ask(|reply| Command::DialPeer(peer, reply)).await?
+    }
+
+    /// Takes the relay `relay` (reached at `addrs`) that a hub announced: AutoNAT asks it
+    /// whether this peer can be reached, and it keeps a slot for this peer while not.
+    pub async fn use_relay(&self, relay: PeerId, addrs: Vec<Multiaddr>) -> anyhow::Result<()> {
+        self.ask(|reply| Command::UseRelay(relay, addrs, reply))
+            .await
+    }
+
+    /// Whether others can reach this peer, and its relay slots.
+    pub async fn reachability(&self) -> anyhow::Result<nat::Reachability> {
+        self.ask(Command::Reachability).await
+    }
+
+    /// How each connected peer is reached (the best of its connections).
+    pub async fn links(&self) -> anyhow::Result<HashMap<PeerId, nat::LinkKind>> {
+        self.ask(Command::Links).await
     }
 
     /// Publishes a presence message on the presence topic.

@@ -1,7 +1,7 @@
 //! The node task: owns the `Swarm`, answers the handle's commands, and turns what the swarm
 //! reports into [`NodeEvent`]s — connections (two dials that crossed, a peer that restarted),
-//! Identify and the network tag, listen addresses, and gossip presence handed to the validator
-//! before anything is forwarded.
+//! Identify and the network tag, listen addresses, NAT traversal ([`super::nat`]), and gossip
+//! presence handed to the validator before anything is forwarded.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -11,14 +11,23 @@ use futures_util::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
+use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, identify, mdns, relay};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::services::hub::presence::PresenceError;
 
 use super::{
-    Behaviour, BehaviourEvent, CROSSING_DIALS, Command, NodeEvent, PeerDetails, gossip, network_tag,
+    Behaviour, BehaviourEvent, CROSSING_DIALS, Command, NodeEvent, PeerDetails, gossip, nat,
+    network_tag,
 };
+
+/// One open connection.
+pub(super) struct Connection {
+    remote: Multiaddr,
+    opened: Instant,
+    dialled: bool,
+    link: nat::LinkKind,
+}
 
 pub(super) struct NodeTask {
     /// The bounds and counters of the relay this node runs for others, if it does.
@@ -27,6 +36,10 @@ pub(super) struct NodeTask {
         std::sync::Arc<crate::services::relay::RelayMetrics>,
     )>,
     pub(super) swarm: Swarm<Behaviour>,
+    /// Addresses others were found to reach this peer at (AutoNAT, a relay's circuit), beside
+    /// the listen addresses (at most [`MAX_EXTERNAL_ADDRS`]).
+    pub(super) external_addrs: Vec<Multiaddr>,
+    pub(super) traversal: nat::Traversal,
     pub(super) topic: IdentTopic,
     pub(super) tag: String,
     pub(super) events: mpsc::Sender<NodeEvent>,
@@ -40,10 +53,9 @@ pub(super) struct NodeTask {
     /// Dials made again from a new port, until they connect or fail (bounded by the pending
     /// dials).
     pub(super) new_port_dials: HashSet<libp2p::swarm::ConnectionId>,
-    /// Open connections' remote addresses, when they opened and whether we dialled them, per
-    /// peer.
-    pub(super) connections:
-        HashMap<PeerId, HashMap<libp2p::swarm::ConnectionId, (Multiaddr, Instant, bool)>>,
+    /// Open connections' remote addresses, when they opened, whether we dialled them and
+    /// whether they go through a relay, per peer.
+    pub(super) connections: HashMap<PeerId, HashMap<libp2p::swarm::ConnectionId, Connection>>,
     /// The presence each neighbour may still send.
     pub(super) limiter: gossip::SourceLimiter,
     /// Presence waiting for the validator.
@@ -53,6 +65,8 @@ pub(super) struct NodeTask {
     pub(super) last_drop_warning: Option<Instant>,
 }
 
+/// External addresses kept (AutoNAT's, relays' circuits).
+const MAX_EXTERNAL_ADDRS: usize = 16;
 /// How often a consumer that falls behind is warned about.
 const DROP_WARNING_EVERY: Duration = Duration::from_secs(60);
 
@@ -62,8 +76,12 @@ impl NodeTask {
         mut commands: mpsc::Receiver<Command>,
         mut verdicts: mpsc::Receiver<gossip::Verdict>,
     ) {
+        // Reservations that lapsed or were refused are asked again when their backoff ends.
+        let mut retry = tokio::time::interval(Duration::from_secs(1));
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let done = loop {
             tokio::select! {
+                _ = retry.tick() => self.traversal.reserve_where_needed(&mut self.swarm),
                 command = commands.recv() => match command {
                     Some(Command::Shutdown(done)) => break Some(done),
                     Some(command) => self.handle_command(command),
@@ -147,19 +165,62 @@ impl NodeTask {
                     connected_via: self
                         .connections
                         .get(&peer)
-                        .map(|open| open.values().map(|(addr, ..)| addr.clone()).collect())
+                        .map(|open| open.values().map(|c| c.remote.clone()).collect())
                         .unwrap_or_default(),
+                    link: self.link(&peer),
+                    punch_error: self.traversal.punch_errors.get(&peer).cloned(),
                 });
                 let _ = reply.send(details);
             }
             Command::GossipScore(peer, reply) => {
                 let _ = reply.send(self.swarm.behaviour().gossipsub.inner.peer_score(&peer));
             }
+            Command::UseRelay(relay, addrs, reply) => {
+                self.traversal.use_relay(&mut self.swarm, relay, addrs);
+                let _ = reply.send(());
+            }
+            Command::Reachability(reply) => {
+                let _ = reply.send(self.traversal.report());
+            }
+            Command::Links(reply) => {
+                let links = self
+                    .connections
+                    .keys()
+                    .filter_map(|peer| self.link(peer).map(|link| (*peer, link)))
+                    .collect();
+                let _ = reply.send(links);
+            }
             Command::ConnectedPeers(reply) => {
                 let peers: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
                 let _ = reply.send(peers.into_iter().collect());
             }
         }
+    }
+
+    /// How the best open connection to `peer` was made.
+    fn link(&self, peer: &PeerId) -> Option<nat::LinkKind> {
+        self.connections.get(peer).and_then(|open| {
+            open.iter()
+                .map(|(id, connection)| {
+                    if self.traversal.punched.contains(id) {
+                        nat::LinkKind::HolePunched
+                    } else {
+                        connection.link
+                    }
+                })
+                .max()
+        })
+    }
+
+    /// The addresses worth announcing changed: the listen addresses and the external ones.
+    fn addresses_changed(&mut self) {
+        let mut all = self.listen_addrs.clone();
+        for addr in &self.external_addrs {
+            if !all.contains(addr) {
+                all.push(addr.clone());
+            }
+        }
+        self.emit(NodeEvent::ListenAddrsChanged(all));
     }
 
     /// `listener` said where it listens, or closed. Those waiting for the listen addresses get
@@ -174,7 +235,7 @@ impl NodeTask {
             let _ = waiting.send(self.listen_addrs.clone());
         }
         if !first {
-            self.emit(NodeEvent::ListenAddrsChanged(self.listen_addrs.clone()));
+            self.addresses_changed();
         }
     }
 
@@ -225,7 +286,7 @@ impl NodeTask {
                 .connections
                 .get(&peer)
                 .and_then(|open| open.get(&connection))
-                .is_some_and(|(.., dialled)| *dialled);
+                .is_some_and(|c| c.dialled);
             if dialled && self.swarm.behaviour().vouched.only_on_lan(&peer) {
                 tracing::debug!(
                     peer.id = %peer,
@@ -244,6 +305,42 @@ impl NodeTask {
         if self.swarm.is_connected(&peer) {
             // Bounded by the connection limits: one entry per connected peer.
             self.identified.insert(peer, info);
+        }
+    }
+
+    /// DCUtR's outcome for `peer`: a direct connection replaces the relayed ones (whatever is
+    /// sent next goes the short way), or the reason it could not be made.
+    fn hole_punched(
+        &mut self,
+        peer: PeerId,
+        result: Result<libp2p::swarm::ConnectionId, dcutr::Error>,
+    ) {
+        match result {
+            Ok(direct) => {
+                tracing::info!(peer.id = %peer, "hole punched: connected directly");
+                self.traversal.punched.insert(direct);
+                self.traversal.punch_errors.remove(&peer);
+                let relayed: Vec<libp2p::swarm::ConnectionId> = self
+                    .connections
+                    .get(&peer)
+                    .map(|open| {
+                        open.iter()
+                            .filter(|(id, c)| **id != direct && c.link == nat::LinkKind::Relayed)
+                            .map(|(id, _)| *id)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for connection in relayed {
+                    self.swarm.close_connection(connection);
+                }
+            }
+            Err(err) => {
+                let reason = error_chain(&err);
+                tracing::info!(peer.id = %peer, "hole punching failed; staying relayed: {reason}");
+                if self.connections.contains_key(&peer) {
+                    self.traversal.punch_errors.insert(peer, reason);
+                }
+            }
         }
     }
 
@@ -320,19 +417,49 @@ impl NodeTask {
                 listener_id,
                 address,
             } => {
-                tracing::info!(%address, "libp2p listening");
+                let circuit = self.traversal.listening(listener_id, &address);
+                if !circuit {
+                    tracing::info!(%address, "libp2p listening");
+                }
                 // A relay hands its own addresses to the peers it holds reservations for.
-                if self.relay.is_some() {
+                if self.relay.is_some() && !circuit {
                     self.swarm.add_external_address(address.clone());
                 }
                 self.listen_addrs.push(address);
                 self.heard_from(listener_id);
             }
-            SwarmEvent::ListenerClosed { listener_id, .. } => self.heard_from(listener_id),
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                reason,
+            } => {
+                self.listen_addrs.retain(|addr| !addresses.contains(addr));
+                if self.traversal.is_circuit_listener(listener_id) {
+                    let reason = reason.err().map(|err| error_chain(&err));
+                    self.traversal.listener_closed(listener_id, reason);
+                    self.addresses_changed();
+                } else {
+                    self.heard_from(listener_id);
+                }
+            }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 tracing::info!(%address, "libp2p no longer listening");
                 self.listen_addrs.retain(|addr| *addr != address);
-                self.emit(NodeEvent::ListenAddrsChanged(self.listen_addrs.clone()));
+                self.addresses_changed();
+            }
+            SwarmEvent::ExternalAddrConfirmed { address }
+                if !self.external_addrs.contains(&address)
+                    && self.external_addrs.len() < MAX_EXTERNAL_ADDRS =>
+            {
+                self.external_addrs.push(address);
+                self.addresses_changed();
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                let before = self.external_addrs.len();
+                self.external_addrs.retain(|addr| *addr != address);
+                if self.external_addrs.len() != before {
+                    self.addresses_changed();
+                }
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -348,15 +475,28 @@ impl NodeTask {
                 // Close it (a dead QUIC connection would otherwise linger until its idle
                 // timeout and swallow what is sent on it). Two dials crossing each other open
                 // both at nearly the same moment; those are left alone.
+                // A circuit never replaces a direct connection: it is the slower way to the same
+                // peer, opened while the direct one may well be alive.
                 let now = Instant::now();
-                for (old, (_, opened, _)) in open.iter() {
-                    if now.duration_since(*opened) > CROSSING_DIALS {
+                let link = nat::LinkKind::of(&endpoint);
+                for (old, connection) in open.iter() {
+                    if link == nat::LinkKind::Relayed && connection.link != nat::LinkKind::Relayed {
+                        continue;
+                    }
+                    if now.duration_since(connection.opened) > CROSSING_DIALS {
                         tracing::debug!(peer.id = %peer_id, "closing a connection the peer replaced");
                         self.swarm.close_connection(*old);
                     }
                 }
-                let remote = endpoint.get_remote_address().clone();
-                open.insert(connection_id, (remote, now, endpoint.is_dialer()));
+                open.insert(
+                    connection_id,
+                    Connection {
+                        remote: endpoint.get_remote_address().clone(),
+                        opened: now,
+                        dialled: endpoint.is_dialer(),
+                        link,
+                    },
+                );
                 if num_established.get() == 1 {
                     self.emit(NodeEvent::Connected(peer_id));
                 }
@@ -381,8 +521,10 @@ impl NodeTask {
                 if let Some(open) = self.connections.get_mut(&peer_id) {
                     open.remove(&connection_id);
                 }
+                self.traversal.punched.remove(&connection_id);
                 if num_established == 0 {
                     self.connections.remove(&peer_id);
+                    self.traversal.punch_errors.remove(&peer_id);
                     self.identified.remove(&peer_id);
                     let gossip = &mut self.swarm.behaviour_mut().gossipsub.inner;
                     gossip.remove_blacklisted_peer(&peer_id);
@@ -395,6 +537,25 @@ impl NodeTask {
                     crate::services::relay::count(metrics, event);
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged {
+                new,
+                ..
+            })) => self.traversal.status_changed(&mut self.swarm, new),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => self.hole_punched(remote_peer_id, result),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => match event {
+                relay::client::Event::ReservationReqAccepted {
+                    relay_peer_id,
+                    renewal: true,
+                    ..
+                } => tracing::debug!(relay.id = %relay_peer_id, "relay slot renewed"),
+                relay::client::Event::InboundCircuitEstablished { src_peer_id, .. } => {
+                    tracing::debug!(peer.id = %src_peer_id, "a peer reached us through a relay")
+                }
+                _ => {}
+            },
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 connection_id,
                 peer_id,
@@ -436,4 +597,19 @@ impl NodeTask {
             _ => {}
         }
     }
+}
+
+/// An error and its sources on one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }

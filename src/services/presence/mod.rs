@@ -8,4 +8,5 @@ pub mod lan;
 pub mod merge;
 pub mod peer_table;
 pub mod reachability;
+pub mod relays;
 pub mod tls;

@@ -1,0 +1,356 @@
+//! NAT traversal, inside the node task: whether others can reach this peer (AutoNAT, asked of
+//! the relays the hubs announce), a slot on those relays while they cannot (circuit relay v2,
+//! renewed by the relay client, taken again with backoff when it lapses or its relay comes
+//! back), and the upgrade of relayed connections to direct ones (DCUtR hole punching).
+//!
+//! Peers do not answer AutoNAT probes for others: a probe makes its server dial whatever
+//! addresses the client names, which only a hub's relay, bounded by its operator, should do.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use libp2p::autonat::{self, NatStatus};
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::ConnectionId;
+use libp2p::{Multiaddr, PeerId, Swarm};
+use serde::Serialize;
+
+use super::Behaviour;
+
+/// Relays this peer keeps a slot on at once (a hub or two is enough to be reached).
+pub const MAX_RELAYS: usize = 4;
+/// The first wait before a lapsed or refused reservation is asked again; it doubles up to
+/// [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
+/// AutoNAT as a client only: probes start soon after a relay is known, are retried every
+/// 30 s while the answer is unknown, and servers may be asked again after 5 s (with one
+/// hub there is one server).
+pub fn autonat_config() -> autonat::Config {
+    autonat::Config {
+        boot_delay: Duration::from_secs(2),
+        retry_interval: Duration::from_secs(30),
+        refresh_interval: Duration::from_secs(5 * 60),
+        throttle_server_period: Duration::from_secs(5),
+        use_connected: false,
+        confidence_max: 2,
+        // Never a server: no dial-backs for others.
+        throttle_clients_global_max: 0,
+        throttle_clients_peer_max: 0,
+        only_global_ips: false,
+        ..autonat::Config::default()
+    }
+}
+
+/// How this peer is reached, as the console shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reachability {
+    /// `public`, `private` (behind a NAT or firewall) or `unknown`.
+    pub status: &'static str,
+    /// The address others reached this peer at, when public.
+    pub public_addr: Option<String>,
+    /// One line for the owner: how others reach this peer, or why they cannot.
+    pub summary: String,
+    pub relays: Vec<RelaySlot>,
+}
+
+/// One relay this peer knows of, and its slot there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RelaySlot {
+    pub peer_id: String,
+    /// `reserved`, `reserving`, `waiting` (to ask again) or `unused` (not needed now).
+    pub state: &'static str,
+    /// The circuit address others dial, while reserved.
+    pub circuit: Option<String>,
+    /// Why the last reservation failed or ended.
+    pub error: Option<String>,
+}
+
+/// How one connection to a peer was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkKind {
+    /// Through a relay's circuit.
+    Relayed,
+    /// Dialled directly, by either side.
+    Direct,
+    /// Made directly by hole punching over a relayed connection (DCUtR).
+    HolePunched,
+}
+
+impl LinkKind {
+    pub fn of(endpoint: &libp2p::core::ConnectedPoint) -> LinkKind {
+        if endpoint.is_relayed() {
+            LinkKind::Relayed
+        } else {
+            LinkKind::Direct
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkKind::Relayed => "relayed",
+            LinkKind::Direct => "direct",
+            LinkKind::HolePunched => "hole-punched",
+        }
+    }
+}
+
+struct Relay {
+    /// Where the relay is dialled, each ending in `/p2p/<relay>`.
+    addrs: Vec<Multiaddr>,
+    listener: Option<ListenerId>,
+    circuit: Option<Multiaddr>,
+    error: Option<String>,
+    /// Failures in a row, for the backoff.
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// The traversal state the node task keeps.
+#[derive(Default)]
+pub(super) struct Traversal {
+    status: Option<NatStatus>,
+    relays: HashMap<PeerId, Relay>,
+    /// Hole-punched connections, until they close (bounded by the connection limits).
+    pub(super) punched: std::collections::HashSet<ConnectionId>,
+    /// Why the last hole punch with a peer failed (bounded: one per connected peer).
+    pub(super) punch_errors: HashMap<PeerId, String>,
+}
+
+impl Traversal {
+    fn private(&self) -> bool {
+        matches!(self.status, Some(NatStatus::Private))
+    }
+
+    /// A hub announced a relay: AutoNAT may ask it, and it holds a slot while this peer is
+    /// private. Its addresses replace those known before.
+    pub(super) fn use_relay(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        relay: PeerId,
+        addrs: Vec<Multiaddr>,
+    ) {
+        if relay == *swarm.local_peer_id() || addrs.is_empty() {
+            return;
+        }
+        if !self.relays.contains_key(&relay) && self.relays.len() >= MAX_RELAYS {
+            return;
+        }
+        let addrs: Vec<Multiaddr> = addrs
+            .into_iter()
+            .map(|addr| addr.with_p2p(relay).unwrap_or_else(|addr| addr))
+            .collect();
+        let behaviour = swarm.behaviour_mut();
+        behaviour.vouched.vouch(relay, addrs.clone());
+        for addr in &addrs {
+            behaviour.autonat.add_server(relay, Some(addr.clone()));
+        }
+        let entry = self.relays.entry(relay).or_insert_with(|| Relay {
+            addrs: Vec::new(),
+            listener: None,
+            circuit: None,
+            error: None,
+            failures: 0,
+            retry_at: None,
+        });
+        entry.addrs = addrs;
+        // AutoNAT asks over a connection of its own; being connected lets it start.
+        let dial = libp2p::swarm::dial_opts::DialOpts::peer_id(relay)
+            .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        let _ = swarm.dial(dial);
+        self.reserve_where_needed(swarm);
+    }
+
+    /// AutoNAT's new answer.
+    pub(super) fn status_changed(&mut self, swarm: &mut Swarm<Behaviour>, status: NatStatus) {
+        match &status {
+            NatStatus::Public(addr) => {
+                tracing::info!(%addr, "others can reach this peer directly (AutoNAT)")
+            }
+            NatStatus::Private => tracing::info!(
+                "others cannot reach this peer directly (AutoNAT); reserving a relay slot"
+            ),
+            NatStatus::Unknown => tracing::info!("whether others can reach this peer is unknown"),
+        }
+        self.status = Some(status);
+        if matches!(self.status, Some(NatStatus::Public(_))) {
+            // Reachable without help: the slots go back to the relays.
+            for relay in self.relays.values_mut() {
+                if let Some(listener) = relay.listener.take() {
+                    swarm.remove_listener(listener);
+                }
+                relay.circuit = None;
+                relay.retry_at = None;
+                relay.failures = 0;
+            }
+        }
+        self.reserve_where_needed(swarm);
+    }
+
+    /// Asks every relay without a slot for one, while this peer is private and the backoff
+    /// allows.
+    pub(super) fn reserve_where_needed(&mut self, swarm: &mut Swarm<Behaviour>) {
+        if !self.private() {
+            return;
+        }
+        let now = Instant::now();
+        for (peer, relay) in &mut self.relays {
+            if relay.listener.is_some() || relay.retry_at.is_some_and(|at| at > now) {
+                continue;
+            }
+            let Some(addr) = relay.addrs.first() else {
+                continue;
+            };
+            let circuit = addr.clone().with(Protocol::P2pCircuit);
+            match swarm.listen_on(circuit.clone()) {
+                Ok(listener) => {
+                    tracing::debug!(relay.id = %peer, "asking the relay for a slot");
+                    relay.listener = Some(listener);
+                    relay.retry_at = None;
+                }
+                Err(err) => {
+                    let error = format!("cannot listen on {circuit}: {err}");
+                    relay.failed(error);
+                }
+            }
+        }
+    }
+
+    /// A listener said where it listens: a circuit address is a slot granted.
+    pub(super) fn listening(&mut self, listener: ListenerId, address: &Multiaddr) -> bool {
+        let Some((peer, relay)) = self
+            .relays
+            .iter_mut()
+            .find(|(_, relay)| relay.listener == Some(listener))
+        else {
+            return false;
+        };
+        // A relay names every address it has (loopback too): the owner is shown a useful one.
+        let loopback = |addr: &Multiaddr| {
+            addr.iter().any(|p| match p {
+                Protocol::Ip4(ip) => ip.is_loopback(),
+                Protocol::Ip6(ip) => ip.is_loopback(),
+                _ => false,
+            })
+        };
+        match &relay.circuit {
+            None => tracing::info!(relay.id = %peer, %address, "reachable through a relay"),
+            Some(shown) if loopback(shown) && !loopback(address) => {}
+            Some(_) => return true,
+        }
+        relay.circuit = Some(address.clone());
+        relay.error = None;
+        relay.failures = 0;
+        true
+    }
+
+    /// A listener closed: a relay's slot ended, or was never granted.
+    pub(super) fn listener_closed(&mut self, listener: ListenerId, reason: Option<String>) {
+        let Some((peer, relay)) = self
+            .relays
+            .iter_mut()
+            .find(|(_, relay)| relay.listener == Some(listener))
+        else {
+            return;
+        };
+        relay.listener = None;
+        let had_slot = relay.circuit.take().is_some();
+        let error = reason.unwrap_or_else(|| "the connection to the relay closed".into());
+        if had_slot {
+            tracing::warn!(relay.id = %peer, "the relay slot ended: {error}");
+        } else {
+            tracing::warn!(relay.id = %peer, "the relay gave no slot: {error}");
+        }
+        relay.failed(error);
+    }
+
+    /// The addresses others dial this peer at through relays.
+    pub(super) fn is_circuit_listener(&self, listener: ListenerId) -> bool {
+        self.relays
+            .values()
+            .any(|relay| relay.listener == Some(listener))
+    }
+
+    pub(super) fn report(&self) -> Reachability {
+        let relays: Vec<RelaySlot> = self
+            .relays
+            .iter()
+            .map(|(peer, relay)| RelaySlot {
+                peer_id: peer.to_base58(),
+                state: match (&relay.circuit, relay.listener, relay.retry_at) {
+                    (Some(_), ..) => "reserved",
+                    (None, Some(_), _) => "reserving",
+                    (None, None, Some(_)) => "waiting",
+                    (None, None, None) => "unused",
+                },
+                circuit: relay.circuit.as_ref().map(ToString::to_string),
+                error: relay.error.clone(),
+            })
+            .collect();
+        let reserved = relays.iter().filter(|r| r.state == "reserved").count();
+        let (status, public_addr, summary) = match &self.status {
+            Some(NatStatus::Public(addr)) => (
+                "public",
+                Some(addr.to_string()),
+                format!("reachable directly at {addr}"),
+            ),
+            Some(NatStatus::Private) if reserved > 0 => (
+                "private",
+                None,
+                format!(
+                    "behind a NAT or firewall; reachable through {reserved} relay{}",
+                    if reserved == 1 { "" } else { "s" }
+                ),
+            ),
+            Some(NatStatus::Private) => {
+                let why = if relays.is_empty() {
+                    "no hub this peer uses offers a relay".to_owned()
+                } else {
+                    relays
+                        .iter()
+                        .find_map(|r| r.error.clone())
+                        .map(|e| format!("no relay slot yet: {e}"))
+                        .unwrap_or_else(|| "a relay slot is being asked for".to_owned())
+                };
+                (
+                    "private",
+                    None,
+                    format!(
+                        "unreachable from outside its network: behind a NAT or firewall, {why}"
+                    ),
+                )
+            }
+            Some(NatStatus::Unknown) | None if relays.is_empty() => (
+                "unknown",
+                None,
+                "not tested: no hub this peer uses offers a relay to test with".to_owned(),
+            ),
+            Some(NatStatus::Unknown) | None => (
+                "unknown",
+                None,
+                "being tested with the hubs' relays".to_owned(),
+            ),
+        };
+        Reachability {
+            status,
+            public_addr,
+            summary,
+            relays,
+        }
+    }
+}
+
+impl Relay {
+    fn failed(&mut self, error: String) {
+        self.failures = self.failures.saturating_add(1);
+        let wait = FIRST_RETRY
+            .saturating_mul(2u32.saturating_pow(self.failures.saturating_sub(1).min(16)))
+            .min(MAX_RETRY);
+        self.retry_at = Some(Instant::now() + wait);
+        self.error = Some(error);
+    }
+}
