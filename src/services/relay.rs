@@ -116,6 +116,9 @@ pub struct RelayMetrics {
     pub circuits_accepted: AtomicU64,
     pub circuits_refused: AtomicU64,
     pub circuits_closed: AtomicU64,
+    /// Bytes the relay's host sent and received, by transport and direction: circuits,
+    /// reservations and probes together (set once the host runs).
+    pub transport: std::sync::OnceLock<prometheus_client::registry::Registry>,
 }
 
 impl RelayMetrics {
@@ -172,6 +175,14 @@ impl RelayMetrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
             ));
         }
+        if let Some(registry) = self.transport.get() {
+            let mut bytes = String::new();
+            if prometheus_client::encoding::text::encode(&mut bytes, registry).is_ok() {
+                // The exposition goes on after these lines: no end marker.
+                text.push_str(bytes.trim_end().trim_end_matches("# EOF").trim_end());
+                text.push('\n');
+            }
+        }
         text
     }
 }
@@ -203,6 +214,8 @@ impl Relay {
     ) -> anyhow::Result<Relay> {
         let peer_id = keypair.public().to_peer_id();
         let limits = options.limits.clone();
+        let metrics = Arc::new(RelayMetrics::default());
+        let mut registry = prometheus_client::registry::Registry::with_prefix("goop_relay");
         let mut swarm = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -212,6 +225,7 @@ impl Relay {
             )
             .context("cannot set up the relay's TCP transport")?
             .with_quic()
+            .with_bandwidth_metrics(&mut registry)
             .with_behaviour(|key| RelayBehaviour {
                 relay: relay::Behaviour::new(peer_id, limits.to_config()),
                 identify: identify::Behaviour::new(identify::Config::new(
@@ -289,11 +303,12 @@ impl Relay {
             .map(|addr| addr.with_p2p(peer_id).unwrap_or_else(|addr| addr))
             .collect();
         tracing::info!(relay.id = %peer_id, addrs = ?addrs, "circuit relay running");
+        let _ = metrics.transport.set(registry);
         let relay = Relay {
             peer_id,
             addrs,
             limits: options.limits,
-            metrics: Arc::default(),
+            metrics,
         };
         let metrics = relay.metrics.clone();
         tokio::spawn(async move {

@@ -274,7 +274,13 @@ fn wait_until<T>(
 
 /// The hub: rendezvous on the public network with its relay, whose circuits may carry a site.
 fn start_hub(world: &World) -> (tempfile::TempDir, NsPeer) {
-    let dir = crate::support::binary_hub_dir_with(|c| {
+    let dir = hub_dir();
+    let hub = run_hub(world, &dir);
+    (dir, hub)
+}
+
+fn hub_dir() -> tempfile::TempDir {
+    crate::support::binary_hub_dir_with(|c| {
         c.presence.rendezvous_port = Some(HUB_PORT);
         c.presence.rendezvous_bind = "0.0.0.0".into();
         c.presence.relay_enabled = true;
@@ -282,11 +288,14 @@ fn start_hub(world: &World) -> (tempfile::TempDir, NsPeer) {
         c.presence.relay_circuit_bytes = 4 * 1024 * 1024;
         c.presence.relay_circuit_seconds = 600;
         c.presence.heartbeat_seconds = 2;
-    });
+    })
+}
+
+fn run_hub(world: &World, dir: &tempfile::TempDir) -> NsPeer {
     let hub = NsPeer::run(&world.public, "rendezvous", dir.path());
     hub.wait_for(&["circuit relay running"], STEP)
         .unwrap_or_else(|seen| panic!("the hub's relay never ran; log:\n{}", seen.join("\n")));
-    (dir, hub)
+    hub
 }
 
 /// A peer at home `n` (0 or 1), joined to the hub, whose site's front page says `marker`.
@@ -355,7 +364,7 @@ fn wait_for_site(ns: &str, id: &str, marker: &str) {
 #[test]
 fn behind_cone_nats_two_peers_punch_a_hole_and_keep_it_when_the_hub_goes() {
     let world = world(Nat::Cone);
-    let (_hub_dir, hub) = start_hub(&world);
+    let (hub_dir, hub) = start_hub(&world);
     let (_ann_dir, ann, _ann_id) = start_home_peer(&world, 0, "Ann", "Ann's kitchen");
     let (_bea_dir, bea, bea_id) = start_home_peer(&world, 1, "Bea", "Bea's garden");
     let ann_ns = &world.homes[0];
@@ -396,6 +405,21 @@ fn behind_cone_nats_two_peers_punch_a_hole_and_keep_it_when_the_hub_goes() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("Bea's garden"), "{body}");
     assert_eq!(network(ann_ns)["links"][&bea_id], "hole-punched");
+
+    // Ann's slot went with the relay; once the hub is back, it is taken again.
+    let reserved = |ns: &str| {
+        network(ns)["reachability"]["relays"]
+            .as_array()
+            .is_some_and(|relays| relays.iter().any(|r| r["state"] == "reserved"))
+    };
+    wait_until(
+        STEP,
+        "Ann's relay slot gone with the hub",
+        || (!reserved(ann_ns)).then_some(()),
+        || network(ann_ns).to_string(),
+    );
+    let _hub = run_hub(&world, &hub_dir);
+    wait_for_relay_slot(ann_ns, "Ann");
 }
 
 #[test]

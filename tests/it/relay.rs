@@ -212,6 +212,20 @@ async fn the_hubs_relay_carries_a_circuit_within_its_limits_and_says_so() {
         let metrics = get_text(&format!("{}/metrics", hub.url)).await;
         if metric(&metrics, "goop_relay_circuits_closed_total") >= 1 {
             assert_eq!(metric(&metrics, "goop_relay_circuits_accepted_total"), 1);
+            // What crossed the circuit came in over TCP, and went out again.
+            let bytes = |direction: &str| -> u64 {
+                metrics
+                    .lines()
+                    .filter(|line| {
+                        line.starts_with("goop_relay_libp2p_bandwidth_bytes_total{")
+                            && line.contains(&format!("direction=\"{direction}\""))
+                    })
+                    .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+                    .sum()
+            };
+            assert!(bytes("Inbound") >= got as u64, "{metrics}");
+            assert!(bytes("Outbound") >= got as u64, "{metrics}");
+            assert!(!metrics.contains("# EOF"), "{metrics}");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{metrics}");
