@@ -2,14 +2,12 @@
 //! `goop2` binary. Needs root (CI runs as root) and iproute2; without them the test fails and says
 //! why rather than passing.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use goop2::config::Config;
 
 use crate::support::PeerDir;
+use crate::support::netns_world::{NsPeer, ip};
 
 /// Two namespaces and a veth pair between them, removed on drop.
 struct Link {
@@ -17,23 +15,6 @@ struct Link {
     devices: [String; 2],
     /// The second octet of the link's 10.x.0.0/24.
     subnet: u32,
-}
-
-/// Runs `ip` with `args`; what it said on failure.
-pub fn ip(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `ip` (iproute2): {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
 }
 
 impl Link {
@@ -77,69 +58,6 @@ impl Drop for Link {
     }
 }
 
-/// A `goop2` process in a namespace, killed on drop; its log lines arrive on `lines`.
-pub struct NsPeer {
-    pub child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl NsPeer {
-    fn start(ns: &str, dir: &std::path::Path) -> NsPeer {
-        NsPeer::run(ns, "peer", dir)
-    }
-
-    /// `goop2 <mode> <dir>` in namespace `ns`.
-    pub fn run(ns: &str, mode: &str, dir: &std::path::Path) -> NsPeer {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_goop2"), mode])
-            .arg(dir)
-            .env(
-                "RUST_LOG",
-                std::env::var("NETNS_LOG").unwrap_or("info".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ip netns exec runs");
-        let stdout = child.stdout.take().unwrap();
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        NsPeer { child, lines }
-    }
-
-    /// The log lines written since the last look.
-    pub fn drain(&self) -> Vec<String> {
-        self.lines.try_iter().collect()
-    }
-
-    /// Waits for a log line containing every one of `parts`; returns what was seen otherwise.
-    pub fn wait_for(&self, parts: &[&str], wait: Duration) -> Result<String, Vec<String>> {
-        let deadline = Instant::now() + wait;
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if parts.iter().all(|p| line.contains(p)) => return Ok(line),
-                Ok(line) => seen.push(line),
-                Err(_) => break,
-            }
-        }
-        Err(seen)
-    }
-}
-
-impl Drop for NsPeer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// What the peers of this test share: no console, no hub, a heartbeat every second, the
 /// network tag `tag`.
 fn lan_only(tag: &str) -> impl FnOnce(&mut Config) {
@@ -167,9 +85,9 @@ fn mdns_finds_a_peer_in_another_network_namespace() {
     );
     // A third peer with another network tag must stay out.
     let other_dir = PeerDir::new("Outsider", lan_only("another-network"));
-    let ann = NsPeer::start(&link.namespaces[0], ann_dir.path());
-    let bea = NsPeer::start(&link.namespaces[1], bea_dir.path());
-    let outsider = NsPeer::start(&link.namespaces[1], other_dir.path());
+    let ann = NsPeer::run(&link.namespaces[0], "peer", ann_dir.path());
+    let bea = NsPeer::run(&link.namespaces[1], "peer", bea_dir.path());
+    let outsider = NsPeer::run(&link.namespaces[1], "peer", other_dir.path());
 
     // Peers starting together can miss each other's first answers; mDNS asks again every 30 s.
     let wait = Duration::from_secs(60);

@@ -16,6 +16,7 @@ use goop2::services::hub::presence::{Presence, PresenceType};
 use goop2::telemetry::LogBuffer;
 use serde_json::Value;
 
+pub mod netns_world;
 pub mod postgres;
 
 /// A hub started through the same entry point as `goop2 rendezvous`.
