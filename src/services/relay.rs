@@ -30,6 +30,8 @@ use tokio::sync::watch;
 const PROTOCOL_VERSION: &str = "goop2-relay/1";
 /// How long an idle connection to the relay stays open; a reservation keeps its own open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an AutoNAT dial-back may take (a peer behind a NAT never answers one).
+const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long starting may take to learn the addresses it listens on.
 const LISTEN_WAIT: Duration = Duration::from_secs(10);
 
@@ -243,6 +245,9 @@ impl Relay {
             })
             .context("cannot set up the relay's behaviours")?
             .with_swarm_config(|config| config.with_idle_connection_timeout(IDLE_TIMEOUT))
+            // The relay dials only AutoNAT's dial-backs: one that gets no answer says
+            // "unreachable" sooner.
+            .with_connection_timeout(DIAL_BACK_TIMEOUT)
             .build();
         let ip = match options.listen_ip {
             IpAddr::V4(ip) => Protocol::Ip4(ip),

@@ -118,6 +118,8 @@ pub(super) struct Traversal {
     pub(super) punched: std::collections::HashSet<ConnectionId>,
     /// Why the last hole punch with a peer failed (bounded: one per connected peer).
     pub(super) punch_errors: HashMap<PeerId, String>,
+    /// Why the last AutoNAT probe told nothing, until one does.
+    probe_error: Option<String>,
 }
 
 impl Traversal {
@@ -218,6 +220,34 @@ impl Traversal {
                 }
             }
         }
+    }
+
+    /// What became of an AutoNAT probe: an error that leaves the answer unknown is kept for
+    /// the owner (a dial-back that failed is an answer: private).
+    pub(super) fn probed(&mut self, event: autonat::OutboundProbeEvent) {
+        use autonat::{OutboundProbeError, OutboundProbeEvent, ResponseError};
+        self.probe_error = match event {
+            OutboundProbeEvent::Request { .. } => return,
+            OutboundProbeEvent::Response { .. } => None,
+            OutboundProbeEvent::Error { error, .. } => match error {
+                OutboundProbeError::NoServer
+                | OutboundProbeError::Response(ResponseError::DialError) => None,
+                OutboundProbeError::NoAddresses => {
+                    Some("this peer has no address to test".to_owned())
+                }
+                OutboundProbeError::OutboundRequest(failure) => {
+                    Some(format!("the relay did not answer the test: {failure}"))
+                }
+                OutboundProbeError::Response(ResponseError::DialRefused) => Some(
+                    "the relay refused to test this peer's addresses (a hub's relay tests \
+                     public addresses only)"
+                        .to_owned(),
+                ),
+                OutboundProbeError::Response(other) => {
+                    Some(format!("the relay could not test this peer: {other:?}"))
+                }
+            },
+        };
     }
 
     /// A listener said where it listens: a circuit address is a slot granted.
@@ -332,7 +362,10 @@ impl Traversal {
             Some(NatStatus::Unknown) | None => (
                 "unknown",
                 None,
-                "being tested with the hubs' relays".to_owned(),
+                match &self.probe_error {
+                    Some(error) => format!("not known: {error}"),
+                    None => "being tested with the hubs' relays".to_owned(),
+                },
             ),
         };
         Reachability {

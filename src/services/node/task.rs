@@ -541,6 +541,9 @@ impl NodeTask {
                 new,
                 ..
             })) => self.traversal.status_changed(&mut self.swarm, new),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::OutboundProbe(
+                event,
+            ))) => self.traversal.probed(event),
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
                 remote_peer_id,
                 result,

@@ -1,5 +1,5 @@
 //! The relays the hubs announce (`GET /relay`): each hub this peer uses is asked at start and
-//! again every few minutes (sooner after a failure), and the relay it names is handed to the
+//! again every few minutes (sooner after a failure, with backoff), and the relay it names is handed to the
 //! node ([`Node::use_relay`]) — at the addresses the hub may vouch for, as for peers
 //! ([`Reach`]). A hub without a relay answers 404 and is asked again later, in case its operator
 //! turns one on.
@@ -17,7 +17,7 @@ use crate::services::until_stopped;
 
 /// How often a hub is asked again.
 const EVERY: Duration = Duration::from_secs(5 * 60);
-/// How soon a hub that could not be asked is asked again.
+/// How soon a hub that could not be asked is asked again (doubling up to [`EVERY`]).
 const AFTER_FAILURE: Duration = Duration::from_secs(15);
 /// How long one request may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,6 +74,7 @@ pub fn spawn(
             return;
         };
         let mut last: Option<String> = None;
+        let mut failures = 0u32;
         loop {
             let wait = match ask(&http, &url, reach).await {
                 Ok(Some((relay, addrs))) => {
@@ -85,12 +86,19 @@ pub fn spawn(
                     if node.use_relay(relay, addrs).await.is_err() {
                         return;
                     }
+                    failures = 0;
                     EVERY
                 }
-                Ok(None) => EVERY,
+                Ok(None) => {
+                    failures = 0;
+                    EVERY
+                }
                 Err(err) => {
                     tracing::debug!(hub = %hub, "cannot learn the hub's relay: {err:#}");
+                    failures = failures.saturating_add(1);
                     AFTER_FAILURE
+                        .saturating_mul(2u32.saturating_pow(failures.min(8) - 1))
+                        .min(EVERY)
                 }
             };
             tokio::select! {
