@@ -35,29 +35,23 @@ struct Arguments {
 /// Loads `url` `count` times from inside `ns`, one after another, with one client; each
 /// load's time. Panics on anything but a whole file.
 fn load(ns: &str, url: String, count: usize, size: usize) -> Vec<Duration> {
-    netns_world::in_ns(ns, move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let client = reqwest::Client::new();
-            let mut times = Vec::with_capacity(count);
-            for _ in 0..count {
-                let started = Instant::now();
-                let response = client
-                    .get(&url)
-                    .timeout(Duration::from_secs(120))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 200, "{url}");
-                let body = response.bytes().await.unwrap();
-                assert_eq!(body.len(), size, "{url}");
-                times.push(started.elapsed());
-            }
-            times
-        })
+    netns_world::block_on_in(ns, move || async move {
+        let client = reqwest::Client::new();
+        let mut times = Vec::with_capacity(count);
+        for _ in 0..count {
+            let started = Instant::now();
+            let response = client
+                .get(&url)
+                .timeout(Duration::from_secs(120))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{url}");
+            let body = response.bytes().await.unwrap();
+            assert_eq!(body.len(), size, "{url}");
+            times.push(started.elapsed());
+        }
+        times
     })
 }
 

@@ -22,6 +22,22 @@ pub mod site;
 pub mod site_files;
 pub mod sitetemplates;
 
+/// An error with its causes on one line (the cause is often the useful part: a TLS, DNS or
+/// transport failure), each said once.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Resolves once `stop` says true (or its sender is gone): the stop signal of long-running tasks.
 pub(crate) async fn until_stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;

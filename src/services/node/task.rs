@@ -335,7 +335,7 @@ impl NodeTask {
                 }
             }
             Err(err) => {
-                let reason = error_chain(&err);
+                let reason = crate::services::error_chain(&err);
                 tracing::info!(peer.id = %peer, "hole punching failed; staying relayed: {reason}");
                 if self.connections.contains_key(&peer) {
                     self.traversal.punch_errors.insert(peer, reason);
@@ -435,7 +435,7 @@ impl NodeTask {
             } => {
                 self.listen_addrs.retain(|addr| !addresses.contains(addr));
                 if self.traversal.is_circuit_listener(listener_id) {
-                    let reason = reason.err().map(|err| error_chain(&err));
+                    let reason = reason.err().map(|err| crate::services::error_chain(&err));
                     self.traversal.listener_closed(listener_id, reason);
                     self.addresses_changed();
                 } else {
@@ -600,19 +600,4 @@ impl NodeTask {
             _ => {}
         }
     }
-}
-
-/// An error and its sources on one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -418,7 +418,13 @@ impl ClientTask {
                     )
                 };
             }
-            Ok(Err(err)) => return failed(format!("cannot connect: {}", chain(&err)), None, false),
+            Ok(Err(err)) => {
+                return failed(
+                    format!("cannot connect: {}", crate::services::error_chain(&err)),
+                    None,
+                    false,
+                );
+            }
             Err(_) => return failed("connecting timed out".into(), None, false),
         };
         self.connected(Transport::WebSocket);
@@ -493,7 +499,13 @@ impl ClientTask {
         let resuming = self.last_event_id.is_some();
         let response = match tokio::time::timeout(Duration::from_secs(10), request.send()).await {
             Ok(Ok(response)) => response,
-            Ok(Err(err)) => return failed(format!("cannot connect: {}", chain(&err)), None, false),
+            Ok(Err(err)) => {
+                return failed(
+                    format!("cannot connect: {}", crate::services::error_chain(&err)),
+                    None,
+                    false,
+                );
+            }
             Err(_) => return failed("connecting timed out".into(), None, false),
         };
         let status = response.status().as_u16();
@@ -666,21 +678,6 @@ impl HubMessage {
             _ => HubMessage::Other,
         }
     }
-}
-
-/// An error with its causes, which is where the useful part (a TLS or DNS failure) is.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// A hub's refusal in words; a ban (with its remaining seconds) says until when (UTC).

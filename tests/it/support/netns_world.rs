@@ -327,27 +327,36 @@ pub fn in_ns<T: Send + 'static>(ns: &str, work: impl FnOnce() -> T + Send + 'sta
     .expect("the namespace's thread ends")
 }
 
-/// A request from inside `ns`: status and body (status 0 when nothing answered).
-pub fn request_in(ns: &str, url: String, body: Option<Value>) -> (u16, String) {
+/// Runs the future `work` makes on a runtime of its own, on a thread inside namespace `ns`.
+pub fn block_on_in<T, F>(ns: &str, work: impl FnOnce() -> F + Send + 'static) -> T
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T>,
+{
     in_ns(ns, move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let client = reqwest::Client::new();
-            let request = match body {
-                Some(body) => client.post(&url).json(&body),
-                None => client.get(&url),
-            };
-            match request.timeout(Duration::from_secs(20)).send().await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    (status, response.text().await.unwrap_or_default())
-                }
-                Err(err) => (0, err.to_string()),
+            .unwrap()
+            .block_on(work())
+    })
+}
+
+/// A request from inside `ns`: status and body (status 0 when nothing answered).
+pub fn request_in(ns: &str, url: String, body: Option<Value>) -> (u16, String) {
+    block_on_in(ns, move || async move {
+        let client = reqwest::Client::new();
+        let request = match body {
+            Some(body) => client.post(&url).json(&body),
+            None => client.get(&url),
+        };
+        match request.timeout(Duration::from_secs(20)).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (status, response.text().await.unwrap_or_default())
             }
-        })
+            Err(err) => (0, err.to_string()),
+        }
     })
 }
 
