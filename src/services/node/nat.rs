@@ -298,7 +298,7 @@ impl Traversal {
         relay.failed(error);
     }
 
-    /// The addresses others dial this peer at through relays.
+    /// Whether `listener` is a relay slot of this peer's.
     pub(super) fn is_circuit_listener(&self, listener: ListenerId) -> bool {
         self.relays
             .values()
