@@ -1,9 +1,10 @@
 //! Three `goop2 rendezvous` processes sharing PostgreSQL behind nginx's round robin, as
 //! deploy/ sets them up: publish on one and stream from another, `kill -9` of one during
-//! publishes, a rolling restart.
+//! publishes, a rolling restart — and the rolling restart behind Caddy running the Caddyfile
+//! deploy/ ships.
 //!
-//! Needs PostgreSQL (`GOOP2_TEST_POSTGRES`, see hub_postgres.rs) and nginx (`apt-get install
-//! nginx`); .ci/run provides both.
+//! Needs PostgreSQL (`GOOP2_TEST_POSTGRES`, see hub_postgres.rs), nginx and Caddy (`apt-get
+//! install nginx caddy`); .ci/run provides them.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -15,7 +16,7 @@ use goop2::services::hub::presence::PresenceType;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::postgres::{Nginx, Seen, Subscriber, TestDatabase};
+use crate::support::postgres::{Caddy, Nginx, Seen, Subscriber, TestDatabase};
 use crate::support::{
     HubProcess, SseClient, TestIdentity, binary_hub_dir_with, eventually, free_port,
 };
@@ -324,12 +325,37 @@ async fn kill_9_of_an_instance_during_publishes_loses_no_acknowledged_publish() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_behind_nginx_loses_no_peer() {
     let db = TestDatabase::create().await;
-    let (mut instances, nginx) = cluster(&db).await;
+    let (instances, nginx) = cluster(&db).await;
+    let url = nginx.url.clone();
+    rolling_restart_loses_no_peer(instances, &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_behind_the_shipped_caddyfile_loses_no_peer() {
+    let db = TestDatabase::create().await;
+    let instances: Vec<Instance> = (0..3).map(|_| Instance::start(&db.url)).collect();
+    let ports: Vec<u16> = instances.iter().map(|i| i.port).collect();
+    let caddy = Caddy::start(&ports);
+    // Every instance answers through Caddy before the test leans on it.
+    let client = reqwest::Client::new();
+    let healthy = eventually(WAIT, async || {
+        matches!(client.get(format!("{}/healthz", caddy.url)).send().await,
+            Ok(r) if r.status().is_success())
+    })
+    .await;
+    assert!(healthy, "no healthy hub behind Caddy: {}", caddy.log());
+    rolling_restart_loses_no_peer(instances, &caddy.url).await;
+}
+
+/// Stops and restarts each instance in turn behind the proxy at `url` while 30 peers keep
+/// publishing and three subscribers stream: no instance that is up ever lists fewer peers, and
+/// every subscriber ends with every peer's last label, never told a peer left, never reset.
+async fn rolling_restart_loses_no_peer(mut instances: Vec<Instance>, url: &str) {
     let subscribers: Vec<Subscriber> = (0..3)
-        .map(|_| Subscriber::spawn(&format!("{}/events?changes=1", nginx.url)))
+        .map(|_| Subscriber::spawn(&format!("{url}/events?changes=1")))
         .collect();
     let mut publishers = Publishers::new(30);
-    assert_eq!(publishers.beat(&nginx.url, 0).await, 30);
+    assert_eq!(publishers.beat(url, 0).await, 30);
     for instance in &instances {
         let all = eventually(WAIT, async || instance.peers().await.len() == 30).await;
         assert!(
@@ -355,7 +381,7 @@ async fn a_rolling_restart_behind_nginx_loses_no_peer() {
         instances[index].stop().await;
         // Heartbeats go on while it is down.
         for _ in 0..3 {
-            publishers.beat(&nginx.url, round).await;
+            publishers.beat(url, round).await;
             round += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -368,7 +394,7 @@ async fn a_rolling_restart_behind_nginx_loses_no_peer() {
             "restarted instance {index}: {restored:?}"
         );
         for _ in 0..3 {
-            publishers.beat(&nginx.url, round).await;
+            publishers.beat(url, round).await;
             round += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

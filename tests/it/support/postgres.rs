@@ -374,6 +374,92 @@ impl Drop for Nginx {
     }
 }
 
+/// Caddy running `deploy/Caddyfile.three-instances` as shipped, with this test's ports and
+/// plain HTTP on loopback in place of the example host name, without its admin endpoint; killed
+/// on drop.
+pub struct Caddy {
+    child: Child,
+    pub url: String,
+    dir: tempfile::TempDir,
+}
+
+/// The upstreams the shipped Caddyfile names.
+const SHIPPED_UPSTREAMS: &str = "127.0.0.1:8787 127.0.0.1:8788 127.0.0.1:8789";
+
+impl Caddy {
+    pub fn start(upstream_ports: &[u16]) -> Self {
+        let program = ["/usr/bin/caddy", "/usr/local/bin/caddy"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or_else(|| {
+                panic!("caddy is missing: `apt-get install caddy` (.ci/run installs it)")
+            });
+        let shipped = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/Caddyfile.three-instances"
+        ))
+        .unwrap();
+        assert!(
+            shipped.contains("hubs.example.org {")
+                && shipped.matches(SHIPPED_UPSTREAMS).count() == 2,
+            "the shipped Caddyfile changed shape; this test rewrites its host and upstreams"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::free_port();
+        let upstreams: Vec<String> = upstream_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let config = format!(
+            "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {}\n}}\n\n{}",
+            dir.path().join("data").display(),
+            shipped
+                .replace("hubs.example.org {", &format!("http://127.0.0.1:{port} {{"))
+                .replace(SHIPPED_UPSTREAMS, &upstreams.join(" "))
+        );
+        let config_path = dir.path().join("Caddyfile");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("caddy.log")).unwrap();
+        let child = Command::new(program)
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&config_path)
+            .env("HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path().join("data"))
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let caddy = Caddy {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+        };
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "caddy did not start: {}",
+                caddy.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        caddy
+    }
+
+    /// What Caddy has logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("caddy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// What a [`Subscriber`] has seen.
 #[derive(Default)]
 pub struct Seen {
