@@ -18,8 +18,11 @@ use serde::Serialize;
 
 use super::Behaviour;
 
-/// Relays this peer keeps a slot on at once (a hub or two is enough to be reached).
+/// Relays this peer keeps a slot on at once (a hub or two is enough to be reached); a new one
+/// past this takes the place of the one announced least recently.
 pub const MAX_RELAYS: usize = 4;
+/// A relay no hub has announced for this long is let go (hubs announce theirs every 5 min).
+const FORGET_AFTER: Duration = Duration::from_secs(20 * 60);
 /// The first wait before a lapsed or refused reservation is asked again; it doubles up to
 /// [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_secs(2);
@@ -107,6 +110,8 @@ struct Relay {
     /// Failures in a row, for the backoff.
     failures: u32,
     retry_at: Option<Instant>,
+    /// When a hub last announced it.
+    seen: Instant,
 }
 
 /// The traversal state the node task keeps.
@@ -139,7 +144,14 @@ impl Traversal {
             return;
         }
         if !self.relays.contains_key(&relay) && self.relays.len() >= MAX_RELAYS {
-            return;
+            let oldest = self
+                .relays
+                .iter()
+                .min_by_key(|(_, known)| known.seen)
+                .map(|(peer, _)| *peer);
+            if let Some(oldest) = oldest {
+                self.forget(swarm, oldest);
+            }
         }
         let addrs: Vec<Multiaddr> = addrs
             .into_iter()
@@ -157,14 +169,28 @@ impl Traversal {
             error: None,
             failures: 0,
             retry_at: None,
+            seen: Instant::now(),
         });
         entry.addrs = addrs;
+        entry.seen = Instant::now();
         // AutoNAT asks over a connection of its own; being connected lets it start.
         let dial = libp2p::swarm::dial_opts::DialOpts::peer_id(relay)
             .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
             .build();
         let _ = swarm.dial(dial);
         self.reserve_where_needed(swarm);
+    }
+
+    /// Lets `relay` go (no hub announced it lately, or a newer one takes its place): its
+    /// slot, if it holds one, goes back, and AutoNAT no longer asks it.
+    fn forget(&mut self, swarm: &mut Swarm<Behaviour>, relay: PeerId) {
+        if let Some(known) = self.relays.remove(&relay) {
+            tracing::info!(relay.id = %relay, "letting a relay go");
+            if let Some(listener) = known.listener {
+                swarm.remove_listener(listener);
+            }
+            swarm.behaviour_mut().autonat.remove_server(&relay);
+        }
     }
 
     /// AutoNAT's new answer.
@@ -193,13 +219,22 @@ impl Traversal {
         self.reserve_where_needed(swarm);
     }
 
-    /// Asks every relay without a slot for one, while this peer is private and the backoff
-    /// allows.
+    /// Lets go of relays no hub announced lately, then asks every relay without a slot for
+    /// one, while this peer is private and the backoff allows.
     pub(super) fn reserve_where_needed(&mut self, swarm: &mut Swarm<Behaviour>) {
+        let now = Instant::now();
+        let stale: Vec<PeerId> = self
+            .relays
+            .iter()
+            .filter(|(_, known)| now.duration_since(known.seen) > FORGET_AFTER)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for relay in stale {
+            self.forget(swarm, relay);
+        }
         if !self.private() {
             return;
         }
-        let now = Instant::now();
         for (peer, relay) in &mut self.relays {
             if relay.listener.is_some() || relay.retry_at.is_some_and(|at| at > now) {
                 continue;
