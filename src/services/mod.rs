@@ -30,6 +30,10 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     while let Some(cause) = source {
         let more = cause.to_string();
         if !text.contains(&more) {
+            // "Failed to get Reservation.: …" reads as one sentence without the stop.
+            while text.ends_with('.') {
+                text.pop();
+            }
             text.push_str(": ");
             text.push_str(&more);
         }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::netns_world::{
-    CONSOLE, Nat, STEP, get_in, network, request_in, run_hub, start_home_peer, start_hub,
-    wait_for_relay_slot, wait_for_site, wait_until, world,
+    CONSOLE, HUB_IP, HUB_PORT, Nat, STEP, get_in, hub_dir_with, network, request_in, run_hub,
+    start_home_peer, start_hub, wait_for_relay_slot, wait_for_site, wait_until, world,
 };
 
 #[test]
@@ -142,4 +142,74 @@ fn behind_symmetric_nats_two_peers_talk_through_the_relay_until_the_hub_goes() {
         },
     );
     assert!(network(ann_ns)["links"].get(&bea_id).is_none());
+}
+
+/// A counter from the hub's `/metrics`, read from inside the public network.
+fn hub_metric(public: &str, name: &str) -> u64 {
+    let (_, text) = request_in(public, format!("http://{HUB_IP}:{HUB_PORT}/metrics"), None);
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn the_hubs_relay_holds_its_limits_for_peers_behind_routers() {
+    let world = world(Nat::Symmetric, 0);
+    // One slot in all; a circuit may carry 256 KiB.
+    let hub_dir = hub_dir_with(|c| {
+        c.presence.relay_max_reservations = 1;
+        c.presence.relay_circuit_bytes = 256 * 1024;
+    });
+    let _hub = run_hub(&world, &hub_dir);
+    let (ann_dir, _ann, ann_id) = start_home_peer(&world, 0, "Ann", "Ann's kitchen");
+    let (ann_ns, bea_ns) = (&world.homes[0], &world.homes[1]);
+    wait_for_relay_slot(ann_ns, "Ann");
+    std::fs::write(
+        ann_dir.path().join("site/big.bin"),
+        vec![7u8; 2 * 1024 * 1024],
+    )
+    .unwrap();
+
+    // The relay has no slot left for Bea: she hears why, and stays unreachable.
+    let (_bea_dir, _bea, _) = start_home_peer(&world, 1, "Bea", "Bea's garden");
+    let relay = wait_until(
+        STEP,
+        "Bea's refused relay slot",
+        || {
+            let reach = network(bea_ns)["reachability"].clone();
+            let relay = reach["relays"][0].clone();
+            (reach["status"] == "private" && relay["error"].is_string()).then_some(relay)
+        },
+        || network(bea_ns).to_string(),
+    );
+    assert_ne!(relay["state"], "reserved", "{relay}");
+    assert!(hub_metric(&world.public, "goop_relay_reservations_refused_total") >= 1);
+    assert_eq!(hub_metric(&world.public, "goop_relay_reservations"), 1);
+
+    // Bea reaches Ann through Ann's slot: a small page crosses the circuit, a file larger than
+    // its budget does not, and the relay closes the circuit.
+    wait_for_site(bea_ns, &ann_id, "Ann's kitchen");
+    let (status, body) = get_in(bea_ns, &format!("/p/{ann_id}/big.bin"));
+    assert!(
+        status != 200 || body.len() < 2 * 1024 * 1024,
+        "2 MiB crossed a 256 KiB circuit ({status})"
+    );
+    wait_until(
+        STEP,
+        "the relay closing the circuit over its budget",
+        || (hub_metric(&world.public, "goop_relay_circuits_closed_total") >= 1).then_some(()),
+        || {
+            format!(
+                "{:?}",
+                request_in(
+                    &world.public,
+                    format!("http://{HUB_IP}:{HUB_PORT}/metrics"),
+                    None
+                )
+            )
+        },
+    );
+    // A new circuit carries the next small page.
+    wait_for_site(bea_ns, &ann_id, "Ann's kitchen");
 }

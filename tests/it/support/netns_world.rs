@@ -401,6 +401,11 @@ pub fn start_hub(world: &World) -> (tempfile::TempDir, NsPeer) {
 
 /// A hub's directory: rendezvous only, no viewer, its relay on; `circuit_bytes` per circuit.
 pub fn hub_dir(circuit_bytes: u64) -> tempfile::TempDir {
+    hub_dir_with(|c| c.presence.relay_circuit_bytes = circuit_bytes)
+}
+
+/// A hub's directory as [`hub_dir`] makes it, with `edit` applied last.
+pub fn hub_dir_with(edit: impl FnOnce(&mut Config)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Config::default();
     c.presence.rendezvous_only = true;
@@ -410,9 +415,9 @@ pub fn hub_dir(circuit_bytes: u64) -> tempfile::TempDir {
     c.presence.rendezvous_bind = "0.0.0.0".into();
     c.presence.relay_enabled = true;
     c.presence.relay_port = RELAY_PORT;
-    c.presence.relay_circuit_bytes = circuit_bytes;
     c.presence.relay_circuit_seconds = 600;
     c.presence.heartbeat_seconds = 2;
+    edit(&mut c);
     c.save(&dir.path().join("goop.json")).unwrap();
     dir
 }
