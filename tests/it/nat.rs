@@ -28,6 +28,33 @@ fn behind_cone_nats_two_peers_punch_a_hole_and_keep_it_when_the_hub_goes() {
 
     // Ann reaches Bea through the relay, then directly once the hole is punched.
     wait_for_site(ann_ns, &bea_id, "Bea's garden");
+    // Bea announces her circuit, ending in her peer ID once.
+    let (_, peers) = get_in(ann_ns, "/api/peers");
+    let peers: serde_json::Value = serde_json::from_str(&peers).unwrap();
+    let addrs = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer_id"] == bea_id.as_str())
+        .map(|p| p["addrs"].clone())
+        .unwrap_or_else(|| panic!("Ann does not list Bea: {peers}"));
+    let addrs: Vec<&str> = addrs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(
+        addrs.iter().any(|a| a.contains("/p2p-circuit/")),
+        "{addrs:?}"
+    );
+    assert!(
+        addrs
+            .iter()
+            .all(|a| a.matches(bea_id.as_str()).count() == 1
+                && a.ends_with(&format!("/p2p/{bea_id}"))),
+        "{addrs:?}"
+    );
     wait_until(
         STEP,
         "a hole-punched connection from Ann to Bea",

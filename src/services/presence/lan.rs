@@ -13,7 +13,8 @@ use crate::services::hub::unix_ms;
 use crate::services::node::Node;
 use crate::services::presence::hub_client::Announcement;
 
-/// The addresses worth telling others: no link-local, loopback only when asked, with our peer ID.
+/// The addresses worth telling others: no link-local, loopback only when asked, each ending in
+/// our peer ID once (a relay's circuit address ends in it already).
 pub fn announced_addrs(
     listen: &[Multiaddr],
     peer_id: PeerId,
@@ -36,7 +37,8 @@ pub fn announced_addrs(
                 _ => true,
             })
         })
-        .map(|addr| format!("{addr}/p2p/{peer_id}"))
+        .filter_map(|addr| addr.clone().with_p2p(peer_id).ok())
+        .map(|addr| addr.to_string())
         .take(crate::services::hub::presence::MAX_ADDRS)
         .collect()
 }
@@ -79,5 +81,37 @@ pub async fn publish_on_lan(
         if offline {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announced_addresses_end_in_our_peer_id_once() {
+        let me = libp2p_identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let relay = libp2p_identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let listen: Vec<Multiaddr> = [
+            "/ip4/192.168.1.2/tcp/4101".to_owned(),
+            "/ip4/127.0.0.1/tcp/4101".to_owned(),
+            "/ip4/169.254.3.4/tcp/4101".to_owned(),
+            format!("/ip4/11.0.0.1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{me}"),
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        assert_eq!(
+            announced_addrs(&listen, me, false),
+            [
+                format!("/ip4/192.168.1.2/tcp/4101/p2p/{me}"),
+                format!("/ip4/11.0.0.1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{me}"),
+            ]
+        );
+        assert_eq!(announced_addrs(&listen, me, true).len(), 3);
     }
 }

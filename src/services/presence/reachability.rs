@@ -1,8 +1,9 @@
 //! Reachability: every online peer in the PeerTable is probed over `/goop/content/1.0.0` when it
 //! appears and then periodically; the result (round-trip time or the reason it failed) goes back
 //! into the table, so the console shows it live. A first probe that fails is tried again after
-//! 2 s and 4 s: a peer that has just been announced may still be being dialled, and the next
-//! periodic probe is up to half a minute away.
+//! 2, 4, 8 and 16 s: a peer that has just been announced may still be being dialled, or still
+//! be taking its slot on a relay (behind a NAT), and the next periodic probe is up to half a
+//! minute away.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long after a failed first probe it is tried again (doubling each time).
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 /// How many times a failed first probe is tried again.
-const FIRST_RETRIES: u32 = 2;
+const FIRST_RETRIES: u32 = 4;
 
 /// Starts probing every `every` until `stop`.
 pub fn spawn(
