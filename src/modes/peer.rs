@@ -397,10 +397,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     };
     let mut hub_clients = Vec::new();
     let (hub_events_tx, hub_events) = mpsc::channel::<(Source, Reach, LinkEvent)>(1024);
-    let relay_http = reqwest::Client::builder()
-        .tls_backend_preconfigured((*crate::services::presence::tls::client_config()).clone())
-        .build()
-        .unwrap_or_default();
+    let relay_http = crate::services::presence::tls::http_client(None);
     for url in hub_urls {
         let source = Source::Hub(url.to_string());
         // How wide the addresses this hub may have the node dial are.

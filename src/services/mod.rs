@@ -2,6 +2,8 @@
 //! the site (as visitors see it and as its owner edits it), the avatar, sandboxed Lua and the
 //! message transport between peers. Nothing here imports axum or askama, and SQL stays in `store`.
 
+use std::time::Duration;
+
 pub mod auth;
 pub mod avatar;
 pub mod blocklist;
@@ -21,6 +23,14 @@ pub mod scaffold;
 pub mod site;
 pub mod site_files;
 pub mod sitetemplates;
+
+/// A doubling wait: `first` before the first retry (`attempt` 1), twice that before the
+/// second, and so on, never more than `cap`. Every backoff of the services is this one.
+pub(crate) fn doubling(first: Duration, attempt: u32, cap: Duration) -> Duration {
+    first
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(cap)
+}
 
 /// An error with its causes on one line (the cause is often the useful part: a TLS, DNS or
 /// transport failure), each said once.

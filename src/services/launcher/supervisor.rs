@@ -411,8 +411,7 @@ fn stopped_from_outside(status: &std::process::ExitStatus) -> bool {
 
 /// The wait before the restart after `crashes` quick crashes in a row.
 fn backoff(crashes: u32) -> Duration {
-    let doubled = FIRST_BACKOFF.saturating_mul(1 << crashes.saturating_sub(1).min(16));
-    doubled.min(MAX_BACKOFF)
+    crate::services::doubling(FIRST_BACKOFF, crashes, MAX_BACKOFF)
 }
 
 fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {

@@ -295,13 +295,8 @@ impl Traversal {
             return false;
         };
         // A relay names every address it has (loopback too): the owner is shown a useful one.
-        let loopback = |addr: &Multiaddr| {
-            addr.iter().any(|p| match p {
-                Protocol::Ip4(ip) => ip.is_loopback(),
-                Protocol::Ip6(ip) => ip.is_loopback(),
-                _ => false,
-            })
-        };
+        let loopback =
+            |addr: &Multiaddr| super::budget::address_of(addr).is_some_and(|ip| ip.is_loopback());
         match &relay.circuit {
             None => tracing::info!(relay.id = %peer, %address, "reachable through a relay"),
             Some(shown) if loopback(shown) && !loopback(address) => {}
@@ -415,9 +410,7 @@ impl Traversal {
 impl Relay {
     fn failed(&mut self, error: String) {
         self.failures = self.failures.saturating_add(1);
-        let wait = FIRST_RETRY
-            .saturating_mul(2u32.saturating_pow(self.failures.saturating_sub(1).min(16)))
-            .min(MAX_RETRY);
+        let wait = crate::services::doubling(FIRST_RETRY, self.failures, MAX_RETRY);
         self.retry_at = Some(Instant::now() + wait);
         self.error = Some(error);
     }

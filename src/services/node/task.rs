@@ -433,11 +433,11 @@ impl NodeTask {
                 addresses,
                 reason,
             } => {
+                // What a closed listener listened on reaches this peer no more, whatever was
+                // confirmed of it (a relay's circuit, a relaying peer's own addresses).
                 self.listen_addrs.retain(|addr| !addresses.contains(addr));
+                self.external_addrs.retain(|addr| !addresses.contains(addr));
                 if self.traversal.is_circuit_listener(listener_id) {
-                    // A slot that ended is no longer a way to reach this peer, whatever the
-                    // relay client said of it.
-                    self.external_addrs.retain(|addr| !addresses.contains(addr));
                     let reason = reason.err().map(|err| crate::services::error_chain(&err));
                     self.traversal.listener_closed(listener_id, reason);
                     self.addresses_changed();

@@ -276,11 +276,11 @@ impl ClientTask {
 
     /// Exponential backoff with jitter (50–100 % of the step), capped.
     fn backoff(&self, failures: u32) -> Duration {
-        let step = self
-            .options
-            .initial_backoff
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-            .min(self.options.max_backoff);
+        let step = crate::services::doubling(
+            self.options.initial_backoff,
+            failures,
+            self.options.max_backoff,
+        );
         step.mul_f64(0.5 + rand::random::<f64>() * 0.5)
     }
 

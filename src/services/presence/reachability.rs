@@ -71,7 +71,11 @@ pub fn spawn(
                         table.set_reachability(&peer_id, reachability).await;
                         match first.get_mut(&peer_id) {
                             Some(retries) if failed && *retries < FIRST_RETRIES => {
-                                let wait = FIRST_RETRY * 2u32.pow(*retries);
+                                let wait = crate::services::doubling(
+                                    FIRST_RETRY,
+                                    *retries + 1,
+                                    Duration::MAX,
+                                );
                                 *retries += 1;
                                 in_flight.insert(peer_id);
                                 let node = node.clone();

@@ -96,9 +96,7 @@ pub fn spawn(
                 Err(err) => {
                     tracing::debug!(hub = %hub, "cannot learn the hub's relay: {err:#}");
                     failures = failures.saturating_add(1);
-                    AFTER_FAILURE
-                        .saturating_mul(2u32.saturating_pow(failures.min(8) - 1))
-                        .min(EVERY)
+                    crate::services::doubling(AFTER_FAILURE, failures, EVERY)
                 }
             };
             tokio::select! {

@@ -21,6 +21,17 @@ pub fn client_config() -> Arc<ClientConfig> {
         .clone()
 }
 
+/// An HTTP client for hubs (their store, their relay) that trusts what [`client_config`] does.
+pub fn http_client(timeout: Option<std::time::Duration>) -> reqwest::Client {
+    let builder = reqwest::Client::builder().tls_backend_preconfigured((*client_config()).clone());
+    match timeout {
+        Some(timeout) => builder.timeout(timeout),
+        None => builder,
+    }
+    .build()
+    .unwrap_or_default()
+}
+
 /// A client configuration that trusts exactly `roots`.
 pub fn with_roots(roots: rustls::RootCertStore) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

@@ -224,11 +224,7 @@ async fn blocking<T: Send + 'static>(
 impl SiteTemplates {
     pub fn new(setup: TemplateSetup) -> SiteTemplates {
         let store = Arc::new(TemplateStore::new(setup.installed.clone()));
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured((*crate::services::presence::tls::client_config()).clone())
-            .timeout(HUB_TIMEOUT)
-            .build()
-            .unwrap_or_default();
+        let http = crate::services::presence::tls::http_client(Some(HUB_TIMEOUT));
         SiteTemplates {
             inner: Arc::new(Inner {
                 setup,
