@@ -28,19 +28,7 @@ pub const STEP: Duration = Duration::from_secs(60);
 
 /// Runs `ip` with `args`; what it said on failure.
 pub fn ip(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `ip` (iproute2): {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+    run("ip", args, None)
 }
 
 /// A `goop2` process in a namespace, killed on drop; its log lines arrive on `lines`.
@@ -124,6 +112,7 @@ pub struct World {
     pub open: Vec<String>,
 }
 
+/// Runs `program` with `args`, feeding it `stdin`; what it said on failure.
 fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {
     use std::io::Write;
     let mut child = Command::new(program)
@@ -232,18 +221,14 @@ impl World {
                 "via",
                 &format!("192.168.{n}.1"),
             ])?;
-            run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    router,
-                    "sysctl",
-                    "-qw",
-                    "net.ipv4.ip_forward=1",
-                ],
-                None,
-            )?;
+            ip(&[
+                "netns",
+                "exec",
+                router,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ])?;
             let mapping = match nat {
                 Nat::Cone => "",
                 Nat::Symmetric => " random,fully-random",

@@ -260,6 +260,17 @@ impl Drop for PrivatePostgres {
     }
 }
 
+/// The first of `paths` that exists, or a failure that says how to install `package`.
+fn installed(package: &str, paths: &[&'static str]) -> &'static str {
+    paths
+        .iter()
+        .copied()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or_else(|| {
+            panic!("{package} is missing: `apt-get install {package}` (.ci/run installs it)")
+        })
+}
+
 /// nginx in front of hub instances: round robin, streams unbuffered, WebSocket upgrades passed
 /// on, `X-Forwarded-For` set (the hubs trust 127.0.0.1), a failed instance skipped.
 pub struct Nginx {
@@ -270,12 +281,7 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(upstream_ports: &[u16]) -> Self {
-        let program = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or_else(|| {
-                panic!("nginx is missing: `apt-get install nginx` (.ci/run installs it)")
-            });
+        let program = installed("nginx", &["/usr/sbin/nginx", "/usr/bin/nginx"]);
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
         let servers: String = upstream_ports
@@ -388,12 +394,7 @@ const SHIPPED_UPSTREAMS: &str = "127.0.0.1:8787 127.0.0.1:8788 127.0.0.1:8789";
 
 impl Caddy {
     pub fn start(upstream_ports: &[u16]) -> Self {
-        let program = ["/usr/bin/caddy", "/usr/local/bin/caddy"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or_else(|| {
-                panic!("caddy is missing: `apt-get install caddy` (.ci/run installs it)")
-            });
+        let program = installed("caddy", &["/usr/bin/caddy", "/usr/local/bin/caddy"]);
         let shipped = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/deploy/Caddyfile.three-instances"
