@@ -105,6 +105,58 @@ fn behind_cone_nats_two_peers_punch_a_hole_and_keep_it_when_the_hub_goes() {
 }
 
 #[test]
+fn a_hole_punch_that_failed_is_tried_again_and_works_once_the_way_is_open() {
+    let world = world(Nat::Cone, 0);
+    // The routers drop each other's packets: the first hole punch cannot work.
+    world.block_between_homes();
+    let (_hub_dir, _hub) = start_hub(&world);
+    let (_ann_dir, ann, _ann_id) = start_home_peer(&world, 0, "Ann", "Ann's kitchen");
+    let (_bea_dir, bea, bea_id) = start_home_peer(&world, 1, "Bea", "Bea's garden");
+    let ann_ns = &world.homes[0];
+    wait_for_relay_slot(ann_ns, "Ann");
+    wait_for_relay_slot(&world.homes[1], "Bea");
+    wait_for_site(ann_ns, &bea_id, "Bea's garden");
+    let log = std::cell::RefCell::new(Vec::new());
+    let read_logs = || {
+        let mut log = log.borrow_mut();
+        log.extend(ann.drain().into_iter().map(|l| format!("Ann: {l}")));
+        log.extend(bea.drain().into_iter().map(|l| format!("Bea: {l}")));
+        log.clone()
+    };
+    wait_until(
+        STEP,
+        "a failed hole punch between Ann and Bea",
+        || {
+            read_logs()
+                .iter()
+                .any(|l| l.contains("hole punching failed"))
+                .then_some(())
+        },
+        || network(ann_ns).to_string(),
+    );
+    assert_eq!(network(ann_ns)["links"][&bea_id], "relayed");
+
+    // The way opens; a later try punches the hole without anyone asking.
+    world.open_between_homes();
+    wait_until(
+        3 * STEP,
+        "a hole-punched connection from Ann to Bea",
+        || (network(ann_ns)["links"][&bea_id] == "hole-punched").then_some(()),
+        || format!("{}\n{}", network(ann_ns), read_logs().join("\n")),
+    );
+    assert!(
+        read_logs()
+            .iter()
+            .any(|l| l.contains("trying to punch a hole again")),
+        "{}",
+        read_logs().join("\n")
+    );
+    let (status, body) = get_in(ann_ns, &format!("/p/{bea_id}/"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Bea's garden"), "{body}");
+}
+
+#[test]
 fn behind_symmetric_nats_two_peers_talk_through_the_relay_until_the_hub_goes() {
     let world = world(Nat::Symmetric, 0);
     let (_hub_dir, hub) = start_hub(&world);

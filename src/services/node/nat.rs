@@ -1,7 +1,8 @@
 //! NAT traversal, inside the node task: whether others can reach this peer (AutoNAT, asked of
 //! the relays the hubs announce), a slot on those relays while they cannot (circuit relay v2,
 //! renewed by the relay client, taken again with backoff when it lapses or its relay comes
-//! back), and the upgrade of relayed connections to direct ones (DCUtR hole punching).
+//! back), and the upgrade of relayed connections to direct ones (DCUtR hole punching, tried
+//! again over a fresh circuit with backoff while a peer stays relayed).
 //!
 //! Peers do not answer AutoNAT probes for others: a probe makes its server dial whatever
 //! addresses the client names, which only a hub's relay, bounded by its operator, should do.
@@ -27,6 +28,13 @@ const FORGET_AFTER: Duration = Duration::from_secs(20 * 60);
 /// [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 const MAX_RETRY: Duration = Duration::from_secs(60);
+/// A peer still reached only through a circuit this peer dialled is given another hole punch
+/// this long after the circuit opened (DCUtR's own three attempts take up to 30 s); the wait
+/// doubles up to [`PUNCH_AGAIN_CAP`], for [`PUNCH_TRIES`] tries in all (about half an hour),
+/// counted afresh once the peer was away.
+pub(super) const PUNCH_AGAIN_AFTER: Duration = Duration::from_secs(40);
+pub(super) const PUNCH_AGAIN_CAP: Duration = Duration::from_secs(10 * 60);
+pub(super) const PUNCH_TRIES: u32 = 6;
 
 /// AutoNAT as a client only: probes start soon after a relay is known, are retried every
 /// 30 s while the answer is unknown, and servers may be asked again after 5 s (with one
@@ -123,6 +131,9 @@ pub(super) struct Traversal {
     pub(super) punched: std::collections::HashSet<ConnectionId>,
     /// Why the last hole punch with a peer failed (bounded: one per connected peer).
     pub(super) punch_errors: HashMap<PeerId, String>,
+    /// Hole punches tried again with a peer reached only through circuits, and when the last
+    /// went (bounded: one per connected peer).
+    pub(super) punch_retries: HashMap<PeerId, (u32, Instant)>,
     /// Why the last AutoNAT probe told nothing, until one does.
     probe_error: Option<String>,
 }
@@ -153,10 +164,15 @@ impl Traversal {
                 self.forget(swarm, oldest);
             }
         }
-        let addrs: Vec<Multiaddr> = addrs
+        let mut addrs: Vec<Multiaddr> = addrs
             .into_iter()
             .map(|addr| addr.with_p2p(relay).unwrap_or_else(|addr| addr))
             .collect();
+        // QUIC first: the relay's view of this peer's UDP mapping is what DCUtR offers the
+        // other side, and UDP holes punch far more reliably than TCP's simultaneous open
+        // through home routers. A relay that cannot be reached over QUIC is tried over its
+        // next address (see [`Relay::failed`]).
+        addrs.sort_by_key(|addr| !is_quic(addr));
         let behaviour = swarm.behaviour_mut();
         behaviour.vouched.vouch(relay, addrs.clone());
         for addr in &addrs {
@@ -171,10 +187,16 @@ impl Traversal {
             retry_at: None,
             seen: Instant::now(),
         });
-        entry.addrs = addrs;
+        if entry.addrs.iter().collect::<std::collections::HashSet<_>>()
+            != addrs.iter().collect::<std::collections::HashSet<_>>()
+        {
+            entry.addrs = addrs;
+        }
         entry.seen = Instant::now();
-        // AutoNAT asks over a connection of its own; being connected lets it start.
+        // AutoNAT asks over a connection of its own; being connected lets it start. One
+        // address at a time, the preferred one first (racing them all would let TCP win).
         let dial = libp2p::swarm::dial_opts::DialOpts::peer_id(relay)
+            .addresses(entry.addrs.iter().take(1).cloned().collect())
             .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
             .build();
         let _ = swarm.dial(dial);
@@ -251,7 +273,7 @@ impl Traversal {
                 }
                 Err(err) => {
                     let error = format!("cannot listen on {circuit}: {err}");
-                    relay.failed(error);
+                    relay.failed(error, true);
                 }
             }
         }
@@ -325,7 +347,7 @@ impl Traversal {
         } else {
             tracing::warn!(relay.id = %peer, "the relay gave no slot: {error}");
         }
-        relay.failed(error);
+        relay.failed(error, !had_slot);
     }
 
     /// Whether `listener` is a relay slot of this peer's.
@@ -407,8 +429,20 @@ impl Traversal {
     }
 }
 
+/// Whether `addr` goes over QUIC.
+fn is_quic(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::QuicV1))
+}
+
 impl Relay {
-    fn failed(&mut self, error: String) {
+    /// A slot could not be had, or ended: asked again after the backoff. One never given is
+    /// asked through the relay's next address (UDP may be blocked where TCP is not, or the
+    /// other way round); the address of one that ended worked, and is kept.
+    fn failed(&mut self, error: String, next_address: bool) {
+        if next_address {
+            let step = 1.min(self.addrs.len());
+            self.addrs.rotate_left(step);
+        }
         self.failures = self.failures.saturating_add(1);
         let wait = crate::services::doubling(FIRST_RETRY, self.failures, MAX_RETRY);
         self.retry_at = Some(Instant::now() + wait);

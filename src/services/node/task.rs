@@ -76,12 +76,16 @@ impl NodeTask {
         mut commands: mpsc::Receiver<Command>,
         mut verdicts: mpsc::Receiver<gossip::Verdict>,
     ) {
-        // Reservations that lapsed or were refused are asked again when their backoff ends.
+        // Reservations that lapsed or were refused are asked again when their backoff ends,
+        // and hole punches that did not work are tried again.
         let mut retry = tokio::time::interval(Duration::from_secs(1));
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let done = loop {
             tokio::select! {
-                _ = retry.tick() => self.traversal.reserve_where_needed(&mut self.swarm),
+                _ = retry.tick() => {
+                    self.traversal.reserve_where_needed(&mut self.swarm);
+                    self.punch_again_where_due();
+                }
                 command = commands.recv() => match command {
                     Some(Command::Shutdown(done)) => break Some(done),
                     Some(command) => self.handle_command(command),
@@ -320,6 +324,7 @@ impl NodeTask {
                 tracing::info!(peer.id = %peer, "hole punched: connected directly");
                 self.traversal.punched.insert(direct);
                 self.traversal.punch_errors.remove(&peer);
+                self.traversal.punch_retries.remove(&peer);
                 let relayed: Vec<libp2p::swarm::ConnectionId> = self
                     .connections
                     .get(&peer)
@@ -340,6 +345,46 @@ impl NodeTask {
                 if self.connections.contains_key(&peer) {
                     self.traversal.punch_errors.insert(peer, reason);
                 }
+            }
+        }
+    }
+
+    /// A peer still reached only through a circuit this peer dialled gets another hole punch:
+    /// a fresh circuit makes its side start DCUtR again (a punch that failed once, on a busy
+    /// host or while a router was still setting up its mappings, often works the next time),
+    /// and replaces the older circuit. Tries wait longer and longer, and stop after
+    /// [`nat::PUNCH_TRIES`]: between two symmetric NATs no try can work.
+    fn punch_again_where_due(&mut self) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (peer, open) in &self.connections {
+            if open.values().any(|c| c.link != nat::LinkKind::Relayed) {
+                continue;
+            }
+            let Some(newest) = open.values().filter(|c| c.dialled).max_by_key(|c| c.opened) else {
+                continue;
+            };
+            let (tries, last) = self
+                .traversal
+                .punch_retries
+                .get(peer)
+                .copied()
+                .unwrap_or((0, newest.opened));
+            let wait =
+                crate::services::doubling(nat::PUNCH_AGAIN_AFTER, tries + 1, nat::PUNCH_AGAIN_CAP);
+            if tries < nat::PUNCH_TRIES && now.duration_since(last.max(newest.opened)) >= wait {
+                due.push((*peer, newest.remote.clone(), tries + 1));
+            }
+        }
+        for (peer, circuit, tries) in due {
+            tracing::info!(peer.id = %peer, tries, "still relayed; trying to punch a hole again");
+            self.traversal.punch_retries.insert(peer, (tries, now));
+            let dial = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(vec![circuit])
+                .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                .build();
+            if let Err(e) = self.swarm.dial(dial) {
+                tracing::debug!(peer.id = %peer, "cannot dial through the relay again: {e}");
             }
         }
     }
@@ -528,6 +573,7 @@ impl NodeTask {
                 if num_established == 0 {
                     self.connections.remove(&peer_id);
                     self.traversal.punch_errors.remove(&peer_id);
+                    self.traversal.punch_retries.remove(&peer_id);
                     self.identified.remove(&peer_id);
                     let gossip = &mut self.swarm.behaviour_mut().gossipsub.inner;
                     gossip.remove_blacklisted_peer(&peer_id);

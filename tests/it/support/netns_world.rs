@@ -275,6 +275,44 @@ impl World {
     }
 }
 
+impl World {
+    /// The two routers drop whatever comes from each other, before their own rules: the
+    /// homes meet only through the hub, and no hole can be punched between them.
+    pub fn block_between_homes(&self) {
+        for (n, router) in self.routers.iter().enumerate() {
+            let other = if n == 0 { 3 } else { 2 };
+            let rules = format!(
+                "table ip between {{\n\
+                 chain forward {{ type filter hook forward priority -10; policy accept; \
+                 ip saddr 11.0.0.{other} drop; }}\n\
+                 chain input {{ type filter hook input priority -10; policy accept; \
+                 ip saddr 11.0.0.{other} drop; }}\n\
+                 }}\n"
+            );
+            run(
+                "ip",
+                &["netns", "exec", router, "nft", "-f", "-"],
+                Some(&rules),
+            )
+            .unwrap();
+        }
+    }
+
+    /// Undoes [`World::block_between_homes`].
+    pub fn open_between_homes(&self) {
+        for router in &self.routers {
+            run(
+                "ip",
+                &[
+                    "netns", "exec", router, "nft", "delete", "table", "ip", "between",
+                ],
+                None,
+            )
+            .unwrap();
+        }
+    }
+}
+
 impl Drop for World {
     fn drop(&mut self) {
         for ns in self
