@@ -12,6 +12,7 @@
 //! One task owns the swarm; [`Relay`] is the handle with its identity, its addresses and its
 //! counters, and the task stops when the hub stops.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures_util::StreamExt;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, SwarmBuilder, autonat, identify, noise, ping, relay, tcp, yamux};
 use libp2p_identity::Keypair;
 use serde::Serialize;
@@ -317,11 +318,21 @@ impl Relay {
         };
         let metrics = relay.metrics.clone();
         tokio::spawn(async move {
+            let mut slots = Slots::default();
             loop {
                 tokio::select! {
                     event = swarm.select_next_some() => {
-                        if let SwarmEvent::Behaviour(RelayBehaviourEvent::Relay(event)) = event {
-                            count(&metrics, event);
+                        match event {
+                            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                                slots.connected(peer_id, connection_id, endpoint.is_listener());
+                            }
+                            SwarmEvent::ConnectionClosed { peer_id, connection_id, .. } => {
+                                slots.closed(&metrics, peer_id, connection_id);
+                            }
+                            SwarmEvent::Behaviour(RelayBehaviourEvent::Relay(event)) => {
+                                slots.relay_event(&metrics, event);
+                            }
+                            _ => {}
                         }
                     }
                     _ = stop.wait_for(|s| *s) => break,
@@ -333,47 +344,161 @@ impl Relay {
     }
 }
 
-/// Counts what a relay did (the hub's, or a peer's with `p2p.relay_enabled`).
-pub fn count(metrics: &RelayMetrics, event: relay::Event) {
-    let add = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
-    let sub = |counter: &AtomicU64| {
-        let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-    };
-    #[allow(deprecated)]
-    match event {
-        relay::Event::ReservationReqAccepted {
-            renewed,
-            src_peer_id,
-        } => {
-            add(&metrics.reservations_accepted);
-            if !renewed {
-                add(&metrics.reservations);
-                tracing::debug!(peer.id = %src_peer_id, "relay reservation accepted");
+/// The connections holding a slot on a relay (the hub's, or a peer's with
+/// `p2p.relay_enabled`), kept by the task that owns the relay's swarm; the reservations gauge is
+/// their number. It is kept from the swarm's connection events rather than from the relay's
+/// `ReservationClosed` alone, which comes for every connection a peer closes, slot or none (a
+/// peer whose dial-back or refused connection closed would otherwise take another's slot off
+/// the gauge). Bounded: a peer's connections are held while they are open, slots while the
+/// relay's limits allow them.
+#[derive(Debug, Default)]
+pub struct Slots {
+    /// Each peer's open inbound connections, newest last: a client asks for its slot over a
+    /// connection it dialled.
+    inbound: HashMap<PeerId, Vec<ConnectionId>>,
+    held: HashMap<PeerId, Vec<ConnectionId>>,
+}
+
+impl Slots {
+    /// A connection opened; `inbound` when the peer dialled it.
+    pub fn connected(&mut self, peer: PeerId, connection: ConnectionId, inbound: bool) {
+        if inbound {
+            self.inbound.entry(peer).or_default().push(connection);
+        }
+    }
+
+    /// A connection closed, and the slot on it, if it held one.
+    pub fn closed(&mut self, metrics: &RelayMetrics, peer: PeerId, connection: ConnectionId) {
+        for map in [&mut self.inbound, &mut self.held] {
+            if let Some(connections) = map.get_mut(&peer) {
+                connections.retain(|c| *c != connection);
+                if connections.is_empty() {
+                    map.remove(&peer);
+                }
             }
         }
-        relay::Event::ReservationReqDenied { src_peer_id, .. } => {
-            add(&metrics.reservations_refused);
-            tracing::info!(peer.id = %src_peer_id, "relay reservation refused");
+        self.update(metrics);
+    }
+
+    fn update(&self, metrics: &RelayMetrics) {
+        let held: usize = self.held.values().map(Vec::len).sum();
+        metrics.reservations.store(held as u64, Ordering::Relaxed);
+    }
+
+    /// Counts what the relay did.
+    pub fn relay_event(&mut self, metrics: &RelayMetrics, event: relay::Event) {
+        let add = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
+        let sub = |counter: &AtomicU64| {
+            let _ =
+                counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        };
+        #[allow(deprecated)]
+        match event {
+            relay::Event::ReservationReqAccepted {
+                renewed,
+                src_peer_id,
+            } => {
+                add(&metrics.reservations_accepted);
+                let newest = self
+                    .inbound
+                    .get(&src_peer_id)
+                    .and_then(|open| open.last().copied());
+                if let (false, Some(connection)) = (renewed, newest) {
+                    let held = self.held.entry(src_peer_id).or_default();
+                    if !held.contains(&connection) {
+                        held.push(connection);
+                    }
+                    tracing::debug!(peer.id = %src_peer_id, "relay reservation accepted");
+                }
+            }
+            relay::Event::ReservationTimedOut { src_peer_id } => {
+                if let Some(held) = self.held.get_mut(&src_peer_id) {
+                    held.remove(0);
+                    if held.is_empty() {
+                        self.held.remove(&src_peer_id);
+                    }
+                }
+            }
+            relay::Event::ReservationReqDenied { src_peer_id, .. } => {
+                add(&metrics.reservations_refused);
+                tracing::info!(peer.id = %src_peer_id, "relay reservation refused");
+            }
+            relay::Event::CircuitReqAccepted { .. } => {
+                add(&metrics.circuits);
+                add(&metrics.circuits_accepted);
+            }
+            relay::Event::CircuitReqDenied {
+                src_peer_id,
+                dst_peer_id,
+                ..
+            } => {
+                add(&metrics.circuits_refused);
+                tracing::info!(from = %src_peer_id, to = %dst_peer_id, "relay circuit refused");
+            }
+            relay::Event::CircuitClosed { .. } => {
+                sub(&metrics.circuits);
+                add(&metrics.circuits_closed);
+            }
+            _ => {}
         }
-        relay::Event::ReservationClosed { .. } | relay::Event::ReservationTimedOut { .. } => {
-            sub(&metrics.reservations)
+        self.update(metrics);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted(peer: PeerId, renewed: bool) -> relay::Event {
+        relay::Event::ReservationReqAccepted {
+            src_peer_id: peer,
+            renewed,
         }
-        relay::Event::CircuitReqAccepted { .. } => {
-            add(&metrics.circuits);
-            add(&metrics.circuits_accepted);
-        }
-        relay::Event::CircuitReqDenied {
-            src_peer_id,
-            dst_peer_id,
-            ..
-        } => {
-            add(&metrics.circuits_refused);
-            tracing::info!(from = %src_peer_id, to = %dst_peer_id, "relay circuit refused");
-        }
-        relay::Event::CircuitClosed { .. } => {
-            sub(&metrics.circuits);
-            add(&metrics.circuits_closed);
-        }
-        _ => {}
+    }
+
+    fn gauge(metrics: &RelayMetrics) -> u64 {
+        metrics.reservations.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn only_a_connection_holding_a_slot_takes_it_off_the_gauge() {
+        let (metrics, mut slots) = (RelayMetrics::default(), Slots::default());
+        let (ann, bea) = (PeerId::random(), PeerId::random());
+        let c = ConnectionId::new_unchecked;
+        slots.connected(ann, c(1), true);
+        slots.relay_event(&metrics, accepted(ann, false));
+        slots.relay_event(&metrics, accepted(ann, true));
+        assert_eq!(gauge(&metrics), 1);
+        // Bea was refused; her connection closes, and the relay says a reservation closed.
+        slots.connected(bea, c(2), true);
+        slots.closed(&metrics, bea, c(2));
+        slots.relay_event(
+            &metrics,
+            relay::Event::ReservationClosed { src_peer_id: bea },
+        );
+        assert_eq!(gauge(&metrics), 1);
+        // A dial-back connection of the relay's to Ann comes and goes.
+        slots.connected(ann, c(3), false);
+        slots.closed(&metrics, ann, c(3));
+        assert_eq!(gauge(&metrics), 1);
+        // Ann takes her slot again on a new connection before the old one closes.
+        slots.connected(ann, c(4), true);
+        slots.relay_event(&metrics, accepted(ann, false));
+        assert_eq!(gauge(&metrics), 2);
+        slots.closed(&metrics, ann, c(1));
+        slots.relay_event(
+            &metrics,
+            relay::Event::ReservationClosed { src_peer_id: ann },
+        );
+        assert_eq!(gauge(&metrics), 1);
+        // It lapses.
+        slots.relay_event(
+            &metrics,
+            relay::Event::ReservationTimedOut { src_peer_id: ann },
+        );
+        assert_eq!(gauge(&metrics), 0);
+        assert!(slots.held.is_empty());
+        slots.closed(&metrics, ann, c(4));
+        assert!(slots.inbound.is_empty());
     }
 }

@@ -264,6 +264,13 @@ fn the_hubs_relay_holds_its_limits_for_peers_behind_routers() {
     );
     assert_ne!(relay["state"], "reserved", "{relay}");
     assert!(hub_metric(&world.public, "goop_relay_reservations_refused_total") >= 1);
+    // Ann's is the one slot the relay holds, whatever became of Bea's connections.
+    wait_until(
+        STEP,
+        "the relay holding Ann's slot alone",
+        || (hub_metric(&world.public, "goop_relay_reservations") == 1).then_some(()),
+        || network(ann_ns).to_string(),
+    );
 
     // Bea reaches Ann through Ann's slot: a small page crosses the circuit, a file larger than
     // its budget does not, and the relay closes the circuit.
@@ -288,6 +295,7 @@ fn the_hubs_relay_holds_its_limits_for_peers_behind_routers() {
             )
         },
     );
-    // A new circuit carries the next small page.
+    // A new circuit carries the next small page; Ann's slot was there all along.
     wait_for_site(bea_ns, &ann_id, "Ann's kitchen");
+    assert_eq!(hub_metric(&world.public, "goop_relay_reservations"), 1);
 }

@@ -301,6 +301,7 @@ impl Node {
         let (verdict_tx, verdicts) = mpsc::channel(gossip::VALIDATION_QUEUE);
         gossip::spawn_validator(pending, verdict_tx);
         let task = task::NodeTask {
+            relay_slots: Default::default(),
             limiter: gossip::SourceLimiter::new(options.gossip),
             to_validate,
             dropped_events: 0,

@@ -35,6 +35,8 @@ pub(super) struct NodeTask {
         crate::services::relay::RelayLimits,
         std::sync::Arc<crate::services::relay::RelayMetrics>,
     )>,
+    /// The connections holding a slot on that relay.
+    pub(super) relay_slots: crate::services::relay::Slots,
     pub(super) swarm: Swarm<Behaviour>,
     /// Addresses others were found to reach this peer at (AutoNAT, a relay's circuit), beside
     /// the listen addresses (at most [`MAX_EXTERNAL_ADDRS`]).
@@ -517,6 +519,10 @@ impl NodeTask {
                 ..
             } => {
                 self.new_port_dials.remove(&connection_id);
+                if self.relay.is_some() {
+                    self.relay_slots
+                        .connected(peer_id, connection_id, endpoint.is_listener());
+                }
                 let open = self.connections.entry(peer_id).or_default();
                 // We dial a peer only when not connected to it, so a new connection beside an
                 // older one means the peer no longer knows that one: it restarted, or lost it.
@@ -569,6 +575,9 @@ impl NodeTask {
                 if let Some(open) = self.connections.get_mut(&peer_id) {
                     open.remove(&connection_id);
                 }
+                if let Some((_, metrics)) = &self.relay {
+                    self.relay_slots.closed(metrics, peer_id, connection_id);
+                }
                 self.traversal.punched.remove(&connection_id);
                 if num_established == 0 {
                     self.connections.remove(&peer_id);
@@ -583,7 +592,7 @@ impl NodeTask {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
                 if let Some((_, metrics)) = &self.relay {
-                    crate::services::relay::count(metrics, event);
+                    self.relay_slots.relay_event(metrics, event);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged {
