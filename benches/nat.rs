@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use netns_world::{
-    CONSOLE, Nat, STEP, hub_dir, network, run_hub, start_peer_in, wait_for_site, wait_until, world,
+    CONSOLE, Nat, STEP, get_in, hub_dir, network, run_hub, start_peer_in, wait_for_site,
+    wait_until, world,
 };
 
 /// Site file loads across a direct, a hole-punched and a relayed connection, in one run.
@@ -80,6 +81,26 @@ fn big_file(dir: &tempfile::TempDir, size: usize) {
     std::fs::write(dir.path().join("site/big.bin"), bytes).unwrap();
 }
 
+/// The transports of the connections the console in `ns` holds to `peer`, as its peer page
+/// lists them (`quic-v1`, `tcp`; a circuit: `p2p-circuit` or `relay`).
+fn transports(ns: &str, peer: &str) -> String {
+    let (_, page) = get_in(ns, &format!("/peer/{peer}"));
+    let listed = page
+        .split(r#"id="connected-via">"#)
+        .nth(1)
+        .and_then(|rest| rest.split("</dd>").next())
+        .unwrap_or_default();
+    let mut kinds: Vec<&str> = ["quic-v1", "tcp", "p2p-circuit"]
+        .into_iter()
+        .filter(|kind| listed.contains(&format!("/{kind}")))
+        .collect();
+    if kinds.is_empty() {
+        // The side a circuit came in on knows only the relay's ID.
+        kinds.push("relay");
+    }
+    kinds.join("+")
+}
+
 /// Waits until the console in `ns` reaches `peer` the way `kind` says.
 fn wait_for_link(ns: &str, peer: &str, kind: &str) {
     wait_until(
@@ -133,6 +154,11 @@ fn main() {
         ("hole-punched", &cone.homes[0], url(&bea)),
         ("relayed", &symmetric.homes[0], url(&fay)),
     ];
+    let over = [
+        transports(&cone.open[0], &dot),
+        transports(&cone.homes[0], &bea),
+        transports(&symmetric.homes[0], &fay),
+    ];
     let mut times: [Vec<Duration>; 3] = Default::default();
     for (_, ns, url) in &cases {
         load(ns, url.clone(), 1, size);
@@ -155,10 +181,11 @@ fn main() {
         "site file of {} KiB, {fetches} loads per kind through a peer's console:",
         arguments.size_kib
     );
-    for f in &results {
+    for (f, over) in results.iter().zip(&over) {
         println!(
-            "  {:<13} {:>8.1} MiB/s   p50 {:>7.1} ms   max {:>7.1} ms   ratio to direct {:.2}",
+            "  {:<13} {:<12} {:>8.1} MiB/s   p50 {:>7.1} ms   max {:>7.1} ms   ratio to direct {:.2}",
             f.kind,
+            over,
             f.mib_per_s,
             f.p50_ms,
             f.max_ms,
