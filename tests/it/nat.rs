@@ -12,22 +12,28 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::netns_world::{
-    CONSOLE, HUB_IP, HUB_PORT, Nat, STEP, get_in, hub_dir_with, network, request_in, run_hub,
-    start_home_peer, start_hub, wait_for_relay_slot, wait_for_site, wait_until, world,
+    CONSOLE, HUB_IP, HUB_PORT, Nat, NsPeer, STEP, World, get_in, hub_dir_with, network, request_in,
+    run_hub, start_home_peer, start_hub, wait_for_relay_slot, wait_for_site, wait_until, world,
 };
+
+/// Ann and Bea, each at home behind her router with a slot on the hub's relay, once Ann has
+/// loaded Bea's site: their directories, their processes and Bea's peer ID.
+fn ann_reaches_bea(world: &World) -> ([tempfile::TempDir; 2], NsPeer, NsPeer, String) {
+    let (ann_dir, ann, _) = start_home_peer(world, 0, "Ann", "Ann's kitchen");
+    let (bea_dir, bea, bea_id) = start_home_peer(world, 1, "Bea", "Bea's garden");
+    wait_for_relay_slot(&world.homes[0], "Ann");
+    wait_for_relay_slot(&world.homes[1], "Bea");
+    wait_for_site(&world.homes[0], &bea_id, "Bea's garden");
+    ([ann_dir, bea_dir], ann, bea, bea_id)
+}
 
 #[test]
 fn behind_cone_nats_two_peers_punch_a_hole_and_keep_it_when_the_hub_goes() {
     let world = world(Nat::Cone, 0);
     let (hub_dir, hub) = start_hub(&world);
-    let (_ann_dir, ann, _ann_id) = start_home_peer(&world, 0, "Ann", "Ann's kitchen");
-    let (_bea_dir, bea, bea_id) = start_home_peer(&world, 1, "Bea", "Bea's garden");
-    let ann_ns = &world.homes[0];
-    wait_for_relay_slot(ann_ns, "Ann");
-    wait_for_relay_slot(&world.homes[1], "Bea");
-
     // Ann reaches Bea through the relay, then directly once the hole is punched.
-    wait_for_site(ann_ns, &bea_id, "Bea's garden");
+    let (_homes, ann, bea, bea_id) = ann_reaches_bea(&world);
+    let ann_ns = &world.homes[0];
     // Bea announces her circuit, ending in her peer ID once.
     let (_, peers) = get_in(ann_ns, "/api/peers");
     let peers: serde_json::Value = serde_json::from_str(&peers).unwrap();
@@ -110,12 +116,8 @@ fn a_hole_punch_that_failed_is_tried_again_and_works_once_the_way_is_open() {
     // The routers drop each other's packets: the first hole punch cannot work.
     world.block_between_homes();
     let (_hub_dir, _hub) = start_hub(&world);
-    let (_ann_dir, ann, _ann_id) = start_home_peer(&world, 0, "Ann", "Ann's kitchen");
-    let (_bea_dir, bea, bea_id) = start_home_peer(&world, 1, "Bea", "Bea's garden");
+    let (_homes, ann, bea, bea_id) = ann_reaches_bea(&world);
     let ann_ns = &world.homes[0];
-    wait_for_relay_slot(ann_ns, "Ann");
-    wait_for_relay_slot(&world.homes[1], "Bea");
-    wait_for_site(ann_ns, &bea_id, "Bea's garden");
     let log = std::cell::RefCell::new(Vec::new());
     let read_logs = || {
         let mut log = log.borrow_mut();
