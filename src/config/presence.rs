@@ -82,6 +82,9 @@ pub struct PresenceSettings {
     /// How long one circuit may stay open, and how many bytes it may carry.
     pub relay_circuit_seconds: u32,
     pub relay_circuit_bytes: u64,
+    /// Connections the hub's relay host holds at once (slots, circuits, AutoNAT probes and
+    /// Identify together); more are refused until some close.
+    pub relay_max_connections: u32,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -122,6 +125,7 @@ impl Default for PresenceSettings {
             relay_max_circuits_per_peer: 4,
             relay_circuit_seconds: 120,
             relay_circuit_bytes: 128 * 1024,
+            relay_max_connections: crate::services::relay::DEFAULT_MAX_CONNECTIONS,
             extra: Map::new(),
         }
     }

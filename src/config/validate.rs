@@ -39,6 +39,7 @@ const INTEGER_RANGES: &[(&str, &str, i64, i64)] = &[
     ("presence", "relay_max_circuits_per_peer", 1, 100),
     ("presence", "relay_circuit_seconds", 1, 86_400),
     ("presence", "relay_circuit_bytes", 1, 1_099_511_627_776),
+    ("presence", "relay_max_connections", 16, 1_000_000),
     ("lua", "timeout_seconds", 1, 60),
     ("lua", "max_memory_mb", 1, 1024),
     ("lua", "rate_limit_per_peer", 1, 1_000_000),

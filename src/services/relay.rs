@@ -7,7 +7,8 @@
 //! Everything it holds is bounded by [`RelayLimits`]: reservations in total and per peer, how
 //! long one lasts, circuits in total and per peer, and each circuit's duration and bytes (the
 //! defaults are rust-libp2p's, whose per-peer and per-IP rates of new reservations and circuits
-//! also apply). A circuit over its time or bytes is closed by the relay.
+//! also apply), and connections to its host in total, per peer and in their handshake. A
+//! circuit over its time or bytes is closed by the relay.
 //!
 //! One task owns the swarm; [`Relay`] is the handle with its identity, its addresses and its
 //! counters, and the task stops when the hub stops.
@@ -22,7 +23,10 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, SwarmBuilder, autonat, identify, noise, ping, relay, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, SwarmBuilder, autonat, connection_limits, identify, noise, ping, relay, tcp,
+    yamux,
+};
 use libp2p_identity::Keypair;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -35,6 +39,14 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long starting may take to learn the addresses it listens on.
 const LISTEN_WAIT: Duration = Duration::from_secs(10);
+
+/// Connections the hub's relay host holds at once by default (`presence.relay_max_connections`).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+/// Connections one peer may hold to the relay host (a peer needs one; a restart or a crossed
+/// dial makes two for a moment).
+const CONNECTIONS_PER_PEER: u32 = 4;
+/// Connections still in their handshake at once; the rest wait in the kernel's backlog.
+const PENDING_CONNECTIONS: u32 = 128;
 
 /// What the relay allows; the defaults are rust-libp2p's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,6 +61,10 @@ pub struct RelayLimits {
     pub circuit_seconds: u64,
     /// How many bytes one circuit may carry, each way together.
     pub circuit_bytes: u64,
+    /// Connections the hub's relay host holds at once, and per peer (a peer relaying for
+    /// others keeps its node's own connection budget instead).
+    pub max_connections: u32,
+    pub max_connections_per_peer: u32,
 }
 
 impl Default for RelayLimits {
@@ -62,6 +78,8 @@ impl Default for RelayLimits {
             max_circuits_per_peer: libp2p.max_circuits_per_peer,
             circuit_seconds: libp2p.max_circuit_duration.as_secs(),
             circuit_bytes: libp2p.max_circuit_bytes,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: CONNECTIONS_PER_PEER,
         }
     }
 }
@@ -77,7 +95,17 @@ impl RelayLimits {
             max_circuits_per_peer: presence.relay_max_circuits_per_peer as usize,
             circuit_seconds: presence.relay_circuit_seconds.into(),
             circuit_bytes: presence.relay_circuit_bytes,
+            max_connections: presence.relay_max_connections,
+            max_connections_per_peer: CONNECTIONS_PER_PEER,
         }
+    }
+
+    /// The relay host's connection limits.
+    fn connection_limits(&self) -> connection_limits::ConnectionLimits {
+        connection_limits::ConnectionLimits::default()
+            .with_max_pending_incoming(Some(PENDING_CONNECTIONS.min(self.max_connections)))
+            .with_max_established(Some(self.max_connections))
+            .with_max_established_per_peer(Some(self.max_connections_per_peer))
     }
 
     /// The relay behaviour's configuration.
@@ -202,6 +230,8 @@ pub struct Relay {
 
 #[derive(NetworkBehaviour)]
 struct RelayBehaviour {
+    /// First: a connection over the limits is refused before the others see it.
+    connections: connection_limits::Behaviour,
     relay: relay::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -230,6 +260,7 @@ impl Relay {
             .with_quic()
             .with_bandwidth_metrics(&mut registry)
             .with_behaviour(|key| RelayBehaviour {
+                connections: connection_limits::Behaviour::new(limits.connection_limits()),
                 relay: relay::Behaviour::new(peer_id, limits.to_config()),
                 identify: identify::Behaviour::new(identify::Config::new(
                     PROTOCOL_VERSION.into(),

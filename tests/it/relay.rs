@@ -1,12 +1,16 @@
 //! The hub's circuit relay (`presence.relay_enabled`), run by the `goop2 rendezvous` binary and
 //! used by libp2p clients of the test's own: announced at `/relay`, a reservation taken, a peer
 //! reached through its circuit, and the relay's limits enforced — a circuit over its bytes is
-//! closed, reservations past the cap are refused — and counted in `/metrics` and on `/admin`.
+//! closed, reservations past the cap are refused, connections past theirs too — and counted in
+//! `/metrics` and on `/admin`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use futures_util::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, ping, relay, tcp, yamux};
 use serde_json::Value;
@@ -108,6 +112,21 @@ fn drive(mut swarm: Swarm<Client>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// The relay the hub at `url` announces, and its loopback TCP address (ending in its ID).
+async fn relay_address(url: &str) -> (PeerId, Multiaddr) {
+    let announced: Value = serde_json::from_str(&get_text(&format!("{url}/relay")).await).unwrap();
+    let relay_id: PeerId = announced["peer_id"].as_str().unwrap().parse().unwrap();
+    let relay: Multiaddr = announced["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().parse::<Multiaddr>().unwrap())
+        .find(|a| a.to_string().starts_with("/ip4/127.0.0.1/tcp/"))
+        .unwrap_or_else(|| panic!("a loopback TCP address: {announced}"));
+    assert_eq!(relay.iter().last(), Some(Protocol::P2p(relay_id)));
+    (relay_id, relay)
+}
+
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|line| line.strip_prefix(&format!("{name} ")))
@@ -129,17 +148,7 @@ async fn the_hubs_relay_carries_a_circuit_within_its_limits_and_says_so() {
     let hub = HubProcess::start(dir.path());
 
     // Announced.
-    let announced: Value =
-        serde_json::from_str(&get_text(&format!("{}/relay", hub.url)).await).unwrap();
-    let relay_id: PeerId = announced["peer_id"].as_str().unwrap().parse().unwrap();
-    let relay: Multiaddr = announced["addrs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().parse::<Multiaddr>().unwrap())
-        .find(|a| a.to_string().starts_with("/ip4/127.0.0.1/tcp/"))
-        .unwrap_or_else(|| panic!("a loopback TCP address: {announced}"));
-    assert_eq!(relay.iter().last(), Some(Protocol::P2p(relay_id)));
+    let (relay_id, relay) = relay_address(&hub.url).await;
 
     // A reservation, and a circuit to its holder.
     let mut listener = client();
@@ -245,6 +254,98 @@ async fn the_hubs_relay_carries_a_circuit_within_its_limits_and_says_so() {
         .unwrap();
     assert!(admin.contains(&relay_id.to_base58()), "{admin}");
     assert!(admin.contains("65536 bytes"), "{admin}");
+}
+
+/// Dials the relay `times` times from `swarm`, then drives it in the background; the count of
+/// its open connections.
+fn hold_connections(
+    mut swarm: Swarm<Client>,
+    relay: &Multiaddr,
+    times: usize,
+) -> (Arc<AtomicI64>, tokio::task::JoinHandle<()>) {
+    let relay_id = match relay.iter().last() {
+        Some(Protocol::P2p(id)) => id,
+        _ => panic!("{relay} names no peer"),
+    };
+    for _ in 0..times {
+        let dial = DialOpts::peer_id(relay_id)
+            .addresses(vec![relay.clone()])
+            .condition(PeerCondition::Always)
+            .build();
+        swarm.dial(dial).unwrap();
+    }
+    let open = Arc::new(AtomicI64::new(0));
+    let counted = open.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                SwarmEvent::ConnectionClosed { .. } => {
+                    counted.fetch_sub(1, Ordering::SeqCst);
+                }
+                _ => {}
+            }
+        }
+    });
+    (open, task)
+}
+
+/// The connections `counts` say are open, once they have not changed for two seconds.
+async fn settled(counts: &[Arc<AtomicI64>]) -> Vec<i64> {
+    let read = || -> Vec<i64> { counts.iter().map(|c| c.load(Ordering::SeqCst)).collect() };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = read();
+    let mut since = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = read();
+        if now != last {
+            (last, since) = (now, tokio::time::Instant::now());
+        } else if since.elapsed() >= Duration::from_secs(2) {
+            return last;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never settled: {last:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hubs_relay_host_holds_a_bounded_number_of_connections() {
+    let dir = binary_hub_dir_with(|config| {
+        config.presence.relay_enabled = true;
+        config.presence.relay_port = 0;
+        config.presence.relay_max_connections = 16;
+    });
+    let hub = HubProcess::start(dir.path());
+    let (_, relay) = relay_address(&hub.url).await;
+
+    // One peer dialling six times holds four connections.
+    let (greedy, greedy_task) = hold_connections(client(), &relay, 6);
+    assert_eq!(settled(std::slice::from_ref(&greedy)).await, [4]);
+
+    // Sixteen more peers: sixteen connections are held in all, and the rest refused.
+    let crowd: Vec<_> = (0..16)
+        .map(|_| hold_connections(client(), &relay, 1))
+        .collect();
+    let mut counts = vec![greedy];
+    counts.extend(crowd.iter().map(|(count, _)| count.clone()));
+    let open = settled(&counts).await;
+    assert_eq!(open.iter().sum::<i64>(), 16, "{open:?}");
+    assert_eq!(open[0], 4, "{open:?}");
+
+    // The greedy peer leaves: a newcomer gets in and takes a slot.
+    greedy_task.abort();
+    let crowd_counts: Vec<_> = counts[1..].to_vec();
+    assert_eq!(settled(&crowd_counts).await.iter().sum::<i64>(), 12);
+    let mut newcomer = client();
+    reserve(&mut newcomer, &relay)
+        .await
+        .expect("a slot once the greedy peer's connections are gone");
+    drop(crowd);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

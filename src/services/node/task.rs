@@ -520,8 +520,9 @@ impl NodeTask {
             } => {
                 self.new_port_dials.remove(&connection_id);
                 if self.relay.is_some() {
-                    self.relay_slots
-                        .connected(peer_id, connection_id, endpoint.is_listener());
+                    // A circuit through another relay is no connection to ask this one on.
+                    let inbound = endpoint.is_listener() && !endpoint.is_relayed();
+                    self.relay_slots.connected(peer_id, connection_id, inbound);
                 }
                 let open = self.connections.entry(peer_id).or_default();
                 // We dial a peer only when not connected to it, so a new connection beside an
