@@ -93,7 +93,10 @@ fn mdns_finds_a_peer_in_another_network_namespace() {
     let wait = Duration::from_secs(60);
     for (who, other) in [(&ann, "Bea"), (&bea, "Ann")] {
         let line = who
-            .wait_for(&["peer online", &format!("label={other}"), "via=LAN"], wait)
+            .wait_for(
+                &["peer online", &format!("label={other}"), "via=gossip"],
+                wait,
+            )
             .unwrap_or_else(|seen| {
                 panic!(
                     "{other} was never seen over mDNS; log:\n{}",

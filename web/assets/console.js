@@ -10,7 +10,7 @@
   function link(href, text) { const a = document.createElement("a"); a.href = href; a.textContent = text; return a; }
   function find(id) { return Array.from(tbody.rows).find(function (r) { return r.dataset.peerId === id; }); }
   function sources(list) {
-    return (list || []).map(function (s) { return s === "Gossip" ? "LAN" : (s.Hub ? "hub " + s.Hub : String(s)); }).join(", ");
+    return (list || []).map(function (s) { return s === "Gossip" ? "gossip" : (s.Hub ? "hub " + s.Hub : String(s)); }).join(", ");
   }
   const csrf = document.body.dataset.csrf || "";
   function hidden(name, value) { const i = document.createElement("input"); i.type = "hidden"; i.name = name; i.value = value; return i; }

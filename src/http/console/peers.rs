@@ -88,7 +88,7 @@ impl PeerListItem {
                 .sources
                 .iter()
                 .map(|source| match source {
-                    Source::Gossip => "LAN".to_owned(),
+                    Source::Gossip => "gossip".to_owned(),
                     Source::Hub(url) => format!("hub {url}"),
                 })
                 .collect::<Vec<_>>()

@@ -49,7 +49,8 @@ pub const MAX_GOSSIP_SKEW_MS: i64 = crate::services::hub::presence::MAX_CLOCK_SK
 /// Where news about a peer came from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Source {
-    /// The LAN (GossipSub, found by mDNS or dialled).
+    /// GossipSub, from the peers this one is connected to (found by mDNS, met through a hub and
+    /// connected directly, or dialled).
     Gossip,
     /// A rendezvous hub, by URL.
     Hub(String),
@@ -514,7 +515,7 @@ impl TableTask {
         }
         entry.ts = entry.ts.max(ts);
         let via = match &source {
-            Source::Gossip => "LAN",
+            Source::Gossip => "gossip",
             Source::Hub(url) => url.as_str(),
         };
         self.settle(peer_id, before, via, now);
