@@ -384,15 +384,8 @@ async fn a_peer_with_relay_enabled_relays_for_others_and_its_hub_announces_it() 
     })
     .await;
     let hub = format!("http://{}", peer.hub.as_ref().unwrap().hub_addr);
-    let announced: Value = serde_json::from_str(&get_text(&format!("{hub}/relay")).await).unwrap();
-    assert_eq!(announced["peer_id"], peer.peer_id.to_base58());
-    let relay: Multiaddr = announced["addrs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().parse::<Multiaddr>().unwrap())
-        .find(|a| a.to_string().starts_with("/ip4/127.0.0.1/tcp/"))
-        .unwrap_or_else(|| panic!("a loopback TCP address: {announced}"));
+    let (relay_id, relay) = relay_address(&hub).await;
+    assert_eq!(relay_id, peer.peer_id);
 
     let mut listener = client();
     let listener_id = *listener.local_peer_id();
