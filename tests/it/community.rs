@@ -32,9 +32,11 @@ fn check(report: &community::CommunityReport) {
     assert_eq!(report.live, PEERS, "{text}");
     assert_eq!(report.errors, 0, "{text}");
     assert!(report.changes >= PEERS as u64, "{text}");
-    // Each change reaches the peers online when it is made: most of the community.
+    assert!(report.timed_changes >= PEERS as u64 / 2, "{text}");
+    assert!(report.timed_changes <= report.changes, "{text}");
+    // Each timed change reaches the peers online when it is made: most of the community.
     assert!(
-        report.receipts >= report.changes * (PEERS as u64 / 2),
+        report.receipts >= report.timed_changes * (PEERS as u64 / 2),
         "{text}"
     );
     assert!(
@@ -47,6 +49,10 @@ fn check(report: &community::CommunityReport) {
     assert!(report.storm.is_some(), "{text}");
     assert!(report.kib_per_peer().is_some(), "{text}");
     assert!(text.contains("hub memory per live peer: "), "{text}");
+    // The community joined in two halves, the hub's memory read after each.
+    assert_eq!(report.half_live, PEERS / 2, "{text}");
+    assert!(report.added_kib_per_peer().is_some(), "{text}");
+    assert!(text.contains("KiB per added peer"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,10 +5,13 @@
 //! publishes beside them to time `/publish` under that load. At the end, optionally, every
 //! peer drops its connection at once and comes back (a reconnect storm).
 //!
-//! Reported: hub memory per live peer, publish p50/p99, the delay from a label change to each
-//! peer that received it (p50/p99), the storm's length, and errors. Bounded in peers and time;
-//! it stops by itself.
+//! Reported: hub memory per live peer (in all, and what each peer added: the community joins in
+//! two halves and the hub's anonymous memory is read after each), publish p50/p99, the delay
+//! from a label change to each peer that was live to receive it (p50/p99; changes made once the
+//! whole community is online), the storm's length, and errors. Bounded in peers and time; it
+//! stops by itself.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,8 +32,10 @@ use crate::services::hub::unix_ms;
 /// Hard bounds, whatever the command line says.
 pub const MAX_PEERS: usize = 20_000;
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
-/// How long every peer has to connect and say `online`.
+/// How long every peer has to connect and say `online`: this, and [`CONNECT_WAIT_PER_PEER`]
+/// more for each peer (every peer that joins is sent every peer already online).
 const CONNECT_WAIT: Duration = Duration::from_secs(60);
+const CONNECT_WAIT_PER_PEER: Duration = Duration::from_millis(10);
 /// How long a reconnect storm may take before it is reported unfinished.
 const STORM_WAIT: Duration = Duration::from_secs(120);
 /// The prober's publishes, one every this long, from this many addresses in turn.
@@ -78,11 +83,18 @@ pub struct CommunityReport {
     pub hub_rss_before_kib: Option<u64>,
     pub hub_rss_live_kib: Option<u64>,
     pub hub_rss_end_kib: Option<u64>,
+    /// Peers live, and the hub's anonymous memory, once the first half had joined.
+    pub half_live: usize,
+    pub hub_anon_half_kib: Option<u64>,
+    /// The hub's anonymous memory once every peer had joined.
+    pub hub_anon_live_kib: Option<u64>,
     pub publishes: u64,
     pub publish_p50: Option<Duration>,
     pub publish_p99: Option<Duration>,
     pub changes: u64,
-    /// Label changes received, all peers together.
+    /// Label changes made once the whole community was online: those whose delivery is timed.
+    pub timed_changes: u64,
+    /// Timed label changes received, all peers together.
     pub receipts: u64,
     pub fanout_p50: Option<Duration>,
     pub fanout_p99: Option<Duration>,
@@ -104,6 +116,15 @@ impl CommunityReport {
         (self.live > 0).then(|| (live as f64 - before as f64) / self.live as f64)
     }
 
+    /// What each peer of the second half added to the hub's anonymous memory, in KiB: the cost
+    /// of one more live peer, without what the hub holds whatever the community's size (its
+    /// code pages, its replay ring).
+    pub fn added_kib_per_peer(&self) -> Option<f64> {
+        let (half, live) = (self.hub_anon_half_kib?, self.hub_anon_live_kib?);
+        let added = self.live.checked_sub(self.half_live).filter(|&n| n > 0)?;
+        Some((live as f64 - half as f64) / added as f64)
+    }
+
     /// The report as the command prints it.
     pub fn render(&self) -> String {
         let ms = |d: Option<Duration>| {
@@ -114,7 +135,8 @@ impl CommunityReport {
         let mut out = format!(
             "community: {} peers, {} live\n\
              publish latency (prober, under load): p50 {}, p99 {} ({} publishes)\n\
-             label changes: {} sent, {} receipts; change to peer: p50 {}, p99 {}\n\
+             label changes: {} sent, {} once all were live, {} receipts of those; \
+             change to peer: p50 {}, p99 {}\n\
              churn: {} peers left and came back\n\
              reconnects: {} resumed, {} reset (sent a whole snapshot)\n\
              errors: {}\n",
@@ -124,6 +146,7 @@ impl CommunityReport {
             ms(self.publish_p99),
             self.publishes,
             self.changes,
+            self.timed_changes,
             self.receipts,
             ms(self.fanout_p50),
             ms(self.fanout_p99),
@@ -143,6 +166,17 @@ impl CommunityReport {
             if let Some(per) = self.kib_per_peer() {
                 out += &format!("hub memory per live peer: {per:.2} KiB\n");
             }
+        }
+        if let (Some(half), Some(live), Some(added)) = (
+            self.hub_anon_half_kib,
+            self.hub_anon_live_kib,
+            self.added_kib_per_peer(),
+        ) {
+            out += &format!(
+                "hub anonymous memory: {half} KiB with {} peers live, {live} KiB with {}: \
+                 {added:.2} KiB per added peer\n",
+                self.half_live, self.live
+            );
         }
         match self.storm {
             Some(storm) => {
@@ -172,8 +206,12 @@ struct Ledger {
     /// Microseconds after `start` when change `n` was published (0: not yet).
     changes: Vec<AtomicU64>,
     next_change: AtomicU64,
+    timed_changes: AtomicU64,
     /// Change-to-peer delays.
     delays: Histogram,
+    /// Microseconds after `start` from which changes are timed (0: not yet): once the whole
+    /// community is online, so that what is timed is fan-out, not the joining.
+    steady_from: AtomicU64,
     receipts: AtomicU64,
     /// Peers online with an open stream.
     live: AtomicU64,
@@ -196,10 +234,13 @@ impl Ledger {
     }
 
     /// Reads label markers in `bytes`, heard on a link whose snapshot was all read at `since`
-    /// (`None` while it is still being read): changes (`lc <n>`) made since then are timed —
-    /// older ones came in the snapshot or queued behind it, which is the cost of connecting and
-    /// is what the storm measures — and storm returns (`ls <i>`) counted.
-    fn observe(&self, bytes: &[u8], since: Option<u64>) {
+    /// (`None` while it is still being read): changes (`lc <n>`) made since then, and once the
+    /// community was all online, are timed — older ones came in the snapshot, a replay, or
+    /// queued behind them, which is the cost of connecting and is what the storm measures — and
+    /// storm returns (`ls <i>`) counted. A change is timed at its first receipt on a link
+    /// (`timed` holds those): the label stays in what its peer sends later — a return after
+    /// churn, a departure — which is not the change arriving.
+    fn observe(&self, bytes: &[u8], since: Option<u64>, timed: &mut HashSet<usize>) {
         let now = self.micros();
         if memchr::memmem::find(bytes, b"event: reset\n").is_some()
             || bytes.starts_with(br#"{"type":"reset"}"#)
@@ -211,11 +252,15 @@ impl Ledger {
             self.error();
             return;
         }
+        let steady = self.steady_from.load(Ordering::Relaxed);
         for n in numbers_after(bytes, b"\"content\":\"lc ") {
             if let Some(since) = since
                 && let Some(sent) = self.changes.get(n).map(|s| s.load(Ordering::Relaxed))
                 && sent >= since
                 && sent > 0
+                && steady > 0
+                && sent >= steady
+                && timed.insert(n)
             {
                 self.delays.record(now.saturating_sub(sent));
                 self.receipts.fetch_add(1, Ordering::Relaxed);
@@ -317,7 +362,9 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
         start: Instant::now(),
         changes: (0..MAX_CHANGES).map(|_| AtomicU64::new(0)).collect(),
         next_change: AtomicU64::new(0),
+        timed_changes: AtomicU64::new(0),
         delays: Histogram::new(),
+        steady_from: AtomicU64::new(0),
         receipts: AtomicU64::new(0),
         live: AtomicU64::new(0),
         churned: AtomicU64::new(0),
@@ -328,10 +375,20 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
         back_count: AtomicU64::new(0),
     });
     let rss = |pid: Option<u32>| pid.and_then(super::rss_kib);
+    let anon = |pid: Option<u32>| pid.and_then(super::anon_kib);
     let hub_rss_before_kib = rss(options.hub_pid);
     let (phase_tx, phase) = watch::channel(Phase::Running);
     let mut peers = Vec::with_capacity(options.peers);
+    let deadline = Instant::now() + CONNECT_WAIT + CONNECT_WAIT_PER_PEER * options.peers as u32;
+    // The community joins in two halves; the hub's memory is read after each.
+    let half = options.peers / 2;
+    let mut half_live = 0;
+    let mut hub_anon_half_kib = None;
     for index in 0..options.peers {
+        if index == half && half > 0 {
+            half_live = settle(&ledger, half, deadline).await;
+            hub_anon_half_kib = anon(options.hub_pid);
+        }
         let peer = SimulatedPeer {
             index,
             keypair: Keypair::generate_ed25519(),
@@ -350,16 +407,10 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let deadline = Instant::now() + CONNECT_WAIT;
-    while (ledger.live.load(Ordering::Relaxed) as usize) < options.peers
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let live = ledger.live.load(Ordering::Relaxed) as usize;
-    // Snapshots and first writes settle before memory is read.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let live = settle(&ledger, options.peers, deadline).await;
     let hub_rss_live_kib = rss(options.hub_pid);
+    let hub_anon_live_kib = anon(options.hub_pid);
+    ledger.steady_from.store(ledger.micros(), Ordering::Relaxed);
 
     let probe_sources = (0..PROBE_ADDRESSES)
         .map(|k| super::source_address(hub_ip, options.peers + k))
@@ -401,10 +452,14 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
         hub_rss_before_kib,
         hub_rss_live_kib,
         hub_rss_end_kib,
+        half_live,
+        hub_anon_half_kib,
+        hub_anon_live_kib,
         publishes: sorted.len() as u64,
         publish_p50: super::percentile(&sorted, 0.50),
         publish_p99: super::percentile(&sorted, 0.99),
         changes: ledger.next_change.load(Ordering::Relaxed),
+        timed_changes: ledger.timed_changes.load(Ordering::Relaxed),
         receipts: ledger.receipts.load(Ordering::Relaxed),
         fanout_p50: ledger.delays.percentile(0.50),
         fanout_p99: ledger.delays.percentile(0.99),
@@ -418,6 +473,16 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
         resets: ledger.resets.load(Ordering::Relaxed),
         errors: ledger.errors.load(Ordering::Relaxed),
     })
+}
+
+/// Waits until `wanted` peers are live (or `deadline`), then two seconds more for snapshots
+/// and first writes to settle; the peers live.
+async fn settle(ledger: &Ledger, wanted: usize, deadline: Instant) -> usize {
+    while (ledger.live.load(Ordering::Relaxed) as usize) < wanted && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ledger.live.load(Ordering::Relaxed) as usize
 }
 
 /// Publishes an `update` every [`PROBE_EVERY`] for `duration` and times each answer; each
@@ -640,6 +705,7 @@ impl SimulatedPeer {
         // When the snapshot has been read: on SSE the first `id:` (snapshot frames have none),
         // on a WebSocket the hub's echo of this peer's own `online`, which was queued behind it.
         let mut since = None;
+        let mut timed = HashSet::new();
         let me = self.keypair.public().to_peer_id().to_base58();
         let heartbeat = self.options.heartbeat;
         let start =
@@ -672,6 +738,9 @@ impl SimulatedPeer {
                     if n < MAX_CHANGES {
                         *label = format!("lc {n}");
                         self.ledger.changes[n].store(self.ledger.micros(), Ordering::Relaxed);
+                        if self.ledger.steady_from.load(Ordering::Relaxed) > 0 {
+                            self.ledger.timed_changes.fetch_add(1, Ordering::Relaxed);
+                        }
                         let text = label.clone();
                         if !self.publish(link, PresenceType::Update, &text).await {
                             self.ledger.error();
@@ -698,7 +767,7 @@ impl SimulatedPeer {
             if let Some(position) = last_position(&bytes) {
                 self.position = Some(position);
             }
-            self.ledger.observe(&bytes, since);
+            self.ledger.observe(&bytes, since, &mut timed);
         }
     }
 }

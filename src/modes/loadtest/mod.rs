@@ -458,10 +458,20 @@ pub(crate) fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
 
 /// Resident memory of process `pid`, from `/proc`.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A process's anonymous resident memory in KiB (`RssAnon`: what it allocated, without the
+/// pages of its executable and libraries, which are read in as code paths are first taken).
+pub fn anon_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "RssAnon:")
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
 }
