@@ -47,10 +47,11 @@ use crate::services::hub::{Audience, Hub, HubEvent, Signal, Subscription};
 const KEEPALIVE_FRAME: &[u8] = b": keep-alive\n\n";
 /// Most bytes waiting to be written to one WebSocket client.
 const WS_WRITE_BUFFER_CAP: usize = 1024 * 1024;
-/// Each WebSocket's read buffer, allocated when it opens: presence messages are small (a larger
-/// one is read in several steps), and tungstenite's default of 128 KiB made an idle subscriber
-/// cost the hub ≈136 KiB.
-const WS_READ_BUFFER: usize = 4 * 1024;
+/// Each WebSocket's read buffer, allocated when it opens and kept for the socket's life: a
+/// presence message is usually under 1 KiB, and a larger one grows the buffer to its announced
+/// length once its header is read. tungstenite's default of 128 KiB made an idle subscriber cost
+/// the hub ≈136 KiB; 4 KiB was most of what a live peer's socket held.
+const WS_READ_BUFFER: usize = 1024;
 /// Pings a WebSocket client may send per [`PING_WINDOW`]; more closes the socket (1008).
 const MAX_PINGS_PER_WINDOW: u32 = 20;
 const PING_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
