@@ -1,9 +1,10 @@
 //! The rendezvous hub: a registry of online peers and a live, replayable stream of presence
 //! events.
 //!
-//! Every accepted message becomes one [`HubEvent`], serialized once (see [`event`]), kept in a
-//! bounded ring for `Last-Event-ID` replay and offered to subscribers through two broadcast
-//! channels: every event, and changes only (no pure heartbeats). A subscriber that falls more
+//! Every accepted message becomes one [`HubEvent`], serialized once (see [`event`]), kept in
+//! bounded rings for `Last-Event-ID` replay (changes and heartbeats apart, see [`ring`]) and
+//! offered to subscribers through two broadcast channels: every event, and changes only (no
+//! pure heartbeats). A subscriber that falls more
 //! than the channel's capacity behind is cut off and resumes from the ring; it never slows the
 //! others.
 //!
@@ -22,6 +23,7 @@ pub mod metrics;
 mod options;
 pub mod persist;
 pub mod presence;
+mod ring;
 mod shared;
 pub mod snapshot;
 mod stream;
@@ -125,7 +127,7 @@ struct HubInner {
 
 struct HubState {
     peers: BTreeMap<PeerId, PeerRecord>,
-    ring: VecDeque<Arc<HubEvent>>,
+    ring: ring::ReplayRing,
     next_offset: u64,
     /// Last accepted `ts` per peer, kept after the peer leaves so old messages cannot replay.
     last_ts: HashMap<PeerId, (i64, Instant)>,
@@ -195,7 +197,7 @@ impl Hub {
                 epoch: format!("{:x}", rand::random::<u64>() >> 16),
                 state: Mutex::new(HubState {
                     peers: BTreeMap::new(),
-                    ring: VecDeque::with_capacity(options.ring_capacity.min(4096)),
+                    ring: ring::ReplayRing::new(options.ring_capacity),
                     next_offset: 1,
                     last_ts: HashMap::new(),
                     bans: HashMap::new(),
@@ -598,10 +600,7 @@ impl Hub {
         state.next_offset += 1;
         let id = self.event_id(state, offset);
         let event = Arc::new(encode_event(offset, id, presence, change, accepted_at));
-        if state.ring.len() >= self.inner.options.ring_capacity {
-            state.ring.pop_front();
-        }
-        state.ring.push_back(event.clone());
+        state.ring.push(event.clone());
         // `send` fails only when nobody listens.
         if change {
             let _ = self.inner.changes.send(Signal::Event(event.clone()));

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 
-/// Events kept for replay after a reconnect.
+/// Changes kept for replay after a reconnect (heartbeats: at most
+/// [`super::ring::HEARTBEAT_RING`]).
 pub const DEFAULT_RING_CAPACITY: usize = 16_384;
 
 /// Events a subscriber may lag behind before it is cut off.

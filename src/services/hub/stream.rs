@@ -121,19 +121,7 @@ impl Hub {
         if offset >= state.next_offset {
             return None;
         }
-        let oldest = state.ring.front().map_or(state.next_offset, |e| e.offset);
-        // Events after `offset` must all still be held.
-        if offset + 1 < oldest {
-            return None;
-        }
-        Some(
-            state
-                .ring
-                .iter()
-                .filter(|e| e.offset > offset && (e.change || !changes_only))
-                .cloned()
-                .collect(),
-        )
+        state.ring.after(offset, changes_only)
     }
 
     /// A stream that had seen every database row up to `version` (on any instance): the

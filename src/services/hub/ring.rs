@@ -1,0 +1,160 @@
+//! The events kept for `Last-Event-ID` replay, in two bounded rings: changes (joins, leaves,
+//! new announcements) and heartbeats that changed nothing.
+//!
+//! Heartbeats are most of what a hub accepts (every peer, every few seconds) and no stream of
+//! changes — the stream our peers hold — ever replays one, so they get a ring of their own,
+//! [`HEARTBEAT_RING`] long at most: a 1,000-peer community's heartbeats no longer push its
+//! changes out of the ring within a minute, nor hold 16,384 events' bytes for nothing. A full
+//! stream resumes while both rings still hold its gap; otherwise it is sent a snapshot.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::HubEvent;
+
+/// Most heartbeats kept for replay to full streams.
+pub const HEARTBEAT_RING: usize = 2048;
+
+pub(super) struct ReplayRing {
+    changes: VecDeque<Arc<HubEvent>>,
+    beats: VecDeque<Arc<HubEvent>>,
+    change_capacity: usize,
+    beat_capacity: usize,
+    /// The offset of the last change let go (0: none); every change after it is held.
+    changes_from: u64,
+    /// The same for heartbeats.
+    beats_from: u64,
+}
+
+impl ReplayRing {
+    /// Holds up to `capacity` changes and up to `capacity` (at most [`HEARTBEAT_RING`])
+    /// heartbeats.
+    pub(super) fn new(capacity: usize) -> Self {
+        ReplayRing {
+            changes: VecDeque::with_capacity(capacity.min(4096)),
+            beats: VecDeque::new(),
+            change_capacity: capacity,
+            beat_capacity: capacity.min(HEARTBEAT_RING),
+            changes_from: 0,
+            beats_from: 0,
+        }
+    }
+
+    /// Keeps `event`, letting the oldest of its kind go when its ring is full.
+    pub(super) fn push(&mut self, event: Arc<HubEvent>) {
+        let (ring, capacity, from) = if event.change {
+            (
+                &mut self.changes,
+                self.change_capacity,
+                &mut self.changes_from,
+            )
+        } else {
+            (&mut self.beats, self.beat_capacity, &mut self.beats_from)
+        };
+        if capacity == 0 {
+            *from = event.offset;
+            return;
+        }
+        if ring.len() >= capacity
+            && let Some(gone) = ring.pop_front()
+        {
+            *from = gone.offset;
+        }
+        ring.push_back(event);
+    }
+
+    /// Events held.
+    pub(super) fn len(&self) -> usize {
+        self.changes.len() + self.beats.len()
+    }
+
+    /// The events after `offset` — only changes when `changes_only` — in order; `None` when
+    /// some of them are no longer held.
+    pub(super) fn after(&self, offset: u64, changes_only: bool) -> Option<Vec<Arc<HubEvent>>> {
+        if offset < self.changes_from || (!changes_only && offset < self.beats_from) {
+            return None;
+        }
+        let newer = |ring: &VecDeque<Arc<HubEvent>>| {
+            let start = ring.partition_point(|e| e.offset <= offset);
+            ring.range(start..).cloned().collect::<Vec<_>>()
+        };
+        let changes = newer(&self.changes);
+        if changes_only {
+            return Some(changes);
+        }
+        let beats = newer(&self.beats);
+        let mut merged = Vec::with_capacity(changes.len() + beats.len());
+        let (mut c, mut b) = (changes.into_iter().peekable(), beats.into_iter().peekable());
+        loop {
+            let take_change = match (c.peek(), b.peek()) {
+                (Some(x), Some(y)) => x.offset < y.offset,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            merged.extend(if take_change { c.next() } else { b.next() });
+        }
+        Some(merged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use libp2p_identity::Keypair;
+
+    use super::*;
+    use crate::services::hub::event::encode_event;
+    use crate::services::hub::presence::{Presence, PresenceType};
+
+    fn event(offset: u64, change: bool) -> Arc<HubEvent> {
+        let peer = Keypair::generate_ed25519().public().to_peer_id();
+        let presence = Presence::new(PresenceType::Update, peer);
+        Arc::new(encode_event(
+            offset,
+            format!("e-{offset}"),
+            &presence,
+            change,
+            Instant::now(),
+        ))
+    }
+
+    fn offsets(events: Option<Vec<Arc<HubEvent>>>) -> Option<Vec<u64>> {
+        events.map(|events| events.iter().map(|e| e.offset).collect())
+    }
+
+    #[test]
+    fn heartbeats_never_push_changes_out_and_full_streams_replay_both_in_order() {
+        let mut ring = ReplayRing::new(4);
+        // Offsets 1..=20: every fifth a change, the rest heartbeats.
+        for offset in 1..=20 {
+            ring.push(event(offset, offset % 5 == 0));
+        }
+        // Four changes held (5, 10, 15, 20) while sixteen heartbeats came and went.
+        assert_eq!(ring.len(), 8);
+        assert_eq!(offsets(ring.after(0, true)), Some(vec![5, 10, 15, 20]));
+        assert_eq!(offsets(ring.after(12, true)), Some(vec![15, 20]));
+        // Heartbeats 14 and older are gone: a full stream from before them cannot resume.
+        assert_eq!(offsets(ring.after(12, false)), None);
+        assert_eq!(
+            offsets(ring.after(14, false)),
+            Some(vec![15, 16, 17, 18, 19, 20])
+        );
+        assert_eq!(offsets(ring.after(20, false)), Some(vec![]));
+        // A fifth change lets the first go.
+        ring.push(event(21, true));
+        assert_eq!(offsets(ring.after(4, true)), None);
+        assert_eq!(offsets(ring.after(5, true)), Some(vec![10, 15, 20, 21]));
+    }
+
+    #[test]
+    fn at_most_a_bounded_number_of_heartbeats_is_kept() {
+        let mut ring = ReplayRing::new(16_384);
+        for offset in 1..=(3 * HEARTBEAT_RING as u64) {
+            ring.push(event(offset, false));
+        }
+        assert_eq!(ring.len(), HEARTBEAT_RING);
+        assert_eq!(offsets(ring.after(0, true)), Some(vec![]));
+    }
+}
