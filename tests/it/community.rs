@@ -30,6 +30,7 @@ async fn run(transport: Transport) -> community::CommunityReport {
 fn check(report: &community::CommunityReport) {
     let text = report.render();
     assert_eq!(report.live, PEERS, "{text}");
+    assert!(report.joined.is_some(), "{text}");
     assert_eq!(report.errors, 0, "{text}");
     assert!(report.changes >= PEERS as u64, "{text}");
     assert!(report.timed_changes >= PEERS as u64 / 2, "{text}");

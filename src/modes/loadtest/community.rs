@@ -35,7 +35,7 @@ pub const MAX_DURATION: Duration = Duration::from_secs(600);
 /// How long every peer has to connect and say `online`: this, and [`CONNECT_WAIT_PER_PEER`]
 /// more for each peer (every peer that joins is sent every peer already online).
 const CONNECT_WAIT: Duration = Duration::from_secs(60);
-const CONNECT_WAIT_PER_PEER: Duration = Duration::from_millis(10);
+const CONNECT_WAIT_PER_PEER: Duration = Duration::from_millis(40);
 /// How long a reconnect storm may take before it is reported unfinished.
 const STORM_WAIT: Duration = Duration::from_secs(120);
 /// The prober's publishes, one every this long, from this many addresses in turn.
@@ -83,6 +83,9 @@ pub struct CommunityReport {
     pub hub_rss_before_kib: Option<u64>,
     pub hub_rss_live_kib: Option<u64>,
     pub hub_rss_end_kib: Option<u64>,
+    /// From the first peer connecting to the last having read its snapshot (`None`: not all
+    /// did within the time allowed).
+    pub joined: Option<Duration>,
     /// Peers live, and the hub's anonymous memory, once the first half had joined.
     pub half_live: usize,
     pub hub_anon_half_kib: Option<u64>,
@@ -133,7 +136,7 @@ impl CommunityReport {
             })
         };
         let mut out = format!(
-            "community: {} peers, {} live\n\
+            "community: {} peers, {} live; {}\n\
              publish latency (prober, under load): p50 {}, p99 {} ({} publishes)\n\
              label changes: {} sent, {} once all were live, {} receipts of those; \
              change to peer: p50 {}, p99 {}\n\
@@ -142,6 +145,13 @@ impl CommunityReport {
              errors: {}\n",
             self.peers,
             self.live,
+            self.joined
+                .map_or("not all had read their snapshot in time".to_owned(), |d| {
+                    format!(
+                        "all joined and read their snapshot in {:.2} s",
+                        d.as_secs_f64()
+                    )
+                }),
             ms(self.publish_p50),
             ms(self.publish_p99),
             self.publishes,
@@ -215,6 +225,8 @@ struct Ledger {
     receipts: AtomicU64,
     /// Peers online with an open stream.
     live: AtomicU64,
+    /// Peers that have read all their first stream started with (the snapshot).
+    caught_up: AtomicU64,
     churned: AtomicU64,
     errors: AtomicU64,
     resumed: AtomicU64,
@@ -367,6 +379,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
         steady_from: AtomicU64::new(0),
         receipts: AtomicU64::new(0),
         live: AtomicU64::new(0),
+        caught_up: AtomicU64::new(0),
         churned: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         resumed: AtomicU64::new(0),
@@ -379,6 +392,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     let hub_rss_before_kib = rss(options.hub_pid);
     let (phase_tx, phase) = watch::channel(Phase::Running);
     let mut peers = Vec::with_capacity(options.peers);
+    let began = Instant::now();
     let deadline = Instant::now() + CONNECT_WAIT + CONNECT_WAIT_PER_PEER * options.peers as u32;
     // The community joins in two halves; the hub's memory is read after each.
     let half = options.peers / 2;
@@ -386,7 +400,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     let mut hub_anon_half_kib = None;
     for index in 0..options.peers {
         if index == half && half > 0 {
-            half_live = settle(&ledger, half, deadline).await;
+            half_live = settle(&ledger, half, deadline).await.0;
             hub_anon_half_kib = anon(options.hub_pid);
         }
         let peer = SimulatedPeer {
@@ -400,6 +414,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
             ledger: ledger.clone(),
             last_ts: 0,
             position: None,
+            caught_up: false,
         };
         peers.push(tokio::spawn(peer.run(phase.clone())));
         if index % 250 == 249 {
@@ -407,7 +422,8 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let live = settle(&ledger, options.peers, deadline).await;
+    let (live, caught_up) = settle(&ledger, options.peers, deadline).await;
+    let joined = caught_up.map(|at| at.duration_since(began));
     let hub_rss_live_kib = rss(options.hub_pid);
     let hub_anon_live_kib = anon(options.hub_pid);
     ledger.steady_from.store(ledger.micros(), Ordering::Relaxed);
@@ -452,6 +468,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
         hub_rss_before_kib,
         hub_rss_live_kib,
         hub_rss_end_kib,
+        joined,
         half_live,
         hub_anon_half_kib,
         hub_anon_live_kib,
@@ -475,14 +492,17 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     })
 }
 
-/// Waits until `wanted` peers are live (or `deadline`), then two seconds more for snapshots
-/// and first writes to settle; the peers live.
-async fn settle(ledger: &Ledger, wanted: usize, deadline: Instant) -> usize {
-    while (ledger.live.load(Ordering::Relaxed) as usize) < wanted && Instant::now() < deadline {
+/// Waits until `wanted` peers are live and have read their snapshots (or `deadline`), then two
+/// seconds more for first writes to settle. Returns the peers live, and when all were caught up
+/// (`None`: not by the deadline).
+async fn settle(ledger: &Ledger, wanted: usize, deadline: Instant) -> (usize, Option<Instant>) {
+    let done = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as usize >= wanted;
+    while !(done(&ledger.live) && done(&ledger.caught_up)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let reached = (done(&ledger.live) && done(&ledger.caught_up)).then(Instant::now);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    ledger.live.load(Ordering::Relaxed) as usize
+    (ledger.live.load(Ordering::Relaxed) as usize, reached)
 }
 
 /// Publishes an `update` every [`PROBE_EVERY`] for `duration` and times each answer; each
@@ -537,6 +557,8 @@ struct SimulatedPeer {
     /// The last stream position the hub gave (SSE `id:`, a WebSocket's `position`), which the
     /// peer reconnects with, as our peers do.
     position: Option<String>,
+    /// Whether this peer has been counted in [`Ledger::caught_up`].
+    caught_up: bool,
 }
 
 /// A peer's link: where it publishes and hears.
@@ -762,6 +784,10 @@ impl SimulatedPeer {
                 };
                 if memchr::memmem::find(&bytes, marker).is_some() {
                     since = Some(self.ledger.micros());
+                    if !self.caught_up {
+                        self.caught_up = true;
+                        self.ledger.caught_up.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             if let Some(position) = last_position(&bytes) {
