@@ -1421,3 +1421,48 @@ async fn a_websocket_that_asks_for_positions_resumes_with_only_what_it_missed() 
         None
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_gap_is_replayed_whole_and_in_order_then_live_events_follow_once() {
+    // More missed events than a replay reads at a time (64), over both kinds of stream.
+    const MISSED: usize = 150;
+    let hub = TestHub::spawn_with(|_| {}, |o| o.ring_capacity = 1000).await;
+    let mut peers: Vec<TestIdentity> = (0..3).map(|_| TestIdentity::new()).collect();
+    for i in 0..MISSED {
+        let body = peers[i % 3].json(PresenceType::Update, &format!("label {i}"));
+        hub.publish(body).await;
+    }
+    let from_start = format!("{}-0", hub.hub().epoch());
+    let mut sse =
+        SseClient::connect(&format!("{}/events?changes=1", hub.url), Some(&from_start)).await;
+    let alice = TestIdentity::new();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/ws?peer_id={}&changes=1&last_event_id={from_start}",
+        hub.addr, alice.id
+    ))
+    .await
+    .unwrap();
+    let expected: Vec<String> = (0..MISSED).map(|i| format!("label {i}")).collect();
+    let mut over_sse = Vec::new();
+    let mut over_ws = Vec::new();
+    for _ in 0..MISSED {
+        let event = sse.next(WAIT).await.expect("a replayed event");
+        assert_ne!(
+            event.event.as_deref(),
+            Some("reset"),
+            "the ring holds the gap"
+        );
+        over_sse.push(event.json()["content"].as_str().unwrap().to_owned());
+        let message = next_json(&mut ws, WAIT).await.expect("a replayed message");
+        over_ws.push(message["content"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(over_sse, expected);
+    assert_eq!(over_ws, expected);
+    // What comes after the replay comes live, once.
+    hub.publish(peers[0].json(PresenceType::Update, "after"))
+        .await;
+    assert_eq!(sse.next(WAIT).await.unwrap().json()["content"], "after");
+    assert_eq!(next_json(&mut ws, WAIT).await.unwrap()["content"], "after");
+    assert!(sse.next(Duration::from_millis(500)).await.is_none());
+    assert_eq!(next_json(&mut ws, Duration::from_millis(500)).await, None);
+}

@@ -42,7 +42,7 @@ use crate::http::stall::StallGuard;
 use crate::services::hub::limits::StreamSlot;
 use crate::services::hub::presence::{MAX_BODY_BYTES, Presence, PresenceError};
 use crate::services::hub::snapshot::{Snapshot, SnapshotPage};
-use crate::services::hub::{Audience, Hub, HubEvent, Signal, Subscription};
+use crate::services::hub::{Audience, Hub, HubEvent, Replay, ReplayPage, Signal, Subscription};
 
 const KEEPALIVE_FRAME: &[u8] = b": keep-alive\n\n";
 /// Most bytes waiting to be written to one WebSocket client.
@@ -151,8 +151,11 @@ async fn stream_events(
 struct SseStream {
     hub: Hub,
     viewer: Viewer,
-    /// Frames of the hub's own (retry, reset, replayed events, the snapshot's id).
+    /// Frames of the hub's own (retry, reset, caught-up events, a replay's page, the
+    /// snapshot's id).
     pending: VecDeque<Bytes>,
+    /// The replay still to send, read from the rings a page at a time.
+    replay: Option<Replay>,
     /// The snapshot still to send, and the page of it being written.
     snapshot: Option<Snapshot>,
     page: Option<(SnapshotPage, Audience)>,
@@ -186,6 +189,8 @@ fn sse_frames(
     );
     let snapshot = subscription.snapshot.take();
     let finished = subscription.stopping;
+    // A stream that is told to reconnect at once need not be sent what it missed first.
+    let replay = subscription.replay.take().filter(|_| !finished);
     if finished && snapshot.is_none() {
         pending.push_back(Bytes::from_static(RESTART_FRAME));
     }
@@ -193,6 +198,7 @@ fn sse_frames(
         hub,
         viewer,
         pending,
+        replay,
         snapshot,
         page: None,
         subscription,
@@ -203,6 +209,21 @@ fn sse_frames(
         loop {
             if let Some(frame) = s.pending.pop_front() {
                 return Some((Ok(frame), s));
+            }
+            if let Some(replay) = &mut s.replay {
+                match replay.next_page() {
+                    ReplayPage::Events(events) => {
+                        let audience = s.viewer.audience();
+                        s.pending
+                            .extend(events.iter().map(|e| e.frames(audience).sse.clone()));
+                    }
+                    ReplayPage::Done => s.replay = None,
+                    ReplayPage::Gone => {
+                        note_dropped(&s.hub);
+                        return None;
+                    }
+                }
+                continue;
             }
             if let Some((page, audience)) = &mut s.page {
                 if let Some(event) = page.pop() {
@@ -347,6 +368,30 @@ impl WsSession {
                 return;
             }
         }
+        // Set when the rings let go of replayed events before they were written.
+        let mut fell_behind = false;
+        if let Some(mut replay) = subscription.replay.take() {
+            loop {
+                match replay.next_page() {
+                    ReplayPage::Events(events) => {
+                        for event in events {
+                            if socket
+                                .send(text_frame(&event, self.viewer.audience()))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                    ReplayPage::Done => break,
+                    ReplayPage::Gone => {
+                        fell_behind = true;
+                        break;
+                    }
+                }
+            }
+        }
         for event in std::mem::take(&mut subscription.initial) {
             if socket
                 .send(text_frame(&event, self.viewer.audience()))
@@ -366,7 +411,7 @@ impl WsSession {
                 }
             }
         }
-        if self.positions {
+        if self.positions && !fell_behind {
             if socket
                 .send(position_frame(&subscription.position))
                 .await
@@ -383,6 +428,10 @@ impl WsSession {
         let close: Option<(u16, &str)> = loop {
             if subscription.stopping {
                 break Some((1012, "the hub is restarting"));
+            }
+            if fell_behind {
+                note_dropped(&self.hub);
+                break Some((1013, "too slow; reconnect"));
             }
             tokio::select! {
                 incoming = socket.recv() => match incoming {

@@ -48,7 +48,7 @@ use presence::{
     CheckedPresence, MAX_CLOCK_SKEW_MS, Presence, PresenceError, PresenceType, short_peer_id,
 };
 use shared::SharedPosition;
-pub use stream::Subscription;
+pub use stream::{Replay, ReplayPage, Subscription};
 
 /// Joins and leaves remembered for the dashboard.
 const RECENT_CHANGES: usize = 50;

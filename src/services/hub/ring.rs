@@ -68,34 +68,57 @@ impl ReplayRing {
         self.changes.len() + self.beats.len()
     }
 
-    /// The events after `offset` — only changes when `changes_only` — in order; `None` when
-    /// some of them are no longer held.
-    pub(super) fn after(&self, offset: u64, changes_only: bool) -> Option<Vec<Arc<HubEvent>>> {
-        if offset < self.changes_from || (!changes_only && offset < self.beats_from) {
+    /// Whether every event after `offset` — only changes when `changes_only` — is still held.
+    pub(super) fn holds(&self, offset: u64, changes_only: bool) -> bool {
+        offset >= self.changes_from && (changes_only || offset >= self.beats_from)
+    }
+
+    /// Up to `max` of the events after `offset` and up to `upto` — only changes when
+    /// `changes_only` — in order; `None` when some of them are no longer held.
+    pub(super) fn page(
+        &self,
+        offset: u64,
+        upto: u64,
+        changes_only: bool,
+        max: usize,
+    ) -> Option<Vec<Arc<HubEvent>>> {
+        if !self.holds(offset, changes_only) {
             return None;
         }
-        let newer = |ring: &VecDeque<Arc<HubEvent>>| {
-            let start = ring.partition_point(|e| e.offset <= offset);
-            ring.range(start..).cloned().collect::<Vec<_>>()
-        };
-        let changes = newer(&self.changes);
+        let mut changes = newer(&self.changes, offset, upto);
+        let mut beats = newer(&self.beats, offset, upto);
         if changes_only {
-            return Some(changes);
+            return Some(changes.take(max).cloned().collect());
         }
-        let beats = newer(&self.beats);
-        let mut merged = Vec::with_capacity(changes.len() + beats.len());
-        let (mut c, mut b) = (changes.into_iter().peekable(), beats.into_iter().peekable());
-        loop {
-            let take_change = match (c.peek(), b.peek()) {
-                (Some(x), Some(y)) => x.offset < y.offset,
+        let mut page = Vec::new();
+        while page.len() < max {
+            let take_change = match (changes.peek(), beats.peek()) {
+                (Some(c), Some(b)) => c.offset < b.offset,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
                 (None, None) => break,
             };
-            merged.extend(if take_change { c.next() } else { b.next() });
+            let next = if take_change {
+                changes.next()
+            } else {
+                beats.next()
+            };
+            page.extend(next.cloned());
         }
-        Some(merged)
+        Some(page)
     }
+}
+
+/// The events of `ring` after `offset` and up to `upto`.
+fn newer(
+    ring: &VecDeque<Arc<HubEvent>>,
+    offset: u64,
+    upto: u64,
+) -> std::iter::Peekable<impl Iterator<Item = &Arc<HubEvent>>> {
+    let start = ring.partition_point(|e| e.offset <= offset);
+    ring.range(start..)
+        .take_while(move |e| e.offset <= upto)
+        .peekable()
 }
 
 #[cfg(test)]
@@ -124,6 +147,12 @@ mod tests {
         events.map(|events| events.iter().map(|e| e.offset).collect())
     }
 
+    impl ReplayRing {
+        fn after(&self, offset: u64, changes_only: bool) -> Option<Vec<Arc<HubEvent>>> {
+            self.page(offset, u64::MAX, changes_only, usize::MAX)
+        }
+    }
+
     #[test]
     fn heartbeats_never_push_changes_out_and_full_streams_replay_both_in_order() {
         let mut ring = ReplayRing::new(4);
@@ -146,6 +175,10 @@ mod tests {
         ring.push(event(21, true));
         assert_eq!(offsets(ring.after(4, true)), None);
         assert_eq!(offsets(ring.after(5, true)), Some(vec![10, 15, 20, 21]));
+        // A page stops at `upto` and at `max`.
+        assert_eq!(offsets(ring.page(14, 19, false, 3)), Some(vec![15, 16, 17]));
+        assert_eq!(offsets(ring.page(17, 19, false, 3)), Some(vec![18, 19]));
+        assert_eq!(offsets(ring.page(5, 20, true, 2)), Some(vec![10, 15]));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Where a new subscriber starts: `Last-Event-ID` parsing, replay from this instance's ring,
-//! catch-up from a shared database's position, or (when neither can answer) a reset and a
-//! snapshot read page by page (see [`super::snapshot`]).
+//! Where a new subscriber starts: `Last-Event-ID` parsing, replay from this instance's rings
+//! (read a page at a time as the stream is written, like a snapshot), catch-up from a shared
+//! database's position, or (when neither can answer) a reset and a snapshot read page by page
+//! (see [`super::snapshot`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,7 +18,10 @@ use super::{Hub, HubEvent, HubState, Signal, snapshot};
 pub struct Subscription {
     /// True when the requested resume point was unknown: send `event: reset` first.
     pub reset: bool,
-    /// Replayed events to send before live ones.
+    /// The missed events to send before live ones, from this instance's rings.
+    pub replay: Option<Replay>,
+    /// Events to send before live ones: what a stream resuming from a shared database's
+    /// position missed.
     pub initial: Vec<Arc<HubEvent>>,
     /// The peers online, to send (page by page) before live events when the stream did not
     /// resume.
@@ -27,6 +31,70 @@ pub struct Subscription {
     pub position: String,
     /// Already true when the hub was stopping as the subscription began.
     pub stopping: bool,
+}
+
+/// Replayed events read from the rings at a time, per subscriber.
+pub const REPLAY_PAGE: usize = 64;
+
+/// How a stream resumes.
+enum Resumed {
+    Ring(Replay),
+    Events(Vec<Arc<HubEvent>>),
+}
+
+/// A replay from this instance's rings: the events after `after` up to `upto` (the last one
+/// before the subscription's live events begin), read a page at a time, so that a stream
+/// resuming after a long gap does not hold thousands of events while it writes them.
+pub struct Replay {
+    hub: Hub,
+    after: u64,
+    upto: u64,
+    changes_only: bool,
+}
+
+/// The next part of a replay.
+pub enum ReplayPage {
+    Events(Vec<Arc<HubEvent>>),
+    /// Every missed event has been given.
+    Done,
+    /// The rings let go of events not yet given (the stream was too slow to read its
+    /// replay): the stream must end, and its client resumes with a snapshot.
+    Gone,
+}
+
+impl Replay {
+    pub fn next_page(&mut self) -> ReplayPage {
+        if self.after >= self.upto {
+            return ReplayPage::Done;
+        }
+        let state = self.hub.lock();
+        match state
+            .ring
+            .page(self.after, self.upto, self.changes_only, REPLAY_PAGE)
+        {
+            None => ReplayPage::Gone,
+            Some(events) => match events.last() {
+                Some(last) => {
+                    self.after = last.offset;
+                    ReplayPage::Events(events)
+                }
+                None => {
+                    self.after = self.upto;
+                    ReplayPage::Done
+                }
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for Replay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replay")
+            .field("after", &self.after)
+            .field("upto", &self.upto)
+            .field("changes_only", &self.changes_only)
+            .finish()
+    }
 }
 
 /// A `Last-Event-ID`: `<epoch>-<offset>` names a place in one instance's ring; with a shared
@@ -78,15 +146,17 @@ impl Hub {
             .and_then(EventId::parse)
             .and_then(|id| self.resume(&state, &id, changes_only));
         let position = self.event_id(&state, state.next_offset - 1);
-        let (reset, initial, snapshot) = match resume {
-            Some(events) => (false, events, None),
+        let (reset, replay, initial, snapshot) = match resume {
+            Some(Resumed::Ring(replay)) => (false, Some(replay), Vec::new(), None),
+            Some(Resumed::Events(events)) => (false, None, events, None),
             None => {
                 let snapshot = snapshot::Snapshot::new(self.clone(), position.clone());
-                (last_event_id.is_some(), Vec::new(), Some(snapshot))
+                (last_event_id.is_some(), None, Vec::new(), Some(snapshot))
             }
         };
         Subscription {
             reset,
+            replay,
             initial,
             snapshot,
             live,
@@ -95,33 +165,23 @@ impl Hub {
         }
     }
 
-    /// What a stream that last saw `id` missed: from this instance's ring when the id is its
+    /// What a stream that last saw `id` missed: from this instance's rings when the id is its
     /// own and the gap is held, else from the shared database's position when the id has one
     /// this instance can answer for; `None` when only a snapshot will do.
-    pub(super) fn resume(
-        &self,
-        state: &HubState,
-        id: &EventId<'_>,
-        changes_only: bool,
-    ) -> Option<Vec<Arc<HubEvent>>> {
+    fn resume(&self, state: &HubState, id: &EventId<'_>, changes_only: bool) -> Option<Resumed> {
         if id.epoch == self.inner.epoch
-            && let Some(events) = self.replay(state, id.offset, changes_only)
+            && id.offset < state.next_offset
+            && state.ring.holds(id.offset, changes_only)
         {
-            return Some(events);
+            return Some(Resumed::Ring(Replay {
+                hub: self.clone(),
+                after: id.offset,
+                upto: state.next_offset - 1,
+                changes_only,
+            }));
         }
         self.catch_up(state, id.shared?, changes_only)
-    }
-
-    pub(super) fn replay(
-        &self,
-        state: &HubState,
-        offset: u64,
-        changes_only: bool,
-    ) -> Option<Vec<Arc<HubEvent>>> {
-        if offset >= state.next_offset {
-            return None;
-        }
-        state.ring.after(offset, changes_only)
+            .map(Resumed::Events)
     }
 
     /// A stream that had seen every database row up to `version` (on any instance): the
