@@ -124,6 +124,7 @@ async function blog() {
   const site = await page(`${visitorConsole}/p/${host}/`);
   report.blog.visitorTitles = await site.evaluate(() => Array.from(document.querySelectorAll("article.post h2")).map((h) => h.textContent));
   report.blog.visitorHasOwnerNav = await site.isVisible("#owner-nav");
+  report.blog.summaries = await site.evaluate(() => Array.from(document.querySelectorAll("article.post > p")).map((p) => p.textContent));
   await site.click("text=Notes from the garden");
   await site.waitForSelector("#comment-form", wait);
   report.blog.rendered = await site.evaluate(() => {

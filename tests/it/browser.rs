@@ -622,6 +622,24 @@ async fn the_guestbook_corkboard_and_blog_templates_work_for_owner_and_visitor()
         "no draft"
     );
     assert_eq!(blog["visitorHasOwnerNav"], false);
+    // A post's summary in the list is its text without marks, blocks apart.
+    let summaries = &blog["summaries"];
+    let garden = summaries[0].as_str().unwrap();
+    assert!(
+        garden.starts_with("The tomatoes are up. basil mint <script>"),
+        "{summaries}"
+    );
+    let welcome = summaries[1].as_str().unwrap();
+    assert!(
+        welcome.starts_with(
+            "This blog lives on my own peer: no server, no platform. Writing Open My site"
+        ),
+        "{summaries}"
+    );
+    assert!(
+        welcome.contains("**bold**, *emphasis*, `code` and links"),
+        "{summaries}"
+    );
     let rendered = &blog["rendered"];
     assert_eq!(rendered["strong"], "tomatoes");
     assert_eq!(rendered["items"], serde_json::json!(["basil", "mint"]));

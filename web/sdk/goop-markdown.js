@@ -21,6 +21,8 @@
     const out = [];
     let rest = text;
     const patterns = [
+      // ``a `b` c``: a code span that holds backticks (one space inside each end is dropped).
+      { re: /^``\s?(.+?)\s?``/, make: (m) => el("code", [m[1]]) },
       { re: /^`([^`]+)`/, make: (m) => el("code", [m[1]]) },
       { re: /^\*\*([^*]+)\*\*/, make: (m) => el("strong", inline(m[1], options)) },
       { re: /^__([^_]+)__/, make: (m) => el("strong", inline(m[1], options)) },
@@ -124,11 +126,22 @@
     return fragment;
   }
 
-  /** The text of markdown without its marks (for summaries and feeds). */
+  const BLOCK = /^(P|H[1-6]|LI|UL|OL|BLOCKQUOTE|PRE|HR|DIV)$/;
+
+  /** The text of markdown without its marks (for summaries and feeds): blocks (paragraphs,
+   *  headings, list items) are separated by a space, and runs of white space are one space. */
   function plainText(text) {
-    const holder = document.createElement("div");
-    holder.append(render(text));
-    return holder.textContent;
+    const parts = [];
+    (function walk(node) {
+      node.childNodes.forEach(function (child) {
+        if (child.nodeType === Node.TEXT_NODE) return parts.push(child.textContent);
+        const block = BLOCK.test(child.nodeName);
+        if (block) parts.push(" ");
+        walk(child);
+        if (block) parts.push(" ");
+      });
+    })(render(text));
+    return parts.join("").replace(/\s+/g, " ").trim();
   }
 
   global.Goop = Object.assign(global.Goop || {}, { markdown: { render: render, plainText: plainText } });
