@@ -1437,14 +1437,13 @@ async fn a_long_gap_is_replayed_whole_and_in_order_then_live_events_follow_once(
         SseClient::connect(&format!("{}/events?changes=1", hub.url), Some(&from_start)).await;
     let alice = TestIdentity::new();
     let (mut ws, _) = tokio_tungstenite::connect_async(format!(
-        "ws://{}/ws?peer_id={}&changes=1&last_event_id={from_start}",
+        "ws://{}/ws?peer_id={}&changes=1&positions=1&last_event_id={from_start}",
         hub.addr, alice.id
     ))
     .await
     .unwrap();
     let expected: Vec<String> = (0..MISSED).map(|i| format!("label {i}")).collect();
     let mut over_sse = Vec::new();
-    let mut over_ws = Vec::new();
     for _ in 0..MISSED {
         let event = sse.next(WAIT).await.expect("a replayed event");
         assert_ne!(
@@ -1453,11 +1452,28 @@ async fn a_long_gap_is_replayed_whole_and_in_order_then_live_events_follow_once(
             "the ring holds the gap"
         );
         over_sse.push(event.json()["content"].as_str().unwrap().to_owned());
-        let message = next_json(&mut ws, WAIT).await.expect("a replayed message");
-        over_ws.push(message["content"].as_str().unwrap().to_owned());
     }
     assert_eq!(over_sse, expected);
+    // Over a WebSocket that asked for positions, one follows each page of the replay (the last
+    // says where the whole replay ends): a cut in a long replay resumes from there.
+    let mut over_ws = Vec::new();
+    let mut positions = Vec::new();
+    while over_ws.len() < MISSED || positions.len() < 3 {
+        let message = next_json(&mut ws, WAIT).await.expect("a replayed message");
+        match message["type"].as_str() {
+            Some("position") => positions.push((over_ws.len(), message["id"].clone())),
+            _ => over_ws.push(message["content"].as_str().unwrap().to_owned()),
+        }
+    }
     assert_eq!(over_ws, expected);
+    let counts: Vec<usize> = positions.iter().map(|(count, _)| *count).collect();
+    assert_eq!(counts, [64, 128, MISSED], "{positions:?}");
+    let ws_resume = format!(
+        "ws://{}/ws?peer_id={}&changes=1&positions=1&last_event_id={}",
+        hub.addr,
+        alice.id,
+        positions[2].1.as_str().unwrap()
+    );
     // What comes after the replay comes live, once.
     hub.publish(peers[0].json(PresenceType::Update, "after"))
         .await;
@@ -1465,4 +1481,11 @@ async fn a_long_gap_is_replayed_whole_and_in_order_then_live_events_follow_once(
     assert_eq!(next_json(&mut ws, WAIT).await.unwrap()["content"], "after");
     assert!(sse.next(Duration::from_millis(500)).await.is_none());
     assert_eq!(next_json(&mut ws, Duration::from_millis(500)).await, None);
+    // Resuming from the replay's last position gives only what came after it.
+    drop(ws);
+    let (mut again, _) = tokio_tungstenite::connect_async(ws_resume).await.unwrap();
+    assert_eq!(
+        next_json(&mut again, WAIT).await.unwrap()["content"],
+        "after"
+    );
 }

@@ -352,8 +352,9 @@ impl WsSession {
     ///
     /// A client that asked for positions (`positions=1`) is also sent `{"type":"reset"}` first
     /// when the `last_event_id` it gave could not be resumed from (a snapshot follows), and
-    /// `{"type":"position","id":…}` once what the subscription started with is sent (so its
-    /// first message says whether the stream resumed) and then with the keep-alive, when events
+    /// `{"type":"position","id":…}` after each page of a replay, once what the subscription
+    /// started with is sent (so a resumed stream's first message is never a reset) and then with
+    /// the keep-alive, when events
     /// arrived since: an id to reconnect with (`last_event_id=`), which replays only what was
     /// missed after it. Presence messages are the same bytes for every client.
     async fn run(mut self, mut socket: WebSocket, mut subscription: Subscription) {
@@ -374,14 +375,24 @@ impl WsSession {
             loop {
                 match replay.next_page() {
                     ReplayPage::Events(events) => {
-                        for event in events {
+                        for event in &events {
                             if socket
-                                .send(text_frame(&event, self.viewer.audience()))
+                                .send(text_frame(event, self.viewer.audience()))
                                 .await
                                 .is_err()
                             {
                                 return;
                             }
+                        }
+                        // Where the client stands after each page: one cut in a long replay
+                        // resumes from there rather than from the start of the gap again.
+                        if self.positions
+                            && let Some(id) = events.last().and_then(|e| e.id())
+                        {
+                            if socket.send(position_frame(id)).await.is_err() {
+                                return;
+                            }
+                            told = Some(id.to_owned());
                         }
                     }
                     ReplayPage::Done => break,
@@ -412,10 +423,12 @@ impl WsSession {
             }
         }
         if self.positions && !fell_behind {
-            if socket
-                .send(position_frame(&subscription.position))
-                .await
-                .is_err()
+            // Unless the replay's last page already said it.
+            if told.as_deref() != Some(subscription.position.as_str())
+                && socket
+                    .send(position_frame(&subscription.position))
+                    .await
+                    .is_err()
             {
                 return;
             }

@@ -36,6 +36,8 @@ pub const MAX_DURATION: Duration = Duration::from_secs(600);
 /// more for each peer (every peer that joins is sent every peer already online).
 const CONNECT_WAIT: Duration = Duration::from_secs(60);
 const CONNECT_WAIT_PER_PEER: Duration = Duration::from_millis(40);
+/// How long the peers have, all together, to say `offline` and stop at the end.
+const FINISH_WAIT: Duration = Duration::from_secs(20);
 /// How long a reconnect storm may take before it is reported unfinished.
 const STORM_WAIT: Duration = Duration::from_secs(120);
 /// The prober's publishes, one every this long, from this many addresses in turn.
@@ -452,11 +454,12 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     }
     let hub_rss_end_kib = rss(options.hub_pid);
     phase_tx.send_replace(Phase::Done);
-    for peer in peers {
-        if tokio::time::timeout(Duration::from_secs(10), peer)
-            .await
-            .is_err()
-        {
+    // Peers say `offline` and stop; those that have not within the bound (all of them
+    // together, not each) are stopped and counted as errors.
+    let finish_by = tokio::time::Instant::now() + FINISH_WAIT;
+    for mut peer in peers {
+        if tokio::time::timeout_at(finish_by, &mut peer).await.is_err() {
+            peer.abort();
             ledger.error();
         }
     }
