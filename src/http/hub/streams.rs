@@ -353,10 +353,10 @@ impl WsSession {
     /// A client that asked for positions (`positions=1`) is also sent `{"type":"reset"}` first
     /// when the `last_event_id` it gave could not be resumed from (a snapshot follows), and
     /// `{"type":"position","id":…}` after each page of a replay, once what the subscription
-    /// started with is sent (so a resumed stream's first message is never a reset) and then with
-    /// the keep-alive, when events
-    /// arrived since: an id to reconnect with (`last_event_id=`), which replays only what was
-    /// missed after it. Presence messages are the same bytes for every client.
+    /// started with is sent (so a resumed stream's first message is never a reset), and then
+    /// with the keep-alive when events arrived since: an id to reconnect with
+    /// (`last_event_id=`), which replays only what was missed after it. Presence messages are
+    /// the same bytes for every client.
     async fn run(mut self, mut socket: WebSocket, mut subscription: Subscription) {
         let session = self.hub.next_session_id();
         let mut published = false;

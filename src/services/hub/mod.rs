@@ -4,9 +4,8 @@
 //! Every accepted message becomes one [`HubEvent`], serialized once (see [`event`]), kept in
 //! bounded rings for `Last-Event-ID` replay (changes and heartbeats apart, see [`ring`]) and
 //! offered to subscribers through two broadcast channels: every event, and changes only (no
-//! pure heartbeats). A subscriber that falls more
-//! than the channel's capacity behind is cut off and resumes from the ring; it never slows the
-//! others.
+//! pure heartbeats). A subscriber that falls more than the channel's capacity behind is cut off
+//! and resumes from the rings; it never slows the others.
 //!
 //! The registry lives behind one mutex rather than in an actor task: each publish holds it for a
 //! few microseconds (signatures are checked before it is taken) and never across an `.await`,
