@@ -371,36 +371,10 @@ impl WsSession {
         }
         // Set when the rings let go of replayed events before they were written.
         let mut fell_behind = false;
-        if let Some(mut replay) = subscription.replay.take() {
-            loop {
-                match replay.next_page() {
-                    ReplayPage::Events(events) => {
-                        for event in &events {
-                            if socket
-                                .send(text_frame(event, self.viewer.audience()))
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                        // Where the client stands after each page: one cut in a long replay
-                        // resumes from there rather than from the start of the gap again.
-                        if self.positions
-                            && let Some(id) = events.last().and_then(|e| e.id())
-                        {
-                            if socket.send(position_frame(id)).await.is_err() {
-                                return;
-                            }
-                            told = Some(id.to_owned());
-                        }
-                    }
-                    ReplayPage::Done => break,
-                    ReplayPage::Gone => {
-                        fell_behind = true;
-                        break;
-                    }
-                }
+        if let Some(replay) = subscription.replay.take() {
+            match self.send_replay(&mut socket, replay, &mut told).await {
+                Ok(whole) => fell_behind = !whole,
+                Err(_) => return,
             }
         }
         for event in std::mem::take(&mut subscription.initial) {
@@ -536,6 +510,32 @@ impl WsSession {
         // published through another connection since.
         if published {
             self.hub.disconnect_session(&self.peer_id, session);
+        }
+    }
+
+    /// Writes a replay a page at a time and, to a client that asked for positions, where it
+    /// stands after each page: a cut in a long replay resumes from there rather than from the
+    /// start of the gap again. `Ok(false)` when the rings let go of events not yet written.
+    async fn send_replay(
+        &mut self,
+        socket: &mut WebSocket,
+        mut replay: Replay,
+        told: &mut Option<String>,
+    ) -> Result<bool, axum::Error> {
+        loop {
+            let events = match replay.next_page() {
+                ReplayPage::Events(events) => events,
+                ReplayPage::Done => return Ok(true),
+                ReplayPage::Gone => return Ok(false),
+            };
+            for event in &events {
+                socket
+                    .send(text_frame(event, self.viewer.audience()))
+                    .await?;
+            }
+            if self.positions {
+                tell_position(socket, &events.last().cloned(), told).await?;
+            }
         }
     }
 
