@@ -8,6 +8,11 @@
 #   cargo build --release
 #   eval "$(bash .ci/postgres)"          # or export GOOP2_TEST_POSTGRES=postgres://…/postgres
 #   bash bench/cluster.sh [memory|direct|one|three|all]
+#   bash bench/cluster.sh community [PEERS] [ws|sse]
+#
+# `community` runs `loadtest --community` (default 1,000 peers over WebSocket) against one
+# instance behind nginx and three behind nginx, each twice, alternately, and reports the
+# instances' memory added up.
 #
 # GOOP2_BIN overrides the binary (default: release/goop2 under CARGO_TARGET_DIR, else target/).
 set -euo pipefail
@@ -82,6 +87,10 @@ http {
   access_log off;
   client_body_temp_path $dir/body; proxy_temp_path $dir/proxy; fastcgi_temp_path $dir/fcgi;
   uwsgi_temp_path $dir/uwsgi; scgi_temp_path $dir/scgi;
+  map \$http_upgrade \$connection_upgrade {
+    default upgrade;
+    '' '';
+  }
   upstream hubs {
 $servers    keepalive 256;
   }
@@ -90,7 +99,8 @@ $servers    keepalive 256;
     location / {
       proxy_pass http://hubs;
       proxy_http_version 1.1;
-      proxy_set_header Connection '';
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
       proxy_buffering off;
       proxy_read_timeout 1h;
@@ -120,6 +130,14 @@ loads() { # url
     --streams-per-address 25
 }
 
+community() { # url
+  local pids
+  pids=$(IFS=,; echo "${hub_pids[*]}")
+  echo "== community: $peers peers over $transport, 20 s"
+  $bin loadtest "$1" --community "$peers" --transport "$transport" --duration 20 --heartbeat 5 \
+    --change-every 300 --churn-every 600 --hub-pid "$pids"
+}
+
 run() { # label
   local db
   case $1 in
@@ -146,6 +164,20 @@ run() { # label
       start_hub three-c 18833 "$db"
       start_nginx 18830 18831 18832 18833
       loads http://127.0.0.1:18830 ;;
+    community-one)
+      echo "######## community: one instance behind nginx"
+      db=$(new_database "bench_cone_$$_$2")
+      start_hub cone-$2 18841 "$db"
+      start_nginx 18840 18841
+      community http://127.0.0.1:18840 ;;
+    community-three)
+      echo "######## community: three instances behind nginx (round robin)"
+      db=$(new_database "bench_cthree_$$_$2")
+      start_hub cthree-$2-a 18851 "$db"
+      start_hub cthree-$2-b 18852 "$db"
+      start_hub cthree-$2-c 18853 "$db"
+      start_nginx 18850 18851 18852 18853
+      community http://127.0.0.1:18850 ;;
   esac
   stop_all
 }
@@ -153,5 +185,9 @@ run() { # label
 case $which in
   all) run memory; run direct; run one; run three ;;
   memory|direct|one|three) run "$which" ;;
-  *) echo "usage: bench/cluster.sh [memory|direct|one|three|all]" >&2; exit 2 ;;
+  community)
+    peers=${2:-1000} transport=${3:-ws}
+    for round in 1 2; do run community-one "$round"; run community-three "$round"; done ;;
+  *) echo "usage: bench/cluster.sh [memory|direct|one|three|all] | community [PEERS] [ws|sse]" >&2
+     exit 2 ;;
 esac

@@ -100,9 +100,10 @@ pub enum Command {
         /// Streams per source address (keep it under the hub's max_streams_per_ip).
         #[arg(long, default_value_t = 25)]
         streams_per_address: usize,
-        /// The hub's process ID, to report its memory.
-        #[arg(long)]
-        hub_pid: Option<u32>,
+        /// The hub's process ID, to report its memory; several, comma-separated, for the
+        /// instances of one hub behind a proxy (their memory is added up).
+        #[arg(long, value_delimiter = ',')]
+        hub_pid: Vec<u32>,
         /// Also run the same publish load against a plain hello-world server (in this process,
         /// on worker threads of its own), and print the ratio.
         #[arg(long)]

@@ -89,7 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     change_every: std::time::Duration::from_secs(change_every),
                     churn_every: std::time::Duration::from_secs(churn_every),
                     storm,
-                    hub_pid,
+                    hub_pids: hub_pid,
                 };
                 let report = runtime()?.block_on(modes::loadtest::community::run(options))?;
                 print!("{}", report.render());
@@ -103,7 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 duration: std::time::Duration::from_secs(duration),
                 changes_only: !all_events,
                 streams_per_address,
-                hub_pid,
+                hub_pids: hub_pid,
             };
             runtime()?.block_on(run_loadtest(options, baseline))?;
         }
@@ -337,7 +337,7 @@ async fn run_loadtest(options: modes::loadtest::LoadOptions, baseline: bool) -> 
         let hello = modes::loadtest::run(modes::loadtest::LoadOptions {
             url: url.clone(),
             subscribers: 0,
-            hub_pid: None,
+            hub_pids: Vec::new(),
             ..options
         })
         .await?;

@@ -21,7 +21,7 @@ async fn run(transport: Transport) -> community::CommunityReport {
         change_every: Duration::from_secs(2),
         churn_every: Duration::from_secs(3),
         storm: true,
-        hub_pid: Some(std::process::id()),
+        hub_pids: vec![std::process::id()],
     })
     .await
     .unwrap()
@@ -77,7 +77,7 @@ async fn a_community_run_is_bounded() {
         change_every: Duration::ZERO,
         churn_every: Duration::ZERO,
         storm: false,
-        hub_pid: None,
+        hub_pids: Vec::new(),
     };
     let error = community::run(options.clone()).await.unwrap_err();
     assert!(

@@ -19,7 +19,7 @@ async fn the_load_tool_measures_publishes_and_fan_out() {
         duration: Duration::from_secs(2),
         changes_only: true,
         streams_per_address: 10,
-        hub_pid: Some(std::process::id()),
+        hub_pids: vec![std::process::id()],
     })
     .await
     .unwrap();
@@ -67,7 +67,7 @@ async fn the_baseline_server_takes_the_publish_load_and_stops_when_dropped() {
         duration: Duration::from_secs(1),
         changes_only: true,
         streams_per_address: 10,
-        hub_pid: None,
+        hub_pids: Vec::new(),
     })
     .await
     .unwrap();
@@ -99,7 +99,7 @@ async fn the_load_tool_refuses_unbounded_runs() {
         duration: Duration::from_secs(1),
         changes_only: true,
         streams_per_address: 10,
-        hub_pid: None,
+        hub_pids: Vec::new(),
     };
     let error = loadtest::run(options.clone()).await.unwrap_err();
     assert!(

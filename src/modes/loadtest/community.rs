@@ -72,8 +72,9 @@ pub struct CommunityOptions {
     pub churn_every: Duration,
     /// End with a reconnect storm.
     pub storm: bool,
-    /// Read the hub's resident memory from `/proc/<pid>/status`.
-    pub hub_pid: Option<u32>,
+    /// Read the hub's resident memory from `/proc/<pid>/status` (several: the instances of
+    /// one hub, their memory added up).
+    pub hub_pids: Vec<u32>,
 }
 
 /// What was measured.
@@ -389,9 +390,8 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
         back: (0..options.peers).map(|_| AtomicU64::new(0)).collect(),
         back_count: AtomicU64::new(0),
     });
-    let rss = |pid: Option<u32>| pid.and_then(super::rss_kib);
-    let anon = |pid: Option<u32>| pid.and_then(super::anon_kib);
-    let hub_rss_before_kib = rss(options.hub_pid);
+    let (rss, anon) = (super::rss_kib, super::anon_kib);
+    let hub_rss_before_kib = rss(&options.hub_pids);
     let (phase_tx, phase) = watch::channel(Phase::Running);
     let mut peers = Vec::with_capacity(options.peers);
     let began = Instant::now();
@@ -403,7 +403,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     for index in 0..options.peers {
         if index == half && half > 0 {
             half_live = settle(&ledger, half, deadline).await.0;
-            hub_anon_half_kib = anon(options.hub_pid);
+            hub_anon_half_kib = anon(&options.hub_pids);
         }
         let peer = SimulatedPeer {
             index,
@@ -426,8 +426,8 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     }
     let (live, caught_up) = settle(&ledger, options.peers, deadline).await;
     let joined = caught_up.map(|at| at.duration_since(began));
-    let hub_rss_live_kib = rss(options.hub_pid);
-    let hub_anon_live_kib = anon(options.hub_pid);
+    let hub_rss_live_kib = rss(&options.hub_pids);
+    let hub_anon_live_kib = anon(&options.hub_pids);
     ledger.steady_from.store(ledger.micros(), Ordering::Relaxed);
 
     let probe_sources = (0..PROBE_ADDRESSES)
@@ -452,7 +452,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
             storm = Some(began.elapsed());
         }
     }
-    let hub_rss_end_kib = rss(options.hub_pid);
+    let hub_rss_end_kib = rss(&options.hub_pids);
     phase_tx.send_replace(Phase::Done);
     // Peers say `offline` and stop; those that have not within the bound (all of them
     // together, not each) are stopped and counted as errors.

@@ -43,8 +43,9 @@ pub struct LoadOptions {
     pub changes_only: bool,
     /// Streams opened per source address.
     pub streams_per_address: usize,
-    /// Read the hub's resident memory from `/proc/<pid>/status`.
-    pub hub_pid: Option<u32>,
+    /// Read the hub's resident memory from `/proc/<pid>/status` (several: the instances of
+    /// one hub, their memory added up).
+    pub hub_pids: Vec<u32>,
 }
 
 /// What was measured.
@@ -158,7 +159,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         receipts: (0..total).map(|_| AtomicU32::new(0)).collect(),
     });
 
-    let rss_before = options.hub_pid.and_then(rss_kib);
+    let rss_before = rss_kib(&options.hub_pids);
     let connected = Arc::new(AtomicU64::new(0));
     let path = if options.changes_only {
         "/events?changes=1"
@@ -195,7 +196,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     }
     // Let snapshots settle before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_idle = options.hub_pid.and_then(rss_kib);
+    let rss_idle = rss_kib(&options.hub_pids);
 
     let publish_url = format!("{}publish", ensure_slash(&options.url));
     let client = reqwest::Client::builder()
@@ -229,7 +230,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         Duration::ZERO
     })
     .await;
-    let hub_rss_kib = options.hub_pid.and_then(rss_kib);
+    let hub_rss_kib = rss_kib(&options.hub_pids);
     for subscriber in &subscribers {
         subscriber.abort();
     }
@@ -457,23 +458,32 @@ pub(crate) fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
 }
 
 /// Resident memory of process `pid`, from `/proc`.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    status_kib(pid, "VmRSS:")
+/// Resident memory in KiB, of several processes added up (`None` when there are none, or one
+/// cannot be read).
+pub fn rss_kib(pids: &[u32]) -> Option<u64> {
+    status_kib(pids, "VmRSS:")
 }
 
 /// A process's anonymous resident memory in KiB (`RssAnon`: what it allocated, without the
 /// pages of its executable and libraries, which are read in as code paths are first taken).
-pub fn anon_kib(pid: u32) -> Option<u64> {
-    status_kib(pid, "RssAnon:")
+pub fn anon_kib(pids: &[u32]) -> Option<u64> {
+    status_kib(pids, "RssAnon:")
 }
 
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
+fn status_kib(pids: &[u32], field: &str) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(field))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .sum()
 }
 
 #[cfg(test)]
