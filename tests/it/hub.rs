@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use goop2::services::hub::presence::PresenceType;
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{SseClient, TestHub, TestIdentity, eventually, post_with};
@@ -1488,4 +1489,215 @@ async fn a_long_gap_is_replayed_whole_and_in_order_then_live_events_follow_once(
         next_json(&mut again, WAIT).await.unwrap()["content"],
         "after"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_the_rings_let_go_of_before_it_was_written_ends_the_stream() {
+    // Two clients resume from the start of a gap and read nothing: their replays stop in the
+    // socket buffers (4 KiB events, several MiB in all), and a second gap as long as the ring
+    // pushes what they have not yet been sent out of it.
+    const RING: usize = 2_000;
+    let hub = TestHub::spawn_with(
+        |_| {},
+        |o| {
+            o.ring_capacity = RING;
+            // Neither the live queue nor the write watchdog may end these streams first.
+            o.subscriber_queue = 4 * RING;
+            o.write_stall_timeout = Duration::from_secs(600);
+        },
+    )
+    .await;
+    let mut peers: Vec<TestIdentity> = (0..3).map(|_| TestIdentity::new()).collect();
+    let padding = "x".repeat(4000);
+    for i in 0..RING {
+        let body = peers[i % 3].json(PresenceType::Update, &format!("label {i} {padding}"));
+        assert_eq!(hub.publish(body).await.0, 204);
+    }
+    let from_start = format!("{}-0", hub.hub().epoch());
+    let alice = TestIdentity::new();
+    let (mut ws, _) = tokio_tungstenite::client_async(
+        format!(
+            "ws://{}/ws?peer_id={}&changes=1&positions=1&last_event_id={from_start}",
+            hub.addr, alice.id
+        ),
+        slow_reader(hub.addr).await,
+    )
+    .await
+    .unwrap();
+    let mut sse = slow_reader(hub.addr).await;
+    sse.write_all(
+        format!(
+            "GET /events?changes=1 HTTP/1.1\r\nHost: {}\r\nLast-Event-ID: {from_start}\r\n\r\n",
+            hub.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Eight other peers, each publishing in order.
+    let statuses: Vec<u16> = futures_util::future::join_all((0..8).map(|_| {
+        let mut peer = TestIdentity::new();
+        let (hub, padding) = (&hub, &padding);
+        async move {
+            let mut statuses = Vec::new();
+            for i in 0..RING / 8 {
+                let body = peer.json(PresenceType::Update, &format!("later {i} {padding}"));
+                statuses.push(hub.publish(body).await.0);
+            }
+            statuses
+        }
+    }))
+    .await
+    .concat();
+    assert!(statuses.iter().all(|&s| s == 204), "{statuses:?}");
+
+    // Over the WebSocket: a whole, in-order start of the gap, then 1013.
+    let mut over_ws = Vec::new();
+    let mut last_position = None;
+    let close = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("the stream goes on or ends")
+            .expect("a close frame before the end")
+            .unwrap();
+        match frame {
+            Message::Text(text) => {
+                let message: Value = serde_json::from_str(&text).unwrap();
+                if message["type"] == "position" {
+                    last_position = Some(message["id"].as_str().unwrap().to_owned());
+                } else {
+                    over_ws.push(label_number(&message["content"]));
+                }
+            }
+            Message::Close(close) => break close.expect("a close code"),
+            _ => {}
+        }
+    };
+    assert_eq!(u16::from(close.code), 1013, "{close:?}");
+    assert!(
+        !over_ws.is_empty() && over_ws.len() < RING,
+        "{}",
+        over_ws.len()
+    );
+    assert_eq!(over_ws, (0..over_ws.len()).collect::<Vec<_>>());
+    // Where it got to is gone too: resuming from there starts over with a snapshot.
+    let (mut again, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/ws?peer_id={}&changes=1&positions=1&last_event_id={}",
+        hub.addr,
+        alice.id,
+        last_position.expect("a position after the first page")
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut again, WAIT).await.unwrap()["type"], "reset");
+
+    // Over SSE: the same, and the response ends.
+    let body = read_body_to_end(&mut sse, Duration::from_secs(30)).await;
+    let body = String::from_utf8(body).unwrap();
+    let mut over_sse = Vec::new();
+    let mut last_id = None;
+    for frame in body.split("\n\n").filter(|f| !f.trim().is_empty()) {
+        for line in frame.lines() {
+            if let Some(id) = line.strip_prefix("id: ") {
+                last_id = Some(id.to_owned());
+            } else if let Some(data) = line.strip_prefix("data: ") {
+                let event: Value = serde_json::from_str(data).unwrap();
+                over_sse.push(label_number(&event["content"]));
+            }
+        }
+    }
+    assert!(
+        !over_sse.is_empty() && over_sse.len() < RING,
+        "{}",
+        over_sse.len()
+    );
+    assert_eq!(over_sse, (0..over_sse.len()).collect::<Vec<_>>());
+    let mut resumed = SseClient::connect(
+        &format!("{}/events?changes=1", hub.url),
+        Some(&last_id.expect("an id")),
+    )
+    .await;
+    assert_eq!(
+        resumed.next(WAIT).await.unwrap().event.as_deref(),
+        Some("reset")
+    );
+    assert!(
+        hub.metrics()
+            .await
+            .contains("goop_hub_dropped_slow_subscribers_total 2"),
+        "both streams counted as dropped"
+    );
+}
+
+/// A connection whose receive buffer is small and stays so: the writer's progress stops when
+/// its reader stops reading.
+async fn slow_reader(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// `label N …` → N.
+fn label_number(content: &Value) -> usize {
+    let text = content.as_str().unwrap();
+    let number = text.split(' ').nth(1).unwrap();
+    assert!(text.starts_with("label "), "{text:.20}");
+    number.parse().unwrap()
+}
+
+/// An HTTP/1.1 response read until its body ends: its last chunk, or (`connection: close`)
+/// the end of the connection; returns the body.
+async fn read_body_to_end(stream: &mut tokio::net::TcpStream, wait: Duration) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut raw = Vec::new();
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        if let Some(body) = dechunk(&raw) {
+            return body;
+        }
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut buffer))
+            .await
+            .expect("the response ends in time")
+            .unwrap();
+        if read == 0 {
+            let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let head = String::from_utf8_lossy(&raw[..head_end]).to_lowercase();
+            assert!(
+                !head.contains("chunked"),
+                "the connection closed before the last chunk"
+            );
+            return raw.split_off(head_end);
+        }
+        raw.extend_from_slice(&buffer[..read]);
+    }
+}
+
+/// The body of a complete chunked response, `None` while its last chunk has not arrived (or
+/// the response is not chunked).
+fn dechunk(raw: &[u8]) -> Option<Vec<u8>> {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    if !String::from_utf8_lossy(&raw[..head_end])
+        .to_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return None;
+    }
+    let mut at = head_end;
+    let mut body = Vec::new();
+    loop {
+        let line_end = at + raw[at..].windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(&raw[at..line_end]).unwrap();
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return Some(body);
+        }
+        let start = line_end + 2;
+        if raw.len() < start + size + 2 {
+            return None;
+        }
+        body.extend_from_slice(&raw[start..start + size]);
+        at = start + size + 2;
+    }
 }
