@@ -505,3 +505,107 @@ async fn a_peer_db_from_before_versions_and_shared_bans_is_upgraded_in_place() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert!(rows[0].presence.contains("Alice again"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_on_another_instance_passes_over_unchanged_peers_and_misses_nothing() {
+    // More peers than one page of a catch-up looks at (1,024); a few of them change, leave or
+    // join, spread over the registry's order.
+    const PEERS: usize = 1_300;
+    let shared = tempfile::tempdir().unwrap();
+    let db = shared.path().join("peers.db").display().to_string();
+    let first = TestHub::spawn_with(|c| c.presence.peer_db_path = db.clone(), |_| {}).await;
+    let second = TestHub::spawn_with(|c| c.presence.peer_db_path = db.clone(), |_| {}).await;
+    let client = reqwest::Client::new();
+    let mut peers: Vec<TestIdentity> = (0..PEERS).map(|_| TestIdentity::new()).collect();
+    for (i, peer) in peers.iter_mut().enumerate() {
+        publish(
+            &client,
+            &first.url,
+            peer.json(PresenceType::Online, &format!("peer {i}")),
+        )
+        .await;
+    }
+    assert!(eventually(WAIT, async || second.peers().await.len() == PEERS).await);
+    // A stream of changes reads its snapshot on the first instance; where it stopped names
+    // the database's position, which the second answers for from the registry.
+    let mut events = SseClient::connect(&format!("{}/events?changes=1", first.url), None).await;
+    for _ in 0..PEERS {
+        events.next(WAIT).await.expect("a snapshot frame");
+    }
+    events.next(Duration::from_millis(300)).await;
+    let last_id = events.last_id.clone().expect("the snapshot's position");
+    drop(events);
+
+    // While it is away, through the first instance: every 13th peer renames itself, the one
+    // after it leaves, and ten peers join.
+    let (mut renamed, mut left) = (Vec::new(), Vec::new());
+    for (i, peer) in peers.iter_mut().enumerate() {
+        match i % 13 {
+            0 => {
+                let label = format!("renamed {i}");
+                publish(&client, &first.url, peer.json(PresenceType::Update, &label)).await;
+                renamed.push((peer.id.clone(), label));
+            }
+            1 => {
+                publish(&client, &first.url, peer.json(PresenceType::Offline, "")).await;
+                left.push(peer.id.clone());
+            }
+            _ => {}
+        }
+    }
+    let mut joined = Vec::new();
+    for i in 0..10 {
+        let mut peer = TestIdentity::new();
+        let label = format!("new {i}");
+        publish(&client, &first.url, peer.json(PresenceType::Online, &label)).await;
+        joined.push((peer.id.clone(), label));
+    }
+    let online = PEERS - left.len() + joined.len();
+    assert!(
+        eventually(WAIT, async || {
+            let listed = second.peers().await;
+            listed.len() == online && listed.iter().any(|p| p["content"] == "new 9")
+        })
+        .await
+    );
+
+    // Back through the second instance: resumed, not reset, with exactly what it missed.
+    let mut resumed =
+        SseClient::connect(&format!("{}/events?changes=1", second.url), Some(&last_id)).await;
+    let mut missed = std::collections::HashMap::new();
+    while let Some(event) = resumed.next(Duration::from_millis(700)).await {
+        assert_ne!(
+            event.event.as_deref(),
+            Some("reset"),
+            "the stream was reset"
+        );
+        let event = event.json();
+        let peer = event["peerId"].as_str().unwrap().to_owned();
+        assert!(
+            missed.insert(peer, event).is_none(),
+            "a peer was given twice"
+        );
+    }
+    assert_eq!(missed.len(), renamed.len() + left.len() + joined.len());
+    for (peer, label) in renamed.iter().chain(&joined) {
+        let event = &missed[peer.as_str()];
+        assert_eq!(
+            (&event["type"], &event["content"]),
+            (&"online".into(), &label.as_str().into())
+        );
+    }
+    for peer in &left {
+        assert_eq!(missed[peer.as_str()]["type"], "offline");
+    }
+    assert!(
+        resumed.last_id.as_deref().is_some_and(|id| id != last_id),
+        "the catch-up ends with the stream's new position"
+    );
+    // Nothing of it is held once it is written.
+    assert!(
+        second
+            .metrics()
+            .await
+            .contains("goop_hub_snapshot_frames_held 0")
+    );
+}

@@ -168,10 +168,10 @@ struct SseStream {
 fn sse_frames(
     hub: Hub,
     mut subscription: Subscription,
-    mut viewer: Viewer,
+    viewer: Viewer,
     slot: StreamSlot,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
-    let mut pending = VecDeque::with_capacity(subscription.initial.len() + 2);
+    let mut pending = VecDeque::with_capacity(2);
     // Sent first so the headers reach the client at once, and so clients reconnect quickly.
     pending.push_back(Bytes::from_static(b"retry: 2000\n\n"));
     if subscription.reset {
@@ -180,13 +180,6 @@ fn sse_frames(
             hub.epoch()
         )));
     }
-    let audience = viewer.audience();
-    // Replayed events are let go once their frames are queued: the ring holds them anyway.
-    pending.extend(
-        std::mem::take(&mut subscription.initial)
-            .iter()
-            .map(|e| e.frames(audience).sse.clone()),
-    );
     let snapshot = subscription.snapshot.take();
     let finished = subscription.stopping;
     // A stream that is told to reconnect at once need not be sent what it missed first.
@@ -375,15 +368,6 @@ impl WsSession {
             match self.send_replay(&mut socket, replay, &mut told).await {
                 Ok(whole) => fell_behind = !whole,
                 Err(_) => return,
-            }
-        }
-        for event in std::mem::take(&mut subscription.initial) {
-            if socket
-                .send(text_frame(&event, self.viewer.audience()))
-                .await
-                .is_err()
-            {
-                return;
             }
         }
         if let Some(mut snapshot) = subscription.snapshot.take() {

@@ -2,7 +2,7 @@
 //! other instances of a shared database wrote, and the position (database version) that lets a
 //! stream resume on any instance.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ pub(super) struct SharedPosition {
     pub(super) horizon: i64,
     /// Peers that left, with the version of their tombstone (`None` until written), so a
     /// stream resuming from another instance is told.
-    pub(super) departures: HashMap<PeerId, Departure>,
+    pub(super) departures: BTreeMap<PeerId, Departure>,
     /// Departures oldest first, to forget them in order (entries may be stale).
     pub(super) departure_order: VecDeque<(PeerId, i64)>,
 }
@@ -202,7 +202,7 @@ impl Hub {
                 applied: versions.peer_version,
                 own: BTreeMap::new(),
                 horizon: versions.pruned_version,
-                departures: HashMap::new(),
+                departures: BTreeMap::new(),
                 departure_order: VecDeque::new(),
             });
             for row in rows {

@@ -3,14 +3,15 @@
 //! database's position, or (when neither can answer) a reset and a snapshot read page by page
 //! (see [`super::snapshot`]).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
 
 use libp2p_identity::PeerId;
 use tokio::sync::broadcast;
 
-use super::event::encode_event;
+use super::event::encode_snapshot_event;
 use super::presence::{Presence, PresenceType};
+use super::snapshot::{Scanned, Since};
 use super::{Hub, HubEvent, HubState, Signal, snapshot};
 
 /// Where a new subscriber starts.
@@ -20,14 +21,11 @@ pub struct Subscription {
     pub reset: bool,
     /// The missed events to send before live ones, from this instance's rings.
     pub replay: Option<Replay>,
-    /// Events to send before live ones: what a stream resuming from a shared database's
-    /// position missed.
-    pub initial: Vec<Arc<HubEvent>>,
     /// The peers online, to send (page by page) before live events when the stream did not
-    /// resume.
+    /// resume — or, when it resumed from a shared database's position, what it missed.
     pub snapshot: Option<snapshot::Snapshot>,
     pub live: broadcast::Receiver<Signal>,
-    /// The stream position once `initial` or `snapshot` is sent.
+    /// The stream position once `replay` or `snapshot` is sent.
     pub position: String,
     /// Already true when the hub was stopping as the subscription began.
     pub stopping: bool,
@@ -39,7 +37,7 @@ pub const REPLAY_PAGE: usize = 64;
 /// How a stream resumes.
 enum Resumed {
     Ring(Replay),
-    Events(Vec<Arc<HubEvent>>),
+    CatchUp(snapshot::Snapshot),
 }
 
 /// A replay from this instance's rings: the events after `after` up to `upto` (the last one
@@ -142,22 +140,21 @@ impl Hub {
         // Subscribing under the lock: every event is either in the replay or live, never both.
         let live = sender.subscribe();
         let stopping = *self.inner.shutdown.borrow();
+        let position = self.event_id(&state, state.next_offset - 1);
         let resume = last_event_id
             .and_then(EventId::parse)
-            .and_then(|id| self.resume(&state, &id, changes_only));
-        let position = self.event_id(&state, state.next_offset - 1);
-        let (reset, replay, initial, snapshot) = match resume {
-            Some(Resumed::Ring(replay)) => (false, Some(replay), Vec::new(), None),
-            Some(Resumed::Events(events)) => (false, None, events, None),
+            .and_then(|id| self.resume(&state, &id, changes_only, &position));
+        let (reset, replay, snapshot) = match resume {
+            Some(Resumed::Ring(replay)) => (false, Some(replay), None),
+            Some(Resumed::CatchUp(catch_up)) => (false, None, Some(catch_up)),
             None => {
                 let snapshot = snapshot::Snapshot::new(self.clone(), position.clone());
-                (last_event_id.is_some(), None, Vec::new(), Some(snapshot))
+                (last_event_id.is_some(), None, Some(snapshot))
             }
         };
         Subscription {
             reset,
             replay,
-            initial,
             snapshot,
             live,
             position,
@@ -168,7 +165,13 @@ impl Hub {
     /// What a stream that last saw `id` missed: from this instance's rings when the id is its
     /// own and the gap is held, else from the shared database's position when the id has one
     /// this instance can answer for; `None` when only a snapshot will do.
-    fn resume(&self, state: &HubState, id: &EventId<'_>, changes_only: bool) -> Option<Resumed> {
+    fn resume(
+        &self,
+        state: &HubState,
+        id: &EventId<'_>,
+        changes_only: bool,
+        position: &str,
+    ) -> Option<Resumed> {
         if id.epoch == self.inner.epoch
             && id.offset < state.next_offset
             && state.ring.holds(id.offset, changes_only)
@@ -180,57 +183,36 @@ impl Hub {
                 changes_only,
             }));
         }
-        self.catch_up(state, id.shared?, changes_only)
-            .map(Resumed::Events)
+        self.catch_up(state, id.shared?, changes_only, position)
+            .map(Resumed::CatchUp)
     }
 
-    /// A stream that had seen every database row up to `version` (on any instance): the
-    /// current state of each peer whose row is newer or not yet written — for a stream of
-    /// changes only, whose announcement changed since — and the departures since. Rows this
-    /// instance has not read yet reach the stream live when it reads them.
+    /// A stream that had seen every database row up to `version` (on any instance): a
+    /// catch-up — the departures since, then the current state of each peer whose row is newer
+    /// or not yet written (for a stream of changes only, whose announcement changed since) —
+    /// read a page at a time like a snapshot. `None` when the database's position is not one
+    /// this instance can answer for. Rows this instance has not read yet reach the stream live
+    /// when it reads them.
     pub(super) fn catch_up(
         &self,
         state: &HubState,
         (cluster, version): (&str, i64),
         changes_only: bool,
-    ) -> Option<Vec<Arc<HubEvent>>> {
+        position: &str,
+    ) -> Option<snapshot::Snapshot> {
         let shared = state.shared.as_ref()?;
         if cluster != shared.cluster || version < shared.horizon {
             return None;
         }
-        let newer = |v: Option<i64>| v.is_none_or(|v| v > version);
-        let head = state.next_offset - 1;
-        let id = self.event_id(state, head);
-        let now = Instant::now();
-        let mut events: Vec<Arc<HubEvent>> = shared
-            .departures
-            .iter()
-            .filter(|(_, departure)| newer(departure.version))
-            .map(|(peer_id, departure)| {
-                let mut offline = Presence::new(PresenceType::Offline, *peer_id);
-                offline.ts = Some(departure.at_ms);
-                offline.signed = Some(departure.signed);
-                offline.verified = Some(departure.verified);
-                Arc::new(encode_event(head, id.clone(), &offline, true, now))
-            })
-            .collect();
-        events.extend(
-            state
-                .peers
-                .values()
-                .filter(|record| {
-                    newer(match changes_only {
-                        true => record.changed_version,
-                        false => record.version,
-                    })
-                })
-                .map(|record| {
-                    let mut presence = record.presence.clone();
-                    presence.kind = PresenceType::Online;
-                    Arc::new(encode_event(head, id.clone(), &presence, true, now))
-                }),
-        );
-        Some(events)
+        let since = Since {
+            version,
+            changes_only,
+        };
+        Some(snapshot::Snapshot::since(
+            self.clone(),
+            position.to_owned(),
+            since,
+        ))
     }
 
     /// The SSE id of the event at `offset`: with a shared database, the database position too.
@@ -244,21 +226,83 @@ impl Hub {
         }
     }
 
-    /// Up to `max` peers online after `after`, in peer ID order, with their snapshot frames.
+    /// Up to `max` peers online after `after`, in peer ID order, with their snapshot frames —
+    /// for a catch-up only those newer than `since`, looking at no more than
+    /// [`snapshot::SCAN_LIMIT`].
     pub(super) fn snapshot_page(
         &self,
         after: Option<&PeerId>,
+        since: Option<Since>,
         max: usize,
-    ) -> Vec<(PeerId, Arc<HubEvent>)> {
+    ) -> Scanned {
         use std::ops::Bound;
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut state = self.lock();
-        state
-            .peers
-            .range_mut((start, Bound::Unbounded))
-            .take(max)
-            .map(|(peer, record)| (*peer, record.snapshot_event()))
-            .collect()
+        let mut page = Scanned {
+            events: VecDeque::new(),
+            last: None,
+            end: false,
+        };
+        for (looked, (peer, record)) in state.peers.range_mut((start, Bound::Unbounded)).enumerate()
+        {
+            if page.events.len() == max || looked == snapshot::SCAN_LIMIT {
+                return page;
+            }
+            page.last = Some(*peer);
+            let wanted = since.is_none_or(|since| {
+                since.newer(match since.changes_only {
+                    true => record.changed_version,
+                    false => record.version,
+                })
+            });
+            if wanted {
+                page.events.push_back(record.snapshot_event());
+            }
+        }
+        page.end = true;
+        page
+    }
+
+    /// Up to `max` departures after `after`, in peer ID order, newer than `since`, as
+    /// `offline` events (a catch-up's first pages).
+    pub(super) fn departures_page(
+        &self,
+        after: Option<&PeerId>,
+        since: Since,
+        max: usize,
+    ) -> Scanned {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let state = self.lock();
+        let mut page = Scanned {
+            events: VecDeque::new(),
+            last: None,
+            end: true,
+        };
+        let Some(shared) = &state.shared else {
+            return page;
+        };
+        page.end = false;
+        for (looked, (peer_id, departure)) in shared
+            .departures
+            .range((start, Bound::Unbounded))
+            .enumerate()
+        {
+            if page.events.len() == max || looked == snapshot::SCAN_LIMIT {
+                return page;
+            }
+            page.last = Some(*peer_id);
+            if since.newer(departure.version) {
+                let mut offline = Presence::new(PresenceType::Offline, *peer_id);
+                offline.ts = Some(departure.at_ms);
+                offline.signed = Some(departure.signed);
+                offline.verified = Some(departure.verified);
+                page.events
+                    .push_back(Arc::new(encode_snapshot_event(&offline)));
+            }
+        }
+        page.end = true;
+        page
     }
 }
 
