@@ -11,8 +11,10 @@
 #   bash bench/cluster.sh community [PEERS] [ws|sse]
 #
 # `community` runs `loadtest --community` (default 1,000 peers over WebSocket) against one
-# instance behind nginx and three behind nginx, each twice, alternately, and reports the
-# instances' memory added up.
+# instance behind nginx and three behind nginx, alternately, ROUNDS times each (2), and reports
+# the instances' memory added up. DURATION (20 s), CHANGE_EVERY (300 s) and CHURN_EVERY (600 s)
+# are passed on; at 5,000 peers use 3600 for both, or every change sent to all saturates the
+# two cores.
 #
 # GOOP2_BIN overrides the binary (default: release/goop2 under CARGO_TARGET_DIR, else target/).
 set -euo pipefail
@@ -133,9 +135,10 @@ loads() { # url
 community() { # url
   local pids
   pids=$(IFS=,; echo "${hub_pids[*]}")
-  echo "== community: $peers peers over $transport, 20 s"
-  $bin loadtest "$1" --community "$peers" --transport "$transport" --duration 20 --heartbeat 5 \
-    --change-every 300 --churn-every 600 --hub-pid "$pids"
+  echo "== community: $peers peers over $transport, ${DURATION:-20} s"
+  $bin loadtest "$1" --community "$peers" --transport "$transport" --duration "${DURATION:-20}" \
+    --heartbeat 5 --change-every "${CHANGE_EVERY:-300}" --churn-every "${CHURN_EVERY:-600}" \
+    --hub-pid "$pids"
 }
 
 run() { # label
@@ -187,7 +190,10 @@ case $which in
   memory|direct|one|three) run "$which" ;;
   community)
     peers=${2:-1000} transport=${3:-ws}
-    for round in 1 2; do run community-one "$round"; run community-three "$round"; done ;;
+    for round in $(seq "${ROUNDS:-2}"); do
+      run community-one "$round"
+      run community-three "$round"
+    done ;;
   *) echo "usage: bench/cluster.sh [memory|direct|one|three|all] | community [PEERS] [ws|sse]" >&2
      exit 2 ;;
 esac

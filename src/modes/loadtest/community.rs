@@ -433,9 +433,20 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     let probe_sources = (0..PROBE_ADDRESSES)
         .map(|k| super::source_address(hub_ip, options.peers + k))
         .collect();
-    let prober = tokio::spawn(probe(hub, probe_sources, options.duration));
+    // The prober has a thread and a runtime of its own: its timings are the hub's answers,
+    // not waits behind the thousands of simulated peers this process also runs.
+    let duration = options.duration;
+    let prober = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|runtime| runtime.block_on(probe(hub, probe_sources, duration)))
+            .unwrap_or_default()
+    });
     tokio::time::sleep(options.duration).await;
-    let latencies = prober.await.unwrap_or_default();
+    let latencies = tokio::task::spawn_blocking(move || prober.join().unwrap_or_default())
+        .await
+        .unwrap_or_default();
 
     let (mut storm, mut storm_back) = (None, 0);
     if options.storm {
