@@ -1493,23 +1493,27 @@ async fn a_long_gap_is_replayed_whole_and_in_order_then_live_events_follow_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_the_rings_let_go_of_before_it_was_written_ends_the_stream() {
-    // Two clients resume from the start of a gap and read nothing: their replays stop in the
-    // socket buffers (4 KiB events, several MiB in all), and a second gap as long as the ring
-    // pushes what they have not yet been sent out of it.
-    const RING: usize = 2_000;
+    // Two clients resume from the start of a gap and read nothing: their replays stop once the
+    // socket buffers are full (4 KiB events, twice what the hub's send buffer may grow to), and
+    // a second gap as long as the ring pushes what they have not yet been sent out of it.
+    let send_buffer_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|limits| limits.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20);
+    let ring = (2 * send_buffer_max / 4000).max(2_000);
     let hub = TestHub::spawn_with(
         |_| {},
         |o| {
-            o.ring_capacity = RING;
+            o.ring_capacity = ring;
             // Neither the live queue nor the write watchdog may end these streams first.
-            o.subscriber_queue = 4 * RING;
+            o.subscriber_queue = 4 * ring;
             o.write_stall_timeout = Duration::from_secs(600);
         },
     )
     .await;
     let mut peers: Vec<TestIdentity> = (0..3).map(|_| TestIdentity::new()).collect();
     let padding = "x".repeat(4000);
-    for i in 0..RING {
+    for i in 0..ring {
         let body = peers[i % 3].json(PresenceType::Update, &format!("label {i} {padding}"));
         assert_eq!(hub.publish(body).await.0, 204);
     }
@@ -1541,7 +1545,7 @@ async fn a_replay_the_rings_let_go_of_before_it_was_written_ends_the_stream() {
         let (hub, padding) = (&hub, &padding);
         async move {
             let mut statuses = Vec::new();
-            for i in 0..RING / 8 {
+            for i in 0..ring / 8 {
                 let body = peer.json(PresenceType::Update, &format!("later {i} {padding}"));
                 statuses.push(hub.publish(body).await.0);
             }
@@ -1576,7 +1580,7 @@ async fn a_replay_the_rings_let_go_of_before_it_was_written_ends_the_stream() {
     };
     assert_eq!(u16::from(close.code), 1013, "{close:?}");
     assert!(
-        !over_ws.is_empty() && over_ws.len() < RING,
+        !over_ws.is_empty() && over_ws.len() < ring,
         "{}",
         over_ws.len()
     );
@@ -1608,7 +1612,7 @@ async fn a_replay_the_rings_let_go_of_before_it_was_written_ends_the_stream() {
         }
     }
     assert!(
-        !over_sse.is_empty() && over_sse.len() < RING,
+        !over_sse.is_empty() && over_sse.len() < ring,
         "{}",
         over_sse.len()
     );
