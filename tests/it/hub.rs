@@ -1220,7 +1220,7 @@ async fn pages_and_json_are_compressed_for_clients_that_accept_it() {
 }
 
 /// The value of the gauge `name` in the hub's `/metrics`.
-async fn gauge(hub: &TestHub, name: &str) -> u64 {
+pub async fn gauge(hub: &TestHub, name: &str) -> u64 {
     let metrics = hub.metrics().await;
     metrics
         .lines()

@@ -609,3 +609,96 @@ async fn a_catch_up_on_another_instance_passes_over_unchanged_peers_and_misses_n
             .contains("goop_hub_snapshot_frames_held 0")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_catching_up_on_another_instance_holds_a_page_of_it() {
+    use goop2::services::hub::presence::Presence;
+    use goop2::services::hub::snapshot::SNAPSHOT_PAGE;
+    let shared = tempfile::tempdir().unwrap();
+    let db = shared.path().join("peers.db").display().to_string();
+    let first = TestHub::spawn_with(|c| c.presence.peer_db_path = db.clone(), |_| {}).await;
+    let second = TestHub::spawn_with(
+        |c| {
+            c.presence.peer_db_path = db.clone();
+            c.presence.max_streams_per_ip = 100;
+        },
+        |_| {},
+    )
+    .await;
+    // A stream's position on the first instance, before anyone is online.
+    let mut events = SseClient::connect(&format!("{}/events", first.url), None).await;
+    events.next(Duration::from_millis(300)).await;
+    let last_id = events
+        .last_id
+        .clone()
+        .expect("the empty snapshot's position");
+    drop(events);
+    // Then 3,000 peers come online with labels of 3,000 bytes: a 9 MiB catch-up, more than a
+    // socket's buffers hold for a subscriber that does not read.
+    const PEERS: usize = 3000;
+    for n in 0..PEERS {
+        let label = format!("{n:04}{}", "x".repeat(2996));
+        let body = TestIdentity::new().json(PresenceType::Online, &label);
+        let checked = Presence::parse_and_check(body.as_bytes()).unwrap();
+        first.hub().apply(checked).unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(30), async || {
+            crate::hub::gauge(&second, "goop_hub_peers").await == PEERS as u64
+        })
+        .await
+    );
+
+    // Twenty subscribers resume on the second instance and read nothing.
+    const STALLED: u64 = 20;
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        use tokio::io::AsyncWriteExt;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(second.addr).await.unwrap();
+        let request = format!(
+            "GET /events HTTP/1.1\r\nHost: {}\r\nLast-Event-ID: {last_id}\r\n\r\n",
+            second.addr
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    assert!(
+        eventually(WAIT, async || second.hub().open_streams()
+            == STALLED as usize)
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = crate::hub::gauge(&second, "goop_hub_snapshot_frames_held").await;
+    assert!(
+        held > 0,
+        "the subscribers are stalled halfway through the catch-up"
+    );
+    assert!(
+        held <= STALLED * SNAPSHOT_PAGE as u64,
+        "{held} frames held by {STALLED} subscribers catching up on {PEERS} peers"
+    );
+
+    // One that reads is sent every peer once, without a reset.
+    let mut reader = SseClient::connect(&format!("{}/events", second.url), Some(&last_id)).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..PEERS {
+        let event = reader.next(WAIT).await.expect("the whole catch-up");
+        assert_ne!(event.event.as_deref(), Some("reset"));
+        seen.insert(event.json()["content"].as_str().unwrap()[..4].to_owned());
+    }
+    assert_eq!(seen.len(), PEERS);
+    drop(stalled);
+    drop(reader);
+    assert!(
+        eventually(WAIT, async || crate::hub::gauge(
+            &second,
+            "goop_hub_snapshot_frames_held"
+        )
+        .await
+            == 0)
+        .await,
+        "frames still held after every subscriber left"
+    );
+}
