@@ -307,6 +307,17 @@ async fn open_websocket(
         .hub
         .subscribe(params.last_event_id.as_deref(), params.changes_only());
     let viewer = Viewer::of(&app, &headers);
+    // One allocation the upgrade's task points to: captured and moved by value instead, the
+    // session's fields would take room in that task for the socket's whole life twice over.
+    let session = Box::new(WsSession {
+        hub: app.hub,
+        ip,
+        peer_id,
+        viewer,
+        positions: params.positions(),
+        subscription,
+        _slot: slot,
+    });
     Ok(upgrade
         .max_message_size(MAX_BODY_BYTES)
         .max_frame_size(MAX_BODY_BYTES)
@@ -317,17 +328,7 @@ async fn open_websocket(
         // Each message goes out as it is sent (the session flushes every one anyway), so the
         // write buffer never grows to hold a batch and keep that memory for the socket's life.
         .write_buffer_size(0)
-        .on_upgrade(move |socket| async move {
-            let session = WsSession {
-                hub: app.hub,
-                ip,
-                peer_id,
-                viewer,
-                positions: params.positions(),
-                _slot: slot,
-            };
-            session.run(socket, subscription).await;
-        }))
+        .on_upgrade(move |socket| session.run(socket)))
 }
 
 struct WsSession {
@@ -337,6 +338,7 @@ struct WsSession {
     viewer: Viewer,
     /// Whether the client asked for its stream positions (`positions=1`).
     positions: bool,
+    subscription: Subscription,
     _slot: StreamSlot,
 }
 
@@ -350,54 +352,24 @@ impl WsSession {
     /// with the keep-alive when events arrived since: an id to reconnect with
     /// (`last_event_id=`), which replays only what was missed after it. Presence messages are
     /// the same bytes for every client.
-    async fn run(mut self, mut socket: WebSocket, mut subscription: Subscription) {
+    async fn run(mut self: Box<Self>, mut socket: WebSocket) {
         let session = self.hub.next_session_id();
         let mut published = false;
         // The last event sent and the position last told, for `positions=1`.
         let mut last_event: Option<Arc<HubEvent>> = None;
-        let mut told: Option<String> = None;
-        if self.positions && subscription.reset {
-            let reset = Message::Text(Utf8Bytes::from_static(r#"{"type":"reset"}"#));
-            if socket.send(reset).await.is_err() {
-                return;
-            }
-        }
-        // Set when the rings let go of replayed events before they were written.
-        let mut fell_behind = false;
-        if let Some(replay) = subscription.replay.take() {
-            match self.send_replay(&mut socket, replay, &mut told).await {
-                Ok(whole) => fell_behind = !whole,
-                Err(_) => return,
-            }
-        }
-        if let Some(mut snapshot) = subscription.snapshot.take() {
-            while let Some(mut page) = snapshot.next_page() {
-                let audience = self.viewer.audience();
-                while let Some(event) = page.pop() {
-                    if socket.send(text_frame(&event, audience)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        if self.positions && !fell_behind {
-            // Unless the replay's last page already said it.
-            if told.as_deref() != Some(subscription.position.as_str())
-                && socket
-                    .send(position_frame(&subscription.position))
-                    .await
-                    .is_err()
-            {
-                return;
-            }
-            told = Some(std::mem::take(&mut subscription.position));
-        }
+        // What the subscription starts with is written by a future of its own, boxed: it is
+        // done with once written, and held inline it would size every session's task for the
+        // socket's whole life.
+        let start = Box::pin(self.send_start(&mut socket)).await;
+        let Ok((mut told, fell_behind)) = start else {
+            return;
+        };
         let every = self.hub.options().ws_ping;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut last_pong = Instant::now();
         let mut pings = PingBudget::new();
         let close: Option<(u16, &str)> = loop {
-            if subscription.stopping {
+            if self.subscription.stopping {
                 break Some((1012, "the hub is restarting"));
             }
             if fell_behind {
@@ -435,7 +407,7 @@ impl WsSession {
                     }
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
                 },
-                event = subscription.live.recv() => match event {
+                event = self.subscription.live.recv() => match event {
                     Ok(Signal::Event(event)) => {
                         self.hub.metrics().observe_fanout(event.accepted_at.elapsed());
                         let frame = text_frame(&event, self.viewer.audience());
@@ -472,29 +444,50 @@ impl WsSession {
             }
         };
         if let Some((code, reason)) = close {
-            let frame = CloseFrame {
-                code,
-                reason: Utf8Bytes::from(reason),
-            };
-            if socket.send(Message::Close(Some(frame))).await.is_ok() {
-                // Closing a socket with unread bytes resets it, and the reset can overtake the
-                // close frame: read (and drop) what the client still sends until it answers the
-                // close, for a bounded time.
-                let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                    while let Some(Ok(message)) = socket.recv().await {
-                        if matches!(message, Message::Close(_)) {
-                            break;
-                        }
-                    }
-                })
-                .await;
-            }
+            Box::pin(close_with(&mut socket, code, reason)).await;
         }
         // The socket was this peer's presence: closing it takes the peer offline, unless it has
         // published through another connection since.
         if published {
             self.hub.disconnect_session(&self.peer_id, session);
         }
+    }
+
+    /// Writes what the subscription starts with: a reset (to a client that asked for
+    /// positions and could not resume), the replay or the snapshot, then the position. Returns
+    /// the position told, and whether the rings let go of replayed events before they were
+    /// written (the session must then end).
+    async fn send_start(
+        &mut self,
+        socket: &mut WebSocket,
+    ) -> Result<(Option<String>, bool), axum::Error> {
+        let mut told: Option<String> = None;
+        if self.positions && self.subscription.reset {
+            let reset = Message::Text(Utf8Bytes::from_static(r#"{"type":"reset"}"#));
+            socket.send(reset).await?;
+        }
+        let mut fell_behind = false;
+        if let Some(replay) = self.subscription.replay.take() {
+            fell_behind = !self.send_replay(socket, replay, &mut told).await?;
+        }
+        if let Some(mut snapshot) = self.subscription.snapshot.take() {
+            while let Some(mut page) = snapshot.next_page() {
+                let audience = self.viewer.audience();
+                while let Some(event) = page.pop() {
+                    socket.send(text_frame(&event, audience)).await?;
+                }
+            }
+        }
+        if self.positions && !fell_behind {
+            // Unless the replay's last page already said it.
+            if told.as_deref() != Some(self.subscription.position.as_str()) {
+                socket
+                    .send(position_frame(&self.subscription.position))
+                    .await?;
+            }
+            told = Some(std::mem::take(&mut self.subscription.position));
+        }
+        Ok((told, fell_behind))
     }
 
     /// Writes a replay a page at a time and, to a client that asked for positions, where it
@@ -567,6 +560,27 @@ impl PingBudget {
 }
 
 /// Sends the position of `last_event` unless it is the one last told.
+/// Closes a WebSocket with `code` and `reason`.
+async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    };
+    if socket.send(Message::Close(Some(frame))).await.is_ok() {
+        // Closing a socket with unread bytes resets it, and the reset can overtake the close
+        // frame: read (and drop) what the client still sends until it answers the close, for
+        // a bounded time.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(message)) = socket.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
 async fn tell_position(
     socket: &mut WebSocket,
     last_event: &Option<Arc<HubEvent>>,
