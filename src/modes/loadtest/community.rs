@@ -390,8 +390,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
         back: (0..options.peers).map(|_| AtomicU64::new(0)).collect(),
         back_count: AtomicU64::new(0),
     });
-    let (rss, anon) = (super::rss_kib, super::anon_kib);
-    let hub_rss_before_kib = rss(&options.hub_pids);
+    let hub_rss_before_kib = super::rss_kib(&options.hub_pids);
     let (phase_tx, phase) = watch::channel(Phase::Running);
     let mut peers = Vec::with_capacity(options.peers);
     let began = Instant::now();
@@ -403,7 +402,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     for index in 0..options.peers {
         if index == half && half > 0 {
             half_live = settle(&ledger, half, deadline).await.0;
-            hub_anon_half_kib = anon(&options.hub_pids);
+            hub_anon_half_kib = super::anon_kib(&options.hub_pids);
         }
         let peer = SimulatedPeer {
             index,
@@ -426,8 +425,8 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     }
     let (live, caught_up) = settle(&ledger, options.peers, deadline).await;
     let joined = caught_up.map(|at| at.duration_since(began));
-    let hub_rss_live_kib = rss(&options.hub_pids);
-    let hub_anon_live_kib = anon(&options.hub_pids);
+    let hub_rss_live_kib = super::rss_kib(&options.hub_pids);
+    let hub_anon_live_kib = super::anon_kib(&options.hub_pids);
     ledger.steady_from.store(ledger.micros(), Ordering::Relaxed);
 
     let probe_sources = (0..PROBE_ADDRESSES)
@@ -463,7 +462,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
             storm = Some(began.elapsed());
         }
     }
-    let hub_rss_end_kib = rss(&options.hub_pids);
+    let hub_rss_end_kib = super::rss_kib(&options.hub_pids);
     phase_tx.send_replace(Phase::Done);
     // Peers say `offline` and stop; those that have not within the bound (all of them
     // together, not each) are stopped and counted as errors.

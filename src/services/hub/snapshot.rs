@@ -95,11 +95,6 @@ impl Snapshot {
         }
     }
 
-    /// Whether this is a catch-up rather than every peer online.
-    pub fn is_catch_up(&self) -> bool {
-        self.since.is_some()
-    }
-
     /// The next page of frames (a catch-up's may be empty); `None` once everything has been
     /// given.
     pub fn next_page(&mut self) -> Option<SnapshotPage> {
