@@ -1250,13 +1250,7 @@ async fn a_subscriber_holds_a_page_of_the_snapshot_however_many_peers_are_online
     const STALLED: u64 = 20;
     let mut stalled = Vec::new();
     for _ in 0..STALLED {
-        use tokio::io::AsyncWriteExt;
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut stream = socket.connect(hub.addr).await.unwrap();
-        let request = format!("GET /events HTTP/1.1\r\nHost: {}\r\n\r\n", hub.addr);
-        stream.write_all(request.as_bytes()).await.unwrap();
-        stalled.push(stream);
+        stalled.push(stalled_event_stream(hub.addr, None).await);
     }
     assert!(
         eventually(WAIT, async || hub.hub().open_streams() == STALLED as usize).await,
@@ -1638,8 +1632,21 @@ async fn a_replay_the_rings_let_go_of_before_it_was_written_ends_the_stream() {
 /// its reader stops reading.
 async fn slow_reader(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
     socket.connect(addr).await.unwrap()
+}
+
+/// `GET /events` (resuming from `last_event_id`, if given) on a [`slow_reader`] that then reads
+/// nothing.
+pub async fn stalled_event_stream(
+    addr: std::net::SocketAddr,
+    last_event_id: Option<&str>,
+) -> tokio::net::TcpStream {
+    let mut stream = slow_reader(addr).await;
+    let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
+    let request = format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n{resume}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
 }
 
 /// `label N …` → N.

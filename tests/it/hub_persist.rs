@@ -653,16 +653,7 @@ async fn a_subscriber_catching_up_on_another_instance_holds_a_page_of_it() {
     const STALLED: u64 = 20;
     let mut stalled = Vec::new();
     for _ in 0..STALLED {
-        use tokio::io::AsyncWriteExt;
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut stream = socket.connect(second.addr).await.unwrap();
-        let request = format!(
-            "GET /events HTTP/1.1\r\nHost: {}\r\nLast-Event-ID: {last_id}\r\n\r\n",
-            second.addr
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        stalled.push(stream);
+        stalled.push(crate::hub::stalled_event_stream(second.addr, Some(&last_id)).await);
     }
     assert!(
         eventually(WAIT, async || second.hub().open_streams()
