@@ -151,8 +151,7 @@ async fn stream_events(
 struct SseStream {
     hub: Hub,
     viewer: Viewer,
-    /// Frames of the hub's own (retry, reset, caught-up events, a replay's page, the
-    /// snapshot's id).
+    /// Frames of the hub's own (retry, reset, the snapshot's id) and a replay's page.
     pending: VecDeque<Bytes>,
     /// The replay still to send, read from the rings a page at a time.
     replay: Option<Replay>,
@@ -210,7 +209,11 @@ fn sse_frames(
                         s.pending
                             .extend(events.iter().map(|e| e.frames(audience).sse.clone()));
                     }
-                    ReplayPage::Done => s.replay = None,
+                    ReplayPage::Done => {
+                        s.replay = None;
+                        // The queue held a page of the replay; it need not stay that large.
+                        s.pending.shrink_to_fit();
+                    }
                     ReplayPage::Gone => {
                         note_dropped(&s.hub);
                         return None;
@@ -238,8 +241,6 @@ fn sse_frames(
                         s.pending.push_back(Bytes::from_static(RESTART_FRAME));
                     }
                     s.snapshot = None;
-                    // The queue held the whole replay once; it need not stay that large.
-                    s.pending.shrink_to_fit();
                 }
             }
         }
