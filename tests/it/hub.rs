@@ -1232,18 +1232,12 @@ pub async fn gauge(hub: &TestHub, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_holds_a_page_of_the_snapshot_however_many_peers_are_online() {
-    use goop2::services::hub::presence::Presence;
     use goop2::services::hub::snapshot::SNAPSHOT_PAGE;
     let hub = TestHub::spawn_with(|c| c.presence.max_streams_per_ip = 100, |_| {}).await;
     // 3,000 peers online with labels of 3,000 bytes: a 9 MiB snapshot, more than a socket's
     // buffers hold for a subscriber that does not read.
     const PEERS: usize = 3000;
-    for n in 0..PEERS {
-        let label = format!("{n:04}{}", "x".repeat(2996));
-        let body = TestIdentity::new().json(PresenceType::Online, &label);
-        let checked = Presence::parse_and_check(body.as_bytes()).unwrap();
-        hub.hub().apply(checked).unwrap();
-    }
+    put_online_with_long_labels(hub.hub(), PEERS);
     let head = format!("{}-{PEERS}", hub.hub().epoch());
 
     // Twenty subscribers ask for the stream and read nothing.
@@ -1626,6 +1620,18 @@ async fn a_replay_the_rings_let_go_of_before_it_was_written_ends_the_stream() {
             .contains("goop_hub_dropped_slow_subscribers_total 2"),
         "both streams counted as dropped"
     );
+}
+
+/// Puts `peers` signed peers online through `hub`, each labelled with its number (four digits)
+/// and 2,996 bytes more.
+pub fn put_online_with_long_labels(hub: &goop2::services::hub::Hub, peers: usize) {
+    use goop2::services::hub::presence::Presence;
+    for n in 0..peers {
+        let label = format!("{n:04}{}", "x".repeat(2996));
+        let body = TestIdentity::new().json(PresenceType::Online, &label);
+        let checked = Presence::parse_and_check(body.as_bytes()).unwrap();
+        hub.apply(checked).unwrap();
+    }
 }
 
 /// A connection whose receive buffer is small and stays so: the writer's progress stops when

@@ -612,7 +612,6 @@ async fn a_catch_up_on_another_instance_passes_over_unchanged_peers_and_misses_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_catching_up_on_another_instance_holds_a_page_of_it() {
-    use goop2::services::hub::presence::Presence;
     use goop2::services::hub::snapshot::SNAPSHOT_PAGE;
     let shared = tempfile::tempdir().unwrap();
     let db = shared.path().join("peers.db").display().to_string();
@@ -636,12 +635,7 @@ async fn a_subscriber_catching_up_on_another_instance_holds_a_page_of_it() {
     // Then 3,000 peers come online with labels of 3,000 bytes: a 9 MiB catch-up, more than a
     // socket's buffers hold for a subscriber that does not read.
     const PEERS: usize = 3000;
-    for n in 0..PEERS {
-        let label = format!("{n:04}{}", "x".repeat(2996));
-        let body = TestIdentity::new().json(PresenceType::Online, &label);
-        let checked = Presence::parse_and_check(body.as_bytes()).unwrap();
-        first.hub().apply(checked).unwrap();
-    }
+    crate::hub::put_online_with_long_labels(first.hub(), PEERS);
     assert!(
         eventually(Duration::from_secs(30), async || {
             crate::hub::gauge(&second, "goop_hub_peers").await == PEERS as u64
