@@ -7,10 +7,14 @@
 # The hub runs on CPU 0 and the load tool on CPU 1 (taskset), so each has a core of its own.
 # Bounded: the load tool stops by itself after --duration; every wait has a limit.
 #
+# JOIN_RATE=N has the community join N peers a second (a community grows over time; joined all
+# at once, thousands of snapshots, each as long as the community so far, are written together).
+#
 #   cargo build --release && bash bench/hub_restart.sh [PEERS] [HUB_BINARY]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 peers=${1:-1000}
+rate=${JOIN_RATE:-0}
 bin=${2:-${CARGO_TARGET_DIR:-target}/release/goop2}
 load=${CARGO_TARGET_DIR:-target}/release/goop2
 [[ -x $bin && -x $load ]] || { echo "build first: cargo build --release" >&2; exit 1; }
@@ -37,9 +41,10 @@ hub; pid=$!
 sleep 1
 RUST_LOG=warn taskset -c 1 "$load" loadtest "http://127.0.0.1:$port" --community "$peers" \
   --transport ws --duration 60 --heartbeat 5 --change-every 3000 --churn-every 100000 \
-  >"$work/load.log" 2>&1 &
+  --join-rate "$rate" >"$work/load.log" 2>&1 &
 tool=$!
-for _ in $(seq 1 600); do
+# Two minutes, and the time the join rate spreads the community over.
+for _ in $(seq 1 $((600 + (rate > 0 ? 5 * peers / rate : 0)))); do
   s=$(metric goop_hub_subscribers); p=$(metric goop_hub_peers)
   [[ ${s:-0} -ge $peers && ${p:-0} -ge $peers ]] && break
   sleep 0.2

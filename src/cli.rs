@@ -130,6 +130,9 @@ pub enum Command {
         /// back, and time how long until all are seen online again.
         #[arg(long)]
         storm: bool,
+        /// Community peers that start joining each second (0: as fast as the hub takes them).
+        #[arg(long, default_value_t = 0)]
+        join_rate: u32,
     },
     /// Read a password (from the terminal, or the first line of standard input) and print its
     /// argon2id hash for `viewer.admin_password` or `presence.admin_password`.

@@ -78,6 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             change_every,
             churn_every,
             storm,
+            join_rate,
         } => {
             if let Some(peers) = community {
                 let options = modes::loadtest::community::CommunityOptions {
@@ -89,6 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     change_every: std::time::Duration::from_secs(change_every),
                     churn_every: std::time::Duration::from_secs(churn_every),
                     storm,
+                    join_rate,
                     hub_pids: hub_pid,
                 };
                 let report = runtime()?.block_on(modes::loadtest::community::run(options))?;

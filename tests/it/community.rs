@@ -11,6 +11,10 @@ use crate::support::TestHub;
 const PEERS: usize = 40;
 
 async fn run(transport: Transport) -> community::CommunityReport {
+    run_joining(transport, 0).await
+}
+
+async fn run_joining(transport: Transport, join_rate: u32) -> community::CommunityReport {
     let hub = TestHub::spawn().await;
     community::run(CommunityOptions {
         url: hub.url.clone(),
@@ -21,6 +25,7 @@ async fn run(transport: Transport) -> community::CommunityReport {
         change_every: Duration::from_secs(2),
         churn_every: Duration::from_secs(3),
         storm: true,
+        join_rate,
         hub_pids: vec![std::process::id()],
     })
     .await
@@ -67,6 +72,19 @@ async fn a_community_over_event_streams_and_posts_is_measured_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_community_that_joins_at_a_rate_takes_the_time_that_rate_gives() {
+    let report = run_joining(Transport::Ws, 20).await;
+    check(&report);
+    // The last of 40 peers starts 39/20 s after the first.
+    let joined = report.joined.expect("joined");
+    assert!(
+        joined >= Duration::from_millis(1950),
+        "joined in {joined:?}: {}",
+        report.render()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_community_run_is_bounded() {
     let options = CommunityOptions {
         url: "http://127.0.0.1:1".into(),
@@ -77,6 +95,7 @@ async fn a_community_run_is_bounded() {
         change_every: Duration::ZERO,
         churn_every: Duration::ZERO,
         storm: false,
+        join_rate: 0,
         hub_pids: Vec::new(),
     };
     let error = community::run(options.clone()).await.unwrap_err();

@@ -72,6 +72,10 @@ pub struct CommunityOptions {
     pub churn_every: Duration,
     /// End with a reconnect storm.
     pub storm: bool,
+    /// Peers that start joining each second (0: as fast as the hub accepts them). A community
+    /// grows over time; joined all at once, the snapshots every newcomer reads (each as long as
+    /// the community so far) arrive together.
+    pub join_rate: u32,
     /// Read the hub's resident memory from `/proc/<pid>/status` (several: the instances of
     /// one hub, their memory added up).
     pub hub_pids: Vec<u32>,
@@ -394,7 +398,12 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     let (phase_tx, phase) = watch::channel(Phase::Running);
     let mut peers = Vec::with_capacity(options.peers);
     let began = Instant::now();
-    let deadline = Instant::now() + CONNECT_WAIT + CONNECT_WAIT_PER_PEER * options.peers as u32;
+    let spread = match options.join_rate {
+        0 => Duration::ZERO,
+        rate => Duration::from_secs_f64(options.peers as f64 / f64::from(rate)),
+    };
+    let deadline =
+        Instant::now() + CONNECT_WAIT + CONNECT_WAIT_PER_PEER * options.peers as u32 + spread;
     // The community joins in two halves; the hub's memory is read after each.
     let half = options.peers / 2;
     let mut half_live = 0;
@@ -418,7 +427,10 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
             caught_up: false,
         };
         peers.push(tokio::spawn(peer.run(phase.clone())));
-        if index % 250 == 249 {
+        if options.join_rate > 0 {
+            let due = index as f64 / f64::from(options.join_rate);
+            tokio::time::sleep_until((began + Duration::from_secs_f64(due)).into()).await;
+        } else if index % 250 == 249 {
             // Let the accept queue drain.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
