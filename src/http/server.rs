@@ -1,5 +1,8 @@
 //! The connection loop shared by every HTTP server: bounded connections, a header read timeout,
-//! WebSocket upgrades, and a graceful stop that waits (boundedly) for open requests.
+//! WebSocket upgrades, and a graceful stop that waits (boundedly) for open requests. A server
+//! may take some requests off the socket itself ([`DirectRoute`]): long-lived streams, and
+//! brief requests repeated on a kept-alive connection, which then waits for the next one
+//! without hyper's per-connection buffers.
 
 use std::future::Future;
 use std::io;
@@ -11,12 +14,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Request};
+use axum::http::{
+    HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version, header,
+};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
@@ -84,17 +90,39 @@ pub trait DirectRoute: Send + Sync + 'static {
         request: RawRequest,
         io: StallGuard<Connection>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+    /// Whether requests with this method and path are brief and come again and again on one
+    /// kept-alive connection (a peer's heartbeat): those are read and answered here, through
+    /// the router, so that a connection waiting for its next one holds a few hundred bytes
+    /// instead of hyper's read and write buffers (16 KiB). Only a plain request is taken this
+    /// way — HTTP/1.1, a `Content-Length` body of at most [`BRIEF_BODY_LIMIT`], no
+    /// `Transfer-Encoding`, `Expect` or `Upgrade`; anything else goes to hyper, which serves
+    /// the connection from then on.
+    fn is_brief(&self, _method: &str, _path: &str) -> bool {
+        false
+    }
 }
 
 /// Longest request head the direct route looks at.
 const DIRECT_HEAD_LIMIT: usize = 4096;
+/// Largest body of a brief request.
+pub const BRIEF_BODY_LIMIT: usize = 16 * 1024;
+/// Largest answer to a brief request; a longer one closes the connection unanswered.
+const BRIEF_ANSWER_LIMIT: usize = 64 * 1024;
 
-/// Where a connection's first request goes.
-enum FirstRequest {
+/// Where a connection's next request goes.
+enum NextRequest {
     Direct(RawRequest),
+    Brief(BriefRequest),
     Hyper,
     /// The client sent no complete request head in time, or left.
     Close,
+}
+
+/// A brief request's head, and what its body and its connection are to be.
+struct BriefRequest {
+    head: RawRequest,
+    body_length: usize,
+    keep_alive: bool,
 }
 
 /// A connection whose first bytes were already read: they are read again before the socket's.
@@ -171,68 +199,254 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
 /// A connection as the servers see it.
 pub type Connection = Prefixed<TcpStream>;
 
-/// Reads the first request head of a connection far enough to tell whether `route` wants it.
-/// When it does, the head is parsed and returned; anything read past it (and everything read,
+/// Reads a connection's next request head far enough to tell whether `route` wants it. When it
+/// does, the head is parsed and returned; anything read past it (and everything read,
 /// otherwise) stays in the connection for whoever serves it next.
 async fn take_direct(
-    mut stream: TcpStream,
+    connection: Connection,
     remote: SocketAddr,
     route: &dyn DirectRoute,
     timeout: Duration,
-) -> (FirstRequest, Connection) {
+) -> (NextRequest, Connection) {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut buffer = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
+    let Prefixed {
+        mut prefix,
+        offset,
+        inner: stream,
+    } = connection;
+    prefix.drain(..offset);
+    let mut buffer = prefix;
     loop {
-        // Every wait is a read: it ends with bytes, with the client leaving, or at the deadline.
-        let room = (DIRECT_HEAD_LIMIT - buffer.len()).min(chunk.len());
-        match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..room])).await {
-            Ok(Ok(read)) if read > 0 => buffer.extend_from_slice(&chunk[..read]),
-            _ => return (FirstRequest::Close, Prefixed::new(Vec::new(), stream)),
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut request = httparse::Request::new(&mut headers);
-        let verdict = match request.parse(&buffer) {
-            Ok(httparse::Status::Complete(length)) => match (request.method, request.path) {
-                (Some(method), Some(target))
-                    if route.matches(method, target.split('?').next().unwrap_or("")) =>
-                {
-                    let mut map = HeaderMap::new();
-                    for header in request.headers.iter() {
-                        if let (Ok(name), Ok(value)) = (
-                            HeaderName::from_bytes(header.name.as_bytes()),
-                            HeaderValue::from_bytes(header.value),
-                        ) {
-                            map.append(name, value);
-                        }
-                    }
-                    let raw = RawRequest {
-                        method: method.to_owned(),
-                        target: target.to_owned(),
-                        headers: map,
-                        remote,
-                    };
+        if !buffer.is_empty() {
+            match examine(&buffer, remote, route) {
+                Examined::Partial if buffer.len() < DIRECT_HEAD_LIMIT => {}
+                Examined::Partial | Examined::Hyper => {
+                    return (NextRequest::Hyper, Prefixed::new(buffer, stream));
+                }
+                Examined::Ours(request, length) => {
                     let rest = buffer[length..].to_vec();
-                    return (FirstRequest::Direct(raw), Prefixed::new(rest, stream));
+                    return (request, Prefixed::new(rest, stream));
                 }
-                _ => FirstRequest::Hyper,
-            },
-            // Not yet complete: only worth reading on if it can still be ours.
-            Ok(httparse::Status::Partial) if buffer.len() < DIRECT_HEAD_LIMIT => {
-                let not_ours = request
-                    .path
-                    .is_some_and(|p| !route.matches("GET", p.split('?').next().unwrap_or("")))
-                    || request.method.is_some_and(|m| m != "GET");
-                if !not_ours {
-                    continue;
-                }
-                FirstRequest::Hyper
             }
-            // Too long for the direct route, or not HTTP: hyper answers it.
-            _ => FirstRequest::Hyper,
-        };
-        return (verdict, Prefixed::new(buffer, stream));
+        }
+        // Every wait ends with bytes, with the client leaving, or at the deadline, and holds
+        // no buffer: a kept-alive connection spends most of its life here.
+        if !matches!(
+            tokio::time::timeout_at(deadline, stream.readable()).await,
+            Ok(Ok(()))
+        ) {
+            return (NextRequest::Close, Prefixed::new(Vec::new(), stream));
+        }
+        let mut chunk = [0u8; 1024];
+        let room = (DIRECT_HEAD_LIMIT - buffer.len()).min(chunk.len());
+        match stream.try_read(&mut chunk[..room]) {
+            Ok(read) if read > 0 => buffer.extend_from_slice(&chunk[..read]),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            _ => return (NextRequest::Close, Prefixed::new(Vec::new(), stream)),
+        }
     }
+}
+
+/// What the bytes of a request head read so far say.
+enum Examined {
+    /// The route's: the request, and the length of its head.
+    Ours(NextRequest, usize),
+    Hyper,
+    /// Not complete, and it may still be the route's.
+    Partial,
+}
+
+fn examine(buffer: &[u8], remote: SocketAddr, route: &dyn DirectRoute) -> Examined {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    let path_of = |target: &str| target.split('?').next().unwrap_or("").to_owned();
+    match request.parse(buffer) {
+        Ok(httparse::Status::Complete(length)) => {
+            let (Some(method), Some(target)) = (request.method, request.path) else {
+                return Examined::Hyper;
+            };
+            let path = path_of(target);
+            let direct = route.matches(method, &path);
+            if !direct && !route.is_brief(method, &path) {
+                return Examined::Hyper;
+            }
+            let mut map = HeaderMap::new();
+            for header in request.headers.iter() {
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(header.name.as_bytes()),
+                    HeaderValue::from_bytes(header.value),
+                ) {
+                    map.append(name, value);
+                }
+            }
+            let head = RawRequest {
+                method: method.to_owned(),
+                target: target.to_owned(),
+                headers: map,
+                remote,
+            };
+            if direct {
+                return Examined::Ours(NextRequest::Direct(head), length);
+            }
+            match brief(head, request.version) {
+                Some(brief) => Examined::Ours(NextRequest::Brief(brief), length),
+                None => Examined::Hyper,
+            }
+        }
+        // Not yet complete: only worth reading on if it can still be ours.
+        Ok(httparse::Status::Partial) => match (request.method, request.path) {
+            (Some(method), Some(target))
+                if !route.matches(method, &path_of(target))
+                    && !route.is_brief(method, &path_of(target)) =>
+            {
+                Examined::Hyper
+            }
+            _ => Examined::Partial,
+        },
+        // Not HTTP: hyper answers it.
+        Err(_) => Examined::Hyper,
+    }
+}
+
+/// `head` as a brief request, when it is a plain one (see [`DirectRoute::is_brief`]).
+fn brief(head: RawRequest, version: Option<u8>) -> Option<BriefRequest> {
+    let headers = &head.headers;
+    if version != Some(1)
+        || [header::TRANSFER_ENCODING, header::EXPECT, header::UPGRADE]
+            .iter()
+            .any(|name| headers.contains_key(name))
+    {
+        return None;
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let length = lengths.next()?.to_str().ok()?;
+    if lengths.next().is_some() || length.is_empty() || !length.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let body_length = length.parse::<usize>().ok()?;
+    if body_length > BRIEF_BODY_LIMIT {
+        return None;
+    }
+    let keep_alive = !headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("close"));
+    Some(BriefRequest {
+        head,
+        body_length,
+        keep_alive,
+    })
+}
+
+/// Reads a brief request's body, answers it through `router` and writes the answer. Gives the
+/// connection back when it stays open for the next request.
+async fn serve_brief(
+    request: BriefRequest,
+    mut connection: Connection,
+    router: &Router,
+    limits: &ServerLimits,
+) -> Option<Connection> {
+    let BriefRequest {
+        head,
+        body_length,
+        keep_alive,
+    } = request;
+    let mut body = vec![0u8; body_length];
+    match tokio::time::timeout(limits.header_read_timeout, connection.read_exact(&mut body)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return None,
+        Err(_) => {
+            let answer = plain_answer(StatusCode::REQUEST_TIMEOUT, "the body took too long");
+            write_answer(&mut connection, answer, false, limits).await;
+            return None;
+        }
+    }
+    let mut builder = Request::builder()
+        .method(head.method.as_str())
+        .uri(head.target.as_str())
+        .version(Version::HTTP_11);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = head.headers;
+    }
+    let Ok(mut request) = builder.body(Body::from(body)) else {
+        let answer = plain_answer(StatusCode::BAD_REQUEST, "the request line is not valid");
+        write_answer(&mut connection, answer, false, limits).await;
+        return None;
+    };
+    request.extensions_mut().insert(ConnectInfo(head.remote));
+    let Ok(response) = router.clone().oneshot(request).await;
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, BRIEF_ANSWER_LIMIT).await.ok()?;
+    let answer = Response::from_parts(parts, body);
+    (write_answer(&mut connection, answer, keep_alive, limits).await && keep_alive)
+        .then_some(connection)
+}
+
+fn plain_answer(status: StatusCode, text: &'static str) -> Response<Bytes> {
+    let mut answer = Response::new(Bytes::from_static(text.as_bytes()));
+    *answer.status_mut() = status;
+    answer.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    answer
+}
+
+/// Writes `answer` as an HTTP/1.1 response; false when the client did not take it.
+async fn write_answer(
+    connection: &mut Connection,
+    answer: Response<Bytes>,
+    keep_alive: bool,
+    limits: &ServerLimits,
+) -> bool {
+    let status = answer.status();
+    let mut out = Vec::with_capacity(256 + answer.body().len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in answer.headers() {
+        if [
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+            header::CONNECTION,
+            header::DATE,
+        ]
+        .contains(name)
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    // 1xx and 204 answers carry no length (RFC 9110, 8.6).
+    if !(status.is_informational() || status == StatusCode::NO_CONTENT) {
+        out.extend_from_slice(format!("content-length: {}\r\n", answer.body().len()).as_bytes());
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(answer.body());
+    let mut guarded = StallGuard::new(
+        connection,
+        limits.write_stall_timeout,
+        limits.stalls.clone(),
+    );
+    let written = guarded.write_all(&out).await.is_ok() && guarded.flush().await.is_ok();
+    if written && !keep_alive {
+        let _ = guarded.shutdown().await;
+    }
+    written
 }
 
 /// Serves `router` on `listener` until `stop` resolves, then stops accepting, asks open
@@ -278,24 +492,41 @@ pub async fn serve(
             });
         let mut closing = closing.subscribe();
         let header_read_timeout = limits.header_read_timeout;
+        let brief_router = router.clone();
+        let brief_limits = limits.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let stream = match direct {
-                Some(route) => {
-                    let (first, stream) =
-                        take_direct(stream, remote, route.as_ref(), header_read_timeout).await;
-                    match first {
-                        FirstRequest::Direct(request) => {
-                            let io = StallGuard::new(stream, stall_timeout, stalls);
+            let mut stream = Prefixed::new(Vec::new(), stream);
+            if let Some(route) = direct {
+                loop {
+                    let (next, connection) = tokio::select! {
+                        next = take_direct(stream, remote, route.as_ref(), header_read_timeout) => next,
+                        // A connection waiting for its next request is closed at once.
+                        _ = closing.wait_for(|c| *c) => return,
+                    };
+                    match next {
+                        NextRequest::Direct(request) => {
+                            let io = StallGuard::new(connection, stall_timeout, stalls);
                             route.serve(request, io).await;
                             return;
                         }
-                        FirstRequest::Close => return,
-                        FirstRequest::Hyper => stream,
+                        NextRequest::Brief(request) => {
+                            // Boxed: the router's future would size the task for its life.
+                            let served =
+                                serve_brief(request, connection, &brief_router, &brief_limits);
+                            match Box::pin(served).await {
+                                Some(connection) if !*closing.borrow() => stream = connection,
+                                _ => return,
+                            }
+                        }
+                        NextRequest::Close => return,
+                        NextRequest::Hyper => {
+                            stream = connection;
+                            break;
+                        }
                     }
                 }
-                None => Prefixed::new(Vec::new(), stream),
-            };
+            }
             let io = TokioIo::new(StallGuard::new(stream, stall_timeout, stalls));
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -303,7 +534,9 @@ pub async fn serve(
                 .max_buf_size(64 * 1024)
                 .serve_connection(io, TowerToHyperService::new(service))
                 .with_upgrades();
-            tokio::pin!(connection);
+            // Boxed: inline, hyper's connection state would size the task of every connection,
+            // those waiting for their next brief request too.
+            let mut connection = Box::pin(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
                 _ = async { closing.wait_for(|c| *c).await.map(|_| ()) } => {

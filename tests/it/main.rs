@@ -24,6 +24,7 @@ mod hub_admin;
 mod hub_client;
 mod hub_cluster;
 mod hub_emails;
+mod hub_keepalive;
 mod hub_logs;
 mod hub_persist;
 mod hub_postgres;

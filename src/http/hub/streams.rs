@@ -610,16 +610,22 @@ fn text_frame(event: &Arc<HubEvent>, audience: Audience) -> Message {
     }
 }
 
-/// `GET /events` served straight off the socket when it is a connection's first request: an
-/// idle subscriber then costs a socket, a broadcast receiver and a small task, not hyper's
-/// connection buffers. The bytes on the wire are the same as the routed handler's (which still
-/// answers `/events` when it arrives later on a kept-alive connection), and so is the check of
-/// the admin session that decides whether emails are sent.
+/// `GET /events` served straight off the socket when no other server has taken the connection
+/// yet: an idle subscriber then costs a socket, a broadcast receiver and a small task, not
+/// hyper's connection buffers. The bytes on the wire are the same as the routed handler's
+/// (which still answers `/events` on a connection hyper serves), and so is the check of the
+/// admin session that decides whether emails are sent. `POST /publish` is brief: a peer whose
+/// stream is an event stream heartbeats on a kept-alive connection of its own, which then waits
+/// between heartbeats without hyper's buffers.
 pub struct DirectEvents(pub HubApp);
 
 impl DirectRoute for DirectEvents {
     fn matches(&self, method: &str, path: &str) -> bool {
         method == "GET" && path == "/events"
+    }
+
+    fn is_brief(&self, method: &str, path: &str) -> bool {
+        method == "POST" && path == "/publish"
     }
 
     fn serve(

@@ -1,0 +1,234 @@
+//! Heartbeats on kept-alive connections: a peer whose stream is an event stream publishes on a
+//! connection of its own, again and again. Those publishes are answered off the socket, through
+//! the same router, and the connection waits for the next one without hyper's buffers; anything
+//! else on it goes to hyper.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use goop2::services::hub::presence::PresenceType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{TestHub, TestIdentity, eventually};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn publish_request(addr: SocketAddr, body: &str, extra: &str) -> String {
+    format!(
+        "POST /publish HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    )
+}
+
+/// One response read off `stream`: its head (lower-cased) and its body, read by its
+/// `content-length` (none: empty).
+async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> (String, String) {
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8(pending[..end + 4].to_vec())
+                .unwrap()
+                .to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .map(|n| n.trim().parse::<usize>().unwrap())
+                .unwrap_or(0);
+            if pending.len() >= end + 4 + length {
+                let body = String::from_utf8(pending[end + 4..end + 4 + length].to_vec()).unwrap();
+                pending.drain(..end + 4 + length);
+                return (head, body);
+            }
+        }
+        let read = tokio::time::timeout(WAIT, stream.read(&mut buffer))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(
+            read > 0,
+            "closed early: {}",
+            String::from_utf8_lossy(pending)
+        );
+        pending.extend_from_slice(&buffer[..read]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_on_one_kept_alive_connection_are_answered_in_order_then_hyper_takes_over() {
+    let hub = TestHub::spawn().await;
+    let addr = hub.addr;
+    let mut alice = TestIdentity::new();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut pending = Vec::new();
+
+    // Two requests in one write: a publish, then a body that is not JSON.
+    let first = publish_request(addr, &alice.json(PresenceType::Online, "Alice"), "");
+    let second = publish_request(addr, "{not json", "");
+    stream
+        .write_all(format!("{first}{second}").as_bytes())
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut stream, &mut pending).await;
+    assert!(head.starts_with("http/1.1 204 no content\r\n"), "{head}");
+    assert!(
+        !head.contains("content-length"),
+        "a 204 has no length: {head}"
+    );
+    assert!(
+        head.contains("x-content-type-options: nosniff\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("\r\ndate: "), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    assert_eq!(body, "");
+    let (head, body) = read_response(&mut stream, &mut pending).await;
+    assert!(head.starts_with("http/1.1 400 bad request\r\n"), "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        error["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+
+    // A heartbeat later, on the same connection: the label it carries is listed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let third = publish_request(addr, &alice.json(PresenceType::Update, "Alice again"), "");
+    stream.write_all(third.as_bytes()).await.unwrap();
+    let (head, _) = read_response(&mut stream, &mut pending).await;
+    assert!(head.starts_with("http/1.1 204 "), "{head}");
+    let peers = hub.peers().await;
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0]["content"], "Alice again");
+
+    // Another kind of request on it: hyper answers that, and what comes after.
+    let health = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(health.as_bytes()).await.unwrap();
+    let (head, body) = read_response(&mut stream, &mut pending).await;
+    assert!(head.starts_with("http/1.1 200 "), "{head}");
+    assert_eq!(body, "ok");
+    let fourth = publish_request(addr, &alice.json(PresenceType::Update, "Alice later"), "");
+    stream.write_all(fourth.as_bytes()).await.unwrap();
+    let (head, _) = read_response(&mut stream, &mut pending).await;
+    assert!(head.starts_with("http/1.1 204 "), "{head}");
+    assert_eq!(hub.peers().await[0]["content"], "Alice later");
+
+    // A publish that asks to close is answered, and the hub closes.
+    let mut closing = TcpStream::connect(addr).await.unwrap();
+    let last = publish_request(
+        addr,
+        &alice.json(PresenceType::Offline, "Alice"),
+        "Connection: close\r\n",
+    );
+    closing.write_all(last.as_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, closing.read_to_end(&mut rest))
+        .await
+        .expect("the hub closes the connection")
+        .unwrap();
+    let text = String::from_utf8_lossy(&rest).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 204 "), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    eventually(WAIT, || async { hub.peers().await.is_empty() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_hub_cannot_take_off_the_socket_is_still_answered() {
+    let hub = TestHub::spawn().await;
+    let addr = hub.addr;
+    let mut alice = TestIdentity::new();
+    let body = alice.json(PresenceType::Online, "Chunked");
+    // A chunked body, and a body that waits for `100 Continue`: hyper's to answer.
+    let chunked = format!(
+        "POST /publish HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut pending = Vec::new();
+    stream.write_all(chunked.as_bytes()).await.unwrap();
+    let (head, _) = read_response(&mut stream, &mut pending).await;
+    assert!(head.starts_with("http/1.1 204 "), "{head}");
+    assert_eq!(hub.peers().await[0]["content"], "Chunked");
+
+    let body = alice.json(PresenceType::Update, "Continued");
+    let mut pending = Vec::new();
+    let expect = format!(
+        "POST /publish HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\
+         Expect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(expect.as_bytes()).await.unwrap();
+    let (head, _) = read_response(&mut stream, &mut pending).await;
+    assert!(head.starts_with("http/1.1 100 continue\r\n"), "{head}");
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let (head, _) = read_response(&mut stream, &mut pending).await;
+    assert!(head.starts_with("http/1.1 204 "), "{head}");
+    assert_eq!(hub.peers().await[0]["content"], "Continued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_waiting_for_its_next_heartbeat_does_not_hold_up_a_stop() {
+    let mut hub = TestHub::spawn().await;
+    let addr = hub.addr;
+    let mut alice = TestIdentity::new();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut pending = Vec::new();
+    let request = publish_request(addr, &alice.json(PresenceType::Online, "Alice"), "");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (head, _) = read_response(&mut stream, &mut pending).await;
+    assert!(head.starts_with("http/1.1 204 "), "{head}");
+    let started = Instant::now();
+    hub.stop().await;
+    let stopped = started.elapsed();
+    // The drain timeout is 8 s; an idle connection is not an open request.
+    assert!(stopped < Duration::from_secs(4), "stopped in {stopped:?}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest))
+        .await
+        .expect("the connection is closed");
+    assert!(matches!(read, Ok(0)), "{read:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_waiting_for_its_next_heartbeat_costs_the_hub_a_few_kib() {
+    let dir = crate::support::binary_hub_dir_with(|c| c.presence.max_streams_per_ip = 1000);
+    let hub = crate::support::HubProcess::start(dir.path());
+    let pid = hub.child.id();
+    let addr: SocketAddr = hub.url.trim_start_matches("http://").parse().unwrap();
+    // Each connection sends one publish the hub refuses (so that no peer is added), and waits.
+    let open_one = |from: IpAddr| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((from, 0).into()).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        stream
+            .write_all(publish_request(addr, "{}", "").as_bytes())
+            .await
+            .unwrap();
+        let (head, _) = read_response(&mut stream, &mut Vec::new()).await;
+        assert!(head.starts_with("http/1.1 400 "), "{head}");
+        stream
+    };
+    let mut open = Vec::new();
+    for n in 0..50u32 {
+        open.push(open_one(Ipv4Addr::new(127, 0, 5, 1 + n as u8).into()).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = crate::support::peak_rss_kib(pid);
+    const CONNECTIONS: u32 = 500;
+    for n in 0..CONNECTIONS {
+        let from = Ipv4Addr::new(127, 0, 6 + (n / 200) as u8, 1 + (n % 200) as u8);
+        open.push(open_one(from.into()).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = crate::support::peak_rss_kib(pid).saturating_sub(before);
+    let each = grown as f64 / f64::from(CONNECTIONS);
+    // Kept by hyper, each held its 8 KiB read and 8 KiB write buffers.
+    assert!(
+        each < 8.0,
+        "{each:.1} KiB per kept-alive connection ({grown} KiB for {CONNECTIONS})"
+    );
+    drop(open);
+}
