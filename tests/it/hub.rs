@@ -1025,22 +1025,11 @@ async fn an_idle_websocket_subscriber_costs_the_hub_a_few_kib() {
     let hub = crate::support::HubProcess::start(dir.path());
     let pid = hub.child.id();
     let peer_id = TestIdentity::new().id;
-    // Warm up: the first connections allocate what every later one shares.
-    let mut open = Vec::new();
-    for n in 0..50u32 {
-        let from = std::net::Ipv4Addr::new(127, 0, 3, 1 + (n % 200) as u8).into();
-        open.push(idle_websocket(&hub.url, from, &peer_id).await);
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = crate::support::peak_rss_kib(pid);
     const SOCKETS: u32 = 500;
-    for n in 0..SOCKETS {
-        let from = std::net::Ipv4Addr::new(127, 0, 4 + (n / 200) as u8, 1 + (n % 200) as u8);
-        open.push(idle_websocket(&hub.url, from.into(), &peer_id).await);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let grown = crate::support::peak_rss_kib(pid).saturating_sub(before);
-    let each = grown as f64 / f64::from(SOCKETS);
+    let (each, grown, open) = crate::support::peak_rss_per_connection(pid, 3, SOCKETS, |from| {
+        idle_websocket(&hub.url, from, &peer_id)
+    })
+    .await;
     // tungstenite's default buffers made it ≈136 KiB.
     assert!(
         each < 40.0,

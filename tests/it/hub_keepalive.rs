@@ -3,7 +3,7 @@
 //! the same router, and the connection waits for the next one without hyper's buffers; anything
 //! else on it goes to hyper.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use goop2::services::hub::presence::PresenceType;
@@ -211,20 +211,9 @@ async fn a_connection_waiting_for_its_next_heartbeat_costs_the_hub_a_few_kib() {
         assert!(head.starts_with("http/1.1 400 "), "{head}");
         stream
     };
-    let mut open = Vec::new();
-    for n in 0..50u32 {
-        open.push(open_one(Ipv4Addr::new(127, 0, 5, 1 + n as u8).into()).await);
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = crate::support::peak_rss_kib(pid);
     const CONNECTIONS: u32 = 500;
-    for n in 0..CONNECTIONS {
-        let from = Ipv4Addr::new(127, 0, 6 + (n / 200) as u8, 1 + (n % 200) as u8);
-        open.push(open_one(from.into()).await);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let grown = crate::support::peak_rss_kib(pid).saturating_sub(before);
-    let each = grown as f64 / f64::from(CONNECTIONS);
+    let (each, grown, open) =
+        crate::support::peak_rss_per_connection(pid, 5, CONNECTIONS, open_one).await;
     // Kept by hyper, each held its 8 KiB read and 8 KiB write buffers.
     assert!(
         each < 8.0,

@@ -677,6 +677,36 @@ impl Drop for PeerProcess {
 }
 
 /// Peak resident memory of a process, in KiB.
+/// How much the peak RSS of process `pid` grew per connection over `count` connections that
+/// `open` makes, each from a loopback address of its own (127.0.`block`.x for 50 opened first, to
+/// warm up, then 127.0.`block + 1`.x onwards). The connections are returned, still open.
+pub async fn peak_rss_per_connection<T, F, Fut>(
+    pid: u32,
+    block: u8,
+    count: u32,
+    mut open: F,
+) -> (f64, u64, Vec<T>)
+where
+    F: FnMut(std::net::IpAddr) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    use std::net::Ipv4Addr;
+    let mut held = Vec::new();
+    // The first connections allocate what every later one shares.
+    for n in 0..50u8 {
+        held.push(open(Ipv4Addr::new(127, 0, block, 1 + n).into()).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = peak_rss_kib(pid);
+    for n in 0..count {
+        let from = Ipv4Addr::new(127, 0, block + 1 + (n / 200) as u8, 1 + (n % 200) as u8);
+        held.push(open(from.into()).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = peak_rss_kib(pid).saturating_sub(before);
+    (grown as f64 / f64::from(count), grown, held)
+}
+
 pub fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
