@@ -106,9 +106,22 @@ async fn a_community_run_is_bounded() {
     let error = community::run(CommunityOptions {
         peers: 1,
         duration: Duration::from_secs(601),
-        ..options
+        ..options.clone()
     })
     .await
     .unwrap_err();
     assert!(error.to_string().contains("--duration"), "{error}");
+    let error = community::run(CommunityOptions {
+        peers: 2000,
+        join_rate: 1,
+        ..options
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("--join-rate 1 would take 2000 s"),
+        "{error}"
+    );
 }

@@ -32,6 +32,8 @@ use crate::services::hub::unix_ms;
 /// Hard bounds, whatever the command line says.
 pub const MAX_PEERS: usize = 20_000;
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
+/// Longest time `--join-rate` may spread the community's joining over.
+pub const MAX_JOIN_SPREAD: Duration = Duration::from_secs(1800);
 /// How long every peer has to connect and say `online`: this, and [`CONNECT_WAIT_PER_PEER`]
 /// more for each peer (every peer that joins is sent every peer already online).
 const CONNECT_WAIT: Duration = Duration::from_secs(60);
@@ -375,6 +377,19 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     if options.heartbeat.is_zero() {
         bail!("--heartbeat must be at least 1 s");
     }
+    let spread = match options.join_rate {
+        0 => Duration::ZERO,
+        rate => Duration::from_secs_f64(options.peers as f64 / f64::from(rate)),
+    };
+    if spread > MAX_JOIN_SPREAD {
+        bail!(
+            "--join-rate {} would take {} s to join {} peers; at most {} s are allowed",
+            options.join_rate,
+            spread.as_secs(),
+            options.peers,
+            MAX_JOIN_SPREAD.as_secs()
+        );
+    }
     let (hub, hub_ip) = super::hub_address(&options.url)?;
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let ledger = Arc::new(Ledger {
@@ -398,10 +413,6 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     let (phase_tx, phase) = watch::channel(Phase::Running);
     let mut peers = Vec::with_capacity(options.peers);
     let began = Instant::now();
-    let spread = match options.join_rate {
-        0 => Duration::ZERO,
-        rate => Duration::from_secs_f64(options.peers as f64 / f64::from(rate)),
-    };
     let deadline =
         Instant::now() + CONNECT_WAIT + CONNECT_WAIT_PER_PEER * options.peers as u32 + spread;
     // The community joins in two halves; the hub's memory is read after each.
