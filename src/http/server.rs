@@ -28,6 +28,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::http::error::HttpError;
+use crate::http::security;
 use crate::http::stall::StallGuard;
 
 /// Limits of one server.
@@ -70,7 +72,7 @@ pub struct RawRequest {
 impl RawRequest {
     /// The path without the query.
     pub fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
+        path_of(&self.target)
     }
 
     /// The query string, if any.
@@ -256,18 +258,22 @@ enum Examined {
     Partial,
 }
 
+/// A request target's path, without its query.
+fn path_of(target: &str) -> &str {
+    target.split('?').next().unwrap_or("")
+}
+
 fn examine(buffer: &[u8], remote: SocketAddr, route: &dyn DirectRoute) -> Examined {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut request = httparse::Request::new(&mut headers);
-    let path_of = |target: &str| target.split('?').next().unwrap_or("").to_owned();
     match request.parse(buffer) {
         Ok(httparse::Status::Complete(length)) => {
             let (Some(method), Some(target)) = (request.method, request.path) else {
                 return Examined::Hyper;
             };
             let path = path_of(target);
-            let direct = route.matches(method, &path);
-            if !direct && !route.is_brief(method, &path) {
+            let direct = route.matches(method, path);
+            if !direct && !route.is_brief(method, path) {
                 return Examined::Hyper;
             }
             let mut map = HeaderMap::new();
@@ -296,8 +302,8 @@ fn examine(buffer: &[u8], remote: SocketAddr, route: &dyn DirectRoute) -> Examin
         // Not yet complete: only worth reading on if it can still be ours.
         Ok(httparse::Status::Partial) => match (request.method, request.path) {
             (Some(method), Some(target))
-                if !route.matches(method, &path_of(target))
-                    && !route.is_brief(method, &path_of(target)) =>
+                if !route.matches(method, path_of(target))
+                    && !route.is_brief(method, path_of(target)) =>
             {
                 Examined::Hyper
             }
@@ -359,8 +365,8 @@ async fn serve_brief(
         Ok(Ok(_)) => {}
         Ok(Err(_)) => return None,
         Err(_) => {
-            let answer = plain_answer(StatusCode::REQUEST_TIMEOUT, "the body took too long");
-            write_answer(&mut connection, answer, false, limits).await;
+            let error = HttpError::new(StatusCode::REQUEST_TIMEOUT, "the body took too long");
+            refuse(&mut stall_guarded(&mut connection, limits), error).await;
             return None;
         }
     }
@@ -372,8 +378,8 @@ async fn serve_brief(
         *headers = head.headers;
     }
     let Ok(mut request) = builder.body(Body::from(body)) else {
-        let answer = plain_answer(StatusCode::BAD_REQUEST, "the request line is not valid");
-        write_answer(&mut connection, answer, false, limits).await;
+        let error = HttpError::bad_request("the request line is not valid");
+        refuse(&mut stall_guarded(&mut connection, limits), error).await;
         return None;
     };
     request.extensions_mut().insert(ConnectInfo(head.remote));
@@ -381,26 +387,47 @@ async fn serve_brief(
     let (parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, BRIEF_ANSWER_LIMIT).await.ok()?;
     let answer = Response::from_parts(parts, body);
-    (write_answer(&mut connection, answer, keep_alive, limits).await && keep_alive)
-        .then_some(connection)
+    let mut io = stall_guarded(&mut connection, limits);
+    (write_answer(&mut io, answer, keep_alive).await && keep_alive).then_some(connection)
 }
 
-fn plain_answer(status: StatusCode, text: &'static str) -> Response<Bytes> {
-    let mut answer = Response::new(Bytes::from_static(text.as_bytes()));
-    *answer.status_mut() = status;
-    answer.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
+/// `connection` with the server's limit on writes that make no progress.
+fn stall_guarded<'a>(
+    connection: &'a mut Connection,
+    limits: &ServerLimits,
+) -> StallGuard<&'a mut Connection> {
+    StallGuard::new(
+        connection,
+        limits.write_stall_timeout,
+        limits.stalls.clone(),
+    )
+}
+
+/// Answers a request taken off the socket with `error` in the JSON error shape and the
+/// security headers (it passes through none of the layers), and closes the connection.
+pub async fn refuse(io: &mut (impl AsyncWrite + Unpin), error: HttpError) {
+    let body = error.json_body().to_string();
+    let retry_after = error
+        .retry_after_seconds
+        .map(|seconds| format!("retry-after: {seconds}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         {retry_after}{}connection: close\r\n\r\n",
+        error.status,
+        body.len(),
+        security::HEADER_LINES,
     );
-    answer
+    let _ = io.write_all(head.as_bytes()).await;
+    let _ = io.write_all(body.as_bytes()).await;
+    let _ = io.shutdown().await;
 }
 
-/// Writes `answer` as an HTTP/1.1 response; false when the client did not take it.
+/// Writes a routed `answer` as an HTTP/1.1 response; false when the client did not take it.
 async fn write_answer(
-    connection: &mut Connection,
+    io: &mut (impl AsyncWrite + Unpin),
     answer: Response<Bytes>,
     keep_alive: bool,
-    limits: &ServerLimits,
 ) -> bool {
     let status = answer.status();
     let mut out = Vec::with_capacity(256 + answer.body().len());
@@ -437,14 +464,9 @@ async fn write_answer(
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(answer.body());
-    let mut guarded = StallGuard::new(
-        connection,
-        limits.write_stall_timeout,
-        limits.stalls.clone(),
-    );
-    let written = guarded.write_all(&out).await.is_ok() && guarded.flush().await.is_ok();
+    let written = io.write_all(&out).await.is_ok() && io.flush().await.is_ok();
     if written && !keep_alive {
-        let _ = guarded.shutdown().await;
+        let _ = io.shutdown().await;
     }
     written
 }
@@ -482,38 +504,34 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let direct = direct.clone();
-        let stall_timeout = limits.write_stall_timeout;
-        let stalls = limits.stalls.clone();
-        let service = router
-            .clone()
-            .map_request(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(remote));
-                request
-            });
+        let router = router.clone();
+        let limits = limits.clone();
         let mut closing = closing.subscribe();
-        let header_read_timeout = limits.header_read_timeout;
-        let brief_router = router.clone();
-        let brief_limits = limits.clone();
         tracker.spawn(async move {
             let _permit = permit;
             let mut stream = Prefixed::new(Vec::new(), stream);
             if let Some(route) = direct {
                 loop {
+                    let next =
+                        take_direct(stream, remote, route.as_ref(), limits.header_read_timeout);
                     let (next, connection) = tokio::select! {
-                        next = take_direct(stream, remote, route.as_ref(), header_read_timeout) => next,
+                        next = next => next,
                         // A connection waiting for its next request is closed at once.
                         _ = closing.wait_for(|c| *c) => return,
                     };
                     match next {
                         NextRequest::Direct(request) => {
-                            let io = StallGuard::new(connection, stall_timeout, stalls);
+                            let io = StallGuard::new(
+                                connection,
+                                limits.write_stall_timeout,
+                                limits.stalls.clone(),
+                            );
                             route.serve(request, io).await;
                             return;
                         }
                         NextRequest::Brief(request) => {
                             // Boxed: the router's future would size the task for its life.
-                            let served =
-                                serve_brief(request, connection, &brief_router, &brief_limits);
+                            let served = serve_brief(request, connection, &router, &limits);
                             match Box::pin(served).await {
                                 Some(connection) if !*closing.borrow() => stream = connection,
                                 _ => return,
@@ -527,10 +545,18 @@ pub async fn serve(
                     }
                 }
             }
-            let io = TokioIo::new(StallGuard::new(stream, stall_timeout, stalls));
+            let io = TokioIo::new(StallGuard::new(
+                stream,
+                limits.write_stall_timeout,
+                limits.stalls.clone(),
+            ));
+            let service = router.map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(remote));
+                request
+            });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
+                .header_read_timeout(limits.header_read_timeout)
                 .max_buf_size(64 * 1024)
                 .serve_connection(io, TowerToHyperService::new(service))
                 .with_upgrades();

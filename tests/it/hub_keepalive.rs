@@ -221,3 +221,43 @@ async fn a_connection_waiting_for_its_next_heartbeat_costs_the_hub_a_few_kib() {
     );
     drop(open);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_whose_body_does_not_come_gets_the_json_error_and_is_closed() {
+    let hub = TestHub::spawn_with(|_| {}, |o| o.header_read_timeout = Duration::from_secs(1)).await;
+    let addr = hub.addr;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /publish HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"type\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the hub answers and closes")
+        .unwrap();
+    let text = String::from_utf8(answer).unwrap();
+    let lower = text.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 408 "), "{text}");
+    assert!(
+        lower.contains("\r\ncontent-type: application/json\r\n"),
+        "{text}"
+    );
+    assert!(
+        lower.contains("\r\nx-content-type-options: nosniff\r\n"),
+        "{text}"
+    );
+    assert!(lower.contains("\r\nconnection: close\r\n"), "{text}");
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let error: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(error["code"], 408, "{body}");
+    assert_eq!(error["error"], "the body took too long", "{body}");
+    // Others are answered meanwhile and after.
+    assert_eq!(
+        hub.publish(TestIdentity::new().json(PresenceType::Online, "Bob"))
+            .await
+            .0,
+        204
+    );
+}

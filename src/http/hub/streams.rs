@@ -36,7 +36,7 @@ use crate::http::client_ip::ClientIp;
 use crate::http::error::HttpError;
 use crate::http::json_api::ApiQuery;
 use crate::http::security;
-use crate::http::server::{Connection, DirectRoute, RawRequest};
+use crate::http::server::{Connection, DirectRoute, RawRequest, refuse};
 use crate::http::session::AdminAuth;
 use crate::http::stall::StallGuard;
 use crate::services::hub::limits::StreamSlot;
@@ -692,24 +692,5 @@ async fn serve_direct_events(app: HubApp, request: RawRequest, mut io: StallGuar
             },
         }
     }
-    let _ = io.shutdown().await;
-}
-
-/// Answers a directly served request with `error` in the JSON error shape and closes.
-async fn refuse(io: &mut StallGuard<Connection>, error: HttpError) {
-    let body = error.json_body().to_string();
-    let retry_after = error
-        .retry_after_seconds
-        .map(|seconds| format!("retry-after: {seconds}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "HTTP/1.1 {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-         {retry_after}{}connection: close\r\n\r\n",
-        error.status,
-        body.len(),
-        security::HEADER_LINES,
-    );
-    let _ = io.write_all(head.as_bytes()).await;
-    let _ = io.write_all(body.as_bytes()).await;
     let _ = io.shutdown().await;
 }
