@@ -560,7 +560,6 @@ impl PingBudget {
     }
 }
 
-/// Sends the position of `last_event` unless it is the one last told.
 /// Closes a WebSocket with `code` and `reason`.
 async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
@@ -582,6 +581,7 @@ async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
     }
 }
 
+/// Sends the position of `last_event` unless it is the one last told.
 async fn tell_position(
     socket: &mut WebSocket,
     last_event: &Option<Arc<HubEvent>>,
