@@ -185,14 +185,10 @@ async fn ask_for_stream(
         let attempt = control.open_stream(peer, protocol.clone());
         match tokio::time::timeout(OPEN_ATTEMPT, attempt).await {
             Ok(Ok(stream)) => return Ok(stream),
-            // A dial that failed (`NotConnected`) or a peer too slow to answer is no closing
-            // connection: not tried again.
+            // A dial that failed or a peer too slow to answer is no closing connection: not
+            // tried again.
             Ok(Err(libp2p_stream::OpenStreamError::Io(err)))
-                if closed < CLOSED_RETRIES
-                    && !matches!(
-                        err.kind(),
-                        std::io::ErrorKind::NotConnected | std::io::ErrorKind::TimedOut
-                    ) =>
+                if closed < CLOSED_RETRIES && !is_failed_dial(&err) && !is_timeout(&err) =>
             {
                 closed += 1;
                 tracing::debug!(peer.id = %peer, "opening a stream failed ({err}); trying again");
@@ -204,6 +200,18 @@ async fn ask_for_stream(
             }
         }
     }
+}
+
+/// Whether the stream layer reported a failed dial: it says `NotConnected` with the dial error's
+/// text and nothing under it. A QUIC connection lost under a negotiation also reads as
+/// `NotConnected`, but carries the connection's error as its cause: that one is tried again.
+fn is_failed_dial(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::NotConnected
+        && err.get_ref().is_none_or(|inner| inner.source().is_none())
+}
+
+fn is_timeout(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::TimedOut
 }
 
 /// Times a stream whose connection closed during its negotiation is asked for again.
@@ -254,5 +262,34 @@ where
             }
             answer => return answer.map(|answer| (answer, slot)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a QUIC stream says when its connection is lost: an error with the connection's
+    /// error as its cause.
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection lost")]
+    struct Lost(#[source] std::io::Error);
+
+    #[test]
+    fn a_failed_dial_is_told_from_a_connection_lost_under_a_negotiation() {
+        use std::io::{Error, ErrorKind};
+        let dial = Error::new(
+            ErrorKind::NotConnected,
+            "Failed to negotiate transport".to_string(),
+        );
+        assert!(is_failed_dial(&dial));
+        assert!(is_failed_dial(&Error::from(ErrorKind::NotConnected)));
+        let lost = Error::new(
+            ErrorKind::NotConnected,
+            Lost(Error::from(ErrorKind::ConnectionAborted)),
+        );
+        assert!(!is_failed_dial(&lost));
+        assert!(!is_failed_dial(&Error::from(ErrorKind::ConnectionReset)));
+        assert!(is_timeout(&Error::from(ErrorKind::TimedOut)));
     }
 }
