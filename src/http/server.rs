@@ -586,6 +586,25 @@ pub async fn serve(
     }
 }
 
+/// The connections a listener lets wait to be accepted. tokio's `bind` asks for 1,024: when a
+/// hub restarts and thousands of peers come back at once, the connections past that are dropped
+/// by the kernel and their clients (a health probe among them) try again only a second or more
+/// later. The kernel caps it at `net.core.somaxconn` (4,096 on current Linux).
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Listens on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as `TcpListener::bind` sets
+/// it: a restarted server takes its port back at once).
+pub async fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The address a listener is bound to, for logs and tests.
 pub fn local_addr(listener: &TcpListener) -> SocketAddr {
     listener

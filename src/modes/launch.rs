@@ -58,7 +58,7 @@ pub async fn start(options: LaunchOptions) -> anyhow::Result<RunningLauncher> {
             options.dir.display()
         );
     }
-    let listener = tokio::net::TcpListener::bind(addr)
+    let listener = server::listen(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (the launcher's address)"))?;
     let bound = server::local_addr(&listener);

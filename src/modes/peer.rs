@@ -388,7 +388,7 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
     let console_listener = match config.viewer.http_socket_addr() {
         Some(addr) => {
             crate::http::access::check_bind(&addr, config)?;
-            let listener = tokio::net::TcpListener::bind(addr)
+            let listener = crate::http::server::listen(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (viewer.http_addr)"))?;
             Some(listener)

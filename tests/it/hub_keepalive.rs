@@ -261,3 +261,31 @@ async fn a_heartbeat_whose_body_does_not_come_gets_the_json_error_and_is_closed(
         204
     );
 }
+
+/// A hub restarted under thousands of peers gets their connections at once: its listener lets
+/// as many wait as the kernel allows (`net.core.somaxconn`), not the 1,024 tokio asks for, so
+/// that a health probe among them is not dropped and retried a second later. The kernel reports
+/// a listening socket's backlog as its send queue (`ss -ltn`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_lets_as_many_connections_wait_as_the_kernel_allows() {
+    let hub = TestHub::spawn().await;
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("Linux reports net.core.somaxconn")
+        .trim()
+        .parse()
+        .unwrap();
+    let listed = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", hub.addr.port())])
+        .output()
+        .expect("ss (iproute2) lists listening sockets");
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    // State, Recv-Q (waiting now), Send-Q (the backlog), local address, peer address.
+    let backlog: u32 = listed
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("no listener on {}: {listed:?}", hub.addr))
+        .parse()
+        .unwrap();
+    assert_eq!(backlog, somaxconn.min(65_535), "{listed}");
+    assert!(backlog > 1024 || somaxconn <= 1024, "{listed}");
+}
