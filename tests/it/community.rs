@@ -59,6 +59,12 @@ fn check(report: &community::CommunityReport) {
     assert_eq!(report.half_live, PEERS / 2, "{text}");
     assert!(report.added_kib_per_peer().is_some(), "{text}");
     assert!(text.contains("KiB per added peer"), "{text}");
+    // The hub (this process, here) was busy while the community was live, and on at most the
+    // cores this machine has.
+    let share = report.hub_cpu_steady.expect("the hub's CPU time is read");
+    let cores = std::thread::available_parallelism().unwrap().get() as f64;
+    assert!(share > 0.0 && share <= cores * 1.1, "{text}");
+    assert!(text.contains("% of one core"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@
 //! Reported: hub memory per live peer (in all, and what each peer added: the community joins in
 //! two halves and the hub's anonymous memory is read after each), publish p50/p99, the delay
 //! from a label change to each peer that was live to receive it (p50/p99; changes made once the
-//! whole community is online), the storm's length, and errors. Bounded in peers and time; it
+//! whole community is online), the storm's length, and errors by kind. Bounded in peers and time; it
 //! stops by itself.
 
 use std::collections::HashSet;
@@ -110,6 +110,9 @@ pub struct CommunityReport {
     pub receipts: u64,
     pub fanout_p50: Option<Duration>,
     pub fanout_p99: Option<Duration>,
+    /// The hub's CPU time while the whole community was live (heartbeats, changes, the
+    /// prober), per second: 1.0 is one core kept busy.
+    pub hub_cpu_steady: Option<f64>,
     pub churned: u64,
     /// From every peer dropping its connection to the last one seen online again.
     pub storm: Option<Duration>,
@@ -118,7 +121,60 @@ pub struct CommunityReport {
     /// Reconnects that resumed where they were cut, and those the hub reset (a whole snapshot).
     pub resumed: u64,
     pub resets: u64,
+    /// Errors of all kinds, and how many of each.
     pub errors: u64,
+    /// Indexed by [`Failure`].
+    pub failures: [u64; Failure::ALL.len()],
+}
+
+/// What went wrong for a simulated peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Its stream could not be opened (connection, upgrade or `/events` answer).
+    Connect,
+    /// A publish was not accepted (a `POST /publish` not answered 204, or a WebSocket send
+    /// that failed).
+    Publish,
+    /// The hub sent an error frame on the WebSocket for a publish.
+    Refused,
+    /// Its stream ended while the hub was up (cut off for falling behind, or closed).
+    Lost,
+    /// It had not stopped when the run ended.
+    NotStopped,
+}
+
+/// How many errors of each kind, as the report says them after the total (nothing when there
+/// were none).
+fn by_kind(failures: &[u64; Failure::ALL.len()]) -> String {
+    if failures.iter().all(|&n| n == 0) {
+        return String::new();
+    }
+    let kinds: Vec<String> = Failure::ALL
+        .iter()
+        .zip(failures)
+        .map(|(failure, n)| format!("{} {n}", failure.label()))
+        .collect();
+    format!(" ({})", kinds.join(", "))
+}
+
+impl Failure {
+    pub const ALL: [Failure; 5] = [
+        Failure::Connect,
+        Failure::Publish,
+        Failure::Refused,
+        Failure::Lost,
+        Failure::NotStopped,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Failure::Connect => "connect",
+            Failure::Publish => "publish",
+            Failure::Refused => "refused",
+            Failure::Lost => "stream lost",
+            Failure::NotStopped => "not stopped",
+        }
+    }
 }
 
 impl CommunityReport {
@@ -151,7 +207,7 @@ impl CommunityReport {
              change to peer: p50 {}, p99 {}\n\
              churn: {} peers left and came back\n\
              reconnects: {} resumed, {} reset (sent a whole snapshot)\n\
-             errors: {}\n",
+             errors: {}{}\n",
             self.peers,
             self.live,
             self.joined
@@ -173,6 +229,7 @@ impl CommunityReport {
             self.resumed,
             self.resets,
             self.errors,
+            by_kind(&self.failures),
         );
         if let (Some(before), Some(live), Some(end)) = (
             self.hub_rss_before_kib,
@@ -185,6 +242,12 @@ impl CommunityReport {
             if let Some(per) = self.kib_per_peer() {
                 out += &format!("hub memory per live peer: {per:.2} KiB\n");
             }
+        }
+        if let Some(share) = self.hub_cpu_steady {
+            out += &format!(
+                "hub CPU while every peer was live: {:.1} % of one core\n",
+                share * 100.0
+            );
         }
         if let (Some(half), Some(live), Some(added)) = (
             self.hub_anon_half_kib,
@@ -237,7 +300,8 @@ struct Ledger {
     /// Peers that have read all their first stream started with (the snapshot).
     caught_up: AtomicU64,
     churned: AtomicU64,
-    errors: AtomicU64,
+    /// Errors by [`Failure`].
+    errors: [AtomicU64; Failure::ALL.len()],
     resumed: AtomicU64,
     resets: AtomicU64,
     /// Peers seen online again since the storm began, one flag each.
@@ -250,8 +314,8 @@ impl Ledger {
         self.start.elapsed().as_micros() as u64 + 1
     }
 
-    fn error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+    fn error(&self, failure: Failure) {
+        self.errors[failure as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Reads label markers in `bytes`, heard on a link whose snapshot was all read at `since`
@@ -270,7 +334,7 @@ impl Ledger {
         }
         // The hub refused a publish sent over the WebSocket.
         if bytes.starts_with(b"{\"error\"") {
-            self.error();
+            self.error(Failure::Refused);
             return;
         }
         let steady = self.steady_from.load(Ordering::Relaxed);
@@ -403,7 +467,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
         live: AtomicU64::new(0),
         caught_up: AtomicU64::new(0),
         churned: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
+        errors: Default::default(),
         resumed: AtomicU64::new(0),
         resets: AtomicU64::new(0),
         back: (0..options.peers).map(|_| AtomicU64::new(0)).collect(),
@@ -451,6 +515,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     let hub_rss_live_kib = super::rss_kib(&options.hub_pids);
     let hub_anon_live_kib = super::anon_kib(&options.hub_pids);
     ledger.steady_from.store(ledger.micros(), Ordering::Relaxed);
+    let (steady_began, hub_cpu_began) = (Instant::now(), super::cpu_seconds(&options.hub_pids));
 
     let probe_sources = (0..PROBE_ADDRESSES)
         .map(|k| super::source_address(hub_ip, options.peers + k))
@@ -466,6 +531,9 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
             .unwrap_or_default()
     });
     tokio::time::sleep(options.duration).await;
+    let hub_cpu_steady = super::cpu_seconds(&options.hub_pids)
+        .zip(hub_cpu_began)
+        .map(|(end, began)| (end - began) / steady_began.elapsed().as_secs_f64());
     let latencies = tokio::task::spawn_blocking(move || prober.join().unwrap_or_default())
         .await
         .unwrap_or_default();
@@ -493,7 +561,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     for mut peer in peers {
         if tokio::time::timeout_at(finish_by, &mut peer).await.is_err() {
             peer.abort();
-            ledger.error();
+            ledger.error(Failure::NotStopped);
         }
     }
     let mut sorted = latencies;
@@ -516,6 +584,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
         receipts: ledger.receipts.load(Ordering::Relaxed),
         fanout_p50: ledger.delays.percentile(0.50),
         fanout_p99: ledger.delays.percentile(0.99),
+        hub_cpu_steady,
         churned: ledger.churned.load(Ordering::Relaxed),
         storm,
         storm_back,
@@ -524,7 +593,12 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
             .load(Ordering::Relaxed)
             .saturating_sub(ledger.resets.load(Ordering::Relaxed)),
         resets: ledger.resets.load(Ordering::Relaxed),
-        errors: ledger.errors.load(Ordering::Relaxed),
+        errors: ledger
+            .errors
+            .iter()
+            .map(|e| e.load(Ordering::Relaxed))
+            .sum(),
+        failures: Failure::ALL.map(|f| ledger.errors[f as usize].load(Ordering::Relaxed)),
     })
 }
 
@@ -618,7 +692,7 @@ impl SimulatedPeer {
         let mut first = true;
         loop {
             let Some(mut link) = self.connect().await else {
-                self.ledger.error();
+                self.ledger.error(Failure::Connect);
                 if *phase.borrow() == Phase::Done {
                     return;
                 }
@@ -632,7 +706,7 @@ impl SimulatedPeer {
                 Phase::Running => {}
             }
             if !self.publish(&mut link, PresenceType::Online, &label).await {
-                self.ledger.error();
+                self.ledger.error(Failure::Publish);
                 continue;
             }
             if first {
@@ -657,7 +731,7 @@ impl SimulatedPeer {
                     return;
                 }
                 Ended::Lost => {
-                    self.ledger.error();
+                    self.ledger.error(Failure::Lost);
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -787,7 +861,7 @@ impl SimulatedPeer {
                 _ = beat.tick() => {
                     let text = label.clone();
                     if !self.publish(link, PresenceType::Update, &text).await {
-                        self.ledger.error();
+                        self.ledger.error(Failure::Publish);
                     }
                     continue;
                 }
@@ -801,7 +875,7 @@ impl SimulatedPeer {
                         }
                         let text = label.clone();
                         if !self.publish(link, PresenceType::Update, &text).await {
-                            self.ledger.error();
+                            self.ledger.error(Failure::Publish);
                         }
                     }
                     change.set(sleep_for(every(self.options.change_every)));
@@ -882,6 +956,16 @@ fn sleep_for(mean: Duration) -> std::pin::Pin<Box<tokio::time::Sleep>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_are_told_by_kind() {
+        assert_eq!(by_kind(&[0; Failure::ALL.len()]), "");
+        let some = Failure::ALL.map(|f| u64::from(f == Failure::Lost) * 3);
+        assert_eq!(
+            by_kind(&some),
+            " (connect 0, publish 0, refused 0, stream lost 3, not stopped 0)"
+        );
+    }
 
     #[test]
     fn positions_are_read_from_either_stream() {

@@ -486,9 +486,46 @@ fn status_kib(pids: &[u32], field: &str) -> Option<u64> {
         .sum()
 }
 
+/// The CPU time the processes have used so far (user and system), in seconds.
+pub fn cpu_seconds(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            cpu_ticks(&stat).map(|ticks| ticks as f64 / USER_HZ)
+        })
+        .sum()
+}
+
+/// The unit of `/proc/<pid>/stat`'s times (`USER_HZ`: 100 on the architectures Linux runs us on).
+const USER_HZ: f64 = 100.0;
+
+/// User and system time in a `/proc/<pid>/stat` line, in ticks. The command name (second field)
+/// is in parentheses and may hold spaces and parentheses itself: fields are counted from the
+/// last `)`.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_is_read_past_a_command_name_with_spaces() {
+        let stat = "4242 (goop2 (hub) x) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 567 0 0 20 0 \
+                    3 0 100 1000000 500 18446744073709551615";
+        assert_eq!(cpu_ticks(stat), Some(1234 + 567));
+        assert_eq!(cpu_ticks("4242 (cut"), None);
+        let own = cpu_seconds(&[std::process::id()]).expect("this process's own times");
+        assert!(own >= 0.0);
+    }
 
     #[test]
     fn source_addresses_are_distinct_usable_loopback_addresses() {
