@@ -676,7 +676,6 @@ impl Drop for PeerProcess {
     }
 }
 
-/// Peak resident memory of a process, in KiB.
 /// How much the peak RSS of process `pid` grew per connection over `count` connections that
 /// `open` makes, each from a loopback address of its own (127.0.`block`.x for 50 opened first, to
 /// warm up, then 127.0.`block + 1`.x onwards). The connections are returned, still open.
@@ -707,6 +706,7 @@ where
     (grown as f64 / f64::from(count), grown, held)
 }
 
+/// Peak resident memory of a process, in KiB.
 pub fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

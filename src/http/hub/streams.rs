@@ -619,6 +619,38 @@ fn text_frame(event: &Arc<HubEvent>, audience: Audience) -> Message {
 /// between heartbeats without hyper's buffers.
 pub struct DirectEvents(pub HubApp);
 
+/// The head of a directly served event stream. Its body ends when the connection closes, as
+/// HTTP/1.1 allows without a length.
+static DIRECT_EVENTS_HEAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+         x-accel-buffering: no\r\n{}connection: close\r\n\r\n",
+        security::HEADER_LINES
+    )
+});
+
+/// Opens the stream a direct `GET /events` asks for, or refuses it as the routed handler does
+/// (`ApiQuery`'s message, the stream limits). Takes the request, which is dropped once read.
+fn open_direct_events(
+    app: &HubApp,
+    request: RawRequest,
+) -> Result<impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>>, HttpError> {
+    let ip = app.proxies.client_ip(request.remote.ip(), &request.headers);
+    let params: StreamParams =
+        serde_urlencoded::from_str(request.query().unwrap_or("")).map_err(|error| {
+            HttpError::bad_request(format!("Failed to deserialize query string: {error}"))
+        })?;
+    let slot = app.hub.open_stream(ip)?;
+    let last_event_id = request
+        .headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(params.last_event_id.as_deref());
+    let viewer = Viewer::of(app, &request.headers);
+    let subscription = app.hub.subscribe(last_event_id, params.changes_only());
+    Ok(sse_frames(app.hub.clone(), subscription, viewer, slot))
+}
+
 impl DirectRoute for DirectEvents {
     fn matches(&self, method: &str, path: &str) -> bool {
         method == "GET" && path == "/events"
@@ -639,39 +671,17 @@ impl DirectRoute for DirectEvents {
 }
 
 async fn serve_direct_events(app: HubApp, request: RawRequest, mut io: StallGuard<Connection>) {
-    let ip = app.proxies.client_ip(request.remote.ip(), &request.headers);
-    // Refused as the routed handler refuses it (`ApiQuery`), with the same message.
-    let params: StreamParams = match serde_urlencoded::from_str(request.query().unwrap_or("")) {
-        Ok(params) => params,
+    // The request is let go here: a stream lives for hours, and what its request said (its
+    // headers, its query) is not needed once the stream is open.
+    let frames = match open_direct_events(&app, request) {
+        Ok(frames) => frames,
         Err(error) => {
-            let message = format!("Failed to deserialize query string: {error}");
-            refuse(&mut io, HttpError::bad_request(message)).await;
+            refuse(&mut io, error).await;
             return;
         }
     };
-    let slot = match app.hub.open_stream(ip) {
-        Ok(slot) => slot,
-        Err(refused) => {
-            refuse(&mut io, HttpError::from(refused)).await;
-            return;
-        }
-    };
-    let last_event_id = request
-        .headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .or(params.last_event_id.as_deref());
-    let viewer = Viewer::of(&app, &request.headers);
-    let subscription = app.hub.subscribe(last_event_id, params.changes_only());
-    let frames = sse_frames(app.hub.clone(), subscription, viewer, slot);
     tokio::pin!(frames);
-    // The body ends when the connection closes, as HTTP/1.1 allows without a length.
-    let head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
-         x-accel-buffering: no\r\n{}connection: close\r\n\r\n",
-        security::HEADER_LINES
-    );
-    if io.write_all(head.as_bytes()).await.is_err() {
+    if io.write_all(DIRECT_EVENTS_HEAD.as_bytes()).await.is_err() {
         return;
     }
     let mut probe = [0u8; 64];
