@@ -994,20 +994,20 @@ async fn a_websocket_that_stops_answering_pings_is_closed_and_its_peer_goes_offl
     drop(socket);
 }
 
-/// Opens a WebSocket subscription (`/ws?peer_id=…`) from `from` and completes the handshake,
-/// then leaves it idle.
-async fn idle_websocket(hub: &str, from: std::net::IpAddr, peer_id: &str) -> tokio::net::TcpStream {
+/// Sends `request` (its `{addr}` filled in) to the hub from `from`, reads the response head,
+/// checks that it starts with `status` and leaves the connection idle.
+async fn idle_stream(
+    hub: &str,
+    from: std::net::IpAddr,
+    request: impl FnOnce(std::net::SocketAddr) -> String,
+    status: &str,
+) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr: std::net::SocketAddr = hub.trim_start_matches("http://").parse().unwrap();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind((from, 0).into()).unwrap();
     let mut stream = socket.connect(addr).await.unwrap();
-    let request = format!(
-        "GET /ws?peer_id={peer_id} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(request(addr).as_bytes()).await.unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -1015,8 +1015,21 @@ async fn idle_websocket(hub: &str, from: std::net::IpAddr, peer_id: &str) -> tok
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.starts_with(status), "{head}");
     stream
+}
+
+/// Opens a WebSocket subscription (`/ws?peer_id=…`) from `from` and completes the handshake,
+/// then leaves it idle.
+async fn idle_websocket(hub: &str, from: std::net::IpAddr, peer_id: &str) -> tokio::net::TcpStream {
+    let request = |addr| {
+        format!(
+            "GET /ws?peer_id={peer_id} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+    };
+    idle_stream(hub, from, request, "HTTP/1.1 101").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1041,29 +1054,17 @@ async fn an_idle_websocket_subscriber_costs_the_hub_a_few_kib() {
 /// Opens an event stream (`/events?changes=1`) from `from` with the headers a browser sends
 /// (2 KiB of them, a cookie among them), reads its head and leaves it idle.
 async fn idle_event_stream(hub: &str, from: std::net::IpAddr) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr: std::net::SocketAddr = hub.trim_start_matches("http://").parse().unwrap();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind((from, 0).into()).unwrap();
-    let mut stream = socket.connect(addr).await.unwrap();
-    let request = format!(
-        "GET /events?changes=1 HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\
-         User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
-         Chrome/131.0.0.0 Safari/537.36\r\nAccept-Language: en-GB,en;q=0.9,fr;q=0.8\r\n\
-         Cache-Control: no-cache\r\nReferer: http://{addr}/admin\r\nCookie: theme=dark; \
-         tracking={}\r\n\r\n",
-        "t".repeat(1800)
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "the hub closed");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    stream
+    let request = |addr| {
+        format!(
+            "GET /events?changes=1 HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\
+             User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+             Chrome/131.0.0.0 Safari/537.36\r\nAccept-Language: en-GB,en;q=0.9,fr;q=0.8\r\n\
+             Cache-Control: no-cache\r\nReferer: http://{addr}/admin\r\nCookie: theme=dark; \
+             tracking={}\r\n\r\n",
+            "t".repeat(1800)
+        )
+    };
+    idle_stream(hub, from, request, "HTTP/1.1 200").await
 }
 
 /// A stream lives for hours; what its request said is read when it opens and let go.

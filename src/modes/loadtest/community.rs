@@ -8,8 +8,8 @@
 //! Reported: hub memory per live peer (in all, and what each peer added: the community joins in
 //! two halves and the hub's anonymous memory is read after each), publish p50/p99, the delay
 //! from a label change to each peer that was live to receive it (p50/p99; changes made once the
-//! whole community is online), the storm's length, and errors by kind. Bounded in peers and time; it
-//! stops by itself.
+//! whole community is online), the hub's CPU meanwhile, the storm's length, and errors by kind.
+//! Bounded in peers and time; it stops by itself.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -137,7 +137,8 @@ pub enum Failure {
     Publish,
     /// The hub sent an error frame on the WebSocket for a publish.
     Refused,
-    /// Its stream ended while the hub was up (cut off for falling behind, or closed).
+    /// Its stream ended without the run asking: the hub cut it off (for falling behind, say),
+    /// closed it, or went away.
     Lost,
     /// It had not stopped when the run ended.
     NotStopped,
