@@ -300,10 +300,9 @@ fn examine(buffer: &[u8], remote: SocketAddr, route: &dyn DirectRoute) -> Examin
             }
         }
         // Not yet complete: only worth reading on if it can still be ours.
-        Ok(httparse::Status::Partial) => match (request.method, request.path) {
-            (Some(method), Some(target))
-                if !route.matches(method, path_of(target))
-                    && !route.is_brief(method, path_of(target)) =>
+        Ok(httparse::Status::Partial) => match (request.method, request.path.map(path_of)) {
+            (Some(method), Some(path))
+                if !route.matches(method, path) && !route.is_brief(method, path) =>
             {
                 Examined::Hyper
             }
@@ -391,16 +390,9 @@ async fn serve_brief(
     (write_answer(&mut io, answer, keep_alive).await && keep_alive).then_some(connection)
 }
 
-/// `connection` with the server's limit on writes that make no progress.
-fn stall_guarded<'a>(
-    connection: &'a mut Connection,
-    limits: &ServerLimits,
-) -> StallGuard<&'a mut Connection> {
-    StallGuard::new(
-        connection,
-        limits.write_stall_timeout,
-        limits.stalls.clone(),
-    )
+/// `io` with the server's limit on writes that make no progress.
+fn stall_guarded<T>(io: T, limits: &ServerLimits) -> StallGuard<T> {
+    StallGuard::new(io, limits.write_stall_timeout, limits.stalls.clone())
 }
 
 /// Answers a request taken off the socket with `error` in the JSON error shape and the
@@ -521,12 +513,9 @@ pub async fn serve(
                     };
                     match next {
                         NextRequest::Direct(request) => {
-                            let io = StallGuard::new(
-                                connection,
-                                limits.write_stall_timeout,
-                                limits.stalls.clone(),
-                            );
-                            route.serve(request, io).await;
+                            route
+                                .serve(request, stall_guarded(connection, &limits))
+                                .await;
                             return;
                         }
                         NextRequest::Brief(request) => {
@@ -545,11 +534,7 @@ pub async fn serve(
                     }
                 }
             }
-            let io = TokioIo::new(StallGuard::new(
-                stream,
-                limits.write_stall_timeout,
-                limits.stalls.clone(),
-            ));
+            let io = TokioIo::new(stall_guarded(stream, &limits));
             let service = router.map_request(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(remote));
                 request
@@ -594,7 +579,7 @@ const LISTEN_BACKLOG: u32 = 65_535;
 
 /// Listens on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as `TcpListener::bind` sets
 /// it: a restarted server takes its port back at once).
-pub async fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,

@@ -59,7 +59,6 @@ pub async fn start(options: LaunchOptions) -> anyhow::Result<RunningLauncher> {
         );
     }
     let listener = server::listen(addr)
-        .await
         .with_context(|| format!("cannot listen on {addr} (the launcher's address)"))?;
     let bound = server::local_addr(&listener);
     let (stop, stopped) = watch::channel(false);

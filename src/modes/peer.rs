@@ -389,7 +389,6 @@ pub async fn start(dir: &Path, config: &Config, logs: LogBuffer) -> anyhow::Resu
         Some(addr) => {
             crate::http::access::check_bind(&addr, config)?;
             let listener = crate::http::server::listen(addr)
-                .await
                 .with_context(|| format!("cannot listen on {addr} (viewer.http_addr)"))?;
             Some(listener)
         }

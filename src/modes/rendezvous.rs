@@ -101,7 +101,7 @@ async fn start_hub(
     let mut options = options;
     options.max_streams = fit_streams_to_descriptor_limit(options.max_streams as u64) as usize;
     let bind = SocketAddr::new(presence.rendezvous_bind_ip(), presence.hub_port());
-    let listener = server::listen(bind).await.with_context(|| {
+    let listener = server::listen(bind).with_context(|| {
         format!("cannot listen on {bind} (presence.rendezvous_bind/rendezvous_port)")
     })?;
     let hub_addr = server::local_addr(&listener);
@@ -163,7 +163,6 @@ async fn start_hub(
     if let Some(addr) = config.viewer.http_socket_addr() {
         crate::http::access::check_bind(&addr, config)?;
         let listener = server::listen(addr)
-            .await
             .with_context(|| format!("cannot listen on {addr} (viewer.http_addr)"))?;
         let bound = server::local_addr(&listener);
         let app = ViewerApp::new(

@@ -55,6 +55,17 @@ async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> (String
     }
 }
 
+/// Sends `request` and reads everything the hub answers until it closes the connection.
+async fn send_and_read_to_close(stream: &mut TcpStream, request: &str) -> Vec<u8> {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the hub answers and closes the connection")
+        .unwrap();
+    answer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_on_one_kept_alive_connection_are_answered_in_order_then_hyper_takes_over() {
     let hub = TestHub::spawn().await;
@@ -121,12 +132,7 @@ async fn publishes_on_one_kept_alive_connection_are_answered_in_order_then_hyper
         &alice.json(PresenceType::Offline, "Alice"),
         "Connection: close\r\n",
     );
-    closing.write_all(last.as_bytes()).await.unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(WAIT, closing.read_to_end(&mut rest))
-        .await
-        .expect("the hub closes the connection")
-        .unwrap();
+    let rest = send_and_read_to_close(&mut closing, &last).await;
     let text = String::from_utf8_lossy(&rest).to_ascii_lowercase();
     assert!(text.starts_with("http/1.1 204 "), "{text}");
     assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
@@ -231,12 +237,7 @@ async fn a_heartbeat_whose_body_does_not_come_gets_the_json_error_and_is_closed(
         "POST /publish HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
          Content-Length: 100\r\n\r\n{{\"type\":"
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
-        .await
-        .expect("the hub answers and closes")
-        .unwrap();
+    let answer = send_and_read_to_close(&mut stream, &head).await;
     let text = String::from_utf8(answer).unwrap();
     let lower = text.to_ascii_lowercase();
     assert!(lower.starts_with("http/1.1 408 "), "{text}");

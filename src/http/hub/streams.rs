@@ -125,18 +125,7 @@ async fn stream_events(
     ApiQuery(params): ApiQuery<StreamParams>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    let slot = app.hub.open_stream(ip)?;
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .or(params.last_event_id.as_deref());
-    let subscription = app.hub.subscribe(last_event_id, params.changes_only());
-    let body = Body::from_stream(sse_frames(
-        app.hub.clone(),
-        subscription,
-        Viewer::of(&app, &headers),
-        slot,
-    ));
+    let body = Body::from_stream(open_event_stream(&app, ip, &params, &headers)?);
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -146,6 +135,32 @@ async fn stream_events(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// Opens an event stream for the client at `ip` (within the stream limits), resuming from its
+/// `Last-Event-ID` (the header, or the query's `last_event_id`) when it gave one; the routed and
+/// the direct `GET /events` both open theirs here.
+fn open_event_stream(
+    app: &HubApp,
+    ip: IpAddr,
+    params: &StreamParams,
+    headers: &HeaderMap,
+) -> Result<
+    impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + use<>,
+    HttpError,
+> {
+    let slot = app.hub.open_stream(ip)?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(params.last_event_id.as_deref());
+    let subscription = app.hub.subscribe(last_event_id, params.changes_only());
+    Ok(sse_frames(
+        app.hub.clone(),
+        subscription,
+        Viewer::of(app, headers),
+        slot,
+    ))
 }
 
 struct SseStream {
@@ -634,21 +649,16 @@ static DIRECT_EVENTS_HEAD: std::sync::LazyLock<String> = std::sync::LazyLock::ne
 fn open_direct_events(
     app: &HubApp,
     request: RawRequest,
-) -> Result<impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>>, HttpError> {
+) -> Result<
+    impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + use<>,
+    HttpError,
+> {
     let ip = app.proxies.client_ip(request.remote.ip(), &request.headers);
     let params: StreamParams =
         serde_urlencoded::from_str(request.query().unwrap_or("")).map_err(|error| {
             HttpError::bad_request(format!("Failed to deserialize query string: {error}"))
         })?;
-    let slot = app.hub.open_stream(ip)?;
-    let last_event_id = request
-        .headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .or(params.last_event_id.as_deref());
-    let viewer = Viewer::of(app, &request.headers);
-    let subscription = app.hub.subscribe(last_event_id, params.changes_only());
-    Ok(sse_frames(app.hub.clone(), subscription, viewer, slot))
+    open_event_stream(app, ip, &params, &request.headers)
 }
 
 impl DirectRoute for DirectEvents {
