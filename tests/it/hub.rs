@@ -423,9 +423,10 @@ async fn a_new_subscriber_gets_a_snapshot_of_online_peers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_event_id_replays_exactly_the_missed_events_across_100_reconnects() {
-    let hub = TestHub::spawn().await;
-    let url = format!("{}/events", hub.url);
     let total = 400usize;
+    // Four peers online: the ring is to hold every gap, however far the reader falls behind.
+    let hub = TestHub::spawn_with(|_| {}, |o| o.ring_floor = total).await;
+    let url = format!("{}/events", hub.url);
 
     // Subscribed before anything is published: the first connection's snapshot is empty, so
     // every label arrives as an event with an id to resume from.
@@ -528,6 +529,58 @@ async fn an_unknown_resume_point_gets_a_reset_and_a_snapshot() {
     assert_eq!(first.event, None);
     assert_eq!(first.json()["content"], "v8");
     assert_eq!(events.next(WAIT).await.unwrap().json()["content"], "v9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_ring_keeps_no_more_changes_than_peers_online_above_its_floor() {
+    use goop2::services::hub::DEFAULT_RING_FLOOR as FLOOR;
+    use goop2::services::hub::presence::Presence;
+    let hub = TestHub::spawn().await;
+    let apply = |body: String| {
+        let checked = Presence::parse_and_check(body.as_bytes()).unwrap();
+        hub.hub().apply(checked).unwrap();
+    };
+    // One peer online changes its label a thousand times (events 1 to 1,001).
+    let mut alice = TestIdentity::new();
+    apply(alice.json(PresenceType::Online, "v0"));
+    for i in 1..=1000 {
+        apply(alice.json(PresenceType::Update, &format!("v{i}")));
+    }
+    let ring = "goop_hub_event_ring_events";
+    assert_eq!(gauge(&hub, ring).await, FLOOR as u64);
+
+    // The last FLOOR changes are replayed to a stream that missed them...
+    let epoch = hub.hub().epoch().to_owned();
+    let oldest_held = 1001 - FLOOR as u64 + 1;
+    let resume = format!("{epoch}-{}", oldest_held - 1);
+    let mut events =
+        SseClient::connect(&format!("{}/events?changes=1", hub.url), Some(&resume)).await;
+    for i in (1000 - FLOOR + 1)..=1000 {
+        let event = events.next(WAIT).await.expect("a replayed change");
+        assert_eq!(event.event, None, "the ring holds this gap");
+        assert_eq!(event.json()["content"], format!("v{i}"));
+    }
+    // ...and one that missed more is sent the peer's state instead.
+    let older = format!("{epoch}-{}", oldest_held - 2);
+    let mut events =
+        SseClient::connect(&format!("{}/events?changes=1", hub.url), Some(&older)).await;
+    assert_eq!(
+        events.next(WAIT).await.unwrap().event.as_deref(),
+        Some("reset")
+    );
+    assert_eq!(events.next(WAIT).await.unwrap().json()["content"], "v1000");
+
+    // With more peers online than the floor, as many changes are kept as there are peers...
+    let mut others: Vec<TestIdentity> = (0..400).map(|_| TestIdentity::new()).collect();
+    for (n, peer) in others.iter_mut().enumerate() {
+        apply(peer.json(PresenceType::Online, &format!("peer {n}")));
+    }
+    assert_eq!(gauge(&hub, ring).await, 401);
+    // ...and no more once they left.
+    for peer in &mut others {
+        apply(peer.json(PresenceType::Offline, ""));
+    }
+    assert_eq!(gauge(&hub, ring).await, FLOOR as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1530,6 +1583,7 @@ async fn a_replay_the_rings_let_go_of_before_it_was_written_ends_the_stream() {
         |_| {},
         |o| {
             o.ring_capacity = ring;
+            o.ring_floor = ring;
             // Neither the live queue nor the write watchdog may end these streams first.
             o.subscriber_queue = 4 * ring;
             o.write_stall_timeout = Duration::from_secs(600);

@@ -41,7 +41,9 @@ use event::encode_event;
 pub use event::{Audience, Frames, HubEvent};
 use limits::{PublishLimiter, StreamCaps, StreamRefused, StreamSlot};
 use metrics::{Gauges, HubMetrics};
-pub use options::{DEFAULT_RING_CAPACITY, DEFAULT_SUBSCRIBER_QUEUE, HubOptions};
+pub use options::{
+    DEFAULT_RING_CAPACITY, DEFAULT_RING_FLOOR, DEFAULT_SUBSCRIBER_QUEUE, HubOptions,
+};
 use persist::Persistence;
 use presence::{
     CheckedPresence, MAX_CLOCK_SKEW_MS, Presence, PresenceError, PresenceType, short_peer_id,
@@ -196,7 +198,7 @@ impl Hub {
                 epoch: format!("{:x}", rand::random::<u64>() >> 16),
                 state: Mutex::new(HubState {
                     peers: BTreeMap::new(),
-                    ring: ring::ReplayRing::new(options.ring_capacity),
+                    ring: ring::ReplayRing::new(options.ring_capacity, options.ring_floor),
                     next_offset: 1,
                     last_ts: HashMap::new(),
                     bans: HashMap::new(),
@@ -599,7 +601,8 @@ impl Hub {
         state.next_offset += 1;
         let id = self.event_id(state, offset);
         let event = Arc::new(encode_event(offset, id, presence, change, accepted_at));
-        state.ring.push(event.clone());
+        let online = state.peers.len();
+        state.ring.push(event.clone(), online);
         // `send` fails only when nobody listens.
         if change {
             let _ = self.inner.changes.send(Signal::Event(event.clone()));

@@ -4,9 +4,14 @@ use std::time::Duration;
 
 use crate::config::Config;
 
-/// Changes kept for replay after a reconnect (heartbeats: at most
-/// [`super::ring::HEARTBEAT_RING`]).
+/// Most changes kept for replay after a reconnect (heartbeats: at most
+/// [`super::ring::HEARTBEAT_RING`]); no more than the peers online are kept, unless
+/// [`DEFAULT_RING_FLOOR`] is more.
 pub const DEFAULT_RING_CAPACITY: usize = 16_384;
+
+/// Events kept for replay however few peers are online: in a small community a snapshot is
+/// cheap, but a client that was away for a few minutes is still sent only what it missed.
+pub const DEFAULT_RING_FLOOR: usize = 256;
 
 /// Events a subscriber may lag behind before it is cut off. A newcomer falls behind while it
 /// reads its snapshot, and in a community of thousands some 20 changes a second come meanwhile
@@ -24,6 +29,8 @@ pub struct HubOptions {
     pub ttl: Duration,
     pub allow_unsigned: bool,
     pub ring_capacity: usize,
+    /// Events kept for replay however few peers are online (see [`DEFAULT_RING_FLOOR`]).
+    pub ring_floor: usize,
     pub subscriber_queue: usize,
     /// How often expired peers are removed.
     pub sweep_interval: Duration,
@@ -53,6 +60,7 @@ impl HubOptions {
             ttl: Duration::from_secs(presence.ttl_seconds.into()),
             allow_unsigned: presence.allow_unsigned,
             ring_capacity: DEFAULT_RING_CAPACITY,
+            ring_floor: DEFAULT_RING_FLOOR,
             subscriber_queue: DEFAULT_SUBSCRIBER_QUEUE,
             sweep_interval: Duration::from_millis(250),
             publish_burst: presence.publish_burst,
