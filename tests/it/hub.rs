@@ -1131,9 +1131,10 @@ async fn an_idle_event_stream_costs_the_hub_a_few_kib_whatever_its_request_said(
         idle_event_stream(&hub.url, from)
     })
     .await;
-    // Keeping each stream's request (its 2 KiB of headers) made it 8.6 KiB; 5.2 without.
+    // Keeping each stream's request (its 2 KiB of headers) made it 8.6 KiB; 5.2 without; 3.2
+    // once the stream's task held neither the hub's app nor room for a snapshot it has sent.
     assert!(
-        each < 7.0,
+        each < 4.5,
         "{each:.1} KiB per idle event stream ({grown} KiB for {STREAMS})"
     );
     drop(open);

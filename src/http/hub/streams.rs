@@ -29,6 +29,7 @@ use serde::Deserialize;
 use std::future::Future;
 use std::pin::Pin;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::HubApp;
@@ -171,9 +172,9 @@ struct SseStream {
     /// The replay still to send, read from the rings a page at a time.
     replay: Option<Replay>,
     /// The snapshot still to send, and the page of it being written.
-    snapshot: Option<Snapshot>,
+    snapshot: Option<Box<Snapshot>>,
     page: Option<(SnapshotPage, Audience)>,
-    subscription: Subscription,
+    live: broadcast::Receiver<Signal>,
     /// The stream ends once `pending` is written.
     finished: bool,
     _slot: StreamSlot,
@@ -181,23 +182,29 @@ struct SseStream {
 
 fn sse_frames(
     hub: Hub,
-    mut subscription: Subscription,
+    subscription: Subscription,
     viewer: Viewer,
     slot: StreamSlot,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    let Subscription {
+        reset,
+        replay,
+        snapshot,
+        live,
+        position: _,
+        stopping: finished,
+    } = subscription;
     let mut pending = VecDeque::with_capacity(2);
     // Sent first so the headers reach the client at once, and so clients reconnect quickly.
     pending.push_back(Bytes::from_static(b"retry: 2000\n\n"));
-    if subscription.reset {
+    if reset {
         pending.push_back(Bytes::from(format!(
             "event: reset\ndata: {{\"epoch\":\"{}\"}}\n\n",
             hub.epoch()
         )));
     }
-    let snapshot = subscription.snapshot.take();
-    let finished = subscription.stopping;
     // A stream that is told to reconnect at once need not be sent what it missed first.
-    let replay = subscription.replay.take().filter(|_| !finished);
+    let replay = replay.filter(|_| !finished);
     if finished && snapshot.is_none() {
         pending.push_back(Bytes::from_static(RESTART_FRAME));
     }
@@ -208,7 +215,7 @@ fn sse_frames(
         replay,
         snapshot,
         page: None,
-        subscription,
+        live,
         finished,
         _slot: slot,
     };
@@ -270,7 +277,7 @@ fn sse_frames(
 }
 
 async fn next_sse_frame(s: &mut SseStream) -> Option<Bytes> {
-    match s.subscription.live.recv().await {
+    match s.live.recv().await {
         Ok(Signal::Event(event)) => {
             s.hub.metrics().observe_fanout(event.accepted_at.elapsed());
             Some(event.frames(s.viewer.audience()).sse.clone())
@@ -675,21 +682,25 @@ impl DirectRoute for DirectEvents {
         request: RawRequest,
         io: StallGuard<Connection>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        let app = self.0.clone();
-        Box::pin(serve_direct_events(app, request, io))
+        // The stream is opened here and the request let go: a stream lives for hours, and
+        // neither what its request said (its headers, its query) nor the hub's app is needed
+        // once it is open.
+        match open_direct_events(&self.0, request) {
+            Ok(frames) => Box::pin(write_direct_events(frames, io)),
+            Err(error) => Box::pin(async move {
+                let mut io = io;
+                refuse(&mut io, error).await;
+            }),
+        }
     }
 }
 
-async fn serve_direct_events(app: HubApp, request: RawRequest, mut io: StallGuard<Connection>) {
-    // The request is let go here: a stream lives for hours, and what its request said (its
-    // headers, its query) is not needed once the stream is open.
-    let frames = match open_direct_events(&app, request) {
-        Ok(frames) => frames,
-        Err(error) => {
-            refuse(&mut io, error).await;
-            return;
-        }
-    };
+/// Writes a directly served event stream's head and frames until the stream ends or the
+/// client leaves.
+async fn write_direct_events(
+    frames: impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>>,
+    mut io: StallGuard<Connection>,
+) {
     tokio::pin!(frames);
     if io.write_all(DIRECT_EVENTS_HEAD.as_bytes()).await.is_err() {
         return;

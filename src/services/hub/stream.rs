@@ -22,8 +22,9 @@ pub struct Subscription {
     /// The missed events to send before live ones, from this instance's rings.
     pub replay: Option<Replay>,
     /// The peers online, to send (page by page) before live events when the stream did not
-    /// resume — or, when it resumed from a shared database's position, what it missed.
-    pub snapshot: Option<snapshot::Snapshot>,
+    /// resume — or, when it resumed from a shared database's position, what it missed. Boxed:
+    /// a stream holds its subscription for its whole life, the snapshot only until it is sent.
+    pub snapshot: Option<Box<snapshot::Snapshot>>,
     pub live: broadcast::Receiver<Signal>,
     /// The stream position once `replay` or `snapshot` is sent.
     pub position: String,
@@ -146,10 +147,10 @@ impl Hub {
             .and_then(|id| self.resume(&state, &id, changes_only, &position));
         let (reset, replay, snapshot) = match resume {
             Some(Resumed::Ring(replay)) => (false, Some(replay), None),
-            Some(Resumed::CatchUp(catch_up)) => (false, None, Some(catch_up)),
+            Some(Resumed::CatchUp(catch_up)) => (false, None, Some(Box::new(catch_up))),
             None => {
                 let snapshot = snapshot::Snapshot::new(self.clone(), position.clone());
-                (last_event_id.is_some(), None, Some(snapshot))
+                (last_event_id.is_some(), None, Some(Box::new(snapshot)))
             }
         };
         Subscription {
