@@ -1047,16 +1047,15 @@ async fn a_websocket_that_stops_answering_pings_is_closed_and_its_peer_goes_offl
     drop(socket);
 }
 
-/// Sends `request` (its `{addr}` filled in) to the hub from `from`, reads the response head,
-/// checks that it starts with `status` and leaves the connection idle.
+/// Sends `request` (its `{addr}` filled in) to the hub at `addr` from `from`, reads the
+/// response head, checks that it starts with `status` and leaves the connection idle.
 async fn idle_stream(
-    hub: &str,
+    addr: std::net::SocketAddr,
     from: std::net::IpAddr,
     request: impl FnOnce(std::net::SocketAddr) -> String,
     status: &str,
 ) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr: std::net::SocketAddr = hub.trim_start_matches("http://").parse().unwrap();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind((from, 0).into()).unwrap();
     let mut stream = socket.connect(addr).await.unwrap();
@@ -1074,7 +1073,11 @@ async fn idle_stream(
 
 /// Opens a WebSocket subscription (`/ws?peer_id=…`) from `from` and completes the handshake,
 /// then leaves it idle.
-async fn idle_websocket(hub: &str, from: std::net::IpAddr, peer_id: &str) -> tokio::net::TcpStream {
+async fn idle_websocket(
+    hub: std::net::SocketAddr,
+    from: std::net::IpAddr,
+    peer_id: &str,
+) -> tokio::net::TcpStream {
     let request = |addr| {
         format!(
             "GET /ws?peer_id={peer_id} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
@@ -1087,13 +1090,10 @@ async fn idle_websocket(hub: &str, from: std::net::IpAddr, peer_id: &str) -> tok
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_websocket_subscriber_costs_the_hub_a_few_kib() {
-    let dir = crate::support::binary_hub_dir_with(|c| c.presence.max_streams_per_ip = 1000);
-    let hub = crate::support::HubProcess::start(dir.path());
-    let pid = hub.child.id();
     let peer_id = TestIdentity::new().id;
     const SOCKETS: u32 = 500;
-    let (each, grown, open) = crate::support::peak_rss_per_connection(pid, 3, SOCKETS, |from| {
-        idle_websocket(&hub.url, from, &peer_id)
+    let (each, grown) = crate::support::hub_memory_per_connection(3, SOCKETS, |hub, from| {
+        idle_websocket(hub, from, &peer_id)
     })
     .await;
     // tungstenite's default buffers made it ≈136 KiB.
@@ -1101,12 +1101,14 @@ async fn an_idle_websocket_subscriber_costs_the_hub_a_few_kib() {
         each < 40.0,
         "{each:.1} KiB per idle WebSocket ({grown} KiB for {SOCKETS})"
     );
-    drop(open);
 }
 
 /// Opens an event stream (`/events?changes=1`) from `from` with the headers a browser sends
 /// (2 KiB of them, a cookie among them), reads its head and leaves it idle.
-async fn idle_event_stream(hub: &str, from: std::net::IpAddr) -> tokio::net::TcpStream {
+async fn idle_event_stream(
+    hub: std::net::SocketAddr,
+    from: std::net::IpAddr,
+) -> tokio::net::TcpStream {
     let request = |addr| {
         format!(
             "GET /events?changes=1 HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\
@@ -1123,21 +1125,15 @@ async fn idle_event_stream(hub: &str, from: std::net::IpAddr) -> tokio::net::Tcp
 /// A stream lives for hours; what its request said is read when it opens and let go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_event_stream_costs_the_hub_a_few_kib_whatever_its_request_said() {
-    let dir = crate::support::binary_hub_dir_with(|c| c.presence.max_streams_per_ip = 1000);
-    let hub = crate::support::HubProcess::start(dir.path());
-    let pid = hub.child.id();
     const STREAMS: u32 = 500;
-    let (each, grown, open) = crate::support::peak_rss_per_connection(pid, 7, STREAMS, |from| {
-        idle_event_stream(&hub.url, from)
-    })
-    .await;
+    let (each, grown) =
+        crate::support::hub_memory_per_connection(7, STREAMS, idle_event_stream).await;
     // Keeping each stream's request (its 2 KiB of headers) made it 8.6 KiB; 5.2 without; 3.2
     // once the stream's task held neither the hub's app nor room for a snapshot it has sent.
     assert!(
         each < 4.5,
         "{each:.1} KiB per idle event stream ({grown} KiB for {STREAMS})"
     );
-    drop(open);
 }
 
 /// Opens an event stream (`/events`) from `from` and reads until `events` events have come.

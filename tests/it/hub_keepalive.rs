@@ -200,12 +200,8 @@ async fn a_connection_waiting_for_its_next_heartbeat_does_not_hold_up_a_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_waiting_for_its_next_heartbeat_costs_the_hub_a_few_kib() {
-    let dir = crate::support::binary_hub_dir_with(|c| c.presence.max_streams_per_ip = 1000);
-    let hub = crate::support::HubProcess::start(dir.path());
-    let pid = hub.child.id();
-    let addr: SocketAddr = hub.url.trim_start_matches("http://").parse().unwrap();
     // Each connection sends one publish the hub refuses (so that no peer is added), and waits.
-    let open_one = |from: IpAddr| async move {
+    let open_one = |addr: SocketAddr, from: IpAddr| async move {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind((from, 0).into()).unwrap();
         let mut stream = socket.connect(addr).await.unwrap();
@@ -218,14 +214,12 @@ async fn a_connection_waiting_for_its_next_heartbeat_costs_the_hub_a_few_kib() {
         stream
     };
     const CONNECTIONS: u32 = 500;
-    let (each, grown, open) =
-        crate::support::peak_rss_per_connection(pid, 5, CONNECTIONS, open_one).await;
+    let (each, grown) = crate::support::hub_memory_per_connection(5, CONNECTIONS, open_one).await;
     // Kept by hyper, each held its 8 KiB read and 8 KiB write buffers.
     assert!(
         each < 8.0,
         "{each:.1} KiB per kept-alive connection ({grown} KiB for {CONNECTIONS})"
     );
-    drop(open);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -676,10 +676,28 @@ impl Drop for PeerProcess {
     }
 }
 
+/// How much the peak RSS of a hub process (started from [`binary_hub_dir_with`], 1,000 streams
+/// allowed per address) grows per connection over `count` connections that `open` makes to it
+/// at the given address (see [`peak_rss_per_connection`]): KiB per connection, and in all. The
+/// connections and the hub are closed once measured.
+pub async fn hub_memory_per_connection<T, F, Fut>(block: u8, count: u32, mut open: F) -> (f64, u64)
+where
+    F: FnMut(SocketAddr, std::net::IpAddr) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let dir = binary_hub_dir_with(|c| c.presence.max_streams_per_ip = 1000);
+    let hub = HubProcess::start(dir.path());
+    let addr: SocketAddr = hub.url.trim_start_matches("http://").parse().unwrap();
+    let (each, grown, connections) =
+        peak_rss_per_connection(hub.child.id(), block, count, |from| open(addr, from)).await;
+    drop(connections);
+    (each, grown)
+}
+
 /// How much the peak RSS of process `pid` grew per connection over `count` connections that
 /// `open` makes, each from a loopback address of its own (127.0.`block`.x for 50 opened first, to
 /// warm up, then 127.0.`block + 1`.x onwards). The connections are returned, still open.
-pub async fn peak_rss_per_connection<T, F, Fut>(
+async fn peak_rss_per_connection<T, F, Fut>(
     pid: u32,
     block: u8,
     count: u32,
