@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # A hub restart under a community: N simulated peers (`goop2 loadtest --community`) hold their
-# WebSocket streams to a hub with a peer database; once every peer is online and has heard the
-# others, the hub is killed (-9) and started again. Reports how long until every stream and
+# WebSocket streams to a hub (with a peer database unless PEER_DB is empty); once every peer is
+# online and has heard the others, the hub is killed (-9) and started again. Reports how long until every stream and
 # every peer is back, the hub's CPU time meanwhile, the slowest /healthz answer during it, and
 # how many reconnects resumed (missed changes only) or were reset (a whole snapshot).
 # The hub runs on CPU 0 and the load tool on CPU 1 (taskset), so each has a core of its own.
 # Bounded: the load tool stops by itself after --duration; every wait has a limit.
+#
+# PEER_DB=path names the hub's peer database (default data/peers.db); PEER_DB= (empty) keeps the
+# hub's state in memory, to measure the storm a hub without one meets.
 #
 # JOIN_RATE=N has the community join N peers a second (a community grows over time; joined all
 # at once, thousands of snapshots, each as long as the community so far, are written together).
@@ -23,13 +26,13 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 "$bin" init "$work/hub" >/dev/null 2>&1
 # Peers' default heartbeat (5 s) against the hub's default TTL (20 s).
-python3 - "$work/hub/goop.json" "$port" <<'PY'
+python3 - "$work/hub/goop.json" "$port" "${PEER_DB-data/peers.db}" <<'PY'
 import json, sys
 path, port = sys.argv[1], int(sys.argv[2])
 config = json.load(open(path))
 presence = config.setdefault("presence", {})
 presence.update(rendezvous_only=True, rendezvous_host=True, rendezvous_port=port,
-                max_peers=20000, max_streams=40000, peer_db_path="data/peers.db")
+                max_peers=20000, max_streams=40000, peer_db_path=sys.argv[3])
 config.setdefault("viewer", {})["http_addr"] = ""
 json.dump(config, open(path, "w"), indent=1)
 PY

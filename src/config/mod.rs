@@ -41,7 +41,7 @@ pub use file::{fingerprint, write_atomically, write_atomically_with_mode};
 pub use groups::GroupSettings;
 pub use lua::Lua;
 pub use p2p::P2p;
-pub use presence::{DEFAULT_RENDEZVOUS_PORT, PORT_VARIABLE, PresenceSettings};
+pub use presence::{DEFAULT_RENDEZVOUS_PORT, HUB_PEER_DB, PORT_VARIABLE, PresenceSettings};
 pub use profile::{IdentitySettings, MAX_EMAIL_BYTES, MAX_LABEL_BYTES, Paths, Profile};
 pub use secret::{Secret, redact_url_password};
 pub use viewer::{THEMES, Theme, Viewer};

@@ -20,6 +20,11 @@ pub const DEFAULT_RELAY_PORT: u16 = 4001;
 /// listen on; `goop2 rendezvous` reads it when `goop.json` leaves the port out.
 pub const PORT_VARIABLE: &str = "PORT";
 
+/// Where a hub that `goop2` configures keeps its state (`presence.peer_db_path`, relative to
+/// its directory): a restarted hub then resumes its peers' streams instead of sending each of
+/// them every peer again, a storm that grows with the square of the community.
+pub const HUB_PEER_DB: &str = "data/peers.db";
+
 /// `presence`: heartbeats, rendezvous hubs and the hub this directory may host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -39,6 +44,8 @@ pub struct PresenceSettings {
     pub rendezvous_wan: String,
     pub rendezvous_only: bool,
     pub admin_password: Secret,
+    /// The SQLite file a hub keeps its state in (empty: in memory only). The configurations
+    /// `goop2` writes for a hub name [`HUB_PEER_DB`].
     pub peer_db_path: String,
     /// PostgreSQL shared by several hub instances (`postgres://user:password@host/db`); its
     /// password is never shown: see [`redact_url_password`](super::redact_url_password).

@@ -46,6 +46,7 @@ pub fn prepare_dir(dir: &Path) -> anyhow::Result<config::LoadedConfig> {
         let mut config = Config::default();
         config.presence.rendezvous_only = true;
         config.presence.rendezvous_host = true;
+        config.presence.peer_db_path = config::HUB_PEER_DB.into();
         config.viewer.http_addr = "127.0.0.1:9090".into();
         config.save(&path)?;
         tracing::info!(path = %path.display(), "created a rendezvous-only goop.json");

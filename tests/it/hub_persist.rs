@@ -211,6 +211,52 @@ async fn live_peers_survive_kill_9_and_subscribers_resynchronize() {
     assert_eq!(status.as_u16(), 401);
 }
 
+/// A hub directory `goop2 rendezvous` makes keeps its state in a file: its peers come back
+/// after `kill -9` and a stream resumes where it was rather than starting over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_directory_goop2_makes_keeps_its_peers_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = goop2::modes::rendezvous::prepare_dir(dir.path())
+        .unwrap()
+        .config;
+    assert_eq!(config.presence.peer_db_path, goop2::config::HUB_PEER_DB);
+    // A free port and no settings viewer, so that tests may run side by side; the rest as made.
+    config.presence.rendezvous_port = Some(0);
+    config.viewer.http_addr.clear();
+    config.save(&dir.path().join("goop.json")).unwrap();
+
+    let hub = HubProcess::start(dir.path());
+    let client = reqwest::Client::new();
+    let mut alice = TestIdentity::new();
+    publish(&client, &hub.url, alice.json(PresenceType::Online, "Alice")).await;
+    let mut events = SseClient::connect(&format!("{}/events", hub.url), None).await;
+    events.next(WAIT).await.unwrap();
+    events.next(Duration::from_millis(300)).await;
+    let position = events.last_id.clone().unwrap();
+    let mut hub = hub;
+    hub.child.kill().unwrap();
+    hub.child.wait().unwrap();
+    drop(hub);
+    assert!(dir.path().join(goop2::config::HUB_PEER_DB).exists());
+
+    let restarted = HubProcess::start(dir.path());
+    let peers: Vec<Value> = client
+        .get(format!("{}/peers.json", restarted.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert_eq!(peers[0]["peerId"], alice.id.as_str());
+    let mut resumed =
+        SseClient::connect(&format!("{}/events", restarted.url), Some(&position)).await;
+    while let Some(event) = resumed.next(Duration::from_millis(500)).await {
+        assert_ne!(event.event.as_deref(), Some("reset"), "{event:?}");
+    }
+}
+
 /// Publishes one message and expects it acknowledged.
 async fn publish(client: &reqwest::Client, url: &str, body: String) {
     let status = client

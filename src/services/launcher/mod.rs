@@ -423,6 +423,7 @@ impl Launcher {
             if let Some(port) = hub_port {
                 config.presence.rendezvous_host = true;
                 config.presence.rendezvous_port = Some(port);
+                config.presence.peer_db_path = config::HUB_PEER_DB.into();
             }
             if new.rendezvous_only {
                 config.presence.rendezvous_only = true;
