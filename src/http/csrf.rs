@@ -26,12 +26,13 @@ pub const REFUSAL: &str = "The CSRF token is missing or stale; reload the page a
 /// Where a state finds the token a request must carry.
 pub trait CsrfSource {
     /// The token of the request's session, or `None` when it has none (then nothing passes).
-    fn csrf_for(&self, headers: &HeaderMap) -> Option<String>;
+    /// A hub's sessions may live in its peer database, hence a future.
+    fn csrf_for(&self, headers: &HeaderMap) -> impl Future<Output = Option<String>> + Send;
 }
 
 /// True when `submitted` is the request's token (constant-time; an empty token never matches).
-fn matches<S: CsrfSource>(state: &S, headers: &HeaderMap, submitted: &str) -> bool {
-    state.csrf_for(headers).is_some_and(|expected| {
+async fn matches<S: CsrfSource>(state: &S, headers: &HeaderMap, submitted: &str) -> bool {
+    state.csrf_for(headers).await.is_some_and(|expected| {
         !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(submitted.as_bytes()))
     })
 }
@@ -56,19 +57,19 @@ where
         let RawForm(body) = RawForm::from_request(request, state)
             .await
             .map_err(|rejection| HttpError::page(rejection.status(), rejection.body_text()))?;
+        let submitted = url::form_urlencoded::parse(&body)
+            .find(|(name, _)| name == "csrf")
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_default();
+        if !matches(state, &headers, &submitted).await {
+            return Err(HttpError::page(StatusCode::FORBIDDEN, REFUSAL));
+        }
         let fields: T = serde_urlencoded::from_bytes(&body).map_err(|err| {
             HttpError::page(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("the form could not be read: {err}"),
             )
         })?;
-        let submitted = url::form_urlencoded::parse(&body)
-            .find(|(name, _)| name == "csrf")
-            .map(|(_, value)| value.into_owned())
-            .unwrap_or_default();
-        if !matches(state, &headers, &submitted) {
-            return Err(HttpError::page(StatusCode::FORBIDDEN, REFUSAL));
-        }
         Ok(CsrfForm(fields))
     }
 }
@@ -137,7 +138,7 @@ where
             });
         }
         let form = Upload { parts };
-        if !matches(state, &headers, &form.text("csrf")) {
+        if !matches(state, &headers, &form.text("csrf")).await {
             return Err(HttpError::page(StatusCode::FORBIDDEN, REFUSAL));
         }
         Ok(CsrfMultipart(form))
@@ -159,7 +160,7 @@ where
             .get(HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if matches(state, &parts.headers, submitted) {
+        if matches(state, &parts.headers, submitted).await {
             Ok(CsrfHeader)
         } else {
             Err(HttpError::new(StatusCode::FORBIDDEN, REFUSAL))

@@ -48,7 +48,7 @@ pub struct LauncherApp {
 }
 
 impl CsrfSource for LauncherApp {
-    fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
+    async fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
         self.access.csrf_for(headers)
     }
 }

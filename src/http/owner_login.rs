@@ -95,7 +95,7 @@ where
 {
     let access = OwnerAccess::from_ref(&state);
     if let Some(auth) = &access.auth {
-        auth.sessions.remove(&session.token);
+        auth.sessions.remove(&session.token).await;
     }
     let mut response = Redirect::to("/login").into_response();
     response

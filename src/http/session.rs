@@ -39,6 +39,12 @@ impl AdminAuth {
         }
     }
 
+    /// Sessions kept in `sessions` (a hub's peer database) instead of this process's memory.
+    pub fn with_sessions(mut self, sessions: SessionStore) -> Self {
+        self.sessions = sessions;
+        self
+    }
+
     /// False when no password is configured: administration is off.
     pub fn enabled(&self) -> bool {
         !self.password.is_empty()
@@ -82,14 +88,26 @@ impl AdminAuth {
                 return Err(LoginRefused::Busy);
             }
         }
+        let session = self.sessions.create().await.map_err(|error| {
+            tracing::warn!(client = %ip, "login refused: {error}");
+            LoginRefused::Unavailable
+        })?;
         tracing::info!(client = %ip, "signed in");
-        Ok(self.sessions.create())
+        Ok(session)
     }
 
-    /// The session named by the request's cookie, if it is live.
+    /// The session named by the request's cookie, if it is live, as this process knows it (a
+    /// console's sessions; a hub's requests ask [`AdminAuth::session`]).
     pub fn session_from(&self, headers: &HeaderMap) -> Option<Session> {
         let token = cookie_value(headers, COOKIE)?;
         self.sessions.get(token)
+    }
+
+    /// The session named by the request's cookie, if it is live, wherever it was started (see
+    /// [`SessionStore::fetch`]).
+    pub async fn session(&self, headers: &HeaderMap) -> Option<Session> {
+        let token = cookie_value(headers, COOKIE)?;
+        self.sessions.fetch(token).await
     }
 }
 
@@ -108,6 +126,8 @@ pub enum LoginRefused {
     },
     /// No turn to check the password came in time.
     Busy,
+    /// The password was right, but the database that keeps sessions cannot be reached.
+    Unavailable,
     WrongPassword,
 }
 
@@ -118,7 +138,7 @@ impl LoginRefused {
             LoginRefused::TooManyAttempts { .. } | LoginRefused::TooManyAttemptsOverall { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            LoginRefused::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            LoginRefused::Busy | LoginRefused::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             LoginRefused::WrongPassword => StatusCode::UNAUTHORIZED,
         }
     }
@@ -138,6 +158,9 @@ impl LoginRefused {
                 "The server is checking too many passwords at once. Try again in a few seconds."
                     .into()
             }
+            LoginRefused::Unavailable => "The database that keeps sign-ins cannot be reached. \
+                 Try again in a few seconds."
+                .into(),
             LoginRefused::WrongPassword => "Wrong password.".into(),
         }
     }
@@ -147,7 +170,7 @@ impl LoginRefused {
         let retry_after = match self {
             LoginRefused::TooManyAttempts { retry_after }
             | LoginRefused::TooManyAttemptsOverall { retry_after } => Some(retry_after),
-            LoginRefused::Busy => Some(BUSY_RETRY_AFTER),
+            LoginRefused::Busy | LoginRefused::Unavailable => Some(BUSY_RETRY_AFTER),
             LoginRefused::Disabled | LoginRefused::WrongPassword => None,
         };
         if let Some(retry_after) = retry_after {
@@ -171,13 +194,15 @@ pub fn signed_in(session: &Session, request_headers: &HeaderMap, to: &str) -> Re
 
 /// A redirect to `path`, whose page shows `notice` once. The text stays with the session on the
 /// server, so a link cannot make an administrator's page say something.
-pub fn redirect_with_flash(
+pub async fn redirect_with_flash(
     auth: &AdminAuth,
     session: &Session,
     path: &str,
     notice: impl Into<String>,
 ) -> Response {
-    auth.sessions.leave_notice(&session.token, notice.into());
+    auth.sessions
+        .leave_notice(&session.token, notice.into())
+        .await;
     Redirect::to(path).into_response()
 }
 
@@ -203,7 +228,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let auth = AdminAuth::from_ref(state);
-        match auth.session_from(&parts.headers) {
+        match auth.session(&parts.headers).await {
             Some(session) => Ok(AdminSession(session)),
             None if wants_json(&parts.headers) => Err(HttpError::new(
                 StatusCode::UNAUTHORIZED,
@@ -227,7 +252,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         Ok(MaybeAdmin(
-            AdminAuth::from_ref(state).session_from(&parts.headers),
+            AdminAuth::from_ref(state).session(&parts.headers).await,
         ))
     }
 }

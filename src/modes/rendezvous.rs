@@ -17,6 +17,7 @@ use crate::http::layers::{self, RequestLog};
 use crate::http::server::{self, ServerLimits};
 use crate::http::session::AdminAuth;
 use crate::http::viewer::{self, ViewerApp};
+use crate::services::auth::SessionStore;
 use crate::services::hub::{Hub, HubOptions};
 use crate::services::relay::{Relay, RelayLimits, RelayOptions};
 use crate::services::sitetemplates::store::{TemplateStore, Templates};
@@ -121,11 +122,20 @@ async fn start_hub(
         }
         HubRelay::FromConfig => None,
     };
+    // With a peer database, administrators' sessions are kept there: every instance knows
+    // every sign-in, and a restart keeps them.
+    let mut admin = AdminAuth::new(presence.admin_password.clone(), "/admin");
+    if let Some(store) = &store {
+        admin = admin.with_sessions(SessionStore::shared(store.clone()));
+        if let Err(error) = admin.sessions.refresh().await {
+            tracing::warn!("cannot read administrators' sessions: {error}");
+        }
+    }
     let app = HubApp {
         hub: hub.clone(),
         proxies: TrustedProxies(Arc::new(presence.trusted_proxy_nets())),
         logs: logs.clone(),
-        admin: AdminAuth::new(presence.admin_password.clone(), "/admin"),
+        admin,
         templates: match &store {
             Some(store) if store.holds_templates() => Templates::Database(store.clone()),
             _ => Templates::Directory(Arc::new(TemplateStore::new(Config::resolve(
@@ -137,6 +147,7 @@ async fn start_hub(
         relay,
     };
     let logs_for_viewer = logs;
+    let admin_sessions = app.admin.sessions.clone();
     let direct_app = app.clone();
     let routes = layers::common(router(app), RequestLog::Slow);
     let limits = ServerLimits {
@@ -150,13 +161,17 @@ async fn start_hub(
         let _ = stopped.wait_for(|s| *s).await;
     };
     let events: Arc<dyn server::DirectRoute> = Arc::new(DirectEvents(direct_app));
-    let mut servers = vec![tokio::spawn(server::serve(
-        listener,
-        routes,
-        Some(events),
-        limits,
-        until_stopped(stopped.clone()),
-    ))];
+    let sessions = tokio::spawn(admin_sessions.keep_refreshed(stopped.clone()));
+    let mut servers = vec![
+        sessions,
+        tokio::spawn(server::serve(
+            listener,
+            routes,
+            Some(events),
+            limits,
+            until_stopped(stopped.clone()),
+        )),
+    ];
     tracing::info!(addr = %hub_addr, "rendezvous hub listening on http://{hub_addr}");
 
     let mut viewer_addr = None;

@@ -1,5 +1,6 @@
 //! Administrator authentication for the console and the hub: argon2id password hashes,
-//! in-memory sessions with CSRF tokens, and limits on login attempts.
+//! sessions with CSRF tokens (in memory, or a hub's peer database), and limits on login
+//! attempts.
 //!
 //! Hashing costs tens of milliseconds of CPU and about 19 MiB of memory by design. Async
 //! callers go through [`check_configured_password`], which runs it on the blocking pool, at most
@@ -23,6 +24,8 @@ use tokio::sync::Semaphore;
 
 use crate::config::Secret;
 use crate::services::client_key::client_key;
+use crate::services::hub::unix_ms;
+use crate::store::hub::{HubStore, StoreError, StoredSession};
 
 /// Argon2 checks running at once in this process.
 pub const MAX_CONCURRENT_CHECKS: usize = 2;
@@ -186,93 +189,314 @@ pub struct Session {
     pub csrf: String,
 }
 
-/// In-memory sessions with idle expiry and a bounded count. Cloning shares the store.
+/// How often a hub whose sessions live in its peer database reads them all again: a sign-out on
+/// another instance ends what this one's streams send as the admin's within this time.
+pub const SESSION_REFRESH: Duration = Duration::from_secs(2);
+/// A session's last use is written to the database at most this often per instance.
+const SESSION_TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// Administrators' sessions with idle expiry and a bounded count. Cloning shares the store.
+///
+/// A console keeps them in memory. A hub with a peer database keeps them there too
+/// ([`SessionStore::shared`]), so that every instance knows every session: a sign-in on one
+/// instance is good on the others, a sign-out ends it on all, and a restart keeps it. Then the
+/// memory here is a cache: requests ([`SessionStore::fetch`]) ask the database, and what an
+/// event stream checks before each event ([`SessionStore::is_live`]) is the cache, read again
+/// from the database every [`SESSION_REFRESH`]. Sessions are found by the SHA-256 digest of
+/// their token, which is all the database holds of it.
 #[derive(Clone, Default)]
 pub struct SessionStore {
-    sessions: Arc<Mutex<HashMap<String, SessionEntry>>>,
+    cache: Arc<Mutex<HashMap<String, SessionEntry>>>,
+    shared: Option<HubStore>,
 }
 
 struct SessionEntry {
-    session: Session,
-    used: Instant,
-    /// What the session's next page should tell the administrator, once.
+    csrf: String,
+    /// Last use, Unix milliseconds.
+    used_ms: i64,
+    /// The last use written to the database.
+    stored_ms: i64,
+    /// What the session's next page should tell the administrator, once (memory only; a shared
+    /// store keeps it in the database).
     notice: Option<String>,
 }
 
+/// Why a session could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("the peer database, which keeps administrators' sessions, cannot be reached: {0}")]
+pub struct SessionsUnavailable(StoreError);
+
+fn token_digest(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn idle_ms() -> i64 {
+    SESSION_IDLE.as_millis() as i64
+}
+
 impl SessionStore {
-    /// Starts a session with fresh random tokens.
-    pub fn create(&self) -> Session {
+    /// Sessions kept in `store`, shared with every instance of it.
+    pub fn shared(store: HubStore) -> Self {
+        SessionStore {
+            cache: Arc::default(),
+            shared: Some(store),
+        }
+    }
+
+    /// Whether the sessions live in a peer database rather than only in this process.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Starts a session with fresh random tokens. With a shared store, fails while the
+    /// database cannot be reached (a session this instance alone knew would end at the next
+    /// refresh, or on the next request another instance took).
+    pub async fn create(&self) -> Result<Session, SessionsUnavailable> {
         let session = Session {
             token: random_token(),
             csrf: random_token(),
         };
-        let mut sessions = self.lock();
-        let now = Instant::now();
-        sessions.retain(|_, entry| now.duration_since(entry.used) < SESSION_IDLE);
-        if sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) = sessions
-                .iter()
-                .min_by_key(|(_, entry)| entry.used)
-                .map(|(token, _)| token.clone())
-        {
-            sessions.remove(&oldest);
+        let digest = token_digest(&session.token);
+        let now = unix_ms();
+        if let Some(store) = &self.shared {
+            let stored = StoredSession {
+                token_digest: digest.clone(),
+                csrf: session.csrf.clone(),
+                used_ms: now,
+            };
+            store
+                .create_session(&stored, now - idle_ms(), MAX_SESSIONS as i64)
+                .await
+                .map_err(SessionsUnavailable)?;
         }
-        sessions.insert(
-            session.token.clone(),
+        let mut cache = self.lock();
+        cache.retain(|_, entry| now - entry.used_ms < idle_ms());
+        if cache.len() >= MAX_SESSIONS
+            && let Some(oldest) = cache
+                .iter()
+                .min_by_key(|(_, entry)| entry.used_ms)
+                .map(|(digest, _)| digest.clone())
+        {
+            cache.remove(&oldest);
+        }
+        cache.insert(
+            digest,
             SessionEntry {
-                session: session.clone(),
-                used: now,
+                csrf: session.csrf.clone(),
+                used_ms: now,
+                stored_ms: now,
                 notice: None,
             },
         );
-        session
+        Ok(session)
     }
 
-    /// The live session for a cookie token, refreshing its idle timer.
+    /// The live session for a cookie token as this process knows it, refreshing its idle timer
+    /// here. A console's whole answer; a hub's requests ask [`SessionStore::fetch`].
     pub fn get(&self, token: &str) -> Option<Session> {
-        let mut sessions = self.lock();
-        let now = Instant::now();
-        match sessions.get_mut(token) {
-            Some(entry) if now.duration_since(entry.used) < SESSION_IDLE => {
-                entry.used = now;
-                Some(entry.session.clone())
+        let digest = token_digest(token);
+        let mut cache = self.lock();
+        let now = unix_ms();
+        match cache.get_mut(&digest) {
+            Some(entry) if now - entry.used_ms < idle_ms() => {
+                entry.used_ms = entry.used_ms.max(now);
+                Some(Session {
+                    token: token.to_owned(),
+                    csrf: entry.csrf.clone(),
+                })
             }
             Some(_) => {
-                sessions.remove(token);
+                cache.remove(&digest);
                 None
             }
             None => None,
         }
     }
 
-    /// True while the session lives, without counting this as use (for long-lived streams,
-    /// which must not keep a session alive by themselves).
-    pub fn is_live(&self, token: &str) -> bool {
-        self.lock()
-            .get(token)
-            .is_some_and(|entry| entry.used.elapsed() < SESSION_IDLE)
+    /// The live session for a cookie token, counting this as use: with a shared store, as the
+    /// database has it (a session started on another instance is found, one ended there is
+    /// gone); while the database cannot be reached, as this process last knew it.
+    pub async fn fetch(&self, token: &str) -> Option<Session> {
+        self.look_up(token, true).await
     }
 
-    pub fn remove(&self, token: &str) {
-        self.lock().remove(token);
+    /// Whether a cookie token names a live session, asking the database when this process does
+    /// not know it, without counting this as use (for long-lived streams, which must not keep
+    /// a session alive by themselves).
+    pub async fn recognize(&self, token: &str) -> bool {
+        self.is_live(token) || self.look_up(token, false).await.is_some()
+    }
+
+    async fn look_up(&self, token: &str, used: bool) -> Option<Session> {
+        let Some(store) = &self.shared else {
+            return match used {
+                true => self.get(token),
+                false => self.is_live(token).then(|| Session {
+                    token: token.to_owned(),
+                    csrf: String::new(),
+                }),
+            };
+        };
+        let digest = token_digest(token);
+        let now = unix_ms();
+        let row = match store.session(&digest, now - idle_ms()).await {
+            Ok(row) => row,
+            Err(error) => {
+                tracing::warn!("cannot read administrators' sessions: {error}");
+                return match used {
+                    true => self.get(token),
+                    false => None,
+                };
+            }
+        };
+        let Some(row) = row else {
+            self.lock().remove(&digest);
+            return None;
+        };
+        let touch = {
+            let mut cache = self.lock();
+            let entry = cache.entry(digest.clone()).or_insert_with(|| SessionEntry {
+                csrf: row.csrf.clone(),
+                used_ms: row.used_ms,
+                stored_ms: row.used_ms,
+                notice: None,
+            });
+            entry.csrf.clone_from(&row.csrf);
+            entry.stored_ms = entry.stored_ms.max(row.used_ms);
+            entry.used_ms = entry.used_ms.max(row.used_ms);
+            if used {
+                entry.used_ms = entry.used_ms.max(now);
+            }
+            let due = used && now - entry.stored_ms >= SESSION_TOUCH_EVERY.as_millis() as i64;
+            if due {
+                entry.stored_ms = now;
+            }
+            due
+        };
+        if touch && let Err(error) = store.touch_session(&digest, now).await {
+            tracing::warn!("cannot record an administrator's session's use: {error}");
+        }
+        Some(Session {
+            token: token.to_owned(),
+            csrf: row.csrf,
+        })
+    }
+
+    /// True while the session lives as this process knows it, without counting this as use
+    /// (checked before each event an admin's stream sends).
+    pub fn is_live(&self, token: &str) -> bool {
+        let now = unix_ms();
+        self.lock()
+            .get(&token_digest(token))
+            .is_some_and(|entry| now - entry.used_ms < idle_ms())
+    }
+
+    /// Ends a session (everywhere, with a shared store).
+    pub async fn remove(&self, token: &str) {
+        let digest = token_digest(token);
+        self.lock().remove(&digest);
+        if let Some(store) = &self.shared
+            && let Err(error) = store.end_session(&digest).await
+        {
+            tracing::warn!("cannot end an administrator's session in the peer database: {error}");
+        }
     }
 
     /// Keeps `notice` for the session's next page (a newer notice replaces an unread one).
     /// Notices live here rather than in the URL so that only the server can put words on an
-    /// administrator's page.
-    pub fn leave_notice(&self, token: &str, notice: String) {
-        if let Some(entry) = self.lock().get_mut(token) {
+    /// administrator's page; with a shared store, in the database, since the next page may be
+    /// served by another instance.
+    pub async fn leave_notice(&self, token: &str, notice: String) {
+        let digest = token_digest(token);
+        if let Some(store) = &self.shared {
+            if let Err(error) = store.set_session_notice(&digest, &notice).await {
+                tracing::warn!("cannot keep a notice for an administrator's page: {error}");
+            }
+            return;
+        }
+        if let Some(entry) = self.lock().get_mut(&digest) {
             entry.notice = Some(notice);
         }
     }
 
     /// The notice left for the session, once.
-    pub fn take_notice(&self, token: &str) -> Option<String> {
-        self.lock().get_mut(token)?.notice.take()
+    pub async fn take_notice(&self, token: &str) -> Option<String> {
+        let digest = token_digest(token);
+        if let Some(store) = &self.shared {
+            return store
+                .take_session_notice(&digest)
+                .await
+                .inspect_err(|error| {
+                    tracing::warn!("cannot read the notice for an administrator's page: {error}")
+                })
+                .ok()
+                .flatten();
+        }
+        self.lock().get_mut(&digest)?.notice.take()
+    }
+
+    /// Reads every live session from the shared store into this process's cache: sessions
+    /// started elsewhere are known here, sessions ended elsewhere (or idle too long) are
+    /// forgotten. Nothing to do for sessions in memory; on an error the cache stays as it was.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let Some(store) = &self.shared else {
+            return Ok(());
+        };
+        let now = unix_ms();
+        let rows = store.live_sessions(now - idle_ms()).await?;
+        let mut cache = self.lock();
+        let mut fresh = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let entry = match cache.remove(&row.token_digest) {
+                Some(mut entry) => {
+                    entry.csrf = row.csrf;
+                    entry.used_ms = entry.used_ms.max(row.used_ms);
+                    entry.stored_ms = entry.stored_ms.max(row.used_ms);
+                    entry
+                }
+                None => SessionEntry {
+                    csrf: row.csrf,
+                    used_ms: row.used_ms,
+                    stored_ms: row.used_ms,
+                    notice: None,
+                },
+            };
+            fresh.insert(row.token_digest, entry);
+        }
+        *cache = fresh;
+        Ok(())
+    }
+
+    /// Refreshes the cache from the shared store every [`SESSION_REFRESH`] until `stopped`.
+    pub async fn keep_refreshed(self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        if self.shared.is_none() {
+            return;
+        }
+        let mut every = tokio::time::interval(SESSION_REFRESH);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+            match self.refresh().await {
+                Ok(()) => failing = false,
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::warn!("cannot read administrators' sessions: {error}");
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::support::{SseClient, TestHub, TestIdentity, hidden, no_redirects};
 
 pub const PASSWORD: &str = "correct horse battery staple";
+const WAIT: Duration = Duration::from_secs(5);
 
 pub async fn hub_with_admin() -> TestHub {
     let hash = auth::hash_password(PASSWORD).unwrap();
@@ -638,4 +639,116 @@ async fn uploads_install_templates_and_hostile_bundles_are_refused() {
         .await
         .unwrap();
     assert!(list.is_empty());
+}
+
+/// Two instances of one peer database share administrators' sessions: a sign-in on the first is
+/// good on the second — its pages, its forms (whose notice the first shows), its event streams
+/// (emails in the snapshot) — and a sign-out on the second ends the session on the first: for
+/// requests at once, for a stream already open within [`auth::SESSION_REFRESH`].
+pub async fn instances_share_admin_sessions(first: &TestHub, second: &TestHub) {
+    const EMAIL: &str = "alice@example.org";
+    let mut alice = TestIdentity::new();
+    let mut publish_alice = async |label: &str| {
+        let mut message = alice.unsigned(PresenceType::Online, label);
+        message.email = Some(EMAIL.into());
+        message.sign(&alice.keypair);
+        let (status, body) = first
+            .publish(serde_json::to_string(&message).unwrap())
+            .await;
+        assert_eq!(status, 204, "{body}");
+    };
+    publish_alice("Alice").await;
+    assert!(crate::support::eventually(WAIT, async || second.peers().await.len() == 1).await);
+
+    let cookie = crate::support::hub_admin_cookie(&first.url, PASSWORD).await;
+    // Streams opened with the session on either instance carry emails from their snapshot on
+    // (the second has not been asked about the session yet: the stream asks the database).
+    let mut streams = Vec::new();
+    for hub in [first, second] {
+        let url = format!("{}/events", hub.url);
+        let mut stream = SseClient::connect_with(&url, &[("Cookie", &cookie)]).await;
+        let seen = stream
+            .wait_for(WAIT, |e| {
+                !e.data.is_empty() && e.json()["content"] == "Alice"
+            })
+            .await;
+        assert_eq!(seen.json()["email"], EMAIL, "{}", hub.url);
+        streams.push(stream);
+    }
+
+    let page = admin_get(second, &cookie, "/admin").await;
+    assert_eq!(page.status().as_u16(), 200);
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains(EMAIL),
+        "the second instance knows the session: {page}"
+    );
+    let csrf = hidden(&page, "csrf");
+
+    // A form sent to the second; the page it leaves a notice for is served by the first.
+    let mallory = TestIdentity::new().id;
+    let form = [
+        ("peer_id", mallory.as_str()),
+        ("minutes", "5"),
+        ("csrf", &csrf),
+    ];
+    let banned = admin_post(second, &cookie, "/admin/peers/ban", &form).await;
+    assert_eq!(banned.status().as_u16(), 303);
+    let page = admin_get(first, &cookie, "/admin")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("Banned {mallory} for 5 min.")),
+        "{page}"
+    );
+    let page = admin_get(second, &cookie, "/admin")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !page.contains("for 5 min."),
+        "a notice is shown once: {page}"
+    );
+
+    // Signed out through the second: the first refuses the cookie at once.
+    let signed_out = admin_post(second, &cookie, "/admin/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(signed_out.status().as_u16(), 303);
+    let page = admin_get(first, &cookie, "/admin")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !page.contains(EMAIL),
+        "the first instance ended the session: {page}"
+    );
+    assert!(crate::support::eventually(WAIT, async || first.hub().bans().len() == 1).await);
+    let form = [("peer_id", mallory.as_str()), ("csrf", &csrf)];
+    let refused = admin_post(first, &cookie, "/admin/peers/unban", &form).await;
+    assert_eq!(refused.headers()["location"], "/admin");
+    assert_eq!(
+        first.hub().bans().len(),
+        1,
+        "the form of a session ended elsewhere is refused"
+    );
+
+    // The streams carry public frames once each instance has read the sessions again.
+    tokio::time::sleep(auth::SESSION_REFRESH + Duration::from_millis(500)).await;
+    publish_alice("Alice later").await;
+    for (hub, stream) in [first, second].iter().zip(&mut streams) {
+        let later = stream
+            .wait_for(WAIT, |e| {
+                !e.data.is_empty() && e.json()["content"] == "Alice later"
+            })
+            .await;
+        assert!(
+            later.json().get("email").is_none(),
+            "{}: {:?}",
+            hub.url,
+            later.data
+        );
+    }
 }

@@ -21,6 +21,42 @@ async fn instances_sharing_a_peer_db_see_each_others_peers_within_a_second() {
     instances_share_presence(&first, &second).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_a_peer_db_share_admin_sessions() {
+    let shared = tempfile::tempdir().unwrap();
+    let db = shared.path().join("peers.db").display().to_string();
+    let hash = goop2::services::auth::hash_password(crate::hub_admin::PASSWORD).unwrap();
+    let instance = async || {
+        TestHub::spawn_with(
+            |c| {
+                c.presence.peer_db_path = db.clone();
+                c.presence.admin_password = goop2::config::Secret::new(hash.clone());
+            },
+            |_| {},
+        )
+        .await
+    };
+    let mut first = instance().await;
+    let mut second = instance().await;
+    crate::hub_admin::instances_share_admin_sessions(&first, &second).await;
+
+    // A session outlives the instances that knew it.
+    let cookie = crate::support::hub_admin_cookie(&first.url, crate::hub_admin::PASSWORD).await;
+    first.stop().await;
+    second.stop().await;
+    let restarted = instance().await;
+    let page = crate::support::no_redirects()
+        .get(format!("{}/admin", restarted.url))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("name=\"csrf\""), "still signed in: {page}");
+}
+
 /// Two instances of one peer database: a publish on either is seen on the other within a
 /// second, a departure reaches the other, and a replay through the other is refused.
 pub async fn instances_share_presence(first: &TestHub, second: &TestHub) {

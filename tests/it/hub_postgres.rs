@@ -24,6 +24,25 @@ async fn instance(url: &str) -> TestHub {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_postgres_share_admin_sessions() {
+    let db = TestDatabase::create().await;
+    let hash = goop2::services::auth::hash_password(crate::hub_admin::PASSWORD).unwrap();
+    let instance = async || {
+        TestHub::spawn_with(
+            |c| {
+                c.presence.peer_db_url = Secret::new(db.url.clone());
+                c.presence.admin_password = Secret::new(hash.clone());
+            },
+            |_| {},
+        )
+        .await
+    };
+    let first = instance().await;
+    let second = instance().await;
+    crate::hub_admin::instances_share_admin_sessions(&first, &second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_on_one_instance_sees_a_publish_on_another_within_a_second() {
     let db = TestDatabase::create().await;
     let first = instance(&db.url).await;

@@ -189,7 +189,7 @@ impl ConsoleApp {
 }
 
 impl CsrfSource for ConsoleApp {
-    fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
+    async fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
         self.access.csrf_for(headers)
     }
 }

@@ -112,7 +112,7 @@ async fn show_admin(State(app): State<HubApp>, headers: HeaderMap) -> Response {
         };
         return (StatusCode::FORBIDDEN, page).into_response();
     }
-    let Some(session) = app.admin.session_from(&headers) else {
+    let Some(session) = app.admin.session(&headers).await else {
         return LoginPage {
             hub_name,
             enabled: true,
@@ -124,7 +124,7 @@ async fn show_admin(State(app): State<HubApp>, headers: HeaderMap) -> Response {
     AdminPage {
         hub_name,
         relay: app.relay.as_ref().map(RelayView::of),
-        notice: app.admin.sessions.take_notice(&session.token),
+        notice: app.admin.sessions.take_notice(&session.token).await,
         csrf: session.csrf,
         peers: app
             .hub
@@ -180,7 +180,7 @@ async fn log_out(
     AdminSession(session): AdminSession,
     _: CsrfForm,
 ) -> Response {
-    app.admin.sessions.remove(&session.token);
+    app.admin.sessions.remove(&session.token).await;
     let mut response = Redirect::to("/admin").into_response();
     response
         .headers_mut()
@@ -204,8 +204,8 @@ fn parse_peer(text: &str) -> Result<PeerId, HttpError> {
 }
 
 /// Back to the peer list, which tells the administrator `notice`.
-fn back_with(app: &HubApp, session: &Session, notice: String) -> Response {
-    session::redirect_with_flash(&app.admin, session, "/admin", notice)
+async fn back_with(app: &HubApp, session: &Session, notice: String) -> Response {
+    session::redirect_with_flash(&app.admin, session, "/admin", notice).await
 }
 
 async fn kick_peer(
@@ -220,7 +220,7 @@ async fn kick_peer(
     } else {
         format!("{peer} was not online.")
     };
-    Ok(back_with(&app, &session, notice))
+    Ok(back_with(&app, &session, notice).await)
 }
 
 async fn ban_peer(
@@ -240,7 +240,7 @@ async fn ban_peer(
             )
         }
     };
-    Ok(back_with(&app, &session, notice))
+    Ok(back_with(&app, &session, notice).await)
 }
 
 async fn unban_peer(
@@ -257,7 +257,7 @@ async fn unban_peer(
              ({problem}): other instances and a restart keep the ban until the database takes it."
         ),
     };
-    Ok(back_with(&app, &session, notice))
+    Ok(back_with(&app, &session, notice).await)
 }
 
 #[derive(Template, WebTemplate)]
@@ -355,7 +355,7 @@ async fn show_templates(
     let text = |m: &Value, key: &str| m.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
     TemplatesPage {
         hub_name: app.hub.options().name.clone(),
-        notice: app.admin.sessions.take_notice(&session.token),
+        notice: app.admin.sessions.take_notice(&session.token).await,
         csrf: session.csrf,
         templates: listed
             .iter()
@@ -370,8 +370,8 @@ async fn show_templates(
 }
 
 /// Back to the template store, which tells the administrator `notice`.
-fn templates_with(app: &HubApp, session: &Session, notice: String) -> Response {
-    session::redirect_with_flash(&app.admin, session, "/admin/templates", notice)
+async fn templates_with(app: &HubApp, session: &Session, notice: String) -> Response {
+    session::redirect_with_flash(&app.admin, session, "/admin/templates", notice).await
 }
 
 async fn upload_template(
@@ -388,14 +388,10 @@ async fn upload_template(
         .install(bundle, Some(name).filter(|n| !n.is_empty()))
         .await;
     match installed {
-        Ok(name) => Ok(templates_with(
-            &app,
-            &session,
-            format!("Installed template {name}."),
-        )),
+        Ok(name) => Ok(templates_with(&app, &session, format!("Installed template {name}.")).await),
         Err(err) => {
             tracing::warn!("template upload refused: {err}");
-            Ok(templates_with(&app, &session, err.to_string()))
+            Ok(templates_with(&app, &session, err.to_string()).await)
         }
     }
 }
@@ -411,7 +407,7 @@ async fn delete_template(
     CsrfForm(form): CsrfForm<DeleteForm>,
 ) -> Result<Response, HttpError> {
     Ok(match app.templates.delete(&form.name).await {
-        Ok(()) => templates_with(&app, &session, format!("Deleted template {}.", form.name)),
-        Err(err) => templates_with(&app, &session, err.to_string()),
+        Ok(()) => templates_with(&app, &session, format!("Deleted template {}.", form.name)).await,
+        Err(err) => templates_with(&app, &session, err.to_string()).await,
     })
 }

@@ -46,8 +46,11 @@ impl FromRef<HubApp> for AdminAuth {
 
 /// The administrator's forms carry the session's token; without a session nothing passes.
 impl CsrfSource for HubApp {
-    fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
-        self.admin.session_from(headers).map(|session| session.csrf)
+    async fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
+        self.admin
+            .session(headers)
+            .await
+            .map(|session| session.csrf)
     }
 }
 

@@ -38,7 +38,7 @@ use crate::http::error::HttpError;
 use crate::http::json_api::ApiQuery;
 use crate::http::security;
 use crate::http::server::{Connection, DirectRoute, RawRequest, refuse};
-use crate::http::session::AdminAuth;
+use crate::http::session::{AdminAuth, COOKIE, cookie_value};
 use crate::http::stall::StallGuard;
 use crate::services::hub::limits::StreamSlot;
 use crate::services::hub::presence::{MAX_BODY_BYTES, Presence, PresenceError};
@@ -120,12 +120,26 @@ impl Viewer {
     }
 }
 
+/// The admin session a stream's request names when this process does not know it but the
+/// peer database may (it was started on another instance, or before a restart): looked up
+/// before the stream opens, so that its snapshot is the admin's.
+fn session_to_look_up(app: &HubApp, headers: &HeaderMap) -> Option<String> {
+    if !app.admin.enabled() || !app.admin.sessions.is_shared() {
+        return None;
+    }
+    let token = cookie_value(headers, COOKIE)?;
+    (!app.admin.sessions.is_live(token)).then(|| token.to_owned())
+}
+
 async fn stream_events(
     State(app): State<HubApp>,
     ClientIp(ip): ClientIp,
     ApiQuery(params): ApiQuery<StreamParams>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
+    if let Some(token) = session_to_look_up(&app, &headers) {
+        app.admin.sessions.recognize(&token).await;
+    }
     let body = Body::from_stream(open_event_stream(&app, ip, &params, &headers)?);
     let mut response = body.into_response();
     let headers = response.headers_mut();
@@ -325,6 +339,9 @@ async fn open_websocket(
             format!("/ws needs a WebSocket upgrade: {}", rejection.body_text()),
         )
     })?;
+    if let Some(token) = session_to_look_up(&app, &headers) {
+        app.admin.sessions.recognize(&token).await;
+    }
     let slot = app.hub.open_stream(ip)?;
     let subscription = app
         .hub
@@ -685,6 +702,24 @@ impl DirectRoute for DirectEvents {
         // The stream is opened here and the request let go: a stream lives for hours, and
         // neither what its request said (its headers, its query) nor the hub's app is needed
         // once it is open.
+        if let Some(token) = session_to_look_up(&self.0, &request.headers) {
+            // An admin's session to ask the database about first: opened once it answers, by a
+            // future of its own that is gone once the stream is open.
+            let app = self.0.clone();
+            let opening = Box::pin(async move {
+                app.admin.sessions.recognize(&token).await;
+                open_direct_events(&app, request)
+            });
+            return Box::pin(async move {
+                match opening.await {
+                    Ok(frames) => write_direct_events(frames, io).await,
+                    Err(error) => {
+                        let mut io = io;
+                        refuse(&mut io, error).await;
+                    }
+                }
+            });
+        }
         match open_direct_events(&self.0, request) {
             Ok(frames) => Box::pin(write_direct_events(frames, io)),
             Err(error) => Box::pin(async move {

@@ -10,7 +10,6 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::ViewerApp;
-use crate::http::csrf::CsrfSource;
 use crate::http::logs::LogView;
 
 pub fn routes() -> Router<ViewerApp> {
@@ -45,7 +44,7 @@ async fn show_logs(
     LogsPage {
         title: "Logs".into(),
         theme: app.access.theme.as_str(),
-        csrf: app.csrf_for(&headers).unwrap_or_default(),
+        csrf: app.access.csrf_for(&headers).unwrap_or_default(),
         protected: app.access.auth.is_some(),
         hub_url: app.hub_url.clone(),
         log: LogView::new(&app.logs, query.level, "/logs/stream"),

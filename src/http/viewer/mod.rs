@@ -59,7 +59,7 @@ impl ViewerApp {
 }
 
 impl CsrfSource for ViewerApp {
-    fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
+    async fn csrf_for(&self, headers: &HeaderMap) -> Option<String> {
         self.access.csrf_for(headers)
     }
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::ViewerApp;
 use crate::config::Config;
-use crate::http::csrf::{CsrfForm, CsrfSource};
+use crate::http::csrf::CsrfForm;
 use crate::http::forms::parse_number;
 
 pub fn routes() -> Router<ViewerApp> {
@@ -180,7 +180,7 @@ async fn show_settings(
     SettingsPage {
         title: "Settings".into(),
         theme: app.access.theme.as_str(),
-        csrf: app.csrf_for(&headers).unwrap_or_default(),
+        csrf: app.access.csrf_for(&headers).unwrap_or_default(),
         protected: app.access.auth.is_some(),
         hub_url: app.hub_url.clone(),
         form,
@@ -196,7 +196,7 @@ async fn save_settings(
     headers: HeaderMap,
     CsrfForm(form): CsrfForm<SettingsForm>,
 ) -> Response {
-    let csrf = app.csrf_for(&headers).unwrap_or_default();
+    let csrf = app.access.csrf_for(&headers).unwrap_or_default();
     let page = |form: SettingsForm, status: StatusCode, problems: Vec<String>| {
         (
             status,

@@ -1,6 +1,6 @@
-//! The hub's shared state: peers, bans and (with PostgreSQL) the template store, in one of two
-//! backends — a SQLite file in WAL mode (`presence.peer_db_path`, several instances on one
-//! host) or PostgreSQL (`presence.peer_db_url`, instances on several hosts). Each backend has
+//! The hub's shared state: peers, bans, administrators' sessions and (with PostgreSQL) the
+//! template store, in one of two backends — a SQLite file in WAL mode (`presence.peer_db_path`,
+//! several instances on one host) or PostgreSQL (`presence.peer_db_url`, instances on several hosts). Each backend has
 //! its SQL in its own module and its migrations under `migrations/hub-<backend>/`.
 //!
 //! Every write takes the next version from a counter in `hub_meta`, inside the transaction that
@@ -63,6 +63,15 @@ pub struct StoredBan {
     pub until_ms: i64,
     pub instance: String,
     pub version: i64,
+}
+
+/// An administrator's session: the cookie's token only as its SHA-256 digest (hex).
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct StoredSession {
+    pub token_digest: String,
+    pub csrf: String,
+    /// When it was last used, in Unix milliseconds.
+    pub used_ms: i64,
 }
 
 /// A change to write.
@@ -391,6 +400,95 @@ impl HubStore {
                 })
             }
         }
+    }
+
+    /// Keeps a new administrator's session; first forgets sessions unused since
+    /// `idle_before_ms` and, beyond the `keep` most recently used, the least recently used.
+    pub async fn create_session(
+        &self,
+        session: &StoredSession,
+        idle_before_ms: i64,
+        keep: i64,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                sqlite::create_session(pool, session, idle_before_ms, keep).await
+            }
+            Backend::Postgres(pool) => {
+                postgres::create_session(pool, session, idle_before_ms, keep).await
+            }
+        }
+        .map_err(|e| self.redactor.error(e))
+    }
+
+    /// The session of a token digest, if it was used since `idle_before_ms`.
+    pub async fn session(
+        &self,
+        token_digest: &str,
+        idle_before_ms: i64,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::session(pool, token_digest, idle_before_ms).await,
+            Backend::Postgres(pool) => postgres::session(pool, token_digest, idle_before_ms).await,
+        }
+        .map_err(|e| self.redactor.error(e))
+    }
+
+    /// Every session used since `idle_before_ms` (at most 1,000, most recently used first).
+    pub async fn live_sessions(
+        &self,
+        idle_before_ms: i64,
+    ) -> Result<Vec<StoredSession>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::live_sessions(pool, idle_before_ms).await,
+            Backend::Postgres(pool) => postgres::live_sessions(pool, idle_before_ms).await,
+        }
+        .map_err(|e| self.redactor.error(e))
+    }
+
+    /// Records that a session was used at `used_ms` (an earlier time leaves it as it is).
+    pub async fn touch_session(&self, token_digest: &str, used_ms: i64) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::touch_session(pool, token_digest, used_ms).await,
+            Backend::Postgres(pool) => postgres::touch_session(pool, token_digest, used_ms).await,
+        }
+        .map_err(|e| self.redactor.error(e))
+    }
+
+    /// Ends a session.
+    pub async fn end_session(&self, token_digest: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::end_session(pool, token_digest).await,
+            Backend::Postgres(pool) => postgres::end_session(pool, token_digest).await,
+        }
+        .map_err(|e| self.redactor.error(e))
+    }
+
+    /// Leaves `notice` for the session's next page, replacing one not yet shown.
+    pub async fn set_session_notice(
+        &self,
+        token_digest: &str,
+        notice: &str,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::set_session_notice(pool, token_digest, notice).await,
+            Backend::Postgres(pool) => {
+                postgres::set_session_notice(pool, token_digest, notice).await
+            }
+        }
+        .map_err(|e| self.redactor.error(e))
+    }
+
+    /// The notice left for the session, once.
+    pub async fn take_session_notice(
+        &self,
+        token_digest: &str,
+    ) -> Result<Option<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::take_session_notice(pool, token_digest).await,
+            Backend::Postgres(pool) => postgres::take_session_notice(pool, token_digest).await,
+        }
+        .map_err(|e| self.redactor.error(e))
     }
 
     /// Every template's name and manifest, by name (PostgreSQL only; none in SQLite).

@@ -8,7 +8,8 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
 use super::{
-    CHANNEL, Committed, PeerWrite, StoredBan, StoredPeer, StoredTemplate, Versions, Written, counts,
+    CHANNEL, Committed, PeerWrite, StoredBan, StoredPeer, StoredSession, StoredTemplate, Versions,
+    Written, counts,
 };
 
 /// Migrations of the PostgreSQL hub database, embedded in the binary.
@@ -367,4 +368,110 @@ fn committed(rows: Vec<(String, i64, i64, i64)>, online: bool) -> impl Iterator<
             online,
         },
     )
+}
+
+pub(super) async fn create_session(
+    pool: &PgPool,
+    session: &StoredSession,
+    idle_before_ms: i64,
+    keep: i64,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM admin_sessions WHERE used_ms < $1")
+        .bind(idle_before_ms)
+        .execute(&mut *tx)
+        .await?;
+    // Room for the new one among the `keep` most recently used.
+    sqlx::query(
+        "DELETE FROM admin_sessions WHERE token_digest IN (SELECT token_digest \
+         FROM admin_sessions ORDER BY used_ms DESC OFFSET $1)",
+    )
+    .bind(keep - 1)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO admin_sessions (token_digest, csrf, used_ms) VALUES ($1, $2, $3)")
+        .bind(&session.token_digest)
+        .bind(&session.csrf)
+        .bind(session.used_ms)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+pub(super) async fn session(
+    pool: &PgPool,
+    token_digest: &str,
+    idle_before_ms: i64,
+) -> Result<Option<StoredSession>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT token_digest, csrf, used_ms FROM admin_sessions \
+         WHERE token_digest = $1 AND used_ms >= $2",
+    )
+    .bind(token_digest)
+    .bind(idle_before_ms)
+    .fetch_optional(pool)
+    .await
+}
+
+pub(super) async fn live_sessions(
+    pool: &PgPool,
+    idle_before_ms: i64,
+) -> Result<Vec<StoredSession>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT token_digest, csrf, used_ms FROM admin_sessions WHERE used_ms >= $1 \
+         ORDER BY used_ms DESC LIMIT 1000",
+    )
+    .bind(idle_before_ms)
+    .fetch_all(pool)
+    .await
+}
+
+pub(super) async fn touch_session(
+    pool: &PgPool,
+    token_digest: &str,
+    used_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE admin_sessions SET used_ms = GREATEST(used_ms, $2) WHERE token_digest = $1")
+        .bind(token_digest)
+        .bind(used_ms)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+pub(super) async fn end_session(pool: &PgPool, token_digest: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM admin_sessions WHERE token_digest = $1")
+        .bind(token_digest)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+pub(super) async fn set_session_notice(
+    pool: &PgPool,
+    token_digest: &str,
+    notice: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE admin_sessions SET notice = $2 WHERE token_digest = $1")
+        .bind(token_digest)
+        .bind(notice)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+pub(super) async fn take_session_notice(
+    pool: &PgPool,
+    token_digest: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    // The row is locked while read, so two instances never both show the notice.
+    let notice: Option<Option<String>> = sqlx::query_scalar(
+        "UPDATE admin_sessions AS s SET notice = NULL FROM (SELECT token_digest, notice \
+         FROM admin_sessions WHERE token_digest = $1 FOR UPDATE) AS old \
+         WHERE s.token_digest = old.token_digest RETURNING old.notice",
+    )
+    .bind(token_digest)
+    .fetch_optional(pool)
+    .await?;
+    Ok(notice.flatten())
 }

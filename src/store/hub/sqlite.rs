@@ -7,7 +7,9 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{Committed, PeerWrite, StoredBan, StoredPeer, Versions, Written, counts};
+use super::{
+    Committed, PeerWrite, StoredBan, StoredPeer, StoredSession, Versions, Written, counts,
+};
 
 /// Migrations of the SQLite hub database, embedded in the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/hub-sqlite");
@@ -236,4 +238,119 @@ pub(super) async fn check_writable(pool: &SqlitePool) -> Result<(), sqlx::Error>
         .execute(pool)
         .await
         .map(|_| ())
+}
+
+pub(super) async fn create_session(
+    pool: &SqlitePool,
+    session: &StoredSession,
+    idle_before_ms: i64,
+    keep: i64,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM admin_sessions WHERE used_ms < ?1")
+        .bind(idle_before_ms)
+        .execute(&mut *tx)
+        .await?;
+    // Room for the new one among the `keep` most recently used.
+    sqlx::query(
+        "DELETE FROM admin_sessions WHERE token_digest IN (SELECT token_digest \
+         FROM admin_sessions ORDER BY used_ms DESC LIMIT -1 OFFSET ?1)",
+    )
+    .bind(keep - 1)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO admin_sessions (token_digest, csrf, used_ms) VALUES (?1, ?2, ?3)")
+        .bind(&session.token_digest)
+        .bind(&session.csrf)
+        .bind(session.used_ms)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+pub(super) async fn session(
+    pool: &SqlitePool,
+    token_digest: &str,
+    idle_before_ms: i64,
+) -> Result<Option<StoredSession>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT token_digest, csrf, used_ms FROM admin_sessions \
+         WHERE token_digest = ?1 AND used_ms >= ?2",
+    )
+    .bind(token_digest)
+    .bind(idle_before_ms)
+    .fetch_optional(pool)
+    .await
+}
+
+pub(super) async fn live_sessions(
+    pool: &SqlitePool,
+    idle_before_ms: i64,
+) -> Result<Vec<StoredSession>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT token_digest, csrf, used_ms FROM admin_sessions WHERE used_ms >= ?1 \
+         ORDER BY used_ms DESC LIMIT 1000",
+    )
+    .bind(idle_before_ms)
+    .fetch_all(pool)
+    .await
+}
+
+pub(super) async fn touch_session(
+    pool: &SqlitePool,
+    token_digest: &str,
+    used_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE admin_sessions SET used_ms = MAX(used_ms, ?2) WHERE token_digest = ?1")
+        .bind(token_digest)
+        .bind(used_ms)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+pub(super) async fn end_session(pool: &SqlitePool, token_digest: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM admin_sessions WHERE token_digest = ?1")
+        .bind(token_digest)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+pub(super) async fn set_session_notice(
+    pool: &SqlitePool,
+    token_digest: &str,
+    notice: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE admin_sessions SET notice = ?2 WHERE token_digest = ?1")
+        .bind(token_digest)
+        .bind(notice)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+pub(super) async fn take_session_notice(
+    pool: &SqlitePool,
+    token_digest: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    // Two statements, not a transaction that reads before it writes (which a writer on another
+    // instance could make fail): two instances taking one notice at once both show it.
+    let notice: Option<Option<String>> =
+        sqlx::query_scalar("SELECT notice FROM admin_sessions WHERE token_digest = ?1")
+            .bind(token_digest)
+            .fetch_optional(pool)
+            .await?;
+    let notice = notice.flatten();
+    if let Some(text) = &notice {
+        // Only the notice read: a newer one left meanwhile stays for the next page.
+        sqlx::query(
+            "UPDATE admin_sessions SET notice = NULL WHERE token_digest = ?1 AND notice = ?2",
+        )
+        .bind(token_digest)
+        .bind(text)
+        .execute(pool)
+        .await?;
+    }
+    Ok(notice)
 }
