@@ -159,6 +159,55 @@ async fn an_unreachable_hub_does_not_stop_the_client_and_it_connects_when_the_hu
     client.stop().await;
 }
 
+/// A peer stopped while its link is down — its hub restarted, the link not back yet — still
+/// says goodbye: the restarted hub, which restored the peer from its database, lets it go at
+/// once rather than when its TTL runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stopped_while_its_link_is_down_still_says_goodbye() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let db = tempfile::tempdir().unwrap();
+    let db_path = db.path().join("peers.db").display().to_string();
+    let hub_on_port = async || {
+        TestHub::spawn_with(
+            |c| {
+                c.presence.rendezvous_port = Some(port);
+                c.presence.peer_db_path = db_path.clone();
+                c.presence.ttl_seconds = 120;
+            },
+            |_| {},
+        )
+        .await
+    };
+    let mut hub = hub_on_port().await;
+    let keypair = Keypair::generate_ed25519();
+    let me = keypair.public().to_peer_id().to_base58();
+    let (_keep, announcements) = watch::channel(announcement("Leaving"));
+    let mut options = HubClientOptions::new(hub.url.parse().unwrap(), Duration::from_secs(5));
+    // Reconnects only long after the hub is back.
+    options.initial_backoff = Duration::from_secs(60);
+    options.max_backoff = Duration::from_secs(60);
+    let (client, mut events) = HubClient::spawn(options, keypair, announcements);
+    next(&mut events, |e| matches!(e, LinkEvent::Connected(_))).await;
+    assert!(eventually(WAIT, async || label_on_hub(&hub, &me).await.is_some()).await);
+
+    hub.stop().await;
+    next(&mut events, |e| matches!(e, LinkEvent::Disconnected { .. })).await;
+    let hub = hub_on_port().await;
+    assert!(
+        label_on_hub(&hub, &me).await.is_some(),
+        "the restarted hub restored the peer"
+    );
+    client.stop().await;
+    assert_eq!(
+        label_on_hub(&hub, &me).await,
+        None,
+        "the goodbye reached the restarted hub"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_hub_is_retried_after_its_retry_after() {
     let hub = TestHub::spawn_with(|c| c.presence.max_streams = 1, |_| {}).await;

@@ -1,6 +1,7 @@
 //! A peer's connection to one rendezvous hub, as a task: it publishes this peer's signed presence
 //! (`online`, then an `update` every heartbeat and whenever the announcement changes, `offline`
-//! when stopped) and passes on what the hub streams about everyone else.
+//! when stopped — over `POST /publish` when stopped while its link is down) and passes on what
+//! the hub streams about everyone else.
 //!
 //! The WebSocket (`/ws`) carries both directions when the hub has it (resumed with the position
 //! the hub sends, `positions=1`); otherwise the client falls back to `GET /events?changes=1`
@@ -155,6 +156,7 @@ impl HubClient {
             last_ts: 0,
             last_event_id: None,
             announced: false,
+            listed: false,
             status,
             logged_problem: None,
         };
@@ -195,6 +197,9 @@ struct ClientTask {
     last_event_id: Option<String>,
     /// Whether `online` was sent in this connection.
     announced: bool,
+    /// Whether this hub may list us: a link was up at some time. Then a client stopped while
+    /// its link is down still says goodbye (the hub may be back, its link not yet).
+    listed: bool,
     status: watch::Sender<HubStatus>,
     /// The last problem logged (digits left out, so a countdown is not a change).
     logged_problem: Option<String>,
@@ -263,6 +268,10 @@ impl ClientTask {
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         done = &mut stop => {
+                            if self.listed {
+                                let goodbye = self.post(true);
+                                let _ = tokio::time::timeout(Duration::from_secs(2), goodbye).await;
+                            }
                             if let Ok(done) = done {
                                 let _ = done.send(());
                             }
@@ -308,6 +317,7 @@ impl ClientTask {
             Transport::EventStream => "through its event stream",
         };
         tracing::info!(hub = %self.options.url, "connected to the hub {how}");
+        self.listed = true;
         self.logged_problem = None;
         self.emit(LinkEvent::Connected(transport));
     }
