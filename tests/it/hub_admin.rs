@@ -16,8 +16,22 @@ pub const PASSWORD: &str = "correct horse battery staple";
 const WAIT: Duration = Duration::from_secs(5);
 
 pub async fn hub_with_admin() -> TestHub {
+    hub_with_admin_and(|_| {}).await
+}
+
+/// A hub with the admin password and `edit` applied (a peer database, say).
+pub async fn hub_with_admin_and(edit: impl FnOnce(&mut goop2::config::Config)) -> TestHub {
     let hash = auth::hash_password(PASSWORD).unwrap();
-    TestHub::spawn_with(|c| c.presence.admin_password = Secret::new(hash), |_| {}).await
+    let config = |c: &mut goop2::config::Config| {
+        c.presence.admin_password = Secret::new(hash);
+        edit(c);
+    };
+    TestHub::spawn_with(config, |_| {}).await
+}
+
+/// The page at `path` as the session of `cookie` sees it.
+pub async fn admin_page(hub: &TestHub, cookie: &str, path: &str) -> String {
+    admin_get(hub, cookie, path).await.text().await.unwrap()
 }
 
 /// Signs in; returns the cookie header value and the CSRF token of the admin page.
@@ -694,20 +708,12 @@ pub async fn instances_share_admin_sessions(first: &TestHub, second: &TestHub) {
     ];
     let banned = admin_post(second, &cookie, "/admin/peers/ban", &form).await;
     assert_eq!(banned.status().as_u16(), 303);
-    let page = admin_get(first, &cookie, "/admin")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = admin_page(first, &cookie, "/admin").await;
     assert!(
         page.contains(&format!("Banned {mallory} for 5 min.")),
         "{page}"
     );
-    let page = admin_get(second, &cookie, "/admin")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = admin_page(second, &cookie, "/admin").await;
     assert!(
         !page.contains("for 5 min."),
         "a notice is shown once: {page}"
@@ -716,11 +722,7 @@ pub async fn instances_share_admin_sessions(first: &TestHub, second: &TestHub) {
     // Signed out through the second: the first refuses the cookie at once.
     let signed_out = admin_post(second, &cookie, "/admin/logout", &[("csrf", &csrf)]).await;
     assert_eq!(signed_out.status().as_u16(), 303);
-    let page = admin_get(first, &cookie, "/admin")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = admin_page(first, &cookie, "/admin").await;
     assert!(
         !page.contains(EMAIL),
         "the first instance ended the session: {page}"

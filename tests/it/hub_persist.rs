@@ -8,6 +8,7 @@ use goop2::services::hub::presence::PresenceType;
 use goop2::store::hub::HubStore;
 use serde_json::Value;
 
+use crate::hub_admin::{admin_page, hub_with_admin_and};
 use crate::support::{HubProcess, SseClient, TestHub, TestIdentity, binary_hub_dir, eventually};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -25,17 +26,7 @@ async fn instances_sharing_a_peer_db_see_each_others_peers_within_a_second() {
 async fn instances_sharing_a_peer_db_share_admin_sessions() {
     let shared = tempfile::tempdir().unwrap();
     let db = shared.path().join("peers.db").display().to_string();
-    let hash = goop2::services::auth::hash_password(crate::hub_admin::PASSWORD).unwrap();
-    let instance = async || {
-        TestHub::spawn_with(
-            |c| {
-                c.presence.peer_db_path = db.clone();
-                c.presence.admin_password = goop2::config::Secret::new(hash.clone());
-            },
-            |_| {},
-        )
-        .await
-    };
+    let instance = async || hub_with_admin_and(|c| c.presence.peer_db_path = db.clone()).await;
     let mut first = instance().await;
     let mut second = instance().await;
     crate::hub_admin::instances_share_admin_sessions(&first, &second).await;
@@ -45,15 +36,7 @@ async fn instances_sharing_a_peer_db_share_admin_sessions() {
     first.stop().await;
     second.stop().await;
     let restarted = instance().await;
-    let page = crate::support::no_redirects()
-        .get(format!("{}/admin", restarted.url))
-        .header("Cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = admin_page(&restarted, &cookie, "/admin").await;
     assert!(page.contains("name=\"csrf\""), "still signed in: {page}");
 }
 
@@ -184,14 +167,7 @@ async fn live_peers_survive_kill_9_and_subscribers_resynchronize() {
     drop(hub);
 
     let restarted = HubProcess::start(dir.path());
-    let peers: Vec<Value> = client
-        .get(format!("{}/peers.json", restarted.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let peers = listed(&client, &restarted.url).await;
     assert_eq!(peers.len(), 1, "Alice is back, Bob stays gone: {peers:?}");
     assert_eq!(peers[0]["peerId"], alice.id.as_str());
     assert_eq!(
@@ -276,14 +252,7 @@ async fn a_hub_directory_goop2_makes_keeps_its_peers_across_kill_9() {
     assert!(dir.path().join(goop2::config::HUB_PEER_DB).exists());
 
     let restarted = HubProcess::start(dir.path());
-    let peers: Vec<Value> = client
-        .get(format!("{}/peers.json", restarted.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let peers = listed(&client, &restarted.url).await;
     assert_eq!(peers.len(), 1, "{peers:?}");
     assert_eq!(peers[0]["peerId"], alice.id.as_str());
     let mut resumed =
@@ -291,6 +260,16 @@ async fn a_hub_directory_goop2_makes_keeps_its_peers_across_kill_9() {
     while let Some(event) = resumed.next(Duration::from_millis(500)).await {
         assert_ne!(event.event.as_deref(), Some("reset"), "{event:?}");
     }
+}
+
+/// The hub's `/peers.json`.
+async fn listed(client: &reqwest::Client, url: &str) -> Vec<Value> {
+    let response = client
+        .get(format!("{url}/peers.json"))
+        .send()
+        .await
+        .unwrap();
+    response.json().await.unwrap()
 }
 
 /// Publishes one message and expects it acknowledged.

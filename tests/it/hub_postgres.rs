@@ -26,15 +26,10 @@ async fn instance(url: &str) -> TestHub {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_on_postgres_share_admin_sessions() {
     let db = TestDatabase::create().await;
-    let hash = goop2::services::auth::hash_password(crate::hub_admin::PASSWORD).unwrap();
     let instance = async || {
-        TestHub::spawn_with(
-            |c| {
-                c.presence.peer_db_url = Secret::new(db.url.clone());
-                c.presence.admin_password = Secret::new(hash.clone());
-            },
-            |_| {},
-        )
+        crate::hub_admin::hub_with_admin_and(|c| {
+            c.presence.peer_db_url = Secret::new(db.url.clone())
+        })
         .await
     };
     let first = instance().await;
