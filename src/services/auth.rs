@@ -194,6 +194,11 @@ pub struct Session {
 pub const SESSION_REFRESH: Duration = Duration::from_secs(2);
 /// A session's last use is written to the database at most this often per instance.
 const SESSION_TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// Cookies this process does not know that it asks the database about, per second (and at
+/// once): anyone may send a made-up cookie with every request, and the database's few
+/// connections are for the hub's writes first. Past the budget an unknown cookie names no
+/// session; a real one is known here within [`SESSION_REFRESH`] anyway.
+pub const SESSION_LOOKUPS_PER_SECOND: u32 = 20;
 
 /// Administrators' sessions with idle expiry and a bounded count. Cloning shares the store.
 ///
@@ -204,10 +209,23 @@ const SESSION_TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// event stream checks before each event ([`SessionStore::is_live`]) is the cache, read again
 /// from the database every [`SESSION_REFRESH`]. Sessions are found by the SHA-256 digest of
 /// their token, which is all the database holds of it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SessionStore {
     cache: Arc<Mutex<HashMap<String, SessionEntry>>>,
     shared: Option<HubStore>,
+    /// The budget of database lookups for cookies the cache does not know.
+    lookups: Arc<DefaultDirectRateLimiter>,
+}
+
+impl Default for SessionStore {
+    fn default() -> Self {
+        let per_second = NonZeroU32::new(SESSION_LOOKUPS_PER_SECOND).expect("non-zero");
+        SessionStore {
+            cache: Arc::default(),
+            shared: None,
+            lookups: Arc::new(RateLimiter::direct(Quota::per_second(per_second))),
+        }
+    }
 }
 
 struct SessionEntry {
@@ -241,9 +259,17 @@ fn idle_ms() -> i64 {
 impl SessionStore {
     /// Sessions kept in `store`, shared with every instance of it.
     pub fn shared(store: HubStore) -> Self {
+        Self::shared_with_lookups(store, SESSION_LOOKUPS_PER_SECOND)
+    }
+
+    /// Like [`SessionStore::shared`], looking up at most `per_second` unknown cookies a second
+    /// (and at once).
+    pub fn shared_with_lookups(store: HubStore, per_second: u32) -> Self {
+        let per_second = NonZeroU32::new(per_second.max(1)).expect("non-zero");
         SessionStore {
             cache: Arc::default(),
             shared: Some(store),
+            lookups: Arc::new(RateLimiter::direct(Quota::per_second(per_second))),
         }
     }
 
@@ -319,7 +345,9 @@ impl SessionStore {
 
     /// The live session for a cookie token, counting this as use: with a shared store, as the
     /// database has it (a session started on another instance is found, one ended there is
-    /// gone); while the database cannot be reached, as this process last knew it.
+    /// gone; a cookie this process does not know is looked up within
+    /// [`SESSION_LOOKUPS_PER_SECOND`]); while the database cannot be reached, as this process
+    /// last knew it.
     pub async fn fetch(&self, token: &str) -> Option<Session> {
         self.look_up(token, true).await
     }
@@ -342,6 +370,11 @@ impl SessionStore {
             };
         };
         let digest = token_digest(token);
+        let known = self.lock().contains_key(&digest);
+        if !known && self.lookups.check().is_err() {
+            tracing::debug!("an unknown admin cookie over the lookup budget names no session");
+            return None;
+        }
         let now = unix_ms();
         let row = match store.session(&digest, now - idle_ms()).await {
             Ok(row) => row,

@@ -40,6 +40,38 @@ async fn instances_sharing_a_peer_db_share_admin_sessions() {
     assert!(page.contains("name=\"csrf\""), "still signed in: {page}");
 }
 
+/// Made-up admin cookies cost the database a bounded number of lookups: past the budget an
+/// unknown cookie names no session — a real one among them too, until the budget refills or
+/// the sessions are read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_admin_cookies_are_looked_up_within_a_budget() {
+    use goop2::services::auth::SessionStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = HubStore::open(&dir.path().join("peers.db")).await.unwrap();
+    let elsewhere = SessionStore::shared(store.clone());
+    let real = elsewhere.create().await.unwrap();
+    // Two lookups a second: the budget refills long after the next few requests.
+    let here = SessionStore::shared_with_lookups(store, 2);
+
+    for n in 0..2 {
+        assert!(here.fetch(&format!("made-up-{n}")).await.is_none());
+    }
+    assert!(
+        here.fetch(&real.token).await.is_none(),
+        "the budget is spent"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(here.fetch(&real.token).await, Some(real.clone()));
+    // Known now: asked about again without taking from the budget.
+    for n in 0..3 {
+        assert!(here.fetch(&format!("made-up-again-{n}")).await.is_none());
+    }
+    assert_eq!(here.fetch(&real.token).await, Some(real.clone()));
+    // Signed out elsewhere: gone here at once for requests.
+    elsewhere.remove(&real.token).await;
+    assert!(here.fetch(&real.token).await.is_none());
+}
+
 /// Two instances of one peer database: a publish on either is seen on the other within a
 /// second, a departure reaches the other, and a replay through the other is refused.
 pub async fn instances_share_presence(first: &TestHub, second: &TestHub) {
