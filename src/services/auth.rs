@@ -219,13 +219,17 @@ pub struct SessionStore {
 
 impl Default for SessionStore {
     fn default() -> Self {
-        let per_second = NonZeroU32::new(SESSION_LOOKUPS_PER_SECOND).expect("non-zero");
         SessionStore {
             cache: Arc::default(),
             shared: None,
-            lookups: Arc::new(RateLimiter::direct(Quota::per_second(per_second))),
+            lookups: lookup_budget(SESSION_LOOKUPS_PER_SECOND),
         }
     }
+}
+
+fn lookup_budget(per_second: u32) -> Arc<DefaultDirectRateLimiter> {
+    let per_second = NonZeroU32::new(per_second.max(1)).expect("non-zero");
+    Arc::new(RateLimiter::direct(Quota::per_second(per_second)))
 }
 
 struct SessionEntry {
@@ -265,11 +269,10 @@ impl SessionStore {
     /// Like [`SessionStore::shared`], looking up at most `per_second` unknown cookies a second
     /// (and at once).
     pub fn shared_with_lookups(store: HubStore, per_second: u32) -> Self {
-        let per_second = NonZeroU32::new(per_second.max(1)).expect("non-zero");
         SessionStore {
             cache: Arc::default(),
             shared: Some(store),
-            lookups: Arc::new(RateLimiter::direct(Quota::per_second(per_second))),
+            lookups: lookup_budget(per_second),
         }
     }
 
