@@ -198,7 +198,7 @@ async fn a_client_stopped_while_its_link_is_down_still_says_goodbye() {
     let hub = hub_on_port().await;
     assert!(
         label_on_hub(&hub, &me).await.is_some(),
-        "the restarted hub restored the peer"
+        "a graceful stop left the peer online, and the restarted hub restored it"
     );
     client.stop().await;
     assert_eq!(

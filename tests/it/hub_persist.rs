@@ -72,6 +72,47 @@ async fn unknown_admin_cookies_are_looked_up_within_a_budget() {
     assert!(here.fetch(&real.token).await.is_none());
 }
 
+/// A hub stopped gracefully (SIGTERM, a rolling restart) does not take its WebSocket peers
+/// offline: they have not left, and the restarted hub still lists them while they reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_keeps_websocket_peers_for_the_restarted_hub() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let shared = tempfile::tempdir().unwrap();
+    let db = shared.path().join("peers.db").display().to_string();
+    let instance = async || {
+        let setup = |c: &mut goop2::config::Config| {
+            c.presence.peer_db_path = db.clone();
+            c.presence.ttl_seconds = 120;
+        };
+        TestHub::spawn_with(setup, |_| {}).await
+    };
+    let mut hub = instance().await;
+    let mut alice = TestIdentity::new();
+    let url = format!("ws://{}/ws?peer_id={}", hub.addr, alice.id);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let hello = alice.json(PresenceType::Online, "Alice");
+    socket.send(Message::text(hello)).await.unwrap();
+    assert!(eventually(WAIT, async || hub.peers().await.len() == 1).await);
+
+    let registry = hub.hub().clone();
+    hub.stop().await;
+    let mut closed_with = None;
+    // Read to the end, which answers the hub's close: its session is over once this ends.
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(WAIT, socket.next()).await {
+        if let Message::Close(frame) = message {
+            closed_with = frame.map(|f| u16::from(f.code));
+        }
+    }
+    assert_eq!(closed_with, Some(1012), "told the hub is restarting");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(registry.peers().len(), 1, "the stopped hub kept the peer");
+    let restarted = instance().await;
+    let peers = restarted.peers().await;
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert_eq!(peers[0]["peerId"], alice.id.as_str());
+}
+
 /// Two instances of one peer database: a publish on either is seen on the other within a
 /// second, a departure reaches the other, and a replay through the other is refused.
 pub async fn instances_share_presence(first: &TestHub, second: &TestHub) {

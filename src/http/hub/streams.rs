@@ -59,6 +59,8 @@ const PING_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a closing WebSocket waits for the client's answering close.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 const RESTART_FRAME: &[u8] = b"retry: 1000\n: the hub is restarting\n\n";
+/// The close code a WebSocket is closed with when the hub stops (RFC 6455: service restart).
+const RESTARTING: u16 = 1012;
 
 pub fn routes() -> Router<HubApp> {
     Router::new()
@@ -410,7 +412,7 @@ impl WsSession {
         let mut pings = PingBudget::new();
         let close: Option<(u16, &str)> = loop {
             if self.subscription.stopping {
-                break Some((1012, "the hub is restarting"));
+                break Some((RESTARTING, "the hub is restarting"));
             }
             if fell_behind {
                 note_dropped(&self.hub);
@@ -466,12 +468,12 @@ impl WsSession {
                             break None;
                         }
                     }
-                    Ok(Signal::Shutdown) => break Some((1012, "the hub is restarting")),
+                    Ok(Signal::Shutdown) => break Some((RESTARTING, "the hub is restarting")),
                     Err(RecvError::Lagged(_)) => {
                         note_dropped(&self.hub);
                         break Some((1013, "too slow; reconnect"));
                     }
-                    Err(RecvError::Closed) => break Some((1012, "the hub is restarting")),
+                    Err(RecvError::Closed) => break Some((RESTARTING, "the hub is restarting")),
                 },
                 _ = ping.tick() => {
                     if last_pong.elapsed() > every * 3 {
@@ -483,12 +485,16 @@ impl WsSession {
                 }
             }
         };
+        let hub_stopping = matches!(close, Some((RESTARTING, _)));
         if let Some((code, reason)) = close {
             Box::pin(close_with(&mut socket, code, reason)).await;
         }
         // The socket was this peer's presence: closing it takes the peer offline, unless it has
-        // published through another connection since.
-        if published {
+        // published through another connection since — or the hub is stopping: the peer has
+        // not left, and comes back within its TTL (here after the restart, or to another
+        // instance). Taken offline, every peer of a restarted hub would leave and come back,
+        // each an event for every other.
+        if published && !hub_stopping {
             self.hub.disconnect_session(&self.peer_id, session);
         }
     }
