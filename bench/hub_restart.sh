@@ -7,6 +7,9 @@
 # The hub runs on CPU 0 and the load tool on CPU 1 (taskset), so each has a core of its own.
 # Bounded: the load tool stops by itself after --duration; every wait has a limit.
 #
+# STOP=TERM stops the hub as systemd does (SIGTERM: it closes its streams and exits) instead of
+# killing it (-9).
+#
 # PEER_DB=path names the hub's peer database (default data/peers.db); PEER_DB= (empty) keeps the
 # hub's state in memory, to measure the storm a hub without one meets.
 #
@@ -54,7 +57,7 @@ for _ in $(seq 1 $((600 + (rate > 0 ? 5 * peers / rate : 0)))); do
 done
 echo "all $peers connected after ${SECONDS} s"
 sleep 25
-kill -9 "$pid"; wait "$pid" 2>/dev/null
+kill -"${STOP:-9}" "$pid"; wait "$pid" 2>/dev/null
 hub; pid=$!
 start=$(date +%s%N); worst=0
 for _ in $(seq 1 1200); do
