@@ -276,11 +276,6 @@ impl SessionStore {
         }
     }
 
-    /// Whether the sessions live in a peer database rather than only in this process.
-    pub fn is_shared(&self) -> bool {
-        self.shared.is_some()
-    }
-
     /// Starts a session with fresh random tokens. With a shared store, fails while the
     /// database cannot be reached (a session this instance alone knew would end at the next
     /// refresh, or on the next request another instance took).
@@ -352,26 +347,27 @@ impl SessionStore {
     /// [`SESSION_LOOKUPS_PER_SECOND`]); while the database cannot be reached, as this process
     /// last knew it.
     pub async fn fetch(&self, token: &str) -> Option<Session> {
-        self.look_up(token, true).await
+        match &self.shared {
+            Some(store) => self.look_up(store, token, true).await,
+            None => self.get(token),
+        }
     }
 
     /// Whether a cookie token names a live session, asking the database when this process does
     /// not know it, without counting this as use (for long-lived streams, which must not keep
     /// a session alive by themselves).
     pub async fn recognize(&self, token: &str) -> bool {
-        self.is_live(token) || self.look_up(token, false).await.is_some()
+        if self.is_live(token) {
+            return true;
+        }
+        match &self.shared {
+            Some(store) => self.look_up(store, token, false).await.is_some(),
+            None => false,
+        }
     }
 
-    async fn look_up(&self, token: &str, used: bool) -> Option<Session> {
-        let Some(store) = &self.shared else {
-            return match used {
-                true => self.get(token),
-                false => self.is_live(token).then(|| Session {
-                    token: token.to_owned(),
-                    csrf: String::new(),
-                }),
-            };
-        };
+    /// A cookie's session as `store` has it, kept in the cache; `used` counts this as use.
+    async fn look_up(&self, store: &HubStore, token: &str, used: bool) -> Option<Session> {
         let digest = token_digest(token);
         let known = self.lock().contains_key(&digest);
         if !known && self.lookups.check().is_err() {
@@ -518,7 +514,7 @@ impl SessionStore {
         loop {
             tokio::select! {
                 _ = every.tick() => {}
-                _ = stopped.wait_for(|s| *s) => return,
+                _ = crate::services::until_stopped(&mut stopped) => return,
             }
             match self.refresh().await {
                 Ok(()) => failing = false,

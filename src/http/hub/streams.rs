@@ -102,11 +102,21 @@ struct Viewer {
 }
 
 impl Viewer {
-    fn of(app: &HubApp, headers: &HeaderMap) -> Self {
-        let admin = app
-            .admin
-            .session_from(headers)
-            .map(|session| (app.admin.clone(), session.token));
+    /// The viewer a request's cookie names. A session this process does not know may be in the
+    /// peer database (started on another instance, or before a restart): it is asked first, so
+    /// that the stream's snapshot is already the admin's.
+    async fn of(app: &HubApp, headers: &HeaderMap) -> Self {
+        let mut admin = None;
+        if app.admin.enabled()
+            && let Some(token) = cookie_value(headers, COOKIE)
+            && app.admin.sessions.recognize(token).await
+        {
+            admin = app
+                .admin
+                .sessions
+                .get(token)
+                .map(|session| (app.admin.clone(), session.token));
+        }
         Viewer { admin }
     }
 
@@ -122,27 +132,13 @@ impl Viewer {
     }
 }
 
-/// The admin session a stream's request names when this process does not know it but the
-/// peer database may (it was started on another instance, or before a restart): looked up
-/// before the stream opens, so that its snapshot is the admin's.
-fn session_to_look_up(app: &HubApp, headers: &HeaderMap) -> Option<String> {
-    if !app.admin.enabled() || !app.admin.sessions.is_shared() {
-        return None;
-    }
-    let token = cookie_value(headers, COOKIE)?;
-    (!app.admin.sessions.is_live(token)).then(|| token.to_owned())
-}
-
 async fn stream_events(
     State(app): State<HubApp>,
     ClientIp(ip): ClientIp,
     ApiQuery(params): ApiQuery<StreamParams>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    if let Some(token) = session_to_look_up(&app, &headers) {
-        app.admin.sessions.recognize(&token).await;
-    }
-    let body = Body::from_stream(open_event_stream(&app, ip, &params, &headers)?);
+    let body = Body::from_stream(open_event_stream(&app, ip, &params, &headers).await?);
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -157,7 +153,7 @@ async fn stream_events(
 /// Opens an event stream for the client at `ip` (within the stream limits), resuming from its
 /// `Last-Event-ID` (the header, or the query's `last_event_id`) when it gave one; the routed and
 /// the direct `GET /events` both open theirs here.
-fn open_event_stream(
+async fn open_event_stream(
     app: &HubApp,
     ip: IpAddr,
     params: &StreamParams,
@@ -166,18 +162,14 @@ fn open_event_stream(
     impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + use<>,
     HttpError,
 > {
+    let viewer = Viewer::of(app, headers).await;
     let slot = app.hub.open_stream(ip)?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .or(params.last_event_id.as_deref());
     let subscription = app.hub.subscribe(last_event_id, params.changes_only());
-    Ok(sse_frames(
-        app.hub.clone(),
-        subscription,
-        Viewer::of(app, headers),
-        slot,
-    ))
+    Ok(sse_frames(app.hub.clone(), subscription, viewer, slot))
 }
 
 struct SseStream {
@@ -341,14 +333,11 @@ async fn open_websocket(
             format!("/ws needs a WebSocket upgrade: {}", rejection.body_text()),
         )
     })?;
-    if let Some(token) = session_to_look_up(&app, &headers) {
-        app.admin.sessions.recognize(&token).await;
-    }
+    let viewer = Viewer::of(&app, &headers).await;
     let slot = app.hub.open_stream(ip)?;
     let subscription = app
         .hub
         .subscribe(params.last_event_id.as_deref(), params.changes_only());
-    let viewer = Viewer::of(&app, &headers);
     // One allocation the upgrade's task points to: captured and moved by value instead, the
     // session's fields would take room in that task for the socket's whole life twice over.
     let session = Box::new(WsSession {
@@ -676,7 +665,7 @@ static DIRECT_EVENTS_HEAD: std::sync::LazyLock<String> = std::sync::LazyLock::ne
 
 /// Opens the stream a direct `GET /events` asks for, or refuses it as the routed handler does
 /// (`ApiQuery`'s message, the stream limits). Takes the request, which is dropped once read.
-fn open_direct_events(
+async fn open_direct_events(
     app: &HubApp,
     request: RawRequest,
 ) -> Result<
@@ -688,7 +677,7 @@ fn open_direct_events(
         serde_urlencoded::from_str(request.query().unwrap_or("")).map_err(|error| {
             HttpError::bad_request(format!("Failed to deserialize query string: {error}"))
         })?;
-    open_event_stream(app, ip, &params, &request.headers)
+    open_event_stream(app, ip, &params, &request.headers).await
 }
 
 impl DirectRoute for DirectEvents {
@@ -705,34 +694,20 @@ impl DirectRoute for DirectEvents {
         request: RawRequest,
         io: StallGuard<Connection>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        // The stream is opened here and the request let go: a stream lives for hours, and
-        // neither what its request said (its headers, its query) nor the hub's app is needed
-        // once it is open.
-        if let Some(token) = session_to_look_up(&self.0, &request.headers) {
-            // An admin's session to ask the database about first: opened once it answers, by a
-            // future of its own that is gone once the stream is open.
-            let app = self.0.clone();
-            let opening = Box::pin(async move {
-                app.admin.sessions.recognize(&token).await;
-                open_direct_events(&app, request)
-            });
-            return Box::pin(async move {
-                match opening.await {
-                    Ok(frames) => write_direct_events(frames, io).await,
-                    Err(error) => {
-                        let mut io = io;
-                        refuse(&mut io, error).await;
-                    }
+        // The stream is opened by a future of its own, gone once the stream is open: a stream
+        // lives for hours, and neither what its request said (its headers, its query) nor the
+        // hub's app is needed after that.
+        let app = self.0.clone();
+        let opening = Box::pin(async move { open_direct_events(&app, request).await });
+        Box::pin(async move {
+            match opening.await {
+                Ok(frames) => write_direct_events(frames, io).await,
+                Err(error) => {
+                    let mut io = io;
+                    refuse(&mut io, error).await;
                 }
-            });
-        }
-        match open_direct_events(&self.0, request) {
-            Ok(frames) => Box::pin(write_direct_events(frames, io)),
-            Err(error) => Box::pin(async move {
-                let mut io = io;
-                refuse(&mut io, error).await;
-            }),
-        }
+            }
+        })
     }
 }
 
