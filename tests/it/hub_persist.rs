@@ -462,6 +462,41 @@ async fn healthz_reports_an_unwritable_peer_db() {
     );
 }
 
+/// While the peer database is unusable, signing in answers 503 and says why, and an
+/// administrator signed in before stays signed in on this instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_needs_the_peer_db_and_a_session_outlives_its_loss() {
+    let shared = tempfile::tempdir().unwrap();
+    let db = shared.path().join("peers.db");
+    let path = db.display().to_string();
+    let hub = hub_with_admin_and(|c| c.presence.peer_db_path = path.clone()).await;
+    let cookie = crate::support::hub_admin_cookie(&hub.url, crate::hub_admin::PASSWORD).await;
+
+    // Something outside the hub destroys the file.
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{}{suffix}", db.display());
+        if std::path::Path::new(&file).exists() {
+            std::fs::write(&file, vec![0xA5u8; 8192]).unwrap();
+        }
+    }
+    let refused = crate::support::no_redirects()
+        .post(format!("{}/admin/login", hub.url))
+        .form(&[("password", crate::hub_admin::PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(refused.headers().get("set-cookie").is_none());
+    let page = refused.text().await.unwrap();
+    assert!(
+        page.contains("The database that keeps sign-ins cannot be reached"),
+        "{page}"
+    );
+    let page = admin_page(&hub, &cookie, "/admin").await;
+    assert!(page.contains("name=\"csrf\""), "still signed in: {page}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_streams_with_a_retry_hint_flushes_and_exits_cleanly() {
     let dir = binary_hub_dir(120, "peers.db");
