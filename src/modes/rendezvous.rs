@@ -123,13 +123,11 @@ async fn start_hub(
         HubRelay::FromConfig => None,
     };
     // With a peer database, administrators' sessions are kept there: every instance knows
-    // every sign-in, and a restart keeps them.
+    // every sign-in, and a restart keeps them (requests ask the database; the cache streams
+    // check is read at once by `keep_refreshed`, whose first tick is immediate).
     let mut admin = AdminAuth::new(presence.admin_password.clone(), "/admin");
     if let Some(store) = &store {
         admin = admin.with_sessions(SessionStore::shared(store.clone()));
-        if let Err(error) = admin.sessions.refresh().await {
-            tracing::warn!("cannot read administrators' sessions: {error}");
-        }
     }
     let app = HubApp {
         hub: hub.clone(),
