@@ -21,3 +21,4 @@ pub mod sse;
 pub mod stall;
 pub mod text;
 pub mod viewer;
+pub mod websocket;

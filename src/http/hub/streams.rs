@@ -17,8 +17,6 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -30,7 +28,10 @@ use std::future::Future;
 use std::pin::Pin;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::HubApp;
 use crate::http::client_ip::ClientIp;
@@ -40,6 +41,7 @@ use crate::http::security;
 use crate::http::server::{Connection, DirectRoute, RawRequest, refuse};
 use crate::http::session::{AdminAuth, COOKIE, cookie_value};
 use crate::http::stall::StallGuard;
+use crate::http::websocket::{TEXTS_PER_WRITE, WsSocket, WsUpgrade};
 use crate::services::hub::limits::StreamSlot;
 use crate::services::hub::presence::{MAX_BODY_BYTES, Presence, PresenceError};
 use crate::services::hub::snapshot::{Snapshot, SnapshotPage};
@@ -315,7 +317,7 @@ async fn open_websocket(
     ClientIp(ip): ClientIp,
     ApiQuery(params): ApiQuery<StreamParams>,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<WsUpgrade, HttpError>,
 ) -> Result<Response, HttpError> {
     let peer_text = params
         .peer_id
@@ -327,12 +329,7 @@ async fn open_websocket(
             e.to_string(),
         ))
     })?;
-    let upgrade = upgrade.map_err(|rejection| {
-        HttpError::new(
-            rejection.status(),
-            format!("/ws needs a WebSocket upgrade: {}", rejection.body_text()),
-        )
-    })?;
+    let upgrade = upgrade?;
     let viewer = Viewer::of(&app, &headers).await;
     let slot = app.hub.open_stream(ip)?;
     let subscription = app
@@ -349,17 +346,18 @@ async fn open_websocket(
         subscription,
         _slot: slot,
     });
-    Ok(upgrade
-        .max_message_size(MAX_BODY_BYTES)
-        .max_frame_size(MAX_BODY_BYTES)
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_BODY_BYTES))
+        .max_frame_size(Some(MAX_BODY_BYTES))
         // Replies (pongs included) wait here while the client does not read; past the cap a
         // send fails and the session ends, as a stalled SSE subscriber's does.
         .max_write_buffer_size(WS_WRITE_BUFFER_CAP)
         .read_buffer_size(WS_READ_BUFFER)
-        // Each message goes out as it is sent (the session flushes every one anyway), so the
-        // write buffer never grows to hold a batch and keep that memory for the socket's life.
-        .write_buffer_size(0)
-        .on_upgrade(move |socket| session.run(socket)))
+        // What tungstenite writes (control messages, errors) goes out as it is sent, so its
+        // write buffer never grows to hold a batch and keep that memory for the socket's life;
+        // presence messages are written by `send_texts`, which holds nothing.
+        .write_buffer_size(0);
+    Ok(upgrade.serve(config, move |socket| session.run(socket)))
 }
 
 struct WsSession {
@@ -383,7 +381,7 @@ impl WsSession {
     /// with the keep-alive when events arrived since: an id to reconnect with
     /// (`last_event_id=`), which replays only what was missed after it. Presence messages are
     /// the same bytes for every client.
-    async fn run(mut self: Box<Self>, mut socket: WebSocket) {
+    async fn run(mut self: Box<Self>, mut socket: WsSocket) {
         let session = self.hub.next_session_id();
         let mut published = false;
         // The last event sent and the position last told, for `positions=1`.
@@ -399,7 +397,7 @@ impl WsSession {
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut last_pong = Instant::now();
         let mut pings = PingBudget::new();
-        let close: Option<(u16, &str)> = loop {
+        let close: Ending = loop {
             if self.subscription.stopping {
                 break Some((RESTARTING, "the hub is restarting"));
             }
@@ -436,34 +434,61 @@ impl WsSession {
                             break Some((1008, "too many pings"));
                         }
                     }
+                    Some(Ok(Message::Frame(_))) => {}
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
                 },
-                event = self.subscription.live.recv() => match event {
-                    Ok(Signal::Event(event)) => {
-                        self.hub.metrics().observe_fanout(event.accepted_at.elapsed());
-                        let frame = text_frame(&event, self.viewer.audience());
-                        if socket.send(frame).await.is_err() {
-                            break None;
+                signal = self.subscription.live.recv() => {
+                    // Events that arrived together go out together: under load a socket is
+                    // written once for all it is owed, not once per event.
+                    let signal = match signal {
+                        Ok(Signal::Event(first)) => {
+                            let (more, after) = take_waiting(&mut self.subscription.live);
+                            let audience = self.viewer.audience();
+                            let metrics = self.hub.metrics();
+                            for event in std::iter::once(&first).chain(&more) {
+                                metrics.observe_fanout(event.accepted_at.elapsed());
+                            }
+                            let first_text = &first.frames(audience).json;
+                            let written = if more.is_empty() {
+                                socket.send_texts(&[first_text]).await
+                            } else {
+                                let texts: Vec<&Bytes> = std::iter::once(first_text)
+                                    .chain(more.iter().map(|e| &e.frames(audience).json))
+                                    .collect();
+                                socket.send_texts(&texts).await
+                            };
+                            if written.is_err() {
+                                break None;
+                            }
+                            if self.positions {
+                                last_event = Some(more.last().cloned().unwrap_or(first));
+                            }
+                            match after {
+                                Some(signal) => signal,
+                                None => continue,
+                            }
                         }
-                        if self.positions {
-                            last_event = Some(event);
+                        other => other,
+                    };
+                    match signal {
+                        Ok(Signal::Event(_)) => unreachable!("events are written above"),
+                        // WebSocket liveness is the ping below; the keep-alive tells positions.
+                        Ok(Signal::KeepAlive) => {
+                            if self.positions
+                                && tell_position(&mut socket, &last_event, &mut told).await.is_err()
+                            {
+                                break None;
+                            }
+                        }
+                        Ok(Signal::Shutdown) | Err(RecvError::Closed) => {
+                            break Some((RESTARTING, "the hub is restarting"));
+                        }
+                        Err(RecvError::Lagged(_)) => {
+                            note_dropped(&self.hub);
+                            break Some((1013, "too slow; reconnect"));
                         }
                     }
-                    // WebSocket liveness is the ping below; the keep-alive tells positions.
-                    Ok(Signal::KeepAlive) => {
-                        if self.positions
-                            && tell_position(&mut socket, &last_event, &mut told).await.is_err()
-                        {
-                            break None;
-                        }
-                    }
-                    Ok(Signal::Shutdown) => break Some((RESTARTING, "the hub is restarting")),
-                    Err(RecvError::Lagged(_)) => {
-                        note_dropped(&self.hub);
-                        break Some((1013, "too slow; reconnect"));
-                    }
-                    Err(RecvError::Closed) => break Some((RESTARTING, "the hub is restarting")),
-                },
+                }
                 _ = ping.tick() => {
                     if last_pong.elapsed() > every * 3 {
                         break Some((1001, "no pong"));
@@ -494,8 +519,8 @@ impl WsSession {
     /// written (the session must then end).
     async fn send_start(
         &mut self,
-        socket: &mut WebSocket,
-    ) -> Result<(Option<String>, bool), axum::Error> {
+        socket: &mut WsSocket,
+    ) -> Result<(Option<String>, bool), WsError> {
         let mut told: Option<String> = None;
         if self.positions && self.subscription.reset {
             let reset = Message::Text(Utf8Bytes::from_static(r#"{"type":"reset"}"#));
@@ -508,8 +533,17 @@ impl WsSession {
         if let Some(mut snapshot) = self.subscription.snapshot.take() {
             while let Some(mut page) = snapshot.next_page() {
                 let audience = self.viewer.audience();
-                while let Some(event) = page.pop() {
-                    socket.send(text_frame(&event, audience)).await?;
+                // A page goes out in as few writes as it takes, and is let go of once written.
+                let mut events = Vec::with_capacity(TEXTS_PER_WRITE);
+                loop {
+                    events.extend(std::iter::from_fn(|| page.pop()).take(TEXTS_PER_WRITE));
+                    if events.is_empty() {
+                        break;
+                    }
+                    let texts: Vec<&Bytes> =
+                        events.iter().map(|e| &e.frames(audience).json).collect();
+                    socket.send_texts(&texts).await?;
+                    events.clear();
                 }
             }
         }
@@ -530,21 +564,19 @@ impl WsSession {
     /// start of the gap again. `Ok(false)` when the rings let go of events not yet written.
     async fn send_replay(
         &mut self,
-        socket: &mut WebSocket,
+        socket: &mut WsSocket,
         mut replay: Replay,
         told: &mut Option<String>,
-    ) -> Result<bool, axum::Error> {
+    ) -> Result<bool, WsError> {
         loop {
             let events = match replay.next_page() {
                 ReplayPage::Events(events) => events,
                 ReplayPage::Done => return Ok(true),
                 ReplayPage::Gone => return Ok(false),
             };
-            for event in &events {
-                socket
-                    .send(text_frame(event, self.viewer.audience()))
-                    .await?;
-            }
+            let audience = self.viewer.audience();
+            let texts: Vec<&Bytes> = events.iter().map(|e| &e.frames(audience).json).collect();
+            socket.send_texts(&texts).await?;
             if self.positions {
                 tell_position(socket, &events.last().cloned(), told).await?;
             }
@@ -594,10 +626,34 @@ impl PingBudget {
     }
 }
 
+/// How a session ends: closed with a code and reason, or (`None`) because the client left.
+type Ending = Option<(u16, &'static str)>;
+
+/// Takes the events already waiting in `live` (at most [`TEXTS_PER_WRITE`] less one, to go out
+/// with the one just received), and the first signal that is not an event, if one was taken
+/// on the way.
+fn take_waiting(
+    live: &mut broadcast::Receiver<Signal>,
+) -> (Vec<Arc<HubEvent>>, Option<Result<Signal, RecvError>>) {
+    let mut events = Vec::new();
+    while events.len() < TEXTS_PER_WRITE - 1 {
+        match live.try_recv() {
+            Ok(Signal::Event(event)) => events.push(event),
+            Ok(other) => return (events, Some(Ok(other))),
+            Err(TryRecvError::Empty) => break,
+            Err(TryRecvError::Lagged(missed)) => {
+                return (events, Some(Err(RecvError::Lagged(missed))));
+            }
+            Err(TryRecvError::Closed) => return (events, Some(Err(RecvError::Closed))),
+        }
+    }
+    (events, None)
+}
+
 /// Closes a WebSocket with `code` and `reason`.
-async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
+async fn close_with(socket: &mut WsSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
-        code,
+        code: CloseCode::from(code),
         reason: Utf8Bytes::from(reason),
     };
     if socket.send(Message::Close(Some(frame))).await.is_ok() {
@@ -617,10 +673,10 @@ async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
 
 /// Sends the position of `last_event` unless it is the one last told.
 async fn tell_position(
-    socket: &mut WebSocket,
+    socket: &mut WsSocket,
     last_event: &Option<Arc<HubEvent>>,
     told: &mut Option<String>,
-) -> Result<(), axum::Error> {
+) -> Result<(), WsError> {
     let Some(id) = last_event.as_deref().and_then(HubEvent::id) else {
         return Ok(());
     };
@@ -634,14 +690,6 @@ async fn tell_position(
 fn position_frame(id: &str) -> Message {
     let json = serde_json::json!({ "type": "position", "id": id }).to_string();
     Message::Text(json.into())
-}
-
-fn text_frame(event: &Arc<HubEvent>, audience: Audience) -> Message {
-    let json = &event.frames(audience).json;
-    match Utf8Bytes::try_from(json.clone()) {
-        Ok(text) => Message::Text(text),
-        Err(_) => Message::Binary(json.clone()),
-    }
 }
 
 /// `GET /events` served straight off the socket when no other server has taken the connection

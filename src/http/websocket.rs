@@ -1,0 +1,219 @@
+//! WebSocket upgrades answered on the connection hyper hands over, and a socket that writes
+//! many text messages in one system call.
+//!
+//! A message written through tungstenite is copied into the socket's write buffer and written
+//! with a call of its own. A hub's stream is hundreds of small presence messages in a snapshot
+//! and, under load, several live events at once for each of thousands of sockets:
+//! [`WsSocket::send_texts`] frames them itself (a server's frames are not masked, so only a
+//! short header is added to bytes the hub already holds) and writes them with vectored writes,
+//! up to [`TEXTS_PER_WRITE`] messages at a time, holding nothing once written. Everything else
+//! — reading, pings, pongs, closing — is tungstenite's.
+
+use std::io::{self, IoSlice};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error, Message};
+
+use crate::http::error::HttpError;
+
+/// Most text messages [`WsSocket::send_texts`] hands to one vectored write (each is a header
+/// and its bytes: two slices, well under the system's limit of 1,024).
+pub const TEXTS_PER_WRITE: usize = 32;
+
+/// A request to upgrade to a WebSocket, checked as RFC 6455 asks (a `GET` with `Connection:
+/// upgrade`, `Upgrade: websocket`, version 13 and a key).
+pub struct WsUpgrade {
+    on_upgrade: OnUpgrade,
+    accept: HeaderValue,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, HttpError> {
+        let path = parts.uri.path().to_owned();
+        let refuse = |status: StatusCode, what: &str| {
+            HttpError::new(status, format!("{path} needs a WebSocket upgrade: {what}"))
+        };
+        if parts.method != Method::GET {
+            return Err(refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the request method must be GET",
+            ));
+        }
+        if !has_token(&parts.headers, header::CONNECTION, "upgrade") {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "the Connection header does not include 'upgrade'",
+            ));
+        }
+        if !has_token(&parts.headers, header::UPGRADE, "websocket") {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "the Upgrade header does not include 'websocket'",
+            ));
+        }
+        if parts.headers.get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13"))
+        {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "the Sec-WebSocket-Version header must be 13",
+            ));
+        }
+        let key = parts
+            .headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .ok_or_else(|| {
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    "the Sec-WebSocket-Key header is missing",
+                )
+            })?;
+        let accept = HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+            .expect("an accept key is base64");
+        let on_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or_else(|| {
+            refuse(
+                StatusCode::UPGRADE_REQUIRED,
+                "this connection cannot be upgraded",
+            )
+        })?;
+        Ok(WsUpgrade { on_upgrade, accept })
+    }
+}
+
+/// Whether the comma-separated header `name` has `token` (case-insensitively).
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| item.trim().eq_ignore_ascii_case(token))
+}
+
+impl WsUpgrade {
+    /// Answers `101 Switching Protocols` and, once hyper hands the connection over, serves it
+    /// with `serve` (on a task of its own). A connection lost before that is dropped.
+    pub fn serve<F, Fut>(self, config: WebSocketConfig, serve: F) -> Response
+    where
+        F: FnOnce(WsSocket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let inner = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
+            serve(WsSocket { inner }).await;
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_ACCEPT, self.accept)
+            .body(axum::body::Body::empty())
+            .expect("a 101 response is valid")
+    }
+}
+
+/// A server's WebSocket.
+pub struct WsSocket {
+    inner: WebSocketStream<TokioIo<Upgraded>>,
+}
+
+impl WsSocket {
+    /// The next message from the client; `None` once the connection is closed.
+    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
+        self.inner.next().await
+    }
+
+    /// Sends one message (a control message, or a text that is not already held as bytes).
+    pub async fn send(&mut self, message: Message) -> Result<(), Error> {
+        self.inner.send(message).await
+    }
+
+    /// Sends each of `texts` (UTF-8, as the caller guarantees) as a text message: framed here
+    /// and written [`TEXTS_PER_WRITE`] at a time, after whatever tungstenite still holds (a
+    /// pong it owes the client).
+    pub async fn send_texts(&mut self, texts: &[&Bytes]) -> Result<(), Error> {
+        self.inner.flush().await?;
+        let io = self.inner.get_mut();
+        for chunk in texts.chunks(TEXTS_PER_WRITE) {
+            let mut headers = [([0u8; MAX_HEADER], 0); TEXTS_PER_WRITE];
+            for (text, (header, length)) in chunk.iter().zip(&mut headers) {
+                *length = text_header(text.len(), header);
+            }
+            let mut slices = [IoSlice::new(&[]); 2 * TEXTS_PER_WRITE];
+            for (i, (text, (header, length))) in chunk.iter().zip(&headers).enumerate() {
+                slices[2 * i] = IoSlice::new(&header[..*length]);
+                slices[2 * i + 1] = IoSlice::new(text);
+            }
+            let mut unwritten = &mut slices[..2 * chunk.len()];
+            while !unwritten.is_empty() {
+                let written = io.write_vectored(unwritten).await?;
+                if written == 0 {
+                    return Err(Error::Io(io::ErrorKind::WriteZero.into()));
+                }
+                IoSlice::advance_slices(&mut unwritten, written);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The longest header of an unmasked frame: two bytes and a 64-bit length.
+const MAX_HEADER: usize = 10;
+
+/// Writes the header of a final, unmasked text frame of `length` bytes into `out`; returns its
+/// length (RFC 6455 §5.2).
+fn text_header(length: usize, out: &mut [u8; MAX_HEADER]) -> usize {
+    const FIN_TEXT: u8 = 0x81;
+    out[0] = FIN_TEXT;
+    if length < 126 {
+        out[1] = length as u8;
+        2
+    } else if let Ok(short) = u16::try_from(length) {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&short.to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(length as u64).to_be_bytes());
+        10
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_use_the_shortest_length_encoding() {
+        let mut out = [0u8; MAX_HEADER];
+        assert_eq!(text_header(125, &mut out), 2);
+        assert_eq!(&out[..2], &[0x81, 125]);
+        assert_eq!(text_header(126, &mut out), 4);
+        assert_eq!(&out[..4], &[0x81, 126, 0, 126]);
+        assert_eq!(text_header(65_535, &mut out), 4);
+        assert_eq!(&out[..4], &[0x81, 126, 0xff, 0xff]);
+        assert_eq!(text_header(65_536, &mut out), 10);
+        assert_eq!(&out[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+    }
+}
