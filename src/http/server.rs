@@ -395,6 +395,21 @@ fn stall_guarded<T>(io: T, limits: &ServerLimits) -> StallGuard<T> {
     StallGuard::new(io, limits.write_stall_timeout, limits.stalls.clone())
 }
 
+/// Writes all of `slices` with vectored writes: many small frames in one system call.
+pub async fn write_all_vectored(
+    io: &mut (impl AsyncWrite + Unpin),
+    mut slices: &mut [io::IoSlice<'_>],
+) -> io::Result<()> {
+    while !slices.is_empty() {
+        let written = io.write_vectored(slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        io::IoSlice::advance_slices(&mut slices, written);
+    }
+    Ok(())
+}
+
 /// Answers a request taken off the socket with `error` in the JSON error shape and the
 /// security headers (it passes through none of the layers), and closes the connection.
 pub async fn refuse(io: &mut (impl AsyncWrite + Unpin), error: HttpError) {

@@ -6,10 +6,10 @@
 //! and, under load, several live events at once for each of thousands of sockets:
 //! [`WsSocket::send_texts`] frames them itself (a server's frames are not masked, so only a
 //! short header is added to bytes the hub already holds) and writes them with vectored writes,
-//! up to [`TEXTS_PER_WRITE`] messages at a time, holding nothing once written. Everything else
+//! up to [`FRAMES_PER_WRITE`] messages at a time, holding nothing once written. Everything else
 //! — reading, pings, pongs, closing — is tungstenite's.
 
-use std::io::{self, IoSlice};
+use std::io::IoSlice;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -19,17 +19,17 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error, Message};
 
 use crate::http::error::HttpError;
+use crate::http::server::write_all_vectored;
 
-/// Most text messages [`WsSocket::send_texts`] hands to one vectored write (each is a header
-/// and its bytes: two slices, well under the system's limit of 1,024).
-pub const TEXTS_PER_WRITE: usize = 32;
+/// Most messages handed to one vectored write: a WebSocket text is two slices (its header and
+/// its bytes), an event stream's frame one; either way well under the system's limit of 1,024.
+pub const FRAMES_PER_WRITE: usize = 32;
 
 /// A request to upgrade to a WebSocket, checked as RFC 6455 asks (a `GET` with `Connection:
 /// upgrade`, `Upgrade: websocket`, version 13 and a key).
@@ -150,29 +150,22 @@ impl WsSocket {
     }
 
     /// Sends each of `texts` (UTF-8, as the caller guarantees) as a text message: framed here
-    /// and written [`TEXTS_PER_WRITE`] at a time, after whatever tungstenite still holds (a
+    /// and written [`FRAMES_PER_WRITE`] at a time, after whatever tungstenite still holds (a
     /// pong it owes the client).
     pub async fn send_texts(&mut self, texts: &[&Bytes]) -> Result<(), Error> {
         self.inner.flush().await?;
         let io = self.inner.get_mut();
-        for chunk in texts.chunks(TEXTS_PER_WRITE) {
-            let mut headers = [([0u8; MAX_HEADER], 0); TEXTS_PER_WRITE];
+        for chunk in texts.chunks(FRAMES_PER_WRITE) {
+            let mut headers = [([0u8; MAX_HEADER], 0); FRAMES_PER_WRITE];
             for (text, (header, length)) in chunk.iter().zip(&mut headers) {
                 *length = text_header(text.len(), header);
             }
-            let mut slices = [IoSlice::new(&[]); 2 * TEXTS_PER_WRITE];
+            let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
             for (i, (text, (header, length))) in chunk.iter().zip(&headers).enumerate() {
                 slices[2 * i] = IoSlice::new(&header[..*length]);
                 slices[2 * i + 1] = IoSlice::new(text);
             }
-            let mut unwritten = &mut slices[..2 * chunk.len()];
-            while !unwritten.is_empty() {
-                let written = io.write_vectored(unwritten).await?;
-                if written == 0 {
-                    return Err(Error::Io(io::ErrorKind::WriteZero.into()));
-                }
-                IoSlice::advance_slices(&mut unwritten, written);
-            }
+            write_all_vectored(io, &mut slices[..2 * chunk.len()]).await?;
         }
         Ok(())
     }

@@ -662,6 +662,123 @@ async fn a_websocket_needs_a_valid_peer_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_request_that_cannot_upgrade_is_told_what_is_missing() {
+    let hub = TestHub::spawn().await;
+    let peer_id = TestIdentity::new().id;
+    for (headers, problem) in [
+        ("", "the Connection header does not include 'upgrade'"),
+        (
+            "Connection: upgrade\r\nUpgrade: h2c\r\n",
+            "the Upgrade header does not include 'websocket'",
+        ),
+        (
+            "Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 8\r\n",
+            "the Sec-WebSocket-Version header must be 13",
+        ),
+        (
+            "Connection: Upgrade\r\nUpgrade: WebSocket\r\nSec-WebSocket-Version: 13\r\n",
+            "the Sec-WebSocket-Key header is missing",
+        ),
+    ] {
+        let request = format!(
+            "GET /ws?peer_id={peer_id} HTTP/1.1\r\nHost: {}\r\n{headers}\r\n",
+            hub.addr
+        );
+        let (status, body) = raw_exchange(hub.addr, &request).await;
+        assert_eq!(status, 400, "{headers:?}: {body}");
+        assert_eq!(
+            error_of(&body),
+            format!("/ws needs a WebSocket upgrade: {problem}"),
+            "{headers:?}"
+        );
+    }
+}
+
+/// Sends `request` on a connection of its own and reads the JSON answer (by its length).
+async fn raw_exchange(hub: std::net::SocketAddr, request: &str) -> (u16, Value) {
+    use tokio::io::AsyncReadExt;
+    let mut stream = tokio::net::TcpStream::connect(hub).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed before the answer: {:?}",
+                String::from_utf8_lossy(&received)
+            );
+            received.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&received).into_owned();
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .expect("a content-length")
+                .parse()
+                .unwrap();
+            if body.len() >= length {
+                let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+                return (status, serde_json::from_str(&body[..length]).unwrap());
+            }
+        }
+    })
+    .await
+    .expect("an answer in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_snapshot_of_many_peers_arrives_message_by_message() {
+    let hub = TestHub::spawn().await;
+    // More peers than one write carries, with messages of many lengths.
+    let mut labels = Vec::new();
+    for i in 0..100 {
+        let label = format!("peer {i} {}", "x".repeat(i * 7));
+        let (status, body) = hub
+            .publish(TestIdentity::new().json(PresenceType::Online, &label))
+            .await;
+        assert_eq!(status, 204, "{body}");
+        labels.push(label);
+    }
+    let watcher = TestIdentity::new();
+    let url = format!("ws://{}/ws?peer_id={}", hub.addr, watcher.id);
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let mut next_text = async || loop {
+        let frame = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("a message in time")
+            .expect("the socket open")
+            .expect("a well-formed frame");
+        if let Message::Text(text) = frame {
+            break serde_json::from_str::<Value>(&text).expect("each message is one JSON object");
+        }
+    };
+    let mut received = Vec::new();
+    for _ in 0..labels.len() {
+        let message = next_text().await;
+        assert_eq!(message["type"], "online", "{message}");
+        received.push(message["content"].as_str().unwrap().to_owned());
+    }
+    received.sort();
+    labels.sort();
+    assert_eq!(received, labels);
+
+    // Live events follow the snapshot on the same socket.
+    let mut late = TestIdentity::new();
+    hub.publish(late.json(PresenceType::Online, "late")).await;
+    let message = next_text().await;
+    assert_eq!(message["content"], "late");
+    assert_eq!(message["peerId"], late.id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_calls_the_hub_cannot_read_are_refused_in_the_json_error_shape() {
     let hub = TestHub::spawn().await;
     for (path, problem) in [

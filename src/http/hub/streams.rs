@@ -9,6 +9,7 @@
 //! lives: after the admin signs out, the same stream carries public frames.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use futures_util::{StreamExt, stream};
+use futures_util::{FutureExt, StreamExt, stream};
 use libp2p_identity::PeerId;
 use serde::Deserialize;
 use std::future::Future;
@@ -38,10 +39,10 @@ use crate::http::client_ip::ClientIp;
 use crate::http::error::HttpError;
 use crate::http::json_api::ApiQuery;
 use crate::http::security;
-use crate::http::server::{Connection, DirectRoute, RawRequest, refuse};
+use crate::http::server::{Connection, DirectRoute, RawRequest, refuse, write_all_vectored};
 use crate::http::session::{AdminAuth, COOKIE, cookie_value};
 use crate::http::stall::StallGuard;
-use crate::http::websocket::{TEXTS_PER_WRITE, WsSocket, WsUpgrade};
+use crate::http::websocket::{FRAMES_PER_WRITE, WsSocket, WsUpgrade};
 use crate::services::hub::limits::StreamSlot;
 use crate::services::hub::presence::{MAX_BODY_BYTES, Presence, PresenceError};
 use crate::services::hub::snapshot::{Snapshot, SnapshotPage};
@@ -534,9 +535,9 @@ impl WsSession {
             while let Some(mut page) = snapshot.next_page() {
                 let audience = self.viewer.audience();
                 // A page goes out in as few writes as it takes, and is let go of once written.
-                let mut events = Vec::with_capacity(TEXTS_PER_WRITE);
+                let mut events = Vec::with_capacity(FRAMES_PER_WRITE);
                 loop {
-                    events.extend(std::iter::from_fn(|| page.pop()).take(TEXTS_PER_WRITE));
+                    events.extend(std::iter::from_fn(|| page.pop()).take(FRAMES_PER_WRITE));
                     if events.is_empty() {
                         break;
                     }
@@ -629,14 +630,14 @@ impl PingBudget {
 /// How a session ends: closed with a code and reason, or (`None`) because the client left.
 type Ending = Option<(u16, &'static str)>;
 
-/// Takes the events already waiting in `live` (at most [`TEXTS_PER_WRITE`] less one, to go out
+/// Takes the events already waiting in `live` (at most [`FRAMES_PER_WRITE`] less one, to go out
 /// with the one just received), and the first signal that is not an event, if one was taken
 /// on the way.
 fn take_waiting(
     live: &mut broadcast::Receiver<Signal>,
 ) -> (Vec<Arc<HubEvent>>, Option<Result<Signal, RecvError>>) {
     let mut events = Vec::new();
-    while events.len() < TEXTS_PER_WRITE - 1 {
+    while events.len() < FRAMES_PER_WRITE - 1 {
         match live.try_recv() {
             Ok(Signal::Event(event)) => events.push(event),
             Ok(other) => return (events, Some(Ok(other))),
@@ -774,8 +775,34 @@ async fn write_direct_events(
         tokio::select! {
             frame = frames.next() => match frame {
                 Some(Ok(frame)) => {
-                    if io.write_all(&frame).await.is_err() {
+                    // Frames already waiting (a snapshot's, events that came together) go out
+                    // with this one, in one write.
+                    let mut more = Vec::new();
+                    let mut ended = false;
+                    while more.len() < FRAMES_PER_WRITE - 1 {
+                        match frames.next().now_or_never() {
+                            Some(Some(Ok(frame))) => more.push(frame),
+                            Some(None) => {
+                                ended = true;
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    let written = if more.is_empty() {
+                        io.write_all(&frame).await
+                    } else {
+                        let mut slices: Vec<IoSlice> = std::iter::once(&frame)
+                            .chain(&more)
+                            .map(|frame| IoSlice::new(frame))
+                            .collect();
+                        write_all_vectored(&mut io, &mut slices).await
+                    };
+                    if written.is_err() {
                         return;
+                    }
+                    if ended {
+                        break;
                     }
                 }
                 _ => break,
