@@ -65,6 +65,15 @@ fn check(report: &community::CommunityReport) {
     let cores = std::thread::available_parallelism().unwrap().get() as f64;
     assert!(share > 0.0 && share <= cores * 1.1, "{text}");
     assert!(text.contains("% of one core"), "{text}");
+    // The hub's own count of what it handed to subscribers meanwhile: at least the changes
+    // the peers received, each within a bucket of its histogram.
+    let fanout = report
+        .hub_fanout
+        .as_ref()
+        .expect("the hub's /metrics is read");
+    assert!(fanout.count >= report.receipts / 2, "{text}");
+    assert!(fanout.p50 <= fanout.p99 && fanout.p99.is_finite(), "{text}");
+    assert!(text.contains("hub's own fan-out"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

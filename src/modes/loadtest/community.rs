@@ -113,6 +113,9 @@ pub struct CommunityReport {
     /// The hub's CPU time while the whole community was live (heartbeats, changes, the
     /// prober), per second: 1.0 is one core kept busy.
     pub hub_cpu_steady: Option<f64>,
+    /// The hub's own fan-out over the same time, from its `/metrics` (one instance: the one
+    /// the URL reaches).
+    pub hub_fanout: Option<HubFanout>,
     pub churned: u64,
     /// From every peer dropping its connection to the last one seen online again.
     pub storm: Option<Duration>,
@@ -248,6 +251,22 @@ impl CommunityReport {
             out += &format!(
                 "hub CPU while every peer was live: {:.1} % of one core\n",
                 share * 100.0
+            );
+        }
+        if let Some(fanout) = &self.hub_fanout {
+            let bound = |seconds: f64| {
+                if seconds.is_finite() {
+                    format!("≤ {:.0} ms", seconds * 1000.0)
+                } else {
+                    "over the largest bucket".to_owned()
+                }
+            };
+            out += &format!(
+                "hub's own fan-out while every peer was live (publish accepted to event handed \
+                 to the socket, its /metrics): p50 {}, p99 {} ({} events handed)\n",
+                bound(fanout.p50),
+                bound(fanout.p99),
+                fanout.count
             );
         }
         if let (Some(half), Some(live), Some(added)) = (
@@ -517,6 +536,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     let hub_anon_live_kib = super::anon_kib(&options.hub_pids);
     ledger.steady_from.store(ledger.micros(), Ordering::Relaxed);
     let (steady_began, hub_cpu_began) = (Instant::now(), super::cpu_seconds(&options.hub_pids));
+    let fanout_began = hub_fanout_buckets(hub).await;
 
     let probe_sources = (0..PROBE_ADDRESSES)
         .map(|k| super::source_address(hub_ip, options.peers + k))
@@ -535,6 +555,10 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
     let hub_cpu_steady = super::cpu_seconds(&options.hub_pids)
         .zip(hub_cpu_began)
         .map(|(end, began)| (end - began) / steady_began.elapsed().as_secs_f64());
+    let hub_fanout = match (fanout_began, hub_fanout_buckets(hub).await) {
+        (Some(began), Some(end)) => HubFanout::between(&began, &end),
+        _ => None,
+    };
     let latencies = tokio::task::spawn_blocking(move || prober.join().unwrap_or_default())
         .await
         .unwrap_or_default();
@@ -586,6 +610,7 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
         fanout_p50: ledger.delays.percentile(0.50),
         fanout_p99: ledger.delays.percentile(0.99),
         hub_cpu_steady,
+        hub_fanout,
         churned: ledger.churned.load(Ordering::Relaxed),
         storm,
         storm_back,
@@ -601,6 +626,77 @@ pub async fn run(options: CommunityOptions) -> anyhow::Result<CommunityReport> {
             .sum(),
         failures: Failure::ALL.map(|f| ledger.errors[f as usize].load(Ordering::Relaxed)),
     })
+}
+
+/// What the hub's fan-out histogram counted over a while: how many events it handed to
+/// subscribers, and the upper bounds (seconds; infinite past the largest bucket) of the buckets
+/// that hold the median and the 99th percentile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubFanout {
+    pub count: u64,
+    pub p50: f64,
+    pub p99: f64,
+}
+
+impl HubFanout {
+    /// From two readings of the cumulative buckets; `None` when nothing was counted between.
+    fn between(began: &[(f64, u64)], end: &[(f64, u64)]) -> Option<HubFanout> {
+        let counts: Vec<(f64, u64)> = end
+            .iter()
+            .map(|&(bound, total)| {
+                let before = began
+                    .iter()
+                    .find(|(b, _)| *b == bound)
+                    .map_or(0, |(_, count)| *count);
+                (bound, total.saturating_sub(before))
+            })
+            .collect();
+        let count = counts.iter().map(|(_, c)| *c).max().filter(|c| *c > 0)?;
+        let quantile = |q: f64| {
+            let wanted = (q * count as f64).ceil() as u64;
+            counts
+                .iter()
+                .find(|(_, cumulative)| *cumulative >= wanted)
+                .map_or(f64::INFINITY, |(bound, _)| *bound)
+        };
+        Some(HubFanout {
+            count,
+            p50: quantile(0.50),
+            p99: quantile(0.99),
+        })
+    }
+}
+
+/// The hub's `goop_hub_fanout_seconds` buckets as its `/metrics` gives them now (cumulative,
+/// by upper bound); `None` when they cannot be read.
+async fn hub_fanout_buckets(hub: SocketAddr) -> Option<Vec<(f64, u64)>> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let response = client
+        .get(format!("http://{hub}/metrics"))
+        .send()
+        .await
+        .ok()?;
+    let text = response.error_for_status().ok()?.text().await.ok()?;
+    let buckets = fanout_buckets(&text);
+    (!buckets.is_empty()).then_some(buckets)
+}
+
+fn fanout_buckets(metrics: &str) -> Vec<(f64, u64)> {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("goop_hub_fanout_seconds_bucket{le=\"")?;
+            let (bound, count) = rest.split_once("\"} ")?;
+            let bound = match bound {
+                "+Inf" => f64::INFINITY,
+                bound => bound.parse().ok()?,
+            };
+            Some((bound, count.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// Waits until `wanted` peers are live and have read their snapshots (or `deadline`), then two
@@ -990,6 +1086,34 @@ mod tests {
             numbers_after(frame, b"\"content\":\"ls ").collect::<Vec<_>>(),
             [4]
         );
+    }
+
+    #[test]
+    fn the_hubs_fanout_is_read_between_two_readings_of_its_buckets() {
+        let reading = |counts: [u64; 4]| {
+            format!(
+                "# TYPE goop_hub_fanout_seconds histogram\n\
+                 goop_hub_fanout_seconds_bucket{{le=\"0.05\"}} {}\n\
+                 goop_hub_fanout_seconds_bucket{{le=\"0.1\"}} {}\n\
+                 goop_hub_fanout_seconds_bucket{{le=\"0.25\"}} {}\n\
+                 goop_hub_fanout_seconds_bucket{{le=\"+Inf\"}} {}\n\
+                 goop_hub_fanout_seconds_sum 1.5\ngoop_hub_fanout_seconds_count {}\n",
+                counts[0], counts[1], counts[2], counts[3], counts[3]
+            )
+        };
+        let began = fanout_buckets(&reading([10, 10, 10, 10]));
+        assert_eq!(began.len(), 4);
+        // 100 more: 60 within 50 ms, 39 within 100 ms, 1 within 250 ms.
+        let end = fanout_buckets(&reading([70, 109, 110, 110]));
+        let fanout = HubFanout::between(&began, &end).unwrap();
+        assert_eq!(fanout.count, 100);
+        assert_eq!(fanout.p50, 0.05);
+        assert_eq!(fanout.p99, 0.1);
+        // One more past the largest bound: the 99th percentile is no longer within it.
+        let end = fanout_buckets(&reading([70, 108, 109, 111]));
+        let fanout = HubFanout::between(&began, &end).unwrap();
+        assert_eq!(fanout.p99, f64::INFINITY);
+        assert_eq!(HubFanout::between(&began, &began), None);
     }
 
     #[test]

@@ -26,8 +26,10 @@ pub const REJECT_REASONS: &[&str] = &[
 ];
 
 /// Upper bounds of the fan-out latency buckets, in seconds.
+/// Finer between 50 and 500 ms, where a change's fan-out to thousands of subscribers falls.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
+    1.0, 2.5,
 ];
 
 #[derive(Default)]
@@ -41,7 +43,7 @@ pub struct HubMetrics {
     rejects: [AtomicU64; REJECT_REASONS.len()],
     /// Observations per bucket (not cumulative: one atomic add per observation; the
     /// Prometheus cumulative counts are summed when rendering).
-    latency_buckets: [AtomicU64; 12],
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
 }
