@@ -150,24 +150,32 @@ impl WsSocket {
     }
 
     /// Sends each of `texts` (UTF-8, as the caller guarantees) as a text message: framed here
-    /// and written [`FRAMES_PER_WRITE`] at a time, after whatever tungstenite still holds (a
-    /// pong it owes the client).
-    pub async fn send_texts(&mut self, texts: &[&Bytes]) -> Result<(), Error> {
+    /// and written [`FRAMES_PER_WRITE`] at a time, taken from `texts` as they are written,
+    /// after whatever tungstenite still holds (a pong it owes the client).
+    pub async fn send_texts(
+        &mut self,
+        mut texts: impl Iterator<Item = Bytes> + Send,
+    ) -> Result<(), Error> {
         self.inner.flush().await?;
         let io = self.inner.get_mut();
-        for chunk in texts.chunks(FRAMES_PER_WRITE) {
+        loop {
+            let chunk: [Option<Bytes>; FRAMES_PER_WRITE] = std::array::from_fn(|_| texts.next());
+            let count = chunk.iter().flatten().count();
+            if count == 0 {
+                return Ok(());
+            }
             let mut headers = [([0u8; MAX_HEADER], 0); FRAMES_PER_WRITE];
-            for (text, (header, length)) in chunk.iter().zip(&mut headers) {
+            for (text, (header, length)) in chunk.iter().flatten().zip(&mut headers) {
                 *length = text_header(text.len(), header);
             }
             let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
-            for (i, (text, (header, length))) in chunk.iter().zip(&headers).enumerate() {
+            let framed = chunk.iter().flatten().zip(&headers).enumerate();
+            for (i, (text, (header, length))) in framed {
                 slices[2 * i] = IoSlice::new(&header[..*length]);
                 slices[2 * i + 1] = IoSlice::new(text);
             }
-            write_all_vectored(io, &mut slices[..2 * chunk.len()]).await?;
+            write_all_vectored(io, &mut slices[..2 * count]).await?;
         }
-        Ok(())
     }
 }
 

@@ -449,15 +449,10 @@ impl WsSession {
                             for event in std::iter::once(&first).chain(&more) {
                                 metrics.observe_fanout(event.accepted_at.elapsed());
                             }
-                            let first_text = &first.frames(audience).json;
-                            let written = if more.is_empty() {
-                                socket.send_texts(&[first_text]).await
-                            } else {
-                                let texts: Vec<&Bytes> = std::iter::once(first_text)
-                                    .chain(more.iter().map(|e| &e.frames(audience).json))
-                                    .collect();
-                                socket.send_texts(&texts).await
-                            };
+                            let texts = std::iter::once(&first)
+                                .chain(&more)
+                                .map(move |event| event.frames(audience).json.clone());
+                            let written = socket.send_texts(texts).await;
                             if written.is_err() {
                                 break None;
                             }
@@ -534,18 +529,10 @@ impl WsSession {
         if let Some(mut snapshot) = self.subscription.snapshot.take() {
             while let Some(mut page) = snapshot.next_page() {
                 let audience = self.viewer.audience();
-                // A page goes out in as few writes as it takes, and is let go of once written.
-                let mut events = Vec::with_capacity(FRAMES_PER_WRITE);
-                loop {
-                    events.extend(std::iter::from_fn(|| page.pop()).take(FRAMES_PER_WRITE));
-                    if events.is_empty() {
-                        break;
-                    }
-                    let texts: Vec<&Bytes> =
-                        events.iter().map(|e| &e.frames(audience).json).collect();
-                    socket.send_texts(&texts).await?;
-                    events.clear();
-                }
+                // A page goes out in as few writes as it takes, each event let go of as written.
+                let texts = std::iter::from_fn(|| page.pop())
+                    .map(move |event| event.frames(audience).json.clone());
+                socket.send_texts(texts).await?;
             }
         }
         if self.positions && !fell_behind {
@@ -576,8 +563,10 @@ impl WsSession {
                 ReplayPage::Gone => return Ok(false),
             };
             let audience = self.viewer.audience();
-            let texts: Vec<&Bytes> = events.iter().map(|e| &e.frames(audience).json).collect();
-            socket.send_texts(&texts).await?;
+            let texts = events
+                .iter()
+                .map(move |event| event.frames(audience).json.clone());
+            socket.send_texts(texts).await?;
             if self.positions {
                 tell_position(socket, &events.last().cloned(), told).await?;
             }
