@@ -12,10 +12,7 @@ use std::path::Path;
 pub fn fingerprint(path: &Path) -> String {
     use sha2::{Digest, Sha256};
     let bytes = fs::read(path).unwrap_or_default();
-    Sha256::digest(&bytes)[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&Sha256::digest(&bytes)[..12])
 }
 
 /// Writes `bytes` to `path` through a temporary sibling and a rename.

@@ -39,7 +39,7 @@ fn serve(path: &str, request: &HeaderMap) -> Response {
         return HttpError::page(StatusCode::NOT_FOUND, format!("no file /{path}")).into_response();
     };
     let hash = file.metadata.sha256_hash();
-    let etag = format!("\"{}\"", hex(&hash[..16]));
+    let etag = format!("\"{}\"", hex::encode(&hash[..16]));
     let etag = HeaderValue::from_str(&etag).expect("hex is a valid header value");
     let cache = [
         (header::ETAG, etag.clone()),
@@ -61,8 +61,4 @@ fn serve(path: &str, request: &HeaderMap) -> Response {
     };
     let content_type = HeaderValue::from_str(&content_type).expect("a MIME type is a header value");
     (cache, [(header::CONTENT_TYPE, content_type)], file.data).into_response()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

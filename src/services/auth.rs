@@ -250,10 +250,7 @@ pub struct SessionsUnavailable(StoreError);
 
 fn token_digest(token: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
 fn idle_ms() -> i64 {

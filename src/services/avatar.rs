@@ -72,12 +72,7 @@ pub fn find(dir: &Path) -> Option<PathBuf> {
 /// The hash announced for the stored avatar.
 pub fn hash_of(dir: &Path) -> Option<String> {
     let bytes = std::fs::read(find(dir)?).ok()?;
-    Some(
-        Sha256::digest(&bytes)[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    )
+    Some(hex::encode(&Sha256::digest(&bytes)[..16]))
 }
 
 /// Checks and stores `bytes` as the avatar of the peer in `dir` (replacing the old one

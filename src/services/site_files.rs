@@ -84,10 +84,7 @@ pub struct SiteFiles {
 
 /// The ETag of `bytes`: a short SHA-256, hex.
 pub fn etag_of(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&Sha256::digest(bytes)[..12])
 }
 
 impl SiteFiles {

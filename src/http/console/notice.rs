@@ -28,7 +28,7 @@ impl Notices {
         mac.update(b"goop-notice:");
         mac.update(text.as_bytes());
         let bytes = mac.finalize().into_bytes();
-        bytes[..16].iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(&bytes[..16])
     }
 
     /// `text` with its tag, as a page's `notice` parameter carries it.

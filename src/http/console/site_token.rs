@@ -44,13 +44,7 @@ impl SiteTokens {
     /// A token for pages of `peer`'s site.
     pub fn issue(&self, peer: &str) -> String {
         let expires = now_secs() + LIFETIME.as_secs();
-        let tag: String = self
-            .mac(peer, expires)
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let tag = hex::encode(self.mac(peer, expires).finalize().into_bytes());
         format!("{expires}.{tag}")
     }
 

@@ -697,9 +697,5 @@ fn fingerprint(files: &[FileEntry]) -> u64 {
 
 /// A bundle's ETag: the first 16 bytes of its SHA-256, in hex, quoted.
 fn etag_of(bundle: &[u8]) -> String {
-    format!("\"{}\"", hex(&Sha256::digest(bundle)[..16]))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    format!("\"{}\"", hex::encode(&Sha256::digest(bundle)[..16]))
 }

@@ -110,8 +110,7 @@ impl SqlValue {
             SqlValue::Real(_) => "NULL".into(),
             SqlValue::Text(text) => format!("'{}'", text.replace('\'', "''")),
             SqlValue::Blob(bytes) => {
-                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-                format!("X'{hex}'")
+                format!("X'{}'", hex::encode(bytes))
             }
         }
     }
