@@ -580,17 +580,14 @@ struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl CapturedLogs {
     fn install(&self) -> tracing::subscriber::DefaultGuard {
+        crate::support::keep_log_interest();
         let logs = self.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::INFO)
             .with_ansi(false)
             .with_writer(move || logs.clone())
             .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        // Other tests' threads may have no subscriber: what a log line is worth is decided
-        // again with this one in place.
-        tracing::callsite::rebuild_interest_cache();
-        guard
+        tracing::subscriber::set_default(subscriber)
     }
 
     fn lines_with(&self, text: &str) -> Vec<String> {

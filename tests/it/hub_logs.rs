@@ -23,6 +23,7 @@ const WAIT: Duration = Duration::from_secs(5);
 /// Sends this thread's log records from `goop2`, DEBUG and up, to `logs`. The test runs on a
 /// current-thread runtime, so the hub's tasks log on this thread too.
 fn record_logs(logs: &LogBuffer) -> tracing::subscriber::DefaultGuard {
+    crate::support::keep_log_interest();
     let subscriber = tracing_subscriber::registry()
         .with(
             tracing_subscriber::filter::Targets::new().with_target("goop2", tracing::Level::DEBUG),

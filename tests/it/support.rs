@@ -105,6 +105,22 @@ impl TestHub {
 }
 
 /// GETs `url` and returns the body as text.
+/// Call before a test records logs with a subscriber of its own thread. tracing decides once per
+/// log statement, for the whole process, whether it is worth building; while a single
+/// subscriber is known, it asks the one of the thread that first reaches the statement — another
+/// test's thread with none says "never", and the recording test loses that line. A process-wide
+/// subscriber that wants what those tests record (and keeps nothing) keeps the answer "yes".
+pub fn keep_log_interest() {
+    use tracing_subscriber::layer::SubscriberExt;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let wants =
+            tracing_subscriber::filter::Targets::new().with_target("goop2", tracing::Level::DEBUG);
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(wants))
+            .expect("no other process-wide subscriber in the test binary");
+    });
+}
+
 pub async fn get_text(url: &str) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
 }
