@@ -696,42 +696,11 @@ async fn a_websocket_request_that_cannot_upgrade_is_told_what_is_missing() {
 
 /// Sends `request` on a connection of its own and reads the JSON answer (by its length).
 async fn raw_exchange(hub: std::net::SocketAddr, request: &str) -> (u16, Value) {
-    use tokio::io::AsyncReadExt;
     let mut stream = tokio::net::TcpStream::connect(hub).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let n = stream.read(&mut buf).await.unwrap();
-            assert!(
-                n > 0,
-                "closed before the answer: {:?}",
-                String::from_utf8_lossy(&received)
-            );
-            received.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&received).into_owned();
-            let Some((head, body)) = text.split_once("\r\n\r\n") else {
-                continue;
-            };
-            let length: usize = head
-                .lines()
-                .find_map(|line| {
-                    line.to_ascii_lowercase()
-                        .strip_prefix("content-length: ")
-                        .map(str::to_owned)
-                })
-                .expect("a content-length")
-                .parse()
-                .unwrap();
-            if body.len() >= length {
-                let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-                return (status, serde_json::from_str(&body[..length]).unwrap());
-            }
-        }
-    })
-    .await
-    .expect("an answer in time")
+    let (head, body) = crate::support::read_response(&mut stream, &mut Vec::new()).await;
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(&body).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

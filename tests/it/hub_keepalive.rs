@@ -10,7 +10,7 @@ use goop2::services::hub::presence::PresenceType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{TestHub, TestIdentity, eventually};
+use crate::support::{TestHub, TestIdentity, eventually, read_response};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -20,39 +20,6 @@ fn publish_request(addr: SocketAddr, body: &str, extra: &str) -> String {
          Content-Length: {}\r\n{extra}\r\n{body}",
         body.len()
     )
-}
-
-/// One response read off `stream`: its head (lower-cased) and its body, read by its
-/// `content-length` (none: empty).
-async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> (String, String) {
-    let mut buffer = [0u8; 4096];
-    loop {
-        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8(pending[..end + 4].to_vec())
-                .unwrap()
-                .to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|line| line.strip_prefix("content-length: "))
-                .map(|n| n.trim().parse::<usize>().unwrap())
-                .unwrap_or(0);
-            if pending.len() >= end + 4 + length {
-                let body = String::from_utf8(pending[end + 4..end + 4 + length].to_vec()).unwrap();
-                pending.drain(..end + 4 + length);
-                return (head, body);
-            }
-        }
-        let read = tokio::time::timeout(WAIT, stream.read(&mut buffer))
-            .await
-            .expect("an answer in time")
-            .unwrap();
-        assert!(
-            read > 0,
-            "closed early: {}",
-            String::from_utf8_lossy(pending)
-        );
-        pending.extend_from_slice(&buffer[..read]);
-    }
 }
 
 /// Sends `request` and reads everything the hub answers until it closes the connection.

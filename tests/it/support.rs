@@ -121,6 +121,46 @@ pub fn keep_log_interest() {
     });
 }
 
+/// How long [`read_response`] waits for the next bytes.
+const RESPONSE_WAIT: Duration = Duration::from_secs(10);
+
+/// One response read off `stream`: its head (lower-cased) and its body, read by its
+/// `content-length` (none: empty).
+pub async fn read_response(
+    stream: &mut tokio::net::TcpStream,
+    pending: &mut Vec<u8>,
+) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8(pending[..end + 4].to_vec())
+                .unwrap()
+                .to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .map(|n| n.trim().parse::<usize>().unwrap())
+                .unwrap_or(0);
+            if pending.len() >= end + 4 + length {
+                let body = String::from_utf8(pending[end + 4..end + 4 + length].to_vec()).unwrap();
+                pending.drain(..end + 4 + length);
+                return (head, body);
+            }
+        }
+        let read = tokio::time::timeout(RESPONSE_WAIT, stream.read(&mut buffer))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(
+            read > 0,
+            "closed early: {}",
+            String::from_utf8_lossy(pending)
+        );
+        pending.extend_from_slice(&buffer[..read]);
+    }
+}
+
 pub async fn get_text(url: &str) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
 }
