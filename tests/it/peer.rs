@@ -408,17 +408,21 @@ async fn a_peer_known_only_through_a_hub_stays_online_for_many_ttls_and_leaves_w
         |_| {},
     )
     .await;
-    // Two networks: nothing reaches Ann about Dan but the hub.
+    // Two networks: nothing reaches Ann about Dan but the hub. Another network tag each keeps
+    // the LAN apart, and another presence topic each keeps the mesh of the connection the hub
+    // brings about from relaying Dan's heartbeats.
     let wan = hub.url.clone();
     let a_dir = PeerDir::new("Ann", |c| {
         quiet(c);
         c.presence.rendezvous_wan = wan.clone();
         c.presence.ttl_seconds = 2;
+        c.presence.topic = "goop.presence.ann".into();
     });
     let d_dir = PeerDir::new("Dan", |c| {
         quiet(c);
         c.presence.rendezvous_wan = wan.clone();
         c.presence.ttl_seconds = 2;
+        c.presence.topic = "goop.presence.dan".into();
     });
     let ann = TestPeer::start(a_dir).await;
     let dan = TestPeer::start(d_dir).await;
