@@ -1,7 +1,7 @@
 //! Three `goop2 rendezvous` processes sharing PostgreSQL behind nginx's round robin, as
 //! deploy/ sets them up: publish on one and stream from another, `kill -9` of one during
-//! publishes, a rolling restart — and the rolling restart behind Caddy running the Caddyfile
-//! deploy/ ships.
+//! publishes, a rolling restart — and the rolling restart and a database outage behind Caddy
+//! running the Caddyfile deploy/ ships.
 //!
 //! Needs PostgreSQL (`GOOP2_TEST_POSTGRES`, see hub_postgres.rs), nginx and Caddy (`apt-get
 //! install nginx caddy`); .ci/run provides them.
@@ -16,7 +16,7 @@ use goop2::services::hub::presence::PresenceType;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::postgres::{Caddy, Nginx, Seen, Subscriber, TestDatabase};
+use crate::support::postgres::{Caddy, Nginx, PrivatePostgres, Seen, Subscriber, TestDatabase};
 use crate::support::{
     HubProcess, SseClient, TestIdentity, binary_hub_dir_with, eventually, free_port,
 };
@@ -345,6 +345,99 @@ async fn a_rolling_restart_behind_the_shipped_caddyfile_loses_no_peer() {
     .await;
     assert!(healthy, "no healthy hub behind Caddy: {}", caddy.log());
     rolling_restart_loses_no_peer(instances, &caddy.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_the_shipped_caddyfile_instances_that_all_lost_the_database_still_serve() {
+    let server = PrivatePostgres::start();
+    let instances: Vec<Instance> = (0..3).map(|_| Instance::start(&server.url)).collect();
+    let ports: Vec<u16> = instances.iter().map(|i| i.port).collect();
+    let caddy = Caddy::start(&ports);
+    let client = reqwest::Client::new();
+    let health = async || {
+        let response = client
+            .get(format!("{}/healthz", caddy.url))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    assert!(
+        eventually(WAIT, async || health().await.0 == 200).await,
+        "no healthy hub behind Caddy: {}",
+        caddy.log()
+    );
+    let mut publishers = Publishers::new(10);
+    assert_eq!(publishers.beat(&caddy.url, 0).await, 10);
+
+    server.stop();
+    // Each instance's /healthz says so, and Caddy's health checks take every one of them out
+    // of the rotation.
+    let all_out = eventually(Duration::from_secs(30), async || {
+        let log = caddy.log();
+        ports.iter().all(|port| {
+            log.lines().any(|line| {
+                line.contains("unexpected status code")
+                    && line.contains(&format!("\"127.0.0.1:{port}\""))
+            })
+        })
+    })
+    .await;
+    assert!(
+        all_out,
+        "Caddy did not see every /healthz fail: {}",
+        caddy.log()
+    );
+
+    // Yet the instances serve from memory, and Caddy still sends them every kind of request.
+    let (status, reason) = health().await;
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.starts_with("the peer database"), "{reason}");
+    assert_eq!(
+        publishers.beat(&caddy.url, 1).await,
+        10,
+        "publishes through Caddy: {}",
+        caddy.log()
+    );
+    let peers = client
+        .get(format!("{}/peers.json", caddy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(peers.status().as_u16(), 200);
+    let mut stream = SseClient::connect(&format!("{}/events", caddy.url), None).await;
+    assert_eq!(stream.status, 200);
+    stream
+        .wait_for(WAIT, |e| e.json()["type"] == "online")
+        .await;
+    let mut walter = TestIdentity::new();
+    let ws_url = format!(
+        "{}/ws?peer_id={}",
+        caddy.url.replace("http://", "ws://"),
+        walter.id
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    socket
+        .send(Message::text(walter.json(PresenceType::Online, "Walter")))
+        .await
+        .unwrap();
+    let frame = tokio::time::timeout(WAIT, socket.next()).await.unwrap();
+    assert!(matches!(frame, Some(Ok(Message::Text(_)))), "{frame:?}");
+
+    // Back with the database: in the rotation again, and every instance has every last beat.
+    server.resume();
+    assert!(
+        eventually(Duration::from_secs(30), async || health().await.0 == 200).await,
+        "{:?}",
+        health().await
+    );
+    for instance in &instances {
+        let current = eventually(WAIT, async || {
+            publishers.all_current(&instance.peers().await)
+        })
+        .await;
+        assert!(current, "instance on {} is behind", instance.port);
+    }
 }
 
 /// Stops and restarts each instance in turn behind the proxy at `url` while 30 peers keep

@@ -402,7 +402,7 @@ impl Caddy {
         .unwrap();
         assert!(
             shipped.contains("hubs.example.org {")
-                && shipped.matches(SHIPPED_UPSTREAMS).count() == 2,
+                && shipped.matches(SHIPPED_UPSTREAMS).count() == 4,
             "the shipped Caddyfile changed shape; this test rewrites its host and upstreams"
         );
         let dir = tempfile::tempdir().unwrap();
