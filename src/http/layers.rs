@@ -17,7 +17,8 @@ use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-/// Which requests are logged at INFO (the rest at DEBUG; server errors always at WARN).
+/// Which requests are logged at INFO (the rest at DEBUG; server errors at WARN unless they are
+/// a [`ReportedState`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestLog {
     /// Every request: a console, used by its owner's browser.
@@ -29,6 +30,12 @@ pub enum RequestLog {
 
 /// A request that took this long is logged at INFO even on a busy server.
 const SLOW: Duration = Duration::from_secs(1);
+
+/// Marks a response that reports a state the server logs on its own when it changes (a health
+/// check's 503 while the database is away): logged at DEBUG whatever its status, so that a
+/// proxy's checks every few seconds do not repeat the one line that says what happened.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportedState;
 
 /// `router` with the common layers; requests logged as `log` says.
 pub fn common(router: Router, log: RequestLog) -> Router {
@@ -44,7 +51,8 @@ pub fn common(router: Router, log: RequestLog) -> Router {
         })
         .on_request(())
         .on_response(move |response: &Response<_>, latency: Duration, _: &Span| {
-            log_response(response.status(), latency, log)
+            let reported = response.extensions().get::<ReportedState>().is_some();
+            log_response(response.status(), latency, log, reported)
         })
         // A failed response is logged by `on_response` already.
         .on_failure(());
@@ -58,10 +66,12 @@ pub fn common(router: Router, log: RequestLog) -> Router {
         .layer(trace)
 }
 
-fn log_response(status: StatusCode, latency: Duration, log: RequestLog) {
+fn log_response(status: StatusCode, latency: Duration, log: RequestLog, reported: bool) {
     let status = status.as_u16();
     let latency_ms = latency.as_millis() as u64;
-    if status >= 500 {
+    if reported {
+        tracing::debug!(target: "goop2::http::request", status, latency_ms, "request");
+    } else if status >= 500 {
         tracing::warn!(target: "goop2::http::request", status, latency_ms, "request failed");
     } else if log == RequestLog::Every || latency >= SLOW {
         tracing::info!(target: "goop2::http::request", status, latency_ms, "request");

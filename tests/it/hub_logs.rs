@@ -1,6 +1,7 @@
 //! The hub's log: every join and leave at INFO with the peer's short ID and label, and a ban
 //! once — when it is applied and when the banned peer first tries again — not on every
-//! heartbeat the banned peer keeps sending.
+//! heartbeat the banned peer keeps sending; a lost peer database once, not at every health
+//! check.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -274,6 +275,63 @@ async fn every_request_has_a_span_with_method_route_status_and_latency() {
     for record in logs.snapshot() {
         assert!(!record.line().contains(&alice.id), "{}", record.line());
     }
+}
+
+/// A proxy checks `/healthz` every few seconds: while the peer database is away each check
+/// answers 503 with the reason, and the log says what happened once, as an error, instead of a
+/// failed request at every check.
+#[tokio::test]
+async fn a_lost_peer_database_is_logged_once_not_at_every_health_check() {
+    let logs = LogBuffer::new(10_000);
+    let _recording = record_logs(&logs);
+    let shared = tempfile::tempdir().unwrap();
+    let db = shared.path().join("peers.db");
+    let path = db.display().to_string();
+    let hub = TestHub::spawn_with(|c| c.presence.peer_db_path = path.clone(), |_| {}).await;
+    let health = async || {
+        reqwest::get(format!("{}/healthz", hub.url))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(health().await, 200);
+
+    // Something outside the hub destroys the file.
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{}{suffix}", db.display());
+        if std::path::Path::new(&file).exists() {
+            std::fs::write(&file, vec![0xA5u8; 8192]).unwrap();
+        }
+    }
+    let mut peer = TestIdentity::new();
+    assert_eq!(
+        publish(&hub, &mut peer, PresenceType::Online, "P").await,
+        204
+    );
+    assert!(eventually(Duration::from_secs(10), async || health().await == 503).await);
+    for _ in 0..5 {
+        assert_eq!(health().await, 503);
+    }
+
+    let checks = requests(&logs, "/healthz");
+    let failed: Vec<_> = checks
+        .iter()
+        .filter(|r| field(r, "status") == Some("503"))
+        .collect();
+    assert!(failed.len() >= 6, "{checks:?}");
+    assert!(
+        failed.iter().all(|r| r.level == "DEBUG"),
+        "{:?}",
+        failed.iter().map(|r| r.line()).collect::<Vec<_>>()
+    );
+    let said: Vec<_> = logs
+        .snapshot()
+        .into_iter()
+        .filter(|r| r.message.starts_with("the peer database is not writable: "))
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(said[0].level, "ERROR");
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The public reading endpoints: `/peers.json`, `/healthz`, `/metrics`, `/relay`.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -8,6 +9,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use super::HubApp;
+use crate::http::layers::ReportedState;
 use crate::http::session::MaybeAdmin;
 use crate::services::hub::PeerRecord;
 
@@ -86,7 +88,13 @@ async fn list_peers(
 async fn check_health(State(app): State<HubApp>) -> Response {
     match app.hub.health() {
         Ok(()) => (StatusCode::OK, "ok").into_response(),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+        // The hub logs why when it happens; a proxy asks every few seconds.
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Extension(ReportedState),
+            reason,
+        )
+            .into_response(),
     }
 }
 
