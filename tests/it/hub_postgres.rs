@@ -447,3 +447,120 @@ async fn a_postgres_restart_turns_healthz_503_then_200_and_loses_nothing() {
         .wait_for(WAIT, |e| e.json()["peerId"] == carol.id.as_str())
         .await;
 }
+
+/// While the database is away no instance hears the others: the peers announced through
+/// another instance stay listed as they were, rather than expiring and splitting the community
+/// into each instance's own peers. A peer heard here that falls silent still expires. Once the
+/// database is back, what changed meanwhile arrives: a departure leaves, a peer that kept its
+/// heartbeats stays, never having been said offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_of_other_instances_stay_listed_while_the_database_is_away() {
+    const TTL: Duration = Duration::from_secs(6);
+    let server = PrivatePostgres::start();
+    let spawn = async || {
+        let url = server.url.clone();
+        TestHub::spawn_with(
+            |c| {
+                c.presence.peer_db_url = Secret::new(url);
+                c.presence.ttl_seconds = TTL.as_secs() as u32;
+            },
+            |_| {},
+        )
+        .await
+    };
+    let first = spawn().await;
+    let second = spawn().await;
+    let listed = async |hub: &TestHub, peer: &TestIdentity| {
+        hub.peers()
+            .await
+            .iter()
+            .any(|p| p["peerId"] == peer.id.as_str())
+    };
+    let mut watcher = SseClient::connect(&format!("{}/events", second.url), None).await;
+    let (mut alice, mut bob, mut carol) = (
+        TestIdentity::new(),
+        TestIdentity::new(),
+        TestIdentity::new(),
+    );
+    for (hub, peer, label) in [
+        (&first, &mut alice, "Alice"),
+        (&first, &mut bob, "Bob"),
+        (&second, &mut carol, "Carol"),
+    ] {
+        assert_eq!(
+            hub.publish(peer.json(PresenceType::Online, label)).await.0,
+            204
+        );
+    }
+    assert!(
+        eventually(WAIT, async || listed(&second, &alice).await
+            && listed(&second, &bob).await)
+        .await
+    );
+
+    // Alice's last heartbeat before the outage, then the database goes.
+    assert_eq!(
+        first
+            .publish(alice.json(PresenceType::Update, "Alice"))
+            .await
+            .0,
+        204
+    );
+    server.stop();
+    // Bob says goodbye on the first instance; Alice goes on beating there for two TTLs.
+    assert_eq!(
+        first
+            .publish(bob.json(PresenceType::Offline, "Bob"))
+            .await
+            .0,
+        204
+    );
+    let beating = Instant::now();
+    while beating.elapsed() < TTL * 2 {
+        assert_eq!(
+            first
+                .publish(alice.json(PresenceType::Update, "Alice"))
+                .await
+                .0,
+            204
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(listed(&second, &alice).await, "{:?}", second.peers().await);
+    assert!(listed(&second, &bob).await, "{:?}", second.peers().await);
+    assert!(!listed(&second, &carol).await, "Carol fell silent here");
+
+    server.resume();
+    let caught_up = eventually(Duration::from_secs(20), async || {
+        !listed(&second, &bob).await && listed(&second, &alice).await
+    })
+    .await;
+    assert!(caught_up, "{:?}", second.peers().await);
+    // Past the hold's grace, Alice's heartbeats, written again, keep her listed.
+    let beating = Instant::now();
+    while beating.elapsed() < TTL + Duration::from_secs(2) {
+        assert_eq!(
+            first
+                .publish(alice.json(PresenceType::Update, "Alice"))
+                .await
+                .0,
+            204
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(listed(&second, &alice).await, "{:?}", second.peers().await);
+
+    let mut left = Vec::new();
+    while let Some(event) = watcher.next(Duration::from_millis(300)).await {
+        let json = event.json();
+        if json["type"] == "offline" {
+            left.push(json["peerId"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert!(
+        !left.contains(&alice.id),
+        "Alice was said offline: {left:?}"
+    );
+    assert!(left.contains(&bob.id), "{left:?}");
+    assert!(left.contains(&carol.id), "{left:?}");
+}

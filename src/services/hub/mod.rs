@@ -48,7 +48,7 @@ use persist::Persistence;
 use presence::{
     CheckedPresence, MAX_CLOCK_SKEW_MS, Presence, PresenceError, PresenceType, short_peer_id,
 };
-use shared::SharedPosition;
+use shared::{Hold, SharedPosition};
 pub use stream::{Replay, ReplayPage, Subscription};
 
 /// Joins and leaves remembered for the dashboard.
@@ -95,6 +95,11 @@ pub struct PeerRecord {
     /// This state as snapshots send it, encoded when a snapshot first needs it.
     #[serde(skip)]
     snapshot: Option<Arc<HubEvent>>,
+    /// The state came from the database — another instance took it, or this one before a
+    /// restart — not from a message to this instance: while the database cannot be read,
+    /// silence from such a peer says nothing about it, and it is not expired.
+    #[serde(skip)]
+    from_database: bool,
 }
 
 /// A join or leave, for the dashboard.
@@ -364,6 +369,7 @@ impl Hub {
                     record.changed_version = None;
                 }
                 record.snapshot = None;
+                record.from_database = false;
                 change
             }
             None => {
@@ -383,6 +389,7 @@ impl Hub {
                         version: None,
                         changed_version: None,
                         snapshot: None,
+                        from_database: false,
                     },
                 );
                 true
@@ -631,11 +638,18 @@ impl Hub {
 
     fn sweep_once(&self) {
         let now = Instant::now();
+        let deaf = self
+            .inner
+            .persistence
+            .get()
+            .is_some_and(|persistence| persistence.cannot_read());
         let mut state = self.lock();
+        let hold = self.hold_peers_from_database(&mut state, deaf, now);
+        let held = hold != Hold::Off;
         let expired: Vec<PeerId> = state
             .peers
             .iter()
-            .filter(|(_, record)| record.expires <= now)
+            .filter(|(_, record)| record.expires <= now && !(held && record.from_database))
             .map(|(peer, _)| *peer)
             .collect();
         let notes: Vec<PeerNote> = expired
@@ -652,6 +666,11 @@ impl Hub {
             shared.forget_departures_before(unix_ms() - TOMBSTONE_MS);
         }
         drop(state);
+        if hold == Hold::Began {
+            tracing::warn!(
+                "the peer database cannot be read: peers announced through other instances stay listed until it can"
+            );
+        }
         for note in notes {
             note.log();
         }

@@ -147,6 +147,14 @@ impl Persistence {
         }
     }
 
+    /// True while the last read of the database failed: other instances' news is not heard.
+    pub fn cannot_read(&self) -> bool {
+        self.read_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     fn record_write<T>(&self, result: &Result<T, StoreError>) {
         self.record(
             &self.write_error,

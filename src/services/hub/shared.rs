@@ -37,6 +37,18 @@ pub(super) struct SharedPosition {
     pub(super) departures: BTreeMap<PeerId, Departure>,
     /// Departures oldest first, to forget them in order (entries may be stale).
     pub(super) departure_order: VecDeque<(PeerId, i64)>,
+    /// The database could not be read at the last sweep: the peers known from it are held.
+    pub(super) holding: bool,
+}
+
+/// Whether a sweep holds the peers known from the database (see
+/// [`Hub::hold_peers_from_database`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hold {
+    Off,
+    /// The database could not be read at this sweep, for the first time since it could.
+    Began,
+    On,
 }
 
 pub(super) struct Departure {
@@ -68,6 +80,7 @@ pub(super) fn record_from_row(
             version: Some(row.version),
             changed_version: Some(row.changed_version),
             snapshot: None,
+            from_database: true,
         },
     ))
 }
@@ -204,6 +217,7 @@ impl Hub {
                 horizon: versions.pruned_version,
                 departures: BTreeMap::new(),
                 departure_order: VecDeque::new(),
+                holding: false,
             });
             for row in rows {
                 let Some((peer_id, record)) = record_from_row(&row, now, now_ms) else {
@@ -424,6 +438,37 @@ impl Hub {
             );
         }
         writes
+    }
+
+    /// What this sweep does with the peers known from the database. Other instances' news
+    /// comes only through the database: while it cannot be read (`deaf`), the peers they
+    /// announced are kept as they were rather than expired one by one — they are as likely
+    /// alive as before, and the community would otherwise split into each instance's own
+    /// peers. When it can be read again the hold ends a TTL later, time for the others to
+    /// write what they held back; a peer that left meanwhile leaves then (its departure is
+    /// read, or it expires).
+    pub(super) fn hold_peers_from_database(
+        &self,
+        state: &mut HubState,
+        deaf: bool,
+        now: Instant,
+    ) -> Hold {
+        let Some(shared) = &mut state.shared else {
+            return Hold::Off;
+        };
+        if deaf {
+            return match std::mem::replace(&mut shared.holding, true) {
+                true => Hold::On,
+                false => Hold::Began,
+            };
+        }
+        if std::mem::take(&mut shared.holding) {
+            let grace = now + self.inner.options.ttl;
+            for record in state.peers.values_mut().filter(|r| r.from_database) {
+                record.expires = record.expires.max(grace);
+            }
+        }
+        Hold::Off
     }
 
     pub(super) async fn persist_durably(&self, write: PeerWrite) -> Result<(), String> {
