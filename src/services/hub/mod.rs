@@ -668,7 +668,7 @@ impl Hub {
         drop(state);
         if hold == Hold::Began {
             tracing::warn!(
-                "the peer database cannot be read: peers announced through other instances stay listed until it can"
+                "the peer database cannot be read: the peers known only from it (announced through other instances) stay listed until it can"
             );
         }
         for note in notes {
