@@ -263,9 +263,10 @@ async fn open_store(dir: &Path, config: &Config) -> anyhow::Result<Option<HubSto
     let url = presence.peer_db_url.expose();
     if !url.is_empty() {
         let shown = config::redact_url_password(url);
-        let store = HubStore::connect(url).await.with_context(|| {
-            format!("cannot open the peer database (presence.peer_db_url {shown})")
-        })?;
+        // The store's error names the database (its password redacted).
+        let store = HubStore::connect(url)
+            .await
+            .context("cannot open the peer database (presence.peer_db_url)")?;
         tracing::info!(url = %shown, "sharing peer state, bans and templates through PostgreSQL");
         return Ok(Some(store));
     }

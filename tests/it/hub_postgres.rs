@@ -314,10 +314,16 @@ async fn the_database_password_appears_in_no_log_line_error_or_page() {
     assert!(!format!("{config:?}").contains(&password), "Debug shows it");
 
     // The binary, started with a wrong password and then against no server at all: the
-    // errors name the database without the password.
-    for url in [
-        db.url.replace(&password, "wrong-secret-42"),
-        "postgres://goop:unreachable-secret-42@127.0.0.1:1/goop".to_owned(),
+    // errors name the database without the password, and say what went wrong.
+    for (url, why) in [
+        (
+            db.url.replace(&password, "wrong-secret-42"),
+            "password authentication failed",
+        ),
+        (
+            "postgres://goop:unreachable-secret-42@127.0.0.1:1/goop".to_owned(),
+            "Connection refused",
+        ),
     ] {
         let dir = crate::support::binary_hub_dir_with(|c| {
             c.presence.peer_db_url = Secret::new(url.clone());
@@ -335,6 +341,7 @@ async fn the_database_password_appears_in_no_log_line_error_or_page() {
         );
         assert!(text.contains("presence.peer_db_url"), "{text}");
         assert!(text.contains("<redacted>"), "{text}");
+        assert!(text.contains(why), "{text}");
         assert!(
             !text.contains("-secret-42"),
             "the password was shown: {text}"

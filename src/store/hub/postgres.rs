@@ -4,8 +4,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 
 use super::{
     CHANNEL, Committed, PeerWrite, StoredBan, StoredPeer, StoredSession, StoredTemplate, Versions,
@@ -23,8 +23,25 @@ pub(super) async fn connect(url: &str) -> Result<PgPool, sqlx::Error> {
         // While the server is away, a query fails after this long rather than hanging: the
         // writer retries, /healthz reports it.
         .acquire_timeout(Duration::from_secs(3))
-        .connect_with(options)
-        .await?;
+        .connect_with(options.clone())
+        .await;
+    let pool = match pool {
+        Ok(pool) => pool,
+        // The pool says only that it waited in vain; one connection of its own says why (the
+        // server refuses connections, the password is wrong, the database does not exist).
+        Err(sqlx::Error::PoolTimedOut) => {
+            let tried = tokio::time::timeout(
+                Duration::from_secs(3),
+                sqlx::PgConnection::connect_with(&options),
+            )
+            .await;
+            return Err(match tried {
+                Ok(Err(reason)) => reason,
+                _ => sqlx::Error::PoolTimedOut,
+            });
+        }
+        Err(other) => return Err(other),
+    };
     // Instances starting together: sqlx takes an advisory lock around the migrations.
     MIGRATOR.run(&pool).await?;
     Ok(pool)
