@@ -297,13 +297,7 @@ async fn a_lost_peer_database_is_logged_once_not_at_every_health_check() {
     };
     assert_eq!(health().await, 200);
 
-    // Something outside the hub destroys the file.
-    for suffix in ["", "-wal", "-shm"] {
-        let file = format!("{}{suffix}", db.display());
-        if std::path::Path::new(&file).exists() {
-            std::fs::write(&file, vec![0xA5u8; 8192]).unwrap();
-        }
-    }
+    crate::support::destroy_sqlite_file(&db);
     let mut peer = TestIdentity::new();
     assert_eq!(
         publish(&hub, &mut peer, PresenceType::Online, "P").await,

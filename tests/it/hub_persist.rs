@@ -432,13 +432,7 @@ async fn healthz_reports_an_unwritable_peer_db() {
     let health = reqwest::get(format!("{}/healthz", hub.url)).await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
 
-    // Something outside the hub destroys the file.
-    for suffix in ["", "-wal", "-shm"] {
-        let file = format!("{}{suffix}", db.display());
-        if std::path::Path::new(&file).exists() {
-            std::fs::write(&file, vec![0xA5u8; 8192]).unwrap();
-        }
-    }
+    crate::support::destroy_sqlite_file(&db);
     let mut peer = TestIdentity::new();
     assert_eq!(
         hub.publish(peer.json(PresenceType::Online, "P")).await.0,
@@ -472,13 +466,7 @@ async fn signing_in_needs_the_peer_db_and_a_session_outlives_its_loss() {
     let hub = hub_with_admin_and(|c| c.presence.peer_db_path = path.clone()).await;
     let cookie = crate::support::hub_admin_cookie(&hub.url, crate::hub_admin::PASSWORD).await;
 
-    // Something outside the hub destroys the file.
-    for suffix in ["", "-wal", "-shm"] {
-        let file = format!("{}{suffix}", db.display());
-        if std::path::Path::new(&file).exists() {
-            std::fs::write(&file, vec![0xA5u8; 8192]).unwrap();
-        }
-    }
+    crate::support::destroy_sqlite_file(&db);
     let refused = crate::support::no_redirects()
         .post(format!("{}/admin/login", hub.url))
         .form(&[("password", crate::hub_admin::PASSWORD)])

@@ -455,6 +455,18 @@ async fn a_postgres_restart_turns_healthz_503_then_200_and_loses_nothing() {
         .await;
 }
 
+/// `peer` heartbeats on `hub` every half second for `time`, each acknowledged.
+async fn beat_for(hub: &TestHub, peer: &mut TestIdentity, label: &str, time: Duration) {
+    let beating = Instant::now();
+    while beating.elapsed() < time {
+        assert_eq!(
+            hub.publish(peer.json(PresenceType::Update, label)).await.0,
+            204
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// While the database is away no instance hears the others: the peers announced through
 /// another instance stay listed as they were, rather than expiring and splitting the community
 /// into each instance's own peers. A peer heard here that falls silent still expires. Once the
@@ -522,17 +534,7 @@ async fn peers_of_other_instances_stay_listed_while_the_database_is_away() {
             .0,
         204
     );
-    let beating = Instant::now();
-    while beating.elapsed() < TTL * 2 {
-        assert_eq!(
-            first
-                .publish(alice.json(PresenceType::Update, "Alice"))
-                .await
-                .0,
-            204
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    beat_for(&first, &mut alice, "Alice", TTL * 2).await;
     assert!(listed(&second, &alice).await, "{:?}", second.peers().await);
     assert!(listed(&second, &bob).await, "{:?}", second.peers().await);
     assert!(!listed(&second, &carol).await, "Carol fell silent here");
@@ -544,17 +546,7 @@ async fn peers_of_other_instances_stay_listed_while_the_database_is_away() {
     .await;
     assert!(caught_up, "{:?}", second.peers().await);
     // Past the hold's grace, Alice's heartbeats, written again, keep her listed.
-    let beating = Instant::now();
-    while beating.elapsed() < TTL + Duration::from_secs(2) {
-        assert_eq!(
-            first
-                .publish(alice.json(PresenceType::Update, "Alice"))
-                .await
-                .0,
-            204
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    beat_for(&first, &mut alice, "Alice", TTL + Duration::from_secs(2)).await;
     assert!(listed(&second, &alice).await, "{:?}", second.peers().await);
 
     let mut left = Vec::new();

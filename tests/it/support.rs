@@ -593,6 +593,17 @@ fn hub_config() -> Config {
     config
 }
 
+/// Overwrites the SQLite database at `db` and its WAL and shared-memory files with garbage, as
+/// something outside the program destroying them would.
+pub fn destroy_sqlite_file(db: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{}{suffix}", db.display());
+        if std::path::Path::new(&file).exists() {
+            std::fs::write(&file, vec![0xA5u8; 8192]).unwrap();
+        }
+    }
+}
+
 /// A hub directory for the `goop2` binary (port 0, no viewer), with `edit` applied.
 pub fn binary_hub_dir_with(edit: impl FnOnce(&mut Config)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
