@@ -406,6 +406,11 @@ async fn a_postgres_restart_turns_healthz_503_then_200_and_loses_nothing() {
     let (_, reason) = health(&first).await;
     assert!(reason.starts_with("the peer database"), "{reason}");
     assert!(!reason.contains(&server.password()), "{reason}");
+    // Why, not only that a pooled connection did not come.
+    for hub in [&first, &second] {
+        let (_, reason) = health(hub).await;
+        assert!(!reason.contains("pool timed out"), "{reason}");
+    }
     // More while it is away, beyond what a single retry would hold.
     let mut others: Vec<TestIdentity> = (0..20).map(|_| TestIdentity::new()).collect();
     for (index, peer) in others.iter_mut().enumerate() {

@@ -170,6 +170,29 @@ impl Persistence {
         self.record(&self.read_error, result, "the peer database cannot be read");
     }
 
+    /// Records the outcome of a write, the first failure of a run explained (see
+    /// [`HubStore::explain`]), and passes it on.
+    async fn note_write<T>(
+        &self,
+        store: &HubStore,
+        result: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = explain_first(store, &self.write_error, result).await;
+        self.record_write(&result);
+        result
+    }
+
+    /// [`Persistence::note_write`] for a read.
+    async fn note_read<T>(
+        &self,
+        store: &HubStore,
+        result: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = explain_first(store, &self.read_error, result).await;
+        self.record_read(&result);
+        result
+    }
+
     /// Logs the first failure of a run of them, and the recovery.
     fn record<T>(&self, slot: &Mutex<Option<String>>, result: &Result<T, StoreError>, what: &str) {
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
@@ -181,12 +204,29 @@ impl Persistence {
             }
             Err(err) => {
                 let message = format!("{what}: {err}");
-                if slot.is_none() {
-                    tracing::error!(database = self.kind, "{message}");
+                match *slot {
+                    None => tracing::error!(database = self.kind, "{message}"),
+                    // The pool waited in vain again: the reason held says more.
+                    Some(_) if err.is_pool_timeout() => return,
+                    Some(_) => {}
                 }
                 *slot = Some(message);
             }
         }
+    }
+}
+
+/// `result`, its error explained when it is the first of a run (`slot`, the reason held, is
+/// empty): an explanation may take a connection attempt, which a run of retries need not repeat.
+async fn explain_first<T>(
+    store: &HubStore,
+    slot: &Mutex<Option<String>>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let first = slot.lock().unwrap_or_else(|p| p.into_inner()).is_none();
+    match result {
+        Err(err) if first => Err(store.explain(err).await),
+        other => other,
     }
 }
 
@@ -239,7 +279,7 @@ pub async fn run_writer(
         let mut refusals = 0;
         while !writes.is_empty() {
             let result = store.write(&persistence.instance, &writes).await;
-            persistence.record_write(&result);
+            let result = persistence.note_write(&store, result).await;
             match result {
                 Ok(committed) => {
                     persistence.behind.store(false, Ordering::Relaxed);
@@ -348,7 +388,7 @@ pub async fn run_reader(
     let mut ticks: u64 = 0;
     loop {
         let wakeups = store.wakeups(&persistence.instance, POLL_EVERY).await;
-        persistence.record_read(&wakeups);
+        let wakeups = persistence.note_read(&store, wakeups).await;
         let mut wakeups = match wakeups {
             Ok(wakeups) => wakeups,
             Err(_) => {
@@ -369,7 +409,7 @@ pub async fn run_reader(
             tokio::select! {
                 wake = wakeups.next() => {
                     if let Err(err) = wake {
-                        persistence.record_read::<()>(&Err(err));
+                        let _ = persistence.note_read::<()>(&store, Err(err)).await;
                         break;
                     }
                 }
@@ -380,10 +420,10 @@ pub async fn run_reader(
                     let now = super::unix_ms();
                     if ticks.is_multiple_of(60) {
                         let result = store.prune(now).await;
-                        persistence.record_write(&result);
+                        let _ = persistence.note_write(&store, result).await;
                     } else if ticks.is_multiple_of(5) {
                         let result = store.check_writable().await;
-                        persistence.record_write(&result);
+                        let _ = persistence.note_write(&store, result).await;
                     }
                 }
                 _ = stopped(&mut stop) => return,
@@ -412,7 +452,7 @@ async fn read_changes(
         let rows = store
             .changes_since(position.peer_version, &persistence.instance, PAGE)
             .await;
-        persistence.record_read(&rows);
+        let rows = persistence.note_read(store, rows).await;
         let Ok(rows) = rows else { return false };
         let full = rows.len() as i64 == PAGE;
         if let Some(last) = rows.last() {
@@ -428,7 +468,7 @@ async fn read_changes(
     let bans = store
         .ban_changes_since(position.ban_version, &persistence.instance)
         .await;
-    persistence.record_read(&bans);
+    let bans = persistence.note_read(store, bans).await;
     let Ok(bans) = bans else { return false };
     if let Some(last) = bans.last() {
         position.ban_version = position.ban_version.max(last.version);

@@ -34,6 +34,14 @@ const CHANNEL: &str = "goop_hub_changes";
 #[error("{0}")]
 pub struct StoreError(String);
 
+impl StoreError {
+    /// Whether this says only that no pooled connection came in time, not why.
+    pub fn is_pool_timeout(&self) -> bool {
+        self.0
+            .contains("pool timed out while waiting for an open connection")
+    }
+}
+
 /// One peer row.
 #[derive(Debug, Clone, FromRow, PartialEq, Eq)]
 pub struct StoredPeer {
@@ -256,6 +264,20 @@ impl HubStore {
             cluster,
             redactor,
         })
+    }
+
+    /// `error` with its cause when it says only that the pool waited in vain: a connection of
+    /// its own to PostgreSQL says why, if it fails too (a SQLite file has no server to reach).
+    pub async fn explain(&self, error: StoreError) -> StoreError {
+        match &self.backend {
+            Backend::Postgres(pool) if error.is_pool_timeout() => {
+                match postgres::why_not(&pool.connect_options()).await {
+                    Some(reason) => self.redactor.error(reason),
+                    None => error,
+                }
+            }
+            _ => error,
+        }
     }
 
     /// "SQLite" or "PostgreSQL", for messages.

@@ -27,24 +27,33 @@ pub(super) async fn connect(url: &str) -> Result<PgPool, sqlx::Error> {
         .await;
     let pool = match pool {
         Ok(pool) => pool,
-        // The pool says only that it waited in vain; one connection of its own says why (the
-        // server refuses connections, the password is wrong, the database does not exist).
         Err(sqlx::Error::PoolTimedOut) => {
-            let tried = tokio::time::timeout(
-                Duration::from_secs(3),
-                sqlx::PgConnection::connect_with(&options),
-            )
-            .await;
-            return Err(match tried {
-                Ok(Err(reason)) => reason,
-                _ => sqlx::Error::PoolTimedOut,
-            });
+            return Err(why_not(&options).await.unwrap_or(sqlx::Error::PoolTimedOut));
         }
         Err(other) => return Err(other),
     };
     // Instances starting together: sqlx takes an advisory lock around the migrations.
     MIGRATOR.run(&pool).await?;
     Ok(pool)
+}
+
+/// Why a connection of its own to the server cannot be made, if it cannot within 3 s: the pool
+/// says only that it waited in vain, this says why (the server refuses connections, the
+/// password is wrong, the database does not exist).
+pub(super) async fn why_not(options: &PgConnectOptions) -> Option<sqlx::Error> {
+    let tried = tokio::time::timeout(
+        Duration::from_secs(3),
+        sqlx::PgConnection::connect_with(options),
+    )
+    .await;
+    match tried {
+        Ok(Err(reason)) => Some(reason),
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 pub(super) async fn cluster(pool: &PgPool) -> Result<String, sqlx::Error> {
