@@ -155,41 +155,45 @@ impl Persistence {
             .is_some()
     }
 
-    fn record_write<T>(&self, result: &Result<T, StoreError>) {
-        self.record(
-            &self.write_error,
-            result,
-            "the peer database is not writable",
-        );
-        self.refusing.send_if_modified(|refusing| {
-            std::mem::replace(refusing, result.is_err()) != result.is_err()
-        });
-    }
-
-    fn record_read<T>(&self, result: &Result<T, StoreError>) {
-        self.record(&self.read_error, result, "the peer database cannot be read");
-    }
-
-    /// Records the outcome of a write, the first failure of a run explained (see
-    /// [`HubStore::explain`]), and passes it on.
+    /// Records the outcome of a write (or writability check) and passes it on.
     async fn note_write<T>(
         &self,
         store: &HubStore,
         result: Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let result = explain_first(store, &self.write_error, result).await;
-        self.record_write(&result);
+        let what = "the peer database is not writable";
+        let result = self.note(store, &self.write_error, result, what).await;
+        let failed = result.is_err();
+        self.refusing
+            .send_if_modified(|refusing| std::mem::replace(refusing, failed) != failed);
         result
     }
 
-    /// [`Persistence::note_write`] for a read.
+    /// Records the outcome of a read and passes it on.
     async fn note_read<T>(
         &self,
         store: &HubStore,
         result: Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let result = explain_first(store, &self.read_error, result).await;
-        self.record_read(&result);
+        let what = "the peer database cannot be read";
+        self.note(store, &self.read_error, result, what).await
+    }
+
+    /// Records `result` in `slot`, the first failure of a run explained ([`HubStore::explain`]:
+    /// it may take a connection attempt, which a run of retries need not repeat).
+    async fn note<T>(
+        &self,
+        store: &HubStore,
+        slot: &Mutex<Option<String>>,
+        result: Result<T, StoreError>,
+        what: &str,
+    ) -> Result<T, StoreError> {
+        let first = slot.lock().unwrap_or_else(|p| p.into_inner()).is_none();
+        let result = match result {
+            Err(err) if first => Err(store.explain(err).await),
+            other => other,
+        };
+        self.record(slot, &result, what);
         result
     }
 
@@ -213,20 +217,6 @@ impl Persistence {
                 *slot = Some(message);
             }
         }
-    }
-}
-
-/// `result`, its error explained when it is the first of a run (`slot`, the reason held, is
-/// empty): an explanation may take a connection attempt, which a run of retries need not repeat.
-async fn explain_first<T>(
-    store: &HubStore,
-    slot: &Mutex<Option<String>>,
-    result: Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let first = slot.lock().unwrap_or_else(|p| p.into_inner()).is_none();
-    match result {
-        Err(err) if first => Err(store.explain(err).await),
-        other => other,
     }
 }
 
@@ -340,7 +330,7 @@ async fn write_one_by_one(
             }
         }
     }
-    persistence.record_write(&Ok::<(), StoreError>(()));
+    let _ = persistence.note_write(store, Ok(())).await;
 }
 
 /// Keeps the last upsert or offline per peer, in order; bans pass through.
