@@ -171,6 +171,21 @@ impl Publishers {
     }
 }
 
+/// A new peer's WebSocket to the hub at `url` (a proxy), its `online` as `label` sent.
+async fn online_over_websocket(
+    url: &str,
+    label: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut peer = TestIdentity::new();
+    let ws_url = format!("{}/ws?peer_id={}", url.replace("http://", "ws://"), peer.id);
+    let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    socket
+        .send(Message::text(peer.json(PresenceType::Online, label)))
+        .await
+        .unwrap();
+    socket
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_nginx_a_publish_on_one_instance_streams_from_the_others() {
     let db = TestDatabase::create().await;
@@ -227,19 +242,7 @@ async fn behind_nginx_a_publish_on_one_instance_streams_from_the_others() {
     );
 
     // A WebSocket through the proxy: upgraded, its presence seen everywhere, the stream read.
-    let mut walter = TestIdentity::new();
-    let ws_url = format!(
-        "{}/ws?peer_id={}",
-        nginx.url.replace("http://", "ws://"),
-        walter.id
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
-    socket
-        .send(Message::text(
-            walter.json(PresenceType::Online, "Walter over WS"),
-        ))
-        .await
-        .unwrap();
+    let mut socket = online_over_websocket(&nginx.url, "Walter over WS").await;
     for instance in &instances {
         assert!(
             eventually(WAIT, async || {
@@ -410,17 +413,7 @@ async fn behind_the_shipped_caddyfile_instances_that_all_lost_the_database_still
     stream
         .wait_for(WAIT, |e| e.json()["type"] == "online")
         .await;
-    let mut walter = TestIdentity::new();
-    let ws_url = format!(
-        "{}/ws?peer_id={}",
-        caddy.url.replace("http://", "ws://"),
-        walter.id
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
-    socket
-        .send(Message::text(walter.json(PresenceType::Online, "Walter")))
-        .await
-        .unwrap();
+    let mut socket = online_over_websocket(&caddy.url, "Walter").await;
     let frame = tokio::time::timeout(WAIT, socket.next()).await.unwrap();
     assert!(matches!(frame, Some(Ok(Message::Text(_)))), "{frame:?}");
 

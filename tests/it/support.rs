@@ -104,7 +104,6 @@ impl TestHub {
     }
 }
 
-/// GETs `url` and returns the body as text.
 /// Call before a test records logs with a subscriber of its own thread. tracing decides once per
 /// log statement, for the whole process, whether it is worth building; while a single
 /// subscriber is known, it asks the one of the thread that first reaches the statement — another
@@ -161,6 +160,7 @@ pub async fn read_response(
     }
 }
 
+/// GETs `url` and returns the body as text.
 pub async fn get_text(url: &str) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
 }
