@@ -6,8 +6,9 @@
 //! and, under load, several live events at once for each of thousands of sockets:
 //! [`WsSocket::send_texts`] frames them itself (a server's frames are not masked, so only a
 //! short header is added to bytes the hub already holds) and writes them with vectored writes,
-//! up to [`FRAMES_PER_WRITE`] messages at a time, holding nothing once written. Everything else
-//! — reading, pings, pongs, closing — is tungstenite's.
+//! up to [`FRAMES_PER_WRITE`] messages at a time, holding nothing once written — not even the
+//! room for a batch: that lives on the heap while a write is under way. Everything else —
+//! reading, pings, pongs, closing — is tungstenite's.
 
 use std::io::IoSlice;
 
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -133,12 +135,12 @@ impl WsUpgrade {
     }
 }
 
-/// A server's WebSocket.
-pub struct WsSocket {
-    inner: WebSocketStream<TokioIo<Upgraded>>,
+/// A server's WebSocket: an upgraded HTTP connection (or, in tests, any byte stream).
+pub struct WsSocket<S = TokioIo<Upgraded>> {
+    inner: WebSocketStream<S>,
 }
 
-impl WsSocket {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> WsSocket<S> {
     /// The next message from the client; `None` once the connection is closed.
     pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
         self.inner.next().await
@@ -152,30 +154,44 @@ impl WsSocket {
     /// Sends each of `texts` (UTF-8, as the caller guarantees) as a text message: framed here
     /// and written [`FRAMES_PER_WRITE`] at a time, taken from `texts` as they are written,
     /// after whatever tungstenite still holds (a pong it owes the client).
+    ///
+    /// The batch being written (its messages, their headers and the slices over them, about
+    /// 2.8 KiB) is in a boxed future of its own: a session's task holds this future among its
+    /// states for the socket's whole life, and inline the batch made every live peer's task
+    /// that much larger.
     pub async fn send_texts(
         &mut self,
-        mut texts: impl Iterator<Item = Bytes> + Send,
+        texts: impl Iterator<Item = Bytes> + Send,
     ) -> Result<(), Error> {
         self.inner.flush().await?;
-        let io = self.inner.get_mut();
-        loop {
-            let chunk: [Option<Bytes>; FRAMES_PER_WRITE] = std::array::from_fn(|_| texts.next());
-            let count = chunk.iter().flatten().count();
-            if count == 0 {
-                return Ok(());
-            }
-            let mut headers = [([0u8; MAX_HEADER], 0); FRAMES_PER_WRITE];
-            for (text, (header, length)) in chunk.iter().flatten().zip(&mut headers) {
-                *length = text_header(text.len(), header);
-            }
-            let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
-            let framed = chunk.iter().flatten().zip(&headers).enumerate();
-            for (i, (text, (header, length))) in framed {
-                slices[2 * i] = IoSlice::new(&header[..*length]);
-                slices[2 * i + 1] = IoSlice::new(text);
-            }
-            write_all_vectored(io, &mut slices[..2 * count]).await?;
+        Box::pin(write_texts(self.inner.get_mut(), texts)).await?;
+        Ok(())
+    }
+}
+
+/// Frames each of `texts` as a server's text message and writes them to `io`,
+/// [`FRAMES_PER_WRITE`] to a vectored write.
+async fn write_texts(
+    io: &mut (impl AsyncWrite + Unpin),
+    mut texts: impl Iterator<Item = Bytes>,
+) -> std::io::Result<()> {
+    loop {
+        let chunk: [Option<Bytes>; FRAMES_PER_WRITE] = std::array::from_fn(|_| texts.next());
+        let count = chunk.iter().flatten().count();
+        if count == 0 {
+            return Ok(());
         }
+        let mut headers = [([0u8; MAX_HEADER], 0); FRAMES_PER_WRITE];
+        for (text, (header, length)) in chunk.iter().flatten().zip(&mut headers) {
+            *length = text_header(text.len(), header);
+        }
+        let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
+        let framed = chunk.iter().flatten().zip(&headers).enumerate();
+        for (i, (text, (header, length))) in framed {
+            slices[2 * i] = IoSlice::new(&header[..*length]);
+            slices[2 * i + 1] = IoSlice::new(text);
+        }
+        write_all_vectored(io, &mut slices[..2 * count]).await?;
     }
 }
 
@@ -204,6 +220,34 @@ fn text_header(length: usize, out: &mut [u8; MAX_HEADER]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn texts_reach_a_client_as_sent_through_a_future_that_holds_no_batch() {
+        let (server, client) = tokio::io::duplex(1024 * 1024);
+        let mut socket = WsSocket {
+            inner: WebSocketStream::from_raw_socket(server, Role::Server, None).await,
+        };
+        let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        // More than two writes' worth, with each header length: short, 16-bit and 64-bit.
+        let texts: Vec<Bytes> = (0..2 * FRAMES_PER_WRITE + 5)
+            .map(|i| {
+                let letters = if i == 3 { 40_000 } else { i * 5 };
+                Bytes::from(format!("{i}:{}", "é".repeat(letters)))
+            })
+            .collect();
+        assert!(texts.iter().any(|text| text.len() > 65_535));
+
+        let sending = socket.send_texts(texts.clone().into_iter());
+        // Every WebSocket task holds this future among its states while its socket lives.
+        let size = std::mem::size_of_val(&sending);
+        assert!(size <= 256, "the future of a write is {size} bytes");
+        sending.await.unwrap();
+
+        for text in texts {
+            let received = client.next().await.unwrap().unwrap();
+            assert_eq!(received, Message::Text(text.try_into().unwrap()));
+        }
+    }
 
     #[test]
     fn headers_use_the_shortest_length_encoding() {
