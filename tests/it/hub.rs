@@ -645,6 +645,58 @@ async fn a_websocket_carries_presence_both_ways_and_its_close_takes_the_peer_off
     assert!(hub.peers().await.is_empty());
 }
 
+/// A client may send its first message right behind its upgrade request, before the `101`:
+/// the bytes hyper read past the request reach the WebSocket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_in_the_same_write_as_the_upgrade_request_is_published() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let hub = TestHub::spawn().await;
+    let mut alice = TestIdentity::new();
+    let text = alice.json(PresenceType::Online, "Alice, without waiting");
+    let mut bytes = format!(
+        "GET /ws?peer_id={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        alice.id, hub.addr
+    )
+    .into_bytes();
+    // A masked text frame, as a client sends it (RFC 6455 §5.2).
+    let mask = [0x1f, 0x2e, 0x3d, 0x4c];
+    bytes.extend([0x81, 0x80 | 126]);
+    bytes.extend(u16::try_from(text.len()).unwrap().to_be_bytes());
+    bytes.extend(mask);
+    bytes.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut stream = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "the hub closed");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+
+    let mut socket =
+        tokio_tungstenite::WebSocketStream::from_raw_socket(stream, Role::Client, None).await;
+    let echoed = loop {
+        let frame = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("the hub sent the published presence back")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = frame {
+            break serde_json::from_str::<Value>(&text).unwrap();
+        }
+    };
+    assert_eq!(echoed["content"], "Alice, without waiting");
+    assert_eq!(hub.peers().await.len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_needs_a_valid_peer_id() {
     let hub = TestHub::spawn().await;
