@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
@@ -27,8 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error, Message};
 
 use crate::http::error::HttpError;
-use crate::http::server::{Connection, write_all_vectored};
-use crate::http::stall::StallGuard;
+use crate::http::server::write_all_vectored;
 
 /// Most messages handed to one vectored write: a WebSocket text is two slices (its header and
 /// its bytes), an event stream's frame one; either way well under the system's limit of 1,024.
@@ -108,11 +107,6 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 impl WsUpgrade {
     /// Answers `101 Switching Protocols` and, once hyper hands the connection over, serves it
     /// with `serve` (on a task of its own). A connection lost before that is dropped.
-    ///
-    /// The socket is the server's connection itself, taken back from hyper's wrapper: with it
-    /// hyper hands over its read buffer (8 KiB), which it would keep until the socket is first
-    /// read — after the whole snapshot is written, for a hub's stream. Whatever the client sent
-    /// after its request is copied out, and the buffer let go of at once.
     pub fn serve<F, Fut>(self, config: WebSocketConfig, serve: F) -> Response
     where
         F: FnOnce(WsSocket) -> Fut + Send + 'static,
@@ -123,17 +117,12 @@ impl WsUpgrade {
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
-            let Ok(parts) = upgraded.downcast::<TokioIo<StallGuard<Connection>>>() else {
-                tracing::error!("a WebSocket upgrade came on a connection the server did not make");
-                return;
-            };
-            let io = parts.io.into_inner();
-            let inner = if parts.read_buf.is_empty() {
-                WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
-            } else {
-                let sent = parts.read_buf.to_vec();
-                WebSocketStream::from_partially_read(io, sent, Role::Server, Some(config)).await
-            };
+            let inner = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
             serve(WsSocket { inner }).await;
         });
         Response::builder()
@@ -146,9 +135,8 @@ impl WsUpgrade {
     }
 }
 
-/// A server's WebSocket: an upgraded connection of the server's (or, in tests, any byte
-/// stream).
-pub struct WsSocket<S = StallGuard<Connection>> {
+/// A server's WebSocket: an upgraded HTTP connection (or, in tests, any byte stream).
+pub struct WsSocket<S = TokioIo<Upgraded>> {
     inner: WebSocketStream<S>,
 }
 
