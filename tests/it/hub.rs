@@ -598,16 +598,9 @@ async fn a_websocket_carries_presence_both_ways_and_its_close_takes_the_peer_off
         .await
         .unwrap();
     // The socket receives the stream, including its own presence.
-    let echoed = loop {
-        let frame = tokio::time::timeout(WAIT, socket.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Message::Text(text) = frame {
-            break serde_json::from_str::<Value>(&text).unwrap();
-        }
-    };
+    let echoed = next_json(&mut socket, WAIT)
+        .await
+        .expect("a message in time");
     assert_eq!(echoed["content"], "Alice over WS");
     assert_eq!(hub.peers().await.len(), 1);
 
@@ -618,16 +611,11 @@ async fn a_websocket_carries_presence_both_ways_and_its_close_takes_the_peer_off
         .await
         .unwrap();
     let refusal = loop {
-        let frame = tokio::time::timeout(WAIT, socket.next())
+        let value = next_json(&mut socket, WAIT)
             .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Message::Text(text) = frame {
-            let value: Value = serde_json::from_str(&text).unwrap();
-            if value.get("error").is_some() {
-                break value;
-            }
+            .expect("a message in time");
+        if value.get("error").is_some() {
+            break value;
         }
     };
     assert_eq!(
@@ -683,16 +671,9 @@ async fn a_message_sent_in_the_same_write_as_the_upgrade_request_is_published() 
 
     let mut socket =
         tokio_tungstenite::WebSocketStream::from_raw_socket(stream, Role::Client, None).await;
-    let echoed = loop {
-        let frame = tokio::time::timeout(WAIT, socket.next())
-            .await
-            .expect("the hub sent the published presence back")
-            .unwrap()
-            .unwrap();
-        if let Message::Text(text) = frame {
-            break serde_json::from_str::<Value>(&text).unwrap();
-        }
-    };
+    let echoed = next_json(&mut socket, WAIT)
+        .await
+        .expect("a message in time");
     assert_eq!(echoed["content"], "Alice, without waiting");
     assert_eq!(hub.peers().await.len(), 1);
 }
@@ -771,19 +752,11 @@ async fn a_websocket_snapshot_of_many_peers_arrives_message_by_message() {
     let watcher = TestIdentity::new();
     let url = format!("ws://{}/ws?peer_id={}", hub.addr, watcher.id);
     let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let mut next_text = async || loop {
-        let frame = tokio::time::timeout(WAIT, socket.next())
-            .await
-            .expect("a message in time")
-            .expect("the socket open")
-            .expect("a well-formed frame");
-        if let Message::Text(text) = frame {
-            break serde_json::from_str::<Value>(&text).expect("each message is one JSON object");
-        }
-    };
     let mut received = Vec::new();
     for _ in 0..labels.len() {
-        let message = next_text().await;
+        let message = next_json(&mut socket, WAIT)
+            .await
+            .expect("a message in time");
         assert_eq!(message["type"], "online", "{message}");
         received.push(message["content"].as_str().unwrap().to_owned());
     }
@@ -794,7 +767,9 @@ async fn a_websocket_snapshot_of_many_peers_arrives_message_by_message() {
     // Live events follow the snapshot on the same socket.
     let mut late = TestIdentity::new();
     hub.publish(late.json(PresenceType::Online, "late")).await;
-    let message = next_text().await;
+    let message = next_json(&mut socket, WAIT)
+        .await
+        .expect("a message in time");
     assert_eq!(message["content"], "late");
     assert_eq!(message["peerId"], late.id.as_str());
 }
