@@ -9,6 +9,12 @@ use goop2::cli::{Cli, Command};
 use goop2::telemetry::{self, LogBuffer};
 use goop2::{config, modes};
 
+/// jemalloc, not the system's allocator: it hands back what a burst of connections used
+/// instead of keeping it in per-thread heaps, so a hub's memory follows its live peers.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
