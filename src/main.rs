@@ -9,8 +9,8 @@ use goop2::cli::{Cli, Command};
 use goop2::telemetry::{self, LogBuffer};
 use goop2::{config, modes};
 
-/// jemalloc, not the system's allocator: it hands back what a burst of connections used
-/// instead of keeping it in per-thread heaps, so a hub's memory follows its live peers.
+/// jemalloc, not glibc's allocator: after 10,000 peers joined a hub at once, glibc's heaps
+/// kept about 40 % more memory per live peer than jemalloc's (BENCHMARKS.md, "The allocator").
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
