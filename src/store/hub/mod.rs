@@ -31,14 +31,24 @@ const CHANNEL: &str = "goop_hub_changes";
 
 /// A database error, its text free of credentials.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(String);
+#[error("{text}")]
+pub struct StoreError {
+    text: String,
+    /// sqlx's `PoolTimedOut`: kept beside the text, which is all that is left of the error.
+    pool_timeout: bool,
+}
 
 impl StoreError {
+    fn new(text: impl Into<String>) -> Self {
+        StoreError {
+            text: text.into(),
+            pool_timeout: false,
+        }
+    }
+
     /// Whether this says only that no pooled connection came in time, not why.
     pub fn is_pool_timeout(&self) -> bool {
-        self.0
-            .contains("pool timed out while waiting for an open connection")
+        self.pool_timeout
     }
 }
 
@@ -225,12 +235,16 @@ impl Redactor {
         Redactor { secrets }
     }
 
-    fn error(&self, error: impl std::fmt::Display) -> StoreError {
+    fn error<E: std::fmt::Display + 'static>(&self, error: E) -> StoreError {
+        let pool_timeout = matches!(
+            (&error as &dyn std::any::Any).downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::PoolTimedOut)
+        );
         let mut text = error.to_string();
         for secret in &self.secrets {
             text = text.replace(secret.as_str(), "<redacted>");
         }
-        StoreError(text)
+        StoreError { text, pool_timeout }
     }
 }
 
@@ -547,8 +561,8 @@ impl HubStore {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sqlite(_) => Err(StoreError(
-                "templates are kept in presence.templates_dir with a SQLite peer database".into(),
+            Backend::Sqlite(_) => Err(StoreError::new(
+                "templates are kept in presence.templates_dir with a SQLite peer database",
             )),
             Backend::Postgres(pool) => postgres::put_template(pool, template, now_ms)
                 .await
@@ -587,5 +601,16 @@ mod tests {
             error.to_string(),
             "password authentication failed: <redacted>, <redacted>"
         );
+    }
+
+    #[test]
+    fn a_pool_timeout_is_known_by_its_kind_not_its_words() {
+        let redactor = Redactor::default();
+        let timed_out = redactor.error(sqlx::Error::PoolTimedOut);
+        assert!(timed_out.is_pool_timeout());
+        assert!(timed_out.to_string().contains("pool timed out"));
+        let worded_alike = redactor.error(sqlx::Error::PoolTimedOut.to_string());
+        assert!(!worded_alike.is_pool_timeout());
+        assert!(!redactor.error(sqlx::Error::PoolClosed).is_pool_timeout());
     }
 }
