@@ -22,6 +22,10 @@ try {
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   const row = (name) => `#peers tr[data-peer="${name}"]`;
+  // The notice comes with the action's answer, which the live list may come before.
+  const flashSays = (text) => page.waitForFunction(
+    (t) => document.getElementById("flash").textContent.includes(t), text, { timeout: 10000 },
+  ).then(() => true, () => false);
 
   await page.goto(launcherUrl);
   await page.waitForSelector("#empty:not([hidden])");
@@ -33,7 +37,7 @@ try {
   await page.check("#create input[name=host_hub]");
   await page.click("#create button[type=submit]");
   await page.waitForSelector(row("web"));
-  expect((await page.textContent("#flash")).includes("Created Web <b>site</b>"), "created notice");
+  expect(await flashSays("Created Web <b>site</b>"), "created notice");
   expect((await page.$$(`${row("web")} b`)).length === 0, "the label stays text");
   const ports = await page.textContent(`${row("web")} td:nth-child(3)`);
   const hubPort = /hub (\d+)/.exec(ports)[1];
@@ -86,7 +90,7 @@ try {
   await page.click(`${row("reader")} button[name=delete]`);
   await page.waitForSelector(row("reader"), { state: "detached" });
   await page.waitForSelector('#trash tr[data-trash^="reader-"]');
-  expect((await page.textContent("#flash")).includes("reader is in the trash"), "deleted notice");
+  expect(await flashSays("reader is in the trash"), "deleted notice");
   await page.click('#trash tr[data-trash^="reader-"] button[name=restore]');
   await page.waitForSelector(row("reader"));
   await page.waitForSelector("#trash-empty:not([hidden])");
