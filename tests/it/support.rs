@@ -595,12 +595,20 @@ fn hub_config() -> Config {
 
 /// Overwrites the SQLite database at `db` and its WAL and shared-memory files with garbage, as
 /// something outside the program destroying them would.
+///
+/// Each file is overwritten in place (at least its first 8 KiB), never shortened: SQLite maps
+/// the shared-memory file into the hub's process — here the test's own — and a mapped page cut
+/// off by a truncation kills the process that touches it (SIGBUS).
 pub fn destroy_sqlite_file(db: &std::path::Path) {
+    use std::io::Write;
     for suffix in ["", "-wal", "-shm"] {
         let file = format!("{}{suffix}", db.display());
-        if std::path::Path::new(&file).exists() {
-            std::fs::write(&file, vec![0xA5u8; 8192]).unwrap();
+        if !std::path::Path::new(&file).exists() {
+            continue;
         }
+        let mut opened = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        let length = opened.metadata().unwrap().len().max(8192);
+        opened.write_all(&vec![0xA5u8; length as usize]).unwrap();
     }
 }
 
