@@ -30,8 +30,9 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::time::{ClockId, clock_gettime};
 use nix::unistd::Pid;
 
-/// Set in the reading process's environment: the writer's port.
+/// Set in the reading process's environment: the writer's port, and the core to run on.
 const READER: &str = "GOOP_FANOUT_FLOOR_READER";
+const READER_CORE: &str = "GOOP_FANOUT_FLOOR_CORE";
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "cargo bench --bench fanout_floor --")]
@@ -137,7 +138,7 @@ fn write(arguments: &Arguments) -> anyhow::Result<()> {
     let mut reader = Command::new(std::env::current_exe()?)
         .args(arguments.to_args())
         .env(READER, port.to_string())
-        .env("GOOP_FANOUT_FLOOR_CORE", theirs.to_string())
+        .env(READER_CORE, theirs.to_string())
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot start the reading process")?;
@@ -217,7 +218,7 @@ fn write(arguments: &Arguments) -> anyhow::Result<()> {
 /// round's frame on each, and prints the frames' arrival times.
 fn read(port: u16, arguments: &Arguments) -> anyhow::Result<()> {
     allow_sockets(arguments.subscribers)?;
-    if let Ok(core) = std::env::var("GOOP_FANOUT_FLOOR_CORE") {
+    if let Ok(core) = std::env::var(READER_CORE) {
         pin(core.parse()?)?;
     }
     let epoll = Epoll::new(EpollCreateFlags::empty())?;
